@@ -1,0 +1,153 @@
+// Forward, kernel 2 of 3: the inter-chunk state recurrence. One CTA per (Dv tile, Dqk tile,
+// head) walks the chunks in order, keeping its BK x BV block of C (fp32) in registers:
+//   m_c+1 = max(g + m_c, g + max_t u_t)                          (0 for mLSTMsig)
+//   C_c+1 = exp(g + m_c - m_c+1) C_c + (K_c * w)^T V_c,   w_t = exp(g + u_t - m_c+1)
+//   n_c+1 = exp(g + m_c - m_c+1) n_c + sum_t w_t k_t
+// and stores C_c (the state entering chunk c) for the output kernel, in the state dtype.
+// The chunk is streamed in sub-blocks of SUB rows, double-buffered with cp.async.
+#pragma once
+#include "tfla/tile.cuh"
+
+namespace tfla {
+
+template <class T, class TS, int DQK, int DV, int CHUNK, int BK, int BV, int SUB, int WM, int WN,
+          bool EXP, bool NEED_N>
+__device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
+  constexpr int NT = WM * WN * 32;
+  typedef STile<T, SUB, BK> TileK;
+  typedef STile<T, SUB, BV> TileV;
+  typedef Gemm<T, BK, BV, SUB, WM, WN, /*A_KMAJOR=*/true, /*B_NMAJOR=*/false> G;
+  static_assert(CHUNK % SUB == 0, "SUB must divide the chunk");
+  T* sK = reinterpret_cast<T*>(smem);                  // [2][SUB][BK]
+  T* sV = sK + 2 * TileK::ELEMS;                       // [2][SUB][BV]
+  float* sW = reinterpret_cast<float*>(sV + 2 * TileV::ELEMS);  // [2][SUB] weights
+
+  const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z;
+  const int b = bh / p.NH, h = bh % p.NH;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m = warp / WN, warp_n = warp % WN;
+  const int k0 = kt * BK, v0 = vt * BV;
+  const bool lead = (vt == 0 && kt == 0);
+  const bool own_n = NEED_N && vt == 0;
+  const i64 S_pad = (i64)p.NC * CHUNK;
+
+  const T* gK = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh + k0;
+  const T* gV = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh + v0;
+
+  typename G::Acc acc;
+  G::zero(acc);
+  float m_prev = 0.f;
+  float n_acc = 0.f;  // thread tid < BK owns n[k0 + tid]
+  if (p.C0) {
+    const float* c0 = p.C0 + (i64)bh * DQK * DV;
+#pragma unroll
+    for (int fm = 0; fm < G::FM; ++fm)
+#pragma unroll
+      for (int fn = 0; fn < G::FN; ++fn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = warp_m * G::WTM + acc_row(fm, e, lane);
+          const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
+          acc[fm][fn][e] = c0[(i64)(k0 + r) * DV + v0 + cc];
+        }
+  }
+  if (EXP && p.m0) m_prev = p.m0[bh];
+  if (own_n && p.n0 && tid < BK) n_acc = p.n0[(i64)bh * DQK + k0 + tid];
+
+  constexpr int NSUB = CHUNK / SUB;
+  const int total = p.NC * NSUB;
+  auto issue = [&](int it) {
+    const int c = it / NSUB, sub = it % NSUB;
+    const int row0 = c * CHUNK + sub * SUB;
+    const int valid = p.S - row0;
+    const int st = it & 1;
+    load_tile_async<T, SUB, BK, NT>(sK + st * TileK::ELEMS, TileK::LD, gK + (i64)row0 * p.k_ss,
+                                    p.k_ss, valid, tid);
+    load_tile_async<T, SUB, BV, NT>(sV + st * TileV::ELEMS, TileV::LD, gV + (i64)row0 * p.v_ss,
+                                    p.v_ss, valid, tid);
+    cp_async_commit();
+  };
+  issue(0);
+  float decay = 1.f, m_new = 0.f, g = 0.f;
+  for (int it = 0; it < total; ++it) {
+    const int c = it / NSUB, sub = it % NSUB;
+    const int st = it & 1;
+    if (sub == 0) {
+      // Entering chunk c: publish the state, then fold the decay into the accumulator.
+      TS* outC = static_cast<TS*>(p.states_C) + ((i64)bh * p.NC + c) * DQK * DV;
+#pragma unroll
+      for (int fm = 0; fm < G::FM; ++fm)
+#pragma unroll
+        for (int fn = 0; fn < G::FN; ++fn)
+#pragma unroll
+          for (int e = 0; e < 4; e += 2) {
+            const int r = warp_m * G::WTM + acc_row(fm, e, lane);
+            const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
+            TS* dst = outC + (i64)(k0 + r) * DV + v0 + cc;
+            if constexpr (Elem<TS>::is16) {
+              *reinterpret_cast<u32*>(dst) = Elem<TS>::pack2(acc[fm][fn][e], acc[fm][fn][e + 1]);
+            } else {
+              *reinterpret_cast<float2*>(dst) = make_float2(acc[fm][fn][e], acc[fm][fn][e + 1]);
+            }
+          }
+      if (own_n && tid < BK) p.states_n[((i64)bh * p.NC + c) * DQK + k0 + tid] = n_acc;
+      if (lead) p.chunk_m[(i64)bh * p.NC + c] = m_prev;
+      g = p.chunk_g[(i64)bh * p.NC + c];
+      m_new = EXP ? fmaxf(g + m_prev, g + p.chunk_umax[(i64)bh * p.NC + c]) : 0.f;
+      decay = __expf(g + m_prev - m_new);
+#pragma unroll
+      for (int fm = 0; fm < G::FM; ++fm)
+#pragma unroll
+        for (int fn = 0; fn < G::FN; ++fn)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[fm][fn][e] *= decay;
+      n_acc *= decay;
+    }
+    // weights of this sub-block's rows
+    if (tid < SUB) {
+      const i64 o = bh * S_pad + (i64)c * CHUNK + sub * SUB + tid;
+      sW[st * SUB + tid] = __expf(g + p.gate_u[o] - m_new);
+    }
+    if (it + 1 < total) {
+      issue(it + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    // scale the rows of K by their weights (in place, in shared memory)
+    T* k_s = sK + st * TileK::ELEMS;
+    for (int idx = tid; idx < SUB * BK; idx += NT) {
+      const int r = idx / BK, cc = idx % BK;
+      T& x = k_s[r * TileK::LD + cc];
+      x = Elem<T>::from_float(Elem<T>::to_float(x) * sW[st * SUB + r]);
+    }
+    __syncthreads();
+    if (own_n && tid < BK) {
+      float s = 0.f;
+      for (int r = 0; r < SUB; ++r) s += Elem<T>::to_float(k_s[r * TileK::LD + tid]);
+      n_acc += s;
+    }
+    G::run(acc, k_s, TileK::LD, sV + st * TileV::ELEMS, TileV::LD, warp_m, warp_n, lane);
+    __syncthreads();
+    if (sub == NSUB - 1) m_prev = m_new;
+  }
+  // last states out (fp32)
+  if (p.C_last) {
+    float* cl = p.C_last + (i64)bh * DQK * DV;
+#pragma unroll
+    for (int fm = 0; fm < G::FM; ++fm)
+#pragma unroll
+      for (int fn = 0; fn < G::FN; ++fn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = warp_m * G::WTM + acc_row(fm, e, lane);
+          const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
+          cl[(i64)(k0 + r) * DV + v0 + cc] = acc[fm][fn][e];
+        }
+  }
+  if (own_n && p.n_last && tid < BK) p.n_last[(i64)bh * DQK + k0 + tid] = n_acc;
+  if (lead && p.m_last) p.m_last[bh] = m_prev;
+}
+
+}  // namespace tfla

@@ -1,0 +1,59 @@
+// Kernel parameter blocks of the mLSTM kernels. Plain data shared by host and device code:
+// the host fills one and passes it by value as the only kernel argument.
+// Strides are in elements; the last (feature) dimension is always contiguous.
+#pragma once
+
+#if defined(__CUDACC__)
+#define TFLA_HD __host__ __device__
+#else
+#define TFLA_HD
+#endif
+
+namespace tfla {
+
+// Shared-memory footprints, used by the host to size launches and by kernels to check them.
+// A tile of rows x cols elements of eb bytes is padded by 16 bytes per row (see STile).
+TFLA_HD constexpr int stile_bytes(int rows, int cols, int eb) { return rows * (cols + 16 / eb) * eb; }
+TFLA_HD constexpr int fwd_states_smem_bytes(int eb, int sub, int bk, int bv) {
+  return 2 * stile_bytes(sub, bk, eb) + 2 * stile_bytes(sub, bv, eb) + 2 * sub * 4;
+}
+TFLA_HD constexpr int fwd_output_smem_bytes(int eb, int dqk, int bq, int bkv, int bv, int bkc, int wn) {
+  return stile_bytes(bq, dqk, eb) + stile_bytes(bkv, dqk, eb) + stile_bytes(bkv, bv, eb) +
+         stile_bytes(bq, bkv, eb) + stile_bytes(bkc, bv, eb) + (4 * bq + bkv + wn * bq) * 4;
+}
+
+struct MlstmFwdParams {
+  const void* q;  // (B, NH, S, Dqk) input dtype
+  const void* k;  // (B, NH, S, Dqk) input dtype
+  const void* v;  // (B, NH, S, Dv)  input dtype
+  const void* i;  // (B, NH, S)      gate dtype: input-gate pre-activation
+  const void* f;  // (B, NH, S)      gate dtype: forget-gate pre-activation
+  long long q_sb, q_sh, q_ss;
+  long long k_sb, k_sh, k_ss;
+  long long v_sb, v_sh, v_ss;
+  long long i_sb, i_sh, i_ss;
+  long long f_sb, f_sh, f_ss;
+  void* h;  // (B, NH, S, Dv) input dtype
+  long long h_sb, h_sh, h_ss;
+  float* norm_out;  // (B, NH, S) fp32 or null: den_t (the value h was divided by, minus eps)
+  float* m_out;     // (B, NH, S) fp32 or null: stabilizer m_t
+  const float* C0;  // (B, NH, Dqk, Dv) fp32 or null
+  const float* n0;  // (B, NH, Dqk) fp32 or null
+  const float* m0;  // (B, NH) fp32 or null
+  float* C_last;    // (B, NH, Dqk, Dv) fp32 or null
+  float* n_last;    // (B, NH, Dqk) fp32 or null
+  float* m_last;    // (B, NH) fp32 or null
+  // workspace (all indexed by bh = b * NH + h; S_pad = NC * chunk)
+  float* gate_b;    // (BH, S_pad) inclusive cumsum of logsigmoid(f) inside each chunk
+  float* gate_u;    // (BH, S_pad) u_t = i~_t - b_t (-inf past S)
+  float* gate_pm;   // (BH, S_pad) prefix max of u inside each chunk
+  float* chunk_g;   // (BH, NC) b at the chunk's end
+  float* chunk_umax;// (BH, NC) max of u over the chunk
+  float* chunk_m;   // (BH, NC) stabilizer entering chunk c
+  void* states_C;   // (BH, NC, Dqk, Dv) state dtype: C entering chunk c (stabilized by chunk_m)
+  float* states_n;  // (BH, NC, Dqk) n entering chunk c
+  int B, NH, S, NC;
+  float scale, eps;
+};
+
+}  // namespace tfla

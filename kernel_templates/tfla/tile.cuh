@@ -1,0 +1,166 @@
+// Tiles as types: shared-memory tiles, their async loads from global memory, and a CTA-wide
+// tensor-core GEMM on shared tiles with fp32 accumulators held in registers.
+//
+// Accumulator layout (shared by every dtype): a warp owns FM x FN fragments of 16 x 8; lane
+// (g = lane / 4, t = lane % 4) holds rows g and g + 8, columns 2t and 2t + 1 of each fragment:
+//   acc[fm][fn][0] = (g, 2t)   acc[fm][fn][1] = (g, 2t+1)
+//   acc[fm][fn][2] = (g+8, 2t) acc[fm][fn][3] = (g+8, 2t+1)
+// bf16/fp16 use mma.m16n8k16 with ldmatrix; fp32 uses mma.m16n8k8.tf32 three times per step
+// (big*big + big*small + small*big), which keeps fp32 accuracy on the tensor cores.
+#pragma once
+#include "tfla/common.cuh"
+#include "tfla/mlstm_params.cuh"
+
+namespace tfla {
+
+// A ROWS x COLS tile in shared memory, rows padded by 16 bytes so ldmatrix is conflict free.
+template <class T, int ROWS, int COLS> struct STile {
+  static constexpr int PAD = 16 / Elem<T>::bytes;
+  static constexpr int LD = COLS + PAD;
+  static constexpr int ELEMS = ROWS * LD;
+  static constexpr int BYTES = ELEMS * Elem<T>::bytes;
+};
+
+// Async copy of a ROWS x COLS tile from global (row stride ldg elements) into shared (row
+// stride lds). Rows >= rows_valid are zero-filled without reading global memory.
+// COLS * sizeof(T) must be a multiple of 16, g and ldg 16-byte aligned (checked on the host).
+template <class T, int ROWS, int COLS, int NT>
+__device__ __forceinline__ void load_tile_async(T* s, int lds, const T* g, i64 ldg, int rows_valid,
+                                                int tid) {
+  constexpr int VEC = 16 / Elem<T>::bytes;
+  constexpr int CPR = COLS / VEC;  // 16-byte chunks per row
+  constexpr int TOTAL = ROWS * CPR;
+#pragma unroll 4
+  for (int idx = tid; idx < TOTAL; idx += NT) {
+    const int r = idx / CPR;
+    const int c = (idx % CPR) * VEC;
+    const bool ok = r < rows_valid;
+    cp_async16(s + r * lds + c, ok ? (const void*)(g + r * ldg + c) : (const void*)g, ok ? 16 : 0);
+  }
+}
+
+// C[M x N] += A[M x K] * B[K x N] over a CTA of WM x WN warps; each warp owns an
+// (M / WM) x (N / WN) block of C. A_KMAJOR: A stored as [k][m] (else [m][k]).
+// B_NMAJOR: B stored as [n][k] (else [k][n]). lda/ldb in elements.
+template <class T, int M, int N, int K, int WM, int WN, bool A_KMAJOR, bool B_NMAJOR>
+struct Gemm {
+  static constexpr int WTM = M / WM;
+  static constexpr int WTN = N / WN;
+  static constexpr int FM = WTM / 16;
+  static constexpr int FN = WTN / 8;
+  static_assert(M % (16 * WM) == 0, "M must split into 16-row fragments per warp");
+  static_assert(N % (16 * WN) == 0, "N must split into pairs of 8-column fragments per warp");
+  static_assert(K % 16 == 0, "K must be a multiple of 16");
+  typedef float Acc[FM][FN][4];
+
+  __device__ static void zero(Acc& acc) {
+#pragma unroll
+    for (int i = 0; i < FM; ++i)
+#pragma unroll
+      for (int j = 0; j < FN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+  }
+
+  __device__ static void run(Acc& acc, const T* sA, int lda, const T* sB, int ldb, int warp_m,
+                             int warp_n, int lane) {
+    if constexpr (Elem<T>::is16) {
+      run16(acc, sA, lda, sB, ldb, warp_m, warp_n, lane);
+    } else {
+      run32(acc, sA, lda, sB, ldb, warp_m, warp_n, lane);
+    }
+  }
+
+  __device__ static void run16(Acc& acc, const T* sA, int lda, const T* sB, int ldb, int warp_m,
+                               int warp_n, int lane) {
+    const int m_base = warp_m * WTM;
+    const int n_base = warp_n * WTN;
+    const int mat = lane >> 3, r8 = lane & 7;
+#pragma unroll
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      u32 a[FM][4];
+#pragma unroll
+      for (int fm = 0; fm < FM; ++fm) {
+        const int m0 = m_base + fm * 16;
+        if constexpr (A_KMAJOR) {
+          const T* p = sA + (k0 + (mat >> 1) * 8 + r8) * lda + m0 + (mat & 1) * 8;
+          ldmatrix_x4_trans(a[fm], p);
+        } else {
+          const T* p = sA + (m0 + (lane & 15)) * lda + k0 + (lane >> 4) * 8;
+          ldmatrix_x4(a[fm], p);
+        }
+      }
+#pragma unroll
+      for (int fn = 0; fn < FN; fn += 2) {
+        const int n0 = n_base + fn * 8;
+        u32 b[4];
+        if constexpr (B_NMAJOR) {
+          const T* p = sB + (n0 + (mat >> 1) * 8 + r8) * ldb + k0 + (mat & 1) * 8;
+          ldmatrix_x4(b, p);
+        } else {
+          const T* p = sB + (k0 + (mat & 1) * 8 + r8) * ldb + n0 + (mat >> 1) * 8;
+          ldmatrix_x4_trans(b, p);
+        }
+#pragma unroll
+        for (int fm = 0; fm < FM; ++fm) {
+          Mma<T>::run(acc[fm][fn], a[fm], b[0], b[1]);
+          Mma<T>::run(acc[fm][fn + 1], a[fm], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  __device__ static float a_at(const float* sA, int lda, int m, int k) {
+    return A_KMAJOR ? sA[k * lda + m] : sA[m * lda + k];
+  }
+  __device__ static float b_at(const float* sB, int ldb, int k, int n) {
+    return B_NMAJOR ? sB[n * ldb + k] : sB[k * ldb + n];
+  }
+  template <class U>
+  __device__ static void run32(Acc& acc, const U* sA, int lda, const U* sB, int ldb, int warp_m,
+                               int warp_n, int lane) {
+    const int g = lane >> 2, t = lane & 3;
+    const int m_base = warp_m * WTM;
+    const int n_base = warp_n * WTN;
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      u32 ab[FM][4], as[FM][4];
+#pragma unroll
+      for (int fm = 0; fm < FM; ++fm) {
+        const int m0 = m_base + fm * 16;
+        const float x[4] = {a_at(sA, lda, m0 + g, k0 + t), a_at(sA, lda, m0 + g + 8, k0 + t),
+                            a_at(sA, lda, m0 + g, k0 + t + 4),
+                            a_at(sA, lda, m0 + g + 8, k0 + t + 4)};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          ab[fm][e] = to_tf32(x[e]);
+          as[fm][e] = to_tf32(x[e] - __uint_as_float(ab[fm][e]));
+        }
+      }
+#pragma unroll
+      for (int fn = 0; fn < FN; ++fn) {
+        const int n0 = n_base + fn * 8;
+        const float y0 = b_at(sB, ldb, k0 + t, n0 + g), y1 = b_at(sB, ldb, k0 + t + 4, n0 + g);
+        const u32 bb0 = to_tf32(y0), bb1 = to_tf32(y1);
+        const u32 bs0 = to_tf32(y0 - __uint_as_float(bb0)), bs1 = to_tf32(y1 - __uint_as_float(bb1));
+#pragma unroll
+        for (int fm = 0; fm < FM; ++fm) {
+          mma_tf32(acc[fm][fn], as[fm], bb0, bb1);
+          mma_tf32(acc[fm][fn], ab[fm], bs0, bs1);
+          mma_tf32(acc[fm][fn], ab[fm], bb0, bb1);
+        }
+      }
+    }
+  }
+};
+
+// Row / column of accumulator element e of fragment (fm, fn) for this lane, relative to the
+// warp's block origin.
+__device__ __forceinline__ int acc_row(int fm, int e, int lane) {
+  return fm * 16 + (lane >> 2) + ((e & 2) ? 8 : 0);
+}
+__device__ __forceinline__ int acc_col(int fn, int e, int lane) {
+  return fn * 8 + (lane & 3) * 2 + (e & 1);
+}
+
+}  // namespace tfla

@@ -1,0 +1,93 @@
+// The C++ API's entry points: errors, enums, runtime info, and the op front doors.
+#include <string>
+
+#include "ops/fwd_config.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "ops/problem_check.hpp"
+#include "runtime/device.hpp"
+#include "runtime/driver.hpp"
+#include "runtime/kernel.hpp"
+#include "tfla/tfla.hpp"
+
+#ifndef TFLA_VERSION_STRING
+#define TFLA_VERSION_STRING "0.0.0"
+#endif
+
+namespace tfla {
+
+Error::Error(ErrorCode code, const std::string& message, std::string details)
+    : std::runtime_error(message), code_(code), details_(std::move(details)) {}
+
+const char* to_string(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::InvalidArgument: return "invalid argument";
+    case ErrorCode::Unsupported: return "unsupported";
+    case ErrorCode::NoDriver: return "no CUDA driver or device";
+    case ErrorCode::Cuda: return "CUDA error";
+    case ErrorCode::Compile: return "kernel compilation failed";
+    case ErrorCode::Cache: return "cache error";
+    case ErrorCode::Internal: return "internal error";
+  }
+  return "unknown error";
+}
+const char* to_string(DType d) {
+  switch (d) {
+    case DType::BF16: return "bf16";
+    case DType::FP16: return "fp16";
+    case DType::FP32: return "fp32";
+  }
+  return "?";
+}
+const char* to_string(Variant v) { return v == Variant::Exp ? "exp" : "sig"; }
+size_t dtype_bytes(DType d) { return d == DType::FP32 ? 4 : 2; }
+
+std::string to_string(const Config& c) {
+  std::string s;
+  for (const auto& [k, v] : c) s += (s.empty() ? "" : ",") + k + "=" + std::to_string(v);
+  return s;
+}
+
+std::string version() { return TFLA_VERSION_STRING; }
+
+RuntimeInfo runtime_info() {
+  RuntimeInfo info;
+  info.tfla_version = version();
+  rt::nvrtc_version(&info.nvrtc_major, &info.nvrtc_minor);
+  std::string why;
+  info.driver_loaded = rt::driver_available(&why);
+  info.driver_error = why;
+  if (!info.driver_loaded) return info;
+  try {
+    const rt::Driver& d = rt::driver();
+    info.driver_version = d.version;
+    int count = 0;
+    rt::check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
+    for (int i = 0; i < count; ++i) info.devices.push_back(rt::device_info(i));
+  } catch (const Error& e) {
+    info.driver_error = e.what();
+  }
+  return info;
+}
+
+Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
+  ops::check_problem(problem);
+  const ops::FwdConfig cfg = ops::resolve_fwd_config(problem, pinned);
+  if (std::string why = ops::check_fwd_config(cfg, problem); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
+  return cfg.to_config();
+}
+
+size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config) {
+  ops::FwdConfig cfg;
+  cfg.apply(mlstm_forward_config(problem, config));
+  return ops::fwd_workspace(problem, cfg).total;
+}
+
+void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
+                   const LaunchOptions& options) {
+  ops::check_problem(problem);
+  const ops::FwdConfig cfg = ops::resolve_fwd_config(problem, options.config);
+  ops::forward_with_config(problem, tensors, options, cfg);
+}
+
+}  // namespace tfla

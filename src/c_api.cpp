@@ -1,0 +1,125 @@
+// The C ABI over the C++ API: exceptions become a tfla_status plus a per-thread message.
+#include <cstring>
+#include <string>
+
+#include "tfla/tfla.h"
+#include "tfla/tfla.hpp"
+
+namespace {
+
+thread_local std::string g_last_error;
+
+template <class F> tfla_status guarded(F&& f) {
+  try {
+    g_last_error.clear();
+    f();
+    return TFLA_OK;
+  } catch (const tfla::Error& e) {
+    g_last_error = e.what();
+    if (!e.details().empty()) g_last_error += "\n" + e.details();
+    return static_cast<tfla_status>(static_cast<int>(e.code()));
+  } catch (const std::exception& e) {
+    g_last_error = std::string("internal error: ") + e.what();
+    return TFLA_ERROR_INTERNAL;
+  } catch (...) {
+    g_last_error = "internal error: unknown exception";
+    return TFLA_ERROR_INTERNAL;
+  }
+}
+
+tfla::DType dtype_of(int d) {
+  switch (d) {
+    case TFLA_BF16: return tfla::DType::BF16;
+    case TFLA_FP16: return tfla::DType::FP16;
+    case TFLA_FP32: return tfla::DType::FP32;
+  }
+  throw tfla::Error(tfla::ErrorCode::InvalidArgument, "unknown dtype " + std::to_string(d));
+}
+
+tfla::MlstmProblem problem_of(const tfla_problem* p) {
+  if (!p) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "problem is null");
+  tfla::MlstmProblem q;
+  q.B = p->B; q.NH = p->NH; q.S = p->S; q.Dqk = p->Dqk; q.Dv = p->Dv;
+  q.dtype = dtype_of(p->dtype);
+  q.gate_dtype = dtype_of(p->gate_dtype);
+  if (p->variant != TFLA_VARIANT_EXP && p->variant != TFLA_VARIANT_SIG)
+    throw tfla::Error(tfla::ErrorCode::InvalidArgument, "unknown variant " + std::to_string(p->variant));
+  q.variant = p->variant == TFLA_VARIANT_EXP ? tfla::Variant::Exp : tfla::Variant::Sig;
+  q.normalize = p->normalize != 0;
+  q.eps = p->eps;
+  q.scale = p->scale;
+  return q;
+}
+
+tfla::Config config_of(const char* text) {
+  tfla::Config c;
+  if (!text) return c;
+  std::string s(text);
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    const std::string item = s.substr(pos, end - pos);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bad config item '" + item + "': expected key=value");
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(item.substr(eq + 1), &used);
+      if (used != item.size() - eq - 1) throw std::invalid_argument("trailing");
+      c[item.substr(0, eq)] = v;
+    } catch (const std::exception&) {
+      throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bad config value in '" + item + "': expected an integer");
+    }
+    pos = end + 1;
+  }
+  return c;
+}
+
+tfla::Strides strides_of(const tfla_strides& s) { return tfla::Strides{s.b, s.h, s.s}; }
+
+}  // namespace
+
+extern "C" {
+
+const char* tfla_last_error(void) { return g_last_error.c_str(); }
+
+const char* tfla_version(void) {
+  static const std::string v = tfla::version();
+  return v.c_str();
+}
+
+tfla_status tfla_mlstm_forward_workspace_size(const tfla_problem* problem, const char* config,
+                                              size_t* bytes) {
+  return guarded([&] {
+    if (!bytes) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bytes is null");
+    *bytes = tfla::mlstm_forward_workspace_size(problem_of(problem), config_of(config));
+  });
+}
+
+tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_tensors* t,
+                               void* stream, void* workspace, size_t workspace_bytes,
+                               const char* config) {
+  return guarded([&] {
+    if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
+    tfla::ForwardTensors x;
+    x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.h = t->h;
+    x.q_strides = strides_of(t->q_strides);
+    x.k_strides = strides_of(t->k_strides);
+    x.v_strides = strides_of(t->v_strides);
+    x.i_strides = strides_of(t->i_strides);
+    x.f_strides = strides_of(t->f_strides);
+    x.h_strides = strides_of(t->h_strides);
+    x.norm = t->norm; x.m = t->m;
+    x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0;
+    x.C_last = t->C_last; x.n_last = t->n_last; x.m_last = t->m_last;
+    tfla::LaunchOptions o;
+    o.stream = stream;
+    o.workspace = workspace;
+    o.workspace_bytes = workspace_bytes;
+    o.config = config_of(config);
+    tfla::mlstm_forward(problem_of(problem), x, o);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,76 @@
+/* tfla: the C ABI. Every function returns a tfla_status; on failure the message is kept per
+ * thread and read with tfla_last_error(). No CUDA type appears here: device pointers are void*,
+ * streams are void* (CUstream / cudaStream_t, NULL = legacy default stream). */
+#ifndef TFLA_TFLA_H
+#define TFLA_TFLA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  TFLA_OK = 0,
+  TFLA_ERROR_INVALID_ARGUMENT = 1,
+  TFLA_ERROR_UNSUPPORTED = 2,
+  TFLA_ERROR_NO_DRIVER = 3,
+  TFLA_ERROR_CUDA = 4,
+  TFLA_ERROR_COMPILE = 5,
+  TFLA_ERROR_CACHE = 6,
+  TFLA_ERROR_INTERNAL = 7
+} tfla_status;
+
+typedef enum { TFLA_BF16 = 0, TFLA_FP16 = 1, TFLA_FP32 = 2 } tfla_dtype;
+typedef enum { TFLA_VARIANT_EXP = 0, TFLA_VARIANT_SIG = 1 } tfla_variant;
+
+typedef struct {
+  int64_t B, NH, S, Dqk, Dv;
+  int dtype;      /* tfla_dtype of q, k, v, h */
+  int gate_dtype; /* tfla_dtype of i, f: TFLA_FP32 or the input dtype */
+  int variant;    /* tfla_variant */
+  int normalize;  /* mLSTMsig only */
+  float eps;      /* 1e-6 typical */
+  float scale;    /* 0 = 1/sqrt(Dqk) */
+} tfla_problem;
+
+typedef struct {
+  int64_t b, h, s; /* elements; all zero = contiguous (B, NH, S, D) */
+} tfla_strides;
+
+typedef struct {
+  const void* q; /* (B, NH, S, Dqk) */
+  const void* k; /* (B, NH, S, Dqk) */
+  const void* v; /* (B, NH, S, Dv) */
+  const void* i; /* (B, NH, S) */
+  const void* f; /* (B, NH, S) */
+  tfla_strides q_strides, k_strides, v_strides, i_strides, f_strides;
+  void* h; /* (B, NH, S, Dv) out */
+  tfla_strides h_strides;
+  float* norm;       /* (B, NH, S) optional out */
+  float* m;          /* (B, NH, S) optional out */
+  const float* C0;   /* (B, NH, Dqk, Dv) optional */
+  const float* n0;   /* (B, NH, Dqk) optional */
+  const float* m0;   /* (B, NH) optional */
+  float* C_last;     /* (B, NH, Dqk, Dv) optional out */
+  float* n_last;     /* (B, NH, Dqk) optional out */
+  float* m_last;     /* (B, NH) optional out */
+} tfla_forward_tensors;
+
+/* The message of this thread's last failed call ("" if none). Valid until the next call. */
+const char* tfla_last_error(void);
+const char* tfla_version(void);
+
+/* config: "key=value,..." (e.g. "chunk=256") or NULL for the library's choice. */
+tfla_status tfla_mlstm_forward_workspace_size(const tfla_problem* problem, const char* config,
+                                              size_t* bytes);
+/* workspace may be NULL: the library then allocates stream-ordered scratch itself. */
+tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_tensors* tensors,
+                               void* stream, void* workspace, size_t workspace_bytes,
+                               const char* config);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TFLA_TFLA_H */

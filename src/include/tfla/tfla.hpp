@@ -1,0 +1,128 @@
+// tfla: Tiled Flash Linear Attention kernels for the mLSTM on NVIDIA GPUs.
+//
+// The public C++ API. No CUDA, NVRTC or SQLite type appears here: device pointers are void*,
+// streams are void* (a CUstream / cudaStream_t, null = the legacy default stream).
+// Every function may throw tfla::Error; nothing here calls exit() or abort().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tfla {
+
+// ---- errors --------------------------------------------------------------------------------
+enum class ErrorCode {
+  InvalidArgument = 1,  // a bad pointer, shape, stride, dtype or option
+  Unsupported = 2,      // a valid request this build or device cannot run
+  NoDriver = 3,         // no CUDA driver (libcuda) or no device
+  Cuda = 4,             // a CUDA driver call failed
+  Compile = 5,          // NVRTC failed to compile a kernel
+  Cache = 6,            // the tuned-config cache failed
+  Internal = 7,
+};
+const char* to_string(ErrorCode code);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message, std::string details = {});
+  ErrorCode code() const noexcept { return code_; }
+  // Extra context: the NVRTC log and the kernel's name and arguments, a CUDA error name, ...
+  const std::string& details() const noexcept { return details_; }
+
+ private:
+  ErrorCode code_;
+  std::string details_;
+};
+
+// ---- enums ---------------------------------------------------------------------------------
+enum class DType { BF16, FP16, FP32 };
+enum class Variant { Exp, Sig };  // mLSTMexp (exponential input gate) / mLSTMsig (sigmoid)
+const char* to_string(DType);
+const char* to_string(Variant);
+size_t dtype_bytes(DType);
+
+// ---- library and device info ---------------------------------------------------------------
+struct DeviceInfo {
+  int ordinal = 0;
+  std::string name;
+  int cc_major = 0, cc_minor = 0;
+  int sm_count = 0;
+  int64_t l2_bytes = 0;
+  int64_t smem_optin_bytes = 0;  // max dynamic shared memory per block after opt-in
+  int64_t total_memory_bytes = 0;
+  std::string arch;  // NVRTC target, e.g. "sm_90a"
+};
+struct RuntimeInfo {
+  std::string tfla_version;
+  int nvrtc_major = 0, nvrtc_minor = 0;
+  bool driver_loaded = false;
+  int driver_version = 0;      // e.g. 13000; 0 when no driver
+  std::string driver_error;    // why the driver or device is unavailable, empty when fine
+  std::vector<DeviceInfo> devices;
+};
+// Never throws for a missing driver: it reports it in driver_error.
+RuntimeInfo runtime_info();
+std::string version();
+
+// ---- tensors -------------------------------------------------------------------------------
+// Strides in elements of a (B, NH, S, D) tensor (or (B, NH, S) for gates). All zero means
+// contiguous. The feature dimension D is always contiguous.
+struct Strides {
+  int64_t b = 0, h = 0, s = 0;
+};
+
+// The mLSTM problem: shapes, dtypes and math options shared by every op.
+struct MlstmProblem {
+  int64_t B = 0, NH = 0, S = 0, Dqk = 0, Dv = 0;
+  DType dtype = DType::BF16;       // q, k, v, h (and dq, dk, dv, dh)
+  DType gate_dtype = DType::FP32;  // i, f (FP32 or the input dtype)
+  Variant variant = Variant::Exp;
+  bool normalize = true;  // mLSTMsig only: divide by max(|n.q|, 1); mLSTMexp always normalizes
+  float eps = 1e-6f;
+  float scale = 0.f;  // 0 means 1 / sqrt(Dqk)
+};
+
+// Kernel configuration: named integer parameters, e.g. {"chunk", 128}, {"siz_b_q", 64}.
+// An empty config means "the library's choice" (the tuned or the heuristic default one).
+using Config = std::map<std::string, int64_t>;
+std::string to_string(const Config&);
+
+struct ForwardTensors {
+  const void* q = nullptr;  // (B, NH, S, Dqk) dtype
+  const void* k = nullptr;  // (B, NH, S, Dqk) dtype
+  const void* v = nullptr;  // (B, NH, S, Dv)  dtype
+  const void* i = nullptr;  // (B, NH, S)      gate_dtype
+  const void* f = nullptr;  // (B, NH, S)      gate_dtype
+  Strides q_strides, k_strides, v_strides, i_strides, f_strides;
+  void* h = nullptr;  // (B, NH, S, Dv) dtype, output
+  Strides h_strides;
+  float* norm = nullptr;  // (B, NH, S) fp32, optional out: the normalizer den_t
+  float* m = nullptr;     // (B, NH, S) fp32, optional out: the stabilizer m_t
+  const float* C0 = nullptr;  // (B, NH, Dqk, Dv) fp32, optional initial state
+  const float* n0 = nullptr;  // (B, NH, Dqk) fp32, optional
+  const float* m0 = nullptr;  // (B, NH) fp32, optional
+  float* C_last = nullptr;    // (B, NH, Dqk, Dv) fp32, optional out
+  float* n_last = nullptr;    // (B, NH, Dqk) fp32, optional out
+  float* m_last = nullptr;    // (B, NH) fp32, optional out
+};
+
+struct LaunchOptions {
+  void* stream = nullptr;          // CUstream; null = the legacy default stream
+  void* workspace = nullptr;       // device scratch; null = the library allocates (stream-ordered)
+  size_t workspace_bytes = 0;
+  Config config;                   // pinned configuration; empty = the library's choice
+};
+
+// Bytes of device workspace mlstm_forward needs for this problem and configuration.
+size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config = {});
+// The chunkwise TFLA forward. Asynchronous on options.stream; throws tfla::Error on bad input.
+void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
+                   const LaunchOptions& options = {});
+// The configuration mlstm_forward would use for this problem (config keys filled in).
+Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned = {});
+
+}  // namespace tfla

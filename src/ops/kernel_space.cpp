@@ -1,0 +1,64 @@
+#include "ops/kernel_space.hpp"
+
+#include <set>
+
+#include "ops/fwd_config.hpp"
+#include "ops/mlstm_forward.hpp"
+
+namespace tfla::ops {
+namespace {
+const char* type_name(DType d) {
+  return d == DType::BF16 ? "tfla::bf16" : d == DType::FP16 ? "tfla::fp16" : "float";
+}
+}  // namespace
+
+rt::KernelSpec smoke_kernel(DType dtype) {
+  return rt::render("smoke_axpy", "tfla/smoke.cuh", "tfla::smoke_axpy", "tfla::SmokeParams",
+                    {type_name(dtype)}, 256, 0, false);
+}
+rt::KernelSpec fill_kernel(DType dtype) {
+  return rt::render("fill_random", "tfla/fill.cuh", "tfla::fill_random", "tfla::FillParams",
+                    {type_name(dtype)}, 256, 0, false);
+}
+
+std::vector<MlstmProblem> default_space_problems(const SpaceFilter& f) {
+  std::vector<MlstmProblem> out;
+  for (DType dt : f.dtypes)
+    for (auto [dqk, dv] : f.dims)
+      for (int64_t s : f.seq_lens)
+        for (int var = 0; var < 3; ++var) {
+          MlstmProblem p;
+          p.B = 1;
+          p.NH = 1;
+          p.S = s;
+          p.Dqk = dqk;
+          p.Dv = dv;
+          p.dtype = dt;
+          p.gate_dtype = DType::FP32;
+          p.variant = var == 0 ? Variant::Exp : Variant::Sig;
+          p.normalize = var != 2;
+          out.push_back(p);
+        }
+  return out;
+}
+
+std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
+  std::vector<rt::KernelSpec> out;
+  std::set<std::string> seen;
+  auto add = [&](rt::KernelSpec s) {
+    if (seen.insert(s.key).second) out.push_back(std::move(s));
+  };
+  for (DType dt : f.dtypes) {
+    add(smoke_kernel(dt));
+    add(fill_kernel(dt));
+  }
+  for (const MlstmProblem& p : default_space_problems(f)) {
+    const FwdKernels k = render_fwd(p, default_fwd_config(p));
+    add(k.gates);
+    add(k.states);
+    add(k.output);
+  }
+  return out;
+}
+
+}  // namespace tfla::ops

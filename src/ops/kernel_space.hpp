@@ -1,0 +1,26 @@
+// Every kernel instantiation of the default configuration space: the problems a user is
+// expected to run (dtypes x variants x common head dims x short/long sequences), each with its
+// default configuration. `tfla compile --all` and the NVRTC tests compile these deviceless.
+#pragma once
+#include <vector>
+
+#include "runtime/kernel.hpp"
+#include "tfla/tfla.hpp"
+
+namespace tfla::ops {
+
+struct SpaceFilter {
+  std::vector<DType> dtypes{DType::BF16, DType::FP16, DType::FP32};
+  std::vector<std::pair<int, int>> dims{{64, 64}, {128, 128}, {128, 256}, {256, 256},
+                                        {256, 512}, {96, 160}, {16, 16},  {512, 512}};
+  std::vector<int64_t> seq_lens{64, 8192};
+};
+// Problems of the space (variants exp, sig, sig without normalizer).
+std::vector<MlstmProblem> default_space_problems(const SpaceFilter& filter);
+// Distinct rendered kernels (by key) of those problems' default configs, plus utility kernels.
+std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& filter);
+// Utility kernels: the smoke kernel and the random fill, one per dtype.
+rt::KernelSpec smoke_kernel(DType dtype);
+rt::KernelSpec fill_kernel(DType dtype);
+
+}  // namespace tfla::ops

@@ -1,0 +1,165 @@
+#include "ops/mlstm_forward.hpp"
+
+#include <string>
+
+#include "ops/problem_check.hpp"
+#include "runtime/driver.hpp"
+#include "tfla/mlstm_params.cuh"
+
+namespace tfla::ops {
+namespace {
+
+const char* dtype_type(DType d) {
+  switch (d) {
+    case DType::BF16: return "tfla::bf16";
+    case DType::FP16: return "tfla::fp16";
+    case DType::FP32: return "float";
+  }
+  return "?";
+}
+std::string b(bool x) { return x ? "true" : "false"; }
+std::string s(int64_t x) { return std::to_string(x); }
+size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+
+}  // namespace
+
+FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
+  const std::string T = dtype_type(p.dtype);
+  const bool exp = p.variant == Variant::Exp;
+  const bool need_n = exp || p.normalize;
+  FwdKernels k;
+  k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
+                       "tfla::MlstmFwdParams",
+                       {s(c.chunk), "256", b(exp), dtype_type(p.gate_dtype)}, 256, 0, false);
+  k.states = rt::render(
+      "mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
+      "tfla::MlstmFwdParams",
+      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
+       s(c.st_warps_m), s(c.st_warps_n), b(exp), b(need_n)},
+      32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p));
+  k.output = rt::render(
+      "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
+      "tfla::MlstmFwdParams",
+      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.siz_b_q), s(c.siz_b_kv), s(c.siz_b_v),
+       s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), b(p.normalize)},
+      32 * c.warps_m * c.warps_n, fwd_output_smem(c, p));
+  return k;
+}
+
+FwdWorkspace fwd_workspace(const MlstmProblem& p, const FwdConfig& c) {
+  const size_t bh = static_cast<size_t>(p.B * p.NH);
+  const size_t nc = static_cast<size_t>((p.S + c.chunk - 1) / c.chunk);
+  const size_t s_pad = nc * c.chunk;
+  FwdWorkspace w;
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t at = off;
+    off += align256(bytes);
+    return at;
+  };
+  w.gate_b = take(bh * s_pad * 4);
+  w.gate_u = take(bh * s_pad * 4);
+  w.gate_pm = take(bh * s_pad * 4);
+  w.chunk_g = take(bh * nc * 4);
+  w.chunk_umax = take(bh * nc * 4);
+  w.chunk_m = take(bh * nc * 4);
+  w.states_C = take(bh * nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
+  w.states_n = take(bh * nc * p.Dqk * 4);
+  w.total = off;
+  return w;
+}
+
+void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
+                         const FwdConfig& cfg) {
+  check_problem(p);
+  if (std::string why = check_fwd_config(cfg, p); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
+  check_tensor("q", t.q, t.q_strides, p, p.Dqk);
+  check_tensor("k", t.k, t.k_strides, p, p.Dqk);
+  check_tensor("v", t.v, t.v_strides, p, p.Dv);
+  check_tensor("h", t.h, t.h_strides, p, p.Dv);
+  const Strides gate_default{p.NH * p.S, p.S, 1};
+  auto gate_strides = [&](const Strides& s0) {
+    return (s0.b == 0 && s0.h == 0 && s0.s == 0) ? gate_default : s0;
+  };
+  const Strides is = gate_strides(t.i_strides), fs = gate_strides(t.f_strides);
+  check_gate("i", t.i, is, p);
+  check_gate("f", t.f, fs, p);
+  check_optional_f32("norm", t.norm);
+  check_optional_f32("m", t.m);
+  check_optional_f32("C0", t.C0);
+  check_optional_f32("n0", t.n0);
+  check_optional_f32("m0", t.m0);
+  check_optional_f32("C_last", t.C_last);
+  check_optional_f32("n_last", t.n_last);
+  check_optional_f32("m_last", t.m_last);
+  if ((t.n0 || t.m0) && !t.C0)
+    throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
+
+  const FwdKernels ks = render_fwd(p, cfg);
+  const rt::LoadedKernel& k_gates = rt::get_kernel(ks.gates);
+  const rt::LoadedKernel& k_states = rt::get_kernel(ks.states);
+  const rt::LoadedKernel& k_output = rt::get_kernel(ks.output);
+
+  const FwdWorkspace ws = fwd_workspace(p, cfg);
+  CUstream stream = static_cast<CUstream>(o.stream);
+  CUdeviceptr base = 0;
+  bool owned = false;
+  if (o.workspace) {
+    if (o.workspace_bytes < ws.total)
+      throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
+                                                  " bytes is too small: this forward needs " +
+                                                  std::to_string(ws.total));
+    if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
+      throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
+    base = reinterpret_cast<CUdeviceptr>(o.workspace);
+  } else {
+    TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
+    owned = true;
+  }
+  auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
+
+  MlstmFwdParams prm{};
+  const Strides qs = resolve(t.q_strides, p, p.Dqk), ks_ = resolve(t.k_strides, p, p.Dqk),
+                vs = resolve(t.v_strides, p, p.Dv), hs = resolve(t.h_strides, p, p.Dv);
+  prm.q = t.q; prm.k = t.k; prm.v = t.v; prm.i = t.i; prm.f = t.f; prm.h = t.h;
+  prm.q_sb = qs.b; prm.q_sh = qs.h; prm.q_ss = qs.s;
+  prm.k_sb = ks_.b; prm.k_sh = ks_.h; prm.k_ss = ks_.s;
+  prm.v_sb = vs.b; prm.v_sh = vs.h; prm.v_ss = vs.s;
+  prm.h_sb = hs.b; prm.h_sh = hs.h; prm.h_ss = hs.s;
+  prm.i_sb = is.b; prm.i_sh = is.h; prm.i_ss = is.s;
+  prm.f_sb = fs.b; prm.f_sh = fs.h; prm.f_ss = fs.s;
+  prm.norm_out = t.norm; prm.m_out = t.m;
+  prm.C0 = t.C0; prm.n0 = t.n0; prm.m0 = t.m0;
+  prm.C_last = t.C_last; prm.n_last = t.n_last; prm.m_last = t.m_last;
+  prm.gate_b = static_cast<float*>(at(ws.gate_b));
+  prm.gate_u = static_cast<float*>(at(ws.gate_u));
+  prm.gate_pm = static_cast<float*>(at(ws.gate_pm));
+  prm.chunk_g = static_cast<float*>(at(ws.chunk_g));
+  prm.chunk_umax = static_cast<float*>(at(ws.chunk_umax));
+  prm.chunk_m = static_cast<float*>(at(ws.chunk_m));
+  prm.states_C = at(ws.states_C);
+  prm.states_n = static_cast<float*>(at(ws.states_n));
+  prm.B = static_cast<int>(p.B);
+  prm.NH = static_cast<int>(p.NH);
+  prm.S = static_cast<int>(p.S);
+  prm.NC = static_cast<int>((p.S + cfg.chunk - 1) / cfg.chunk);
+  prm.scale = resolved_scale(p);
+  prm.eps = p.eps;
+  const unsigned bh = static_cast<unsigned>(p.B * p.NH);
+  try {
+    k_gates.launch({static_cast<unsigned>(prm.NC), bh, 1}, stream, &prm, sizeof(prm));
+    k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v),
+                     static_cast<unsigned>(p.Dqk / cfg.st_siz_b_k), bh},
+                    stream, &prm, sizeof(prm));
+    k_output.launch({static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q),
+                     static_cast<unsigned>(p.Dv / cfg.siz_b_v), bh},
+                    stream, &prm, sizeof(prm));
+  } catch (...) {
+    if (owned) rt::driver().cuMemFreeAsync(base, stream);
+    throw;
+  }
+  if (owned) TFLA_CU(cuMemFreeAsync(base, stream));
+}
+
+}  // namespace tfla::ops

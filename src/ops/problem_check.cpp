@@ -1,0 +1,62 @@
+#include "ops/problem_check.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace tfla::ops {
+namespace {
+[[noreturn]] void invalid(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
+std::string str(int64_t v) { return std::to_string(v); }
+}  // namespace
+
+void check_problem(const MlstmProblem& p) {
+  if (p.S == 0) invalid("S = 0: the sequence is empty; tfla needs S >= 1");
+  if (p.B < 1 || p.NH < 1 || p.S < 1)
+    invalid("B, NH and S must be >= 1 (got B=" + str(p.B) + ", NH=" + str(p.NH) + ", S=" + str(p.S) + ")");
+  if (p.B * p.NH > 65535) invalid("B * NH = " + str(p.B * p.NH) + " exceeds 65535");
+  if (p.S > (int64_t(1) << 30)) invalid("S = " + str(p.S) + " exceeds 2^30");
+  auto dim_ok = [](int64_t d) { return d >= 16 && d <= 512 && d % 16 == 0; };
+  if (!dim_ok(p.Dqk)) invalid("Dqk = " + str(p.Dqk) + " is unsupported: it must be a multiple of 16 in [16, 512]");
+  if (!dim_ok(p.Dv)) invalid("Dv = " + str(p.Dv) + " is unsupported: it must be a multiple of 16 in [16, 512]");
+  if (p.gate_dtype != DType::FP32 && p.gate_dtype != p.dtype)
+    invalid(std::string("gate dtype ") + to_string(p.gate_dtype) + " must be fp32 or the input dtype (" +
+            to_string(p.dtype) + ")");
+  if (!(p.eps >= 0.f) || !std::isfinite(p.eps)) invalid("eps must be finite and >= 0");
+  if (!std::isfinite(p.scale) || p.scale < 0.f) invalid("scale must be finite and >= 0 (0 = 1/sqrt(Dqk))");
+}
+
+Strides resolve(const Strides& s, const MlstmProblem& p, int64_t d) {
+  if (s.b == 0 && s.h == 0 && s.s == 0) return Strides{p.NH * p.S * d, p.S * d, d};
+  return s;
+}
+
+void check_tensor(const char* name, const void* ptr, const Strides& s0, const MlstmProblem& p, int64_t d) {
+  if (!ptr) invalid(std::string(name) + " is null");
+  const auto addr = reinterpret_cast<uintptr_t>(ptr);
+  if (addr % 16) invalid(std::string(name) + " is not 16-byte aligned (address " + std::to_string(addr) + ")");
+  const Strides s = resolve(s0, p, d);
+  const int64_t vec = 16 / static_cast<int64_t>(dtype_bytes(p.dtype));
+  if (s.b % vec || s.h % vec || s.s % vec)
+    invalid(std::string(name) + " strides (" + str(s.b) + ", " + str(s.h) + ", " + str(s.s) +
+            ") must be multiples of " + str(vec) + " elements (16 bytes)");
+  if (s.s < d) invalid(std::string(name) + " sequence stride " + str(s.s) + " is smaller than its feature size " + str(d));
+  if (s.b < 0 || s.h < 0) invalid(std::string(name) + " has a negative stride");
+}
+
+void check_gate(const char* name, const void* ptr, const Strides& s, const MlstmProblem& p) {
+  if (!ptr) invalid(std::string(name) + " is null");
+  if (reinterpret_cast<uintptr_t>(ptr) % dtype_bytes(p.gate_dtype))
+    invalid(std::string(name) + " is not aligned to its element size");
+  if (s.b < 0 || s.h < 0 || s.s < 0) invalid(std::string(name) + " has a negative stride");
+}
+
+void check_optional_f32(const char* name, const void* ptr) {
+  if (ptr && reinterpret_cast<uintptr_t>(ptr) % 4) invalid(std::string(name) + " is not 4-byte aligned");
+}
+
+float resolved_scale(const MlstmProblem& p) {
+  return p.scale > 0.f ? p.scale : 1.f / std::sqrt(static_cast<float>(p.Dqk));
+}
+
+}  // namespace tfla::ops

@@ -1,0 +1,20 @@
+// Argument checks shared by the mLSTM ops: every message names the argument and the rule.
+#pragma once
+#include "tfla/tfla.hpp"
+
+namespace tfla::ops {
+
+// Throws InvalidArgument unless the problem's shapes, dtypes and options are supported.
+void check_problem(const MlstmProblem& p);
+// Contiguous strides for a (B, NH, S, D) tensor when s is all zero, else s.
+Strides resolve(const Strides& s, const MlstmProblem& p, int64_t d);
+// Checks a feature tensor: non-null, 16-byte aligned, strides multiples of 16 bytes.
+void check_tensor(const char* name, const void* ptr, const Strides& s, const MlstmProblem& p,
+                  int64_t d);
+// Checks a gate tensor (B, NH, S): non-null and aligned to its element size.
+void check_gate(const char* name, const void* ptr, const Strides& s, const MlstmProblem& p);
+// Checks an optional fp32 tensor: null, or 4-byte aligned.
+void check_optional_f32(const char* name, const void* ptr);
+float resolved_scale(const MlstmProblem& p);
+
+}  // namespace tfla::ops

@@ -1,0 +1,186 @@
+#include "runtime/kernel.hpp"
+
+#include <nvrtc.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "runtime/device.hpp"
+#include "runtime/driver.hpp"
+#include "runtime/embedded.hpp"
+#include "runtime/log.hpp"
+#include "tfla/tfla.hpp"
+
+namespace tfla::rt {
+
+KernelSpec render(std::string family, std::string header, std::string function,
+                  std::string params_type, std::vector<std::string> template_args, int threads,
+                  int smem_bytes, bool uses_smem_arg) {
+  KernelSpec s;
+  s.family = std::move(family);
+  s.header = std::move(header);
+  s.function = std::move(function);
+  s.params_type = std::move(params_type);
+  s.template_args = std::move(template_args);
+  s.threads = threads;
+  s.smem_bytes = smem_bytes;
+  s.uses_smem_arg = uses_smem_arg;
+  std::string args;
+  for (const auto& a : s.template_args) args += (args.empty() ? "" : ",") + a;
+  s.key = s.family + "<" + args + ">|t" + std::to_string(threads);
+  return s;
+}
+
+std::string KernelSpec::source() const {
+  std::ostringstream o;
+  std::string args;
+  for (const auto& a : template_args) args += (args.empty() ? "" : ", ") + a;
+  o << "// tfla kernel " << key << "\n#include \"" << header << "\"\n"
+    << "extern \"C\" __global__ void __launch_bounds__(" << threads << ") tfla_kernel(const "
+    << params_type << " p) {\n";
+  if (uses_smem_arg) {
+    o << "  extern __shared__ __align__(16) char smem[];\n"
+      << "  " << function << "<" << args << ">(p, smem);\n";
+  } else {
+    o << "  " << function << "<" << args << ">(p);\n";
+  }
+  o << "}\n";
+  return o.str();
+}
+
+std::vector<std::string> compile_options(const std::string& arch) {
+  return {"--gpu-architecture=" + arch, "-std=c++17", "-lineinfo", "-DTFLA_NVRTC=1"};
+}
+
+void nvrtc_version(int* major, int* minor) { nvrtcVersion(major, minor); }
+
+namespace {
+void nvrtc_check(nvrtcResult r, const char* what, const KernelSpec& spec, const std::string& log) {
+  if (r == NVRTC_SUCCESS) return;
+  throw Error(ErrorCode::Compile,
+              std::string("NVRTC ") + what + " failed for kernel " + spec.key + ": " +
+                  nvrtcGetErrorString(r),
+              "kernel: " + spec.key + "\ntemplate arguments: " + [&] {
+                std::string a;
+                for (const auto& t : spec.template_args) a += t + " ";
+                return a;
+              }() + "\nNVRTC log:\n" + log);
+}
+}  // namespace
+
+CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<const char*> names, texts;
+  for (size_t i = 0; i < kNumEmbeddedTemplates; ++i) {
+    names.push_back(kEmbeddedTemplates[i].name);
+    texts.push_back(kEmbeddedTemplates[i].text);
+  }
+  const std::string src = spec.source();
+  nvrtcProgram prog = nullptr;
+  nvrtc_check(nvrtcCreateProgram(&prog, src.c_str(), (spec.family + ".cu").c_str(),
+                                 static_cast<int>(names.size()), texts.data(), names.data()),
+              "create", spec, "");
+  struct Guard {
+    nvrtcProgram* p;
+    ~Guard() { nvrtcDestroyProgram(p); }
+  } guard{&prog};
+  auto opts = compile_options(arch);
+  // Diagnostics only (not part of any cache key): ptxas register/spill report in the log.
+  if (std::getenv("TFLA_PTXAS_VERBOSE")) opts.push_back("--ptxas-options=-v");
+  std::vector<const char*> copts;
+  for (const auto& o : opts) copts.push_back(o.c_str());
+  const nvrtcResult r = nvrtcCompileProgram(prog, static_cast<int>(copts.size()), copts.data());
+  size_t log_size = 0;
+  nvrtcGetProgramLogSize(prog, &log_size);
+  std::string log(log_size, '\0');
+  if (log_size) nvrtcGetProgramLog(prog, log.data());
+  while (!log.empty() && (log.back() == '\0' || log.back() == '\n')) log.pop_back();
+  nvrtc_check(r, "compile", spec, log + "\nsource:\n" + src);
+  CompiledKernel out;
+  size_t size = 0;
+  nvrtc_check(nvrtcGetCUBINSize(prog, &size), "get cubin size", spec, log);
+  out.cubin.resize(size);
+  nvrtc_check(nvrtcGetCUBIN(prog, out.cubin.data()), "get cubin", spec, log);
+  out.arch = arch;
+  out.log = log;
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  log_debug("compiled {} for {} in {:.0f} ms ({} bytes)", spec.key, arch, ms, size);
+  return out;
+}
+
+LoadedKernel::LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes,
+                           std::string key)
+    : module_(module), fn_(fn), threads_(threads), smem_bytes_(smem_bytes), key_(std::move(key)) {}
+
+LoadedKernel::~LoadedKernel() {
+  std::string why;
+  if (module_ && driver_available(&why)) driver().cuModuleUnload(module_);
+}
+
+void LoadedKernel::launch(Grid3 grid, CUstream stream, const void* params, size_t bytes) const {
+  void* config[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, const_cast<void*>(params),
+                    CU_LAUNCH_PARAM_BUFFER_SIZE, &bytes, CU_LAUNCH_PARAM_END};
+  const CUresult r = driver().cuLaunchKernel(fn_, grid.x, grid.y, grid.z, threads_, 1, 1,
+                                             smem_bytes_, stream, nullptr, config);
+  if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernel(" + key_ + ")").c_str());
+}
+
+int LoadedKernel::registers() const {
+  int v = 0;
+  check(driver().cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_NUM_REGS, fn_), "cuFuncGetAttribute");
+  return v;
+}
+int LoadedKernel::local_bytes() const {
+  int v = 0;
+  check(driver().cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, fn_),
+        "cuFuncGetAttribute");
+  return v;
+}
+
+std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelSpec& spec) {
+  const Driver& d = driver();
+  CUmodule mod = nullptr;
+  check(d.cuModuleLoadData(&mod, compiled.cubin.data()), ("cuModuleLoadData(" + spec.key + ")").c_str());
+  CUfunction fn = nullptr;
+  CUresult r = d.cuModuleGetFunction(&fn, mod, "tfla_kernel");
+  if (r != CUDA_SUCCESS) {
+    d.cuModuleUnload(mod);
+    check(r, "cuModuleGetFunction");
+  }
+  if (spec.smem_bytes > 48 * 1024) {
+    r = d.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, spec.smem_bytes);
+    if (r != CUDA_SUCCESS) {
+      d.cuModuleUnload(mod);
+      check(r, ("cuFuncSetAttribute(max dynamic smem = " + std::to_string(spec.smem_bytes) +
+                ") for " + spec.key).c_str());
+    }
+  }
+  return std::make_unique<LoadedKernel>(mod, fn, spec.threads, spec.smem_bytes, spec.key);
+}
+
+const LoadedKernel& get_kernel(const KernelSpec& spec) {
+  static std::mutex mu;
+  static std::map<std::pair<CUcontext, std::string>, std::unique_ptr<LoadedKernel>> memo;
+  const int ordinal = ensure_context();
+  CUcontext ctx = nullptr;
+  check(driver().cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
+  std::lock_guard<std::mutex> lock(mu);
+  auto key = std::make_pair(ctx, spec.key);
+  auto it = memo.find(key);
+  if (it != memo.end()) return *it->second;
+  const DeviceInfo& dev = device_info(ordinal);
+  if (spec.smem_bytes > dev.smem_optin_bytes)
+    throw Error(ErrorCode::Unsupported,
+                "kernel " + spec.key + " needs " + std::to_string(spec.smem_bytes) +
+                    " bytes of shared memory; " + dev.name + " allows " +
+                    std::to_string(dev.smem_optin_bytes));
+  CompiledKernel compiled = compile(spec, dev.arch);
+  auto loaded = load(compiled, spec);
+  return *memo.emplace(key, std::move(loaded)).first->second;
+}
+
+}  // namespace tfla::rt

@@ -1,0 +1,71 @@
+// The runtime pipeline, one verb per step:
+//   KernelSpec (rendered source) -> compile() -> CompiledKernel (cubin) -> load() -> LoadedKernel
+//   -> launch(). get_kernel() memoizes the chain per (context, key) so a hot call does no
+//   rendering, no compiling and no hashing of source text.
+#pragma once
+#include <cuda.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tfla::rt {
+
+// A rendered kernel: one extern "C" entry "tfla_kernel" that calls a template instantiation.
+struct KernelSpec {
+  std::string key;       // unique, human readable: "<family>|<template args>|t<threads>"
+  std::string family;    // e.g. "mlstm_fwd_output"
+  std::string header;    // e.g. "tfla/mlstm_fwd_output.cuh"
+  std::string function;  // e.g. "tfla::mlstm_fwd_output"
+  std::string params_type;  // e.g. "tfla::MlstmFwdParams"
+  std::vector<std::string> template_args;
+  int threads = 128;
+  int smem_bytes = 0;        // dynamic shared memory per block
+  bool uses_smem_arg = true; // the device function takes (params, smem)
+  std::string source() const;  // the rendered translation unit
+};
+// Renders a spec (fills key) from its parts.
+KernelSpec render(std::string family, std::string header, std::string function,
+                  std::string params_type, std::vector<std::string> template_args, int threads,
+                  int smem_bytes, bool uses_smem_arg = true);
+
+struct CompiledKernel {
+  std::string cubin;  // ELF bytes
+  std::string arch;
+  std::string log;    // NVRTC's log (warnings)
+};
+// The compile options used for an arch (part of the cache key).
+std::vector<std::string> compile_options(const std::string& arch);
+// Compiles with NVRTC for arch (e.g. "sm_90a"); needs no GPU. Throws Error(Compile) carrying
+// the NVRTC log, the kernel's key and its template arguments.
+CompiledKernel compile(const KernelSpec& spec, const std::string& arch);
+void nvrtc_version(int* major, int* minor);
+
+struct Grid3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+class LoadedKernel {
+ public:
+  LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes, std::string key);
+  ~LoadedKernel();
+  LoadedKernel(const LoadedKernel&) = delete;
+  LoadedKernel& operator=(const LoadedKernel&) = delete;
+  // Launches on stream with one by-value parameter block of size bytes.
+  void launch(Grid3 grid, CUstream stream, const void* params, size_t bytes) const;
+  const std::string& key() const { return key_; }
+  int registers() const;
+  int local_bytes() const;
+
+ private:
+  CUmodule module_;
+  CUfunction fn_;
+  int threads_, smem_bytes_;
+  std::string key_;
+};
+// Loads a cubin into the current context and sets its shared-memory limit.
+std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelSpec& spec);
+// Memoized render/compile/load for the current context and device. Thread-safe.
+const LoadedKernel& get_kernel(const KernelSpec& spec);
+
+}  // namespace tfla::rt

@@ -1,0 +1,96 @@
+// Helpers of the GPU tests: host dtype conversion (rounding like the device), uploads of
+// float64 reference data in a dtype, poisoned outputs and their "fully written" check.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "gpu.hpp"
+#include "tfla/tfla.hpp"
+
+namespace tfla::test {
+
+inline uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);                     // round to nearest even
+  return static_cast<uint16_t>(u >> 16);
+}
+inline float from_bf16(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+inline uint16_t to_fp16(float x) {
+  _Float16 h = static_cast<_Float16>(x);
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+inline float from_fp16(uint16_t b) {
+  _Float16 h;
+  std::memcpy(&h, &b, 2);
+  return static_cast<float>(h);
+}
+
+// Rounds data to dtype in place (so the reference sees exactly what the GPU sees) and returns
+// the device representation's bytes.
+inline std::vector<uint8_t> encode(std::vector<double>& data, DType dt) {
+  std::vector<uint8_t> out(data.size() * dtype_bytes(dt));
+  for (size_t i = 0; i < data.size(); ++i) {
+    const float x = static_cast<float>(data[i]);
+    if (dt == DType::FP32) {
+      std::memcpy(&out[4 * i], &x, 4);
+      data[i] = x;
+    } else {
+      const uint16_t b = dt == DType::BF16 ? to_bf16(x) : to_fp16(x);
+      std::memcpy(&out[2 * i], &b, 2);
+      data[i] = dt == DType::BF16 ? from_bf16(b) : from_fp16(b);
+    }
+  }
+  return out;
+}
+inline std::vector<double> decode(const std::vector<uint8_t>& bytes, DType dt) {
+  const size_t n = bytes.size() / dtype_bytes(dt);
+  std::vector<double> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (dt == DType::FP32) {
+      float x;
+      std::memcpy(&x, &bytes[4 * i], 4);
+      out[i] = x;
+    } else {
+      uint16_t b;
+      std::memcpy(&b, &bytes[2 * i], 2);
+      out[i] = dt == DType::BF16 ? from_bf16(b) : from_fp16(b);
+    }
+  }
+  return out;
+}
+
+inline cli::DeviceBuffer upload(std::vector<double>& data, DType dt) {
+  std::vector<uint8_t> bytes = encode(data, dt);
+  cli::DeviceBuffer buf(bytes.size());
+  buf.upload(bytes.data(), bytes.size());
+  return buf;
+}
+// A poisoned output buffer: every byte 0xFF, a NaN in every dtype.
+inline cli::DeviceBuffer poisoned(size_t bytes) {
+  cli::DeviceBuffer buf(bytes);
+  buf.fill_byte(0xFF);
+  return buf;
+}
+inline std::vector<double> download(const cli::DeviceBuffer& buf, DType dt) {
+  std::vector<uint8_t> bytes(buf.bytes());
+  buf.download(bytes.data(), bytes.size());
+  return decode(bytes, dt);
+}
+inline size_t count_nonfinite(const std::vector<double>& x) {
+  size_t n = 0;
+  for (double v : x) n += std::isfinite(v) ? 0 : 1;
+  return n;
+}
+
+}  // namespace tfla::test

@@ -1,0 +1,72 @@
+// Deviceless NVRTC compilation of the kernel templates for sm_90a: no GPU needed. Compiles a
+// covering subset of the default space (every kernel family x every dtype x each variant, two
+// head-dim pairs, short and long sequences); `tfla compile --all` covers the whole space.
+#include <catch2/catch.hpp>
+#include <thread>
+#include <atomic>
+#include <mutex>
+
+#include "ops/fwd_config.hpp"
+#include "ops/kernel_space.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "runtime/kernel.hpp"
+#include "tfla/tfla.hpp"
+
+using namespace tfla;
+
+TEST_CASE("every kernel family compiles for sm_90a in every dtype and variant", "[nvrtc]") {
+  ops::SpaceFilter f;
+  f.dims = {{64, 64}, {96, 160}};
+  const auto specs = ops::default_space_kernels(f);
+  REQUIRE(specs.size() >= 20);
+  std::vector<std::string> failures(specs.size());
+  std::vector<size_t> sizes(specs.size(), 0);
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next++; i < specs.size(); i = next++) {
+      try {
+        sizes[i] = rt::compile(specs[i], "sm_90a").cubin.size();
+      } catch (const Error& e) {
+        failures[i] = std::string(e.what()) + "\n" + e.details();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < std::max(2u, std::thread::hardware_concurrency()); ++t) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    INFO(specs[i].key << "\n" << failures[i]);
+    CHECK(failures[i].empty());
+    CHECK(sizes[i] > 1000);
+  }
+}
+
+TEST_CASE("a compile error carries the NVRTC log and the kernel's name", "[nvrtc]") {
+  rt::KernelSpec bad = rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
+                                  "tfla::MlstmFwdParams", {"float", "float", "64"}, 128, 0);
+  try {
+    rt::compile(bad, "sm_90a");
+    FAIL("compile should have thrown");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::Compile);
+    CHECK(std::string(e.what()).find("mlstm_fwd_output") != std::string::npos);
+    CHECK(e.details().find("NVRTC log") != std::string::npos);
+    CHECK(e.details().find("error") != std::string::npos);
+  }
+}
+
+TEST_CASE("the default forward config is valid for every supported head dim", "[nvrtc]") {
+  for (int dqk = 16; dqk <= 512; dqk += 16)
+    for (int dv = 16; dv <= 512; dv += 16)
+      for (int64_t s : {1, 64, 65, 5000})
+      for (DType dt : {DType::BF16, DType::FP32}) {
+        MlstmProblem p;
+        p.dtype = dt;
+        p.B = 1; p.NH = 1; p.S = s; p.Dqk = dqk; p.Dv = dv;
+        const ops::FwdConfig c = ops::default_fwd_config(p);
+        INFO(to_string(dt) << " Dqk=" << dqk << " Dv=" << dv << " S=" << s);
+        CHECK(ops::check_fwd_config(c, p).empty());
+        CHECK(ops::fwd_output_smem(c, p) <= 227 * 1024);
+        CHECK(ops::fwd_states_smem(c, p) <= 227 * 1024);
+      }
+}

@@ -1,0 +1,156 @@
+// tfla bench: times the kernels on the GPU over the paper's constant-token sweep and prints
+// ms, TFLOP/s, GB/s and the extra device memory of each shape (table, --csv, --json).
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "gpu.hpp"
+#include "ops/fwd_config.hpp"
+#include "runtime/device.hpp"
+#include "tfla/tfla.hpp"
+
+namespace tfla::cli {
+namespace {
+
+struct Row {
+  std::string op, variant;
+  int64_t B, S, NH, Dqk, Dv;
+  std::string dtype, config;
+  double ms, tflops, gbps, extra_mb;
+};
+
+Config parse_config(const std::string& s) {
+  Config c;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    const std::string item = s.substr(pos, end - pos);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) throw UsageError("--config expects key=value,..., got '" + s + "'");
+    try {
+      c[item.substr(0, eq)] = std::stoll(item.substr(eq + 1));
+    } catch (const std::exception&) {
+      throw UsageError("--config value in '" + item + "' is not an integer");
+    }
+    pos = end + 1;
+  }
+  return c;
+}
+
+DType dtype_of(const std::string& s) {
+  if (s == "bf16") return DType::BF16;
+  if (s == "fp16") return DType::FP16;
+  if (s == "fp32") return DType::FP32;
+  throw UsageError("unknown dtype '" + s + "'");
+}
+
+Row bench_forward(const MlstmProblem& p, const Config& pinned, int warmup, int reps) {
+  const size_t eb = dtype_bytes(p.dtype);
+  const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
+  DeviceBuffer q(n_qk * eb), k(n_qk * eb), v(n_v * eb), h(n_v * eb);
+  DeviceBuffer ig(n_g * dtype_bytes(p.gate_dtype)), fg(n_g * dtype_bytes(p.gate_dtype));
+  fill_random(q.get(), p.dtype, n_qk, 1, 0.f, 1.f);
+  fill_random(k.get(), p.dtype, n_qk, 2, 0.f, 1.f);
+  fill_random(v.get(), p.dtype, n_v, 3, 0.f, 1.f);
+  fill_random(ig.get(), p.gate_dtype, n_g, 4, 0.f, 1.f);
+  fill_random(fg.get(), p.gate_dtype, n_g, 5, 3.f, 1.f);
+  const Config cfg = mlstm_forward_config(p, pinned);
+  const size_t ws_bytes = mlstm_forward_workspace_size(p, cfg);
+  DeviceBuffer ws(ws_bytes);
+  ForwardTensors t;
+  t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+  LaunchOptions o;
+  o.workspace = ws.get();
+  o.workspace_bytes = ws_bytes;
+  o.config = cfg;
+  const double ms = median(time_ms([&] { mlstm_forward(p, t, o); }, warmup, reps));
+  const int64_t L = cfg.at("chunk");
+  const double tokens = static_cast<double>(p.B * p.NH * p.S);
+  const double flops = tokens * (4.0 * p.Dqk * p.Dv + L * (p.Dqk + p.Dv));
+  const double nc = static_cast<double>((p.S + L - 1) / L);
+  const double bytes = tokens * ((2.0 * p.Dqk + 2.0 * p.Dv) * eb + 2.0 * dtype_bytes(p.gate_dtype)) +
+                       2.0 * p.B * p.NH * nc * p.Dqk * p.Dv * eb;
+  Row r{"fwd", to_string(p.variant), p.B, p.S, p.NH, p.Dqk, p.Dv, to_string(p.dtype), to_string(cfg),
+        ms, flops / (ms * 1e9), bytes / (ms * 1e6), ws_bytes / 1048576.0};
+  return r;
+}
+
+}  // namespace
+
+int cmd_bench(const std::vector<std::string>& argv) {
+  Args args(argv, {"json"},
+            {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
+             "warmup", "reps", "normalize"});
+  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward");
+  const std::string op = args.positionals()[0];
+  if (op != "forward") throw UsageError("unknown bench op '" + op + "' (forward)");
+  std::string why;
+  (void)runtime_info();
+  MlstmProblem base;
+  base.NH = args.get_int("nh", 8);
+  base.Dqk = args.get_int("dqk", 256);
+  base.Dv = args.get_int("dv", 512);
+  base.dtype = dtype_of(args.get("dtype", "bf16"));
+  base.gate_dtype = args.has("gate-dtype") ? dtype_of(args.get("gate-dtype")) : DType::FP32;
+  base.normalize = args.get_int("normalize", 1) != 0;
+  const int64_t tokens = args.get_int("tokens", 65536);
+  const auto seqs = args.get_ints("seqs", {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536});
+  const Config pinned = args.has("config") ? parse_config(args.get("config")) : Config{};
+  const int warmup = static_cast<int>(args.get_int("warmup", 3));
+  const int reps = static_cast<int>(args.get_int("reps", 10));
+  std::vector<Variant> variants;
+  {
+    const std::string vs = args.get("variant", "exp,sig");
+    if (vs.find("exp") != std::string::npos) variants.push_back(Variant::Exp);
+    if (vs.find("sig") != std::string::npos) variants.push_back(Variant::Sig);
+    if (variants.empty()) throw UsageError("--variant expects exp, sig or exp,sig");
+  }
+  const int ord = rt::ensure_context();
+  const DeviceInfo& dev = rt::device_info(ord);
+  std::vector<Row> rows;
+  if (!args.flag("json"))
+    std::printf("tfla bench forward on %s: B*S = %lld, NH = %lld, Dqk = %lld, Dv = %lld, %s\n",
+                dev.name.c_str(), (long long)tokens, (long long)base.NH, (long long)base.Dqk,
+                (long long)base.Dv, to_string(base.dtype));
+  if (!args.flag("json"))
+    std::printf("%-8s %6s %7s %10s %9s %9s %10s  %s\n", "variant", "B", "S", "ms", "TFLOP/s",
+                "GB/s", "extra MiB", "config");
+  for (Variant var : variants)
+    for (int64_t S : seqs) {
+      if (S < 1 || tokens % S) throw UsageError("every S must divide --tokens");
+      MlstmProblem p = base;
+      p.variant = var;
+      p.S = S;
+      p.B = tokens / S;
+      Row r = bench_forward(p, pinned, warmup, reps);
+      rows.push_back(r);
+      if (!args.flag("json"))
+        std::printf("%-8s %6lld %7lld %10.3f %9.1f %9.1f %10.1f  %s\n", r.variant.c_str(),
+                    (long long)r.B, (long long)r.S, r.ms, r.tflops, r.gbps, r.extra_mb, r.config.c_str());
+      std::fflush(stdout);
+    }
+  if (args.has("csv")) {
+    std::ofstream csv(args.get("csv"));
+    if (!csv) throw Error(ErrorCode::InvalidArgument, "cannot write --csv file " + args.get("csv"));
+    csv << "op,variant,B,S,NH,Dqk,Dv,dtype,ms,tflops,gbps,extra_mib,config\n";
+    for (const Row& r : rows)
+      csv << r.op << "," << r.variant << "," << r.B << "," << r.S << "," << r.NH << "," << r.Dqk << ","
+          << r.Dv << "," << r.dtype << "," << r.ms << "," << r.tflops << "," << r.gbps << ","
+          << r.extra_mb << ",\"" << r.config << "\"\n";
+  }
+  if (args.flag("json")) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const Row& r : rows)
+      j.push_back({{"op", r.op}, {"variant", r.variant}, {"B", r.B}, {"S", r.S}, {"NH", r.NH},
+                   {"Dqk", r.Dqk}, {"Dv", r.Dv}, {"dtype", r.dtype}, {"ms", r.ms},
+                   {"tflops", r.tflops}, {"gbps", r.gbps}, {"extra_mib", r.extra_mb},
+                   {"config", r.config}, {"device", dev.name}});
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  return kOk;
+}
+
+}  // namespace tfla::cli

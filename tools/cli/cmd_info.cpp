@@ -1,0 +1,65 @@
+// tfla info: what this library is, what it was built with and what GPU it sees.
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "runtime/embedded.hpp"
+#include "tfla/tfla.hpp"
+
+namespace tfla::cli {
+namespace {
+std::string cache_path() {
+  if (const char* p = std::getenv("TFLA_CACHE")) return p;
+  if (const char* x = std::getenv("XDG_CACHE_HOME")) return std::string(x) + "/tfla/tfla.sqlite";
+  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.cache/tfla/tfla.sqlite";
+  return "tfla.sqlite";
+}
+}  // namespace
+
+int cmd_info(const std::vector<std::string>& argv) {
+  Args args(argv, {"json"}, {});
+  const RuntimeInfo info = runtime_info();
+  if (args.flag("json")) {
+    nlohmann::json j;
+    j["tfla_version"] = info.tfla_version;
+    j["nvrtc_version"] = std::to_string(info.nvrtc_major) + "." + std::to_string(info.nvrtc_minor);
+    j["templates_hash"] = rt::kTemplatesHash;
+    j["driver_loaded"] = info.driver_loaded;
+    j["driver_version"] = info.driver_version;
+    j["driver_error"] = info.driver_error;
+    j["cache_path"] = cache_path();
+    j["devices"] = nlohmann::json::array();
+    for (const auto& d : info.devices)
+      j["devices"].push_back({{"ordinal", d.ordinal}, {"name", d.name},
+                              {"compute_capability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor)},
+                              {"arch", d.arch}, {"sm_count", d.sm_count}, {"l2_bytes", d.l2_bytes},
+                              {"smem_optin_bytes", d.smem_optin_bytes},
+                              {"total_memory_bytes", d.total_memory_bytes}});
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("tfla %s\n", info.tfla_version.c_str());
+    std::printf("  NVRTC          %d.%d\n", info.nvrtc_major, info.nvrtc_minor);
+    std::printf("  templates      %s (%zu files embedded)\n", rt::kTemplatesHash, rt::kNumEmbeddedTemplates);
+    std::printf("  cache          %s\n", cache_path().c_str());
+    if (!info.driver_loaded || info.devices.empty()) {
+      std::printf("  driver         none: %s\n", info.driver_error.c_str());
+      std::printf("  devices        no CUDA driver/device: GPU commands (bench, tune) will fail;\n"
+                  "                 deviceless compilation (tfla compile --arch sm_90a) works\n");
+    } else {
+      std::printf("  driver         CUDA %d.%d\n", info.driver_version / 1000, (info.driver_version % 1000) / 10);
+      for (const auto& d : info.devices) {
+        std::printf("  device %d       %s\n", d.ordinal, d.name.c_str());
+        std::printf("    compute      %d.%d (NVRTC arch %s)\n", d.cc_major, d.cc_minor, d.arch.c_str());
+        std::printf("    SMs          %d\n", d.sm_count);
+        std::printf("    L2           %.1f MiB\n", d.l2_bytes / 1048576.0);
+        std::printf("    smem opt-in  %lld KiB per block\n", static_cast<long long>(d.smem_optin_bytes / 1024));
+        std::printf("    memory       %.1f GiB\n", d.total_memory_bytes / 1073741824.0);
+      }
+    }
+  }
+  return kOk;
+}
+
+}  // namespace tfla::cli

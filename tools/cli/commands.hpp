@@ -1,0 +1,28 @@
+// The tfla CLI's subcommands. Each returns the process exit code:
+//   0 success, 1 failure (an error or a failed check), 2 usage error, 3 no GPU/driver.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace tfla::cli {
+
+enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kNoGpu = 3 };
+
+int cmd_info(const std::vector<std::string>& args);
+int cmd_compile(const std::vector<std::string>& args);
+int cmd_bench(const std::vector<std::string>& args);
+
+// A progress bar on stderr for long work (hidden when stderr is not a terminal unless forced).
+class Progress {
+ public:
+  Progress(std::string what, size_t total);
+  void step(const std::string& item);
+  void done();
+
+ private:
+  std::string what_;
+  size_t total_, n_ = 0;
+  bool tty_;
+};
+
+}  // namespace tfla::cli

@@ -1,0 +1,46 @@
+// Small RAII helpers for the CLI and tests: device buffers, events, random fills.
+#pragma once
+#include <cuda.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "tfla/tfla.hpp"
+
+namespace tfla::cli {
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = 0; o.bytes_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const { return reinterpret_cast<void*>(ptr_); }
+  template <class T> T* as() const { return reinterpret_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+  void upload(const void* host, size_t bytes);
+  void download(void* host, size_t bytes) const;
+  void fill_byte(unsigned char b);  // synchronous memset
+
+ private:
+  CUdeviceptr ptr_ = 0;
+  size_t bytes_ = 0;
+};
+
+// Fills n elements of dtype with N(mean, std)-like values (normal) or U(mean-std, mean+std).
+void fill_random(void* ptr, DType dtype, int64_t n, uint64_t seed, float mean, float std,
+                 bool normal = true, CUstream stream = nullptr);
+
+// Times fn() with CUDA events: warm-up, then `reps` timed runs; returns per-run ms (sorted).
+std::vector<double> time_ms(const std::function<void()>& fn, int warmup, int reps, CUstream stream = nullptr);
+double median(std::vector<double> v);
+
+void synchronize();
+// Free and total device memory, bytes.
+void mem_info(size_t* free_bytes, size_t* total_bytes);
+
+}  // namespace tfla::cli
