@@ -26,7 +26,9 @@ size_t align256(size_t x) { return (x + 255) / 256 * 256; }
 FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
   const std::string T = dtype_type(p.dtype);
   const bool exp = p.variant == Variant::Exp;
-  const bool need_n = exp || p.normalize;
+  // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
+  // normalizer, but the returned last state (n_S) is part of the op's contract either way.
+  const bool need_n = true;
   FwdKernels k;
   k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
                        "tfla::MlstmFwdParams",

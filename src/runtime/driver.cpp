@@ -29,12 +29,16 @@ Loaded load() {
     out.error = "the CUDA driver is too old: libcuda.so.1 has no cuGetProcAddress_v2 (need CUDA 12+)";
     return out;
   }
+  // Ask for each entry point as of CUDA 12.8: the prototypes tfla calls through (cuda.h's
+  // un-suffixed names) match that version. CUDA 13 changed some signatures under new suffixes
+  // (cuCtxGetDevice_v13000 takes a context) that the un-suffixed declarations do not describe.
+  constexpr int kApiVersion = 12080;
   std::string missing;
 #define TFLA_LOAD(name)                                                                     \
   {                                                                                         \
     void* fn = nullptr;                                                                     \
     CUdriverProcAddressQueryResult q{};                                                     \
-    if (get_proc(#name, &fn, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &q) != CUDA_SUCCESS || \
+    if (get_proc(#name, &fn, kApiVersion, CU_GET_PROC_ADDRESS_DEFAULT, &q) != CUDA_SUCCESS || \
         !fn)                                                                                \
       missing += std::string(missing.empty() ? "" : ", ") + #name;                          \
     out.drv.name = reinterpret_cast<decltype(out.drv.name)>(fn);                            \

@@ -146,7 +146,7 @@ void run_case(const Case& c, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("forward matches the float64 reference over the shape grid", "[gpu][forward]") {
+TEST_CASE("forward matches the float64 reference over the shape grid", "[gpu][forward][grid]") {
   const Variant E = Variant::Exp, G = Variant::Sig;
   const DType bf = DType::BF16, hf = DType::FP16, f32 = DType::FP32;
   const std::vector<Case> cases = {
@@ -180,4 +180,15 @@ TEST_CASE("forward matches the float64 reference over the shape grid", "[gpu][fo
 TEST_CASE("forward gives the same result with a caller workspace and on a stream", "[gpu][forward]") {
   Case c{Variant::Exp, true, DType::BF16, 2, 2, 300, 128, 64, 128, false, false, false};
   run_case(c, 99);
+}
+
+TEST_CASE("forward on small shapes of every dtype and variant (run under compute-sanitizer)",
+          "[gpu][forward][sanitize]") {
+  uint64_t seed = 4242;
+  for (DType dt : {DType::BF16, DType::FP16, DType::FP32})
+    for (int var = 0; var < 3; ++var) {
+      const Variant v = var == 0 ? Variant::Exp : Variant::Sig;
+      run_case({v, var != 2, dt, 1, 2, 100, 64, 64, 64, var == 1, false, false}, seed++);
+      run_case({v, var != 2, dt, 1, 1, 70, 64, 96, 160, var == 0, false, var == 2}, seed++);
+    }
 }

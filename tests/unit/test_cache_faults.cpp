@@ -1,0 +1,226 @@
+// tfla_cache under damaged, foreign, newer and read-only files.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+
+#include "test_cache_support.hpp"
+#include "tfla_cache/cache.hpp"
+#include "tfla_cache/hash.hpp"
+
+using namespace tfla::cache;
+using namespace tfla::cache::test;
+
+namespace {
+
+// A closed cache with entries and a large cubin, so the file spans many pages.
+void fill_cache(const std::string& path) {
+  Cache c = Cache::open(path);
+  for (int s = 1; s <= 20; ++s)
+    c.put_entry(sample_entry(sample_env(), sample_problem(8, 512 * s), 128, 100 + s));
+  c.put_cubin(content_hash("k"), "sm_90a", "kernel", std::string(200000, 'c'));
+}
+
+// Opens `path` read-write and checks that the damaged file was moved aside, byte for byte,
+// reported, and replaced by an empty, working cache.
+void check_moved_aside(const ScratchDir& dir, const std::string& path,
+                       const std::string& expect_in_message) {
+  const std::string before = read_file(path);
+  Cache c = Cache::open(path);
+  CHECK(c.recovered());
+  CHECK_THAT(c.recovery_message(), Catch::Contains(path) && Catch::Contains("moved it aside") &&
+                                       Catch::Contains(expect_in_message));
+  auto aside = files_starting(dir.path(), fs::path(path).filename().string() + ".corrupt-");
+  REQUIRE(aside.size() == 1);
+  CHECK(read_file(aside[0]) == before);
+  CHECK_THAT(c.recovery_message(), Catch::Contains(aside[0]));
+  CHECK(c.stats().entries == 0);
+  c.put_entry(sample_entry(sample_env(), sample_problem(), 64, 10));
+  CHECK(c.get_exact(sample_env(), sample_problem()).has_value());
+  CHECK(c.verify().ok);
+}
+
+}  // namespace
+
+TEST_CASE("a truncated cache is reported and moved aside", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  fill_cache(path);
+  const auto full = fs::file_size(path);
+  REQUIRE(full > 200000);
+  SECTION("cut in half") {
+    fs::resize_file(path, full / 2);
+  }
+  SECTION("cut inside the first page") {
+    fs::resize_file(path, 3000);
+  }
+  SECTION("cut inside the header") {
+    fs::resize_file(path, 50);
+  }
+  check_moved_aside(dir, path, "damaged");
+}
+
+TEST_CASE("a foreign file is reported and moved aside", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  std::string expect;
+  SECTION("a text file") {
+    std::string text;
+    for (int i = 0; i < 200; ++i) text += "this is somebody's notes file, not a database\n";
+    write_file(path, text);
+    expect = "not a database";
+  }
+  SECTION("a SQLite file of another application") {
+    raw_sql(
+        path,
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES(1, 'x');");
+    expect = "users";
+  }
+  SECTION("a SQLite file with another application_id") {
+    raw_sql(path, "PRAGMA application_id = 1234; CREATE TABLE t(x);");
+    expect = "application_id";
+  }
+  SECTION("a tfla cache that lost a table") {
+    fill_cache(path);
+    raw_sql(path, "DROP TABLE candidates");
+    expect = "candidates";
+  }
+  check_moved_aside(dir, path, expect);
+}
+
+TEST_CASE("OpenMode::ReadOnly never moves a damaged file", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  write_file(path, std::string(5000, 'x'));
+  try {
+    Cache::open(path, OpenMode::ReadOnly);
+    FAIL("opened");
+  } catch (const CacheError& e) {
+    CHECK(e.code() == ErrorCode::Corrupt);
+    CHECK_THAT(e.what(), Catch::Contains(path));
+  }
+  raw_sql(dir.file("other.sqlite"), "CREATE TABLE users(id);");
+  CHECK_THROWS_WITH(Cache::open(dir.file("other.sqlite"), OpenMode::ReadOnly),
+                    Catch::Contains("left in place"));
+  CHECK(read_file(path) == std::string(5000, 'x'));
+  CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt").empty());
+  CHECK_THROWS_AS(Cache::open(dir.file("missing.sqlite"), OpenMode::ReadOnly), CacheError);
+  CHECK_FALSE(fs::exists(dir.file("missing.sqlite")));
+}
+
+TEST_CASE("a cache from a newer tfla is refused, not moved aside", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  fill_cache(path);
+  raw_sql(path, "PRAGMA user_version = 99");
+  for (OpenMode mode : {OpenMode::ReadWrite, OpenMode::ReadOnly}) {
+    try {
+      Cache::open(path, mode);
+      FAIL("opened");
+    } catch (const CacheError& e) {
+      CHECK(e.code() == ErrorCode::SchemaTooNew);
+      CHECK_THAT(e.what(), Catch::Contains("99"));
+    }
+  }
+  CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt").empty());
+  CHECK(raw_int(path, "SELECT count(*) FROM entries") == 20);
+}
+
+TEST_CASE("several processes finding one damaged file move it aside once", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  write_file(path, std::string(10000, 'z'));
+  std::vector<pid_t> kids;
+  for (int k = 0; k < 4; ++k) {
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int code = 1;
+      try {
+        Cache c = Cache::open(path);
+        c.put_entry(sample_entry(sample_env(), sample_problem(8, 1024 * (k + 1)), 64, 10));
+        code = 0;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", k, e.what());
+      }
+      ::_exit(code);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t pid : kids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  }
+  CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt-").size() == 1);
+  Cache c = Cache::open(path);
+  CHECK_FALSE(c.recovered());
+  CHECK(c.stats().entries == 4);  // every process wrote into the one fresh cache
+}
+
+TEST_CASE("a read-only cache serves lookups and refuses writes clearly",
+          "[cache][faults][readonly]") {
+  ScratchDir dir;
+  const fs::path sub = dir.path() / "ro";
+  fs::create_directory(sub);
+  const std::string path = (sub / "tfla.sqlite").string();
+  fill_cache(path);
+  // Either the file alone or the file and its directory lose write permission.
+  const bool dir_too = GENERATE(false, true);
+  INFO("directory read-only too: " << dir_too);
+  fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::others_read |
+                                  fs::perms::others_exec | fs::perms::group_read |
+                                  fs::perms::group_exec);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  fs::permissions(sub, dir_too ? fs::perms::owner_read | fs::perms::owner_exec |
+                                     fs::perms::others_read | fs::perms::others_exec |
+                                     fs::perms::group_read | fs::perms::group_exec
+                               : fs::perms::all);
+  const std::string before = read_file(path);
+  // Run as an unprivileged user: root ignores permissions.
+  int rc = run_in_child([&]() -> int {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 90;
+    Cache c = Cache::open(path);
+    if (!c.read_only()) return 1;
+    if (c.read_only_reason().find("no write permission") == std::string::npos) return 2;
+    auto r = c.lookup(sample_env(), sample_problem(8, 512 * 3));
+    if (r.kind != LookupKind::Exact || r.entry->winner_median_us != 103) return 3;
+    if (c.lookup(sample_env(), sample_problem(8, 700)).kind != LookupKind::Bucket) return 4;
+    if (c.get_cubin(content_hash("k")) != std::string(200000, 'c')) return 5;
+    if (c.stats().entries != 20) return 6;
+    try {
+      c.record_candidate(sample_env(), sample_problem(), sample_candidate(64, 1));
+      return 7;
+    } catch (const CacheError& e) {
+      if (e.code() != ErrorCode::ReadOnly) return 8;
+      if (std::string(e.what()).find("read-only") == std::string::npos) return 9;
+      if (std::string(e.what()).find(path) == std::string::npos) return 10;
+    }
+    try {
+      c.put_cubin("h", "sm_90a", "k", "x");
+      return 11;
+    } catch (const CacheError& e) {
+      if (e.code() != ErrorCode::ReadOnly) return 12;
+    }
+    // OpenMode::ReadOnly works the same.
+    Cache ro = Cache::open(path, OpenMode::ReadOnly);
+    if (!ro.read_only() || ro.stats().entries != 20) return 13;
+    return 0;
+  });
+  CHECK(rc == 0);
+  fs::permissions(sub, fs::perms::all);
+  fs::permissions(path, fs::perms::owner_all);
+  CHECK(read_file(path) == before);
+}
+
+TEST_CASE("OpenMode::ReadOnly refuses writes on a writable file", "[cache][faults][readonly]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  fill_cache(path);
+  Cache c = Cache::open(path, OpenMode::ReadOnly);
+  CHECK(c.read_only());
+  CHECK(c.get_exact(sample_env(), sample_problem(8, 512)).has_value());
+  CHECK_THROWS_WITH(c.put_entry(sample_entry(sample_env(), sample_problem(), 64, 1)),
+                    Catch::Contains("read-only"));
+  CHECK_THROWS_AS(c.prune_stale(sample_env()), CacheError);
+  CHECK_THROWS_AS(c.import_from(path), CacheError);
+}
