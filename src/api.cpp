@@ -1,7 +1,9 @@
 // The C++ API's entry points: errors, enums, runtime info, and the op front doors.
 #include <string>
 
+#include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/device.hpp"
@@ -88,6 +90,27 @@ void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
   ops::check_problem(problem);
   const ops::FwdConfig cfg = ops::resolve_fwd_config(problem, options.config);
   ops::forward_with_config(problem, tensors, options, cfg);
+}
+
+Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) {
+  ops::check_problem(problem);
+  const ops::BwdConfig cfg = ops::resolve_bwd_config(problem, pinned);
+  if (std::string why = ops::check_bwd_config(cfg, problem); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(cfg.to_config()));
+  return cfg.to_config();
+}
+
+size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config) {
+  ops::BwdConfig cfg;
+  cfg.apply(mlstm_backward_config(problem, config));
+  return ops::bwd_workspace(problem, cfg).total;
+}
+
+void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
+                    const LaunchOptions& options) {
+  ops::check_problem(problem);
+  const ops::BwdConfig cfg = ops::resolve_bwd_config(problem, options.config);
+  ops::backward_with_config(problem, tensors, options, cfg);
 }
 
 }  // namespace tfla

@@ -34,6 +34,12 @@ template <> struct Elem<bf16> {
     asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(r) : "f"(a), "f"(b));
     return r;
   }
+  // elementwise product of two packed pairs
+  __device__ static u32 mul2(u32 a, u32 b) {
+    u32 r;
+    asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+  }
 };
 template <> struct Elem<fp16> {
   static constexpr int bytes = 2;
@@ -51,6 +57,11 @@ template <> struct Elem<fp16> {
   __device__ static u32 pack2(float a, float b) {
     u32 r;
     asm("cvt.rn.f16x2.f32 %0, %2, %1;" : "=r"(r) : "f"(a), "f"(b));
+    return r;
+  }
+  __device__ static u32 mul2(u32 a, u32 b) {
+    u32 r;
+    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
     return r;
   }
 };

@@ -31,19 +31,24 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   static_assert(DQK % BKC == 0 && DV % BV == 0, "tiles must divide the head dims");
   static_assert(NT >= BQ && NT >= BKV, "one thread per row needed");
 
+  // The two staged blocks of the chunk state (inter part) alias the K and V tiles (intra part).
+  constexpr int ELEMS_A = TileK::ELEMS > TileC::ELEMS ? TileK::ELEMS : TileC::ELEMS;
+  constexpr int ELEMS_B = TileV::ELEMS > TileC::ELEMS ? TileV::ELEMS : TileC::ELEMS;
   T* sQ = reinterpret_cast<T*>(smem);
   T* sK = sQ + TileQ::ELEMS;
-  T* sV = sK + TileK::ELEMS;
-  T* sP = sV + TileV::ELEMS;
-  TS* sC = reinterpret_cast<TS*>(sP + TileP::ELEMS);
-  float* s_r = reinterpret_cast<float*>(sC + TileC::ELEMS);  // [BQ]
+  T* sV = sK + ELEMS_A;
+  T* sP = sV + ELEMS_B;
+  TS* const sC0 = reinterpret_cast<TS*>(sK);
+  TS* const sC1 = reinterpret_cast<TS*>(sV);
+  float* s_r = reinterpret_cast<float*>(sP + TileP::ELEMS);  // [BQ]
   float* s_beta = s_r + BQ;                                   // [BQ]
   float* s_mu = s_beta + BQ;                                  // [BQ]
   float* s_nq = s_mu + BQ;                                    // [BQ]  n_c . q_i
   float* s_u = s_nq + BQ;                                     // [BKV]
   float* s_N = s_u + BKV;                                     // [WN][BQ]
 
-  const int qt = blockIdx.x, vt = blockIdx.y, bh = blockIdx.z;
+  // Dv tiles of one query tile are adjacent in launch order, so they share Q, K, V and C in L2.
+  const int vt = blockIdx.x, qt = blockIdx.y, bh = blockIdx.z;
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
@@ -62,7 +67,7 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   load_tile_async<T, BQ, DQK, NT>(sQ, TileQ::LD, gQ + (i64)row0 * p.q_ss, p.q_ss, p.S - row0, tid);
   cp_async_commit();
 
-  const float m_c = EXP ? p.chunk_m[(i64)bh * p.NC + c] : 0.f;
+  const float m_c = EXP ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
   if (tid < BQ) {
     const i64 o = bh * S_pad + row0 + tid;
     const float bi = p.gate_b[o];
@@ -82,12 +87,22 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   GO::zero(acc);
   const bool has_state = !(c == 0 && p.C0 == nullptr);
   if (has_state) {
-    for (int kc = 0; kc < DQK; kc += BKC) {
-      load_tile_async<TS, BKC, BV, NT>(sC, TileC::LD, gC + (i64)kc * DV, DV, BKC, tid);
-      cp_async_commit();
-      cp_async_wait<0>();
+    // double-buffered over Dqk blocks of C_c: block kc + 1 loads while block kc multiplies
+    load_tile_async<TS, BKC, BV, NT>(sC0, TileC::LD, gC, DV, BKC, tid);
+    cp_async_commit();
+    constexpr int NKC = DQK / BKC;
+#pragma unroll 1
+    for (int ib = 0; ib < NKC; ++ib) {
+      if (ib + 1 < NKC) {
+        load_tile_async<TS, BKC, BV, NT>(((ib + 1) & 1) ? sC1 : sC0, TileC::LD, gC + (i64)(ib + 1) * BKC * DV,
+                                         DV, BKC, tid);
+        cp_async_commit();
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
       __syncthreads();
-      GI::run(acc, sQ + kc, TileQ::LD, sC, TileC::LD, warp_m, warp_n, lane);
+      GI::run(acc, sQ + ib * BKC, TileQ::LD, (ib & 1) ? sC1 : sC0, TileC::LD, warp_m, warp_n, lane);
       __syncthreads();
     }
   }

@@ -14,13 +14,17 @@ template <class T, class TS, int DQK, int DV, int CHUNK, int BK, int BV, int SUB
           bool EXP, bool NEED_N>
 __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   constexpr int NT = WM * WN * 32;
+  constexpr int NW = WM * WN;
+  constexpr int NPART = (BK + 31) / 32;  // n columns per lane
   typedef STile<T, SUB, BK> TileK;
   typedef STile<T, SUB, BV> TileV;
   typedef Gemm<T, BK, BV, SUB, WM, WN, /*A_KMAJOR=*/true, /*B_NMAJOR=*/false> G;
   static_assert(CHUNK % SUB == 0, "SUB must divide the chunk");
-  T* sK = reinterpret_cast<T*>(smem);                  // [2][SUB][BK]
-  T* sV = sK + 2 * TileK::ELEMS;                       // [2][SUB][BV]
-  float* sW = reinterpret_cast<float*>(sV + 2 * TileV::ELEMS);  // [2][SUB] weights
+  static_assert(NT >= SUB && NT >= BK, "a thread per sub-block row and per Dqk row");
+  T* sK = reinterpret_cast<T*>(smem);                             // [2][SUB][BK]
+  T* sV = sK + 2 * TileK::ELEMS;                                  // [2][SUB][BV]
+  float* sW = reinterpret_cast<float*>(sV + 2 * TileV::ELEMS);    // [2][SUB] row weights
+  float* sN = sW + 2 * SUB;                                       // [NW][BK] n partials
 
   const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z;
   const int b = bh / p.NH, h = bh % p.NH;
@@ -37,7 +41,10 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   typename G::Acc acc;
   G::zero(acc);
   float m_prev = 0.f;
-  float n_acc = 0.f;  // thread tid < BK owns n[k0 + tid]
+  // n = sum over warps of these partials; lane owns columns lane + 32 j of the Dqk block.
+  float npart[NPART];
+#pragma unroll
+  for (int j = 0; j < NPART; ++j) npart[j] = 0.f;
   if (p.C0) {
     const float* c0 = p.C0 + (i64)bh * DQK * DV;
 #pragma unroll
@@ -52,7 +59,24 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
         }
   }
   if (EXP && p.m0) m_prev = p.m0[bh];
-  if (own_n && p.n0 && tid < BK) n_acc = p.n0[(i64)bh * DQK + k0 + tid];
+  if (own_n && p.n0 && warp == 0) {
+#pragma unroll
+    for (int j = 0; j < NPART; ++j)
+      if (lane + 32 * j < BK) npart[j] = p.n0[(i64)bh * DQK + k0 + lane + 32 * j];
+  }
+  // Full n (sum of the warps' partials) -> dst[0..BK). Contains barriers: call from all threads.
+  auto reduce_n = [&](float* dst) {
+#pragma unroll
+    for (int j = 0; j < NPART; ++j)
+      if (lane + 32 * j < BK) sN[warp * BK + lane + 32 * j] = npart[j];
+    __syncthreads();
+    if (tid < BK) {
+      float n = 0.f;
+#pragma unroll
+      for (int w = 0; w < NW; ++w) n += sN[w * BK + tid];
+      dst[tid] = n;
+    }
+  };
 
   constexpr int NSUB = CHUNK / SUB;
   const int total = p.NC * NSUB;
@@ -68,12 +92,12 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
     cp_async_commit();
   };
   issue(0);
-  float decay = 1.f, m_new = 0.f, g = 0.f;
+  float m_new = 0.f, g = 0.f;
   for (int it = 0; it < total; ++it) {
     const int c = it / NSUB, sub = it % NSUB;
     const int st = it & 1;
     if (sub == 0) {
-      // Entering chunk c: publish the state, then fold the decay into the accumulator.
+      // Entering chunk c: publish the state, then fold the decay into the accumulators.
       TS* outC = static_cast<TS*>(p.states_C) + ((i64)bh * p.NC + c) * DQK * DV;
 #pragma unroll
       for (int fm = 0; fm < G::FM; ++fm)
@@ -90,20 +114,22 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
               *reinterpret_cast<float2*>(dst) = make_float2(acc[fm][fn][e], acc[fm][fn][e + 1]);
             }
           }
-      if (own_n && tid < BK) p.states_n[((i64)bh * p.NC + c) * DQK + k0 + tid] = n_acc;
-      if (lead) p.chunk_m[(i64)bh * p.NC + c] = m_prev;
+      if (own_n) reduce_n(p.states_n + ((i64)bh * p.NC + c) * DQK + k0);
+      if (lead && tid == 0) p.chunk_m[(i64)bh * (p.NC + 1) + c] = m_prev;
       g = p.chunk_g[(i64)bh * p.NC + c];
       m_new = EXP ? fmaxf(g + m_prev, g + p.chunk_umax[(i64)bh * p.NC + c]) : 0.f;
-      decay = __expf(g + m_prev - m_new);
+      const float decay = __expf(g + m_prev - m_new);
 #pragma unroll
       for (int fm = 0; fm < G::FM; ++fm)
 #pragma unroll
         for (int fn = 0; fn < G::FN; ++fn)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[fm][fn][e] *= decay;
-      n_acc *= decay;
+#pragma unroll
+      for (int j = 0; j < NPART; ++j) npart[j] *= decay;
+      m_prev = m_new;
     }
-    // weights of this sub-block's rows
+    // row weights w_t = exp(g + u_t - m_new) of this sub-block
     if (tid < SUB) {
       const i64 o = bh * S_pad + (i64)c * CHUNK + sub * SUB + tid;
       sW[st * SUB + tid] = __expf(g + p.gate_u[o] - m_new);
@@ -115,22 +141,19 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
       cp_async_wait<0>();
     }
     __syncthreads();
-    // scale the rows of K by their weights (in place, in shared memory)
-    T* k_s = sK + st * TileK::ELEMS;
-    for (int idx = tid; idx < SUB * BK; idx += NT) {
-      const int r = idx / BK, cc = idx % BK;
-      T& x = k_s[r * TileK::LD + cc];
-      x = Elem<T>::from_float(Elem<T>::to_float(x) * sW[st * SUB + r]);
+    const T* k_s = sK + st * TileK::ELEMS;
+    const float* w_s = sW + st * SUB;
+    if (own_n) {
+      for (int r = warp; r < SUB; r += NW) {
+        const float w = w_s[r];
+#pragma unroll
+        for (int j = 0; j < NPART; ++j)
+          if (lane + 32 * j < BK) npart[j] += w * Elem<T>::to_float(k_s[r * TileK::LD + lane + 32 * j]);
+      }
     }
+    // C += (K * w)^T V, the weights applied to the A fragments in registers
+    G::run_scaled_k(acc, k_s, TileK::LD, sV + st * TileV::ELEMS, TileV::LD, warp_m, warp_n, lane, w_s);
     __syncthreads();
-    if (own_n && tid < BK) {
-      float s = 0.f;
-      for (int r = 0; r < SUB; ++r) s += Elem<T>::to_float(k_s[r * TileK::LD + tid]);
-      n_acc += s;
-    }
-    G::run(acc, k_s, TileK::LD, sV + st * TileV::ELEMS, TileV::LD, warp_m, warp_n, lane);
-    __syncthreads();
-    if (sub == NSUB - 1) m_prev = m_new;
   }
   // last states out (fp32)
   if (p.C_last) {
@@ -146,8 +169,11 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
           cl[(i64)(k0 + r) * DV + v0 + cc] = acc[fm][fn][e];
         }
   }
-  if (own_n && p.n_last && tid < BK) p.n_last[(i64)bh * DQK + k0 + tid] = n_acc;
-  if (lead && p.m_last) p.m_last[bh] = m_prev;
+  if (own_n && p.n_last) reduce_n(p.n_last + (i64)bh * DQK + k0);
+  if (lead && tid == 0) {
+    p.chunk_m[(i64)bh * (p.NC + 1) + p.NC] = m_prev;
+    if (p.m_last) p.m_last[bh] = m_prev;
+  }
 }
 
 }  // namespace tfla

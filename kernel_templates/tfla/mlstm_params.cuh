@@ -14,12 +14,27 @@ namespace tfla {
 // Shared-memory footprints, used by the host to size launches and by kernels to check them.
 // A tile of rows x cols elements of eb bytes is padded by 16 bytes per row (see STile).
 TFLA_HD constexpr int stile_bytes(int rows, int cols, int eb) { return rows * (cols + 16 / eb) * eb; }
-TFLA_HD constexpr int fwd_states_smem_bytes(int eb, int sub, int bk, int bv) {
-  return 2 * stile_bytes(sub, bk, eb) + 2 * stile_bytes(sub, bv, eb) + 2 * sub * 4;
+TFLA_HD constexpr int fwd_states_smem_bytes(int eb, int sub, int bk, int bv, int nwarps) {
+  return 2 * stile_bytes(sub, bk, eb) + 2 * stile_bytes(sub, bv, eb) + 2 * sub * 4 + nwarps * bk * 4;
+}
+TFLA_HD constexpr int max_i(int a, int b) { return a > b ? a : b; }
+TFLA_HD constexpr int bwd_dstates_smem_bytes(int eb, int sub, int bk, int bv, int nwarps) {
+  return 2 * stile_bytes(sub, bk, eb) + 2 * stile_bytes(sub, bv, eb) + 2 * sub * 4 + nwarps * 4;
+}
+// Backward tile kernel: X (br x dx), region A = max(Z tile, Y block), region B = max(W tile, Y
+// block), P (br x bt), row/column factors. y_nmajor: the Y block is bn x bkc (else bkc x bn).
+TFLA_HD constexpr int bwd_tile_smem_bytes(int eb, int dx, int br, int bt, int bn, int bkc, bool y_nmajor) {
+  return stile_bytes(br, dx, eb) +
+         max_i(stile_bytes(bt, dx, eb), y_nmajor ? stile_bytes(bn, bkc, eb) : stile_bytes(bkc, bn, eb)) +
+         max_i(stile_bytes(bt, bn, eb), y_nmajor ? stile_bytes(bn, bkc, eb) : stile_bytes(bkc, bn, eb)) +
+         stile_bytes(br, bt, eb) + (3 * br + 2 * bt) * 4;
 }
 TFLA_HD constexpr int fwd_output_smem_bytes(int eb, int dqk, int bq, int bkv, int bv, int bkc, int wn) {
-  return stile_bytes(bq, dqk, eb) + stile_bytes(bkv, dqk, eb) + stile_bytes(bkv, bv, eb) +
-         stile_bytes(bq, bkv, eb) + stile_bytes(bkc, bv, eb) + (4 * bq + bkv + wn * bq) * 4;
+  // Q, then region A = max(K tile, C block), region B = max(V tile, C block), then P.
+  return stile_bytes(bq, dqk, eb) +
+         (stile_bytes(bkv, dqk, eb) > stile_bytes(bkc, bv, eb) ? stile_bytes(bkv, dqk, eb) : stile_bytes(bkc, bv, eb)) +
+         (stile_bytes(bkv, bv, eb) > stile_bytes(bkc, bv, eb) ? stile_bytes(bkv, bv, eb) : stile_bytes(bkc, bv, eb)) +
+         stile_bytes(bq, bkv, eb) + (4 * bq + bkv + wn * bq) * 4;
 }
 
 struct MlstmFwdParams {
@@ -49,9 +64,54 @@ struct MlstmFwdParams {
   float* gate_pm;   // (BH, S_pad) prefix max of u inside each chunk
   float* chunk_g;   // (BH, NC) b at the chunk's end
   float* chunk_umax;// (BH, NC) max of u over the chunk
-  float* chunk_m;   // (BH, NC) stabilizer entering chunk c
+  float* chunk_m;   // (BH, NC + 1) stabilizer entering chunk c; [NC] = m after the last chunk
   void* states_C;   // (BH, NC, Dqk, Dv) state dtype: C entering chunk c (stabilized by chunk_m)
   float* states_n;  // (BH, NC, Dqk) n entering chunk c
+  int B, NH, S, NC;
+  float scale, eps;
+};
+
+// Backward. The forward's gate and state workspace (recomputed by the forward's gate and state
+// kernels) is read through the same field names.
+struct MlstmBwdParams {
+  const void* q;   // (B, NH, S, Dqk)
+  const void* k;   // (B, NH, S, Dqk)
+  const void* v;   // (B, NH, S, Dv)
+  const void* i;   // (B, NH, S) gate dtype
+  const void* f;   // (B, NH, S) gate dtype
+  const void* dh;  // (B, NH, S, Dv)
+  long long q_sb, q_sh, q_ss;
+  long long k_sb, k_sh, k_ss;
+  long long v_sb, v_sh, v_ss;
+  long long i_sb, i_sh, i_ss;
+  long long f_sb, f_sh, f_ss;
+  long long dh_sb, dh_sh, dh_ss;
+  const float* norm;     // (B, NH, S) den_t from the forward
+  const float* dC_last;  // (B, NH, Dqk, Dv) or null
+  const float* C_last;   // (BH, Dqk, Dv) workspace: recomputed C_S (when dC_last)
+  void* dq;  // (B, NH, S, Dqk) out
+  void* dk;  // (B, NH, S, Dqk) out
+  void* dv;  // (B, NH, S, Dv) out
+  long long dq_sb, dq_sh, dq_ss;
+  long long dk_sb, dk_sh, dk_ss;
+  long long dv_sb, dv_sh, dv_ss;
+  void* di;  // (B, NH, S) gate dtype out
+  void* df;  // (B, NH, S) gate dtype out
+  long long di_sb, di_sh, di_ss;
+  long long df_sb, df_sh, df_ss;
+  float* dC0;  // (B, NH, Dqk, Dv) out or null
+  // workspace
+  const float* gate_b;
+  const float* gate_u;
+  const float* gate_pm;
+  const float* chunk_g;
+  const float* chunk_m;   // (BH, NC + 1)
+  const void* states_C;   // (BH, NC, Dqk, Dv) C entering chunk c
+  void* dstates_C;        // (BH, NC, Dqk, Dv) dC of the state leaving chunk c
+  float* dclast_dot;      // (BH, NT_dstates) partial <dC_last, C_S>
+  int dclast_parts;       // NT_dstates: CTAs per head of the dC kernel
+  float* row_x;           // (BH, S_pad) reverse cumsum inside the chunk of q.dq - k.dk
+  float* chunk_x;         // (BH, NC) chunk totals of q.dq - k.dk
   int B, NH, S, NC;
   float scale, eps;
 };

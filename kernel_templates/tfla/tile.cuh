@@ -65,14 +65,24 @@ struct Gemm {
   __device__ static void run(Acc& acc, const T* sA, int lda, const T* sB, int ldb, int warp_m,
                              int warp_n, int lane) {
     if constexpr (Elem<T>::is16) {
-      run16(acc, sA, lda, sB, ldb, warp_m, warp_n, lane);
+      run16<false>(acc, sA, lda, sB, ldb, warp_m, warp_n, lane, nullptr);
     } else {
-      run32(acc, sA, lda, sB, ldb, warp_m, warp_n, lane);
+      run32<false>(acc, sA, lda, sB, ldb, warp_m, warp_n, lane, nullptr);
+    }
+  }
+  // As run, with column k of A scaled by ks[k] (fp32, shared memory) on the fly.
+  __device__ static void run_scaled_k(Acc& acc, const T* sA, int lda, const T* sB, int ldb,
+                                      int warp_m, int warp_n, int lane, const float* ks) {
+    if constexpr (Elem<T>::is16) {
+      run16<true>(acc, sA, lda, sB, ldb, warp_m, warp_n, lane, ks);
+    } else {
+      run32<true>(acc, sA, lda, sB, ldb, warp_m, warp_n, lane, ks);
     }
   }
 
+  template <bool SCALE_K>
   __device__ static void run16(Acc& acc, const T* sA, int lda, const T* sB, int ldb, int warp_m,
-                               int warp_n, int lane) {
+                               int warp_n, int lane, const float* ks) {
     const int m_base = warp_m * WTM;
     const int n_base = warp_n * WTN;
     const int mat = lane >> 3, r8 = lane & 7;
@@ -88,6 +98,19 @@ struct Gemm {
         } else {
           const T* p = sA + (m0 + (lane & 15)) * lda + k0 + (lane >> 4) * 8;
           ldmatrix_x4(a[fm], p);
+        }
+      }
+      if constexpr (SCALE_K) {
+        // a0/a1 hold k = k0 + 2t, +1; a2/a3 hold k = k0 + 2t + 8, +9.
+        const int t2 = (lane & 3) * 2;
+        const u32 w01 = Elem<T>::pack2(ks[k0 + t2], ks[k0 + t2 + 1]);
+        const u32 w89 = Elem<T>::pack2(ks[k0 + t2 + 8], ks[k0 + t2 + 9]);
+#pragma unroll
+        for (int fm = 0; fm < FM; ++fm) {
+          a[fm][0] = Elem<T>::mul2(a[fm][0], w01);
+          a[fm][1] = Elem<T>::mul2(a[fm][1], w01);
+          a[fm][2] = Elem<T>::mul2(a[fm][2], w89);
+          a[fm][3] = Elem<T>::mul2(a[fm][3], w89);
         }
       }
 #pragma unroll
@@ -116,9 +139,9 @@ struct Gemm {
   __device__ static float b_at(const float* sB, int ldb, int k, int n) {
     return B_NMAJOR ? sB[n * ldb + k] : sB[k * ldb + n];
   }
-  template <class U>
+  template <bool SCALE_K, class U>
   __device__ static void run32(Acc& acc, const U* sA, int lda, const U* sB, int ldb, int warp_m,
-                               int warp_n, int lane) {
+                               int warp_n, int lane, const float* ks) {
     const int g = lane >> 2, t = lane & 3;
     const int m_base = warp_m * WTM;
     const int n_base = warp_n * WTN;
@@ -128,9 +151,15 @@ struct Gemm {
 #pragma unroll
       for (int fm = 0; fm < FM; ++fm) {
         const int m0 = m_base + fm * 16;
-        const float x[4] = {a_at(sA, lda, m0 + g, k0 + t), a_at(sA, lda, m0 + g + 8, k0 + t),
-                            a_at(sA, lda, m0 + g, k0 + t + 4),
-                            a_at(sA, lda, m0 + g + 8, k0 + t + 4)};
+        float x[4] = {a_at(sA, lda, m0 + g, k0 + t), a_at(sA, lda, m0 + g + 8, k0 + t),
+                      a_at(sA, lda, m0 + g, k0 + t + 4), a_at(sA, lda, m0 + g + 8, k0 + t + 4)};
+        if constexpr (SCALE_K) {
+          const float w0 = ks[k0 + t], w4 = ks[k0 + t + 4];
+          x[0] *= w0;
+          x[1] *= w0;
+          x[2] *= w4;
+          x[3] *= w4;
+        }
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           ab[fm][e] = to_tf32(x[e]);

@@ -43,20 +43,28 @@ int largest_divisor(int d, std::initializer_list<int> options) {
 }
 }  // namespace
 
-// Why this default: chunk 128 keeps the fp32 chunk-state traffic (Dqk x Dv per chunk) small
-// next to q/k/v at the paper's head dims while the intra-chunk quadratic part stays cheap;
-// 64-row query and key tiles with 8 warps (4 x 2) keep the fp32 accumulators near 64 registers
-// per thread, so two CTAs fit per SM; the state kernel's 128 x 128 C block in 8 warps amortizes
-// each streamed K/V sub-block over 128 columns.
+// Why this default (measured on H200 at B*S = 65536, NH = 8, Dqk = 256, Dv = 512, bf16):
+// chunk 256 halves the chunk-state traffic (Dqk x Dv per chunk, written by the state kernel and
+// read by the output kernel) against chunk 128 while the tiled intra-chunk part stays cheap;
+// Dv tiles of 256 halve how often Q K^T is recomputed per Dv tile; warps 2 x 4 give each warp a
+// 32 x 64 accumulator block (fewer fragment loads per mma than 16-row blocks). The state kernel's
+// 128 x 128 C block in 8 warps amortizes each streamed K/V sub-block over 128 columns.
 FwdConfig default_fwd_config(const MlstmProblem& p, int chunk) {
   FwdConfig c;
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  c.chunk = chunk > 0 ? chunk : (p.S <= 64 ? 64 : 128);
+  int auto_chunk = 64;
+  while (auto_chunk < 256 && auto_chunk < p.S) auto_chunk *= 2;
+  c.chunk = chunk > 0 ? chunk : auto_chunk;
   c.siz_b_q = std::min(64, c.chunk);
   c.siz_b_kv = std::min(64, c.chunk);
-  c.warps_m = c.siz_b_q / 16;
-  c.siz_b_v = largest_divisor(dv, {128, 96, 64, 160, 32, 16});
-  c.warps_n = (c.siz_b_v % 32 == 0 && c.siz_b_kv % 32 == 0) ? 2 : 1;
+  c.siz_b_v = largest_divisor(dv, {256, 128, 96, 64, 160, 32, 16});
+  if (c.siz_b_v % 64 == 0 && c.siz_b_kv % 64 == 0 && c.siz_b_q % 32 == 0) {
+    c.warps_m = c.siz_b_q / 32;
+    c.warps_n = 4;
+  } else {
+    c.warps_m = c.siz_b_q / 16;
+    c.warps_n = (c.siz_b_v % 32 == 0 && c.siz_b_kv % 32 == 0) ? 2 : 1;
+  }
   c.siz_b_kc = largest_divisor(dqk, {64, 32, 16});
   c.st_siz_b_k = largest_divisor(dqk, {128, 64, 32, 16});
   c.st_siz_b_v = largest_divisor(dv, {128, 64, 32, 16});
@@ -69,6 +77,7 @@ FwdConfig default_fwd_config(const MlstmProblem& p, int chunk) {
     c.siz_b_q = c.siz_b_kv;
     c.warps_m = c.siz_b_q / 16;
     c.warps_n = (c.siz_b_v % 32 == 0 && c.siz_b_kv % 32 == 0) ? 2 : 1;
+    if (c.siz_b_v > 128 && c.siz_b_v % 128 == 0) c.siz_b_v = 128;
   }
   while (fwd_states_smem(c, p) > kSmemBudgetBytes && c.st_sub > 16) c.st_sub /= 2;
   return c;
@@ -83,7 +92,7 @@ FwdConfig resolve_fwd_config(const MlstmProblem& p, const Config& pinned) {
 
 int fwd_states_smem(const FwdConfig& c, const MlstmProblem& p) {
   return fwd_states_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), c.st_sub, c.st_siz_b_k,
-                               c.st_siz_b_v);
+                               c.st_siz_b_v, c.st_warps_m * c.st_warps_n);
 }
 int fwd_output_smem(const FwdConfig& c, const MlstmProblem& p) {
   return fwd_output_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), static_cast<int>(p.Dqk),

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "ops/fwd_config.hpp"
+#include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 
 namespace tfla::ops {
@@ -57,6 +58,11 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
     add(k.gates);
     add(k.states);
     add(k.output);
+    if (p.variant == Variant::Sig && !p.normalize) continue;  // same backward kernels as sig
+    const BwdKernels kb = render_bwd(p, default_bwd_config(p));
+    for (const rt::KernelSpec* s : {&kb.gates, &kb.states, &kb.dstates, &kb.dq, &kb.dk, &kb.dv,
+                                    &kb.gates_local, &kb.gates_df})
+      add(*s);
   }
   return out;
 }

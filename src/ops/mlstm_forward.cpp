@@ -64,7 +64,7 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, const FwdConfig& c) {
   w.gate_pm = take(bh * s_pad * 4);
   w.chunk_g = take(bh * nc * 4);
   w.chunk_umax = take(bh * nc * 4);
-  w.chunk_m = take(bh * nc * 4);
+  w.chunk_m = take(bh * (nc + 1) * 4);
   w.states_C = take(bh * nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
   w.states_n = take(bh * nc * p.Dqk * 4);
   w.total = off;
@@ -154,8 +154,8 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
     k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v),
                      static_cast<unsigned>(p.Dqk / cfg.st_siz_b_k), bh},
                     stream, &prm, sizeof(prm));
-    k_output.launch({static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q),
-                     static_cast<unsigned>(p.Dv / cfg.siz_b_v), bh},
+    k_output.launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
+                     static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q), bh},
                     stream, &prm, sizeof(prm));
   } catch (...) {
     if (owned) rt::driver().cuMemFreeAsync(base, stream);

@@ -347,6 +347,10 @@ TEST_CASE("export and import merge, keeping the faster winner", "[cache][export]
   a.put_entry(sample_entry(h200, shared, 128, 50));  // filtered out of the export below
   a.put_cubin(content_hash("h100 cubin"), "sm_90a", "k", "h100", h100.id());
   a.put_cubin(content_hash("h200 cubin"), "sm_90a", "k", "h200", h200.id());
+  for (int i = 0; i < 40; ++i) {  // env-less (compiled ahead of time): more than one batch
+    a.put_cubin(content_hash("aot " + std::to_string(i)), "sm_90a", "k",
+                std::string(1000, 'a' + i % 26));
+  }
 
   Cache b = Cache::open(dir.file("b.sqlite"));
   b.put_entry(sample_entry(h100, shared, 64, 150));
@@ -360,7 +364,7 @@ TEST_CASE("export and import merge, keeping the faster winner", "[cache][export]
   MergeReport ex = a.export_to(exported, opt);
   CHECK(ex.environments_added == 1);
   CHECK(ex.entries_added == 3);
-  CHECK(ex.cubins_added == 1);
+  CHECK(ex.cubins_added == 41);
   CHECK(files_starting(dir.path(), "fleet.tfla.tmp").empty());
   CHECK_FALSE(fs::exists(exported + "-wal"));
   {
@@ -378,7 +382,8 @@ TEST_CASE("export and import merge, keeping the faster winner", "[cache][export]
   CHECK(im.entries_added == 1);     // only_a
   CHECK(im.entries_replaced == 1);  // shared: a's 100 us beats b's 150 us
   CHECK(im.entries_kept == 1);      // b_faster: b's 200 us beats a's 300 us
-  CHECK(im.cubins_added == 1);
+  CHECK(im.cubins_added == 41);
+  CHECK(b.get_cubin(content_hash("aot 39")) == std::string(1000, 'a' + 39 % 26));
   CHECK(b.get_exact(h100, shared)->winner.get("chunk") == 128);
   CHECK(b.get_exact(h100, shared)->winner_median_us == 100);
   CHECK(b.get_exact(h100, b_faster)->winner.get("chunk") == 64);

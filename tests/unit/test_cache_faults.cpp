@@ -47,15 +47,9 @@ TEST_CASE("a truncated cache is reported and moved aside", "[cache][faults]") {
   fill_cache(path);
   const auto full = fs::file_size(path);
   REQUIRE(full > 200000);
-  SECTION("cut in half") {
-    fs::resize_file(path, full / 2);
-  }
-  SECTION("cut inside the first page") {
-    fs::resize_file(path, 3000);
-  }
-  SECTION("cut inside the header") {
-    fs::resize_file(path, 50);
-  }
+  SECTION("cut in half") { fs::resize_file(path, full / 2); }
+  SECTION("cut inside the first page") { fs::resize_file(path, 3000); }
+  SECTION("cut inside the header") { fs::resize_file(path, 50); }
   check_moved_aside(dir, path, "damaged");
 }
 
@@ -128,9 +122,14 @@ TEST_CASE("a cache from a newer tfla is refused, not moved aside", "[cache][faul
 TEST_CASE("several processes finding one damaged file move it aside once", "[cache][faults]") {
   ScratchDir dir;
   const std::string path = dir.file("tfla.sqlite");
-  write_file(path, std::string(10000, 'z'));
+  SECTION("a text file") { write_file(path, std::string(10000, 'z')); }
+  SECTION("a truncated WAL-mode cache") {
+    fill_cache(path);
+    fs::resize_file(path, fs::file_size(path) / 3);
+  }
+  constexpr int kKids = 6;
   std::vector<pid_t> kids;
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < kKids; ++k) {
     pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -154,7 +153,8 @@ TEST_CASE("several processes finding one damaged file move it aside once", "[cac
   CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt-").size() == 1);
   Cache c = Cache::open(path);
   CHECK_FALSE(c.recovered());
-  CHECK(c.stats().entries == 4);  // every process wrote into the one fresh cache
+  CHECK(c.stats().entries == kKids);  // every process wrote into the one fresh cache
+  CHECK(c.verify().ok);
 }
 
 TEST_CASE("a read-only cache serves lookups and refuses writes clearly",

@@ -114,11 +114,18 @@ inline void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
-// Files in `dir` whose name starts with `prefix`.
+// Files in `dir` whose name starts with `prefix`, except SQLite's -wal, -shm and -journal.
 inline std::vector<std::string> files_starting(const fs::path& dir, const std::string& prefix) {
   std::vector<std::string> out;
   for (auto& e : fs::directory_iterator(dir)) {
-    if (e.path().filename().string().rfind(prefix, 0) == 0) out.push_back(e.path().string());
+    const std::string name = e.path().filename().string();
+    auto ends_with = [&](const std::string& s) {
+      return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (name.rfind(prefix, 0) == 0 && !ends_with("-wal") && !ends_with("-shm") &&
+        !ends_with("-journal")) {
+      out.push_back(e.path().string());
+    }
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // tfla bench: times the kernels on the GPU over the paper's constant-token sweep and prints
 // ms, TFLOP/s, GB/s and the extra device memory of each shape (table, --csv, --json).
 #include <cstdio>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -47,7 +48,9 @@ DType dtype_of(const std::string& s) {
   throw UsageError("unknown dtype '" + s + "'");
 }
 
-Row bench_forward(const MlstmProblem& p, const Config& pinned, int warmup, int reps) {
+// op: "fwd", "bwd" or "fwbw". FLOPs: forward ~ 4 Dqk Dv + L (Dqk + Dv) per token and head;
+// the backward does about twice the forward's matrix work (dC, dQ, dK, dV), counted as 2x.
+Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned, int warmup, int reps) {
   const size_t eb = dtype_bytes(p.dtype);
   const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
   DeviceBuffer q(n_qk * eb), k(n_qk * eb), v(n_v * eb), h(n_v * eb);
@@ -57,24 +60,57 @@ Row bench_forward(const MlstmProblem& p, const Config& pinned, int warmup, int r
   fill_random(v.get(), p.dtype, n_v, 3, 0.f, 1.f);
   fill_random(ig.get(), p.gate_dtype, n_g, 4, 0.f, 1.f);
   fill_random(fg.get(), p.gate_dtype, n_g, 5, 3.f, 1.f);
-  const Config cfg = mlstm_forward_config(p, pinned);
-  const size_t ws_bytes = mlstm_forward_workspace_size(p, cfg);
-  DeviceBuffer ws(ws_bytes);
+  // --config pins the timed op's config (for fwbw: the forward's; the backward shares the chunk)
+  Config fcfg = pinned, bcfg;
+  if (pinned.count("chunk")) bcfg["chunk"] = pinned.at("chunk");
+  if (op == "bwd") {
+    fcfg = bcfg;
+    bcfg = pinned;
+  }
+  fcfg = mlstm_forward_config(p, fcfg);
+  bcfg = mlstm_backward_config(p, bcfg);
+  const size_t fws_bytes = mlstm_forward_workspace_size(p, fcfg);
+  const size_t bws_bytes = op == "fwd" ? 0 : mlstm_backward_workspace_size(p, bcfg);
+  DeviceBuffer fws(fws_bytes), bws(bws_bytes), norm(n_g * 4);
   ForwardTensors t;
   t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
-  LaunchOptions o;
-  o.workspace = ws.get();
-  o.workspace_bytes = ws_bytes;
-  o.config = cfg;
-  const double ms = median(time_ms([&] { mlstm_forward(p, t, o); }, warmup, reps));
-  const int64_t L = cfg.at("chunk");
+  t.norm = norm.as<float>();
+  LaunchOptions fo;
+  fo.workspace = fws.get();
+  fo.workspace_bytes = fws_bytes;
+  fo.config = fcfg;
+  DeviceBuffer dh, dq, dk, dv, di, df;
+  BackwardTensors bt;
+  LaunchOptions bo;
+  if (op != "fwd") {
+    dh = DeviceBuffer(n_v * eb);
+    fill_random(dh.get(), p.dtype, n_v, 6, 0.f, 1.f);
+    dq = DeviceBuffer(n_qk * eb); dk = DeviceBuffer(n_qk * eb); dv = DeviceBuffer(n_v * eb);
+    di = DeviceBuffer(n_g * dtype_bytes(p.gate_dtype)); df = DeviceBuffer(n_g * dtype_bytes(p.gate_dtype));
+    bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dh.get();
+    bt.norm = norm.as<float>();
+    bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+    bo.workspace = bws.get();
+    bo.workspace_bytes = bws_bytes;
+    bo.config = bcfg;
+    mlstm_forward(p, t, fo);  // the normalizer the backward reads
+  }
+  std::function<void()> body;
+  if (op == "fwd") body = [&] { mlstm_forward(p, t, fo); };
+  else if (op == "bwd") body = [&] { mlstm_backward(p, bt, bo); };
+  else body = [&] { mlstm_forward(p, t, fo); mlstm_backward(p, bt, bo); };
+  const double ms = median(time_ms(body, warmup, reps));
+  const int64_t L = (op == "bwd" ? bcfg : fcfg).at("chunk");
   const double tokens = static_cast<double>(p.B * p.NH * p.S);
-  const double flops = tokens * (4.0 * p.Dqk * p.Dv + L * (p.Dqk + p.Dv));
+  const double fwd_flops = tokens * (4.0 * p.Dqk * p.Dv + L * (p.Dqk + p.Dv));
+  const double flops = op == "fwd" ? fwd_flops : op == "bwd" ? 2 * fwd_flops : 3 * fwd_flops;
   const double nc = static_cast<double>((p.S + L - 1) / L);
-  const double bytes = tokens * ((2.0 * p.Dqk + 2.0 * p.Dv) * eb + 2.0 * dtype_bytes(p.gate_dtype)) +
-                       2.0 * p.B * p.NH * nc * p.Dqk * p.Dv * eb;
-  Row r{"fwd", to_string(p.variant), p.B, p.S, p.NH, p.Dqk, p.Dv, to_string(p.dtype), to_string(cfg),
-        ms, flops / (ms * 1e9), bytes / (ms * 1e6), ws_bytes / 1048576.0};
+  const double io = tokens * ((2.0 * p.Dqk + 2.0 * p.Dv) * eb + 2.0 * dtype_bytes(p.gate_dtype));
+  const double states = 2.0 * p.B * p.NH * nc * p.Dqk * p.Dv * eb;
+  const double bytes = op == "fwd" ? io + states : op == "bwd" ? 2 * io + 2 * states : 3 * io + 3 * states;
+  const double extra = (fws_bytes + bws_bytes + (op == "fwd" ? 0 : n_g * 4.0)) / 1048576.0;
+  Row r{op, to_string(p.variant), p.B, p.S, p.NH, p.Dqk, p.Dv, to_string(p.dtype),
+        to_string(op == "bwd" ? bcfg : fcfg), ms, flops / (ms * 1e9), bytes / (ms * 1e6), extra};
   return r;
 }
 
@@ -84,9 +120,10 @@ int cmd_bench(const std::vector<std::string>& argv) {
   Args args(argv, {"json"},
             {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
              "warmup", "reps", "normalize"});
-  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward");
-  const std::string op = args.positionals()[0];
-  if (op != "forward") throw UsageError("unknown bench op '" + op + "' (forward)");
+  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward or fwbw");
+  const std::string op_name = args.positionals()[0];
+  const std::string op = op_name == "forward" ? "fwd" : op_name == "backward" ? "bwd" : op_name == "fwbw" ? "fwbw" : "";
+  if (op.empty()) throw UsageError("unknown bench op '" + op_name + "' (forward, backward, fwbw)");
   std::string why;
   (void)runtime_info();
   MlstmProblem base;
@@ -112,9 +149,9 @@ int cmd_bench(const std::vector<std::string>& argv) {
   const DeviceInfo& dev = rt::device_info(ord);
   std::vector<Row> rows;
   if (!args.flag("json"))
-    std::printf("tfla bench forward on %s: B*S = %lld, NH = %lld, Dqk = %lld, Dv = %lld, %s\n",
-                dev.name.c_str(), (long long)tokens, (long long)base.NH, (long long)base.Dqk,
-                (long long)base.Dv, to_string(base.dtype));
+    std::printf("tfla bench %s on %s: B*S = %lld, NH = %lld, Dqk = %lld, Dv = %lld, %s\n",
+                op_name.c_str(), dev.name.c_str(), (long long)tokens, (long long)base.NH,
+                (long long)base.Dqk, (long long)base.Dv, to_string(base.dtype));
   if (!args.flag("json"))
     std::printf("%-8s %6s %7s %10s %9s %9s %10s  %s\n", "variant", "B", "S", "ms", "TFLOP/s",
                 "GB/s", "extra MiB", "config");
@@ -125,7 +162,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
       p.variant = var;
       p.S = S;
       p.B = tokens / S;
-      Row r = bench_forward(p, pinned, warmup, reps);
+      Row r = bench_op(op, p, pinned, warmup, reps);
       rows.push_back(r);
       if (!args.flag("json"))
         std::printf("%-8s %6lld %7lld %10.3f %9.1f %9.1f %10.1f  %s\n", r.variant.c_str(),

@@ -125,4 +125,35 @@ void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
 // The configuration mlstm_forward would use for this problem (config keys filled in).
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned = {});
 
+struct BackwardTensors {
+  const void* q = nullptr;  // (B, NH, S, Dqk) dtype, as given to the forward
+  const void* k = nullptr;  // (B, NH, S, Dqk) dtype
+  const void* v = nullptr;  // (B, NH, S, Dv)  dtype
+  const void* i = nullptr;  // (B, NH, S)      gate_dtype
+  const void* f = nullptr;  // (B, NH, S)      gate_dtype
+  Strides q_strides, k_strides, v_strides, i_strides, f_strides;
+  const void* dh = nullptr;  // (B, NH, S, Dv) dtype: gradient of h
+  Strides dh_strides;
+  const float* norm = nullptr;     // (B, NH, S) fp32: the forward's normalizer output (required)
+  const float* C0 = nullptr;       // (B, NH, Dqk, Dv) fp32: the forward's initial state, optional
+  const float* n0 = nullptr;       // (B, NH, Dqk) fp32, optional
+  const float* m0 = nullptr;       // (B, NH) fp32, optional
+  const float* dC_last = nullptr;  // (B, NH, Dqk, Dv) fp32: gradient of the returned C_S, optional
+  void* dq = nullptr;  // (B, NH, S, Dqk) dtype, out
+  void* dk = nullptr;  // (B, NH, S, Dqk) dtype, out
+  void* dv = nullptr;  // (B, NH, S, Dv)  dtype, out
+  Strides dq_strides, dk_strides, dv_strides;
+  void* di = nullptr;  // (B, NH, S) gate_dtype, out
+  void* df = nullptr;  // (B, NH, S) gate_dtype, out
+  Strides di_strides, df_strides;
+  float* dC0 = nullptr;  // (B, NH, Dqk, Dv) fp32, optional out (dn0 = dm0 = 0)
+};
+
+// The chunkwise TFLA backward (the normalizer is held constant, as in the seed). Chunk states
+// are recomputed from q, k, v, i, f. Asynchronous on options.stream.
+size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config = {});
+void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
+                    const LaunchOptions& options = {});
+Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned = {});
+
 }  // namespace tfla

@@ -1,0 +1,182 @@
+// The tuned-config and cubin cache: one SQLite file shared by every tfla process on a machine.
+//
+// Concurrency: SQLite in WAL mode; readers never block writers; every write is one short
+// BEGIN IMMEDIATE transaction that waits up to the busy timeout (10 s) for other writers.
+// A process killed mid-write loses at most the transaction in flight; the file stays valid.
+// Within a process, one Cache serializes its calls with an internal mutex, so it may be shared
+// between threads. A Cache must not cross fork(): open a new one in the child. A moved-from
+// Cache may only be destroyed or assigned to.
+//
+// Faults: a file that is not SQLite, is truncated, or holds another schema is logged, set aside
+// (copied, with its -wal, to "<path>.corrupt-<unix time>") and reset in place to a fresh cache
+// (Cache::recovered() says so). In place, through SQLite's locks, so that other processes that
+// have the file open stay coordinated; a rename would let them attach to the fresh -wal/-shm.
+// A file or directory without write permission is opened read-only: lookups work and every
+// write throws CacheError(ReadOnly).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tfla_cache/error.hpp"
+#include "tfla_cache/types.hpp"
+
+namespace tfla::cache {
+
+enum class OpenMode {
+  ReadWrite,  // create if missing, migrate, recover a damaged file; falls back to read-only
+              // (with reason()) when the file or its directory is not writable
+  ReadOnly,   // never creates, migrates, resets or writes; throws on a damaged file
+};
+
+enum class LookupKind { Exact, Bucket, Neighbour, None };
+const char* to_string(LookupKind k) noexcept;  // "exact", "bucket", "neighbour", "none"
+
+struct LookupResult {
+  LookupKind kind = LookupKind::None;
+  std::optional<TunedEntry> entry;  // set unless kind == None; candidates are not loaded
+  std::string why;                  // one line: what was found, or what was rejected and why
+};
+
+// Accepts a tuned config for the requested shape (tile sizes divide, fits the device, ...).
+using ConfigPredicate = std::function<bool(const Config&)>;
+
+struct ListFilter {  // empty field = any
+  std::string env_id, op, variant, dtype, layout;
+};
+
+struct CubinInfo {
+  std::string hash, arch, kernel_name, env_id;
+  int64_t size_bytes = 0;
+  int64_t created_unix = 0;
+};
+
+struct EnvStats {
+  EnvKey env;
+  std::string env_id;
+  int64_t entries = 0, candidates = 0, cubins = 0;
+};
+
+struct Stats {
+  int schema_version = 0;
+  int64_t environments = 0, entries = 0, candidates = 0, cubins = 0;
+  int64_t cubin_bytes = 0;  // sum of stored cubin sizes
+  int64_t file_bytes = 0;   // database file plus its -wal file on disk
+  std::vector<EnvStats> per_env;
+};
+
+struct PruneReport {
+  int64_t environments = 0, entries = 0, candidates = 0, cubins = 0;  // rows deleted
+};
+
+struct VerifyReport {
+  bool ok = true;
+  std::vector<std::string> problems;  // one line each; empty when ok
+  int64_t entries_checked = 0, cubins_checked = 0;
+};
+
+struct MergeReport {
+  int64_t environments_added = 0;
+  int64_t entries_added = 0;     // problems the destination did not have
+  int64_t entries_replaced = 0;  // the source's winner was faster
+  int64_t entries_kept = 0;      // the destination's winner was as fast or faster
+  int64_t candidates_added = 0;  // candidate rows inserted or overwritten
+  int64_t cubins_added = 0;
+};
+
+struct ExportOptions {
+  std::vector<std::string> env_ids;  // environments to export; empty = all
+  bool include_cubins = true;        // cubins of those environments and env-less ones
+};
+
+class Cache {
+ public:
+  static constexpr int kSchemaVersion = 1;
+  static constexpr uint32_t kApplicationId = 0x54464C41;  // "TFLA" in PRAGMA application_id
+  static constexpr int kBusyTimeoutMs = 10000;
+
+  // $TFLA_CACHE if set and non-empty, else $XDG_CACHE_HOME/tfla/tfla.sqlite, else
+  // $HOME/.cache/tfla/tfla.sqlite, else "tfla.sqlite" in the working directory. Never throws.
+  static std::string default_path();
+
+  // Opens (ReadWrite: creating parent directories, the file and the schema, migrating older
+  // schemas) the cache at `path`. Throws CacheError: Io if the file cannot be opened at all;
+  // SchemaTooNew for a newer schema; in ReadOnly mode Corrupt/Foreign for a damaged or
+  // foreign file (ReadWrite sets such a file aside and starts fresh; see recovered()).
+  // Blocks up to the busy timeout while another process holds the write lock.
+  static Cache open(const std::string& path, OpenMode mode = OpenMode::ReadWrite);
+
+  Cache(Cache&&) noexcept;
+  Cache& operator=(Cache&&) noexcept;
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+  ~Cache();  // closes the database; never throws
+
+  const std::string& path() const noexcept;
+  bool read_only() const noexcept;
+  // Why the cache is read-only ("" if it is not, or if OpenMode::ReadOnly was asked for).
+  const std::string& read_only_reason() const noexcept;
+  // True when open() found a damaged or foreign file and set it aside; recovery_message()
+  // names the file, the problem and where it went (for a CLI to print).
+  bool recovered() const noexcept;
+  const std::string& recovery_message() const noexcept;
+
+  // --- tuning results (cache_entries.cpp) ---
+  // Stores one candidate's result for (env, problem) in its own transaction, replacing an
+  // earlier result for the same config. Throws CacheError (ReadOnly, Busy, InvalidArgument...).
+  void record_candidate(const EnvKey& env, const ProblemKey& problem, const CandidateResult& r);
+  // Every candidate recorded so far for exactly (env, problem), in the order first recorded.
+  std::vector<CandidateResult> candidates(const EnvKey& env, const ProblemKey& problem) const;
+  // Upserts the winner of e.problem under e.env (replacing an older entry) and records
+  // e.candidates, in one transaction. timestamp_unix 0 is stored as now. Throws like above.
+  void put_entry(const TunedEntry& e);
+  // The entry tuned for exactly this env and shape, with its candidates; nullopt if none.
+  std::optional<TunedEntry> get_exact(const EnvKey& env, const ProblemKey& problem) const;
+  // Lookup order: the exact shape, then the nearest tuned shape in the same bucket, then the
+  // nearest tuned shape of the same class (distance in log2(batch_heads), log2(seq_len)); at
+  // every step only configs that `accept` allows (null = all). None if nothing qualifies:
+  // the caller then uses its heuristic default. Entries of other environments never match.
+  LookupResult lookup(const EnvKey& env, const ProblemKey& problem,
+                      const ConfigPredicate& accept = nullptr) const;
+  // Entries (without candidates) matching `filter`, ordered by class and shape.
+  std::vector<TunedEntry> list(const ListFilter& filter = {}) const;
+  // Every environment that has a row, with its id.
+  std::vector<std::pair<std::string, EnvKey>> environments() const;
+
+  // --- cubins (cache_cubins.cpp) ---
+  // Stores `bytes` under `hash` (e.g. content_hash_parts({source, options, arch, nvrtc})) with
+  // a SHA-256 checksum; replaces an earlier cubin of the same hash. env_id may be "" (a cubin
+  // compiled ahead of time); prune_stale() drops cubins of other non-empty env ids.
+  void put_cubin(const std::string& hash, const std::string& arch, const std::string& kernel_name,
+                 const std::string& bytes, const std::string& env_id = "");
+  // The cubin stored under `hash`, or nullopt if absent or if its checksum does not match
+  // (logged as a warning: the caller recompiles; a damaged cubin is never returned).
+  std::optional<std::string> get_cubin(const std::string& hash) const;
+  std::vector<CubinInfo> list_cubins() const;
+
+  // --- maintenance (cache_admin.cpp) ---
+  Stats stats() const;
+  // Deletes environments other than `current` with their entries, candidates and cubins.
+  PruneReport prune_stale(const EnvKey& current);
+  // PRAGMA integrity_check, every cubin's size and checksum, every stored config and status.
+  VerifyReport verify() const;
+  // Writes the selected environments into a new portable cache file at `path` (same format,
+  // stamped in its meta table), built beside it and renamed over it. Throws CacheError.
+  MergeReport export_to(const std::string& path, const ExportOptions& opt = {}) const;
+  // Merges the cache file at `path` into this one: new environments and problems are added;
+  // for a problem both have, the faster winner is kept. Opens `path` read-only. Throws
+  // CacheError (Foreign, Corrupt, ReadOnly, ...).
+  MergeReport import_from(const std::string& path);
+
+  struct Impl;  // defined in src/cache_impl.hpp
+
+ private:
+  explicit Cache(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tfla::cache

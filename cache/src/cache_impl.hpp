@@ -1,0 +1,56 @@
+// Cache's private state and the helpers shared by its .cpp files (open, entries, cubins, admin).
+#pragma once
+
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "sqlite_db.hpp"
+#include "tfla_cache/cache.hpp"
+
+namespace tfla::cache {
+
+struct Cache::Impl {
+  std::string path;
+  std::unique_ptr<detail::Db> db;
+  bool read_only = false;
+  std::string read_only_reason;
+  bool recovered = false;
+  std::string recovery_message;
+  mutable std::mutex mu;  // serializes every call on this Cache (and its statement cache)
+
+  // Throws CacheError(ReadOnly) naming `op`, the file and why it is read-only.
+  void require_writable(const char* op) const;
+  // Inserts `env` into environments if absent; returns 1 if it was added. Call inside a
+  // write transaction.
+  int64_t upsert_env(const EnvKey& env, const std::string& env_id);
+  // Inserts or replaces one candidate row. Call inside a write transaction.
+  void upsert_candidate(const std::string& env_id, const ProblemKey& p, const CandidateResult& r,
+                        int64_t timestamp_unix);
+  // Inserts or replaces one entry row (not its candidates). Call inside a write transaction.
+  void upsert_entry(const std::string& env_id, const TunedEntry& e);
+};
+
+namespace detail {
+
+inline int64_t now_unix() { return static_cast<int64_t>(std::time(nullptr)); }
+
+// The problem columns shared by entries and candidates, in this order, starting at
+// parameter `first`: env_id, class_key, op, variant, normalize, dtype, dqk, dv, layout,
+// batch_heads, seq_len. Returns the next free parameter index.
+int bind_problem(Stmt& s, int first, const std::string& env_id, const ProblemKey& p);
+constexpr const char* kProblemColumns =
+    "env_id, class_key, op, variant, normalize, dtype, dqk, dv, layout, batch_heads, seq_len";
+// Reads the problem columns selected as kProblemColumns from column `first` (env_id first).
+ProblemKey read_problem(const Stmt& s, int first);
+// Reads an EnvKey from the columns of kEnvColumns starting at `first`.
+constexpr const char* kEnvColumns =
+    "gpu_name, cc_major, cc_minor, sm_count, l2_bytes, smem_optin_bytes, driver_version, "
+    "nvrtc_major, nvrtc_minor, tfla_version, templates_hash";
+EnvKey read_env(const Stmt& s, int first);
+// Config::parse for text read back from the file; a failure is CacheError(Corrupt).
+Config parse_stored_config(const std::string& text, const std::string& where);
+
+}  // namespace detail
+}  // namespace tfla::cache

@@ -1,0 +1,167 @@
+#include "ops/bwd_config.hpp"
+
+#include <algorithm>
+
+#include "tfla/mlstm_params.cuh"
+
+namespace tfla::ops {
+namespace {
+constexpr int kSmemBudgetBytes = 227 * 1024;
+int largest_divisor(int d, std::initializer_list<int> options) {
+  for (int o : options)
+    if (d % o == 0) return o;
+  return 16;
+}
+}  // namespace
+
+Config BwdConfig::to_config() const {
+  return {{"chunk", chunk},           {"st_siz_b_k", st_siz_b_k}, {"st_siz_b_v", st_siz_b_v},
+          {"st_sub", st_sub},         {"st_warps_m", st_warps_m}, {"st_warps_n", st_warps_n},
+          {"ds_siz_b_k", ds_siz_b_k}, {"ds_siz_b_v", ds_siz_b_v}, {"ds_sub", ds_sub},
+          {"ds_warps_m", ds_warps_m}, {"ds_warps_n", ds_warps_n}, {"siz_b_r", siz_b_r},
+          {"siz_b_t", siz_b_t},       {"siz_b_nqk", siz_b_nqk},   {"siz_b_nv", siz_b_nv},
+          {"siz_b_kc", siz_b_kc},     {"warps_m", warps_m},       {"warps_n", warps_n}};
+}
+
+void BwdConfig::apply(const Config& c) {
+  for (const auto& [key, value] : c) {
+    const int v = static_cast<int>(value);
+    int* slot = nullptr;
+    if (key == "chunk") slot = &chunk;
+    else if (key == "st_siz_b_k") slot = &st_siz_b_k;
+    else if (key == "st_siz_b_v") slot = &st_siz_b_v;
+    else if (key == "st_sub") slot = &st_sub;
+    else if (key == "st_warps_m") slot = &st_warps_m;
+    else if (key == "st_warps_n") slot = &st_warps_n;
+    else if (key == "ds_siz_b_k") slot = &ds_siz_b_k;
+    else if (key == "ds_siz_b_v") slot = &ds_siz_b_v;
+    else if (key == "ds_sub") slot = &ds_sub;
+    else if (key == "ds_warps_m") slot = &ds_warps_m;
+    else if (key == "ds_warps_n") slot = &ds_warps_n;
+    else if (key == "siz_b_r") slot = &siz_b_r;
+    else if (key == "siz_b_t") slot = &siz_b_t;
+    else if (key == "siz_b_nqk") slot = &siz_b_nqk;
+    else if (key == "siz_b_nv") slot = &siz_b_nv;
+    else if (key == "siz_b_kc") slot = &siz_b_kc;
+    else if (key == "warps_m") slot = &warps_m;
+    else if (key == "warps_n") slot = &warps_n;
+    if (!slot)
+      throw Error(ErrorCode::InvalidArgument, "unknown backward config key '" + key + "'",
+                  "known keys: " + to_string(BwdConfig{}.to_config()));
+    *slot = v;
+  }
+}
+
+FwdConfig BwdConfig::recompute_config() const {
+  FwdConfig f;
+  f.chunk = chunk;
+  f.st_siz_b_k = st_siz_b_k;
+  f.st_siz_b_v = st_siz_b_v;
+  f.st_sub = st_sub;
+  f.st_warps_m = st_warps_m;
+  f.st_warps_n = st_warps_n;
+  return f;
+}
+
+int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p) {
+  return bwd_dstates_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), c.ds_sub, c.ds_siz_b_k,
+                                c.ds_siz_b_v, c.ds_warps_m * c.ds_warps_n);
+}
+
+int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode) {
+  const int dx = static_cast<int>(mode == 2 ? p.Dqk : p.Dv);
+  const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
+  return bwd_tile_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), dx, c.siz_b_r, c.siz_b_t, bn,
+                             c.siz_b_kc, mode != 2);
+}
+
+// Why this default: the same chunk rule as the forward (256 once the sequence is long enough)
+// so the recomputed and gradient chunk states stay small; 64-row tiles with warps 2 x 4 give
+// 32 x 32-column warp blocks for 128-column gradient tiles; the state and dC kernels use the
+// forward's 128 x 128 blocks. fp32 with wide heads shrinks the row tiles to fit shared memory.
+BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
+  BwdConfig c;
+  const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
+  int auto_chunk = 64;
+  while (auto_chunk < 256 && auto_chunk < p.S) auto_chunk *= 2;
+  c.chunk = chunk > 0 ? chunk : auto_chunk;
+  const FwdConfig f = default_fwd_config(p, c.chunk);
+  c.st_siz_b_k = f.st_siz_b_k;
+  c.st_siz_b_v = f.st_siz_b_v;
+  c.st_sub = f.st_sub;
+  c.st_warps_m = f.st_warps_m;
+  c.st_warps_n = f.st_warps_n;
+  c.ds_siz_b_k = f.st_siz_b_k;
+  c.ds_siz_b_v = f.st_siz_b_v;
+  c.ds_sub = f.st_sub;
+  c.ds_warps_m = f.st_warps_m;
+  c.ds_warps_n = f.st_warps_n;
+  c.siz_b_r = std::min(64, c.chunk);
+  c.siz_b_t = std::min(64, c.chunk);
+  c.siz_b_nqk = largest_divisor(dqk, {128, 64, 32, 16});
+  c.siz_b_nv = largest_divisor(dv, {128, 64, 32, 16});
+  c.siz_b_kc = 64;
+  while ((dqk % c.siz_b_kc) || (dv % c.siz_b_kc)) c.siz_b_kc /= 2;  // >= 16: both are multiples of 16
+  auto set_warps = [&] {
+    const int bn_min = std::min(c.siz_b_nqk, c.siz_b_nv);
+    if (c.siz_b_r % 32 == 0 && c.siz_b_t % 64 == 0 && bn_min % 64 == 0) {
+      c.warps_m = c.siz_b_r / 32;
+      c.warps_n = 4;
+    } else if (c.siz_b_t % 32 == 0 && bn_min % 32 == 0) {
+      c.warps_m = c.siz_b_r / 16;
+      c.warps_n = 2;
+    } else {
+      c.warps_m = c.siz_b_r / 16;
+      c.warps_n = 1;
+    }
+  };
+  set_warps();
+  while (std::max({bwd_tile_smem(c, p, 0), bwd_tile_smem(c, p, 1), bwd_tile_smem(c, p, 2)}) >
+             kSmemBudgetBytes &&
+         c.siz_b_r > 16) {
+    c.siz_b_r /= 2;
+    c.siz_b_t = c.siz_b_r;
+    set_warps();
+  }
+  while (bwd_dstates_smem(c, p) > kSmemBudgetBytes && c.ds_sub > 16) c.ds_sub /= 2;
+  return c;
+}
+
+BwdConfig resolve_bwd_config(const MlstmProblem& p, const Config& pinned) {
+  auto it = pinned.find("chunk");
+  BwdConfig c = default_bwd_config(p, it == pinned.end() ? 0 : static_cast<int>(it->second));
+  c.apply(pinned);
+  return c;
+}
+
+std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p) {
+  const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
+  if (std::string f = check_fwd_config([&] {
+        FwdConfig x = default_fwd_config(p, c.chunk);
+        x.st_siz_b_k = c.st_siz_b_k; x.st_siz_b_v = c.st_siz_b_v; x.st_sub = c.st_sub;
+        x.st_warps_m = c.st_warps_m; x.st_warps_n = c.st_warps_n;
+        return x;
+      }(), p);
+      !f.empty())
+    return f;
+  if (c.ds_siz_b_k < 16 || dqk % c.ds_siz_b_k) return "ds_siz_b_k must divide Dqk";
+  if (c.ds_siz_b_v < 16 || dv % c.ds_siz_b_v) return "ds_siz_b_v must divide Dv";
+  if (c.ds_warps_m < 1 || c.ds_warps_n < 1 || c.ds_warps_m * c.ds_warps_n > 16) return "ds_warps_m * ds_warps_n must be 1..16";
+  if (c.ds_siz_b_k % (16 * c.ds_warps_m)) return "ds_siz_b_k must be a multiple of 16 * ds_warps_m";
+  if (c.ds_siz_b_v % (16 * c.ds_warps_n)) return "ds_siz_b_v must be a multiple of 16 * ds_warps_n";
+  if (c.ds_sub < 16 || c.ds_sub % 16 || c.chunk % c.ds_sub) return "ds_sub must be a multiple of 16 dividing chunk";
+  if (32 * c.ds_warps_m * c.ds_warps_n < c.ds_sub) return "dC kernel needs a thread per sub-block row";
+  if (c.siz_b_r < 16 || c.chunk % c.siz_b_r) return "siz_b_r must divide chunk";
+  if (c.siz_b_t < 16 || c.chunk % c.siz_b_t) return "siz_b_t must divide chunk";
+  if (c.warps_m < 1 || c.warps_n < 1 || c.warps_m * c.warps_n > 16) return "warps_m * warps_n must be 1..16";
+  if (c.siz_b_r % (16 * c.warps_m)) return "siz_b_r must be a multiple of 16 * warps_m";
+  if (c.siz_b_t % (16 * c.warps_n)) return "siz_b_t must be a multiple of 16 * warps_n";
+  if (c.siz_b_nqk < 16 || dqk % c.siz_b_nqk || c.siz_b_nqk % (16 * c.warps_n)) return "siz_b_nqk must divide Dqk and be a multiple of 16 * warps_n";
+  if (c.siz_b_nv < 16 || dv % c.siz_b_nv || c.siz_b_nv % (16 * c.warps_n)) return "siz_b_nv must divide Dv and be a multiple of 16 * warps_n";
+  if (c.siz_b_kc < 16 || c.siz_b_kc % 16 || dqk % c.siz_b_kc || dv % c.siz_b_kc) return "siz_b_kc must be a multiple of 16 dividing Dqk and Dv";
+  const int nt = 32 * c.warps_m * c.warps_n;
+  if (nt < c.siz_b_r || nt < c.siz_b_t) return "tile kernels need a thread per row";
+  return {};
+}
+
+}  // namespace tfla::ops

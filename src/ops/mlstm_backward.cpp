@@ -1,0 +1,224 @@
+#include "ops/mlstm_backward.hpp"
+
+#include <string>
+
+#include "ops/problem_check.hpp"
+#include "runtime/driver.hpp"
+#include "tfla/mlstm_params.cuh"
+
+namespace tfla::ops {
+namespace {
+
+const char* type_name(DType d) {
+  return d == DType::BF16 ? "tfla::bf16" : d == DType::FP16 ? "tfla::fp16" : "float";
+}
+std::string b(bool x) { return x ? "true" : "false"; }
+std::string s(int64_t x) { return std::to_string(x); }
+size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+Strides gate_resolve(const Strides& s0, const MlstmProblem& p) {
+  return (s0.b == 0 && s0.h == 0 && s0.s == 0) ? Strides{p.NH * p.S, p.S, 1} : s0;
+}
+
+}  // namespace
+
+BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
+  const std::string T = type_name(p.dtype), G = type_name(p.gate_dtype);
+  const bool exp = p.variant == Variant::Exp;
+  BwdKernels k;
+  const FwdConfig rc = c.recompute_config();
+  k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
+                       "tfla::MlstmFwdParams", {s(c.chunk), "256", b(exp), G}, 256, 0, false);
+  k.states = rt::render(
+      "mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
+      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
+       s(c.st_warps_m), s(c.st_warps_n), b(exp), "false"},
+      32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p));
+  k.dstates = rt::render(
+      "mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates", "tfla::MlstmBwdParams",
+      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.ds_siz_b_k), s(c.ds_siz_b_v), s(c.ds_sub),
+       s(c.ds_warps_m), s(c.ds_warps_n), b(exp)},
+      32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p));
+  auto tile = [&](int mode) {
+    const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
+    return rt::render("mlstm_bwd_tile", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_tile",
+                      "tfla::MlstmBwdParams",
+                      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.siz_b_r), s(c.siz_b_t), s(bn),
+                       s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), s(mode)},
+                      32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode));
+  };
+  k.dq = tile(0);
+  k.dk = tile(1);
+  k.dv = tile(2);
+  k.gates_local = rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh",
+                             "tfla::mlstm_bwd_gates_local", "tfla::MlstmBwdParams",
+                             {T, G, s(p.Dqk), s(c.chunk), "256", b(exp)}, 256, 0, false);
+  k.gates_df = rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
+                          "tfla::MlstmBwdParams", {G, s(c.chunk), "256"}, 256, 0, false);
+  return k;
+}
+
+BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c) {
+  const size_t bh = static_cast<size_t>(p.B * p.NH);
+  const size_t nc = static_cast<size_t>((p.S + c.chunk - 1) / c.chunk);
+  const size_t s_pad = nc * c.chunk;
+  const size_t eb = dtype_bytes(p.dtype);
+  BwdWorkspace w;
+  w.dclast_parts = static_cast<int>((p.Dqk / c.ds_siz_b_k) * (p.Dv / c.ds_siz_b_v));
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t at = off;
+    off += align256(bytes);
+    return at;
+  };
+  w.gate_b = take(bh * s_pad * 4);
+  w.gate_u = take(bh * s_pad * 4);
+  w.gate_pm = take(bh * s_pad * 4);
+  w.chunk_g = take(bh * nc * 4);
+  w.chunk_umax = take(bh * nc * 4);
+  w.chunk_m = take(bh * (nc + 1) * 4);
+  w.states_C = take(bh * nc * p.Dqk * p.Dv * eb);
+  w.dstates_C = take(bh * nc * p.Dqk * p.Dv * eb);
+  w.C_last = take(bh * p.Dqk * p.Dv * 4);
+  w.dclast_dot = take(bh * w.dclast_parts * 4);
+  w.row_x = take(bh * s_pad * 4);
+  w.chunk_x = take(bh * nc * 4);
+  w.total = off;
+  return w;
+}
+
+void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o,
+                          const BwdConfig& cfg) {
+  check_problem(p);
+  if (std::string why = check_bwd_config(cfg, p); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(cfg.to_config()));
+  check_tensor("q", t.q, t.q_strides, p, p.Dqk);
+  check_tensor("k", t.k, t.k_strides, p, p.Dqk);
+  check_tensor("v", t.v, t.v_strides, p, p.Dv);
+  check_tensor("dh", t.dh, t.dh_strides, p, p.Dv);
+  check_tensor("dq", t.dq, t.dq_strides, p, p.Dqk);
+  check_tensor("dk", t.dk, t.dk_strides, p, p.Dqk);
+  check_tensor("dv", t.dv, t.dv_strides, p, p.Dv);
+  const Strides is = gate_resolve(t.i_strides, p), fs = gate_resolve(t.f_strides, p);
+  const Strides dis = gate_resolve(t.di_strides, p), dfs = gate_resolve(t.df_strides, p);
+  check_gate("i", t.i, is, p);
+  check_gate("f", t.f, fs, p);
+  check_gate("di", t.di, dis, p);
+  check_gate("df", t.df, dfs, p);
+  if (!t.norm)
+    throw Error(ErrorCode::InvalidArgument,
+                "norm is null: pass the forward's normalizer output (ForwardTensors::norm)");
+  check_optional_f32("norm", t.norm);
+  check_optional_f32("C0", t.C0);
+  check_optional_f32("n0", t.n0);
+  check_optional_f32("m0", t.m0);
+  check_optional_f32("dC_last", t.dC_last);
+  check_optional_f32("dC0", t.dC0);
+  if ((t.n0 || t.m0) && !t.C0)
+    throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
+
+  const BwdKernels ks = render_bwd(p, cfg);
+  const rt::LoadedKernel& k_gates = rt::get_kernel(ks.gates);
+  const rt::LoadedKernel& k_states = rt::get_kernel(ks.states);
+  const rt::LoadedKernel& k_dstates = rt::get_kernel(ks.dstates);
+  const rt::LoadedKernel& k_dq = rt::get_kernel(ks.dq);
+  const rt::LoadedKernel& k_dk = rt::get_kernel(ks.dk);
+  const rt::LoadedKernel& k_dv = rt::get_kernel(ks.dv);
+  const rt::LoadedKernel& k_gl = rt::get_kernel(ks.gates_local);
+  const rt::LoadedKernel& k_gdf = rt::get_kernel(ks.gates_df);
+
+  const BwdWorkspace ws = bwd_workspace(p, cfg);
+  CUstream stream = static_cast<CUstream>(o.stream);
+  CUdeviceptr base = 0;
+  bool owned = false;
+  if (o.workspace) {
+    if (o.workspace_bytes < ws.total)
+      throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
+                                                  " bytes is too small: this backward needs " +
+                                                  std::to_string(ws.total));
+    if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
+      throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
+    base = reinterpret_cast<CUdeviceptr>(o.workspace);
+  } else {
+    TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
+    owned = true;
+  }
+  auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
+  const Strides qs = resolve(t.q_strides, p, p.Dqk), kss = resolve(t.k_strides, p, p.Dqk),
+                vs = resolve(t.v_strides, p, p.Dv), dhs = resolve(t.dh_strides, p, p.Dv),
+                dqs = resolve(t.dq_strides, p, p.Dqk), dks = resolve(t.dk_strides, p, p.Dqk),
+                dvs = resolve(t.dv_strides, p, p.Dv);
+  const int NC = static_cast<int>((p.S + cfg.chunk - 1) / cfg.chunk);
+
+  // recompute: the forward's gate and state kernels
+  MlstmFwdParams f{};
+  f.q = t.q; f.k = t.k; f.v = t.v; f.i = t.i; f.f = t.f;
+  f.q_sb = qs.b; f.q_sh = qs.h; f.q_ss = qs.s;
+  f.k_sb = kss.b; f.k_sh = kss.h; f.k_ss = kss.s;
+  f.v_sb = vs.b; f.v_sh = vs.h; f.v_ss = vs.s;
+  f.i_sb = is.b; f.i_sh = is.h; f.i_ss = is.s;
+  f.f_sb = fs.b; f.f_sh = fs.h; f.f_ss = fs.s;
+  f.C0 = t.C0; f.n0 = t.n0; f.m0 = t.m0;
+  f.C_last = t.dC_last ? static_cast<float*>(at(ws.C_last)) : nullptr;
+  f.gate_b = static_cast<float*>(at(ws.gate_b));
+  f.gate_u = static_cast<float*>(at(ws.gate_u));
+  f.gate_pm = static_cast<float*>(at(ws.gate_pm));
+  f.chunk_g = static_cast<float*>(at(ws.chunk_g));
+  f.chunk_umax = static_cast<float*>(at(ws.chunk_umax));
+  f.chunk_m = static_cast<float*>(at(ws.chunk_m));
+  f.states_C = at(ws.states_C);
+  f.B = static_cast<int>(p.B); f.NH = static_cast<int>(p.NH); f.S = static_cast<int>(p.S); f.NC = NC;
+  f.scale = resolved_scale(p);
+  f.eps = p.eps;
+
+  MlstmBwdParams g{};
+  g.q = t.q; g.k = t.k; g.v = t.v; g.i = t.i; g.f = t.f; g.dh = t.dh;
+  g.q_sb = qs.b; g.q_sh = qs.h; g.q_ss = qs.s;
+  g.k_sb = kss.b; g.k_sh = kss.h; g.k_ss = kss.s;
+  g.v_sb = vs.b; g.v_sh = vs.h; g.v_ss = vs.s;
+  g.i_sb = is.b; g.i_sh = is.h; g.i_ss = is.s;
+  g.f_sb = fs.b; g.f_sh = fs.h; g.f_ss = fs.s;
+  g.dh_sb = dhs.b; g.dh_sh = dhs.h; g.dh_ss = dhs.s;
+  g.norm = t.norm;
+  g.dC_last = t.dC_last;
+  g.C_last = f.C_last;
+  g.dq = t.dq; g.dk = t.dk; g.dv = t.dv;
+  g.dq_sb = dqs.b; g.dq_sh = dqs.h; g.dq_ss = dqs.s;
+  g.dk_sb = dks.b; g.dk_sh = dks.h; g.dk_ss = dks.s;
+  g.dv_sb = dvs.b; g.dv_sh = dvs.h; g.dv_ss = dvs.s;
+  g.di = t.di; g.df = t.df;
+  g.di_sb = dis.b; g.di_sh = dis.h; g.di_ss = dis.s;
+  g.df_sb = dfs.b; g.df_sh = dfs.h; g.df_ss = dfs.s;
+  g.dC0 = t.dC0;
+  g.gate_b = f.gate_b; g.gate_u = f.gate_u; g.gate_pm = f.gate_pm;
+  g.chunk_g = f.chunk_g; g.chunk_m = f.chunk_m;
+  g.states_C = f.states_C;
+  g.dstates_C = at(ws.dstates_C);
+  g.dclast_dot = static_cast<float*>(at(ws.dclast_dot));
+  g.dclast_parts = ws.dclast_parts;
+  g.row_x = static_cast<float*>(at(ws.row_x));
+  g.chunk_x = static_cast<float*>(at(ws.chunk_x));
+  g.B = f.B; g.NH = f.NH; g.S = f.S; g.NC = NC;
+  g.scale = f.scale;
+  g.eps = f.eps;
+
+  const unsigned bh = static_cast<unsigned>(p.B * p.NH);
+  const unsigned nc = static_cast<unsigned>(NC);
+  auto u = [](int64_t x) { return static_cast<unsigned>(x); };
+  try {
+    k_gates.launch({nc, bh, 1}, stream, &f, sizeof(f));
+    k_states.launch({u(p.Dv / cfg.st_siz_b_v), u(p.Dqk / cfg.st_siz_b_k), bh}, stream, &f, sizeof(f));
+    k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), u(p.Dqk / cfg.ds_siz_b_k), bh}, stream, &g, sizeof(g));
+    const unsigned rows = u((p.S + cfg.siz_b_r - 1) / cfg.siz_b_r);
+    k_dq.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));
+    k_dk.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));
+    k_dv.launch({u(p.Dv / cfg.siz_b_nv), rows, bh}, stream, &g, sizeof(g));
+    k_gl.launch({nc, bh, 1}, stream, &g, sizeof(g));
+    k_gdf.launch({nc, bh, 1}, stream, &g, sizeof(g));
+  } catch (...) {
+    if (owned) rt::driver().cuMemFreeAsync(base, stream);
+    throw;
+  }
+  if (owned) TFLA_CU(cuMemFreeAsync(base, stream));
+}
+
+}  // namespace tfla::ops
