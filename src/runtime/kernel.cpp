@@ -8,9 +8,11 @@
 #include <mutex>
 #include <sstream>
 
+#include "runtime/cubin_store.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/embedded.hpp"
+#include "runtime/env_key.hpp"
 #include "runtime/log.hpp"
 #include "tfla/tfla.hpp"
 
@@ -92,6 +94,7 @@ CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
   if (std::getenv("TFLA_PTXAS_VERBOSE")) opts.push_back("--ptxas-options=-v");
   std::vector<const char*> copts;
   for (const auto& o : opts) copts.push_back(o.c_str());
+  detail::count_nvrtc_compile();
   const nvrtcResult r = nvrtcCompileProgram(prog, static_cast<int>(copts.size()), copts.data());
   size_t log_size = 0;
   nvrtcGetProgramLogSize(prog, &log_size);
@@ -162,6 +165,25 @@ std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelS
   return std::make_unique<LoadedKernel>(mod, fn, spec.threads, spec.smem_bytes, spec.key);
 }
 
+namespace {
+// A memo miss: the cubin from the disk cache (no NVRTC call) or compiled and stored, then
+// loaded. A cached cubin that fails to load is recompiled, overwritten and loaded again.
+std::unique_ptr<LoadedKernel> fetch_and_load(const KernelSpec& spec, const DeviceInfo& dev) {
+  CubinStore& store = CubinStore::process();
+  const std::string& env_id = current_env_id(dev);
+  FetchedCubin f = fetch_or_compile(store, spec, dev.arch, env_id);
+  if (!f.from_cache) return load(f.compiled, spec);
+  try {
+    return load(f.compiled, spec);
+  } catch (const Error& e) {
+    log_warn("cached cubin {} of {} does not load ({}); recompiling it", f.key, spec.key,
+             e.what());
+  }
+  f = fetch_or_compile(store, spec, dev.arch, env_id, Lookup::Recompile);
+  return load(f.compiled, spec);
+}
+}  // namespace
+
 const LoadedKernel& get_kernel(const KernelSpec& spec) {
   static std::mutex mu;
   static std::map<std::pair<CUcontext, std::string>, std::unique_ptr<LoadedKernel>> memo;
@@ -178,8 +200,7 @@ const LoadedKernel& get_kernel(const KernelSpec& spec) {
                 "kernel " + spec.key + " needs " + std::to_string(spec.smem_bytes) +
                     " bytes of shared memory; " + dev.name + " allows " +
                     std::to_string(dev.smem_optin_bytes));
-  CompiledKernel compiled = compile(spec, dev.arch);
-  auto loaded = load(compiled, spec);
+  auto loaded = fetch_and_load(spec, dev);
   return *memo.emplace(key, std::move(loaded)).first->second;
 }
 

@@ -1,4 +1,6 @@
-// tfla compile: deviceless NVRTC compilation of kernel template instantiations.
+// tfla compile: deviceless NVRTC compilation of kernel template instantiations, stored in the
+// cubin cache (as compiled ahead of time: env-less, so prune never drops them) where a process
+// on a GPU of that arch finds them and makes no NVRTC call.
 #include <atomic>
 #include <chrono>
 #include <cctype>
@@ -11,6 +13,8 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "ops/kernel_space.hpp"
+#include "runtime/cubin_store.hpp"
+#include "runtime/env_key.hpp"
 #include "runtime/kernel.hpp"
 
 namespace tfla::cli {
@@ -45,7 +49,8 @@ std::vector<std::pair<int, int>> parse_dims(const std::string& s) {
 }  // namespace
 
 int cmd_compile(const std::vector<std::string>& argv) {
-  Args args(argv, {"all", "json", "verbose"}, {"arch", "dtype", "dims", "jobs", "emit"});
+  Args args(argv, {"all", "json", "verbose", "no-cache", "force"},
+            {"arch", "dtype", "dims", "jobs", "emit", "cache"});
   ops::SpaceFilter filter;
   if (!args.flag("all") && !args.has("dtype") && !args.has("dims"))
     throw UsageError("say what to compile: --all, or --dtype and/or --dims");
@@ -62,7 +67,23 @@ int cmd_compile(const std::vector<std::string>& argv) {
   }
   if (args.has("dims")) filter.dims = parse_dims(args.get("dims"));
   const std::string arch = args.get("arch", "sm_90a");
-  if (arch.rfind("sm_", 0) != 0) throw UsageError("--arch expects sm_XY[a], got '" + arch + "'");
+  cache::EnvKey env;
+  try {
+    env = rt::deviceless_env_key(arch);
+  } catch (const Error&) {
+    throw UsageError("--arch expects sm_XY[a], got '" + arch + "'");
+  }
+  if (args.flag("no-cache") && (args.flag("force") || args.has("cache")))
+    throw UsageError("--no-cache excludes --force and --cache");
+  rt::CubinStore store = args.flag("no-cache") ? rt::CubinStore::disabled("--no-cache")
+                         : args.has("cache")   ? rt::CubinStore(args.get("cache"))
+                                               : rt::CubinStore::from_environment();
+  if (!store.enabled() && !args.flag("no-cache"))
+    std::fprintf(stderr, "tfla compile: not caching cubins: %s\n", store.why_disabled().c_str());
+  else if (store.enabled() && !store.writable())
+    std::fprintf(stderr, "tfla compile: %s is read-only: new cubins will not be stored\n",
+                 store.path().c_str());
+  const rt::Lookup lookup = args.flag("force") ? rt::Lookup::Recompile : rt::Lookup::UseStore;
   const std::vector<rt::KernelSpec> specs = ops::default_space_kernels(filter);
   const int jobs = static_cast<int>(
       args.get_int("jobs", std::max(1u, std::thread::hardware_concurrency())));
@@ -70,6 +91,8 @@ int cmd_compile(const std::vector<std::string>& argv) {
 
   struct Result {
     bool ok = false;
+    bool cached = false;  // found in the cache: not compiled
+    bool stored = false;  // compiled and stored in the cache
     double ms = 0;
     size_t bytes = 0;
     std::string error;
@@ -83,8 +106,11 @@ int cmd_compile(const std::vector<std::string>& argv) {
       const auto t0 = std::chrono::steady_clock::now();
       Result r;
       try {
-        const rt::CompiledKernel c = rt::compile(specs[i], arch);
+        const rt::FetchedCubin f = rt::fetch_or_compile(store, specs[i], arch, "", lookup);
+        const rt::CompiledKernel& c = f.compiled;
         r.ok = true;
+        r.cached = f.from_cache;
+        r.stored = f.stored;
         r.bytes = c.cubin.size();
         if (args.flag("verbose")) r.error = c.log;
         if (args.has("emit")) {
@@ -107,28 +133,46 @@ int cmd_compile(const std::vector<std::string>& argv) {
   for (auto& t : pool) t.join();
   progress.done();
 
-  size_t failed = 0;
-  for (const auto& r : results) failed += r.ok ? 0 : 1;
+  size_t failed = 0, cached = 0, stored = 0;
+  for (const auto& r : results) {
+    failed += r.ok ? 0 : 1;
+    cached += r.cached ? 1 : 0;
+    stored += r.stored ? 1 : 0;
+  }
+  const size_t compiled = specs.size() - failed - cached;
   if (args.flag("json")) {
     nlohmann::json j;
     j["arch"] = arch;
     j["total"] = specs.size();
     j["failed"] = failed;
+    j["compiled"] = compiled;
+    j["cached"] = cached;
+    j["stored"] = stored;
+    j["cache"] = store.enabled() ? store.path() : "";
+    j["templates_hash"] = env.templates_hash;
     j["kernels"] = nlohmann::json::array();
     for (size_t i = 0; i < specs.size(); ++i)
       j["kernels"].push_back({{"key", specs[i].key}, {"ok", results[i].ok}, {"ms", results[i].ms},
-                              {"cubin_bytes", results[i].bytes}, {"error", results[i].error}});
+                              {"cubin_bytes", results[i].bytes}, {"cached", results[i].cached},
+                              {"error", results[i].error}});
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     for (size_t i = 0; i < specs.size(); ++i) {
       if (!results[i].ok)
         std::printf("FAILED %s\n%s\n", specs[i].key.c_str(), results[i].error.c_str());
       else if (args.flag("verbose"))
-        std::printf("ok     %-100s %7.0f ms %8zu bytes\n%s\n", specs[i].key.c_str(), results[i].ms,
-                    results[i].bytes, results[i].error.c_str());
+        std::printf("%s %-100s %7.0f ms %8zu bytes\n%s\n", results[i].cached ? "cached" : "ok    ",
+                    specs[i].key.c_str(), results[i].ms, results[i].bytes,
+                    results[i].error.c_str());
     }
     std::printf("compiled %zu kernel instantiations for %s: %zu ok, %zu failed\n", specs.size(),
                 arch.c_str(), specs.size() - failed, failed);
+    if (store.enabled())
+      std::printf("cache %s: %zu already cached (skipped%s), %zu compiled, %zu stored\n",
+                  store.path().c_str(), cached, args.flag("force") ? "" : "; --force recompiles",
+                  compiled, stored);
+    else
+      std::printf("cache: not used (%s)\n", store.why_disabled().c_str());
   }
   return failed ? kFailed : kOk;
 }

@@ -7,14 +7,14 @@
 #include "commands.hpp"
 #include "runtime/embedded.hpp"
 #include "tfla/tfla.hpp"
+#include "tfla_cache/cache.hpp"
 
 namespace tfla::cli {
 namespace {
-std::string cache_path() {
-  if (const char* p = std::getenv("TFLA_CACHE")) return p;
-  if (const char* x = std::getenv("XDG_CACHE_HOME")) return std::string(x) + "/tfla/tfla.sqlite";
-  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.cache/tfla/tfla.sqlite";
-  return "tfla.sqlite";
+std::string cache_path() { return cache::Cache::default_path(); }
+bool cache_disabled() {
+  const char* v = std::getenv("TFLA_CACHE_DISABLE");
+  return v && *v && std::string(v) != "0";
 }
 }  // namespace
 
@@ -30,6 +30,7 @@ int cmd_info(const std::vector<std::string>& argv) {
     j["driver_version"] = info.driver_version;
     j["driver_error"] = info.driver_error;
     j["cache_path"] = cache_path();
+    j["cache_disabled"] = cache_disabled();
     j["devices"] = nlohmann::json::array();
     for (const auto& d : info.devices)
       j["devices"].push_back({{"ordinal", d.ordinal}, {"name", d.name},
@@ -42,7 +43,8 @@ int cmd_info(const std::vector<std::string>& argv) {
     std::printf("tfla %s\n", info.tfla_version.c_str());
     std::printf("  NVRTC          %d.%d\n", info.nvrtc_major, info.nvrtc_minor);
     std::printf("  templates      %s (%zu files embedded)\n", rt::kTemplatesHash, rt::kNumEmbeddedTemplates);
-    std::printf("  cache          %s\n", cache_path().c_str());
+    std::printf("  cache          %s%s\n", cache_path().c_str(),
+                cache_disabled() ? " (disabled: TFLA_CACHE_DISABLE)" : "");
     if (!info.driver_loaded || info.devices.empty()) {
       std::printf("  driver         none: %s\n", info.driver_error.c_str());
       std::printf("  devices        no CUDA driver/device: GPU commands (bench, tune) will fail;\n"

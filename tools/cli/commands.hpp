@@ -11,6 +11,7 @@ enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kNoGpu = 3 };
 int cmd_info(const std::vector<std::string>& args);
 int cmd_compile(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+int cmd_cache(const std::vector<std::string>& args);
 
 // A progress bar on stderr for long work (hidden when stderr is not a terminal unless forced).
 class Progress {

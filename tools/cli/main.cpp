@@ -2,6 +2,7 @@
 //   tfla info      library, NVRTC, driver and device information
 //   tfla compile   compile kernel templates with NVRTC (no GPU needed)
 //   tfla bench     time kernels on the GPU
+//   tfla cache     inspect and maintain the tuned-config and cubin cache
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "tfla/tfla.hpp"
+#include "tfla_cache/error.hpp"
 
 namespace {
 void usage(FILE* out) {
@@ -18,12 +20,25 @@ void usage(FILE* out) {
                "  info       library version, NVRTC, driver and device properties (--json)\n"
                "  compile    compile kernel templates with NVRTC, no GPU needed\n"
                "             (--arch sm_90a --all | --dtype bf16 --dims 256x512; --jobs N; --json)\n"
+               "             stores the cubins in the cache (--no-cache: don't; --force: recompile\n"
+               "             the ones already cached; --cache PATH)\n"
                "  bench      time kernels: bench forward [--variant exp,sig] [--seqs 512,...]\n"
                "             [--tokens 65536] [--nh 8] [--dqk 256] [--dv 512] [--dtype bf16]\n"
                "             [--config chunk=256,...] [--csv FILE] [--json]\n"
+               "  cache      the tuned-config and cubin cache (--json, --cache PATH everywhere):\n"
+               "               list [--op fwd --variant exp --dtype bf16 --env ID]   tuned entries\n"
+               "               show <id | filter>     one entry with all its candidates\n"
+               "               explain --op fwd --variant exp --dtype bf16 --dqk 256 --dv 512\n"
+               "                       --bh 64 --seq 8192 [--no-normalize] [--layout bhsd]\n"
+               "                                      which entry a lookup would use, and why\n"
+               "               export FILE [--env ID,..] [--no-cubins] | import FILE (merge)\n"
+               "               prune [--all-but-current] [--dry-run]   drop stale environments\n"
+               "               verify                 integrity, checksums, cubin loads (GPU)\n"
+               "               stats                  counts and sizes per environment\n"
                "  version    print the version\n\n"
                "exit codes: 0 ok, 1 failed, 2 usage error, 3 no CUDA driver or GPU\n"
-               "environment: TFLA_LOG_LEVEL (trace..off), TFLA_DEVICE (ordinal)\n");
+               "environment: TFLA_LOG_LEVEL (trace..off), TFLA_DEVICE (ordinal),\n"
+               "             TFLA_CACHE (cache file), TFLA_CACHE_DISABLE=1 (no disk cache)\n");
 }
 }  // namespace
 
@@ -39,6 +54,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return cmd_info(rest);
     if (cmd == "compile") return cmd_compile(rest);
     if (cmd == "bench") return cmd_bench(rest);
+    if (cmd == "cache") return cmd_cache(rest);
     if (cmd == "version" || cmd == "--version") {
       std::printf("tfla %s\n", tfla::version().c_str());
       return kOk;
@@ -57,6 +73,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tfla %s: error: %s\n", cmd.c_str(), e.what());
     if (!e.details().empty()) std::fprintf(stderr, "%s\n", e.details().c_str());
     return e.code() == tfla::ErrorCode::NoDriver ? kNoGpu : kFailed;
+  } catch (const tfla::cache::CacheError& e) {
+    std::fprintf(stderr, "tfla %s: cache error (%s): %s\n", cmd.c_str(),
+                 tfla::cache::to_string(e.code()), e.what());
+    return kFailed;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tfla %s: error: %s\n", cmd.c_str(), e.what());
     return kFailed;
