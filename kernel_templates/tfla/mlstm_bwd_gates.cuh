@@ -1,5 +1,5 @@
 // Backward, the gate gradients. Two launches over (chunk, head):
-//  1. x_t = q_t.dq_t - k_t.dk_t and di_t = k_t.dk_t (times sigmoid(-i_t) for mLSTMsig); the
+//  1. x_t = q_t.dq_t - k_t.dk_t (from the dQ / dK kernels' fp32 partial dots) and di_t = k_t.dk_t (times sigmoid(-i_t) for mLSTMsig); the
 //     reverse inclusive cumsum of x inside the chunk -> row_x, the chunk's total -> chunk_x.
 //  2. df_t = sigmoid(-f_t) * (row_x_t + sum of later chunks' totals + <dC_last, C_S>).
 // The <dC_last, C_S> term is the gradient of the returned last state through every forget gate
@@ -20,30 +20,21 @@ __device__ void mlstm_bwd_gates_local(const MlstmBwdParams& p) {
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const i64 S_pad = (i64)p.NC * CHUNK;
-  const T* q = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const T* dq = static_cast<const T*>(p.dq) + b * p.dq_sb + h * p.dq_sh;
-  const T* dk = static_cast<const T*>(p.dk) + b * p.dk_sb + h * p.dk_sh;
-  // one warp per row: the two dot products
-  for (int r = warp; r < CHUNK; r += NW) {
+  // one thread per row: sum the dQ / dK kernels' fp32 partial dots
+  for (int r = tid; r < CHUNK; r += NT) {
     const int t = c * CHUNK + r;
     float qq = 0.f, kk = 0.f;
     if (t < p.S) {
-      for (int d = lane; d < DQK; d += 32) {
-        qq += Elem<T>::to_float(q[(i64)t * p.q_ss + d]) * Elem<T>::to_float(dq[(i64)t * p.dq_ss + d]);
-        kk += Elem<T>::to_float(k[(i64)t * p.k_ss + d]) * Elem<T>::to_float(dk[(i64)t * p.dk_ss + d]);
+      const float* xp = p.xpart + (bh * S_pad + t) * 2 * p.xparts;
+      for (int j = 0; j < p.xparts; ++j) {
+        qq += xp[j];
+        kk += xp[p.xparts + j];
       }
+      float di = kk;
+      if (!EXP) di *= sigmoidf_(-Elem<G>::to_float(static_cast<const G*>(p.i)[b * p.i_sb + h * p.i_sh + (i64)t * p.i_ss]));
+      static_cast<G*>(p.di)[b * p.di_sb + h * p.di_sh + (i64)t * p.di_ss] = Elem<G>::from_float(di);
     }
-    qq = warp_sum(qq);
-    kk = warp_sum(kk);
-    if (lane == 0) {
-      xs[r] = qq - kk;
-      if (t < p.S) {
-        float di = kk;
-        if (!EXP) di *= sigmoidf_(-Elem<G>::to_float(static_cast<const G*>(p.i)[b * p.i_sb + h * p.i_sh + (i64)t * p.i_ss]));
-        static_cast<G*>(p.di)[b * p.di_sb + h * p.di_sh + (i64)t * p.di_ss] = Elem<G>::from_float(di);
-      }
-    }
+    xs[r] = qq - kk;
   }
   __syncthreads();
   // reverse inclusive scan of xs, segments of NT from the chunk's end

@@ -203,6 +203,38 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
     if (more) issue_w(t0 + BT);
   }
 
+  // dQ / dK: fp32 partial row dots q.dq or k.dk over this CTA's Dqk columns, for the gate
+  // gradients (exact accumulators, not the rounded outputs).
+  if constexpr (MODE != kDV) {
+    const T* gIn = (MODE == kDQ ? gq : gk) + n0;
+    const i64 in_ss = MODE == kDQ ? p.q_ss : p.k_ss;
+    float* s_part = reinterpret_cast<float*>(sP);  // [WN][BR], P is free after the last tile
+#pragma unroll
+    for (int fm = 0; fm < GO::FM; ++fm)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int rl = warp_m * GO::WTM + acc_row(fm, 2 * hh, lane);
+        float d = 0.f;
+        if (row0 + rl < p.S) {
+#pragma unroll
+          for (int fn = 0; fn < GO::FN; ++fn) {
+            const int cl = warp_n * GO::WTN + acc_col(fn, 0, lane);
+            const T* x = gIn + (i64)(row0 + rl) * in_ss + cl;
+            d += acc[fm][fn][2 * hh] * Elem<T>::to_float(x[0]) + acc[fm][fn][2 * hh + 1] * Elem<T>::to_float(x[1]);
+          }
+        }
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        d += __shfl_xor_sync(0xffffffffu, d, 2);
+        if ((lane & 3) == 0) s_part[warp_n * BR + rl] = d;
+      }
+    __syncthreads();
+    if (tid < BR) {
+      float d = 0.f;
+      for (int w = 0; w < WN; ++w) d += s_part[w * BR + tid];
+      p.xpart[((bh * S_pad + row0 + tid) * 2 + (MODE == kDK ? 1 : 0)) * p.xparts + nt] = d;
+    }
+  }
+
   // store the gradient tile
   T* gOut = static_cast<T*>(MODE == kDQ ? p.dq : MODE == kDK ? p.dk : p.dv);
   const i64 o_sb = MODE == kDQ ? p.dq_sb : MODE == kDK ? p.dk_sb : p.dv_sb;

@@ -110,6 +110,8 @@ struct MlstmBwdParams {
   void* dstates_C;        // (BH, NC, Dqk, Dv) dC of the state leaving chunk c
   float* dclast_dot;      // (BH, NT_dstates) partial <dC_last, C_S>
   int dclast_parts;       // NT_dstates: CTAs per head of the dC kernel
+  float* xpart;           // (BH, S_pad, 2, xparts) fp32 partial row dots q.dq (0) and k.dk (1)
+  int xparts;             // Dqk tiles of the dQ / dK kernels
   float* row_x;           // (BH, S_pad) reverse cumsum inside the chunk of q.dq - k.dk
   float* chunk_x;         // (BH, NC) chunk totals of q.dq - k.dk
   int B, NH, S, NC;

@@ -36,6 +36,7 @@ void FwdConfig::apply(const Config& c) {
 
 namespace {
 constexpr int kSmemBudgetBytes = 227 * 1024;  // Hopper's per-block opt-in limit
+constexpr int kTargetCtas = 2 * 132;            // two CTAs per SM of an H100/H200
 int largest_divisor(int d, std::initializer_list<int> options) {
   for (int o : options)
     if (d % o == 0) return o;
@@ -68,6 +69,13 @@ FwdConfig default_fwd_config(const MlstmProblem& p, int chunk) {
   c.siz_b_kc = largest_divisor(dqk, {64, 32, 16});
   c.st_siz_b_k = largest_divisor(dqk, {128, 64, 32, 16});
   c.st_siz_b_v = largest_divisor(dv, {128, 64, 32, 16});
+  c.st_warps_m = std::min(4, c.st_siz_b_k / 16);
+  c.st_warps_n = std::min(2, c.st_siz_b_v / 16);
+  // The state kernel walks the chunks in order, so its parallelism is B*NH times its C blocks:
+  // with few heads (long sequences at constant tokens), shrink the blocks to fill the SMs.
+  auto state_ctas = [&] { return p.B * p.NH * (dqk / c.st_siz_b_k) * (dv / c.st_siz_b_v); };
+  while (state_ctas() < kTargetCtas && c.st_siz_b_k > 64) c.st_siz_b_k /= 2;
+  while (state_ctas() < kTargetCtas && c.st_siz_b_v > 64) c.st_siz_b_v /= 2;
   c.st_warps_m = std::min(4, c.st_siz_b_k / 16);
   c.st_warps_n = std::min(2, c.st_siz_b_v / 16);
   c.st_sub = std::min({64, c.chunk, c.st_warps_m * c.st_warps_n * 32});

@@ -80,6 +80,8 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c) {
   w.dstates_C = take(bh * nc * p.Dqk * p.Dv * eb);
   w.C_last = take(bh * p.Dqk * p.Dv * 4);
   w.dclast_dot = take(bh * w.dclast_parts * 4);
+  w.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
+  w.xpart = take(bh * s_pad * 2 * w.xparts * 4);
   w.row_x = take(bh * s_pad * 4);
   w.chunk_x = take(bh * nc * 4);
   w.total = off;
@@ -195,6 +197,8 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   g.dstates_C = at(ws.dstates_C);
   g.dclast_dot = static_cast<float*>(at(ws.dclast_dot));
   g.dclast_parts = ws.dclast_parts;
+  g.xpart = static_cast<float*>(at(ws.xpart));
+  g.xparts = ws.xparts;
   g.row_x = static_cast<float*>(at(ws.row_x));
   g.chunk_x = static_cast<float*>(at(ws.chunk_x));
   g.B = f.B; g.NH = f.NH; g.S = f.S; g.NC = NC;

@@ -14,8 +14,9 @@ BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& cfg);
 
 struct BwdWorkspace {
   size_t gate_b = 0, gate_u = 0, gate_pm = 0, chunk_g = 0, chunk_umax = 0, chunk_m = 0,
-         states_C = 0, dstates_C = 0, C_last = 0, dclast_dot = 0, row_x = 0, chunk_x = 0, total = 0;
+         states_C = 0, dstates_C = 0, C_last = 0, dclast_dot = 0, xpart = 0, row_x = 0, chunk_x = 0, total = 0;
   int dclast_parts = 0;
+  int xparts = 0;
 };
 BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& cfg);
 

@@ -103,10 +103,15 @@ void run_case(const Case& c, uint64_t seed) {
                e_C = ref::relative_error(dC0d, r.d_initial.C);
   ref::BackwardResult got;
   got.dq = dqd; got.dk = dkd;
-  const double e_f = c.extreme ? ref::df_conditioned_error(shape, in, dfd, r)
-                               : ref::relative_error(dfd, r.df);
-  std::printf("%-72s dq %.2e dk %.2e dv %.2e di %.2e df %.2e%s dC0 %.2e\n", describe(c).c_str(), e_q,
-              e_k, e_v, e_i, e_f, c.extreme ? "(cond)" : "", e_C);
+  // df is a reverse cumulative sum of differences (q.dq - k.dk): with long sequences the sum
+  // cancels, so its plain relative error amplifies the dq/dk rounding of 16-bit inputs. It is
+  // judged against the size of the summed terms (df_conditioned_error); the plain relative
+  // error is printed and held to a looser bound for realistic gates.
+  const double e_f = ref::df_conditioned_error(shape, in, dfd, r);
+  const double e_f_plain = ref::relative_error(dfd, r.df);
+  std::printf("%-72s dq %.2e dk %.2e dv %.2e di %.2e df %.2e (plain %.2e) dC0 %.2e\n",
+              describe(c).c_str(), e_q, e_k, e_v, e_i, e_f, e_f_plain, e_C);
+  if (!c.extreme) CHECK(e_f_plain < 2.5 * tol);
   CHECK(e_q < tol);
   CHECK(e_k < tol);
   CHECK(e_v < tol);

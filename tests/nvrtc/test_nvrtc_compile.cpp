@@ -6,6 +6,7 @@
 #include <atomic>
 #include <mutex>
 
+#include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
 #include "ops/kernel_space.hpp"
 #include "ops/mlstm_forward.hpp"
@@ -69,4 +70,20 @@ TEST_CASE("the default forward config is valid for every supported head dim", "[
         CHECK(ops::fwd_output_smem(c, p) <= 227 * 1024);
         CHECK(ops::fwd_states_smem(c, p) <= 227 * 1024);
       }
+}
+
+TEST_CASE("the default backward config is valid for every supported head dim", "[nvrtc]") {
+  for (int dqk = 16; dqk <= 512; dqk += 16)
+    for (int dv = 16; dv <= 512; dv += 16)
+      for (int64_t s : {1, 64, 65, 5000})
+        for (DType dt : {DType::BF16, DType::FP32}) {
+          MlstmProblem p;
+          p.dtype = dt;
+          p.B = 1; p.NH = 1; p.S = s; p.Dqk = dqk; p.Dv = dv;
+          const ops::BwdConfig c = ops::default_bwd_config(p);
+          INFO(to_string(dt) << " Dqk=" << dqk << " Dv=" << dv << " S=" << s);
+          CHECK(ops::check_bwd_config(c, p).empty());
+          for (int mode = 0; mode < 3; ++mode) CHECK(ops::bwd_tile_smem(c, p, mode) <= 227 * 1024);
+          CHECK(ops::bwd_dstates_smem(c, p) <= 227 * 1024);
+        }
 }
