@@ -100,10 +100,17 @@ Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) 
   return cfg.to_config();
 }
 
-size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config) {
+size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config,
+                                     bool with_saved) {
   ops::BwdConfig cfg;
   cfg.apply(mlstm_backward_config(problem, config));
-  return ops::bwd_workspace(problem, cfg).total;
+  return ops::bwd_workspace(problem, cfg, with_saved).total;
+}
+
+size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
+  ops::FwdConfig cfg;
+  cfg.apply(mlstm_forward_config(problem, config));
+  return ops::saved_size(problem, cfg.chunk);
 }
 
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,

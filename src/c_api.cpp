@@ -113,12 +113,59 @@ tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_t
     x.norm = t->norm; x.m = t->m;
     x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0;
     x.C_last = t->C_last; x.n_last = t->n_last; x.m_last = t->m_last;
+    x.saved = t->saved; x.saved_bytes = t->saved_bytes;
     tfla::LaunchOptions o;
     o.stream = stream;
     o.workspace = workspace;
     o.workspace_bytes = workspace_bytes;
     o.config = config_of(config);
     tfla::mlstm_forward(problem_of(problem), x, o);
+  });
+}
+
+tfla_status tfla_mlstm_backward_workspace_size(const tfla_problem* problem, const char* config,
+                                               size_t* bytes) {
+  return guarded([&] {
+    if (!bytes) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bytes is null");
+    *bytes = tfla::mlstm_backward_workspace_size(problem_of(problem), config_of(config));
+  });
+}
+
+tfla_status tfla_mlstm_saved_size(const tfla_problem* problem, const char* config, size_t* bytes) {
+  return guarded([&] {
+    if (!bytes) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bytes is null");
+    *bytes = tfla::mlstm_saved_size(problem_of(problem), config_of(config));
+  });
+}
+
+tfla_status tfla_mlstm_backward(const tfla_problem* problem, const tfla_backward_tensors* t,
+                                void* stream, void* workspace, size_t workspace_bytes,
+                                const char* config) {
+  return guarded([&] {
+    if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
+    tfla::BackwardTensors x;
+    x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.dh = t->dh;
+    x.q_strides = strides_of(t->q_strides);
+    x.k_strides = strides_of(t->k_strides);
+    x.v_strides = strides_of(t->v_strides);
+    x.i_strides = strides_of(t->i_strides);
+    x.f_strides = strides_of(t->f_strides);
+    x.dh_strides = strides_of(t->dh_strides);
+    x.norm = t->norm; x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0; x.dC_last = t->dC_last;
+    x.dq = t->dq; x.dk = t->dk; x.dv = t->dv; x.di = t->di; x.df = t->df;
+    x.dq_strides = strides_of(t->dq_strides);
+    x.dk_strides = strides_of(t->dk_strides);
+    x.dv_strides = strides_of(t->dv_strides);
+    x.di_strides = strides_of(t->di_strides);
+    x.df_strides = strides_of(t->df_strides);
+    x.dC0 = t->dC0;
+    x.saved = t->saved; x.saved_bytes = t->saved_bytes;
+    tfla::LaunchOptions o;
+    o.stream = stream;
+    o.workspace = workspace;
+    o.workspace_bytes = workspace_bytes;
+    o.config = config_of(config);
+    tfla::mlstm_backward(problem_of(problem), x, o);
   });
 }
 

@@ -53,6 +53,7 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
     add(smoke_kernel(dt));
     add(fill_kernel(dt));
   }
+  add(fill_kernel(DType::FP32));  // fp32 gates are filled whatever the input dtype
   for (const MlstmProblem& p : default_space_problems(f)) {
     const FwdKernels k = render_fwd(p, default_fwd_config(p));
     add(k.gates);

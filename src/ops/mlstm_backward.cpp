@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "ops/mlstm_forward.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/driver.hpp"
 #include "tfla/mlstm_params.cuh"
@@ -57,7 +58,7 @@ BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
   return k;
 }
 
-BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c) {
+BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved) {
   const size_t bh = static_cast<size_t>(p.B * p.NH);
   const size_t nc = static_cast<size_t>((p.S + c.chunk - 1) / c.chunk);
   const size_t s_pad = nc * c.chunk;
@@ -70,15 +71,17 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c) {
     off += align256(bytes);
     return at;
   };
-  w.gate_b = take(bh * s_pad * 4);
-  w.gate_u = take(bh * s_pad * 4);
-  w.gate_pm = take(bh * s_pad * 4);
-  w.chunk_g = take(bh * nc * 4);
-  w.chunk_umax = take(bh * nc * 4);
-  w.chunk_m = take(bh * (nc + 1) * 4);
-  w.states_C = take(bh * nc * p.Dqk * p.Dv * eb);
+  if (!saved) {
+    w.gate_b = take(bh * s_pad * 4);
+    w.gate_u = take(bh * s_pad * 4);
+    w.gate_pm = take(bh * s_pad * 4);
+    w.chunk_g = take(bh * nc * 4);
+    w.chunk_umax = take(bh * nc * 4);
+    w.chunk_m = take(bh * (nc + 1) * 4);
+    w.states_C = take(bh * nc * p.Dqk * p.Dv * eb);
+    w.C_last = take(bh * p.Dqk * p.Dv * 4);
+  }
   w.dstates_C = take(bh * nc * p.Dqk * p.Dv * eb);
-  w.C_last = take(bh * p.Dqk * p.Dv * 4);
   w.dclast_dot = take(bh * w.dclast_parts * 4);
   w.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
   w.xpart = take(bh * s_pad * 2 * w.xparts * 4);
@@ -128,7 +131,18 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   const rt::LoadedKernel& k_gl = rt::get_kernel(ks.gates_local);
   const rt::LoadedKernel& k_gdf = rt::get_kernel(ks.gates_df);
 
-  const BwdWorkspace ws = bwd_workspace(p, cfg);
+  const bool saved = t.saved != nullptr;
+  const BwdWorkspace ws = bwd_workspace(p, cfg, saved);
+  const FwdWorkspace sv = fwd_workspace(p, cfg.chunk, true);  // the saved buffer's layout
+  if (saved) {
+    if (t.saved_bytes != sv.total)
+      throw Error(ErrorCode::InvalidArgument,
+                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; the backward's chunk (" +
+                      std::to_string(cfg.chunk) + ") needs " + std::to_string(sv.total) +
+                      ": run forward and backward with the same chunk size");
+    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
+      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
+  }
   CUstream stream = static_cast<CUstream>(o.stream);
   CUdeviceptr base = 0;
   bool owned = false;
@@ -145,6 +159,11 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
     owned = true;
   }
   auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
+  const CUdeviceptr saved_base = reinterpret_cast<CUdeviceptr>(t.saved);
+  // gate data and chunk states: from the saved buffer, or recomputed into the workspace
+  auto st = [&](size_t ws_off, size_t saved_off) {
+    return saved ? reinterpret_cast<void*>(saved_base + saved_off) : at(ws_off);
+  };
   const Strides qs = resolve(t.q_strides, p, p.Dqk), kss = resolve(t.k_strides, p, p.Dqk),
                 vs = resolve(t.v_strides, p, p.Dv), dhs = resolve(t.dh_strides, p, p.Dv),
                 dqs = resolve(t.dq_strides, p, p.Dqk), dks = resolve(t.dk_strides, p, p.Dqk),
@@ -160,14 +179,14 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   f.i_sb = is.b; f.i_sh = is.h; f.i_ss = is.s;
   f.f_sb = fs.b; f.f_sh = fs.h; f.f_ss = fs.s;
   f.C0 = t.C0; f.n0 = t.n0; f.m0 = t.m0;
-  f.C_last = t.dC_last ? static_cast<float*>(at(ws.C_last)) : nullptr;
-  f.gate_b = static_cast<float*>(at(ws.gate_b));
-  f.gate_u = static_cast<float*>(at(ws.gate_u));
-  f.gate_pm = static_cast<float*>(at(ws.gate_pm));
-  f.chunk_g = static_cast<float*>(at(ws.chunk_g));
-  f.chunk_umax = static_cast<float*>(at(ws.chunk_umax));
-  f.chunk_m = static_cast<float*>(at(ws.chunk_m));
-  f.states_C = at(ws.states_C);
+  f.C_last = (t.dC_last || saved) ? static_cast<float*>(st(ws.C_last, sv.C_last)) : nullptr;
+  f.gate_b = static_cast<float*>(st(ws.gate_b, sv.gate_b));
+  f.gate_u = static_cast<float*>(st(ws.gate_u, sv.gate_u));
+  f.gate_pm = static_cast<float*>(st(ws.gate_pm, sv.gate_pm));
+  f.chunk_g = static_cast<float*>(st(ws.chunk_g, sv.chunk_g));
+  f.chunk_umax = static_cast<float*>(st(ws.chunk_umax, sv.chunk_umax));
+  f.chunk_m = static_cast<float*>(st(ws.chunk_m, sv.chunk_m));
+  f.states_C = st(ws.states_C, sv.states_C);
   f.B = static_cast<int>(p.B); f.NH = static_cast<int>(p.NH); f.S = static_cast<int>(p.S); f.NC = NC;
   f.scale = resolved_scale(p);
   f.eps = p.eps;
@@ -209,8 +228,10 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   const unsigned nc = static_cast<unsigned>(NC);
   auto u = [](int64_t x) { return static_cast<unsigned>(x); };
   try {
-    k_gates.launch({nc, bh, 1}, stream, &f, sizeof(f));
-    k_states.launch({u(p.Dv / cfg.st_siz_b_v), u(p.Dqk / cfg.st_siz_b_k), bh}, stream, &f, sizeof(f));
+    if (!saved) {
+      k_gates.launch({nc, bh, 1}, stream, &f, sizeof(f));
+      k_states.launch({u(p.Dv / cfg.st_siz_b_v), u(p.Dqk / cfg.st_siz_b_k), bh}, stream, &f, sizeof(f));
+    }
     k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), u(p.Dqk / cfg.ds_siz_b_k), bh}, stream, &g, sizeof(g));
     const unsigned rows = u((p.S + cfg.siz_b_r - 1) / cfg.siz_b_r);
     k_dq.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));

@@ -18,7 +18,8 @@ struct BwdWorkspace {
   int dclast_parts = 0;
   int xparts = 0;
 };
-BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& cfg);
+// saved: gate data and chunk states come from the forward's saved buffer (not allocated here).
+BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& cfg, bool saved = false);
 
 void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o,
                           const BwdConfig& cfg);

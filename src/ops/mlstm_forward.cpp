@@ -48,10 +48,10 @@ FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
   return k;
 }
 
-FwdWorkspace fwd_workspace(const MlstmProblem& p, const FwdConfig& c) {
+FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last) {
   const size_t bh = static_cast<size_t>(p.B * p.NH);
-  const size_t nc = static_cast<size_t>((p.S + c.chunk - 1) / c.chunk);
-  const size_t s_pad = nc * c.chunk;
+  const size_t nc = static_cast<size_t>((p.S + chunk - 1) / chunk);
+  const size_t s_pad = nc * chunk;
   FwdWorkspace w;
   size_t off = 0;
   auto take = [&](size_t bytes) {
@@ -67,6 +67,7 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, const FwdConfig& c) {
   w.chunk_m = take(bh * (nc + 1) * 4);
   w.states_C = take(bh * nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
   w.states_n = take(bh * nc * p.Dqk * 4);
+  if (with_last) w.C_last = take(bh * p.Dqk * p.Dv * 4);
   w.total = off;
   return w;
 }
@@ -103,11 +104,20 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   const rt::LoadedKernel& k_states = rt::get_kernel(ks.states);
   const rt::LoadedKernel& k_output = rt::get_kernel(ks.output);
 
-  const FwdWorkspace ws = fwd_workspace(p, cfg);
+  const bool saved = t.saved != nullptr;
+  const FwdWorkspace ws = fwd_workspace(p, cfg.chunk, saved);
   CUstream stream = static_cast<CUstream>(o.stream);
   CUdeviceptr base = 0;
   bool owned = false;
-  if (o.workspace) {
+  if (saved) {
+    if (t.saved_bytes != ws.total)
+      throw Error(ErrorCode::InvalidArgument,
+                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; this problem and chunk (" +
+                      std::to_string(cfg.chunk) + ") need mlstm_saved_size() = " + std::to_string(ws.total));
+    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
+      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
+    base = reinterpret_cast<CUdeviceptr>(t.saved);
+  } else if (o.workspace) {
     if (o.workspace_bytes < ws.total)
       throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
                                                   " bytes is too small: this forward needs " +
@@ -133,7 +143,8 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   prm.f_sb = fs.b; prm.f_sh = fs.h; prm.f_ss = fs.s;
   prm.norm_out = t.norm; prm.m_out = t.m;
   prm.C0 = t.C0; prm.n0 = t.n0; prm.m0 = t.m0;
-  prm.C_last = t.C_last; prm.n_last = t.n_last; prm.m_last = t.m_last;
+  prm.C_last = saved ? static_cast<float*>(at(ws.C_last)) : t.C_last;
+  prm.n_last = t.n_last; prm.m_last = t.m_last;
   prm.gate_b = static_cast<float*>(at(ws.gate_b));
   prm.gate_u = static_cast<float*>(at(ws.gate_u));
   prm.gate_pm = static_cast<float*>(at(ws.gate_pm));
@@ -157,6 +168,9 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
     k_output.launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
                      static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q), bh},
                     stream, &prm, sizeof(prm));
+    if (saved && t.C_last)
+      TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), base + ws.C_last,
+                                static_cast<size_t>(p.B * p.NH * p.Dqk * p.Dv * 4), stream));
   } catch (...) {
     if (owned) rt::driver().cuMemFreeAsync(base, stream);
     throw;

@@ -18,6 +18,7 @@ struct Case {
   DType dtype;
   int64_t B, NH, S, chunk, Dqk, Dv;
   bool init, extreme, dclast;
+  bool saved = false;  // forward keeps its states for the backward (no recompute)
 };
 
 std::string describe(const Case& c) {
@@ -27,6 +28,7 @@ std::string describe(const Case& c) {
                 to_string(c.dtype), (long long)c.B, (long long)c.NH, (long long)c.S, (long long)c.chunk,
                 (long long)c.Dqk, (long long)c.Dv, c.init ? " init" : "", c.extreme ? " extreme" : "",
                 c.dclast ? " dC_last" : "");
+  if (c.saved) return std::string(buf) + " saved";
   return buf;
 }
 
@@ -69,6 +71,13 @@ void run_case(const Case& c, uint64_t seed) {
   ForwardTensors ft;
   ft.q = q.get(); ft.k = k.get(); ft.v = v.get(); ft.i = ig.get(); ft.f = fg.get(); ft.h = h.get();
   ft.norm = norm.as<float>();
+  cli::DeviceBuffer saved;
+  if (c.saved) {
+    const size_t bytes = mlstm_saved_size(p, {{"chunk", c.chunk}});
+    saved = test::poisoned(bytes);
+    ft.saved = saved.get();
+    ft.saved_bytes = bytes;
+  }
   if (c.init) { ft.C0 = C0.as<float>(); ft.n0 = n0.as<float>(); ft.m0 = m0.as<float>(); }
   LaunchOptions o;
   o.config = {{"chunk", c.chunk}};
@@ -88,6 +97,10 @@ void run_case(const Case& c, uint64_t seed) {
   if (c.dclast) bt.dC_last = dCl.as<float>();
   bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
   bt.dC0 = dC0.as<float>();
+  if (c.saved) {
+    bt.saved = saved.get();
+    bt.saved_bytes = saved.bytes();
+  }
   mlstm_backward(p, bt, o);
   cli::synchronize();
 
@@ -148,6 +161,18 @@ TEST_CASE("backward matches the float64 reference over the shape grid", "[gpu][b
   };
   uint64_t seed = static_cast<uint64_t>(Catch::rngSeed()) * 1000 + 31;
   for (const Case& c : cases) run_case(c, seed++);
+}
+
+TEST_CASE("backward from the forward's saved states matches the reference", "[gpu][backward][saved]") {
+  const Variant E = Variant::Exp, G = Variant::Sig;
+  uint64_t seed = 555;
+  for (const Case& c0 : std::vector<Case>{{E, true, DType::BF16, 2, 2, 300, 128, 64, 128, true, false, true},
+                                          {G, true, DType::FP32, 1, 2, 200, 64, 96, 160, false, false, true},
+                                          {E, true, DType::FP16, 1, 1, 1000, 256, 128, 256, false, false, false}}) {
+    Case c = c0;
+    c.saved = true;
+    run_case(c, seed++);
+  }
 }
 
 TEST_CASE("backward on small shapes of every dtype and variant (run under compute-sanitizer)",

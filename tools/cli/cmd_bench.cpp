@@ -50,7 +50,8 @@ DType dtype_of(const std::string& s) {
 
 // op: "fwd", "bwd" or "fwbw". FLOPs: forward ~ 4 Dqk Dv + L (Dqk + Dv) per token and head;
 // the backward does about twice the forward's matrix work (dC, dQ, dK, dV), counted as 2x.
-Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned, int warmup, int reps) {
+Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned, int warmup, int reps,
+             bool keep_states) {
   const size_t eb = dtype_bytes(p.dtype);
   const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
   DeviceBuffer q(n_qk * eb), k(n_qk * eb), v(n_v * eb), h(n_v * eb);
@@ -69,12 +70,19 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   }
   fcfg = mlstm_forward_config(p, fcfg);
   bcfg = mlstm_backward_config(p, bcfg);
-  const size_t fws_bytes = mlstm_forward_workspace_size(p, fcfg);
-  const size_t bws_bytes = op == "fwd" ? 0 : mlstm_backward_workspace_size(p, bcfg);
-  DeviceBuffer fws(fws_bytes), bws(bws_bytes), norm(n_g * 4);
+  const bool saved = keep_states && op != "fwd";
+  // with saved states the forward works inside the saved buffer
+  const size_t fws_bytes = saved ? 0 : mlstm_forward_workspace_size(p, fcfg);
+  const size_t bws_bytes = op == "fwd" ? 0 : mlstm_backward_workspace_size(p, bcfg, saved);
+  const size_t saved_bytes = saved ? mlstm_saved_size(p, fcfg) : 0;
+  DeviceBuffer fws(fws_bytes), bws(bws_bytes), norm(n_g * 4), keep(saved_bytes);
   ForwardTensors t;
   t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
   t.norm = norm.as<float>();
+  if (saved) {
+    t.saved = keep.get();
+    t.saved_bytes = saved_bytes;
+  }
   LaunchOptions fo;
   fo.workspace = fws.get();
   fo.workspace_bytes = fws_bytes;
@@ -90,6 +98,10 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
     bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dh.get();
     bt.norm = norm.as<float>();
     bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+    if (saved) {
+      bt.saved = keep.get();
+      bt.saved_bytes = saved_bytes;
+    }
     bo.workspace = bws.get();
     bo.workspace_bytes = bws_bytes;
     bo.config = bcfg;
@@ -108,7 +120,7 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   const double io = tokens * ((2.0 * p.Dqk + 2.0 * p.Dv) * eb + 2.0 * dtype_bytes(p.gate_dtype));
   const double states = 2.0 * p.B * p.NH * nc * p.Dqk * p.Dv * eb;
   const double bytes = op == "fwd" ? io + states : op == "bwd" ? 2 * io + 2 * states : 3 * io + 3 * states;
-  const double extra = (fws_bytes + bws_bytes + (op == "fwd" ? 0 : n_g * 4.0)) / 1048576.0;
+  const double extra = (fws_bytes + bws_bytes + saved_bytes + (op == "fwd" ? 0 : n_g * 4.0)) / 1048576.0;
   Row r{op, to_string(p.variant), p.B, p.S, p.NH, p.Dqk, p.Dv, to_string(p.dtype),
         to_string(op == "bwd" ? bcfg : fcfg), ms, flops / (ms * 1e9), bytes / (ms * 1e6), extra};
   return r;
@@ -117,7 +129,7 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& argv) {
-  Args args(argv, {"json"},
+  Args args(argv, {"json", "saved"},
             {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
              "warmup", "reps", "normalize"});
   if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward or fwbw");
@@ -162,7 +174,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
       p.variant = var;
       p.S = S;
       p.B = tokens / S;
-      Row r = bench_op(op, p, pinned, warmup, reps);
+      Row r = bench_op(op, p, pinned, warmup, reps, args.flag("saved"));
       rows.push_back(r);
       if (!args.flag("json"))
         std::printf("%-8s %6lld %7lld %10.3f %9.1f %9.1f %10.1f  %s\n", r.variant.c_str(),

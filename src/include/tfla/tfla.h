@@ -56,7 +56,35 @@ typedef struct {
   float* C_last;     /* (B, NH, Dqk, Dv) optional out */
   float* n_last;     /* (B, NH, Dqk) optional out */
   float* m_last;     /* (B, NH) optional out */
+  void* saved;        /* optional: tfla_mlstm_saved_size() bytes kept for the backward */
+  size_t saved_bytes;
 } tfla_forward_tensors;
+
+typedef struct {
+  const void* q; /* (B, NH, S, Dqk) as given to the forward */
+  const void* k; /* (B, NH, S, Dqk) */
+  const void* v; /* (B, NH, S, Dv) */
+  const void* i; /* (B, NH, S) */
+  const void* f; /* (B, NH, S) */
+  tfla_strides q_strides, k_strides, v_strides, i_strides, f_strides;
+  const void* dh; /* (B, NH, S, Dv) */
+  tfla_strides dh_strides;
+  const float* norm;    /* (B, NH, S) the forward's norm output (required) */
+  const float* C0;      /* (B, NH, Dqk, Dv) optional */
+  const float* n0;      /* (B, NH, Dqk) optional */
+  const float* m0;      /* (B, NH) optional */
+  const float* dC_last; /* (B, NH, Dqk, Dv) optional */
+  void* dq;             /* (B, NH, S, Dqk) out */
+  void* dk;             /* (B, NH, S, Dqk) out */
+  void* dv;             /* (B, NH, S, Dv) out */
+  tfla_strides dq_strides, dk_strides, dv_strides;
+  void* di; /* (B, NH, S) out */
+  void* df; /* (B, NH, S) out */
+  tfla_strides di_strides, df_strides;
+  float* dC0;          /* (B, NH, Dqk, Dv) optional out */
+  const void* saved;   /* optional: the forward's saved buffer */
+  size_t saved_bytes;
+} tfla_backward_tensors;
 
 /* The message of this thread's last failed call ("" if none). Valid until the next call. */
 const char* tfla_last_error(void);
@@ -69,6 +97,13 @@ tfla_status tfla_mlstm_forward_workspace_size(const tfla_problem* problem, const
 tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_tensors* tensors,
                                void* stream, void* workspace, size_t workspace_bytes,
                                const char* config);
+
+tfla_status tfla_mlstm_backward_workspace_size(const tfla_problem* problem, const char* config,
+                                               size_t* bytes);
+tfla_status tfla_mlstm_saved_size(const tfla_problem* problem, const char* config, size_t* bytes);
+tfla_status tfla_mlstm_backward(const tfla_problem* problem, const tfla_backward_tensors* tensors,
+                                void* stream, void* workspace, size_t workspace_bytes,
+                                const char* config);
 
 #ifdef __cplusplus
 }

@@ -108,6 +108,11 @@ struct ForwardTensors {
   float* C_last = nullptr;    // (B, NH, Dqk, Dv) fp32, optional out
   float* n_last = nullptr;    // (B, NH, Dqk) fp32, optional out
   float* m_last = nullptr;    // (B, NH) fp32, optional out
+  // Optional: a caller-owned device buffer of mlstm_saved_size() bytes (256-byte aligned). The
+  // forward keeps its gate data and chunk states there, and mlstm_backward given the same
+  // buffer skips recomputing them (faster, at the cost of keeping the states alive).
+  void* saved = nullptr;
+  size_t saved_bytes = 0;
 };
 
 struct LaunchOptions {
@@ -147,13 +152,21 @@ struct BackwardTensors {
   void* df = nullptr;  // (B, NH, S) gate_dtype, out
   Strides di_strides, df_strides;
   float* dC0 = nullptr;  // (B, NH, Dqk, Dv) fp32, optional out (dn0 = dm0 = 0)
+  // Optional: the buffer the forward filled (ForwardTensors::saved). Forward and backward must
+  // use the same chunk size; the size check catches a mismatch.
+  const void* saved = nullptr;
+  size_t saved_bytes = 0;
 };
 
 // The chunkwise TFLA backward (the normalizer is held constant, as in the seed). Chunk states
 // are recomputed from q, k, v, i, f. Asynchronous on options.stream.
-size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config = {});
+// with_saved: the size when the backward reads the forward's saved states (smaller).
+size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config = {},
+                                     bool with_saved = false);
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options = {});
 Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned = {});
+// Bytes of a saved-states buffer (ForwardTensors::saved) for this problem and forward config.
+size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config = {});
 
 }  // namespace tfla
