@@ -190,5 +190,6 @@ TEST_CASE("forward on small shapes of every dtype and variant (run under compute
       const Variant v = var == 0 ? Variant::Exp : Variant::Sig;
       run_case({v, var != 2, dt, 1, 2, 100, 64, 64, 64, var == 1, false, false}, seed++);
       run_case({v, var != 2, dt, 1, 1, 70, 64, 96, 160, var == 0, false, var == 2}, seed++);
+      run_case({v, var != 2, dt, 1, 1, 300, 256, 64, 128, var == 1, false, false}, seed++);
     }
 }

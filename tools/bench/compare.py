@@ -22,7 +22,7 @@ def main():
             for r in csv.DictReader(fh):
                 ours[(r["op"], r["variant"], int(r["S"]))] = r
     peers = [json.loads(l) for l in open(args.peers) if l.strip().startswith("{")]
-    ops = sorted({k[0] for k in ours}, key=lambda o: ["fwd", "bwd", "fwbw"].index(o))
+    ops = sorted({k[0] for k in ours}, key=lambda o: ["fwd", "bwd", "fwbw", "fwbw_saved"].index(o))
     for op in ops:
         seqs = sorted({k[2] for k in ours if k[0] == op})
         print(f"\n== {op}: B*S = 65536, NH = 8, Dqk = 256, Dv = 512, bf16 (ratio = peer ms / tfla-{args.variant} ms)")
@@ -47,7 +47,8 @@ def main():
         for name in names:
             cells, ratios, mems = [], [], []
             for s in seqs:
-                hit = [p for p in peers if p["peer"] == name and p.get("op") == op and p.get("S") == s]
+                peer_op = "fwbw" if op == "fwbw_saved" else op
+                hit = [p for p in peers if p["peer"] == name and p.get("op") == peer_op and p.get("S") == s]
                 err = [p for p in peers if p["peer"] == name and "op" not in p]
                 base = ours.get((op, args.variant, s))
                 if hit and "ms" in hit[0]:
@@ -65,7 +66,7 @@ def main():
             print(f"{'  ratio':<22}" + "".join(f"{c:>16}" for c in ratios))
             print(f"{'':<22}" + "".join(f"{c:>16}" for c in mems))
         for p in peers:
-            if "error" in p and (p.get("op") in (op, None)):
+            if "error" in p and (p.get("op") in (op, "fwbw" if op == "fwbw_saved" else op, None)):
                 print(f"  {p['peer']} {p.get('op', '')} S={p.get('S', '')}: {p['error'][:160]}")
 
 
