@@ -1,0 +1,262 @@
+// The tuner without a GPU: search-space pruning and ordering, spec-file parsing, the worker
+// JSON-line protocol, and the orchestrator's fault handling with a fake worker script.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "ops/bwd_config.hpp"
+#include "ops/fwd_config.hpp"
+#include "tfla_cache/cache.hpp"
+#include "tuner/search_space.hpp"
+#include "tuner/spec_file.hpp"
+#include "tuner/tuner.hpp"
+#include "tuner/worker.hpp"
+
+using namespace tfla;
+using namespace tfla::tuner;
+
+namespace {
+MlstmProblem paper_problem(DType dt = DType::BF16) {
+  TuneProblem t;
+  t.dtype = dt;
+  return t.problem();
+}
+}  // namespace
+
+TEST_CASE("forward space: every kept candidate is valid and fits; the default is first", "[tuner]") {
+  for (DType dt : {DType::BF16, DType::FP32}) {
+    const MlstmProblem p = paper_problem(dt);
+    SpaceLimits lim;
+    lim.smem_optin_bytes = 227 * 1024;
+    const Enumerated e = enumerate(Family::Fwd, p, lim, 0);
+    REQUIRE(e.kept.size() > 10);
+    CHECK(e.pruned_count > 0);
+    CHECK(e.kept.front().config == ops::default_fwd_config(p).to_config());
+    for (const Candidate& c : e.kept) {
+      ops::FwdConfig f;
+      f.apply(c.config);
+      INFO(to_string(c.config));
+      CHECK(ops::check_fwd_config(f, p).empty());
+      CHECK(ops::fwd_output_smem(f, p) <= lim.smem_optin_bytes);
+      CHECK(ops::fwd_states_smem(f, p) <= lim.smem_optin_bytes);
+      CHECK(c.reason.empty());
+    }
+    for (const Candidate& c : e.pruned) CHECK(!c.reason.empty());
+  }
+}
+
+TEST_CASE("backward space: kept candidates pass check_bwd_config and the smem limit", "[tuner]") {
+  const MlstmProblem p = paper_problem();
+  SpaceLimits lim;
+  const Enumerated e = enumerate(Family::Bwd, p, lim, 50);
+  REQUIRE(e.kept.size() == 50);
+  CHECK(e.kept.front().config == ops::default_bwd_config(p).to_config());
+  for (const Candidate& c : e.kept) {
+    ops::BwdConfig b;
+    b.apply(c.config);
+    INFO(to_string(c.config));
+    CHECK(ops::check_bwd_config(b, p).empty());
+    for (int mode = 0; mode < 3; ++mode) CHECK(ops::bwd_tile_smem(b, p, mode) <= lim.smem_optin_bytes);
+    CHECK(ops::bwd_dstates_smem(b, p) <= lim.smem_optin_bytes);
+  }
+}
+
+TEST_CASE("a small shared-memory limit prunes with a reason; budget caps; chunk filter", "[tuner]") {
+  const MlstmProblem p = paper_problem();
+  SpaceLimits small;
+  small.smem_optin_bytes = 48 * 1024;
+  const Enumerated e = enumerate(Family::Fwd, p, small, 8);
+  CHECK(e.kept.size() <= 8);
+  REQUIRE(!e.pruned.empty());
+  bool smem_reason = false;
+  for (const Candidate& c : e.pruned) smem_reason = smem_reason || c.reason.find("shared memory") != std::string::npos;
+  CHECK(smem_reason);
+  const Enumerated capped = enumerate(Family::Fwd, p, SpaceLimits{}, 3);
+  CHECK(capped.kept.size() == 3);
+  const Enumerated c128 = enumerate(Family::Fwd, p, SpaceLimits{}, 0, 128);
+  for (const Candidate& c : c128.kept) CHECK(c.config.at("chunk") == 128);
+  // Register estimate: a 128 x (256 + 64) output block in 2 x 2 warps: 320 accumulators a thread.
+  Config big = ops::default_fwd_config(p).to_config();
+  big["siz_b_q"] = 128; big["siz_b_v"] = 256; big["siz_b_kv"] = 64; big["warps_m"] = 2; big["warps_n"] = 2;
+  CHECK(prune_reason(Family::Fwd, big, p, SpaceLimits{}).find("accumulators") != std::string::npos);
+}
+
+TEST_CASE("spec files: good lines, comments, and clear errors", "[tuner]") {
+  const auto v = parse_spec("# a model\n\nop=fwd variant=sig dtype=fp16 dqk=128 dv=256 bh=8 seq=4096  # x\n"
+                            "op=fwbw bh=64 seq=8192\n");
+  REQUIRE(v.size() == 2);
+  CHECK(v[0].op == "fwd");
+  CHECK(v[0].variant == Variant::Sig);
+  CHECK(v[0].dtype == DType::FP16);
+  CHECK(v[0].dqk == 128);
+  CHECK(v[1].dv == 512);
+  CHECK(parse_spec_line(v[0].to_string()).to_string() == v[0].to_string());
+  auto err = [](const std::string& text) {
+    try {
+      parse_spec(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(err("op=fwd\nop=sideways\n").find("line 2") != std::string::npos);
+  CHECK(err("dqk=-4").find("dqk=-4") != std::string::npos);
+  CHECK(err("dqk=12x").find("positive integer") != std::string::npos);
+  CHECK(err("colour=red").find("unknown key 'colour'") != std::string::npos);
+  CHECK(err("dtype=int8").find("unknown dtype") != std::string::npos);
+  CHECK(err("justaword").find("key=value") != std::string::npos);
+  CHECK_THROWS_AS(read_spec_file("/nonexistent/spec.txt"), Error);
+}
+
+TEST_CASE("worker protocol: lines round-trip", "[tuner]") {
+  Hello h;
+  h.ok = true;
+  h.device_name = "Fake GPU";
+  h.arch = "sm_90a";
+  h.smem_optin_bytes = 232448;
+  h.l2_bytes = 50 << 20;
+  h.env.gpu_name = "Fake GPU";
+  h.env.cc_major = 9;
+  h.env.sm_count = 132;
+  const Hello h2 = parse_hello(to_line(h));
+  CHECK(h2.ok);
+  CHECK(h2.arch == "sm_90a");
+  CHECK(h2.smem_optin_bytes == 232448);
+  CHECK(h2.env == h.env);
+  Hello none;
+  none.no_gpu = true;
+  none.error = "no CUDA driver";
+  const Hello n2 = parse_hello(to_line(none));
+  CHECK(!n2.ok);
+  CHECK(n2.no_gpu);
+  CHECK(n2.error == "no CUDA driver");
+
+  RunRequest r;
+  r.problem = parse_spec_line("op=fwbw variant=sig dqk=128 dv=128 bh=4 seq=512");
+  r.family = Family::Bwd;
+  r.config = {{"chunk", 128}, {"siz_b_r", 64}};
+  r.reference = {{"chunk", 256}};
+  r.reps = 7;
+  const RunRequest r2 = parse_request(to_line(r));
+  CHECK(r2.problem.to_string() == r.problem.to_string());
+  CHECK(r2.family == Family::Bwd);
+  CHECK(r2.config == r.config);
+  CHECK(r2.reference == r.reference);
+  CHECK(r2.reps == 7);
+
+  cache::CandidateResult c;
+  c.status = cache::CandidateStatus::WrongResult;
+  c.time_median_us = 12.5;
+  c.max_rel_error = 0.3;
+  c.message = "error 0.3 > 0.02";
+  const cache::CandidateResult c2 = parse_result(to_line(c));
+  CHECK(c2.status == cache::CandidateStatus::WrongResult);
+  CHECK(c2.time_median_us == 12.5);
+  CHECK(c2.message == c.message);
+  CHECK_THROWS_AS(parse_result("{\"type\":\"result\",\"status\":\"great\"}"), Error);
+  CHECK_THROWS_AS(parse_result("not json"), Error);
+}
+
+namespace {
+struct Scratch {
+  std::string dir;
+  Scratch() {
+    char t[] = "/tmp/tfla_tuner_XXXXXX";
+    dir = mkdtemp(t);
+  }
+  ~Scratch() { (void)std::system(("rm -rf '" + dir + "'").c_str()); }
+};
+
+// A fake worker: says hello, answers ok with a time that grows with siz_b_v, kills itself
+// (SIGSEGV) on the request whose config is $CRASH, and logs every request to $LOG.
+std::string write_fake_worker(const std::string& dir, const Hello& h) {
+  const std::string path = dir + "/worker.sh";
+  std::ofstream f(path);
+  f << "#!/bin/sh\n"
+    << "printf '%s\\n' '" << to_line(h) << "'\n"
+    << "while IFS= read -r line; do\n"
+    << "  echo \"$line\" >> \"$LOG\"\n"
+    << "  case \"$line\" in *\"\\\"config\\\":\\\"$CRASH\\\"\"*) kill -SEGV $$ ;; esac\n"
+    << "  t=100; case \"$line\" in *'\"config\":\"'*siz_b_v=256*) t=90 ;; esac\n"
+    << "  printf '{\"type\":\"result\",\"status\":\"ok\",\"median_us\":%s,\"spread_us\":1,"
+       "\"max_rel_error\":0.001,\"message\":\"\"}\\n' $t\n"
+    << "done\n";
+  return "exec sh " + path;
+}
+}  // namespace
+
+TEST_CASE("orchestrator: a crashing candidate is faulted, the run goes on, resume skips", "[tuner]") {
+  Scratch s;
+  Hello h;
+  h.ok = true;
+  h.device_name = "Fake GPU";
+  h.arch = "sm_90a";
+  h.smem_optin_bytes = 227 * 1024;
+  h.env.gpu_name = "Fake GPU";
+  h.env.cc_major = 9;
+  h.env.tfla_version = "test";
+  TuneProblem t = parse_spec_line("op=fwd variant=exp dtype=bf16 dqk=256 dv=512 bh=64 seq=8192");
+  const Enumerated space = enumerate(Family::Fwd, t.problem(), SpaceLimits{}, 5);
+  REQUIRE(space.kept.size() == 5);
+  const std::string crash = config_text(space.kept[2].config);
+  const std::string log = s.dir + "/requests.log";
+  setenv("CRASH", crash.c_str(), 1);
+  setenv("LOG", log.c_str(), 1);
+  TuneOptions opt;
+  opt.cache_path = s.dir + "/c.sqlite";
+  opt.worker_command = write_fake_worker(s.dir, h);
+  opt.budget = 5;
+  opt.compile = false;
+  opt.candidate_timeout_s = 20;
+  const TuneReport rep = tune({t}, opt);
+  REQUIRE(rep.rows.size() == 1);
+  const FamilySummary& row = rep.rows[0];
+  CHECK(rep.worker_restarts == 1);
+  CHECK(row.ok == 4);
+  int faulted = 0;
+  for (const auto& r : row.results)
+    if (r.status == cache::CandidateStatus::Faulted) {
+      ++faulted;
+      CHECK(r.config.to_string() == crash);
+      CHECK(r.message.find("signal") != std::string::npos);
+    }
+  CHECK(faulted == 1);
+  CHECK(row.default_us == 90);  // the default has siz_b_v = 256
+  CHECK(!row.winner.empty());
+
+  cache::Cache db = cache::Cache::open(opt.cache_path);
+  const auto recorded = db.candidates(h.env, problem_key(t, Family::Fwd));
+  CHECK(recorded.size() == 5 + space.pruned.size());
+  auto entry = db.get_exact(h.env, problem_key(t, Family::Fwd));
+  REQUIRE(entry);
+  CHECK(entry->default_median_us == 90);
+
+  // --resume: nothing is sent to the worker again.
+  std::remove(log.c_str());
+  opt.resume = true;
+  const TuneReport again = tune({t}, opt);
+  CHECK(again.rows[0].resumed == 5);
+  CHECK(again.rows[0].ok == 4);
+  std::ifstream lf(log);
+  std::string any;
+  CHECK(!std::getline(lf, any));
+}
+
+TEST_CASE("orchestrator: a worker without a GPU is Error(NoDriver)", "[tuner]") {
+  Scratch s;
+  const std::string path = s.dir + "/w.sh";
+  std::ofstream(path) << "echo '{\"type\":\"hello\",\"ok\":false,\"no_gpu\":true,\"error\":\"no CUDA driver\"}'\n";
+  TuneOptions opt;
+  opt.cache_path = s.dir + "/c.sqlite";
+  opt.worker_command = "sh " + path;
+  try {
+    tune({TuneProblem{}}, opt);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::NoDriver);
+    CHECK(std::string(e.what()).find("no CUDA driver") != std::string::npos);
+  }
+}

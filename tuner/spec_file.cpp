@@ -1,0 +1,116 @@
+#include "tuner/spec_file.hpp"
+
+#include <fstream>
+#include <sstream>
+
+namespace tfla::tuner {
+namespace {
+[[noreturn]] void bad(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
+
+int64_t positive(const std::string& key, const std::string& v) {
+  size_t used = 0;
+  int64_t x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || x <= 0) bad(key + "=" + v + ": expected a positive integer");
+  return x;
+}
+}  // namespace
+
+DType parse_dtype(const std::string& s) {
+  if (s == "bf16") return DType::BF16;
+  if (s == "fp16") return DType::FP16;
+  if (s == "fp32") return DType::FP32;
+  bad("unknown dtype '" + s + "' (bf16, fp16, fp32)");
+}
+Variant parse_variant(const std::string& s) {
+  if (s == "exp") return Variant::Exp;
+  if (s == "sig") return Variant::Sig;
+  bad("unknown variant '" + s + "' (exp, sig)");
+}
+
+MlstmProblem TuneProblem::problem() const {
+  MlstmProblem p;
+  p.B = bh;
+  p.NH = 1;
+  p.S = seq;
+  p.Dqk = dqk;
+  p.Dv = dv;
+  p.dtype = dtype;
+  p.gate_dtype = DType::FP32;
+  p.variant = variant;
+  p.normalize = normalize;
+  return p;
+}
+
+std::string TuneProblem::to_string() const {
+  std::ostringstream o;
+  o << "op=" << op << " variant=" << tfla::to_string(variant) << " dtype=" << tfla::to_string(dtype)
+    << " dqk=" << dqk << " dv=" << dv << " bh=" << bh << " seq=" << seq;
+  if (!normalize) o << " normalize=0";
+  return o.str();
+}
+
+TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults) {
+  TuneProblem t = defaults;
+  std::istringstream in(line.substr(0, line.find('#')));
+  std::string item;
+  while (in >> item) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) bad("'" + item + "': expected key=value");
+    const std::string key = item.substr(0, eq), v = item.substr(eq + 1);
+    if (key == "op") {
+      if (v != "fwd" && v != "bwd" && v != "fwbw") bad("op=" + v + ": expected fwd, bwd or fwbw");
+      t.op = v;
+    } else if (key == "variant") t.variant = parse_variant(v);
+    else if (key == "dtype") t.dtype = parse_dtype(v);
+    else if (key == "dqk") t.dqk = positive(key, v);
+    else if (key == "dv") t.dv = positive(key, v);
+    else if (key == "bh") t.bh = positive(key, v);
+    else if (key == "seq") t.seq = positive(key, v);
+    else if (key == "normalize") {
+      if (v != "0" && v != "1") bad("normalize=" + v + ": expected 0 or 1");
+      t.normalize = v == "1";
+    } else if (key == "layout") {
+      if (v != "bhsd") bad("layout=" + v + ": only bhsd is tuned");
+    } else
+      bad("unknown key '" + key + "' (op, variant, dtype, dqk, dv, bh, seq, normalize, layout)");
+  }
+  return t;
+}
+
+std::vector<TuneProblem> parse_spec(const std::string& text) {
+  std::vector<TuneProblem> out;
+  std::istringstream in(text);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const std::string body = line.substr(0, line.find('#'));
+    if (body.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      out.push_back(parse_spec_line(body));
+    } catch (const Error& e) {
+      bad("line " + std::to_string(n) + ": " + e.what());
+    }
+  }
+  return out;
+}
+
+std::vector<TuneProblem> read_spec_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) bad("cannot read spec file '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::vector<TuneProblem> out;
+  try {
+    out = parse_spec(ss.str());
+  } catch (const Error& e) {
+    bad(path + ": " + e.what());
+  }
+  if (out.empty()) bad(path + ": no shapes (one per line: op=fwbw variant=exp dtype=bf16 dqk=256 dv=512 bh=64 seq=8192)");
+  return out;
+}
+
+}  // namespace tfla::tuner

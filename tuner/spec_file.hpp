@@ -1,0 +1,35 @@
+// The problems `tfla tune` tunes: one shape per line of a spec file (a model's list of shapes),
+//   op=fwbw variant=exp dtype=bf16 dqk=256 dv=512 bh=64 seq=8192   # comment
+// with optional normalize=0|1 and layout=bhsd. Blank lines and '#' comments are skipped.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tfla/tfla.hpp"
+
+namespace tfla::tuner {
+
+struct TuneProblem {
+  std::string op = "fwbw";  // "fwd", "bwd" or "fwbw"
+  Variant variant = Variant::Exp;
+  DType dtype = DType::BF16;
+  bool normalize = true;
+  int64_t dqk = 256, dv = 512, bh = 64, seq = 8192;
+
+  MlstmProblem problem() const;  // B = bh, NH = 1, fp32 gates
+  std::string to_string() const; // one spec-file line, parseable by parse_spec_line
+};
+
+// Parses one line's key=value items over `defaults`. Throws Error(InvalidArgument) naming the
+// bad item (unknown key, bad value, non-positive dimension).
+TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults = {});
+// Parses a whole spec text; errors carry "line N: ". Comments and blank lines are skipped.
+std::vector<TuneProblem> parse_spec(const std::string& text);
+// Reads and parses a file; Error(InvalidArgument) when it cannot be read or holds no shape.
+std::vector<TuneProblem> read_spec_file(const std::string& path);
+
+DType parse_dtype(const std::string& s);      // "bf16", "fp16", "fp32"; throws InvalidArgument
+Variant parse_variant(const std::string& s);  // "exp", "sig"; throws InvalidArgument
+
+}  // namespace tfla::tuner

@@ -1,0 +1,253 @@
+#include "tuner/tuner.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "runtime/cubin_store.hpp"
+#include "tfla_cache/cache.hpp"
+
+namespace tfla::tuner {
+namespace {
+using cache::CandidateResult;
+using cache::CandidateStatus;
+using Clock = std::chrono::steady_clock;
+
+std::vector<rt::KernelSpec> specs_of(Family f, const MlstmProblem& p, const Config& c) {
+  if (f == Family::Fwd) {
+    ops::FwdConfig cfg;
+    cfg.apply(c);
+    ops::FwdKernels k = ops::render_fwd(p, cfg);
+    return {k.gates, k.states, k.output};
+  }
+  ops::BwdConfig cfg;
+  cfg.apply(c);
+  ops::BwdKernels k = ops::render_bwd(p, cfg);
+  return {k.gates, k.states, k.dstates, k.dq, k.dk, k.dv, k.gates_local, k.gates_df};
+}
+
+// Compiles the kernels of `cands` in parallel into the cubin store. Returns, per candidate
+// index, the compile error ("" = compiled or already cached).
+std::vector<std::string> compile_all(Family f, const MlstmProblem& p, const std::vector<Candidate>& cands,
+                                     const Hello& hello, const TuneOptions& opt) {
+  std::vector<std::string> errors(cands.size());
+  rt::CubinStore store(opt.cache_path);
+  const int jobs = opt.jobs > 0 ? opt.jobs : std::max(1u, std::thread::hardware_concurrency());
+  std::atomic<size_t> next{0}, done{0};
+  std::mutex mu;
+  const std::string env_id = hello.env.id();
+  auto work = [&] {
+    for (size_t i; (i = next++) < cands.size();) {
+      try {
+        for (const rt::KernelSpec& s : specs_of(f, p, cands[i].config))
+          (void)rt::fetch_or_compile(store, s, hello.arch, env_id);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      if (opt.progress) opt.progress("compiling", config_text(cands[i].config), ++done, cands.size());
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < std::min<int>(jobs, static_cast<int>(cands.size())); ++t) pool.emplace_back(work);
+  for (std::thread& t : pool) t.join();
+  return errors;
+}
+
+// A worker that is (re)started on demand and says hello first.
+class WorkerLane {
+ public:
+  explicit WorkerLane(const TuneOptions& opt) : opt_(opt) {}
+  Hello start() {
+    proc_ = std::make_unique<WorkerProcess>(opt_.worker_command,
+                                            std::vector<std::string>{"TFLA_CACHE=" + opt_.cache_path});
+    const auto line = proc_->receive(120);
+    if (!line) throw Error(ErrorCode::Internal, "the tune worker did not say hello: it " + proc_->why());
+    Hello h = parse_hello(*line);
+    if (!h.ok) throw Error(h.no_gpu ? ErrorCode::NoDriver : ErrorCode::Internal, h.error);
+    return h;
+  }
+  // Runs one request; a dead or silent worker gives Faulted and is restarted for the next.
+  CandidateResult run(const RunRequest& req, int* restarts) {
+    if (!proc_) {
+      start();
+      ++*restarts;
+    }
+    CandidateResult r;
+    std::optional<std::string> line;
+    if (proc_->send(to_line(req))) line = proc_->receive(opt_.candidate_timeout_s);
+    if (line) {
+      try {
+        r = parse_result(*line);
+      } catch (const Error& e) {
+        r.status = CandidateStatus::Faulted;
+        r.message = e.what();
+        proc_.reset();
+      }
+      if (r.status == CandidateStatus::Faulted) proc_.reset();  // it exits after a fault
+    } else {
+      r.status = CandidateStatus::Faulted;
+      r.message = "worker " + (proc_->why().empty() ? std::string("closed its input") : proc_->why());
+      proc_.reset();
+    }
+    return r;
+  }
+
+ private:
+  const TuneOptions& opt_;
+  std::unique_ptr<WorkerProcess> proc_;
+};
+
+bool failed(CandidateStatus s) { return s != CandidateStatus::Ok && s != CandidateStatus::Pending; }
+
+}  // namespace
+
+cache::ProblemKey problem_key(const TuneProblem& t, Family f) {
+  cache::ProblemKey k;
+  k.op = to_string(f);
+  k.variant = tfla::to_string(t.variant);
+  k.normalize = t.normalize;
+  k.dtype = tfla::to_string(t.dtype);
+  k.dqk = static_cast<int>(t.dqk);
+  k.dv = static_cast<int>(t.dv);
+  k.layout = "bhsd";
+  k.batch_heads = t.bh;
+  k.seq_len = t.seq;
+  return k;
+}
+
+namespace {
+
+// Measures (or, with --resume, recalls) every candidate of one family; fills s.results.
+void tune_family(FamilySummary& s, WorkerLane& lane, const Hello& hello, cache::Cache& db,
+                 const TuneOptions& opt, TuneReport& report) {
+  const MlstmProblem p = s.problem.problem();
+  SpaceLimits lim;
+  if (hello.smem_optin_bytes > 0) lim.smem_optin_bytes = hello.smem_optin_bytes;
+  const Enumerated space = enumerate(s.family, p, lim, opt.budget);
+  s.pruned = static_cast<int>(space.pruned_count);
+  std::map<std::string, CandidateResult> known;
+  if (opt.resume)
+    for (CandidateResult& r : db.candidates(hello.env, s.key))
+      if (r.status != CandidateStatus::Pending) known[r.config.to_string()] = r;
+  auto record = [&](CandidateResult r) {
+    db.record_candidate(hello.env, s.key, r);
+    s.results.push_back(std::move(r));
+  };
+  for (const Candidate& c : space.pruned) {
+    if (known.count(config_text(c.config))) continue;
+    record({cache::Config{c.config}, CandidateStatus::OverLimits, 0, 0, 0, c.reason});
+  }
+  std::vector<Candidate> todo;
+  for (const Candidate& c : space.kept) {
+    auto it = known.find(config_text(c.config));
+    if (it == known.end()) todo.push_back(c);
+    else {
+      s.results.push_back(it->second);
+      ++s.resumed;
+    }
+  }
+  std::vector<std::string> compile_errors(todo.size());
+  if (opt.compile && !todo.empty()) compile_errors = compile_all(s.family, p, todo, hello, opt);
+  const Config reference = space.kept.front().config;
+  for (size_t i = 0; i < todo.size(); ++i) {
+    const std::string what = std::string(to_string(s.family)) + " " + config_text(todo[i].config);
+    if (opt.progress) opt.progress("timing", what, i + 1, todo.size());
+    CandidateResult r;
+    if (!compile_errors[i].empty()) {
+      r.status = CandidateStatus::CompileFailed;
+      r.message = compile_errors[i].substr(0, 2000);
+    } else {
+      RunRequest req{s.problem, s.family, todo[i].config, reference, opt.reps, opt.warmup};
+      r = lane.run(req, &report.worker_restarts);
+    }
+    r.config = cache::Config{todo[i].config};
+    record(std::move(r));
+  }
+  for (const CandidateResult& r : s.results) {
+    if (r.status == CandidateStatus::Ok) ++s.ok;
+    else if (failed(r.status)) ++s.failed;
+    if (r.config.values == reference && r.status == CandidateStatus::Ok) s.default_us = r.time_median_us;
+  }
+}
+
+// The fastest Ok result (restricted to one chunk length when chunk > 0); null when none.
+const CandidateResult* best(const FamilySummary& s, int64_t chunk = 0) {
+  const CandidateResult* b = nullptr;
+  for (const CandidateResult& r : s.results)
+    if (r.status == CandidateStatus::Ok && (chunk <= 0 || r.config.get_or("chunk", 0) == chunk) &&
+        (!b || r.time_median_us < b->time_median_us))
+      b = &r;
+  return b;
+}
+
+void store_winner(FamilySummary& s, const CandidateResult* w, const Hello& hello, cache::Cache& db,
+                  double seconds) {
+  if (!w) return;
+  s.winner = w->config.values;
+  s.winner_us = w->time_median_us;
+  cache::TunedEntry e;
+  e.env = hello.env;
+  e.problem = s.key;
+  e.winner = w->config;
+  e.winner_median_us = w->time_median_us;
+  e.winner_spread_us = w->time_spread_us;
+  e.default_median_us = s.default_us;
+  e.candidates = s.results;
+  e.tuning_seconds = seconds;
+  e.tool_version = "tfla " + tfla::version();
+  db.put_entry(e);
+}
+
+}  // namespace
+
+TuneReport tune(const std::vector<TuneProblem>& problems, const TuneOptions& opt) {
+  TuneReport report;
+  WorkerLane lane(opt);
+  report.hello = lane.start();
+  const Hello& hello = report.hello;
+  cache::Cache db = cache::Cache::open(opt.cache_path);
+  for (const TuneProblem& t : problems) {
+    const auto t0 = Clock::now();
+    std::vector<Family> fams;
+    if (t.op != "bwd") fams.push_back(Family::Fwd);
+    if (t.op != "fwd") fams.push_back(Family::Bwd);
+    std::vector<FamilySummary> rows;
+    for (Family f : fams) {
+      FamilySummary s;
+      s.problem = t;
+      s.family = f;
+      s.key = problem_key(t, f);
+      tune_family(s, lane, hello, db, opt, report);
+      rows.push_back(std::move(s));
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (rows.size() == 2) {
+      // fwbw: the forward and the backward share the chunk length (the backward reads the
+      // forward's saved states): pick the chunk whose best pair is fastest.
+      int64_t chunk = 0;
+      double best_sum = 0;
+      for (int64_t L : {64, 128, 256, 512}) {
+        const CandidateResult *f = best(rows[0], L), *b = best(rows[1], L);
+        if (f && b && (chunk == 0 || f->time_median_us + b->time_median_us < best_sum)) {
+          chunk = L;
+          best_sum = f->time_median_us + b->time_median_us;
+        }
+      }
+      for (FamilySummary& s : rows) store_winner(s, chunk ? best(s, chunk) : nullptr, hello, db, seconds);
+    } else {
+      store_winner(rows[0], best(rows[0]), hello, db, seconds);
+    }
+    for (FamilySummary& s : rows) report.rows.push_back(std::move(s));
+  }
+  return report;
+}
+
+}  // namespace tfla::tuner
