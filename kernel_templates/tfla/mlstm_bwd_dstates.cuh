@@ -86,31 +86,11 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
     if (sub == NSUB - 1) {
       // Leaving chunk c (walking backwards): publish dC_{c+1}, then apply the decay.
       TS* out = static_cast<TS*>(p.dstates_C) + ((i64)bh * p.NC + c) * DQK * DV;
-#pragma unroll
-      for (int fm = 0; fm < G::FM; ++fm)
-#pragma unroll
-        for (int fn = 0; fn < G::FN; ++fn)
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const int r = warp_m * G::WTM + acc_row(fm, e, lane);
-            const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
-            TS* dst = out + (i64)(k0 + r) * DV + v0 + cc;
-            if constexpr (Elem<TS>::is16) {
-              *reinterpret_cast<u32*>(dst) = Elem<TS>::pack2(acc[fm][fn][e], acc[fm][fn][e + 1]);
-            } else {
-              *reinterpret_cast<float2*>(dst) = make_float2(acc[fm][fn][e], acc[fm][fn][e + 1]);
-            }
-          }
+      store_acc<TS, G>(acc, out + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
       const float g = p.chunk_g[(i64)bh * p.NC + c];
       m_c = EXP ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
       const float m_next = EXP ? p.chunk_m[(i64)bh * (p.NC + 1) + c + 1] : 0.f;
-      const float decay = __expf(g + m_c - m_next);
-#pragma unroll
-      for (int fm = 0; fm < G::FM; ++fm)
-#pragma unroll
-        for (int fn = 0; fn < G::FN; ++fn)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[fm][fn][e] *= decay;
+      scale_acc<G>(acc, __expf(g + m_c - m_next));
     }
     if (tid < SUB) {
       const int t = c * CHUNK + sub * SUB + tid;
@@ -134,19 +114,8 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
                     warp_m, warp_n, lane, sW + st * SUB);
     __syncthreads();
   }
-  if (p.dC0) {
-    float* out = p.dC0 + (i64)bh * DQK * DV;
-#pragma unroll
-    for (int fm = 0; fm < G::FM; ++fm)
-#pragma unroll
-      for (int fn = 0; fn < G::FN; ++fn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = warp_m * G::WTM + acc_row(fm, e, lane);
-          const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
-          out[(i64)(k0 + r) * DV + v0 + cc] = acc[fm][fn][e];
-        }
-  }
+  if (p.dC0)
+    store_acc<float, G>(acc, p.dC0 + (i64)bh * DQK * DV + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
 }
 
 }  // namespace tfla

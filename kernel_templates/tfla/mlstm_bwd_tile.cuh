@@ -241,23 +241,7 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
   const i64 o_sh = MODE == kDQ ? p.dq_sh : MODE == kDK ? p.dk_sh : p.dv_sh;
   const i64 o_ss = MODE == kDQ ? p.dq_ss : MODE == kDK ? p.dk_ss : p.dv_ss;
   gOut += b * o_sb + h * o_sh + n0;
-#pragma unroll
-  for (int fm = 0; fm < GO::FM; ++fm)
-#pragma unroll
-    for (int e = 0; e < 4; e += 2) {
-      const int rl = warp_m * GO::WTM + acc_row(fm, e, lane);
-      if (row0 + rl >= p.S) continue;
-#pragma unroll
-      for (int fn = 0; fn < GO::FN; ++fn) {
-        const int cl = warp_n * GO::WTN + acc_col(fn, e, lane);
-        T* dst = gOut + (i64)(row0 + rl) * o_ss + cl;
-        if constexpr (Elem<T>::is16) {
-          *reinterpret_cast<u32*>(dst) = Elem<T>::pack2(acc[fm][fn][e], acc[fm][fn][e + 1]);
-        } else {
-          *reinterpret_cast<float2*>(dst) = make_float2(acc[fm][fn][e], acc[fm][fn][e + 1]);
-        }
-      }
-    }
+  store_acc<T, GO>(acc, gOut + (i64)row0 * o_ss, o_ss, p.S - row0, warp_m, warp_n, lane);
 }
 
 }  // namespace tfla

@@ -212,28 +212,12 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
     if (p.m_out) p.m_out[o] = s_mu[tid];
   }
   T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + v0;
-#pragma unroll
-  for (int fm = 0; fm < GO::FM; ++fm)
-#pragma unroll
-    for (int e = 0; e < 4; e += 2) {
-      const int il = warp_m * GO::WTM + acc_row(fm, e, lane);
-      const int gi = row0 + il;
-      if (gi >= p.S) continue;
-      float den = 1.f;
-      if (EXP) den = fmaxf(fabsf(s_nq[il]), __expf(-s_mu[il]));
-      else if (NORMALIZE) den = fmaxf(fabsf(s_nq[il]), 1.f);
-      const float inv = 1.f / (den + p.eps);
-#pragma unroll
-      for (int fn = 0; fn < GO::FN; ++fn) {
-        const int jl = warp_n * GO::WTN + acc_col(fn, e, lane);
-        T* dst = gH + (i64)gi * p.h_ss + jl;
-        if constexpr (Elem<T>::is16) {
-          *reinterpret_cast<u32*>(dst) = Elem<T>::pack2(acc[fm][fn][e] * inv, acc[fm][fn][e + 1] * inv);
-        } else {
-          *reinterpret_cast<float2*>(dst) = make_float2(acc[fm][fn][e] * inv, acc[fm][fn][e + 1] * inv);
-        }
-      }
-    }
+  store_acc<T, GO>(acc, gH + (i64)row0 * p.h_ss, p.h_ss, p.S - row0, warp_m, warp_n, lane, [&](int il) {
+    float den = 1.f;
+    if (EXP) den = fmaxf(fabsf(s_nq[il]), __expf(-s_mu[il]));
+    else if (NORMALIZE) den = fmaxf(fabsf(s_nq[il]), 1.f);
+    return 1.f / (den + p.eps);
+  });
 }
 
 }  // namespace tfla

@@ -45,19 +45,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   float npart[NPART];
 #pragma unroll
   for (int j = 0; j < NPART; ++j) npart[j] = 0.f;
-  if (p.C0) {
-    const float* c0 = p.C0 + (i64)bh * DQK * DV;
-#pragma unroll
-    for (int fm = 0; fm < G::FM; ++fm)
-#pragma unroll
-      for (int fn = 0; fn < G::FN; ++fn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = warp_m * G::WTM + acc_row(fm, e, lane);
-          const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
-          acc[fm][fn][e] = c0[(i64)(k0 + r) * DV + v0 + cc];
-        }
-  }
+  if (p.C0) load_acc<G>(acc, p.C0 + (i64)bh * DQK * DV + (i64)k0 * DV + v0, DV, warp_m, warp_n, lane);
   if (EXP && p.m0) m_prev = p.m0[bh];
   if (own_n && p.n0 && warp == 0) {
 #pragma unroll
@@ -99,32 +87,13 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
     if (sub == 0) {
       // Entering chunk c: publish the state, then fold the decay into the accumulators.
       TS* outC = static_cast<TS*>(p.states_C) + ((i64)bh * p.NC + c) * DQK * DV;
-#pragma unroll
-      for (int fm = 0; fm < G::FM; ++fm)
-#pragma unroll
-        for (int fn = 0; fn < G::FN; ++fn)
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const int r = warp_m * G::WTM + acc_row(fm, e, lane);
-            const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
-            TS* dst = outC + (i64)(k0 + r) * DV + v0 + cc;
-            if constexpr (Elem<TS>::is16) {
-              *reinterpret_cast<u32*>(dst) = Elem<TS>::pack2(acc[fm][fn][e], acc[fm][fn][e + 1]);
-            } else {
-              *reinterpret_cast<float2*>(dst) = make_float2(acc[fm][fn][e], acc[fm][fn][e + 1]);
-            }
-          }
+      store_acc<TS, G>(acc, outC + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
       if (own_n) reduce_n(p.states_n + ((i64)bh * p.NC + c) * DQK + k0);
       if (lead && tid == 0) p.chunk_m[(i64)bh * (p.NC + 1) + c] = m_prev;
       g = p.chunk_g[(i64)bh * p.NC + c];
       m_new = EXP ? fmaxf(g + m_prev, g + p.chunk_umax[(i64)bh * p.NC + c]) : 0.f;
       const float decay = __expf(g + m_prev - m_new);
-#pragma unroll
-      for (int fm = 0; fm < G::FM; ++fm)
-#pragma unroll
-        for (int fn = 0; fn < G::FN; ++fn)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[fm][fn][e] *= decay;
+      scale_acc<G>(acc, decay);
 #pragma unroll
       for (int j = 0; j < NPART; ++j) npart[j] *= decay;
       m_prev = m_new;
@@ -156,19 +125,8 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
     __syncthreads();
   }
   // last states out (fp32)
-  if (p.C_last) {
-    float* cl = p.C_last + (i64)bh * DQK * DV;
-#pragma unroll
-    for (int fm = 0; fm < G::FM; ++fm)
-#pragma unroll
-      for (int fn = 0; fn < G::FN; ++fn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = warp_m * G::WTM + acc_row(fm, e, lane);
-          const int cc = warp_n * G::WTN + acc_col(fn, e, lane);
-          cl[(i64)(k0 + r) * DV + v0 + cc] = acc[fm][fn][e];
-        }
-  }
+  if (p.C_last)
+    store_acc<float, G>(acc, p.C_last + (i64)bh * DQK * DV + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
   if (own_n && p.n_last) reduce_n(p.n_last + (i64)bh * DQK + k0);
   if (lead && tid == 0) {
     p.chunk_m[(i64)bh * (p.NC + 1) + p.NC] = m_prev;

@@ -192,4 +192,60 @@ __device__ __forceinline__ int acc_col(int fn, int e, int lane) {
   return fn * 8 + (lane & 3) * 2 + (e & 1);
 }
 
+// Fragment-level helpers over a warp's accumulator block of a Gemm G. The block's element (r, c)
+// sits at row warp_m * G::WTM + r, column warp_n * G::WTN + c of the CTA tile.
+
+// acc *= f
+template <class G> __device__ __forceinline__ void scale_acc(typename G::Acc& acc, float f) {
+#pragma unroll
+  for (int fm = 0; fm < G::FM; ++fm)
+#pragma unroll
+    for (int fn = 0; fn < G::FN; ++fn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[fm][fn][e] *= f;
+}
+
+// acc = src[row * ld + col] (fp32 global memory, the CTA tile's origin at src)
+template <class G>
+__device__ __forceinline__ void load_acc(typename G::Acc& acc, const float* src, i64 ld, int warp_m,
+                                         int warp_n, int lane) {
+#pragma unroll
+  for (int fm = 0; fm < G::FM; ++fm)
+#pragma unroll
+    for (int fn = 0; fn < G::FN; ++fn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        acc[fm][fn][e] = src[(i64)(warp_m * G::WTM + acc_row(fm, e, lane)) * ld +
+                             warp_n * G::WTN + acc_col(fn, e, lane)];
+}
+
+// dst[row * ld + col] = acc * row_scale(row) in dtype TS, for rows < rows_valid. Pairs of
+// adjacent columns are written together (4 bytes for 16-bit types, 8 for fp32).
+template <class TS, class G, class RowScale>
+__device__ __forceinline__ void store_acc(const typename G::Acc& acc, TS* dst, i64 ld, int rows_valid,
+                                          int warp_m, int warp_n, int lane, RowScale row_scale) {
+#pragma unroll
+  for (int fm = 0; fm < G::FM; ++fm)
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+      const int r = warp_m * G::WTM + acc_row(fm, e, lane);
+      if (r >= rows_valid) continue;
+      const float f = row_scale(r);
+#pragma unroll
+      for (int fn = 0; fn < G::FN; ++fn) {
+        TS* d = dst + (i64)r * ld + warp_n * G::WTN + acc_col(fn, e, lane);
+        if constexpr (Elem<TS>::is16) {
+          *reinterpret_cast<u32*>(d) = Elem<TS>::pack2(acc[fm][fn][e] * f, acc[fm][fn][e + 1] * f);
+        } else {
+          *reinterpret_cast<float2*>(d) = make_float2(acc[fm][fn][e] * f, acc[fm][fn][e + 1] * f);
+        }
+      }
+    }
+}
+template <class TS, class G>
+__device__ __forceinline__ void store_acc(const typename G::Acc& acc, TS* dst, i64 ld, int rows_valid,
+                                          int warp_m, int warp_n, int lane) {
+  store_acc<TS, G>(acc, dst, ld, rows_valid, warp_m, warp_n, lane, [](int) { return 1.f; });
+}
+
 }  // namespace tfla
