@@ -12,6 +12,8 @@ int cmd_info(const std::vector<std::string>& args);
 int cmd_compile(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
 int cmd_cache(const std::vector<std::string>& args);
+int cmd_tune(const std::vector<std::string>& args);
+int cmd_tune_worker(const std::vector<std::string>& args);  // hidden: the tuner's GPU side
 
 // A progress bar on stderr for long work (hidden when stderr is not a terminal unless forced).
 class Progress {

@@ -3,6 +3,7 @@
 //   tfla compile   compile kernel templates with NVRTC (no GPU needed)
 //   tfla bench     time kernels on the GPU
 //   tfla cache     inspect and maintain the tuned-config and cubin cache
+//   tfla tune      tune kernels (GPU work in hidden `tfla tune-worker` processes)
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -35,6 +36,12 @@ void usage(FILE* out) {
                "               prune [--all-but-current] [--dry-run]   drop stale environments\n"
                "               verify                 integrity, checksums, cubin loads (GPU)\n"
                "               stats                  counts and sizes per environment\n"
+               "  tune       tune kernels on the GPU and store the winners in the cache:\n"
+               "             [--op fwd|bwd|fwbw] [--variant exp,sig] [--dtype bf16] [--dqk 256]\n"
+               "             [--dv 512] [--bh 64] [--seq 8192] | --shapes FILE (one shape a line:\n"
+               "             op=fwbw variant=exp dtype=bf16 dqk=256 dv=512 bh=64 seq=8192);\n"
+               "             --budget N (candidates per kernel family, default 24) --resume\n"
+               "             --reps N --json --cache PATH\n"
                "  version    print the version\n\n"
                "exit codes: 0 ok, 1 failed, 2 usage error, 3 no CUDA driver or GPU\n"
                "environment: TFLA_LOG_LEVEL (trace..off), TFLA_DEVICE (ordinal),\n"
@@ -55,6 +62,8 @@ int main(int argc, char** argv) {
     if (cmd == "compile") return cmd_compile(rest);
     if (cmd == "bench") return cmd_bench(rest);
     if (cmd == "cache") return cmd_cache(rest);
+    if (cmd == "tune") return cmd_tune(rest);
+    if (cmd == "tune-worker") return cmd_tune_worker(rest);
     if (cmd == "version" || cmd == "--version") {
       std::printf("tfla %s\n", tfla::version().c_str());
       return kOk;

@@ -1,0 +1,104 @@
+// tfla tune: tunes the forward and backward kernels for a list of shapes (flags or a spec
+// file) and stores the winners in the cache. All GPU work happens in `tfla tune-worker`
+// processes (tuner/); this process enumerates, compiles with NVRTC, records and reports.
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "tfla_cache/cache.hpp"
+#include "tuner/tuner.hpp"
+
+namespace tfla::cli {
+namespace {
+
+std::vector<tuner::TuneProblem> problems_from(const Args& args) {
+  if (args.has("shapes")) {
+    try {
+      return tuner::read_spec_file(args.get("shapes"));
+    } catch (const Error& e) {
+      throw UsageError(e.what());
+    }
+  }
+  std::vector<tuner::TuneProblem> out;
+  tuner::TuneProblem base;
+  try {
+    std::string line = "op=" + args.get("op", "fwbw") + " dtype=" + args.get("dtype", "bf16") +
+                       " dqk=" + args.get("dqk", "256") + " dv=" + args.get("dv", "512") +
+                       " bh=" + args.get("bh", "64") + " seq=" + args.get("seq", "8192");
+    if (args.has("normalize")) line += " normalize=" + args.get("normalize");
+    base = tuner::parse_spec_line(line);
+    const std::string vs = args.get("variant", "exp,sig");
+    size_t pos = 0;
+    while (pos <= vs.size()) {
+      const size_t end = std::min(vs.find(',', pos), vs.size());
+      tuner::TuneProblem t = base;
+      t.variant = tuner::parse_variant(vs.substr(pos, end - pos));
+      out.push_back(t);
+      pos = end + 1;
+    }
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  return out;
+}
+
+}  // namespace
+
+int cmd_tune(const std::vector<std::string>& argv) {
+  Args args(argv, {"resume", "json"},
+            {"op", "variant", "dtype", "dqk", "dv", "bh", "seq", "normalize", "shapes", "budget",
+             "reps", "warmup", "cache", "jobs", "timeout"});
+  if (!args.positionals().empty()) throw UsageError("unexpected argument '" + args.positionals()[0] + "'");
+  const std::vector<tuner::TuneProblem> problems = problems_from(args);
+  tuner::TuneOptions opt;
+  opt.cache_path = args.get("cache", cache::Cache::default_path());
+  if (const char* w = std::getenv("TFLA_TUNE_WORKER"); w && *w) opt.worker_command = w;
+  opt.budget = static_cast<int>(args.get_int("budget", 24));
+  opt.reps = static_cast<int>(args.get_int("reps", 10));
+  opt.warmup = static_cast<int>(args.get_int("warmup", 3));
+  opt.jobs = static_cast<int>(args.get_int("jobs", 0));
+  opt.candidate_timeout_s = args.get_double("timeout", 60);
+  opt.resume = args.flag("resume");
+  if (opt.budget < 0 || opt.reps < 1 || opt.warmup < 0) throw UsageError("--budget, --reps and --warmup must be >= 0 (--reps >= 1)");
+  std::unique_ptr<Progress> bar;
+  std::string stage;
+  opt.progress = [&](const std::string& st, const std::string& what, size_t done, size_t total) {
+    if (st != stage || done == 1) {
+      if (bar) bar->done();
+      stage = st;
+      bar = std::make_unique<Progress>(st, total);
+    }
+    bar->step(what);
+  };
+  const tuner::TuneReport rep = tuner::tune(problems, opt);
+  if (bar) bar->done();
+  if (args.flag("json")) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& r : rep.rows)
+      rows.push_back({{"problem", r.key.to_string()}, {"default_us", r.default_us},
+                      {"winner_us", r.winner_us},
+                      {"speedup", r.winner_us > 0 ? r.default_us / r.winner_us : 0.0},
+                      {"winner", tuner::config_text(r.winner)}, {"ok", r.ok}, {"failed", r.failed},
+                      {"resumed", r.resumed}, {"pruned", r.pruned}});
+    nlohmann::json j{{"device", rep.hello.device_name}, {"env_id", rep.hello.env.id()},
+                     {"cache", opt.cache_path}, {"worker_restarts", rep.worker_restarts}, {"rows", rows}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("tfla tune on %s (%s), cache %s\n", rep.hello.device_name.c_str(), rep.hello.arch.c_str(),
+                opt.cache_path.c_str());
+    std::printf("%-48s %11s %11s %8s %6s %6s  %s\n", "problem", "default us", "winner us", "speedup", "ok",
+                "failed", "winner");
+    for (const auto& r : rep.rows)
+      std::printf("%-48s %11.1f %11.1f %7.2fx %6d %6d  %s\n", r.key.to_string().c_str(), r.default_us,
+                  r.winner_us, r.winner_us > 0 ? r.default_us / r.winner_us : 0.0, r.ok, r.failed,
+                  r.winner.empty() ? "(none passed)" : tuner::config_text(r.winner).c_str());
+    if (rep.worker_restarts) std::printf("worker restarted %d time(s) after faults\n", rep.worker_restarts);
+  }
+  for (const auto& r : rep.rows)
+    if (r.winner.empty()) return kFailed;
+  return kOk;
+}
+
+}  // namespace tfla::cli

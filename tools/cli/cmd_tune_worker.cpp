@@ -1,0 +1,267 @@
+// tfla tune-worker (hidden): the GPU side of `tfla tune`. Reads run requests (JSON lines,
+// tuner/worker.hpp) on stdin and answers each with a result line: times the candidate with CUDA
+// events (warm-up, median of repeats, inputs rotated over sets larger than twice the L2, random
+// data) and validates its outputs on input set 0 against the default config's. A sticky CUDA
+// error is reported as "faulted" and ends the process: the parent starts a fresh worker.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+
+#include "commands.hpp"
+#include "gpu.hpp"
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "runtime/device.hpp"
+#include "runtime/driver.hpp"
+#include "runtime/env_key.hpp"
+#include "tuner/worker.hpp"
+
+namespace tfla::cli {
+namespace {
+using tuner::Family;
+using cache::CandidateResult;
+using cache::CandidateStatus;
+
+// One input set: everything a forward and a backward read.
+struct InputSet {
+  DeviceBuffer q, k, v, i, f, dh, norm;
+};
+
+// Inputs and outputs of one problem, kept while requests for it keep coming.
+struct ProblemData {
+  MlstmProblem p;
+  std::vector<std::unique_ptr<InputSet>> sets;
+  DeviceBuffer h, dq, dk, dv, di, df;
+  std::map<std::string, std::vector<std::vector<float>>> reference;  // family|config -> outputs
+};
+
+float half_to_float(uint16_t h) {
+  const uint32_t s = (h >> 15) & 1, e = (h >> 10) & 31, m = h & 1023;
+  const float v = e == 0 ? std::ldexp(static_cast<float>(m), -24)
+                 : e == 31 ? (m ? NAN : INFINITY)
+                           : std::ldexp(static_cast<float>(m | 1024), static_cast<int>(e) - 25);
+  return s ? -v : v;
+}
+std::vector<float> download(const DeviceBuffer& b, DType dt, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  if (dt == DType::FP32) {
+    b.download(out.data(), n * 4);
+    return out;
+  }
+  std::vector<uint16_t> raw(static_cast<size_t>(n));
+  b.download(raw.data(), n * 2);
+  for (int64_t x = 0; x < n; ++x) {
+    if (dt == DType::BF16) {
+      const uint32_t bits = static_cast<uint32_t>(raw[x]) << 16;
+      std::memcpy(&out[x], &bits, 4);
+    } else {
+      out[x] = half_to_float(raw[x]);
+    }
+  }
+  return out;
+}
+double rel_error(const std::vector<float>& a, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t x = 0; x < a.size(); ++x) {
+    const double d = static_cast<double>(a[x]) - ref[x];
+    num += d * d;
+    den += static_cast<double>(ref[x]) * ref[x];
+  }
+  if (std::isnan(num) || std::isnan(den)) return NAN;
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+std::unique_ptr<ProblemData> make_data(const MlstmProblem& p, int64_t l2_bytes) {
+  auto d = std::make_unique<ProblemData>();
+  d->p = p;
+  const size_t eb = dtype_bytes(p.dtype);
+  const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
+  const int64_t set_bytes = static_cast<int64_t>((2 * n_qk + 2 * n_v) * eb + n_g * 12);
+  int n_sets = static_cast<int>(std::max<int64_t>(2, (2 * l2_bytes + set_bytes - 1) / std::max<int64_t>(set_bytes, 1)));
+  n_sets = std::min(n_sets, 8);
+  for (int s = 0; s < n_sets; ++s) {
+    auto in = std::make_unique<InputSet>();
+    const uint64_t seed = 1000 * (s + 1);
+    in->q = DeviceBuffer(n_qk * eb); in->k = DeviceBuffer(n_qk * eb); in->v = DeviceBuffer(n_v * eb);
+    in->dh = DeviceBuffer(n_v * eb); in->i = DeviceBuffer(n_g * 4); in->f = DeviceBuffer(n_g * 4);
+    in->norm = DeviceBuffer(n_g * 4);
+    fill_random(in->q.get(), p.dtype, n_qk, seed + 1, 0.f, 1.f);
+    fill_random(in->k.get(), p.dtype, n_qk, seed + 2, 0.f, 1.f);
+    fill_random(in->v.get(), p.dtype, n_v, seed + 3, 0.f, 1.f);
+    fill_random(in->dh.get(), p.dtype, n_v, seed + 4, 0.f, 1.f);
+    fill_random(in->i.get(), DType::FP32, n_g, seed + 5, 0.f, 1.f);
+    fill_random(in->f.get(), DType::FP32, n_g, seed + 6, 3.f, 1.f);
+    d->sets.push_back(std::move(in));
+  }
+  d->h = DeviceBuffer(n_v * eb);
+  d->dq = DeviceBuffer(n_qk * eb); d->dk = DeviceBuffer(n_qk * eb); d->dv = DeviceBuffer(n_v * eb);
+  d->di = DeviceBuffer(n_g * 4); d->df = DeviceBuffer(n_g * 4);
+  // The backward reads the forward's normalizer: one default forward per set.
+  DeviceBuffer ws(ops::fwd_workspace(p, ops::default_fwd_config(p)).total);
+  for (auto& in : d->sets) {
+    ForwardTensors t;
+    t.q = in->q.get(); t.k = in->k.get(); t.v = in->v.get(); t.i = in->i.get(); t.f = in->f.get();
+    t.h = d->h.get(); t.norm = in->norm.as<float>();
+    LaunchOptions o;
+    o.workspace = ws.get();
+    o.workspace_bytes = ws.bytes();
+    ops::forward_with_config(p, t, o, ops::default_fwd_config(p));
+  }
+  synchronize();
+  return d;
+}
+
+// Launches the family with config c on input set s (workspace ws).
+void launch(Family fam, ProblemData& d, const Config& c, int s, const DeviceBuffer& ws) {
+  const InputSet& in = *d.sets[static_cast<size_t>(s)];
+  LaunchOptions o;
+  o.workspace = ws.get();
+  o.workspace_bytes = ws.bytes();
+  if (fam == Family::Fwd) {
+    ops::FwdConfig cfg;
+    cfg.apply(c);
+    ForwardTensors t;
+    t.q = in.q.get(); t.k = in.k.get(); t.v = in.v.get(); t.i = in.i.get(); t.f = in.f.get();
+    t.h = d.h.get();
+    ops::forward_with_config(d.p, t, o, cfg);
+    return;
+  }
+  ops::BwdConfig cfg;
+  cfg.apply(c);
+  BackwardTensors t;
+  t.q = in.q.get(); t.k = in.k.get(); t.v = in.v.get(); t.i = in.i.get(); t.f = in.f.get();
+  t.dh = in.dh.get(); t.norm = in.norm.as<float>();
+  t.dq = d.dq.get(); t.dk = d.dk.get(); t.dv = d.dv.get(); t.di = d.di.get(); t.df = d.df.get();
+  ops::backward_with_config(d.p, t, o, cfg);
+}
+
+size_t workspace_bytes(Family fam, const MlstmProblem& p, const Config& c) {
+  if (fam == Family::Fwd) {
+    ops::FwdConfig cfg;
+    cfg.apply(c);
+    return ops::fwd_workspace(p, cfg).total;
+  }
+  ops::BwdConfig cfg;
+  cfg.apply(c);
+  return ops::bwd_workspace(p, cfg).total;
+}
+
+std::vector<std::vector<float>> outputs(Family fam, const ProblemData& d) {
+  const MlstmProblem& p = d.p;
+  const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
+  if (fam == Family::Fwd) return {download(d.h, p.dtype, n_v)};
+  return {download(d.dq, p.dtype, n_qk), download(d.dk, p.dtype, n_qk), download(d.dv, p.dtype, n_v),
+          download(d.di, DType::FP32, n_g), download(d.df, DType::FP32, n_g)};
+}
+
+// A sticky error leaves the context unusable: report and let the parent restart us.
+bool sticky_fault(std::string* why) {
+  const CUresult r = rt::driver().cuCtxSynchronize();
+  if (r == CUDA_SUCCESS) return false;
+  const char* name = nullptr;
+  rt::driver().cuGetErrorName(r, &name);
+  *why = std::string("CUDA error after launch: ") + (name ? name : "unknown");
+  return true;
+}
+
+CandidateResult run_candidate(const tuner::RunRequest& req, ProblemData& d) {
+  CandidateResult r;
+  const MlstmProblem& p = d.p;
+  try {
+    // The reference outputs (the default config on set 0), once per problem and family.
+    const std::string ref_key = std::string(to_string(req.family)) + "|" + tuner::config_text(req.reference);
+    if (!d.reference.count(ref_key)) {
+      DeviceBuffer ws(workspace_bytes(req.family, p, req.reference));
+      launch(req.family, d, req.reference, 0, ws);
+      synchronize();
+      d.reference[ref_key] = outputs(req.family, d);
+    }
+    DeviceBuffer ws(workspace_bytes(req.family, p, req.config));
+    launch(req.family, d, req.config, 0, ws);
+    synchronize();
+    const auto got = outputs(req.family, d);
+    const auto& ref = d.reference[ref_key];
+    const double tol = p.dtype == DType::FP32 ? 1e-4 : 2e-2;
+    for (size_t o = 0; o < got.size(); ++o) {
+      const double e = rel_error(got[o], ref[o]);
+      r.max_rel_error = std::isnan(e) || std::isnan(r.max_rel_error) ? NAN : std::max(r.max_rel_error, e);
+    }
+    if (!(r.max_rel_error <= tol)) {
+      r.status = CandidateStatus::WrongResult;
+      r.message = "relative error " + std::to_string(r.max_rel_error) + " against the default, limit " + std::to_string(tol);
+      return r;
+    }
+    int s = 0;
+    const int n_sets = static_cast<int>(d.sets.size());
+    std::vector<double> ms = time_ms([&] { launch(req.family, d, req.config, s++ % n_sets, ws); },
+                                     req.warmup, std::max(1, req.reps));
+    r.status = CandidateStatus::Ok;
+    r.time_median_us = median(ms) * 1e3;
+    r.time_spread_us = (ms.back() - ms.front()) * 1e3;
+  } catch (const Error& e) {
+    r.status = CandidateStatus::LaunchFailed;
+    r.message = e.what();
+  }
+  std::string why;
+  if (sticky_fault(&why)) {
+    r.status = CandidateStatus::Faulted;
+    r.message = why + (r.message.empty() ? "" : " (" + r.message + ")");
+  }
+  return r;
+}
+
+}  // namespace
+
+int cmd_tune_worker(const std::vector<std::string>&) {
+  tuner::Hello hello;
+  int ord = 0;
+  try {
+    ord = rt::ensure_context();
+    const DeviceInfo& dev = rt::device_info(ord);
+    hello.ok = true;
+    hello.device_name = dev.name;
+    hello.arch = dev.arch;
+    hello.smem_optin_bytes = dev.smem_optin_bytes;
+    hello.l2_bytes = dev.l2_bytes;
+    hello.env = rt::current_env_key(dev);
+  } catch (const Error& e) {
+    hello = {};
+    hello.no_gpu = e.code() == ErrorCode::NoDriver;
+    hello.error = e.what();
+  }
+  std::printf("%s\n", tuner::to_line(hello).c_str());
+  std::fflush(stdout);
+  if (!hello.ok) return hello.no_gpu ? kNoGpu : kFailed;
+  std::map<std::string, std::unique_ptr<ProblemData>> data;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.empty()) continue;
+    const tuner::RunRequest req = tuner::parse_request(line);
+    CandidateResult r;
+    try {
+      const std::string pk = req.problem.to_string();
+      if (!data.count(pk)) {
+        data.clear();  // one problem's inputs at a time
+        data[pk] = make_data(req.problem.problem(), hello.l2_bytes);
+      }
+      r = run_candidate(req, *data[pk]);
+    } catch (const Error& e) {  // inputs could not be made (memory): not the candidate's fault
+      r.status = CandidateStatus::LaunchFailed;
+      r.message = e.what();
+      std::string why;
+      if (sticky_fault(&why)) {
+        r.status = CandidateStatus::Faulted;
+        r.message = why;
+      }
+    }
+    std::printf("%s\n", tuner::to_line(r).c_str());
+    std::fflush(stdout);
+    if (r.status == CandidateStatus::Faulted) return kFailed;
+  }
+  return kOk;
+}
+
+}  // namespace tfla::cli
