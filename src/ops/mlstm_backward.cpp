@@ -3,7 +3,9 @@
 #include <string>
 
 #include "ops/mlstm_forward.hpp"
+#include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "tfla/mlstm_params.cuh"
 
@@ -121,15 +123,27 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
 
-  const BwdKernels ks = render_bwd(p, cfg);
-  const rt::LoadedKernel& k_gates = rt::get_kernel(ks.gates);
-  const rt::LoadedKernel& k_states = rt::get_kernel(ks.states);
-  const rt::LoadedKernel& k_dstates = rt::get_kernel(ks.dstates);
-  const rt::LoadedKernel& k_dq = rt::get_kernel(ks.dq);
-  const rt::LoadedKernel& k_dk = rt::get_kernel(ks.dk);
-  const rt::LoadedKernel& k_dv = rt::get_kernel(ks.dv);
-  const rt::LoadedKernel& k_gl = rt::get_kernel(ks.gates_local);
-  const rt::LoadedKernel& k_gdf = rt::get_kernel(ks.gates_df);
+  rt::ensure_context();
+  static KernelMemo<8> memo;
+  const MemoKey key{2,           static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
+                    static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, cfg.chunk,
+                    cfg.st_siz_b_k, cfg.st_siz_b_v, cfg.st_sub, cfg.st_warps_m, cfg.st_warps_n,
+                    cfg.ds_siz_b_k, cfg.ds_siz_b_v, cfg.ds_sub, cfg.ds_warps_m, cfg.ds_warps_n,
+                    cfg.siz_b_r, cfg.siz_b_t, cfg.siz_b_nqk, cfg.siz_b_nv, cfg.siz_b_kc,
+                    cfg.warps_m, cfg.warps_n};
+  const auto kernels = memo.get(key, [&] {
+    const BwdKernels ks = render_bwd(p, cfg);
+    return std::vector<rt::KernelSpec>{ks.gates, ks.states, ks.dstates, ks.dq, ks.dk, ks.dv,
+                                       ks.gates_local, ks.gates_df};
+  });
+  const rt::LoadedKernel& k_gates = *kernels[0];
+  const rt::LoadedKernel& k_states = *kernels[1];
+  const rt::LoadedKernel& k_dstates = *kernels[2];
+  const rt::LoadedKernel& k_dq = *kernels[3];
+  const rt::LoadedKernel& k_dk = *kernels[4];
+  const rt::LoadedKernel& k_dv = *kernels[5];
+  const rt::LoadedKernel& k_gl = *kernels[6];
+  const rt::LoadedKernel& k_gdf = *kernels[7];
 
   const bool saved = t.saved != nullptr;
   const BwdWorkspace ws = bwd_workspace(p, cfg, saved);

@@ -2,7 +2,9 @@
 
 #include <string>
 
+#include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "tfla/mlstm_params.cuh"
 
@@ -99,10 +101,19 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
 
-  const FwdKernels ks = render_fwd(p, cfg);
-  const rt::LoadedKernel& k_gates = rt::get_kernel(ks.gates);
-  const rt::LoadedKernel& k_states = rt::get_kernel(ks.states);
-  const rt::LoadedKernel& k_output = rt::get_kernel(ks.output);
+  rt::ensure_context();
+  static KernelMemo<3> memo;
+  const MemoKey key{1,          static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
+                    static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, cfg.chunk,
+                    cfg.siz_b_q, cfg.siz_b_kv, cfg.siz_b_v, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n,
+                    cfg.st_siz_b_k, cfg.st_siz_b_v, cfg.st_sub, cfg.st_warps_m, cfg.st_warps_n};
+  const auto kernels = memo.get(key, [&] {
+    const FwdKernels ks = render_fwd(p, cfg);
+    return std::vector<rt::KernelSpec>{ks.gates, ks.states, ks.output};
+  });
+  const rt::LoadedKernel& k_gates = *kernels[0];
+  const rt::LoadedKernel& k_states = *kernels[1];
+  const rt::LoadedKernel& k_output = *kernels[2];
 
   const bool saved = t.saved != nullptr;
   const FwdWorkspace ws = fwd_workspace(p, cfg.chunk, saved);

@@ -1,5 +1,6 @@
 // tfla bench: times the kernels on the GPU over the paper's constant-token sweep and prints
 // ms, TFLOP/s, GB/s and the extra device memory of each shape (table, --csv, --json).
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <fstream>
@@ -126,14 +127,56 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   return r;
 }
 
+// Host time per mlstm_forward call on a warm process (kernels loaded, caller workspace): the
+// library's dispatch (argument checks, config, memo lookup) plus the three launches.
+int bench_overhead(bool json) {
+  MlstmProblem p;
+  p.B = 1; p.NH = 1; p.S = 64; p.Dqk = 64; p.Dv = 64;
+  const int64_t n_qk = p.S * p.Dqk, n_g = p.S;
+  DeviceBuffer q(n_qk * 2), k(n_qk * 2), v(n_qk * 2), h(n_qk * 2), ig(n_g * 4), fg(n_g * 4);
+  fill_random(q.get(), p.dtype, n_qk, 1, 0.f, 1.f);
+  fill_random(k.get(), p.dtype, n_qk, 2, 0.f, 1.f);
+  fill_random(v.get(), p.dtype, n_qk, 3, 0.f, 1.f);
+  fill_random(ig.get(), DType::FP32, n_g, 4, 0.f, 1.f);
+  fill_random(fg.get(), DType::FP32, n_g, 5, 3.f, 1.f);
+  const size_t ws_bytes = mlstm_forward_workspace_size(p);
+  DeviceBuffer ws(ws_bytes);
+  ForwardTensors t;
+  t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+  LaunchOptions o;
+  o.workspace = ws.get();
+  o.workspace_bytes = ws_bytes;
+  mlstm_forward(p, t, o);  // warm: compile or load from the cubin cache
+  synchronize();
+  std::vector<double> per_call_us;
+  for (int rep = 0; rep < 5; ++rep) {
+    const int calls = 200;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) mlstm_forward(p, t, o);
+    const auto t1 = std::chrono::steady_clock::now();
+    synchronize();
+    per_call_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
+  }
+  const double med = median(per_call_us);
+  if (json)
+    std::printf("{\"op\": \"overhead\", \"host_us_per_forward_call\": %.3f, \"launches_per_call\": 3}\n", med);
+  else
+    std::printf("host time per mlstm_forward call (3 kernel launches, warm process): %.2f us (median of 5 x 200 calls)\n", med);
+  return kOk;
+}
+
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& argv) {
   Args args(argv, {"json", "saved"},
             {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
              "warmup", "reps", "normalize"});
-  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward or fwbw");
+  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward, fwbw or overhead");
   const std::string op_name = args.positionals()[0];
+  if (op_name == "overhead") {
+    rt::ensure_context();
+    return bench_overhead(args.flag("json"));
+  }
   const std::string op = op_name == "forward" ? "fwd" : op_name == "backward" ? "bwd" : op_name == "fwbw" ? "fwbw" : "";
   if (op.empty()) throw UsageError("unknown bench op '" + op_name + "' (forward, backward, fwbw)");
   std::string why;
