@@ -6,6 +6,7 @@
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/tuned_config.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/kernel.hpp"
@@ -88,7 +89,8 @@ size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& c
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options) {
   ops::check_problem(problem);
-  const ops::FwdConfig cfg = ops::resolve_fwd_config(problem, options.config);
+  const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "fwd") : options.config;
+  const ops::FwdConfig cfg = ops::resolve_fwd_config(problem, pinned);
   ops::forward_with_config(problem, tensors, options, cfg);
 }
 
@@ -116,7 +118,18 @@ size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
-  const ops::BwdConfig cfg = ops::resolve_bwd_config(problem, options.config);
+  Config pinned = options.config.empty() ? ops::tuned_config(problem, "bwd") : options.config;
+  ops::BwdConfig cfg = ops::resolve_bwd_config(problem, pinned);
+  if (tensors.saved && !pinned.count("chunk") &&
+      ops::saved_size(problem, cfg.chunk) != tensors.saved_bytes) {
+    // Reading the forward's saved states: use the chunk length the forward used (the one
+    // whose saved layout has exactly this size), whatever was tuned for the backward.
+    for (int chunk = 16; chunk <= 8192; chunk += 16)
+      if (ops::saved_size(problem, chunk) == tensors.saved_bytes) {
+        cfg = ops::resolve_bwd_config(problem, {{"chunk", chunk}});
+        break;
+      }
+  }
   ops::backward_with_config(problem, tensors, options, cfg);
 }
 

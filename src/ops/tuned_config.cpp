@@ -1,0 +1,94 @@
+#include "ops/tuned_config.hpp"
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "ops/bwd_config.hpp"
+#include "ops/fwd_config.hpp"
+#include "runtime/cubin_store.hpp"
+#include "runtime/device.hpp"
+#include "runtime/env_key.hpp"
+#include "runtime/log.hpp"
+#include "tfla_cache/cache.hpp"
+
+namespace tfla::ops {
+namespace {
+
+bool lookups_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("TFLA_TUNED");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
+Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
+  cache::Cache* db = rt::CubinStore::process().cache();
+  if (!db) return {};
+  const DeviceInfo& dev = rt::device_info(ordinal);
+  cache::ProblemKey key;
+  key.op = op;
+  key.variant = to_string(p.variant);
+  key.normalize = p.normalize;
+  key.dtype = to_string(p.dtype);
+  key.dqk = static_cast<int>(p.Dqk);
+  key.dv = static_cast<int>(p.Dv);
+  key.layout = "bhsd";  // the tuner times contiguous (B, NH, S, D); strides do not change tiles
+  key.batch_heads = p.B * p.NH;
+  key.seq_len = p.S;
+  const bool fwd = std::strcmp(op, "fwd") == 0;
+  auto valid = [&](const cache::Config& c) {
+    try {
+      Config pinned(c.values.begin(), c.values.end());
+      if (fwd) {
+        const FwdConfig f = resolve_fwd_config(p, pinned);
+        return check_fwd_config(f, p).empty() && fwd_output_smem(f, p) <= dev.smem_optin_bytes &&
+               fwd_states_smem(f, p) <= dev.smem_optin_bytes;
+      }
+      const BwdConfig b = resolve_bwd_config(p, pinned);
+      if (!check_bwd_config(b, p).empty()) return false;
+      for (int mode = 0; mode < 3; ++mode)
+        if (bwd_tile_smem(b, p, mode) > dev.smem_optin_bytes) return false;
+      return bwd_dstates_smem(b, p) <= dev.smem_optin_bytes;
+    } catch (const Error&) {
+      return false;
+    }
+  };
+  const cache::LookupResult r = db->lookup(rt::current_env_key(dev), key, valid);
+  log_debug("tuned config for {} {}: {} ({})", op, key.to_string(), cache::to_string(r.kind), r.why);
+  if (!r.entry) return {};
+  return Config(r.entry->winner.values.begin(), r.entry->winner.values.end());
+}
+
+}  // namespace
+
+Config tuned_config(const MlstmProblem& p, const char* op) {
+  if (!lookups_enabled()) return {};
+  const int ordinal = rt::ensure_context();
+  using Key = std::array<int64_t, 11>;
+  static std::mutex mu;
+  static std::map<Key, Config> memo;
+  const Key key{op[0], static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
+                static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, p.B * p.NH, p.S,
+                ordinal, 0};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = memo.find(key);
+    if (it != memo.end()) return it->second;
+  }
+  Config c;
+  try {
+    c = lookup(p, op, ordinal);
+  } catch (const std::exception& e) {
+    static std::once_flag once;
+    std::call_once(once, [&] { log_warn("tuned-config lookup failed, using defaults: {}", e.what()); });
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  memo.emplace(key, c);
+  return c;
+}
+
+}  // namespace tfla::ops

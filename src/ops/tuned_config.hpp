@@ -1,0 +1,14 @@
+// Dispatch from the tuned-config cache: the configuration an op uses when the caller pins none.
+// Looked up once per (op, problem, shape) per process: exact shape, then the same bucket, then
+// the nearest tuned neighbour whose config is valid for this shape (Cache::lookup); none found
+// means the analytic default. The hot path sees only an in-process memo (no SQLite).
+#pragma once
+#include "tfla/tfla.hpp"
+
+namespace tfla::ops {
+
+// op: "fwd" or "bwd". Returns the tuned config's keys, or {} for the heuristic default. Never
+// throws for cache problems (logged once); TFLA_TUNED=0 turns the lookup off.
+Config tuned_config(const MlstmProblem& p, const char* op);
+
+}  // namespace tfla::ops
