@@ -10,6 +10,7 @@
 #include "ops/fwd_config.hpp"
 #include "runtime/cubin_store.hpp"
 #include "runtime/device.hpp"
+#include "runtime/driver.hpp"
 #include "runtime/env_key.hpp"
 #include "runtime/log.hpp"
 #include "tfla_cache/cache.hpp"
@@ -66,8 +67,15 @@ Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
 }  // namespace
 
 Config tuned_config(const MlstmProblem& p, const char* op) {
-  if (!lookups_enabled()) return {};
-  const int ordinal = rt::ensure_context();
+  // Without a usable device there is nothing to look up; the op's own checks then report bad
+  // arguments (or the missing driver) in their usual order.
+  if (!lookups_enabled() || !rt::driver_available()) return {};
+  int ordinal = 0;
+  try {
+    ordinal = rt::ensure_context();
+  } catch (const Error&) {
+    return {};
+  }
   using Key = std::array<int64_t, 11>;
   static std::mutex mu;
   static std::map<Key, Config> memo;
