@@ -74,7 +74,8 @@ RuntimeInfo runtime_info() {
 
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
-  const ops::FwdConfig cfg = ops::resolve_fwd_config(problem, pinned);
+  const ops::FwdConfig cfg =
+      ops::resolve_fwd_config(problem, pinned.empty() ? ops::tuned_config(problem, "fwd") : pinned);
   if (std::string why = ops::check_fwd_config(cfg, problem); !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
   return cfg.to_config();
@@ -96,7 +97,8 @@ void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
 
 Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
-  const ops::BwdConfig cfg = ops::resolve_bwd_config(problem, pinned);
+  const ops::BwdConfig cfg =
+      ops::resolve_bwd_config(problem, pinned.empty() ? ops::tuned_config(problem, "bwd") : pinned);
   if (std::string why = ops::check_bwd_config(cfg, problem); !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(cfg.to_config()));
   return cfg.to_config();

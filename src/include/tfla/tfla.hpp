@@ -127,7 +127,8 @@ size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& c
 // The chunkwise TFLA forward. Asynchronous on options.stream; throws tfla::Error on bad input.
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options = {});
-// The configuration mlstm_forward would use for this problem (config keys filled in).
+// The configuration mlstm_forward would use for this problem (config keys filled in): the
+// pinned keys over the tuned entry from the cache (when pinned is empty) or the default.
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned = {});
 
 struct BackwardTensors {
