@@ -5,6 +5,7 @@
 #include "ops/mlstm_forward.hpp"
 #include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/workspace.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "tfla/mlstm_params.cuh"
@@ -17,10 +18,6 @@ const char* type_name(DType d) {
 }
 std::string b(bool x) { return x ? "true" : "false"; }
 std::string s(int64_t x) { return std::to_string(x); }
-size_t align256(size_t x) { return (x + 255) / 256 * 256; }
-Strides gate_resolve(const Strides& s0, const MlstmProblem& p) {
-  return (s0.b == 0 && s0.h == 0 && s0.s == 0) ? Strides{p.NH * p.S, p.S, 1} : s0;
-}
 
 }  // namespace
 
@@ -67,12 +64,8 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved
   const size_t eb = dtype_bytes(p.dtype);
   BwdWorkspace w;
   w.dclast_parts = static_cast<int>((p.Dqk / c.ds_siz_b_k) * (p.Dv / c.ds_siz_b_v));
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    const size_t at = off;
-    off += align256(bytes);
-    return at;
-  };
+  WorkspaceLayout layout;
+  auto take = [&](size_t bytes) { return layout.take(bytes); };
   if (!saved) {
     w.gate_b = take(bh * s_pad * 4);
     w.gate_u = take(bh * s_pad * 4);
@@ -89,7 +82,7 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved
   w.xpart = take(bh * s_pad * 2 * w.xparts * 4);
   w.row_x = take(bh * s_pad * 4);
   w.chunk_x = take(bh * nc * 4);
-  w.total = off;
+  w.total = layout.total();
   return w;
 }
 
@@ -105,8 +98,8 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   check_tensor("dq", t.dq, t.dq_strides, p, p.Dqk);
   check_tensor("dk", t.dk, t.dk_strides, p, p.Dqk);
   check_tensor("dv", t.dv, t.dv_strides, p, p.Dv);
-  const Strides is = gate_resolve(t.i_strides, p), fs = gate_resolve(t.f_strides, p);
-  const Strides dis = gate_resolve(t.di_strides, p), dfs = gate_resolve(t.df_strides, p);
+  const Strides is = resolve_gate(t.i_strides, p), fs = resolve_gate(t.f_strides, p);
+  const Strides dis = resolve_gate(t.di_strides, p), dfs = resolve_gate(t.df_strides, p);
   check_gate("i", t.i, is, p);
   check_gate("f", t.f, fs, p);
   check_gate("di", t.di, dis, p);

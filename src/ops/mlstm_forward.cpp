@@ -4,6 +4,7 @@
 
 #include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/workspace.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "tfla/mlstm_params.cuh"
@@ -21,7 +22,6 @@ const char* dtype_type(DType d) {
 }
 std::string b(bool x) { return x ? "true" : "false"; }
 std::string s(int64_t x) { return std::to_string(x); }
-size_t align256(size_t x) { return (x + 255) / 256 * 256; }
 
 }  // namespace
 
@@ -55,12 +55,8 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last) {
   const size_t nc = static_cast<size_t>((p.S + chunk - 1) / chunk);
   const size_t s_pad = nc * chunk;
   FwdWorkspace w;
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    const size_t at = off;
-    off += align256(bytes);
-    return at;
-  };
+  WorkspaceLayout layout;
+  auto take = [&](size_t bytes) { return layout.take(bytes); };
   w.gate_b = take(bh * s_pad * 4);
   w.gate_u = take(bh * s_pad * 4);
   w.gate_pm = take(bh * s_pad * 4);
@@ -70,7 +66,7 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last) {
   w.states_C = take(bh * nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
   w.states_n = take(bh * nc * p.Dqk * 4);
   if (with_last) w.C_last = take(bh * p.Dqk * p.Dv * 4);
-  w.total = off;
+  w.total = layout.total();
   return w;
 }
 
@@ -83,11 +79,7 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
   check_tensor("v", t.v, t.v_strides, p, p.Dv);
   check_tensor("h", t.h, t.h_strides, p, p.Dv);
-  const Strides gate_default{p.NH * p.S, p.S, 1};
-  auto gate_strides = [&](const Strides& s0) {
-    return (s0.b == 0 && s0.h == 0 && s0.s == 0) ? gate_default : s0;
-  };
-  const Strides is = gate_strides(t.i_strides), fs = gate_strides(t.f_strides);
+  const Strides is = resolve_gate(t.i_strides, p), fs = resolve_gate(t.f_strides, p);
   check_gate("i", t.i, is, p);
   check_gate("f", t.f, fs, p);
   check_optional_f32("norm", t.norm);

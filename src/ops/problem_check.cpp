@@ -31,6 +31,11 @@ Strides resolve(const Strides& s, const MlstmProblem& p, int64_t d) {
   return s;
 }
 
+Strides resolve_gate(const Strides& s, const MlstmProblem& p) {
+  if (s.b == 0 && s.h == 0 && s.s == 0) return Strides{p.NH * p.S, p.S, 1};
+  return s;
+}
+
 void check_tensor(const char* name, const void* ptr, const Strides& s0, const MlstmProblem& p, int64_t d) {
   if (!ptr) invalid(std::string(name) + " is null");
   const auto addr = reinterpret_cast<uintptr_t>(ptr);

@@ -8,6 +8,8 @@ namespace tfla::ops {
 void check_problem(const MlstmProblem& p);
 // Contiguous strides for a (B, NH, S, D) tensor when s is all zero, else s.
 Strides resolve(const Strides& s, const MlstmProblem& p, int64_t d);
+// Contiguous (B, NH, S) strides for a gate tensor when s is all zero, else s.
+Strides resolve_gate(const Strides& s, const MlstmProblem& p);
 // Checks a feature tensor: non-null, 16-byte aligned, strides multiples of 16 bytes.
 void check_tensor(const char* name, const void* ptr, const Strides& s, const MlstmProblem& p,
                   int64_t d);
