@@ -120,7 +120,7 @@ size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
-  Config pinned = options.config.empty() ? ops::tuned_config(problem, "bwd") : options.config;
+  const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "bwd") : options.config;
   ops::BwdConfig cfg = ops::resolve_bwd_config(problem, pinned);
   if (tensors.saved && !pinned.count("chunk") &&
       ops::saved_size(problem, cfg.chunk) != tensors.saved_bytes) {

@@ -78,6 +78,16 @@ tfla::Config config_of(const char* text) {
 
 tfla::Strides strides_of(const tfla_strides& s) { return tfla::Strides{s.b, s.h, s.s}; }
 
+tfla::LaunchOptions launch_options(void* stream, void* workspace, size_t workspace_bytes,
+                                   const char* config) {
+  tfla::LaunchOptions o;
+  o.stream = stream;
+  o.workspace = workspace;
+  o.workspace_bytes = workspace_bytes;
+  o.config = config_of(config);
+  return o;
+}
+
 }  // namespace
 
 extern "C" {
@@ -114,12 +124,7 @@ tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_t
     x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0;
     x.C_last = t->C_last; x.n_last = t->n_last; x.m_last = t->m_last;
     x.saved = t->saved; x.saved_bytes = t->saved_bytes;
-    tfla::LaunchOptions o;
-    o.stream = stream;
-    o.workspace = workspace;
-    o.workspace_bytes = workspace_bytes;
-    o.config = config_of(config);
-    tfla::mlstm_forward(problem_of(problem), x, o);
+    tfla::mlstm_forward(problem_of(problem), x, launch_options(stream, workspace, workspace_bytes, config));
   });
 }
 
@@ -160,12 +165,7 @@ tfla_status tfla_mlstm_backward(const tfla_problem* problem, const tfla_backward
     x.df_strides = strides_of(t->df_strides);
     x.dC0 = t->dC0;
     x.saved = t->saved; x.saved_bytes = t->saved_bytes;
-    tfla::LaunchOptions o;
-    o.stream = stream;
-    o.workspace = workspace;
-    o.workspace_bytes = workspace_bytes;
-    o.config = config_of(config);
-    tfla::mlstm_backward(problem_of(problem), x, o);
+    tfla::mlstm_backward(problem_of(problem), x, launch_options(stream, workspace, workspace_bytes, config));
   });
 }
 

@@ -66,15 +66,16 @@ Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
 
 }  // namespace
 
-Config tuned_config(const MlstmProblem& p, const char* op) {
+const Config& tuned_config(const MlstmProblem& p, const char* op) {
+  static const Config kNone;
   // Without a usable device there is nothing to look up; the op's own checks then report bad
   // arguments (or the missing driver) in their usual order.
-  if (!lookups_enabled() || !rt::driver_available()) return {};
+  if (!lookups_enabled() || !rt::driver_available()) return kNone;
   int ordinal = 0;
   try {
     ordinal = rt::ensure_context();
   } catch (const Error&) {
-    return {};
+    return kNone;
   }
   using Key = std::array<int64_t, 11>;
   static std::mutex mu;
@@ -95,8 +96,7 @@ Config tuned_config(const MlstmProblem& p, const char* op) {
     std::call_once(once, [&] { log_warn("tuned-config lookup failed, using defaults: {}", e.what()); });
   }
   std::lock_guard<std::mutex> lock(mu);
-  memo.emplace(key, c);
-  return c;
+  return memo.emplace(key, std::move(c)).first->second;
 }
 
 }  // namespace tfla::ops

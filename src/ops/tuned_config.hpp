@@ -7,8 +7,10 @@
 
 namespace tfla::ops {
 
-// op: "fwd" or "bwd". Returns the tuned config's keys, or {} for the heuristic default. Never
-// throws for cache problems (logged once); TFLA_TUNED=0 turns the lookup off.
-Config tuned_config(const MlstmProblem& p, const char* op);
+// op: "fwd" or "bwd". Returns the tuned config's keys, or an empty config for the heuristic
+// default. The reference stays valid for the process (memo entries are never erased), so a hot
+// call copies nothing. Never throws for cache problems (logged once); TFLA_TUNED=0 turns the
+// lookup off.
+const Config& tuned_config(const MlstmProblem& p, const char* op);
 
 }  // namespace tfla::ops
