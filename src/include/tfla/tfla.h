@@ -105,7 +105,63 @@ tfla_status tfla_mlstm_backward(const tfla_problem* problem, const tfla_backward
                                 void* stream, void* workspace, size_t workspace_bytes,
                                 const char* config);
 
+/* ---- recurrent step: problem->S = T tokens (1 = one generation step), states in place ---- */
+typedef struct {
+  const void* q; /* (B, NH, T, Dqk) */
+  const void* k; /* (B, NH, T, Dqk) */
+  const void* v; /* (B, NH, T, Dv) */
+  const void* i; /* (B, NH, T) */
+  const void* f; /* (B, NH, T) */
+  tfla_strides q_strides, k_strides, v_strides, i_strides, f_strides;
+  void* h; /* (B, NH, T, Dv) out */
+  tfla_strides h_strides;
+  float* C; /* (B, NH, Dqk, Dv) fp32 in/out */
+  float* n; /* (B, NH, Dqk) fp32 in/out */
+  float* m; /* (B, NH) fp32 in/out (mLSTMsig: may be NULL) */
+} tfla_step_tensors;
+
+tfla_status tfla_mlstm_step(const tfla_problem* problem, const tfla_step_tensors* tensors,
+                            void* stream, const char* config);
+
+/* The configuration an op would use ("key=value,..."), written to buf (NUL-terminated).
+ * op: "fwd", "bwd" or "step"; pinned: NULL or "key=value,...". *needed gets the length + 1. */
+tfla_status tfla_mlstm_config(const tfla_problem* problem, const char* op, const char* pinned,
+                              char* buf, size_t buf_bytes, size_t* needed);
+
+/* ---- backend ---- */
+typedef enum { TFLA_MODE_TRAIN = 0, TFLA_MODE_INFERENCE = 1 } tfla_mode;
+typedef enum { TFLA_KERNEL_CHUNKWISE = 0, TFLA_KERNEL_PARALLEL = 1, TFLA_KERNEL_STEP = 2 } tfla_kernel_kind;
+typedef struct {
+  int mode;       /* tfla_mode */
+  int variant;    /* tfla_variant */
+  int normalize;
+  int dtype;      /* tfla_dtype */
+  int gate_dtype; /* tfla_dtype */
+  float eps;
+  float scale;                 /* 0 = 1/sqrt(Dqk) */
+  const char* config;          /* NULL or "key=value,...": pinned forward/backward config */
+  const char* step_config;     /* NULL or pinned step config */
+  int64_t max_step_tokens;     /* inference: S <= this runs on the step kernel; <= 0 = default */
+} tfla_backend_options;
+typedef struct tfla_backend tfla_backend;
+
+tfla_status tfla_backend_create(const tfla_backend_options* options, tfla_backend** backend);
+void tfla_backend_destroy(tfla_backend* backend);
+/* *kind: the tfla_kernel_kind forward() would use for this shape. */
+tfla_status tfla_backend_choose(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
+                                int64_t Dqk, int64_t Dv, int* kind);
+tfla_status tfla_backend_forward(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
+                                 int64_t Dqk, int64_t Dv, const tfla_forward_tensors* tensors,
+                                 void* stream, int* kind);
+tfla_status tfla_backend_backward(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
+                                  int64_t Dqk, int64_t Dv, const tfla_backward_tensors* tensors,
+                                  void* stream);
+tfla_status tfla_backend_step(const tfla_backend* backend, int64_t B, int64_t NH, int64_t T,
+                              int64_t Dqk, int64_t Dv, const tfla_step_tensors* tensors,
+                              void* stream);
+
 #ifdef __cplusplus
 }
+
 #endif
 #endif /* TFLA_TFLA_H */

@@ -170,4 +170,76 @@ Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned =
 // Bytes of a saved-states buffer (ForwardTensors::saved) for this problem and forward config.
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config = {});
 
+// ---- recurrent step (generation) -------------------------------------------------------------
+// problem.S is the number of tokens T of this call: T = 1 is one generation step, T > 1 runs a
+// fused multi-step (speculative decoding, short appends) that keeps the state on chip between
+// tokens. The states are read and written in place (fp32, contiguous), so a prefill's
+// C_last/n_last/m_last continue directly: step(S2 tokens) after forward(S1) equals forward(S1+S2).
+struct StepTensors {
+  const void* q = nullptr;  // (B, NH, T, Dqk) dtype
+  const void* k = nullptr;  // (B, NH, T, Dqk) dtype
+  const void* v = nullptr;  // (B, NH, T, Dv)  dtype
+  const void* i = nullptr;  // (B, NH, T)      gate_dtype
+  const void* f = nullptr;  // (B, NH, T)      gate_dtype
+  Strides q_strides, k_strides, v_strides, i_strides, f_strides;
+  void* h = nullptr;  // (B, NH, T, Dv) dtype, out
+  Strides h_strides;
+  float* C = nullptr;  // (B, NH, Dqk, Dv) fp32, in/out (required)
+  float* n = nullptr;  // (B, NH, Dqk) fp32, in/out (required)
+  float* m = nullptr;  // (B, NH) fp32, in/out (required for mLSTMexp; mLSTMsig keeps m = 0)
+};
+// Asynchronous on options.stream; uses no workspace. options.config pins the step kernel's
+// configuration (empty = tuned or default).
+void mlstm_step(const MlstmProblem& problem, const StepTensors& tensors,
+                const LaunchOptions& options = {});
+Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned = {});
+
+// ---- backend: one object that picks the kernels ------------------------------------------------
+// Configured once (like the seed's mLSTMBackend); picks the step, parallel or chunkwise kernels
+// by sequence length and mode and never tunes on the hot path (the choice between parallel and
+// chunkwise comes from the tuned-config cache, else the heuristic default).
+enum class Mode { Train, Inference };
+enum class KernelKind { Chunkwise, Parallel, Step };
+const char* to_string(Mode);
+const char* to_string(KernelKind);
+
+struct BackendOptions {
+  Mode mode = Mode::Train;
+  Variant variant = Variant::Exp;
+  bool normalize = true;
+  DType dtype = DType::BF16;
+  DType gate_dtype = DType::FP32;
+  float eps = 1e-6f;
+  float scale = 0.f;  // 0 means 1 / sqrt(Dqk)
+  Config config;       // pinned forward/backward configuration; empty = tuned or default
+  Config step_config;  // pinned step configuration
+  // Inference: sequences of at most this many tokens run on the step kernel (fused multi-step)
+  // instead of the chunkwise/parallel forward.
+  int64_t max_step_tokens = 16;
+};
+
+class Backend {
+ public:
+  explicit Backend(BackendOptions options);
+  const BackendOptions& options() const { return options_; }
+  // The problem this backend runs for a shape.
+  MlstmProblem problem(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv) const;
+  // Which kernels forward() would run for this shape.
+  KernelKind choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv) const;
+  // h for the sequence from the initial states (t.C0/n0/m0, null = zero), last states into
+  // t.C_last/n_last/m_last when given (they may alias C0/n0/m0 for an in-place update).
+  // Returns the kernels used. The step path needs t.C_last, n_last, m_last (it updates them).
+  KernelKind forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                     const ForwardTensors& t, const LaunchOptions& o = {}) const;
+  // Train mode: the gradients of forward(); t.norm must be the forward's norm output.
+  void backward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                const BackwardTensors& t, const LaunchOptions& o = {}) const;
+  // One or a few generation tokens, states updated in place.
+  void step(int64_t B, int64_t NH, int64_t T, int64_t Dqk, int64_t Dv, const StepTensors& t,
+            const LaunchOptions& o = {}) const;
+
+ private:
+  BackendOptions options_;
+};
+
 }  // namespace tfla
