@@ -84,14 +84,13 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
 size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
-  return ops::fwd_workspace(problem, cfg).total;
+  return ops::fwd_workspace(problem, cfg, config.count("parallel") > 0).total;
 }
 
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options) {
   ops::check_problem(problem);
-  const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "fwd") : options.config;
-  const ops::FwdConfig cfg = ops::resolve_fwd_config(problem, pinned);
+  const ops::FwdConfig cfg = ops::select_fwd_config(problem, tensors, options.config);
   ops::forward_with_config(problem, tensors, options, cfg);
 }
 
@@ -108,7 +107,7 @@ size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& 
                                      bool with_saved) {
   ops::BwdConfig cfg;
   cfg.apply(mlstm_backward_config(problem, config));
-  return ops::bwd_workspace(problem, cfg, with_saved).total;
+  return ops::bwd_workspace(problem, cfg, with_saved, config.count("parallel") > 0).total;
 }
 
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
@@ -121,8 +120,8 @@ void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
   const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "bwd") : options.config;
-  ops::BwdConfig cfg = ops::resolve_bwd_config(problem, pinned);
-  if (tensors.saved && !pinned.count("chunk") &&
+  ops::BwdConfig cfg = ops::select_bwd_config(problem, tensors, options.config);
+  if (tensors.saved && !cfg.parallel && !pinned.count("chunk") &&
       ops::saved_size(problem, cfg.chunk) != tensors.saved_bytes) {
     // Reading the forward's saved states: use the chunk length the forward used (the one
     // whose saved layout has exactly this size), whatever was tuned for the backward.

@@ -88,6 +88,59 @@ tfla::LaunchOptions launch_options(void* stream, void* workspace, size_t workspa
   return o;
 }
 
+tfla::ForwardTensors forward_tensors_of(const tfla_forward_tensors* t) {
+  if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
+  tfla::ForwardTensors x;
+  x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.h = t->h;
+  x.q_strides = strides_of(t->q_strides);
+  x.k_strides = strides_of(t->k_strides);
+  x.v_strides = strides_of(t->v_strides);
+  x.i_strides = strides_of(t->i_strides);
+  x.f_strides = strides_of(t->f_strides);
+  x.h_strides = strides_of(t->h_strides);
+  x.norm = t->norm; x.m = t->m;
+  x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0;
+  x.C_last = t->C_last; x.n_last = t->n_last; x.m_last = t->m_last;
+  x.saved = t->saved; x.saved_bytes = t->saved_bytes;
+  return x;
+}
+
+tfla::BackwardTensors backward_tensors_of(const tfla_backward_tensors* t) {
+  if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
+  tfla::BackwardTensors x;
+  x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.dh = t->dh;
+  x.q_strides = strides_of(t->q_strides);
+  x.k_strides = strides_of(t->k_strides);
+  x.v_strides = strides_of(t->v_strides);
+  x.i_strides = strides_of(t->i_strides);
+  x.f_strides = strides_of(t->f_strides);
+  x.dh_strides = strides_of(t->dh_strides);
+  x.norm = t->norm; x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0; x.dC_last = t->dC_last;
+  x.dq = t->dq; x.dk = t->dk; x.dv = t->dv; x.di = t->di; x.df = t->df;
+  x.dq_strides = strides_of(t->dq_strides);
+  x.dk_strides = strides_of(t->dk_strides);
+  x.dv_strides = strides_of(t->dv_strides);
+  x.di_strides = strides_of(t->di_strides);
+  x.df_strides = strides_of(t->df_strides);
+  x.dC0 = t->dC0;
+  x.saved = t->saved; x.saved_bytes = t->saved_bytes;
+  return x;
+}
+
+tfla::StepTensors step_tensors_of(const tfla_step_tensors* t) {
+  if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
+  tfla::StepTensors x;
+  x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.h = t->h;
+  x.q_strides = strides_of(t->q_strides);
+  x.k_strides = strides_of(t->k_strides);
+  x.v_strides = strides_of(t->v_strides);
+  x.i_strides = strides_of(t->i_strides);
+  x.f_strides = strides_of(t->f_strides);
+  x.h_strides = strides_of(t->h_strides);
+  x.C = t->C; x.n = t->n; x.m = t->m;
+  return x;
+}
+
 }  // namespace
 
 extern "C" {
@@ -111,20 +164,7 @@ tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_t
                                void* stream, void* workspace, size_t workspace_bytes,
                                const char* config) {
   return guarded([&] {
-    if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
-    tfla::ForwardTensors x;
-    x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.h = t->h;
-    x.q_strides = strides_of(t->q_strides);
-    x.k_strides = strides_of(t->k_strides);
-    x.v_strides = strides_of(t->v_strides);
-    x.i_strides = strides_of(t->i_strides);
-    x.f_strides = strides_of(t->f_strides);
-    x.h_strides = strides_of(t->h_strides);
-    x.norm = t->norm; x.m = t->m;
-    x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0;
-    x.C_last = t->C_last; x.n_last = t->n_last; x.m_last = t->m_last;
-    x.saved = t->saved; x.saved_bytes = t->saved_bytes;
-    tfla::mlstm_forward(problem_of(problem), x, launch_options(stream, workspace, workspace_bytes, config));
+    tfla::mlstm_forward(problem_of(problem), forward_tensors_of(t), launch_options(stream, workspace, workspace_bytes, config));
   });
 }
 
@@ -147,25 +187,115 @@ tfla_status tfla_mlstm_backward(const tfla_problem* problem, const tfla_backward
                                 void* stream, void* workspace, size_t workspace_bytes,
                                 const char* config) {
   return guarded([&] {
-    if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
-    tfla::BackwardTensors x;
-    x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.dh = t->dh;
-    x.q_strides = strides_of(t->q_strides);
-    x.k_strides = strides_of(t->k_strides);
-    x.v_strides = strides_of(t->v_strides);
-    x.i_strides = strides_of(t->i_strides);
-    x.f_strides = strides_of(t->f_strides);
-    x.dh_strides = strides_of(t->dh_strides);
-    x.norm = t->norm; x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0; x.dC_last = t->dC_last;
-    x.dq = t->dq; x.dk = t->dk; x.dv = t->dv; x.di = t->di; x.df = t->df;
-    x.dq_strides = strides_of(t->dq_strides);
-    x.dk_strides = strides_of(t->dk_strides);
-    x.dv_strides = strides_of(t->dv_strides);
-    x.di_strides = strides_of(t->di_strides);
-    x.df_strides = strides_of(t->df_strides);
-    x.dC0 = t->dC0;
-    x.saved = t->saved; x.saved_bytes = t->saved_bytes;
-    tfla::mlstm_backward(problem_of(problem), x, launch_options(stream, workspace, workspace_bytes, config));
+    tfla::mlstm_backward(problem_of(problem), backward_tensors_of(t), launch_options(stream, workspace, workspace_bytes, config));
+  });
+}
+
+tfla_status tfla_mlstm_step(const tfla_problem* problem, const tfla_step_tensors* t,
+                            void* stream, const char* config) {
+  return guarded([&] {
+    tfla::mlstm_step(problem_of(problem), step_tensors_of(t), launch_options(stream, nullptr, 0, config));
+  });
+}
+
+tfla_status tfla_mlstm_config(const tfla_problem* problem, const char* op, const char* pinned,
+                              char* buf, size_t buf_bytes, size_t* needed) {
+  return guarded([&] {
+    if (!op) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "op is null");
+    const tfla::MlstmProblem p = problem_of(problem);
+    const tfla::Config pin = config_of(pinned);
+    const std::string o(op);
+    tfla::Config c;
+    if (o == "fwd") c = tfla::mlstm_forward_config(p, pin);
+    else if (o == "bwd") c = tfla::mlstm_backward_config(p, pin);
+    else if (o == "step") c = tfla::mlstm_step_config(p, pin);
+    else throw tfla::Error(tfla::ErrorCode::InvalidArgument, "unknown op '" + o + "': expected fwd, bwd or step");
+    const std::string text = tfla::to_string(c);
+    if (needed) *needed = text.size() + 1;
+    if (buf && buf_bytes > 0) {
+      if (buf_bytes < text.size() + 1)
+        throw tfla::Error(tfla::ErrorCode::InvalidArgument,
+                          "buffer of " + std::to_string(buf_bytes) + " bytes is too small: the config needs " +
+                              std::to_string(text.size() + 1));
+      std::memcpy(buf, text.c_str(), text.size() + 1);
+    }
+  });
+}
+
+struct tfla_backend {
+  tfla::Backend backend;
+};
+
+tfla_status tfla_backend_create(const tfla_backend_options* options, tfla_backend** backend) {
+  return guarded([&] {
+    if (!options) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "options is null");
+    if (!backend) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "backend is null");
+    *backend = nullptr;
+    tfla::BackendOptions o;
+    if (options->mode != TFLA_MODE_TRAIN && options->mode != TFLA_MODE_INFERENCE)
+      throw tfla::Error(tfla::ErrorCode::InvalidArgument, "unknown mode " + std::to_string(options->mode));
+    o.mode = options->mode == TFLA_MODE_TRAIN ? tfla::Mode::Train : tfla::Mode::Inference;
+    if (options->variant != TFLA_VARIANT_EXP && options->variant != TFLA_VARIANT_SIG)
+      throw tfla::Error(tfla::ErrorCode::InvalidArgument, "unknown variant " + std::to_string(options->variant));
+    o.variant = options->variant == TFLA_VARIANT_EXP ? tfla::Variant::Exp : tfla::Variant::Sig;
+    o.normalize = options->normalize != 0;
+    o.dtype = dtype_of(options->dtype);
+    o.gate_dtype = dtype_of(options->gate_dtype);
+    o.eps = options->eps;
+    o.scale = options->scale;
+    o.config = config_of(options->config);
+    o.step_config = config_of(options->step_config);
+    if (options->max_step_tokens > 0) o.max_step_tokens = options->max_step_tokens;
+    *backend = new tfla_backend{tfla::Backend(std::move(o))};
+  });
+}
+
+void tfla_backend_destroy(tfla_backend* backend) { delete backend; }
+
+namespace {
+const tfla::Backend& backend_of(const tfla_backend* b) {
+  if (!b) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "backend is null");
+  return b->backend;
+}
+}  // namespace
+
+tfla_status tfla_backend_choose(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
+                                int64_t Dqk, int64_t Dv, int initial_states, int last_states,
+                                int* kind) {
+  return guarded([&] {
+    if (!kind) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "kind is null");
+    *kind = static_cast<int>(
+        backend_of(backend).choose(B, NH, S, Dqk, Dv, initial_states != 0, last_states != 0));
+  });
+}
+
+tfla_status tfla_backend_forward(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
+                                 int64_t Dqk, int64_t Dv, const tfla_forward_tensors* t,
+                                 void* stream, int* kind) {
+  return guarded([&] {
+    tfla::LaunchOptions o;
+    o.stream = stream;
+    const tfla::KernelKind k = backend_of(backend).forward(B, NH, S, Dqk, Dv, forward_tensors_of(t), o);
+    if (kind) *kind = static_cast<int>(k);
+  });
+}
+
+tfla_status tfla_backend_backward(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
+                                  int64_t Dqk, int64_t Dv, const tfla_backward_tensors* t,
+                                  void* stream) {
+  return guarded([&] {
+    tfla::LaunchOptions o;
+    o.stream = stream;
+    backend_of(backend).backward(B, NH, S, Dqk, Dv, backward_tensors_of(t), o);
+  });
+}
+
+tfla_status tfla_backend_step(const tfla_backend* backend, int64_t B, int64_t NH, int64_t T,
+                              int64_t Dqk, int64_t Dv, const tfla_step_tensors* t, void* stream) {
+  return guarded([&] {
+    tfla::LaunchOptions o;
+    o.stream = stream;
+    backend_of(backend).step(B, NH, T, Dqk, Dv, step_tensors_of(t), o);
   });
 }
 

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 TFLA_APT_PACKAGES=(cmake ninja-build g++ pkg-config libspdlog-dev libfmt-dev catch2
-                   libsqlite3-dev nlohmann-json3-dev)
+                   libsqlite3-dev nlohmann-json3-dev python3 python3-pytest)
 
 # Installs the Debian packages the build needs (only those missing) and finds the CUDA toolkit.
 tfla_install_deps() {
@@ -54,6 +54,33 @@ tfla_build() {
   cmake --build "$build" --parallel "$(nproc)"
 }
 
+# Runs the Python binding's tests (tools/python/tests) against the library built in $1: the
+# argument checks, the ctypes layouts and the library's CPU-side queries; the tests marked gpu
+# skip without torch and a CUDA device. A sanitizer build's libtfla cannot be loaded into a
+# plain python3 (its ASan runtime must come first), so there only the checks run.
+tfla_python_tests() {
+  local build="$1" lib
+  [[ "$build" = /* ]] || build="$PWD/$build"
+  # The first python3 with pytest (PATH's, then Debian's python3-pytest); else pytest from PyPI.
+  local py=""
+  for cand in python3 /usr/bin/python3; do
+    if "$cand" -c 'import pytest' >/dev/null 2>&1; then py="$cand"; break; fi
+  done
+  if [[ -z "$py" ]]; then
+    echo "== installing pytest from PyPI"
+    python3 -m pip install -q pytest
+    py=python3
+  fi
+  if grep -q '^TFLA_SANITIZE:STRING=.' "$build/CMakeCache.txt" 2>/dev/null; then
+    echo "== python tests (argument checks only: sanitizer build)"
+    "$py" -m pytest -q -p no:cacheprovider tools/python/tests/test_checks.py
+    return
+  fi
+  lib="$build/src/libtfla.so"
+  echo "== python tests (tools/python/tests, TFLA_LIBRARY=$lib)"
+  TFLA_LIBRARY="$lib" "$py" -m pytest -q -p no:cacheprovider tools/python/tests
+}
+
 tfla_test_main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   local build="${1:-build}"
@@ -63,6 +90,7 @@ tfla_test_main() {
   tfla_build "$build"
   echo "== test"
   ctest --test-dir "$build" --output-on-failure
+  tfla_python_tests "$build"
   echo "== tools/test.sh: build and tests passed in $((SECONDS - start)) s"
 }
 

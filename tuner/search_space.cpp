@@ -1,9 +1,11 @@
 #include "tuner/search_space.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/step_config.hpp"
 
 namespace tfla::tuner {
 namespace {
@@ -50,6 +52,25 @@ std::vector<Axis> bwd_axes() {
           values("ds_sub", {32, 64})};
 }
 
+// The parallel form's spaces (FwdConfig / BwdConfig parallel = 1, for S up to
+// ops::parallel_max_seq()): only the tile kernel's keys, walked over the parallel default (its
+// chunkwise keys are unused). Key tiles must divide query tiles (checked by the config rules).
+std::vector<Axis> fwd_parallel_axes() {
+  return {values("siz_b_q", {64, 128}), values("siz_b_kv", {32, 64}), values("siz_b_v", {64, 128, 256}),
+          values("siz_b_kc", {32, 64}), warp_grids("")};
+}
+std::vector<Axis> bwd_parallel_axes() {
+  return {values("siz_b_r", {32, 64, 128}), values("siz_b_t", {32, 64}), values("siz_b_nqk", {64, 128, 256}),
+          values("siz_b_nv", {64, 128, 256}), warp_grids("")};
+}
+Config parallel_default(Family f, const MlstmProblem& p) {
+  return f == Family::Fwd ? ops::parallel_fwd_config(p).to_config() : ops::parallel_bwd_config(p).to_config();
+}
+Config chunkwise_default(Family f, const MlstmProblem& p, int chunk) {
+  if (chunk > 0) return default_config(f, p, chunk);
+  return f == Family::Fwd ? ops::chunkwise_fwd_config(p).to_config() : ops::chunkwise_bwd_config(p).to_config();
+}
+
 int distance(const Config& a, const Config& b) {
   int d = 0;
   for (const auto& [k, v] : a) {
@@ -61,9 +82,68 @@ int distance(const Config& a, const Config& b) {
 
 }  // namespace
 
-const char* to_string(Family f) noexcept { return f == Family::Fwd ? "fwd" : "bwd"; }
+// ---- the step family (kernel_templates/tfla/mlstm_step.cuh) --------------------------------
+// Two keys: siz_b_v (Dv columns of C per CTA; Dv / siz_b_v CTAs form one head's cluster, at most
+// 8) and threads (each keeps Dqk * siz_b_v / threads fp32 state values in registers, all loaded
+// before use). The kernel is memory-bound, so these decide the CTAs per head and the bytes in
+// flight per SM. The space: every slice width the kernel takes (multiples of 16 dividing Dv,
+// clusters of 1 to 8 CTAs) times the thread counts that leave 16, 32, 64 or 128 state values
+// per thread, and 128, 256 and 512 threads; the rules of ops::check_step_config prune it.
+namespace {
+
+std::vector<Config> step_points(const MlstmProblem& p) {
+  std::vector<Config> out;
+  for (int vs = 1; vs <= 8; ++vs) {
+    if (p.Dv % vs || (p.Dv / vs) % 16) continue;
+    const int64_t bv = p.Dv / vs;
+    std::vector<int64_t> threads{128, 256, 512};
+    for (int64_t regs : {16, 32, 64, 128})
+      if ((p.Dqk * bv) % regs == 0) threads.push_back(p.Dqk * bv / regs);
+    std::sort(threads.begin(), threads.end());
+    threads.erase(std::unique(threads.begin(), threads.end()), threads.end());
+    for (int64_t nt : threads) out.push_back({{"siz_b_v", bv}, {"threads", nt}});
+  }
+  return out;
+}
+
+// Distance in powers of two (slice width and threads): the walk goes outward from the default.
+double step_distance(const Config& a, const Config& b) {
+  double d = 0;
+  for (const char* k : {"siz_b_v", "threads"})
+    d += std::fabs(std::log2(static_cast<double>(a.at(k)) / static_cast<double>(b.at(k))));
+  return d;
+}
+
+Enumerated enumerate_step(const MlstmProblem& p, const SpaceLimits& lim, int budget) {
+  Enumerated out;
+  const Config def = ops::default_step_config(p).to_config();
+  std::vector<std::pair<double, Candidate>> kept, pruned;
+  kept.push_back({-1.0, Candidate{Family::Step, def, {}}});  // the baseline: always kept, first
+  for (const Config& cfg : step_points(p)) {
+    ++out.total;
+    if (cfg == def) continue;
+    Candidate c{Family::Step, cfg, prune_reason(Family::Step, cfg, p, lim)};
+    (c.reason.empty() ? kept : pruned).push_back({step_distance(cfg, def), std::move(c)});
+  }
+  out.pruned_count = static_cast<int64_t>(pruned.size());
+  auto by_distance = [](const auto& x, const auto& y) { return x.first < y.first; };
+  std::stable_sort(kept.begin(), kept.end(), by_distance);
+  std::stable_sort(pruned.begin(), pruned.end(), by_distance);
+  const size_t cap = budget > 0 ? static_cast<size_t>(budget) : kept.size();
+  for (size_t i = 0; i < kept.size() && i < cap; ++i) out.kept.push_back(std::move(kept[i].second));
+  const size_t pcap = budget > 0 ? static_cast<size_t>(budget) : pruned.size();
+  for (size_t i = 0; i < pruned.size() && i < pcap; ++i) out.pruned.push_back(std::move(pruned[i].second));
+  return out;
+}
+
+}  // namespace
+
+const char* to_string(Family f) noexcept {
+  return f == Family::Fwd ? "fwd" : f == Family::Bwd ? "bwd" : "step";
+}
 
 Config default_config(Family f, const MlstmProblem& p, int chunk) {
+  if (f == Family::Step) return ops::default_step_config(p).to_config();
   return f == Family::Fwd ? ops::default_fwd_config(p, chunk).to_config()
                           : ops::default_bwd_config(p, chunk).to_config();
 }
@@ -80,15 +160,22 @@ std::string prune_reason(Family f, const Config& cfg, const MlstmProblem& p, con
            " fp32 accumulators per thread, limit " + std::to_string(lim.max_acc_per_thread);
   };
   try {
+    if (f == Family::Step) {
+      ops::StepConfig c;
+      c.apply(cfg);
+      if (std::string r = ops::check_step_config(c, p); !r.empty()) return r;
+      return regs(int64_t{p.Dqk} * c.siz_b_v, c.threads, "step kernel");
+    }
     if (f == Family::Fwd) {
       ops::FwdConfig c;
       c.apply(cfg);
       if (std::string r = ops::check_fwd_config(c, p); !r.empty()) return r;
       if (std::string r = over(ops::fwd_output_smem(c, p), "output kernel"); !r.empty()) return r;
-      if (std::string r = over(ops::fwd_states_smem(c, p), "state kernel"); !r.empty()) return r;
       const int64_t nt = 32 * c.warps_m * c.warps_n, snt = 32 * c.st_warps_m * c.st_warps_n;
       if (std::string r = regs(int64_t{c.siz_b_q} * (c.siz_b_v + c.siz_b_kv), nt, "output kernel"); !r.empty())
         return r;
+      if (c.parallel) return {};  // the output kernel is the whole parallel forward
+      if (std::string r = over(ops::fwd_states_smem(c, p), "state kernel"); !r.empty()) return r;
       return regs(int64_t{c.st_siz_b_k} * c.st_siz_b_v, snt, "state kernel");
     }
     ops::BwdConfig c;
@@ -98,12 +185,13 @@ std::string prune_reason(Family f, const Config& cfg, const MlstmProblem& p, con
       if (std::string r = over(ops::bwd_tile_smem(c, p, mode), mode == 0 ? "dQ kernel" : mode == 1 ? "dK kernel" : "dV kernel");
           !r.empty())
         return r;
-    if (std::string r = over(ops::bwd_dstates_smem(c, p), "dC kernel"); !r.empty()) return r;
-    if (std::string r = over(ops::fwd_states_smem(c.recompute_config(), p), "state kernel"); !r.empty()) return r;
     const int64_t nt = 32 * c.warps_m * c.warps_n;
     const int64_t bn = std::max(c.siz_b_nqk, c.siz_b_nv);
     if (std::string r = regs(int64_t{c.siz_b_r} * (bn + c.siz_b_t), nt, "gradient tile kernels"); !r.empty())
       return r;
+    if (c.parallel) return {};  // no state or dC kernel in the parallel backward
+    if (std::string r = over(ops::bwd_dstates_smem(c, p), "dC kernel"); !r.empty()) return r;
+    if (std::string r = over(ops::fwd_states_smem(c.recompute_config(), p), "state kernel"); !r.empty()) return r;
     if (std::string r = regs(int64_t{c.st_siz_b_k} * c.st_siz_b_v, 32 * c.st_warps_m * c.st_warps_n, "state kernel");
         !r.empty())
       return r;
@@ -114,15 +202,21 @@ std::string prune_reason(Family f, const Config& cfg, const MlstmProblem& p, con
 }
 
 Enumerated enumerate(Family f, const MlstmProblem& p, const SpaceLimits& lim, int budget, int chunk) {
+  if (f == Family::Step) return enumerate_step(p, lim, budget);
   Enumerated out;
   const Config def = default_config(f, p, chunk);
-  const std::vector<Axis> axes = f == Family::Fwd ? fwd_axes() : bwd_axes();
+  const bool parallel_ok = p.S <= ops::parallel_max_seq();
   // The heads of the list: the default, then the defaults of the other chunk lengths (so that a
-  // fwbw run can compare chunk lengths at equal budgets), then the walk by distance.
+  // fwbw run can compare chunk lengths at equal budgets) and of the other form (parallel or
+  // chunkwise), then the walk by distance.
   std::vector<Config> heads{def};
+  auto add_head = [&](const Config& c) {
+    if (std::find(heads.begin(), heads.end(), c) == heads.end()) heads.push_back(c);
+  };
   if (chunk <= 0)
-    for (int64_t L : {64, 128, 256, 512})
-      if (L != def.at("chunk")) heads.push_back(default_config(f, p, static_cast<int>(L)));
+    for (int64_t L : {64, 128, 256, 512}) add_head(default_config(f, p, static_cast<int>(L)));
+  if (parallel_ok) add_head(parallel_default(f, p));
+  add_head(chunkwise_default(f, p, chunk));
   struct Ranked {
     int dist;
     int64_t order;
@@ -136,20 +230,27 @@ Enumerated enumerate(Family f, const MlstmProblem& p, const SpaceLimits& lim, in
     (c.reason.empty() ? kept : pruned).push_back({dist, order, std::move(c)});
   };
   for (size_t i = 0; i < heads.size(); ++i) consider(heads[i], static_cast<int64_t>(i), -1);
-  // The odometer over the axes: lazily, one point at a time.
-  std::vector<size_t> idx(axes.size(), 0);
-  for (int64_t order = 0;; ++order) {
-    Config cfg = def;  // keys outside the space keep the default's value
-    for (size_t a = 0; a < axes.size(); ++a)
-      for (const auto& [k, v] : axes[a][idx[a]]) cfg[k] = v;
-    ++out.total;
-    bool head = false;
-    for (const Config& h : heads) head = head || h == cfg;
-    if (!head) consider(cfg, order, distance(cfg, def));
-    size_t a = 0;
-    while (a < axes.size() && ++idx[a] == axes[a].size()) idx[a++] = 0;
-    if (a == axes.size()) break;
-  }
+  // The odometer over the axes of one form: lazily, one point at a time; keys outside the space
+  // keep the base's value.
+  int64_t order = 0;
+  auto walk = [&](const std::vector<Axis>& axes, const Config& base) {
+    std::vector<size_t> idx(axes.size(), 0);
+    for (;; ++order) {
+      Config cfg = base;
+      for (size_t a = 0; a < axes.size(); ++a)
+        for (const auto& [k, v] : axes[a][idx[a]]) cfg[k] = v;
+      ++out.total;
+      bool head = false;
+      for (const Config& h : heads) head = head || h == cfg;
+      if (!head) consider(cfg, order, distance(cfg, def));
+      size_t a = 0;
+      while (a < axes.size() && ++idx[a] == axes[a].size()) idx[a++] = 0;
+      if (a == axes.size()) break;
+    }
+    ++order;
+  };
+  walk(f == Family::Fwd ? fwd_axes() : bwd_axes(), chunkwise_default(f, p, chunk));
+  if (parallel_ok) walk(f == Family::Fwd ? fwd_parallel_axes() : bwd_parallel_axes(), parallel_default(f, p));
   out.pruned_count = static_cast<int64_t>(pruned.size());
   auto by_rank = [](const Ranked& x, const Ranked& y) {
     return x.dist != y.dist ? x.dist < y.dist : x.order < y.order;

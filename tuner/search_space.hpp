@@ -4,7 +4,8 @@
 // (check_fwd_config / check_bwd_config), shared memory against the device's opt-in limit and a
 // register estimate (fp32 accumulators per thread). The defaults themselves are the analytic
 // heuristics in src/ops/{fwd,bwd}_config.cpp (their comments say why); the tuner's baseline is
-// that default, always the first candidate.
+// that default, always the first candidate. The step family (the recurrent step kernel,
+// ops/step_config) has its own small space, declared in search_space.cpp beside the others.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -14,8 +15,8 @@
 
 namespace tfla::tuner {
 
-enum class Family { Fwd, Bwd };
-const char* to_string(Family f) noexcept;  // "fwd", "bwd"
+enum class Family { Fwd, Bwd, Step };
+const char* to_string(Family f) noexcept;  // "fwd", "bwd", "step"
 
 // One point of a space. reason is empty for a kept candidate, else why it was pruned.
 struct Candidate {

@@ -63,7 +63,8 @@ TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults
     if (eq == std::string::npos || eq == 0) bad("'" + item + "': expected key=value");
     const std::string key = item.substr(0, eq), v = item.substr(eq + 1);
     if (key == "op") {
-      if (v != "fwd" && v != "bwd" && v != "fwbw") bad("op=" + v + ": expected fwd, bwd or fwbw");
+      if (v != "fwd" && v != "bwd" && v != "fwbw" && v != "step")
+        bad("op=" + v + ": expected fwd, bwd, fwbw or step");
       t.op = v;
     } else if (key == "variant") t.variant = parse_variant(v);
     else if (key == "dtype") t.dtype = parse_dtype(v);

@@ -11,7 +11,7 @@
 namespace tfla::tuner {
 
 struct TuneProblem {
-  std::string op = "fwbw";  // "fwd", "bwd" or "fwbw"
+  std::string op = "fwbw";  // "fwd", "bwd", "fwbw" or "step" (seq = T tokens per step call)
   Variant variant = Variant::Exp;
   DType dtype = DType::BF16;
   bool normalize = true;

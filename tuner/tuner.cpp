@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/mlstm_step.hpp"
 #include "runtime/cubin_store.hpp"
 #include "tfla_cache/cache.hpp"
 
@@ -21,43 +23,65 @@ using cache::CandidateStatus;
 using Clock = std::chrono::steady_clock;
 
 std::vector<rt::KernelSpec> specs_of(Family f, const MlstmProblem& p, const Config& c) {
+  if (f == Family::Step) {
+    ops::StepConfig cfg;
+    cfg.apply(c);
+    return {ops::render_step(p, cfg)};
+  }
   if (f == Family::Fwd) {
     ops::FwdConfig cfg;
     cfg.apply(c);
-    ops::FwdKernels k = ops::render_fwd(p, cfg);
-    return {k.gates, k.states, k.output};
+    return ops::render_fwd(p, cfg).launched();
   }
   ops::BwdConfig cfg;
   cfg.apply(c);
-  ops::BwdKernels k = ops::render_bwd(p, cfg);
-  return {k.gates, k.states, k.dstates, k.dq, k.dk, k.dv, k.gates_local, k.gates_df};
+  return ops::render_bwd(p, cfg).launched();
 }
 
-// Compiles the kernels of `cands` in parallel into the cubin store. Returns, per candidate
-// index, the compile error ("" = compiled or already cached).
+// Compiles the kernels of `cands` into the cubin store: each distinct kernel once (candidates
+// share most of theirs: the gate kernels depend on the chunk only, the backward's tile kernels
+// on one tile each), the distinct ones in parallel threads. Returns, per candidate index, the
+// first compile error among its kernels ("" = all compiled or already cached).
 std::vector<std::string> compile_all(Family f, const MlstmProblem& p, const std::vector<Candidate>& cands,
                                      const Hello& hello, const TuneOptions& opt) {
+  std::vector<rt::KernelSpec> unique;
+  std::map<std::string, size_t> index;          // spec key -> position in unique
+  std::vector<std::vector<size_t>> uses(cands.size());  // candidate -> its kernels
   std::vector<std::string> errors(cands.size());
+  for (size_t i = 0; i < cands.size(); ++i) {
+    try {
+      for (rt::KernelSpec& s : specs_of(f, p, cands[i].config)) {
+        auto [it, fresh] = index.emplace(s.key, unique.size());
+        if (fresh) unique.push_back(std::move(s));
+        uses[i].push_back(it->second);
+      }
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+    }
+  }
+  std::vector<std::string> kernel_errors(unique.size());
   rt::CubinStore store(opt.cache_path);
   const int jobs = opt.jobs > 0 ? opt.jobs : std::max(1u, std::thread::hardware_concurrency());
   std::atomic<size_t> next{0}, done{0};
   std::mutex mu;
   const std::string env_id = hello.env.id();
   auto work = [&] {
-    for (size_t i; (i = next++) < cands.size();) {
+    for (size_t i; (i = next++) < unique.size();) {
       try {
-        for (const rt::KernelSpec& s : specs_of(f, p, cands[i].config))
-          (void)rt::fetch_or_compile(store, s, hello.arch, env_id);
+        (void)rt::fetch_or_compile(store, unique[i], hello.arch, env_id);
       } catch (const std::exception& e) {
-        errors[i] = e.what();
+        kernel_errors[i] = e.what();
       }
       std::lock_guard<std::mutex> lock(mu);
-      if (opt.progress) opt.progress("compiling", config_text(cands[i].config), ++done, cands.size());
+      if (opt.progress) opt.progress("compiling", unique[i].family, ++done, unique.size());
     }
   };
   std::vector<std::thread> pool;
-  for (int t = 0; t < std::min<int>(jobs, static_cast<int>(cands.size())); ++t) pool.emplace_back(work);
+  for (int t = 0; t < std::min<int>(jobs, static_cast<int>(unique.size())); ++t) pool.emplace_back(work);
   for (std::thread& t : pool) t.join();
+  for (size_t i = 0; i < cands.size(); ++i)
+    for (size_t u : uses[i])
+      if (errors[i].empty() && !kernel_errors[u].empty()) errors[i] = kernel_errors[u];
   return errors;
 }
 
@@ -126,12 +150,11 @@ cache::ProblemKey problem_key(const TuneProblem& t, Family f) {
 namespace {
 
 // Measures (or, with --resume, recalls) every candidate of one family; fills s.results.
-void tune_family(FamilySummary& s, WorkerLane& lane, const Hello& hello, cache::Cache& db,
-                 const TuneOptions& opt, TuneReport& report) {
-  const MlstmProblem p = s.problem.problem();
-  SpaceLimits lim;
-  if (hello.smem_optin_bytes > 0) lim.smem_optin_bytes = hello.smem_optin_bytes;
-  const Enumerated space = enumerate(s.family, p, lim, opt.budget);
+// compiled: the compile errors of space.kept, by index (filled by the compile pipeline).
+void tune_family(FamilySummary& s, const Enumerated& space,
+                 std::shared_future<std::vector<std::string>> compiled, WorkerLane& lane,
+                 cache::Cache& db, const TuneOptions& opt, TuneReport& report) {
+  const Hello& hello = report.hello;
   s.pruned = static_cast<int>(space.pruned_count);
   std::map<std::string, CandidateResult> known;
   if (opt.resume)
@@ -145,30 +168,30 @@ void tune_family(FamilySummary& s, WorkerLane& lane, const Hello& hello, cache::
     if (known.count(config_text(c.config))) continue;
     record({cache::Config{c.config}, CandidateStatus::OverLimits, 0, 0, 0, c.reason});
   }
-  std::vector<Candidate> todo;
-  for (const Candidate& c : space.kept) {
-    auto it = known.find(config_text(c.config));
-    if (it == known.end()) todo.push_back(c);
+  std::vector<size_t> todo;  // indices into space.kept
+  for (size_t i = 0; i < space.kept.size(); ++i) {
+    auto it = known.find(config_text(space.kept[i].config));
+    if (it == known.end()) todo.push_back(i);
     else {
       s.results.push_back(it->second);
       ++s.resumed;
     }
   }
-  std::vector<std::string> compile_errors(todo.size());
-  if (opt.compile && !todo.empty()) compile_errors = compile_all(s.family, p, todo, hello, opt);
+  const std::vector<std::string>& compile_errors = compiled.get();
   const Config reference = space.kept.front().config;
-  for (size_t i = 0; i < todo.size(); ++i) {
-    const std::string what = std::string(to_string(s.family)) + " " + config_text(todo[i].config);
-    if (opt.progress) opt.progress("timing", what, i + 1, todo.size());
+  for (size_t n = 0; n < todo.size(); ++n) {
+    const Candidate& c = space.kept[todo[n]];
+    const std::string what = std::string(to_string(s.family)) + " " + config_text(c.config);
+    if (opt.progress) opt.progress("timing", what, n + 1, todo.size());
     CandidateResult r;
-    if (!compile_errors[i].empty()) {
+    if (todo[n] < compile_errors.size() && !compile_errors[todo[n]].empty()) {
       r.status = CandidateStatus::CompileFailed;
-      r.message = compile_errors[i].substr(0, 2000);
+      r.message = compile_errors[todo[n]].substr(0, 2000);
     } else {
-      RunRequest req{s.problem, s.family, todo[i].config, reference, opt.reps, opt.warmup};
+      RunRequest req{s.problem, s.family, c.config, reference, opt.reps, opt.warmup};
       r = lane.run(req, &report.worker_restarts);
     }
-    r.config = cache::Config{todo[i].config};
+    r.config = cache::Config{c.config};
     record(std::move(r));
   }
   for (const CandidateResult& r : s.results) {
@@ -208,24 +231,84 @@ void store_winner(FamilySummary& s, const CandidateResult* w, const Hello& hello
 
 }  // namespace
 
-TuneReport tune(const std::vector<TuneProblem>& problems, const TuneOptions& opt) {
+TuneReport tune(const std::vector<TuneProblem>& problems, const TuneOptions& in_opt) {
   TuneReport report;
+  // The compile pipeline and the timing loop both report progress: one at a time.
+  TuneOptions opt = in_opt;
+  auto progress_mu = std::make_shared<std::mutex>();
+  if (in_opt.progress)
+    opt.progress = [progress_mu, f = in_opt.progress](const std::string& st, const std::string& what,
+                                                      size_t done, size_t total) {
+      std::lock_guard<std::mutex> lock(*progress_mu);
+      f(st, what, done, total);
+    };
   WorkerLane lane(opt);
   report.hello = lane.start();
   const Hello& hello = report.hello;
   cache::Cache db = cache::Cache::open(opt.cache_path);
+  SpaceLimits lim;
+  if (hello.smem_optin_bytes > 0) lim.smem_optin_bytes = hello.smem_optin_bytes;
+
+  // Every (problem, family) in tuning order, its space enumerated up front. A compile thread
+  // works through them in the same order, so the kernels of the next family compile while the
+  // GPU times the current one (compiling, not timing, dominates a tuning run).
+  struct Task {
+    size_t problem;
+    Family family;
+    Enumerated space;
+    std::promise<std::vector<std::string>> compiled;
+    std::shared_future<std::vector<std::string>> result;
+  };
+  std::vector<std::unique_ptr<Task>> tasks;
+  for (size_t pi = 0; pi < problems.size(); ++pi) {
+    const TuneProblem& t = problems[pi];
+    std::vector<Family> fams;
+    if (t.op == "step") fams.push_back(Family::Step);
+    if (t.op != "bwd" && t.op != "step") fams.push_back(Family::Fwd);
+    if (t.op != "fwd" && t.op != "step") fams.push_back(Family::Bwd);
+    for (Family f : fams) {
+      auto task = std::make_unique<Task>();
+      task->problem = pi;
+      task->family = f;
+      task->space = enumerate(f, t.problem(), lim, opt.budget);
+      task->result = task->compiled.get_future().share();
+      tasks.push_back(std::move(task));
+    }
+  }
+  std::atomic<bool> stop{false};
+  std::thread compiler([&] {
+    for (auto& task : tasks) {
+      std::vector<std::string> errors(task->space.kept.size());
+      if (opt.compile && !stop) {
+        try {
+          errors = compile_all(task->family, problems[task->problem].problem(), task->space.kept, hello, opt);
+        } catch (const std::exception& e) {
+          for (std::string& err : errors) err = std::string("compile pipeline: ") + e.what();
+        }
+      }
+      task->compiled.set_value(std::move(errors));
+    }
+  });
+  struct Joiner {
+    std::thread& t;
+    std::atomic<bool>& stop;
+    ~Joiner() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } joiner{compiler, stop};
+
+  size_t next_task = 0;
   for (const TuneProblem& t : problems) {
     const auto t0 = Clock::now();
-    std::vector<Family> fams;
-    if (t.op != "bwd") fams.push_back(Family::Fwd);
-    if (t.op != "fwd") fams.push_back(Family::Bwd);
     std::vector<FamilySummary> rows;
-    for (Family f : fams) {
+    for (; next_task < tasks.size() && &problems[tasks[next_task]->problem] == &t; ++next_task) {
+      Task& task = *tasks[next_task];
       FamilySummary s;
       s.problem = t;
-      s.family = f;
-      s.key = problem_key(t, f);
-      tune_family(s, lane, hello, db, opt, report);
+      s.family = task.family;
+      s.key = problem_key(t, task.family);
+      tune_family(s, task.space, task.result, lane, db, opt, report);
       rows.push_back(std::move(s));
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -4,27 +4,35 @@
 //  2. df_t = sigmoid(-f_t) * (row_x_t + sum of later chunks' totals + <dC_last, C_S>).
 // The <dC_last, C_S> term is the gradient of the returned last state through every forget gate
 // (zero without dC_last).
+// The parallel form (CHUNK = 0) needs launch 1 only: one CTA per head, one chunk spanning the
+// sequence, so the reverse cumsum is df's whole sum and launch 1 writes df itself.
 #pragma once
 #include "tfla/common.cuh"
+#include "tfla/mlstm_gate_scan.cuh"
 #include "tfla/mlstm_params.cuh"
 
 namespace tfla {
 
 template <class T, class G, int DQK, int CHUNK, int NT, bool EXP>
 __device__ void mlstm_bwd_gates_local(const MlstmBwdParams& p) {
-  constexpr int NW = NT / 32;
-  __shared__ float xs[CHUNK];
-  __shared__ float s_warp[NW];
-  __shared__ float s_carry;
+  constexpr bool PAR = CHUNK == 0;
+  __shared__ float s_warp[NT / 32];
+  const BlockScan<NT> scan{s_warp};
   const int c = blockIdx.x, bh = blockIdx.y;
   const int b = bh / p.NH, h = bh % p.NH;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const i64 S_pad = (i64)p.NC * CHUNK;
-  // one thread per row: sum the dQ / dK kernels' fp32 partial dots
-  for (int r = tid; r < CHUNK; r += NT) {
-    const int t = c * CHUNK + r;
-    float qq = 0.f, kk = 0.f;
-    if (t < p.S) {
+  const int tid = threadIdx.x;
+  const int len = PAR ? p.S : CHUNK;         // rows of this CTA, from position start
+  const int start = PAR ? 0 : c * CHUNK;
+  const i64 S_pad = PAR ? (i64)p.S : (i64)p.NC * CHUNK;
+  // reverse inclusive scan of x over the rows, segments of NT from the end (thread 0 takes the
+  // last row of a segment); each thread first sums its row's fp32 partial dots
+  float carry = 0.f;
+  for (int seg_end = len; seg_end > 0; seg_end -= NT) {
+    const int r = seg_end - 1 - tid;
+    const int t = start + r;
+    float x = 0.f;
+    if (r >= 0 && t < p.S) {
+      float qq = 0.f, kk = 0.f;
       const float* xp = p.xpart + (bh * S_pad + t) * 2 * p.xparts;
       for (int j = 0; j < p.xparts; ++j) {
         qq += xp[j];
@@ -33,31 +41,20 @@ __device__ void mlstm_bwd_gates_local(const MlstmBwdParams& p) {
       float di = kk;
       if (!EXP) di *= sigmoidf_(-Elem<G>::to_float(static_cast<const G*>(p.i)[b * p.i_sb + h * p.i_sh + (i64)t * p.i_ss]));
       static_cast<G*>(p.di)[b * p.di_sb + h * p.di_sh + (i64)t * p.di_ss] = Elem<G>::from_float(di);
+      x = qq - kk;
     }
-    xs[r] = qq - kk;
-  }
-  __syncthreads();
-  // reverse inclusive scan of xs, segments of NT from the chunk's end
-  float carry = 0.f;
-  for (int seg_end = CHUNK; seg_end > 0; seg_end -= NT) {
-    const int r = seg_end - 1 - tid;  // thread 0 takes the last row of the segment
-    float x = r >= 0 ? xs[r] : 0.f;
-    for (int o = 1; o < 32; o <<= 1) {
-      const float y = __shfl_up_sync(0xffffffffu, x, o);
-      if (lane >= o) x += y;
+    float total;
+    x = carry + scan.sum(x, &total);  // rows past the segment's start added zeros
+    carry += total;
+    if (r < 0) continue;
+    if (!PAR) {
+      p.row_x[bh * S_pad + (i64)c * CHUNK + r] = x;
+    } else if (t < p.S) {
+      const float f = Elem<G>::to_float(static_cast<const G*>(p.f)[b * p.f_sb + h * p.f_sh + (i64)t * p.f_ss]);
+      static_cast<G*>(p.df)[b * p.df_sb + h * p.df_sh + (i64)t * p.df_ss] = Elem<G>::from_float(sigmoidf_(-f) * x);
     }
-    if (lane == 31) s_warp[warp] = x;
-    __syncthreads();
-    float off = carry;
-    for (int w = 0; w < warp; ++w) off += s_warp[w];
-    x += off;
-    if (r >= 0) p.row_x[bh * S_pad + (i64)c * CHUNK + r] = x;
-    if (tid == NT - 1) s_carry = x;  // rows past the segment added zeros: it holds the total
-    __syncthreads();
-    carry = s_carry;
-    __syncthreads();
   }
-  if (tid == 0) p.chunk_x[(i64)bh * p.NC + c] = carry;
+  if (!PAR && tid == 0) p.chunk_x[(i64)bh * p.NC + c] = carry;
 }
 
 template <class G, int CHUNK, int NT>

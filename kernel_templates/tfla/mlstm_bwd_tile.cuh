@@ -12,17 +12,27 @@
 // den~_i = den_i + eps; D_ij = exp(r_i + u_j) as in the forward (r_i = -max(m_c, pm_i) for
 // mLSTMexp, b_i for mLSTMsig); abar_j = exp(g + u_j - m_{c+1}); DQ: er = r_i, fr = s / den~_i,
 // ec = u_j, fc = 1; DK, DV: er = u_j, fr = 1, ec = r_i, fc = s / den~_i.
+//
+// CHUNK = 0 is the parallel (quadratic) form: one chunk spans the sequence, there is no state
+// (no inter part), and r, u come from the raw gates G through the CTA's own scans
+// (mlstm_gate_scan.cuh) measured from the row tile's start. DQ walks its key tiles from the
+// diagonal down to 0, DK/DV their query tiles from the row tile up to S, so the scans carry
+// outwards; BT must divide BR. mlstm_bwd_parallel runs the three modes in one launch.
 #pragma once
+#include "tfla/mlstm_gate_scan.cuh"
 #include "tfla/tile.cuh"
 
 namespace tfla {
 
 enum BwdMode { kDQ = 0, kDK = 1, kDV = 2 };
 
+// One CTA: gradient column tile nt, row tile rt, head bh.
 template <class T, class TS, int DQK, int DV, int CHUNK, int BR, int BT, int BN, int BKC, int WM,
-          int WN, bool EXP, int MODE>
-__device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
+          int WN, bool EXP, int MODE, class G>
+__device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, int rt, int bh) {
   constexpr int NT = WM * WN * 32;
+  constexpr bool PAR = CHUNK == 0;     // the parallel form (see the top of the file)
+  constexpr int L = PAR ? BR : CHUNK;  // chunk length of the chunked form's index arithmetic
   constexpr int DX = MODE == kDV ? DQK : DV;         // contraction dim of X . Z and X . Y
   constexpr int DN = MODE == kDV ? DV : DQK;         // width of the gradient
   constexpr bool Y_NMAJOR = MODE != kDV;             // Y = state^T for DQ and DK
@@ -34,7 +44,7 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
   typedef Gemm<T, BR, BT, DX, WM, WN, false, true> GS;       // X Z^T
   typedef Gemm<T, BR, BN, BT, WM, WN, false, false> GO;      // P W
   typedef Gemm<T, BR, BN, BKC, WM, WN, false, Y_NMAJOR> GI;  // X Y (one Dx block)
-  static_assert(CHUNK % BR == 0 && CHUNK % BT == 0, "tiles must divide the chunk");
+  static_assert(L % BR == 0 && L % BT == 0, "tiles must divide the chunk (parallel: BT must divide BR)");
   static_assert(DX % BKC == 0 && DN % BN == 0, "tiles must divide the head dims");
   static_assert(NT >= BR && NT >= BT, "one thread per row needed");
   constexpr int ELEMS_A = TileZ::ELEMS > TileY::ELEMS ? TileZ::ELEMS : TileY::ELEMS;
@@ -50,17 +60,19 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
   float* s_rs = s_fr + BR;                                     // [BR] rowscale
   float* s_ec = s_rs + BR;                                     // [BT]
   float* s_fc = s_ec + BT;                                     // [BT]
+  float* s_uown = s_fc + BT;                                   // [BR] parallel: u' of the rows
+  float* s_scan = s_uown + BR;                                 // [NT / 32] parallel: scan partials
 
-  const int nt = blockIdx.x, rt = blockIdx.y, bh = blockIdx.z;
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
   const int row0 = rt * BR;
-  const int c = row0 / CHUNK;
-  const int chunk0 = c * CHUNK;
+  const int c = PAR ? 0 : row0 / L;
+  const int chunk0 = c * L;
   const int n0 = nt * BN;
-  const i64 S_pad = (i64)p.NC * CHUNK;
+  const i64 S_pad = PAR ? (i64)p.S : (i64)p.NC * L;
   const float scale = p.scale;
+  const GateScan<NT, EXP, G> gs{{s_scan}, b, h};
 
   const T* gq = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh;
   const T* gk = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh;
@@ -73,18 +85,33 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
   const i64 sZs = MODE == kDQ ? p.v_ss : MODE == kDK ? p.dh_ss : p.q_ss;
   const T* gW = (MODE == kDQ ? gk : MODE == kDK ? gq : gdh) + n0;
   const i64 sWs = MODE == kDQ ? p.k_ss : MODE == kDK ? p.q_ss : p.dh_ss;
-  const TS* gY = static_cast<const TS*>(MODE == kDQ ? p.states_C : p.dstates_C) +
-                 ((i64)bh * p.NC + c) * DQK * DV;
 
   load_tile_async<T, BR, DX, NT>(sX, TileX::LD, gX + (i64)row0 * sXs, sXs, p.S - row0, tid);
   cp_async_commit();
 
-  const float m_c = EXP ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
-  const float m_next = EXP ? p.chunk_m[(i64)bh * (p.NC + 1) + c + 1] : 0.f;
-  const float g = p.chunk_g[(i64)bh * p.NC + c];
+  const float m_c = EXP && !PAR ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
+  const float m_next = EXP && !PAR ? p.chunk_m[(i64)bh * (p.NC + 1) + c + 1] : 0.f;
+  const float g = PAR ? 0.f : p.chunk_g[(i64)bh * p.NC + c];
   auto r_of = [&](i64 o) { return EXP ? -fmaxf(m_c, p.gate_pm[o]) : p.gate_b[o]; };
   auto inv_den = [&](int t) { return t < p.S ? 1.f / (p.norm[(i64)bh * p.S + t] + p.eps) : 0.f; };
-  if (tid < BR) {
+  float B = 0.f, P0 = neg_inf();  // parallel: b_{row0 - 1} and max u' below row0
+  if constexpr (PAR) {
+    float csum = 0.f, cmax, bp, u, pm;
+    if (EXP) gs.prefix(p, row0, &B, &P0);
+    cmax = P0;
+    gs.up(p, row0, BR, csum, cmax, bp, u, pm);
+    if (tid < BR) {
+      if (MODE == kDQ) {
+        s_uown[tid] = u;
+        s_er[tid] = EXP ? -fmaxf(B, pm) : bp;
+        s_fr[tid] = scale * inv_den(row0 + tid);
+      } else {
+        s_er[tid] = u;
+        s_fr[tid] = 1.f;
+      }
+      s_rs[tid] = 0.f;
+    }
+  } else if (tid < BR) {
     const int t = row0 + tid;
     const i64 o = bh * S_pad + t;
     if (MODE == kDQ) {
@@ -104,7 +131,9 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
   typename GO::Acc acc;
   GO::zero(acc);
   // inter part: X (BR x DX) . Y (DX x BN), Y streamed in BKC blocks of DX, double-buffered
-  {
+  if constexpr (!PAR) {
+    const TS* gY = static_cast<const TS*>(MODE == kDQ ? p.states_C : p.dstates_C) +
+                   ((i64)bh * p.NC + c) * DQK * DV;
     auto y_block = [&](int ib) -> const TS* {
       return Y_NMAJOR ? gY + (i64)n0 * DV + ib * BKC : gY + (i64)ib * BKC * DV + n0;
     };
@@ -129,19 +158,24 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
   }
   cp_async_wait<0>();
   __syncthreads();
+  if constexpr (!PAR) {
 #pragma unroll
-  for (int fm = 0; fm < GO::FM; ++fm)
+    for (int fm = 0; fm < GO::FM; ++fm)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float f = s_rs[warp_m * GO::WTM + acc_row(fm, e, lane)];
+      for (int e = 0; e < 4; ++e) {
+        const float f = s_rs[warp_m * GO::WTM + acc_row(fm, e, lane)];
 #pragma unroll
-      for (int fn = 0; fn < GO::FN; ++fn) acc[fm][fn][e] *= f;
-    }
+        for (int fn = 0; fn < GO::FN; ++fn) acc[fm][fn][e] *= f;
+      }
+  }
 
-  // intra part: the causal tiles of the other side within the chunk
-  const int chunk_end = min(chunk0 + CHUNK, p.S);
+  // intra part: the causal tiles of the other side within the chunk (chunked: in order;
+  // parallel: outwards from the row tile, DQ down to 0, DK/DV up to S)
+  const int chunk_end = PAR ? p.S : min(chunk0 + L, p.S);
   const int t_begin = MODE == kDQ ? chunk0 : (row0 / BT) * BT;
   const int t_end = MODE == kDQ ? min(row0 + BR, p.S) : chunk_end;
+  const int n_tiles = (t_end - t_begin + BT - 1) / BT;
+  auto col_tile = [&](int n) { return t_begin + (PAR && MODE == kDQ ? n_tiles - 1 - n : n) * BT; };
   auto issue_z = [&](int t0) {
     load_tile_async<T, BT, DX, NT>(sZ, TileZ::LD, gZ + (i64)t0 * sZs, sZs, p.S - t0, tid);
     cp_async_commit();
@@ -150,13 +184,32 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
     load_tile_async<T, BT, BN, NT>(sW, TileW::LD, gW + (i64)t0 * sWs, sWs, p.S - t0, tid);
     cp_async_commit();
   };
-  if (t_begin < t_end) {
-    issue_z(t_begin);
-    issue_w(t_begin);
+  if (n_tiles > 0) {
+    issue_z(col_tile(0));
+    issue_w(col_tile(0));
   }
-  for (int t0 = t_begin; t0 < t_end; t0 += BT) {
-    const bool more = t0 + BT < t_end;
-    if (tid < BT) {
+  float csum = 0.f, cmax = P0;  // parallel: the scan's carries (DQ: sum of f~ from the tile up to row0)
+  for (int n = 0; n < n_tiles; ++n) {
+    const int t0 = col_tile(n);
+    const bool more = n + 1 < n_tiles;
+    if constexpr (PAR) {
+      if (MODE == kDQ) {
+        if (t0 >= row0) {
+          if (tid < BT) s_ec[tid] = s_uown[t0 - row0 + tid];
+        } else {
+          const float u = gs.down(p, t0, BT, csum);
+          if (tid < BT) s_ec[BT - 1 - tid] = u;
+        }
+        if (tid < BT) s_fc[tid] = 1.f;
+      } else {
+        float bp, u, pm;
+        gs.up(p, t0, BT, csum, cmax, bp, u, pm);
+        if (tid < BT) {
+          s_ec[tid] = EXP ? -fmaxf(B, pm) : bp;
+          s_fc[tid] = scale * inv_den(t0 + tid);
+        }
+      }
+    } else if (tid < BT) {
       const int t = t0 + tid;
       const i64 o = bh * S_pad + t;
       if (MODE == kDQ) {
@@ -173,7 +226,7 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
     GS::zero(sacc);
     GS::run(sacc, sX, TileX::LD, sZ, TileZ::LD, warp_m, warp_n, lane);
     __syncthreads();
-    if (more) issue_z(t0 + BT);
+    if (more) issue_z(col_tile(n + 1));
 #pragma unroll
     for (int fm = 0; fm < GS::FM; ++fm)
 #pragma unroll
@@ -200,7 +253,7 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
     __syncthreads();
     GO::run(acc, sP, TileP::LD, sW, TileW::LD, warp_m, warp_n, lane);
     __syncthreads();
-    if (more) issue_w(t0 + BT);
+    if (more) issue_w(col_tile(n + 1));
   }
 
   // dQ / dK: fp32 partial row dots q.dq or k.dk over this CTA's Dqk columns, for the gate
@@ -228,7 +281,7 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
         if ((lane & 3) == 0) s_part[warp_n * BR + rl] = d;
       }
     __syncthreads();
-    if (tid < BR) {
+    if (tid < BR && (!PAR || row0 + tid < p.S)) {
       float d = 0.f;
       for (int w = 0; w < WN; ++w) d += s_part[w * BR + tid];
       p.xpart[((bh * S_pad + row0 + tid) * 2 + (MODE == kDK ? 1 : 0)) * p.xparts + nt] = d;
@@ -242,6 +295,31 @@ __device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
   const i64 o_ss = MODE == kDQ ? p.dq_ss : MODE == kDK ? p.dk_ss : p.dv_ss;
   gOut += b * o_sb + h * o_sh + n0;
   store_acc<T, GO>(acc, gOut + (i64)row0 * o_ss, o_ss, p.S - row0, warp_m, warp_n, lane);
+}
+
+// The chunkwise backward's tile kernels: one launch per mode.
+template <class T, class TS, int DQK, int DV, int CHUNK, int BR, int BT, int BN, int BKC, int WM,
+          int WN, bool EXP, int MODE>
+__device__ void mlstm_bwd_tile(const MlstmBwdParams& p, char* smem) {
+  mlstm_bwd_tile_at<T, TS, DQK, DV, CHUNK, BR, BT, BN, BKC, WM, WN, EXP, MODE, float>(p, smem, blockIdx.x,
+                                                                                    blockIdx.y, blockIdx.z);
+}
+
+// The parallel backward's tile launch: the dQ, dK and dV CTAs of a row tile side by side in one
+// grid (x: DQK / BNQK dQ column tiles, then as many dK tiles, then DV / BNV dV tiles; y: row
+// tiles; z: heads), so one launch does all three, and the causal work, which grows with the row
+// for dQ and shrinks for dK and dV, evens out across the CTAs of a row tile.
+template <class T, int DQK, int DV, int BR, int BT, int BNQK, int BNV, int BKC, int WM, int WN,
+          bool EXP, class G>
+__device__ void mlstm_bwd_parallel(const MlstmBwdParams& p, char* smem) {
+  constexpr int NQK = DQK / BNQK;
+  const int x = blockIdx.x, rt = blockIdx.y, bh = blockIdx.z;
+  if (x < NQK)
+    mlstm_bwd_tile_at<T, T, DQK, DV, 0, BR, BT, BNQK, BKC, WM, WN, EXP, kDQ, G>(p, smem, x, rt, bh);
+  else if (x < 2 * NQK)
+    mlstm_bwd_tile_at<T, T, DQK, DV, 0, BR, BT, BNQK, BKC, WM, WN, EXP, kDK, G>(p, smem, x - NQK, rt, bh);
+  else
+    mlstm_bwd_tile_at<T, T, DQK, DV, 0, BR, BT, BNV, BKC, WM, WN, EXP, kDV, G>(p, smem, x - 2 * NQK, rt, bh);
 }
 
 }  // namespace tfla

@@ -8,17 +8,26 @@
 // is tiled over key tiles (BKV) so the chunk length is bounded by nothing but memory; the
 // stabilizers come from the gate kernel, so no online rescaling is needed.
 // Pipeline: K(j+1) loads during P V(j); V(j+1) loads during Q K(j+1)^T.
+//
+// CHUNK = 0 is the parallel (quadratic) form, the whole forward in this one launch: one chunk
+// spans the sequence, there is no state (beta_i = 0), and r_i, u_j, mu_i come from the raw gates
+// G through the CTA's own scans (mlstm_gate_scan.cuh) instead of the gate kernel's workspace.
+// Its key tiles run from the diagonal down to position 0, so the scan carries outwards from the
+// query tile (BQ must be a multiple of BKV).
 #pragma once
+#include "tfla/mlstm_gate_scan.cuh"
 #include "tfla/tile.cuh"
 
 namespace tfla {
 
 template <class T, class TS, int DQK, int DV, int CHUNK, int BQ, int BKV, int BV, int BKC, int WM,
-          int WN, bool EXP, bool NORMALIZE>
+          int WN, bool EXP, bool NORMALIZE, class G = float>
 __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   constexpr int NT = WM * WN * 32;
   constexpr int NW = WM * WN;
   constexpr bool NEED_N = EXP || NORMALIZE;
+  constexpr bool PAR = CHUNK == 0;        // the parallel form (see the top of the file)
+  constexpr int L = PAR ? BQ : CHUNK;     // chunk length of the chunked form's index arithmetic
   typedef STile<T, BQ, DQK> TileQ;
   typedef STile<T, BKV, DQK> TileK;
   typedef STile<T, BKV, BV> TileV;
@@ -27,7 +36,7 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   typedef Gemm<T, BQ, BKV, DQK, WM, WN, false, true> GS;   // S = Q K^T
   typedef Gemm<T, BQ, BV, BKV, WM, WN, false, false> GO;   // O += P V
   typedef Gemm<T, BQ, BV, BKC, WM, WN, false, false> GI;   // O = Q C (inter)
-  static_assert(CHUNK % BQ == 0 && CHUNK % BKV == 0, "tiles must divide the chunk");
+  static_assert(L % BQ == 0 && L % BKV == 0, "tiles must divide the chunk (parallel: BKV must divide BQ)");
   static_assert(DQK % BKC == 0 && DV % BV == 0, "tiles must divide the head dims");
   static_assert(NT >= BQ && NT >= BKV, "one thread per row needed");
 
@@ -46,6 +55,8 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   float* s_nq = s_mu + BQ;                                    // [BQ]  n_c . q_i
   float* s_u = s_nq + BQ;                                     // [BKV]
   float* s_N = s_u + BKV;                                     // [WN][BQ]
+  float* s_uown = s_N + WN * BQ;                              // [BQ]  parallel: u' of the rows
+  float* s_scan = s_uown + BQ;                                // [NW]  parallel: scan partials
 
   // Dv tiles of one query tile are adjacent in launch order, so they share Q, K, V and C in L2.
   const int vt = blockIdx.x, qt = blockIdx.y, bh = blockIdx.z;
@@ -53,22 +64,33 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
   const int row0 = qt * BQ;
-  const int c = row0 / CHUNK;
-  const int chunk0 = c * CHUNK;
+  const int c = PAR ? 0 : row0 / L;
+  const int chunk0 = c * L;
   const int v0 = vt * BV;
-  const i64 S_pad = (i64)p.NC * CHUNK;
+  const i64 S_pad = (i64)p.NC * L;
   const float scale = p.scale;
+  const GateScan<NT, EXP, G> gs{{s_scan}, b, h};
 
   const T* gQ = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh;
   const T* gK = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh;
   const T* gV = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh + v0;
-  const TS* gC = static_cast<const TS*>(p.states_C) + ((i64)bh * p.NC + c) * DQK * DV + v0;
 
   load_tile_async<T, BQ, DQK, NT>(sQ, TileQ::LD, gQ + (i64)row0 * p.q_ss, p.q_ss, p.S - row0, tid);
   cp_async_commit();
 
-  const float m_c = EXP ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
-  if (tid < BQ) {
+  const float m_c = EXP && !PAR ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
+  if constexpr (PAR) {
+    float B = 0.f, P0 = neg_inf(), csum = 0.f, bp, u, pm;
+    if (EXP) gs.prefix(p, row0, &B, &P0);
+    gs.up(p, row0, BQ, csum, P0, bp, u, pm);
+    if (tid < BQ) {
+      const float M = fmaxf(B, pm);
+      s_uown[tid] = u;
+      s_r[tid] = EXP ? -M : bp;
+      s_beta[tid] = 0.f;
+      s_mu[tid] = EXP ? bp + M : 0.f;
+    }
+  } else if (tid < BQ) {
     const i64 o = bh * S_pad + row0 + tid;
     const float bi = p.gate_b[o];
     if (EXP) {
@@ -85,8 +107,9 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
 
   typename GO::Acc acc;
   GO::zero(acc);
-  const bool has_state = !(c == 0 && p.C0 == nullptr);
+  const bool has_state = !PAR && !(c == 0 && p.C0 == nullptr);
   if (has_state) {
+    const TS* gC = static_cast<const TS*>(p.states_C) + ((i64)bh * p.NC + c) * DQK * DV + v0;
     // double-buffered over Dqk blocks of C_c: block kc + 1 loads while block kc multiplies
     load_tile_async<TS, BKC, BV, NT>(sC0, TileC::LD, gC, DV, BKC, tid);
     cp_async_commit();
@@ -110,30 +133,36 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   __syncthreads();  // Q and the row values are visible
   // n_c . q_i, one warp per row
   if (NEED_N) {
-    const float* nc = p.states_n + ((i64)bh * p.NC + c) * DQK;
     for (int r = warp; r < BQ; r += NW) {
       float s = 0.f;
-      if (has_state)
+      if (has_state) {
+        const float* nc = p.states_n + ((i64)bh * p.NC + c) * DQK;
         for (int d = lane; d < DQK; d += 32) s += Elem<T>::to_float(sQ[r * TileQ::LD + d]) * nc[d];
+      }
       s = warp_sum(s);
       if (lane == 0) s_nq[r] = s;
     }
   }
   // scale the inter part by beta_i * s
+  if (has_state) {
 #pragma unroll
-  for (int fm = 0; fm < GO::FM; ++fm)
+    for (int fm = 0; fm < GO::FM; ++fm)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float f = s_beta[warp_m * GO::WTM + acc_row(fm, e, lane)] * scale;
+      for (int e = 0; e < 4; ++e) {
+        const float f = s_beta[warp_m * GO::WTM + acc_row(fm, e, lane)] * scale;
 #pragma unroll
-      for (int fn = 0; fn < GO::FN; ++fn) acc[fm][fn][e] *= f;
-    }
+        for (int fn = 0; fn < GO::FN; ++fn) acc[fm][fn][e] *= f;
+      }
+  }
 
-  // intra-chunk: key tiles from the chunk start up to the last row of this query tile
+  // intra-chunk: the key tiles from the chunk start up to the last row of this query tile
+  // (chunked: in order; parallel: from the diagonal down, carrying the gate scan outwards)
   float rowN[GS::FM][2];
 #pragma unroll
   for (int fm = 0; fm < GS::FM; ++fm) rowN[fm][0] = rowN[fm][1] = 0.f;
   const int key_end = min(row0 + BQ, p.S);
+  const int n_tiles = (key_end - chunk0 + BKV - 1) / BKV;
+  auto key_tile = [&](int n) { return chunk0 + (PAR ? n_tiles - 1 - n : n) * BKV; };
   auto issue_k = [&](int j0) {
     load_tile_async<T, BKV, DQK, NT>(sK, TileK::LD, gK + (i64)j0 * p.k_ss, p.k_ss, p.S - j0, tid);
     cp_async_commit();
@@ -142,18 +171,29 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
     load_tile_async<T, BKV, BV, NT>(sV, TileV::LD, gV + (i64)j0 * p.v_ss, p.v_ss, p.S - j0, tid);
     cp_async_commit();
   };
-  issue_k(chunk0);
-  issue_v(chunk0);
-  for (int j0 = chunk0; j0 < key_end; j0 += BKV) {
-    const bool more = j0 + BKV < key_end;
-    if (tid < BKV) s_u[tid] = p.gate_u[bh * S_pad + j0 + tid];
+  issue_k(key_tile(0));
+  issue_v(key_tile(0));
+  float sfx = 0.f;  // parallel: the sum of f~ from the current key tile's end up to row0
+  for (int n = 0; n < n_tiles; ++n) {
+    const int j0 = key_tile(n);
+    const bool more = n + 1 < n_tiles;
+    if constexpr (PAR) {
+      if (j0 >= row0) {
+        if (tid < BKV) s_u[tid] = s_uown[j0 - row0 + tid];
+      } else {
+        const float u = gs.down(p, j0, BKV, sfx);
+        if (tid < BKV) s_u[BKV - 1 - tid] = u;
+      }
+    } else if (tid < BKV) {
+      s_u[tid] = p.gate_u[bh * S_pad + j0 + tid];
+    }
     cp_async_wait<1>();
     __syncthreads();
     typename GS::Acc sacc;
     GS::zero(sacc);
     GS::run(sacc, sQ, TileQ::LD, sK, TileK::LD, warp_m, warp_n, lane);
     __syncthreads();
-    if (more) issue_k(j0 + BKV);
+    if (more) issue_k(key_tile(n + 1));
     // decay-weighted, causal scores -> P (shared, input dtype); row sums -> N
 #pragma unroll
     for (int fm = 0; fm < GS::FM; ++fm)
@@ -180,7 +220,7 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
     __syncthreads();
     GO::run(acc, sP, TileP::LD, sV, TileV::LD, warp_m, warp_n, lane);
     __syncthreads();
-    if (more) issue_v(j0 + BKV);
+    if (more) issue_v(key_tile(n + 1));
   }
 
   // N_i: reduce the row sums over the quad, then over the warps that share the rows

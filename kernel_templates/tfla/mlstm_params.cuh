@@ -29,6 +29,9 @@ TFLA_HD constexpr int bwd_tile_smem_bytes(int eb, int dx, int br, int bt, int bn
          max_i(stile_bytes(bt, bn, eb), y_nmajor ? stile_bytes(bn, bkc, eb) : stile_bytes(bkc, bn, eb)) +
          stile_bytes(br, bt, eb) + (3 * br + 2 * bt) * 4;
 }
+// The parallel form's addition to a tile kernel: u' of the CTA's rows and the gate scan's warp
+// partials (mlstm_gate_scan.cuh).
+TFLA_HD constexpr int gate_scan_smem_bytes(int rows, int nwarps) { return (rows + nwarps) * 4; }
 TFLA_HD constexpr int fwd_output_smem_bytes(int eb, int dqk, int bq, int bkv, int bv, int bkc, int wn) {
   // Q, then region A = max(K tile, C block), region B = max(V tile, C block), then P.
   return stile_bytes(bq, dqk, eb) +

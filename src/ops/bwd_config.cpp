@@ -7,10 +7,27 @@
 namespace tfla::ops {
 namespace {
 constexpr int kSmemBudgetBytes = 227 * 1024;
+// How much more FLOP work the parallel backward may do than the chunkwise one and still win
+// (measured: see parallel_bwd_by_default).
+constexpr double kBwdParallelAdvantage = 1.0;
 int largest_divisor(int d, std::initializer_list<int> options) {
   for (int o : options)
     if (d % o == 0) return o;
   return 16;
+}
+// The tile kernels' warp grid for their tile sizes: 32-row x 4 warps where the tiles allow.
+void set_tile_warps(BwdConfig& c) {
+  const int bn_min = std::min(c.siz_b_nqk, c.siz_b_nv);
+  if (c.siz_b_r % 32 == 0 && c.siz_b_t % 64 == 0 && bn_min % 64 == 0) {
+    c.warps_m = c.siz_b_r / 32;
+    c.warps_n = 4;
+  } else if (c.siz_b_t % 32 == 0 && bn_min % 32 == 0) {
+    c.warps_m = c.siz_b_r / 16;
+    c.warps_n = 2;
+  } else {
+    c.warps_m = c.siz_b_r / 16;
+    c.warps_n = 1;
+  }
 }
 }  // namespace
 
@@ -20,7 +37,8 @@ Config BwdConfig::to_config() const {
           {"ds_siz_b_k", ds_siz_b_k}, {"ds_siz_b_v", ds_siz_b_v}, {"ds_sub", ds_sub},
           {"ds_warps_m", ds_warps_m}, {"ds_warps_n", ds_warps_n}, {"siz_b_r", siz_b_r},
           {"siz_b_t", siz_b_t},       {"siz_b_nqk", siz_b_nqk},   {"siz_b_nv", siz_b_nv},
-          {"siz_b_kc", siz_b_kc},     {"warps_m", warps_m},       {"warps_n", warps_n}};
+          {"siz_b_kc", siz_b_kc},     {"warps_m", warps_m},       {"warps_n", warps_n},
+          {"parallel", parallel}};
 }
 
 void BwdConfig::apply(const Config& c) {
@@ -45,6 +63,7 @@ void BwdConfig::apply(const Config& c) {
     else if (key == "siz_b_kc") slot = &siz_b_kc;
     else if (key == "warps_m") slot = &warps_m;
     else if (key == "warps_n") slot = &warps_n;
+    else if (key == "parallel") slot = &parallel;
     if (!slot)
       throw Error(ErrorCode::InvalidArgument, "unknown backward config key '" + key + "'",
                   "known keys: " + to_string(BwdConfig{}.to_config()));
@@ -72,7 +91,12 @@ int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode) {
   const int dx = static_cast<int>(mode == 2 ? p.Dqk : p.Dv);
   const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
   return bwd_tile_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), dx, c.siz_b_r, c.siz_b_t, bn,
-                             c.siz_b_kc, mode != 2);
+                             c.siz_b_kc, mode != 2) +
+         (c.parallel ? gate_scan_smem_bytes(c.siz_b_r, c.warps_m * c.warps_n) : 0);
+}
+
+int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p) {
+  return std::max({bwd_tile_smem(c, p, 0), bwd_tile_smem(c, p, 1), bwd_tile_smem(c, p, 2)});
 }
 
 // Why this default: the same chunk rule as the forward (256 once the sequence is long enough)
@@ -82,6 +106,7 @@ int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode) {
 // 64-row tiles with warps 2 x 4; the state and dC kernels use the forward's blocks. fp32 with
 // wide heads shrinks the row tiles to fit shared memory.
 BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
+  if (chunk <= 0 && parallel_bwd_by_default(p)) return parallel_bwd_config(p);
   BwdConfig c;
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   int auto_chunk = 64;
@@ -104,19 +129,7 @@ BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
   c.siz_b_nv = largest_divisor(dv, {256, 128, 64, 32, 16});
   c.siz_b_kc = 64;
   while ((dqk % c.siz_b_kc) || (dv % c.siz_b_kc)) c.siz_b_kc /= 2;  // >= 16: both are multiples of 16
-  auto set_warps = [&] {
-    const int bn_min = std::min(c.siz_b_nqk, c.siz_b_nv);
-    if (c.siz_b_r % 32 == 0 && c.siz_b_t % 64 == 0 && bn_min % 64 == 0) {
-      c.warps_m = c.siz_b_r / 32;
-      c.warps_n = 4;
-    } else if (c.siz_b_t % 32 == 0 && bn_min % 32 == 0) {
-      c.warps_m = c.siz_b_r / 16;
-      c.warps_n = 2;
-    } else {
-      c.warps_m = c.siz_b_r / 16;
-      c.warps_n = 1;
-    }
-  };
+  auto set_warps = [&] { set_tile_warps(c); };
   set_warps();
   while (std::max({bwd_tile_smem(c, p, 0), bwd_tile_smem(c, p, 1), bwd_tile_smem(c, p, 2)}) >
              kSmemBudgetBytes &&
@@ -129,16 +142,66 @@ BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
   return c;
 }
 
+// Why the parallel form is the default for short sequences: per token and head its three tile
+// modes each compute their scores and products over the whole prefix, 3 S (Dqk + Dv) FLOPs, in
+// two launches with no states; the chunkwise form recomputes the chunk states, runs the dC
+// recurrence and the three modes' inter parts (about 10 Dqk Dv) plus the intra-chunk part
+// 3 L (Dqk + Dv), in eight launches with fp32 states written and read. As in the forward, FLOP
+// parity (kBwdParallelAdvantage = 1) puts the switch where the measured forms cross. H100,
+// 2026-11-22, `tfla bench backward --variant exp --config parallel=0|1`, bf16, NH = 8, ms:
+//   Dqk 256, Dv 512, B*S = 16384: S=64 2.42 vs 0.72, 256 2.15 vs 1.22, 512 2.15 vs 1.87,
+//                                 1024 2.15 vs 3.15 (rule: parallel to S=824)
+//   the same at B*S = 65536:      S=64 9.33 vs 2.77, 512 8.13 vs 7.20, 1024 8.15 vs 12.27
+//   Dqk = Dv = 128, B*S = 16384:  S=256 0.557 vs 0.396, 512 0.560 vs 0.607 (rule: to S=469);
+//   at B*S = 65536:               S=256 1.97 vs 1.50, 512 1.96 vs 2.30
+bool parallel_bwd_by_default(const MlstmProblem& p) {
+  if (p.S > parallel_max_seq()) return false;
+  const double dqk = static_cast<double>(p.Dqk), dv = static_cast<double>(p.Dv);
+  const double chunkwise = 10.0 * dqk * dv + 3.0 * chunkwise_fwd_config(p).chunk * (dqk + dv);
+  return 3.0 * static_cast<double>(p.S) * (dqk + dv) <= kBwdParallelAdvantage * chunkwise;
+}
+
+BwdConfig chunkwise_bwd_config(const MlstmProblem& p) {
+  return default_bwd_config(p, chunkwise_fwd_config(p).chunk);
+}
+
+// The parallel form's tiles: the chunkwise default's gradient tiles (64 rows; BT = BR, so the
+// column tiles divide the row tile as the outward walk needs), shrunk if the gate scan tips the
+// largest mode over the shared-memory budget.
+BwdConfig parallel_bwd_config(const MlstmProblem& p) {
+  BwdConfig c = chunkwise_bwd_config(p);
+  c.parallel = 1;
+  while (bwd_parallel_smem(c, p) > kSmemBudgetBytes && c.siz_b_r > 16) {
+    c.siz_b_r /= 2;
+    c.siz_b_t = c.siz_b_r;
+    set_tile_warps(c);
+  }
+  return c;
+}
+
 BwdConfig resolve_bwd_config(const MlstmProblem& p, const Config& pinned) {
-  auto it = pinned.find("chunk");
-  BwdConfig c = default_bwd_config(p, it == pinned.end() ? 0 : static_cast<int>(it->second));
+  auto chunk = pinned.find("chunk");
+  auto par = pinned.find("parallel");
+  BwdConfig c;
+  if (par != pinned.end() && par->second == 1) c = parallel_bwd_config(p);
+  else if (chunk != pinned.end()) c = default_bwd_config(p, static_cast<int>(chunk->second));
+  else if (par != pinned.end()) c = chunkwise_bwd_config(p);
+  else c = default_bwd_config(p);
   c.apply(pinned);
   return c;
 }
 
 std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p) {
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  if (std::string f = check_fwd_config([&] {
+  if (c.parallel != 0 && c.parallel != 1) return "parallel must be 0 or 1";
+  if (c.parallel) {
+    if (c.chunk < 16 || c.chunk % 16) return "chunk must be a positive multiple of 16";
+    if (p.S > parallel_max_seq())
+      return "parallel=1 supports S up to " + std::to_string(parallel_max_seq()) + " (got S = " +
+             std::to_string(p.S) + "); use the chunkwise form (parallel=0)";
+    if (c.siz_b_r < 16) return "siz_b_r must be at least 16";
+    if (c.siz_b_t < 16 || c.siz_b_r % c.siz_b_t) return "parallel=1: siz_b_t must divide siz_b_r";
+  } else if (std::string f = check_fwd_config([&] {
         FwdConfig x = default_fwd_config(p, c.chunk);
         x.st_siz_b_k = c.st_siz_b_k; x.st_siz_b_v = c.st_siz_b_v; x.st_sub = c.st_sub;
         x.st_warps_m = c.st_warps_m; x.st_warps_n = c.st_warps_n;
@@ -146,15 +209,17 @@ std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p) {
       }(), p);
       !f.empty())
     return f;
-  if (c.ds_siz_b_k < 16 || dqk % c.ds_siz_b_k) return "ds_siz_b_k must divide Dqk";
-  if (c.ds_siz_b_v < 16 || dv % c.ds_siz_b_v) return "ds_siz_b_v must divide Dv";
-  if (c.ds_warps_m < 1 || c.ds_warps_n < 1 || c.ds_warps_m * c.ds_warps_n > 16) return "ds_warps_m * ds_warps_n must be 1..16";
-  if (c.ds_siz_b_k % (16 * c.ds_warps_m)) return "ds_siz_b_k must be a multiple of 16 * ds_warps_m";
-  if (c.ds_siz_b_v % (16 * c.ds_warps_n)) return "ds_siz_b_v must be a multiple of 16 * ds_warps_n";
-  if (c.ds_sub < 16 || c.ds_sub % 16 || c.chunk % c.ds_sub) return "ds_sub must be a multiple of 16 dividing chunk";
-  if (32 * c.ds_warps_m * c.ds_warps_n < c.ds_sub) return "dC kernel needs a thread per sub-block row";
-  if (c.siz_b_r < 16 || c.chunk % c.siz_b_r) return "siz_b_r must divide chunk";
-  if (c.siz_b_t < 16 || c.chunk % c.siz_b_t) return "siz_b_t must divide chunk";
+  if (!c.parallel) {  // the dC kernel and the chunk's tiling
+    if (c.ds_siz_b_k < 16 || dqk % c.ds_siz_b_k) return "ds_siz_b_k must divide Dqk";
+    if (c.ds_siz_b_v < 16 || dv % c.ds_siz_b_v) return "ds_siz_b_v must divide Dv";
+    if (c.ds_warps_m < 1 || c.ds_warps_n < 1 || c.ds_warps_m * c.ds_warps_n > 16) return "ds_warps_m * ds_warps_n must be 1..16";
+    if (c.ds_siz_b_k % (16 * c.ds_warps_m)) return "ds_siz_b_k must be a multiple of 16 * ds_warps_m";
+    if (c.ds_siz_b_v % (16 * c.ds_warps_n)) return "ds_siz_b_v must be a multiple of 16 * ds_warps_n";
+    if (c.ds_sub < 16 || c.ds_sub % 16 || c.chunk % c.ds_sub) return "ds_sub must be a multiple of 16 dividing chunk";
+    if (32 * c.ds_warps_m * c.ds_warps_n < c.ds_sub) return "dC kernel needs a thread per sub-block row";
+    if (c.siz_b_r < 16 || c.chunk % c.siz_b_r) return "siz_b_r must divide chunk";
+    if (c.siz_b_t < 16 || c.chunk % c.siz_b_t) return "siz_b_t must divide chunk";
+  }
   if (c.warps_m < 1 || c.warps_n < 1 || c.warps_n > 4 || c.warps_m * c.warps_n > 16) return "warps_n must be 1..4 and warps_m * warps_n at most 16";
   if (c.siz_b_r % (16 * c.warps_m)) return "siz_b_r must be a multiple of 16 * warps_m";
   if (c.siz_b_t % (16 * c.warps_n)) return "siz_b_t must be a multiple of 16 * warps_n";

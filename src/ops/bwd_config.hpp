@@ -1,5 +1,7 @@
-// Launch configuration of the chunkwise backward (state recompute, dC recurrence, three tile
-// kernels, gate gradients) and its validity rules.
+// Launch configuration of the backward and its validity rules: the chunkwise form (state
+// recompute, dC recurrence, three tile kernels, gate gradients) or, with parallel = 1, the
+// parallel (quadratic) form (dQ, dK and dV tiles in one launch, then the gate gradients; the
+// keys chunk, st_*, ds_* are then unused).
 #pragma once
 #include <string>
 
@@ -21,17 +23,29 @@ struct BwdConfig {
   int siz_b_nv = 128;  // gradient columns per CTA for dV (a Dv tile)
   int siz_b_kc = 64;   // contraction rows per staged state block
   int warps_m = 2, warps_n = 4;
+  // 1: the parallel form (no states: no initial states, dC_last, dC0 or saved buffer)
+  int parallel = 0;
 
   Config to_config() const;
   void apply(const Config& c);  // throws InvalidArgument on unknown keys
   FwdConfig recompute_config() const;  // the forward state kernel's part
 };
 
+// Whether the analytic default of p is the parallel form (short sequences, see bwd_config.cpp).
+bool parallel_bwd_by_default(const MlstmProblem& p);
+// As the forward's: chunk > 0 fixes the chunk (chunkwise form); chunk = 0 may give the parallel
+// form.
 BwdConfig default_bwd_config(const MlstmProblem& p, int chunk = 0);
+BwdConfig chunkwise_bwd_config(const MlstmProblem& p);
+BwdConfig parallel_bwd_config(const MlstmProblem& p);
+// pinned over the default (parallel = 1 pinned: over the parallel default; chunk pinned: over
+// that chunk's default).
 BwdConfig resolve_bwd_config(const MlstmProblem& p, const Config& pinned);
 std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p);
 int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p);
-// mode: 0 dQ, 1 dK, 2 dV
+// mode: 0 dQ, 1 dK, 2 dV (the parallel form adds its gate scan)
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
+// The parallel form's one tile launch: the largest of the three modes.
+int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p);
 
 }  // namespace tfla::ops

@@ -10,7 +10,8 @@ Config FwdConfig::to_config() const {
   return {{"chunk", chunk},           {"siz_b_q", siz_b_q},       {"siz_b_kv", siz_b_kv},
           {"siz_b_v", siz_b_v},       {"siz_b_kc", siz_b_kc},     {"warps_m", warps_m},
           {"warps_n", warps_n},       {"st_siz_b_k", st_siz_b_k}, {"st_siz_b_v", st_siz_b_v},
-          {"st_sub", st_sub},         {"st_warps_m", st_warps_m}, {"st_warps_n", st_warps_n}};
+          {"st_sub", st_sub},         {"st_warps_m", st_warps_m}, {"st_warps_n", st_warps_n},
+          {"parallel", parallel}};
 }
 
 void FwdConfig::apply(const Config& c) {
@@ -28,6 +29,7 @@ void FwdConfig::apply(const Config& c) {
     else if (key == "st_sub") st_sub = v;
     else if (key == "st_warps_m") st_warps_m = v;
     else if (key == "st_warps_n") st_warps_n = v;
+    else if (key == "parallel") parallel = v;
     else
       throw Error(ErrorCode::InvalidArgument, "unknown forward config key '" + key + "'",
                   "known keys: " + to_string(FwdConfig{}.to_config()));
@@ -42,7 +44,22 @@ int largest_divisor(int d, std::initializer_list<int> options) {
     if (d % o == 0) return o;
   return 16;
 }
+// The chunk length of the chunkwise default: 64, 128 or 256, the shortest covering S.
+int default_chunk(const MlstmProblem& p) {
+  int chunk = 64;
+  while (chunk < 256 && chunk < p.S) chunk *= 2;
+  return chunk;
+}
+// The parallel form's limit. Any S is exact (its gate sums run outwards from each tile, see
+// mlstm_gate_scan.cuh), but its work grows as S^2 against the chunkwise form's S, which wins
+// long before this length (see parallel_by_default's measurements).
+constexpr int kParallelMaxS = 16384;
+// How much more FLOP work the parallel forward may do than the chunkwise one and still win
+// (measured: see parallel_by_default).
+constexpr double kFwdParallelAdvantage = 1.0;
 }  // namespace
+
+int parallel_max_seq() { return kParallelMaxS; }
 
 // Why this default (measured on H200 at B*S = 65536, NH = 8, Dqk = 256, Dv = 512, bf16):
 // chunk 256 halves the chunk-state traffic (Dqk x Dv per chunk, written by the state kernel and
@@ -51,11 +68,10 @@ int largest_divisor(int d, std::initializer_list<int> options) {
 // 32 x 64 accumulator block (fewer fragment loads per mma than 16-row blocks). The state kernel's
 // 128 x 128 C block in 8 warps amortizes each streamed K/V sub-block over 128 columns.
 FwdConfig default_fwd_config(const MlstmProblem& p, int chunk) {
+  if (chunk <= 0 && parallel_by_default(p)) return parallel_fwd_config(p);
   FwdConfig c;
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  int auto_chunk = 64;
-  while (auto_chunk < 256 && auto_chunk < p.S) auto_chunk *= 2;
-  c.chunk = chunk > 0 ? chunk : auto_chunk;
+  c.chunk = chunk > 0 ? chunk : default_chunk(p);
   c.siz_b_q = std::min(64, c.chunk);
   c.siz_b_kv = std::min(64, c.chunk);
   c.siz_b_v = largest_divisor(dv, {256, 128, 96, 64, 160, 32, 16});
@@ -99,9 +115,65 @@ FwdConfig default_fwd_config(const MlstmProblem& p, int chunk) {
   return c;
 }
 
+// Why the parallel form is the default for short sequences: its work per token and head is the
+// causal score and output products over the whole prefix, S (Dqk + Dv) FLOPs, in one launch with
+// no state traffic; the chunkwise form's is 4 Dqk Dv (state update and inter part) + L (Dqk + Dv)
+// with L the chunk, in three launches with fp32 chunk states written and read. The rule compares
+// the two FLOP counts; the launches and state traffic the parallel form saves would allow it more
+// work, but measured, FLOP parity (kFwdParallelAdvantage = 1) already puts the switch where the
+// forms cross. H100, 2026-11-22, `tfla bench forward --variant exp --config parallel=0|1`, bf16,
+// NH = 8, chunkwise default vs parallel, ms:
+//   Dqk 256, Dv 512, B*S = 16384: S=64 0.96 vs 0.29, 256 0.74 vs 0.43, 512 0.81 vs 0.62,
+//                                 1024 0.84 vs 1.02, 2048 0.86 vs 1.82 (rule: parallel to S=938)
+//   the same at B*S = 65536:      S=64 3.75 vs 1.11, 512 3.05 vs 2.35, 1024 3.17 vs 3.82
+//   Dqk = Dv = 128, B*S = 16384:  S=256 0.206 vs 0.150, 512 0.231 vs 0.218, 1024 0.221 vs 0.359;
+//   at B*S = 65536 S=512 is a tie (0.768 vs 0.781)                  (rule: parallel to S=512)
+bool parallel_by_default(const MlstmProblem& p) {
+  if (p.S > kParallelMaxS) return false;
+  const double dqk = static_cast<double>(p.Dqk), dv = static_cast<double>(p.Dv);
+  const double chunkwise = 4.0 * dqk * dv + default_chunk(p) * (dqk + dv);
+  return static_cast<double>(p.S) * (dqk + dv) <= kFwdParallelAdvantage * chunkwise;
+}
+
+FwdConfig chunkwise_fwd_config(const MlstmProblem& p) { return default_fwd_config(p, default_chunk(p)); }
+
+// The parallel form runs the chunkwise output kernel over one chunk of length S, so its tiles are
+// the ones the chunkwise default picks for a chunk of about the sequence's length (64-row query
+// tiles up to S = 64, 128-row ones in 4 x 4 warps beyond, where they fit). The kernel walks its
+// key tiles outwards from the query tile, so they must divide it (they do: 64 | 64, 128).
+// Up to S = 64 a sequence is one 64-row query tile and every Dv tile recomputes its Q K^T and
+// rereads Q and K: there the Dv tile is the whole head where it fits (H100, Dqk 256, Dv 512,
+// B*S = 65536, bf16, S = 64: 0.76 ms against 1.11 with 256-wide tiles). Not with the 128-row
+// tiles of longer sequences: 16 warps holding 128 x 512 accumulators ran 4x slower (S = 128).
+FwdConfig parallel_fwd_config(const MlstmProblem& p) {
+  FwdConfig c = chunkwise_fwd_config(p);
+  c.parallel = 1;
+  if (p.S <= c.siz_b_q && c.siz_b_q <= 64 && c.siz_b_v < p.Dv) {
+    FwdConfig whole = c;
+    whole.siz_b_v = static_cast<int>(p.Dv);
+    const int w = whole.siz_b_v, kv = whole.siz_b_kv;
+    whole.warps_n = (w % 64 == 0 && kv % 64 == 0) ? 4 : (w % 32 == 0 && kv % 32 == 0) ? 2 : 1;
+    whole.warps_m = whole.siz_b_q / (whole.warps_n == 4 ? 32 : 16);
+    if (check_fwd_config(whole, p).empty() && fwd_output_smem(whole, p) <= kSmemBudgetBytes) c = whole;
+  }
+  // the gate scan's few hundred bytes may tip a tile that just fit: shrink as the default does
+  while (fwd_output_smem(c, p) > kSmemBudgetBytes && c.siz_b_kv > 16) {
+    if (c.siz_b_q == c.siz_b_kv) c.siz_b_kv /= 2;
+    c.siz_b_q = c.siz_b_kv;
+    c.warps_m = c.siz_b_q / 16;
+    c.warps_n = (c.siz_b_v % 32 == 0 && c.siz_b_kv % 32 == 0) ? 2 : 1;
+  }
+  return c;
+}
+
 FwdConfig resolve_fwd_config(const MlstmProblem& p, const Config& pinned) {
-  auto it = pinned.find("chunk");
-  FwdConfig c = default_fwd_config(p, it == pinned.end() ? 0 : static_cast<int>(it->second));
+  auto chunk = pinned.find("chunk");
+  auto par = pinned.find("parallel");
+  FwdConfig c;
+  if (par != pinned.end() && par->second == 1) c = parallel_fwd_config(p);
+  else if (chunk != pinned.end()) c = default_fwd_config(p, static_cast<int>(chunk->second));
+  else if (par != pinned.end()) c = chunkwise_fwd_config(p);
+  else c = default_fwd_config(p);
   c.apply(pinned);
   return c;
 }
@@ -112,15 +184,24 @@ int fwd_states_smem(const FwdConfig& c, const MlstmProblem& p) {
 }
 int fwd_output_smem(const FwdConfig& c, const MlstmProblem& p) {
   return fwd_output_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), static_cast<int>(p.Dqk),
-                               c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_n);
+                               c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_n) +
+         (c.parallel ? gate_scan_smem_bytes(c.siz_b_q, c.warps_m * c.warps_n) : 0);
 }
 
 std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p) {
   auto bad = [](const std::string& s) { return s; };
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
+  if (c.parallel != 0 && c.parallel != 1) return bad("parallel must be 0 or 1");
   if (c.chunk < 16 || c.chunk % 16) return bad("chunk must be a positive multiple of 16");
-  if (c.siz_b_q < 16 || c.chunk % c.siz_b_q) return bad("siz_b_q must divide chunk");
-  if (c.siz_b_kv < 16 || c.chunk % c.siz_b_kv) return bad("siz_b_kv must divide chunk");
+  if (c.parallel) {
+    if (p.S > kParallelMaxS)
+      return bad("parallel=1 supports S up to " + std::to_string(kParallelMaxS) + " (got S = " +
+                 std::to_string(p.S) + "); use the chunkwise form (parallel=0)");
+    if (c.siz_b_kv < 16 || c.siz_b_q % c.siz_b_kv) return bad("parallel=1: siz_b_kv must divide siz_b_q");
+  } else {
+    if (c.siz_b_q < 16 || c.chunk % c.siz_b_q) return bad("siz_b_q must divide chunk");
+    if (c.siz_b_kv < 16 || c.chunk % c.siz_b_kv) return bad("siz_b_kv must divide chunk");
+  }
   if (c.warps_m < 1 || c.warps_n < 1 || c.warps_m * c.warps_n > 16)
     return bad("warps_m * warps_n must be 1..16");
   if (c.siz_b_q % (16 * c.warps_m)) return bad("siz_b_q must be a multiple of 16 * warps_m");
@@ -131,6 +212,7 @@ std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p) {
     return bad("siz_b_kc must be a multiple of 16 dividing Dqk");
   const int nt = 32 * c.warps_m * c.warps_n;
   if (nt < c.siz_b_q || nt < c.siz_b_kv) return bad("need at least one thread per query/key row");
+  if (c.parallel) return {};  // the state kernel does not run
   if (c.st_siz_b_k < 16 || dqk % c.st_siz_b_k) return bad("st_siz_b_k must divide Dqk");
   if (c.st_siz_b_v < 16 || dv % c.st_siz_b_v) return bad("st_siz_b_v must divide Dv");
   if (c.st_warps_m < 1 || c.st_warps_n < 1 || c.st_warps_m * c.st_warps_n > 16)

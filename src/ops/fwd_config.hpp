@@ -1,5 +1,8 @@
-// Launch configuration of the chunkwise forward (three kernels) and its validity rules.
-// The named-parameter form (tfla::Config) is what the tuner and the cache store.
+// Launch configuration of the forward and its validity rules: the chunkwise form (three
+// kernels) or, with parallel = 1, the parallel (quadratic) form (the output kernel alone, one
+// chunk spanning the sequence, gates scanned inside it; the keys chunk, siz_b_kc's inter part and
+// st_* are then unused). The named-parameter form (tfla::Config) is what the tuner and the cache
+// store.
 #pragma once
 #include <string>
 
@@ -20,16 +23,30 @@ struct FwdConfig {
   int st_siz_b_v = 128;  // Dv columns of C per CTA
   int st_sub = 64;       // chunk rows per streamed sub-block
   int st_warps_m = 4, st_warps_n = 2;
+  // 1: the parallel form (no chunk states; no initial or last states, no saved buffer)
+  int parallel = 0;
 
   Config to_config() const;
   // Reads the keys present in c over this config; throws InvalidArgument on unknown keys.
   void apply(const Config& c);
 };
 
+// The longest sequence the parallel form accepts (see kParallelMaxS in fwd_config.cpp).
+int parallel_max_seq();
+// Whether the analytic default of p is the parallel form (short sequences, see fwd_config.cpp).
+bool parallel_by_default(const MlstmProblem& p);
+
 // The analytic default for a problem (used until tuned, and as the tuner's baseline); chunk > 0
-// fixes the chunk length and derives the rest from it.
+// fixes the chunk length, so the chunkwise form, and derives the rest from it; chunk = 0 may
+// give the parallel form (parallel_by_default).
 FwdConfig default_fwd_config(const MlstmProblem& p, int chunk = 0);
-// The default for p with the pinned keys applied over it.
+// The chunkwise form's default for p (what a parallel choice falls back to).
+FwdConfig chunkwise_fwd_config(const MlstmProblem& p);
+// The parallel form's default for p: output tiles sized for the sequence; the chunkwise keys
+// keep chunkwise_fwd_config's values.
+FwdConfig parallel_fwd_config(const MlstmProblem& p);
+// The default for p with the pinned keys applied over it (parallel = 1 pinned: over the
+// parallel default; chunk pinned: over that chunk's default).
 FwdConfig resolve_fwd_config(const MlstmProblem& p, const Config& pinned);
 // Empty when cfg is valid for p; else a sentence naming the violated rule.
 std::string check_fwd_config(const FwdConfig& cfg, const MlstmProblem& p);

@@ -2,9 +2,12 @@
 
 #include <set>
 
+#include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/mlstm_step.hpp"
+#include "ops/step_config.hpp"
 
 namespace tfla::ops {
 namespace {
@@ -55,15 +58,21 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
   }
   add(fill_kernel(DType::FP32));  // fp32 gates are filled whatever the input dtype
   for (const MlstmProblem& p : default_space_problems(f)) {
-    const FwdKernels k = render_fwd(p, default_fwd_config(p));
-    add(k.gates);
-    add(k.states);
-    add(k.output);
+    // the default (the parallel form where it is the default) and the chunkwise default
+    for (const FwdConfig& c : {default_fwd_config(p), chunkwise_fwd_config(p)})
+      for (rt::KernelSpec& s : render_fwd(p, c).launched()) add(std::move(s));
+    // The step kernel's defaults at one batch row of 8 heads and at 512 heads (a cluster of up
+    // to 8 CTAs per head, and the widest slice).
+    for (int64_t heads : {8, 512}) {
+      MlstmProblem ps = p;
+      ps.B = heads / 8;
+      ps.NH = 8;
+      ps.S = 1;
+      add(render_step(ps, default_step_config(ps)));
+    }
     if (p.variant == Variant::Sig && !p.normalize) continue;  // same backward kernels as sig
-    const BwdKernels kb = render_bwd(p, default_bwd_config(p));
-    for (const rt::KernelSpec* s : {&kb.gates, &kb.states, &kb.dstates, &kb.dq, &kb.dk, &kb.dv,
-                                    &kb.gates_local, &kb.gates_df})
-      add(*s);
+    for (const BwdConfig& c : {default_bwd_config(p), chunkwise_bwd_config(p)})
+      for (rt::KernelSpec& s : render_bwd(p, c).launched()) add(std::move(s));
   }
   return out;
 }

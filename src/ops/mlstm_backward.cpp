@@ -5,9 +5,11 @@
 #include "ops/mlstm_forward.hpp"
 #include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/log.hpp"
 #include "tfla/mlstm_params.cuh"
 
 namespace tfla::ops {
@@ -21,10 +23,27 @@ std::string s(int64_t x) { return std::to_string(x); }
 
 }  // namespace
 
+std::vector<rt::KernelSpec> BwdKernels::launched() const {
+  if (parallel) return {tiles, gates_local};
+  return {gates, states, dstates, dq, dk, dv, gates_local, gates_df};
+}
+
 BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
   const std::string T = type_name(p.dtype), G = type_name(p.gate_dtype);
   const bool exp = p.variant == Variant::Exp;
   BwdKernels k;
+  if (c.parallel) {  // the tile modes in one launch, then the gate gradients over one chunk (0)
+    k.parallel = true;
+    k.tiles = rt::render("mlstm_bwd_parallel", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_parallel",
+                         "tfla::MlstmBwdParams",
+                         {T, s(p.Dqk), s(p.Dv), s(c.siz_b_r), s(c.siz_b_t), s(c.siz_b_nqk),
+                          s(c.siz_b_nv), s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), G},
+                         32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p));
+    k.gates_local = rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh",
+                               "tfla::mlstm_bwd_gates_local", "tfla::MlstmBwdParams",
+                               {T, G, s(p.Dqk), "0", "256", b(exp)}, 256, 0, false);
+    return k;
+  }
   const FwdConfig rc = c.recompute_config();
   k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
                        "tfla::MlstmFwdParams", {s(c.chunk), "256", b(exp), G}, 256, 0, false);
@@ -57,8 +76,21 @@ BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
   return k;
 }
 
-BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved) {
+BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved, bool form_pinned) {
   const size_t bh = static_cast<size_t>(p.B * p.NH);
+  if (c.parallel) {  // xpart (BH, S, 2, xparts) alone
+    BwdWorkspace w;
+    WorkspaceLayout layout;
+    w.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
+    w.xpart = layout.take(bh * static_cast<size_t>(p.S) * 2 * w.xparts * 4);
+    w.total = layout.total();
+    if (!form_pinned) {
+      BwdConfig chunkwise = c;
+      chunkwise.parallel = 0;
+      w.total = std::max(w.total, bwd_workspace(p, chunkwise, saved).total);
+    }
+    return w;
+  }
   const size_t nc = static_cast<size_t>((p.S + c.chunk - 1) / c.chunk);
   const size_t s_pad = nc * c.chunk;
   const size_t eb = dtype_bytes(p.dtype);
@@ -84,6 +116,26 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved
   w.chunk_x = take(bh * nc * 4);
   w.total = layout.total();
   return w;
+}
+
+std::string parallel_conflict(const BackwardTensors& t) {
+  if (t.C0 || t.n0 || t.m0) return "initial states (C0/n0/m0)";
+  if (t.dC_last) return "dC_last";
+  if (t.dC0) return "dC0 (the initial state's gradient)";
+  if (t.saved) return "a saved-states buffer";
+  return {};
+}
+
+BwdConfig select_bwd_config(const MlstmProblem& p, const BackwardTensors& t, const Config& caller) {
+  const Config& pinned = caller.empty() ? tuned_config(p, "bwd") : caller;
+  BwdConfig cfg = resolve_bwd_config(p, pinned);
+  if (cfg.parallel == 1 && !caller.count("parallel")) {
+    if (const std::string what = parallel_conflict(t); !what.empty()) {
+      log_debug("backward S={}: the parallel form takes no {}; using the chunkwise default", p.S, what);
+      cfg = chunkwise_bwd_config(p);
+    }
+  }
+  return cfg;
 }
 
 void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o,
@@ -115,6 +167,12 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   check_optional_f32("dC0", t.dC0);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
+  if (cfg.parallel) {
+    if (const std::string what = parallel_conflict(t); !what.empty())
+      throw Error(ErrorCode::InvalidArgument,
+                  "parallel=1 (the parallel form keeps no chunk states) cannot take " + what +
+                      ": pin parallel=0 (chunkwise) or leave the form to the library");
+  }
 
   rt::ensure_context();
   static KernelMemo<8> memo;
@@ -124,32 +182,11 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
                     cfg.ds_siz_b_k, cfg.ds_siz_b_v, cfg.ds_sub, cfg.ds_warps_m, cfg.ds_warps_n,
                     cfg.siz_b_r, cfg.siz_b_t, cfg.siz_b_nqk, cfg.siz_b_nv, cfg.siz_b_kc,
                     cfg.warps_m, cfg.warps_n};
-  const auto kernels = memo.get(key, [&] {
-    const BwdKernels ks = render_bwd(p, cfg);
-    return std::vector<rt::KernelSpec>{ks.gates, ks.states, ks.dstates, ks.dq, ks.dk, ks.dv,
-                                       ks.gates_local, ks.gates_df};
-  });
-  const rt::LoadedKernel& k_gates = *kernels[0];
-  const rt::LoadedKernel& k_states = *kernels[1];
-  const rt::LoadedKernel& k_dstates = *kernels[2];
-  const rt::LoadedKernel& k_dq = *kernels[3];
-  const rt::LoadedKernel& k_dk = *kernels[4];
-  const rt::LoadedKernel& k_dv = *kernels[5];
-  const rt::LoadedKernel& k_gl = *kernels[6];
-  const rt::LoadedKernel& k_gdf = *kernels[7];
-
-  const bool saved = t.saved != nullptr;
-  const BwdWorkspace ws = bwd_workspace(p, cfg, saved);
-  const FwdWorkspace sv = fwd_workspace(p, cfg.chunk, true);  // the saved buffer's layout
-  if (saved) {
-    if (t.saved_bytes != sv.total)
-      throw Error(ErrorCode::InvalidArgument,
-                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; the backward's chunk (" +
-                      std::to_string(cfg.chunk) + ") needs " + std::to_string(sv.total) +
-                      ": run forward and backward with the same chunk size");
-    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
-      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
-  }
+  static KernelMemo<2> par_memo;
+  const MemoKey par_key{4, static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
+                        static_cast<int64_t>(p.variant), p.Dqk, p.Dv, cfg.siz_b_r, cfg.siz_b_t,
+                        cfg.siz_b_nqk, cfg.siz_b_nv, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n};
+  const BwdWorkspace ws = bwd_workspace(p, cfg, t.saved != nullptr, true);
   CUstream stream = static_cast<CUstream>(o.stream);
   CUdeviceptr base = 0;
   bool owned = false;
@@ -161,20 +198,86 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
     if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
       throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
     base = reinterpret_cast<CUdeviceptr>(o.workspace);
-  } else {
+  }
+  auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
+  const Strides qs = resolve(t.q_strides, p, p.Dqk), kss = resolve(t.k_strides, p, p.Dqk),
+                vs = resolve(t.v_strides, p, p.Dv), dhs = resolve(t.dh_strides, p, p.Dv),
+                dqs = resolve(t.dq_strides, p, p.Dqk), dks = resolve(t.dk_strides, p, p.Dqk),
+                dvs = resolve(t.dv_strides, p, p.Dv);
+  // the tensors, strides and sizes of every form
+  MlstmBwdParams g{};
+  g.q = t.q; g.k = t.k; g.v = t.v; g.i = t.i; g.f = t.f; g.dh = t.dh;
+  g.q_sb = qs.b; g.q_sh = qs.h; g.q_ss = qs.s;
+  g.k_sb = kss.b; g.k_sh = kss.h; g.k_ss = kss.s;
+  g.v_sb = vs.b; g.v_sh = vs.h; g.v_ss = vs.s;
+  g.i_sb = is.b; g.i_sh = is.h; g.i_ss = is.s;
+  g.f_sb = fs.b; g.f_sh = fs.h; g.f_ss = fs.s;
+  g.dh_sb = dhs.b; g.dh_sh = dhs.h; g.dh_ss = dhs.s;
+  g.norm = t.norm;
+  g.dq = t.dq; g.dk = t.dk; g.dv = t.dv;
+  g.dq_sb = dqs.b; g.dq_sh = dqs.h; g.dq_ss = dqs.s;
+  g.dk_sb = dks.b; g.dk_sh = dks.h; g.dk_ss = dks.s;
+  g.dv_sb = dvs.b; g.dv_sh = dvs.h; g.dv_ss = dvs.s;
+  g.di = t.di; g.df = t.df;
+  g.di_sb = dis.b; g.di_sh = dis.h; g.di_ss = dis.s;
+  g.df_sb = dfs.b; g.df_sh = dfs.h; g.df_ss = dfs.s;
+  g.B = static_cast<int>(p.B); g.NH = static_cast<int>(p.NH); g.S = static_cast<int>(p.S); g.NC = 1;
+  g.scale = resolved_scale(p);
+  g.eps = p.eps;
+  const unsigned bh = static_cast<unsigned>(p.B * p.NH);
+  auto u = [](int64_t x) { return static_cast<unsigned>(x); };
+
+  if (cfg.parallel) {  // two launches: the three tile modes, then the gate gradients
+    const auto kernels = par_memo.get(par_key, [&] { return render_bwd(p, cfg).launched(); });
+    if (!o.workspace) {
+      TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
+      owned = true;
+    }
+    g.xpart = static_cast<float*>(at(ws.xpart));
+    g.xparts = ws.xparts;
+    try {
+      kernels[0]->launch({u(2 * (p.Dqk / cfg.siz_b_nqk) + p.Dv / cfg.siz_b_nv),
+                          u((p.S + cfg.siz_b_r - 1) / cfg.siz_b_r), bh},
+                         stream, &g, sizeof(g));
+      kernels[1]->launch({1, bh, 1}, stream, &g, sizeof(g));
+    } catch (...) {
+      if (owned) rt::driver().cuMemFreeAsync(base, stream);
+      throw;
+    }
+    if (owned) TFLA_CU(cuMemFreeAsync(base, stream));
+    return;
+  }
+
+  const auto kernels = memo.get(key, [&] { return render_bwd(p, cfg).launched(); });
+  const rt::LoadedKernel& k_gates = *kernels[0];
+  const rt::LoadedKernel& k_states = *kernels[1];
+  const rt::LoadedKernel& k_dstates = *kernels[2];
+  const rt::LoadedKernel& k_dq = *kernels[3];
+  const rt::LoadedKernel& k_dk = *kernels[4];
+  const rt::LoadedKernel& k_dv = *kernels[5];
+  const rt::LoadedKernel& k_gl = *kernels[6];
+  const rt::LoadedKernel& k_gdf = *kernels[7];
+
+  const bool saved = t.saved != nullptr;
+  const FwdWorkspace sv = fwd_workspace(p, cfg.chunk, true);  // the saved buffer's layout
+  if (saved) {
+    if (t.saved_bytes != sv.total)
+      throw Error(ErrorCode::InvalidArgument,
+                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; the backward's chunk (" +
+                      std::to_string(cfg.chunk) + ") needs " + std::to_string(sv.total) +
+                      ": run forward and backward with the same chunk size");
+    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
+      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
+  }
+  if (!o.workspace) {
     TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
     owned = true;
   }
-  auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
   const CUdeviceptr saved_base = reinterpret_cast<CUdeviceptr>(t.saved);
   // gate data and chunk states: from the saved buffer, or recomputed into the workspace
   auto st = [&](size_t ws_off, size_t saved_off) {
     return saved ? reinterpret_cast<void*>(saved_base + saved_off) : at(ws_off);
   };
-  const Strides qs = resolve(t.q_strides, p, p.Dqk), kss = resolve(t.k_strides, p, p.Dqk),
-                vs = resolve(t.v_strides, p, p.Dv), dhs = resolve(t.dh_strides, p, p.Dv),
-                dqs = resolve(t.dq_strides, p, p.Dqk), dks = resolve(t.dk_strides, p, p.Dqk),
-                dvs = resolve(t.dv_strides, p, p.Dv);
   const int NC = static_cast<int>((p.S + cfg.chunk - 1) / cfg.chunk);
 
   // recompute: the forward's gate and state kernels
@@ -198,24 +301,8 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   f.scale = resolved_scale(p);
   f.eps = p.eps;
 
-  MlstmBwdParams g{};
-  g.q = t.q; g.k = t.k; g.v = t.v; g.i = t.i; g.f = t.f; g.dh = t.dh;
-  g.q_sb = qs.b; g.q_sh = qs.h; g.q_ss = qs.s;
-  g.k_sb = kss.b; g.k_sh = kss.h; g.k_ss = kss.s;
-  g.v_sb = vs.b; g.v_sh = vs.h; g.v_ss = vs.s;
-  g.i_sb = is.b; g.i_sh = is.h; g.i_ss = is.s;
-  g.f_sb = fs.b; g.f_sh = fs.h; g.f_ss = fs.s;
-  g.dh_sb = dhs.b; g.dh_sh = dhs.h; g.dh_ss = dhs.s;
-  g.norm = t.norm;
   g.dC_last = t.dC_last;
   g.C_last = f.C_last;
-  g.dq = t.dq; g.dk = t.dk; g.dv = t.dv;
-  g.dq_sb = dqs.b; g.dq_sh = dqs.h; g.dq_ss = dqs.s;
-  g.dk_sb = dks.b; g.dk_sh = dks.h; g.dk_ss = dks.s;
-  g.dv_sb = dvs.b; g.dv_sh = dvs.h; g.dv_ss = dvs.s;
-  g.di = t.di; g.df = t.df;
-  g.di_sb = dis.b; g.di_sh = dis.h; g.di_ss = dis.s;
-  g.df_sb = dfs.b; g.df_sh = dfs.h; g.df_ss = dfs.s;
   g.dC0 = t.dC0;
   g.gate_b = f.gate_b; g.gate_u = f.gate_u; g.gate_pm = f.gate_pm;
   g.chunk_g = f.chunk_g; g.chunk_m = f.chunk_m;
@@ -227,13 +314,9 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   g.xparts = ws.xparts;
   g.row_x = static_cast<float*>(at(ws.row_x));
   g.chunk_x = static_cast<float*>(at(ws.chunk_x));
-  g.B = f.B; g.NH = f.NH; g.S = f.S; g.NC = NC;
-  g.scale = f.scale;
-  g.eps = f.eps;
+  g.NC = NC;
 
-  const unsigned bh = static_cast<unsigned>(p.B * p.NH);
   const unsigned nc = static_cast<unsigned>(NC);
-  auto u = [](int64_t x) { return static_cast<unsigned>(x); };
   try {
     if (!saved) {
       k_gates.launch({nc, bh, 1}, stream, &f, sizeof(f));

@@ -4,9 +4,11 @@
 
 #include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/log.hpp"
 #include "tfla/mlstm_params.cuh"
 
 namespace tfla::ops {
@@ -25,9 +27,25 @@ std::string s(int64_t x) { return std::to_string(x); }
 
 }  // namespace
 
+std::vector<rt::KernelSpec> FwdKernels::launched() const {
+  if (parallel) return {output};
+  return {gates, states, output};
+}
+
 FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
   const std::string T = dtype_type(p.dtype);
   const bool exp = p.variant == Variant::Exp;
+  if (c.parallel) {  // the output kernel with CHUNK = 0, reading the raw gates of dtype G
+    FwdKernels k;
+    k.parallel = true;
+    k.output = rt::render(
+        "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
+        "tfla::MlstmFwdParams",
+        {T, T, s(p.Dqk), s(p.Dv), "0", s(c.siz_b_q), s(c.siz_b_kv), s(c.siz_b_v), s(c.siz_b_kc),
+         s(c.warps_m), s(c.warps_n), b(exp), b(p.normalize), dtype_type(p.gate_dtype)},
+        32 * c.warps_m * c.warps_n, fwd_output_smem(c, p));
+    return k;
+  }
   // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
   // normalizer, but the returned last state (n_S) is part of the op's contract either way.
   const bool need_n = true;
@@ -70,6 +88,67 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last) {
   return w;
 }
 
+std::string parallel_conflict(const ForwardTensors& t) {
+  if (t.C0 || t.n0 || t.m0) return "initial states (C0/n0/m0)";
+  if (t.C_last || t.n_last || t.m_last) return "last states (C_last/n_last/m_last)";
+  if (t.saved) return "a saved-states buffer";
+  return {};
+}
+
+FwdConfig select_fwd_config(const MlstmProblem& p, const ForwardTensors& t, const Config& caller) {
+  const Config& pinned = caller.empty() ? tuned_config(p, "fwd") : caller;
+  FwdConfig cfg = resolve_fwd_config(p, pinned);
+  if (cfg.parallel == 1 && !caller.count("parallel")) {
+    if (const std::string what = parallel_conflict(t); !what.empty()) {
+      log_debug("forward S={}: the parallel form takes no {}; using the chunkwise default", p.S, what);
+      cfg = chunkwise_fwd_config(p);
+    }
+  }
+  return cfg;
+}
+
+namespace {
+
+// The launch parameters every form shares: tensors, strides, sizes.
+MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
+  MlstmFwdParams prm{};
+  const Strides qs = resolve(t.q_strides, p, p.Dqk), ks_ = resolve(t.k_strides, p, p.Dqk),
+                vs = resolve(t.v_strides, p, p.Dv), hs = resolve(t.h_strides, p, p.Dv);
+  const Strides is = resolve_gate(t.i_strides, p), fs = resolve_gate(t.f_strides, p);
+  prm.q = t.q; prm.k = t.k; prm.v = t.v; prm.i = t.i; prm.f = t.f; prm.h = t.h;
+  prm.q_sb = qs.b; prm.q_sh = qs.h; prm.q_ss = qs.s;
+  prm.k_sb = ks_.b; prm.k_sh = ks_.h; prm.k_ss = ks_.s;
+  prm.v_sb = vs.b; prm.v_sh = vs.h; prm.v_ss = vs.s;
+  prm.h_sb = hs.b; prm.h_sh = hs.h; prm.h_ss = hs.s;
+  prm.i_sb = is.b; prm.i_sh = is.h; prm.i_ss = is.s;
+  prm.f_sb = fs.b; prm.f_sh = fs.h; prm.f_ss = fs.s;
+  prm.norm_out = t.norm; prm.m_out = t.m;
+  prm.B = static_cast<int>(p.B);
+  prm.NH = static_cast<int>(p.NH);
+  prm.S = static_cast<int>(p.S);
+  prm.NC = 1;
+  prm.scale = resolved_scale(p);
+  prm.eps = p.eps;
+  return prm;
+}
+
+// The parallel form: one launch of the output kernel, no workspace.
+void forward_parallel(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
+                      const FwdConfig& cfg) {
+  static KernelMemo<1> memo;
+  const MemoKey key{3,          static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
+                    static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, cfg.siz_b_q,
+                    cfg.siz_b_kv, cfg.siz_b_v, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n};
+  const auto kernels = memo.get(key, [&] { return render_fwd(p, cfg).launched(); });
+  const MlstmFwdParams prm = io_params(p, t);
+  kernels[0]->launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
+                      static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q),
+                      static_cast<unsigned>(p.B * p.NH)},
+                     static_cast<CUstream>(o.stream), &prm, sizeof(prm));
+}
+
+}  // namespace
+
 void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
                          const FwdConfig& cfg) {
   check_problem(p);
@@ -92,6 +171,15 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   check_optional_f32("m_last", t.m_last);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
+  if (cfg.parallel) {
+    if (const std::string what = parallel_conflict(t); !what.empty())
+      throw Error(ErrorCode::InvalidArgument,
+                  "parallel=1 (the parallel form keeps no chunk states) cannot take " + what +
+                      ": pin parallel=0 (chunkwise) or leave the form to the library");
+    rt::ensure_context();
+    forward_parallel(p, t, o, cfg);
+    return;
+  }
 
   rt::ensure_context();
   static KernelMemo<3> memo;
@@ -99,10 +187,7 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
                     static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, cfg.chunk,
                     cfg.siz_b_q, cfg.siz_b_kv, cfg.siz_b_v, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n,
                     cfg.st_siz_b_k, cfg.st_siz_b_v, cfg.st_sub, cfg.st_warps_m, cfg.st_warps_n};
-  const auto kernels = memo.get(key, [&] {
-    const FwdKernels ks = render_fwd(p, cfg);
-    return std::vector<rt::KernelSpec>{ks.gates, ks.states, ks.output};
-  });
+  const auto kernels = memo.get(key, [&] { return render_fwd(p, cfg).launched(); });
   const rt::LoadedKernel& k_gates = *kernels[0];
   const rt::LoadedKernel& k_states = *kernels[1];
   const rt::LoadedKernel& k_output = *kernels[2];
@@ -134,17 +219,7 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   }
   auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
 
-  MlstmFwdParams prm{};
-  const Strides qs = resolve(t.q_strides, p, p.Dqk), ks_ = resolve(t.k_strides, p, p.Dqk),
-                vs = resolve(t.v_strides, p, p.Dv), hs = resolve(t.h_strides, p, p.Dv);
-  prm.q = t.q; prm.k = t.k; prm.v = t.v; prm.i = t.i; prm.f = t.f; prm.h = t.h;
-  prm.q_sb = qs.b; prm.q_sh = qs.h; prm.q_ss = qs.s;
-  prm.k_sb = ks_.b; prm.k_sh = ks_.h; prm.k_ss = ks_.s;
-  prm.v_sb = vs.b; prm.v_sh = vs.h; prm.v_ss = vs.s;
-  prm.h_sb = hs.b; prm.h_sh = hs.h; prm.h_ss = hs.s;
-  prm.i_sb = is.b; prm.i_sh = is.h; prm.i_ss = is.s;
-  prm.f_sb = fs.b; prm.f_sh = fs.h; prm.f_ss = fs.s;
-  prm.norm_out = t.norm; prm.m_out = t.m;
+  MlstmFwdParams prm = io_params(p, t);
   prm.C0 = t.C0; prm.n0 = t.n0; prm.m0 = t.m0;
   prm.C_last = saved ? static_cast<float*>(at(ws.C_last)) : t.C_last;
   prm.n_last = t.n_last; prm.m_last = t.m_last;
@@ -156,12 +231,7 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   prm.chunk_m = static_cast<float*>(at(ws.chunk_m));
   prm.states_C = at(ws.states_C);
   prm.states_n = static_cast<float*>(at(ws.states_n));
-  prm.B = static_cast<int>(p.B);
-  prm.NH = static_cast<int>(p.NH);
-  prm.S = static_cast<int>(p.S);
   prm.NC = static_cast<int>((p.S + cfg.chunk - 1) / cfg.chunk);
-  prm.scale = resolved_scale(p);
-  prm.eps = p.eps;
   const unsigned bh = static_cast<unsigned>(p.B * p.NH);
   try {
     k_gates.launch({static_cast<unsigned>(prm.NC), bh, 1}, stream, &prm, sizeof(prm));

@@ -8,6 +8,7 @@
 
 #include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/step_config.hpp"
 #include "runtime/cubin_store.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -41,9 +42,11 @@ Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
   key.batch_heads = p.B * p.NH;
   key.seq_len = p.S;
   const bool fwd = std::strcmp(op, "fwd") == 0;
+  const bool step = std::strcmp(op, "step") == 0;
   auto valid = [&](const cache::Config& c) {
     try {
       Config pinned(c.values.begin(), c.values.end());
+      if (step) return check_step_config(resolve_step_config(p, pinned), p).empty();
       if (fwd) {
         const FwdConfig f = resolve_fwd_config(p, pinned);
         return check_fwd_config(f, p).empty() && fwd_output_smem(f, p) <= dev.smem_optin_bytes &&

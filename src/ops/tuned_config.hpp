@@ -7,7 +7,7 @@
 
 namespace tfla::ops {
 
-// op: "fwd" or "bwd". Returns the tuned config's keys, or an empty config for the heuristic
+// op: "fwd", "bwd" or "step". Returns the tuned config's keys, or an empty config for the heuristic
 // default. The reference stays valid for the process (memo entries are never erased), so a hot
 // call copies nothing. Never throws for cache problems (logged once); TFLA_TUNED=0 turns the
 // lookup off.

@@ -53,6 +53,10 @@ class LoadedKernel {
   LoadedKernel& operator=(const LoadedKernel&) = delete;
   // Launches on stream with one by-value parameter block of size bytes.
   void launch(Grid3 grid, CUstream stream, const void* params, size_t bytes) const;
+  // The same as a thread-block cluster launch (cuLaunchKernelEx): cluster.x * y * z CTAs that
+  // are co-scheduled and may synchronize (barrier.cluster); grid must be a multiple of cluster.
+  // A 1 x 1 x 1 cluster is a plain launch.
+  void launch(Grid3 grid, Grid3 cluster, CUstream stream, const void* params, size_t bytes) const;
   const std::string& key() const { return key_; }
   int registers() const;
   int local_bytes() const;

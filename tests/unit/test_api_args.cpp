@@ -276,3 +276,202 @@ TEST_CASE("C ABI: bad input returns TFLA_ERROR_INVALID_ARGUMENT and names it", "
     CHECK(std::string(tfla_last_error()).empty());
   }
 }
+
+// ---- the recurrent step (tfla::mlstm_step, tfla_mlstm_step) ------------------------------------
+namespace {
+
+tfla::StepTensors good_step_tensors() {
+  tfla::StepTensors t;
+  t.q = fake_ptr(0);                          // (B, NH, T, Dqk) bf16
+  t.k = fake_ptr(1);                          // (B, NH, T, Dqk) bf16
+  t.v = fake_ptr(2);                          // (B, NH, T, Dv)  bf16
+  t.i = fake_ptr(3);                          // (B, NH, T)      fp32
+  t.f = fake_ptr(4);                          // (B, NH, T)      fp32
+  t.h = fake_ptr(5);                          // (B, NH, T, Dv)  bf16, out
+  t.C = static_cast<float*>(fake_ptr(6));     // (B, NH, Dqk, Dv) fp32, in/out
+  t.n = static_cast<float*>(fake_ptr(7));     // (B, NH, Dqk) fp32, in/out
+  t.m = static_cast<float*>(fake_ptr(8));     // (B, NH) fp32, in/out
+  return t;
+}
+
+MlstmProblem good_step_problem() {
+  MlstmProblem p = good_problem();
+  p.S = 1;  // T = 1 token
+  return p;
+}
+
+tfla::Error step_error(const MlstmProblem& p, const tfla::StepTensors& t, const LaunchOptions& o = {}) {
+  try {
+    tfla::mlstm_step(p, t, o);
+  } catch (const tfla::Error& e) {
+    return e;
+  }
+  FAIL("mlstm_step accepted bad input");
+  return tfla::Error(ErrorCode::Internal, "unreachable");
+}
+
+}  // namespace
+
+TEST_CASE("mlstm_step rejects bad shapes and dtypes by name", "[api][args][step]") {
+  const tfla::StepTensors t = good_step_tensors();
+  SECTION("S = 0 tokens") {
+    MlstmProblem p = good_step_problem();
+    p.S = 0;
+    check_invalid(step_error(p, t), "S = 0");
+  }
+  SECTION("Dqk = 40") {
+    MlstmProblem p = good_step_problem();
+    p.Dqk = 40;
+    check_invalid(step_error(p, t), "Dqk = 40");
+  }
+  SECTION("Dv = 528") {
+    MlstmProblem p = good_step_problem();
+    p.Dv = 528;
+    check_invalid(step_error(p, t), "Dv = 528");
+  }
+  SECTION("gate dtype fp16 with bf16 inputs") {
+    MlstmProblem p = good_step_problem();
+    p.gate_dtype = DType::FP16;
+    check_invalid(step_error(p, t), "gate dtype");
+  }
+}
+
+TEST_CASE("mlstm_step rejects null and misaligned tensors and states by name", "[api][args][step]") {
+  const MlstmProblem p = good_step_problem();
+  SECTION("null q") {
+    tfla::StepTensors t = good_step_tensors();
+    t.q = nullptr;
+    check_invalid(step_error(p, t), "q is null");
+  }
+  SECTION("null h") {
+    tfla::StepTensors t = good_step_tensors();
+    t.h = nullptr;
+    check_invalid(step_error(p, t), "h is null");
+  }
+  SECTION("null gate i") {
+    tfla::StepTensors t = good_step_tensors();
+    t.i = nullptr;
+    check_invalid(step_error(p, t), "i is null");
+  }
+  SECTION("misaligned v") {
+    tfla::StepTensors t = good_step_tensors();
+    t.v = static_cast<const char*>(t.v) + 8;
+    check_invalid(step_error(p, t), "v is not 16-byte aligned");
+  }
+  SECTION("null state C") {
+    tfla::StepTensors t = good_step_tensors();
+    t.C = nullptr;
+    check_invalid(step_error(p, t), "C is null");
+  }
+  SECTION("C not 16-byte aligned (the kernel reads it as 16-byte vectors)") {
+    tfla::StepTensors t = good_step_tensors();
+    t.C = reinterpret_cast<float*>(static_cast<char*>(fake_ptr(6)) + 4);
+    check_invalid(step_error(p, t), "C is not 16-byte aligned");
+  }
+  SECTION("null state n") {
+    tfla::StepTensors t = good_step_tensors();
+    t.n = nullptr;
+    check_invalid(step_error(p, t), "n is null");
+  }
+  SECTION("null m for mLSTMexp") {
+    tfla::StepTensors t = good_step_tensors();
+    t.m = nullptr;
+    check_invalid(step_error(p, t), "m is null");
+  }
+  SECTION("misaligned m") {
+    tfla::StepTensors t = good_step_tensors();
+    t.m = reinterpret_cast<float*>(static_cast<char*>(fake_ptr(8)) + 2);
+    check_invalid(step_error(p, t), "m is not 4-byte aligned");
+  }
+  SECTION("q token strides not a multiple of 16 bytes") {
+    tfla::StepTensors t = good_step_tensors();
+    t.q_strides = tfla::Strides{p.NH * p.Dqk, p.Dqk, p.Dqk + 4};
+    check_invalid(step_error(p, t), "q strides");
+  }
+}
+
+TEST_CASE("mlstm_step rejects a bad pinned config by key", "[api][args][step]") {
+  MlstmProblem p = good_step_problem();  // Dv = 128
+  const tfla::StepTensors t = good_step_tensors();
+  SECTION("siz_b_v not dividing Dv") {
+    LaunchOptions o;
+    o.config = Config{{"siz_b_v", 48}, {"threads", 96}};
+    check_invalid(step_error(p, t, o), "siz_b_v");
+  }
+  SECTION("more than 8 CTAs per head") {
+    p.Dv = 256;
+    LaunchOptions o;
+    o.config = Config{{"siz_b_v", 16}, {"threads", 32}};  // 16 CTAs: more than a portable cluster
+    check_invalid(step_error(p, t, o), "at most 8");
+  }
+  SECTION("threads not splitting into whole rows") {
+    LaunchOptions o;
+    o.config = Config{{"siz_b_v", 128}, {"threads", 48}};
+    check_invalid(step_error(p, t, o), "threads");
+  }
+  SECTION("unknown key") {
+    LaunchOptions o;
+    o.config = Config{{"chunk", 64}};
+    check_invalid(step_error(p, t, o), "chunk");
+  }
+  SECTION("the config query agrees") {
+    CHECK_THROWS_AS(tfla::mlstm_step_config(p, Config{{"siz_b_v", 48}}), tfla::Error);
+    const Config c = tfla::mlstm_step_config(p);
+    REQUIRE(c.count("siz_b_v") == 1);
+    REQUIRE(c.count("threads") == 1);
+    CHECK(p.Dv % c.at("siz_b_v") == 0);
+    CHECK(p.Dv / c.at("siz_b_v") <= 8);
+    CHECK(tfla::mlstm_step_config(p, Config{{"siz_b_v", 64}}).at("siz_b_v") == 64);
+  }
+}
+
+TEST_CASE("mlstm_step: mLSTMsig may leave m null; valid calls then need a driver", "[api][args][step]") {
+  MlstmProblem p = good_step_problem();
+  p.variant = tfla::Variant::Sig;
+  tfla::StepTensors t = good_step_tensors();
+  t.m = nullptr;
+  if (tfla::runtime_info().driver_loaded) {
+    WARN("a CUDA driver is loaded here: skipping the no-driver check");
+    return;
+  }
+  try {
+    tfla::mlstm_step(p, t);
+    FAIL("mlstm_step succeeded without a driver");
+  } catch (const tfla::Error& e) {
+    INFO("message: " << full_text(e));
+    CHECK(e.code() == ErrorCode::NoDriver);
+  }
+}
+
+TEST_CASE("C ABI: tfla_mlstm_step names bad input", "[api][c][step]") {
+  tfla_problem p = c_problem();
+  p.S = 1;
+  tfla_step_tensors t{};
+  t.q = fake_ptr(0); t.k = fake_ptr(1); t.v = fake_ptr(2); t.i = fake_ptr(3); t.f = fake_ptr(4);
+  t.h = fake_ptr(5);
+  t.C = static_cast<float*>(fake_ptr(6));
+  t.n = static_cast<float*>(fake_ptr(7));
+  t.m = static_cast<float*>(fake_ptr(8));
+  SECTION("null n") {
+    tfla_step_tensors bad = t;
+    bad.n = nullptr;
+    CHECK(tfla_mlstm_step(&p, &bad, nullptr, nullptr) == TFLA_ERROR_INVALID_ARGUMENT);
+    CHECK_THAT(tfla_last_error(), Catch::Contains("n is null"));
+  }
+  SECTION("S = 0") {
+    tfla_problem bad = p;
+    bad.S = 0;
+    CHECK(tfla_mlstm_step(&bad, &t, nullptr, nullptr) == TFLA_ERROR_INVALID_ARGUMENT);
+    CHECK_THAT(tfla_last_error(), Catch::Contains("S = 0"));
+  }
+  SECTION("bad config text") {
+    CHECK(tfla_mlstm_step(&p, &t, nullptr, "siz_b_v=abc") == TFLA_ERROR_INVALID_ARGUMENT);
+    CHECK_THAT(tfla_last_error(), Catch::Contains("siz_b_v=abc"));
+  }
+  SECTION("the step config through tfla_mlstm_config") {
+    char buf[128];
+    size_t needed = 0;
+    REQUIRE(tfla_mlstm_config(&p, "step", nullptr, buf, sizeof(buf), &needed) == TFLA_OK);
+    CHECK_THAT(std::string(buf), Catch::Contains("siz_b_v=") && Catch::Contains("threads="));
+  }
+}

@@ -5,10 +5,12 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/step_config.hpp"
 #include "tfla_cache/cache.hpp"
 #include "tuner/search_space.hpp"
 #include "tuner/spec_file.hpp"
@@ -259,4 +261,57 @@ TEST_CASE("orchestrator: a worker without a GPU is Error(NoDriver)", "[tuner]") 
     CHECK(e.code() == ErrorCode::NoDriver);
     CHECK(std::string(e.what()).find("no CUDA driver") != std::string::npos);
   }
+}
+
+// ---- the step family ---------------------------------------------------------------------------
+
+TEST_CASE("step space: kept candidates are valid, the default first; spec and protocol carry step",
+          "[tuner][step]") {
+  for (auto [dqk, dv] : {std::pair{256, 512}, {96, 160}, {16, 16}, {512, 512}}) {
+    const MlstmProblem p = parse_spec_line("op=step dtype=bf16 dqk=" + std::to_string(dqk) + " dv=" +
+                                           std::to_string(dv) + " bh=8 seq=1")
+                               .problem();
+    INFO("Dqk " << dqk << " Dv " << dv);
+    const Enumerated e = enumerate(Family::Step, p, SpaceLimits{}, 0);
+    REQUIRE(!e.kept.empty());
+    CHECK(e.kept.front().config == ops::default_step_config(p).to_config());
+    CHECK(e.kept.front().config == default_config(Family::Step, p));
+    for (const Candidate& c : e.kept) {
+      INFO(to_string(c.config));
+      CHECK(c.family == Family::Step);
+      ops::StepConfig s;
+      s.apply(c.config);
+      CHECK(ops::check_step_config(s, p).empty());
+      CHECK(p.Dv / s.siz_b_v <= 8);
+    }
+    for (const Candidate& c : e.pruned) CHECK(!c.reason.empty());
+    CHECK(enumerate(Family::Step, p, SpaceLimits{}, 3).kept.size() == std::min<size_t>(3, e.kept.size()));
+  }
+  // more than one slice width for the paper head (cluster sizes) and several thread counts
+  const MlstmProblem paper = parse_spec_line("op=step dqk=256 dv=512 bh=8 seq=1").problem();
+  const Enumerated e = enumerate(Family::Step, paper, SpaceLimits{}, 0);
+  std::set<int64_t> widths, threads;
+  for (const Candidate& c : e.kept) {
+    widths.insert(c.config.at("siz_b_v"));
+    threads.insert(c.config.at("threads"));
+  }
+  CHECK(widths.size() >= 2);  // 64 and 128 (wider slices would not fit the registers)
+  CHECK(threads.size() >= 3);
+
+  const TuneProblem t = parse_spec_line("op=step variant=sig dtype=fp16 dqk=64 dv=128 bh=16 seq=4");
+  CHECK(t.op == "step");
+  CHECK(parse_spec_line(t.to_string()).op == "step");
+  CHECK(problem_key(t, Family::Step).op == "step");
+  CHECK(problem_key(t, Family::Step).seq_len == 4);
+  CHECK(std::string(to_string(Family::Step)) == "step");
+  RunRequest r;
+  r.problem = t;
+  r.family = Family::Step;
+  r.config = {{"siz_b_v", 64}, {"threads", 128}};
+  r.reference = ops::default_step_config(t.problem()).to_config();
+  const RunRequest r2 = parse_request(to_line(r));
+  CHECK(r2.family == Family::Step);
+  CHECK(r2.config == r.config);
+  CHECK(r2.reference == r.reference);
+  CHECK_THROWS_AS(parse_spec_line("op=steps"), Error);
 }

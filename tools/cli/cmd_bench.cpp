@@ -1,5 +1,6 @@
 // tfla bench: times the kernels on the GPU over the paper's constant-token sweep and prints
 // ms, TFLOP/s, GB/s and the extra device memory of each shape (table, --csv, --json).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -10,7 +11,11 @@
 #include "commands.hpp"
 #include "gpu.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/kernel_space.hpp"
+#include "runtime/kernel.hpp"
+#include "tfla/util_params.cuh"
 #include "runtime/device.hpp"
+#include "runtime/driver.hpp"
 #include "tfla/tfla.hpp"
 
 namespace tfla::cli {
@@ -49,8 +54,9 @@ DType dtype_of(const std::string& s) {
   throw UsageError("unknown dtype '" + s + "'");
 }
 
-// op: "fwd", "bwd" or "fwbw". FLOPs: forward ~ 4 Dqk Dv + L (Dqk + Dv) per token and head;
-// the backward does about twice the forward's matrix work (dC, dQ, dK, dV), counted as 2x.
+// op: "fwd", "bwd" or "fwbw". FLOPs: forward ~ 4 Dqk Dv + L (Dqk + Dv) per token and head
+// (parallel form: S (Dqk + Dv)); the backward does about twice the forward's matrix work (dC,
+// dQ, dK, dV), counted as 2x.
 Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned, int warmup, int reps,
              bool keep_states) {
   const size_t eb = dtype_bytes(p.dtype);
@@ -65,9 +71,14 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   // --config pins the timed op's config (for fwbw: the forward's; the backward shares the chunk)
   Config fcfg = pinned, bcfg;
   if (pinned.count("chunk")) bcfg["chunk"] = pinned.at("chunk");
+  if (pinned.count("parallel")) bcfg["parallel"] = pinned.at("parallel");  // the form too
   if (op == "bwd") {
     fcfg = bcfg;
     bcfg = pinned;
+  }
+  if (keep_states && op != "fwd") {  // saved states exist in the chunkwise form only
+    fcfg.emplace("parallel", 0);
+    bcfg.emplace("parallel", 0);
   }
   fcfg = mlstm_forward_config(p, fcfg);
   bcfg = mlstm_backward_config(p, bcfg);
@@ -113,13 +124,15 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   else if (op == "bwd") body = [&] { mlstm_backward(p, bt, bo); };
   else body = [&] { mlstm_forward(p, t, fo); mlstm_backward(p, bt, bo); };
   const double ms = median(time_ms(body, warmup, reps));
-  const int64_t L = (op == "bwd" ? bcfg : fcfg).at("chunk");
+  // the parallel form (parallel=1): one chunk of length S, no state products or traffic
+  const bool par = (op == "bwd" ? bcfg : fcfg).at("parallel") == 1;
+  const int64_t L = par ? p.S : (op == "bwd" ? bcfg : fcfg).at("chunk");
   const double tokens = static_cast<double>(p.B * p.NH * p.S);
-  const double fwd_flops = tokens * (4.0 * p.Dqk * p.Dv + L * (p.Dqk + p.Dv));
+  const double fwd_flops = tokens * ((par ? 0.0 : 4.0 * p.Dqk * p.Dv) + L * (p.Dqk + p.Dv));
   const double flops = op == "fwd" ? fwd_flops : op == "bwd" ? 2 * fwd_flops : 3 * fwd_flops;
   const double nc = static_cast<double>((p.S + L - 1) / L);
   const double io = tokens * ((2.0 * p.Dqk + 2.0 * p.Dv) * eb + 2.0 * dtype_bytes(p.gate_dtype));
-  const double states = 2.0 * p.B * p.NH * nc * p.Dqk * p.Dv * eb;
+  const double states = par ? 0.0 : 2.0 * p.B * p.NH * nc * p.Dqk * p.Dv * eb;
   const double bytes = op == "fwd" ? io + states : op == "bwd" ? 2 * io + 2 * states : 3 * io + 3 * states;
   const double extra = (fws_bytes + bws_bytes + saved_bytes + (op == "fwd" ? 0 : n_g * 4.0)) / 1048576.0;
   Row r{op, to_string(p.variant), p.B, p.S, p.NH, p.Dqk, p.Dv, to_string(p.dtype),
@@ -163,23 +176,187 @@ int bench_overhead(bool json) {
     per_call_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
   }
   const double med = median(per_call_us);
+  // The same number of bare cuLaunchKernel calls (an empty grid-1 kernel, through the same
+  // LoadedKernel::launch): what the driver costs. The rest of a call is tfla's dispatch
+  // (argument checks, config and kernel memo lookups, parameter fill).
+  const rt::LoadedKernel& empty = rt::get_kernel(ops::fill_kernel(DType::FP32));
+  FillParams fp{};
+  fp.n = 0;
+  std::vector<double> launch_us;
+  for (int rep = 0; rep < 5; ++rep) {
+    const int calls = 200;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c)
+      for (int l = 0; l < 3; ++l) empty.launch({1, 1, 1}, nullptr, &fp, sizeof(fp));
+    const auto t1 = std::chrono::steady_clock::now();
+    synchronize();
+    launch_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
+  }
+  const double launches = median(launch_us);
+  const double dispatch = med - launches;
   if (json)
     std::printf("{\"op\": \"overhead\", \"first_call_ms\": %.3f, \"host_us_per_forward_call\": %.3f, "
-                "\"launches_per_call\": 3}\n", first_ms, med);
+                "\"launches_per_call\": 3, \"host_us_3_bare_launches\": %.3f, \"host_us_dispatch\": %.3f}\n",
+                first_ms, med, launches, dispatch);
   else
     std::printf("first mlstm_forward call (kernel load, context already current): %.2f ms\n"
                 "host time per mlstm_forward call (3 kernel launches, warm process): %.2f us "
-                "(median of 5 x 200 calls)\n", first_ms, med);
+                "(median of 5 x 200 calls)\n"
+                "host time of 3 bare kernel launches: %.2f us -> tfla dispatch per call: %.2f us\n",
+                first_ms, med, launches, dispatch);
+  return kOk;
+}
+
+// ---- bench step ----------------------------------------------------------------------------
+// Times are GPU time per call of back-to-back launches with the host's enqueueing hidden
+// (time_us_per_call: a blocker keeps the GPU busy while the host enqueues), so a small-B time
+// is the kernel's plus the launch gaps a decode loop in a CUDA graph also has.
+
+// Device-to-device copy bandwidth (read + write bytes per second, GB/s) of a buffer of `bytes`.
+double copy_gbps(size_t bytes, int reps, const DeviceBuffer& blocker) {
+  DeviceBuffer src(bytes), dst(bytes);
+  src.fill_byte(1);
+  const CallTime t = time_us_per_call(
+      [&] {
+        TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(dst.get()),
+                                  reinterpret_cast<CUdeviceptr>(src.get()), bytes, nullptr));
+      },
+      20, 3, reps, blocker);
+  return 2.0 * static_cast<double>(bytes) / (t.us * 1e3);
+}
+
+struct StepRow {
+  std::string variant;
+  int64_t B, T, NH, Dqk, Dv;
+  std::string dtype, config;
+  double us_call, us_token, gbps, copy_gbps, host_us;
+};
+
+// One step problem: T tokens per call, states updated in place call after call (a decode loop).
+// Bytes per call: the state read and written once (C, n, m, fp32), q, k, v, i, f read, h written.
+StepRow bench_step_one(const MlstmProblem& p, const Config& pinned, int warmup, int reps,
+                       const DeviceBuffer& blocker) {
+  const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
+  const int64_t bh = p.B * p.NH, n_qk = bh * p.S * p.Dqk, n_v = bh * p.S * p.Dv, n_g = bh * p.S;
+  DeviceBuffer q(n_qk * eb), k(n_qk * eb), v(n_v * eb), h(n_v * eb), ig(n_g * gb), fg(n_g * gb);
+  DeviceBuffer C(bh * p.Dqk * p.Dv * 4), n(bh * p.Dqk * 4), m(bh * 4);
+  fill_random(q.get(), p.dtype, n_qk, 1, 0.f, 1.f);
+  fill_random(k.get(), p.dtype, n_qk, 2, 0.f, 1.f);
+  fill_random(v.get(), p.dtype, n_v, 3, 0.f, 1.f);
+  fill_random(ig.get(), p.gate_dtype, n_g, 4, 0.f, 1.f);
+  fill_random(fg.get(), p.gate_dtype, n_g, 5, 3.f, 1.f);
+  fill_random(C.get(), DType::FP32, bh * p.Dqk * p.Dv, 6, 0.f, 0.1f);
+  fill_random(n.get(), DType::FP32, bh * p.Dqk, 7, 0.f, 0.1f);
+  fill_random(m.get(), DType::FP32, bh, 8, 0.f, 1.f);
+  StepTensors t;
+  t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+  t.C = C.as<float>(); t.n = n.as<float>(); t.m = m.as<float>();
+  LaunchOptions o;
+  o.config = mlstm_step_config(p, pinned);
+  const CallTime gt = time_us_per_call([&] { mlstm_step(p, t, o); }, 20, warmup, reps, blocker);
+  const double state = 2.0 * bh * (p.Dqk * p.Dv + p.Dqk + 1) * 4.0;
+  const double io = static_cast<double>(n_g) * ((2 * p.Dqk + 2 * p.Dv) * eb + 2 * gb);
+  return {to_string(p.variant), p.B, p.S, p.NH, p.Dqk, p.Dv, to_string(p.dtype), to_string(o.config),
+          gt.us, gt.us / p.S, (state + io) / (gt.us * 1e3), 0.0, gt.host_us};
+}
+
+int bench_step(const std::vector<std::string>& argv) {
+  Args args(argv, {"json"},
+            {"variant", "batch", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
+             "warmup", "reps", "normalize"});
+  if (args.positionals().size() != 1 || args.positionals()[0] != "step")
+    throw UsageError("usage: tfla bench step [--batch 1,4,16,64,256] [--tokens 1,4] [options]");
+  (void)runtime_info();
+  MlstmProblem base;
+  base.NH = args.get_int("nh", 8);
+  base.Dqk = args.get_int("dqk", 256);
+  base.Dv = args.get_int("dv", 512);
+  base.dtype = dtype_of(args.get("dtype", "bf16"));
+  base.gate_dtype = args.has("gate-dtype") ? dtype_of(args.get("gate-dtype")) : DType::FP32;
+  base.normalize = args.get_int("normalize", 1) != 0;
+  const auto batches = args.get_ints("batch", {1, 4, 16, 64, 256});
+  const auto tokens = args.get_ints("tokens", {1, 4});
+  const Config pinned = args.has("config") ? parse_config(args.get("config")) : Config{};
+  const int warmup = static_cast<int>(args.get_int("warmup", 3));
+  const int reps = static_cast<int>(args.get_int("reps", 10));
+  if (reps < 1 || warmup < 0) throw UsageError("--reps must be >= 1 and --warmup >= 0");
+  std::vector<Variant> variants;
+  const std::string vs = args.get("variant", "exp,sig");
+  if (vs.find("exp") != std::string::npos) variants.push_back(Variant::Exp);
+  if (vs.find("sig") != std::string::npos) variants.push_back(Variant::Sig);
+  if (variants.empty()) throw UsageError("--variant expects exp, sig or exp,sig");
+  for (int64_t B : batches)
+    if (B < 1) throw UsageError("--batch values must be >= 1");
+  for (int64_t T : tokens)
+    if (T < 1) throw UsageError("--tokens values must be >= 1");
+  const bool json = args.flag("json");
+  const int ord = rt::ensure_context();
+  const DeviceInfo& dev = rt::device_info(ord);
+  DeviceBuffer blocker(size_t{256} << 20);
+  const size_t large_bytes = size_t{1} << 30;
+  const double large_gbps = copy_gbps(large_bytes, reps, blocker);
+  if (!json) {
+    std::printf("tfla bench step on %s: NH = %lld, Dqk = %lld, Dv = %lld, %s, fp32 state in place\n"
+                "copy bandwidth (device-to-device, read + write) of a 1 GiB buffer: %.0f GB/s\n",
+                dev.name.c_str(), (long long)base.NH, (long long)base.Dqk, (long long)base.Dv,
+                to_string(base.dtype), large_gbps);
+    std::printf("%-7s %5s %3s %10s %10s %8s %10s %7s %8s  %s\n", "variant", "B", "T", "us/call", "us/token",
+                "GB/s", "copy GB/s", "% copy", "host us", "config");
+  }
+  std::vector<StepRow> rows;
+  for (int64_t B : batches) {
+    // The copy of a buffer of this B's state size, measured right here (it is L2-resident for
+    // small B, like the state of a step loop).
+    const double state_copy = copy_gbps(static_cast<size_t>(B * base.NH * base.Dqk * base.Dv * 4), reps, blocker);
+    for (Variant var : variants)
+      for (int64_t T : tokens) {
+        MlstmProblem p = base;
+        p.variant = var;
+        p.B = B;
+        p.S = T;
+        StepRow r = bench_step_one(p, pinned, warmup, reps, blocker);
+        r.copy_gbps = state_copy;
+        rows.push_back(r);
+        if (!json)
+          std::printf("%-7s %5lld %3lld %10.2f %10.2f %8.0f %10.0f %6.0f%% %8.2f  %s\n", r.variant.c_str(),
+                      (long long)r.B, (long long)r.T, r.us_call, r.us_token, r.gbps, r.copy_gbps,
+                      100.0 * r.gbps / r.copy_gbps, r.host_us, r.config.c_str());
+        std::fflush(stdout);
+      }
+  }
+  if (args.has("csv")) {
+    std::ofstream csv(args.get("csv"));
+    if (!csv) throw Error(ErrorCode::InvalidArgument, "cannot write --csv file " + args.get("csv"));
+    csv << "op,variant,B,T,NH,Dqk,Dv,dtype,us_per_call,us_per_token,gbps,copy_gbps,copy_pct,"
+           "large_copy_gbps,host_us,config\n";
+    for (const StepRow& r : rows)
+      csv << "step," << r.variant << "," << r.B << "," << r.T << "," << r.NH << "," << r.Dqk << "," << r.Dv
+          << "," << r.dtype << "," << r.us_call << "," << r.us_token << "," << r.gbps << "," << r.copy_gbps
+          << "," << 100.0 * r.gbps / r.copy_gbps << "," << large_gbps << "," << r.host_us << ",\""
+          << r.config << "\"\n";
+  }
+  if (json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const StepRow& r : rows)
+      j.push_back({{"op", "step"}, {"variant", r.variant}, {"B", r.B}, {"T", r.T}, {"NH", r.NH},
+                   {"Dqk", r.Dqk}, {"Dv", r.Dv}, {"dtype", r.dtype}, {"us_per_call", r.us_call},
+                   {"us_per_token", r.us_token}, {"gbps", r.gbps}, {"copy_gbps", r.copy_gbps},
+                   {"copy_pct", 100.0 * r.gbps / r.copy_gbps}, {"large_copy_gbps", large_gbps},
+                   {"host_us", r.host_us}, {"config", r.config}, {"device", dev.name}});
+    std::printf("%s\n", j.dump(2).c_str());
+  }
   return kOk;
 }
 
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& argv) {
+  // `bench step` has its own options (bench_step above).
+  if (std::find(argv.begin(), argv.end(), std::string("step")) != argv.end()) return bench_step(argv);
   Args args(argv, {"json", "saved"},
             {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
              "warmup", "reps", "normalize"});
-  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward, fwbw or overhead");
+  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward, fwbw, step or overhead");
   const std::string op_name = args.positionals()[0];
   if (op_name == "overhead") {
     rt::ensure_context();

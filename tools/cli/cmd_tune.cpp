@@ -26,7 +26,9 @@ std::vector<tuner::TuneProblem> problems_from(const Args& args) {
   try {
     std::string line = "op=" + args.get("op", "fwbw") + " dtype=" + args.get("dtype", "bf16") +
                        " dqk=" + args.get("dqk", "256") + " dv=" + args.get("dv", "512") +
-                       " bh=" + args.get("bh", "64") + " seq=" + args.get("seq", "8192");
+                       " bh=" + args.get("bh", "64") +
+                       // op=step: seq is the tokens T of one step call (default one token)
+                       " seq=" + args.get("seq", args.get("op", "fwbw") == "step" ? "1" : "8192");
     if (args.has("normalize")) line += " normalize=" + args.get("normalize");
     base = tuner::parse_spec_line(line);
     const std::string vs = args.get("variant", "exp,sig");

@@ -14,6 +14,7 @@
 #include "gpu.hpp"
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/mlstm_step.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/env_key.hpp"
@@ -25,9 +26,11 @@ using tuner::Family;
 using cache::CandidateResult;
 using cache::CandidateStatus;
 
-// One input set: everything a forward and a backward read.
+// One input set: everything a forward and a backward read (the step: q, k, v, i, f and its
+// states C, n, m, updated in place by every launch).
 struct InputSet {
   DeviceBuffer q, k, v, i, f, dh, norm;
+  DeviceBuffer C, n, m;
 };
 
 // Inputs and outputs of one problem, kept while requests for it keep coming.
@@ -36,6 +39,7 @@ struct ProblemData {
   std::vector<std::unique_ptr<InputSet>> sets;
   DeviceBuffer h, dq, dk, dv, di, df;
   std::map<std::string, std::vector<std::vector<float>>> reference;  // family|config -> outputs
+  DeviceBuffer C0, n0, m0;  // step: set 0's initial states, restored before each validation
 };
 
 float half_to_float(uint16_t h) {
@@ -114,9 +118,68 @@ std::unique_ptr<ProblemData> make_data(const MlstmProblem& p, int64_t l2_bytes) 
   return d;
 }
 
+// The step's inputs: sets of q, k, v, i, f (T tokens) and states, rotated over more than twice
+// the L2 (at most 8 sets), random (states small, forget gates mostly open).
+std::unique_ptr<ProblemData> make_step_data(const MlstmProblem& p, int64_t l2_bytes) {
+  auto d = std::make_unique<ProblemData>();
+  d->p = p;
+  const size_t eb = dtype_bytes(p.dtype);
+  const int64_t bh = p.B * p.NH, n_qk = bh * p.S * p.Dqk, n_v = bh * p.S * p.Dv, n_g = bh * p.S;
+  const int64_t n_C = bh * p.Dqk * p.Dv, n_n = bh * p.Dqk;
+  const int64_t set_bytes = static_cast<int64_t>((2 * n_qk + n_v) * eb + n_g * 8 + (n_C + n_n + bh) * 4);
+  int n_sets = static_cast<int>(std::max<int64_t>(2, (2 * l2_bytes + set_bytes - 1) / std::max<int64_t>(set_bytes, 1)));
+  n_sets = std::min(n_sets, 8);
+  for (int s = 0; s < n_sets; ++s) {
+    auto in = std::make_unique<InputSet>();
+    const uint64_t seed = 1000 * (s + 1);
+    in->q = DeviceBuffer(n_qk * eb); in->k = DeviceBuffer(n_qk * eb); in->v = DeviceBuffer(n_v * eb);
+    in->i = DeviceBuffer(n_g * 4); in->f = DeviceBuffer(n_g * 4);
+    in->C = DeviceBuffer(n_C * 4); in->n = DeviceBuffer(n_n * 4); in->m = DeviceBuffer(bh * 4);
+    fill_random(in->q.get(), p.dtype, n_qk, seed + 1, 0.f, 1.f);
+    fill_random(in->k.get(), p.dtype, n_qk, seed + 2, 0.f, 1.f);
+    fill_random(in->v.get(), p.dtype, n_v, seed + 3, 0.f, 1.f);
+    fill_random(in->i.get(), DType::FP32, n_g, seed + 5, 0.f, 1.f);
+    fill_random(in->f.get(), DType::FP32, n_g, seed + 6, 3.f, 1.f);
+    fill_random(in->C.get(), DType::FP32, n_C, seed + 7, 0.f, 0.1f);
+    fill_random(in->n.get(), DType::FP32, n_n, seed + 8, 0.f, 0.1f);
+    fill_random(in->m.get(), DType::FP32, bh, seed + 9, 0.f, 1.f);
+    d->sets.push_back(std::move(in));
+  }
+  d->h = DeviceBuffer(n_v * eb);
+  d->C0 = DeviceBuffer(n_C * 4); d->n0 = DeviceBuffer(n_n * 4); d->m0 = DeviceBuffer(bh * 4);
+  auto copy = [](DeviceBuffer& dst, const DeviceBuffer& src) {
+    TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(dst.get()), reinterpret_cast<CUdeviceptr>(src.get()),
+                              src.bytes(), nullptr));
+  };
+  copy(d->C0, d->sets[0]->C);
+  copy(d->n0, d->sets[0]->n);
+  copy(d->m0, d->sets[0]->m);
+  synchronize();
+  return d;
+}
+
+// Step validation runs from the same states: set 0's states back to their initial values.
+void restore_state(Family fam, ProblemData& d) {
+  if (fam != Family::Step) return;
+  InputSet& in = *d.sets[0];
+  for (auto [dst, src] : {std::pair{&in.C, &d.C0}, std::pair{&in.n, &d.n0}, std::pair{&in.m, &d.m0}})
+    TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(dst->get()), reinterpret_cast<CUdeviceptr>(src->get()),
+                              src->bytes(), nullptr));
+}
+
 // Launches the family with config c on input set s (workspace ws).
 void launch(Family fam, ProblemData& d, const Config& c, int s, const DeviceBuffer& ws) {
   const InputSet& in = *d.sets[static_cast<size_t>(s)];
+  if (fam == Family::Step) {
+    ops::StepConfig cfg;
+    cfg.apply(c);
+    StepTensors t;
+    t.q = in.q.get(); t.k = in.k.get(); t.v = in.v.get(); t.i = in.i.get(); t.f = in.f.get();
+    t.h = d.h.get();
+    t.C = in.C.as<float>(); t.n = in.n.as<float>(); t.m = in.m.as<float>();
+    ops::step_with_config(d.p, t, LaunchOptions{}, cfg);
+    return;
+  }
   LaunchOptions o;
   o.workspace = ws.get();
   o.workspace_bytes = ws.bytes();
@@ -139,6 +202,7 @@ void launch(Family fam, ProblemData& d, const Config& c, int s, const DeviceBuff
 }
 
 size_t workspace_bytes(Family fam, const MlstmProblem& p, const Config& c) {
+  if (fam == Family::Step) return 0;  // the step uses no workspace
   if (fam == Family::Fwd) {
     ops::FwdConfig cfg;
     cfg.apply(c);
@@ -153,6 +217,11 @@ std::vector<std::vector<float>> outputs(Family fam, const ProblemData& d) {
   const MlstmProblem& p = d.p;
   const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
   if (fam == Family::Fwd) return {download(d.h, p.dtype, n_v)};
+  if (fam == Family::Step) {
+    const InputSet& s0 = *d.sets[0];
+    return {download(d.h, p.dtype, n_v), download(s0.C, DType::FP32, p.B * p.NH * p.Dqk * p.Dv),
+            download(s0.n, DType::FP32, p.B * p.NH * p.Dqk), download(s0.m, DType::FP32, p.B * p.NH)};
+  }
   return {download(d.dq, p.dtype, n_qk), download(d.dk, p.dtype, n_qk), download(d.dv, p.dtype, n_v),
           download(d.di, DType::FP32, n_g), download(d.df, DType::FP32, n_g)};
 }
@@ -175,11 +244,13 @@ CandidateResult run_candidate(const tuner::RunRequest& req, ProblemData& d) {
     const std::string ref_key = std::string(to_string(req.family)) + "|" + tuner::config_text(req.reference);
     if (!d.reference.count(ref_key)) {
       DeviceBuffer ws(workspace_bytes(req.family, p, req.reference));
+      restore_state(req.family, d);
       launch(req.family, d, req.reference, 0, ws);
       synchronize();
       d.reference[ref_key] = outputs(req.family, d);
     }
     DeviceBuffer ws(workspace_bytes(req.family, p, req.config));
+    restore_state(req.family, d);
     launch(req.family, d, req.config, 0, ws);
     synchronize();
     const auto got = outputs(req.family, d);
@@ -196,8 +267,18 @@ CandidateResult run_candidate(const tuner::RunRequest& req, ProblemData& d) {
     }
     int s = 0;
     const int n_sets = static_cast<int>(d.sets.size());
-    std::vector<double> ms = time_ms([&] { launch(req.family, d, req.config, s++ % n_sets, ws); },
-                                     req.warmup, std::max(1, req.reps));
+    std::vector<double> ms;
+    if (req.family == Family::Step) {
+      // A step is a few microseconds: time 10 back-to-back launches per repeat with the host's
+      // enqueueing hidden behind a blocker, so candidates are ranked by GPU time.
+      static DeviceBuffer blocker(size_t{256} << 20);
+      for (double us : time_us_per_call([&] { launch(req.family, d, req.config, s++ % n_sets, ws); }, 10,
+                                        req.warmup, std::max(1, req.reps), blocker)
+                           .us_all)
+        ms.push_back(us * 1e-3);
+    } else {
+      ms = time_ms([&] { launch(req.family, d, req.config, s++ % n_sets, ws); }, req.warmup, std::max(1, req.reps));
+    }
     r.status = CandidateStatus::Ok;
     r.time_median_us = median(ms) * 1e3;
     r.time_spread_us = (ms.back() - ms.front()) * 1e3;
@@ -245,7 +326,8 @@ int cmd_tune_worker(const std::vector<std::string>&) {
       const std::string pk = req.problem.to_string();
       if (!data.count(pk)) {
         data.clear();  // one problem's inputs at a time
-        data[pk] = make_data(req.problem.problem(), hello.l2_bytes);
+        data[pk] = req.family == Family::Step ? make_step_data(req.problem.problem(), hello.l2_bytes)
+                                              : make_data(req.problem.problem(), hello.l2_bytes);
       }
       r = run_candidate(req, *data[pk]);
     } catch (const Error& e) {  // inputs could not be made (memory): not the candidate's fault

@@ -1,6 +1,7 @@
 #include "gpu.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 #include "ops/kernel_space.hpp"
 #include "runtime/device.hpp"
@@ -63,6 +64,43 @@ double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+CallTime time_us_per_call(const std::function<void()>& fn, int calls, int warmup, int reps,
+                          const DeviceBuffer& blocker) {
+  for (int i = 0; i < warmup; ++i) fn();
+  synchronize();
+  CUevent a, b;
+  TFLA_CU(cuEventCreate(&a, CU_EVENT_DEFAULT));
+  TFLA_CU(cuEventCreate(&b, CU_EVENT_DEFAULT));
+  CallTime out;
+  std::vector<double> host;
+  try {
+    for (int r = 0; r < reps; ++r) {
+      for (int f = 0; f < 4; ++f)  // ~0.1 ms each for 256 MiB: longer than enqueueing the calls
+        fill_random(blocker.get(), DType::FP32, static_cast<int64_t>(blocker.bytes() / 4), 90 + f, 0.f, 1.f, false);
+      TFLA_CU(cuEventRecord(a, nullptr));
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int c = 0; c < calls; ++c) fn();
+      const auto t1 = std::chrono::steady_clock::now();
+      TFLA_CU(cuEventRecord(b, nullptr));
+      TFLA_CU(cuEventSynchronize(b));
+      float ms = 0;
+      TFLA_CU(cuEventElapsedTime(&ms, a, b));
+      out.us_all.push_back(1e3 * ms / calls);
+      host.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
+    }
+  } catch (...) {
+    rt::driver().cuEventDestroy(a);
+    rt::driver().cuEventDestroy(b);
+    throw;
+  }
+  rt::driver().cuEventDestroy(a);
+  rt::driver().cuEventDestroy(b);
+  std::sort(out.us_all.begin(), out.us_all.end());
+  out.us = median(out.us_all);
+  out.host_us = median(host);
+  return out;
 }
 
 void synchronize() { TFLA_CU(cuCtxSynchronize()); }

@@ -39,6 +39,17 @@ void fill_random(void* ptr, DType dtype, int64_t n, uint64_t seed, float mean, f
 std::vector<double> time_ms(const std::function<void()>& fn, int warmup, int reps, CUstream stream = nullptr);
 double median(std::vector<double> v);
 
+// GPU time per call of `calls` back-to-back fn() calls with the host's enqueueing hidden: fills of
+// `blocker` keep the GPU busy while the host enqueues the calls between two events, so a short
+// kernel is timed as the GPU runs it, not as fast as the host launches it. Per rep: elapsed /
+// calls in us (us_all, sorted); us: their median; host_us: the host's enqueue time per call.
+struct CallTime {
+  double us = 0, host_us = 0;
+  std::vector<double> us_all;
+};
+CallTime time_us_per_call(const std::function<void()>& fn, int calls, int warmup, int reps,
+                          const DeviceBuffer& blocker);
+
 void synchronize();
 // Free and total device memory, bytes.
 void mem_info(size_t* free_bytes, size_t* total_bytes);

@@ -147,9 +147,11 @@ typedef struct tfla_backend tfla_backend;
 
 tfla_status tfla_backend_create(const tfla_backend_options* options, tfla_backend** backend);
 void tfla_backend_destroy(tfla_backend* backend);
-/* *kind: the tfla_kernel_kind forward() would use for this shape. */
+/* *kind: the tfla_kernel_kind forward() would use for this shape, with or without initial
+ * states passed and last states asked for. */
 tfla_status tfla_backend_choose(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
-                                int64_t Dqk, int64_t Dv, int* kind);
+                                int64_t Dqk, int64_t Dv, int initial_states, int last_states,
+                                int* kind);
 tfla_status tfla_backend_forward(const tfla_backend* backend, int64_t B, int64_t NH, int64_t S,
                                  int64_t Dqk, int64_t Dv, const tfla_forward_tensors* tensors,
                                  void* stream, int* kind);

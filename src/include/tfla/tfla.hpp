@@ -224,8 +224,11 @@ class Backend {
   const BackendOptions& options() const { return options_; }
   // The problem this backend runs for a shape.
   MlstmProblem problem(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv) const;
-  // Which kernels forward() would run for this shape.
-  KernelKind choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv) const;
+  // Which kernels forward() would run for this shape; initial_states / last_states: whether
+  // the call passes C0/n0/m0 / asks for C_last/n_last/m_last (the parallel kernels take
+  // neither; the step kernel runs only in inference mode when last states are asked for).
+  KernelKind choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                    bool initial_states = false, bool last_states = false) const;
   // h for the sequence from the initial states (t.C0/n0/m0, null = zero), last states into
   // t.C_last/n_last/m_last when given (they may alias C0/n0/m0 for an in-place update).
   // Returns the kernels used. The step path needs t.C_last, n_last, m_last (it updates them).

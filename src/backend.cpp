@@ -1,0 +1,147 @@
+// The backend object: configured once, picks the step, parallel or chunkwise kernels per call.
+// Nothing here tunes or touches SQLite after the first call of a shape (the forward's config
+// lookup is memoized by the ops), so it is safe on the hot path.
+#include <string>
+
+#include "ops/problem_check.hpp"
+#include "runtime/device.hpp"
+#include "runtime/driver.hpp"
+#include "runtime/log.hpp"
+#include "tfla/tfla.hpp"
+
+namespace tfla {
+
+const char* to_string(Mode m) { return m == Mode::Train ? "train" : "inference"; }
+const char* to_string(KernelKind k) {
+  switch (k) {
+    case KernelKind::Chunkwise: return "chunkwise";
+    case KernelKind::Parallel: return "parallel";
+    case KernelKind::Step: return "step";
+  }
+  return "?";
+}
+
+Backend::Backend(BackendOptions options) : options_(std::move(options)) {
+  if (options_.max_step_tokens < 0)
+    throw Error(ErrorCode::InvalidArgument,
+                "max_step_tokens must be >= 0 (0 turns the step path off), got " +
+                    std::to_string(options_.max_step_tokens));
+}
+
+MlstmProblem Backend::problem(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv) const {
+  MlstmProblem p;
+  p.B = B; p.NH = NH; p.S = S; p.Dqk = Dqk; p.Dv = Dv;
+  p.dtype = options_.dtype;
+  p.gate_dtype = options_.gate_dtype;
+  p.variant = options_.variant;
+  p.normalize = options_.normalize;
+  p.eps = options_.eps;
+  p.scale = options_.scale;
+  return p;
+}
+
+namespace {
+
+// The pinned forward/backward config without the parallel choice (for calls with states,
+// which only the chunkwise kernels carry).
+Config chunkwise_only(Config c) {
+  if (auto it = c.find("parallel"); it != c.end()) it->second = 0;
+  return c;
+}
+
+bool wants_parallel(const Config& c) {
+  auto it = c.find("parallel");
+  return it != c.end() && it->second != 0;
+}
+
+}  // namespace
+
+KernelKind Backend::choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                           bool initial_states, bool last_states) const {
+  const MlstmProblem p = problem(B, NH, S, Dqk, Dv);
+  ops::check_problem(p);
+  if (options_.mode == Mode::Inference && last_states && S <= options_.max_step_tokens)
+    return KernelKind::Step;
+  if (initial_states || last_states) return KernelKind::Chunkwise;
+  return wants_parallel(mlstm_forward_config(p, options_.config)) ? KernelKind::Parallel
+                                                                  : KernelKind::Chunkwise;
+}
+
+KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                            const ForwardTensors& t, const LaunchOptions& o) const {
+  const MlstmProblem p = problem(B, NH, S, Dqk, Dv);
+  const bool initial = t.C0 || t.n0 || t.m0;
+  // The step path updates whole states in place and produces no per-token norm or m, and no
+  // saved buffer: it runs only when every last state is asked for and none of those are.
+  const bool all_last = t.C_last && t.n_last && (t.m_last || p.variant == Variant::Sig);
+  const bool per_token_outputs = t.norm || t.m || t.saved;
+  const bool last = t.C_last || t.n_last || t.m_last;
+  KernelKind kind = choose(B, NH, S, Dqk, Dv, initial, last);
+  if (kind == KernelKind::Step && (!all_last || per_token_outputs)) kind = KernelKind::Chunkwise;
+
+  LaunchOptions lo;
+  lo.stream = o.stream;
+  lo.workspace = o.workspace;
+  lo.workspace_bytes = o.workspace_bytes;
+  if (kind != KernelKind::Step) {
+    lo.config = (initial || last || t.saved) ? chunkwise_only(options_.config) : options_.config;
+    mlstm_forward(p, t, lo);
+    return kind;
+  }
+
+  // Step path: last states <- initial states (or zeros), then T tokens in place.
+  ops::check_problem(p);
+  ops::check_optional_f32("C0", t.C0);
+  ops::check_optional_f32("n0", t.n0);
+  ops::check_optional_f32("m0", t.m0);
+  if ((t.n0 || t.m0) && !t.C0)
+    throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
+  rt::ensure_context();
+  CUstream stream = static_cast<CUstream>(o.stream);
+  auto init = [&](float* dst, const float* src, int64_t count) {
+    if (!dst) return;
+    const auto d = reinterpret_cast<CUdeviceptr>(dst);
+    if (src == dst) return;
+    if (src)
+      TFLA_CU(cuMemcpyDtoDAsync(d, reinterpret_cast<CUdeviceptr>(src), static_cast<size_t>(count) * 4, stream));
+    else
+      TFLA_CU(cuMemsetD32Async(d, 0u, static_cast<size_t>(count), stream));  // 0.0f
+  };
+  init(t.C_last, t.C0, B * NH * Dqk * Dv);
+  init(t.n_last, t.n0, B * NH * Dqk);
+  init(t.m_last, t.m0, B * NH);
+  StepTensors st;
+  st.q = t.q; st.k = t.k; st.v = t.v; st.i = t.i; st.f = t.f; st.h = t.h;
+  st.q_strides = t.q_strides; st.k_strides = t.k_strides; st.v_strides = t.v_strides;
+  st.i_strides = t.i_strides; st.f_strides = t.f_strides; st.h_strides = t.h_strides;
+  st.C = t.C_last; st.n = t.n_last; st.m = t.m_last;
+  LaunchOptions so;
+  so.stream = o.stream;
+  so.config = options_.step_config;
+  mlstm_step(p, st, so);
+  return kind;
+}
+
+void Backend::backward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                       const BackwardTensors& t, const LaunchOptions& o) const {
+  if (options_.mode != Mode::Train)
+    throw Error(ErrorCode::InvalidArgument, "backward() needs a backend in train mode (this one is in inference mode)");
+  const MlstmProblem p = problem(B, NH, S, Dqk, Dv);
+  LaunchOptions lo;
+  lo.stream = o.stream;
+  lo.workspace = o.workspace;
+  lo.workspace_bytes = o.workspace_bytes;
+  const bool states = t.C0 || t.n0 || t.m0 || t.dC_last || t.dC0 || t.saved;
+  lo.config = states ? chunkwise_only(options_.config) : options_.config;
+  mlstm_backward(p, t, lo);
+}
+
+void Backend::step(int64_t B, int64_t NH, int64_t T, int64_t Dqk, int64_t Dv, const StepTensors& t,
+                   const LaunchOptions& o) const {
+  LaunchOptions so;
+  so.stream = o.stream;
+  so.config = options_.step_config;
+  mlstm_step(problem(B, NH, T, Dqk, Dv), t, so);
+}
+
+}  // namespace tfla

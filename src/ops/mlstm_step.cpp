@@ -1,0 +1,132 @@
+// The step op: argument checks, config dispatch (pinned, else tuned, else the analytic default)
+// and the launch through the per-process kernel memo, plus the public tfla::mlstm_step and
+// tfla::mlstm_step_config.
+#include "ops/mlstm_step.hpp"
+
+#include <string>
+
+#include "ops/kernel_memo.hpp"
+#include "ops/problem_check.hpp"
+#include "ops/tuned_config.hpp"
+#include "runtime/device.hpp"
+#include "runtime/driver.hpp"
+#include "tfla/mlstm_step_params.cuh"
+
+namespace tfla::ops {
+namespace {
+
+[[noreturn]] void invalid(const std::string& msg, std::string details = {}) {
+  throw Error(ErrorCode::InvalidArgument, msg, std::move(details));
+}
+
+const char* dtype_type(DType d) {
+  switch (d) {
+    case DType::BF16: return "tfla::bf16";
+    case DType::FP16: return "tfla::fp16";
+    case DType::FP32: return "float";
+  }
+  return "?";
+}
+
+void check_state(const char* name, const float* ptr, size_t align, const char* shape) {
+  if (!ptr)
+    invalid(std::string(name) + " is null: the step reads and writes the state in place, so " + name + " " +
+            shape + " fp32 is required");
+  const auto addr = reinterpret_cast<uintptr_t>(ptr);
+  if (addr % align)
+    invalid(std::string(name) + " is not " + std::to_string(align) + "-byte aligned (address " +
+            std::to_string(addr) + ")");
+}
+
+void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
+  check_tensor("q", t.q, t.q_strides, p, p.Dqk);
+  check_tensor("k", t.k, t.k_strides, p, p.Dqk);
+  check_tensor("v", t.v, t.v_strides, p, p.Dv);
+  check_tensor("h", t.h, t.h_strides, p, p.Dv);
+  check_gate("i", t.i, resolve_gate(t.i_strides, p), p);
+  check_gate("f", t.f, resolve_gate(t.f_strides, p), p);
+  check_state("C", t.C, 16, "(B, NH, Dqk, Dv)");  // read and written as 16-byte vectors
+  check_state("n", t.n, 4, "(B, NH, Dqk)");
+  if (p.variant == Variant::Exp) check_state("m", t.m, 4, "(B, NH)");
+  else check_optional_f32("m", t.m);
+}
+
+}  // namespace
+
+void check_step_problem(const MlstmProblem& p) {
+  if (p.S == 0)
+    invalid("S = 0: a step call needs at least one token (problem.S is the number of tokens T of this call)");
+  check_problem(p);
+}
+
+rt::KernelSpec render_step(const MlstmProblem& p, const StepConfig& c) {
+  const bool exp = p.variant == Variant::Exp;
+  auto s = [](int64_t x) { return std::to_string(x); };
+  // mLSTMexp always normalizes: one kernel whatever p.normalize says.
+  const bool normalize = exp || p.normalize;
+  return rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
+                    {dtype_type(p.dtype), dtype_type(p.gate_dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v),
+                     s(c.threads), s(step_prefetch_tokens(c, p)), exp ? "true" : "false",
+                     normalize ? "true" : "false"},
+                    c.threads, 0, /*uses_smem_arg=*/false);
+}
+
+void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o,
+                      const StepConfig& cfg) {
+  check_step_problem(p);
+  if (const char* why = step_config_error(cfg, p))
+    invalid(std::string("invalid step config: ") + why, to_string(cfg.to_config()));
+  check_step_tensors(p, t);
+
+  rt::ensure_context();
+  static KernelMemo<1> memo;
+  const bool exp = p.variant == Variant::Exp;
+  const MemoKey key{3,  // the step op
+                    static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), exp,
+                    exp || p.normalize, p.Dqk, p.Dv, cfg.siz_b_v, cfg.threads,
+                    step_prefetch_tokens(cfg, p)};
+  const rt::LoadedKernel& kernel = *memo.get(key, [&] { return std::vector<rt::KernelSpec>{render_step(p, cfg)}; })[0];
+
+  MlstmStepParams prm{};
+  const Strides qs = resolve(t.q_strides, p, p.Dqk), ks = resolve(t.k_strides, p, p.Dqk),
+                vs = resolve(t.v_strides, p, p.Dv), hs = resolve(t.h_strides, p, p.Dv);
+  const Strides is = resolve_gate(t.i_strides, p), fs = resolve_gate(t.f_strides, p);
+  prm.q = t.q; prm.k = t.k; prm.v = t.v; prm.i = t.i; prm.f = t.f; prm.h = t.h;
+  prm.q_sb = qs.b; prm.q_sh = qs.h; prm.q_ss = qs.s;
+  prm.k_sb = ks.b; prm.k_sh = ks.h; prm.k_ss = ks.s;
+  prm.v_sb = vs.b; prm.v_sh = vs.h; prm.v_ss = vs.s;
+  prm.h_sb = hs.b; prm.h_sh = hs.h; prm.h_ss = hs.s;
+  prm.i_sb = is.b; prm.i_sh = is.h; prm.i_ss = is.s;
+  prm.f_sb = fs.b; prm.f_sh = fs.h; prm.f_ss = fs.s;
+  prm.C = t.C;
+  prm.n = t.n;
+  prm.m = t.m;
+  prm.NH = static_cast<int>(p.NH);
+  prm.T = static_cast<int>(p.S);
+  prm.scale = resolved_scale(p);
+  prm.eps = p.eps;
+  const unsigned cluster = static_cast<unsigned>(cfg.cluster(p.Dv));
+  kernel.launch({cluster, static_cast<unsigned>(p.B * p.NH), 1}, {cluster, 1, 1},
+                static_cast<CUstream>(o.stream), &prm, sizeof(prm));
+}
+
+}  // namespace tfla::ops
+
+namespace tfla {
+
+Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned) {
+  ops::check_step_problem(problem);
+  const ops::StepConfig cfg =
+      ops::resolve_step_config(problem, pinned.empty() ? ops::tuned_config(problem, "step") : pinned);
+  if (std::string why = ops::check_step_config(cfg, problem); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid step config: " + why, to_string(cfg.to_config()));
+  return cfg.to_config();
+}
+
+void mlstm_step(const MlstmProblem& problem, const StepTensors& tensors, const LaunchOptions& options) {
+  ops::check_step_problem(problem);
+  const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "step") : options.config;
+  ops::step_with_config(problem, tensors, options, ops::resolve_step_config(problem, pinned));
+}
+
+}  // namespace tfla

@@ -1,0 +1,124 @@
+#include "ops/step_config.hpp"
+
+#include <vector>
+
+#include "tfla/mlstm_step_params.cuh"
+
+namespace tfla::ops {
+
+Config StepConfig::to_config() const { return {{"siz_b_v", siz_b_v}, {"threads", threads}}; }
+
+void StepConfig::apply(const Config& c) {
+  for (const auto& [key, value] : c) {
+    const int v = static_cast<int>(value);
+    if (key == "siz_b_v") siz_b_v = v;
+    else if (key == "threads") threads = v;
+    else
+      throw Error(ErrorCode::InvalidArgument, "unknown step config key '" + key + "'",
+                  "known keys: " + to_string(StepConfig{}.to_config()));
+  }
+}
+
+namespace {
+constexpr int kMaxCluster = 8;          // portable thread-block cluster size
+constexpr int kMaxStateRegs = 128;      // fp32 state values per thread (registers)
+constexpr int kDefaultStateRegs = 64;   // the default's target
+constexpr int kMaxThreads = 1024;
+constexpr int kStaticSmemBytes = 48 * 1024;
+
+// The fewest threads (so the most state values per thread, up to regs) that make a valid
+// config of slice width bv for p, or 0 when none within 512 threads is valid.
+int threads_for(const MlstmProblem& p, int bv, int regs) {
+  for (int nt = 32; nt <= 512; nt += 32) {
+    const StepConfig c{bv, nt};
+    if (step_state_regs(static_cast<int>(p.Dqk), bv, nt) <= regs && !step_config_error(c, p))
+      return nt;
+  }
+  return 0;
+}
+}  // namespace
+
+// Why this default: the step is memory-bound (it reads and writes the fp32 C once per call), so
+// the config only has to keep enough bytes in flight on every SM and waste little.
+// - Slice: 64 Dv columns per CTA (a head's cluster has Dv / 64 CTAs; the legal width nearest 64
+//   when 64 is not, wider on a tie). That is the most CTAs a portable cluster allows for the
+//   paper head (Dv = 512: 8 per head, 64 CTAs at B = 1, NH = 8), and each CTA re-reads only
+//   q, k and n (2 KiB at Dqk = 256) per 128 KiB of state moved. Measured on H100 (Dqk = 256,
+//   Dv = 512, bf16, T = 1, `tfla tune --op step`): at B*NH = 128 the 64-column slices were 4%
+//   faster than 128-column ones; at B*NH = 2048 all slices were within 0.2%.
+// - Threads: each thread keeps Dqk * 64 / threads state values in registers, all loaded before
+//   use; 64 values (256 threads at Dqk = 256: 16 16-byte loads in flight per thread, ~100
+//   registers, two CTAs per SM) was within 1% of the best thread count at both sizes.
+StepConfig default_step_config(const MlstmProblem& p) {
+  const int dv = static_cast<int>(p.Dv);
+  StepConfig best{};
+  int best_dist = -1;
+  for (int vs = 1; vs <= kMaxCluster; ++vs) {  // widest first: ties keep the wider slice
+    if (dv % vs || (dv / vs) % 16) continue;
+    const int bv = dv / vs;
+    int nt = threads_for(p, bv, kDefaultStateRegs);
+    if (!nt) nt = threads_for(p, bv, kMaxStateRegs);
+    if (!nt) continue;
+    const int dist = bv > 64 ? bv - 64 : 64 - bv;
+    if (best_dist < 0 || dist < best_dist) {
+      best = {bv, nt};
+      best_dist = dist;
+    }
+  }
+  if (best_dist >= 0) return best;
+  return {16, 128};  // unreachable for valid problems (Dqk, Dv multiples of 16 up to 512)
+}
+
+StepConfig resolve_step_config(const MlstmProblem& p, const Config& pinned) {
+  StepConfig c = default_step_config(p);
+  // A pinned slice width without threads: derive the threads for it as the default would.
+  if (pinned.count("siz_b_v") && !pinned.count("threads")) {
+    const int bv = static_cast<int>(pinned.at("siz_b_v"));
+    const int nt = threads_for(p, bv, kDefaultStateRegs);
+    const int nt_max = threads_for(p, bv, kMaxStateRegs);
+    if (nt || nt_max) c.threads = nt ? nt : nt_max;
+  }
+  c.apply(pinned);
+  return c;
+}
+
+int step_smem(const StepConfig& c, const MlstmProblem& p, int pf) {
+  return step_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), static_cast<int>(p.Dqk), c.siz_b_v,
+                         c.threads, pf);
+}
+
+int step_prefetch_tokens(const StepConfig& c, const MlstmProblem& p) {
+  int pf = 1;
+  while (pf < 8 && pf < p.S) pf *= 2;
+  while (pf > 1 && step_smem(c, p, pf) > kStaticSmemBytes) pf /= 2;
+  return pf;
+}
+
+// The first violated rule, or null. Allocation-free: the dispatch's default search calls it.
+const char* step_config_error(const StepConfig& c, const MlstmProblem& p) {
+  const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
+  if (c.siz_b_v < 16 || c.siz_b_v % 16 || dv % c.siz_b_v) return "siz_b_v must be a multiple of 16 dividing Dv";
+  if (dv / c.siz_b_v > kMaxCluster)
+    return "Dv / siz_b_v (the CTAs of one head's cluster) must be at most 8";
+  if (c.threads < 32 || c.threads > kMaxThreads || c.threads % 32)
+    return "threads must be a multiple of 32 in [32, 1024]";
+  if (c.threads % step_threads_per_row(c.siz_b_v))
+    return "threads must be a multiple of siz_b_v / 4 (the threads of one C row)";
+  if (dqk % step_rows_per_pass(c.siz_b_v, c.threads))
+    return "Dqk must be a multiple of threads / (siz_b_v / 4) (the C rows of one pass)";
+  if (step_state_regs(dqk, c.siz_b_v, c.threads) > kMaxStateRegs)
+    return "Dqk * siz_b_v / threads (state values per thread, in registers) must be at most 128";
+  // The register file (64K per SM) must hold one CTA: the state plus ~32 registers per thread
+  // (more would spill: at 1024 threads a thread gets 64 registers, at 512 threads 128).
+  if ((step_state_regs(dqk, c.siz_b_v, c.threads) + 32) * c.threads > 65536)
+    return "(Dqk * siz_b_v / threads + 32) * threads (registers of a CTA) must be at most 65536";
+  if (step_smem(c, p) > kStaticSmemBytes) return "the kernel's static shared memory exceeds 48 KiB";
+  return nullptr;
+}
+
+std::string check_step_config(const StepConfig& c, const MlstmProblem& p) {
+  const char* why = step_config_error(c, p);
+  return why ? why : std::string();
+}
+
+}  // namespace tfla::ops

@@ -1,0 +1,37 @@
+// Launch configuration of the recurrent step kernel (kernel_templates/tfla/mlstm_step.cuh) and
+// its validity rules. The named-parameter form (tfla::Config) is what the tuner and the cache
+// store: {"siz_b_v", BV}, {"threads", NT}.
+#pragma once
+#include <string>
+
+#include "tfla/tfla.hpp"
+
+namespace tfla::ops {
+
+struct StepConfig {
+  int siz_b_v = 64;   // Dv columns of C per CTA; Dv / siz_b_v CTAs (one cluster) per head
+  int threads = 256;  // threads per CTA; each keeps Dqk * siz_b_v / threads fp32 state values
+
+  Config to_config() const;
+  // Reads the keys present in c over this config; throws InvalidArgument on unknown keys.
+  void apply(const Config& c);
+  int cluster(int64_t dv) const { return static_cast<int>(dv / siz_b_v); }
+};
+
+// The analytic default for a problem (used until tuned, and as the tuner's baseline); the
+// comment above its definition says why it is what it is.
+StepConfig default_step_config(const MlstmProblem& p);
+// The default for p with the pinned keys applied over it (a pinned siz_b_v alone gets the
+// default's thread rule for that width).
+StepConfig resolve_step_config(const MlstmProblem& p, const Config& pinned);
+// Empty when cfg is valid for p; else a sentence naming the violated rule.
+std::string check_step_config(const StepConfig& cfg, const MlstmProblem& p);
+// The same rule as a static string, null when valid (no allocation: used on the hot path).
+const char* step_config_error(const StepConfig& cfg, const MlstmProblem& p);
+// Tokens whose inputs the kernel keeps in flight at once (its PF): the next power of two >= T,
+// at most 8, halved while the shared memory would exceed 48 KiB. Derived from p.S = T, not tuned.
+int step_prefetch_tokens(const StepConfig& cfg, const MlstmProblem& p);
+// Static shared memory of the kernel, bytes (pf token buffers; 1 = the least it needs).
+int step_smem(const StepConfig& cfg, const MlstmProblem& p, int pf = 1);
+
+}  // namespace tfla::ops

@@ -1,0 +1,241 @@
+// The parallel form's config rules, without a GPU: the "parallel" key of the forward and backward
+// configs (defaults, resolution of pinned keys, validity rules, workspace sizes), the public
+// API's refusals of states with parallel = 1 pinned (before any driver call), and the tuner's
+// parallel candidates.
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <string>
+#include <tuple>
+
+#include "ops/bwd_config.hpp"
+#include "ops/fwd_config.hpp"
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "tuner/search_space.hpp"
+
+using namespace tfla;
+
+namespace {
+
+MlstmProblem problem(int64_t S, int64_t dqk = 256, int64_t dv = 512, DType dt = DType::BF16) {
+  MlstmProblem p;
+  p.B = 8;
+  p.NH = 8;
+  p.S = S;
+  p.Dqk = dqk;
+  p.Dv = dv;
+  p.dtype = dt;
+  p.gate_dtype = DType::FP32;
+  return p;
+}
+
+void* fake_ptr(int slot) { return reinterpret_cast<void*>((uintptr_t(1) << 20) * uintptr_t(slot + 1)); }
+
+ForwardTensors fwd_tensors() {
+  ForwardTensors t;
+  t.q = fake_ptr(0); t.k = fake_ptr(1); t.v = fake_ptr(2); t.i = fake_ptr(3); t.f = fake_ptr(4);
+  t.h = fake_ptr(5);
+  return t;
+}
+
+BackwardTensors bwd_tensors() {
+  BackwardTensors t;
+  t.q = fake_ptr(0); t.k = fake_ptr(1); t.v = fake_ptr(2); t.i = fake_ptr(3); t.f = fake_ptr(4);
+  t.dh = fake_ptr(5); t.norm = static_cast<const float*>(fake_ptr(6));
+  t.dq = fake_ptr(7); t.dk = fake_ptr(8); t.dv = fake_ptr(9); t.di = fake_ptr(10); t.df = fake_ptr(11);
+  return t;
+}
+
+template <class F> std::string invalid_argument(F&& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::InvalidArgument);
+    return e.what();
+  }
+  FAIL("the call was accepted");
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("the default is the parallel form for short sequences only", "[parallel][config]") {
+  CHECK(ops::default_fwd_config(problem(64)).parallel == 1);
+  CHECK(ops::default_bwd_config(problem(64)).parallel == 1);
+  CHECK(ops::default_fwd_config(problem(8192)).parallel == 0);
+  CHECK(ops::default_bwd_config(problem(8192)).parallel == 0);
+  // a fixed chunk is the chunkwise form
+  CHECK(ops::default_fwd_config(problem(64), 64).parallel == 0);
+  CHECK(ops::default_bwd_config(problem(64), 64).parallel == 0);
+  // the rule is monotone in S: once chunkwise, chunkwise for every longer sequence
+  for (auto [dqk, dv] : {std::pair{256, 512}, {128, 128}, {64, 64}}) {
+    bool chunkwise = false;
+    for (int64_t S = 1; S <= 32768; S *= 2) {
+      const bool par = ops::parallel_by_default(problem(S, dqk, dv));
+      INFO("S = " << S << " Dqk = " << dqk << " Dv = " << dv);
+      if (chunkwise) CHECK(!par);
+      chunkwise = chunkwise || !par;
+    }
+    CHECK(chunkwise);
+  }
+  // one query tile per sequence: the whole Dv in one tile where it fits
+  CHECK(ops::parallel_fwd_config(problem(64)).siz_b_v == 512);
+  CHECK(ops::parallel_fwd_config(problem(128)).siz_b_v == 256);
+  CHECK(ops::parallel_fwd_config(problem(64, 256, 512, DType::FP32)).siz_b_v < 512);  // too big for smem
+  // every default is valid
+  for (int64_t S : {1, 15, 64, 100, 256, 1000, 2048, 4096})
+    for (auto [dt, dqk, dv] : {std::tuple{DType::BF16, 512, 512}, {DType::FP32, 512, 512}, {DType::BF16, 48, 80},
+                               {DType::FP16, 112, 48}, {DType::FP32, 256, 512}, {DType::BF16, 128, 384}}) {
+      const MlstmProblem p = problem(S, dqk, dv, dt);
+      INFO("S = " << S);
+      CHECK(ops::check_fwd_config(ops::parallel_fwd_config(p), p).empty());
+      CHECK(ops::check_bwd_config(ops::parallel_bwd_config(p), p).empty());
+      CHECK(ops::fwd_output_smem(ops::parallel_fwd_config(p), p) <= 227 * 1024);
+      CHECK(ops::bwd_parallel_smem(ops::parallel_bwd_config(p), p) <= 227 * 1024);
+    }
+}
+
+TEST_CASE("pinned parallel and chunk keys resolve over the matching default", "[parallel][config]") {
+  const MlstmProblem p = problem(8192);
+  const ops::FwdConfig par = ops::resolve_fwd_config(p, {{"parallel", 1}});
+  CHECK(par.parallel == 1);
+  CHECK(par.to_config() == ops::parallel_fwd_config(p).to_config());
+  CHECK(ops::resolve_fwd_config(p, {{"parallel", 1}, {"siz_b_v", 128}}).siz_b_v == 128);
+  const MlstmProblem s = problem(64);
+  CHECK(ops::resolve_fwd_config(s, {{"parallel", 0}}).to_config() == ops::chunkwise_fwd_config(s).to_config());
+  CHECK(ops::resolve_fwd_config(s, {{"chunk", 128}}).parallel == 0);
+  CHECK(ops::resolve_bwd_config(s, {{"parallel", 0}}).to_config() == ops::chunkwise_bwd_config(s).to_config());
+  CHECK(ops::resolve_bwd_config(p, {{"parallel", 1}}).parallel == 1);
+  // a parallel config keeps the chunkwise keys of the fallback
+  CHECK(ops::parallel_fwd_config(s).chunk == ops::chunkwise_fwd_config(s).chunk);
+  CHECK(ops::parallel_bwd_config(s).chunk == ops::chunkwise_bwd_config(s).chunk);
+  // the key round-trips
+  ops::FwdConfig f;
+  f.apply(par.to_config());
+  CHECK(f.parallel == 1);
+  ops::BwdConfig b;
+  b.apply(ops::parallel_bwd_config(p).to_config());
+  CHECK(b.parallel == 1);
+}
+
+TEST_CASE("parallel config rules name the violated rule", "[parallel][config]") {
+  const MlstmProblem p = problem(1000);
+  ops::FwdConfig f = ops::parallel_fwd_config(p);
+  REQUIRE(ops::check_fwd_config(f, p).empty());
+  f.parallel = 2;
+  CHECK(ops::check_fwd_config(f, p).find("parallel must be 0 or 1") != std::string::npos);
+  f = ops::parallel_fwd_config(p);
+  f.siz_b_q = 64;
+  f.siz_b_kv = 128;
+  f.warps_m = 2;
+  CHECK(ops::check_fwd_config(f, p).find("siz_b_kv must divide siz_b_q") != std::string::npos);
+  // tiles need not divide the chunk in the parallel form
+  f = ops::parallel_fwd_config(p);
+  f.chunk = 64;
+  f.siz_b_q = 128;
+  f.warps_m = 4;
+  f.warps_n = 4;
+  CHECK(ops::check_fwd_config(f, p).empty());
+  const MlstmProblem long_seq = problem(ops::parallel_max_seq() + 16);
+  const std::string why = ops::check_fwd_config(ops::parallel_fwd_config(long_seq), long_seq);
+  CHECK(why.find("S up to " + std::to_string(ops::parallel_max_seq())) != std::string::npos);
+  CHECK(ops::check_bwd_config(ops::parallel_bwd_config(long_seq), long_seq).find("S up to") != std::string::npos);
+  ops::BwdConfig b = ops::parallel_bwd_config(p);
+  b.siz_b_r = 64;
+  b.siz_b_t = 128;
+  CHECK(ops::check_bwd_config(b, p).find("siz_b_t must divide siz_b_r") != std::string::npos);
+  // the parallel default over a long sequence is never chosen, but pinning is refused clearly
+  CHECK(invalid_argument([&] { (void)mlstm_forward_config(long_seq, {{"parallel", 1}}); }).find("S up to") !=
+        std::string::npos);
+  CHECK(invalid_argument([&] { (void)mlstm_backward_config(long_seq, {{"parallel", 1}}); }).find("S up to") !=
+        std::string::npos);
+}
+
+TEST_CASE("parallel=1 pinned refuses states before any GPU work", "[parallel][api]") {
+  const MlstmProblem p = problem(256, 64, 128);
+  LaunchOptions o;
+  o.config = {{"parallel", 1}};
+  const float* f32 = static_cast<const float*>(fake_ptr(20));
+  float* f32_out = static_cast<float*>(fake_ptr(21));
+  ForwardTensors t = fwd_tensors();
+  t.C0 = f32;
+  CHECK(invalid_argument([&] { mlstm_forward(p, t, o); }).find("initial states") != std::string::npos);
+  t = fwd_tensors();
+  t.n_last = f32_out;
+  CHECK(invalid_argument([&] { mlstm_forward(p, t, o); }).find("last states") != std::string::npos);
+  t = fwd_tensors();
+  t.saved = fake_ptr(22);
+  t.saved_bytes = 1 << 20;
+  CHECK(invalid_argument([&] { mlstm_forward(p, t, o); }).find("saved") != std::string::npos);
+  BackwardTensors bt = bwd_tensors();
+  bt.dC_last = f32;
+  CHECK(invalid_argument([&] { mlstm_backward(p, bt, o); }).find("dC_last") != std::string::npos);
+  bt = bwd_tensors();
+  bt.dC0 = f32_out;
+  CHECK(invalid_argument([&] { mlstm_backward(p, bt, o); }).find("dC0") != std::string::npos);
+  bt = bwd_tensors();
+  bt.C0 = f32;
+  CHECK(invalid_argument([&] { mlstm_backward(p, bt, o); }).find("initial states") != std::string::npos);
+  bt = bwd_tensors();
+  bt.saved = fake_ptr(22);
+  bt.saved_bytes = 1 << 20;
+  CHECK(invalid_argument([&] { mlstm_backward(p, bt, o); }).find("saved") != std::string::npos);
+}
+
+TEST_CASE("the library's parallel choice falls back to the chunkwise default for states", "[parallel][api]") {
+  const MlstmProblem p = problem(64, 64, 64);
+  REQUIRE(ops::default_fwd_config(p).parallel == 1);
+  ForwardTensors t = fwd_tensors();
+  CHECK(ops::select_fwd_config(p, t, {}).parallel == 1);
+  t.C_last = static_cast<float*>(fake_ptr(20));
+  CHECK(ops::select_fwd_config(p, t, {}).to_config() == ops::chunkwise_fwd_config(p).to_config());
+  // keys pinned without the form still fall back; a pinned form never does
+  CHECK(ops::select_fwd_config(p, t, {{"siz_b_v", 32}}).parallel == 0);
+  CHECK(ops::select_fwd_config(p, t, {{"parallel", 1}}).parallel == 1);
+  BackwardTensors bt = bwd_tensors();
+  CHECK(ops::select_bwd_config(p, bt, {}).parallel == 1);
+  bt.dC0 = static_cast<float*>(fake_ptr(20));
+  CHECK(ops::select_bwd_config(p, bt, {}).to_config() == ops::chunkwise_bwd_config(p).to_config());
+}
+
+TEST_CASE("workspace sizes: none pinned parallel, the fallback's when the library chooses", "[parallel][api]") {
+  const MlstmProblem p = problem(256);
+  REQUIRE(ops::default_fwd_config(p).parallel == 1);
+  CHECK(mlstm_forward_workspace_size(p, {{"parallel", 1}}) == 0);
+  CHECK(mlstm_forward_workspace_size(p) == mlstm_forward_workspace_size(p, {{"parallel", 0}}));
+  CHECK(mlstm_forward_workspace_size(p) > 0);
+  const size_t par = mlstm_backward_workspace_size(p, {{"parallel", 1}});
+  // the parallel backward's one buffer: fp32 partial dots (B*NH, S, 2, Dqk / siz_b_nqk)
+  const ops::BwdConfig b = ops::parallel_bwd_config(p);
+  CHECK(par == static_cast<size_t>(p.B * p.NH * p.S * 2 * (p.Dqk / b.siz_b_nqk) * 4));
+  CHECK(mlstm_backward_workspace_size(p) >= mlstm_backward_workspace_size(p, {{"parallel", 0}}));
+  CHECK(mlstm_backward_workspace_size(p) >= par);
+}
+
+TEST_CASE("the tuner's spaces hold parallel candidates for sequences it supports", "[parallel][tuner]") {
+  for (tuner::Family fam : {tuner::Family::Fwd, tuner::Family::Bwd}) {
+    const MlstmProblem p = problem(1024);
+    const tuner::Enumerated e = tuner::enumerate(fam, p, tuner::SpaceLimits{}, 0);
+    int parallel = 0, chunkwise = 0;
+    for (const tuner::Candidate& c : e.kept) {
+      (c.config.at("parallel") ? parallel : chunkwise)++;
+      INFO(to_string(c.config));
+      CHECK(c.reason.empty());
+    }
+    CHECK(parallel > 1);
+    CHECK(chunkwise > 1);
+    // the other form's default is among the first candidates
+    const tuner::Enumerated head = tuner::enumerate(fam, p, tuner::SpaceLimits{}, 6);
+    bool has_parallel = false, has_chunkwise = false;
+    for (const tuner::Candidate& c : head.kept) {
+      has_parallel = has_parallel || c.config.at("parallel") == 1;
+      has_chunkwise = has_chunkwise || c.config.at("parallel") == 0;
+    }
+    CHECK(has_parallel);
+    CHECK(has_chunkwise);
+    // beyond the parallel form's limit: none
+    const MlstmProblem lp = problem(ops::parallel_max_seq() * 2);
+    for (const tuner::Candidate& c : tuner::enumerate(fam, lp, tuner::SpaceLimits{}, 0).kept)
+      CHECK(c.config.at("parallel") == 0);
+  }
+}

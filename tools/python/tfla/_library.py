@@ -1,0 +1,211 @@
+"""Finds and loads libtfla.so with ctypes and declares the C ABI (src/include/tfla/tfla.h).
+
+Search order (the first that loads wins):
+  1. $TFLA_LIBRARY, a path to libtfla.so (when set, nothing else is tried);
+  2. a copy installed next to this package: tfla/lib/libtfla.so* or tfla/libtfla.so*;
+  3. the repository's build folders, when the package runs from a checkout:
+     <repo>/build/src/libtfla.so, then every other <repo>/build*/src/libtfla.so, newest first;
+  4. the dynamic loader's path (LD_LIBRARY_PATH, ldconfig): "libtfla.so", then
+     ctypes.util.find_library("tfla").
+The library is loaded on first use, so `import tfla` and the argument checks need neither the
+library nor a GPU. A missing library raises TflaLibraryNotFoundError naming every place tried.
+Struct layouts mirror tfla.h field by field; tests/test_library.py compares them with a C
+compiler's offsetof where one is available.
+"""
+
+import ctypes
+import ctypes.util
+import glob
+import os
+import threading
+
+from ._errors import TflaLibraryNotFoundError, error_for_status
+
+c_int64 = ctypes.c_int64
+c_int = ctypes.c_int
+c_float = ctypes.c_float
+c_void_p = ctypes.c_void_p
+c_size_t = ctypes.c_size_t
+c_char_p = ctypes.c_char_p
+
+
+class Problem(ctypes.Structure):  # tfla_problem
+    _fields_ = [("B", c_int64), ("NH", c_int64), ("S", c_int64), ("Dqk", c_int64), ("Dv", c_int64),
+                ("dtype", c_int), ("gate_dtype", c_int), ("variant", c_int), ("normalize", c_int),
+                ("eps", c_float), ("scale", c_float)]
+
+
+class Strides(ctypes.Structure):  # tfla_strides, in elements; all zero = contiguous
+    _fields_ = [("b", c_int64), ("h", c_int64), ("s", c_int64)]
+
+
+_IN5 = [(n, c_void_p) for n in ("q", "k", "v", "i", "f")]
+_IN5_STRIDES = [(n + "_strides", Strides) for n in ("q", "k", "v", "i", "f")]
+
+
+class ForwardTensors(ctypes.Structure):  # tfla_forward_tensors
+    _fields_ = _IN5 + _IN5_STRIDES + [
+        ("h", c_void_p), ("h_strides", Strides), ("norm", c_void_p), ("m", c_void_p),
+        ("C0", c_void_p), ("n0", c_void_p), ("m0", c_void_p),
+        ("C_last", c_void_p), ("n_last", c_void_p), ("m_last", c_void_p),
+        ("saved", c_void_p), ("saved_bytes", c_size_t)]
+
+
+class BackwardTensors(ctypes.Structure):  # tfla_backward_tensors
+    _fields_ = _IN5 + _IN5_STRIDES + [
+        ("dh", c_void_p), ("dh_strides", Strides), ("norm", c_void_p),
+        ("C0", c_void_p), ("n0", c_void_p), ("m0", c_void_p), ("dC_last", c_void_p),
+        ("dq", c_void_p), ("dk", c_void_p), ("dv", c_void_p),
+        ("dq_strides", Strides), ("dk_strides", Strides), ("dv_strides", Strides),
+        ("di", c_void_p), ("df", c_void_p), ("di_strides", Strides), ("df_strides", Strides),
+        ("dC0", c_void_p), ("saved", c_void_p), ("saved_bytes", c_size_t)]
+
+
+class StepTensors(ctypes.Structure):  # tfla_step_tensors
+    _fields_ = _IN5 + _IN5_STRIDES + [
+        ("h", c_void_p), ("h_strides", Strides), ("C", c_void_p), ("n", c_void_p), ("m", c_void_p)]
+
+
+class BackendOptions(ctypes.Structure):  # tfla_backend_options
+    _fields_ = [("mode", c_int), ("variant", c_int), ("normalize", c_int), ("dtype", c_int),
+                ("gate_dtype", c_int), ("eps", c_float), ("scale", c_float),
+                ("config", c_char_p), ("step_config", c_char_p), ("max_step_tokens", c_int64)]
+
+
+_P = ctypes.POINTER
+_D5 = [c_int64] * 5  # B, NH, S (or T), Dqk, Dv
+# name -> argument types (every function returns a tfla_status int unless listed in _RESTYPES)
+_SIGNATURES = {
+    "tfla_last_error": [],
+    "tfla_version": [],
+    "tfla_mlstm_forward_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
+    "tfla_mlstm_forward": [_P(Problem), _P(ForwardTensors), c_void_p, c_void_p, c_size_t, c_char_p],
+    "tfla_mlstm_backward_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
+    "tfla_mlstm_saved_size": [_P(Problem), c_char_p, _P(c_size_t)],
+    "tfla_mlstm_backward": [_P(Problem), _P(BackwardTensors), c_void_p, c_void_p, c_size_t, c_char_p],
+    "tfla_mlstm_step": [_P(Problem), _P(StepTensors), c_void_p, c_char_p],
+    "tfla_mlstm_config": [_P(Problem), c_char_p, c_char_p, ctypes.c_char_p, c_size_t, _P(c_size_t)],
+    "tfla_backend_create": [_P(BackendOptions), _P(c_void_p)],
+    "tfla_backend_destroy": [c_void_p],
+    "tfla_backend_choose": [c_void_p] + _D5 + [c_int, c_int, _P(c_int)],
+    "tfla_backend_forward": [c_void_p] + _D5 + [_P(ForwardTensors), c_void_p, _P(c_int)],
+    "tfla_backend_backward": [c_void_p] + _D5 + [_P(BackwardTensors), c_void_p],
+    "tfla_backend_step": [c_void_p] + _D5 + [_P(StepTensors), c_void_p],
+}
+_RESTYPES = {"tfla_last_error": c_char_p, "tfla_version": c_char_p, "tfla_backend_destroy": None}
+
+
+class Library:
+    """The loaded libtfla: `path`, and `call(name, *args)` which raises on a non-zero status."""
+
+    def __init__(self, cdll, path):
+        self.cdll = cdll
+        self.path = path
+        self._functions = {}
+
+    def function(self, name):
+        fn = self._functions.get(name)
+        if fn is None:
+            try:
+                fn = getattr(self.cdll, name)
+            except AttributeError:
+                raise TflaLibraryNotFoundError(
+                    f"{self.path} has no symbol {name}: the library is older than this binding "
+                    "(rebuild libtfla, or point TFLA_LIBRARY at a current build)") from None
+            fn.argtypes = _SIGNATURES[name]
+            fn.restype = _RESTYPES.get(name, c_int)
+            self._functions[name] = fn
+        return fn
+
+    def has(self, name):
+        return hasattr(self.cdll, name)
+
+    def last_error(self):
+        msg = self.function("tfla_last_error")()
+        return msg.decode("utf-8", "replace") if msg else ""
+
+    def call(self, name, *args):
+        """Calls a tfla_status function; raises the matching TflaError on failure."""
+        status = self.function(name)(*args)
+        if status != 0:
+            raise error_for_status(status, self.last_error())
+
+
+def _package_dir():
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def _repo_root():
+    """The checkout this package runs from (tools/python/tfla -> repo), or None."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(_package_dir())))
+    if os.path.isfile(os.path.join(root, "src", "include", "tfla", "tfla.h")):
+        return root
+    return None
+
+
+def candidate_paths():
+    """(where, path) pairs in search order, before the loader path; for messages and tests."""
+    out = []
+    env = os.environ.get("TFLA_LIBRARY")
+    if env:
+        return [("$TFLA_LIBRARY", env)]
+    pkg = _package_dir()
+    for pattern in ("lib/libtfla.so", "lib/libtfla.so.*", "libtfla.so", "libtfla.so.*"):
+        for p in sorted(glob.glob(os.path.join(pkg, pattern))):
+            out.append(("next to the package", p))
+    if not any(w == "next to the package" for w, _ in out):
+        out.append(("next to the package", os.path.join(pkg, "lib", "libtfla.so")))
+    root = _repo_root()
+    if root:
+        first = os.path.join(root, "build", "src", "libtfla.so")
+        others = [p for p in glob.glob(os.path.join(root, "build*", "src", "libtfla.so")) if p != first]
+        others.sort(key=lambda p: os.path.getmtime(p), reverse=True)
+        for p in [first] + others:
+            out.append(("repository build folder", p))
+    return out
+
+
+_lock = threading.Lock()
+_loaded = None
+
+
+def load_library():
+    """The process's libtfla (loaded once). Raises TflaLibraryNotFoundError listing the search."""
+    global _loaded
+    with _lock:
+        if _loaded is not None:
+            return _loaded
+        tried = []
+        for where, path in candidate_paths():
+            if not os.path.exists(path):
+                tried.append(f"  {where}: {path} (no such file)")
+                continue
+            try:
+                _loaded = Library(ctypes.CDLL(path), os.path.realpath(path))
+                return _loaded
+            except OSError as e:
+                tried.append(f"  {where}: {path} ({e})")
+        if os.environ.get("TFLA_LIBRARY"):
+            raise TflaLibraryNotFoundError(
+                "could not load libtfla from $TFLA_LIBRARY:\n" + "\n".join(tried))
+        names = ["libtfla.so"]
+        found = ctypes.util.find_library("tfla")
+        if found and found not in names:
+            names.append(found)
+        for name in names:
+            try:
+                _loaded = Library(ctypes.CDLL(name), name)
+                return _loaded
+            except OSError as e:
+                tried.append(f"  loader path: {name} ({e})")
+        raise TflaLibraryNotFoundError(
+            "could not find libtfla.so. Looked in:\n" + "\n".join(tried) +
+            "\nBuild it (cmake --build build), set TFLA_LIBRARY=/path/to/libtfla.so, copy it to "
+            f"{os.path.join(_package_dir(), 'lib')}/ before installing, or add its folder to "
+            "LD_LIBRARY_PATH.")
+
+
+def _reset_for_tests():
+    global _loaded
+    with _lock:
+        _loaded = None
