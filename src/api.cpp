@@ -119,9 +119,10 @@ size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
-  const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "bwd") : options.config;
   ops::BwdConfig cfg = ops::select_bwd_config(problem, tensors, options.config);
-  if (tensors.saved && !cfg.parallel && !pinned.count("chunk") &&
+  // The caller did not pin the chunk (a tuned backward entry always carries one, which need not
+  // be the forward's).
+  if (tensors.saved && !cfg.parallel && !options.config.count("chunk") &&
       ops::saved_size(problem, cfg.chunk) != tensors.saved_bytes) {
     // Reading the forward's saved states: use the chunk length the forward used (the one
     // whose saved layout has exactly this size), whatever was tuned for the backward.

@@ -11,9 +11,6 @@
 #include "commands.hpp"
 #include "gpu.hpp"
 #include "ops/fwd_config.hpp"
-#include "ops/kernel_space.hpp"
-#include "runtime/kernel.hpp"
-#include "tfla/util_params.cuh"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "tfla/tfla.hpp"
@@ -176,34 +173,15 @@ int bench_overhead(bool json) {
     per_call_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
   }
   const double med = median(per_call_us);
-  // The same number of bare cuLaunchKernel calls (an empty grid-1 kernel, through the same
-  // LoadedKernel::launch): what the driver costs. The rest of a call is tfla's dispatch
-  // (argument checks, config and kernel memo lookups, parameter fill).
-  const rt::LoadedKernel& empty = rt::get_kernel(ops::fill_kernel(DType::FP32));
-  FillParams fp{};
-  fp.n = 0;
-  std::vector<double> launch_us;
-  for (int rep = 0; rep < 5; ++rep) {
-    const int calls = 200;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int c = 0; c < calls; ++c)
-      for (int l = 0; l < 3; ++l) empty.launch({1, 1, 1}, nullptr, &fp, sizeof(fp));
-    const auto t1 = std::chrono::steady_clock::now();
-    synchronize();
-    launch_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
-  }
-  const double launches = median(launch_us);
-  const double dispatch = med - launches;
   if (json)
     std::printf("{\"op\": \"overhead\", \"first_call_ms\": %.3f, \"host_us_per_forward_call\": %.3f, "
-                "\"launches_per_call\": 3, \"host_us_3_bare_launches\": %.3f, \"host_us_dispatch\": %.3f}\n",
-                first_ms, med, launches, dispatch);
+                "\"launches_per_call\": 3}\n",
+                first_ms, med);
   else
     std::printf("first mlstm_forward call (kernel load, context already current): %.2f ms\n"
                 "host time per mlstm_forward call (3 kernel launches, warm process): %.2f us "
-                "(median of 5 x 200 calls)\n"
-                "host time of 3 bare kernel launches: %.2f us -> tfla dispatch per call: %.2f us\n",
-                first_ms, med, launches, dispatch);
+                "(median of 5 x 200 calls)\n",
+                first_ms, med);
   return kOk;
 }
 

@@ -11,6 +11,7 @@
 #include "commands.hpp"
 #include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/step_config.hpp"
 #include "ops/kernel_space.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/cubin_store.hpp"
@@ -139,8 +140,17 @@ int cmd_explain(const Args& args) {
             return false;
           }
         };
+      } else if (key.op == "step") {
+        fallback = to_string(ops::default_step_config(*mp).to_config());
+        accept = [p = *mp](const cache::Config& cfg) {
+          try {
+            return ops::check_step_config(ops::resolve_step_config(p, cfg.values), p).empty();
+          } catch (const Error&) {
+            return false;
+          }
+        };
       } else {
-        fallback = "(the op's own default)";
+        fallback = "(none: unknown op '" + key.op + "')";
       }
     } catch (const Error& e) {
       fallback = std::string("(none: ") + e.what() + ")";
