@@ -88,15 +88,21 @@ tfla::LaunchOptions launch_options(void* stream, void* workspace, size_t workspa
   return o;
 }
 
-tfla::ForwardTensors forward_tensors_of(const tfla_forward_tensors* t) {
-  if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
-  tfla::ForwardTensors x;
-  x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.h = t->h;
+// q, k, v, i, f and their strides: the inputs every op's tensor block starts with.
+template <class X, class T> void copy_inputs(X& x, const T* t) {
+  x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f;
   x.q_strides = strides_of(t->q_strides);
   x.k_strides = strides_of(t->k_strides);
   x.v_strides = strides_of(t->v_strides);
   x.i_strides = strides_of(t->i_strides);
   x.f_strides = strides_of(t->f_strides);
+}
+
+tfla::ForwardTensors forward_tensors_of(const tfla_forward_tensors* t) {
+  if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
+  tfla::ForwardTensors x;
+  copy_inputs(x, t);
+  x.h = t->h;
   x.h_strides = strides_of(t->h_strides);
   x.norm = t->norm; x.m = t->m;
   x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0;
@@ -108,12 +114,8 @@ tfla::ForwardTensors forward_tensors_of(const tfla_forward_tensors* t) {
 tfla::BackwardTensors backward_tensors_of(const tfla_backward_tensors* t) {
   if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
   tfla::BackwardTensors x;
-  x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.dh = t->dh;
-  x.q_strides = strides_of(t->q_strides);
-  x.k_strides = strides_of(t->k_strides);
-  x.v_strides = strides_of(t->v_strides);
-  x.i_strides = strides_of(t->i_strides);
-  x.f_strides = strides_of(t->f_strides);
+  copy_inputs(x, t);
+  x.dh = t->dh;
   x.dh_strides = strides_of(t->dh_strides);
   x.norm = t->norm; x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0; x.dC_last = t->dC_last;
   x.dq = t->dq; x.dk = t->dk; x.dv = t->dv; x.di = t->di; x.df = t->df;
@@ -130,12 +132,8 @@ tfla::BackwardTensors backward_tensors_of(const tfla_backward_tensors* t) {
 tfla::StepTensors step_tensors_of(const tfla_step_tensors* t) {
   if (!t) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "tensors is null");
   tfla::StepTensors x;
-  x.q = t->q; x.k = t->k; x.v = t->v; x.i = t->i; x.f = t->f; x.h = t->h;
-  x.q_strides = strides_of(t->q_strides);
-  x.k_strides = strides_of(t->k_strides);
-  x.v_strides = strides_of(t->v_strides);
-  x.i_strides = strides_of(t->i_strides);
-  x.f_strides = strides_of(t->f_strides);
+  copy_inputs(x, t);
+  x.h = t->h;
   x.h_strides = strides_of(t->h_strides);
   x.C = t->C; x.n = t->n; x.m = t->m;
   return x;

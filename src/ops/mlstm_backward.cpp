@@ -5,6 +5,7 @@
 #include "ops/mlstm_forward.hpp"
 #include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/render_args.hpp"
 #include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
@@ -15,11 +16,8 @@
 namespace tfla::ops {
 namespace {
 
-const char* type_name(DType d) {
-  return d == DType::BF16 ? "tfla::bf16" : d == DType::FP16 ? "tfla::fp16" : "float";
-}
-std::string b(bool x) { return x ? "true" : "false"; }
-std::string s(int64_t x) { return std::to_string(x); }
+std::string b(bool x) { return arg(x); }
+std::string s(int64_t x) { return arg(x); }
 
 }  // namespace
 
@@ -29,7 +27,7 @@ std::vector<rt::KernelSpec> BwdKernels::launched() const {
 }
 
 BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
-  const std::string T = type_name(p.dtype), G = type_name(p.gate_dtype);
+  const std::string T = device_type(p.dtype), G = device_type(p.gate_dtype);
   const bool exp = p.variant == Variant::Exp;
   BwdKernels k;
   if (c.parallel) {  // the tile modes in one launch, then the gate gradients over one chunk (0)

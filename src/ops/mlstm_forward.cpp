@@ -4,6 +4,7 @@
 
 #include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/render_args.hpp"
 #include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
@@ -14,16 +15,8 @@
 namespace tfla::ops {
 namespace {
 
-const char* dtype_type(DType d) {
-  switch (d) {
-    case DType::BF16: return "tfla::bf16";
-    case DType::FP16: return "tfla::fp16";
-    case DType::FP32: return "float";
-  }
-  return "?";
-}
-std::string b(bool x) { return x ? "true" : "false"; }
-std::string s(int64_t x) { return std::to_string(x); }
+std::string b(bool x) { return arg(x); }
+std::string s(int64_t x) { return arg(x); }
 
 }  // namespace
 
@@ -33,7 +26,7 @@ std::vector<rt::KernelSpec> FwdKernels::launched() const {
 }
 
 FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
-  const std::string T = dtype_type(p.dtype);
+  const std::string T = device_type(p.dtype);
   const bool exp = p.variant == Variant::Exp;
   if (c.parallel) {  // the output kernel with CHUNK = 0, reading the raw gates of dtype G
     FwdKernels k;
@@ -42,7 +35,7 @@ FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
         "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
         "tfla::MlstmFwdParams",
         {T, T, s(p.Dqk), s(p.Dv), "0", s(c.siz_b_q), s(c.siz_b_kv), s(c.siz_b_v), s(c.siz_b_kc),
-         s(c.warps_m), s(c.warps_n), b(exp), b(p.normalize), dtype_type(p.gate_dtype)},
+         s(c.warps_m), s(c.warps_n), b(exp), b(p.normalize), device_type(p.gate_dtype)},
         32 * c.warps_m * c.warps_n, fwd_output_smem(c, p));
     return k;
   }
@@ -52,7 +45,7 @@ FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
   FwdKernels k;
   k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
                        "tfla::MlstmFwdParams",
-                       {s(c.chunk), "256", b(exp), dtype_type(p.gate_dtype)}, 256, 0, false);
+                       {s(c.chunk), "256", b(exp), device_type(p.gate_dtype)}, 256, 0, false);
   k.states = rt::render(
       "mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
       "tfla::MlstmFwdParams",

@@ -7,6 +7,7 @@
 
 #include "ops/kernel_memo.hpp"
 #include "ops/problem_check.hpp"
+#include "ops/render_args.hpp"
 #include "ops/tuned_config.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -17,15 +18,6 @@ namespace {
 
 [[noreturn]] void invalid(const std::string& msg, std::string details = {}) {
   throw Error(ErrorCode::InvalidArgument, msg, std::move(details));
-}
-
-const char* dtype_type(DType d) {
-  switch (d) {
-    case DType::BF16: return "tfla::bf16";
-    case DType::FP16: return "tfla::fp16";
-    case DType::FP32: return "float";
-  }
-  return "?";
 }
 
 void check_state(const char* name, const float* ptr, size_t align, const char* shape) {
@@ -65,7 +57,7 @@ rt::KernelSpec render_step(const MlstmProblem& p, const StepConfig& c) {
   // mLSTMexp always normalizes: one kernel whatever p.normalize says.
   const bool normalize = exp || p.normalize;
   return rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
-                    {dtype_type(p.dtype), dtype_type(p.gate_dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v),
+                    {device_type(p.dtype), device_type(p.gate_dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v),
                      s(c.threads), s(step_prefetch_tokens(c, p)), exp ? "true" : "false",
                      normalize ? "true" : "false"},
                     c.threads, 0, /*uses_smem_arg=*/false);
