@@ -174,6 +174,14 @@ tfla_status tfla_mlstm_backward_workspace_size(const tfla_problem* problem, cons
   });
 }
 
+tfla_status tfla_mlstm_backward_saved_workspace_size(const tfla_problem* problem, const char* config,
+                                                     size_t* bytes) {
+  return guarded([&] {
+    if (!bytes) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bytes is null");
+    *bytes = tfla::mlstm_backward_workspace_size(problem_of(problem), config_of(config), /*with_saved=*/true);
+  });
+}
+
 tfla_status tfla_mlstm_saved_size(const tfla_problem* problem, const char* config, size_t* bytes) {
   return guarded([&] {
     if (!bytes) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bytes is null");

@@ -100,6 +100,10 @@ tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_t
 
 tfla_status tfla_mlstm_backward_workspace_size(const tfla_problem* problem, const char* config,
                                                size_t* bytes);
+/* The backward's workspace when it reads the forward's saved buffer (smaller: no recomputed
+ * states). config must name the forward's chunk when the backward's own choice may differ. */
+tfla_status tfla_mlstm_backward_saved_workspace_size(const tfla_problem* problem, const char* config,
+                                                     size_t* bytes);
 tfla_status tfla_mlstm_saved_size(const tfla_problem* problem, const char* config, size_t* bytes);
 tfla_status tfla_mlstm_backward(const tfla_problem* problem, const tfla_backward_tensors* tensors,
                                 void* stream, void* workspace, size_t workspace_bytes,

@@ -77,8 +77,11 @@ def forward_workspace_size(plan, config=None):
     return _size_query("tfla_mlstm_forward_workspace_size", plan, config)
 
 
-def backward_workspace_size(plan, config=None):
-    """Bytes of device scratch the backward needs without saved states (an upper bound with them)."""
+def backward_workspace_size(plan, config=None, saved=False):
+    """Bytes of device scratch the backward needs (tfla_mlstm_backward_workspace_size); with
+    saved=True, when it reads the forward's saved buffer (config must name the forward's chunk)."""
+    if saved:
+        return _size_query("tfla_mlstm_backward_saved_workspace_size", plan, config)
     return _size_query("tfla_mlstm_backward_workspace_size", plan, config)
 
 

@@ -82,6 +82,7 @@ _SIGNATURES = {
     "tfla_mlstm_forward": [_P(Problem), _P(ForwardTensors), c_void_p, c_void_p, c_size_t, c_char_p],
     "tfla_mlstm_backward_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
     "tfla_mlstm_saved_size": [_P(Problem), c_char_p, _P(c_size_t)],
+    "tfla_mlstm_backward_saved_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
     "tfla_mlstm_backward": [_P(Problem), _P(BackwardTensors), c_void_p, c_void_p, c_size_t, c_char_p],
     "tfla_mlstm_step": [_P(Problem), _P(StepTensors), c_void_p, c_char_p],
     "tfla_mlstm_config": [_P(Problem), c_char_p, c_char_p, ctypes.c_char_p, c_size_t, _P(c_size_t)],

@@ -83,13 +83,9 @@ def _plan_key(plan):
             plan.normalize)
 
 
-def _round256(n):
-    return (n + 255) // 256 * 256
-
-
 def _sizes(plan, opts, keep):
-    """(forward workspace or saved bytes, backward config text, backward workspace bytes,
-    whether the backward size is exact) for this call."""
+    """(forward workspace or saved bytes, backward config text, backward workspace bytes) for
+    this call."""
     key = (_plan_key(plan), opts.fwd_config, opts.bwd_config, keep)
     with _memo_lock:
         hit = _memo.get(key)
@@ -97,32 +93,18 @@ def _sizes(plan, opts, keep):
         return hit
     bwd_cfg = opts.bwd_config
     if not keep:
-        fwd_bytes = _binding.forward_workspace_size(plan, opts.fwd_config)
-        bwd_bytes = _binding.backward_workspace_size(plan, bwd_cfg)
-        out = (fwd_bytes, bwd_cfg, bwd_bytes, True)
+        out = (_binding.forward_workspace_size(plan, opts.fwd_config), bwd_cfg,
+               _binding.backward_workspace_size(plan, bwd_cfg))
     else:
-        fwd_bytes = _binding.saved_size(plan, opts.fwd_config)
         chunk = _binding.kernel_config(plan, "fwd", opts.fwd_config)["chunk"]
         if _binding.kernel_config(plan, "bwd", bwd_cfg).get("chunk") != chunk:
             # the saved states are laid out by the forward's chunk: the backward must use it
             bwd_cfg = f"chunk={chunk}"
-        upper = _binding.backward_workspace_size(plan, bwd_cfg)
-        # The C ABI sizes the backward without saved states: that layout adds the recomputed
-        # gate data and chunk states, i.e. the saved buffer less its n states. Until the ABI
-        # reports the saved size itself, take them off; the library checks the size (and the
-        # call below falls back to the upper bound if the layouts ever drift apart).
-        nc = (plan.S + chunk - 1) // chunk
-        exact = upper - fwd_bytes + _round256(plan.B * plan.NH * nc * plan.Dqk * 4)
-        out = (fwd_bytes, bwd_cfg, exact, True) if 0 < exact <= upper else (fwd_bytes, bwd_cfg, upper, False)
+        out = (_binding.saved_size(plan, opts.fwd_config), bwd_cfg,
+               _binding.backward_workspace_size(plan, bwd_cfg, saved=True))
     with _memo_lock:
         _memo[key] = out
     return out
-
-
-def _forget_exact_size(plan, opts, keep, entry):
-    with _memo_lock:
-        _memo[(_plan_key(plan), opts.fwd_config, opts.bwd_config, keep)] = (
-            entry[0], entry[1], _binding.backward_workspace_size(plan, entry[1]), False)
 
 
 class MlstmChunkwiseFunction(torch.autograd.Function):
@@ -154,7 +136,7 @@ class MlstmChunkwiseFunction(torch.autograd.Function):
                  n_last=ptr(n_last), m_last=ptr(m_last))
         saved = None
         with device_guard(dev):
-            fwd_bytes, _, _, _ = _sizes(plan, opts, keep)
+            fwd_bytes, _, _ = _sizes(plan, opts, keep)
             stream = stream_handle(dev)
             if keep:
                 saved = scratch(fwd_bytes, dev)
@@ -196,19 +178,9 @@ class MlstmChunkwiseFunction(torch.autograd.Function):
                  dC0=ptr(dC0), saved=ptr(saved),
                  saved_bytes=saved.numel() if saved is not None else 0)
         with device_guard(dev):
-            entry = _sizes(plan, opts, keep)
-            _, bwd_cfg, bwd_bytes, exact = entry
-            stream = stream_handle(dev)
+            _, bwd_cfg, bwd_bytes = _sizes(plan, opts, keep)
             ws = scratch(bwd_bytes, dev)
-            try:
-                _binding.backward(plan, p, stream, ptr(ws), bwd_bytes, bwd_cfg, dh_strides)
-            except TflaArgumentError as e:
-                if not (keep and exact and "workspace" in str(e)):
-                    raise
-                _forget_exact_size(plan, opts, keep, entry)  # layouts drifted: use the upper bound
-                _, bwd_cfg, bwd_bytes, _ = _sizes(plan, opts, keep)
-                ws = scratch(bwd_bytes, dev)
-                _binding.backward(plan, p, stream, ptr(ws), bwd_bytes, bwd_cfg, dh_strides)
+            _binding.backward(plan, p, stream_handle(dev), ptr(ws), bwd_bytes, bwd_cfg, dh_strides)
         dn0 = torch.zeros_like(n0) if n0 is not None else None
         dm0 = torch.zeros_like(m0) if m0 is not None else None
         return dq, dk, dv, di, df, dC0, dn0, dm0, None, None
