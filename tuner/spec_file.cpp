@@ -114,4 +114,40 @@ std::vector<TuneProblem> read_spec_file(const std::string& path) {
   return out;
 }
 
+std::vector<TuneProblem> problems_from_recorded(const std::vector<cache::RecordedShape>& rows) {
+  std::vector<TuneProblem> out;
+  for (const cache::RecordedShape& r : rows) {
+    const cache::ProblemKey& k = r.problem;
+    TuneProblem t;
+    try {
+      t.variant = parse_variant(k.variant);
+      t.dtype = parse_dtype(k.dtype);
+    } catch (const Error&) {
+      continue;
+    }
+    if (k.op != "fwd" && k.op != "bwd" && k.op != "step") continue;
+    t.op = k.op;
+    t.normalize = k.normalize;
+    t.dqk = k.dqk;
+    t.dv = k.dv;
+    t.bh = k.batch_heads;
+    t.seq = k.seq_len;
+    // the same shape seen by the other half of a training step: tune the pair as fwbw
+    auto same_shape = [&](const TuneProblem& o) {
+      return o.variant == t.variant && o.dtype == t.dtype && o.normalize == t.normalize &&
+             o.dqk == t.dqk && o.dv == t.dv && o.bh == t.bh && o.seq == t.seq;
+    };
+    bool merged = false;
+    if (t.op != "step")
+      for (TuneProblem& o : out)
+        if (o.op != "step" && same_shape(o)) {
+          if (o.op != t.op) o.op = "fwbw";
+          merged = true;
+          break;
+        }
+    if (!merged) out.push_back(t);
+  }
+  return out;
+}
+
 }  // namespace tfla::tuner

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tfla/tfla.hpp"
+#include "tfla_cache/cache.hpp"
 
 namespace tfla::tuner {
 
@@ -28,6 +29,12 @@ TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults
 std::vector<TuneProblem> parse_spec(const std::string& text);
 // Reads and parses a file; Error(InvalidArgument) when it cannot be read or holds no shape.
 std::vector<TuneProblem> read_spec_file(const std::string& path);
+
+// The shapes the library recorded (TFLA_RECORD_SHAPES=1) as problems to tune: a recorded
+// forward and backward of the same shape become one fwbw problem (they share a chunk); step
+// shapes stay step problems. Rows with a dtype or variant this build does not know are
+// skipped. Order: most looked-up first.
+std::vector<TuneProblem> problems_from_recorded(const std::vector<cache::RecordedShape>& rows);
 
 DType parse_dtype(const std::string& s);      // "bf16", "fp16", "fp32"; throws InvalidArgument
 Variant parse_variant(const std::string& s);  // "exp", "sig"; throws InvalidArgument

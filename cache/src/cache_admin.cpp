@@ -76,6 +76,8 @@ MergeReport merge(Cache::Impl& src, Cache::Impl& dst, const ExportOptions& opt) 
   Txn read(*src.db, Txn::Read);
   Txn write(*dst.db, Txn::Write);
   const std::set<std::string> wanted(opt.env_ids.begin(), opt.env_ids.end());
+  const bool src_has_recorded =
+      src.db->query_int("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'recorded'") > 0;
   std::vector<std::pair<std::string, EnvKey>> envs;
   {
     Stmt s =
@@ -152,6 +154,22 @@ MergeReport merge(Cache::Impl& src, Cache::Impl& dst, const ExportOptions& opt) 
         }
       }
     }
+    // Recorded shapes (schema v2; an older file has none): lookups add up.
+    if (src_has_recorded) {
+      Stmt r = select_rows(*src.db, "recorded", "lookups, first_seen_unix, last_seen_unix", env_id);
+      while (r.step()) {
+        Stmt ins = dst.db->prepare(fmt::format(
+            "INSERT INTO recorded({}, lookups, first_seen_unix, last_seen_unix) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(env_id, class_key, batch_heads, seq_len) DO UPDATE SET "
+            "lookups = lookups + excluded.lookups, "
+            "first_seen_unix = min(first_seen_unix, excluded.first_seen_unix), "
+            "last_seen_unix = max(last_seen_unix, excluded.last_seen_unix)",
+            detail::kProblemColumns));
+        const int next = detail::bind_problem(ins, 1, env_id, detail::read_problem(r, 0));
+        ins.bind(next, r.i64(11)).bind(next + 1, r.i64(12)).bind(next + 2, r.i64(13)).run();
+      }
+    }
   }
   write.commit();
   // Cubins in batches of their own transactions, so that a large import does not hold the
@@ -203,6 +221,7 @@ PruneReport Cache::prune_stale(const EnvKey& current) {
   rep.candidates = db.prepare("DELETE FROM candidates WHERE env_id != ?").bind(1, keep).run();
   rep.cubins =
       db.prepare("DELETE FROM cubins WHERE env_id != '' AND env_id != ?").bind(1, keep).run();
+  rep.recorded = db.prepare("DELETE FROM recorded WHERE env_id != ?").bind(1, keep).run();
   rep.environments = db.prepare("DELETE FROM environments WHERE env_id != ?").bind(1, keep).run();
   txn.commit();
   tfla::cache_log()->info(

@@ -351,4 +351,56 @@ std::vector<std::pair<std::string, EnvKey>> Cache::environments() const {
   return out;
 }
 
+void Cache::record_shape(const EnvKey& env, const ProblemKey& problem) {
+  problem.validate();
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->require_writable("record a shape");
+  const std::string env_id = env.id();
+  const int64_t now = detail::now_unix();
+  Txn txn(*impl_->db, Txn::Write);
+  impl_->upsert_env(env, env_id);
+  Stmt s = impl_->db->prepare(fmt::format(
+      "INSERT INTO recorded({}, lookups, first_seen_unix, last_seen_unix) "
+      "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
+      "ON CONFLICT(env_id, class_key, batch_heads, seq_len) DO UPDATE SET "
+      "lookups = lookups + 1, last_seen_unix = excluded.last_seen_unix",
+      detail::kProblemColumns));
+  const int next = detail::bind_problem(s, 1, env_id, problem);
+  s.bind(next, now).bind(next + 1, now).run();
+  txn.commit();
+}
+
+std::vector<RecordedShape> Cache::recorded(const std::string& env_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Txn txn(*impl_->db, Txn::Read);
+  Stmt s = impl_->db->prepare(fmt::format(
+      "SELECT {}, lookups, first_seen_unix, last_seen_unix FROM recorded r "
+      "WHERE (?1 = '' OR r.env_id = ?1) AND NOT EXISTS (SELECT 1 FROM entries e WHERE "
+      "e.env_id = r.env_id AND e.class_key = r.class_key AND e.batch_heads = r.batch_heads AND "
+      "e.seq_len = r.seq_len) ORDER BY lookups DESC, class_key, batch_heads, seq_len",
+      detail::kProblemColumns));
+  s.bind(1, env_id);
+  std::vector<RecordedShape> out;
+  while (s.step()) {
+    RecordedShape r;
+    r.env_id = s.text(0);
+    r.problem = detail::read_problem(s, 0);
+    r.lookups = s.i64(11);
+    r.first_seen_unix = s.i64(12);
+    r.last_seen_unix = s.i64(13);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+int64_t Cache::clear_recorded(const std::string& env_id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->require_writable("clear recorded shapes");
+  Txn txn(*impl_->db, Txn::Write);
+  const int64_t n =
+      impl_->db->prepare("DELETE FROM recorded WHERE ?1 = '' OR env_id = ?1").bind(1, env_id).run();
+  txn.commit();
+  return n;
+}
+
 }  // namespace tfla::cache

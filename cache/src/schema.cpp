@@ -13,7 +13,7 @@
 
 namespace tfla::cache::detail {
 
-const char* const kTables[4] = {"meta", "environments", "entries", "candidates"};
+const char* const kTables[5] = {"meta", "environments", "entries", "candidates", "recorded"};
 
 namespace {
 
@@ -53,9 +53,22 @@ CREATE TABLE cubins(
 )sql");
 }
 
+// v2: shapes that processes looked up without an exact tuned entry (TFLA_RECORD_SHAPES=1), so
+// `tfla tune --from-recorded` can tune them later.
+void migrate_to_v2(Db& db) {
+  db.exec(R"sql(
+CREATE TABLE recorded(
+  env_id TEXT NOT NULL, class_key TEXT NOT NULL, op TEXT NOT NULL, variant TEXT NOT NULL,
+  normalize INTEGER NOT NULL, dtype TEXT NOT NULL, dqk INTEGER NOT NULL, dv INTEGER NOT NULL,
+  layout TEXT NOT NULL, batch_heads INTEGER NOT NULL, seq_len INTEGER NOT NULL,
+  lookups INTEGER NOT NULL, first_seen_unix INTEGER NOT NULL, last_seen_unix INTEGER NOT NULL,
+  PRIMARY KEY(env_id, class_key, batch_heads, seq_len));
+)sql");
+}
+
 using Migration = void (*)(Db&);
 // kMigrations[i] takes the schema from user_version i to i + 1.
-constexpr Migration kMigrations[] = {&migrate_to_v1};
+constexpr Migration kMigrations[] = {&migrate_to_v1, &migrate_to_v2};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == Cache::kSchemaVersion,
               "one migration per schema version");
 

@@ -40,6 +40,6 @@ void set_wal(Db& db);
 Probe create_or_migrate(Db& db);
 
 // Tables every schema version has; verify() and probe() check them.
-extern const char* const kTables[4];
+extern const char* const kTables[5];
 
 }  // namespace tfla::cache::detail

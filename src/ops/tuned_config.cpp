@@ -27,6 +27,15 @@ bool lookups_enabled() {
   return on;
 }
 
+// TFLA_RECORD_SHAPES=1: shapes without an exact tuned entry are recorded in the cache.
+bool recording_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("TFLA_RECORD_SHAPES");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
+
 Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
   cache::Cache* db = rt::CubinStore::process().cache();
   if (!db) return {};
@@ -61,8 +70,17 @@ Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
       return false;
     }
   };
-  const cache::LookupResult r = db->lookup(rt::current_env_key(dev), key, valid);
+  const cache::EnvKey env = rt::current_env_key(dev);
+  const cache::LookupResult r = db->lookup(env, key, valid);
   log_debug("tuned config for {} {}: {} ({})", op, key.to_string(), cache::to_string(r.kind), r.why);
+  if (r.kind != cache::LookupKind::Exact && recording_enabled() && !db->read_only()) {
+    // Once per shape per process (the caller memoizes): `tfla tune --from-recorded` tunes it.
+    try {
+      db->record_shape(env, key);
+    } catch (const std::exception& e) {
+      log_debug("could not record shape {}: {}", key.to_string(), e.what());
+    }
+  }
   if (!r.entry) return {};
   return Config(r.entry->winner.values.begin(), r.entry->winner.values.end());
 }

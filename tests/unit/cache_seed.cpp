@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
     c.put_entry(entry(fresh, 64, 8192, 1700000100));
     c.put_entry(entry(fresh, 8, 1024, 1700000200));
     c.put_entry(entry(fresh, 512, 65536, 1700000300));
+    // shapes a process looked up without an exact entry (TFLA_RECORD_SHAPES=1)
+    c.record_shape(fresh, {"fwd", "exp", true, "bf16", 256, 512, "bhsd", 32, 4096});
+    c.record_shape(fresh, {"fwd", "exp", true, "bf16", 256, 512, "bhsd", 32, 4096});
+    c.record_shape(fresh, {"step", "sig", true, "bf16", 256, 512, "bhsd", 128, 1});
     c.put_cubin(std::string(64, 'a'), "sm_90a", "seeded_aot", "not a real cubin", "");
     c.put_cubin(std::string(64, 'b'), "sm_90a", "seeded_fresh", "not a real cubin", fresh.id());
     c.put_cubin(std::string(64, 'c'), "sm_90a", "seeded_stale", "not a real cubin", stale.id());

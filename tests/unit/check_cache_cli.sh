@@ -67,6 +67,21 @@ else
   has 'current device'
 fi
 run 2 cache explain --op fwd --dqk 256
+run 0 cache recorded
+has 'fwd/exp/norm/bf16/256x512/bhsd/BH=32,S=4096 +2'
+has 'step/sig/norm/bf16/256x512/bhsd/BH=128,S=1 +1'
+has 'tfla tune --from-recorded'
+run 0 cache recorded --json
+has '"lookups": 2'
+run 2 cache recorded --bogus
+if [ "$gpu" = no ]; then
+  run 3 tune --from-recorded
+  has 'needs the GPU'
+fi
+run 0 cache recorded --clear
+has 'cleared 2 recorded'
+run 0 cache recorded
+has 'no recorded shapes'
 run 0 cache export "$TFLA_CACHE.export"
 run 0 cache import "$TFLA_CACHE.export" --cache "$TFLA_CACHE.fresh" --json
 has '"entries_added": [1-9]'

@@ -11,7 +11,7 @@
 using namespace tfla::cache;
 using namespace tfla::cache::test;
 
-TEST_CASE("a new cache file gets the v1 schema, WAL and tfla's application_id", "[cache][schema]") {
+TEST_CASE("a new cache file gets the current schema, WAL and tfla's application_id", "[cache][schema]") {
   ScratchDir dir;
   SECTION("missing file in missing directories") {
     const std::string path = dir.file("a/b/tfla.sqlite");
@@ -31,7 +31,7 @@ TEST_CASE("a new cache file gets the v1 schema, WAL and tfla's application_id", 
   CHECK(raw_int(path, "PRAGMA application_id") == Cache::kApplicationId);
   CHECK(raw_int(path,
                 "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
-                "('meta','environments','entries','candidates','cubins')") == 5);
+                "('meta','environments','entries','candidates','cubins','recorded')") == 6);
   CHECK(read_file(path).substr(18, 2) == std::string("\x02\x02", 2));  // header: WAL mode
   // Re-opening keeps the data and does not migrate again.
   {
@@ -40,7 +40,7 @@ TEST_CASE("a new cache file gets the v1 schema, WAL and tfla's application_id", 
   }
   Cache c = Cache::open(path);
   CHECK(c.stats().entries == 1);
-  CHECK(c.stats().schema_version == 1);
+  CHECK(c.stats().schema_version == Cache::kSchemaVersion);
 }
 
 TEST_CASE("default_path follows TFLA_CACHE, then XDG_CACHE_HOME, then HOME", "[cache][path]") {
@@ -423,4 +423,77 @@ TEST_CASE("a Cache can move and be shared by threads", "[cache][threads]") {
   }
   for (auto& th : threads) th.join();
   CHECK(moved.stats().candidates == 100);
+}
+
+TEST_CASE("recorded shapes: counted, hidden once tuned, cleared and pruned", "[cache][recorded]") {
+  ScratchDir dir;
+  Cache c = Cache::open(dir.file("c.sqlite"));
+  const EnvKey cur = sample_env(), old = sample_env("NVIDIA A100");
+  c.record_shape(cur, sample_problem(8, 1024));
+  c.record_shape(cur, sample_problem(8, 1024));
+  c.record_shape(cur, sample_problem(64, 8192));
+  c.record_shape(old, sample_problem(8, 1024));
+  auto all = c.recorded();
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].problem == sample_problem(8, 1024));  // most looked-up first
+  CHECK(all[0].lookups == 2);
+  CHECK(all[0].env_id == cur.id());
+  CHECK(all[0].first_seen_unix > 0);
+  CHECK(all[0].last_seen_unix >= all[0].first_seen_unix);
+  CHECK(c.recorded(cur.id()).size() == 2);
+  CHECK(c.recorded(old.id()).size() == 1);
+  CHECK(c.recorded("no-such-env").empty());
+
+  // A shape tuned since it was recorded is no longer listed (in its environment only).
+  c.put_entry(sample_entry(cur, sample_problem(8, 1024), 128, 100));
+  auto left = c.recorded(cur.id());
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].problem == sample_problem(64, 8192));
+  CHECK(c.recorded(old.id()).size() == 1);
+
+  CHECK(c.prune_stale(cur).recorded == 1);
+  CHECK(c.recorded().size() == 1);
+  CHECK(c.clear_recorded(cur.id()) == 2);  // the tuned row went too
+  CHECK(c.recorded().empty());
+  CHECK_THROWS_AS(c.record_shape(cur, ProblemKey{}), CacheError);  // invalid key named
+  CHECK(c.verify().ok);
+}
+
+TEST_CASE("a v1 cache migrates to v2 and keeps its entries", "[cache][schema]") {
+  ScratchDir dir;
+  const std::string path = dir.file("old.sqlite");
+  {
+    Cache c = Cache::open(path);
+    c.put_entry(sample_entry(sample_env(), sample_problem(8, 1024), 128, 100));
+  }
+  raw_sql(path, "DROP TABLE recorded; PRAGMA user_version = 1;");
+  Cache c = Cache::open(path);
+  CHECK_FALSE(c.recovered());
+  CHECK(raw_int(path, "PRAGMA user_version") == 2);
+  CHECK(c.get_exact(sample_env(), sample_problem(8, 1024)).has_value());
+  c.record_shape(sample_env(), sample_problem(16, 2048));
+  CHECK(c.recorded().size() == 1);
+}
+
+TEST_CASE("a read-only cache refuses to record", "[cache][recorded]") {
+  ScratchDir dir;
+  const std::string path = dir.file("c.sqlite");
+  { Cache::open(path).record_shape(sample_env(), sample_problem(8, 1024)); }
+  Cache ro = Cache::open(path, OpenMode::ReadOnly);
+  CHECK(ro.recorded().size() == 1);
+  CHECK_THROWS_AS(ro.record_shape(sample_env(), sample_problem(8, 2048)), CacheError);
+}
+
+TEST_CASE("export and import carry recorded shapes; lookups add up", "[cache][recorded]") {
+  ScratchDir dir;
+  Cache a = Cache::open(dir.file("a.sqlite"));
+  a.record_shape(sample_env(), sample_problem(8, 1024));
+  a.record_shape(sample_env(), sample_problem(8, 1024));
+  a.export_to(dir.file("x.sqlite"));
+  Cache b = Cache::open(dir.file("b.sqlite"));
+  b.record_shape(sample_env(), sample_problem(8, 1024));
+  b.import_from(dir.file("x.sqlite"));
+  auto r = b.recorded();
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].lookups == 3);
 }

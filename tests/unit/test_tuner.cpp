@@ -315,3 +315,39 @@ TEST_CASE("step space: kept candidates are valid, the default first; spec and pr
   CHECK(r2.reference == r.reference);
   CHECK_THROWS_AS(parse_spec_line("op=steps"), Error);
 }
+
+TEST_CASE("recorded shapes become tune problems: fwd + bwd of one shape tune as fwbw",
+          "[tuner][recorded]") {
+  auto row = [](const std::string& op, const std::string& variant, int64_t bh, int64_t seq,
+                const std::string& dtype = "bf16") {
+    tfla::cache::RecordedShape r;
+    r.env_id = "env";
+    r.problem.op = op;
+    r.problem.variant = variant;
+    r.problem.dtype = dtype;
+    r.problem.dqk = 256;
+    r.problem.dv = 512;
+    r.problem.layout = "bhsd";
+    r.problem.batch_heads = bh;
+    r.problem.seq_len = seq;
+    r.lookups = 1;
+    return r;
+  };
+  const auto ps = tfla::tuner::problems_from_recorded({
+      row("fwd", "exp", 64, 8192), row("step", "exp", 64, 1), row("bwd", "exp", 64, 8192),
+      row("fwd", "sig", 64, 8192), row("fwd", "exp", 32, 8192), row("bwd", "exp", 32, 4096),
+      row("fwd", "exp", 8, 128, "int8"), row("parallel", "exp", 8, 128)});
+  REQUIRE(ps.size() == 5);  // the int8 row and the unknown op are skipped
+  CHECK(ps[0].op == "fwbw");
+  CHECK(ps[0].variant == tfla::Variant::Exp);
+  CHECK(ps[0].bh == 64);
+  CHECK(ps[0].seq == 8192);
+  CHECK(ps[1].op == "step");
+  CHECK(ps[1].seq == 1);
+  CHECK(ps[2].op == "fwd");  // other variant: not merged
+  CHECK(ps[2].variant == tfla::Variant::Sig);
+  CHECK(ps[3].op == "fwd");  // other shapes: not merged
+  CHECK(ps[4].op == "bwd");
+  CHECK(ps[4].seq == 4096);
+  CHECK(tfla::tuner::problems_from_recorded({}).empty());
+}

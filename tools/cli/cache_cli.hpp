@@ -45,5 +45,6 @@ int cmd_import(const Args& args);
 int cmd_explain(const Args& args);
 int cmd_prune(const Args& args);
 int cmd_verify(const Args& args);
+int cmd_recorded(const Args& args);  // shapes recorded with TFLA_RECORD_SHAPES=1
 
 }  // namespace tfla::cli::cache_cli

@@ -337,12 +337,50 @@ int cmd_import(const Args& args) {
 
 }  // namespace cache_cli
 
+namespace cache_cli {
+
+int cmd_recorded(const Args& args) {
+  cache::Cache c = open(args);
+  const std::string env_id = args.get("env", "");
+  if (args.flag("clear")) {
+    const int64_t n = c.clear_recorded(env_id);
+    if (args.flag("json"))
+      std::printf("{\"cache\": %s, \"cleared\": %lld}\n", nlohmann::json(c.path()).dump().c_str(),
+                  static_cast<long long>(n));
+    else
+      std::printf("cleared %lld recorded shape(s)\n", static_cast<long long>(n));
+    return kOk;
+  }
+  const std::vector<cache::RecordedShape> rows = c.recorded(env_id);
+  if (args.flag("json")) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& r : rows)
+      j.push_back({{"env_id", r.env_id}, {"problem", r.problem.to_string()}, {"lookups", r.lookups},
+                   {"first_seen_unix", r.first_seen_unix}, {"last_seen_unix", r.last_seen_unix}});
+    std::printf("%s\n", nlohmann::json{{"cache", c.path()}, {"recorded", j}}.dump(2).c_str());
+    return kOk;
+  }
+  if (rows.empty()) {
+    std::printf("no recorded shapes without a tuned entry in %s (TFLA_RECORD_SHAPES=1 records them)\n",
+                c.path().c_str());
+    return kOk;
+  }
+  std::vector<std::vector<std::string>> table;
+  for (const auto& r : rows)
+    table.push_back({r.env_id, r.problem.to_string(), std::to_string(r.lookups)});
+  print_table({"ENV", "PROBLEM", "LOOKUPS"}, table);
+  std::printf("\ntune them on this GPU: tfla tune --from-recorded\n");
+  return kOk;
+}
+
+}  // namespace cache_cli
+
 int cmd_cache(const std::vector<std::string>& argv) {
   using namespace cache_cli;
   if (argv.empty() || argv[0].rfind("--", 0) == 0)
     throw UsageError(
         "cache expects a command: list, show, explain, export, import, prune, "
-        "verify or stats");
+        "verify, stats or recorded");
   const std::string sub = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   std::set<std::string> flags{"json"}, options{"cache"};
@@ -369,9 +407,13 @@ int cmd_cache(const std::vector<std::string>& argv) {
     flags.insert({"all-but-current", "dry-run"});
   } else if (sub == "verify") {
     run = cmd_verify;
+  } else if (sub == "recorded") {
+    run = cmd_recorded;
+    options.insert("env");
+    flags.insert("clear");
   } else {
     throw UsageError("unknown cache command '" + sub +
-                     "' (list, show, explain, export, import, prune, verify, stats)");
+                     "' (list, show, explain, export, import, prune, verify, stats, recorded)");
   }
   if (sub != "show" && sub != "export" && sub != "import") {
     const Args args(rest, flags, options);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "args.hpp"
+#include "cache_cli.hpp"
 #include "commands.hpp"
 #include "tfla_cache/cache.hpp"
 #include "tuner/tuner.hpp"
@@ -13,7 +14,15 @@
 namespace tfla::cli {
 namespace {
 
-std::vector<tuner::TuneProblem> problems_from(const Args& args) {
+std::vector<tuner::TuneProblem> problems_from(const Args& args, const std::string& cache_path) {
+  if (args.flag("from-recorded")) {
+    if (args.has("shapes")) throw UsageError("--from-recorded and --shapes are exclusive");
+    std::string why;
+    const auto env = cache_cli::current_env(&why);
+    if (!env) throw Error(ErrorCode::NoDriver, "tune --from-recorded needs the GPU whose shapes to tune: " + why);
+    const cache::Cache c = cache::Cache::open(cache_path);
+    return tuner::problems_from_recorded(c.recorded(env->env.id()));
+  }
   if (args.has("shapes")) {
     try {
       return tuner::read_spec_file(args.get("shapes"));
@@ -49,13 +58,21 @@ std::vector<tuner::TuneProblem> problems_from(const Args& args) {
 }  // namespace
 
 int cmd_tune(const std::vector<std::string>& argv) {
-  Args args(argv, {"resume", "json"},
+  Args args(argv, {"resume", "json", "from-recorded"},
             {"op", "variant", "dtype", "dqk", "dv", "bh", "seq", "normalize", "shapes", "budget",
              "reps", "warmup", "cache", "jobs", "timeout"});
   if (!args.positionals().empty()) throw UsageError("unexpected argument '" + args.positionals()[0] + "'");
-  const std::vector<tuner::TuneProblem> problems = problems_from(args);
   tuner::TuneOptions opt;
   opt.cache_path = args.get("cache", cache::Cache::default_path());
+  const std::vector<tuner::TuneProblem> problems = problems_from(args, opt.cache_path);
+  if (problems.empty()) {  // only --from-recorded can get here
+    if (args.flag("json"))
+      std::printf("{\"cache\": %s, \"rows\": []}\n", nlohmann::json(opt.cache_path).dump().c_str());
+    else
+      std::printf("no recorded shapes without a tuned entry for this GPU in %s "
+                  "(run the model with TFLA_RECORD_SHAPES=1 first)\n", opt.cache_path.c_str());
+    return kOk;
+  }
   if (const char* w = std::getenv("TFLA_TUNE_WORKER"); w && *w) opt.worker_command = w;
   opt.budget = static_cast<int>(args.get_int("budget", 24));
   opt.reps = static_cast<int>(args.get_int("reps", 10));

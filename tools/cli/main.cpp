@@ -25,7 +25,9 @@ void usage(FILE* out) {
                "             the ones already cached; --cache PATH)\n"
                "  bench      time kernels: bench forward [--variant exp,sig] [--seqs 512,...]\n"
                "             [--tokens 65536] [--nh 8] [--dqk 256] [--dv 512] [--dtype bf16]\n"
-               "             [--config chunk=256,...] [--csv FILE] [--json]\n"
+               "             [--config chunk=256,...] [--csv FILE] [--json]; bench backward|fwbw\n"
+               "             [--saved]; bench overhead; bench step [--batch 1,4,16,64,256]\n"
+               "             [--tokens 1,4]\n"
                "  cache      the tuned-config and cubin cache (--json, --cache PATH everywhere):\n"
                "               list [--op fwd --variant exp --dtype bf16 --env ID]   tuned entries\n"
                "               show <id | filter>     one entry with all its candidates\n"
@@ -36,16 +38,20 @@ void usage(FILE* out) {
                "               prune [--all-but-current] [--dry-run]   drop stale environments\n"
                "               verify                 integrity, checksums, cubin loads (GPU)\n"
                "               stats                  counts and sizes per environment\n"
+               "               recorded [--env ID] [--clear]   shapes seen untuned (TFLA_RECORD_SHAPES=1)\n"
                "  tune       tune kernels on the GPU and store the winners in the cache:\n"
-               "             [--op fwd|bwd|fwbw] [--variant exp,sig] [--dtype bf16] [--dqk 256]\n"
+               "             [--op fwd|bwd|fwbw|step] [--variant exp,sig] [--dtype bf16] [--dqk 256]\n"
                "             [--dv 512] [--bh 64] [--seq 8192] | --shapes FILE (one shape a line:\n"
-               "             op=fwbw variant=exp dtype=bf16 dqk=256 dv=512 bh=64 seq=8192);\n"
+               "             op=fwbw variant=exp dtype=bf16 dqk=256 dv=512 bh=64 seq=8192)\n"
+               "             | --from-recorded (the shapes recorded on this GPU);\n"
                "             --budget N (candidates per kernel family, default 24) --resume\n"
                "             --reps N --json --cache PATH\n"
                "  version    print the version\n\n"
                "exit codes: 0 ok, 1 failed, 2 usage error, 3 no CUDA driver or GPU\n"
                "environment: TFLA_LOG_LEVEL (trace..off), TFLA_DEVICE (ordinal),\n"
-               "             TFLA_CACHE (cache file), TFLA_CACHE_DISABLE=1 (no disk cache)\n");
+               "             TFLA_CACHE (cache file), TFLA_CACHE_DISABLE=1 (no disk cache),\n"
+               "             TFLA_TUNED=0 (ignore tuned entries), TFLA_RECORD_SHAPES=1 (record\n"
+               "             shapes without a tuned entry for tune --from-recorded)\n");
 }
 }  // namespace
 

@@ -69,8 +69,16 @@ struct Stats {
   std::vector<EnvStats> per_env;
 };
 
+struct RecordedShape {
+  std::string env_id;
+  ProblemKey problem;
+  int64_t lookups = 0;  // how many process lookups found no exact entry
+  int64_t first_seen_unix = 0, last_seen_unix = 0;
+};
+
 struct PruneReport {
   int64_t environments = 0, entries = 0, candidates = 0, cubins = 0;  // rows deleted
+  int64_t recorded = 0;
 };
 
 struct VerifyReport {
@@ -95,7 +103,7 @@ struct ExportOptions {
 
 class Cache {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   static constexpr uint32_t kApplicationId = 0x54464C41;  // "TFLA" in PRAGMA application_id
   static constexpr int kBusyTimeoutMs = 10000;
 
@@ -146,6 +154,18 @@ class Cache {
   std::vector<TunedEntry> list(const ListFilter& filter = {}) const;
   // Every environment that has a row, with its id.
   std::vector<std::pair<std::string, EnvKey>> environments() const;
+
+  // --- recorded shapes (cache_entries.cpp) ---
+  // Notes that a process looked up `problem` under `env` and found no exact tuned entry
+  // (counted once per call; the library calls it once per shape per process). Throws
+  // CacheError like record_candidate (ReadOnly included: callers that must not fail check
+  // read_only() first).
+  void record_shape(const EnvKey& env, const ProblemKey& problem);
+  // The recorded shapes of env_id ("" = every environment) that still have no exact entry in
+  // their environment, most looked-up first.
+  std::vector<RecordedShape> recorded(const std::string& env_id = "") const;
+  // Forgets the recorded shapes of env_id ("" = all); returns how many rows went.
+  int64_t clear_recorded(const std::string& env_id = "");
 
   // --- cubins (cache_cubins.cpp) ---
   // Stores `bytes` under `hash` (e.g. content_hash_parts({source, options, arch, nvrtc})) with
