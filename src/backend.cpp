@@ -3,6 +3,7 @@
 // lookup is memoized by the ops), so it is safe on the hot path.
 #include <string>
 
+#include "ops/mlstm_forward.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -21,7 +22,19 @@ const char* to_string(KernelKind k) {
   return "?";
 }
 
-Backend::Backend(BackendOptions options) : options_(std::move(options)) {
+namespace {
+
+// The pinned forward/backward config without the parallel choice (for calls with states,
+// which only the chunkwise kernels carry).
+Config chunkwise_only(Config c) {
+  if (auto it = c.find("parallel"); it != c.end()) it->second = 0;
+  return c;
+}
+
+}  // namespace
+
+Backend::Backend(BackendOptions options)
+    : options_(std::move(options)), chunkwise_config_(chunkwise_only(options_.config)) {
   if (options_.max_step_tokens < 0)
     throw Error(ErrorCode::InvalidArgument,
                 "max_step_tokens must be >= 0 (0 turns the step path off), got " +
@@ -40,22 +53,6 @@ MlstmProblem Backend::problem(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int
   return p;
 }
 
-namespace {
-
-// The pinned forward/backward config without the parallel choice (for calls with states,
-// which only the chunkwise kernels carry).
-Config chunkwise_only(Config c) {
-  if (auto it = c.find("parallel"); it != c.end()) it->second = 0;
-  return c;
-}
-
-bool wants_parallel(const Config& c) {
-  auto it = c.find("parallel");
-  return it != c.end() && it->second != 0;
-}
-
-}  // namespace
-
 KernelKind Backend::choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                            bool initial_states, bool last_states) const {
   const MlstmProblem p = problem(B, NH, S, Dqk, Dv);
@@ -63,8 +60,9 @@ KernelKind Backend::choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_
   if (options_.mode == Mode::Inference && last_states && S <= options_.max_step_tokens)
     return KernelKind::Step;
   if (initial_states || last_states) return KernelKind::Chunkwise;
-  return wants_parallel(mlstm_forward_config(p, options_.config)) ? KernelKind::Parallel
-                                                                  : KernelKind::Chunkwise;
+  // what mlstm_forward will select for a call without states (memoized lookups, no allocation)
+  return ops::select_fwd_config(p, ForwardTensors{}, options_.config).parallel ? KernelKind::Parallel
+                                                                                : KernelKind::Chunkwise;
 }
 
 KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
@@ -84,7 +82,7 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
   lo.workspace = o.workspace;
   lo.workspace_bytes = o.workspace_bytes;
   if (kind != KernelKind::Step) {
-    lo.config = (initial || last || t.saved) ? chunkwise_only(options_.config) : options_.config;
+    lo.config = (initial || last || t.saved) ? chunkwise_config_ : options_.config;
     mlstm_forward(p, t, lo);
     return kind;
   }
@@ -132,7 +130,7 @@ void Backend::backward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv
   lo.workspace = o.workspace;
   lo.workspace_bytes = o.workspace_bytes;
   const bool states = t.C0 || t.n0 || t.m0 || t.dC_last || t.dC0 || t.saved;
-  lo.config = states ? chunkwise_only(options_.config) : options_.config;
+  lo.config = states ? chunkwise_config_ : options_.config;
   mlstm_backward(p, t, lo);
 }
 

@@ -4,6 +4,7 @@
 
 #include "ops/mlstm_forward.hpp"
 #include "ops/kernel_memo.hpp"
+#include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
 #include "ops/render_args.hpp"
 #include "ops/tuned_config.hpp"
@@ -198,27 +199,19 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
     base = reinterpret_cast<CUdeviceptr>(o.workspace);
   }
   auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
-  const Strides qs = resolve(t.q_strides, p, p.Dqk), kss = resolve(t.k_strides, p, p.Dqk),
-                vs = resolve(t.v_strides, p, p.Dv), dhs = resolve(t.dh_strides, p, p.Dv),
-                dqs = resolve(t.dq_strides, p, p.Dqk), dks = resolve(t.dk_strides, p, p.Dqk),
-                dvs = resolve(t.dv_strides, p, p.Dv);
   // the tensors, strides and sizes of every form
   MlstmBwdParams g{};
-  g.q = t.q; g.k = t.k; g.v = t.v; g.i = t.i; g.f = t.f; g.dh = t.dh;
-  g.q_sb = qs.b; g.q_sh = qs.h; g.q_ss = qs.s;
-  g.k_sb = kss.b; g.k_sh = kss.h; g.k_ss = kss.s;
-  g.v_sb = vs.b; g.v_sh = vs.h; g.v_ss = vs.s;
-  g.i_sb = is.b; g.i_sh = is.h; g.i_ss = is.s;
-  g.f_sb = fs.b; g.f_sh = fs.h; g.f_ss = fs.s;
-  g.dh_sb = dhs.b; g.dh_sh = dhs.h; g.dh_ss = dhs.s;
+  fill_inputs(g, t, p);
+  g.dh = t.dh;
+  put_strides(g.dh_sb, g.dh_sh, g.dh_ss, resolve(t.dh_strides, p, p.Dv));
   g.norm = t.norm;
   g.dq = t.dq; g.dk = t.dk; g.dv = t.dv;
-  g.dq_sb = dqs.b; g.dq_sh = dqs.h; g.dq_ss = dqs.s;
-  g.dk_sb = dks.b; g.dk_sh = dks.h; g.dk_ss = dks.s;
-  g.dv_sb = dvs.b; g.dv_sh = dvs.h; g.dv_ss = dvs.s;
+  put_strides(g.dq_sb, g.dq_sh, g.dq_ss, resolve(t.dq_strides, p, p.Dqk));
+  put_strides(g.dk_sb, g.dk_sh, g.dk_ss, resolve(t.dk_strides, p, p.Dqk));
+  put_strides(g.dv_sb, g.dv_sh, g.dv_ss, resolve(t.dv_strides, p, p.Dv));
   g.di = t.di; g.df = t.df;
-  g.di_sb = dis.b; g.di_sh = dis.h; g.di_ss = dis.s;
-  g.df_sb = dfs.b; g.df_sh = dfs.h; g.df_ss = dfs.s;
+  put_strides(g.di_sb, g.di_sh, g.di_ss, dis);
+  put_strides(g.df_sb, g.df_sh, g.df_ss, dfs);
   g.B = static_cast<int>(p.B); g.NH = static_cast<int>(p.NH); g.S = static_cast<int>(p.S); g.NC = 1;
   g.scale = resolved_scale(p);
   g.eps = p.eps;
@@ -280,12 +273,7 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
 
   // recompute: the forward's gate and state kernels
   MlstmFwdParams f{};
-  f.q = t.q; f.k = t.k; f.v = t.v; f.i = t.i; f.f = t.f;
-  f.q_sb = qs.b; f.q_sh = qs.h; f.q_ss = qs.s;
-  f.k_sb = kss.b; f.k_sh = kss.h; f.k_ss = kss.s;
-  f.v_sb = vs.b; f.v_sh = vs.h; f.v_ss = vs.s;
-  f.i_sb = is.b; f.i_sh = is.h; f.i_ss = is.s;
-  f.f_sb = fs.b; f.f_sh = fs.h; f.f_ss = fs.s;
+  fill_inputs(f, t, p);
   f.C0 = t.C0; f.n0 = t.n0; f.m0 = t.m0;
   f.C_last = (t.dC_last || saved) ? static_cast<float*>(st(ws.C_last, sv.C_last)) : nullptr;
   f.gate_b = static_cast<float*>(st(ws.gate_b, sv.gate_b));

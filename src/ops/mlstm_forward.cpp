@@ -3,6 +3,7 @@
 #include <string>
 
 #include "ops/kernel_memo.hpp"
+#include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
 #include "ops/render_args.hpp"
 #include "ops/tuned_config.hpp"
@@ -105,16 +106,9 @@ namespace {
 // The launch parameters every form shares: tensors, strides, sizes.
 MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
   MlstmFwdParams prm{};
-  const Strides qs = resolve(t.q_strides, p, p.Dqk), ks_ = resolve(t.k_strides, p, p.Dqk),
-                vs = resolve(t.v_strides, p, p.Dv), hs = resolve(t.h_strides, p, p.Dv);
-  const Strides is = resolve_gate(t.i_strides, p), fs = resolve_gate(t.f_strides, p);
-  prm.q = t.q; prm.k = t.k; prm.v = t.v; prm.i = t.i; prm.f = t.f; prm.h = t.h;
-  prm.q_sb = qs.b; prm.q_sh = qs.h; prm.q_ss = qs.s;
-  prm.k_sb = ks_.b; prm.k_sh = ks_.h; prm.k_ss = ks_.s;
-  prm.v_sb = vs.b; prm.v_sh = vs.h; prm.v_ss = vs.s;
-  prm.h_sb = hs.b; prm.h_sh = hs.h; prm.h_ss = hs.s;
-  prm.i_sb = is.b; prm.i_sh = is.h; prm.i_ss = is.s;
-  prm.f_sb = fs.b; prm.f_sh = fs.h; prm.f_ss = fs.s;
+  fill_inputs(prm, t, p);
+  prm.h = t.h;
+  put_strides(prm.h_sb, prm.h_sh, prm.h_ss, resolve(t.h_strides, p, p.Dv));
   prm.norm_out = t.norm; prm.m_out = t.m;
   prm.B = static_cast<int>(p.B);
   prm.NH = static_cast<int>(p.NH);

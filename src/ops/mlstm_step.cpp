@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ops/kernel_memo.hpp"
+#include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
 #include "ops/render_args.hpp"
 #include "ops/tuned_config.hpp"
@@ -80,16 +81,9 @@ void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchO
   const rt::LoadedKernel& kernel = *memo.get(key, [&] { return std::vector<rt::KernelSpec>{render_step(p, cfg)}; })[0];
 
   MlstmStepParams prm{};
-  const Strides qs = resolve(t.q_strides, p, p.Dqk), ks = resolve(t.k_strides, p, p.Dqk),
-                vs = resolve(t.v_strides, p, p.Dv), hs = resolve(t.h_strides, p, p.Dv);
-  const Strides is = resolve_gate(t.i_strides, p), fs = resolve_gate(t.f_strides, p);
-  prm.q = t.q; prm.k = t.k; prm.v = t.v; prm.i = t.i; prm.f = t.f; prm.h = t.h;
-  prm.q_sb = qs.b; prm.q_sh = qs.h; prm.q_ss = qs.s;
-  prm.k_sb = ks.b; prm.k_sh = ks.h; prm.k_ss = ks.s;
-  prm.v_sb = vs.b; prm.v_sh = vs.h; prm.v_ss = vs.s;
-  prm.h_sb = hs.b; prm.h_sh = hs.h; prm.h_ss = hs.s;
-  prm.i_sb = is.b; prm.i_sh = is.h; prm.i_ss = is.s;
-  prm.f_sb = fs.b; prm.f_sh = fs.h; prm.f_ss = fs.s;
+  fill_inputs(prm, t, p);
+  prm.h = t.h;
+  put_strides(prm.h_sb, prm.h_sh, prm.h_ss, resolve(t.h_strides, p, p.Dv));
   prm.C = t.C;
   prm.n = t.n;
   prm.m = t.m;

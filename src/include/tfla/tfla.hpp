@@ -243,6 +243,7 @@ class Backend {
 
  private:
   BackendOptions options_;
+  Config chunkwise_config_;  // options_.config with parallel = 0, for calls with states
 };
 
 }  // namespace tfla
