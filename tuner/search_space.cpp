@@ -83,19 +83,18 @@ int distance(const Config& a, const Config& b) {
 }  // namespace
 
 // ---- the step family (kernel_templates/tfla/mlstm_step.cuh) --------------------------------
-// Two keys: siz_b_v (Dv columns of C per CTA; Dv / siz_b_v CTAs form one head's cluster, at most
-// 8) and threads (each keeps Dqk * siz_b_v / threads fp32 state values in registers, all loaded
+// Two keys of the update kernel: siz_b_v (Dv columns of C per CTA; Dv / siz_b_v CTAs per head)
+// and threads (each keeps Dqk * siz_b_v / threads fp32 state values in registers, all loaded
 // before use). The kernel is memory-bound, so these decide the CTAs per head and the bytes in
-// flight per SM. The space: every slice width the kernel takes (multiples of 16 dividing Dv,
-// clusters of 1 to 8 CTAs) times the thread counts that leave 16, 32, 64 or 128 state values
-// per thread, and 128, 256 and 512 threads; the rules of ops::check_step_config prune it.
+// flight per SM. The space: every slice width the kernel takes (multiples of 16 dividing Dv)
+// times the thread counts that leave 16, 32, 64 or 128 state values per thread, and 128, 256
+// and 512 threads; the rules of ops::check_step_config prune it.
 namespace {
 
 std::vector<Config> step_points(const MlstmProblem& p) {
   std::vector<Config> out;
-  for (int vs = 1; vs <= 8; ++vs) {
-    if (p.Dv % vs || (p.Dv / vs) % 16) continue;
-    const int64_t bv = p.Dv / vs;
+  for (int64_t bv = 16; bv <= p.Dv; bv += 16) {
+    if (p.Dv % bv) continue;
     std::vector<int64_t> threads{128, 256, 512};
     for (int64_t regs : {16, 32, 64, 128})
       if ((p.Dqk * bv) % regs == 0) threads.push_back(p.Dqk * bv / regs);

@@ -26,7 +26,7 @@ std::vector<rt::KernelSpec> specs_of(Family f, const MlstmProblem& p, const Conf
   if (f == Family::Step) {
     ops::StepConfig cfg;
     cfg.apply(c);
-    return {ops::render_step(p, cfg)};
+    return ops::render_step(p, cfg).launched();
   }
   if (f == Family::Fwd) {
     ops::FwdConfig cfg;

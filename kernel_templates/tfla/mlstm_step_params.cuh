@@ -1,4 +1,4 @@
-// Kernel parameter block of the recurrent step kernel (mlstm_step.cuh). Plain data shared by
+// Kernel parameter block of the recurrent step's two kernels (mlstm_step.cuh). Plain data shared by
 // host and device code: the host fills one and passes it by value as the only kernel argument.
 // Strides are in elements; the feature dimension is always contiguous.
 #pragma once
@@ -26,27 +26,29 @@ struct MlstmStepParams {
   long long h_sb, h_sh, h_ss;
   float* C;  // (B, NH, Dqk, Dv) fp32, in/out (16-byte aligned)
   float* n;  // (B, NH, Dqk) fp32, in/out
-  float* m;  // (B, NH) fp32, in/out; null for mLSTMsig (then m stays 0 and is not touched)
+  float* m;  // (B, NH) fp32, in/out; mLSTMsig: may be null, else set to 0
   int NH;    // heads per batch row (bh = b * NH + h)
   int T;     // tokens of this call, >= 1
   float scale, eps;
 };
 
-// The step kernel's layout rules, shared by the host (config checks) and the kernel
+// The update kernel's layout rules, shared by the host (config checks) and the kernel
 // (static_asserts). A CTA owns a Dqk x BV column slice of one head's C; its NT threads read and
 // write it as 16-byte (4 x fp32) vectors, BV / 4 threads per row, so NT / (BV / 4) rows per pass.
 TFLA_HD constexpr int step_threads_per_row(int bv) { return bv / 4; }
 TFLA_HD constexpr int step_rows_per_pass(int bv, int nt) { return nt / (bv / 4); }
 // fp32 state values each thread keeps in registers (the whole slice, loaded at once).
 TFLA_HD constexpr int step_state_regs(int dqk, int bv, int nt) { return dqk * bv / nt; }
-// Gates (i, f) are staged in shared memory this many tokens at a time.
-#define STEP_GATE_TOKENS 32
-// Static shared memory of one CTA, bytes: q, k (Dqk) and v (BV) of pf tokens in the input
-// dtype, the partial h sums, the per-warp q.n partials and the staged gates.
+// The state kernel's 16-byte records (f', i', 1 / (den + eps)) are staged in shared memory this
+// many tokens at a time.
+#define STEP_RECORD_TOKENS 32
+// Threads of the state kernel (one CTA per head).
+#define STEP_STATE_THREADS 128
+// Static shared memory of one update CTA, bytes: q, k (Dqk) and v (BV) of pf tokens in the
+// input dtype, the partial h sums and the staged records.
 TFLA_HD constexpr int step_smem_bytes(int eb, int dqk, int bv, int nt, int pf) {
   return pf * (2 * dqk + bv) * eb +
-         (32 % (bv / 4) == 0 ? nt / 32 : step_rows_per_pass(bv, nt)) * bv * 4 + (nt / 32) * 4 +
-         STEP_GATE_TOKENS * 8;
+         (32 % (bv / 4) == 0 ? nt / 32 : step_rows_per_pass(bv, nt)) * bv * 4 + STEP_RECORD_TOKENS * 16;
 }
 
 }  // namespace tfla

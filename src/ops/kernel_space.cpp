@@ -61,14 +61,13 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
     // the default (the parallel form where it is the default) and the chunkwise default
     for (const FwdConfig& c : {default_fwd_config(p), chunkwise_fwd_config(p)})
       for (rt::KernelSpec& s : render_fwd(p, c).launched()) add(std::move(s));
-    // The step kernel's defaults at one batch row of 8 heads and at 512 heads (a cluster of up
-    // to 8 CTAs per head, and the widest slice).
+    // The step kernels' defaults at one batch row of 8 heads and at 512 heads.
     for (int64_t heads : {8, 512}) {
       MlstmProblem ps = p;
       ps.B = heads / 8;
       ps.NH = 8;
       ps.S = 1;
-      add(render_step(ps, default_step_config(ps)));
+      for (rt::KernelSpec& s : render_step(ps, default_step_config(ps)).launched()) add(std::move(s));
     }
     if (p.variant == Variant::Sig && !p.normalize) continue;  // same backward kernels as sig
     for (const BwdConfig& c : {default_bwd_config(p), chunkwise_bwd_config(p)})

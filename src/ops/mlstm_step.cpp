@@ -52,16 +52,21 @@ void check_step_problem(const MlstmProblem& p) {
   check_problem(p);
 }
 
-rt::KernelSpec render_step(const MlstmProblem& p, const StepConfig& c) {
+StepKernels render_step(const MlstmProblem& p, const StepConfig& c) {
   const bool exp = p.variant == Variant::Exp;
   auto s = [](int64_t x) { return std::to_string(x); };
-  // mLSTMexp always normalizes: one kernel whatever p.normalize says.
-  const bool normalize = exp || p.normalize;
-  return rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
-                    {device_type(p.dtype), device_type(p.gate_dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v),
-                     s(c.threads), s(step_prefetch_tokens(c, p)), exp ? "true" : "false",
-                     normalize ? "true" : "false"},
-                    c.threads, 0, /*uses_smem_arg=*/false);
+  StepKernels k;
+  // mLSTMexp always normalizes: one state kernel whatever p.normalize says.
+  k.state = rt::render("mlstm_step_state", "tfla/mlstm_step.cuh", "tfla::mlstm_step_state", "tfla::MlstmStepParams",
+                       {device_type(p.dtype), device_type(p.gate_dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v),
+                        s(STEP_STATE_THREADS), exp ? "true" : "false", exp || p.normalize ? "true" : "false"},
+                       STEP_STATE_THREADS, 0, /*uses_smem_arg=*/false);
+  // The update kernel does not depend on the variant: it applies the state kernel's records.
+  k.update = rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
+                        {device_type(p.dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v), s(c.threads),
+                         s(step_prefetch_tokens(c, p))},
+                        c.threads, 0, /*uses_smem_arg=*/false);
+  return k;
 }
 
 void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o,
@@ -71,14 +76,14 @@ void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchO
     invalid(std::string("invalid step config: ") + why, to_string(cfg.to_config()));
   check_step_tensors(p, t);
 
-  rt::ensure_context();
-  static KernelMemo<1> memo;
+  const int dev = rt::ensure_context();
+  static KernelMemo<2> memo;
   const bool exp = p.variant == Variant::Exp;
   const MemoKey key{3,  // the step op
                     static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), exp,
                     exp || p.normalize, p.Dqk, p.Dv, cfg.siz_b_v, cfg.threads,
                     step_prefetch_tokens(cfg, p)};
-  const rt::LoadedKernel& kernel = *memo.get(key, [&] { return std::vector<rt::KernelSpec>{render_step(p, cfg)}; })[0];
+  const auto kernels = memo.get(key, [&] { return render_step(p, cfg).launched(); });
 
   MlstmStepParams prm{};
   fill_inputs(prm, t, p);
@@ -91,9 +96,13 @@ void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchO
   prm.T = static_cast<int>(p.S);
   prm.scale = resolved_scale(p);
   prm.eps = p.eps;
-  const unsigned cluster = static_cast<unsigned>(cfg.cluster(p.Dv));
-  kernel.launch({cluster, static_cast<unsigned>(p.B * p.NH), 1}, {cluster, 1, 1},
-                static_cast<CUstream>(o.stream), &prm, sizeof(prm));
+  const auto stream = static_cast<CUstream>(o.stream);
+  const unsigned heads = static_cast<unsigned>(p.B * p.NH);
+  kernels[0]->launch({heads, 1, 1}, stream, &prm, sizeof(prm));
+  const rt::Grid3 grid{static_cast<unsigned>(cfg.slices(p.Dv)), heads, 1};
+  // Programmatic dependent launches need sm_90; before, stream order alone is the dependency.
+  if (rt::device_info(dev).cc_major >= 9) kernels[1]->launch_dependent(grid, stream, &prm, sizeof(prm));
+  else kernels[1]->launch(grid, stream, &prm, sizeof(prm));
 }
 
 }  // namespace tfla::ops

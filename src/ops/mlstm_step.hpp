@@ -1,15 +1,22 @@
-// The recurrent step (generation): T >= 1 tokens of B x NH heads in one launch of
-// kernel_templates/tfla/mlstm_step.cuh, the fp32 state (C, n, m) updated in place.
+// The recurrent step (generation): T >= 1 tokens of B x NH heads per call, the fp32 state
+// (C, n, m) updated in place by the two kernels of kernel_templates/tfla/mlstm_step.cuh.
 #pragma once
 #include "ops/step_config.hpp"
+#include <vector>
+
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
 
 namespace tfla::ops {
 
-// The rendered step kernel of a configuration (one kernel; launched as (Dv / siz_b_v, B * NH)
-// CTAs in clusters of Dv / siz_b_v).
-rt::KernelSpec render_step(const MlstmProblem& p, const StepConfig& cfg);
+// The rendered kernels of a configuration: the state kernel (n, m and per-token records; one
+// CTA per head) and the update kernel (C and h; (Dv / siz_b_v, B * NH) CTAs), launched in this
+// order, the second as a programmatic dependent of the first.
+struct StepKernels {
+  rt::KernelSpec state, update;
+  std::vector<rt::KernelSpec> launched() const { return {state, update}; }
+};
+StepKernels render_step(const MlstmProblem& p, const StepConfig& cfg);
 
 // Throws InvalidArgument unless p is a valid step problem (p.S = T >= 1 tokens, shapes, dtypes).
 void check_step_problem(const MlstmProblem& p);

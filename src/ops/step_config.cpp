@@ -20,7 +20,6 @@ void StepConfig::apply(const Config& c) {
 }
 
 namespace {
-constexpr int kMaxCluster = 8;          // portable thread-block cluster size
 constexpr int kMaxStateRegs = 128;      // fp32 state values per thread (registers)
 constexpr int kDefaultStateRegs = 64;   // the default's target
 constexpr int kMaxThreads = 1024;
@@ -40,22 +39,21 @@ int threads_for(const MlstmProblem& p, int bv, int regs) {
 
 // Why this default: the step is memory-bound (it reads and writes the fp32 C once per call), so
 // the config only has to keep enough bytes in flight on every SM and waste little.
-// - Slice: 64 Dv columns per CTA (a head's cluster has Dv / 64 CTAs; the legal width nearest 64
-//   when 64 is not, wider on a tie). That is the most CTAs a portable cluster allows for the
-//   paper head (Dv = 512: 8 per head, 64 CTAs at B = 1, NH = 8), and each CTA re-reads only
-//   q, k and n (2 KiB at Dqk = 256) per 128 KiB of state moved. Measured on H100 (Dqk = 256,
-//   Dv = 512, bf16, T = 1, `tfla tune --op step`): at B*NH = 128 the 64-column slices were 4%
-//   faster than 128-column ones; at B*NH = 2048 all slices were within 0.2%.
+// - Slice: 64 Dv columns per update CTA (the legal width nearest 64, wider on a tie): Dv / 64
+//   CTAs per head, each re-reading only q and k (1 KiB at Dqk = 256, bf16) per 64 KiB of state.
 // - Threads: each thread keeps Dqk * 64 / threads state values in registers, all loaded before
-//   use; 64 values (256 threads at Dqk = 256: 16 16-byte loads in flight per thread, ~100
-//   registers, two CTAs per SM) was within 1% of the best thread count at both sizes.
+//   use; 64 values (256 threads at Dqk = 256: 16 16-byte loads in flight per thread).
+// Measured on H100 (Dqk = 256, Dv = 512, bf16, mLSTMexp, T = 1, `tfla bench step --config`), us
+// per call at B*NH = 8 / 32 / 128 / 512: 64 columns x 256 threads 5.98 / 11.08 / 52.22 / 187.66;
+// x 128 threads 6.16 / 11.26 / 52.37 / 187.15; 32 x 128: 6.17 / 12.36 / 53.84 / 191.63; 32 x 256:
+// 6.10 / 11.40 / 52.28 / 188.79; 128 x 256: 7.26 / 11.14 / 52.80 / 186.92; 16 x 64: 6.20 / 12.14
+// / 57.29 / 203.57. The default is the best or within 0.4% of it at every size.
 StepConfig default_step_config(const MlstmProblem& p) {
   const int dv = static_cast<int>(p.Dv);
   StepConfig best{};
   int best_dist = -1;
-  for (int vs = 1; vs <= kMaxCluster; ++vs) {  // widest first: ties keep the wider slice
-    if (dv % vs || (dv / vs) % 16) continue;
-    const int bv = dv / vs;
+  for (int bv = dv; bv >= 16; bv -= 16) {  // widest first: ties keep the wider slice
+    if (dv % bv) continue;
     int nt = threads_for(p, bv, kDefaultStateRegs);
     if (!nt) nt = threads_for(p, bv, kMaxStateRegs);
     if (!nt) continue;
@@ -98,8 +96,6 @@ int step_prefetch_tokens(const StepConfig& c, const MlstmProblem& p) {
 const char* step_config_error(const StepConfig& c, const MlstmProblem& p) {
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   if (c.siz_b_v < 16 || c.siz_b_v % 16 || dv % c.siz_b_v) return "siz_b_v must be a multiple of 16 dividing Dv";
-  if (dv / c.siz_b_v > kMaxCluster)
-    return "Dv / siz_b_v (the CTAs of one head's cluster) must be at most 8";
   if (c.threads < 32 || c.threads > kMaxThreads || c.threads % 32)
     return "threads must be a multiple of 32 in [32, 1024]";
   if (c.threads % step_threads_per_row(c.siz_b_v))

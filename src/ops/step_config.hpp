@@ -1,4 +1,4 @@
-// Launch configuration of the recurrent step kernel (kernel_templates/tfla/mlstm_step.cuh) and
+// Launch configuration of the recurrent step's update kernel (kernel_templates/tfla/mlstm_step.cuh) and
 // its validity rules. The named-parameter form (tfla::Config) is what the tuner and the cache
 // store: {"siz_b_v", BV}, {"threads", NT}.
 #pragma once
@@ -9,13 +9,13 @@
 namespace tfla::ops {
 
 struct StepConfig {
-  int siz_b_v = 64;   // Dv columns of C per CTA; Dv / siz_b_v CTAs (one cluster) per head
-  int threads = 256;  // threads per CTA; each keeps Dqk * siz_b_v / threads fp32 state values
+  int siz_b_v = 64;   // Dv columns of C per update CTA; Dv / siz_b_v CTAs per head
+  int threads = 256;  // threads per update CTA; each keeps Dqk * siz_b_v / threads fp32 state values
 
   Config to_config() const;
   // Reads the keys present in c over this config; throws InvalidArgument on unknown keys.
   void apply(const Config& c);
-  int cluster(int64_t dv) const { return static_cast<int>(dv / siz_b_v); }
+  int slices(int64_t dv) const { return static_cast<int>(dv / siz_b_v); }
 };
 
 // The analytic default for a problem (used until tuned, and as the tuner's baseline); the

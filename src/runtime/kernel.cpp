@@ -132,16 +132,12 @@ void LoadedKernel::launch(Grid3 grid, CUstream stream, const void* params, size_
   if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernel(" + key_ + ")").c_str());
 }
 
-void LoadedKernel::launch(Grid3 grid, Grid3 cluster, CUstream stream, const void* params,
-                          size_t bytes) const {
-  if (cluster.x * cluster.y * cluster.z == 1) return launch(grid, stream, params, bytes);
+void LoadedKernel::launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const {
   void* config[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, const_cast<void*>(params),
                     CU_LAUNCH_PARAM_BUFFER_SIZE, &bytes, CU_LAUNCH_PARAM_END};
   CUlaunchAttribute attr{};
-  attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  attr.value.clusterDim.x = cluster.x;
-  attr.value.clusterDim.y = cluster.y;
-  attr.value.clusterDim.z = cluster.z;
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
   CUlaunchConfig lc{};
   lc.gridDimX = grid.x;
   lc.gridDimY = grid.y;
@@ -154,9 +150,7 @@ void LoadedKernel::launch(Grid3 grid, Grid3 cluster, CUstream stream, const void
   lc.attrs = &attr;
   lc.numAttrs = 1;
   const CUresult r = driver().cuLaunchKernelEx(&lc, fn_, nullptr, config);
-  if (r != CUDA_SUCCESS)
-    check(r, ("cuLaunchKernelEx(" + key_ + ", cluster " + std::to_string(cluster.x) + "x" +
-              std::to_string(cluster.y) + "x" + std::to_string(cluster.z) + ")").c_str());
+  if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernelEx(" + key_ + ", programmatic dependent)").c_str());
 }
 
 int LoadedKernel::registers() const {

@@ -53,10 +53,11 @@ class LoadedKernel {
   LoadedKernel& operator=(const LoadedKernel&) = delete;
   // Launches on stream with one by-value parameter block of size bytes.
   void launch(Grid3 grid, CUstream stream, const void* params, size_t bytes) const;
-  // The same as a thread-block cluster launch (cuLaunchKernelEx): cluster.x * y * z CTAs that
-  // are co-scheduled and may synchronize (barrier.cluster); grid must be a multiple of cluster.
-  // A 1 x 1 x 1 cluster is a plain launch.
-  void launch(Grid3 grid, Grid3 cluster, CUstream stream, const void* params, size_t bytes) const;
+  // The same as a programmatic dependent of the stream's previous kernel (cuLaunchKernelEx with
+  // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, sm_90+): it may be scheduled once
+  // every CTA of that kernel has executed griddepcontrol.launch_dependents (or exited), and its
+  // griddepcontrol.wait returns when that kernel has completed with its memory visible.
+  void launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const;
   const std::string& key() const { return key_; }
   int registers() const;
   int local_bytes() const;

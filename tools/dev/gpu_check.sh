@@ -11,7 +11,7 @@ export LD_LIBRARY_PATH=$PWD/.dev/lib PATH=$PATH:/usr/local/cuda/bin TFLA_CACHE=$
 B=.dev/bin
 S0=$SECONDS
 $B/tfla info 2>&1 | tee $OUT/info.txt
-for t in smoke forward backward step parallel; do
+for t in smoke forward backward step parallel backend; do
   s=$SECONDS; timeout 120 $B/test_gpu_$t --durations no > $OUT/test_$t.txt 2>&1; rc=$?
   echo "test_gpu_$t rc=$rc $((SECONDS-s))s: $(tail -2 $OUT/test_$t.txt | tr '\n' ' ')"
 done

@@ -117,7 +117,7 @@ typedef struct {
   const void* i; /* (B, NH, T) */
   const void* f; /* (B, NH, T) */
   tfla_strides q_strides, k_strides, v_strides, i_strides, f_strides;
-  void* h; /* (B, NH, T, Dv) out */
+  void* h; /* (B, NH, T, Dv) out; must not overlap an input (it holds scratch first) */
   tfla_strides h_strides;
   float* C; /* (B, NH, Dqk, Dv) fp32 in/out */
   float* n; /* (B, NH, Dqk) fp32 in/out */

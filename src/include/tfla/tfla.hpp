@@ -182,7 +182,7 @@ struct StepTensors {
   const void* i = nullptr;  // (B, NH, T)      gate_dtype
   const void* f = nullptr;  // (B, NH, T)      gate_dtype
   Strides q_strides, k_strides, v_strides, i_strides, f_strides;
-  void* h = nullptr;  // (B, NH, T, Dv) dtype, out
+  void* h = nullptr;  // (B, NH, T, Dv) dtype, out; must not overlap an input (it holds scratch first)
   Strides h_strides;
   float* C = nullptr;  // (B, NH, Dqk, Dv) fp32, in/out (required)
   float* n = nullptr;  // (B, NH, Dqk) fp32, in/out (required)
