@@ -15,7 +15,7 @@ for t in smoke forward backward step parallel backend; do
   s=$SECONDS; timeout 120 $B/test_gpu_$t --durations no > $OUT/test_$t.txt 2>&1; rc=$?
   echo "test_gpu_$t rc=$rc $((SECONDS-s))s: $(tail -2 $OUT/test_$t.txt | tr '\n' ' ')"
 done
-for spec in "forward memcheck" "backward memcheck" "backward racecheck" "forward racecheck"; do
+for spec in "forward memcheck" "backward memcheck" "backward racecheck" "forward racecheck" "step memcheck" "step racecheck" "step synccheck"; do
   set -- $spec; s=$SECONDS
   timeout 90 compute-sanitizer --tool $2 --error-exitcode 9 $B/test_gpu_$1 "[sanitize]" > $OUT/san_$1_$2.txt 2>&1; rc=$?
   echo "sanitizer $1 $2 rc=$rc $((SECONDS-s))s: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' $OUT/san_$1_$2.txt | tail -2 | tr '\n' ' ')"
@@ -32,4 +32,6 @@ python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index -
 s=$SECONDS
 TFLA_LIBRARY=$PWD/.dev/lib/libtfla.so PYTHONPATH=/tmp/site:$PWD/tools/python timeout 150 python3 -m pytest -q -p no:cacheprovider -x tools/python/tests > $OUT/pytest.txt 2>&1
 echo "pytest rc=$? $((SECONDS-s))s: $(tail -1 $OUT/pytest.txt)"
+echo "== elapsed $((SECONDS-S0))s; step vs the Triton step"
+PYTHONPATH=/tmp/site timeout 150 python3 tools/bench/step_compare.py --tfla $B/tfla --out $OUT/step 2>&1 | tail -16
 echo "== total $((SECONDS-S0))s"
