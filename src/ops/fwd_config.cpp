@@ -182,6 +182,17 @@ int fwd_states_smem(const FwdConfig& c, const MlstmProblem& p) {
   return fwd_states_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), c.st_sub, c.st_siz_b_k,
                                c.st_siz_b_v, c.st_warps_m * c.st_warps_n);
 }
+// Why: the state kernel walks the chunks in order, one sub-block at a time behind a barrier, so
+// it is latency-bound; at 132+ registers only one 256-thread CTA fit per SM (12.5% occupancy,
+// ncu, H100, paper shape: 1.27 ms of the forward's 3.4). Two CTAs per SM let one CTA's loads and
+// barriers hide behind the other's MMAs.
+int fwd_states_min_blocks(const FwdConfig& c, const MlstmProblem& p) {
+  constexpr int kSmemPerSm = 228 * 1024, kPerBlockReserve = 1024;  // Hopper
+  const int threads = 32 * c.st_warps_m * c.st_warps_n;
+  if (threads > 256 || 2 * (fwd_states_smem(c, p) + kPerBlockReserve) > kSmemPerSm) return 0;
+  return 2;
+}
+
 int fwd_output_smem(const FwdConfig& c, const MlstmProblem& p) {
   return fwd_output_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), static_cast<int>(p.Dqk),
                                c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_n) +

@@ -52,6 +52,9 @@ FwdConfig resolve_fwd_config(const MlstmProblem& p, const Config& pinned);
 std::string check_fwd_config(const FwdConfig& cfg, const MlstmProblem& p);
 // Shared memory of the two tiled kernels, bytes.
 int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);
+// CTAs per SM the state kernel's launch bounds ask for: 2 where two fit the shared memory and,
+// with registers capped at 128, the register file (<= 256 threads), else 0 (no request).
+int fwd_states_min_blocks(const FwdConfig& cfg, const MlstmProblem& p);
 int fwd_output_smem(const FwdConfig& cfg, const MlstmProblem& p);
 
 }  // namespace tfla::ops

@@ -46,11 +46,12 @@ BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
   const FwdConfig rc = c.recompute_config();
   k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
                        "tfla::MlstmFwdParams", {s(c.chunk), "256", b(exp), G}, 256, 0, false);
-  k.states = rt::render(
-      "mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
-      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
-       s(c.st_warps_m), s(c.st_warps_n), b(exp), "false"},
-      32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p));
+  k.states = rt::with_min_blocks(
+      rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
+                 {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
+                  s(c.st_warps_m), s(c.st_warps_n), b(exp), "false"},
+                 32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
+      fwd_states_min_blocks(rc, p));
   k.dstates = rt::render(
       "mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates", "tfla::MlstmBwdParams",
       {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.ds_siz_b_k), s(c.ds_siz_b_v), s(c.ds_sub),

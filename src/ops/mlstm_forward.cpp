@@ -47,12 +47,13 @@ FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
   k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
                        "tfla::MlstmFwdParams",
                        {s(c.chunk), "256", b(exp), device_type(p.gate_dtype)}, 256, 0, false);
-  k.states = rt::render(
-      "mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
-      "tfla::MlstmFwdParams",
-      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
-       s(c.st_warps_m), s(c.st_warps_n), b(exp), b(need_n)},
-      32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p));
+  k.states = rt::with_min_blocks(
+      rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
+                 "tfla::MlstmFwdParams",
+                 {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
+                  s(c.st_warps_m), s(c.st_warps_n), b(exp), b(need_n)},
+                 32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
+      fwd_states_min_blocks(c, p));
   k.output = rt::render(
       "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
       "tfla::MlstmFwdParams",

@@ -36,12 +36,20 @@ KernelSpec render(std::string family, std::string header, std::string function,
   return s;
 }
 
+KernelSpec with_min_blocks(KernelSpec spec, int min_blocks) {
+  if (min_blocks <= 0 || min_blocks == spec.min_blocks) return spec;
+  spec.min_blocks = min_blocks;
+  spec.key += "|b" + std::to_string(min_blocks);
+  return spec;
+}
+
 std::string KernelSpec::source() const {
   std::ostringstream o;
   std::string args;
   for (const auto& a : template_args) args += (args.empty() ? "" : ", ") + a;
   o << "// tfla kernel " << key << "\n#include \"" << header << "\"\n"
-    << "extern \"C\" __global__ void __launch_bounds__(" << threads << ") tfla_kernel(const "
+    << "extern \"C\" __global__ void __launch_bounds__(" << threads
+    << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string()) << ") tfla_kernel(const "
     << params_type << " p) {\n";
   if (uses_smem_arg) {
     o << "  extern __shared__ __align__(16) char smem[];\n"

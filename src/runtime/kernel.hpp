@@ -22,12 +22,15 @@ struct KernelSpec {
   int threads = 128;
   int smem_bytes = 0;        // dynamic shared memory per block
   bool uses_smem_arg = true; // the device function takes (params, smem)
+  int min_blocks = 0;        // __launch_bounds__'s CTAs per SM (registers capped to fit); 0 = none
   std::string source() const;  // the rendered translation unit
 };
 // Renders a spec (fills key) from its parts.
 KernelSpec render(std::string family, std::string header, std::string function,
                   std::string params_type, std::vector<std::string> template_args, int threads,
                   int smem_bytes, bool uses_smem_arg = true);
+// The same spec asking the compiler to fit min_blocks CTAs per SM (key and source change).
+KernelSpec with_min_blocks(KernelSpec spec, int min_blocks);
 
 struct CompiledKernel {
   std::string cubin;  // ELF bytes
