@@ -182,7 +182,7 @@ std::string write_fake_worker(const std::string& dir, const Hello& h) {
     << "while IFS= read -r line; do\n"
     << "  echo \"$line\" >> \"$LOG\"\n"
     << "  case \"$line\" in *\"\\\"config\\\":\\\"$CRASH\\\"\"*) kill -SEGV $$ ;; esac\n"
-    << "  t=100; case \"$line\" in *'\"config\":\"'*siz_b_v=256*) t=90 ;; esac\n"
+    << "  t=100; case \"$line\" in *'\"config\":\"'*siz_b_v=512*) t=90 ;; esac\n"
     << "  printf '{\"type\":\"result\",\"status\":\"ok\",\"median_us\":%s,\"spread_us\":1,"
        "\"max_rel_error\":0.001,\"message\":\"\"}\\n' $t\n"
     << "done\n";
@@ -226,7 +226,7 @@ TEST_CASE("orchestrator: a crashing candidate is faulted, the run goes on, resum
       CHECK(r.message.find("signal") != std::string::npos);
     }
   CHECK(faulted == 1);
-  CHECK(row.default_us == 90);  // the default has siz_b_v = 256
+  CHECK(row.default_us == 90);  // the default has siz_b_v = 512 (the whole head)
   CHECK(!row.winner.empty());
 
   cache::Cache db = cache::Cache::open(opt.cache_path);
