@@ -16,8 +16,12 @@ causal; sequence sweep only).
 
 Two phases. Compiling: the Triton-based peers JIT-compile every shape (S, B, NH are
 compile-time constants of the seed's kernels) and FLA autotunes, which takes far longer than
-running them, so one process per (peer, shape) compiles it, --warm-jobs at a time, into
-Triton's disk cache (autotuning results too: TRITON_CACHE_AUTOTUNING=1). Timing: one process
+running them, so one process per (peer, shape) compiles it into Triton's disk cache
+(autotuning results too: TRITON_CACHE_AUTOTUNING=1). Each such process holds its inputs (and
+gradients) on the GPU while it compiles, so they run --warm-jobs at most at a time and only as
+many as fit in --warm-mem-frac of the GPU's free memory by an estimate of each one's peak
+(task_memory), largest first; one that runs out of memory beside others is retried alone at
+the end of the phase. Timing: one process
 per kernel, one kernel at a time: CUDA events, warm-up, median of >= 5 repetitions (about
 0.15 s per measurement). Peak memory: torch.cuda.max_memory_allocated during one call, minus
 what was allocated before it (inputs, dh), so outputs, gradients and workspaces count.
@@ -33,13 +37,12 @@ TFLOP/s, peak memory and the ratio of every peer to tfla) and PNG plots (compare
 
 usage: peers.py [--prefix NAME] [--out DIR] [--quick] [--kernels a,b] [--ops fwd,fwbw]
                 [--seqs 512,...] [--heads NHxDqkxDv,...|none] [--tune BUDGET] [--warm-jobs N]
-                [--warm-timeout S] [--kernel-timeout S] [--deadline S] [--no-check]
+                [--warm-mem-frac F] [--warm-timeout S] [--kernel-timeout S] [--deadline S] [--no-check]
                 [--check-from META]
        peers.py --worker KERNEL --shapes FILE [--warm]   (internal)
 """
 
 import argparse
-import concurrent.futures
 import datetime
 import json
 import os
@@ -371,35 +374,207 @@ def print_progress(kernel, rec, warm_only):
     print(f"  [{time.time() - T0:5.0f} s] {kernel:<20} {rec['key']:<28} {status}", flush=True)
 
 
+# ---- compile phase: memory model and scheduler ---------------------------------------------------
+
+MiB = 2**20
+# Per process beyond its tensors: the CUDA context, torch's and Triton's modules, and the 256 MiB
+# buffer Triton's do_bench allocates to flush L2 while autotuning (about 600 MiB, rounded up).
+PROCESS_OVERHEAD = 768 * MiB
+ALLOC_MARGIN = 1.10  # the caching allocator's rounding and fragmentation on top of the tensors
+# The kernel's own intermediates, in copies of its chunk states as fp32 (B * NH chunk states of
+# Dqk x Dv each per chunk of `chunk` tokens; the seed's kernels keep S / L + 1 of them, FLA S / L)
+# plus fp32 buffers of one (token, head, Dqk) each. Calibrated on peak_extra_mib of
+# docs/benchmarks/h100-2026-11-22-paper-bench.csv and -paper-long-bench.csv (H100), rounded up:
+# triton_xl_sig measures 1.0 state copy forward and 2.0 forward + backward, triton_limit_chunk
+# 1.0 and 2.5 - 2.6 (2.62 at Dqk = 512); fla_simple_gla's forward keeps its states in bf16 (0.5).
+# FLA's backward was not measured (refused or out of memory): its source recomputes the states
+# and their gradients in fp32 (2.0) beside fp32 dq, dk (two copies each), dg, and for chunk_gla
+# the gate's cumsum and logsigmoid's output and gradient, so 2.5 and 4 or 8 buffers; chunk_gla's
+# forward keeps the cumsum and logsigmoid's output (2), and its gate is per key (B*S*NH*Dqk fp32).
+PEER_MEMORY = {
+    "triton_xl_exp": dict(chunk=128, extra_states=1, fwd=1.0, fwbw=2.25),
+    "triton_xl_sig": dict(chunk=128, extra_states=1, fwd=1.0, fwbw=2.25),
+    "triton_limit_chunk": dict(chunk=64, extra_states=1, fwd=1.0, fwbw=2.75),
+    "fla_simple_gla": dict(chunk=64, extra_states=0, fwd=0.5, fwbw=2.5, fwbw_buffers=4),
+    "fla_gla": dict(chunk=64, extra_states=0, fwd=0.5, fwbw=2.5, fwd_buffers=2, fwbw_buffers=8, key_gate=True),
+}
+DEFAULT_MEMORY = dict(chunk=64, extra_states=1, fwd=1.0, fwbw=2.75, fwd_buffers=1, fwbw_buffers=4)
+
+
+def shape_memory(kernel, s):
+    """Estimated peak GPU memory (bytes) of the tensors of one kernel on one shape s (with its
+    op): inputs q, k (B*NH*S*Dqk) and v and the output h (B*NH*S*Dv) in bf16, the gates in fp32;
+    for forward + backward also dh and the gradients of all inputs; plus the kernel's chunk
+    states and buffers (PEER_MEMORY); times ALLOC_MARGIN."""
+    m = PEER_MEMORY.get(kernel, DEFAULT_MEMORY)
+    B, NH, S, Dqk, Dv = s["B"], s["NH"], s["S"], s["Dqk"], s["Dv"]
+    tokens = B * NH * S
+    gates = tokens * 4 * (Dqk if m.get("key_gate") else 2)
+    tensors = tokens * (2 * Dqk + 2 * Dv) * 2 + gates  # q, k, v, h, gates
+    fwbw = s["op"] == "fwbw"
+    if fwbw:
+        tensors *= 2  # dq, dk, dv, dh, dgates
+    states = B * NH * (-(-S // m["chunk"]) + m["extra_states"]) * Dqk * Dv * 4
+    tensors += m["fwbw" if fwbw else "fwd"] * states
+    tensors += m.get("fwbw_buffers" if fwbw else "fwd_buffers", 0) * tokens * Dqk * 4
+    return int(tensors * ALLOC_MARGIN)
+
+
+def task_memory(kernel, shapes):
+    """Estimated peak GPU memory (bytes) of a compile process of kernel over shapes: they run one
+    after another (the worker empties torch's cache between them), so the largest one, plus the
+    process's own PROCESS_OVERHEAD."""
+    return max(shape_memory(kernel, s) for s in shapes) + PROCESS_OVERHEAD
+
+
+def gpu_free_bytes():
+    """Free memory (bytes) of the GPU the workers use (device 0 under CUDA_VISIBLE_DEVICES), or
+    None if it cannot be measured. torch.cuda.mem_get_info runs in a short subprocess, so this
+    process never holds a CUDA context of its own; nvidia-smi is the fallback (the first entry of
+    CUDA_VISIBLE_DEVICES if set: the same GPU unless CUDA orders the devices differently)."""
+    try:
+        r = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.mem_get_info(0)[0])"],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode == 0:
+            return int(r.stdout.split()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        pass
+    dev = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    if not dev:
+        return None  # CUDA_VISIBLE_DEVICES="" hides every GPU
+    try:
+        r = subprocess.run(["nvidia-smi", "-i", dev, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            return int(r.stdout.split()[0]) * MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        pass
+    return None
+
+
+def run_within_memory(tasks, estimate, budget, max_jobs, run, retry_of=None):
+    """Runs run(task) for every task, each on its own thread, and returns [(task, result)] in the
+    order they finished. Tasks start largest estimate(task) (bytes) first (ties keep their order),
+    so what is left at the end is small and packs well. A task starts when fewer than max_jobs
+    run and the estimates of the running tasks plus its own stay within budget (bytes; None: no
+    memory limit, max_jobs alone); when the next one does not fit, a smaller one that does may
+    start before it. A task starts whenever nothing runs, so one larger than the whole budget
+    still runs, alone. A task that had others running beside it at any time is passed to
+    retry_of(task, result) when it ends: a task returned from it (e.g. its shapes that ran out
+    of memory) runs once more, alone, after all the others; its result is the final one. An
+    exception from run is raised here once every task has ended."""
+    pending = sorted(tasks, key=estimate, reverse=True)  # sorted() is stable
+    alone = []  # retries: each runs with nothing beside it, after the pending tasks
+    running = {}  # id -> [estimate, others ran beside it]
+    done, errors = [], []
+    cond = threading.Condition()
+
+    def body(n, task, retry):
+        result = again = None
+        try:
+            result = run(task)
+            with cond:
+                shared = running[n][1]
+            if retry_of and shared and not retry:
+                again = retry_of(task, result)
+        except BaseException as e:  # raised again in the calling thread, once all tasks ended
+            errors.append(e)
+        finally:
+            with cond:  # always, so the loop below never waits for a task that is gone
+                del running[n]
+                if again is not None:
+                    alone.append(again)
+                else:
+                    done.append((task, result))
+                cond.notify_all()
+
+    def start(n, task, est, retry):
+        for entry in running.values():
+            entry[1] = True
+        running[n] = [est, bool(running)]
+        threading.Thread(target=body, args=(n, task, retry), daemon=True).start()
+
+    count = 0
+    with cond:
+        while pending or alone or running:
+            used = sum(e[0] for e in running.values())
+            pick = None
+            if len(running) < max(1, max_jobs):
+                for i, task in enumerate(pending):
+                    est = estimate(task)
+                    if not running or budget is None or used + est <= budget:
+                        pick = i
+                        break
+            if pick is not None:
+                task = pending.pop(pick)
+                start(count, task, estimate(task), False)
+            elif not pending and alone and not running:
+                task = alone.pop(0)
+                start(count, task, estimate(task), True)
+            else:
+                cond.wait()
+                continue
+            count += 1
+    if errors:
+        raise errors[0]
+    return done
+
+
+def is_oom(error):
+    return "out of memory" in error.lower() or "OutOfMemoryError" in error
+
+
 def compile_peers(kernels, shapes_of, results, args, budget):
     """Compiles the Triton-based peers before timing, one process per (kernel, shape) with its
-    forward and forward + backward, --warm-jobs at a time (Triton JIT-compiles each shape:
-    S, B and NH are compile-time constants of the seed's kernels; compiled kernels and, with
-    TRITON_CACHE_AUTOTUNING=1, autotuning results land in Triton's disk cache, which the
-    timing processes then read). Tasks go round-robin over the kernels, so a kernel that
-    crashes (e.g. a compiler abort) is seen on its first two shapes and its other shapes are
-    recorded as not run. Failures are final: those shapes are not timed again."""
+    forward and forward + backward (Triton JIT-compiles each shape: S, B and NH are
+    compile-time constants of the seed's kernels; compiled kernels and, with
+    TRITON_CACHE_AUTOTUNING=1, autotuning results land in Triton's disk cache, which the timing
+    processes then read). Each process holds its inputs and gradients on the GPU, so the tasks
+    run through run_within_memory: --warm-jobs at most at a time, within --warm-mem-frac of
+    the GPU's free memory at the start of the phase by task_memory's estimate, largest first
+    (ties go round-robin over the kernels, so a kernel that crashes, e.g. a compiler abort, is
+    seen early and its other shapes are recorded as not run). A shape that ran out of memory
+    beside other tasks is retried alone at the end of the phase; out of memory alone, or a
+    retry that no longer fits the deadline, is reported as it was. Other failures are final:
+    those shapes are not timed again."""
     groups = {}
     for k in kernels:
         by_shape = {}
         for s in shapes_of(k):
             by_shape.setdefault((s["B"], s["NH"], s["S"], s["Dqk"], s["Dv"]), []).append(s)
         groups[k] = list(by_shape.values())
-    tasks = [(k, groups[k][i]) for i in range(max(len(g) for g in groups.values()))
-             for k in kernels if i < len(groups[k])]
+    tasks = [(k, groups[k][i], False) for i in range(max(len(g) for g in groups.values()))
+             for k in kernels if i < len(groups[k])]  # (kernel, shapes, is a retry alone)
     lock = threading.Lock()
     crashes = {k: 0 for k in kernels}
-    print(f"== compiling {len(kernels)} peers: {len(tasks)} (kernel, shape) tasks, {args.warm_jobs} at a time",
-          flush=True)
+
+    def estimate(t):
+        return task_memory(t[0], t[1])
+
+    sizes = [estimate(t) for t in tasks]
+    free = gpu_free_bytes() if args.warm_mem_frac > 0 else None
+    mem_budget = args.warm_mem_frac * free if free else None
+    if mem_budget:
+        within = (f"within {mem_budget / 2**30:.1f} GiB ({args.warm_mem_frac:g} of the GPU's "
+                  f"{free / 2**30:.1f} GiB free)")
+    elif args.warm_mem_frac > 0:
+        within = "with no memory budget (the GPU's free memory could not be measured)"
+    else:
+        within = "with no memory budget (--warm-mem-frac 0)"
+    print(f"== compiling {len(kernels)} peers: {len(tasks)} (kernel, shape) tasks, up to {args.warm_jobs} at a time "
+          f"{within}; estimated {min(sizes) / 2**30:.1f} - {max(sizes) / 2**30:.1f} GiB per task", flush=True)
 
     def log(*a):
         with lock:
             print_progress(*a)
 
-    def task(k, group):
+    def task(t):
+        k, group, retry = t
         with lock:
             skip = crashes[k] >= 2
         left = budget(args.warm_timeout, 0.6)
+        if (skip or left < 5) and retry:
+            return {}  # the first attempt's out-of-memory records stand
         if skip or left < 5:
             why = "the worker crashed on two shapes" if skip else "the compile phase's share of --deadline was used up"
             res = {shape_key(s): {"key": shape_key(s), "error": f"not run: {why}"} for s in group}
@@ -410,10 +585,21 @@ def compile_peers(kernels, shapes_of, results, args, budget):
             for key, rec in res.items():
                 if "error" in rec:
                     results[k][key] = rec
+                else:
+                    results[k].pop(key, None)  # a retry that worked replaces the first attempt's record
+        return res
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.warm_jobs)) as pool:
-        for f in [pool.submit(task, k, g) for k, g in tasks]:
-            f.result()
+    def retry_of(t, res):
+        """The shapes of a task that ran out of memory while other tasks ran, to retry alone."""
+        k, group, _ = t
+        oom = [s for s in group if is_oom(res.get(shape_key(s), {}).get("error", ""))]
+        with lock:
+            for s in oom:
+                print(f"  [{time.time() - T0:5.0f} s] {k:<20} {shape_key(s):<28} out of memory beside other "
+                      f"compile tasks: retrying it alone at the end of the phase", flush=True)
+        return (k, oom, True) if oom else None
+
+    run_within_memory(tasks, estimate, mem_budget, args.warm_jobs, task, retry_of)
 
 
 def run_tune(budget):
@@ -449,7 +635,11 @@ def main():
     ap.add_argument("--tune", type=int, default=0, metavar="BUDGET",
                     help="run `tfla tune --op fwbw` at the paper shape (S=8192) with this budget first")
     ap.add_argument("--warm-jobs", type=int, default=8,
-                    help="compile processes at a time for the Triton-based peers (each holds its inputs on the GPU)")
+                    help="at most this many compile processes at a time for the Triton-based peers "
+                         "(each holds its inputs on the GPU)")
+    ap.add_argument("--warm-mem-frac", type=float, default=0.85,
+                    help="compile processes run only as many at a time as their estimated peak memory fits "
+                         "in this fraction of the GPU's free memory (0: no memory budget, --warm-jobs alone)")
     ap.add_argument("--heads", help="head configs NHxDqkxDv,... for the head-dimension sweep, or 'none'")
     ap.add_argument("--kernel-timeout", type=float, default=240.0, help="seconds per kernel for timing")
     ap.add_argument("--warm-timeout", type=float, default=240.0, help="seconds per (peer, shape) compile task")
