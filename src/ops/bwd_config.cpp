@@ -87,6 +87,12 @@ int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p) {
                                 c.ds_siz_b_v, c.ds_warps_m * c.ds_warps_n);
 }
 
+int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode) {
+  constexpr int kSmemPerSm = 228 * 1024, kPerBlockReserve = 1024;  // Hopper
+  if (32 * c.warps_m * c.warps_n > 256 || 2 * (bwd_tile_smem(c, p, mode) + kPerBlockReserve) > kSmemPerSm) return 0;
+  return 2;
+}
+
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode) {
   const int dx = static_cast<int>(mode == 2 ? p.Dqk : p.Dv);
   const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;

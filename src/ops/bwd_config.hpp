@@ -45,6 +45,9 @@ std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p);
 int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p);
 // mode: 0 dQ, 1 dK, 2 dV (the parallel form adds its gate scan)
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
+// CTAs per SM a gradient tile kernel's launch bounds ask for: 2 where two fit the shared memory
+// and, with registers capped at 128, the register file (<= 256 threads), else 0 (no request).
+int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode);
 // The parallel form's one tile launch: the largest of the three modes.
 int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p);
 

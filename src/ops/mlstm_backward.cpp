@@ -59,11 +59,12 @@ BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
       32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p));
   auto tile = [&](int mode) {
     const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
-    return rt::render("mlstm_bwd_tile", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_tile",
-                      "tfla::MlstmBwdParams",
-                      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.siz_b_r), s(c.siz_b_t), s(bn),
-                       s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), s(mode)},
-                      32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode));
+    return rt::with_min_blocks(
+        rt::render("mlstm_bwd_tile", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_tile", "tfla::MlstmBwdParams",
+                   {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.siz_b_r), s(c.siz_b_t), s(bn), s(c.siz_b_kc),
+                    s(c.warps_m), s(c.warps_n), b(exp), s(mode)},
+                   32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
+        bwd_tile_min_blocks(c, p, mode));
   };
   k.dq = tile(0);
   k.dk = tile(1);
