@@ -48,6 +48,8 @@ int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
 // CTAs per SM a gradient tile kernel's launch bounds ask for: 2 where two fit the shared memory
 // and, with registers capped at 128, the register file (<= 256 threads), else 0 (no request).
 int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode);
+// The same rule for the parallel form's tile kernel.
+int bwd_parallel_min_blocks(const BwdConfig& c, const MlstmProblem& p);
 // The parallel form's one tile launch: the largest of the three modes.
 int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p);
 

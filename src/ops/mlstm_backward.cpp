@@ -33,11 +33,13 @@ BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
   BwdKernels k;
   if (c.parallel) {  // the tile modes in one launch, then the gate gradients over one chunk (0)
     k.parallel = true;
-    k.tiles = rt::render("mlstm_bwd_parallel", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_parallel",
-                         "tfla::MlstmBwdParams",
-                         {T, s(p.Dqk), s(p.Dv), s(c.siz_b_r), s(c.siz_b_t), s(c.siz_b_nqk),
-                          s(c.siz_b_nv), s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), G},
-                         32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p));
+    k.tiles = rt::with_min_blocks(
+        rt::render("mlstm_bwd_parallel", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_parallel",
+                   "tfla::MlstmBwdParams",
+                   {T, s(p.Dqk), s(p.Dv), s(c.siz_b_r), s(c.siz_b_t), s(c.siz_b_nqk), s(c.siz_b_nv),
+                    s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), G},
+                   32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p)),
+        bwd_parallel_min_blocks(c, p));
     k.gates_local = rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh",
                                "tfla::mlstm_bwd_gates_local", "tfla::MlstmBwdParams",
                                {T, G, s(p.Dqk), "0", "256", b(exp)}, 256, 0, false);
