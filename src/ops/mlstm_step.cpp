@@ -4,6 +4,7 @@
 #include "ops/mlstm_step.hpp"
 
 #include <string>
+#include <utility>
 
 #include "ops/kernel_memo.hpp"
 #include "ops/params_fill.hpp"
@@ -31,6 +32,40 @@ void check_state(const char* name, const float* ptr, size_t align, const char* s
             std::to_string(addr) + ")");
 }
 
+// The bytes [lo, hi) a (B, NH, T, d) tensor with these strides may touch.
+struct Extent {
+  uintptr_t lo, hi;
+};
+Extent extent(const void* ptr, const Strides& s, const MlstmProblem& p, int64_t d, size_t elem_bytes) {
+  const int64_t last = (p.B - 1) * s.b + (p.NH - 1) * s.h + (p.S - 1) * s.s + d;  // elements
+  const auto lo = reinterpret_cast<uintptr_t>(ptr);
+  return {lo, lo + static_cast<uintptr_t>(last) * elem_bytes};
+}
+
+// h holds the state kernel's records before the update kernel reads the inputs and state: an h
+// that shares bytes with any of them would corrupt them, so it is refused by name.
+void check_h_apart(const MlstmProblem& p, const StepTensors& t) {
+  const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
+  const Extent h = extent(t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, eb);
+  MlstmProblem state = p;
+  state.S = 1;  // states have no token axis
+  const std::pair<const char*, Extent> others[] = {
+      {"q", extent(t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb)},
+      {"k", extent(t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb)},
+      {"v", extent(t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb)},
+      {"i", extent(t.i, resolve_gate(t.i_strides, p), p, 1, gb)},
+      {"f", extent(t.f, resolve_gate(t.f_strides, p), p, 1, gb)},
+      {"C", extent(t.C, Strides{p.NH * p.Dqk * p.Dv, p.Dqk * p.Dv, 0}, state, p.Dqk * p.Dv, 4)},
+      {"n", extent(t.n, Strides{p.NH * p.Dqk, p.Dqk, 0}, state, p.Dqk, 4)},
+      {"m", t.m ? extent(t.m, Strides{p.NH, 1, 0}, state, 1, 4) : Extent{0, 0}},
+  };
+  for (const auto& [name, e] : others)
+    if (e.lo < h.hi && h.lo < e.hi)
+      invalid(std::string("h overlaps ") + name +
+              ": the step writes per-token scratch into h before it reads its inputs and state; pass a "
+              "separate output buffer");
+}
+
 void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
@@ -42,6 +77,7 @@ void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   check_state("n", t.n, 4, "(B, NH, Dqk)");
   if (p.variant == Variant::Exp) check_state("m", t.m, 4, "(B, NH)");
   else check_optional_f32("m", t.m);
+  check_h_apart(p, t);
 }
 
 }  // namespace

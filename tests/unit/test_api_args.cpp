@@ -387,6 +387,16 @@ TEST_CASE("mlstm_step rejects null and misaligned tensors and states by name", "
     tfla::StepTensors t = good_step_tensors();
     t.q_strides = tfla::Strides{p.NH * p.Dqk, p.Dqk, p.Dqk + 4};
     check_invalid(step_error(p, t), "q strides");
+  }  SECTION("h overlapping an input or the state (the step keeps scratch in h)") {
+    tfla::StepTensors t = good_step_tensors();
+    t.h = const_cast<void*>(t.v);
+    check_invalid(step_error(p, t), "h overlaps v");
+    t = good_step_tensors();
+    t.h = static_cast<char*>(const_cast<void*>(t.q)) + 16;  // inside q's bytes
+    check_invalid(step_error(p, t), "h overlaps q");
+    t = good_step_tensors();
+    t.h = t.n;
+    check_invalid(step_error(p, t), "h overlaps n");
   }
 }
 
