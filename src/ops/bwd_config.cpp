@@ -9,7 +9,7 @@ namespace {
 constexpr int kSmemBudgetBytes = 227 * 1024;
 // How much more FLOP work the parallel backward may do than the chunkwise one and still win
 // (measured: see parallel_bwd_by_default).
-constexpr double kBwdParallelAdvantage = 1.0;
+constexpr double kBwdParallelAdvantage = 0.62;
 int largest_divisor(int d, std::initializer_list<int> options) {
   for (int o : options)
     if (d % o == 0) return o;
@@ -163,14 +163,14 @@ BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
 // modes each compute their scores and products over the whole prefix, 3 S (Dqk + Dv) FLOPs, in
 // two launches with no states; the chunkwise form recomputes the chunk states, runs the dC
 // recurrence and the three modes' inter parts (about 10 Dqk Dv) plus the intra-chunk part
-// 3 L (Dqk + Dv), in eight launches with fp32 states written and read. As in the forward, FLOP
-// parity (kBwdParallelAdvantage = 1) puts the switch where the measured forms cross. H100,
-// 2026-11-22, `tfla bench backward --variant exp --config parallel=0|1`, bf16, NH = 8, ms:
-//   Dqk 256, Dv 512, B*S = 16384: S=64 2.42 vs 0.72, 256 2.15 vs 1.22, 512 2.15 vs 1.87,
-//                                 1024 2.15 vs 3.15 (rule: parallel to S=824)
-//   the same at B*S = 65536:      S=64 9.33 vs 2.77, 512 8.13 vs 7.20, 1024 8.15 vs 12.27
-//   Dqk = Dv = 128, B*S = 16384:  S=256 0.557 vs 0.396, 512 0.560 vs 0.607 (rule: to S=469);
-//   at B*S = 65536:               S=256 1.97 vs 1.50, 512 1.96 vs 2.30
+// 3 L (Dqk + Dv), in eight launches with states written and read. The parallel form is allowed
+// kBwdParallelAdvantage = 0.62 of the chunkwise FLOPs. H100, 2026-11-22, `tfla bench backward
+// --variant exp --tokens 53760 --config parallel=0|1`, bf16, NH = 8, chunkwise vs parallel, ms:
+//   Dqk 256, Dv 512: S=256 6.004 vs 3.946, 384 6.181 vs 4.949, 512 5.991 vs 5.994, 640 6.062 vs
+//                    6.993 (rule: parallel to S=511)
+//   Dqk = Dv = 128:  S=256 1.602 vs 1.238, 384 1.584 vs 1.581, 512 1.628 vs 1.911 (rule: to S=291)
+// Both crossovers sit where the rule puts them to within a tie. (Measured before the gradient
+// tile kernels ran two CTAs per SM, the forms crossed at FLOP parity.)
 bool parallel_bwd_by_default(const MlstmProblem& p) {
   if (p.S > parallel_max_seq()) return false;
   const double dqk = static_cast<double>(p.Dqk), dv = static_cast<double>(p.Dv);

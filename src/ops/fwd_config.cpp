@@ -56,7 +56,7 @@ int default_chunk(const MlstmProblem& p) {
 constexpr int kParallelMaxS = 16384;
 // How much more FLOP work the parallel forward may do than the chunkwise one and still win
 // (measured: see parallel_by_default).
-constexpr double kFwdParallelAdvantage = 1.0;
+constexpr double kFwdParallelAdvantage = 0.75;
 }  // namespace
 
 int parallel_max_seq() { return kParallelMaxS; }
@@ -138,16 +138,17 @@ FwdConfig default_fwd_config(const MlstmProblem& p, int chunk) {
 // Why the parallel form is the default for short sequences: its work per token and head is the
 // causal score and output products over the whole prefix, S (Dqk + Dv) FLOPs, in one launch with
 // no state traffic; the chunkwise form's is 4 Dqk Dv (state update and inter part) + L (Dqk + Dv)
-// with L the chunk, in three launches with fp32 chunk states written and read. The rule compares
-// the two FLOP counts; the launches and state traffic the parallel form saves would allow it more
-// work, but measured, FLOP parity (kFwdParallelAdvantage = 1) already puts the switch where the
-// forms cross. H100, 2026-11-22, `tfla bench forward --variant exp --config parallel=0|1`, bf16,
-// NH = 8, chunkwise default vs parallel, ms:
-//   Dqk 256, Dv 512, B*S = 16384: S=64 0.96 vs 0.29, 256 0.74 vs 0.43, 512 0.81 vs 0.62,
-//                                 1024 0.84 vs 1.02, 2048 0.86 vs 1.82 (rule: parallel to S=938)
-//   the same at B*S = 65536:      S=64 3.75 vs 1.11, 512 3.05 vs 2.35, 1024 3.17 vs 3.82
-//   Dqk = Dv = 128, B*S = 16384:  S=256 0.206 vs 0.150, 512 0.231 vs 0.218, 1024 0.221 vs 0.359;
-//   at B*S = 65536 S=512 is a tie (0.768 vs 0.781)                  (rule: parallel to S=512)
+// with L the chunk, in three launches with chunk states written and read. The rule compares the
+// two FLOP counts, the parallel form allowed kFwdParallelAdvantage = 0.75 of the chunkwise one:
+// the chunkwise kernels run at higher TFLOP/s. H100, 2026-11-22, `tfla bench forward --variant
+// exp --tokens 53760 --config parallel=0|1`, bf16, NH = 8, chunkwise vs parallel, ms:
+//   Dqk 256, Dv 512: S=256 1.773 vs 1.352, 384 2.085 vs 1.671, 512 2.032 vs 1.971, 640 2.173 vs
+//                    2.283, 768 2.105 vs 2.600 (rule: parallel to S=704)
+//   Dqk = Dv = 128:  S=256 0.569 vs 0.438, 384 0.602 vs 0.539, 512 0.609 vs 0.641, 640 0.624 vs
+//                    0.743 (rule: parallel to S=384)
+// The factor that matches both crossovers (~560 and ~470) differs (0.60 and 0.92); 0.75 loses at
+// most 5% at the measured points (S = 640 at 256 x 512). An earlier measurement, before the
+// chunkwise forward's whole-head tiles and two state CTAs per SM, crossed at FLOP parity.
 bool parallel_by_default(const MlstmProblem& p) {
   if (p.S > kParallelMaxS) return false;
   const double dqk = static_cast<double>(p.Dqk), dv = static_cast<double>(p.Dv);
