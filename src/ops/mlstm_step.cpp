@@ -112,7 +112,7 @@ void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchO
     invalid(std::string("invalid step config: ") + why, to_string(cfg.to_config()));
   check_step_tensors(p, t);
 
-  const int dev = rt::ensure_context();
+  rt::ensure_context();
   static KernelMemo<2> memo;
   const bool exp = p.variant == Variant::Exp;
   const MemoKey key{3,  // the step op
@@ -136,9 +136,7 @@ void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchO
   const unsigned heads = static_cast<unsigned>(p.B * p.NH);
   kernels[0]->launch({heads, 1, 1}, stream, &prm, sizeof(prm));
   const rt::Grid3 grid{static_cast<unsigned>(cfg.slices(p.Dv)), heads, 1};
-  // Programmatic dependent launches need sm_90; before, stream order alone is the dependency.
-  if (rt::device_info(dev).cc_major >= 9) kernels[1]->launch_dependent(grid, stream, &prm, sizeof(prm));
-  else kernels[1]->launch(grid, stream, &prm, sizeof(prm));
+  kernels[1]->launch_dependent(grid, stream, &prm, sizeof(prm));
 }
 
 }  // namespace tfla::ops

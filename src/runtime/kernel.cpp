@@ -124,8 +124,13 @@ CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
 }
 
 LoadedKernel::LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes,
-                           std::string key)
-    : module_(module), fn_(fn), threads_(threads), smem_bytes_(smem_bytes), key_(std::move(key)) {}
+                           std::string key, bool programmatic)
+    : module_(module),
+      fn_(fn),
+      threads_(threads),
+      smem_bytes_(smem_bytes),
+      key_(std::move(key)),
+      programmatic_(programmatic) {}
 
 LoadedKernel::~LoadedKernel() {
   std::string why;
@@ -141,6 +146,7 @@ void LoadedKernel::launch(Grid3 grid, CUstream stream, const void* params, size_
 }
 
 void LoadedKernel::launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const {
+  if (!programmatic_) return launch(grid, stream, params, bytes);
   void* config[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, const_cast<void*>(params),
                     CU_LAUNCH_PARAM_BUFFER_SIZE, &bytes, CU_LAUNCH_PARAM_END};
   CUlaunchAttribute attr{};
@@ -191,7 +197,12 @@ std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelS
                 ") for " + spec.key).c_str());
     }
   }
-  return std::make_unique<LoadedKernel>(mod, fn, spec.threads, spec.smem_bytes, spec.key);
+  // Programmatic dependent launches need compute capability 9.0+ (the current context's device).
+  CUdevice dev = 0;
+  int cc_major = 0;
+  if (d.cuCtxGetDevice(&dev) == CUDA_SUCCESS)
+    d.cuDeviceGetAttribute(&cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+  return std::make_unique<LoadedKernel>(mod, fn, spec.threads, spec.smem_bytes, spec.key, cc_major >= 9);
 }
 
 namespace {

@@ -50,7 +50,9 @@ struct Grid3 {
 
 class LoadedKernel {
  public:
-  LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes, std::string key);
+  // programmatic: the device takes programmatic dependent launches (sm_90+).
+  LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes, std::string key,
+               bool programmatic = false);
   ~LoadedKernel();
   LoadedKernel(const LoadedKernel&) = delete;
   LoadedKernel& operator=(const LoadedKernel&) = delete;
@@ -59,7 +61,8 @@ class LoadedKernel {
   // The same as a programmatic dependent of the stream's previous kernel (cuLaunchKernelEx with
   // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, sm_90+): it may be scheduled once
   // every CTA of that kernel has executed griddepcontrol.launch_dependents (or exited), and its
-  // griddepcontrol.wait returns when that kernel has completed with its memory visible.
+  // griddepcontrol.wait returns when that kernel has completed with its memory visible. Before
+  // sm_90 a plain launch (stream order is then the dependency; griddepcontrol compiles to nothing).
   void launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const;
   const std::string& key() const { return key_; }
   int registers() const;
@@ -70,6 +73,7 @@ class LoadedKernel {
   CUfunction fn_;
   int threads_, smem_bytes_;
   std::string key_;
+  bool programmatic_;
 };
 // Loads a cubin into the current context and sets its shared-memory limit.
 std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelSpec& spec);
