@@ -1,9 +1,9 @@
 // The recurrent step (generation): T >= 1 tokens of B x NH heads per call, the fp32 state
 // (C, n, m) updated in place by the two kernels of kernel_templates/tfla/mlstm_step.cuh.
 #pragma once
-#include "ops/step_config.hpp"
 #include <vector>
 
+#include "ops/step_config.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
 
