@@ -108,13 +108,18 @@ def _strides(t):
     return Strides(*t)
 
 
+def _set_inputs(t, plan, p):
+    """q, k, v, i, f of a forward/backward tensor block: pointers and the plan's strides."""
+    for name in ("q", "k", "v", "i", "f"):
+        setattr(t, name, p[name])
+        setattr(t, name + "_strides", _strides(plan.strides[name]))
+
+
 def forward(plan, p, stream, workspace=0, workspace_bytes=0, config=None):
     """tfla_mlstm_forward. p: name -> device pointer (int, 0 = absent) for q, k, v, i, f, h and
     the optional norm, m, C0, n0, m0, C_last, n_last, m_last, saved (+ saved_bytes)."""
     t = ForwardTensors()
-    for name in ("q", "k", "v", "i", "f"):
-        setattr(t, name, p[name])
-        setattr(t, name + "_strides", _strides(plan.strides[name]))
+    _set_inputs(t, plan, p)
     t.h = p["h"]
     t.h_strides = _strides(CONTIGUOUS)
     for name in ("norm", "m", "C0", "n0", "m0", "C_last", "n_last", "m_last", "saved"):
@@ -128,9 +133,7 @@ def backward(plan, p, stream, workspace=0, workspace_bytes=0, config=None, dh_st
     """tfla_mlstm_backward. p: name -> device pointer for q, k, v, i, f, dh, norm, dq, dk, dv,
     di, df and the optional C0, n0, m0, dC_last, dC0, saved (+ saved_bytes). Outputs contiguous."""
     t = BackwardTensors()
-    for name in ("q", "k", "v", "i", "f"):
-        setattr(t, name, p[name])
-        setattr(t, name + "_strides", _strides(plan.strides[name]))
+    _set_inputs(t, plan, p)
     t.dh = p["dh"]
     t.dh_strides = _strides(dh_strides)
     for name in ("norm", "C0", "n0", "m0", "dC_last", "dq", "dk", "dv", "di", "df", "dC0", "saved"):

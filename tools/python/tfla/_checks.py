@@ -110,8 +110,14 @@ def seq_strides(info):
         raise TflaArgumentError(
             f"{info.name} {_shape_text(info.shape)} has strides {_shape_text(info.strides)}: its last "
             "dimension must be contiguous (stride 1); pass x.contiguous()")
-    b, h, s = _normalized(info)[:3]
-    if b == 0 and h == 0 and s == 0 and info.numel > info.shape[-1]:
+    return _materialized(info, _normalized(info)[:3], info.shape[-1])
+
+
+def _materialized(info, bhs, row):
+    """The (b, h, s) strides bhs, checked: not all zero (a broadcast view) unless the tensor has
+    at most `row` elements, none negative."""
+    b, h, s = bhs
+    if b == 0 and h == 0 and s == 0 and info.numel > row:
         raise TflaArgumentError(
             f"{info.name} is broadcast (strides {_shape_text(info.strides)}); pass a materialized "
             "tensor (x.contiguous())")
@@ -122,14 +128,7 @@ def seq_strides(info):
 
 def gate_strides(info):
     """(b, h, s) element strides of a (B, NH, S) gate tensor (any non-negative strides)."""
-    b, h, s = _normalized(info)
-    if b == 0 and h == 0 and s == 0 and info.numel > 1:
-        raise TflaArgumentError(
-            f"{info.name} is broadcast (strides {_shape_text(info.strides)}); pass a materialized "
-            "tensor (x.contiguous())")
-    if min(b, h, s) < 0:
-        raise TflaArgumentError(f"{info.name} has a negative stride")
-    return (b, h, s)
+    return _materialized(info, _normalized(info), 1)
 
 
 def layout_ok(info):
