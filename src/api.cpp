@@ -6,7 +6,6 @@
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "ops/problem_check.hpp"
-#include "ops/tuned_config.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/kernel.hpp"
@@ -74,40 +73,38 @@ RuntimeInfo runtime_info() {
 
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
-  const ops::FwdConfig cfg =
-      ops::resolve_fwd_config(problem, pinned.empty() ? ops::tuned_config(problem, "fwd") : pinned);
-  if (std::string why = ops::check_fwd_config(cfg, problem); !why.empty())
-    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
-  return cfg.to_config();
+  const ops::FwdSelection& sel = ops::select_fwd(problem, pinned, false);
+  if (std::string why = sel.family->reject(sel.cfg.to_config(), problem, ops::current_limits()); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(sel.cfg.to_config()));
+  return sel.cfg.to_config();
 }
 
 size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
-  return ops::fwd_workspace(problem, cfg, config.count("parallel") > 0).total;
+  return ops::fwd_workspace(problem, cfg, config.count(ops::kFormKey) > 0).total;
 }
 
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options) {
   ops::check_problem(problem);
-  const ops::FwdConfig cfg = ops::select_fwd_config(problem, tensors, options.config);
-  ops::forward_with_config(problem, tensors, options, cfg);
+  const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
+  ops::run_forward(problem, tensors, options, ops::select_fwd(problem, options.config, needs_chunkwise));
 }
 
 Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
-  const ops::BwdConfig cfg =
-      ops::resolve_bwd_config(problem, pinned.empty() ? ops::tuned_config(problem, "bwd") : pinned);
-  if (std::string why = ops::check_bwd_config(cfg, problem); !why.empty())
-    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(cfg.to_config()));
-  return cfg.to_config();
+  const ops::BwdSelection& sel = ops::select_bwd(problem, pinned, false);
+  if (std::string why = sel.family->reject(sel.cfg.to_config(), problem, ops::current_limits()); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(sel.cfg.to_config()));
+  return sel.cfg.to_config();
 }
 
 size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config,
                                      bool with_saved) {
   ops::BwdConfig cfg;
   cfg.apply(mlstm_backward_config(problem, config));
-  return ops::bwd_workspace(problem, cfg, with_saved, config.count("parallel") > 0).total;
+  return ops::bwd_workspace(problem, cfg, with_saved, config.count(ops::kFormKey) > 0).total;
 }
 
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
@@ -119,20 +116,13 @@ size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
-  ops::BwdConfig cfg = ops::select_bwd_config(problem, tensors, options.config);
-  // The caller did not pin the chunk (a tuned backward entry always carries one, which need not
-  // be the forward's).
-  if (tensors.saved && !cfg.parallel && !options.config.count("chunk") &&
-      ops::saved_size(problem, cfg.chunk) != tensors.saved_bytes) {
-    // Reading the forward's saved states: use the chunk length the forward used (the one
-    // whose saved layout has exactly this size), whatever was tuned for the backward.
-    for (int chunk = 16; chunk <= 8192; chunk += 16)
-      if (ops::saved_size(problem, chunk) == tensors.saved_bytes) {
-        cfg = ops::resolve_bwd_config(problem, {{"chunk", chunk}});
-        break;
-      }
+  if (tensors.saved) {
+    ops::run_backward(problem, tensors, options,
+                      ops::select_bwd_for_saved(problem, options.config, tensors.saved, tensors.saved_bytes));
+    return;
   }
-  ops::backward_with_config(problem, tensors, options, cfg);
+  const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
+  ops::run_backward(problem, tensors, options, ops::select_bwd(problem, options.config, needs_chunkwise));
 }
 
 }  // namespace tfla

@@ -61,7 +61,7 @@ KernelKind Backend::choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_
     return KernelKind::Step;
   if (initial_states || last_states) return KernelKind::Chunkwise;
   // what mlstm_forward will select for a call without states (memoized lookups, no allocation)
-  return ops::select_fwd_config(p, ForwardTensors{}, options_.config).parallel ? KernelKind::Parallel
+  return ops::select_fwd(p, options_.config, false).cfg.parallel() ? KernelKind::Parallel
                                                                                 : KernelKind::Chunkwise;
 }
 

@@ -10,9 +10,7 @@
 #include <set>
 #include <thread>
 
-#include "ops/mlstm_backward.hpp"
-#include "ops/mlstm_forward.hpp"
-#include "ops/mlstm_step.hpp"
+#include "ops/family.hpp"
 #include "runtime/cubin_store.hpp"
 #include "tfla_cache/cache.hpp"
 
@@ -22,20 +20,10 @@ using cache::CandidateResult;
 using cache::CandidateStatus;
 using Clock = std::chrono::steady_clock;
 
-std::vector<rt::KernelSpec> specs_of(Family f, const MlstmProblem& p, const Config& c) {
-  if (f == Family::Step) {
-    ops::StepConfig cfg;
-    cfg.apply(c);
-    return ops::render_step(p, cfg).launched();
-  }
-  if (f == Family::Fwd) {
-    ops::FwdConfig cfg;
-    cfg.apply(c);
-    return ops::render_fwd(p, cfg).launched();
-  }
-  ops::BwdConfig cfg;
-  cfg.apply(c);
-  return ops::render_bwd(p, cfg).launched();
+// The kernels of a candidate: its family's (the one its config resolves to).
+std::vector<rt::KernelSpec> specs_of(Family f, const MlstmProblem& p, const Config& c, const SpaceLimits& lim) {
+  const ops::Resolved r = ops::resolve(f, p, lim, c);
+  return r.family->kernels(p, r.config, lim);
 }
 
 // Compiles the kernels of `cands` into the cubin store: each distinct kernel once (candidates
@@ -43,14 +31,14 @@ std::vector<rt::KernelSpec> specs_of(Family f, const MlstmProblem& p, const Conf
 // on one tile each), the distinct ones in parallel threads. Returns, per candidate index, the
 // first compile error among its kernels ("" = all compiled or already cached).
 std::vector<std::string> compile_all(Family f, const MlstmProblem& p, const std::vector<Candidate>& cands,
-                                     const Hello& hello, const TuneOptions& opt) {
+                                     const SpaceLimits& lim, const Hello& hello, const TuneOptions& opt) {
   std::vector<rt::KernelSpec> unique;
   std::map<std::string, size_t> index;          // spec key -> position in unique
   std::vector<std::vector<size_t>> uses(cands.size());  // candidate -> its kernels
   std::vector<std::string> errors(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
     try {
-      for (rt::KernelSpec& s : specs_of(f, p, cands[i].config)) {
+      for (rt::KernelSpec& s : specs_of(f, p, cands[i].config, lim)) {
         auto [it, fresh] = index.emplace(s.key, unique.size());
         if (fresh) unique.push_back(std::move(s));
         uses[i].push_back(it->second);
@@ -246,7 +234,11 @@ TuneReport tune(const std::vector<TuneProblem>& problems, const TuneOptions& in_
   report.hello = lane.start();
   const Hello& hello = report.hello;
   cache::Cache db = cache::Cache::open(opt.cache_path);
+  // The worker's device, as the families' defaults and acceptance rules see it.
   SpaceLimits lim;
+  if (!hello.arch.empty()) lim.arch = hello.arch;
+  if (hello.env.cc_major > 0) lim.cc_major = hello.env.cc_major, lim.cc_minor = hello.env.cc_minor;
+  if (hello.env.sm_count > 0) lim.sm_count = hello.env.sm_count;
   if (hello.smem_optin_bytes > 0) lim.smem_optin_bytes = hello.smem_optin_bytes;
 
   // Every (problem, family) in tuning order, its space enumerated up front. A compile thread
@@ -264,8 +256,8 @@ TuneReport tune(const std::vector<TuneProblem>& problems, const TuneOptions& in_
     const TuneProblem& t = problems[pi];
     std::vector<Family> fams;
     if (t.op == "step") fams.push_back(Family::Step);
-    if (t.op != "bwd" && t.op != "step") fams.push_back(Family::Fwd);
-    if (t.op != "fwd" && t.op != "step") fams.push_back(Family::Bwd);
+    if (t.op != "bwd" && t.op != "step") fams.push_back(Family::Forward);
+    if (t.op != "fwd" && t.op != "step") fams.push_back(Family::Backward);
     for (Family f : fams) {
       auto task = std::make_unique<Task>();
       task->problem = pi;
@@ -281,7 +273,7 @@ TuneReport tune(const std::vector<TuneProblem>& problems, const TuneOptions& in_
       std::vector<std::string> errors(task->space.kept.size());
       if (opt.compile && !stop) {
         try {
-          errors = compile_all(task->family, problems[task->problem].problem(), task->space.kept, hello, opt);
+          errors = compile_all(task->family, problems[task->problem].problem(), task->space.kept, lim, hello, opt);
         } catch (const std::exception& e) {
           for (std::string& err : errors) err = std::string("compile pipeline: ") + e.what();
         }

@@ -31,7 +31,7 @@ struct TuneOptions {
 // One tuned kernel family for one problem.
 struct FamilySummary {
   TuneProblem problem;
-  Family family = Family::Fwd;
+  Family family = Family::Forward;
   cache::ProblemKey key;
   double default_us = 0, winner_us = 0;  // 0 when not measured
   Config winner;                         // empty when no candidate passed

@@ -93,7 +93,7 @@ RunRequest parse_request(const std::string& line) {
     const std::string fam = j.at("family").get<std::string>();
     if (fam != "fwd" && fam != "bwd" && fam != "step")
       bad("worker protocol: family must be fwd, bwd or step, got " + fam);
-    r.family = fam == "fwd" ? Family::Fwd : fam == "bwd" ? Family::Bwd : Family::Step;
+    r.family = fam == "fwd" ? Family::Forward : fam == "bwd" ? Family::Backward : Family::Step;
     r.config = parse_config_text(j.at("config").get<std::string>());
     r.reference = parse_config_text(j.at("reference").get<std::string>());
     r.reps = j.value("reps", 10);

@@ -32,7 +32,7 @@ struct Hello {
 
 struct RunRequest {
   TuneProblem problem;
-  Family family = Family::Fwd;
+  Family family = Family::Forward;
   Config config, reference;  // the candidate and the default it is validated against
   int reps = 10, warmup = 3;
 };

@@ -2,11 +2,12 @@
 
 #include <algorithm>
 
+#include "ops/config_keys.hpp"
+#include "ops/render_args.hpp"
 #include "tfla/mlstm_params.cuh"
 
 namespace tfla::ops {
 namespace {
-constexpr int kSmemBudgetBytes = 227 * 1024;
 // How much more FLOP work the parallel backward may do than the chunkwise one and still win
 // (measured: see parallel_bwd_by_default).
 constexpr double kBwdParallelAdvantage = 0.62;
@@ -31,43 +32,54 @@ void set_tile_warps(BwdConfig& c) {
 }
 }  // namespace
 
+namespace {
+const KeyTable<BwdConfig>& table() {
+  static const KeyTable<BwdConfig> t({
+      {{"chunk", 16, 65536, "chunk length L (a multiple of 16)"}, &BwdConfig::chunk},
+      {{"st_siz_b_k", 16, 512, "Dqk rows of C per recompute state CTA"}, &BwdConfig::st_siz_b_k},
+      {{"st_siz_b_v", 16, 512, "Dv columns of C per recompute state CTA"}, &BwdConfig::st_siz_b_v},
+      {{"st_sub", 16, 65536, "chunk rows per streamed state sub-block"}, &BwdConfig::st_sub},
+      {{"st_warps_m", 1, 16, "state kernel warps along Dqk"}, &BwdConfig::st_warps_m},
+      {{"st_warps_n", 1, 16, "state kernel warps along Dv"}, &BwdConfig::st_warps_n},
+      {{"ds_siz_b_k", 16, 512, "Dqk rows of dC per dC CTA"}, &BwdConfig::ds_siz_b_k},
+      {{"ds_siz_b_v", 16, 512, "Dv columns of dC per dC CTA"}, &BwdConfig::ds_siz_b_v},
+      {{"ds_sub", 16, 65536, "chunk rows per streamed dC sub-block"}, &BwdConfig::ds_sub},
+      {{"ds_warps_m", 1, 16, "dC kernel warps along Dqk"}, &BwdConfig::ds_warps_m},
+      {{"ds_warps_n", 1, 16, "dC kernel warps along Dv"}, &BwdConfig::ds_warps_n},
+      {{"siz_b_r", 16, 512, "gradient rows per tile CTA"}, &BwdConfig::siz_b_r},
+      {{"siz_b_t", 16, 512, "rows of the other side per intra-chunk tile"}, &BwdConfig::siz_b_t},
+      {{"siz_b_nqk", 16, 512, "dQ/dK columns per CTA (a Dqk tile)"}, &BwdConfig::siz_b_nqk},
+      {{"siz_b_nv", 16, 512, "dV columns per CTA (a Dv tile)"}, &BwdConfig::siz_b_nv},
+      {{"siz_b_kc", 16, 512, "contraction rows per staged state block"}, &BwdConfig::siz_b_kc},
+      {{"warps_m", 1, 16, "tile kernel warps along the rows"}, &BwdConfig::warps_m},
+      {{"warps_n", 1, 16, "tile kernel warps along the columns"}, &BwdConfig::warps_n},
+  });
+  return t;
+}
+}  // namespace
+
+const std::vector<KeyDef>& BwdConfig::key_defs() { return table().defs(); }
+
 Config BwdConfig::to_config() const {
-  return {{"chunk", chunk},           {"st_siz_b_k", st_siz_b_k}, {"st_siz_b_v", st_siz_b_v},
-          {"st_sub", st_sub},         {"st_warps_m", st_warps_m}, {"st_warps_n", st_warps_n},
-          {"ds_siz_b_k", ds_siz_b_k}, {"ds_siz_b_v", ds_siz_b_v}, {"ds_sub", ds_sub},
-          {"ds_warps_m", ds_warps_m}, {"ds_warps_n", ds_warps_n}, {"siz_b_r", siz_b_r},
-          {"siz_b_t", siz_b_t},       {"siz_b_nqk", siz_b_nqk},   {"siz_b_nv", siz_b_nv},
-          {"siz_b_kc", siz_b_kc},     {"warps_m", warps_m},       {"warps_n", warps_n},
-          {"parallel", parallel}};
+  Config c = table().to_config(*this);
+  c[kFormKey] = parallel() ? 1 : 0;
+  if (engine != Engine::MmaSync) c[kEngineKey] = static_cast<int64_t>(engine);
+  return c;
 }
 
 void BwdConfig::apply(const Config& c) {
-  for (const auto& [key, value] : c) {
-    const int v = static_cast<int>(value);
-    int* slot = nullptr;
-    if (key == "chunk") slot = &chunk;
-    else if (key == "st_siz_b_k") slot = &st_siz_b_k;
-    else if (key == "st_siz_b_v") slot = &st_siz_b_v;
-    else if (key == "st_sub") slot = &st_sub;
-    else if (key == "st_warps_m") slot = &st_warps_m;
-    else if (key == "st_warps_n") slot = &st_warps_n;
-    else if (key == "ds_siz_b_k") slot = &ds_siz_b_k;
-    else if (key == "ds_siz_b_v") slot = &ds_siz_b_v;
-    else if (key == "ds_sub") slot = &ds_sub;
-    else if (key == "ds_warps_m") slot = &ds_warps_m;
-    else if (key == "ds_warps_n") slot = &ds_warps_n;
-    else if (key == "siz_b_r") slot = &siz_b_r;
-    else if (key == "siz_b_t") slot = &siz_b_t;
-    else if (key == "siz_b_nqk") slot = &siz_b_nqk;
-    else if (key == "siz_b_nv") slot = &siz_b_nv;
-    else if (key == "siz_b_kc") slot = &siz_b_kc;
-    else if (key == "warps_m") slot = &warps_m;
-    else if (key == "warps_n") slot = &warps_n;
-    else if (key == "parallel") slot = &parallel;
-    if (!slot)
-      throw Error(ErrorCode::InvalidArgument, "unknown backward config key '" + key + "'",
-                  "known keys: " + to_string(BwdConfig{}.to_config()));
-    *slot = v;
+  table().apply(*this, c, "backward config", {kFormKey, kEngineKey});
+  if (auto it = c.find(kFormKey); it != c.end()) {
+    if (it->second != 0 && it->second != 1)
+      throw Error(ErrorCode::InvalidArgument, "backward config key parallel=" + std::to_string(it->second) +
+                                                  " must be 0 (chunkwise) or 1 (parallel)");
+    form = it->second ? Form::Parallel : Form::Chunkwise;
+  }
+  if (auto it = c.find(kEngineKey); it != c.end()) {
+    if (it->second != 0 && it->second != 1)
+      throw Error(ErrorCode::InvalidArgument, "backward config key engine=" + std::to_string(it->second) +
+                                                  " must be 0 (mma.sync) or 1 (sm90)");
+    engine = it->second ? Engine::Sm90 : Engine::MmaSync;
   }
 }
 
@@ -91,17 +103,17 @@ namespace {
 // Why: the gradient tile kernels hold 146-173 registers, so one 256-thread CTA ran per SM (12.4%
 // occupancy, ncu, H100, paper shape); two per SM (registers capped at 128, ptxas: 28-68 bytes of
 // spills) took the chunkwise backward from 7.85 to 7.30 ms (mLSTMsig, S = 8192).
-int two_ctas_if_they_fit(int threads, int smem) {
-  constexpr int kSmemPerSm = 228 * 1024, kPerBlockReserve = 1024;  // Hopper
-  return threads <= 256 && 2 * (smem + kPerBlockReserve) <= kSmemPerSm ? 2 : 0;
+int two_ctas_if_they_fit(int threads, int smem, const DeviceLimits& dev) {
+  constexpr int kPerBlockReserve = 1024;  // the SM's shared memory reserved per resident CTA
+  return threads <= 256 && 2 * (smem + kPerBlockReserve) <= dev.smem_per_sm_bytes ? 2 : 0;
 }
 }  // namespace
 
-int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode) {
-  return two_ctas_if_they_fit(32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode));
+int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode, const DeviceLimits& dev) {
+  return two_ctas_if_they_fit(32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode), dev);
 }
-int bwd_parallel_min_blocks(const BwdConfig& c, const MlstmProblem& p) {
-  return two_ctas_if_they_fit(32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p));
+int bwd_parallel_min_blocks(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  return two_ctas_if_they_fit(32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p), dev);
 }
 
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode) {
@@ -109,7 +121,7 @@ int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode) {
   const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
   return bwd_tile_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), dx, c.siz_b_r, c.siz_b_t, bn,
                              c.siz_b_kc, mode != 2) +
-         (c.parallel ? gate_scan_smem_bytes(c.siz_b_r, c.warps_m * c.warps_n) : 0);
+         (c.parallel() ? gate_scan_smem_bytes(c.siz_b_r, c.warps_m * c.warps_n) : 0);
 }
 
 int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p) {
@@ -122,14 +134,12 @@ int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p) {
 // H200 at the paper shape, 256-wide tiles ran the backward in 8.2 ms against 11.5 ms at 128;
 // 64-row tiles with warps 2 x 4; the state and dC kernels use the forward's blocks. fp32 with
 // wide heads shrinks the row tiles to fit shared memory.
-BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
-  if (chunk <= 0 && parallel_bwd_by_default(p)) return parallel_bwd_config(p);
+BwdConfig chunkwise_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
+  const int64_t smem_budget = dev.smem_optin_bytes;
   BwdConfig c;
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  int auto_chunk = 64;
-  while (auto_chunk < 256 && auto_chunk < p.S) auto_chunk *= 2;
-  c.chunk = chunk > 0 ? chunk : auto_chunk;
-  const FwdConfig f = default_fwd_config(p, c.chunk);
+  c.chunk = chunk > 0 ? chunk : default_chunk(p);
+  const FwdConfig f = chunkwise_fwd_config(p, dev, c.chunk);
   c.st_siz_b_k = f.st_siz_b_k;
   c.st_siz_b_v = f.st_siz_b_v;
   c.st_sub = f.st_sub;
@@ -149,13 +159,13 @@ BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
   auto set_warps = [&] { set_tile_warps(c); };
   set_warps();
   while (std::max({bwd_tile_smem(c, p, 0), bwd_tile_smem(c, p, 1), bwd_tile_smem(c, p, 2)}) >
-             kSmemBudgetBytes &&
+             smem_budget &&
          c.siz_b_r > 16) {
     c.siz_b_r /= 2;
     c.siz_b_t = c.siz_b_r;
     set_warps();
   }
-  while (bwd_dstates_smem(c, p) > kSmemBudgetBytes && c.ds_sub > 16) c.ds_sub /= 2;
+  while (bwd_dstates_smem(c, p) > smem_budget && c.ds_sub > 16) c.ds_sub /= 2;
   return c;
 }
 
@@ -174,21 +184,19 @@ BwdConfig default_bwd_config(const MlstmProblem& p, int chunk) {
 bool parallel_bwd_by_default(const MlstmProblem& p) {
   if (p.S > parallel_max_seq()) return false;
   const double dqk = static_cast<double>(p.Dqk), dv = static_cast<double>(p.Dv);
-  const double chunkwise = 10.0 * dqk * dv + 3.0 * chunkwise_fwd_config(p).chunk * (dqk + dv);
+  const double chunkwise = 10.0 * dqk * dv + 3.0 * default_chunk(p) * (dqk + dv);
   return 3.0 * static_cast<double>(p.S) * (dqk + dv) <= kBwdParallelAdvantage * chunkwise;
 }
 
-BwdConfig chunkwise_bwd_config(const MlstmProblem& p) {
-  return default_bwd_config(p, chunkwise_fwd_config(p).chunk);
-}
 
 // The parallel form's tiles: the chunkwise default's gradient tiles (64 rows; BT = BR, so the
 // column tiles divide the row tile as the outward walk needs), shrunk if the gate scan tips the
 // largest mode over the shared-memory budget.
-BwdConfig parallel_bwd_config(const MlstmProblem& p) {
-  BwdConfig c = chunkwise_bwd_config(p);
-  c.parallel = 1;
-  while (bwd_parallel_smem(c, p) > kSmemBudgetBytes && c.siz_b_r > 16) {
+BwdConfig parallel_bwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
+  const int64_t smem_budget = dev.smem_optin_bytes;
+  BwdConfig c = chunkwise_bwd_config(p, dev);
+  c.form = Form::Parallel;
+  while (bwd_parallel_smem(c, p) > smem_budget && c.siz_b_r > 16) {
     c.siz_b_r /= 2;
     c.siz_b_t = c.siz_b_r;
     set_tile_warps(c);
@@ -196,22 +204,13 @@ BwdConfig parallel_bwd_config(const MlstmProblem& p) {
   return c;
 }
 
-BwdConfig resolve_bwd_config(const MlstmProblem& p, const Config& pinned) {
-  auto chunk = pinned.find("chunk");
-  auto par = pinned.find("parallel");
-  BwdConfig c;
-  if (par != pinned.end() && par->second == 1) c = parallel_bwd_config(p);
-  else if (chunk != pinned.end()) c = default_bwd_config(p, static_cast<int>(chunk->second));
-  else if (par != pinned.end()) c = chunkwise_bwd_config(p);
-  else c = default_bwd_config(p);
-  c.apply(pinned);
-  return c;
-}
-
-std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p) {
+namespace {
+// The tile and thread rules of the backward's kernels (the recompute's through the forward's
+// full rule, with its device limits).
+std::string check_bwd_tiles(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  if (c.parallel != 0 && c.parallel != 1) return "parallel must be 0 or 1";
-  if (c.parallel) {
+  if (c.engine != Engine::MmaSync) return "engine=1 (sm90) has no backward kernels in this build";
+  if (c.parallel()) {
     if (c.chunk < 16 || c.chunk % 16) return "chunk must be a positive multiple of 16";
     if (p.S > parallel_max_seq())
       return "parallel=1 supports S up to " + std::to_string(parallel_max_seq()) + " (got S = " +
@@ -219,14 +218,14 @@ std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p) {
     if (c.siz_b_r < 16) return "siz_b_r must be at least 16";
     if (c.siz_b_t < 16 || c.siz_b_r % c.siz_b_t) return "parallel=1: siz_b_t must divide siz_b_r";
   } else if (std::string f = check_fwd_config([&] {
-        FwdConfig x = default_fwd_config(p, c.chunk);
+        FwdConfig x = chunkwise_fwd_config(p, dev, c.chunk);
         x.st_siz_b_k = c.st_siz_b_k; x.st_siz_b_v = c.st_siz_b_v; x.st_sub = c.st_sub;
         x.st_warps_m = c.st_warps_m; x.st_warps_n = c.st_warps_n;
         return x;
-      }(), p);
+      }(), p, dev);
       !f.empty())
     return f;
-  if (!c.parallel) {  // the dC kernel and the chunk's tiling
+  if (!c.parallel()) {  // the dC kernel and the chunk's tiling
     if (c.ds_siz_b_k < 16 || dqk % c.ds_siz_b_k) return "ds_siz_b_k must divide Dqk";
     if (c.ds_siz_b_v < 16 || dv % c.ds_siz_b_v) return "ds_siz_b_v must divide Dv";
     if (c.ds_warps_m < 1 || c.ds_warps_n < 1 || c.ds_warps_m * c.ds_warps_n > 16) return "ds_warps_m * ds_warps_n must be 1..16";
@@ -246,6 +245,78 @@ std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p) {
   const int nt = 32 * c.warps_m * c.warps_n;
   if (nt < c.siz_b_r || nt < c.siz_b_t) return "tile kernels need a thread per row";
   return {};
+}
+
+}  // namespace
+
+std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  if (std::string r = check_bwd_tiles(c, p, dev); !r.empty()) return r;
+  static const char* const kTileNames[3] = {"dQ kernel", "dK kernel", "dV kernel"};
+  for (int mode = 0; mode < 3; ++mode)
+    if (std::string r = over_smem(bwd_tile_smem(c, p, mode), kTileNames[mode], dev); !r.empty()) return r;
+  const int64_t nt = 32 * c.warps_m * c.warps_n;
+  const int64_t bn = std::max(c.siz_b_nqk, c.siz_b_nv);
+  if (std::string r = over_registers(int64_t{c.siz_b_r} * (bn + c.siz_b_t), nt, "gradient tile kernels", dev);
+      !r.empty())
+    return r;
+  if (c.parallel()) return {};  // no state or dC kernel in the parallel backward
+  if (std::string r = over_smem(bwd_dstates_smem(c, p), "dC kernel", dev); !r.empty()) return r;
+  if (std::string r = over_smem(fwd_states_smem(c.recompute_config(), p), "state kernel", dev); !r.empty())
+    return r;
+  if (std::string r = over_registers(int64_t{c.st_siz_b_k} * c.st_siz_b_v, 32 * c.st_warps_m * c.st_warps_n,
+                                     "state kernel", dev);
+      !r.empty())
+    return r;
+  return over_registers(int64_t{c.ds_siz_b_k} * c.ds_siz_b_v, 32 * c.ds_warps_m * c.ds_warps_n, "dC kernel", dev);
+}
+
+std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev) {
+  const std::string T = device_type(p.dtype), G = device_type(p.gate_dtype);
+  const bool exp = p.variant == Variant::Exp;
+  if (c.parallel()) {  // the tile modes in one launch, then the gate gradients over one chunk (0)
+    return {rt::with_min_blocks(
+                rt::render("mlstm_bwd_parallel", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_parallel",
+                           "tfla::MlstmBwdParams",
+                           {T, arg(p.Dqk), arg(p.Dv), arg(c.siz_b_r), arg(c.siz_b_t), arg(c.siz_b_nqk),
+                            arg(c.siz_b_nv), arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), G},
+                           32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p)),
+                bwd_parallel_min_blocks(c, p, dev)),
+            rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
+                       "tfla::MlstmBwdParams", {T, G, arg(p.Dqk), "0", "256", arg(exp)}, 256, 0, false)};
+  }
+  const FwdConfig rc = c.recompute_config();
+  auto tile = [&](int mode) {
+    const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
+    return rt::with_min_blocks(
+        rt::render("mlstm_bwd_tile", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_tile", "tfla::MlstmBwdParams",
+                   {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_r), arg(c.siz_b_t), arg(bn),
+                    arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), arg(mode)},
+                   32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
+        bwd_tile_min_blocks(c, p, mode, dev));
+  };
+  return {
+      rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
+                 {arg(c.chunk), "256", arg(exp), G}, 256, 0, false),
+      rt::with_min_blocks(
+          rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
+                     "tfla::MlstmFwdParams",
+                     {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
+                      arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), "false"},
+                     32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
+          fwd_states_min_blocks(rc, p, dev)),
+      rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates",
+                 "tfla::MlstmBwdParams",
+                 {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.ds_siz_b_k), arg(c.ds_siz_b_v),
+                  arg(c.ds_sub), arg(c.ds_warps_m), arg(c.ds_warps_n), arg(exp)},
+                 32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
+      tile(0),
+      tile(1),
+      tile(2),
+      rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
+                 "tfla::MlstmBwdParams", {T, G, arg(p.Dqk), arg(c.chunk), "256", arg(exp)}, 256, 0, false),
+      rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
+                 "tfla::MlstmBwdParams", {G, arg(c.chunk), "256"}, 256, 0, false),
+  };
 }
 
 }  // namespace tfla::ops

@@ -1,7 +1,7 @@
-// Launch configuration of the backward and its validity rules: the chunkwise form (state
-// recompute, dC recurrence, three tile kernels, gate gradients) or, with parallel = 1, the
-// parallel (quadratic) form (dQ, dK and dV tiles in one launch, then the gate gradients; the
-// keys chunk, st_*, ds_* are then unused).
+// Launch configuration of the backward's kernels and their validity rules, shared by the two
+// backward families (ops/families/bwd_chunkwise.cpp: state recompute, dC recurrence, three tile
+// kernels, gate gradients; bwd_parallel.cpp: dQ, dK and dV tiles in one launch, then the gate
+// gradients, the keys chunk, st_*, ds_* unused). The keys are the table in bwd_config.cpp.
 #pragma once
 #include <string>
 
@@ -23,33 +23,37 @@ struct BwdConfig {
   int siz_b_nv = 128;  // gradient columns per CTA for dV (a Dv tile)
   int siz_b_kc = 64;   // contraction rows per staged state block
   int warps_m = 2, warps_n = 4;
-  // 1: the parallel form (no states: no initial states, dC_last, dC0 or saved buffer)
-  int parallel = 0;
+  // the parallel form keeps no states: no initial states, dC_last, dC0 or saved buffer
+  Form form = Form::Chunkwise;
+  Engine engine = Engine::MmaSync;
 
-  Config to_config() const;
-  void apply(const Config& c);  // throws InvalidArgument on unknown keys
+  bool parallel() const noexcept { return form == Form::Parallel; }
+  Config to_config() const;     // every key, plus the form selector ("parallel" = 0 or 1)
+  void apply(const Config& c);  // throws InvalidArgument on unknown keys and values out of range
+  static const std::vector<KeyDef>& key_defs();
   FwdConfig recompute_config() const;  // the forward state kernel's part
 };
 
-// Whether the analytic default of p is the parallel form (short sequences, see bwd_config.cpp).
+// Whether the parallel form is the backward's default for p (short sequences, see bwd_config.cpp).
 bool parallel_bwd_by_default(const MlstmProblem& p);
-// As the forward's: chunk > 0 fixes the chunk (chunkwise form); chunk = 0 may give the parallel
-// form.
-BwdConfig default_bwd_config(const MlstmProblem& p, int chunk = 0);
-BwdConfig chunkwise_bwd_config(const MlstmProblem& p);
-BwdConfig parallel_bwd_config(const MlstmProblem& p);
-// pinned over the default (parallel = 1 pinned: over the parallel default; chunk pinned: over
-// that chunk's default).
-BwdConfig resolve_bwd_config(const MlstmProblem& p, const Config& pinned);
-std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p);
+// The chunkwise form's analytic default for p on dev; chunk > 0 fixes the chunk length (0: the
+// forward's default chunk, so saved states match).
+BwdConfig chunkwise_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk = 0);
+BwdConfig parallel_bwd_config(const MlstmProblem& p, const DeviceLimits& dev);
+// The acceptance rule of both backward families: empty when cfg runs p on dev, else the first
+// violated rule (tiles and threads, shared memory against dev, the register estimate).
+std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+// The backward's kernels for a config, in launch order (chunkwise: gates, states, dC, dQ, dK,
+// dV, local gate gradients, df; parallel: the tile kernel, the gate gradients).
+std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& cfg, const DeviceLimits& dev);
 int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p);
 // mode: 0 dQ, 1 dK, 2 dV (the parallel form adds its gate scan)
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
 // CTAs per SM a gradient tile kernel's launch bounds ask for: 2 where two fit the shared memory
 // and, with registers capped at 128, the register file (<= 256 threads), else 0 (no request).
-int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode);
+int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode, const DeviceLimits& dev);
 // The same rule for the parallel form's tile kernel.
-int bwd_parallel_min_blocks(const BwdConfig& c, const MlstmProblem& p);
+int bwd_parallel_min_blocks(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
 // The parallel form's one tile launch: the largest of the three modes.
 int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p);
 

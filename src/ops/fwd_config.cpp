@@ -2,53 +2,62 @@
 
 #include <algorithm>
 
+#include "ops/config_keys.hpp"
+#include "ops/render_args.hpp"
 #include "tfla/mlstm_params.cuh"
 
 namespace tfla::ops {
 
+namespace {
+const KeyTable<FwdConfig>& table() {
+  static const KeyTable<FwdConfig> t({
+      {{"chunk", 16, 65536, "chunk length L (a multiple of 16)"}, &FwdConfig::chunk},
+      {{"siz_b_q", 16, 512, "query rows per output CTA"}, &FwdConfig::siz_b_q},
+      {{"siz_b_kv", 16, 512, "key rows per intra-chunk tile"}, &FwdConfig::siz_b_kv},
+      {{"siz_b_v", 16, 512, "Dv columns per output CTA"}, &FwdConfig::siz_b_v},
+      {{"siz_b_kc", 16, 512, "Dqk rows of the chunk state per staged block"}, &FwdConfig::siz_b_kc},
+      {{"warps_m", 1, 16, "output kernel warps along the query rows"}, &FwdConfig::warps_m},
+      {{"warps_n", 1, 16, "output kernel warps along the columns"}, &FwdConfig::warps_n},
+      {{"st_siz_b_k", 16, 512, "Dqk rows of C per state CTA"}, &FwdConfig::st_siz_b_k},
+      {{"st_siz_b_v", 16, 512, "Dv columns of C per state CTA"}, &FwdConfig::st_siz_b_v},
+      {{"st_sub", 16, 65536, "chunk rows per streamed state sub-block"}, &FwdConfig::st_sub},
+      {{"st_warps_m", 1, 16, "state kernel warps along Dqk"}, &FwdConfig::st_warps_m},
+      {{"st_warps_n", 1, 16, "state kernel warps along Dv"}, &FwdConfig::st_warps_n},
+  });
+  return t;
+}
+}  // namespace
+
+const std::vector<KeyDef>& FwdConfig::key_defs() { return table().defs(); }
+
 Config FwdConfig::to_config() const {
-  return {{"chunk", chunk},           {"siz_b_q", siz_b_q},       {"siz_b_kv", siz_b_kv},
-          {"siz_b_v", siz_b_v},       {"siz_b_kc", siz_b_kc},     {"warps_m", warps_m},
-          {"warps_n", warps_n},       {"st_siz_b_k", st_siz_b_k}, {"st_siz_b_v", st_siz_b_v},
-          {"st_sub", st_sub},         {"st_warps_m", st_warps_m}, {"st_warps_n", st_warps_n},
-          {"parallel", parallel}};
+  Config c = table().to_config(*this);
+  c[kFormKey] = parallel() ? 1 : 0;
+  if (engine != Engine::MmaSync) c[kEngineKey] = static_cast<int64_t>(engine);
+  return c;
 }
 
 void FwdConfig::apply(const Config& c) {
-  for (const auto& [key, value] : c) {
-    const int v = static_cast<int>(value);
-    if (key == "chunk") chunk = v;
-    else if (key == "siz_b_q") siz_b_q = v;
-    else if (key == "siz_b_kv") siz_b_kv = v;
-    else if (key == "siz_b_v") siz_b_v = v;
-    else if (key == "siz_b_kc") siz_b_kc = v;
-    else if (key == "warps_m") warps_m = v;
-    else if (key == "warps_n") warps_n = v;
-    else if (key == "st_siz_b_k") st_siz_b_k = v;
-    else if (key == "st_siz_b_v") st_siz_b_v = v;
-    else if (key == "st_sub") st_sub = v;
-    else if (key == "st_warps_m") st_warps_m = v;
-    else if (key == "st_warps_n") st_warps_n = v;
-    else if (key == "parallel") parallel = v;
-    else
-      throw Error(ErrorCode::InvalidArgument, "unknown forward config key '" + key + "'",
-                  "known keys: " + to_string(FwdConfig{}.to_config()));
+  table().apply(*this, c, "forward config", {kFormKey, kEngineKey});
+  if (auto it = c.find(kFormKey); it != c.end()) {
+    if (it->second != 0 && it->second != 1)
+      throw Error(ErrorCode::InvalidArgument, "forward config key parallel=" + std::to_string(it->second) +
+                                                  " must be 0 (chunkwise) or 1 (parallel)");
+    form = it->second ? Form::Parallel : Form::Chunkwise;
+  }
+  if (auto it = c.find(kEngineKey); it != c.end()) {
+    if (it->second != 0 && it->second != 1)
+      throw Error(ErrorCode::InvalidArgument, "forward config key engine=" + std::to_string(it->second) +
+                                                  " must be 0 (mma.sync) or 1 (sm90)");
+    engine = it->second ? Engine::Sm90 : Engine::MmaSync;
   }
 }
 
 namespace {
-constexpr int kSmemBudgetBytes = 227 * 1024;  // Hopper's per-block opt-in limit
-constexpr int kTargetCtas = 2 * 132;            // two CTAs per SM of an H100/H200
 int largest_divisor(int d, std::initializer_list<int> options) {
   for (int o : options)
     if (d % o == 0) return o;
   return 16;
-}
-// The chunk length of the chunkwise default: 64, 128 or 256, the shortest covering S.
-int default_chunk(const MlstmProblem& p) {
-  int chunk = 64;
-  while (chunk < 256 && chunk < p.S) chunk *= 2;
-  return chunk;
 }
 // The parallel form's limit. Any S is exact (its gate sums run outwards from each tile, see
 // mlstm_gate_scan.cuh), but its work grows as S^2 against the chunkwise form's S, which wins
@@ -61,6 +70,12 @@ constexpr double kFwdParallelAdvantage = 0.75;
 
 int parallel_max_seq() { return kParallelMaxS; }
 
+int default_chunk(const MlstmProblem& p) {
+  int chunk = 64;
+  while (chunk < 256 && chunk < p.S) chunk *= 2;
+  return chunk;
+}
+
 // Why this default (measured on H200 at B*S = 65536, NH = 8, Dqk = 256, Dv = 512, bf16):
 // chunk 256 halves the chunk-state traffic (Dqk x Dv per chunk, written by the state kernel and
 // read by the output kernel) against chunk 128 while the tiled intra-chunk part stays cheap;
@@ -70,7 +85,8 @@ int parallel_max_seq() { return kParallelMaxS; }
 namespace {
 // The chunkwise default's tiles for a chunk length; whole_head: one Dv tile per query tile where
 // it fits (the chunkwise form; the parallel form keeps the tiles its crossover was measured with).
-FwdConfig chunkwise_tiles(const MlstmProblem& p, int chunk, bool whole_head) {
+FwdConfig chunkwise_tiles(const MlstmProblem& p, const DeviceLimits& dev, int chunk, bool whole_head) {
+  const int64_t smem_budget = dev.smem_optin_bytes;
   FwdConfig c;
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   c.chunk = chunk > 0 ? chunk : default_chunk(p);
@@ -91,7 +107,7 @@ FwdConfig chunkwise_tiles(const MlstmProblem& p, int chunk, bool whole_head) {
     FwdConfig big = c;
     big.siz_b_q = 128;
     big.warps_m = 4;
-    if (fwd_output_smem(big, p) <= kSmemBudgetBytes) c = big;
+    if (fwd_output_smem(big, p) <= smem_budget) c = big;
   }
   // The whole head's Dv in one tile where the tile so far is narrower (up to Dv = 512): 64-row
   // query tiles in 16 warps (4 x 4, 64 accumulators per thread), so no Dv tile recomputes Q K^T
@@ -103,7 +119,7 @@ FwdConfig chunkwise_tiles(const MlstmProblem& p, int chunk, bool whole_head) {
     whole.siz_b_v = dv;
     whole.warps_m = 4;
     whole.warps_n = 4;
-    if (check_fwd_config(whole, p).empty() && fwd_output_smem(whole, p) <= kSmemBudgetBytes) c = whole;
+    if (check_fwd_config(whole, p, dev).empty()) c = whole;
   }
   c.st_siz_b_k = largest_divisor(dqk, {128, 64, 32, 16});
   c.st_siz_b_v = largest_divisor(dv, {128, 64, 32, 16});
@@ -111,28 +127,28 @@ FwdConfig chunkwise_tiles(const MlstmProblem& p, int chunk, bool whole_head) {
   c.st_warps_n = std::min(2, c.st_siz_b_v / 16);
   // The state kernel walks the chunks in order, so its parallelism is B*NH times its C blocks:
   // with few heads (long sequences at constant tokens), shrink the blocks to fill the SMs.
+  const int64_t target_ctas = 2 * int64_t{dev.sm_count};  // two CTAs per SM
   auto state_ctas = [&] { return p.B * p.NH * (dqk / c.st_siz_b_k) * (dv / c.st_siz_b_v); };
-  while (state_ctas() < kTargetCtas && c.st_siz_b_k > 64) c.st_siz_b_k /= 2;
-  while (state_ctas() < kTargetCtas && c.st_siz_b_v > 64) c.st_siz_b_v /= 2;
+  while (state_ctas() < target_ctas && c.st_siz_b_k > 64) c.st_siz_b_k /= 2;
+  while (state_ctas() < target_ctas && c.st_siz_b_v > 64) c.st_siz_b_v /= 2;
   c.st_warps_m = std::min(4, c.st_siz_b_k / 16);
   c.st_warps_n = std::min(2, c.st_siz_b_v / 16);
   c.st_sub = std::min({64, c.chunk, c.st_warps_m * c.st_warps_n * 32});
   // Large fp32 heads: shrink the query/key tiles until the output kernel fits in shared memory.
-  while (fwd_output_smem(c, p) > kSmemBudgetBytes && c.siz_b_kv > 16) {
+  while (fwd_output_smem(c, p) > smem_budget && c.siz_b_kv > 16) {
     c.siz_b_kv /= 2;
     c.siz_b_q = c.siz_b_kv;
     c.warps_m = c.siz_b_q / 16;
     c.warps_n = (c.siz_b_v % 32 == 0 && c.siz_b_kv % 32 == 0) ? 2 : 1;
     if (c.siz_b_v > 128 && c.siz_b_v % 128 == 0) c.siz_b_v = 128;
   }
-  while (fwd_states_smem(c, p) > kSmemBudgetBytes && c.st_sub > 16) c.st_sub /= 2;
+  while (fwd_states_smem(c, p) > smem_budget && c.st_sub > 16) c.st_sub /= 2;
   return c;
 }
 }  // namespace
 
-FwdConfig default_fwd_config(const MlstmProblem& p, int chunk) {
-  if (chunk <= 0 && parallel_by_default(p)) return parallel_fwd_config(p);
-  return chunkwise_tiles(p, chunk, /*whole_head=*/true);
+FwdConfig chunkwise_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
+  return chunkwise_tiles(p, dev, chunk, /*whole_head=*/true);
 }
 
 // Why the parallel form is the default for short sequences: its work per token and head is the
@@ -156,7 +172,6 @@ bool parallel_by_default(const MlstmProblem& p) {
   return static_cast<double>(p.S) * (dqk + dv) <= kFwdParallelAdvantage * chunkwise;
 }
 
-FwdConfig chunkwise_fwd_config(const MlstmProblem& p) { return default_fwd_config(p, default_chunk(p)); }
 
 // The parallel form runs the chunkwise output kernel over one chunk of length S, so its tiles are
 // the ones the chunkwise default picks for a chunk of about the sequence's length (64-row query
@@ -166,36 +181,25 @@ FwdConfig chunkwise_fwd_config(const MlstmProblem& p) { return default_fwd_confi
 // rereads Q and K: there the Dv tile is the whole head where it fits (H100, Dqk 256, Dv 512,
 // B*S = 65536, bf16, S = 64: 0.76 ms against 1.11 with 256-wide tiles). Not with the 128-row
 // tiles of longer sequences: 16 warps holding 128 x 512 accumulators ran 4x slower (S = 128).
-FwdConfig parallel_fwd_config(const MlstmProblem& p) {
-  FwdConfig c = chunkwise_tiles(p, default_chunk(p), /*whole_head=*/false);
-  c.parallel = 1;
+FwdConfig parallel_fwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
+  const int64_t smem_budget = dev.smem_optin_bytes;
+  FwdConfig c = chunkwise_tiles(p, dev, default_chunk(p), /*whole_head=*/false);
+  c.form = Form::Parallel;
   if (p.S <= c.siz_b_q && c.siz_b_q <= 64 && c.siz_b_v < p.Dv) {
     FwdConfig whole = c;
     whole.siz_b_v = static_cast<int>(p.Dv);
     const int w = whole.siz_b_v, kv = whole.siz_b_kv;
     whole.warps_n = (w % 64 == 0 && kv % 64 == 0) ? 4 : (w % 32 == 0 && kv % 32 == 0) ? 2 : 1;
     whole.warps_m = whole.siz_b_q / (whole.warps_n == 4 ? 32 : 16);
-    if (check_fwd_config(whole, p).empty() && fwd_output_smem(whole, p) <= kSmemBudgetBytes) c = whole;
+    if (check_fwd_config(whole, p, dev).empty()) c = whole;
   }
   // the gate scan's few hundred bytes may tip a tile that just fit: shrink as the default does
-  while (fwd_output_smem(c, p) > kSmemBudgetBytes && c.siz_b_kv > 16) {
+  while (fwd_output_smem(c, p) > smem_budget && c.siz_b_kv > 16) {
     if (c.siz_b_q == c.siz_b_kv) c.siz_b_kv /= 2;
     c.siz_b_q = c.siz_b_kv;
     c.warps_m = c.siz_b_q / 16;
     c.warps_n = (c.siz_b_v % 32 == 0 && c.siz_b_kv % 32 == 0) ? 2 : 1;
   }
-  return c;
-}
-
-FwdConfig resolve_fwd_config(const MlstmProblem& p, const Config& pinned) {
-  auto chunk = pinned.find("chunk");
-  auto par = pinned.find("parallel");
-  FwdConfig c;
-  if (par != pinned.end() && par->second == 1) c = parallel_fwd_config(p);
-  else if (chunk != pinned.end()) c = default_fwd_config(p, static_cast<int>(chunk->second));
-  else if (par != pinned.end()) c = chunkwise_fwd_config(p);
-  else c = default_fwd_config(p);
-  c.apply(pinned);
   return c;
 }
 
@@ -207,25 +211,27 @@ int fwd_states_smem(const FwdConfig& c, const MlstmProblem& p) {
 // it is latency-bound; at 132+ registers only one 256-thread CTA fit per SM (12.5% occupancy,
 // ncu, H100, paper shape: 1.27 ms of the forward's 3.4). Two CTAs per SM let one CTA's loads and
 // barriers hide behind the other's MMAs.
-int fwd_states_min_blocks(const FwdConfig& c, const MlstmProblem& p) {
-  constexpr int kSmemPerSm = 228 * 1024, kPerBlockReserve = 1024;  // Hopper
+int fwd_states_min_blocks(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  constexpr int kPerBlockReserve = 1024;  // the SM's shared memory reserved per resident CTA
   const int threads = 32 * c.st_warps_m * c.st_warps_n;
-  if (threads > 256 || 2 * (fwd_states_smem(c, p) + kPerBlockReserve) > kSmemPerSm) return 0;
+  if (threads > 256 || 2 * (fwd_states_smem(c, p) + kPerBlockReserve) > dev.smem_per_sm_bytes) return 0;
   return 2;
 }
 
 int fwd_output_smem(const FwdConfig& c, const MlstmProblem& p) {
   return fwd_output_smem_bytes(static_cast<int>(dtype_bytes(p.dtype)), static_cast<int>(p.Dqk),
                                c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_n) +
-         (c.parallel ? gate_scan_smem_bytes(c.siz_b_q, c.warps_m * c.warps_n) : 0);
+         (c.parallel() ? gate_scan_smem_bytes(c.siz_b_q, c.warps_m * c.warps_n) : 0);
 }
 
-std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p) {
+namespace {
+// The tile and thread rules of the two tiled kernels (no device limits).
+std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   auto bad = [](const std::string& s) { return s; };
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  if (c.parallel != 0 && c.parallel != 1) return bad("parallel must be 0 or 1");
+  if (c.engine != Engine::MmaSync) return bad("engine=1 (sm90) has no forward kernels in this build");
   if (c.chunk < 16 || c.chunk % 16) return bad("chunk must be a positive multiple of 16");
-  if (c.parallel) {
+  if (c.parallel()) {
     if (p.S > kParallelMaxS)
       return bad("parallel=1 supports S up to " + std::to_string(kParallelMaxS) + " (got S = " +
                  std::to_string(p.S) + "); use the chunkwise form (parallel=0)");
@@ -244,7 +250,7 @@ std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p) {
     return bad("siz_b_kc must be a multiple of 16 dividing Dqk");
   const int nt = 32 * c.warps_m * c.warps_n;
   if (nt < c.siz_b_q || nt < c.siz_b_kv) return bad("need at least one thread per query/key row");
-  if (c.parallel) return {};  // the state kernel does not run
+  if (c.parallel()) return {};  // the state kernel does not run
   if (c.st_siz_b_k < 16 || dqk % c.st_siz_b_k) return bad("st_siz_b_k must divide Dqk");
   if (c.st_siz_b_v < 16 || dv % c.st_siz_b_v) return bad("st_siz_b_v must divide Dv");
   if (c.st_warps_m < 1 || c.st_warps_n < 1 || c.st_warps_m * c.st_warps_n > 16)
@@ -255,6 +261,50 @@ std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p) {
   if (c.st_sub < 16 || c.st_sub % 16 || c.chunk % c.st_sub) return bad("st_sub must be a multiple of 16 dividing chunk");
   if (snt < c.st_sub || snt < c.st_siz_b_k) return bad("state kernel needs a thread per sub-block row and per Dqk row");
   return {};
+}
+
+}  // namespace
+
+std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  if (std::string r = check_fwd_tiles(c, p); !r.empty()) return r;
+  if (std::string r = over_smem(fwd_output_smem(c, p), "output kernel", dev); !r.empty()) return r;
+  const int64_t nt = 32 * c.warps_m * c.warps_n;
+  if (std::string r = over_registers(int64_t{c.siz_b_q} * (c.siz_b_v + c.siz_b_kv), nt, "output kernel", dev);
+      !r.empty())
+    return r;
+  if (c.parallel()) return {};  // the output kernel is the whole parallel forward
+  if (std::string r = over_smem(fwd_states_smem(c, p), "state kernel", dev); !r.empty()) return r;
+  return over_registers(int64_t{c.st_siz_b_k} * c.st_siz_b_v, 32 * c.st_warps_m * c.st_warps_n, "state kernel", dev);
+}
+
+std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev) {
+  const std::string T = device_type(p.dtype);
+  const bool exp = p.variant == Variant::Exp;
+  if (c.parallel()) {  // the output kernel with CHUNK = 0, reading the raw gates of dtype G
+    return {rt::render(
+        "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output", "tfla::MlstmFwdParams",
+        {T, T, arg(p.Dqk), arg(p.Dv), "0", arg(c.siz_b_q), arg(c.siz_b_kv), arg(c.siz_b_v), arg(c.siz_b_kc),
+         arg(c.warps_m), arg(c.warps_n), arg(exp), arg(p.normalize), device_type(p.gate_dtype)},
+        32 * c.warps_m * c.warps_n, fwd_output_smem(c, p))};
+  }
+  // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
+  // normalizer, but the returned last state (n_S) is part of the op's contract either way.
+  const bool need_n = true;
+  return {
+      rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
+                 {arg(c.chunk), "256", arg(exp), device_type(p.gate_dtype)}, 256, 0, false),
+      rt::with_min_blocks(
+          rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
+                     "tfla::MlstmFwdParams",
+                     {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
+                      arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), arg(need_n)},
+                     32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
+          fwd_states_min_blocks(c, p, dev)),
+      rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output", "tfla::MlstmFwdParams",
+                 {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_q), arg(c.siz_b_kv), arg(c.siz_b_v),
+                  arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), arg(p.normalize)},
+                 32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)),
+  };
 }
 
 }  // namespace tfla::ops

@@ -2,12 +2,7 @@
 
 #include <set>
 
-#include "ops/bwd_config.hpp"
-#include "ops/fwd_config.hpp"
-#include "ops/mlstm_backward.hpp"
-#include "ops/mlstm_forward.hpp"
-#include "ops/mlstm_step.hpp"
-#include "ops/step_config.hpp"
+#include "ops/family.hpp"
 
 namespace tfla::ops {
 namespace {
@@ -57,22 +52,28 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
     add(fill_kernel(dt));
   }
   add(fill_kernel(DType::FP32));  // fp32 gates are filled whatever the input dtype
-  for (const MlstmProblem& p : default_space_problems(f)) {
-    // the default (the parallel form where it is the default) and the chunkwise default
-    for (const FwdConfig& c : {default_fwd_config(p), chunkwise_fwd_config(p)})
-      for (rt::KernelSpec& s : render_fwd(p, c).launched()) add(std::move(s));
-    // The step kernels' defaults at one batch row of 8 heads and at 512 heads.
-    for (int64_t heads : {8, 512}) {
-      MlstmProblem ps = p;
-      ps.B = heads / 8;
-      ps.NH = 8;
-      ps.S = 1;
-      for (rt::KernelSpec& s : render_step(ps, default_step_config(ps)).launched()) add(std::move(s));
+  // Every family's default for every problem of the space (the step at one batch row of 8
+  // heads and at 512 heads, one token).
+  const DeviceLimits& dev = DeviceLimits::reference();
+  for (const MlstmProblem& p : default_space_problems(f))
+    for (const Family* fam : families()) {
+      if (fam->op() == Op::Backward && p.variant == Variant::Sig && !p.normalize) continue;  // = sig's
+      std::vector<MlstmProblem> problems{p};
+      if (fam->op() == Op::Step) {
+        problems.clear();
+        for (int64_t heads : {8, 512}) {
+          MlstmProblem ps = p;
+          ps.B = heads / 8;
+          ps.NH = 8;
+          ps.S = 1;
+          problems.push_back(ps);
+        }
+      }
+      for (const MlstmProblem& q : problems) {
+        if (!fam->serves(q, dev).empty()) continue;
+        for (rt::KernelSpec& s : fam->kernels(q, fam->default_config(q, dev), dev)) add(std::move(s));
+      }
     }
-    if (p.variant == Variant::Sig && !p.normalize) continue;  // same backward kernels as sig
-    for (const BwdConfig& c : {default_bwd_config(p), chunkwise_bwd_config(p)})
-      for (rt::KernelSpec& s : render_bwd(p, c).launched()) add(std::move(s));
-  }
   return out;
 }
 

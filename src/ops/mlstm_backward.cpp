@@ -6,7 +6,7 @@
 #include "ops/kernel_memo.hpp"
 #include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
-#include "ops/render_args.hpp"
+#include "ops/saved_states.hpp"
 #include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
@@ -15,73 +15,10 @@
 #include "tfla/mlstm_params.cuh"
 
 namespace tfla::ops {
-namespace {
-
-std::string b(bool x) { return arg(x); }
-std::string s(int64_t x) { return arg(x); }
-
-}  // namespace
-
-std::vector<rt::KernelSpec> BwdKernels::launched() const {
-  if (parallel) return {tiles, gates_local};
-  return {gates, states, dstates, dq, dk, dv, gates_local, gates_df};
-}
-
-BwdKernels render_bwd(const MlstmProblem& p, const BwdConfig& c) {
-  const std::string T = device_type(p.dtype), G = device_type(p.gate_dtype);
-  const bool exp = p.variant == Variant::Exp;
-  BwdKernels k;
-  if (c.parallel) {  // the tile modes in one launch, then the gate gradients over one chunk (0)
-    k.parallel = true;
-    k.tiles = rt::with_min_blocks(
-        rt::render("mlstm_bwd_parallel", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_parallel",
-                   "tfla::MlstmBwdParams",
-                   {T, s(p.Dqk), s(p.Dv), s(c.siz_b_r), s(c.siz_b_t), s(c.siz_b_nqk), s(c.siz_b_nv),
-                    s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), G},
-                   32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p)),
-        bwd_parallel_min_blocks(c, p));
-    k.gates_local = rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh",
-                               "tfla::mlstm_bwd_gates_local", "tfla::MlstmBwdParams",
-                               {T, G, s(p.Dqk), "0", "256", b(exp)}, 256, 0, false);
-    return k;
-  }
-  const FwdConfig rc = c.recompute_config();
-  k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
-                       "tfla::MlstmFwdParams", {s(c.chunk), "256", b(exp), G}, 256, 0, false);
-  k.states = rt::with_min_blocks(
-      rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
-                 {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
-                  s(c.st_warps_m), s(c.st_warps_n), b(exp), "false"},
-                 32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
-      fwd_states_min_blocks(rc, p));
-  k.dstates = rt::render(
-      "mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates", "tfla::MlstmBwdParams",
-      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.ds_siz_b_k), s(c.ds_siz_b_v), s(c.ds_sub),
-       s(c.ds_warps_m), s(c.ds_warps_n), b(exp)},
-      32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p));
-  auto tile = [&](int mode) {
-    const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
-    return rt::with_min_blocks(
-        rt::render("mlstm_bwd_tile", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_tile", "tfla::MlstmBwdParams",
-                   {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.siz_b_r), s(c.siz_b_t), s(bn), s(c.siz_b_kc),
-                    s(c.warps_m), s(c.warps_n), b(exp), s(mode)},
-                   32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
-        bwd_tile_min_blocks(c, p, mode));
-  };
-  k.dq = tile(0);
-  k.dk = tile(1);
-  k.dv = tile(2);
-  k.gates_local = rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh",
-                             "tfla::mlstm_bwd_gates_local", "tfla::MlstmBwdParams",
-                             {T, G, s(p.Dqk), s(c.chunk), "256", b(exp)}, 256, 0, false);
-  k.gates_df = rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
-                          "tfla::MlstmBwdParams", {G, s(c.chunk), "256"}, 256, 0, false);
-  return k;
-}
 
 BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved, bool form_pinned) {
   const size_t bh = static_cast<size_t>(p.B * p.NH);
-  if (c.parallel) {  // xpart (BH, S, 2, xparts) alone
+  if (c.parallel()) {  // xpart (BH, S, 2, xparts) alone
     BwdWorkspace w;
     WorkspaceLayout layout;
     w.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
@@ -89,7 +26,7 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved
     w.total = layout.total();
     if (!form_pinned) {
       BwdConfig chunkwise = c;
-      chunkwise.parallel = 0;
+      chunkwise.form = Form::Chunkwise;
       w.total = std::max(w.total, bwd_workspace(p, chunkwise, saved).total);
     }
     return w;
@@ -129,23 +66,68 @@ std::string parallel_conflict(const BackwardTensors& t) {
   return {};
 }
 
-BwdConfig select_bwd_config(const MlstmProblem& p, const BackwardTensors& t, const Config& caller) {
-  const Config& pinned = caller.empty() ? tuned_config(p, "bwd") : caller;
-  BwdConfig cfg = resolve_bwd_config(p, pinned);
-  if (cfg.parallel == 1 && !caller.count("parallel")) {
-    if (const std::string what = parallel_conflict(t); !what.empty()) {
-      log_debug("backward S={}: the parallel form takes no {}; using the chunkwise default", p.S, what);
-      cfg = chunkwise_bwd_config(p);
-    }
-  }
-  return cfg;
+BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
+  BwdSelection s;
+  s.family = find_family(Op::Backward, c.form, c.engine);
+  s.cfg = c;
+  s.kernel_key = {static_cast<int64_t>(Op::Backward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
+                  static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
+                  p.normalize, p.Dqk, p.Dv, c.chunk, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m,
+                  c.st_warps_n, c.ds_siz_b_k, c.ds_siz_b_v, c.ds_sub, c.ds_warps_m, c.ds_warps_n, c.siz_b_r,
+                  c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n};
+  return s;
 }
 
-void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o,
-                          const BwdConfig& cfg) {
+const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise) {
+  static SelectionMemo<BwdSelection> memo;
+  const int ordinal = selection_ordinal();
+  SelectionKey key{selection_words(Op::Backward, p, ordinal, needs_chunkwise), caller};
+  return memo.get(std::move(key), [&] {
+    const DeviceLimits& dev = current_limits();
+    const Config& pinned = caller.empty() ? tuned_config(p, "bwd") : caller;
+    Resolved r = resolve(Op::Backward, p, dev, pinned);
+    if (needs_chunkwise && r.family->form() == Form::Parallel && !caller.count(kFormKey)) {
+      log_debug("backward S={}: the parallel form keeps no states; using the chunkwise default", p.S);
+      r = resolve(Op::Backward, p, dev, {{kFormKey, 0}});
+    }
+    BwdConfig c;
+    c.apply(r.config);
+    return selection_of(p, c);
+  });
+}
+
+const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& caller, const void* saved,
+                                         size_t saved_bytes) {
+  const BwdSelection& sel = select_bwd(p, caller, true);
+  if (caller.count("chunk") || sel.cfg.parallel()) return sel;
+  // The chunk the forward recorded for this buffer, else the forward's own choice for p.
+  int chunk = saved_chunk(saved, saved_bytes);
+  if (!chunk) chunk = select_fwd(p, {}, true).cfg.chunk;
+  if (chunk == sel.cfg.chunk || saved_size(p, chunk) != saved_bytes) return sel;  // a mismatch is reported by name
+  Config with_chunk = caller;
+  with_chunk["chunk"] = chunk;
+  return select_bwd(p, with_chunk, true);
+}
+
+namespace {
+
+// The acceptance rule of the selection's family on the current device, once per selection.
+std::string accepted(const MlstmProblem& p, const BwdSelection& sel) {
+  static SelectionMemo<std::string> memo;
+  SelectionKey key{sel.kernel_key, {}};
+  key.words[30] = p.S;
+  key.words[29] = selection_ordinal();
+  return memo.get(std::move(key), [&] { return sel.family->reject(sel.cfg.to_config(), p, current_limits()); });
+}
+
+}  // namespace
+
+void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel) {
   check_problem(p);
-  if (std::string why = check_bwd_config(cfg, p); !why.empty())
-    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(cfg.to_config()));
+  const BwdConfig& cfg = sel.cfg;
+  if (!sel.family)
+    throw Error(ErrorCode::InvalidArgument, "invalid backward config: no backward family of this form and engine",
+                to_string(cfg.to_config()));
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
   check_tensor("v", t.v, t.v_strides, p, p.Dv);
@@ -170,26 +152,26 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   check_optional_f32("dC0", t.dC0);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
-  if (cfg.parallel) {
+  if (cfg.parallel()) {
     if (const std::string what = parallel_conflict(t); !what.empty())
       throw Error(ErrorCode::InvalidArgument,
                   "parallel=1 (the parallel form keeps no chunk states) cannot take " + what +
                       ": pin parallel=0 (chunkwise) or leave the form to the library");
   }
-
-  rt::ensure_context();
-  static KernelMemo<8> memo;
-  const MemoKey key{2,           static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
-                    static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, cfg.chunk,
-                    cfg.st_siz_b_k, cfg.st_siz_b_v, cfg.st_sub, cfg.st_warps_m, cfg.st_warps_n,
-                    cfg.ds_siz_b_k, cfg.ds_siz_b_v, cfg.ds_sub, cfg.ds_warps_m, cfg.ds_warps_n,
-                    cfg.siz_b_r, cfg.siz_b_t, cfg.siz_b_nqk, cfg.siz_b_nv, cfg.siz_b_kc,
-                    cfg.warps_m, cfg.warps_n};
-  static KernelMemo<2> par_memo;
-  const MemoKey par_key{4, static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
-                        static_cast<int64_t>(p.variant), p.Dqk, p.Dv, cfg.siz_b_r, cfg.siz_b_t,
-                        cfg.siz_b_nqk, cfg.siz_b_nv, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n};
-  const BwdWorkspace ws = bwd_workspace(p, cfg, t.saved != nullptr, true);
+  if (const std::string why = accepted(p, sel); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(cfg.to_config()));
+  const bool saved = t.saved != nullptr;
+  const BwdWorkspace ws = bwd_workspace(p, cfg, saved, true);
+  const FwdWorkspace sv = cfg.parallel() ? FwdWorkspace{} : fwd_workspace(p, cfg.chunk, true);  // the saved layout
+  if (saved) {
+    if (t.saved_bytes != sv.total)
+      throw Error(ErrorCode::InvalidArgument,
+                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; the backward's chunk (" +
+                      std::to_string(cfg.chunk) + ") needs " + std::to_string(sv.total) +
+                      ": run forward and backward with the same chunk size");
+    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
+      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
+  }
   CUstream stream = static_cast<CUstream>(o.stream);
   CUdeviceptr base = 0;
   bool owned = false;
@@ -222,8 +204,14 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   const unsigned bh = static_cast<unsigned>(p.B * p.NH);
   auto u = [](int64_t x) { return static_cast<unsigned>(x); };
 
-  if (cfg.parallel) {  // two launches: the three tile modes, then the gate gradients
-    const auto kernels = par_memo.get(par_key, [&] { return render_bwd(p, cfg).launched(); });
+  rt::ensure_context();
+  static KernelMemo<8> memo;
+  const auto kernels = memo.get(sel.kernel_key, [&] {
+    std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
+    while (specs.size() < 8) specs.push_back(specs.back());  // the parallel form has two
+    return specs;
+  });
+  if (cfg.parallel()) {  // two launches: the three tile modes, then the gate gradients
     if (!o.workspace) {
       TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
       owned = true;
@@ -243,7 +231,6 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
     return;
   }
 
-  const auto kernels = memo.get(key, [&] { return render_bwd(p, cfg).launched(); });
   const rt::LoadedKernel& k_gates = *kernels[0];
   const rt::LoadedKernel& k_states = *kernels[1];
   const rt::LoadedKernel& k_dstates = *kernels[2];
@@ -253,17 +240,6 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   const rt::LoadedKernel& k_gl = *kernels[6];
   const rt::LoadedKernel& k_gdf = *kernels[7];
 
-  const bool saved = t.saved != nullptr;
-  const FwdWorkspace sv = fwd_workspace(p, cfg.chunk, true);  // the saved buffer's layout
-  if (saved) {
-    if (t.saved_bytes != sv.total)
-      throw Error(ErrorCode::InvalidArgument,
-                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; the backward's chunk (" +
-                      std::to_string(cfg.chunk) + ") needs " + std::to_string(sv.total) +
-                      ": run forward and backward with the same chunk size");
-    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
-      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
-  }
   if (!o.workspace) {
     TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
     owned = true;

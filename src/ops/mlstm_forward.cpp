@@ -5,7 +5,7 @@
 #include "ops/kernel_memo.hpp"
 #include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
-#include "ops/render_args.hpp"
+#include "ops/saved_states.hpp"
 #include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
@@ -14,53 +14,14 @@
 #include "tfla/mlstm_params.cuh"
 
 namespace tfla::ops {
-namespace {
 
-std::string b(bool x) { return arg(x); }
-std::string s(int64_t x) { return arg(x); }
-
-}  // namespace
-
-std::vector<rt::KernelSpec> FwdKernels::launched() const {
-  if (parallel) return {output};
-  return {gates, states, output};
-}
-
-FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& c) {
-  const std::string T = device_type(p.dtype);
-  const bool exp = p.variant == Variant::Exp;
-  if (c.parallel) {  // the output kernel with CHUNK = 0, reading the raw gates of dtype G
-    FwdKernels k;
-    k.parallel = true;
-    k.output = rt::render(
-        "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
-        "tfla::MlstmFwdParams",
-        {T, T, s(p.Dqk), s(p.Dv), "0", s(c.siz_b_q), s(c.siz_b_kv), s(c.siz_b_v), s(c.siz_b_kc),
-         s(c.warps_m), s(c.warps_n), b(exp), b(p.normalize), device_type(p.gate_dtype)},
-        32 * c.warps_m * c.warps_n, fwd_output_smem(c, p));
-    return k;
+int selection_ordinal() {
+  if (!rt::driver_available()) return -1;
+  try {
+    return rt::ensure_context();
+  } catch (const Error&) {
+    return -1;
   }
-  // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
-  // normalizer, but the returned last state (n_S) is part of the op's contract either way.
-  const bool need_n = true;
-  FwdKernels k;
-  k.gates = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
-                       "tfla::MlstmFwdParams",
-                       {s(c.chunk), "256", b(exp), device_type(p.gate_dtype)}, 256, 0, false);
-  k.states = rt::with_min_blocks(
-      rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
-                 "tfla::MlstmFwdParams",
-                 {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.st_siz_b_k), s(c.st_siz_b_v), s(c.st_sub),
-                  s(c.st_warps_m), s(c.st_warps_n), b(exp), b(need_n)},
-                 32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
-      fwd_states_min_blocks(c, p));
-  k.output = rt::render(
-      "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
-      "tfla::MlstmFwdParams",
-      {T, T, s(p.Dqk), s(p.Dv), s(c.chunk), s(c.siz_b_q), s(c.siz_b_kv), s(c.siz_b_v),
-       s(c.siz_b_kc), s(c.warps_m), s(c.warps_n), b(exp), b(p.normalize)},
-      32 * c.warps_m * c.warps_n, fwd_output_smem(c, p));
-  return k;
 }
 
 FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last) {
@@ -90,19 +51,45 @@ std::string parallel_conflict(const ForwardTensors& t) {
   return {};
 }
 
-FwdConfig select_fwd_config(const MlstmProblem& p, const ForwardTensors& t, const Config& caller) {
-  const Config& pinned = caller.empty() ? tuned_config(p, "fwd") : caller;
-  FwdConfig cfg = resolve_fwd_config(p, pinned);
-  if (cfg.parallel == 1 && !caller.count("parallel")) {
-    if (const std::string what = parallel_conflict(t); !what.empty()) {
-      log_debug("forward S={}: the parallel form takes no {}; using the chunkwise default", p.S, what);
-      cfg = chunkwise_fwd_config(p);
+FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
+  FwdSelection s;
+  s.family = find_family(Op::Forward, c.form, c.engine);
+  s.cfg = c;
+  s.kernel_key = {static_cast<int64_t>(Op::Forward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
+                  static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
+                  p.normalize, p.Dqk, p.Dv, c.chunk, c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_m,
+                  c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n};
+  return s;
+}
+
+const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise) {
+  static SelectionMemo<FwdSelection> memo;
+  const int ordinal = selection_ordinal();
+  SelectionKey key{selection_words(Op::Forward, p, ordinal, needs_chunkwise), caller};
+  return memo.get(std::move(key), [&] {
+    const DeviceLimits& dev = current_limits();
+    const Config& pinned = caller.empty() ? tuned_config(p, "fwd") : caller;
+    Resolved r = resolve(Op::Forward, p, dev, pinned);
+    if (needs_chunkwise && r.family->form() == Form::Parallel && !caller.count(kFormKey)) {
+      log_debug("forward S={}: the parallel form keeps no states; using the chunkwise default", p.S);
+      r = resolve(Op::Forward, p, dev, {{kFormKey, 0}});
     }
-  }
-  return cfg;
+    FwdConfig c;
+    c.apply(r.config);
+    return selection_of(p, c);
+  });
 }
 
 namespace {
+
+// The acceptance rule of the selection's family on the current device, once per selection.
+std::string accepted(const MlstmProblem& p, const FwdSelection& sel) {
+  static SelectionMemo<std::string> memo;
+  SelectionKey key{sel.kernel_key, {}};
+  key.words[30] = p.S;  // the rules read S (the parallel form's limit, tails)
+  key.words[29] = selection_ordinal();
+  return memo.get(std::move(key), [&] { return sel.family->reject(sel.cfg.to_config(), p, current_limits()); });
+}
 
 // The launch parameters every form shares: tensors, strides, sizes.
 MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
@@ -122,26 +109,31 @@ MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
 
 // The parallel form: one launch of the output kernel, no workspace.
 void forward_parallel(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
-                      const FwdConfig& cfg) {
-  static KernelMemo<1> memo;
-  const MemoKey key{3,          static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
-                    static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, cfg.siz_b_q,
-                    cfg.siz_b_kv, cfg.siz_b_v, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n};
-  const auto kernels = memo.get(key, [&] { return render_fwd(p, cfg).launched(); });
+                      const FwdConfig& cfg, const rt::LoadedKernel& output) {
   const MlstmFwdParams prm = io_params(p, t);
-  kernels[0]->launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
-                      static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q),
-                      static_cast<unsigned>(p.B * p.NH)},
-                     static_cast<CUstream>(o.stream), &prm, sizeof(prm));
+  output.launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v), static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q),
+                 static_cast<unsigned>(p.B * p.NH)},
+                static_cast<CUstream>(o.stream), &prm, sizeof(prm));
+}
+
+// The selection's kernels in the current context.
+KernelMemo<3>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
+  static KernelMemo<3> memo;
+  return memo.get(sel.kernel_key, [&] {
+    std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
+    while (specs.size() < 3) specs.push_back(specs.back());  // the parallel form has one
+    return specs;
+  });
 }
 
 }  // namespace
 
-void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
-                         const FwdConfig& cfg) {
+void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
   check_problem(p);
-  if (std::string why = check_fwd_config(cfg, p); !why.empty())
-    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
+  const FwdConfig& cfg = sel.cfg;
+  if (!sel.family)
+    throw Error(ErrorCode::InvalidArgument, "invalid forward config: no forward family of this form and engine",
+                to_string(cfg.to_config()));
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
   check_tensor("v", t.v, t.v_strides, p, p.Dv);
@@ -159,32 +151,16 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   check_optional_f32("m_last", t.m_last);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
-  if (cfg.parallel) {
+  if (cfg.parallel()) {
     if (const std::string what = parallel_conflict(t); !what.empty())
       throw Error(ErrorCode::InvalidArgument,
                   "parallel=1 (the parallel form keeps no chunk states) cannot take " + what +
                       ": pin parallel=0 (chunkwise) or leave the form to the library");
-    rt::ensure_context();
-    forward_parallel(p, t, o, cfg);
-    return;
   }
-
-  rt::ensure_context();
-  static KernelMemo<3> memo;
-  const MemoKey key{1,          static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
-                    static_cast<int64_t>(p.variant), p.normalize, p.Dqk, p.Dv, cfg.chunk,
-                    cfg.siz_b_q, cfg.siz_b_kv, cfg.siz_b_v, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n,
-                    cfg.st_siz_b_k, cfg.st_siz_b_v, cfg.st_sub, cfg.st_warps_m, cfg.st_warps_n};
-  const auto kernels = memo.get(key, [&] { return render_fwd(p, cfg).launched(); });
-  const rt::LoadedKernel& k_gates = *kernels[0];
-  const rt::LoadedKernel& k_states = *kernels[1];
-  const rt::LoadedKernel& k_output = *kernels[2];
-
+  if (const std::string why = accepted(p, sel); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
   const bool saved = t.saved != nullptr;
-  const FwdWorkspace ws = fwd_workspace(p, cfg.chunk, saved);
-  CUstream stream = static_cast<CUstream>(o.stream);
-  CUdeviceptr base = 0;
-  bool owned = false;
+  const FwdWorkspace ws = cfg.parallel() ? FwdWorkspace{} : fwd_workspace(p, cfg.chunk, saved);
   if (saved) {
     if (t.saved_bytes != ws.total)
       throw Error(ErrorCode::InvalidArgument,
@@ -192,14 +168,31 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
                       std::to_string(cfg.chunk) + ") need mlstm_saved_size() = " + std::to_string(ws.total));
     if (reinterpret_cast<uintptr_t>(t.saved) % 256)
       throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
-    base = reinterpret_cast<CUdeviceptr>(t.saved);
-  } else if (o.workspace) {
+  } else if (o.workspace && !cfg.parallel()) {
     if (o.workspace_bytes < ws.total)
       throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
                                                   " bytes is too small: this forward needs " +
                                                   std::to_string(ws.total));
     if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
       throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
+  }
+
+  rt::ensure_context();
+  const auto kernels = fwd_loaded(p, sel);
+  CUstream stream = static_cast<CUstream>(o.stream);
+  if (cfg.parallel()) {
+    forward_parallel(p, t, o, cfg, *kernels[0]);
+    return;
+  }
+  const rt::LoadedKernel& k_gates = *kernels[0];
+  const rt::LoadedKernel& k_states = *kernels[1];
+  const rt::LoadedKernel& k_output = *kernels[2];
+  CUdeviceptr base = 0;
+  bool owned = false;
+  if (saved) {
+    base = reinterpret_cast<CUdeviceptr>(t.saved);
+    record_saved(t.saved, t.saved_bytes, cfg.chunk);
+  } else if (o.workspace) {
     base = reinterpret_cast<CUdeviceptr>(o.workspace);
   } else {
     TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));

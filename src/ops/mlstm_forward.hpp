@@ -1,25 +1,19 @@
 // The TFLA forward. Chunkwise form: gate preprocessing, the inter-chunk state recurrence and the
-// tiled intra-chunk output, three kernels on one stream. Parallel form (FwdConfig::parallel):
-// the output kernel alone over one chunk spanning the sequence, gates scanned inside it.
+// tiled intra-chunk output, three kernels on one stream. Parallel form: the output kernel alone
+// over one chunk spanning the sequence, gates scanned inside it. Which family and config a call
+// runs is resolved once per shape (ops/selection.hpp) through the family registry.
 #pragma once
 #include <vector>
 
+#include "ops/family.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/selection.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
 
 namespace tfla::ops {
 
-// The rendered kernels of a forward configuration (parallel: output only, gates and states
-// empty).
-struct FwdKernels {
-  rt::KernelSpec gates, states, output;
-  bool parallel = false;
-  std::vector<rt::KernelSpec> launched() const;  // in launch order
-};
-FwdKernels render_fwd(const MlstmProblem& p, const FwdConfig& cfg);
-
-// Workspace layout in bytes for (p, cfg); total() is the size query's answer.
+// Workspace layout in bytes for (p, chunk); total is the size query's answer.
 struct FwdWorkspace {
   size_t gate_b = 0, gate_u = 0, gate_pm = 0, chunk_g = 0, chunk_umax = 0, chunk_m = 0,
          states_C = 0, states_n = 0, C_last = 0, total = 0;
@@ -28,9 +22,9 @@ struct FwdWorkspace {
 FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last = false);
 // The parallel form uses none, but unless the caller pinned the form (form_pinned) a parallel
 // config answers its chunk's layout: the size then also covers the chunkwise form that a call
-// with states falls back to (select_fwd_config).
+// with states falls back to (select_fwd).
 inline FwdWorkspace fwd_workspace(const MlstmProblem& p, const FwdConfig& cfg, bool form_pinned = false) {
-  if (cfg.parallel && form_pinned) return {};
+  if (cfg.parallel() && form_pinned) return {};
   return fwd_workspace(p, cfg.chunk, false);
 }
 // Size of the saved-states buffer (the workspace layout plus C_S) for a chunk length.
@@ -40,14 +34,27 @@ inline size_t saved_size(const MlstmProblem& p, int chunk) { return fwd_workspac
 // last states, a saved buffer).
 std::string parallel_conflict(const ForwardTensors& t);
 
-// The config a call runs: `caller` (LaunchOptions::config) or, when empty, the tuned one, over
-// the default. When parallel = 1 is the library's choice (tuned or default, not in `caller`) but
-// t needs the chunkwise form, the chunkwise default instead (logged at debug).
-FwdConfig select_fwd_config(const MlstmProblem& p, const ForwardTensors& t, const Config& caller);
+// A resolved forward: its family, typed config and the key of its kernels.
+struct FwdSelection {
+  const Family* family = nullptr;
+  FwdConfig cfg;
+  MemoKey kernel_key{};
+};
+// The selection a call runs (memoized per shape, device and pinned config): `caller`
+// (LaunchOptions::config) or, when empty, the tuned config, over the family's default. When the
+// library chose the parallel form (tuned or default, not pinned by the caller) but the call
+// needs the chunkwise form (needs_chunkwise: it carries states), the chunkwise default instead.
+// Throws InvalidArgument for unknown keys or values out of range (the config is not checked).
+const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise);
+// The selection of an explicit typed config (the tuner's candidates).
+FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& cfg);
 
-// Validates everything and launches with an explicit config (used by the public entry point
-// and by the tuner). A parallel config with states throws InvalidArgument.
-void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
-                         const FwdConfig& cfg);
+// Validates everything and launches the selection (the public entry point and the tuner).
+// A parallel config with states throws InvalidArgument.
+void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel);
+inline void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
+                                const FwdConfig& cfg) {
+  run_forward(p, t, o, selection_of(p, cfg));
+}
 
 }  // namespace tfla::ops

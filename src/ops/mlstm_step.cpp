@@ -9,7 +9,6 @@
 #include "ops/kernel_memo.hpp"
 #include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
-#include "ops/render_args.hpp"
 #include "ops/tuned_config.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -88,38 +87,37 @@ void check_step_problem(const MlstmProblem& p) {
   check_problem(p);
 }
 
-StepKernels render_step(const MlstmProblem& p, const StepConfig& c) {
+StepSelection selection_of(const MlstmProblem& p, const StepConfig& c) {
   const bool exp = p.variant == Variant::Exp;
-  auto s = [](int64_t x) { return std::to_string(x); };
-  StepKernels k;
-  // mLSTMexp always normalizes: one state kernel whatever p.normalize says.
-  k.state = rt::render("mlstm_step_state", "tfla/mlstm_step.cuh", "tfla::mlstm_step_state", "tfla::MlstmStepParams",
-                       {device_type(p.dtype), device_type(p.gate_dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v),
-                        s(STEP_STATE_THREADS), exp ? "true" : "false", exp || p.normalize ? "true" : "false"},
-                       STEP_STATE_THREADS, 0, /*uses_smem_arg=*/false);
-  // The update kernel does not depend on the variant: it applies the state kernel's records.
-  k.update = rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
-                        {device_type(p.dtype), s(p.Dqk), s(p.Dv), s(c.siz_b_v), s(c.threads),
-                         s(step_prefetch_tokens(c, p))},
-                        c.threads, 0, /*uses_smem_arg=*/false);
-  return k;
+  StepSelection s;
+  s.cfg = c;
+  s.kernel_key = {static_cast<int64_t>(Op::Step), static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
+                  exp, exp || p.normalize, p.Dqk, p.Dv, c.siz_b_v, c.threads, step_prefetch_tokens(c, p)};
+  return s;
 }
 
-void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o,
-                      const StepConfig& cfg) {
+const StepSelection& select_step(const MlstmProblem& p, const Config& caller) {
+  static SelectionMemo<StepSelection> memo;
+  SelectionKey key{selection_words(Op::Step, p, selection_ordinal(), false), caller};
+  return memo.get(std::move(key), [&] {
+    const Config& pinned = caller.empty() ? tuned_config(p, "step") : caller;
+    const Resolved r = resolve(Op::Step, p, current_limits(), pinned);
+    StepConfig c;
+    c.apply(r.config);
+    return selection_of(p, c);
+  });
+}
+
+void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel) {
   check_step_problem(p);
+  const StepConfig& cfg = sel.cfg;
   if (const char* why = step_config_error(cfg, p))
     invalid(std::string("invalid step config: ") + why, to_string(cfg.to_config()));
   check_step_tensors(p, t);
 
   rt::ensure_context();
   static KernelMemo<2> memo;
-  const bool exp = p.variant == Variant::Exp;
-  const MemoKey key{3,  // the step op
-                    static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), exp,
-                    exp || p.normalize, p.Dqk, p.Dv, cfg.siz_b_v, cfg.threads,
-                    step_prefetch_tokens(cfg, p)};
-  const auto kernels = memo.get(key, [&] { return render_step(p, cfg).launched(); });
+  const auto kernels = memo.get(sel.kernel_key, [&] { return step_kernels(p, cfg); });
 
   MlstmStepParams prm{};
   fill_inputs(prm, t, p);
@@ -145,17 +143,15 @@ namespace tfla {
 
 Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_step_problem(problem);
-  const ops::StepConfig cfg =
-      ops::resolve_step_config(problem, pinned.empty() ? ops::tuned_config(problem, "step") : pinned);
-  if (std::string why = ops::check_step_config(cfg, problem); !why.empty())
-    throw Error(ErrorCode::InvalidArgument, "invalid step config: " + why, to_string(cfg.to_config()));
+  const ops::StepConfig& cfg = ops::select_step(problem, pinned).cfg;
+  if (const char* why = ops::step_config_error(cfg, problem))
+    throw Error(ErrorCode::InvalidArgument, std::string("invalid step config: ") + why, to_string(cfg.to_config()));
   return cfg.to_config();
 }
 
 void mlstm_step(const MlstmProblem& problem, const StepTensors& tensors, const LaunchOptions& options) {
   ops::check_step_problem(problem);
-  const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "step") : options.config;
-  ops::step_with_config(problem, tensors, options, ops::resolve_step_config(problem, pinned));
+  ops::run_step(problem, tensors, options, ops::select_step(problem, options.config));
 }
 
 }  // namespace tfla

@@ -3,6 +3,7 @@
 #pragma once
 #include <vector>
 
+#include "ops/selection.hpp"
 #include "ops/step_config.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
@@ -12,18 +13,24 @@ namespace tfla::ops {
 // The rendered kernels of a configuration: the state kernel (n, m and per-token records; one
 // CTA per head) and the update kernel (C and h; (Dv / siz_b_v, B * NH) CTAs), launched in this
 // order, the second as a programmatic dependent of the first.
-struct StepKernels {
-  rt::KernelSpec state, update;
-  std::vector<rt::KernelSpec> launched() const { return {state, update}; }
+// A resolved step: its typed config and the key of its kernels (memoized per shape, device
+// and pinned config: a decode loop's call does no default search).
+struct StepSelection {
+  StepConfig cfg;
+  MemoKey kernel_key{};
 };
-StepKernels render_step(const MlstmProblem& p, const StepConfig& cfg);
+const StepSelection& select_step(const MlstmProblem& p, const Config& caller);
+StepSelection selection_of(const MlstmProblem& p, const StepConfig& cfg);
 
 // Throws InvalidArgument unless p is a valid step problem (p.S = T >= 1 tokens, shapes, dtypes).
 void check_step_problem(const MlstmProblem& p);
 
 // Validates everything and launches with an explicit config (used by the public entry point
 // and by the tuner). Asynchronous on o.stream; uses no workspace.
-void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o,
-                      const StepConfig& cfg);
+void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel);
+inline void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o,
+                             const StepConfig& cfg) {
+  run_step(p, t, o, selection_of(p, cfg));
+}
 
 }  // namespace tfla::ops

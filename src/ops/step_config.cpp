@@ -2,22 +2,25 @@
 
 #include <vector>
 
+#include "ops/config_keys.hpp"
+#include "ops/render_args.hpp"
 #include "tfla/mlstm_step_params.cuh"
 
 namespace tfla::ops {
 
-Config StepConfig::to_config() const { return {{"siz_b_v", siz_b_v}, {"threads", threads}}; }
-
-void StepConfig::apply(const Config& c) {
-  for (const auto& [key, value] : c) {
-    const int v = static_cast<int>(value);
-    if (key == "siz_b_v") siz_b_v = v;
-    else if (key == "threads") threads = v;
-    else
-      throw Error(ErrorCode::InvalidArgument, "unknown step config key '" + key + "'",
-                  "known keys: " + to_string(StepConfig{}.to_config()));
-  }
+namespace {
+const KeyTable<StepConfig>& table() {
+  static const KeyTable<StepConfig> t({
+      {{"siz_b_v", 16, 512, "Dv columns of C per update CTA"}, &StepConfig::siz_b_v},
+      {{"threads", 32, 1024, "threads per update CTA"}, &StepConfig::threads},
+  });
+  return t;
 }
+}  // namespace
+
+const std::vector<KeyDef>& StepConfig::key_defs() { return table().defs(); }
+Config StepConfig::to_config() const { return table().to_config(*this); }
+void StepConfig::apply(const Config& c) { table().apply(*this, c, "step config"); }
 
 namespace {
 constexpr int kMaxStateRegs = 128;      // fp32 state values per thread (registers)
@@ -115,6 +118,22 @@ const char* step_config_error(const StepConfig& c, const MlstmProblem& p) {
 std::string check_step_config(const StepConfig& c, const MlstmProblem& p) {
   const char* why = step_config_error(c, p);
   return why ? why : std::string();
+}
+
+std::vector<rt::KernelSpec> step_kernels(const MlstmProblem& p, const StepConfig& c) {
+  const bool exp = p.variant == Variant::Exp;
+  // mLSTMexp always normalizes: one state kernel whatever p.normalize says.
+  return {
+      rt::render("mlstm_step_state", "tfla/mlstm_step.cuh", "tfla::mlstm_step_state", "tfla::MlstmStepParams",
+                 {device_type(p.dtype), device_type(p.gate_dtype), arg(p.Dqk), arg(p.Dv), arg(c.siz_b_v),
+                  arg(STEP_STATE_THREADS), arg(exp), arg(exp || p.normalize)},
+                 STEP_STATE_THREADS, 0, /*uses_smem_arg=*/false),
+      // The update kernel does not depend on the variant: it applies the state kernel's records.
+      rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
+                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(c.siz_b_v), arg(c.threads),
+                  arg(step_prefetch_tokens(c, p))},
+                 c.threads, 0, /*uses_smem_arg=*/false),
+  };
 }
 
 }  // namespace tfla::ops

@@ -4,6 +4,10 @@
 #pragma once
 #include <string>
 
+#include <vector>
+
+#include "ops/family.hpp"
+#include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
 
 namespace tfla::ops {
@@ -13,8 +17,10 @@ struct StepConfig {
   int threads = 256;  // threads per update CTA; each keeps Dqk * siz_b_v / threads fp32 state values
 
   Config to_config() const;
-  // Reads the keys present in c over this config; throws InvalidArgument on unknown keys.
+  // Reads the keys present in c over this config; throws InvalidArgument on unknown keys and
+  // values out of range.
   void apply(const Config& c);
+  static const std::vector<KeyDef>& key_defs();
   int slices(int64_t dv) const { return static_cast<int>(dv / siz_b_v); }
 };
 
@@ -33,5 +39,7 @@ const char* step_config_error(const StepConfig& cfg, const MlstmProblem& p);
 int step_prefetch_tokens(const StepConfig& cfg, const MlstmProblem& p);
 // Static shared memory of the kernel, bytes (pf token buffers; 1 = the least it needs).
 int step_smem(const StepConfig& cfg, const MlstmProblem& p, int pf = 1);
+// The step's two kernels (the per-head state kernel, the update kernel), in launch order.
+std::vector<rt::KernelSpec> step_kernels(const MlstmProblem& p, const StepConfig& cfg);
 
 }  // namespace tfla::ops

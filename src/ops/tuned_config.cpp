@@ -6,9 +6,7 @@
 #include <map>
 #include <mutex>
 
-#include "ops/bwd_config.hpp"
-#include "ops/fwd_config.hpp"
-#include "ops/step_config.hpp"
+#include "ops/family.hpp"
 #include "runtime/cubin_store.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -50,25 +48,11 @@ Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
   key.layout = "bhsd";  // the tuner times contiguous (B, NH, S, D); strides do not change tiles
   key.batch_heads = p.B * p.NH;
   key.seq_len = p.S;
-  const bool fwd = std::strcmp(op, "fwd") == 0;
-  const bool step = std::strcmp(op, "step") == 0;
+  const std::optional<Op> kind = op_from_string(op);
+  if (!kind) return {};
+  const DeviceLimits limits = DeviceLimits::of(dev);
   auto valid = [&](const cache::Config& c) {
-    try {
-      Config pinned(c.values.begin(), c.values.end());
-      if (step) return check_step_config(resolve_step_config(p, pinned), p).empty();
-      if (fwd) {
-        const FwdConfig f = resolve_fwd_config(p, pinned);
-        return check_fwd_config(f, p).empty() && fwd_output_smem(f, p) <= dev.smem_optin_bytes &&
-               fwd_states_smem(f, p) <= dev.smem_optin_bytes;
-      }
-      const BwdConfig b = resolve_bwd_config(p, pinned);
-      if (!check_bwd_config(b, p).empty()) return false;
-      for (int mode = 0; mode < 3; ++mode)
-        if (bwd_tile_smem(b, p, mode) > dev.smem_optin_bytes) return false;
-      return bwd_dstates_smem(b, p) <= dev.smem_optin_bytes;
-    } catch (const Error&) {
-      return false;
-    }
+    return acceptance(*kind, p, limits, Config(c.values.begin(), c.values.end())).empty();
   };
   const cache::EnvKey env = rt::current_env_key(dev);
   const cache::LookupResult r = db->lookup(env, key, valid);

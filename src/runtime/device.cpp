@@ -62,6 +62,7 @@ const DeviceInfo& device_info(int ordinal) {
   info.sm_count = attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
   info.l2_bytes = attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE);
   info.smem_optin_bytes = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
+  info.smem_per_sm_bytes = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
   size_t total = 0;
   check(d.cuDeviceTotalMem(&total, dev), "cuDeviceTotalMem");
   info.total_memory_bytes = static_cast<int64_t>(total);

@@ -12,8 +12,10 @@
 #include "ops/mlstm_forward.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
+#include "../unit/config_helpers.hpp"
 
 using namespace tfla;
+using namespace tfla::test;
 
 TEST_CASE("every kernel family compiles for sm_90a in every dtype and variant", "[nvrtc]") {
   ops::SpaceFilter f;
@@ -64,9 +66,9 @@ TEST_CASE("the default forward config is valid for every supported head dim", "[
         MlstmProblem p;
         p.dtype = dt;
         p.B = 1; p.NH = 1; p.S = s; p.Dqk = dqk; p.Dv = dv;
-        const ops::FwdConfig c = ops::default_fwd_config(p);
+        const ops::FwdConfig c = fwd_default(p);
         INFO(to_string(dt) << " Dqk=" << dqk << " Dv=" << dv << " S=" << s);
-        CHECK(ops::check_fwd_config(c, p).empty());
+        CHECK(check_fwd(c, p).empty());
         CHECK(ops::fwd_output_smem(c, p) <= 227 * 1024);
         CHECK(ops::fwd_states_smem(c, p) <= 227 * 1024);
       }
@@ -80,9 +82,9 @@ TEST_CASE("the default backward config is valid for every supported head dim", "
           MlstmProblem p;
           p.dtype = dt;
           p.B = 1; p.NH = 1; p.S = s; p.Dqk = dqk; p.Dv = dv;
-          const ops::BwdConfig c = ops::default_bwd_config(p);
+          const ops::BwdConfig c = bwd_default(p);
           INFO(to_string(dt) << " Dqk=" << dqk << " Dv=" << dv << " S=" << s);
-          CHECK(ops::check_bwd_config(c, p).empty());
+          CHECK(check_bwd(c, p).empty());
           for (int mode = 0; mode < 3; ++mode) CHECK(ops::bwd_tile_smem(c, p, mode) <= 227 * 1024);
           CHECK(ops::bwd_dstates_smem(c, p) <= 227 * 1024);
         }

@@ -8,8 +8,10 @@
 #include "ops/fwd_config.hpp"
 #include "runtime/env_key.hpp"
 #include "tfla_cache/cache.hpp"
+#include "config_helpers.hpp"
 
 using namespace tfla;
+using namespace tfla::test;
 
 namespace {
 cache::EnvKey h100(const std::string& tfla_version,
@@ -34,7 +36,7 @@ cache::TunedEntry entry(const cache::EnvKey& env, int64_t bh, int64_t s, int64_t
   p.S = s;
   p.Dqk = 256;
   p.Dv = 512;
-  t.winner.values = ops::default_fwd_config(p, 128).to_config();
+  t.winner.values = fwd_default(p, 128).to_config();
   t.winner_median_us = 100;
   t.winner_spread_us = 2;
   t.default_median_us = 150;

@@ -12,8 +12,10 @@
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "tuner/search_space.hpp"
+#include "config_helpers.hpp"
 
 using namespace tfla;
+using namespace tfla::test;
 
 namespace {
 
@@ -60,13 +62,13 @@ template <class F> std::string invalid_argument(F&& call) {
 }  // namespace
 
 TEST_CASE("the default is the parallel form for short sequences only", "[parallel][config]") {
-  CHECK(ops::default_fwd_config(problem(64)).parallel == 1);
-  CHECK(ops::default_bwd_config(problem(64)).parallel == 1);
-  CHECK(ops::default_fwd_config(problem(8192)).parallel == 0);
-  CHECK(ops::default_bwd_config(problem(8192)).parallel == 0);
+  CHECK(fwd_default(problem(64)).parallel() == 1);
+  CHECK(bwd_default(problem(64)).parallel() == 1);
+  CHECK(fwd_default(problem(8192)).parallel() == 0);
+  CHECK(bwd_default(problem(8192)).parallel() == 0);
   // a fixed chunk is the chunkwise form
-  CHECK(ops::default_fwd_config(problem(64), 64).parallel == 0);
-  CHECK(ops::default_bwd_config(problem(64), 64).parallel == 0);
+  CHECK(fwd_default(problem(64), 64).parallel() == 0);
+  CHECK(bwd_default(problem(64), 64).parallel() == 0);
   // the rule is monotone in S: once chunkwise, chunkwise for every longer sequence
   for (auto [dqk, dv] : {std::pair{256, 512}, {128, 128}, {64, 64}}) {
     bool chunkwise = false;
@@ -79,71 +81,71 @@ TEST_CASE("the default is the parallel form for short sequences only", "[paralle
     CHECK(chunkwise);
   }
   // one query tile per sequence: the whole Dv in one tile where it fits
-  CHECK(ops::parallel_fwd_config(problem(64)).siz_b_v == 512);
-  CHECK(ops::parallel_fwd_config(problem(128)).siz_b_v == 256);
-  CHECK(ops::parallel_fwd_config(problem(64, 256, 512, DType::FP32)).siz_b_v < 512);  // too big for smem
+  CHECK(par_fwd(problem(64)).siz_b_v == 512);
+  CHECK(par_fwd(problem(128)).siz_b_v == 256);
+  CHECK(par_fwd(problem(64, 256, 512, DType::FP32)).siz_b_v < 512);  // too big for smem
   // every default is valid
   for (int64_t S : {1, 15, 64, 100, 256, 1000, 2048, 4096})
     for (auto [dt, dqk, dv] : {std::tuple{DType::BF16, 512, 512}, {DType::FP32, 512, 512}, {DType::BF16, 48, 80},
                                {DType::FP16, 112, 48}, {DType::FP32, 256, 512}, {DType::BF16, 128, 384}}) {
       const MlstmProblem p = problem(S, dqk, dv, dt);
       INFO("S = " << S);
-      CHECK(ops::check_fwd_config(ops::parallel_fwd_config(p), p).empty());
-      CHECK(ops::check_bwd_config(ops::parallel_bwd_config(p), p).empty());
-      CHECK(ops::fwd_output_smem(ops::parallel_fwd_config(p), p) <= 227 * 1024);
-      CHECK(ops::bwd_parallel_smem(ops::parallel_bwd_config(p), p) <= 227 * 1024);
+      CHECK(check_fwd(par_fwd(p), p).empty());
+      CHECK(check_bwd(par_bwd(p), p).empty());
+      CHECK(ops::fwd_output_smem(par_fwd(p), p) <= 227 * 1024);
+      CHECK(ops::bwd_parallel_smem(par_bwd(p), p) <= 227 * 1024);
     }
 }
 
 TEST_CASE("pinned parallel and chunk keys resolve over the matching default", "[parallel][config]") {
   const MlstmProblem p = problem(8192);
-  const ops::FwdConfig par = ops::resolve_fwd_config(p, {{"parallel", 1}});
-  CHECK(par.parallel == 1);
-  CHECK(par.to_config() == ops::parallel_fwd_config(p).to_config());
-  CHECK(ops::resolve_fwd_config(p, {{"parallel", 1}, {"siz_b_v", 128}}).siz_b_v == 128);
+  const ops::FwdConfig par = fwd_resolve(p, {{"parallel", 1}});
+  CHECK(par.parallel() == 1);
+  CHECK(par.to_config() == par_fwd(p).to_config());
+  CHECK(fwd_resolve(p, {{"parallel", 1}, {"siz_b_v", 128}}).siz_b_v == 128);
   const MlstmProblem s = problem(64);
-  CHECK(ops::resolve_fwd_config(s, {{"parallel", 0}}).to_config() == ops::chunkwise_fwd_config(s).to_config());
-  CHECK(ops::resolve_fwd_config(s, {{"chunk", 128}}).parallel == 0);
-  CHECK(ops::resolve_bwd_config(s, {{"parallel", 0}}).to_config() == ops::chunkwise_bwd_config(s).to_config());
-  CHECK(ops::resolve_bwd_config(p, {{"parallel", 1}}).parallel == 1);
+  CHECK(fwd_resolve(s, {{"parallel", 0}}).to_config() == cw_fwd(s).to_config());
+  CHECK(fwd_resolve(s, {{"chunk", 128}}).parallel() == 0);
+  CHECK(bwd_resolve(s, {{"parallel", 0}}).to_config() == cw_bwd(s).to_config());
+  CHECK(bwd_resolve(p, {{"parallel", 1}}).parallel() == 1);
   // a parallel config keeps the chunkwise keys of the fallback
-  CHECK(ops::parallel_fwd_config(s).chunk == ops::chunkwise_fwd_config(s).chunk);
-  CHECK(ops::parallel_bwd_config(s).chunk == ops::chunkwise_bwd_config(s).chunk);
+  CHECK(par_fwd(s).chunk == cw_fwd(s).chunk);
+  CHECK(par_bwd(s).chunk == cw_bwd(s).chunk);
   // the key round-trips
   ops::FwdConfig f;
   f.apply(par.to_config());
-  CHECK(f.parallel == 1);
+  CHECK(f.parallel() == 1);
   ops::BwdConfig b;
-  b.apply(ops::parallel_bwd_config(p).to_config());
-  CHECK(b.parallel == 1);
+  b.apply(par_bwd(p).to_config());
+  CHECK(b.parallel() == 1);
 }
 
 TEST_CASE("parallel config rules name the violated rule", "[parallel][config]") {
   const MlstmProblem p = problem(1000);
-  ops::FwdConfig f = ops::parallel_fwd_config(p);
-  REQUIRE(ops::check_fwd_config(f, p).empty());
-  f.parallel = 2;
-  CHECK(ops::check_fwd_config(f, p).find("parallel must be 0 or 1") != std::string::npos);
-  f = ops::parallel_fwd_config(p);
+  ops::FwdConfig f = par_fwd(p);
+  REQUIRE(check_fwd(f, p).empty());
+  CHECK(invalid_argument([&] { f.apply({{"parallel", 2}}); }).find("must be 0 (chunkwise) or 1") != std::string::npos);
+  CHECK(invalid_argument([&] { f.apply({{"chunk", int64_t{1} << 40}}); }).find("out of range") != std::string::npos);
+  f = par_fwd(p);
   f.siz_b_q = 64;
   f.siz_b_kv = 128;
   f.warps_m = 2;
-  CHECK(ops::check_fwd_config(f, p).find("siz_b_kv must divide siz_b_q") != std::string::npos);
+  CHECK(check_fwd(f, p).find("siz_b_kv must divide siz_b_q") != std::string::npos);
   // tiles need not divide the chunk in the parallel form
-  f = ops::parallel_fwd_config(p);
+  f = par_fwd(p);
   f.chunk = 64;
   f.siz_b_q = 128;
   f.warps_m = 4;
   f.warps_n = 4;
-  CHECK(ops::check_fwd_config(f, p).empty());
+  CHECK(check_fwd(f, p).empty());
   const MlstmProblem long_seq = problem(ops::parallel_max_seq() + 16);
-  const std::string why = ops::check_fwd_config(ops::parallel_fwd_config(long_seq), long_seq);
+  const std::string why = check_fwd(par_fwd(long_seq), long_seq);
   CHECK(why.find("S up to " + std::to_string(ops::parallel_max_seq())) != std::string::npos);
-  CHECK(ops::check_bwd_config(ops::parallel_bwd_config(long_seq), long_seq).find("S up to") != std::string::npos);
-  ops::BwdConfig b = ops::parallel_bwd_config(p);
+  CHECK(check_bwd(par_bwd(long_seq), long_seq).find("S up to") != std::string::npos);
+  ops::BwdConfig b = par_bwd(p);
   b.siz_b_r = 64;
   b.siz_b_t = 128;
-  CHECK(ops::check_bwd_config(b, p).find("siz_b_t must divide siz_b_r") != std::string::npos);
+  CHECK(check_bwd(b, p).find("siz_b_t must divide siz_b_r") != std::string::npos);
   // the parallel default over a long sequence is never chosen, but pinning is refused clearly
   CHECK(invalid_argument([&] { (void)mlstm_forward_config(long_seq, {{"parallel", 1}}); }).find("S up to") !=
         std::string::npos);
@@ -184,36 +186,36 @@ TEST_CASE("parallel=1 pinned refuses states before any GPU work", "[parallel][ap
 
 TEST_CASE("the library's parallel choice falls back to the chunkwise default for states", "[parallel][api]") {
   const MlstmProblem p = problem(64, 64, 64);
-  REQUIRE(ops::default_fwd_config(p).parallel == 1);
+  REQUIRE(fwd_default(p).parallel() == 1);
   ForwardTensors t = fwd_tensors();
-  CHECK(ops::select_fwd_config(p, t, {}).parallel == 1);
+  CHECK(sel_fwd(p, t, {}).parallel() == 1);
   t.C_last = static_cast<float*>(fake_ptr(20));
-  CHECK(ops::select_fwd_config(p, t, {}).to_config() == ops::chunkwise_fwd_config(p).to_config());
+  CHECK(sel_fwd(p, t, {}).to_config() == cw_fwd(p).to_config());
   // keys pinned without the form still fall back; a pinned form never does
-  CHECK(ops::select_fwd_config(p, t, {{"siz_b_v", 32}}).parallel == 0);
-  CHECK(ops::select_fwd_config(p, t, {{"parallel", 1}}).parallel == 1);
+  CHECK(sel_fwd(p, t, {{"siz_b_v", 32}}).parallel() == 0);
+  CHECK(sel_fwd(p, t, {{"parallel", 1}}).parallel() == 1);
   BackwardTensors bt = bwd_tensors();
-  CHECK(ops::select_bwd_config(p, bt, {}).parallel == 1);
+  CHECK(sel_bwd(p, bt, {}).parallel() == 1);
   bt.dC0 = static_cast<float*>(fake_ptr(20));
-  CHECK(ops::select_bwd_config(p, bt, {}).to_config() == ops::chunkwise_bwd_config(p).to_config());
+  CHECK(sel_bwd(p, bt, {}).to_config() == cw_bwd(p).to_config());
 }
 
 TEST_CASE("workspace sizes: none pinned parallel, the fallback's when the library chooses", "[parallel][api]") {
   const MlstmProblem p = problem(256);
-  REQUIRE(ops::default_fwd_config(p).parallel == 1);
+  REQUIRE(fwd_default(p).parallel() == 1);
   CHECK(mlstm_forward_workspace_size(p, {{"parallel", 1}}) == 0);
   CHECK(mlstm_forward_workspace_size(p) == mlstm_forward_workspace_size(p, {{"parallel", 0}}));
   CHECK(mlstm_forward_workspace_size(p) > 0);
   const size_t par = mlstm_backward_workspace_size(p, {{"parallel", 1}});
   // the parallel backward's one buffer: fp32 partial dots (B*NH, S, 2, Dqk / siz_b_nqk)
-  const ops::BwdConfig b = ops::parallel_bwd_config(p);
+  const ops::BwdConfig b = par_bwd(p);
   CHECK(par == static_cast<size_t>(p.B * p.NH * p.S * 2 * (p.Dqk / b.siz_b_nqk) * 4));
   CHECK(mlstm_backward_workspace_size(p) >= mlstm_backward_workspace_size(p, {{"parallel", 0}}));
   CHECK(mlstm_backward_workspace_size(p) >= par);
 }
 
 TEST_CASE("the tuner's spaces hold parallel candidates for sequences it supports", "[parallel][tuner]") {
-  for (tuner::Family fam : {tuner::Family::Fwd, tuner::Family::Bwd}) {
+  for (tuner::Family fam : {tuner::Family::Forward, tuner::Family::Backward}) {
     const MlstmProblem p = problem(1024);
     const tuner::Enumerated e = tuner::enumerate(fam, p, tuner::SpaceLimits{}, 0);
     int parallel = 0, chunkwise = 0;

@@ -16,8 +16,10 @@
 #include "tuner/spec_file.hpp"
 #include "tuner/tuner.hpp"
 #include "tuner/worker.hpp"
+#include "config_helpers.hpp"
 
 using namespace tfla;
+using namespace tfla::test;
 using namespace tfla::tuner;
 
 namespace {
@@ -33,15 +35,15 @@ TEST_CASE("forward space: every kept candidate is valid and fits; the default is
     const MlstmProblem p = paper_problem(dt);
     SpaceLimits lim;
     lim.smem_optin_bytes = 227 * 1024;
-    const Enumerated e = enumerate(Family::Fwd, p, lim, 0);
+    const Enumerated e = enumerate(Family::Forward, p, lim, 0);
     REQUIRE(e.kept.size() > 10);
     CHECK(e.pruned_count > 0);
-    CHECK(e.kept.front().config == ops::default_fwd_config(p).to_config());
+    CHECK(e.kept.front().config == fwd_default(p).to_config());
     for (const Candidate& c : e.kept) {
       ops::FwdConfig f;
       f.apply(c.config);
       INFO(to_string(c.config));
-      CHECK(ops::check_fwd_config(f, p).empty());
+      CHECK(check_fwd(f, p).empty());
       CHECK(ops::fwd_output_smem(f, p) <= lim.smem_optin_bytes);
       CHECK(ops::fwd_states_smem(f, p) <= lim.smem_optin_bytes);
       CHECK(c.reason.empty());
@@ -53,14 +55,14 @@ TEST_CASE("forward space: every kept candidate is valid and fits; the default is
 TEST_CASE("backward space: kept candidates pass check_bwd_config and the smem limit", "[tuner]") {
   const MlstmProblem p = paper_problem();
   SpaceLimits lim;
-  const Enumerated e = enumerate(Family::Bwd, p, lim, 50);
+  const Enumerated e = enumerate(Family::Backward, p, lim, 50);
   REQUIRE(e.kept.size() == 50);
-  CHECK(e.kept.front().config == ops::default_bwd_config(p).to_config());
+  CHECK(e.kept.front().config == bwd_default(p).to_config());
   for (const Candidate& c : e.kept) {
     ops::BwdConfig b;
     b.apply(c.config);
     INFO(to_string(c.config));
-    CHECK(ops::check_bwd_config(b, p).empty());
+    CHECK(check_bwd(b, p).empty());
     for (int mode = 0; mode < 3; ++mode) CHECK(ops::bwd_tile_smem(b, p, mode) <= lim.smem_optin_bytes);
     CHECK(ops::bwd_dstates_smem(b, p) <= lim.smem_optin_bytes);
   }
@@ -70,20 +72,20 @@ TEST_CASE("a small shared-memory limit prunes with a reason; budget caps; chunk 
   const MlstmProblem p = paper_problem();
   SpaceLimits small;
   small.smem_optin_bytes = 48 * 1024;
-  const Enumerated e = enumerate(Family::Fwd, p, small, 8);
+  const Enumerated e = enumerate(Family::Forward, p, small, 8);
   CHECK(e.kept.size() <= 8);
   REQUIRE(!e.pruned.empty());
   bool smem_reason = false;
   for (const Candidate& c : e.pruned) smem_reason = smem_reason || c.reason.find("shared memory") != std::string::npos;
   CHECK(smem_reason);
-  const Enumerated capped = enumerate(Family::Fwd, p, SpaceLimits{}, 3);
+  const Enumerated capped = enumerate(Family::Forward, p, SpaceLimits{}, 3);
   CHECK(capped.kept.size() == 3);
-  const Enumerated c128 = enumerate(Family::Fwd, p, SpaceLimits{}, 0, 128);
+  const Enumerated c128 = enumerate(Family::Forward, p, SpaceLimits{}, 0, 128);
   for (const Candidate& c : c128.kept) CHECK(c.config.at("chunk") == 128);
   // Register estimate: a 128 x (256 + 64) output block in 2 x 2 warps: 320 accumulators a thread.
-  Config big = ops::default_fwd_config(p).to_config();
+  Config big = fwd_default(p).to_config();
   big["siz_b_q"] = 128; big["siz_b_v"] = 256; big["siz_b_kv"] = 64; big["warps_m"] = 2; big["warps_n"] = 2;
-  CHECK(prune_reason(Family::Fwd, big, p, SpaceLimits{}).find("accumulators") != std::string::npos);
+  CHECK(prune_reason(Family::Forward, big, p, SpaceLimits{}).find("accumulators") != std::string::npos);
 }
 
 TEST_CASE("spec files: good lines, comments, and clear errors", "[tuner]") {
@@ -138,13 +140,13 @@ TEST_CASE("worker protocol: lines round-trip", "[tuner]") {
 
   RunRequest r;
   r.problem = parse_spec_line("op=fwbw variant=sig dqk=128 dv=128 bh=4 seq=512");
-  r.family = Family::Bwd;
+  r.family = Family::Backward;
   r.config = {{"chunk", 128}, {"siz_b_r", 64}};
   r.reference = {{"chunk", 256}};
   r.reps = 7;
   const RunRequest r2 = parse_request(to_line(r));
   CHECK(r2.problem.to_string() == r.problem.to_string());
-  CHECK(r2.family == Family::Bwd);
+  CHECK(r2.family == Family::Backward);
   CHECK(r2.config == r.config);
   CHECK(r2.reference == r.reference);
   CHECK(r2.reps == 7);
@@ -201,7 +203,7 @@ TEST_CASE("orchestrator: a crashing candidate is faulted, the run goes on, resum
   h.env.cc_major = 9;
   h.env.tfla_version = "test";
   TuneProblem t = parse_spec_line("op=fwd variant=exp dtype=bf16 dqk=256 dv=512 bh=64 seq=8192");
-  const Enumerated space = enumerate(Family::Fwd, t.problem(), SpaceLimits{}, 5);
+  const Enumerated space = enumerate(Family::Forward, t.problem(), SpaceLimits{}, 5);
   REQUIRE(space.kept.size() == 5);
   const std::string crash = config_text(space.kept[2].config);
   const std::string log = s.dir + "/requests.log";
@@ -230,9 +232,9 @@ TEST_CASE("orchestrator: a crashing candidate is faulted, the run goes on, resum
   CHECK(!row.winner.empty());
 
   cache::Cache db = cache::Cache::open(opt.cache_path);
-  const auto recorded = db.candidates(h.env, problem_key(t, Family::Fwd));
+  const auto recorded = db.candidates(h.env, problem_key(t, Family::Forward));
   CHECK(recorded.size() == 5 + space.pruned.size());
-  auto entry = db.get_exact(h.env, problem_key(t, Family::Fwd));
+  auto entry = db.get_exact(h.env, problem_key(t, Family::Forward));
   REQUIRE(entry);
   CHECK(entry->default_median_us == 90);
 

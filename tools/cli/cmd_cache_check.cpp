@@ -9,9 +9,7 @@
 
 #include "cache_cli.hpp"
 #include "commands.hpp"
-#include "ops/bwd_config.hpp"
-#include "ops/fwd_config.hpp"
-#include "ops/step_config.hpp"
+#include "ops/family.hpp"
 #include "ops/kernel_space.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/cubin_store.hpp"
@@ -109,6 +107,21 @@ std::optional<cache::EnvKey> explain_env(const cache::Cache& c, std::string* sou
 
 }  // namespace
 
+// The device limits of the explained environment (its shared-memory opt-in, SM count and
+// compute capability), the reference limits where it has none.
+ops::DeviceLimits explain_limits(const std::optional<cache::EnvKey>& env) {
+  ops::DeviceLimits l = ops::DeviceLimits::reference();
+  if (!env) return l;
+  if (env->smem_optin_bytes > 0) l.smem_optin_bytes = env->smem_optin_bytes;
+  if (env->sm_count > 0) l.sm_count = env->sm_count;
+  if (env->cc_major > 0) {
+    l.cc_major = env->cc_major;
+    l.cc_minor = env->cc_minor;
+    l.arch = rt::arch_for(env->cc_major, env->cc_minor);
+  }
+  return l;
+}
+
 int cmd_explain(const Args& args) {
   const cache::ProblemKey key = problem_from(args);
   cache::Cache c = open(args);
@@ -116,38 +129,19 @@ int cmd_explain(const Args& args) {
   const std::optional<cache::EnvKey> env = explain_env(c, &source);
   const std::optional<MlstmProblem> mp = mlstm_problem(key);
 
-  // What the library would run without a tuned entry, and which stored configs it accepts.
+  // What the library would run without a tuned entry, and which stored configs it accepts: the
+  // families' one acceptance rule (ops::acceptance), against the explained environment's limits.
   std::string fallback = "(none: unknown dtype or variant)";
   cache::ConfigPredicate accept;
   if (mp) {
     try {
       ops::check_problem(*mp);
-      if (key.op == "bwd") {
-        fallback = to_string(ops::default_bwd_config(*mp).to_config());
-        accept = [p = *mp](const cache::Config& cfg) {
-          try {
-            return ops::check_bwd_config(ops::resolve_bwd_config(p, cfg.values), p).empty();
-          } catch (const Error&) {
-            return false;
-          }
-        };
-      } else if (key.op == "fwd") {
-        fallback = to_string(ops::default_fwd_config(*mp).to_config());
-        accept = [p = *mp](const cache::Config& cfg) {
-          try {
-            return ops::check_fwd_config(ops::resolve_fwd_config(p, cfg.values), p).empty();
-          } catch (const Error&) {
-            return false;
-          }
-        };
-      } else if (key.op == "step") {
-        fallback = to_string(ops::default_step_config(*mp).to_config());
-        accept = [p = *mp](const cache::Config& cfg) {
-          try {
-            return ops::check_step_config(ops::resolve_step_config(p, cfg.values), p).empty();
-          } catch (const Error&) {
-            return false;
-          }
+      const std::optional<ops::Op> op = ops::op_from_string(key.op);
+      if (op) {
+        const ops::DeviceLimits limits = explain_limits(env);
+        fallback = to_string(ops::resolve(*op, *mp, limits, {}).config);
+        accept = [p = *mp, o = *op, limits](const cache::Config& cfg) {
+          return ops::acceptance(o, p, limits, cfg.values).empty();
         };
       } else {
         fallback = "(none: unknown op '" + key.op + "')";

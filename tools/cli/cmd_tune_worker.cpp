@@ -104,7 +104,9 @@ std::unique_ptr<ProblemData> make_data(const MlstmProblem& p, int64_t l2_bytes) 
   d->dq = DeviceBuffer(n_qk * eb); d->dk = DeviceBuffer(n_qk * eb); d->dv = DeviceBuffer(n_v * eb);
   d->di = DeviceBuffer(n_g * 4); d->df = DeviceBuffer(n_g * 4);
   // The backward reads the forward's normalizer: one default forward per set.
-  DeviceBuffer ws(ops::fwd_workspace(p, ops::default_fwd_config(p)).total);
+  ops::FwdConfig def;
+  def.apply(ops::resolve(ops::Op::Forward, p, ops::current_limits(), {}).config);
+  DeviceBuffer ws(ops::fwd_workspace(p, def).total);
   for (auto& in : d->sets) {
     ForwardTensors t;
     t.q = in->q.get(); t.k = in->k.get(); t.v = in->v.get(); t.i = in->i.get(); t.f = in->f.get();
@@ -112,7 +114,7 @@ std::unique_ptr<ProblemData> make_data(const MlstmProblem& p, int64_t l2_bytes) 
     LaunchOptions o;
     o.workspace = ws.get();
     o.workspace_bytes = ws.bytes();
-    ops::forward_with_config(p, t, o, ops::default_fwd_config(p));
+    ops::forward_with_config(p, t, o, def);
   }
   synchronize();
   return d;
@@ -183,7 +185,7 @@ void launch(Family fam, ProblemData& d, const Config& c, int s, const DeviceBuff
   LaunchOptions o;
   o.workspace = ws.get();
   o.workspace_bytes = ws.bytes();
-  if (fam == Family::Fwd) {
+  if (fam == Family::Forward) {
     ops::FwdConfig cfg;
     cfg.apply(c);
     ForwardTensors t;
@@ -203,7 +205,7 @@ void launch(Family fam, ProblemData& d, const Config& c, int s, const DeviceBuff
 
 size_t workspace_bytes(Family fam, const MlstmProblem& p, const Config& c) {
   if (fam == Family::Step) return 0;  // the step uses no workspace
-  if (fam == Family::Fwd) {
+  if (fam == Family::Forward) {
     ops::FwdConfig cfg;
     cfg.apply(c);
     return ops::fwd_workspace(p, cfg).total;
@@ -216,7 +218,7 @@ size_t workspace_bytes(Family fam, const MlstmProblem& p, const Config& c) {
 std::vector<std::vector<float>> outputs(Family fam, const ProblemData& d) {
   const MlstmProblem& p = d.p;
   const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
-  if (fam == Family::Fwd) return {download(d.h, p.dtype, n_v)};
+  if (fam == Family::Forward) return {download(d.h, p.dtype, n_v)};
   if (fam == Family::Step) {
     const InputSet& s0 = *d.sets[0];
     return {download(d.h, p.dtype, n_v), download(s0.C, DType::FP32, p.B * p.NH * p.Dqk * p.Dv),

@@ -53,6 +53,7 @@ struct DeviceInfo {
   int sm_count = 0;
   int64_t l2_bytes = 0;
   int64_t smem_optin_bytes = 0;  // max dynamic shared memory per block after opt-in
+  int64_t smem_per_sm_bytes = 0; // shared memory of one SM, shared by its resident blocks
   int64_t total_memory_bytes = 0;
   std::string arch;  // NVRTC target, e.g. "sm_90a"
 };

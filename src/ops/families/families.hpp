@@ -1,0 +1,40 @@
+// What the family files share: the accessors the registry lists (one per family) and the small
+// helpers that declare tuner axes and run a typed acceptance rule over a Config.
+#pragma once
+#include <initializer_list>
+#include <string>
+
+#include "ops/family.hpp"
+
+namespace tfla::ops {
+
+// One per family file; the registry (ops/family.cpp) lists them in preference order.
+const Family& fwd_parallel_family();
+const Family& fwd_chunkwise_family();
+const Family& bwd_parallel_family();
+const Family& bwd_chunkwise_family();
+const Family& step_family();
+
+// An axis of one key's values.
+Axis values(const std::string& key, std::initializer_list<int64_t> vs);
+// The warp grids (warps_m x warps_n) the tile kernels take, prefixed ("" or "st_").
+Axis warp_grids(const std::string& prefix);
+// A state-style block (Dqk x Dv per CTA) with the warp grid the defaults derive from it.
+Axis state_blocks(const std::string& prefix);
+
+// Reads cfg into the typed config Cfg and runs its rule; a config of another form, unknown keys
+// or values out of range are reasons too.
+template <class Cfg, class Rule>
+std::string check_typed(const Config& cfg, Form form, Rule rule) {
+  Cfg c;
+  try {
+    c.apply(cfg);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  if (c.form != form)
+    return std::string("a ") + to_string(c.form) + " config given to the " + to_string(form) + " form";
+  return rule(c);
+}
+
+}  // namespace tfla::ops

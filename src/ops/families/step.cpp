@@ -1,0 +1,69 @@
+// The recurrent step on mma.sync-era hardware (plain CUDA cores; memory-bound): a per-head
+// state kernel updates n and m and leaves each token's gate factors in h, then the update
+// kernel (a programmatic dependent launch) updates C and writes h
+// (kernel_templates/tfla/mlstm_step.cuh). Default: default_step_config in ops/step_config.cpp
+// (why). The tuner's space: every slice width the kernel takes (multiples of 16 dividing Dv)
+// times the thread counts that leave 16, 32, 64 or 128 state values per thread, and 128, 256
+// and 512 threads.
+#include <algorithm>
+
+#include "ops/families/families.hpp"
+#include "ops/step_config.hpp"
+
+namespace tfla::ops {
+namespace {
+
+class Step final : public Family {
+ public:
+  const char* name() const noexcept override { return "step.recurrent.mma"; }
+  Op op() const noexcept override { return Op::Step; }
+  Form form() const noexcept override { return Form::Recurrent; }
+  Engine engine() const noexcept override { return Engine::MmaSync; }
+  const std::vector<KeyDef>& keys() const noexcept override { return StepConfig::key_defs(); }
+  std::string serves(const MlstmProblem&, const DeviceLimits&) const override { return {}; }
+  bool preferred(const MlstmProblem&, const DeviceLimits&) const override { return true; }
+  Config default_config(const MlstmProblem& p, const DeviceLimits&, int) const override {
+    return default_step_config(p).to_config();
+  }
+  // A pinned slice width without threads gets the default's thread rule for that width.
+  Config complete(const MlstmProblem& p, const DeviceLimits&, const Config& pinned) const override {
+    return resolve_step_config(p, pinned).to_config();
+  }
+  std::string reject(const Config& cfg, const MlstmProblem& p, const DeviceLimits& dev) const override {
+    StepConfig c;
+    try {
+      c.apply(cfg);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    if (const char* why = step_config_error(c, p)) return why;
+    return over_registers(int64_t{p.Dqk} * c.siz_b_v, c.threads, "step kernel", dev);
+  }
+  std::vector<Axis> axes(const MlstmProblem& p) const override {
+    Axis points;
+    for (int64_t bv = 16; bv <= p.Dv; bv += 16) {
+      if (p.Dv % bv) continue;
+      std::vector<int64_t> threads{128, 256, 512};
+      for (int64_t regs : {16, 32, 64, 128})
+        if ((p.Dqk * bv) % regs == 0) threads.push_back(p.Dqk * bv / regs);
+      std::sort(threads.begin(), threads.end());
+      threads.erase(std::unique(threads.begin(), threads.end()), threads.end());
+      for (int64_t nt : threads) points.push_back({{"siz_b_v", bv}, {"threads", nt}});
+    }
+    return {points};
+  }
+  std::vector<rt::KernelSpec> kernels(const MlstmProblem& p, const Config& cfg, const DeviceLimits&) const override {
+    StepConfig c;
+    c.apply(cfg);
+    return step_kernels(p, c);
+  }
+};
+
+}  // namespace
+
+const Family& step_family() {
+  static const Step f;
+  return f;
+}
+
+}  // namespace tfla::ops

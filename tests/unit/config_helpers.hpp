@@ -1,0 +1,51 @@
+// Shorthands for the unit tests of the kernel families' configs: the reference device's limits
+// (the deviceless H100/H200 target) and the resolution paths of dispatch, typed.
+#pragma once
+#include "ops/bwd_config.hpp"
+#include "ops/family.hpp"
+#include "ops/fwd_config.hpp"
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "ops/step_config.hpp"
+
+namespace tfla::test {
+
+inline const ops::DeviceLimits& ref() { return ops::DeviceLimits::reference(); }
+
+template <class Cfg> Cfg typed(const Config& c) {
+  Cfg t;
+  t.apply(c);
+  return t;
+}
+// What dispatch resolves for a pinned config (empty: the op's default).
+inline ops::FwdConfig fwd_resolve(const MlstmProblem& p, const Config& pinned) {
+  return typed<ops::FwdConfig>(ops::resolve(ops::Op::Forward, p, ref(), pinned).config);
+}
+inline ops::BwdConfig bwd_resolve(const MlstmProblem& p, const Config& pinned) {
+  return typed<ops::BwdConfig>(ops::resolve(ops::Op::Backward, p, ref(), pinned).config);
+}
+inline ops::StepConfig step_resolve(const MlstmProblem& p, const Config& pinned) {
+  return typed<ops::StepConfig>(ops::resolve(ops::Op::Step, p, ref(), pinned).config);
+}
+// The op's default; chunk > 0: the chunkwise default of that chunk.
+inline ops::FwdConfig fwd_default(const MlstmProblem& p, int chunk = 0) {
+  return chunk > 0 ? ops::chunkwise_fwd_config(p, ref(), chunk) : fwd_resolve(p, {});
+}
+inline ops::BwdConfig bwd_default(const MlstmProblem& p, int chunk = 0) {
+  return chunk > 0 ? ops::chunkwise_bwd_config(p, ref(), chunk) : bwd_resolve(p, {});
+}
+inline ops::FwdConfig cw_fwd(const MlstmProblem& p) { return ops::chunkwise_fwd_config(p, ref()); }
+inline ops::BwdConfig cw_bwd(const MlstmProblem& p) { return ops::chunkwise_bwd_config(p, ref()); }
+inline ops::FwdConfig par_fwd(const MlstmProblem& p) { return ops::parallel_fwd_config(p, ref()); }
+inline ops::BwdConfig par_bwd(const MlstmProblem& p) { return ops::parallel_bwd_config(p, ref()); }
+inline std::string check_fwd(const ops::FwdConfig& c, const MlstmProblem& p) { return ops::check_fwd_config(c, p, ref()); }
+inline std::string check_bwd(const ops::BwdConfig& c, const MlstmProblem& p) { return ops::check_bwd_config(c, p, ref()); }
+// What a call with these tensors selects.
+inline ops::FwdConfig sel_fwd(const MlstmProblem& p, const ForwardTensors& t, const Config& caller) {
+  return ops::select_fwd(p, caller, !ops::parallel_conflict(t).empty()).cfg;
+}
+inline ops::BwdConfig sel_bwd(const MlstmProblem& p, const BackwardTensors& t, const Config& caller) {
+  return ops::select_bwd(p, caller, !ops::parallel_conflict(t).empty()).cfg;
+}
+
+}  // namespace tfla::test
