@@ -118,8 +118,20 @@ class WorkerLane {
 };
 
 bool failed(CandidateStatus s) { return s != CandidateStatus::Ok && s != CandidateStatus::Pending; }
-
 }  // namespace
+
+std::string failure_reason(const CandidateResult& r) {
+  switch (r.status) {
+    case CandidateStatus::Ok:
+    case CandidateStatus::Pending: return {};
+    case CandidateStatus::OverLimits: return "rejected";
+    case CandidateStatus::CompileFailed: return "compile_error";
+    case CandidateStatus::LaunchFailed: return "launch_error";
+    case CandidateStatus::WrongResult: return "wrong_result";
+    case CandidateStatus::Faulted: return r.message.find("timed out") != std::string::npos ? "timeout" : "fault";
+  }
+  return "fault";
+}
 
 cache::ProblemKey problem_key(const TuneProblem& t, Family f) {
   cache::ProblemKey k;
@@ -185,6 +197,10 @@ void tune_family(FamilySummary& s, const Enumerated& space,
   for (const CandidateResult& r : s.results) {
     if (r.status == CandidateStatus::Ok) ++s.ok;
     else if (failed(r.status)) ++s.failed;
+    if (const std::string why = failure_reason(r); !why.empty()) {
+      ++s.failed_by[why];
+      s.first_failure.emplace(why, r.message.substr(0, 300));
+    }
     if (r.config.values == reference && r.status == CandidateStatus::Ok) s.default_us = r.time_median_us;
   }
 }

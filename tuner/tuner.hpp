@@ -7,6 +7,7 @@
 // recorded as faulted; a fresh worker is started for the rest.
 #pragma once
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,11 @@ struct FamilySummary {
   double default_us = 0, winner_us = 0;  // 0 when not measured
   Config winner;                         // empty when no candidate passed
   int ok = 0, failed = 0, resumed = 0, pruned = 0;
+  // Candidates that did not pass, by reason ("rejected" by the family's acceptance rule,
+  // "compile_error", "launch_error", "wrong_result", "fault", "timeout"), with the first message
+  // of each reason.
+  std::map<std::string, int> failed_by;
+  std::map<std::string, std::string> first_failure;
   std::vector<cache::CandidateResult> results;  // every candidate of this run (and resumed)
 };
 
@@ -44,6 +50,10 @@ struct TuneReport {
   std::vector<FamilySummary> rows;
   int worker_restarts = 0;
 };
+
+// The reason of a candidate that did not pass, as FamilySummary::failed_by counts it; "" for ok
+// and pending.
+std::string failure_reason(const cache::CandidateResult& r);
 
 // The cache key of a family's results for problem t.
 cache::ProblemKey problem_key(const TuneProblem& t, Family f);

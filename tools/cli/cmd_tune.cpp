@@ -100,6 +100,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
                       {"winner_us", r.winner_us},
                       {"speedup", r.winner_us > 0 ? r.default_us / r.winner_us : 0.0},
                       {"winner", tuner::config_text(r.winner)}, {"ok", r.ok}, {"failed", r.failed},
+                      {"failed_by", r.failed_by}, {"first_failure", r.first_failure},
                       {"resumed", r.resumed}, {"pruned", r.pruned}});
     nlohmann::json j{{"device", rep.hello.device_name}, {"env_id", rep.hello.env.id()},
                      {"cache", opt.cache_path}, {"worker_restarts", rep.worker_restarts}, {"rows", rows}};
@@ -113,6 +114,10 @@ int cmd_tune(const std::vector<std::string>& argv) {
       std::printf("%-48s %11.1f %11.1f %7.2fx %6d %6d  %s\n", r.key.to_string().c_str(), r.default_us,
                   r.winner_us, r.winner_us > 0 ? r.default_us / r.winner_us : 0.0, r.ok, r.failed,
                   r.winner.empty() ? "(none passed)" : tuner::config_text(r.winner).c_str());
+    for (const auto& r : rep.rows)
+      for (const auto& [why, n] : r.failed_by)
+        std::printf("  %s: %d %s (first: %s)\n", r.key.to_string().c_str(), n, why.c_str(),
+                    r.first_failure.count(why) ? r.first_failure.at(why).c_str() : "");
     if (rep.worker_restarts) std::printf("worker restarted %d time(s) after faults\n", rep.worker_restarts);
   }
   for (const auto& r : rep.rows)

@@ -1,8 +1,10 @@
 // tfla tune-worker (hidden): the GPU side of `tfla tune`. Reads run requests (JSON lines,
 // tuner/worker.hpp) on stdin and answers each with a result line: times the candidate with CUDA
 // events (warm-up, median of repeats, inputs rotated over sets larger than twice the L2, random
-// data) and validates its outputs on input set 0 against the default config's. A sticky CUDA
-// error is reported as "faulted" and ends the process: the parent starts a fresh worker.
+// data) after two checks: the candidate's outputs on a small problem of the same family against
+// the float64 reference (src/reference: forward and backward; the step against the default),
+// and its outputs on input set 0 of the real problem against the default config's. A sticky
+// CUDA error is reported as "faulted" and ends the process: the parent starts a fresh worker.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +19,7 @@
 #include "ops/mlstm_step.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
+#include "reference/reference.hpp"
 #include "runtime/env_key.hpp"
 #include "tuner/worker.hpp"
 
@@ -33,12 +36,15 @@ struct InputSet {
   DeviceBuffer C, n, m;
 };
 
+struct SmallCheck;
+
 // Inputs and outputs of one problem, kept while requests for it keep coming.
 struct ProblemData {
   MlstmProblem p;
   std::vector<std::unique_ptr<InputSet>> sets;
   DeviceBuffer h, dq, dk, dv, di, df;
   std::map<std::string, std::vector<std::vector<float>>> reference;  // family|config -> outputs
+  std::map<Family, std::shared_ptr<SmallCheck>> small;  // the float64 checks, per family
   DeviceBuffer C0, n0, m0;  // step: set 0's initial states, restored before each validation
 };
 
@@ -76,6 +82,119 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& ref) {
   }
   if (std::isnan(num) || std::isnan(den)) return NAN;
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// The float64 check of candidates: a small problem with the request's head dims, dtypes and
+// variant (B*NH = 2; S spans two chunks of the longest chunk the spaces walk plus a tail, or the
+// request's S if shorter), random inputs as the device holds them, and the reference outputs.
+struct SmallCheck {
+  MlstmProblem p;
+  DeviceBuffer q, k, v, i, f, dh, h, norm, dq, dk, dv, di, df;
+  std::vector<double> ref_h;                          // (2, S, Dv)
+  std::vector<std::vector<double>> ref_grads;         // dq, dk, dv, di
+};
+
+std::vector<double> widen(const std::vector<float>& x) { return std::vector<double>(x.begin(), x.end()); }
+
+double rel_error_to(const std::vector<float>& got, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t x = 0; x < got.size(); ++x) {
+    const double d = static_cast<double>(got[x]) - ref[x];
+    num += d * d;
+    den += ref[x] * ref[x];
+  }
+  if (!std::isfinite(num) || !std::isfinite(den)) return NAN;
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+std::shared_ptr<SmallCheck> make_small_check(const MlstmProblem& big, Family fam) {
+  auto c = std::make_shared<SmallCheck>();
+  MlstmProblem& p = c->p;
+  p = big;
+  p.B = 1;
+  p.NH = 2;
+  p.S = std::min<int64_t>(big.S, 2 * 512 + 37);
+  const size_t eb = dtype_bytes(p.dtype);
+  const int64_t n_qk = p.NH * p.S * p.Dqk, n_v = p.NH * p.S * p.Dv, n_g = p.NH * p.S;
+  const size_t gb = dtype_bytes(p.gate_dtype);
+  c->q = DeviceBuffer(n_qk * eb); c->k = DeviceBuffer(n_qk * eb); c->v = DeviceBuffer(n_v * eb);
+  c->dh = DeviceBuffer(n_v * eb); c->i = DeviceBuffer(n_g * gb); c->f = DeviceBuffer(n_g * gb);
+  c->h = DeviceBuffer(n_v * eb); c->norm = DeviceBuffer(n_g * 4);
+  fill_random(c->q.get(), p.dtype, n_qk, 71, 0.f, 1.f);
+  fill_random(c->k.get(), p.dtype, n_qk, 72, 0.f, 1.f);
+  fill_random(c->v.get(), p.dtype, n_v, 73, 0.f, 1.f);
+  fill_random(c->dh.get(), p.dtype, n_v, 74, 0.f, 1.f);
+  fill_random(c->i.get(), p.gate_dtype, n_g, 75, 0.f, 1.f);
+  fill_random(c->f.get(), p.gate_dtype, n_g, 76, 3.f, 1.f);
+  synchronize();
+  reference::Inputs in;
+  in.q = widen(download(c->q, p.dtype, n_qk));
+  in.k = widen(download(c->k, p.dtype, n_qk));
+  in.v = widen(download(c->v, p.dtype, n_v));
+  in.i = widen(download(c->i, p.gate_dtype, n_g));
+  in.f = widen(download(c->f, p.gate_dtype, n_g));
+  const reference::Shape shape{p.B, p.NH, p.S, p.Dqk, p.Dv};
+  reference::Options opt;
+  opt.variant = p.variant == Variant::Exp ? reference::Variant::Exp : reference::Variant::Sig;
+  opt.normalize = p.normalize;
+  opt.eps = p.eps;
+  opt.scale = p.scale;
+  if (fam == Family::Forward) {
+    c->ref_h = reference::forward_recurrent(shape, opt, in, nullptr).h;
+    return c;
+  }
+  c->dq = DeviceBuffer(n_qk * eb); c->dk = DeviceBuffer(n_qk * eb); c->dv = DeviceBuffer(n_v * eb);
+  c->di = DeviceBuffer(n_g * gb); c->df = DeviceBuffer(n_g * gb);
+  const reference::BackwardResult g =
+      reference::backward(shape, opt, in, nullptr, widen(download(c->dh, p.dtype, n_v)), nullptr);
+  c->ref_grads = {g.dq, g.dk, g.dv, g.di};
+  // The backward reads the forward's normalizer: one default forward.
+  ops::FwdConfig def;
+  def.apply(ops::resolve(ops::Op::Forward, p, ops::current_limits(), {}).config);
+  ForwardTensors t;
+  t.q = c->q.get(); t.k = c->k.get(); t.v = c->v.get(); t.i = c->i.get(); t.f = c->f.get();
+  t.h = c->h.get(); t.norm = c->norm.as<float>();
+  ops::forward_with_config(p, t, {}, def);
+  synchronize();
+  return c;
+}
+
+// "" when the candidate's outputs on the small problem are within tolerance of the float64
+// reference, else the largest relative error and its limit.
+std::string check_small(Family fam, const Config& cfg, SmallCheck& c) {
+  const MlstmProblem& p = c.p;
+  const double tol = p.dtype == DType::FP32 ? 1e-4 : 1e-2;
+  const int64_t n_qk = p.NH * p.S * p.Dqk, n_v = p.NH * p.S * p.Dv, n_g = p.NH * p.S;
+  std::vector<double> errors;
+  if (fam == Family::Forward) {
+    ops::FwdConfig f;
+    f.apply(cfg);
+    c.h.fill_byte(0xFF);
+    ForwardTensors t;
+    t.q = c.q.get(); t.k = c.k.get(); t.v = c.v.get(); t.i = c.i.get(); t.f = c.f.get(); t.h = c.h.get();
+    ops::forward_with_config(p, t, {}, f);
+    synchronize();
+    errors.push_back(rel_error_to(download(c.h, p.dtype, n_v), c.ref_h));
+  } else {
+    ops::BwdConfig b;
+    b.apply(cfg);
+    for (DeviceBuffer* out : {&c.dq, &c.dk, &c.dv, &c.di, &c.df}) out->fill_byte(0xFF);
+    BackwardTensors t;
+    t.q = c.q.get(); t.k = c.k.get(); t.v = c.v.get(); t.i = c.i.get(); t.f = c.f.get();
+    t.dh = c.dh.get(); t.norm = c.norm.as<float>();
+    t.dq = c.dq.get(); t.dk = c.dk.get(); t.dv = c.dv.get(); t.di = c.di.get(); t.df = c.df.get();
+    ops::backward_with_config(p, t, {}, b);
+    synchronize();
+    errors.push_back(rel_error_to(download(c.dq, p.dtype, n_qk), c.ref_grads[0]));
+    errors.push_back(rel_error_to(download(c.dk, p.dtype, n_qk), c.ref_grads[1]));
+    errors.push_back(rel_error_to(download(c.dv, p.dtype, n_v), c.ref_grads[2]));
+    errors.push_back(rel_error_to(download(c.di, p.gate_dtype, n_g), c.ref_grads[3]));
+  }
+  double worst = 0;
+  for (double e : errors) worst = std::isnan(e) || std::isnan(worst) ? NAN : std::max(worst, e);
+  if (worst <= tol) return {};
+  return "relative error " + std::to_string(worst) + " against the float64 reference on B*NH = 2, S = " +
+         std::to_string(p.S) + ", limit " + std::to_string(tol);
 }
 
 std::unique_ptr<ProblemData> make_data(const MlstmProblem& p, int64_t l2_bytes) {
@@ -250,6 +369,15 @@ CandidateResult run_candidate(const tuner::RunRequest& req, ProblemData& d) {
       launch(req.family, d, req.reference, 0, ws);
       synchronize();
       d.reference[ref_key] = outputs(req.family, d);
+    }
+    if (req.family != Family::Step) {
+      auto& small = d.small[req.family];
+      if (!small) small = make_small_check(p, req.family);
+      if (std::string why = check_small(req.family, req.config, *small); !why.empty()) {
+        r.status = CandidateStatus::WrongResult;
+        r.message = why;
+        return r;
+      }
     }
     DeviceBuffer ws(workspace_bytes(req.family, p, req.config));
     restore_state(req.family, d);
