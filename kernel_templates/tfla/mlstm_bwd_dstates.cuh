@@ -24,6 +24,9 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
   T* sH = sQ + 2 * TileQ::ELEMS;                                // [2][SUB][BV]
   float* sW = reinterpret_cast<float*>(sH + 2 * TileH::ELEMS);  // [2][SUB]
   float* sRed = sW + 2 * SUB;                                   // [NT / 32]
+  static_assert((2 * TileQ::ELEMS + 2 * TileH::ELEMS) * Elem<T>::bytes + (2 * SUB + NT / 32) * 4 ==
+                    bwd_dstates_smem_bytes(Elem<T>::bytes, SUB, BK, BV, NT / 32),
+                "the layout above must match bwd_dstates_smem_bytes, which the host sizes the launch with");
 
   const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z;
   const int b = bh / p.NH, h = bh % p.NH;

@@ -62,6 +62,13 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
   float* s_fc = s_ec + BT;                                     // [BT]
   float* s_uown = s_fc + BT;                                   // [BR] parallel: u' of the rows
   float* s_scan = s_uown + BR;                                 // [NT / 32] parallel: scan partials
+  static_assert(Elem<TS>::bytes == Elem<T>::bytes, "the Y blocks alias the Z and W tiles");
+  static_assert((TileX::ELEMS + ELEMS_A + ELEMS_B + TileP::ELEMS) * Elem<T>::bytes +
+                        (3 * BR + 2 * BT + (PAR ? BR + NT / 32 : 0)) * 4 ==
+                    bwd_tile_smem_bytes(Elem<T>::bytes, DX, BR, BT, BN, BKC, Y_NMAJOR) +
+                        (PAR ? gate_scan_smem_bytes(BR, NT / 32) : 0),
+                "the layout above must match bwd_tile_smem_bytes (+ the gate scan's), which the host "
+                "sizes the launch with");
 
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

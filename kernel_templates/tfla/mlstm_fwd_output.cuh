@@ -57,6 +57,13 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   float* s_N = s_u + BKV;                                     // [WN][BQ]
   float* s_uown = s_N + WN * BQ;                              // [BQ]  parallel: u' of the rows
   float* s_scan = s_uown + BQ;                                // [NW]  parallel: scan partials
+  static_assert(Elem<TS>::bytes == Elem<T>::bytes, "the C blocks alias the K and V tiles");
+  static_assert((TileQ::ELEMS + ELEMS_A + ELEMS_B + TileP::ELEMS) * Elem<T>::bytes +
+                        (4 * BQ + BKV + WN * BQ + (PAR ? BQ + NW : 0)) * 4 ==
+                    fwd_output_smem_bytes(Elem<T>::bytes, DQK, BQ, BKV, BV, BKC, WN) +
+                        (PAR ? gate_scan_smem_bytes(BQ, NW) : 0),
+                "the layout above must match fwd_output_smem_bytes (+ the gate scan's), which the host "
+                "sizes the launch with");
 
   // Dv tiles of one query tile are adjacent in launch order, so they share Q, K, V and C in L2.
   const int vt = blockIdx.x, qt = blockIdx.y, bh = blockIdx.z;

@@ -25,6 +25,9 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   T* sV = sK + 2 * TileK::ELEMS;                                  // [2][SUB][BV]
   float* sW = reinterpret_cast<float*>(sV + 2 * TileV::ELEMS);    // [2][SUB] row weights
   float* sN = sW + 2 * SUB;                                       // [NW][BK] n partials
+  static_assert((2 * TileK::ELEMS + 2 * TileV::ELEMS) * Elem<T>::bytes + (2 * SUB + NW * BK) * 4 ==
+                    fwd_states_smem_bytes(Elem<T>::bytes, SUB, BK, BV, NW),
+                "the layout above must match fwd_states_smem_bytes, which the host sizes the launch with");
 
   const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z;
   const int b = bh / p.NH, h = bh % p.NH;

@@ -154,6 +154,9 @@ __device__ void mlstm_step(const MlstmStepParams& p) {
   __shared__ __align__(16) T s_v[PF][BV];
   __shared__ __align__(16) float s_h[NPART][BV];
   __shared__ __align__(16) float4 s_rec[GCH];  // (f', i', 1 / (den + eps)) of tokens [t0, t0 + GCH)
+  static_assert(sizeof(s_q) + sizeof(s_k) + sizeof(s_v) + sizeof(s_h) + sizeof(s_rec) ==
+                    step_smem_bytes(Elem<T>::bytes, DQK, BV, NT, PF),
+                "the arrays above must match step_smem_bytes, which the host plans the token buffers with");
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int slice = blockIdx.x;
