@@ -129,7 +129,9 @@ class Model(nn.Module):
 
 
 def init_weights(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
+    """Random weights, drawn on the model's device (std 0.02; norms 1; forget-gate biases
+    3..6 and input-gate biases -10, as xLSTM initializes them)."""
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -139,7 +141,15 @@ def init_weights(model, seed=0):
             elif name.endswith("igate.bias"):
                 p.fill_(-10.0)
             else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                p.normal_(0.0, 0.02, generator=g)
+
+
+def use_backend(model, name, dtype=torch.bfloat16):
+    """Puts a fresh mLSTM backend of `name` into every block (the weights stay)."""
+    make = backend_factory(name, dtype)
+    for b in model.blocks:
+        b.mlstm.backend = make()
+    return model
 
 
 def backend_factory(name, dtype):
@@ -162,9 +172,10 @@ def backend_factory(name, dtype):
 
 
 def build(name, blocks, dtype=torch.bfloat16):
-    model = Model(backend_factory(name, dtype), blocks)
+    with torch.device(DEV):
+        model = Model(backend_factory(name, dtype), blocks).to(dtype)
     init_weights(model)
-    return model.to(DEV, dtype)
+    return model
 
 
 def rel(a, b):
@@ -177,23 +188,27 @@ def loss_of(model, tokens):
     return F.cross_entropy(logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1)), logits
 
 
-def check(names, blocks, S, rows):
+def check(model, names, S, rows):
     tokens = torch.randint(0, VOCAB, (1, S + 1), device=DEV, generator=torch.Generator(device=DEV).manual_seed(1))
-    ref = build("native", blocks, torch.float32)
+    with torch.device(DEV):
+        ref = Model(backend_factory("native", torch.float32), len(model.blocks))
+    ref.load_state_dict({k: v.float() for k, v in model.state_dict().items()})  # the same weights
     loss_ref, logits_ref = loss_of(ref, tokens)
     loss_ref.backward()
     grads_ref = {k: p.grad for k, p in ref.named_parameters()}
+    del ref
     P = S // 2
     print(f"correctness vs the float32 model (seed native backend), B = 1, S = {S}; generation: "
           f"prefill {P}, the next token's logits")
     print(f"{'backend':<14}{'loss':>10}{'loss ref':>10}{'logits':>9}{'grads':>9}{'gen logits':>11}")
     for name in names:
-        model = build(name, blocks)
+        use_backend(model, name)
         loss, logits = loss_of(model, tokens)
         loss.backward()
         num = sum(((p.grad.double() - grads_ref[k].double()).norm() ** 2).item()
                   for k, p in model.named_parameters())
         den = sum((g.double().norm() ** 2).item() for g in grads_ref.values())
+        model.zero_grad(set_to_none=True)
         with torch.no_grad():
             _, states = model(tokens[:, :P], inference=True)
             step_logits, _ = model(tokens[:, P:P + 1], states, inference=True)
@@ -203,9 +218,8 @@ def check(names, blocks, S, rows):
              "gen_logits_rel": e_gen}
         rows.append(r)
         print(f"{name:<14}{r['loss']:10.5f}{r['loss_ref']:10.5f}{r['logits_rel']:9.1e}{r['grads_rel']:9.1e}"
-              f"{e_gen:11.1e}")
-        del model
-    del ref
+              f"{e_gen:11.1e}", flush=True)
+    del grads_ref, logits_ref
     torch.cuda.empty_cache()
 
 
@@ -222,8 +236,8 @@ def timed(fn, reps, warm=1):
     return statistics.median(out)
 
 
-def speed(name, blocks, batches, args, rows):
-    model = build(name, blocks)
+def speed(model, name, batches, args, rows):
+    use_backend(model, name)
     for B in batches:
         g = torch.Generator(device=DEV).manual_seed(B)
         tokens = torch.randint(0, VOCAB, (B, args.train_seq + 1), device=DEV, generator=g)
@@ -255,8 +269,6 @@ def speed(name, blocks, batches, args, rows):
                 r["gen_graph_us"] = graph_gen(model, states, last, args)
         rows.append(r)
         print(json.dumps(r), flush=True)
-    del model
-    torch.cuda.empty_cache()
 
 
 def graph_gen(model, states, last, args):
@@ -292,7 +304,7 @@ def main():
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--check-seq", type=int, default=256)
+    ap.add_argument("--check-seq", type=int, default=256, help="0: no correctness check")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -301,10 +313,12 @@ def main():
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; model: {args.blocks} blocks, "
           f"d {D}, NH {NH}, Dqk {DQK}, Dv {DV}, FFN {FFN}, vocab {VOCAB}, bf16")
     rows = []
-    check(names, args.blocks, args.check_seq, rows)
+    model = build(names[0], args.blocks)
+    if args.check_seq > 0:
+        check(model, names, args.check_seq, rows)
     for name in names:
         try:
-            speed(name, args.blocks, batches, args, rows)
+            speed(model, name, batches, args, rows)
         except Exception as e:
             print(f"{name}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
     table(rows, names, batches)

@@ -247,7 +247,7 @@ class Block(torch.nn.Module):
         f = (cap(self.fg(y)) + 3.0).transpose(1, 2).float()
         h = mlstm_chunkwise(q, k, v, i, f, chunk_size=64)  # (B, NH, S, Dv)
         h = h.transpose(1, 2).reshape(B * S, self.nh * self.dv)
-        h = self.hnorm(h.float()).view(B, S, -1).to(x.dtype)
+        h = self.hnorm(h).view(B, S, -1)
         return x + self.out(h * torch.sigmoid(self.o(y)))
 
 

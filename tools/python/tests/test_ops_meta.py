@@ -77,3 +77,48 @@ def test_compile_fullgraph_step_on_meta():
 
     h, C2 = torch.compile(fn, fullgraph=True, backend="aot_eager")(q, q, v, g, g, C, n, g.clone())
     assert h.shape == (B, NH, Dv) and C2.shape == C.shape
+
+
+def test_opcheck_autograd_wiring_with_the_reference_as_kernel(monkeypatch):
+    """opcheck of tfla::mlstm_fwd (schema, fake tensors, autograd registration, eager vs AOT
+    gradients) on the CPU, with the launches replaced by the float64 reference: checks the
+    registration (which output's gradient goes where) without a GPU."""
+    import types
+
+    from tfla.torch.reference import mlstm_recurrent_reference
+
+    def run_forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
+        with torch.no_grad():
+            h, (C, n, m) = mlstm_recurrent_reference(q, k, v, i, f, c0, n0, m0)
+        last = e.opts.return_last_states
+        return (h.to(q.dtype), torch.ones(q.shape[:3]) if need_norm else None,
+                C.float() if last else None, n.float() if last else None,
+                m.float().reshape(q.shape[0], q.shape[1], 1) if last else None,
+                torch.zeros(16, dtype=torch.uint8) if e.keep else None)
+
+    def run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
+        with torch.inference_mode(False), torch.enable_grad():
+            xs = [t.detach().double().clone().requires_grad_(True) for t in (q, k, v, i, f)]
+            c = c0.detach().double().clone().requires_grad_(True) if c0 is not None else None
+            h, (C, _, _) = mlstm_recurrent_reference(*xs, c, n0.clone(), m0.clone())
+            outs, gs = [h], [dh.double().clone()]
+            if dC_last is not None:
+                outs.append(C)
+                gs.append(dC_last.double().clone())
+            grads = torch.autograd.grad(outs, xs + [c], gs)
+        return (*[g.to(t.dtype) for g, t in zip(grads, (q, k, v, i, f))], grads[5].float())
+
+    monkeypatch.setattr(ops, "forward_entry", lambda *a: types.SimpleNamespace(opts=a[8], keep=a[9]))
+    monkeypatch.setattr(ops, "run_forward", run_forward)
+    monkeypatch.setattr(ops, "run_backward", run_backward)
+    monkeypatch.setattr(ops, "_saved_bytes", lambda *a: 16)
+    g = torch.Generator().manual_seed(0)
+    B, NH, S, D = 1, 2, 12, 8
+    x = [torch.randn(B, NH, S, D, generator=g) for _ in range(3)]
+    x += [torch.randn(B, NH, S, generator=g), 3 + torch.randn(B, NH, S, generator=g)]
+    x = [t.requires_grad_(True) for t in x]
+    C0, n0 = 0.1 * torch.randn(B, NH, D, D, generator=g), 0.1 * torch.randn(B, NH, D, generator=g)
+    m0 = torch.zeros(B, NH, 1)
+    for keep in (False, True):
+        torch.library.opcheck(ops.mlstm_fwd, (*x, C0, n0, m0, "exp", True, 1e-6, 0.0, None, None, True,
+                                              True, keep))

@@ -42,6 +42,18 @@ def stream_handle(device):
     return torch.cuda.current_stream(device).cuda_stream
 
 
+def on_device(index):
+    """Whether `index` is the current CUDA device (then no device guard is needed)."""
+    return _get_device is not None and _get_device() == index
+
+
+def raw_stream(index):
+    """The CUstream handle (int) of torch's current stream on device `index`."""
+    if _raw_stream is not None:
+        return _raw_stream(index)
+    return torch.cuda.current_stream(index).cuda_stream
+
+
 def device_guard(device):
     """Makes `device` current for the call, so the library finds its primary context; nothing
     to do (no context manager entered) when it already is current."""

@@ -128,7 +128,7 @@ def _setup_fwd(ctx, inputs, output):
     ctx.has = (c0 is not None, n0 is not None, m0 is not None)
 
 
-def _backward_fwd(ctx, dh, dC_last, dn_last, dm_last, dnorm, dsaved):
+def _backward_fwd(ctx, dh, dnorm, dC_last, dn_last, dm_last, dsaved):
     q, k, v, i, f, c0, n0, m0, norm, saved = ctx.saved_tensors
     if dh is None:
         dh = torch.zeros_like(q[..., :1]).expand(*q.shape[:3], v.shape[-1])

@@ -24,7 +24,9 @@ from .._checks import check_state, check_step
 from .._errors import TflaArgumentError
 from .._prepared import PreparedStep
 from . import ops  # the custom ops: what torch.compile traces into its graph
-from ._runtime import PerThreadCache, device_guard, hashable_config, info, sig, stream_handle
+from ._runtime import PerThreadCache, hashable_config, info, on_device, raw_stream, sig
+
+_is_compiling = torch.compiler.is_compiling
 
 
 class StepEntry:
@@ -96,28 +98,39 @@ def mlstm_recurrent_step(
 ):
     """One (or T fused) mLSTM generation step(s). Returns (h, (c, n, m)); h is (B, NH, DHV)
     (or (B, NH, T, DHV)). No autograd (generation only)."""
-    if dtype_state != torch.float32:
+    if dtype_state is not torch.float32 and dtype_state != torch.float32:
         raise TflaArgumentError(f"dtype_state={dtype_state}: tfla keeps the mLSTM states in float32")
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return ops.recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale,
                                   inplace, config, out, c_new, n_new, m_new)
-    key = (sig(q), sig(k), sig(v), sig(i), sig(f), sig(c), sig(n), sig(m), variant, normalize, eps,
-           qk_scale, hashable_config(config), sig(out), sig(c_new), sig(n_new), sig(m_new))
-    cache = _entries.entries
-    e = cache.get(key)
+    outs = (None if out is None and c_new is None and n_new is None and m_new is None
+            else (sig(out), sig(c_new), sig(n_new), sig(m_new)))
+    # the signatures (shape, strides, dtype, device) of the inputs, flat: fewer calls than sig()
+    key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype, k.get_device(),
+           v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(), i.dtype, i.get_device(),
+           f.shape, f.stride(), f.dtype, f.get_device(), c.shape, c.stride(), c.dtype, c.get_device(),
+           n.shape, n.stride(), n.dtype, n.get_device(), sig(m), variant, normalize, eps, qk_scale,
+           config if config.__class__ is not dict else hashable_config(config), outs)
+    e = _entries.entries.get(key)
     if e is None:
-        e = cache[key] = StepEntry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config,
-                                   out, c_new, n_new, m_new)
-    c = _target(c_new, c, inplace)
-    n = _target(n_new, n, inplace)
-    if m is not None:
-        m = _target(m_new, m, inplace)
-    elif not e.exp:
+        e = _entries.entries[key] = StepEntry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale,
+                                              config, out, c_new, n_new, m_new)
+    if outs is not None or not inplace:
+        c = _target(c_new, c, inplace)
+        n = _target(n_new, n, inplace)
+        if m is not None:
+            m = _target(m_new, m, inplace)
+    if m is None and not e.exp:
         m = n.new_zeros(e.m_shape)
     h = out if out is not None else q.new_empty(e.h_shape)
-    with device_guard(e.device_index):
+    idx = e.device_index
+    if on_device(idx):
         e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
-               c.data_ptr(), n.data_ptr(), m.data_ptr() if e.exp else 0, stream_handle(e.device_index))
+               c.data_ptr(), n.data_ptr(), m.data_ptr() if e.exp else 0, raw_stream(idx))
+    else:
+        with torch.cuda.device(idx):
+            e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                   c.data_ptr(), n.data_ptr(), m.data_ptr() if e.exp else 0, raw_stream(idx))
     return h, (c, n, m)
 
 
