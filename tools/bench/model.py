@@ -17,6 +17,8 @@ Backends (each an mLSTMBackend with the seed's interface):
   native        mlstm_kernels' mLSTMBackend: chunkwise--native_autograd (chunk 64), native step
 
 Reported, at each B in --batch:
+Gates are in the model's dtype (bf16), as xLSTM-7B computes them.
+
   train    tokens/s of forward + backward (cross-entropy loss, no optimizer), S = --train-seq
   prefill  ms for a --prompt-token prompt in inference mode (returns the states)
   gen      us per generated token (greedy, one token per call through the whole model, states
@@ -83,8 +85,10 @@ class MLSTMLayer(nn.Module):
         B, S, _ = x.shape
         heads = lambda t, d: t.view(B, S, NH, d).transpose(1, 2)  # (B, NH, S, d), strided
         q, k, v = heads(self.q(x), DQK), heads(self.k(x), DQK), heads(self.v(x), DV)
-        i = soft_cap(self.igate(x).float(), 15.0).transpose(1, 2)  # (B, NH, S) fp32
-        f = soft_cap(self.fgate(x).float(), 15.0).transpose(1, 2)
+        # gates in the model's dtype, as xLSTM-7B computes them (the seed's native kernels take
+        # one dtype for all inputs)
+        i = soft_cap(self.igate(x), 15.0).transpose(1, 2)  # (B, NH, S)
+        f = soft_cap(self.fgate(x), 15.0).transpose(1, 2)
         if inference:
             c, n, m = state if state is not None else (None, None, None)
             h, state = self.backend(q, k, v, i, f, c, n, m, mode="inference")

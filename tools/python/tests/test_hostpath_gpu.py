@@ -200,23 +200,28 @@ def test_backend_inference_step_warm_call(monkeypatch):
 
 # ---- custom ops and torch.compile ------------------------------------------------------------
 
-def test_opcheck_custom_ops():
+@pytest.mark.parametrize("which", ["fwd-recompute", "fwd-saved", "bwd", "step"])
+def test_opcheck_custom_ops(which):
     from tfla.torch import ops
     x = inputs(1, 2, 96, 64, 64, dtype=torch.float32, grad=True)
-    C0 = torch.randn(1, 2, 64, 64, device=DEV) * 0.1
-    n0 = torch.randn(1, 2, 64, device=DEV) * 0.1
+    g = torch.Generator(device=DEV).manual_seed(5)
+    C0 = torch.randn(1, 2, 64, 64, device=DEV, generator=g) * 0.1
+    n0 = torch.randn(1, 2, 64, device=DEV, generator=g) * 0.1
     m0 = torch.zeros(1, 2, 1, device=DEV)
-    for keep in (False, True):
+    if which.startswith("fwd"):
+        keep = which == "fwd-saved"
         args = (*x, C0, n0, m0, "exp", True, 1e-6, 0.0, "chunk=32", "chunk=32", True, True, keep)
         torch.library.opcheck(ops.mlstm_fwd, args)
-    h, norm, C, n, m, saved = ops.mlstm_fwd(*[t.detach() for t in x], C0, n0, m0, "exp", True, 1e-6,
-                                            0.0, "chunk=32", "chunk=32", True, True, True)
-    dh = torch.randn_like(h)
-    bargs = (*[t.detach() for t in x], C0, n0, m0, norm, saved, dh, torch.randn_like(C), "exp", True,
-             1e-6, 0.0, "chunk=32", "chunk=32")
-    torch.library.opcheck(ops.mlstm_bwd, bargs)
-    s, (Cs, ns, ms) = step_inputs(2, 2, 64, 64)
-    torch.library.opcheck(ops.mlstm_step_, (*s, Cs, ns, ms, "exp", True, 1e-6, 0.0, None))
+    elif which == "bwd":
+        xd = [t.detach() for t in x]
+        h, norm, C, n, m, saved = ops.mlstm_fwd(*xd, C0, n0, m0, "exp", True, 1e-6, 0.0, "chunk=32",
+                                                "chunk=32", True, True, True)
+        bargs = (*xd, C0, n0, m0, norm, saved, torch.randn_like(h), torch.randn_like(C), "exp", True,
+                 1e-6, 0.0, "chunk=32", "chunk=32")
+        torch.library.opcheck(ops.mlstm_bwd, bargs)
+    else:
+        s, (Cs, ns, ms) = step_inputs(2, 2, 64, 64)
+        torch.library.opcheck(ops.mlstm_step_, (*s, Cs, ns, ms, "exp", True, 1e-6, 0.0, None))
 
 
 class Block(torch.nn.Module):
@@ -251,10 +256,13 @@ class Block(torch.nn.Module):
         return x + self.out(h * torch.sigmoid(self.o(y)))
 
 
-def test_compiled_block_fullgraph_equals_eager():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_block_fullgraph_equals_eager(dtype):
+    """float32: eager and compiled agree to rounding; bfloat16: within what inductor's fused
+    float32 arithmetic around the kernel changes (it rounds to bf16 less often than eager)."""
     torch.manual_seed(0)
-    block = Block().to(DEV, torch.bfloat16)
-    x = torch.randn(2, 192, 256, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+    block = Block().to(DEV, dtype)
+    x = torch.randn(2, 192, 256, device=DEV, dtype=dtype, requires_grad=True)
     y = block(x)
     y.float().square().mean().backward()
     grads = [p.grad.clone() for p in block.parameters()] + [x.grad.clone()]
@@ -264,9 +272,10 @@ def test_compiled_block_fullgraph_equals_eager():
     yc = compiled(x)
     yc.float().square().mean().backward()
     grads_c = [p.grad.clone() for p in block.parameters()] + [x.grad.clone()]
-    assert rel(yc, y) < 1e-2
-    for a, b in zip(grads_c, grads):
-        assert rel(a, b) < 2e-2
+    tol_out, tol_grad = (1e-5, 1e-4) if dtype == torch.float32 else (1e-2, 5e-2)
+    assert rel(yc, y) < tol_out
+    errs = [rel(a, b) for a, b in zip(grads_c, grads)]
+    assert max(errs) < tol_grad, errs
 
 
 def test_compiled_step_equals_eager():
