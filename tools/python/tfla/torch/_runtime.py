@@ -17,6 +17,22 @@ _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 _get_device = getattr(torch._C, "_cuda_getDevice", None)
 _NO_GUARD = contextlib.nullcontext()
 
+# Whether torch.compile is tracing the caller (torch >= 2.3 spells it torch.compiler.is_compiling)
+is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+
+
+def compiled_ops():
+    """tfla.torch.ops (the custom operators torch.compile traces), or an error naming the torch
+    version they need (torch.library.custom_op: torch >= 2.4)."""
+    try:
+        from . import ops
+    except (ImportError, AttributeError) as e:
+        from .._errors import TflaUnsupportedError
+        raise TflaUnsupportedError(
+            f"torch.compile of tfla's kernels needs torch >= 2.4 (torch.library.custom_op); this is "
+            f"torch {torch.__version__} ({e})") from None
+    return ops
+
 
 def info(name, t):
     return describe(name, t)

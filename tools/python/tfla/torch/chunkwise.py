@@ -26,9 +26,15 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import ops  # the custom ops: what torch.compile traces into its graph
 from ._launch import Options, configs, forward_entry, run_backward, run_forward
-from ._runtime import hashable_config
+from ._runtime import compiled_ops, hashable_config, is_compiling
+
+try:  # the custom ops, registered on import: what torch.compile traces into its graph
+    from . import ops  # noqa: F401
+except (ImportError, AttributeError):  # torch < 2.4: eager only
+    pass
+
+_assume_constant = getattr(torch.compiler, "assume_constant_result", None) or (lambda fn: fn)
 
 _TRITON_KNOBS = ("chunk_size_inter", "chunk_size_intra", "siz_b_L_parallel", "siz_b_L_loop",
                  "siz_b_DH_parallel", "siz_b_DH_loop", "num_warps_intra", "num_warps_inter",
@@ -98,8 +104,8 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
                    return_last_states, recompute_states_in_bw)
     args = _autocast(q, k, v, i, f, c_initial, n_initial, m_initial, autocast_kernel_dtype)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-    if torch.compiler.is_compiling():
-        h, C, n, m = ops.chunkwise(*args, opts, need_grad)
+    if is_compiling():
+        h, C, n, m = compiled_ops().chunkwise(*args, opts, need_grad)
     elif torch.is_autocast_enabled("cuda"):
         with torch.autocast("cuda", enabled=False):
             h, C, n, m = MlstmChunkwiseFunction.apply(*args, opts, need_grad)
@@ -119,7 +125,7 @@ def _options_key(variant, normalize, eps, qk_scale, chunk_size, config, backward
             hashable_config(backward_config), return_last_states, recompute)
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant
 def options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
             return_last_states, recompute):
     """The Options of a call (memoized: config texts are parsed once per distinct setting)."""

@@ -23,10 +23,8 @@ import torch
 from .._checks import check_state, check_step
 from .._errors import TflaArgumentError
 from .._prepared import PreparedStep
-from . import ops  # the custom ops: what torch.compile traces into its graph
-from ._runtime import PerThreadCache, hashable_config, info, on_device, raw_stream, sig
-
-_is_compiling = torch.compiler.is_compiling
+from ._runtime import (PerThreadCache, compiled_ops, hashable_config, info, is_compiling, on_device,
+                       raw_stream, sig)
 
 
 class StepEntry:
@@ -100,8 +98,8 @@ def mlstm_recurrent_step(
     (or (B, NH, T, DHV)). No autograd (generation only)."""
     if dtype_state is not torch.float32 and dtype_state != torch.float32:
         raise TflaArgumentError(f"dtype_state={dtype_state}: tfla keeps the mLSTM states in float32")
-    if _is_compiling():
-        return ops.recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale,
+    if is_compiling():
+        return compiled_ops().recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale,
                                   inplace, config, out, c_new, n_new, m_new)
     outs = (None if out is None and c_new is None and n_new is None and m_new is None
             else (sig(out), sig(c_new), sig(n_new), sig(m_new)))
