@@ -5,7 +5,10 @@
     from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
 
 Every call runs on torch's current CUDA stream of the inputs' device and reads the inputs in
-place; outputs, gradients and the library's scratch memory are allocated through torch.
+place; outputs, gradients and the library's scratch memory are allocated through torch. A call
+never synchronizes, so forward, backward and step can be captured in CUDA graphs; under
+torch.compile they run as the custom operators of tfla.torch.ops (torch.ops.tfla.*), registered
+when this package is imported.
 """
 
 try:

@@ -15,7 +15,15 @@ The config has the seed's fields and defaults. How tfla reads them:
   chunkwise kernels.
 - chunk_size: tfla's chunk length; None lets tfla pick (tuned config or default).
 - inference_state_dtype must be "float32" (tfla's states are float32).
-tfla-only fields: config, backward_config (kernel configs), max_step_tokens.
+tfla-only fields: config, backward_config (kernel configs), max_step_tokens, and
+inference_states_inplace: in inference mode, a step call with initial states writes the new
+states into c_initial/n_initial/m_initial and returns those tensors (no copy, no allocation of
+states; what a generation loop that drops the old state wants). By default the new states are
+fresh tensors and the inputs are left alone, as in the seed.
+
+Per inference call on the step kernel, after the first of a shape in a thread: a dict lookup on
+the tensors' signatures, the outputs' allocations and one library call (tfla_backend_forward,
+which copies the initial states into the new ones unless they are the same buffers).
 """
 
 from dataclasses import dataclass
@@ -27,7 +35,8 @@ from torch import nn
 from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
-from ._runtime import device_guard, info, ptr, stream_handle
+from .._prepared import PreparedBackendForward
+from ._runtime import PerThreadCache, device_guard, info, ptr, sig, stream_handle
 from .chunkwise import mlstm_chunkwise
 
 ChunkwiseKernelType = Literal[
@@ -66,6 +75,7 @@ class mLSTMBackendConfig:
     config: str = None
     backward_config: str = None
     max_step_tokens: int = 16
+    inference_states_inplace: bool = False
 
     def __post_init__(self):
         if self.return_last_states and "parallel" in self.chunkwise_kernel:
@@ -91,6 +101,7 @@ class mLSTMBackend(nn.Module):
         self.variant = "sig" if "siging" in config.chunkwise_kernel else "exp"
         self.normalize = bool(config.normalize_siging) if self.variant == "sig" else True
         self._backends = {}  # (dtype, gate dtype) -> tfla Backend in inference mode
+        self._entries = PerThreadCache()  # inference: input signatures -> _InferenceEntry
 
     def _kernel_kwargs(self):
         return dict(eps=self.config.eps, chunk_size=self.config.chunk_size, variant=self.variant,
@@ -131,40 +142,81 @@ class mLSTMBackend(nn.Module):
             dt = getattr(torch, self.config.autocast_kernel_dtype)
             q, k, v = q.to(dt), k.to(dt), v.to(dt)
             i, f = (g if g.dtype == torch.float32 else g.to(dt) for g in (i, f))
-        B, NH, S, Dqk = q.shape
-        Dv = v.shape[-1]
-        dtype = str(q.dtype).split(".")[-1]
-        gate_dtype = str(i.dtype).split(".")[-1]
-        backend = self._inference_backend(dtype, gate_dtype)
-        initial = c0 is not None or n0 is not None or m0 is not None
-        if backend.choose(B, NH, S, Dqk, Dv, initial_states=initial, last_states=True) != "step":
+        # the signatures (shape, strides, dtype, device) of the inputs, flat: fewer calls than sig()
+        key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype,
+               k.get_device(), v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(),
+               i.dtype, i.get_device(), f.shape, f.stride(), f.dtype, f.get_device(),
+               None if c0 is None else (c0.shape, c0.stride(), c0.dtype, c0.get_device()),
+               sig(n0), sig(m0))
+        cache = self._entries.entries
+        e = cache.get(key)
+        if e is None:
+            e = cache[key] = _InferenceEntry(self, q, k, v, i, f, c0, n0, m0)
+        if e.call is None:  # the chunkwise kernels (a prefill)
             with torch.no_grad():
                 h, states = mlstm_chunkwise(q, k, v, i, f, c0, n0, m0, return_last_states=True,
                                             **{**self._kernel_kwargs(), "autocast_kernel_dtype": q.dtype})
             if self.variant == "sig":
-                states = (states[0], states[1], torch.zeros((B, NH, 1), dtype=torch.float32, device=q.device))
+                states = (states[0], states[1], torch.zeros(e.m_shape, dtype=torch.float32, device=e.device))
             return h, states
-        # the fused step kernel: states initialized from c0/n0/m0 (or zeros), then S tokens
+        # the fused step kernel: the last states start from c0/n0/m0 (or zeros), then S tokens
+        h = q.new_empty(e.h_shape)
+        if e.inplace and c0 is not None and n0 is not None and (m0 is not None or not e.exp):
+            C, n = c0, n0
+            m = m0 if m0 is not None else n0.new_zeros(e.m_shape)  # mLSTMsig without m
+        else:
+            if c0 is not None:  # new_empty of a float32 tensor: the cheapest allocation call
+                C, n, m = c0.new_empty(e.C_shape), c0.new_empty(e.n_shape), c0.new_empty(e.m_shape)
+            else:
+                f32 = torch.float32
+                C = q.new_empty(e.C_shape, dtype=f32)
+                n = q.new_empty(e.n_shape, dtype=f32)
+                m = q.new_empty(e.m_shape, dtype=f32)
+            if not e.exp:
+                m.zero_()
+        exp = e.exp
+        with device_guard(e.device_index):
+            e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                   ptr(c0), ptr(n0), ptr(m0) if exp else 0, C.data_ptr(), n.data_ptr(),
+                   m.data_ptr() if exp else 0, stream_handle(e.device_index))
+        return h, (C, n, m)
+
+    def __getstate__(self):
+        # the library handles are per process: a copy or an unpickled module makes its own
+        state = self.__dict__.copy()
+        state["_backends"] = {}
+        return state
+
+    def extra_repr(self) -> str:
+        return f"{self.config}"
+
+
+class _InferenceEntry:
+    """One (input signatures) of an inference call: the checks, the kernel the backend picks and,
+    for the step kernel, the prepared tfla_backend_forward call (None: the chunkwise path)."""
+
+    def __init__(self, module, q, k, v, i, f, c0, n0, m0):
+        B, NH, S, Dqk = q.shape
+        Dv = v.shape[-1]
+        self.device = q.device
+        self.device_index = q.device.index
+        self.dtype = q.dtype
+        self.exp = module.variant == "exp"
+        self.inplace = module.config.inference_states_inplace
+        self.h_shape = (B, NH, S, Dv)
+        self.C_shape, self.n_shape, self.m_shape = (B, NH, Dqk, Dv), (B, NH, Dqk), (B, NH, 1)
+        dtype = str(q.dtype).split(".")[-1]
+        gate_dtype = str(i.dtype).split(".")[-1]
+        backend = module._inference_backend(dtype, gate_dtype)
+        initial = c0 is not None or n0 is not None or m0 is not None
+        self.call = None
+        if backend.choose(B, NH, S, Dqk, Dv, initial_states=initial, last_states=True) != "step":
+            return
         plan = check_forward(info("q", q), info("k", k), info("v", v), info("i", i), info("f", f),
                              None if c0 is None else info("c_initial", c0),
                              None if n0 is None else info("n_initial", n0),
                              None if m0 is None else info("m_initial", m0),
-                             variant=self.variant, normalize=self.normalize, eps=self.config.eps)
+                             variant=module.variant, normalize=module.normalize, eps=module.config.eps)
         if (n0 is not None or m0 is not None) and c0 is None:
             raise TflaArgumentError("n_initial/m_initial given without c_initial: pass all initial states or none")
-        dev = q.device
-        h = torch.empty((B, NH, S, Dv), dtype=q.dtype, device=dev)
-        C = torch.empty((B, NH, Dqk, Dv), dtype=torch.float32, device=dev)
-        n = torch.empty((B, NH, Dqk), dtype=torch.float32, device=dev)
-        m = torch.empty((B, NH, 1), dtype=torch.float32, device=dev)
-        if self.variant == "sig":
-            m.zero_()
-        p = dict(q=ptr(q), k=ptr(k), v=ptr(v), i=ptr(i), f=ptr(f), h=ptr(h), C0=ptr(c0), n0=ptr(n0),
-                 m0=ptr(m0) if self.variant == "exp" else 0, C_last=ptr(C), n_last=ptr(n),
-                 m_last=ptr(m) if self.variant == "exp" else 0)
-        with torch.no_grad(), device_guard(dev):
-            backend.forward(plan, p, stream_handle(dev))
-        return h, (C, n, m)
-
-    def extra_repr(self) -> str:
-        return f"{self.config}"
+        self.call = PreparedBackendForward(backend, plan)

@@ -21,17 +21,20 @@ model switches by changing its import. Differences, all deliberate:
   stabilizer are held constant in the backward, DESIGN.md section 3).
 """
 
-import threading
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .. import _binding
-from .._checks import check_forward, seq_strides
-from .._errors import TflaArgumentError
-from ._runtime import device_guard, info, ptr, scratch, stream_handle, usable
+from ._launch import Options, configs, forward_entry, run_backward, run_forward
+from ._runtime import compiled_ops, hashable_config, is_compiling
+
+try:  # the custom ops, registered on import: what torch.compile traces into its graph
+    from . import ops  # noqa: F401
+except (ImportError, AttributeError):  # torch < 2.4: eager only
+    pass
+
+_assume_constant = getattr(torch.compiler, "assume_constant_result", None) or (lambda fn: fn)
 
 _TRITON_KNOBS = ("chunk_size_inter", "chunk_size_intra", "siz_b_L_parallel", "siz_b_L_loop",
                  "siz_b_DH_parallel", "siz_b_DH_loop", "num_warps_intra", "num_warps_inter",
@@ -47,105 +50,16 @@ def _warn_ignored(knobs):
                           "ignored (tfla's kernel configuration: config=...)", stacklevel=3)
 
 
-@dataclass(frozen=True)
-class _Options:
-    variant: str
-    normalize: bool
-    eps: float
-    scale: float
-    fwd_config: str  # "key=value,..." or None
-    bwd_config: str
-    return_last_states: bool
-    recompute: bool  # True: never keep the forward's states for the backward
-
-
-def _configs(chunk_size, config, backward_config):
-    """Forward and backward config texts: chunk_size pins "chunk" unless a config sets it;
-    the backward follows the forward's pinned chunk."""
-    fwd = _binding.parse_config(_binding.config_text(config))
-    bwd = _binding.parse_config(_binding.config_text(backward_config))
-    if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise TflaArgumentError(f"chunk_size must be an int or None, got {chunk_size!r}")
-        fwd.setdefault("chunk", chunk_size)
-    if "chunk" in fwd:
-        bwd.setdefault("chunk", fwd["chunk"])
-    return _binding.config_text(fwd), _binding.config_text(bwd)
-
-
-# ---- sizes, memoized per shape and config (the library's lookups are memoized per process too)
-_memo_lock = threading.Lock()
-_memo = {}
-
-
-def _plan_key(plan):
-    return (plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv, plan.dtype, plan.gate_dtype, plan.variant,
-            plan.normalize)
-
-
-def _sizes(plan, opts, keep):
-    """(forward workspace or saved bytes, backward config text, backward workspace bytes) for
-    this call."""
-    key = (_plan_key(plan), opts.fwd_config, opts.bwd_config, keep)
-    with _memo_lock:
-        hit = _memo.get(key)
-    if hit is not None:
-        return hit
-    bwd_cfg = opts.bwd_config
-    if not keep:
-        out = (_binding.forward_workspace_size(plan, opts.fwd_config), bwd_cfg,
-               _binding.backward_workspace_size(plan, bwd_cfg))
-    else:
-        chunk = _binding.kernel_config(plan, "fwd", opts.fwd_config)["chunk"]
-        if _binding.kernel_config(plan, "bwd", bwd_cfg).get("chunk") != chunk:
-            # the saved states are laid out by the forward's chunk: the backward must use it
-            bwd_cfg = f"chunk={chunk}"
-        out = (_binding.saved_size(plan, opts.fwd_config), bwd_cfg,
-               _binding.backward_workspace_size(plan, bwd_cfg, saved=True))
-    with _memo_lock:
-        _memo[key] = out
-    return out
-
-
 class MlstmChunkwiseFunction(torch.autograd.Function):
     """h, C_last, n_last, m_last = apply(q, k, v, i, f, C0, n0, m0, options, need_grad);
     need_grad: whether a backward will follow (grad enabled and an input requires grad)."""
 
     @staticmethod
     def forward(ctx, q, k, v, i, f, c0, n0, m0, opts, need_grad):
-        exp = opts.variant == "exp"
-        plan = check_forward(info("q", q), info("k", k), info("v", v), info("i", i), info("f", f),
-                             None if c0 is None else info("c_initial", c0),
-                             None if n0 is None else info("n_initial", n0),
-                             None if m0 is None else info("m_initial", m0),
-                             variant=opts.variant, normalize=opts.normalize, eps=opts.eps,
-                             scale=opts.scale)
         keep = need_grad and not opts.recompute
-        dev = q.device
-        B, NH, S, Dqk, Dv = plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv
-        h = torch.empty((B, NH, S, Dv), dtype=q.dtype, device=dev)
-        norm = torch.empty((B, NH, S), dtype=torch.float32, device=dev) if need_grad else None
-        C_last = n_last = m_last = None
-        if opts.return_last_states:
-            C_last = torch.empty((B, NH, Dqk, Dv), dtype=torch.float32, device=dev)
-            n_last = torch.empty((B, NH, Dqk), dtype=torch.float32, device=dev)
-            if exp:
-                m_last = torch.empty((B, NH, 1), dtype=torch.float32, device=dev)
-        p = dict(q=ptr(q), k=ptr(k), v=ptr(v), i=ptr(i), f=ptr(f), h=ptr(h), norm=ptr(norm),
-                 C0=ptr(c0), n0=ptr(n0), m0=ptr(m0) if exp else 0, C_last=ptr(C_last),
-                 n_last=ptr(n_last), m_last=ptr(m_last))
-        saved = None
-        with device_guard(dev):
-            fwd_bytes, _, _ = _sizes(plan, opts, keep)
-            stream = stream_handle(dev)
-            if keep:
-                saved = scratch(fwd_bytes, dev)
-                p["saved"], p["saved_bytes"] = ptr(saved), fwd_bytes
-                _binding.forward(plan, p, stream, 0, 0, opts.fwd_config)
-            else:
-                ws = scratch(fwd_bytes, dev)
-                _binding.forward(plan, p, stream, ptr(ws), fwd_bytes, opts.fwd_config)
-        ctx.plan, ctx.opts, ctx.keep = plan, opts, keep
+        e = forward_entry(q, k, v, i, f, c0, n0, m0, opts, keep)
+        h, norm, C_last, n_last, m_last, saved = run_forward(e, q, k, v, i, f, c0, n0, m0, need_grad)
+        ctx.entry = e
         ctx.save_for_backward(q, k, v, i, f, c0, n0, m0, norm, saved)
         ctx.set_materialize_grads(False)
         fixed = [t for t in (n_last, m_last) if t is not None]  # their gradients are ignored
@@ -157,30 +71,8 @@ class MlstmChunkwiseFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dh, dC_last, dn_last, dm_last):
         q, k, v, i, f, c0, n0, m0, norm, saved = ctx.saved_tensors
-        plan, opts, keep = ctx.plan, ctx.opts, ctx.keep
-        dev = q.device
-        B, NH, S, Dqk, Dv = plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv
-        if dh is None:
-            dh = torch.zeros((B, NH, S, Dv), dtype=q.dtype, device=dev)
-        dh = usable(dh.to(q.dtype), "dh")
-        dh_strides = seq_strides(info("dh", dh))
-        if dC_last is not None:
-            dC_last = dC_last.to(torch.float32).contiguous()
-        dq = torch.empty((B, NH, S, Dqk), dtype=q.dtype, device=dev)
-        dk = torch.empty((B, NH, S, Dqk), dtype=q.dtype, device=dev)
-        dv = torch.empty((B, NH, S, Dv), dtype=q.dtype, device=dev)
-        di = torch.empty((B, NH, S), dtype=i.dtype, device=dev)
-        df = torch.empty((B, NH, S), dtype=f.dtype, device=dev)
-        dC0 = torch.empty((B, NH, Dqk, Dv), dtype=torch.float32, device=dev) if c0 is not None else None
-        p = dict(q=ptr(q), k=ptr(k), v=ptr(v), i=ptr(i), f=ptr(f), dh=ptr(dh), norm=ptr(norm),
-                 C0=ptr(c0), n0=ptr(n0), m0=ptr(m0) if opts.variant == "exp" else 0,
-                 dC_last=ptr(dC_last), dq=ptr(dq), dk=ptr(dk), dv=ptr(dv), di=ptr(di), df=ptr(df),
-                 dC0=ptr(dC0), saved=ptr(saved),
-                 saved_bytes=saved.numel() if saved is not None else 0)
-        with device_guard(dev):
-            _, bwd_cfg, bwd_bytes = _sizes(plan, opts, keep)
-            ws = scratch(bwd_bytes, dev)
-            _binding.backward(plan, p, stream_handle(dev), ptr(ws), bwd_bytes, bwd_cfg, dh_strides)
+        dq, dk, dv, di, df, dC0 = run_backward(ctx.entry, q, k, v, i, f, c0, n0, m0, norm, saved,
+                                               dh, dC_last)
         dn0 = torch.zeros_like(n0) if n0 is not None else None
         dm0 = torch.zeros_like(m0) if m0 is not None else None
         return dq, dk, dv, di, df, dC0, dn0, dm0, None, None
@@ -208,18 +100,46 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     Returns h (B, NH, S, Dv), or (h, (C, n, m)) ("exp") / (h, (C, n)) ("sig") with
     return_last_states. config/backward_config: tfla kernel configs ("key=value,..." or a
     dict), overriding chunk_size's "chunk". Runs on torch's current stream."""
-    fwd_cfg, bwd_cfg = _configs(chunk_size, config, backward_config)
-    opts = _Options(variant=variant, normalize=bool(normalize), eps=float(eps),
-                    scale=0.0 if qk_scale is None else float(qk_scale), fwd_config=fwd_cfg,
-                    bwd_config=bwd_cfg, return_last_states=bool(return_last_states),
-                    recompute=bool(recompute_states_in_bw))
+    opts = options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
+                   return_last_states, recompute_states_in_bw)
     args = _autocast(q, k, v, i, f, c_initial, n_initial, m_initial, autocast_kernel_dtype)
-    need_grad = torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in args)
-    with torch.autocast("cuda", enabled=False):
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    if is_compiling():
+        h, C, n, m = compiled_ops().chunkwise(*args, opts, need_grad)
+    elif torch.is_autocast_enabled("cuda"):
+        with torch.autocast("cuda", enabled=False):
+            h, C, n, m = MlstmChunkwiseFunction.apply(*args, opts, need_grad)
+    else:
         h, C, n, m = MlstmChunkwiseFunction.apply(*args, opts, need_grad)
     if not return_last_states:
         return h
     return (h, (C, n, m)) if variant == "exp" else (h, (C, n))
+
+
+_options_memo = {}
+
+
+def _options_key(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
+                 return_last_states, recompute):
+    return (variant, normalize, eps, qk_scale, chunk_size, hashable_config(config),
+            hashable_config(backward_config), return_last_states, recompute)
+
+
+@_assume_constant
+def options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
+            return_last_states, recompute):
+    """The Options of a call (memoized: config texts are parsed once per distinct setting)."""
+    key = _options_key(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
+                       return_last_states, recompute)
+    opts = _options_memo.get(key)
+    if opts is None:
+        fwd_cfg, bwd_cfg = configs(chunk_size, config, backward_config)
+        opts = Options(variant=variant, normalize=bool(normalize), eps=float(eps),
+                       scale=0.0 if qk_scale is None else float(qk_scale), fwd_config=fwd_cfg,
+                       bwd_config=bwd_cfg, return_last_states=bool(return_last_states),
+                       recompute=bool(recompute))
+        _options_memo[key] = opts
+    return opts
 
 
 def mlstm_chunkwise__xl_chunk(

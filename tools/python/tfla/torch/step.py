@@ -2,19 +2,73 @@
 
 `mlstm_recurrent_step` has the signature of mlstm_kernels.torch.recurrent's step kernels
 (q, k, v, i, f, c, n, m, eps, dtype_state) and returns (h, (c_new, n_new, m_new)) like them.
-tfla's step kernel updates the states in place; by default this function first copies them
-(the seed returns new tensors and leaves its inputs alone); inplace=True skips that copy and
-returns the updated input tensors, the fast choice for a generation loop. A (B, NH, T, D)
-q/k/v with (B, NH, T) gates runs T tokens in one fused call. Prefill hand-off: the last
-states of mlstm_chunkwise__xl_chunk(..., return_last_states=True) are valid c, n, m here.
+tfla's step kernel updates the states in place. Where the new states go:
+- by default into fresh tensors (copies of c, n, m made first), as the seed returns new tensors
+  and leaves its inputs alone;
+- with inplace=True into c, n, m themselves (no copy: the fast choice for a generation loop);
+- with c_new/n_new/m_new into those buffers: no copy when they are c, n, m themselves (the
+  same buffers, as a loop that keeps its state in place passes them), else c, n, m are copied
+  into them first.
+`out` takes h's buffer (B, NH, Dv) or (B, NH, T, Dv), contiguous; with out and in-place states a
+call allocates nothing, which a CUDA-graph-captured decode loop wants. A (B, NH, T, D) q/k/v
+with (B, NH, T) gates runs T tokens in one fused call. Prefill hand-off: the last states of
+mlstm_chunkwise__xl_chunk(..., return_last_states=True) are valid c, n, m here.
+
+Per call, after the first of a shape in a thread: a dict lookup on the tensors' signatures, the
+states' copies if asked for, h's allocation (unless out is given) and one library call.
 """
 
 import torch
 
-from .. import _binding
-from .._checks import check_step
+from .._checks import check_state, check_step
 from .._errors import TflaArgumentError
-from ._runtime import device_guard, info, ptr, stream_handle
+from .._prepared import PreparedStep
+from ._runtime import (PerThreadCache, compiled_ops, hashable_config, info, is_compiling, on_device,
+                       raw_stream, sig)
+
+
+class StepEntry:
+    """One (signatures, options, config) of the step: checked once, its call prepared."""
+
+    def __init__(self, q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config,
+                 out, c_new, n_new, m_new):
+        plan = check_step(info("q", q), info("k", k), info("v", v), info("i", i), info("f", f),
+                          info("c", c), info("n", n), None if m is None else info("m", m),
+                          variant=variant, normalize=normalize, eps=eps, scale=qk_scale)
+        if out is not None:
+            o = info("out", out)
+            if o.shape != tuple(v.shape) or o.dtype != info("q", q).dtype or o.device_index != q.device.index:
+                raise TflaArgumentError(
+                    f"out has shape {o.shape}, dtype {o.dtype} on {o.device}; h is {tuple(v.shape)} "
+                    f"{info('q', q).dtype} on {q.device}")
+            if not out.is_contiguous():
+                raise TflaArgumentError("out must be contiguous")
+        q_info = info("q", q)
+        for name, new, old in (("c_new", c_new, c), ("n_new", n_new, n), ("m_new", m_new, m)):
+            if new is not None:
+                if old is None:
+                    raise TflaArgumentError(f"{name} given but its input state is None")
+                check_state(info(name, new), tuple(old.shape), q_info)
+        self.exp = variant == "exp"
+        self.device = q.device
+        self.device_index = q.device.index
+        self.h_shape = tuple(v.shape)
+        self.dtype = q.dtype
+        self.m_shape = (plan.B, plan.NH, 1)
+        self.call = PreparedStep(plan, config)
+
+
+_entries = PerThreadCache()
+
+
+def _target(new, old, inplace):
+    """Where a state goes: new (old copied into it unless they are one buffer), old itself
+    (inplace), or a fresh copy of old."""
+    if new is not None:
+        if new.data_ptr() != old.data_ptr():
+            new.copy_(old)
+        return new
+    return old if inplace else old.clone()
 
 
 def mlstm_recurrent_step(
@@ -34,25 +88,47 @@ def mlstm_recurrent_step(
     qk_scale: float = None,
     inplace: bool = False,
     config=None,
+    out: torch.Tensor = None,    # (B, NH, DHV) or (B, NH, T, DHV), h's buffer
+    c_new: torch.Tensor = None,  # (B, NH, DHQK, DHV) float32, the new C's buffer (may be c)
+    n_new: torch.Tensor = None,  # (B, NH, DHQK) float32 (may be n)
+    m_new: torch.Tensor = None,  # (B, NH, 1) float32 (may be m)
     **kwargs,
 ):
     """One (or T fused) mLSTM generation step(s). Returns (h, (c, n, m)); h is (B, NH, DHV)
     (or (B, NH, T, DHV)). No autograd (generation only)."""
-    if dtype_state != torch.float32:
+    if dtype_state is not torch.float32 and dtype_state != torch.float32:
         raise TflaArgumentError(f"dtype_state={dtype_state}: tfla keeps the mLSTM states in float32")
-    plan = check_step(info("q", q), info("k", k), info("v", v), info("i", i), info("f", f),
-                      info("c", c), info("n", n), None if m is None else info("m", m),
-                      variant=variant, normalize=normalize, eps=eps, scale=qk_scale)
-    if not inplace:
-        c, n = c.clone(), n.clone()
-        m = m.clone() if m is not None else None
-    if variant == "sig" and m is None:
-        m = torch.zeros((plan.B, plan.NH, 1), dtype=torch.float32, device=q.device)
-    h = torch.empty(tuple(v.shape), dtype=q.dtype, device=q.device)
-    p = dict(q=ptr(q), k=ptr(k), v=ptr(v), i=ptr(i), f=ptr(f), h=ptr(h), C=ptr(c), n=ptr(n),
-             m=ptr(m) if variant == "exp" else 0)
-    with torch.no_grad(), device_guard(q.device):
-        _binding.step(plan, p, stream_handle(q.device), config)
+    if is_compiling():
+        return compiled_ops().recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale,
+                                  inplace, config, out, c_new, n_new, m_new)
+    outs = (None if out is None and c_new is None and n_new is None and m_new is None
+            else (sig(out), sig(c_new), sig(n_new), sig(m_new)))
+    # the signatures (shape, strides, dtype, device) of the inputs, flat: fewer calls than sig()
+    key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype, k.get_device(),
+           v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(), i.dtype, i.get_device(),
+           f.shape, f.stride(), f.dtype, f.get_device(), c.shape, c.stride(), c.dtype, c.get_device(),
+           n.shape, n.stride(), n.dtype, n.get_device(), sig(m), variant, normalize, eps, qk_scale,
+           config if config.__class__ is not dict else hashable_config(config), outs)
+    e = _entries.entries.get(key)
+    if e is None:
+        e = _entries.entries[key] = StepEntry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale,
+                                              config, out, c_new, n_new, m_new)
+    if outs is not None or not inplace:
+        c = _target(c_new, c, inplace)
+        n = _target(n_new, n, inplace)
+        if m is not None:
+            m = _target(m_new, m, inplace)
+    if m is None and not e.exp:
+        m = n.new_zeros(e.m_shape)
+    h = out if out is not None else q.new_empty(e.h_shape)
+    idx = e.device_index
+    if on_device(idx):
+        e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+               c.data_ptr(), n.data_ptr(), m.data_ptr() if e.exp else 0, raw_stream(idx))
+    else:
+        with torch.cuda.device(idx):
+            e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                   c.data_ptr(), n.data_ptr(), m.data_ptr() if e.exp else 0, raw_stream(idx))
     return h, (c, n, m)
 
 

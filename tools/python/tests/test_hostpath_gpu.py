@@ -1,0 +1,351 @@
+"""GPU tests of the binding's per-call host path, its custom ops and CUDA-graph capture.
+
+- A warm call (second call of a shape, new data) builds nothing (no new prepared entry, no
+  library query: Library.call is the slow path's door), makes no device synchronization (torch's
+  sync debug mode raises on one, the synchronize functions are counted, and a call enqueued
+  behind a long GPU sleep returns before the GPU gets to it), allocates nothing but its outputs
+  (torch.cuda.memory_stats counts allocator requests and cudaMalloc segments), and nothing at
+  all for a step given h's buffer and in-place states.
+- torch.library.opcheck of tfla::mlstm_fwd, tfla::mlstm_bwd and tfla::mlstm_step_; a small
+  xLSTM-style block compiled with torch.compile(fullgraph=True) equals eager, outputs and
+  gradients.
+- forward, forward + backward and the step captured in a CUDA graph, replayed on new inputs
+  copied into the same buffers, equal eager.
+"""
+
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+
+import tfla  # noqa: E402
+
+try:
+    tfla.library_path()
+except tfla.TflaLibraryNotFoundError as e:  # pragma: no cover
+    pytest.skip(f"libtfla not found: {e}", allow_module_level=True)
+
+from tfla import _library  # noqa: E402
+from tfla.torch import _launch, mlstm_chunkwise, mlstm_recurrent_step, step as step_mod  # noqa: E402
+from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig  # noqa: E402
+from tfla.torch.reference import mlstm_recurrent_reference  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+DEV = "cuda"
+
+
+def rel(out, ref):
+    out, ref = out.detach().double(), ref.detach().double()
+    return float((out - ref).norm() / ref.norm())
+
+
+def inputs(B, NH, S, Dqk, Dv, dtype=torch.bfloat16, seed=0, grad=False):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    q = torch.randn(B, NH, S, Dqk, device=DEV, generator=g).to(dtype)
+    k = torch.randn(B, NH, S, Dqk, device=DEV, generator=g).to(dtype)
+    v = torch.randn(B, NH, S, Dv, device=DEV, generator=g).to(dtype)
+    i = torch.randn(B, NH, S, device=DEV, generator=g)
+    f = 3 + torch.randn(B, NH, S, device=DEV, generator=g)
+    x = [q, k, v, i, f]
+    if grad:
+        for t in x:
+            t.requires_grad_(True)
+    return x
+
+
+def step_inputs(B, NH, Dqk, Dv, seed=0):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    q = torch.randn(B, NH, Dqk, device=DEV, generator=g).bfloat16()
+    k = torch.randn(B, NH, Dqk, device=DEV, generator=g).bfloat16()
+    v = torch.randn(B, NH, Dv, device=DEV, generator=g).bfloat16()
+    i = torch.randn(B, NH, 1, device=DEV, generator=g)
+    f = 3 + torch.randn(B, NH, 1, device=DEV, generator=g)
+    C = 0.1 * torch.randn(B, NH, Dqk, Dv, device=DEV, generator=g)
+    n = 0.1 * torch.randn(B, NH, Dqk, device=DEV, generator=g)
+    m = torch.randn(B, NH, 1, device=DEV, generator=g)
+    return [q, k, v, i, f], [C, n, m]
+
+
+class Counts:
+    """Counts, over a `with` block: library slow-path calls, synchronize calls, allocator
+    requests and cudaMalloc segments; torch's sync debug mode set to raise."""
+
+    def __init__(self, monkeypatch):
+        self.lib_calls = 0
+        self.syncs = 0
+        orig_call = _library.Library.call
+
+        def counting_call(lib, name, *args):
+            self.lib_calls += 1
+            return orig_call(lib, name, *args)
+
+        monkeypatch.setattr(_library.Library, "call", counting_call)
+        for owner, name in ((torch.cuda, "synchronize"), (torch.cuda.Stream, "synchronize"),
+                            (torch.cuda.Event, "synchronize")):
+            orig = getattr(owner, name)
+
+            def counted(*a, _orig=orig, **kw):
+                self.syncs += 1
+                return _orig(*a, **kw)
+
+            monkeypatch.setattr(owner, name, counted)
+
+    def __enter__(self):
+        s = torch.cuda.memory_stats()
+        self._alloc0 = s.get("allocation.all.allocated", 0)
+        self._seg0 = s.get("segment.all.allocated", 0)
+        self.lib_calls = self.syncs = 0
+        torch.cuda.set_sync_debug_mode("error")
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.set_sync_debug_mode("default")
+        s = torch.cuda.memory_stats()
+        self.allocations = s.get("allocation.all.allocated", 0) - self._alloc0
+        self.segments = s.get("segment.all.allocated", 0) - self._seg0
+        return False
+
+
+def test_warm_step_allocates_nothing_and_never_syncs(monkeypatch):
+    x, (C, n, m) = step_inputs(1, 8, 256, 512)
+    h = torch.empty(1, 8, 512, device=DEV, dtype=torch.bfloat16)
+    mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)  # cold: checks, prepared call, kernel load
+    x2, _ = step_inputs(1, 8, 256, 512, seed=1)
+    entries = len(step_mod._entries.entries)
+    C_ref, n_ref, m_ref = C.clone(), n.clone(), m.clone()
+    with Counts(monkeypatch) as c:
+        h2, (C2, n2, m2) = mlstm_recurrent_step(*x2, C, n, m, inplace=True, out=h)
+    assert (c.lib_calls, c.syncs, c.allocations, c.segments) == (0, 0, 0, 0)
+    assert len(step_mod._entries.entries) == entries
+    assert h2 is h and C2 is C and n2 is n and m2 is m
+    # and it computed the step: against the float64 recurrence from the same states
+    q, k, v, i, f = x2  # one token: (B, NH, D) and (B, NH, 1) gates, as (B, NH, S = 1, ...)
+    h_ref, (Cr, _, _) = mlstm_recurrent_reference(q[:, :, None], k[:, :, None], v[:, :, None], i, f,
+                                                  C_ref, n_ref, m_ref)
+    assert rel(h, h_ref[:, :, 0]) < 2e-2 and rel(C, Cr) < 1e-4
+
+
+def test_step_with_aliased_new_states_does_not_copy(monkeypatch):
+    x, (C, n, m) = step_inputs(2, 4, 128, 128)
+    mlstm_recurrent_step(*x, C, n, m, c_new=C, n_new=n, m_new=m)
+    with Counts(monkeypatch) as c:
+        h, (C2, n2, m2) = mlstm_recurrent_step(*x, C, n, m, c_new=C, n_new=n, m_new=m)
+    assert C2 is C and n2 is n and m2 is m
+    assert c.allocations == 1 and (c.lib_calls, c.syncs, c.segments) == (0, 0, 0)  # h only
+    # separate buffers: the caller's states stay as they were
+    C0 = C.clone()
+    Cn, nn_, mn = torch.empty_like(C), torch.empty_like(n), torch.empty_like(m)
+    _, (C3, _, _) = mlstm_recurrent_step(*x, C, n, m, c_new=Cn, n_new=nn_, m_new=mn)
+    assert C3 is Cn and torch.equal(C, C0) and not torch.equal(Cn, C0)
+
+
+def test_warm_step_returns_before_the_gpu_runs_it():
+    x, (C, n, m) = step_inputs(1, 8, 256, 512)
+    h = torch.empty(1, 8, 512, device=DEV, dtype=torch.bfloat16)
+    mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time ahead of the call
+    t0 = time.perf_counter()
+    for _ in range(20):
+        mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)
+    host_s = time.perf_counter() - t0
+    done = torch.cuda.current_stream().query()
+    torch.cuda.synchronize()
+    assert not done and host_s < 0.02, f"20 calls took {host_s * 1e3:.1f} ms of host time"
+
+
+def test_warm_forward_backward_allocate_only_outputs(monkeypatch):
+    x = inputs(2, 4, 256, 128, 128, grad=True)
+    C0 = torch.zeros(2, 4, 128, 128, device=DEV)
+    dh = torch.randn(2, 4, 256, 128, device=DEV).bfloat16()
+    h = mlstm_chunkwise(*x, c_initial=C0, chunk_size=64)
+    h.backward(dh)
+    entries = len(_launch._entries.entries)
+    for t in x:
+        t.grad = None
+    with Counts(monkeypatch) as c:
+        h = mlstm_chunkwise(*x, c_initial=C0, chunk_size=64)
+    # h, norm, the saved states
+    assert (c.allocations, c.lib_calls, c.syncs, c.segments) == (3, 0, 0, 0)
+    with Counts(monkeypatch) as c:
+        torch.autograd.backward([h], [dh])
+    assert c.lib_calls == 0 and c.syncs == 0 and c.segments == 0
+    # dq, dk, dv, di, df, workspace (+ autograd's own bookkeeping: no more than a few)
+    assert 6 <= c.allocations <= 10
+    assert len(_launch._entries.entries) == entries
+
+
+def test_backend_inference_step_warm_call(monkeypatch):
+    B, NH, Dqk, Dv = 1, 8, 256, 512
+    for inplace in (False, True):
+        be = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk",
+                                             mode="inference", inference_states_inplace=inplace))
+        x = inputs(B, NH, 1, Dqk, Dv)
+        _, (C, n, m) = be(*x)  # zero initial states
+        C_in = C.clone()
+        be(*x, C, n, m)
+        with Counts(monkeypatch) as c:
+            h, (C2, n2, m2) = be(*x, C, n, m)
+        assert (c.lib_calls, c.syncs, c.segments) == (0, 0, 0)
+        if inplace:
+            assert C2 is C and c.allocations == 1  # h
+        else:
+            assert C2 is not C and c.allocations == 4  # h, C, n, m
+        h_ref, (C_ref, _, _) = mlstm_recurrent_reference(*x)  # one token from zeros: C_in
+        assert rel(C_in, C_ref) < 1e-4
+
+
+# ---- custom ops and torch.compile ------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["fwd-recompute", "fwd-saved", "bwd", "step"])
+def test_opcheck_custom_ops(which):
+    from tfla.torch import ops
+    x = inputs(1, 2, 96, 64, 64, dtype=torch.float32, grad=True)
+    g = torch.Generator(device=DEV).manual_seed(5)
+    C0 = torch.randn(1, 2, 64, 64, device=DEV, generator=g) * 0.1
+    n0 = torch.randn(1, 2, 64, device=DEV, generator=g) * 0.1
+    m0 = torch.zeros(1, 2, 1, device=DEV)
+    if which.startswith("fwd"):
+        keep = which == "fwd-saved"
+        args = (*x, C0, n0, m0, "exp", True, 1e-6, 0.0, "chunk=32", "chunk=32", True, True, keep)
+        torch.library.opcheck(ops.mlstm_fwd, args)
+    elif which == "bwd":
+        xd = [t.detach() for t in x]
+        h, norm, C, n, m, saved = ops.mlstm_fwd(*xd, C0, n0, m0, "exp", True, 1e-6, 0.0, "chunk=32",
+                                                "chunk=32", True, True, True)
+        bargs = (*xd, C0, n0, m0, norm, saved, torch.randn_like(h), torch.randn_like(C), "exp", True,
+                 1e-6, 0.0, "chunk=32", "chunk=32")
+        torch.library.opcheck(ops.mlstm_bwd, bargs)
+    else:
+        s, (Cs, ns, ms) = step_inputs(2, 2, 64, 64)
+        torch.library.opcheck(ops.mlstm_step_, (*s, Cs, ns, ms, "exp", True, 1e-6, 0.0, None))
+
+
+class Block(torch.nn.Module):
+    """A small xLSTM-style block: projections, soft-capped gates, the mLSTM, a per-head norm,
+    an output gate and projection, a residual."""
+
+    def __init__(self, d=256, nh=2, dqk=64, dv=128):
+        super().__init__()
+        self.nh, self.dqk, self.dv = nh, dqk, dv
+        self.norm = torch.nn.LayerNorm(d)
+        self.q = torch.nn.Linear(d, nh * dqk, bias=False)
+        self.k = torch.nn.Linear(d, nh * dqk, bias=False)
+        self.v = torch.nn.Linear(d, nh * dv, bias=False)
+        self.o = torch.nn.Linear(d, nh * dv, bias=False)
+        self.ig = torch.nn.Linear(d, nh)
+        self.fg = torch.nn.Linear(d, nh)
+        self.hnorm = torch.nn.GroupNorm(nh, nh * dv)
+        self.out = torch.nn.Linear(nh * dv, d, bias=False)
+
+    def forward(self, x):
+        B, S, _ = x.shape
+        y = self.norm(x)
+        heads = lambda t, d: t.view(B, S, self.nh, d).transpose(1, 2)
+        q, k = heads(self.q(y), self.dqk), heads(self.k(y), self.dqk)
+        v = heads(self.v(y), self.dv)
+        cap = lambda g: 15.0 * torch.tanh(g / 15.0)
+        i = cap(self.ig(y)).transpose(1, 2).float()
+        f = (cap(self.fg(y)) + 3.0).transpose(1, 2).float()
+        h = mlstm_chunkwise(q, k, v, i, f, chunk_size=64)  # (B, NH, S, Dv)
+        h = h.transpose(1, 2).reshape(B * S, self.nh * self.dv)
+        h = self.hnorm(h).view(B, S, -1)
+        return x + self.out(h * torch.sigmoid(self.o(y)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_block_fullgraph_equals_eager(dtype):
+    """float32: eager and compiled agree to rounding; bfloat16: within what inductor's fused
+    float32 arithmetic around the kernel changes (it rounds to bf16 less often than eager)."""
+    torch.manual_seed(0)
+    block = Block().to(DEV, dtype)
+    x = torch.randn(2, 192, 256, device=DEV, dtype=dtype, requires_grad=True)
+    y = block(x)
+    y.float().square().mean().backward()
+    grads = [p.grad.clone() for p in block.parameters()] + [x.grad.clone()]
+    block.zero_grad()
+    x.grad = None
+    compiled = torch.compile(block, fullgraph=True)
+    yc = compiled(x)
+    yc.float().square().mean().backward()
+    grads_c = [p.grad.clone() for p in block.parameters()] + [x.grad.clone()]
+    tol_out, tol_grad = (1e-5, 1e-4) if dtype == torch.float32 else (1e-2, 5e-2)
+    assert rel(yc, y) < tol_out
+    errs = [rel(a, b) for a, b in zip(grads_c, grads)]
+    assert max(errs) < tol_grad, errs
+
+
+def test_compiled_step_equals_eager():
+    x, (C, n, m) = step_inputs(2, 4, 128, 128)
+
+    def decode(q, k, v, i, f, C, n, m):
+        h, (C, n, m) = mlstm_recurrent_step(q, k, v, i, f, C, n, m)
+        return h * 2, C, n, m
+
+    ref = decode(*x, C, n, m)
+    out = torch.compile(decode, fullgraph=True, backend="aot_eager")(*x, C, n, m)
+    for a, b in zip(out, ref):
+        assert rel(a, b) < 1e-5
+
+
+# ---- CUDA graphs -----------------------------------------------------------------------------
+
+def test_cuda_graph_forward_backward_replay_new_inputs():
+    shape = (2, 4, 192, 128, 128)
+    static = inputs(*shape, grad=True)
+    dh = torch.randn(2, 4, 192, 128, device=DEV).bfloat16()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up on the capture stream: configs, kernel loads
+        for _ in range(2):
+            h = mlstm_chunkwise(*static, chunk_size=64)
+            h.backward(dh)
+    torch.cuda.current_stream().wait_stream(s)
+    for t in static:
+        t.grad = None
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        h_static = mlstm_chunkwise(*static, chunk_size=64)
+        h_static.backward(dh)
+    for seed in (3, 4):
+        fresh = inputs(*shape, seed=seed)
+        with torch.no_grad():
+            for dst, src in zip(static, fresh):
+                dst.copy_(src)
+        g.replay()
+        eager = inputs(*shape, seed=seed, grad=True)
+        h_eager = mlstm_chunkwise(*eager, chunk_size=64)
+        h_eager.backward(dh)
+        torch.cuda.synchronize()
+        assert rel(h_static, h_eager) < 1e-3
+        for a, b in zip(static, eager):
+            assert rel(a.grad, b.grad) < 5e-3
+
+
+def test_cuda_graph_decode_loop_replay():
+    B, NH, Dqk, Dv, T = 4, 8, 256, 512, 8
+    x, (C, n, m) = step_inputs(B, NH, Dqk, Dv)
+    C0, n0, m0 = C.clone(), n.clone(), m.clone()
+    toks = [step_inputs(B, NH, Dqk, Dv, seed=10 + t)[0] for t in range(T)]
+    h = torch.empty(B, NH, Dv, device=DEV, dtype=torch.bfloat16)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)
+    C.copy_(C0), n.copy_(n0), m.copy_(m0)
+    Ce, ne, me = C0.clone(), n0.clone(), m0.clone()
+    for t in range(T):
+        for dst, src in zip(x, toks[t]):
+            dst.copy_(src)
+        g.replay()
+        he, _ = mlstm_recurrent_step(*toks[t], Ce, ne, me, inplace=True)
+        torch.cuda.synchronize()
+        assert rel(h, he) < 1e-3, f"token {t}"
+    assert rel(C, Ce) < 1e-6 and rel(n, ne) < 1e-6 and rel(m, me) < 1e-6

@@ -1,0 +1,195 @@
+"""The chunkwise forward and backward launches on torch tensors, shared by the autograd Function
+(eager) and the torch.library custom ops (torch.compile).
+
+Per call the work is: look up the shape's entry (a dict lookup on the tensors' signatures),
+allocate the outputs through torch's caching allocator, write the pointers into the entry's
+prepared ctypes structs and make one library call. Everything that depends only on the shape,
+dtypes, strides, options and config (the argument checks, the config and size queries, the C
+structs) is done once per entry, the first time a shape is seen in a thread. Nothing here
+synchronizes with the device.
+"""
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from .. import _binding
+from .._checks import check_forward
+from .._errors import TflaArgumentError
+from .._prepared import PreparedBackward, PreparedForward
+from ._runtime import PerThreadCache, device_guard, info, sig, stream_handle
+
+
+@dataclass(frozen=True)
+class Options:
+    variant: str
+    normalize: bool
+    eps: float
+    scale: float
+    fwd_config: str  # "key=value,..." or None
+    bwd_config: str
+    return_last_states: bool
+    recompute: bool  # True: never keep the forward's states for the backward
+
+
+def configs(chunk_size, config, backward_config):
+    """Forward and backward config texts: chunk_size pins "chunk" unless a config sets it;
+    the backward follows the forward's pinned chunk."""
+    fwd = _binding.parse_config(_binding.config_text(config))
+    bwd = _binding.parse_config(_binding.config_text(backward_config))
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+            raise TflaArgumentError(f"chunk_size must be an int or None, got {chunk_size!r}")
+        fwd.setdefault("chunk", chunk_size)
+    if "chunk" in fwd:
+        bwd.setdefault("chunk", fwd["chunk"])
+    return _binding.config_text(fwd), _binding.config_text(bwd)
+
+
+# ---- sizes, memoized per shape and config (the library's lookups are memoized per process too)
+_memo_lock = threading.Lock()
+_memo = {}
+
+
+def plan_key(plan):
+    return (plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv, plan.dtype, plan.gate_dtype, plan.variant,
+            plan.normalize, plan.eps, plan.scale)
+
+
+def sizes(plan, opts, keep):
+    """(forward workspace or saved bytes, backward config text, backward workspace bytes)."""
+    key = (plan_key(plan), opts.fwd_config, opts.bwd_config, keep)
+    with _memo_lock:
+        hit = _memo.get(key)
+    if hit is not None:
+        return hit
+    bwd_cfg = opts.bwd_config
+    if not keep:
+        out = (_binding.forward_workspace_size(plan, opts.fwd_config), bwd_cfg,
+               _binding.backward_workspace_size(plan, bwd_cfg))
+    else:
+        chunk = _binding.kernel_config(plan, "fwd", opts.fwd_config)["chunk"]
+        if _binding.kernel_config(plan, "bwd", bwd_cfg).get("chunk") != chunk:
+            # the saved states are laid out by the forward's chunk: the backward must use it
+            bwd_cfg = f"chunk={chunk}"
+        out = (_binding.saved_size(plan, opts.fwd_config), bwd_cfg,
+               _binding.backward_workspace_size(plan, bwd_cfg, saved=True))
+    with _memo_lock:
+        _memo[key] = out
+    return out
+
+
+class ForwardEntry:
+    """One (shapes, strides, dtypes, device, options, keep) of the chunkwise forward: its checked
+    plan, output shapes, sizes and prepared calls (the backward's made at its first use)."""
+
+    def __init__(self, q, k, v, i, f, c0, n0, m0, opts, keep):
+        plan = check_forward(info("q", q), info("k", k), info("v", v), info("i", i), info("f", f),
+                             None if c0 is None else info("c_initial", c0),
+                             None if n0 is None else info("n_initial", n0),
+                             None if m0 is None else info("m_initial", m0),
+                             variant=opts.variant, normalize=opts.normalize, eps=opts.eps,
+                             scale=opts.scale)
+        B, NH, S, Dqk, Dv = plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv
+        self.plan, self.opts, self.keep = plan, opts, keep
+        self.exp = opts.variant == "exp"
+        self.device = q.device
+        self.device_index = q.device.index
+        self.dtype = q.dtype
+        self.gate_dtype = i.dtype
+        self.gate_f32 = i.dtype == torch.float32
+        self.h_shape = (B, NH, S, Dv)
+        self.qk_shape = (B, NH, S, Dqk)
+        self.gate_shape = (B, NH, S)
+        self.C_shape, self.n_shape, self.m_shape = (B, NH, Dqk, Dv), (B, NH, Dqk), (B, NH, 1)
+        fwd_bytes, self.bwd_config, self.bwd_bytes = sizes(plan, opts, keep)
+        self.fwd_bytes = fwd_bytes
+        self.forward = PreparedForward(plan, opts.fwd_config, keep, fwd_bytes)
+        self._backward = None
+
+    @property
+    def backward(self):
+        if self._backward is None:
+            self._backward = PreparedBackward(self.plan, self.bwd_config,
+                                              self.fwd_bytes if self.keep else 0, self.bwd_bytes)
+        return self._backward
+
+
+_entries = PerThreadCache()
+
+
+def forward_entry(q, k, v, i, f, c0, n0, m0, opts, keep):
+    # the signatures (shape, strides, dtype, device) of the inputs, flat: fewer calls than sig()
+    key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype, k.get_device(),
+           v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(), i.dtype, i.get_device(),
+           f.shape, f.stride(), f.dtype, f.get_device(),
+           None if c0 is None and n0 is None and m0 is None else (sig(c0), sig(n0), sig(m0)), opts, keep)
+    cache = _entries.entries
+    e = cache.get(key)
+    if e is None:
+        e = cache[key] = ForwardEntry(q, k, v, i, f, c0, n0, m0, opts, keep)
+    return e
+
+
+def _p(t):
+    return 0 if t is None else t.data_ptr()
+
+
+def run_forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
+    """The forward of entry e: returns (h, norm, C_last, n_last, m_last, saved); norm only with
+    need_norm, the last states only with opts.return_last_states (m_last only for "exp"), saved
+    only when e.keep (else None). Outputs come from new_empty on an input of the same dtype
+    and device (the cheapest allocation call torch has)."""
+    f32 = i if e.gate_f32 else None  # a float32 template when the gates are float32
+    h = q.new_empty(e.h_shape)
+    norm = _empty32(f32, q, e.gate_shape) if need_norm else None
+    C_last = n_last = m_last = None
+    if e.opts.return_last_states:
+        C_last = _empty32(f32, q, e.C_shape)
+        n_last = _empty32(f32, q, e.n_shape)
+        if e.exp:
+            m_last = _empty32(f32, q, e.m_shape)
+    buf = q.new_empty(e.fwd_bytes, dtype=torch.uint8) if e.fwd_bytes else None
+    with device_guard(e.device_index):
+        e.forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                  _p(norm), _p(c0), _p(n0), _p(m0) if e.exp else 0, _p(C_last), _p(n_last),
+                  _p(m_last), _p(buf), stream_handle(e.device_index))
+    return h, norm, C_last, n_last, m_last, (buf if e.keep else None)
+
+
+def _empty32(f32, like, shape):
+    return f32.new_empty(shape) if f32 is not None else like.new_empty(shape, dtype=torch.float32)
+
+
+def _usable_dh(dh, e):
+    """dh as the prepared backward takes it: the input dtype, contiguous, 16-byte aligned."""
+    if dh.dtype != e.dtype:
+        dh = dh.to(e.dtype)
+    if not dh.is_contiguous() or dh.data_ptr() % 16:
+        dh = dh.clone(memory_format=torch.contiguous_format)
+    return dh
+
+
+def run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
+    """The backward of entry e: returns (dq, dk, dv, di, df, dC0); dC0 None without c0."""
+    if dh is None:
+        dh = q.new_zeros(e.h_shape)
+    else:
+        dh = _usable_dh(dh, e)
+    if dC_last is not None and (dC_last.dtype != torch.float32 or not dC_last.is_contiguous()):
+        dC_last = dC_last.to(torch.float32).contiguous()
+    dq = q.new_empty(e.qk_shape)
+    dk = q.new_empty(e.qk_shape)
+    dv = q.new_empty(e.h_shape)
+    di = i.new_empty(e.gate_shape)
+    df = i.new_empty(e.gate_shape)
+    dC0 = c0.new_empty(e.C_shape) if c0 is not None else None
+    b = e.backward
+    ws = q.new_empty(b.workspace_bytes, dtype=torch.uint8) if b.workspace_bytes else None
+    with device_guard(e.device_index):
+        b(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), dh.data_ptr(),
+          norm.data_ptr(), _p(c0), _p(n0), _p(m0) if e.exp else 0, _p(dC_last), dq.data_ptr(),
+          dk.data_ptr(), dv.data_ptr(), di.data_ptr(), df.data_ptr(), _p(dC0), _p(saved), _p(ws),
+          stream_handle(e.device_index))
+    return dq, dk, dv, di, df, dC0
