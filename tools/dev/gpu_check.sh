@@ -7,15 +7,15 @@
 # usage: bash tools/dev/gpu_check.sh
 set -u
 OUT="${OUT:-$PWD/gpu-check-out}"; mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$PWD/.dev/lib PATH=$PATH:/usr/local/cuda/bin TFLA_CACHE=$OUT/tfla.sqlite
+export LD_LIBRARY_PATH=$PWD/.dev/lib PATH=$PATH:/usr/local/cuda/bin TFLA_CACHE=$OUT/tfla.sqlite TFLA_CLI=$PWD/.dev/bin/tfla
 B=.dev/bin
 S0=$SECONDS
 $B/tfla info 2>&1 | tee $OUT/info.txt
-for t in smoke forward backward step parallel backend; do
+for t in smoke ops dispatch step parallel backend; do
   s=$SECONDS; timeout 120 $B/test_gpu_$t --durations no > $OUT/test_$t.txt 2>&1; rc=$?
   echo "test_gpu_$t rc=$rc $((SECONDS-s))s: $(tail -2 $OUT/test_$t.txt | tr '\n' ' ')"
 done
-for spec in "forward memcheck" "backward memcheck" "backward racecheck" "forward racecheck" "step memcheck" "step racecheck" "step synccheck"; do
+for spec in "ops memcheck" "ops racecheck" "step memcheck" "step racecheck" "step synccheck"; do
   set -- $spec; s=$SECONDS
   timeout 90 compute-sanitizer --tool $2 --error-exitcode 9 $B/test_gpu_$1 "[sanitize]" > $OUT/san_$1_$2.txt 2>&1; rc=$?
   echo "sanitizer $1 $2 rc=$rc $((SECONDS-s))s: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' $OUT/san_$1_$2.txt | tail -2 | tr '\n' ' ')"
