@@ -109,7 +109,8 @@ Config Family::complete(const MlstmProblem& p, const DeviceLimits& dev, const Co
     if (!full.count(key)) {
       std::string known;
       for (const KeyDef& k : keys()) known += (known.empty() ? "" : ", ") + std::string(k.name);
-      throw Error(ErrorCode::InvalidArgument, std::string("unknown ") + to_string(op()) + " config key '" + key + "'",
+      const char* what = op() == Op::Forward ? "forward" : op() == Op::Backward ? "backward" : "step";
+      throw Error(ErrorCode::InvalidArgument, std::string("unknown ") + what + " config key '" + key + "'",
                   "known keys: " + known);
     }
     full[key] = value;
