@@ -11,7 +11,9 @@
 namespace tfla::rt {
 
 static_assert(sizeof(TmaDesc) == sizeof(CUtensorMap), "TmaDesc must hold a CUtensorMap");
-static_assert(alignof(TmaDesc) >= alignof(CUtensorMap), "TmaDesc is aligned like a CUtensorMap");
+// TMA reads a descriptor in kernel parameter space at a 64-byte aligned address (the host
+// CUtensorMap asks for 128, but it is only copied from here, with memcpy).
+static_assert(alignof(TmaDesc) == 64, "TmaDesc parameters are 64-byte aligned");
 
 namespace {
 

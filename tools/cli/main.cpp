@@ -27,7 +27,7 @@ void usage(FILE* out) {
                "             [--tokens 65536] [--nh 8] [--dqk 256] [--dv 512] [--dtype bf16]\n"
                "             [--config chunk=256,...] [--csv FILE] [--json]; bench backward|fwbw\n"
                "             [--saved]; bench overhead; bench step [--batch 1,4,16,64,256]\n"
-               "             [--tokens 1,4]\n"
+               "             [--tokens 1,4]; bench gemm [--m 8192 --n 8192 --k 8192 --dtype bf16]\n"
                "  cache      the tuned-config and cubin cache (--json, --cache PATH everywhere):\n"
                "               list [--op fwd --variant exp --dtype bf16 --env ID]   tuned entries\n"
                "               show <id | filter>     one entry with all its candidates\n"
