@@ -28,6 +28,18 @@ struct GemmSm90Params {
   int tiles_m, tiles_n;
 };
 
+// ---- TMA copy (tfla bench tma-copy): rows of 64 16-bit elements -----------------------------
+struct TmaCopyShape {
+  static constexpr int kBoxRows = 128, kStages = 4;
+  static constexpr int kBoxBytes = kBoxRows * 128;
+  static constexpr int kSmemBytes = 1024 + kStages * kBoxBytes + kStages * 8;
+};
+struct TmaCopyParams {
+  TmaDesc src;  // dims {64, rows}, box {64, kBoxRows}
+  TmaDesc dst;  // the same shape
+  int boxes;    // rows / kBoxRows, rounded up
+};
+
 // ---- probes (tests/gpu/test_sm90.cpp) -------------------------------------------------------
 // TMA round trip: each CTA loads box number blockIdx.x into shared memory, copies the shared
 // bytes as they are to raw + blockIdx.x * box_bytes, flips the sign bit of every element in

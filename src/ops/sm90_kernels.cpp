@@ -62,6 +62,38 @@ void gemm_sm90(const void* a, const void* b, void* c, int M, int N, int K, DType
   k.launch({static_cast<unsigned>(std::min(tiles, dev.sm_count)), 1, 1}, stream, &p, sizeof(p));
 }
 
+rt::KernelSpec tma_copy_kernel() {
+  return rt::render("tma_copy_sm90", "tfla/tma_copy_sm90.cuh", "tfla::tma_copy_sm90", "tfla::TmaCopyParams",
+                    {"tfla::bf16"}, 32, TmaCopyShape::kSmemBytes);
+}
+
+void tma_copy_sm90(const void* src, void* dst, size_t bytes, CUstream stream) {
+  using S = TmaCopyShape;
+  if (bytes == 0 || bytes % 128 || reinterpret_cast<uintptr_t>(src) % 16 || reinterpret_cast<uintptr_t>(dst) % 16)
+    throw Error(ErrorCode::InvalidArgument, "tma_copy_sm90 needs a multiple of 128 bytes and 16-byte aligned pointers");
+  const DeviceInfo& dev = rt::device_info(rt::ensure_context());
+  if (dev.arch != "sm_90a")
+    throw Error(ErrorCode::Unsupported, "tma_copy_sm90 needs an sm_90a device; " + dev.name + " is " + dev.arch);
+  const uint64_t rows = bytes / 128;
+  rt::TensorMapSpec t;
+  t.base = src;
+  t.dtype = DType::BF16;
+  t.rank = 2;
+  t.dims[0] = 64;
+  t.dims[1] = rows;
+  t.strides[1] = 128;
+  t.box[0] = 64;
+  t.box[1] = S::kBoxRows;
+  TmaCopyParams p{};
+  p.src = rt::tensor_map(t);
+  t.base = dst;
+  p.dst = rt::tensor_map(t);
+  p.boxes = static_cast<int>((rows + S::kBoxRows - 1) / S::kBoxRows);
+  const rt::LoadedKernel& k = rt::get_kernel(tma_copy_kernel());
+  const int grid = std::min(p.boxes, 3 * dev.sm_count);
+  k.launch({static_cast<unsigned>(grid), 1, 1}, stream, &p, sizeof(p));
+}
+
 rt::KernelSpec tma_roundtrip_kernel(int rank) {
   // Shared memory is given at launch through the spec; the largest probe box is 64 KB.
   return rt::render("sm90_tma_roundtrip", "tfla/sm90_probe.cuh", "tfla::sm90_tma_roundtrip",
@@ -84,6 +116,7 @@ rt::KernelSpec mbar_ring_kernel(int depth) {
 std::vector<rt::KernelSpec> sm90_kernels() {
   std::vector<rt::KernelSpec> out;
   for (DType dt : {DType::BF16, DType::FP16}) out.push_back(gemm_sm90_kernel(dt));
+  out.push_back(tma_copy_kernel());
   for (int rank = 2; rank <= 5; ++rank) out.push_back(tma_roundtrip_kernel(rank));
   for (int n : {32, 64, 128, 256})
     for (int amode = 0; amode < 3; ++amode)

@@ -23,6 +23,11 @@ void gemm_sm90(const void* a,  // (M, K) dtype
                void* c,        // (M, N) dtype, written
                int M, int N, int K, DType dtype, CUstream stream);
 
+// Copies bytes (a multiple of 128) from src to dst through TMA loads and stores (bf16 rows of
+// 64 elements), three CTAs per SM.
+rt::KernelSpec tma_copy_kernel();
+void tma_copy_sm90(const void* src, void* dst, size_t bytes, CUstream stream);
+
 // Probes (contracts in kernel_templates/tfla/sm90_params.cuh).
 rt::KernelSpec tma_roundtrip_kernel(int rank);
 int tma_roundtrip_smem_bytes(int box_bytes);

@@ -11,6 +11,10 @@
 namespace tfla::rt {
 
 // A tiled view of a global tensor. Dimensions are listed innermost first; dim 0 is contiguous.
+// Loads zero-fill exactly the elements outside the view. Stores write whole 16-byte chunks (seen
+// on an H200): with dims[0] * element bytes not a multiple of 16, a store may also write the rest
+// of each row's last 16-byte chunk (with the box's contents there), so maps used for stores need
+// that multiple unless those bytes are padding.
 struct TensorMapSpec {
   const void* base = nullptr;   // global address, 16-byte aligned
   DType dtype = DType::BF16;    // element type

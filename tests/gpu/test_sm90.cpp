@@ -1,12 +1,14 @@
 // The sm_90a primitives on the GPU, before any mLSTM kernel relies on them (HOPPER.md stage 0):
 //  - TMA round trips: box loads into shared memory compared byte for byte with the swizzle
 //    predicted by sm90_layout.cuh (out-of-bounds parts zero), and TMA stores of the sign-flipped
-//    box compared bit for bit (nothing written outside the tensor view); 2D..5D, tails, padded
+//    box compared bit for bit (nothing written outside the view but the rest of a row's last
+//    16-byte chunk, which TMA stores write whole); 2D..5D, tails, padded
 //    rows, (B, S, NH, D) strides, every swizzle;
 //  - wgmma: one warpgroup's D = A * B against a float64 GEMM for A from shared memory (K- and
 //    MN-major) and from registers, K- and MN-major B, N in {32, 64, 128, 256}, bf16 and fp16;
 //  - an mbarrier ring (depths 1-4, 1e5 slots, generic and bulk-copy producers) checked by exact
 //    sums;
+//  - a TMA copy (loads and stores through a ring), bit for bit;
 //  - the GEMM built from them against a float64 GEMM, tails included, and bitwise repeatable.
 // Every case needs an sm_90a device and is skipped with a warning on others.
 #include <catch2/catch.hpp>
@@ -163,15 +165,21 @@ void run_tma_case(const TmaCase& c) {
   INFO("shared-memory bytes that differ from the predicted swizzled box: " << raw_bad << " (first at "
                                                                            << first_bad << ")");
   CHECK(raw_bad == 0);
-  // Stored: the sign-flipped view; everything else untouched (0xFF).
+  // Stored: the sign-flipped view; everything else untouched (0xFF), except that a store writes
+  // whole 16-byte chunks: when a row's end is not 16-byte aligned, the rest of its last chunk
+  // may get the box's zero fill, sign-flipped.
+  const size_t row_bytes = c.dims[0] * eb;
   size_t out_bad = 0;
   for (size_t a = 0; a < bytes; ++a) {
-    uint8_t want = 0xFF;
+    const bool sign_byte = (a % eb) == eb - 1;  // little-endian: the sign bit is in the last byte
     if (in_view[a]) {
-      const bool sign_byte = (a % eb) == eb - 1;  // little-endian: the sign bit is in the last byte
-      want = sign_byte ? static_cast<uint8_t>(in[a] ^ 0x80) : in[a];
+      out_bad += out[a] != (sign_byte ? static_cast<uint8_t>(in[a] ^ 0x80) : in[a]);
+      continue;
     }
-    out_bad += out[a] != want;
+    const size_t in_row = a % strides[1];  // offset past the start of its dim-1 row
+    const bool chunk_tail = in_row >= row_bytes && in_row < (row_bytes + 15) / 16 * 16;
+    const uint8_t fill = sign_byte ? 0x80 : 0x00;
+    out_bad += !(out[a] == 0xFF || (chunk_tail && out[a] == fill));
   }
   INFO("stored bytes that differ: " << out_bad);
   CHECK(out_bad == 0);
@@ -182,7 +190,8 @@ const std::vector<TmaCase>& tma_cases() {
   static const std::vector<TmaCase> cases = {
       {"2D exact multiple, 128B swizzle", D::BF16, 2, {128, 96}, {}, {64, 32}, 128},
       {"2D tails in both dims, 128B", D::BF16, 2, {200, 75}, {}, {64, 64}, 128},
-      {"2D padded rows (stride 256 B), 64B swizzle", D::BF16, 2, {100, 37}, {256}, {32, 16}, 64},
+      {"2D padded rows (stride 256 B), 64B swizzle", D::BF16, 2, {96, 37}, {256}, {32, 16}, 64},
+      {"2D rows of 200 B (not 16-byte multiples), padded to 256 B", D::BF16, 2, {100, 37}, {256}, {32, 16}, 64},
       {"2D 32B swizzle", D::BF16, 2, {72, 40}, {}, {16, 8}, 32},
       {"2D no swizzle, 48-byte box rows", D::BF16, 2, {56, 33}, {}, {24, 10}, 0},
       {"2D fp32, 128B swizzle", D::FP32, 2, {40, 50}, {}, {32, 16}, 128},
@@ -457,4 +466,20 @@ TEST_CASE("GEMM sm90 is bitwise repeatable", "[gpu][sm90]") {
     INFO("rerun " << rep);
     REQUIRE(std::memcmp(first.data(), again.data(), first.size() * 2) == 0);
   }
+}
+
+TEST_CASE("TMA copy is bit-exact, tail box included", "[gpu][sm90][sanitize]") {
+  if (!have_sm90a()) return;
+  const size_t bytes = (size_t(3) << 20) + 5 * 128;  // 24581 rows: the last box has 5
+  std::vector<uint8_t> src(bytes);
+  for (auto& b : src) b = static_cast<uint8_t>(rng()());
+  const cli::DeviceBuffer ds = upload_vec(src);
+  cli::DeviceBuffer dd = test::poisoned(bytes + 4096);  // bytes past the copy stay poisoned
+  ops::tma_copy_sm90(ds.get(), dd.get(), bytes, nullptr);
+  cli::synchronize();
+  const auto out = download_vec<uint8_t>(dd);
+  CHECK(std::memcmp(out.data(), src.data(), bytes) == 0);
+  size_t past = 0;
+  for (size_t i = bytes; i < out.size(); ++i) past += out[i] != 0xFF;
+  CHECK(past == 0);
 }

@@ -1,8 +1,12 @@
-// tfla bench gemm: times the sm_90a GEMM built from the Hopper primitives (ops/sm90_kernels.hpp)
-// and checks it: C (M x N) = A (M x K) * B (N x K)^T in bf16 or fp16 with fp32 accumulation.
-// Prints the median time, TFLOP/s (2 M N K per run) and the relative error of sampled entries
-// against a float64 CPU GEMM of the same (rounded) inputs; fails when that error is over 1e-2 or
-// any entry of C is not finite (C is poisoned with NaN before the checked run).
+// tfla bench gemm | tma-copy: the sm_90a kernels built from the Hopper primitives
+// (ops/sm90_kernels.hpp), timed and checked.
+//  - gemm: C (M x N) = A (M x K) * B (N x K)^T in bf16 or fp16 with fp32 accumulation. Prints the
+//    median time, TFLOP/s (2 M N K per run) and the relative error of sampled entries against a
+//    float64 CPU GEMM of the same (rounded) inputs; fails when that error is over 1e-2 or any
+//    entry of C is not finite (C is poisoned with NaN before the checked run).
+//  - tma-copy: a device-to-device copy through TMA loads and stores beside cuMemcpyDtoD on the
+//    same buffers; prints both bandwidths (read + write bytes per second); fails when the copy
+//    is not bit-exact.
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -15,6 +19,7 @@
 #include "gpu.hpp"
 #include "ops/sm90_kernels.hpp"
 #include "runtime/device.hpp"
+#include "runtime/driver.hpp"
 
 namespace tfla::cli {
 namespace {
@@ -95,6 +100,43 @@ int bench_gemm(const std::vector<std::string>& argv) {
                 samples, rel, nonfinite, ok ? "ok" : "FAILED");
   }
   return ok ? kOk : kFailed;
+}
+
+int bench_tma_copy(const std::vector<std::string>& argv) {
+  Args args(argv, {"json"}, {"mib", "warmup", "reps"});
+  const size_t bytes = static_cast<size_t>(args.get_int("mib", 1024)) << 20;
+  const int warmup = static_cast<int>(args.get_int("warmup", 3));
+  const int reps = static_cast<int>(args.get_int("reps", 20));
+  const DeviceInfo& dev = rt::device_info(rt::ensure_context());
+  DeviceBuffer src(bytes), dst(bytes);
+  fill_random(src.get(), DType::BF16, static_cast<int64_t>(bytes / 2),
+              static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()), 0.f, 1.f);
+  dst.fill_byte(0xFF);
+  ops::tma_copy_sm90(src.get(), dst.get(), bytes, nullptr);
+  synchronize();
+  std::vector<uint8_t> hs(bytes), hd(bytes);
+  src.download(hs.data(), bytes);
+  dst.download(hd.data(), bytes);
+  const bool exact = std::memcmp(hs.data(), hd.data(), bytes) == 0;
+  const double tma_ms = median(time_ms([&] { ops::tma_copy_sm90(src.get(), dst.get(), bytes, nullptr); }, warmup, reps));
+  const double dtod_ms = median(time_ms(
+      [&] {
+        TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(dst.get()), reinterpret_cast<CUdeviceptr>(src.get()),
+                                  bytes, nullptr));
+      },
+      warmup, reps));
+  const double tma_gbps = 2.0 * bytes / (tma_ms * 1e-3) / 1e9, dtod_gbps = 2.0 * bytes / (dtod_ms * 1e-3) / 1e9;
+  if (args.flag("json")) {
+    nlohmann::json j = {{"kernel", "tma_copy_sm90"}, {"bytes", bytes}, {"tma_ms", tma_ms}, {"tma_gbps", tma_gbps},
+                        {"dtod_ms", dtod_ms}, {"dtod_gbps", dtod_gbps}, {"exact", exact}, {"device", dev.name}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("tfla bench tma-copy on %s: %zu MiB, read + write bytes per second\n", dev.name.c_str(), bytes >> 20);
+    std::printf("  TMA copy      %.3f ms  %.0f GB/s (%.0f%% of cuMemcpyDtoD)  bit-exact: %s\n", tma_ms, tma_gbps,
+                100.0 * tma_gbps / dtod_gbps, exact ? "yes" : "NO");
+    std::printf("  cuMemcpyDtoD  %.3f ms  %.0f GB/s\n", dtod_ms, dtod_gbps);
+  }
+  return exact ? kOk : kFailed;
 }
 
 }  // namespace tfla::cli
