@@ -82,4 +82,15 @@ struct MbarRingParams {
   int mode;
 };
 
+// elect.sync, named barriers and stmatrix, 256 threads (two warpgroups). out (u32):
+//  [0] lanes elected (one per warp), [1 + w] the lane warp w elected;
+//  [16 + t] for t < 128: the word thread 128 + t of warpgroup 1 read after named barrier 1,
+//    which warpgroup 0 (which wrote the words) only arrives at: word 127 - t = 3 (127 - t) + 1;
+//  [512..639] as u16 [0..255]: four 8 x 8 matrices stored by warp 0 with stmatrix.x4, element
+//    (r, c) of matrix i at 64 i + 8 r + c; lane l's register i holds (l / 4, 2 (l % 4) + j) =
+//    64 i + 2 l + j for j = 0, 1; u16 [256..511]: the same registers with .trans.
+struct MiscProbeParams {
+  unsigned* out;  // (1024,) u32, zeroed
+};
+
 }  // namespace tfla

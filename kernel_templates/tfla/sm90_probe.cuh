@@ -164,4 +164,37 @@ __device__ void sm90_mbar_ring(const MbarRingParams& p, char* smem_raw) {
   }
 }
 
+// elect.sync, a producer/consumer named barrier and stmatrix (plain and transposed); 256
+// threads. Unused: the rendered kernel passes one template argument.
+template <int Unused>
+__device__ void sm90_misc_probe(const MiscProbeParams& p, char* smem_raw) {
+  using namespace sm90;
+  u32* words = reinterpret_cast<u32*>(align_smem<128>(smem_raw));  // 128 words
+  u16* mats = reinterpret_cast<u16*>(words + 128);                    // 2 x 256 u16
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (elect_one()) {
+    atomicAdd(&p.out[0], 1u);
+    p.out[1 + warp] = lane;
+  }
+  if (threadIdx.x < 128) {
+    words[threadIdx.x] = threadIdx.x * 3 + 1;
+    named_bar_arrive(1, 256);
+  } else {
+    named_bar_sync(1, 256);
+    p.out[16 + threadIdx.x - 128] = words[255 - threadIdx.x];
+  }
+  if (warp == 0) {
+    u32 r[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) r[i] = static_cast<u32>(64 * i + 2 * lane) | (static_cast<u32>(64 * i + 2 * lane + 1) << 16);
+    const int row = (lane / 8) * 8 + lane % 8;  // lanes 8i..8i+7 address the rows of matrix i
+    stmatrix_x4(mats + row * 8, r[0], r[1], r[2], r[3]);
+    stmatrix_x4_trans(mats + 256 + row * 8, r[0], r[1], r[2], r[3]);
+    __syncwarp();
+    u16* out16 = reinterpret_cast<u16*>(p.out + 512);
+    for (int k = lane; k < 512; k += 32) out16[k] = mats[k];
+  }
+}
+
 }  // namespace tfla
+

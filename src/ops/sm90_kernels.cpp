@@ -113,6 +113,11 @@ rt::KernelSpec mbar_ring_kernel(int depth) {
                     {std::to_string(depth)}, kMbarRingThreads, 128 + depth * (256 + 16));
 }
 
+rt::KernelSpec misc_probe_kernel() {
+  return rt::render("sm90_misc_probe", "tfla/sm90_probe.cuh", "tfla::sm90_misc_probe", "tfla::MiscProbeParams",
+                    {"0"}, 256, 128 + 128 * 4 + 512 * 2);
+}
+
 std::vector<rt::KernelSpec> sm90_kernels() {
   std::vector<rt::KernelSpec> out;
   for (DType dt : {DType::BF16, DType::FP16}) out.push_back(gemm_sm90_kernel(dt));
@@ -124,6 +129,7 @@ std::vector<rt::KernelSpec> sm90_kernels() {
   for (int amode = 0; amode < 3; ++amode)
     for (int bmajor = 0; bmajor < 2; ++bmajor) out.push_back(wgmma_probe_kernel(DType::FP16, 64, amode, bmajor));
   for (int depth = 1; depth <= 4; ++depth) out.push_back(mbar_ring_kernel(depth));
+  out.push_back(misc_probe_kernel());
   return out;
 }
 

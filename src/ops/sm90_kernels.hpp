@@ -34,6 +34,7 @@ int tma_roundtrip_smem_bytes(int box_bytes);
 // amode 0: A K-major (SS), 1: A MN-major (SS), 2: A from registers (RS); bmajor 0: K, 1: MN.
 rt::KernelSpec wgmma_probe_kernel(DType dtype, int n, int amode, int bmajor);
 rt::KernelSpec mbar_ring_kernel(int depth);
+rt::KernelSpec misc_probe_kernel();  // elect.sync, named barriers, stmatrix; 256 threads
 constexpr int kMbarRingThreads = 160;
 
 // Every sm_90a kernel above that the tests compile (the GEMM per dtype and every probe).

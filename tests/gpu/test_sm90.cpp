@@ -9,6 +9,7 @@
 //  - an mbarrier ring (depths 1-4, 1e5 slots, generic and bulk-copy producers) checked by exact
 //    sums;
 //  - a TMA copy (loads and stores through a ring), bit for bit;
+//  - elect.sync, a producer/consumer named barrier and stmatrix (plain and .trans);
 //  - the GEMM built from them against a float64 GEMM, tails included, and bitwise repeatable.
 // Every case needs an sm_90a device and is skipped with a warning on others.
 #include <catch2/catch.hpp>
@@ -460,7 +461,7 @@ TEST_CASE("GEMM sm90 is bitwise repeatable", "[gpu][sm90]") {
   Gemm g(4096, 4096, 2048, DType::BF16);
   g.run();
   const auto first = download_vec<uint16_t>(g.dc);
-  for (int rep = 0; rep < 20; ++rep) {
+  for (int rep = 0; rep < 100; ++rep) {
     g.run();
     const auto again = download_vec<uint16_t>(g.dc);
     INFO("rerun " << rep);
@@ -482,4 +483,32 @@ TEST_CASE("TMA copy is bit-exact, tail box included", "[gpu][sm90][sanitize]") {
   size_t past = 0;
   for (size_t i = bytes; i < out.size(); ++i) past += out[i] != 0xFF;
   CHECK(past == 0);
+}
+
+TEST_CASE("elect.sync, named barriers and stmatrix", "[gpu][sm90][sanitize]") {
+  if (!have_sm90a()) return;
+  cli::DeviceBuffer out(1024 * 4);
+  out.fill_byte(0);
+  MiscProbeParams p{out.as<unsigned>()};
+  rt::get_kernel(ops::misc_probe_kernel()).launch({1, 1, 1}, nullptr, &p, sizeof(p));
+  cli::synchronize();
+  const auto w = download_vec<uint32_t>(out);
+  CHECK(w[0] == 8);  // one lane per warp
+  for (int warp = 0; warp < 8; ++warp) CHECK(w[1 + warp] < 32);
+  size_t bad_bar = 0;
+  for (uint32_t t = 0; t < 128; ++t) bad_bar += w[16 + t] != 3 * (127 - t) + 1;
+  CHECK(bad_bar == 0);
+  std::vector<uint16_t> m(512);
+  std::memcpy(m.data(), &w[512], 1024);
+  size_t bad_plain = 0, bad_trans = 0;
+  for (int i = 0; i < 4; ++i)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int j = 0; j < 2; ++j) {
+        const int r = lane / 4, c = 2 * (lane % 4) + j;
+        const uint16_t v = static_cast<uint16_t>(64 * i + 2 * lane + j);
+        bad_plain += m[64 * i + 8 * r + c] != v;
+        bad_trans += m[256 + 64 * i + 8 * c + r] != v;
+      }
+  CHECK(bad_plain == 0);
+  CHECK(bad_trans == 0);
 }
