@@ -38,8 +38,8 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
 }
 
 template <class T>
-__device__ __forceinline__ void store_tile(const GemmSm90Params& p, const float (&acc)[128], int row0,
-                                           int col0) {
+__device__ __forceinline__ void store_tile(const GemmSm90Params& p, const float (&acc)[128],
+                                           int row0, int col0) {
   const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
   const int row = row0 + 16 * warp + lane / 4;
   const int col = col0 + 2 * (lane % 4);
@@ -59,14 +59,14 @@ __device__ __forceinline__ void store_tile(const GemmSm90Params& p, const float 
 
 }  // namespace gemm_sm90_detail
 
-template <class T>
-__device__ void gemm_sm90(const GemmSm90Params& p, char* smem_raw) {
+template <class T> __device__ void gemm_sm90(const GemmSm90Params& p, char* smem_raw) {
   using namespace sm90;
   using Shape = GemmSm90Shape;
   constexpr int kBM = Shape::kBM, kBN = Shape::kBN, kBK = Shape::kBK, kStages = Shape::kStages;
   constexpr int kABytes = kBM * kBK * 2;
   static_assert(kBK * 2 == 128, "one 128-byte swizzle row per k step");
-  static_assert(Shape::kStageBytes % 1024 == 0 && kABytes % 1024 == 0, "swizzle atoms stay aligned");
+  static_assert(Shape::kStageBytes % 1024 == 0 && kABytes % 1024 == 0,
+                "swizzle atoms stay aligned");
   static_assert(Shape::kThreads == 384 && Shape::kConsumers == 2, "one producer, two consumers");
 
   char* ring = align_smem<1024>(smem_raw);
@@ -122,7 +122,8 @@ __device__ void gemm_sm90(const GemmSm90Params& p, char* smem_raw) {
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < kBK / 16; ++kk)
-          Wgmma<256>::ss<T, 0, 0>(acc, da + desc_step(32 * kk), db + desc_step(32 * kk), (k | kk) != 0);
+          Wgmma<256>::ss<T, 0, 0>(acc, da + desc_step(32 * kk), db + desc_step(32 * kk),
+                                  (k | kk) != 0);
         wgmma_commit();
         wgmma_wait<1>();
         if (prev_slot >= 0 && warp_leader) mbar_arrive(&empty[prev_slot]);

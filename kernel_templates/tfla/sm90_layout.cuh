@@ -80,10 +80,13 @@ TFLA_HD constexpr unsigned long long desc_step(unsigned bytes) { return bytes >>
 
 static_assert(swizzled_offset(0, 128) == 0 && swizzled_offset(128, 128) == 144 &&
                   swizzled_offset(7 * 128 + 16 * 7, 128) == 7 * 128 &&
-                  swizzled_offset(8 * 128, 128) == 8 * 128 && swizzled_offset(64 + 16, 64) == 64 + 16 &&
-                  swizzled_offset(64 * 3, 64) == 64 * 3 + 16 && swizzled_offset(32 * 4, 32) == 32 * 4 + 16,
+                  swizzled_offset(8 * 128, 128) == 8 * 128 &&
+                  swizzled_offset(64 + 16, 64) == 64 + 16 &&
+                  swizzled_offset(64 * 3, 64) == 64 * 3 + 16 &&
+                  swizzled_offset(32 * 4, 32) == 32 * 4 + 16,
               "swizzle pattern");
-static_assert(wgmma_desc_kmajor(0x400, 128) == ((0x40ull) | (1ull << 16) | (64ull << 32) | (1ull << 62)),
+static_assert(wgmma_desc_kmajor(0x400, 128) ==
+                  ((0x40ull) | (1ull << 16) | (64ull << 32) | (1ull << 62)),
               "K-major 128B descriptor");
 
 }  // namespace sm90

@@ -11,9 +11,9 @@ namespace tfla {
 // Both operands K-major; fp32 accumulation; C in the input dtype.
 struct GemmSm90Shape {
   static constexpr int kBM = 128, kBN = 256, kBK = 64;  // CTA tile and k step
-  static constexpr int kStages = 4;                      // TMA ring depth
-  static constexpr int kGroupM = 8;                      // tile raster: 8 M-tiles per group
-  static constexpr int kConsumers = 2;                   // wgmma warpgroups (64 rows each)
+  static constexpr int kStages = 4;                     // TMA ring depth
+  static constexpr int kGroupM = 8;                     // tile raster: 8 M-tiles per group
+  static constexpr int kConsumers = 2;                  // wgmma warpgroups (64 rows each)
   static constexpr int kThreads = 128 * (1 + kConsumers);
   static constexpr int kStageBytes = (kBM + kBN) * kBK * 2;
   // Stage ring, then full[kStages] and empty[kStages] mbarriers; +1024 to align the ring.
@@ -47,11 +47,11 @@ struct TmaCopyParams {
 struct TmaRoundtripParams {
   TmaDesc in;
   TmaDesc out;
-  void* raw;          // (boxes, box_bytes) bytes
-  int box[5];         // box extent per dim, innermost first
-  int boxes[5];       // boxes per dim
+  void* raw;     // (boxes, box_bytes) bytes
+  int box[5];    // box extent per dim, innermost first
+  int boxes[5];  // boxes per dim
   int box_bytes;
-  int elem_bytes;     // 2 or 4
+  int elem_bytes;  // 2 or 4
 };
 
 // wgmma probe: one warpgroup computes D (64 x N, fp32) = A (64 x 64) * B (64 x N) in four k16
@@ -62,8 +62,8 @@ struct TmaRoundtripParams {
 struct WgmmaProbeParams {
   TmaDesc a;
   TmaDesc b;
-  const void* a_rm;  // (64, 64) T, for the RS form
-  float* d;          // (64, N) fp32
+  const void* a_rm;                     // (64, 64) T, for the RS form
+  float* d;                             // (64, N) fp32
   unsigned a_lbo, a_sbo, b_lbo, b_sbo;  // descriptor strides, bytes
   unsigned a_step, b_step;              // start-address step per k16 slice, bytes
   int b_panels;                         // MN-major B: TMA boxes of swizzle / 2 columns

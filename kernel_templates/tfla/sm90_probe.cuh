@@ -34,7 +34,8 @@ __device__ void sm90_tma_roundtrip(const TmaRoundtripParams& p, char* smem_raw) 
   }
   mbar_wait(bar, 0);
   u32* words = reinterpret_cast<u32*>(box);
-  u32* raw = reinterpret_cast<u32*>(static_cast<char*>(p.raw) + static_cast<long long>(blockIdx.x) * p.box_bytes);
+  u32* raw = reinterpret_cast<u32*>(static_cast<char*>(p.raw) +
+                                    static_cast<long long>(blockIdx.x) * p.box_bytes);
   const u32 sign = p.elem_bytes == 4 ? 0x80000000u : 0x80008000u;
   for (int i = threadIdx.x; i < p.box_bytes / 4; i += blockDim.x) {
     const u32 w = words[i];
@@ -57,8 +58,8 @@ template <class T, int N, int AMode, int BMajor>
 __device__ void sm90_wgmma_probe(const WgmmaProbeParams& p, char* smem_raw) {
   using namespace sm90;
   constexpr int kSwB = BMajor == 1 && N < 64 ? N * 2 : 128;
-  char* a_tile = align_smem<1024>(smem_raw);          // 8 KB
-  char* b_tile = a_tile + 8192;                        // N * 128 bytes
+  char* a_tile = align_smem<1024>(smem_raw);  // 8 KB
+  char* b_tile = a_tile + 8192;               // N * 128 bytes
   u64* bar = reinterpret_cast<u64*>(b_tile + N * 128);
   if (threadIdx.x == 0) {
     mbar_init(bar, 1);
@@ -87,7 +88,8 @@ __device__ void sm90_wgmma_probe(const WgmmaProbeParams& p, char* smem_raw) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int row = 16 * warp + g + 8 * (i % 2), col = 16 * kk + 8 * (i / 2) + 2 * cq;
-        afrag[kk][i] = static_cast<u32>(a[row * 64 + col]) | (static_cast<u32>(a[row * 64 + col + 1]) << 16);
+        afrag[kk][i] =
+            static_cast<u32>(a[row * 64 + col]) | (static_cast<u32>(a[row * 64 + col + 1]) << 16);
       }
   }
   mbar_wait(bar, 0);
@@ -119,8 +121,7 @@ __device__ void sm90_wgmma_probe(const WgmmaProbeParams& p, char* smem_raw) {
 
 // 160 threads: warp 0 produces, warps 1-4 consume. Shared memory: Depth * 256 bytes of slots,
 // then full[Depth] and empty[Depth].
-template <int Depth>
-__device__ void sm90_mbar_ring(const MbarRingParams& p, char* smem_raw) {
+template <int Depth> __device__ void sm90_mbar_ring(const MbarRingParams& p, char* smem_raw) {
   using namespace sm90;
   u32* slots = reinterpret_cast<u32*>(align_smem<128>(smem_raw));
   u64* full = reinterpret_cast<u64*>(slots + Depth * 64);
@@ -166,11 +167,10 @@ __device__ void sm90_mbar_ring(const MbarRingParams& p, char* smem_raw) {
 
 // elect.sync, a producer/consumer named barrier and stmatrix (plain and transposed); 256
 // threads. Unused: the rendered kernel passes one template argument.
-template <int Unused>
-__device__ void sm90_misc_probe(const MiscProbeParams& p, char* smem_raw) {
+template <int Unused> __device__ void sm90_misc_probe(const MiscProbeParams& p, char* smem_raw) {
   using namespace sm90;
   u32* words = reinterpret_cast<u32*>(align_smem<128>(smem_raw));  // 128 words
-  u16* mats = reinterpret_cast<u16*>(words + 128);                    // 2 x 256 u16
+  u16* mats = reinterpret_cast<u16*>(words + 128);                 // 2 x 256 u16
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (elect_one()) {
     atomicAdd(&p.out[0], 1u);
@@ -186,7 +186,8 @@ __device__ void sm90_misc_probe(const MiscProbeParams& p, char* smem_raw) {
   if (warp == 0) {
     u32 r[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) r[i] = static_cast<u32>(64 * i + 2 * lane) | (static_cast<u32>(64 * i + 2 * lane + 1) << 16);
+    for (int i = 0; i < 4; ++i)
+      r[i] = static_cast<u32>(64 * i + 2 * lane) | (static_cast<u32>(64 * i + 2 * lane + 1) << 16);
     const int row = (lane / 8) * 8 + lane % 8;  // lanes 8i..8i+7 address the rows of matrix i
     stmatrix_x4(mats + row * 8, r[0], r[1], r[2], r[3]);
     stmatrix_x4_trans(mats + 256 + row * 8, r[0], r[1], r[2], r[3]);
@@ -197,4 +198,3 @@ __device__ void sm90_misc_probe(const MiscProbeParams& p, char* smem_raw) {
 }
 
 }  // namespace tfla
-

@@ -10,8 +10,7 @@
 namespace tfla {
 
 // T: the 16-bit element type of the maps (the copy moves bytes; T only names the instantiation).
-template <class T>
-__device__ void tma_copy_sm90(const TmaCopyParams& p, char* smem_raw) {
+template <class T> __device__ void tma_copy_sm90(const TmaCopyParams& p, char* smem_raw) {
   using namespace sm90;
   static_assert(Elem<T>::bytes == 2, "rows of 64 16-bit elements");
   using Shape = TmaCopyShape;
@@ -22,10 +21,13 @@ __device__ void tma_copy_sm90(const TmaCopyParams& p, char* smem_raw) {
   for (int s = 0; s < kStages; ++s) mbar_init(&full[s], 1);
   fence_mbarrier_init();
   // Boxes blockIdx.x, blockIdx.x + gridDim.x, ...: count of them for this CTA.
-  const int count = p.boxes > static_cast<int>(blockIdx.x)
-                        ? (p.boxes - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1
-                        : 0;
-  auto box_row = [&](int n) { return (static_cast<int>(blockIdx.x) + n * static_cast<int>(gridDim.x)) * Shape::kBoxRows; };
+  const int count =
+      p.boxes > static_cast<int>(blockIdx.x)
+          ? (p.boxes - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1
+          : 0;
+  auto box_row = [&](int n) {
+    return (static_cast<int>(blockIdx.x) + n * static_cast<int>(gridDim.x)) * Shape::kBoxRows;
+  };
   auto load = [&](int n) {
     const int s = n % kStages;
     mbar_arrive_expect_tx(&full[s], kBoxBytes);

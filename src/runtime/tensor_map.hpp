@@ -16,13 +16,13 @@ namespace tfla::rt {
 // of each row's last 16-byte chunk (with the box's contents there), so maps used for stores need
 // that multiple unless those bytes are padding.
 struct TensorMapSpec {
-  const void* base = nullptr;   // global address, 16-byte aligned
-  DType dtype = DType::BF16;    // element type
-  int rank = 2;                 // 1..5
-  uint64_t dims[5] = {};        // extent of each dimension, elements
-  uint64_t strides[5] = {};     // stride of dims 1..rank-1 in bytes (multiples of 16); [0] unused
-  uint32_t box[5] = {};         // box extent per dimension, elements (1..256)
-  int swizzle = 0;              // 0, 32, 64 or 128: box[0] * element bytes must not exceed it
+  const void* base = nullptr;  // global address, 16-byte aligned
+  DType dtype = DType::BF16;   // element type
+  int rank = 2;                // 1..5
+  uint64_t dims[5] = {};       // extent of each dimension, elements
+  uint64_t strides[5] = {};    // stride of dims 1..rank-1 in bytes (multiples of 16); [0] unused
+  uint32_t box[5] = {};        // box extent per dimension, elements (1..256)
+  int swizzle = 0;             // 0, 32, 64 or 128: box[0] * element bytes must not exceed it
 };
 
 // The encoded tensor map of spec (loads zero-fill outside the tensor; L2 promotion 256 B).

@@ -13,7 +13,6 @@
 //  - the GEMM built from them against a float64 GEMM, tails included, and bitwise repeatable.
 // Every case needs an sm_90a device and is skipped with a warning on others.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <random>
 
@@ -48,20 +47,20 @@ std::vector<uint16_t> random16(size_t n, DType dt, std::vector<double>* values =
   if (values) values->resize(n);
   for (size_t i = 0; i < n; ++i) {
     const double v = (rng()() & 1 ? -1 : 1) * mag(rng());
-    out[i] = dt == DType::BF16 ? test::to_bf16(static_cast<float>(v)) : test::to_fp16(static_cast<float>(v));
-    if (values) (*values)[i] = dt == DType::BF16 ? test::from_bf16(out[i]) : test::from_fp16(out[i]);
+    out[i] = dt == DType::BF16 ? test::to_bf16(static_cast<float>(v))
+                               : test::to_fp16(static_cast<float>(v));
+    if (values)
+      (*values)[i] = dt == DType::BF16 ? test::from_bf16(out[i]) : test::from_fp16(out[i]);
   }
   return out;
 }
 
-template <class T>
-cli::DeviceBuffer upload_vec(const std::vector<T>& v) {
+template <class T> cli::DeviceBuffer upload_vec(const std::vector<T>& v) {
   cli::DeviceBuffer b(v.size() * sizeof(T));
   b.upload(v.data(), b.bytes());
   return b;
 }
-template <class T>
-std::vector<T> download_vec(const cli::DeviceBuffer& b) {
+template <class T> std::vector<T> download_vec(const cli::DeviceBuffer& b) {
   std::vector<T> v(b.bytes() / sizeof(T));
   b.download(v.data(), b.bytes());
   return v;
@@ -163,8 +162,8 @@ void run_tma_case(const TmaCase& c) {
       }
     }
   }
-  INFO("shared-memory bytes that differ from the predicted swizzled box: " << raw_bad << " (first at "
-                                                                           << first_bad << ")");
+  INFO("shared-memory bytes that differ from the predicted swizzled box: "
+       << raw_bad << " (first at " << first_bad << ")");
   CHECK(raw_bad == 0);
   // Stored: the sign-flipped view; everything else untouched (0xFF), except that a store writes
   // whole 16-byte chunks: when a row's end is not 16-byte aligned, the rest of its last chunk
@@ -192,17 +191,33 @@ const std::vector<TmaCase>& tma_cases() {
       {"2D exact multiple, 128B swizzle", D::BF16, 2, {128, 96}, {}, {64, 32}, 128},
       {"2D tails in both dims, 128B", D::BF16, 2, {200, 75}, {}, {64, 64}, 128},
       {"2D padded rows (stride 256 B), 64B swizzle", D::BF16, 2, {96, 37}, {256}, {32, 16}, 64},
-      {"2D rows of 200 B (not 16-byte multiples), padded to 256 B", D::BF16, 2, {100, 37}, {256}, {32, 16}, 64},
+      {"2D rows of 200 B (not 16-byte multiples), padded to 256 B",
+       D::BF16,
+       2,
+       {100, 37},
+       {256},
+       {32, 16},
+       64},
       {"2D 32B swizzle", D::BF16, 2, {72, 40}, {}, {16, 8}, 32},
       {"2D no swizzle, 48-byte box rows", D::BF16, 2, {56, 33}, {}, {24, 10}, 0},
       {"2D fp32, 128B swizzle", D::FP32, 2, {40, 50}, {}, {32, 16}, 128},
       {"2D box 64 x 256 (GEMM B tile)", D::BF16, 2, {64, 300}, {}, {64, 256}, 128},
       {"3D (D, S, B*NH), S tail per head", D::BF16, 3, {64, 100, 6}, {}, {64, 64, 1}, 128},
       // (B, S, NH, D) memory seen as (D, S, NH, B): B = 2, S = 100, NH = 3, D = 64.
-      {"4D bshd, S tail per head", D::BF16, 4, {64, 100, 3, 2}, {3 * 64 * 2, 64 * 2, 100 * 3 * 64 * 2},
-       {64, 64, 1, 1}, 128},
-      {"4D bshd D = 128 in two boxes", D::BF16, 4, {128, 50, 2, 3}, {2 * 128 * 2, 128 * 2, 50 * 2 * 128 * 2},
-       {64, 32, 1, 1}, 128},
+      {"4D bshd, S tail per head",
+       D::BF16,
+       4,
+       {64, 100, 3, 2},
+       {3 * 64 * 2, 64 * 2, 100 * 3 * 64 * 2},
+       {64, 64, 1, 1},
+       128},
+      {"4D bshd D = 128 in two boxes",
+       D::BF16,
+       4,
+       {128, 50, 2, 3},
+       {2 * 128 * 2, 128 * 2, 50 * 2 * 128 * 2},
+       {64, 32, 1, 1},
+       128},
       {"5D, boxes over every dim", D::BF16, 5, {16, 5, 4, 3, 2}, {}, {16, 4, 2, 2, 1}, 0},
   };
   return cases;
@@ -226,7 +241,8 @@ WgmmaResult run_wgmma(DType dt, int n, int amode, int bmajor, bool swap_mn = fal
   for (int i = 0; i < 64; ++i)
     for (int j = 0; j < 64; ++j) at[j * 64 + i] = a16[i * 64 + j];
   for (int k = 0; k < 64; ++k)
-    for (int j = 0; j < n; ++j) bt[static_cast<size_t>(j) * 64 + k] = b16[static_cast<size_t>(k) * n + j];
+    for (int j = 0; j < n; ++j)
+      bt[static_cast<size_t>(j) * 64 + k] = b16[static_cast<size_t>(k) * n + j];
   const cli::DeviceBuffer da = upload_vec(amode == 1 ? at : a16);
   const cli::DeviceBuffer db = upload_vec(bmajor == 1 ? b16 : bt);
   const cli::DeviceBuffer dd = test::poisoned(static_cast<size_t>(64) * n * 4);
@@ -270,8 +286,9 @@ WgmmaResult run_wgmma(DType dt, int n, int amode, int bmajor, bool swap_mn = fal
   }
   s.swizzle = swz_b;
   p.b = rt::tensor_map(s);
-  const unsigned long long b_desc = bmajor == 1 ? sm90::wgmma_desc_mnmajor(0, swz_b, p.b_panel_bytes)
-                                                : sm90::wgmma_desc_kmajor(0, 128);
+  const unsigned long long b_desc = bmajor == 1
+                                        ? sm90::wgmma_desc_mnmajor(0, swz_b, p.b_panel_bytes)
+                                        : sm90::wgmma_desc_kmajor(0, 128);
   p.b_lbo = desc_lbo(b_desc);
   p.b_sbo = desc_sbo(b_desc);
   p.b_step = sm90::k16_step_bytes(bmajor == 1, swz_b);
@@ -299,12 +316,13 @@ WgmmaResult run_wgmma(DType dt, int n, int amode, int bmajor, bool swap_mn = fal
 
 void check_wgmma(DType dt, int n, int amode, int bmajor) {
   const char* amodes[] = {"SS A K-major", "SS A MN-major", "RS A registers"};
-  INFO(to_string(dt) << " m64n" << n << "k16 x4, " << amodes[amode] << ", B " << (bmajor ? "MN" : "K")
-                     << "-major");
+  INFO(to_string(dt) << " m64n" << n << "k16 x4, " << amodes[amode] << ", B "
+                     << (bmajor ? "MN" : "K") << "-major");
   const WgmmaResult r = run_wgmma(dt, n, amode, bmajor);
   if (r.rel_err > 1e-4 && (amode == 1 || bmajor == 1)) {
     const WgmmaResult s = run_wgmma(dt, n, amode, bmajor, true);
-    WARN("failed (rel err " << r.rel_err << "); with LBO and SBO of the MN-major operand swapped: " << s.rel_err);
+    WARN("failed (rel err " << r.rel_err << "); with LBO and SBO of the MN-major operand swapped: "
+                            << s.rel_err);
   }
   CHECK(r.nonfinite == 0);
   CHECK(r.rel_err < 1e-4);
@@ -360,7 +378,8 @@ struct Gemm {
   }
   double ref(int i, int j) const {
     double s = 0;
-    for (int k = 0; k < K; ++k) s += a[static_cast<size_t>(i) * K + k] * b[static_cast<size_t>(j) * K + k];
+    for (int k = 0; k < K; ++k)
+      s += a[static_cast<size_t>(i) * K + k] * b[static_cast<size_t>(j) * K + k];
     return s;
   }
 };
@@ -386,7 +405,8 @@ void check_gemm(int M, int N, int K, DType dt, int sample_stride) {
 
 }  // namespace
 
-TEST_CASE("TMA round trips are bit-exact and zero-fill outside the tensor", "[gpu][sm90][sanitize]") {
+TEST_CASE("TMA round trips are bit-exact and zero-fill outside the tensor",
+          "[gpu][sm90][sanitize]") {
   if (!have_sm90a()) return;
   for (const TmaCase& c : tma_cases()) run_tma_case(c);
 }

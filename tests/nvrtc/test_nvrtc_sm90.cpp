@@ -3,9 +3,8 @@
 // warpgroup.wait, setmaxnreg ignored, ...) and on any stack frame or spill, the local-memory use
 // that ptxas reports per kernel. Also checks that the same sources compile for sm_90 and sm_80,
 // where the primitives turn into __trap().
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <regex>
 #include <thread>
@@ -23,7 +22,8 @@ struct Compiled {
   size_t cubin_bytes = 0;
 };
 
-std::vector<Compiled> compile_all(const std::vector<rt::KernelSpec>& specs, const std::string& arch) {
+std::vector<Compiled> compile_all(const std::vector<rt::KernelSpec>& specs,
+                                  const std::string& arch) {
   std::vector<Compiled> out(specs.size());
   std::atomic<size_t> next{0};
   auto worker = [&] {
@@ -38,7 +38,8 @@ std::vector<Compiled> compile_all(const std::vector<rt::KernelSpec>& specs, cons
     }
   };
   std::vector<std::thread> pool;
-  for (unsigned t = 0; t < std::max(2u, std::thread::hardware_concurrency()); ++t) pool.emplace_back(worker);
+  for (unsigned t = 0; t < std::max(2u, std::thread::hardware_concurrency()); ++t)
+    pool.emplace_back(worker);
   for (auto& t : pool) t.join();
   return out;
 }
@@ -52,12 +53,14 @@ struct ScopedEnv {
 
 }  // namespace
 
-TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spill", "[nvrtc][sm90]") {
+TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spill",
+          "[nvrtc][sm90]") {
   ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");  // adds --ptxas-options=-v (kernel.cpp)
   const auto specs = ops::sm90_kernels();
   REQUIRE(specs.size() >= 30);
   const auto results = compile_all(specs, "sm_90a");
-  const std::regex frame(R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)");
+  const std::regex frame(
+      R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)");
   for (size_t i = 0; i < specs.size(); ++i) {
     const Compiled& r = results[i];
     INFO(specs[i].key << "\n" << r.error << "\nNVRTC log:\n" << r.log);
@@ -74,10 +77,11 @@ TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spil
   }
 }
 
-TEST_CASE("the sm_90a kernels compile for sm_90 and sm_80 (primitives trap there)", "[nvrtc][sm90]") {
-  const std::vector<rt::KernelSpec> specs = {ops::gemm_sm90_kernel(DType::BF16), ops::tma_roundtrip_kernel(4),
-                                             ops::wgmma_probe_kernel(DType::BF16, 64, 2, 1),
-                                             ops::mbar_ring_kernel(2)};
+TEST_CASE("the sm_90a kernels compile for sm_90 and sm_80 (primitives trap there)",
+          "[nvrtc][sm90]") {
+  const std::vector<rt::KernelSpec> specs = {
+      ops::gemm_sm90_kernel(DType::BF16), ops::tma_roundtrip_kernel(4),
+      ops::wgmma_probe_kernel(DType::BF16, 64, 2, 1), ops::mbar_ring_kernel(2)};
   for (const char* arch : {"sm_90", "sm_80"}) {
     const auto results = compile_all(specs, arch);
     for (size_t i = 0; i < specs.size(); ++i) {

@@ -9,8 +9,8 @@
 //    is not bit-exact.
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -57,8 +57,10 @@ int bench_gemm(const std::vector<std::string>& argv) {
   const int samples = static_cast<int>(args.get_int("samples", 4096));
   const DeviceInfo& dev = rt::device_info(rt::ensure_context());
 
-  DeviceBuffer a(static_cast<size_t>(M) * K * 2), b(static_cast<size_t>(N) * K * 2), c(static_cast<size_t>(M) * N * 2);
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  DeviceBuffer a(static_cast<size_t>(M) * K * 2), b(static_cast<size_t>(N) * K * 2),
+      c(static_cast<size_t>(M) * N * 2);
+  const uint64_t seed =
+      static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   fill_random(a.get(), dt, static_cast<int64_t>(M) * K, seed, 0.f, 1.f);
   fill_random(b.get(), dt, static_cast<int64_t>(N) * K, seed * 31 + 7, 0.f, 1.f);
   c.fill_byte(0xFF);
@@ -72,32 +74,45 @@ int bench_gemm(const std::vector<std::string>& argv) {
   std::mt19937_64 g(seed);
   double err = 0, nrm = 0;
   for (int s = 0; s < samples; ++s) {
-    const int i = static_cast<int>(g() % static_cast<uint64_t>(M)), j = static_cast<int>(g() % static_cast<uint64_t>(N));
+    const int i = static_cast<int>(g() % static_cast<uint64_t>(M)),
+              j = static_cast<int>(g() % static_cast<uint64_t>(N));
     double want = 0;
     for (int k = 0; k < K; ++k)
-      want += to_double(ha[static_cast<size_t>(i) * K + k], dt) * to_double(hb[static_cast<size_t>(j) * K + k], dt);
+      want += to_double(ha[static_cast<size_t>(i) * K + k], dt) *
+              to_double(hb[static_cast<size_t>(j) * K + k], dt);
     const double got = to_double(hc[static_cast<size_t>(i) * N + j], dt);
     err += (got - want) * (got - want);
     nrm += want * want;
   }
   const double rel = std::sqrt(err / nrm);
 
-  const auto ms = time_ms([&] { ops::gemm_sm90(a.get(), b.get(), c.get(), M, N, K, dt, nullptr); }, warmup, reps);
+  const auto ms = time_ms([&] { ops::gemm_sm90(a.get(), b.get(), c.get(), M, N, K, dt, nullptr); },
+                          warmup, reps);
   const double med = median(ms);
   const double tflops = 2.0 * M * N * K / (med * 1e-3) / 1e12;
   const bool ok = nonfinite == 0 && rel < 1e-2;
   if (args.flag("json")) {
-    nlohmann::json j = {{"kernel", "gemm_sm90"}, {"dtype", dts}, {"M", M}, {"N", N}, {"K", K},
-                        {"ms", med}, {"ms_min", ms.front()}, {"tflops", tflops}, {"rel_err", rel},
-                        {"samples", samples}, {"nonfinite", nonfinite}, {"device", dev.name}};
+    nlohmann::json j = {{"kernel", "gemm_sm90"},
+                        {"dtype", dts},
+                        {"M", M},
+                        {"N", N},
+                        {"K", K},
+                        {"ms", med},
+                        {"ms_min", ms.front()},
+                        {"tflops", tflops},
+                        {"rel_err", rel},
+                        {"samples", samples},
+                        {"nonfinite", nonfinite},
+                        {"device", dev.name}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("tfla bench gemm on %s: C = A * B^T, %s, M = %d, N = %d, K = %d\n", dev.name.c_str(),
-                dts.c_str(), M, N, K);
+    std::printf("tfla bench gemm on %s: C = A * B^T, %s, M = %d, N = %d, K = %d\n",
+                dev.name.c_str(), dts.c_str(), M, N, K);
     std::printf("  %.3f ms median of %d (min %.3f), %.1f TFLOP/s\n", med, reps, ms.front(), tflops);
-    std::printf("  check vs float64 CPU GEMM, %d sampled entries: relative error %.2e; non-finite "
-                "entries in C: %zu -> %s\n",
-                samples, rel, nonfinite, ok ? "ok" : "FAILED");
+    std::printf(
+        "  check vs float64 CPU GEMM, %d sampled entries: relative error %.2e; non-finite "
+        "entries in C: %zu -> %s\n",
+        samples, rel, nonfinite, ok ? "ok" : "FAILED");
   }
   return ok ? kOk : kFailed;
 }
@@ -110,7 +125,8 @@ int bench_tma_copy(const std::vector<std::string>& argv) {
   const DeviceInfo& dev = rt::device_info(rt::ensure_context());
   DeviceBuffer src(bytes), dst(bytes);
   fill_random(src.get(), DType::BF16, static_cast<int64_t>(bytes / 2),
-              static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()), 0.f, 1.f);
+              static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()),
+              0.f, 1.f);
   dst.fill_byte(0xFF);
   ops::tma_copy_sm90(src.get(), dst.get(), bytes, nullptr);
   synchronize();
@@ -118,22 +134,31 @@ int bench_tma_copy(const std::vector<std::string>& argv) {
   src.download(hs.data(), bytes);
   dst.download(hd.data(), bytes);
   const bool exact = std::memcmp(hs.data(), hd.data(), bytes) == 0;
-  const double tma_ms = median(time_ms([&] { ops::tma_copy_sm90(src.get(), dst.get(), bytes, nullptr); }, warmup, reps));
+  const double tma_ms = median(
+      time_ms([&] { ops::tma_copy_sm90(src.get(), dst.get(), bytes, nullptr); }, warmup, reps));
   const double dtod_ms = median(time_ms(
       [&] {
-        TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(dst.get()), reinterpret_cast<CUdeviceptr>(src.get()),
-                                  bytes, nullptr));
+        TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(dst.get()),
+                                  reinterpret_cast<CUdeviceptr>(src.get()), bytes, nullptr));
       },
       warmup, reps));
-  const double tma_gbps = 2.0 * bytes / (tma_ms * 1e-3) / 1e9, dtod_gbps = 2.0 * bytes / (dtod_ms * 1e-3) / 1e9;
+  const double tma_gbps = 2.0 * bytes / (tma_ms * 1e-3) / 1e9,
+               dtod_gbps = 2.0 * bytes / (dtod_ms * 1e-3) / 1e9;
   if (args.flag("json")) {
-    nlohmann::json j = {{"kernel", "tma_copy_sm90"}, {"bytes", bytes}, {"tma_ms", tma_ms}, {"tma_gbps", tma_gbps},
-                        {"dtod_ms", dtod_ms}, {"dtod_gbps", dtod_gbps}, {"exact", exact}, {"device", dev.name}};
+    nlohmann::json j = {{"kernel", "tma_copy_sm90"},
+                        {"bytes", bytes},
+                        {"tma_ms", tma_ms},
+                        {"tma_gbps", tma_gbps},
+                        {"dtod_ms", dtod_ms},
+                        {"dtod_gbps", dtod_gbps},
+                        {"exact", exact},
+                        {"device", dev.name}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("tfla bench tma-copy on %s: %zu MiB, read + write bytes per second\n", dev.name.c_str(), bytes >> 20);
-    std::printf("  TMA copy      %.3f ms  %.0f GB/s (%.0f%% of cuMemcpyDtoD)  bit-exact: %s\n", tma_ms, tma_gbps,
-                100.0 * tma_gbps / dtod_gbps, exact ? "yes" : "NO");
+    std::printf("tfla bench tma-copy on %s: %zu MiB, read + write bytes per second\n",
+                dev.name.c_str(), bytes >> 20);
+    std::printf("  TMA copy      %.3f ms  %.0f GB/s (%.0f%% of cuMemcpyDtoD)  bit-exact: %s\n",
+                tma_ms, tma_gbps, 100.0 * tma_gbps / dtod_gbps, exact ? "yes" : "NO");
     std::printf("  cuMemcpyDtoD  %.3f ms  %.0f GB/s\n", dtod_ms, dtod_gbps);
   }
   return exact ? kOk : kFailed;
