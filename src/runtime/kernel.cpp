@@ -49,8 +49,8 @@ std::string KernelSpec::source() const {
   for (const auto& a : template_args) args += (args.empty() ? "" : ", ") + a;
   o << "// tfla kernel " << key << "\n#include \"" << header << "\"\n"
     << "extern \"C\" __global__ void __launch_bounds__(" << threads
-    << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string()) << ") tfla_kernel(const __grid_constant__ "
-    << params_type << " p) {\n";
+    << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string())
+    << ") tfla_kernel(const __grid_constant__ " << params_type << " p) {\n";
   if (uses_smem_arg) {
     o << "  extern __shared__ __align__(16) char smem[];\n"
       << "  " << function << "<" << args << ">(p, smem);\n";
