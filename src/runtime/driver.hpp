@@ -18,7 +18,8 @@ namespace tfla::rt {
   X(cuMemsetD32Async) X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)             \
   X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize)                   \
   X(cuEventElapsedTime) X(cuGetErrorName) X(cuGetErrorString) X(cuMemGetInfo)                 \
-  X(cuPointerGetAttribute) X(cuMemcpyDtoDAsync) X(cuLaunchKernelEx)
+  X(cuPointerGetAttribute) X(cuMemcpyDtoDAsync) X(cuLaunchKernelEx)                     \
+  X(cuTensorMapEncodeTiled)
 
 struct Driver {
 #define TFLA_DECLARE(name) decltype(&::name) name = nullptr;

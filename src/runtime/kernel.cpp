@@ -49,8 +49,8 @@ std::string KernelSpec::source() const {
   for (const auto& a : template_args) args += (args.empty() ? "" : ", ") + a;
   o << "// tfla kernel " << key << "\n#include \"" << header << "\"\n"
     << "extern \"C\" __global__ void __launch_bounds__(" << threads
-    << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string()) << ") tfla_kernel(const "
-    << params_type << " p) {\n";
+    << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string())
+    << ") tfla_kernel(const __grid_constant__ " << params_type << " p) {\n";
   if (uses_smem_arg) {
     o << "  extern __shared__ __align__(16) char smem[];\n"
       << "  " << function << "<" << args << ">(p, smem);\n";
@@ -137,18 +137,21 @@ LoadedKernel::~LoadedKernel() {
   if (module_ && driver_available(&why)) driver().cuModuleUnload(module_);
 }
 
+// Kernels take one parameter block, passed through kernelParams: the driver then copies it to
+// the offset the cubin records for it. (A packed CU_LAUNCH_PARAM_BUFFER_POINTER buffer would
+// put it at offset 0, but a block holding 64-byte aligned TMA descriptors starts 48 bytes into
+// the parameter space on sm_90, whose start is only 16-byte aligned.)
 void LoadedKernel::launch(Grid3 grid, CUstream stream, const void* params, size_t bytes) const {
-  void* config[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, const_cast<void*>(params),
-                    CU_LAUNCH_PARAM_BUFFER_SIZE, &bytes, CU_LAUNCH_PARAM_END};
+  (void)bytes;
+  void* args[] = {const_cast<void*>(params)};
   const CUresult r = driver().cuLaunchKernel(fn_, grid.x, grid.y, grid.z, threads_, 1, 1,
-                                             smem_bytes_, stream, nullptr, config);
+                                             smem_bytes_, stream, args, nullptr);
   if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernel(" + key_ + ")").c_str());
 }
 
 void LoadedKernel::launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const {
   if (!programmatic_) return launch(grid, stream, params, bytes);
-  void* config[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, const_cast<void*>(params),
-                    CU_LAUNCH_PARAM_BUFFER_SIZE, &bytes, CU_LAUNCH_PARAM_END};
+  void* args[] = {const_cast<void*>(params)};
   CUlaunchAttribute attr{};
   attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
   attr.value.programmaticStreamSerializationAllowed = 1;
@@ -163,7 +166,7 @@ void LoadedKernel::launch_dependent(Grid3 grid, CUstream stream, const void* par
   lc.hStream = stream;
   lc.attrs = &attr;
   lc.numAttrs = 1;
-  const CUresult r = driver().cuLaunchKernelEx(&lc, fn_, nullptr, config);
+  const CUresult r = driver().cuLaunchKernelEx(&lc, fn_, args, nullptr);
   if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernelEx(" + key_ + ", programmatic dependent)").c_str());
 }
 

@@ -331,6 +331,8 @@ int bench_step(const std::vector<std::string>& argv) {
 int cmd_bench(const std::vector<std::string>& argv) {
   // `bench step` has its own options (bench_step above).
   if (std::find(argv.begin(), argv.end(), std::string("step")) != argv.end()) return bench_step(argv);
+  if (!argv.empty() && argv[0] == "gemm") return bench_gemm(std::vector<std::string>(argv.begin() + 1, argv.end()));
+  if (!argv.empty() && argv[0] == "tma-copy") return bench_tma_copy(std::vector<std::string>(argv.begin() + 1, argv.end()));
   Args args(argv, {"json", "saved"},
             {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
              "warmup", "reps", "normalize"});

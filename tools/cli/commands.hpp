@@ -14,6 +14,8 @@ int cmd_bench(const std::vector<std::string>& args);
 int cmd_cache(const std::vector<std::string>& args);
 int cmd_tune(const std::vector<std::string>& args);
 int cmd_tune_worker(const std::vector<std::string>& args);  // hidden: the tuner's GPU side
+int bench_gemm(const std::vector<std::string>& args);       // `bench gemm` (cmd_bench_sm90.cpp)
+int bench_tma_copy(const std::vector<std::string>& args);   // `bench tma-copy` (cmd_bench_sm90.cpp)
 
 // A progress bar on stderr for long work (hidden when stderr is not a terminal unless forced).
 class Progress {

@@ -1,0 +1,92 @@
+// Deviceless NVRTC compilation of the sm_90a kernels (the GEMM and the primitive probes) with
+// ptxas's verbose report: fails on any ptxas warning (C75xx: wgmma serialized, an injected
+// warpgroup.wait, setmaxnreg ignored, ...) and on any stack frame or spill, the local-memory use
+// that ptxas reports per kernel. Also checks that the same sources compile for sm_90 and sm_80,
+// where the primitives turn into __trap().
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <regex>
+#include <thread>
+
+#include "ops/sm90_kernels.hpp"
+#include "runtime/kernel.hpp"
+#include "tfla/tfla.hpp"
+
+using namespace tfla;
+
+namespace {
+
+struct Compiled {
+  std::string log, error;
+  size_t cubin_bytes = 0;
+};
+
+std::vector<Compiled> compile_all(const std::vector<rt::KernelSpec>& specs,
+                                  const std::string& arch) {
+  std::vector<Compiled> out(specs.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next++; i < specs.size(); i = next++) {
+      try {
+        const rt::CompiledKernel c = rt::compile(specs[i], arch);
+        out[i].log = c.log;
+        out[i].cubin_bytes = c.cubin.size();
+      } catch (const Error& e) {
+        out[i].error = std::string(e.what()) + "\n" + e.details();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < std::max(2u, std::thread::hardware_concurrency()); ++t)
+    pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+  return out;
+}
+
+// Sets an environment variable for the scope of one test.
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(const char* n, const char* v) : name(n) { setenv(n, v, 1); }
+  ~ScopedEnv() { unsetenv(name.c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spill",
+          "[nvrtc][sm90]") {
+  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");  // adds --ptxas-options=-v (kernel.cpp)
+  const auto specs = ops::sm90_kernels();
+  REQUIRE(specs.size() >= 30);
+  const auto results = compile_all(specs, "sm_90a");
+  const std::regex frame(
+      R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)");
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Compiled& r = results[i];
+    INFO(specs[i].key << "\n" << r.error << "\nNVRTC log:\n" << r.log);
+    REQUIRE(r.error.empty());
+    CHECK(r.cubin_bytes > 1000);
+    CHECK(r.log.find("warning") == std::string::npos);
+    CHECK(r.log.find("C75") == std::string::npos);
+    // The verbose report must be there, or the checks below would pass vacuously.
+    std::smatch m;
+    REQUIRE(std::regex_search(r.log, m, frame));
+    CHECK(m[1] == "0");
+    CHECK(m[2] == "0");
+    CHECK(m[3] == "0");
+  }
+}
+
+TEST_CASE("the sm_90a kernels compile for sm_90 and sm_80 (primitives trap there)",
+          "[nvrtc][sm90]") {
+  const std::vector<rt::KernelSpec> specs = {
+      ops::gemm_sm90_kernel(DType::BF16), ops::tma_roundtrip_kernel(4),
+      ops::wgmma_probe_kernel(DType::BF16, 64, 2, 1), ops::mbar_ring_kernel(2)};
+  for (const char* arch : {"sm_90", "sm_80"}) {
+    const auto results = compile_all(specs, arch);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      INFO(arch << " " << specs[i].key << "\n" << results[i].error);
+      CHECK(results[i].error.empty());
+    }
+  }
+}
