@@ -74,6 +74,7 @@ RuntimeInfo runtime_info() {
 
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
+  ops::check_config(pinned, "forward config");
   const ops::FwdConfig cfg =
       ops::resolve_fwd_config(problem, pinned.empty() ? ops::tuned_config(problem, "fwd") : pinned);
   if (std::string why = ops::check_fwd_config(cfg, problem); !why.empty())
@@ -90,12 +91,14 @@ size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& c
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options) {
   ops::check_problem(problem);
+  ops::check_config(options.config, "forward config");
   const ops::FwdConfig cfg = ops::select_fwd_config(problem, tensors, options.config);
   ops::forward_with_config(problem, tensors, options, cfg);
 }
 
 Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
+  ops::check_config(pinned, "backward config");
   const ops::BwdConfig cfg =
       ops::resolve_bwd_config(problem, pinned.empty() ? ops::tuned_config(problem, "bwd") : pinned);
   if (std::string why = ops::check_bwd_config(cfg, problem); !why.empty())
@@ -119,6 +122,7 @@ size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
+  ops::check_config(options.config, "backward config");
   ops::BwdConfig cfg = ops::select_bwd_config(problem, tensors, options.config);
   // The caller did not pin the chunk (a tuned backward entry always carries one, which need not
   // be the forward's).

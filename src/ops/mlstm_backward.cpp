@@ -177,6 +177,27 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
                       ": pin parallel=0 (chunkwise) or leave the form to the library");
   }
 
+  // Buffer sizes and alignment are arguments too: checked before any driver or compile work.
+  const BwdWorkspace ws = bwd_workspace(p, cfg, t.saved != nullptr, true);
+  if (o.workspace) {
+    if (o.workspace_bytes < ws.total)
+      throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
+                                                  " bytes is too small: this backward needs " +
+                                                  std::to_string(ws.total));
+    if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
+      throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
+  }
+  const bool saved = t.saved != nullptr;
+  const FwdWorkspace sv = fwd_workspace(p, cfg.chunk, true);  // the saved buffer's layout
+  if (saved && !cfg.parallel) {
+    if (t.saved_bytes != sv.total)
+      throw Error(ErrorCode::InvalidArgument,
+                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; the backward's chunk (" +
+                      std::to_string(cfg.chunk) + ") needs " + std::to_string(sv.total) +
+                      ": run forward and backward with the same chunk size");
+    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
+      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
+  }
   rt::ensure_context();
   static KernelMemo<8> memo;
   const MemoKey key{2,           static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
@@ -189,19 +210,10 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   const MemoKey par_key{4, static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
                         static_cast<int64_t>(p.variant), p.Dqk, p.Dv, cfg.siz_b_r, cfg.siz_b_t,
                         cfg.siz_b_nqk, cfg.siz_b_nv, cfg.siz_b_kc, cfg.warps_m, cfg.warps_n};
-  const BwdWorkspace ws = bwd_workspace(p, cfg, t.saved != nullptr, true);
   CUstream stream = static_cast<CUstream>(o.stream);
   CUdeviceptr base = 0;
   bool owned = false;
-  if (o.workspace) {
-    if (o.workspace_bytes < ws.total)
-      throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
-                                                  " bytes is too small: this backward needs " +
-                                                  std::to_string(ws.total));
-    if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
-      throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
-    base = reinterpret_cast<CUdeviceptr>(o.workspace);
-  }
+  if (o.workspace) base = reinterpret_cast<CUdeviceptr>(o.workspace);
   auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
   // the tensors, strides and sizes of every form
   MlstmBwdParams g{};
@@ -253,17 +265,6 @@ void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const
   const rt::LoadedKernel& k_gl = *kernels[6];
   const rt::LoadedKernel& k_gdf = *kernels[7];
 
-  const bool saved = t.saved != nullptr;
-  const FwdWorkspace sv = fwd_workspace(p, cfg.chunk, true);  // the saved buffer's layout
-  if (saved) {
-    if (t.saved_bytes != sv.total)
-      throw Error(ErrorCode::InvalidArgument,
-                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; the backward's chunk (" +
-                      std::to_string(cfg.chunk) + ") needs " + std::to_string(sv.total) +
-                      ": run forward and backward with the same chunk size");
-    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
-      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
-  }
   if (!o.workspace) {
     TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
     owned = true;

@@ -169,6 +169,24 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
     return;
   }
 
+  // Buffer sizes and alignment are arguments too: checked before any driver or compile work.
+  const bool saved = t.saved != nullptr;
+  const FwdWorkspace ws = fwd_workspace(p, cfg.chunk, saved);
+  if (saved) {
+    if (t.saved_bytes != ws.total)
+      throw Error(ErrorCode::InvalidArgument,
+                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; this problem and chunk (" +
+                      std::to_string(cfg.chunk) + ") need mlstm_saved_size() = " + std::to_string(ws.total));
+    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
+      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
+  } else if (o.workspace) {
+    if (o.workspace_bytes < ws.total)
+      throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
+                                                  " bytes is too small: this forward needs " +
+                                                  std::to_string(ws.total));
+    if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
+      throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
+  }
   rt::ensure_context();
   static KernelMemo<3> memo;
   const MemoKey key{1,          static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
@@ -180,26 +198,12 @@ void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const L
   const rt::LoadedKernel& k_states = *kernels[1];
   const rt::LoadedKernel& k_output = *kernels[2];
 
-  const bool saved = t.saved != nullptr;
-  const FwdWorkspace ws = fwd_workspace(p, cfg.chunk, saved);
   CUstream stream = static_cast<CUstream>(o.stream);
   CUdeviceptr base = 0;
   bool owned = false;
   if (saved) {
-    if (t.saved_bytes != ws.total)
-      throw Error(ErrorCode::InvalidArgument,
-                  "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; this problem and chunk (" +
-                      std::to_string(cfg.chunk) + ") need mlstm_saved_size() = " + std::to_string(ws.total));
-    if (reinterpret_cast<uintptr_t>(t.saved) % 256)
-      throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
     base = reinterpret_cast<CUdeviceptr>(t.saved);
   } else if (o.workspace) {
-    if (o.workspace_bytes < ws.total)
-      throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
-                                                  " bytes is too small: this forward needs " +
-                                                  std::to_string(ws.total));
-    if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
-      throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
     base = reinterpret_cast<CUdeviceptr>(o.workspace);
   } else {
     TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));

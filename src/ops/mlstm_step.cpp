@@ -145,6 +145,7 @@ namespace tfla {
 
 Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_step_problem(problem);
+  ops::check_config(pinned, "step config");
   const ops::StepConfig cfg =
       ops::resolve_step_config(problem, pinned.empty() ? ops::tuned_config(problem, "step") : pinned);
   if (std::string why = ops::check_step_config(cfg, problem); !why.empty())
@@ -154,6 +155,7 @@ Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned) {
 
 void mlstm_step(const MlstmProblem& problem, const StepTensors& tensors, const LaunchOptions& options) {
   ops::check_step_problem(problem);
+  ops::check_config(options.config, "step config");
   const Config& pinned = options.config.empty() ? ops::tuned_config(problem, "step") : options.config;
   ops::step_with_config(problem, tensors, options, ops::resolve_step_config(problem, pinned));
 }

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "runtime/driver.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::rt {
 
@@ -24,7 +25,11 @@ int ensure_context() {
     return static_cast<int>(dev);
   }
   int ordinal = 0;
-  if (const char* e = std::getenv("TFLA_DEVICE")) ordinal = std::atoi(e);
+  try {
+    ordinal = static_cast<int>(util::env_int("TFLA_DEVICE", 0, 0, 1 << 20));
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::InvalidArgument, e.what());
+  }
   int count = 0;
   check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
   if (ordinal < 0 || ordinal >= count)

@@ -5,16 +5,22 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "output.hpp"
 #include "runtime/embedded.hpp"
 #include "tfla/tfla.hpp"
 #include "tfla_cache/cache.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::cli {
 namespace {
 std::string cache_path() { return cache::Cache::default_path(); }
+// TFLA_CACHE_DISABLE as the library reads it; a value that is not a boolean is an error.
 bool cache_disabled() {
-  const char* v = std::getenv("TFLA_CACHE_DISABLE");
-  return v && *v && std::string(v) != "0";
+  try {
+    return util::env_flag("TFLA_CACHE_DISABLE", false);
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::InvalidArgument, e.what());
+  }
 }
 }  // namespace
 
@@ -38,12 +44,12 @@ int cmd_info(const std::vector<std::string>& argv) {
                               {"arch", d.arch}, {"sm_count", d.sm_count}, {"l2_bytes", d.l2_bytes},
                               {"smem_optin_bytes", d.smem_optin_bytes},
                               {"total_memory_bytes", d.total_memory_bytes}});
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
   } else {
     std::printf("tfla %s\n", info.tfla_version.c_str());
     std::printf("  NVRTC          %d.%d\n", info.nvrtc_major, info.nvrtc_minor);
     std::printf("  templates      %s (%zu files embedded)\n", rt::kTemplatesHash, rt::kNumEmbeddedTemplates);
-    std::printf("  cache          %s%s\n", cache_path().c_str(),
+    std::printf("  cache          %s%s\n", cache_path().empty() ? "(none: set TFLA_CACHE or HOME)" : cache_path().c_str(),
                 cache_disabled() ? " (disabled: TFLA_CACHE_DISABLE)" : "");
     if (!info.driver_loaded || info.devices.empty()) {
       std::printf("  driver         none: %s\n", info.driver_error.c_str());
