@@ -9,6 +9,7 @@
 
 #include "runtime/embedded.hpp"
 #include "runtime/log.hpp"
+#include "tfla/tfla.hpp"
 #include "tfla_cache/hash.hpp"
 #include "tfla_util/env_flag.hpp"
 

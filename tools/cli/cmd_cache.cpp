@@ -32,13 +32,13 @@ cache::Cache open(const Args& args) {
 }
 
 std::optional<CurrentEnv> current_env(std::string* why) {
-  if (!rt::driver_available(why)) return std::nullopt;
-  int ordinal = 0;
+  int ordinal = 0;  // read first: a bad TFLA_DEVICE is an error on any machine
   try {
     ordinal = static_cast<int>(util::env_int("TFLA_DEVICE", 0, 0, 1 << 20));
   } catch (const std::invalid_argument& e) {
     throw Error(ErrorCode::InvalidArgument, e.what());
   }
+  if (!rt::driver_available(why)) return std::nullopt;
   try {
     CurrentEnv out;
     out.device = rt::device_info(ordinal);
