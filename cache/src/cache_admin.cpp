@@ -479,7 +479,9 @@ MergeReport Cache::import_from(const std::string& path, const ImportOptions& opt
   {
     std::scoped_lock lock(impl_->mu, src.impl_->mu);
     rep = merge(*src.impl_, *impl_, ExportOptions{},
-                opt.trust_cubins ? CubinTrust::Trusted : CubinTrust::Untrusted);
+                opt.trust_cubins ? CubinTrust::Trusted
+                : opt.own_export ? CubinTrust::Copy
+                                 : CubinTrust::Untrusted);
   }
   tfla::cache_log()->info(
       "tfla cache {}: imported {}: {} environments, {} entries added, {} replaced, "

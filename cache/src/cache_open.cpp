@@ -142,6 +142,9 @@ detail::Probe probe_snapshot(Db& db) {
 // a tfla cache (untouched), SchemaTooNew, Io, Busy, ...
 std::unique_ptr<Db> open_read_write_db(const std::string& path, std::string& problem) {
   // Judge the header before SQLite touches the file: opening read-write may write to it.
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
+    throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
   const Owner owner = owner_of(path);
   if (owner == Owner::NotSqlite) throw not_ours(path, "not a SQLite database");
   if (owner == Owner::OtherSqlite) {

@@ -96,8 +96,8 @@ for cmd in "stats --json" "list --json" "prune --dry-run --json" "recorded --jso
 done
 run 1 cache verify --cache "$d/forged.tfla" --json
 json 'j["ok"] is False and len(j["problems"]) >= 5'
-run 0 cache show BH=64,S=4096 --cache "$d/forged.tfla" --json
-json 'j["tool_version"] != ""'
+run 0 cache explain --op fwd --variant exp --dtype bf16 --dqk 256 --dv 512 --bh 64 --seq 8192 --cache "$d/forged.tfla" --json
+json 'isinstance(j, dict) and j["kind"] in ("exact", "bucket", "neighbour", "none")'
 
 echo "== 10: exit codes, JSON errors, --help, environment variables"
 run 2 bench forward --tokens 0

@@ -19,6 +19,7 @@
 #include "tfla/tfla.h"
 #include "tfla/tfla.hpp"
 #include "tfla_cache/cache.hpp"
+#include "tfla_cache/hash.hpp"
 #include "tfla_util/config_text.hpp"
 #include "tuner/spec_file.hpp"
 

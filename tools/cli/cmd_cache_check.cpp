@@ -243,10 +243,13 @@ void delete_all_but(cache::Cache& c, const std::set<std::string>& keep,
   const std::string tmp = c.path() + ".prune-" + std::to_string(::getpid());
   cache::ExportOptions opt;
   opt.env_ids.assign(keep.begin(), keep.end());
+  opt.overwrite = true;  // our own temporary name
   c.export_to(tmp, opt);
   c.prune_stale(none);
   try {
-    c.import_from(tmp);
+    cache::ImportOptions own;
+    own.own_export = true;  // this cache's own cubins: their verified flags stand
+    c.import_from(tmp, own);
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("merging the kept environments back failed: ") + e.what() +
                              "; they are in " + tmp + " (run: tfla cache import " + tmp + ")");

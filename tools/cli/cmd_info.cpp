@@ -26,6 +26,8 @@ bool cache_disabled() {
 
 int cmd_info(const std::vector<std::string>& argv) {
   Args args(argv, {"json"}, {});
+  if (!args.positionals().empty()) throw UsageError("unexpected argument '" + args.positionals()[0] + "'");
+  const bool disabled = cache_disabled();  // a bad TFLA_CACHE_DISABLE fails before any output
   const RuntimeInfo info = runtime_info();
   if (args.flag("json")) {
     nlohmann::json j;
@@ -36,7 +38,7 @@ int cmd_info(const std::vector<std::string>& argv) {
     j["driver_version"] = info.driver_version;
     j["driver_error"] = info.driver_error;
     j["cache_path"] = cache_path();
-    j["cache_disabled"] = cache_disabled();
+    j["cache_disabled"] = disabled;
     j["devices"] = nlohmann::json::array();
     for (const auto& d : info.devices)
       j["devices"].push_back({{"ordinal", d.ordinal}, {"name", d.name},
@@ -50,7 +52,7 @@ int cmd_info(const std::vector<std::string>& argv) {
     std::printf("  NVRTC          %d.%d\n", info.nvrtc_major, info.nvrtc_minor);
     std::printf("  templates      %s (%zu files embedded)\n", rt::kTemplatesHash, rt::kNumEmbeddedTemplates);
     std::printf("  cache          %s%s\n", cache_path().empty() ? "(none: set TFLA_CACHE or HOME)" : cache_path().c_str(),
-                cache_disabled() ? " (disabled: TFLA_CACHE_DISABLE)" : "");
+                disabled ? " (disabled: TFLA_CACHE_DISABLE)" : "");
     if (!info.driver_loaded || info.devices.empty()) {
       std::printf("  driver         none: %s\n", info.driver_error.c_str());
       std::printf("  devices        no CUDA driver/device: GPU commands (bench, tune) will fail;\n"

@@ -149,15 +149,15 @@ int main(int argc, char** argv) {
     std::fputs(text ? text : kOverview, stdout);
     return text ? kOk : kUsage;
   }
-  if (cmd == "version" || cmd == "--version") {
-    std::printf("tfla %s\n", tfla::version().c_str());
-    return kOk;
-  }
   if (cmd != "tune-worker" && has_arg(rest, {"--help", "-h"})) {
     if (const char* text = help_for(cmd)) {
       std::fputs(text, stdout);
       return kOk;
     }
+  }
+  if (cmd == "version" || cmd == "--version") {
+    std::printf("tfla %s\n", tfla::version().c_str());
+    return kOk;
   }
   set_json_output(cmd != "tune-worker" && has_arg(rest, {"--json"}));
   try {

@@ -121,6 +121,10 @@ struct ImportOptions {
   // Serve the bundle's cubins without checking them against a local compile. Only for
   // bundles from a trusted source: a cubin is machine code the driver runs as it is.
   bool trust_cubins = false;
+  // Keep each cubin's verified flag as the file has it. Only for a file this cache exported
+  // itself moments ago (tfla cache prune keeps environments by exporting and re-importing
+  // them); a flag in any other file proves nothing.
+  bool own_export = false;
 };
 
 class Cache {
