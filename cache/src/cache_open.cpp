@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 #include "cache_impl.hpp"
@@ -44,16 +45,16 @@ std::string file_uri(const std::string& path, const char* query) {
   return uri + "?" + query;
 }
 
-// Holds an exclusive flock on "<path>.lock" for its lifetime. Throws CacheError(Io).
+// Holds a flock (LOCK_EX or LOCK_SH) on "<path>.lock" for its lifetime. Throws CacheError(Io).
 class LockFile {
  public:
-  explicit LockFile(const std::string& path)
+  explicit LockFile(const std::string& path, int how = LOCK_EX)
       : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
     if (fd_ < 0) {
       throw CacheError(ErrorCode::Io,
                        fmt::format("{}: cannot create lock file: {}", path, std::strerror(errno)));
     }
-    while (::flock(fd_, LOCK_EX) != 0) {
+    while (::flock(fd_, how) != 0) {
       if (errno != EINTR) {
         int err = errno;
         ::close(fd_);
@@ -104,11 +105,10 @@ CacheError not_ours(const std::string& path, const std::string& what) {
 // "<path>.corrupt-<unix time>[-n]". Call with the lock file held. Returns the message to report.
 // Throws CacheError(Io).
 //
-// A process that opened the old file just before the rename keeps its descriptor on the old
-// inode; SQLite opens the -wal and -shm by name when it first reads, so such a process could
-// attach the fresh file's -wal. Every process that finds the damage closes its connection
-// before taking the lock and reopens the path under it, which leaves only a process that opens
-// the path in the instants of the rename itself.
+// SQLite opens the -wal and -shm by name when a connection first reads, so a process that had
+// opened the old file but not yet read it could attach the fresh file's -wal. Cache::open
+// therefore opens and first reads under a shared lock on the same lock file; a process that
+// has read keeps its descriptors on the renamed files.
 std::string move_aside(const std::string& path, const std::string& problem) {
   std::string aside = fmt::format("{}.corrupt-{}", path, detail::now_unix());
   for (int n = 1; fs::exists(aside); ++n) {
@@ -130,6 +130,25 @@ std::string move_aside(const std::string& path, const std::string& problem) {
   return msg;
 }
 
+// For a file whose header carries another application's id (or none): throws not_ours() unless
+// its main file is an empty database (no tables, no ids; e.g. one another tfla process is
+// creating right now, its first commit still in the -wal). Reads it as immutable: no locks, no
+// -wal or -shm opened or created, nothing written to a file that may not be ours.
+void refuse_if_foreign(const std::string& path) {
+  try {
+    Db ro(file_uri(path, "immutable=1"), SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, path,
+          Cache::kBusyTimeoutMs);
+    const detail::Probe p = detail::probe(ro);
+    if (p.kind != FileKind::Empty && p.kind != FileKind::Ours && p.kind != FileKind::Old)
+      throw not_ours(path, p.problem.empty() ? "another application's SQLite database" : p.problem);
+  } catch (const CacheError& e) {
+    if (e.code() != ErrorCode::Corrupt) throw;
+    std::string what = e.what();
+    if (what.rfind(path + ": ", 0) == 0) what.erase(0, path.size() + 2);
+    throw not_ours(path, "a damaged SQLite database (" + what + ")");
+  }
+}
+
 // Reads application_id, user_version and the tables in one snapshot: separate reads could see
 // another process's schema creation half before and half after its commit.
 detail::Probe probe_snapshot(Db& db) {
@@ -147,21 +166,7 @@ std::unique_ptr<Db> open_read_write_db(const std::string& path, std::string& pro
     throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
   const Owner owner = owner_of(path);
   if (owner == Owner::NotSqlite) throw not_ours(path, "not a SQLite database");
-  if (owner == Owner::OtherSqlite) {
-    // Another application's id (or none): judged through a read-only connection, so that
-    // nothing is written to a file that may not be ours. Only an empty database is taken.
-    try {
-      Db ro(file_uri(path, "mode=ro"), SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, path,
-            Cache::kBusyTimeoutMs);
-      const detail::Probe p = probe_snapshot(ro);
-      if (p.kind == FileKind::Foreign) throw not_ours(path, p.problem);
-    } catch (const CacheError& e) {
-      if (e.code() != ErrorCode::Corrupt) throw;
-      std::string what = e.what();
-      if (what.rfind(path + ": ", 0) == 0) what.erase(0, path.size() + 2);
-      throw not_ours(path, "a damaged SQLite database (" + what + ")");
-    }
-  }
+  if (owner == Owner::OtherSqlite) refuse_if_foreign(path);
   try {
     auto db = std::make_unique<Db>(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, path,
                                    Cache::kBusyTimeoutMs);
@@ -200,6 +205,13 @@ std::unique_ptr<Db> memory_db(const std::string& label, Db* from = nullptr) {
 // or newer file, or one that cannot be opened.
 std::unique_ptr<Db> open_read_only_db(const std::string& path) {
   if (!fs::exists(path)) throw CacheError(ErrorCode::Io, "tfla cache " + path + ": no such file");
+  if (owner_of(path) == Owner::OtherSqlite) {
+    try {
+      refuse_if_foreign(path);
+    } catch (const CacheError& e) {
+      throw CacheError(e.code(), std::string(e.what()) + " (opened read-only)");
+    }
+  }
   const int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI;
   std::unique_ptr<Db> db;
   detail::Probe p;
@@ -316,7 +328,16 @@ Cache Cache::open(const std::string& path, OpenMode mode) {
       return Cache(std::move(impl));
     }
     std::string problem;
-    if ((impl->db = open_read_write_db(path, problem))) return Cache(std::move(impl));
+    {
+      // Opening and the first read (which attaches the -wal and -shm) under a shared lock, so
+      // that no process renames the files in between (move_aside takes the lock exclusively).
+      std::optional<LockFile> opening;
+      try {
+        opening.emplace(path + ".lock", LOCK_SH);
+      } catch (const CacheError&) {  // no lock file possible: then no rename is possible either
+      }
+      if ((impl->db = open_read_write_db(path, problem))) return Cache(std::move(impl));
+    }
     // A damaged tfla cache. Under the lock file, read it again (another process may have
     // replaced it meanwhile) and, if still damaged, move it aside: once, however many
     // processes found the damage. The next attempt creates a fresh cache at `path`.
