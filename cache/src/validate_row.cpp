@@ -74,6 +74,12 @@ bool is_utf8(std::string_view s) noexcept {
   return true;
 }
 
+std::string row_name(const char* kind, const std::string& env_id, const ProblemKey& p) {
+  const std::string text = p.to_string();
+  return std::string(kind) + " " + env_id.substr(0, 12) + " " +
+         (is_utf8(text) ? text : std::string("(non-UTF-8 key)"));
+}
+
 std::string check_env_row(const std::string& env_id, const EnvKey& env) {
   for (const auto& [field, value] : {std::pair<const char*, const std::string*>{"gpu_name", &env.gpu_name},
                                      {"tfla_version", &env.tfla_version},

@@ -14,6 +14,9 @@ namespace tfla::cache::detail {
 // U+10FFFF) without NUL bytes. Never throws.
 bool is_utf8(std::string_view s) noexcept;
 
+// "entry <env id prefix> <problem>" for messages, printable whatever the row holds.
+std::string row_name(const char* kind, const std::string& env_id, const ProblemKey& p);
+
 // Text fields UTF-8; the id is the one its key hashes to.
 std::string check_env_row(const std::string& env_id, const EnvKey& env);
 // The problem (ProblemKey::validate), the winner's names and kernel ranges
