@@ -73,6 +73,7 @@ RuntimeInfo runtime_info() {
 
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
+  ops::check_config(pinned, "forward config");
   const ops::FwdSelection& sel = ops::select_fwd(problem, pinned, false);
   if (std::string why = sel.family->reject(sel.cfg.to_config(), problem, ops::current_limits()); !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(sel.cfg.to_config()));
@@ -88,12 +89,14 @@ size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& c
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options) {
   ops::check_problem(problem);
+  ops::check_config(options.config, "forward config");
   const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
   ops::run_forward(problem, tensors, options, ops::select_fwd(problem, options.config, needs_chunkwise));
 }
 
 Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
+  ops::check_config(pinned, "backward config");
   const ops::BwdSelection& sel = ops::select_bwd(problem, pinned, false);
   if (std::string why = sel.family->reject(sel.cfg.to_config(), problem, ops::current_limits()); !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(sel.cfg.to_config()));
@@ -116,6 +119,7 @@ size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
+  ops::check_config(options.config, "backward config");
   if (tensors.saved) {
     ops::run_backward(problem, tensors, options,
                       ops::select_bwd_for_saved(problem, options.config, tensors.saved, tensors.saved_bytes));

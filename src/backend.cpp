@@ -3,7 +3,10 @@
 // lookup is memoized by the ops), so it is safe on the hot path.
 #include <string>
 
+#include "ops/bwd_config.hpp"
+#include "ops/fwd_config.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/step_config.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -31,15 +34,44 @@ Config chunkwise_only(Config c) {
   return c;
 }
 
+// Checks every option at creation, so that a bad one fails here, by name, and not at the first
+// call: the enums, eps and scale (as check_problem judges them, on a shape every kernel takes),
+// the pinned configs' names and ranges, and that the ops know every pinned key (the forward's,
+// and in train mode the backward's too, since both get options.config).
+void check_backend_options(const BackendOptions& o) {
+  auto invalid = [](const std::string& msg) { throw Error(ErrorCode::InvalidArgument, "backend options: " + msg); };
+  if (o.mode != Mode::Train && o.mode != Mode::Inference)
+    invalid("mode " + std::to_string(static_cast<int>(o.mode)) + " is not a Mode (Train, Inference)");
+  if (o.max_step_tokens < 0)
+    invalid("max_step_tokens must be >= 0 (0 turns the step path off), got " + std::to_string(o.max_step_tokens));
+  MlstmProblem p;
+  p.B = p.NH = p.S = 1;
+  p.Dqk = p.Dv = 64;
+  p.dtype = o.dtype;
+  p.gate_dtype = o.gate_dtype;
+  p.variant = o.variant;
+  p.normalize = o.normalize;
+  p.eps = o.eps;
+  p.scale = o.scale;
+  try {
+    ops::check_problem(p);
+    ops::check_config(o.config, "config");
+    ops::check_config(o.step_config, "step_config");
+    ops::FwdConfig{}.apply(o.config);
+    if (o.mode == Mode::Train) ops::BwdConfig{}.apply(o.config);
+    ops::StepConfig{}.apply(o.step_config);
+  } catch (const Error& e) {
+    throw Error(e.code(), std::string("backend options: ") + e.what(), e.details());
+  }
+}
+
 }  // namespace
 
 Backend::Backend(BackendOptions options)
     : options_(std::move(options)), chunkwise_config_(chunkwise_only(options_.config)) {
-  if (options_.max_step_tokens < 0)
-    throw Error(ErrorCode::InvalidArgument,
-                "max_step_tokens must be >= 0 (0 turns the step path off), got " +
-                    std::to_string(options_.max_step_tokens));
+  check_backend_options(options_);
 }
+
 
 MlstmProblem Backend::problem(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv) const {
   MlstmProblem p;

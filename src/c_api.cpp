@@ -4,6 +4,7 @@
 
 #include "tfla/tfla.h"
 #include "tfla/tfla.hpp"
+#include "tfla_util/config_text.hpp"
 
 namespace {
 
@@ -51,29 +52,14 @@ tfla::MlstmProblem problem_of(const tfla_problem* p) {
   return q;
 }
 
+// NULL and "" are the empty config (the library's choice).
 tfla::Config config_of(const char* text) {
-  tfla::Config c;
-  if (!text) return c;
-  std::string s(text);
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    const std::string item = s.substr(pos, end - pos);
-    const size_t eq = item.find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bad config item '" + item + "': expected key=value");
-    try {
-      size_t used = 0;
-      const long long v = std::stoll(item.substr(eq + 1), &used);
-      if (used != item.size() - eq - 1) throw std::invalid_argument("trailing");
-      c[item.substr(0, eq)] = v;
-    } catch (const std::exception&) {
-      throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bad config value in '" + item + "': expected an integer");
-    }
-    pos = end + 1;
+  if (!text) return {};
+  try {
+    return tfla::util::parse_config_text(text);
+  } catch (const tfla::util::ConfigTextError& e) {
+    throw tfla::Error(tfla::ErrorCode::InvalidArgument, e.what());
   }
-  return c;
 }
 
 tfla::Strides strides_of(const tfla_strides& s) { return tfla::Strides{s.b, s.h, s.s}; }

@@ -3,28 +3,24 @@
 #include <fstream>
 #include <sstream>
 
+#include "ops/problem_check.hpp"
+#include "tfla_util/config_text.hpp"
+#include "tfla_util/dtype_name.hpp"
+
 namespace tfla::tuner {
 namespace {
 [[noreturn]] void bad(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
 
 int64_t positive(const std::string& key, const std::string& v) {
-  size_t used = 0;
-  int64_t x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != v.size() || v.empty() || x <= 0) bad(key + "=" + v + ": expected a positive integer");
-  return x;
+  const std::optional<int64_t> x = util::parse_int64(v);
+  if (!x || *x <= 0) bad(key + "=" + v + ": expected a positive integer (64-bit)");
+  return *x;
 }
 }  // namespace
 
 DType parse_dtype(const std::string& s) {
-  if (s == "bf16") return DType::BF16;
-  if (s == "fp16") return DType::FP16;
-  if (s == "fp32") return DType::FP32;
-  bad("unknown dtype '" + s + "' (bf16, fp16, fp32)");
+  if (std::optional<DType> d = util::parse_dtype(s)) return *d;
+  bad("unknown dtype '" + s + "' (" + util::dtype_names() + ")");
 }
 Variant parse_variant(const std::string& s) {
   if (s == "exp") return Variant::Exp;
@@ -80,6 +76,7 @@ TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults
     } else
       bad("unknown key '" + key + "' (op, variant, dtype, dqk, dv, bh, seq, normalize, layout)");
   }
+  ops::check_problem(t.problem());  // the library's limits (head dims, B * NH, S), by name
   return t;
 }
 

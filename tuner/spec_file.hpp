@@ -23,7 +23,8 @@ struct TuneProblem {
 };
 
 // Parses one line's key=value items over `defaults`. Throws Error(InvalidArgument) naming the
-// bad item (unknown key, bad value, non-positive dimension).
+// bad item (unknown key, bad value, non-positive dimension) or the library limit the shape
+// breaks (ops::check_problem: head dims, B * NH, S).
 TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults = {});
 // Parses a whole spec text; errors carry "line N: ". Comments and blank lines are skipped.
 std::vector<TuneProblem> parse_spec(const std::string& text);

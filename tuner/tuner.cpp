@@ -78,7 +78,7 @@ class WorkerLane {
  public:
   explicit WorkerLane(const TuneOptions& opt) : opt_(opt) {}
   Hello start() {
-    proc_ = std::make_unique<WorkerProcess>(opt_.worker_command,
+    proc_ = std::make_unique<WorkerProcess>(opt_.worker_argv,
                                             std::vector<std::string>{"TFLA_CACHE=" + opt_.cache_path});
     const auto line = proc_->receive(120);
     if (!line) throw Error(ErrorCode::Internal, "the tune worker did not say hello: it " + proc_->why());

@@ -18,7 +18,9 @@ namespace tfla::tuner {
 
 struct TuneOptions {
   std::string cache_path;       // the cache file (results, winners, cubins)
-  std::string worker_command;   // "" = /proc/self/exe tune-worker; else run by /bin/sh -c
+  // The worker's argv, argv[0] its executable's path (no shell, no PATH search); empty = this
+  // executable: /proc/self/exe tune-worker. Tests start a fake worker script this way.
+  std::vector<std::string> worker_argv;
   int budget = 24;              // max timed candidates per kernel family and problem (0 = all)
   int reps = 10, warmup = 3;    // timed repeats and warm-up launches per candidate
   bool resume = false;          // skip candidates already recorded for this env + problem

@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "tfla_util/config_text.hpp"
+
 extern char** environ;
 
 namespace tfla::tuner {
@@ -28,11 +30,11 @@ json parse_object(const std::string& line, const char* type) {
 }
 }  // namespace
 
-std::string config_text(const Config& c) { return cache::Config{c}.to_string(); }
+std::string config_text(const Config& c) { return util::config_to_text(c); }
 Config parse_config_text(const std::string& text) {
   try {
-    return cache::Config::parse(text).values;
-  } catch (const std::exception& e) {
+    return util::parse_config_text(text);
+  } catch (const util::ConfigTextError& e) {
     bad("bad config '" + text + "': " + e.what());
   }
 }
@@ -129,7 +131,7 @@ cache::CandidateResult parse_result(const std::string& line) {
 
 // ---- the process ---------------------------------------------------------------------------
 
-WorkerProcess::WorkerProcess(const std::string& command, const std::vector<std::string>& extra_env) {
+WorkerProcess::WorkerProcess(const std::vector<std::string>& command, const std::vector<std::string>& extra_env) {
   int in[2], out[2];
   if (pipe2(in, O_CLOEXEC) != 0) throw Error(ErrorCode::Internal, std::string("pipe: ") + std::strerror(errno));
   if (pipe2(out, O_CLOEXEC) != 0) {
@@ -152,18 +154,18 @@ WorkerProcess::WorkerProcess(const std::string& command, const std::vector<std::
   std::vector<char*> envp;
   for (std::string& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
-  std::string sh = "/bin/sh", sh0 = "sh", dash_c = "-c", cmd = command, self = "/proc/self/exe",
-              self0 = "tfla", sub = "tune-worker";
-  std::vector<char*> argv = command.empty()
-                                ? std::vector<char*>{self0.data(), sub.data(), nullptr}
-                                : std::vector<char*>{sh0.data(), dash_c.data(), cmd.data(), nullptr};
-  const char* path = command.empty() ? self.c_str() : sh.c_str();
+  std::vector<std::string> args =
+      command.empty() ? std::vector<std::string>{"tfla", "tune-worker"} : command;
+  const std::string path = command.empty() ? "/proc/self/exe" : command[0];
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   pid_ = fork();
   if (pid_ < 0) throw Error(ErrorCode::Internal, std::string("fork: ") + std::strerror(errno));
   if (pid_ == 0) {  // child: only async-signal-safe calls until exec
     dup2(in[0], STDIN_FILENO);
     dup2(out[1], STDOUT_FILENO);
-    execve(path, argv.data(), envp.data());
+    execve(path.c_str(), argv.data(), envp.data());
     _exit(127);
   }
   close(in[0]);

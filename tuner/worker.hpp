@@ -14,6 +14,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tfla_cache/types.hpp"
 #include "tuner/search_space.hpp"
@@ -51,9 +52,10 @@ Config parse_config_text(const std::string& text); // inverse; throws InvalidArg
 // A running worker process: its stdin and stdout are pipes; stderr is inherited.
 class WorkerProcess {
  public:
-  // Starts `command` through /bin/sh -c when it is non-empty, else /proc/self/exe tune-worker.
-  // extra_env: "NAME=value" set in the child. Throws Error(Internal) when fork/pipe fail.
-  WorkerProcess(const std::string& command, const std::vector<std::string>& extra_env);
+  // Starts argv[0] (a path: no shell, no PATH search) with argv, or /proc/self/exe tune-worker
+  // when argv is empty. extra_env: "NAME=value" set in the child. Throws Error(Internal) when
+  // fork/pipe fail; a path that cannot be executed shows up as a worker that exited with 127.
+  WorkerProcess(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env);
   ~WorkerProcess();  // closes the pipes, kills the child if still running, reaps it
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;

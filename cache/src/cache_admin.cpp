@@ -1,15 +1,13 @@
-// Maintenance: stats, prune, verify, and export/import (a merge between two cache files).
+// Maintenance: stats, prune and verify (cache_merge.cpp: export and import).
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <filesystem>
-#include <map>
-#include <optional>
 #include <set>
 
 #include "cache_impl.hpp"
 #include "log.hpp"
 #include "schema.hpp"
+#include "validate_row.hpp"
 #include "tfla_cache/hash.hpp"
 
 namespace tfla::cache {
@@ -23,159 +21,6 @@ int64_t file_size_or_zero(const std::string& path) {
   std::error_code ec;
   auto n = fs::file_size(path, ec);
   return ec ? 0 : static_cast<int64_t>(n);
-}
-
-// Rows of `table` (entries or candidates) to copy, as "<kProblemColumns>, <rest>", selected in
-// `src` for `env_id`.
-Stmt select_rows(detail::Db& src, const char* table, const char* rest, const std::string& env_id) {
-  Stmt s = src.prepare(fmt::format("SELECT {}, {} FROM {} WHERE env_id = ? ORDER BY rowid",
-                                   detail::kProblemColumns, rest, table));
-  s.bind(1, env_id);
-  return s;
-}
-
-// Copies src's cubins (of the `wanted` environments and env-less ones; all if `wanted` is
-// empty) that dst lacks, skipping any that fail their checksum. Returns how many were added.
-int64_t merge_cubins(Cache::Impl& src, Cache::Impl& dst, const std::set<std::string>& wanted) {
-  constexpr int kBatch = 32;
-  int64_t added = 0;
-  Stmt s = src.db->prepare(
-      "SELECT hash, arch, kernel_name, env_id, size_bytes, checksum, created_unix, bytes "
-      "FROM cubins ORDER BY rowid");
-  std::optional<Txn> write;
-  for (int in_batch = 0; s.step();) {
-    if (!wanted.empty() && !s.text(3).empty() && !wanted.count(s.text(3))) continue;
-    const std::string bytes = s.blob(7);
-    if (static_cast<int64_t>(bytes.size()) != s.i64(4) || content_hash(bytes) != s.text(5)) {
-      tfla::cache_log()->warn("tfla cache {}: cubin {} fails its checksum; not copied", src.path,
-                              s.text(0));
-      continue;
-    }
-    if (!write) write.emplace(*dst.db, Txn::Write);
-    Stmt ins = dst.db->prepare(
-        "INSERT OR IGNORE INTO cubins(hash, arch, kernel_name, env_id, size_bytes, "
-        "checksum, created_unix, bytes) VALUES(?,?,?,?,?,?,?,?)");
-    ins.bind(1, s.text(0)).bind(2, s.text(1)).bind(3, s.text(2)).bind(4, s.text(3));
-    ins.bind(5, s.i64(4)).bind(6, s.text(5)).bind(7, s.i64(6)).bind_blob(8, bytes);
-    added += ins.run();
-    if (++in_batch == kBatch) {
-      write->commit();
-      write.reset();
-      in_batch = 0;
-    }
-  }
-  if (write) write->commit();
-  return added;
-}
-
-// Copies src's rows into dst: see Cache::import_from. Both are locked by the caller; src is
-// read in one snapshot; dst's environments, entries and candidates are written in one
-// transaction, its cubins in batches.
-MergeReport merge(Cache::Impl& src, Cache::Impl& dst, const ExportOptions& opt) {
-  MergeReport rep;
-  Txn read(*src.db, Txn::Read);
-  Txn write(*dst.db, Txn::Write);
-  const std::set<std::string> wanted(opt.env_ids.begin(), opt.env_ids.end());
-  const bool src_has_recorded =
-      src.db->query_int("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'recorded'") > 0;
-  std::vector<std::pair<std::string, EnvKey>> envs;
-  {
-    Stmt s =
-        src.db->prepare(fmt::format("SELECT env_id, {} FROM environments", detail::kEnvColumns));
-    while (s.step()) {
-      if (wanted.empty() || wanted.count(s.text(0)))
-        envs.emplace_back(s.text(0), detail::read_env(s, 1));
-    }
-  }
-  for (const auto& [env_id, env] : envs) {
-    if (env.id() != env_id) {  // a hand-edited or damaged row: importing it could mislabel results
-      tfla::cache_log()->warn("tfla cache {}: environment {} does not match its key; skipped",
-                              src.path, env_id);
-      continue;
-    }
-    rep.environments_added += dst.upsert_env(env, env_id);
-    // Entries: add new problems; for problems both have, keep the faster winner. Remember what
-    // happened to each problem, so its candidates follow the winner's file.
-    std::map<std::string, bool> src_wins;  // ProblemKey::to_string() -> src entry taken
-    Stmt e = select_rows(
-        *src.db, "entries",
-        "winner, winner_median_us, winner_spread_us, default_median_us, tuning_seconds, "
-        "tool_version, timestamp_unix",
-        env_id);
-    while (e.step()) {
-      TunedEntry t;
-      t.problem = detail::read_problem(e, 0);
-      t.winner = detail::parse_stored_config(e.text(11), src.path);
-      t.winner_median_us = e.f64(12);
-      t.winner_spread_us = e.f64(13);
-      t.default_median_us = e.f64(14);
-      t.tuning_seconds = e.f64(15);
-      t.tool_version = e.text(16);
-      t.timestamp_unix = e.i64(17);
-      Stmt have = dst.db->prepare(
-          "SELECT winner_median_us FROM entries WHERE env_id = ? AND class_key = ? "
-          "AND batch_heads = ? AND seq_len = ?");
-      have.bind(1, env_id)
-          .bind(2, t.problem.class_key())
-          .bind(3, t.problem.batch_heads)
-          .bind(4, t.problem.seq_len);
-      const bool exists = have.step();
-      const bool take = !exists || t.winner_median_us < have.f64(0);
-      (exists ? (take ? rep.entries_replaced : rep.entries_kept) : rep.entries_added) += 1;
-      src_wins[t.problem.to_string()] = take;
-      if (take) dst.upsert_entry(env_id, t);
-    }
-    Stmt c = select_rows(
-        *src.db, "candidates",
-        "config, status, time_median_us, time_spread_us, max_rel_error, message, timestamp_unix",
-        env_id);
-    while (c.step()) {
-      const ProblemKey p = detail::read_problem(c, 0);
-      CandidateResult r;
-      r.config = detail::parse_stored_config(c.text(11), src.path);
-      r.status = candidate_status_from_string(c.text(12)).value_or(CandidateStatus::Pending);
-      r.time_median_us = c.f64(13);
-      r.time_spread_us = c.f64(14);
-      r.max_rel_error = c.f64(15);
-      r.message = c.text(16);
-      auto it = src_wins.find(p.to_string());
-      if (it != src_wins.end() && it->second) {
-        dst.upsert_candidate(env_id, p, r, c.i64(17));
-        rep.candidates_added += 1;
-      } else {  // dst's result stands; add only configs it never measured
-        Stmt probe = dst.db->prepare(
-            "SELECT 1 FROM candidates WHERE env_id = ? AND class_key = ? AND "
-            "batch_heads = ? AND seq_len = ? AND config = ?");
-        probe.bind(1, env_id).bind(2, p.class_key()).bind(3, p.batch_heads).bind(4, p.seq_len);
-        probe.bind(5, r.config.to_string());
-        if (!probe.step()) {
-          dst.upsert_candidate(env_id, p, r, c.i64(17));
-          rep.candidates_added += 1;
-        }
-      }
-    }
-    // Recorded shapes (schema v2; an older file has none): lookups add up.
-    if (src_has_recorded) {
-      Stmt r = select_rows(*src.db, "recorded", "lookups, first_seen_unix, last_seen_unix", env_id);
-      while (r.step()) {
-        Stmt ins = dst.db->prepare(fmt::format(
-            "INSERT INTO recorded({}, lookups, first_seen_unix, last_seen_unix) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(env_id, class_key, batch_heads, seq_len) DO UPDATE SET "
-            "lookups = lookups + excluded.lookups, "
-            "first_seen_unix = min(first_seen_unix, excluded.first_seen_unix), "
-            "last_seen_unix = max(last_seen_unix, excluded.last_seen_unix)",
-            detail::kProblemColumns));
-        const int next = detail::bind_problem(ins, 1, env_id, detail::read_problem(r, 0));
-        ins.bind(next, r.i64(11)).bind(next + 1, r.i64(12)).bind(next + 2, r.i64(13)).run();
-      }
-    }
-  }
-  write.commit();
-  // Cubins in batches of their own transactions, so that a large import does not hold the
-  // write lock past other processes' busy timeout. Inserting a cubin twice is harmless.
-  if (opt.include_cubins) rep.cubins_added = merge_cubins(src, dst, wanted);
-  return rep;
 }
 
 }  // namespace
@@ -236,8 +81,10 @@ VerifyReport Cache::verify() const {
   VerifyReport rep;
   auto problem = [&](std::string text) {
     rep.ok = false;
+    if (!detail::is_utf8(text)) text = "(a row with non-UTF-8 text)";
     rep.problems.push_back(std::move(text));
   };
+  if (impl_->recovered) problem(impl_->recovery_message);
   try {
     {
       Stmt s = db.prepare("PRAGMA integrity_check(100)");
@@ -251,41 +98,56 @@ VerifyReport Cache::verify() const {
       Stmt s = db.prepare(fmt::format("SELECT env_id, {} FROM environments", detail::kEnvColumns));
       while (s.step()) {
         envs.insert(s.text(0));
-        if (detail::read_env(s, 1).id() != s.text(0))
-          problem("environment " + s.text(0) + ": id does not match its key");
+        if (std::string why = detail::check_env_row(s.text(0), detail::read_env(s, 1)); !why.empty())
+          problem("environment " + s.text(0) + ": " + why);
       }
     }
-    Stmt e = db.prepare(fmt::format("SELECT {}, winner, bucket_bh, bucket_s FROM entries",
-                                    detail::kProblemColumns));
+    Stmt e = db.prepare(fmt::format(
+        "SELECT {}, winner, bucket_bh, bucket_s, winner_median_us, winner_spread_us, "
+        "default_median_us, tuning_seconds, tool_version, timestamp_unix FROM entries",
+        detail::kProblemColumns));
     while (e.step()) {
       ++rep.entries_checked;
-      const ProblemKey p = detail::read_problem(e, 0);
-      const std::string where = "entry " + e.text(0) + " " + p.to_string();
+      TunedEntry t;
+      t.problem = detail::read_problem(e, 0);
+      const std::string where = detail::row_name("entry", e.text(0), t.problem);
       if (!envs.count(e.text(0))) problem(where + ": unknown environment");
       try {
-        p.validate();
-        Config::parse(e.text(11));
+        t.winner = Config::parse(e.text(11));
+        t.winner_median_us = e.f64(14);
+        t.winner_spread_us = e.f64(15);
+        t.default_median_us = e.f64(16);
+        t.tuning_seconds = e.f64(17);
+        t.tool_version = e.text(18);
+        t.timestamp_unix = e.i64(19);
+        if (std::string why = detail::check_entry_row(t); !why.empty()) problem(where + ": " + why);
       } catch (const CacheError& err) {
         problem(where + ": " + err.what());
       }
-      if (p.class_key() != e.text(1)) problem(where + ": class_key column is '" + e.text(1) + "'");
-      if (e.i64(12) != p.bucket_batch_heads() || e.i64(13) != p.bucket_seq_len())
+      if (t.problem.class_key() != e.text(1)) problem(where + ": class_key column is '" + e.text(1) + "'");
+      if (e.i64(12) != t.problem.bucket_batch_heads() || e.i64(13) != t.problem.bucket_seq_len())
         problem(where + ": wrong bucket");
     }
     Stmt c = db.prepare(
-        "SELECT env_id, class_key, batch_heads, seq_len, config, status FROM candidates");
+        "SELECT env_id, class_key, batch_heads, seq_len, config, status, time_median_us, "
+        "time_spread_us, max_rel_error, message FROM candidates");
     while (c.step()) {
       const std::string where = fmt::format("candidate {} {} BH={},S={} [{}]", c.text(0), c.text(1),
                                             c.i64(2), c.i64(3), c.text(4));
-      if (!candidate_status_from_string(c.text(5)))
-        problem(where + ": unknown status '" + c.text(5) + "'");
       try {
-        Config::parse(c.text(4));
+        CandidateResult r;
+        r.config = Config::parse(c.text(4));
+        r.time_median_us = c.f64(6);
+        r.time_spread_us = c.f64(7);
+        r.max_rel_error = c.f64(8);
+        r.message = c.text(9);
+        if (std::string why = detail::check_candidate_row(r, c.text(5)); !why.empty())
+          problem(where + ": " + why);
       } catch (const CacheError& err) {
         problem(where + ": " + err.what());
       }
     }
-    Stmt b = db.prepare("SELECT hash, kernel_name, size_bytes, checksum, bytes FROM cubins");
+    Stmt b = db.prepare("SELECT hash, kernel_name, size_bytes, checksum, bytes, verified FROM cubins");
     while (b.step()) {
       ++rep.cubins_checked;
       const std::string bytes = b.blob(4);
@@ -295,78 +157,11 @@ VerifyReport Cache::verify() const {
       } else if (content_hash(bytes) != b.text(3)) {
         problem(fmt::format("cubin {} ({}): checksum mismatch", b.text(0), b.text(1)));
       }
+      if (b.i64(5) == 0) ++rep.cubins_unverified;
     }
   } catch (const CacheError& err) {  // a malformed file can stop the walk; report, don't throw
     problem(err.what());
   }
-  return rep;
-}
-
-MergeReport Cache::export_to(const std::string& path, const ExportOptions& opt) const {
-  if (fs::exists(path + "-wal")) {
-    throw CacheError(ErrorCode::Io,
-                     "export to " + path + ": that file is in use (it has a -wal file)");
-  }
-  const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  std::error_code rm_ec;
-  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(tmp + suffix, rm_ec);
-  MergeReport rep;
-  try {
-    Cache out = Cache::open(tmp, OpenMode::ReadWrite);
-    if (out.read_only())
-      throw CacheError(ErrorCode::Io, "export to " + path + ": " + out.read_only_reason());
-    {
-      std::scoped_lock lock(impl_->mu, out.impl_->mu);
-      rep = merge(*impl_, *out.impl_, opt);
-      detail::Db& db = *out.impl_->db;
-      Txn txn(db, Txn::Write);
-      auto meta = [&](const char* key, const std::string& value) {
-        db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)")
-            .bind(1, key)
-            .bind(2, value)
-            .run();
-      };
-      meta("kind", "export");
-      meta("exported_unix", std::to_string(detail::now_unix()));
-      meta("exported_from", impl_->path);
-      std::string ids;
-      Stmt s = db.prepare("SELECT env_id FROM environments ORDER BY env_id");
-      while (s.step()) ids += (ids.empty() ? "" : ",") + s.text(0);
-      meta("environments", ids);
-      txn.commit();
-    }
-  } catch (...) {
-    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(tmp + suffix, rm_ec);
-    throw;
-  }
-  // `out` is closed: its WAL is checkpointed into the file, which now stands alone.
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, rm_ec);
-    throw CacheError(ErrorCode::Io,
-                     "export to " + path + ": cannot rename " + tmp + ": " + ec.message());
-  }
-  return rep;
-}
-
-MergeReport Cache::import_from(const std::string& path) {
-  impl_->require_writable("import");
-  std::error_code ec;
-  if (fs::equivalent(path, impl_->path, ec)) {
-    throw CacheError(ErrorCode::InvalidArgument, "import: " + path + " is this cache's own file");
-  }
-  Cache src = Cache::open(path, OpenMode::ReadOnly);
-  MergeReport rep;
-  {
-    std::scoped_lock lock(impl_->mu, src.impl_->mu);
-    rep = merge(*src.impl_, *impl_, ExportOptions{});
-  }
-  tfla::cache_log()->info(
-      "tfla cache {}: imported {}: {} environments, {} entries added, {} replaced, "
-      "{} kept, {} candidates, {} cubins",
-      impl_->path, path, rep.environments_added, rep.entries_added, rep.entries_replaced,
-      rep.entries_kept, rep.candidates_added, rep.cubins_added);
   return rep;
 }
 

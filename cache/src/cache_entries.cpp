@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <tuple>
 
@@ -69,8 +70,11 @@ ProblemKey detail::read_problem(const Stmt& s, int c) {
   p.variant = s.text(c + 3);
   p.normalize = s.i64(c + 4) != 0;
   p.dtype = s.text(c + 5);
-  p.dqk = static_cast<int>(s.i64(c + 6));
-  p.dv = static_cast<int>(s.i64(c + 7));
+  // A dimension outside int's range reads as -1, which validate() refuses, never as a
+  // truncated (and plausible) value.
+  auto dim = [](int64_t v) { return v < INT32_MIN || v > INT32_MAX ? -1 : static_cast<int>(v); };
+  p.dqk = dim(s.i64(c + 6));
+  p.dv = dim(s.i64(c + 7));
   p.layout = s.text(c + 8);
   p.batch_heads = s.i64(c + 9);
   p.seq_len = s.i64(c + 10);

@@ -49,6 +49,9 @@ constexpr const char* kEnvColumns =
     "gpu_name, cc_major, cc_minor, sm_count, l2_bytes, smem_optin_bytes, driver_version, "
     "nvrtc_major, nvrtc_minor, tfla_version, templates_hash";
 EnvKey read_env(const Stmt& s, int first);
+// An empty in-memory database at the current schema, named `label` in messages (an export is
+// built in one). Throws CacheError.
+std::unique_ptr<Db> open_memory_db(const std::string& label);
 // Config::parse for text read back from the file; a failure is CacheError(Corrupt).
 Config parse_stored_config(const std::string& text, const std::string& where);
 

@@ -1,7 +1,9 @@
-// Opening a cache: choosing read-write or read-only, creating or migrating the schema, and
-// setting a damaged or foreign file aside (under a lock file, so that concurrent processes
-// finding the same damage set it aside once, and never reset a healthy cache).
+// Opening a cache: choosing read-write or read-only, creating or migrating the schema, refusing
+// a file that is not a tfla cache (left untouched), and moving a damaged tfla cache aside
+// (under a lock file, so that concurrent processes finding the same damage move it once, and
+// never a healthy cache).
 #include <fcntl.h>
+#include <pwd.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/file.h>
@@ -11,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+#include <vector>
 
 #include "cache_impl.hpp"
 #include "log.hpp"
@@ -41,16 +45,16 @@ std::string file_uri(const std::string& path, const char* query) {
   return uri + "?" + query;
 }
 
-// Holds an exclusive flock on "<path>.lock" for its lifetime. Throws CacheError(Io).
+// Holds a flock (LOCK_EX or LOCK_SH) on "<path>.lock" for its lifetime. Throws CacheError(Io).
 class LockFile {
  public:
-  explicit LockFile(const std::string& path)
+  explicit LockFile(const std::string& path, int how = LOCK_EX)
       : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
     if (fd_ < 0) {
       throw CacheError(ErrorCode::Io,
                        fmt::format("{}: cannot create lock file: {}", path, std::strerror(errno)));
     }
-    while (::flock(fd_, LOCK_EX) != 0) {
+    while (::flock(fd_, how) != 0) {
       if (errno != EINTR) {
         int err = errno;
         ::close(fd_);
@@ -67,39 +71,82 @@ class LockFile {
   int fd_;
 };
 
-// Copies the damaged file at `path` (and its -wal) to "<path>.corrupt-<unix time>", then resets
-// `path` in place to an empty database. Call with the lock file held. Returns the message to
-// report. Throws CacheError.
+// Whose file `path` is, judged from its 100-byte SQLite header alone (a damaged file may not
+// open at all): tfla's application_id at offset 68 means it is a tfla cache, however damaged.
+enum class Owner { Absent, EmptyFile, Tfla, OtherSqlite, NotSqlite };
+
+Owner owner_of(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return Owner::Absent;
+  if (fs::file_size(path, ec) == 0 && !ec) return Owner::EmptyFile;
+  unsigned char header[72] = {};
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Owner::NotSqlite;
+  const ssize_t n = ::read(fd, header, sizeof header);
+  ::close(fd);
+  static const char kMagic[] = "SQLite format 3";  // with its NUL: 16 bytes
+  if (n < 16 || std::memcmp(header, kMagic, 16) != 0) return Owner::NotSqlite;
+  if (n < 72) return Owner::OtherSqlite;  // cut inside the header: nobody can tell whose
+  const uint32_t app_id = (uint32_t{header[68]} << 24) | (uint32_t{header[69]} << 16) |
+                          (uint32_t{header[70]} << 8) | uint32_t{header[71]};
+  return app_id == Cache::kApplicationId ? Owner::Tfla : Owner::OtherSqlite;
+}
+
+// The error for a file at the cache path that is not (recognizably) a tfla cache: it is never
+// modified, moved or reset.
+CacheError not_ours(const std::string& path, const std::string& what) {
+  return CacheError(ErrorCode::Foreign,
+                    fmt::format("tfla cache {}: {}; it is not a tfla cache, so tfla left it untouched "
+                                "(move it away, or point TFLA_CACHE or --cache at another file)",
+                                path, what));
+}
+
+// Renames the damaged tfla cache at `path` (and its -wal and -shm) to
+// "<path>.corrupt-<unix time>[-n]". Call with the lock file held. Returns the message to report.
+// Throws CacheError(Io).
 //
-// Why copy and reset rather than rename: SQLite opens the -wal and -shm by name, lazily. A
-// process that opened the old file just before a rename would attach the fresh file's -wal and
-// -shm to the old file, and its checkpoint on close would corrupt the fresh cache. Resetting
-// through SQLite (SQLITE_DBCONFIG_RESET_DATABASE + VACUUM, which works on a malformed file)
-// keeps every process on one file, coordinated by SQLite's own locks.
-std::string set_aside_and_reset(const std::string& path, const std::string& problem) {
+// SQLite opens the -wal and -shm by name when a connection first reads, so a process that had
+// opened the old file but not yet read it could attach the fresh file's -wal. Cache::open
+// therefore opens and first reads under a shared lock on the same lock file; a process that
+// has read keeps its descriptors on the renamed files.
+std::string move_aside(const std::string& path, const std::string& problem) {
   std::string aside = fmt::format("{}.corrupt-{}", path, detail::now_unix());
   for (int n = 1; fs::exists(aside); ++n) {
     aside = fmt::format("{}.corrupt-{}-{}", path, detail::now_unix(), n);
   }
-  std::error_code ec, wal_ec;
-  fs::copy_file(path, aside, ec);
-  // Best effort: the -wal vanishes when the last process reading the file closes it.
-  if (!ec) fs::copy_file(path + "-wal", aside + "-wal", wal_ec);
+  std::error_code ec;
+  fs::rename(path, aside, ec);
   if (ec) {
-    fs::remove(aside, wal_ec);
-    throw CacheError(ErrorCode::Io, fmt::format("tfla cache {}: {}; cannot copy it aside to {}: {}",
+    throw CacheError(ErrorCode::Io, fmt::format("tfla cache {}: {}; cannot move it aside to {}: {}",
                                                 path, problem, aside, ec.message()));
   }
-  Db db(path, SQLITE_OPEN_READWRITE, path, Cache::kBusyTimeoutMs);
-  int rc = sqlite3_db_config(db.handle(), SQLITE_DBCONFIG_RESET_DATABASE, 1, nullptr);
-  if (rc != SQLITE_OK) db.fail(rc, "enabling reset");
-  db.exec("VACUUM");
-  rc = sqlite3_db_config(db.handle(), SQLITE_DBCONFIG_RESET_DATABASE, 0, nullptr);
-  if (rc != SQLITE_OK) db.fail(rc, "disabling reset");
+  for (const char* suffix : {"-wal", "-shm"}) {
+    std::error_code side_ec;
+    if (fs::exists(path + suffix, side_ec)) fs::rename(path + suffix, aside + suffix, side_ec);
+  }
   std::string msg = fmt::format("tfla cache {}: {}; moved it aside to {} and started a fresh cache",
                                 path, problem, aside);
   tfla::cache_log()->warn("{}", msg);
   return msg;
+}
+
+// For a file whose header carries another application's id (or none): throws not_ours() unless
+// its main file is an empty database (no tables, no ids; e.g. one another tfla process is
+// creating right now, its first commit still in the -wal). Reads it as immutable: no locks, no
+// -wal or -shm opened or created, nothing written to a file that may not be ours.
+void refuse_if_foreign(const std::string& path) {
+  try {
+    Db ro(file_uri(path, "immutable=1"), SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, path,
+          Cache::kBusyTimeoutMs);
+    const detail::Probe p = detail::probe(ro);
+    if (p.kind != FileKind::Empty && p.kind != FileKind::Ours && p.kind != FileKind::Old)
+      throw not_ours(path, p.problem.empty() ? "another application's SQLite database" : p.problem);
+  } catch (const CacheError& e) {
+    if (e.code() != ErrorCode::Corrupt) throw;
+    std::string what = e.what();
+    if (what.rfind(path + ": ", 0) == 0) what.erase(0, path.size() + 2);
+    throw not_ours(path, "a damaged SQLite database (" + what + ")");
+  }
 }
 
 // Reads application_id, user_version and the tables in one snapshot: separate reads could see
@@ -110,8 +157,16 @@ detail::Probe probe_snapshot(Db& db) {
 }
 
 // Opens `path` read-write, creating or migrating the schema. Returns nullptr, with `problem`
-// set, when the file is damaged or foreign. Throws CacheError (SchemaTooNew, Io, Busy, ...).
+// set, when the file is a damaged tfla cache. Throws CacheError: Foreign for a file that is not
+// a tfla cache (untouched), SchemaTooNew, Io, Busy, ...
 std::unique_ptr<Db> open_read_write_db(const std::string& path, std::string& problem) {
+  // Judge the header before SQLite touches the file: opening read-write may write to it.
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
+    throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
+  const Owner owner = owner_of(path);
+  if (owner == Owner::NotSqlite) throw not_ours(path, "not a SQLite database");
+  if (owner == Owner::OtherSqlite) refuse_if_foreign(path);
   try {
     auto db = std::make_unique<Db>(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, path,
                                    Cache::kBusyTimeoutMs);
@@ -124,20 +179,24 @@ std::unique_ptr<Db> open_read_write_db(const std::string& path, std::string& pro
       db->exec("PRAGMA synchronous = NORMAL");  // WAL: durable across a killed process
       return db;
     }
-    problem = "not a tfla cache: " + p.problem;
+    if (p.kind == FileKind::Foreign) throw not_ours(path, p.problem);
+    problem = "damaged: " + p.problem;
   } catch (const CacheError& e) {
     if (e.code() != ErrorCode::Corrupt) throw;
     std::string what = e.what();
     if (what.rfind(path + ": ", 0) == 0) what.erase(0, path.size() + 2);
-    problem = "damaged or not a SQLite database (" + what + ")";
+    if (owner != Owner::Tfla) throw not_ours(path, "a damaged SQLite database (" + what + ")");
+    problem = "damaged (" + what + ")";
   }
   return nullptr;
 }
 
-// An empty in-memory cache: what a read-only open serves when the file has no schema yet.
-std::unique_ptr<Db> empty_memory_db(const std::string& label) {
+// An in-memory cache at the current schema: empty, or a copy of `from` migrated (what a
+// read-only open serves for a file with no schema yet or an older one).
+std::unique_ptr<Db> memory_db(const std::string& label, Db* from = nullptr) {
   auto db = std::make_unique<Db>(":memory:", SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, label,
                                  Cache::kBusyTimeoutMs);
+  if (from) detail::copy_database(*from, *db);
   detail::create_or_migrate(*db);
   return db;
 }
@@ -146,6 +205,13 @@ std::unique_ptr<Db> empty_memory_db(const std::string& label) {
 // or newer file, or one that cannot be opened.
 std::unique_ptr<Db> open_read_only_db(const std::string& path) {
   if (!fs::exists(path)) throw CacheError(ErrorCode::Io, "tfla cache " + path + ": no such file");
+  if (owner_of(path) == Owner::OtherSqlite) {
+    try {
+      refuse_if_foreign(path);
+    } catch (const CacheError& e) {
+      throw CacheError(e.code(), std::string(e.what()) + " (opened read-only)");
+    }
+  }
   const int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI;
   std::unique_ptr<Db> db;
   detail::Probe p;
@@ -163,15 +229,17 @@ std::unique_ptr<Db> open_read_only_db(const std::string& path) {
   }
   switch (p.kind) {
     case FileKind::Ours: return db;
-    case FileKind::Empty:
+    case FileKind::Empty: return memory_db(path);
     case FileKind::Old:
-      tfla::cache_log()->warn(
-          "tfla cache {}: schema v{} cannot be migrated read-only; serving "
-          "an empty cache",
-          path, p.user_version);
-      return empty_memory_db(path);
+      // The file stays as it is; its rows are served from a migrated copy in memory.
+      tfla::cache_log()->info("tfla cache {}: schema v{} opened read-only; migrated in memory",
+                              path, p.user_version);
+      return memory_db(path, db.get());
     case FileKind::TooNew:
       throw CacheError(ErrorCode::SchemaTooNew, "tfla cache " + path + ": " + p.problem);
+    case FileKind::Damaged:
+      throw CacheError(ErrorCode::Corrupt, "tfla cache " + path + ": damaged: " + p.problem +
+                                               " (opened read-only, so it was left in place)");
     case FileKind::Foreign: break;
   }
   throw CacheError(ErrorCode::Foreign, "tfla cache " + path + ": " + p.problem +
@@ -190,6 +258,8 @@ std::string not_writable_reason(const std::string& path) {
 }  // namespace
 
 // ------------------------------------------------------------------------ Cache lifecycle
+
+std::unique_ptr<Db> detail::open_memory_db(const std::string& label) { return memory_db(label); }
 
 Cache::Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Cache::Cache(Cache&&) noexcept = default;
@@ -215,13 +285,28 @@ std::string Cache::default_path() {
     const char* v = std::getenv(name);
     return v ? v : "";
   };
+  // Only absolute directories (as the XDG spec asks): a relative one would put the cache, and
+  // the cubins loaded from it, wherever the process happens to run.
+  auto absolute = [](const std::string& dir) { return !dir.empty() && dir[0] == '/'; };
   if (std::string p = env("TFLA_CACHE"); !p.empty()) return p;
-  if (std::string x = env("XDG_CACHE_HOME"); !x.empty()) return x + "/tfla/tfla.sqlite";
-  if (std::string h = env("HOME"); !h.empty()) return h + "/.cache/tfla/tfla.sqlite";
-  return "tfla.sqlite";
+  if (std::string x = env("XDG_CACHE_HOME"); absolute(x)) return x + "/tfla/tfla.sqlite";
+  if (std::string h = env("HOME"); absolute(h)) return h + "/.cache/tfla/tfla.sqlite";
+  // No usable environment: the account's home directory from the password database.
+  std::vector<char> buf(16384);
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found &&
+      absolute(found->pw_dir ? found->pw_dir : ""))
+    return std::string(found->pw_dir) + "/.cache/tfla/tfla.sqlite";
+  return "";
 }
 
 Cache Cache::open(const std::string& path, OpenMode mode) {
+  if (path.empty()) {
+    throw CacheError(ErrorCode::Io,
+                     "tfla cache: no cache path (set TFLA_CACHE, or XDG_CACHE_HOME or HOME to an "
+                     "absolute directory)");
+  }
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   if (mode == OpenMode::ReadOnly) {
@@ -243,13 +328,25 @@ Cache Cache::open(const std::string& path, OpenMode mode) {
       return Cache(std::move(impl));
     }
     std::string problem;
-    if ((impl->db = open_read_write_db(path, problem))) return Cache(std::move(impl));
-    // Damaged or foreign. Under the lock file, read it again (another process may have reset
-    // it meanwhile) and, if still damaged, set it aside and reset it: once, however many
-    // processes found the damage.
+    {
+      // Opening and the first read (which attaches the -wal and -shm) under a shared lock, so
+      // that no process renames the files in between (move_aside takes the lock exclusively).
+      std::optional<LockFile> opening;
+      try {
+        opening.emplace(path + ".lock", LOCK_SH);
+      } catch (const CacheError&) {  // no lock file possible: then no rename is possible either
+      }
+      if ((impl->db = open_read_write_db(path, problem))) return Cache(std::move(impl));
+    }
+    // A damaged tfla cache. Under the lock file, read it again (another process may have
+    // replaced it meanwhile) and, if still damaged, move it aside: once, however many
+    // processes found the damage. The next attempt creates a fresh cache at `path`.
     LockFile lock(path + ".lock");
-    if ((impl->db = open_read_write_db(path, problem))) return Cache(std::move(impl));
-    impl->recovery_message = set_aside_and_reset(path, problem);
+    if ((impl->db = open_read_write_db(path, problem))) {
+      if (impl->recovered) tfla::cache_log()->info("tfla cache {}: fresh cache created", path);
+      return Cache(std::move(impl));
+    }
+    impl->recovery_message = move_aside(path, problem);
     impl->recovered = true;
   }
   throw CacheError(ErrorCode::Io, "tfla cache " + path + ": still damaged after moving it aside");

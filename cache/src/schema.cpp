@@ -1,6 +1,7 @@
 #include "schema.hpp"
 
 #include <fmt/format.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -66,9 +67,18 @@ CREATE TABLE recorded(
 )sql");
 }
 
+// v3: whether a cubin may be loaded. 1: compiled by this library into this file (put_cubin),
+// or checked by recompiling its key here and comparing bytes, or imported with an explicit
+// trust flag. 0: imported from a bundle and not checked, so never loaded (get_cubin misses,
+// the runtime recompiles and put_cubin replaces it). Rows from before v3 cannot tell, so
+// they start at 0 and are recompiled once.
+void migrate_to_v3(Db& db) {
+  db.exec("ALTER TABLE cubins ADD COLUMN verified INTEGER NOT NULL DEFAULT 0");
+}
+
 using Migration = void (*)(Db&);
 // kMigrations[i] takes the schema from user_version i to i + 1.
-constexpr Migration kMigrations[] = {&migrate_to_v1, &migrate_to_v2};
+constexpr Migration kMigrations[] = {&migrate_to_v1, &migrate_to_v2, &migrate_to_v3};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == Cache::kSchemaVersion,
               "one migration per schema version");
 
@@ -110,7 +120,7 @@ Probe probe(Db& db) {
     p.kind = FileKind::Ours;
     for (const char* t : kTables) {
       if (!tables.count(t)) {
-        p.kind = FileKind::Foreign;
+        p.kind = FileKind::Damaged;
         p.problem =
             fmt::format("a tfla cache without its '{}' table (tables: {})", t, table_list());
         break;
@@ -121,6 +131,7 @@ Probe probe(Db& db) {
 }
 
 void set_wal(Db& db) {
+  if (db.in_memory()) return;  // an in-memory database has no WAL
   {
     Stmt s = db.prepare("PRAGMA journal_mode");
     if (s.step() && s.text(0) == "wal") return;
@@ -145,11 +156,20 @@ void set_wal(Db& db) {
   }
 }
 
+void copy_database(Db& src, Db& dst) {
+  sqlite3_backup* b = sqlite3_backup_init(dst.handle(), "main", src.handle(), "main");
+  if (!b) dst.fail(sqlite3_errcode(dst.handle()), "copying " + src.label());
+  const int rc = sqlite3_backup_step(b, -1);
+  sqlite3_backup_finish(b);
+  if (rc != SQLITE_DONE) src.fail(rc, "copying it");
+}
+
 Probe create_or_migrate(Db& db) {
   set_wal(db);
   Txn txn(db, Txn::Write);
   Probe p = probe(db);
-  if (p.kind == FileKind::Ours || p.kind == FileKind::Foreign || p.kind == FileKind::TooNew) {
+  if (p.kind == FileKind::Ours || p.kind == FileKind::Foreign || p.kind == FileKind::TooNew ||
+      p.kind == FileKind::Damaged) {
     return p;  // nothing to do, or nothing we may do; the transaction rolls back
   }
   for (int v = p.user_version; v < Cache::kSchemaVersion; ++v) {

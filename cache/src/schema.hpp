@@ -16,18 +16,23 @@ enum class FileKind {
   Empty,    // a new or zero-length database: no tables, no ids
   Old,      // ours, at a user_version below the current one (needs migrations)
   TooNew,   // ours, written by a newer tfla
-  Foreign,  // another application's SQLite database, or ours with tables missing
+  Foreign,  // another application's SQLite database (another or no application_id)
+  Damaged,  // tfla's application_id at the current schema, with tables missing
 };
 
 struct Probe {
   FileKind kind = FileKind::Empty;
   int user_version = 0;
-  std::string problem;  // for Foreign/TooNew: one line naming what is wrong
+  std::string problem;  // for Foreign/Damaged/TooNew: one line naming what is wrong
 };
 
 // Reads application_id, user_version and the table names. Throws CacheError(Corrupt) when
 // SQLite finds the file malformed, truncated or not a database.
 Probe probe(Db& db);
+
+// Copies the database `src` (all of it, in one snapshot) into `dst`, e.g. a read-only file
+// into an in-memory database that can then be migrated. Throws CacheError.
+void copy_database(Db& src, Db& dst);
 
 // Puts the file in WAL mode if it is not (journal_mode is persistent, so this writes once),
 // retrying while other processes hold locks, up to the busy timeout. Throws CacheError.
@@ -35,8 +40,8 @@ void set_wal(Db& db);
 
 // Sets WAL mode and brings the schema to Cache::kSchemaVersion in one write transaction,
 // re-probing inside it (another process may have created or migrated it meanwhile). Returns
-// the probe seen inside the transaction (Ours after success; Foreign/TooNew leave the file
-// untouched). Throws CacheError.
+// the probe seen inside the transaction (Ours after success; Foreign/Damaged/TooNew leave the
+// file untouched). Throws CacheError.
 Probe create_or_migrate(Db& db);
 
 // Tables every schema version has; verify() and probe() check them.

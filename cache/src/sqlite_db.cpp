@@ -141,6 +141,11 @@ int64_t Db::query_int(const std::string& sql) {
 
 bool Db::read_only() const { return sqlite3_db_readonly(db_, "main") == 1; }
 
+bool Db::in_memory() const {
+  const char* file = sqlite3_db_filename(db_, "main");
+  return !file || !*file;
+}
+
 void Db::fail(int rc, const std::string& what) const {
   std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
   std::string hint;

@@ -75,6 +75,7 @@ class Db {
   // Integer result of a one-row query such as "PRAGMA user_version". Throws CacheError.
   int64_t query_int(const std::string& sql);
   bool read_only() const;  // sqlite3_db_readonly on "main"
+  bool in_memory() const;  // an in-memory database (":memory:")
 
   // Throws CacheError for SQLite result `rc` while doing `what`: the code maps BUSY to Busy,
   // READONLY to ReadOnly, CORRUPT/NOTADB to Corrupt, CANTOPEN/IOERR/PERM/FULL to Io.

@@ -1,13 +1,15 @@
 // Keys, configs and statuses: text forms, validation, bucketing.
 #include "tfla_cache/types.hpp"
 
-#include <cerrno>
-#include <cstdlib>
+#include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "flat_json.hpp"
 #include "tfla_cache/error.hpp"
 #include "tfla_cache/hash.hpp"
+#include "tfla_util/config_text.hpp"
+#include "tfla_util/dtype_name.hpp"
 
 namespace tfla::cache {
 namespace {
@@ -16,30 +18,9 @@ namespace {
   throw CacheError(ErrorCode::InvalidArgument, what);
 }
 
-bool is_name(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  }
-  return true;
-}
+bool is_name(std::string_view s) { return util::is_config_name(s); }
 
-// Whole-string signed 64-bit integer; nullopt on anything else.
-std::optional<int64_t> parse_int(std::string_view s) {
-  std::string text(s);
-  if (text.empty()) return std::nullopt;
-  errno = 0;
-  char* end = nullptr;
-  long long v = std::strtoll(text.c_str(), &end, 10);
-  if (errno != 0 || end != text.c_str() + text.size()) return std::nullopt;
-  return static_cast<int64_t>(v);
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
-  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
-  return s;
-}
+std::optional<int64_t> parse_int(std::string_view s) { return util::parse_int64(s); }
 
 }  // namespace
 
@@ -87,8 +68,10 @@ EnvKey EnvKey::from_json(std::string_view text) {
     auto it = fields.find(name);
     if (it == fields.end()) return;
     auto v = parse_int(it->second);
-    if (!v) invalid(std::string("EnvKey field ") + name + " is not an integer: " + it->second);
-    out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+    using T = std::remove_reference_t<decltype(out)>;
+    if (!v || *v < std::numeric_limits<T>::min() || *v > std::numeric_limits<T>::max())
+      invalid(std::string("EnvKey field ") + name + " is not an integer of its range: " + it->second);
+    out = static_cast<T>(*v);
   };
   text_field("gpu_name", k.gpu_name);
   int_field("cc_major", k.cc_major);
@@ -130,6 +113,14 @@ std::string ProblemKey::to_string() const {
   return class_key() + "/BH=" + std::to_string(batch_heads) + ",S=" + std::to_string(seq_len);
 }
 
+namespace {
+bool one_of(const std::string& s, std::initializer_list<const char*> names) {
+  for (const char* n : names)
+    if (s == n) return true;
+  return false;
+}
+}  // namespace
+
 void ProblemKey::validate() const {
   const std::pair<const char*, const std::string*> names[] = {
       {"op", &op}, {"variant", &variant}, {"dtype", &dtype}, {"layout", &layout}};
@@ -139,9 +130,20 @@ void ProblemKey::validate() const {
               "'");
     }
   }
-  if (dqk <= 0 || dv <= 0) invalid("ProblemKey head dims must be positive: " + to_string());
-  if (batch_heads <= 0 || seq_len <= 0)
-    invalid("ProblemKey shape must be positive: " + to_string());
+  if (!one_of(op, {"fwd", "bwd", "fwbw", "step", "parallel"}))
+    invalid("ProblemKey.op '" + op + "' is not one of fwd, bwd, fwbw, step, parallel");
+  if (!one_of(variant, {"exp", "sig"}))
+    invalid("ProblemKey.variant '" + variant + "' is not one of exp, sig");
+  if (!util::is_dtype_name(dtype))
+    invalid("ProblemKey.dtype '" + dtype + "' is not one of " + util::dtype_names());
+  if (!one_of(layout, {"bhsd", "bshd"}))
+    invalid("ProblemKey.layout '" + layout + "' is not one of bhsd, bshd");
+  if (dqk <= 0 || dv <= 0 || dqk > kMaxHeadDim || dv > kMaxHeadDim)
+    invalid("ProblemKey head dims must be in [1, " + std::to_string(kMaxHeadDim) +
+            "]: " + to_string());
+  if (batch_heads <= 0 || seq_len <= 0 || batch_heads > kMaxBatchHeads || seq_len > kMaxSeqLen)
+    invalid("ProblemKey shape must be positive, with batch_heads <= 2^31 and seq_len <= 2^40: " +
+            to_string());
 }
 
 bool ProblemKey::operator==(const ProblemKey& o) const {
@@ -165,35 +167,14 @@ int64_t Config::get_or(const std::string& name, int64_t fallback) const noexcept
   return it == values.end() ? fallback : it->second;
 }
 
-std::string Config::to_string() const {
-  std::string out;
-  for (const auto& [name, value] : values) {
-    if (!out.empty()) out.push_back(',');
-    out += name + "=" + std::to_string(value);
-  }
-  return out;
-}
+std::string Config::to_string() const { return util::config_to_text(values); }
 
 Config Config::parse(std::string_view text) {
-  Config c;
-  if (trim(text).empty()) return c;
-  while (true) {
-    size_t comma = text.find(',');
-    std::string_view item = trim(text.substr(0, comma));
-    size_t eq = item.find('=');
-    if (eq == std::string_view::npos)
-      invalid("config item without '=': '" + std::string(item) + "'");
-    std::string name(trim(item.substr(0, eq)));
-    auto value = parse_int(trim(item.substr(eq + 1)));
-    if (!is_name(name)) invalid("bad config parameter name '" + name + "'");
-    if (!value)
-      invalid("config parameter '" + name + "' is not an integer: '" + std::string(item) + "'");
-    if (!c.values.emplace(name, *value).second)
-      invalid("config parameter '" + name + "' given twice");
-    if (comma == std::string_view::npos) break;
-    text.remove_prefix(comma + 1);
+  try {
+    return Config{util::parse_config_text(text, INT64_MIN, INT64_MAX)};
+  } catch (const util::ConfigTextError& e) {
+    invalid(e.what());
   }
-  return c;
 }
 
 // ------------------------------------------------------------------------- CandidateStatus

@@ -175,6 +175,7 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   CUstream stream = static_cast<CUstream>(o.stream);
   CUdeviceptr base = 0;
   bool owned = false;
+  // Buffer sizes and alignment are arguments too: checked before any driver or compile work.
   if (o.workspace) {
     if (o.workspace_bytes < ws.total)
       throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +

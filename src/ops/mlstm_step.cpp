@@ -143,6 +143,7 @@ namespace tfla {
 
 Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_step_problem(problem);
+  ops::check_config(pinned, "step config");
   const ops::StepConfig& cfg = ops::select_step(problem, pinned).cfg;
   if (const char* why = ops::step_config_error(cfg, problem))
     throw Error(ErrorCode::InvalidArgument, std::string("invalid step config: ") + why, to_string(cfg.to_config()));
@@ -151,6 +152,7 @@ Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned) {
 
 void mlstm_step(const MlstmProblem& problem, const StepTensors& tensors, const LaunchOptions& options) {
   ops::check_step_problem(problem);
+  ops::check_config(options.config, "step config");
   ops::run_step(problem, tensors, options, ops::select_step(problem, options.config));
 }
 

@@ -4,17 +4,32 @@
 #include <cstdint>
 #include <string>
 
+#include "tfla_util/config_text.hpp"
+
 namespace tfla::ops {
 namespace {
 [[noreturn]] void invalid(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
 std::string str(int64_t v) { return std::to_string(v); }
 }  // namespace
 
+void check_enums(const MlstmProblem& p) {
+  auto dtype_ok = [](DType d) { return d == DType::BF16 || d == DType::FP16 || d == DType::FP32; };
+  if (!dtype_ok(p.dtype)) invalid("dtype " + str(static_cast<int64_t>(p.dtype)) + " is not a DType (BF16, FP16, FP32)");
+  if (!dtype_ok(p.gate_dtype))
+    invalid("gate_dtype " + str(static_cast<int64_t>(p.gate_dtype)) + " is not a DType (BF16, FP16, FP32)");
+  if (p.variant != Variant::Exp && p.variant != Variant::Sig)
+    invalid("variant " + str(static_cast<int64_t>(p.variant)) + " is not a Variant (Exp, Sig)");
+}
+
 void check_problem(const MlstmProblem& p) {
+  check_enums(p);
   if (p.S == 0) invalid("S = 0: the sequence is empty; tfla needs S >= 1");
   if (p.B < 1 || p.NH < 1 || p.S < 1)
     invalid("B, NH and S must be >= 1 (got B=" + str(p.B) + ", NH=" + str(p.NH) + ", S=" + str(p.S) + ")");
-  if (p.B * p.NH > 65535) invalid("B * NH = " + str(p.B * p.NH) + " exceeds 65535");
+  // B * NH in checked arithmetic: B = NH = 2^32 must not wrap around to a small product.
+  int64_t bh = 0;
+  if (__builtin_mul_overflow(p.B, p.NH, &bh) || bh > 65535)
+    invalid("B * NH = " + str(p.B) + " * " + str(p.NH) + " exceeds 65535");
   if (p.S > (int64_t(1) << 30)) invalid("S = " + str(p.S) + " exceeds 2^30");
   auto dim_ok = [](int64_t d) { return d >= 16 && d <= 512 && d % 16 == 0; };
   if (!dim_ok(p.Dqk)) invalid("Dqk = " + str(p.Dqk) + " is unsupported: it must be a multiple of 16 in [16, 512]");
@@ -58,6 +73,10 @@ void check_gate(const char* name, const void* ptr, const Strides& s, const Mlstm
 
 void check_optional_f32(const char* name, const void* ptr) {
   if (ptr && reinterpret_cast<uintptr_t>(ptr) % 4) invalid(std::string(name) + " is not 4-byte aligned");
+}
+
+void check_config(const Config& c, const char* what) {
+  if (std::string why = util::check_config_values(c); !why.empty()) invalid(std::string(what) + ": " + why);
 }
 
 float resolved_scale(const MlstmProblem& p) {

@@ -4,8 +4,13 @@
 
 namespace tfla::ops {
 
-// Throws InvalidArgument unless the problem's shapes, dtypes and options are supported.
+// Throws InvalidArgument unless the problem's shapes, dtypes and options are supported. With
+// its limits (B * NH <= 65535, S <= 2^30, D <= 512) every element count and byte size derived
+// from the shape (B * NH * S * D * 4 < 2^56) fits int64_t and size_t.
 void check_problem(const MlstmProblem& p);
+// Throws InvalidArgument when dtype, gate_dtype or variant is not one of its enum's values
+// (e.g. DType(42) from a cast); check_problem calls it first.
+void check_enums(const MlstmProblem& p);
 // Contiguous strides for a (B, NH, S, D) tensor when s is all zero, else s.
 Strides resolve(const Strides& s, const MlstmProblem& p, int64_t d);
 // Contiguous (B, NH, S) strides for a gate tensor when s is all zero, else s.
@@ -18,5 +23,9 @@ void check_gate(const char* name, const void* ptr, const Strides& s, const Mlstm
 // Checks an optional fp32 tensor: null, or 4-byte aligned.
 void check_optional_f32(const char* name, const void* ptr);
 float resolved_scale(const MlstmProblem& p);
+// Throws InvalidArgument naming `what` and the item when a config value lies outside
+// [util::kConfigValueMin, util::kConfigValueMax] (kernel parameters are ints) or a name is not
+// [a-z0-9_]+; unknown names are left to the ops, which know their keys.
+void check_config(const Config& c, const char* what);
 
 }  // namespace tfla::ops

@@ -13,14 +13,18 @@
 #include "runtime/env_key.hpp"
 #include "runtime/log.hpp"
 #include "tfla_cache/cache.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::ops {
 namespace {
 
 bool lookups_enabled() {
   static const bool on = [] {
-    const char* e = std::getenv("TFLA_TUNED");
-    return !(e && std::strcmp(e, "0") == 0);
+    try {
+      return util::env_flag("TFLA_TUNED", true);
+    } catch (const std::invalid_argument& e) {
+      throw Error(ErrorCode::InvalidArgument, e.what());
+    }
   }();
   return on;
 }
@@ -28,8 +32,11 @@ bool lookups_enabled() {
 // TFLA_RECORD_SHAPES=1: shapes without an exact tuned entry are recorded in the cache.
 bool recording_enabled() {
   static const bool on = [] {
-    const char* e = std::getenv("TFLA_RECORD_SHAPES");
-    return e && std::strcmp(e, "1") == 0;
+    try {
+      return util::env_flag("TFLA_RECORD_SHAPES", false);
+    } catch (const std::invalid_argument& e) {
+      throw Error(ErrorCode::InvalidArgument, e.what());
+    }
   }();
   return on;
 }

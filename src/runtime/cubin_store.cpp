@@ -9,7 +9,9 @@
 
 #include "runtime/embedded.hpp"
 #include "runtime/log.hpp"
+#include "tfla/tfla.hpp"
 #include "tfla_cache/hash.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::rt {
 namespace {
@@ -20,9 +22,14 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A boolean environment variable (1/0, true/false, yes/no, on/off); anything else is an error
+// that names it.
 bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v && *v && std::string(v) != "0";
+  try {
+    return util::env_flag(name, false);
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::InvalidArgument, e.what());
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "runtime/driver.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::rt {
 
@@ -15,6 +16,12 @@ std::string arch_for(int cc_major, int cc_minor) {
 }
 
 int ensure_context() {
+  int ordinal = 0;  // read first: a bad TFLA_DEVICE is an error on any machine
+  try {
+    ordinal = static_cast<int>(util::env_int("TFLA_DEVICE", 0, 0, 1 << 20));
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::InvalidArgument, e.what());
+  }
   const Driver& d = driver();
   CUcontext ctx = nullptr;
   check(d.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
@@ -23,8 +30,6 @@ int ensure_context() {
     check(d.cuCtxGetDevice(&dev), "cuCtxGetDevice");
     return static_cast<int>(dev);
   }
-  int ordinal = 0;
-  if (const char* e = std::getenv("TFLA_DEVICE")) ordinal = std::atoi(e);
   int count = 0;
   check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
   if (ordinal < 0 || ordinal >= count)

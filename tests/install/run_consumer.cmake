@@ -75,7 +75,7 @@ foreach(expected
         "c_version=${EXPECT_VERSION}\n"
         "workspace_status=0\n"
         "bad_config_status=1\n"
-        "bad_config_error=bad config value in 'chunk=abc'")
+        "bad_config_error=config item 'chunk=abc'")
   string(FIND "${app_output}" "${expected}" at)
   if(at EQUAL -1)
     message(FATAL_ERROR "consumer output lacks '${expected}':\n${app_output}")

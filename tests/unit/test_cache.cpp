@@ -361,6 +361,9 @@ TEST_CASE("export and import merge, keeping the faster winner", "[cache][export]
   opt.env_ids = {h100.id()};
   const std::string exported = dir.file("fleet.tfla");
   write_file(exported, "an older export, replaced");
+  CHECK_THROWS_WITH(a.export_to(exported, opt), Catch::Contains("exists"));  // never unasked
+  CHECK(read_file(exported) == "an older export, replaced");
+  opt.overwrite = true;
   MergeReport ex = a.export_to(exported, opt);
   CHECK(ex.environments_added == 1);
   CHECK(ex.entries_added == 3);
@@ -383,15 +386,25 @@ TEST_CASE("export and import merge, keeping the faster winner", "[cache][export]
   CHECK(im.entries_replaced == 1);  // shared: a's 100 us beats b's 150 us
   CHECK(im.entries_kept == 1);      // b_faster: b's 200 us beats a's 300 us
   CHECK(im.cubins_added == 41);
-  CHECK(b.get_cubin(content_hash("aot 39")) == std::string(1000, 'a' + 39 % 26));
+  CHECK(im.cubins_unverified == 41);  // imported cubins are not served until checked
+  CHECK_FALSE(b.get_cubin(content_hash("aot 39")).has_value());
   CHECK(b.get_exact(h100, shared)->winner.get("chunk") == 128);
   CHECK(b.get_exact(h100, shared)->winner_median_us == 100);
   CHECK(b.get_exact(h100, b_faster)->winner.get("chunk") == 64);
   CHECK(b.get_exact(h100, only_a).has_value());
   CHECK(b.get_exact(h100, only_b).has_value());
   CHECK_FALSE(b.get_exact(h200, shared).has_value());
-  CHECK(b.get_cubin(content_hash("h100 cubin")) == std::optional<std::string>("h100"));
+  CHECK_FALSE(b.get_cubin(content_hash("h100 cubin")).has_value());
   CHECK(b.verify().ok);
+  CHECK(b.verify().cubins_unverified == 41);
+  {  // with the trust flag they are served as they are
+    Cache t = Cache::open(dir.file("trusting.sqlite"));
+    ImportOptions trust;
+    trust.trust_cubins = true;
+    CHECK(t.import_from(exported, trust).cubins_unverified == 0);
+    CHECK(t.get_cubin(content_hash("aot 39")) == std::string(1000, 'a' + 39 % 26));
+    CHECK(t.get_cubin(content_hash("h100 cubin")) == std::optional<std::string>("h100"));
+  }
 
   // Importing again changes no winner.
   MergeReport again = b.import_from(exported);
@@ -459,17 +472,17 @@ TEST_CASE("recorded shapes: counted, hidden once tuned, cleared and pruned", "[c
   CHECK(c.verify().ok);
 }
 
-TEST_CASE("a v1 cache migrates to v2 and keeps its entries", "[cache][schema]") {
+TEST_CASE("a v1 cache migrates to the current schema and keeps its entries", "[cache][schema]") {
   ScratchDir dir;
   const std::string path = dir.file("old.sqlite");
   {
     Cache c = Cache::open(path);
     c.put_entry(sample_entry(sample_env(), sample_problem(8, 1024), 128, 100));
   }
-  raw_sql(path, "DROP TABLE recorded; PRAGMA user_version = 1;");
+  raw_sql(path, "DROP TABLE recorded; ALTER TABLE cubins DROP COLUMN verified; PRAGMA user_version = 1;");
   Cache c = Cache::open(path);
   CHECK_FALSE(c.recovered());
-  CHECK(raw_int(path, "PRAGMA user_version") == 2);
+  CHECK(raw_int(path, "PRAGMA user_version") == Cache::kSchemaVersion);
   CHECK(c.get_exact(sample_env(), sample_problem(8, 1024)).has_value());
   c.record_shape(sample_env(), sample_problem(16, 2048));
   CHECK(c.recorded().size() == 1);

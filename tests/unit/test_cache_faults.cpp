@@ -36,7 +36,12 @@ void check_moved_aside(const ScratchDir& dir, const std::string& path,
   CHECK(c.stats().entries == 0);
   c.put_entry(sample_entry(sample_env(), sample_problem(), 64, 10));
   CHECK(c.get_exact(sample_env(), sample_problem()).has_value());
-  CHECK(c.verify().ok);
+  // verify() of this open reports the file that was moved aside; a later open finds it fine
+  const VerifyReport v = c.verify();
+  CHECK_FALSE(v.ok);
+  REQUIRE_FALSE(v.problems.empty());
+  CHECK_THAT(v.problems[0], Catch::Contains("moved it aside"));
+  CHECK(Cache::open(path).verify().ok);
 }
 
 }  // namespace
@@ -49,11 +54,19 @@ TEST_CASE("a truncated cache is reported and moved aside", "[cache][faults]") {
   REQUIRE(full > 200000);
   SECTION("cut in half") { fs::resize_file(path, full / 2); }
   SECTION("cut inside the first page") { fs::resize_file(path, 3000); }
-  SECTION("cut inside the header") { fs::resize_file(path, 50); }
   check_moved_aside(dir, path, "damaged");
 }
 
-TEST_CASE("a foreign file is reported and moved aside", "[cache][faults]") {
+TEST_CASE("a tfla cache that lost a table is reported and moved aside", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  fill_cache(path);
+  raw_sql(path, "DROP TABLE candidates");
+  check_moved_aside(dir, path, "candidates");
+}
+
+// Issue 16, defect 1: a file tfla does not own is never emptied, reset, moved or rewritten.
+TEST_CASE("a file that is not a tfla cache is refused and left untouched", "[cache][faults]") {
   ScratchDir dir;
   const std::string path = dir.file("tfla.sqlite");
   std::string expect;
@@ -61,24 +74,39 @@ TEST_CASE("a foreign file is reported and moved aside", "[cache][faults]") {
     std::string text;
     for (int i = 0; i < 200; ++i) text += "this is somebody's notes file, not a database\n";
     write_file(path, text);
-    expect = "not a database";
+    expect = "not a SQLite database";
   }
   SECTION("a SQLite file of another application") {
-    raw_sql(
-        path,
-        "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES(1, 'x');");
-    expect = "users";
+    raw_sql(path, "create table u(i); insert into u values(1);");
+    expect = "tables: u";
   }
   SECTION("a SQLite file with another application_id") {
     raw_sql(path, "PRAGMA application_id = 1234; CREATE TABLE t(x);");
     expect = "application_id";
   }
-  SECTION("a tfla cache that lost a table") {
+  SECTION("a tfla cache cut inside its header (whose it is cannot be told)") {
     fill_cache(path);
-    raw_sql(path, "DROP TABLE candidates");
-    expect = "candidates";
+    fs::resize_file(path, 50);
+    expect = "damaged SQLite database";
   }
-  check_moved_aside(dir, path, expect);
+  const std::string before = read_file(path);
+  auto wal = [&] { return fs::exists(path + "-wal") ? read_file(path + "-wal") : "(none)"; };
+  const std::string wal_before = wal();
+  for (OpenMode mode : {OpenMode::ReadWrite, OpenMode::ReadWrite, OpenMode::ReadOnly}) {
+    try {
+      Cache::open(path, mode);
+      FAIL("opened");
+    } catch (const CacheError& e) {
+      if (mode == OpenMode::ReadWrite) {
+        CHECK(e.code() == ErrorCode::Foreign);
+        CHECK_THAT(e.what(), Catch::Contains(path) && Catch::Contains("not a tfla cache") &&
+                                 Catch::Contains("untouched") && Catch::Contains(expect));
+      }
+    }
+  }
+  CHECK(read_file(path) == before);
+  CHECK(wal() == wal_before);
+  CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt").empty());
 }
 
 TEST_CASE("OpenMode::ReadOnly never moves a damaged file", "[cache][faults]") {
@@ -94,7 +122,7 @@ TEST_CASE("OpenMode::ReadOnly never moves a damaged file", "[cache][faults]") {
   }
   raw_sql(dir.file("other.sqlite"), "CREATE TABLE users(id);");
   CHECK_THROWS_WITH(Cache::open(dir.file("other.sqlite"), OpenMode::ReadOnly),
-                    Catch::Contains("left in place"));
+                    Catch::Contains("untouched"));
   CHECK(read_file(path) == std::string(5000, 'x'));
   CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt").empty());
   CHECK_THROWS_AS(Cache::open(dir.file("missing.sqlite"), OpenMode::ReadOnly), CacheError);
@@ -122,7 +150,10 @@ TEST_CASE("a cache from a newer tfla is refused, not moved aside", "[cache][faul
 TEST_CASE("several processes finding one damaged file move it aside once", "[cache][faults]") {
   ScratchDir dir;
   const std::string path = dir.file("tfla.sqlite");
-  SECTION("a text file") { write_file(path, std::string(10000, 'z')); }
+  SECTION("a tfla cache that lost a table") {
+    fill_cache(path);
+    raw_sql(path, "DROP TABLE entries");
+  }
   SECTION("a truncated WAL-mode cache") {
     fill_cache(path);
     fs::resize_file(path, fs::file_size(path) / 3);

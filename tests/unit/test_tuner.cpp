@@ -188,7 +188,7 @@ std::string write_fake_worker(const std::string& dir, const Hello& h) {
     << "  printf '{\"type\":\"result\",\"status\":\"ok\",\"median_us\":%s,\"spread_us\":1,"
        "\"max_rel_error\":0.001,\"message\":\"\"}\\n' $t\n"
     << "done\n";
-  return "exec sh " + path;
+  return path;
 }
 }  // namespace
 
@@ -211,7 +211,7 @@ TEST_CASE("orchestrator: a crashing candidate is faulted, the run goes on, resum
   setenv("LOG", log.c_str(), 1);
   TuneOptions opt;
   opt.cache_path = s.dir + "/c.sqlite";
-  opt.worker_command = write_fake_worker(s.dir, h);
+  opt.worker_argv = {"/bin/sh", write_fake_worker(s.dir, h)};
   opt.budget = 5;
   opt.compile = false;
   opt.candidate_timeout_s = 20;
@@ -255,7 +255,7 @@ TEST_CASE("orchestrator: a worker without a GPU is Error(NoDriver)", "[tuner]") 
   std::ofstream(path) << "echo '{\"type\":\"hello\",\"ok\":false,\"no_gpu\":true,\"error\":\"no CUDA driver\"}'\n";
   TuneOptions opt;
   opt.cache_path = s.dir + "/c.sqlite";
-  opt.worker_command = "sh " + path;
+  opt.worker_argv = {"/bin/sh", path};
   try {
     tune({TuneProblem{}}, opt);
     FAIL("no error");

@@ -13,12 +13,15 @@
 namespace tfla::cli::cache_cli {
 
 // Opens --cache PATH (or Cache::default_path()) read-write, creating it if missing. A damaged
-// or foreign file is set aside by the Cache: its recovery_message() is printed on stderr, as
-// is a note when the file could only be opened read-only. Throws cache::CacheError.
+// tfla cache is moved aside by the Cache: its recovery_message() is reported with note() (on
+// stdout, or in the JSON document), as is a cache that could only be opened read-only. Throws
+// cache::CacheError (Foreign for a file that is not a tfla cache, left untouched), UsageError
+// when there is no path at all.
 cache::Cache open(const Args& args);
 
 // The current device's environment key, or nullopt (with *why) when no CUDA driver or device
-// is visible. Device $TFLA_DEVICE, else 0. Never throws.
+// is visible. Device $TFLA_DEVICE, else 0; throws Error(InvalidArgument) when TFLA_DEVICE is
+// set to something other than an ordinal (on any machine).
 struct CurrentEnv {
   cache::EnvKey env;
   DeviceInfo device;

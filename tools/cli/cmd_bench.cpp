@@ -9,11 +9,15 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "output.hpp"
 #include "gpu.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/problem_check.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "tfla/tfla.hpp"
+#include "tfla_util/config_text.hpp"
+#include "tfla_util/dtype_name.hpp"
 
 namespace tfla::cli {
 namespace {
@@ -26,29 +30,25 @@ struct Row {
 };
 
 Config parse_config(const std::string& s) {
-  Config c;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    const std::string item = s.substr(pos, end - pos);
-    const size_t eq = item.find('=');
-    if (eq == std::string::npos) throw UsageError("--config expects key=value,..., got '" + s + "'");
-    try {
-      c[item.substr(0, eq)] = std::stoll(item.substr(eq + 1));
-    } catch (const std::exception&) {
-      throw UsageError("--config value in '" + item + "' is not an integer");
-    }
-    pos = end + 1;
+  try {
+    return util::parse_config_text(s);
+  } catch (const util::ConfigTextError& e) {
+    throw UsageError(std::string("--config: ") + e.what());
   }
-  return c;
+}
+
+// A shape the library refuses is a usage error (exit 2), found before any GPU work.
+void check_shape(const MlstmProblem& p) {
+  try {
+    ops::check_problem(p);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
 }
 
 DType dtype_of(const std::string& s) {
-  if (s == "bf16") return DType::BF16;
-  if (s == "fp16") return DType::FP16;
-  if (s == "fp32") return DType::FP32;
-  throw UsageError("unknown dtype '" + s + "'");
+  if (std::optional<DType> d = util::parse_dtype(s)) return *d;
+  throw UsageError("unknown dtype '" + s + "' (" + util::dtype_names() + ")");
 }
 
 // op: "fwd", "bwd" or "fwbw". FLOPs: forward ~ 4 Dqk Dv + L (Dqk + Dv) per token and head
@@ -267,6 +267,15 @@ int bench_step(const std::vector<std::string>& argv) {
     if (B < 1) throw UsageError("--batch values must be >= 1");
   for (int64_t T : tokens)
     if (T < 1) throw UsageError("--tokens values must be >= 1");
+  for (int64_t B : batches)
+    for (int64_t T : tokens)
+      for (Variant var : variants) {
+        MlstmProblem p = base;
+        p.variant = var;
+        p.B = B;
+        p.S = T;
+        check_shape(p);
+      }
   const bool json = args.flag("json");
   const int ord = rt::ensure_context();
   const DeviceInfo& dev = rt::device_info(ord);
@@ -321,7 +330,7 @@ int bench_step(const std::vector<std::string>& argv) {
                    {"us_per_token", r.us_token}, {"gbps", r.gbps}, {"copy_gbps", r.copy_gbps},
                    {"copy_pct", 100.0 * r.gbps / r.copy_gbps}, {"large_copy_gbps", large_gbps},
                    {"host_us", r.host_us}, {"config", r.config}, {"device", dev.name}});
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
   }
   return kOk;
 }
@@ -365,6 +374,20 @@ int cmd_bench(const std::vector<std::string>& argv) {
     if (vs.find("sig") != std::string::npos) variants.push_back(Variant::Sig);
     if (variants.empty()) throw UsageError("--variant expects exp, sig or exp,sig");
   }
+  // Every argument is judged before the driver is touched: a usage error is exit 2 on any
+  // machine.
+  if (tokens < 1) throw UsageError("--tokens must be >= 1");
+  if (reps < 1 || warmup < 0) throw UsageError("--reps must be >= 1 and --warmup >= 0");
+  for (int64_t S : seqs) {
+    if (S < 1 || tokens % S) throw UsageError("every S must divide --tokens");
+    for (Variant var : variants) {
+      MlstmProblem p = base;
+      p.variant = var;
+      p.S = S;
+      p.B = tokens / S;
+      check_shape(p);
+    }
+  }
   const int ord = rt::ensure_context();
   const DeviceInfo& dev = rt::device_info(ord);
   std::vector<Row> rows;
@@ -405,7 +428,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
                    {"Dqk", r.Dqk}, {"Dv", r.Dv}, {"dtype", r.dtype}, {"ms", r.ms},
                    {"tflops", r.tflops}, {"gbps", r.gbps}, {"extra_mib", r.extra_mb},
                    {"config", r.config}, {"device", dev.name}});
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
   }
   return kOk;
 }

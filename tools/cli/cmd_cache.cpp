@@ -6,32 +6,40 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 
 #include "cache_cli.hpp"
 #include "commands.hpp"
+#include "output.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/env_key.hpp"
 #include "tfla_cache/hash.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::cli {
 namespace cache_cli {
 
 cache::Cache open(const Args& args) {
   const std::string path = args.has("cache") ? args.get("cache") : cache::Cache::default_path();
+  if (path.empty())
+    throw UsageError("no cache path: give --cache PATH or set TFLA_CACHE (HOME and XDG_CACHE_HOME "
+                     "are unset or not absolute)");
   cache::Cache c = cache::Cache::open(path, cache::OpenMode::ReadWrite);
-  if (c.recovered()) std::fprintf(stderr, "%s\n", c.recovery_message().c_str());
-  if (c.read_only())
-    std::fprintf(stderr, "tfla cache: %s is open read-only: %s\n", path.c_str(),
-                 c.read_only_reason().c_str());
+  if (c.recovered()) note(c.recovery_message());
+  if (c.read_only()) note("the cache " + path + " is open read-only: " + c.read_only_reason());
   return c;
 }
 
 std::optional<CurrentEnv> current_env(std::string* why) {
+  int ordinal = 0;  // read first: a bad TFLA_DEVICE is an error on any machine
+  try {
+    ordinal = static_cast<int>(util::env_int("TFLA_DEVICE", 0, 0, 1 << 20));
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::InvalidArgument, e.what());
+  }
   if (!rt::driver_available(why)) return std::nullopt;
   try {
-    int ordinal = 0;
-    if (const char* e = std::getenv("TFLA_DEVICE")) ordinal = std::atoi(e);
     CurrentEnv out;
     out.device = rt::device_info(ordinal);
     out.env = rt::current_env_key(out.device);
@@ -154,7 +162,7 @@ int cmd_list(const Args& args) {
   if (args.flag("json")) {
     nlohmann::json j = {{"cache", c.path()}, {"entries", nlohmann::json::array()}};
     for (const auto& e : entries) j["entries"].push_back(entry_json(e, false));
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
     return kOk;
   }
   if (entries.empty()) {
@@ -189,23 +197,18 @@ int cmd_show(const Args& args) {
   for (auto& e : c.list())
     if (entry_id(e).rfind(want, 0) == 0 || e.problem.to_string().find(want) != std::string::npos)
       hits.push_back(std::move(e));
-  if (hits.empty()) {
-    std::fprintf(stderr, "tfla cache show: no entry matches '%s' (see tfla cache list)\n",
-                 want.c_str());
-    return kFailed;
-  }
+  if (hits.empty())
+    throw CommandFailed(kFailed, "no entry matches '" + want + "' (see tfla cache list)");
   if (hits.size() > 1) {
-    std::fprintf(stderr, "tfla cache show: %zu entries match '%s'; give one id:\n", hits.size(),
-                 want.c_str());
-    for (const auto& e : hits)
-      std::fprintf(stderr, "  %s  %s\n", entry_id(e).c_str(), e.problem.to_string().c_str());
-    return kUsage;
+    std::string msg = std::to_string(hits.size()) + " entries match '" + want + "'; give one id:";
+    for (const auto& e : hits) msg += "\n  " + entry_id(e) + "  " + e.problem.to_string();
+    throw UsageError(msg);
   }
   cache::TunedEntry e = *c.get_exact(hits[0].env, hits[0].problem);  // with its candidates
   if (args.flag("json")) {
     nlohmann::json j = entry_json(e, true);
     j["env"] = env_json(e.env.id(), e.env);
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
     return kOk;
   }
   std::printf("entry        %s\n", entry_id(e).c_str());
@@ -264,7 +267,7 @@ int cmd_stats(const Args& args) {
       je["cubins"] = e.cubins;
       j["per_env"].push_back(je);
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
     return kOk;
   }
   std::printf("cache          %s%s\n", c.path().c_str(), c.read_only() ? " (read-only)" : "");
@@ -286,32 +289,12 @@ int cmd_stats(const Args& args) {
   return kOk;
 }
 
-namespace {
-void print_merge(const char* verb, const std::string& file, const cache::MergeReport& r,
-                 bool json) {
-  if (json) {
-    nlohmann::json j = {{"file", file},
-                        {"environments_added", r.environments_added},
-                        {"entries_added", r.entries_added},
-                        {"entries_replaced", r.entries_replaced},
-                        {"entries_kept", r.entries_kept},
-                        {"candidates_added", r.candidates_added},
-                        {"cubins_added", r.cubins_added}};
-    std::printf("%s\n", j.dump(2).c_str());
-    return;
-  }
-  std::printf(
-      "%s %s: %lld environments, %lld entries added, %lld replaced (faster), %lld kept, "
-      "%lld candidates, %lld cubins\n",
-      verb, file.c_str(), static_cast<long long>(r.environments_added),
-      static_cast<long long>(r.entries_added), static_cast<long long>(r.entries_replaced),
-      static_cast<long long>(r.entries_kept), static_cast<long long>(r.candidates_added),
-      static_cast<long long>(r.cubins_added));
-}
-}  // namespace
-
 int cmd_export(const Args& args) {
   if (args.positionals().size() != 1) throw UsageError("cache export expects one FILE");
+  const std::string file = args.positionals()[0];
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::symlink_status(file, ec)) && !args.flag("force"))
+    throw UsageError(file + " exists; tfla cache export never overwrites a file unless --force");
   cache::Cache c = open(args);
   cache::ExportOptions opt;
   const std::string envs = args.get("env");
@@ -322,17 +305,72 @@ int cmd_export(const Args& args) {
     pos = end + 1;
   }
   opt.include_cubins = !args.flag("no-cubins");
-  print_merge("exported to", args.positionals()[0], c.export_to(args.positionals()[0], opt),
-              args.flag("json"));
+  opt.overwrite = args.flag("force");
+  const cache::MergeReport r = c.export_to(file, opt);
+  if (args.flag("json")) {
+    print_json({{"ok", true},
+                {"cache", c.path()},
+                {"file", file},
+                {"environments", r.environments_added},
+                {"entries", r.entries_added},
+                {"candidates", r.candidates_added},
+                {"cubins", r.cubins_added},
+                {"rows_skipped", r.rows_rejected},
+                {"skipped", r.rejected}});
+  } else {
+    std::printf("exported %lld environments, %lld entries, %lld candidates, %lld cubins from %s to %s\n",
+                static_cast<long long>(r.environments_added), static_cast<long long>(r.entries_added),
+                static_cast<long long>(r.candidates_added), static_cast<long long>(r.cubins_added),
+                c.path().c_str(), file.c_str());
+    if (r.rows_rejected > 0)
+      std::printf("%lld rows of the cache break its rules and were left out (run tfla cache verify):\n",
+                  static_cast<long long>(r.rows_rejected));
+    for (const auto& line : r.rejected) std::printf("  %s\n", line.c_str());
+  }
   return kOk;
 }
 
 int cmd_import(const Args& args) {
   if (args.positionals().size() != 1) throw UsageError("cache import expects one FILE");
+  const std::string file = args.positionals()[0];
   cache::Cache c = open(args);
-  print_merge("imported", args.positionals()[0], c.import_from(args.positionals()[0]),
-              args.flag("json"));
-  return kOk;
+  cache::ImportOptions opt;
+  opt.trust_cubins = args.flag("trust-cubins");
+  const cache::MergeReport r = c.import_from(file, opt);
+  const bool ok = r.rows_rejected == 0;
+  if (args.flag("json")) {
+    print_json({{"ok", ok},
+                {"cache", c.path()},
+                {"file", file},
+                {"environments_added", r.environments_added},
+                {"entries_added", r.entries_added},
+                {"entries_replaced", r.entries_replaced},
+                {"entries_kept", r.entries_kept},
+                {"candidates_added", r.candidates_added},
+                {"cubins_added", r.cubins_added},
+                {"cubins_unverified", r.cubins_unverified},
+                {"rows_rejected", r.rows_rejected},
+                {"rejected", r.rejected}});
+  } else {
+    std::printf(
+        "imported %s into %s: %lld environments, %lld entries added, %lld replaced (faster), "
+        "%lld kept (as fast or faster here), %lld candidates, %lld cubins\n",
+        file.c_str(), c.path().c_str(), static_cast<long long>(r.environments_added),
+        static_cast<long long>(r.entries_added), static_cast<long long>(r.entries_replaced),
+        static_cast<long long>(r.entries_kept), static_cast<long long>(r.candidates_added),
+        static_cast<long long>(r.cubins_added));
+    if (r.cubins_unverified > 0)
+      std::printf("%lld cubins are unverified: they are not loaded until a local compile of their key "
+                  "matches them (tfla compile, or their first use); --trust-cubins skips the check\n",
+                  static_cast<long long>(r.cubins_unverified));
+    if (r.rows_rejected > 0)
+      std::printf("REJECTED %lld rows that break the cache's rules (not imported):\n",
+                  static_cast<long long>(r.rows_rejected));
+    for (const auto& line : r.rejected) std::printf("  %s\n", line.c_str());
+    if (r.rows_rejected > static_cast<int64_t>(r.rejected.size()))
+      std::printf("  ... and %lld more\n", static_cast<long long>(r.rows_rejected - r.rejected.size()));
+  }
+  return ok ? kOk : kFailed;
 }
 
 }  // namespace cache_cli
@@ -345,8 +383,7 @@ int cmd_recorded(const Args& args) {
   if (args.flag("clear")) {
     const int64_t n = c.clear_recorded(env_id);
     if (args.flag("json"))
-      std::printf("{\"cache\": %s, \"cleared\": %lld}\n", nlohmann::json(c.path()).dump().c_str(),
-                  static_cast<long long>(n));
+      print_json({{"cache", c.path()}, {"cleared", n}});
     else
       std::printf("cleared %lld recorded shape(s)\n", static_cast<long long>(n));
     return kOk;
@@ -357,7 +394,7 @@ int cmd_recorded(const Args& args) {
     for (const auto& r : rows)
       j.push_back({{"env_id", r.env_id}, {"problem", r.problem.to_string()}, {"lookups", r.lookups},
                    {"first_seen_unix", r.first_seen_unix}, {"last_seen_unix", r.last_seen_unix}});
-    std::printf("%s\n", nlohmann::json{{"cache", c.path()}, {"recorded", j}}.dump(2).c_str());
+    print_json(nlohmann::json{{"cache", c.path()}, {"recorded", j}});
     return kOk;
   }
   if (rows.empty()) {
@@ -395,9 +432,10 @@ int cmd_cache(const std::vector<std::string>& argv) {
   } else if (sub == "export") {
     run = cmd_export;
     options.insert("env");
-    flags.insert("no-cubins");
+    flags.insert({"no-cubins", "force"});
   } else if (sub == "import") {
     run = cmd_import;
+    flags.insert("trust-cubins");
   } else if (sub == "explain") {
     run = cmd_explain;
     options.insert({"op", "variant", "dtype", "dqk", "dv", "bh", "seq", "layout"});

@@ -9,6 +9,7 @@
 
 #include "cache_cli.hpp"
 #include "commands.hpp"
+#include "output.hpp"
 #include "ops/family.hpp"
 #include "ops/kernel_space.hpp"
 #include "ops/problem_check.hpp"
@@ -16,6 +17,7 @@
 #include "runtime/device.hpp"
 #include "runtime/env_key.hpp"
 #include "runtime/kernel.hpp"
+#include "tfla_util/dtype_name.hpp"
 
 namespace tfla::cli::cache_cli {
 namespace {
@@ -38,6 +40,12 @@ cache::ProblemKey problem_from(const Args& args) {
   p.dv = static_cast<int>(args.get_int("dv", 0));
   p.batch_heads = args.get_int("bh", 0);
   p.seq_len = args.get_int("seq", 0);
+  if (args.get_int("dqk", 0) != p.dqk || args.get_int("dv", 0) != p.dv)
+    throw UsageError("--dqk and --dv must fit an int");
+  if (p.op != "fwd" && p.op != "bwd" && p.op != "step")
+    throw UsageError("--op must be fwd, bwd or step (the ops with tuned entries), got '" + p.op + "'");
+  if (!util::is_dtype_name(p.dtype))
+    throw UsageError("--dtype must be one of " + std::string(util::dtype_names()) + ", got '" + p.dtype + "'");
   try {
     p.validate();
   } catch (const cache::CacheError& e) {
@@ -55,12 +63,8 @@ std::optional<MlstmProblem> mlstm_problem(const cache::ProblemKey& k) {
   p.S = k.seq_len;
   p.Dqk = k.dqk;
   p.Dv = k.dv;
-  if (k.dtype == "bf16")
-    p.dtype = DType::BF16;
-  else if (k.dtype == "fp16")
-    p.dtype = DType::FP16;
-  else if (k.dtype == "fp32")
-    p.dtype = DType::FP32;
+  if (std::optional<DType> d = util::parse_dtype(k.dtype))
+    p.dtype = *d;
   else
     return std::nullopt;
   if (k.variant == "exp")
@@ -167,7 +171,7 @@ int cmd_explain(const Args& args) {
                         {"config", found ? r.entry->winner.to_string() : fallback},
                         {"heuristic_default", fallback},
                         {"entry", found ? entry_json(*r.entry, false) : nlohmann::json()}};
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
     return kOk;
   }
   std::printf("problem      %s\n", key.to_string().c_str());
@@ -233,10 +237,13 @@ void delete_all_but(cache::Cache& c, const std::set<std::string>& keep,
   const std::string tmp = c.path() + ".prune-" + std::to_string(::getpid());
   cache::ExportOptions opt;
   opt.env_ids.assign(keep.begin(), keep.end());
+  opt.overwrite = true;  // our own temporary name
   c.export_to(tmp, opt);
   c.prune_stale(none);
   try {
-    c.import_from(tmp);
+    cache::ImportOptions own;
+    own.own_export = true;  // this cache's own cubins: their verified flags stand
+    c.import_from(tmp, own);
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("merging the kept environments back failed: ") + e.what() +
                              "; they are in " + tmp + " (run: tfla cache import " + tmp + ")");
@@ -252,12 +259,8 @@ int cmd_prune(const Args& args) {
   std::string why;
   const std::optional<CurrentEnv> cur = current_env(&why);
   const bool all_but = args.flag("all-but-current");
-  if (all_but && !cur) {
-    std::fprintf(stderr,
-                 "tfla cache prune --all-but-current needs the current GPU's environment: %s\n",
-                 why.c_str());
-    return kNoGpu;
-  }
+  if (all_but && !cur)
+    throw CommandFailed(kNoGpu, "cache prune --all-but-current needs the current GPU's environment: " + why);
   const std::string current_id = cur ? cur->env.id() : "";
   const cache::Stats st = c.stats();
   std::map<std::string, cache::EnvKey> known;
@@ -317,7 +320,7 @@ int cmd_prune(const Args& args) {
                              {"entries", d.entries},
                              {"candidates", d.candidates},
                              {"cubins", d.cubins}});
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
     return kOk;
   }
   if (!note.empty()) std::printf("note: %s\n", note.c_str());
@@ -352,7 +355,8 @@ struct LoadCheck {
 };
 
 // Loads every cubin of the current device's arch; recompiles (and overwrites) the ones that
-// fail to load or fail their checksum when they are in the default kernel space.
+// fail to load, fail their checksum or were imported unverified (put_cubin compares the fresh
+// bytes with them) when they are in the default kernel space.
 LoadCheck load_check(cache::Cache& c, const CurrentEnv& cur) {
   LoadCheck lc;
   lc.done = true;
@@ -371,7 +375,7 @@ LoadCheck load_check(cache::Cache& c, const CurrentEnv& cur) {
         fail = e.what();
       }
     } else {
-      fail = "checksum mismatch";
+      fail = ci.verified ? "checksum mismatch" : "imported, not verified yet";
     }
     if (fail.empty()) continue;
     ++lc.failed;
@@ -420,6 +424,7 @@ int cmd_verify(const Args& args) {
                         {"ok", ok},
                         {"entries_checked", rep.entries_checked},
                         {"cubins_checked", rep.cubins_checked},
+                        {"cubins_unverified", rep.cubins_unverified},
                         {"problems", rep.problems},
                         {"load_check",
                          {{"done", lc.done},
@@ -428,13 +433,17 @@ int cmd_verify(const Args& args) {
                           {"failed", lc.failed},
                           {"recompiled", lc.repaired},
                           {"problems", lc.problems}}}};
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
     return ok ? kOk : kFailed;
   }
   std::printf("integrity    %s (%lld entries, %lld cubins checked) in %s\n",
               rep.ok ? "ok" : "PROBLEMS", static_cast<long long>(rep.entries_checked),
               static_cast<long long>(rep.cubins_checked), c.path().c_str());
   for (const auto& p : rep.problems) std::printf("  %s\n", p.c_str());
+  if (rep.cubins_unverified > 0)
+    std::printf("cubins       %lld imported and unverified: not loaded until a local compile of "
+                "their key matches them (tfla compile)\n",
+                static_cast<long long>(rep.cubins_unverified));
   if (lc.done) {
     std::printf(
         "load check   %lld cubins of this GPU's arch loaded: %lld failed, %lld recompiled\n",

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cctype>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
@@ -12,19 +13,20 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "output.hpp"
 #include "ops/kernel_space.hpp"
 #include "runtime/cubin_store.hpp"
 #include "runtime/env_key.hpp"
 #include "runtime/kernel.hpp"
+#include "tfla_util/dtype_name.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::cli {
 namespace {
 
 DType parse_dtype(const std::string& s) {
-  if (s == "bf16") return DType::BF16;
-  if (s == "fp16") return DType::FP16;
-  if (s == "fp32") return DType::FP32;
-  throw UsageError("unknown dtype '" + s + "' (bf16, fp16, fp32)");
+  if (std::optional<DType> d = util::parse_dtype(s)) return *d;
+  throw UsageError("unknown dtype '" + s + "' (" + util::dtype_names() + ")");
 }
 
 std::vector<std::pair<int, int>> parse_dims(const std::string& s) {
@@ -75,6 +77,21 @@ int cmd_compile(const std::vector<std::string>& argv) {
   }
   if (args.flag("no-cache") && (args.flag("force") || args.has("cache")))
     throw UsageError("--no-cache excludes --force and --cache");
+  if (!args.positionals().empty()) throw UsageError("unexpected argument '" + args.positionals()[0] + "'");
+  if (args.has("emit")) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(args.get("emit"), ec))
+      throw UsageError("--emit " + args.get("emit") + ": not an existing directory");
+  }
+  const int jobs = static_cast<int>(
+      args.get_int("jobs", std::max(1u, std::thread::hardware_concurrency())));
+  if (jobs < 1) throw UsageError("--jobs must be >= 1");
+  bool no_cache_asked = args.flag("no-cache");  // no cache, on purpose: nothing to store
+  try {
+    no_cache_asked = no_cache_asked || util::env_flag("TFLA_CACHE_DISABLE", false);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
   rt::CubinStore store = args.flag("no-cache") ? rt::CubinStore::disabled("--no-cache")
                          : args.has("cache")   ? rt::CubinStore(args.get("cache"))
                                                : rt::CubinStore::from_environment();
@@ -85,9 +102,6 @@ int cmd_compile(const std::vector<std::string>& argv) {
                  store.path().c_str());
   const rt::Lookup lookup = args.flag("force") ? rt::Lookup::Recompile : rt::Lookup::UseStore;
   const std::vector<rt::KernelSpec> specs = ops::default_space_kernels(filter);
-  const int jobs = static_cast<int>(
-      args.get_int("jobs", std::max(1u, std::thread::hardware_concurrency())));
-  if (jobs < 1) throw UsageError("--jobs must be >= 1");
 
   struct Result {
     bool ok = false;
@@ -117,7 +131,11 @@ int cmd_compile(const std::vector<std::string>& argv) {
           std::string name = specs[i].key;
           for (char& ch : name)
             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-          std::ofstream(args.get("emit") + "/" + name + ".cubin", std::ios::binary) << c.cubin;
+          const std::string file = args.get("emit") + "/" + name + ".cubin";
+          std::ofstream out(file, std::ios::binary);
+          out << c.cubin;
+          out.close();
+          if (!out) throw Error(ErrorCode::InvalidArgument, "cannot write " + file);
         }
       } catch (const Error& e) {
         r.error = std::string(e.what()) + "\n" + e.details();
@@ -140,6 +158,9 @@ int cmd_compile(const std::vector<std::string>& argv) {
     stored += r.stored ? 1 : 0;
   }
   const size_t compiled = specs.size() - failed - cached;
+  // Compiled cubins that should have gone into the cache and did not (it could not be opened,
+  // is read-only, or a write failed): a failure, unless no cache was asked for.
+  const size_t unstored = no_cache_asked ? 0 : compiled - std::min(compiled, stored);
   if (args.flag("json")) {
     nlohmann::json j;
     j["arch"] = arch;
@@ -148,6 +169,8 @@ int cmd_compile(const std::vector<std::string>& argv) {
     j["compiled"] = compiled;
     j["cached"] = cached;
     j["stored"] = stored;
+    j["unstored"] = unstored;
+    j["ok"] = failed == 0 && unstored == 0;
     j["cache"] = store.enabled() ? store.path() : "";
     j["templates_hash"] = env.templates_hash;
     j["kernels"] = nlohmann::json::array();
@@ -155,7 +178,7 @@ int cmd_compile(const std::vector<std::string>& argv) {
       j["kernels"].push_back({{"key", specs[i].key}, {"ok", results[i].ok}, {"ms", results[i].ms},
                               {"cubin_bytes", results[i].bytes}, {"cached", results[i].cached},
                               {"error", results[i].error}});
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
   } else {
     for (size_t i = 0; i < specs.size(); ++i) {
       if (!results[i].ok)
@@ -173,8 +196,11 @@ int cmd_compile(const std::vector<std::string>& argv) {
                   compiled, stored);
     else
       std::printf("cache: not used (%s)\n", store.why_disabled().c_str());
+    if (unstored > 0)
+      std::printf("FAILED to store %zu compiled cubins in the cache%s\n", unstored,
+                  store.enabled() ? "" : (": " + store.why_disabled()).c_str());
   }
-  return failed ? kFailed : kOk;
+  return failed || unstored ? kFailed : kOk;
 }
 
 }  // namespace tfla::cli

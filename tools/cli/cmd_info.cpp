@@ -5,21 +5,29 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "output.hpp"
 #include "runtime/embedded.hpp"
 #include "tfla/tfla.hpp"
 #include "tfla_cache/cache.hpp"
+#include "tfla_util/env_flag.hpp"
 
 namespace tfla::cli {
 namespace {
 std::string cache_path() { return cache::Cache::default_path(); }
+// TFLA_CACHE_DISABLE as the library reads it; a value that is not a boolean is an error.
 bool cache_disabled() {
-  const char* v = std::getenv("TFLA_CACHE_DISABLE");
-  return v && *v && std::string(v) != "0";
+  try {
+    return util::env_flag("TFLA_CACHE_DISABLE", false);
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::InvalidArgument, e.what());
+  }
 }
 }  // namespace
 
 int cmd_info(const std::vector<std::string>& argv) {
   Args args(argv, {"json"}, {});
+  if (!args.positionals().empty()) throw UsageError("unexpected argument '" + args.positionals()[0] + "'");
+  const bool disabled = cache_disabled();  // a bad TFLA_CACHE_DISABLE fails before any output
   const RuntimeInfo info = runtime_info();
   if (args.flag("json")) {
     nlohmann::json j;
@@ -30,7 +38,7 @@ int cmd_info(const std::vector<std::string>& argv) {
     j["driver_version"] = info.driver_version;
     j["driver_error"] = info.driver_error;
     j["cache_path"] = cache_path();
-    j["cache_disabled"] = cache_disabled();
+    j["cache_disabled"] = disabled;
     j["devices"] = nlohmann::json::array();
     for (const auto& d : info.devices)
       j["devices"].push_back({{"ordinal", d.ordinal}, {"name", d.name},
@@ -38,13 +46,13 @@ int cmd_info(const std::vector<std::string>& argv) {
                               {"arch", d.arch}, {"sm_count", d.sm_count}, {"l2_bytes", d.l2_bytes},
                               {"smem_optin_bytes", d.smem_optin_bytes},
                               {"total_memory_bytes", d.total_memory_bytes}});
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
   } else {
     std::printf("tfla %s\n", info.tfla_version.c_str());
     std::printf("  NVRTC          %d.%d\n", info.nvrtc_major, info.nvrtc_minor);
     std::printf("  templates      %s (%zu files embedded)\n", rt::kTemplatesHash, rt::kNumEmbeddedTemplates);
-    std::printf("  cache          %s%s\n", cache_path().c_str(),
-                cache_disabled() ? " (disabled: TFLA_CACHE_DISABLE)" : "");
+    std::printf("  cache          %s%s\n", cache_path().empty() ? "(none: set TFLA_CACHE or HOME)" : cache_path().c_str(),
+                disabled ? " (disabled: TFLA_CACHE_DISABLE)" : "");
     if (!info.driver_loaded || info.devices.empty()) {
       std::printf("  driver         none: %s\n", info.driver_error.c_str());
       std::printf("  devices        no CUDA driver/device: GPU commands (bench, tune) will fail;\n"

@@ -8,6 +8,7 @@
 #include "args.hpp"
 #include "cache_cli.hpp"
 #include "commands.hpp"
+#include "output.hpp"
 #include "tfla_cache/cache.hpp"
 #include "tuner/tuner.hpp"
 
@@ -67,13 +68,12 @@ int cmd_tune(const std::vector<std::string>& argv) {
   const std::vector<tuner::TuneProblem> problems = problems_from(args, opt.cache_path);
   if (problems.empty()) {  // only --from-recorded can get here
     if (args.flag("json"))
-      std::printf("{\"cache\": %s, \"rows\": []}\n", nlohmann::json(opt.cache_path).dump().c_str());
+      print_json({{"cache", opt.cache_path}, {"rows", nlohmann::json::array()}});
     else
       std::printf("no recorded shapes without a tuned entry for this GPU in %s "
                   "(run the model with TFLA_RECORD_SHAPES=1 first)\n", opt.cache_path.c_str());
     return kOk;
   }
-  if (const char* w = std::getenv("TFLA_TUNE_WORKER"); w && *w) opt.worker_command = w;
   opt.budget = static_cast<int>(args.get_int("budget", 24));
   opt.reps = static_cast<int>(args.get_int("reps", 10));
   opt.warmup = static_cast<int>(args.get_int("warmup", 3));
@@ -104,7 +104,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
                       {"resumed", r.resumed}, {"pruned", r.pruned}});
     nlohmann::json j{{"device", rep.hello.device_name}, {"env_id", rep.hello.env.id()},
                      {"cache", opt.cache_path}, {"worker_restarts", rep.worker_restarts}, {"rows", rows}};
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
   } else {
     std::printf("tfla tune on %s (%s), cache %s\n", rep.hello.device_name.c_str(), rep.hello.arch.c_str(),
                 opt.cache_path.c_str());

@@ -1,12 +1,25 @@
 // The tfla CLI's subcommands. Each returns the process exit code:
 //   0 success, 1 failure (an error or a failed check), 2 usage error, 3 no GPU/driver.
 #pragma once
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace tfla::cli {
 
 enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kNoGpu = 3 };
+
+// A command that fails with a message and an exit code (kFailed or kNoGpu); main prints it
+// (and, with --json, the JSON error object).
+class CommandFailed : public std::runtime_error {
+ public:
+  CommandFailed(int exit_code, const std::string& message)
+      : std::runtime_error(message), exit_code_(exit_code) {}
+  int exit_code() const noexcept { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
 
 int cmd_info(const std::vector<std::string>& args);
 int cmd_compile(const std::vector<std::string>& args);

@@ -7,12 +7,20 @@
 // between threads. A Cache must not cross fork(): open a new one in the child. A moved-from
 // Cache may only be destroyed or assigned to.
 //
-// Faults: a file that is not SQLite, is truncated, or holds another schema is logged, set aside
-// (copied, with its -wal, to "<path>.corrupt-<unix time>") and reset in place to a fresh cache
-// (Cache::recovered() says so). In place, through SQLite's locks, so that other processes that
-// have the file open stay coordinated; a rename would let them attach to the fresh -wal/-shm.
+// Faults: a file at the cache path that is not a tfla cache (not SQLite, another
+// application's database, a database whose header cannot say whose it is) is never modified:
+// open() throws CacheError(Foreign) naming the file and what it is. A damaged tfla cache (tfla's
+// application_id in its header, but truncated, malformed or missing tables) is logged and
+// renamed, with its -wal and -shm, to "<path>.corrupt-<unix time>", and a fresh cache is
+// created at the path (Cache::recovered() and recovery_message() say so; verify() reports it).
 // A file or directory without write permission is opened read-only: lookups work and every
 // write throws CacheError(ReadOnly).
+//
+// Cubin integrity: a cubin is served by get_cubin() only when it was stored by put_cubin() (the
+// caller compiled it on this machine for its key) or imported with ImportOptions::trust_cubins.
+// An imported cubin is stored unverified and is a miss until a put_cubin() of its key (the
+// runtime's recompile, `tfla compile`, `tfla cache verify` on a GPU) compares the fresh bytes
+// with it and replaces it.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +61,7 @@ struct CubinInfo {
   std::string hash, arch, kernel_name, env_id;
   int64_t size_bytes = 0;
   int64_t created_unix = 0;
+  bool verified = false;  // compiled here or checked against a local compile (see above)
 };
 
 struct EnvStats {
@@ -85,6 +94,8 @@ struct VerifyReport {
   bool ok = true;
   std::vector<std::string> problems;  // one line each; empty when ok
   int64_t entries_checked = 0, cubins_checked = 0;
+  int64_t cubins_unverified = 0;  // imported, not yet checked against a local compile (not
+                                  // a problem: they are never loaded until checked)
 };
 
 struct MergeReport {
@@ -94,28 +105,47 @@ struct MergeReport {
   int64_t entries_kept = 0;      // the destination's winner was as fast or faster
   int64_t candidates_added = 0;  // candidate rows inserted or overwritten
   int64_t cubins_added = 0;
+  int64_t cubins_unverified = 0;  // of cubins_added: stored unverified (see Cubin integrity)
+  int64_t rows_rejected = 0;      // rows of the source that failed validation, not copied
+  std::vector<std::string> rejected;  // why, one line per row (the first kMaxRejectedLines)
+  static constexpr size_t kMaxRejectedLines = 50;
 };
 
 struct ExportOptions {
   std::vector<std::string> env_ids;  // environments to export; empty = all
   bool include_cubins = true;        // cubins of those environments and env-less ones
+  bool overwrite = false;            // replace an existing file at the path (else refuse)
+};
+
+struct ImportOptions {
+  // Serve the bundle's cubins without checking them against a local compile. Only for
+  // bundles from a trusted source: a cubin is machine code the driver runs as it is.
+  bool trust_cubins = false;
+  // Keep each cubin's verified flag as the file has it. Only for a file this cache exported
+  // itself moments ago (tfla cache prune keeps environments by exporting and re-importing
+  // them); a flag in any other file proves nothing.
+  bool own_export = false;
 };
 
 class Cache {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   static constexpr uint32_t kApplicationId = 0x54464C41;  // "TFLA" in PRAGMA application_id
   static constexpr int kBusyTimeoutMs = 10000;
 
   // $TFLA_CACHE if set and non-empty, else $XDG_CACHE_HOME/tfla/tfla.sqlite, else
-  // $HOME/.cache/tfla/tfla.sqlite, else "tfla.sqlite" in the working directory. Never throws.
+  // $HOME/.cache/tfla/tfla.sqlite (each only when that variable is an absolute path), else
+  // <the account's home directory>/.cache/tfla/tfla.sqlite, else "" (no default: open("")
+  // throws). Never the working directory. Never throws.
   static std::string default_path();
 
   // Opens (ReadWrite: creating parent directories, the file and the schema, migrating older
-  // schemas) the cache at `path`. Throws CacheError: Io if the file cannot be opened at all;
-  // SchemaTooNew for a newer schema; in ReadOnly mode Corrupt/Foreign for a damaged or
-  // foreign file (ReadWrite sets such a file aside and starts fresh; see recovered()).
-  // Blocks up to the busy timeout while another process holds the write lock.
+  // schemas) the cache at `path`. ReadOnly serves an older schema from a migrated copy in
+  // memory, leaving the file as it is. Throws CacheError: Io if the file cannot be opened at
+  // all or `path` is empty; Foreign for a file that is not a tfla cache (never modified);
+  // SchemaTooNew for a newer schema; in ReadOnly mode Corrupt for a damaged tfla cache
+  // (ReadWrite moves it aside and starts fresh; see recovered()). Blocks up to the busy
+  // timeout while another process holds the write lock.
   static Cache open(const std::string& path, OpenMode mode = OpenMode::ReadWrite);
 
   Cache(Cache&&) noexcept;
@@ -173,8 +203,9 @@ class Cache {
   // compiled ahead of time); prune_stale() drops cubins of other non-empty env ids.
   void put_cubin(const std::string& hash, const std::string& arch, const std::string& kernel_name,
                  const std::string& bytes, const std::string& env_id = "");
-  // The cubin stored under `hash`, or nullopt if absent or if its checksum does not match
-  // (logged as a warning: the caller recompiles; a damaged cubin is never returned).
+  // The cubin stored under `hash`, or nullopt if absent, not verified (imported, see Cubin
+  // integrity above) or if its checksum does not match (logged: the caller recompiles and
+  // stores the fresh bytes; a damaged or unchecked cubin is never returned).
   std::optional<std::string> get_cubin(const std::string& hash) const;
   std::vector<CubinInfo> list_cubins() const;
 
@@ -182,15 +213,24 @@ class Cache {
   Stats stats() const;
   // Deletes environments other than `current` with their entries, candidates and cubins.
   PruneReport prune_stale(const EnvKey& current);
-  // PRAGMA integrity_check, every cubin's size and checksum, every stored config and status.
+  // PRAGMA integrity_check, every row against the rules import applies (validate_row.cpp),
+  // every cubin's size and checksum; and, as the first problem, that open() moved a damaged
+  // file aside (the fresh cache is fine, but what the file held is gone from this path).
   VerifyReport verify() const;
   // Writes the selected environments into a new portable cache file at `path` (same format,
-  // stamped in its meta table), built beside it and renamed over it. Throws CacheError.
+  // stamped in its meta table): built in memory, written to "<path>.tmp-<pid>" and linked or
+  // renamed into place, so `path` is never half-written. An existing `path` is refused
+  // (CacheError(InvalidArgument)) unless opt.overwrite. Temporary files that a killed export
+  // left beside `path` are removed. Throws CacheError.
   MergeReport export_to(const std::string& path, const ExportOptions& opt = {}) const;
   // Merges the cache file at `path` into this one: new environments and problems are added;
-  // for a problem both have, the faster winner is kept. Opens `path` read-only. Throws
-  // CacheError (Foreign, Corrupt, ReadOnly, ...).
-  MergeReport import_from(const std::string& path);
+  // for a problem both have, the faster winner is kept. Every row is validated (dimensions,
+  // op, variant, dtype and layout names, config ranges, positive finite times, UTF-8 text,
+  // cubin hashes and checksums); a row that fails is not copied and is counted in
+  // rows_rejected with its reason. An older schema is migrated in memory. Cubins arrive
+  // unverified unless opt.trust_cubins. Opens `path` read-only. Throws CacheError (Foreign,
+  // Corrupt, SchemaTooNew, ReadOnly, Io, ...).
+  MergeReport import_from(const std::string& path, const ImportOptions& opt = {});
 
   struct Impl;  // defined in src/cache_impl.hpp
 

@@ -63,9 +63,13 @@ struct ProblemKey {
   std::string class_key() const;
   // class_key() plus the shape, e.g. "fwd/exp/norm/bf16/256x512/bhsd/BH=8,S=8192".
   std::string to_string() const;
-  // Throws CacheError(InvalidArgument) naming the field if a text field is empty or holds
-  // characters outside [a-z0-9_], or a dimension or shape is not positive.
+  // Throws CacheError(InvalidArgument) naming the field if op, variant, dtype or layout is not
+  // one of the names above, a head dim lies outside [1, kMaxHeadDim], or the shape outside
+  // [1, kMaxBatchHeads] x [1, kMaxSeqLen] (bounds that keep every derived size in 64 bits).
   void validate() const;
+  static constexpr int kMaxHeadDim = 65536;
+  static constexpr int64_t kMaxBatchHeads = int64_t{1} << 31;
+  static constexpr int64_t kMaxSeqLen = int64_t{1} << 40;
 
   bool operator==(const ProblemKey& o) const;
   bool operator!=(const ProblemKey& o) const { return !(*this == o); }
@@ -85,8 +89,10 @@ struct Config {
 
   // "chunk=128,siz_b_q=64,warps=4" (sorted by name); "" for an empty config.
   std::string to_string() const;
-  // Inverse of to_string(); spaces around items are allowed, order is free. Throws
-  // CacheError(InvalidArgument) on a malformed item, a bad name, a duplicate or a bad integer.
+  // Inverse of to_string(), by tfla_util's parse_config_text (blanks around items, names and
+  // values ignored; order free; values the full 64-bit range: callers that launch kernels
+  // check util::kConfigValueMin/Max). Throws CacheError(InvalidArgument) on a malformed or
+  // empty item, a bad name, a duplicate or a value that is not a 64-bit integer.
   static Config parse(std::string_view text);
 
   bool operator==(const Config& o) const { return values == o.values; }

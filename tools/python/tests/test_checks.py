@@ -200,3 +200,12 @@ def test_config_text_round_trip():
     assert parse_config("chunk=256,siz_b_q=64") == {"chunk": 256, "siz_b_q": 64}
     raises(r"config value of 'chunk' must be an int", config_text, {"chunk": 1.5})
     raises(r"config must be None, a 'key=value,...' string or a dict", config_text, 256)
+
+
+@pytest.mark.parametrize("bad", [1.5, 2.0, True, "4", None])
+def test_problem_refuses_sizes_that_are_not_ints(bad):
+    from tfla._binding import make_plan
+    with pytest.raises(TflaArgumentError, match="B must be an int"):
+        make_plan(bad, NH, S, DQK, DV)
+    plan = make_plan(2, NH, S, DQK, DV)
+    assert plan.B == 2

@@ -6,6 +6,7 @@ subclasses on failure. The size and config queries need no GPU.
 """
 
 import ctypes
+import operator
 
 from ._checks import DTYPE_CODES, VARIANT_CODES, Plan, check_options
 from ._errors import TflaArgumentError
@@ -61,8 +62,16 @@ def make_plan(B, NH, S, Dqk, Dv, *, dtype="bfloat16", gate_dtype="float32", vari
     if gate_dtype not in DTYPE_CODES:
         raise TflaArgumentError(f"gate_dtype must be one of {sorted(DTYPE_CODES)}, got {gate_dtype!r}")
     eps, scale = check_options(variant, normalize, eps, scale)
-    return Plan(int(B), int(NH), int(S), int(Dqk), int(Dv), dtype, gate_dtype, variant,
-                bool(normalize), eps, scale, 0, {})
+    sizes = []
+    for name, value in (("B", B), ("NH", NH), ("S", S), ("Dqk", Dqk), ("Dv", Dv)):
+        # an integer, never a float that int() would truncate (1.5 -> 1) or a bool
+        try:
+            sizes.append(operator.index(value) if not isinstance(value, bool) else None)
+        except TypeError:
+            sizes.append(None)
+        if sizes[-1] is None:
+            raise TflaArgumentError(f"{name} must be an int, got {value!r}")
+    return Plan(*sizes, dtype, gate_dtype, variant, bool(normalize), eps, scale, 0, {})
 
 
 def _size_query(name, plan, config):
