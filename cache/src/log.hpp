@@ -8,8 +8,7 @@
 
 namespace tfla {
 
-// spdlog::get("tfla"), or a new stderr color logger registered under that name. Safe to call
-// from several threads and alongside other tfla components creating the same logger.
+// The library's one "tfla" logger (tfla_util/logger.hpp). Thread-safe; never null.
 std::shared_ptr<spdlog::logger> cache_log();
 
 }  // namespace tfla
