@@ -1,6 +1,6 @@
 // GPU backward vs the float64 reference backward (itself checked by finite differences), on
 // fresh random inputs rounded to the kernel's dtype, with poisoned gradient buffers.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdio>
 #include <string>
 

@@ -1,6 +1,6 @@
 // GPU forward vs the float64 reference (recurrent form), on fresh random inputs rounded to the
 // kernel's dtype, with poisoned outputs that must be fully written.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdio>
 #include <string>
 
