@@ -49,14 +49,15 @@ std::string mapped_path(void* handle) {
   return {};
 }
 
-// The folder holding libtfla (this code), or "" when the loader does not say.
+// The folder holding libtfla (this code), or "" when the loader does not say. Normalized: a
+// library found through an RPATH is named like ".../tfla/bin/../lib/libtfla.so".
 fs::path own_folder() {
   static const int anchor = 0;
   Dl_info info{};
   if (!dladdr(&anchor, &info) || !info.dli_fname || !*info.dli_fname) return {};
   std::error_code ec;
   fs::path p = fs::absolute(info.dli_fname, ec);
-  return ec ? fs::path() : p.parent_path();
+  return ec ? fs::path() : p.lexically_normal().parent_path();
 }
 
 class Search {
