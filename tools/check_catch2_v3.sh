@@ -66,6 +66,9 @@ fi
 
 echo "== configure tfla against Catch2 $version"
 build="$work/tfla"
+# The main build's compiler, spelled the same, so that ccache matches the compile commands.
+cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "${TFLA_MAIN_BUILD:-build}/CMakeCache.txt" 2>/dev/null || true)
+[[ -n "$cxx" ]] && launcher+=("-DCMAKE_CXX_COMPILER=$cxx")
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCUDAToolkit_ROOT=$CUDA_HOME" \
   "-DCMAKE_PREFIX_PATH=$prefix" "${launcher[@]}" >"$work/tfla-configure.log"
 if ! grep -q "tfla tests: Catch2 $version" "$work/tfla-configure.log"; then

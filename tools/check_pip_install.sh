@@ -12,6 +12,7 @@
 # usage: bash tools/check_pip_install.sh [WORK_DIR]     (default: build-pip; replaced each run,
 #        with WORK_DIR-cmake, the CMake build folder)
 # environment: CUDA_HOME (default /usr/local/cuda; the build needs its headers),
+#   TFLA_MAIN_BUILD (default build: a configured build whose C++ compiler is used),
 #   TFLA_PIP_NVRTC_WHEEL (default "nvidia-cuda-nvrtc==13.0.*"; empty: skip step 3)
 # Needs python3 with venv and network access to PyPI. Exit code 0 when every check passed.
 set -euo pipefail
@@ -40,6 +41,10 @@ settings=(--config-settings=cmake.build-type=Release
 if command -v ccache >/dev/null 2>&1; then
   settings+=(--config-settings=cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
+# The main build's compiler, spelled the same (scikit-build-core would pick g++ where CMake
+# picked c++), so that ccache matches the compile commands.
+cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "${TFLA_MAIN_BUILD:-build}/CMakeCache.txt" 2>/dev/null || true)
+[[ -n "$cxx" ]] && settings+=("--config-settings=cmake.define.CMAKE_CXX_COMPILER=$cxx")
 echo "== pip install ./tools/python (scikit-build-core builds libtfla)"
 t0=$SECONDS
 # -v: CMake's output goes to the log; only its tail is shown unless the install fails.

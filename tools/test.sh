@@ -18,8 +18,10 @@
 # tools/run.sh sources this file for tfla_install_deps and tfla_build.
 set -euo pipefail
 
+# ccache: the packaging checks compile libtfla and the tests again; with it they reuse this
+# build's objects.
 TFLA_APT_PACKAGES=(cmake ninja-build g++ pkg-config libspdlog-dev libfmt-dev catch2
-                   libsqlite3-dev nlohmann-json3-dev python3 python3-pytest python3-venv)
+                   libsqlite3-dev nlohmann-json3-dev python3 python3-pytest python3-venv ccache)
 
 # Installs the Debian packages the build needs (only those missing) and finds the CUDA toolkit.
 tfla_install_deps() {
@@ -50,12 +52,15 @@ tfla_install_deps() {
   export PATH="$CUDA_HOME/bin:$PATH"
 }
 
-# Configures (Ninja, Release) and builds into $1.
+# Configures (Ninja, Release; through ccache when it is installed) and builds into $1.
 tfla_build() {
-  local build="$1"
+  local build="$1" launcher=()
+  if command -v ccache >/dev/null 2>&1 && [[ "${TFLA_CMAKE_ARGS:-}" != *COMPILER_LAUNCHER* ]]; then
+    launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  fi
   # shellcheck disable=SC2086  # TFLA_CMAKE_ARGS is a list of words on purpose
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCUDAToolkit_ROOT=$CUDA_HOME" \
-    ${TFLA_CMAKE_ARGS:-}
+    "${launcher[@]}" ${TFLA_CMAKE_ARGS:-}
   cmake --build "$build" --parallel "$(nproc)"
 }
 
@@ -92,9 +97,10 @@ tfla_reachable() {
     >/dev/null 2>&1
 }
 
-# The packaging checks (see the header): each runs when its download site answers.
+# The packaging checks (see the header): each runs when its download site answers. $1: the
+# main build, whose compiler they use (so that ccache serves its objects).
 tfla_packaging_checks() {
-  local mode="${TFLA_PACKAGING_CHECKS:-1}" name script url
+  local build="$1" mode="${TFLA_PACKAGING_CHECKS:-1}" name script url
   [[ "$mode" == 0 ]] && { echo "== packaging checks skipped (TFLA_PACKAGING_CHECKS=0)"; return; }
   for name in pip catch2v3; do
     case "$name" in
@@ -109,7 +115,7 @@ tfla_packaging_checks() {
       echo "== SKIPPED $script: $url does not answer (TFLA_PACKAGING_CHECKS=required makes this an error)"
       continue
     fi
-    bash "$script"
+    TFLA_MAIN_BUILD="$build" bash "$script"
   done
 }
 
@@ -123,7 +129,7 @@ tfla_test_main() {
   echo "== test"
   ctest --test-dir "$build" --output-on-failure
   tfla_python_tests "$build"
-  tfla_packaging_checks
+  tfla_packaging_checks "$build"
   echo "== tools/test.sh: build and tests passed in $((SECONDS - start)) s"
 }
 
