@@ -9,6 +9,7 @@
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/kernel.hpp"
+#include "runtime/nvrtc.hpp"
 #include "tfla/tfla.hpp"
 
 #ifndef TFLA_VERSION_STRING
@@ -54,7 +55,16 @@ std::string version() { return TFLA_VERSION_STRING; }
 RuntimeInfo runtime_info() {
   RuntimeInfo info;
   info.tfla_version = version();
-  rt::nvrtc_version(&info.nvrtc_major, &info.nvrtc_minor);
+  const rt::NvrtcStatus& nv = rt::nvrtc_status();
+  if (nv.loaded) {
+    info.nvrtc_major = nv.nvrtc.major;
+    info.nvrtc_minor = nv.nvrtc.minor;
+    info.nvrtc_path = nv.nvrtc.path;
+    info.nvrtc_found_by = nv.nvrtc.found_by;
+    info.nvrtc_builtins_path = nv.nvrtc.builtins_path;
+  } else {
+    info.nvrtc_error = nv.error;
+  }
   std::string why;
   info.driver_loaded = rt::driver_available(&why);
   info.driver_error = why;

@@ -1,4 +1,5 @@
 // The C ABI over the C++ API: exceptions become a tfla_status plus a per-thread message.
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -288,6 +289,92 @@ tfla_status tfla_backend_step(const tfla_backend* backend, int64_t B, int64_t NH
     tfla::LaunchOptions o;
     o.stream = stream;
     backend_of(backend).step(B, NH, T, Dqk, Dv, step_tensors_of(t), o);
+  });
+}
+
+}  // extern "C"
+
+namespace {
+
+void json_string(std::string& out, const std::string& s) {
+  out += '"';
+  for (const char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char u[8];
+          std::snprintf(u, sizeof u, "\\u%04x", c);
+          out += u;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+// runtime_info() as one JSON object (the keys of `tfla info --json`'s library part).
+std::string runtime_info_json(const tfla::RuntimeInfo& info) {
+  std::string j = "{";
+  auto key = [&](const char* k) {
+    if (j.size() > 1 && j.back() != '{') j += ',';
+    json_string(j, k);
+    j += ':';
+  };
+  auto str = [&](const char* k, const std::string& v) { key(k); json_string(j, v); };
+  auto num = [&](const char* k, long long v) { key(k); j += std::to_string(v); };
+  str("tfla_version", info.tfla_version);
+  key("nvrtc_loaded");
+  j += info.nvrtc_error.empty() ? "true" : "false";
+  str("nvrtc_version", std::to_string(info.nvrtc_major) + "." + std::to_string(info.nvrtc_minor));
+  str("nvrtc_path", info.nvrtc_path);
+  str("nvrtc_found_by", info.nvrtc_found_by);
+  str("nvrtc_builtins_path", info.nvrtc_builtins_path);
+  str("nvrtc_error", info.nvrtc_error);
+  key("driver_loaded");
+  j += info.driver_loaded ? "true" : "false";
+  num("driver_version", info.driver_version);
+  str("driver_error", info.driver_error);
+  key("devices");
+  j += '[';
+  for (size_t i = 0; i < info.devices.size(); ++i) {
+    const tfla::DeviceInfo& d = info.devices[i];
+    if (i) j += ',';
+    j += '{';
+    num("ordinal", d.ordinal);
+    str("name", d.name);
+    str("compute_capability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
+    str("arch", d.arch);
+    num("sm_count", d.sm_count);
+    num("l2_bytes", d.l2_bytes);
+    num("smem_optin_bytes", d.smem_optin_bytes);
+    num("total_memory_bytes", d.total_memory_bytes);
+    j += '}';
+  }
+  j += "]}";
+  return j;
+}
+
+}  // namespace
+
+extern "C" {
+
+tfla_status tfla_runtime_info(char* buf, size_t buf_bytes, size_t* needed) {
+  return guarded([&] {
+    const std::string text = runtime_info_json(tfla::runtime_info());
+    if (needed) *needed = text.size() + 1;
+    if (buf && buf_bytes > 0) {
+      if (buf_bytes < text.size() + 1)
+        throw tfla::Error(tfla::ErrorCode::InvalidArgument,
+                          "buffer of " + std::to_string(buf_bytes) +
+                              " bytes is too small: the runtime info needs " +
+                              std::to_string(text.size() + 1));
+      std::memcpy(buf, text.c_str(), text.size() + 1);
+    }
   });
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds tfla and runs every test: unit (CPU), nvrtc (compiles the kernel templates with NVRTC,
-# no GPU) and gpu (reported as skipped by ctest where no GPU is present).
+# no GPU) and gpu (reported as skipped by ctest where no GPU is present), the Python binding's
+# tests, then two packaging checks: `pip install ./tools/python` in a fresh venv
+# (tools/check_pip_install.sh) and the tests built against Catch2 3 (tools/check_catch2_v3.sh).
 # Installs the build dependencies from Debian's packages first, so it works on a fresh machine.
 #
 # usage: bash tools/test.sh [BUILD_DIR]          (default: build)
@@ -8,13 +10,18 @@
 #   TFLA_SKIP_DEPS=1      do not check or install packages
 #   TFLA_CMAKE_ARGS="..." extra configure arguments, e.g. -DTFLA_SANITIZE=address,undefined
 #   CUDA_HOME             the CUDA toolkit (default /usr/local/cuda); NVRTC comes from there
+#   TFLA_PACKAGING_CHECKS 1 (default): run the packaging checks, skipping (with a message) the
+#                         ones whose download site (PyPI, Debian) cannot be reached; required:
+#                         run them and fail when a site cannot be reached (.ci/run); 0: skip them
 # Exit code: 0 when the build and every test passed, non-zero otherwise.
 #
 # tools/run.sh sources this file for tfla_install_deps and tfla_build.
 set -euo pipefail
 
+# ccache: the packaging checks compile libtfla and the tests again; with it they reuse this
+# build's objects.
 TFLA_APT_PACKAGES=(cmake ninja-build g++ pkg-config libspdlog-dev libfmt-dev catch2
-                   libsqlite3-dev nlohmann-json3-dev python3 python3-pytest)
+                   libsqlite3-dev nlohmann-json3-dev python3 python3-pytest python3-venv ccache)
 
 # Installs the Debian packages the build needs (only those missing) and finds the CUDA toolkit.
 tfla_install_deps() {
@@ -45,12 +52,15 @@ tfla_install_deps() {
   export PATH="$CUDA_HOME/bin:$PATH"
 }
 
-# Configures (Ninja, Release) and builds into $1.
+# Configures (Ninja, Release; through ccache when it is installed) and builds into $1.
 tfla_build() {
-  local build="$1"
+  local build="$1" launcher=()
+  if command -v ccache >/dev/null 2>&1 && [[ "${TFLA_CMAKE_ARGS:-}" != *COMPILER_LAUNCHER* ]]; then
+    launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  fi
   # shellcheck disable=SC2086  # TFLA_CMAKE_ARGS is a list of words on purpose
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCUDAToolkit_ROOT=$CUDA_HOME" \
-    ${TFLA_CMAKE_ARGS:-}
+    "${launcher[@]}" ${TFLA_CMAKE_ARGS:-}
   cmake --build "$build" --parallel "$(nproc)"
 }
 
@@ -81,6 +91,34 @@ tfla_python_tests() {
   TFLA_LIBRARY="$lib" "$py" -m pytest -q -p no:cacheprovider tools/python/tests
 }
 
+# Whether an https URL answers (for the checks that download from PyPI or Debian).
+tfla_reachable() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=15)' "$1" \
+    >/dev/null 2>&1
+}
+
+# The packaging checks (see the header): each runs when its download site answers. $1: the
+# main build, whose compiler they use (so that ccache serves its objects).
+tfla_packaging_checks() {
+  local build="$1" mode="${TFLA_PACKAGING_CHECKS:-1}" name script url
+  [[ "$mode" == 0 ]] && { echo "== packaging checks skipped (TFLA_PACKAGING_CHECKS=0)"; return; }
+  for name in pip catch2v3; do
+    case "$name" in
+      pip) script=tools/check_pip_install.sh url=https://pypi.org/simple/scikit-build-core/ ;;
+      catch2v3) script=tools/check_catch2_v3.sh url=https://deb.debian.org/debian/ ;;
+    esac
+    if ! tfla_reachable "$url"; then
+      if [[ "$mode" == required ]]; then
+        echo "error: $script needs $url, which does not answer" >&2
+        return 1
+      fi
+      echo "== SKIPPED $script: $url does not answer (TFLA_PACKAGING_CHECKS=required makes this an error)"
+      continue
+    fi
+    TFLA_MAIN_BUILD="$build" bash "$script"
+  done
+}
+
 tfla_test_main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   local build="${1:-build}"
@@ -91,6 +129,7 @@ tfla_test_main() {
   echo "== test"
   ctest --test-dir "$build" --output-on-failure
   tfla_python_tests "$build"
+  tfla_packaging_checks "$build"
   echo "== tools/test.sh: build and tests passed in $((SECONDS - start)) s"
 }
 

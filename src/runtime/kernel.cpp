@@ -1,7 +1,5 @@
 #include "runtime/kernel.hpp"
 
-#include <nvrtc.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <map>
@@ -14,6 +12,7 @@
 #include "runtime/embedded.hpp"
 #include "runtime/env_key.hpp"
 #include "runtime/log.hpp"
+#include "runtime/nvrtc.hpp"
 #include "tfla/tfla.hpp"
 
 namespace tfla::rt {
@@ -65,14 +64,18 @@ std::vector<std::string> compile_options(const std::string& arch) {
   return {"--gpu-architecture=" + arch, "-std=c++17", "-lineinfo", "-DTFLA_NVRTC=1"};
 }
 
-void nvrtc_version(int* major, int* minor) { nvrtcVersion(major, minor); }
+void nvrtc_version(int* major, int* minor) {
+  const NvrtcStatus& st = nvrtc_status();
+  *major = st.loaded ? st.nvrtc.major : 0;
+  *minor = st.loaded ? st.nvrtc.minor : 0;
+}
 
 namespace {
 void nvrtc_check(nvrtcResult r, const char* what, const KernelSpec& spec, const std::string& log) {
   if (r == NVRTC_SUCCESS) return;
   throw Error(ErrorCode::Compile,
               std::string("NVRTC ") + what + " failed for kernel " + spec.key + ": " +
-                  nvrtcGetErrorString(r),
+                  nvrtc().nvrtcGetErrorString(r),
               "kernel: " + spec.key + "\ntemplate arguments: " + [&] {
                 std::string a;
                 for (const auto& t : spec.template_args) a += t + " ";
@@ -82,6 +85,7 @@ void nvrtc_check(nvrtcResult r, const char* what, const KernelSpec& spec, const 
 }  // namespace
 
 CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
+  const Nvrtc& nv = nvrtc();  // throws, naming where it looked, when there is none
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<const char*> names, texts;
   for (size_t i = 0; i < kNumEmbeddedTemplates; ++i) {
@@ -90,31 +94,32 @@ CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
   }
   const std::string src = spec.source();
   nvrtcProgram prog = nullptr;
-  nvrtc_check(nvrtcCreateProgram(&prog, src.c_str(), (spec.family + ".cu").c_str(),
+  nvrtc_check(nv.nvrtcCreateProgram(&prog, src.c_str(), (spec.family + ".cu").c_str(),
                                  static_cast<int>(names.size()), texts.data(), names.data()),
               "create", spec, "");
   struct Guard {
     nvrtcProgram* p;
-    ~Guard() { nvrtcDestroyProgram(p); }
-  } guard{&prog};
+    const Nvrtc& nv;
+    ~Guard() { nv.nvrtcDestroyProgram(p); }
+  } guard{&prog, nv};
   auto opts = compile_options(arch);
   // Diagnostics only (not part of any cache key): ptxas register/spill report in the log.
   if (std::getenv("TFLA_PTXAS_VERBOSE")) opts.push_back("--ptxas-options=-v");
   std::vector<const char*> copts;
   for (const auto& o : opts) copts.push_back(o.c_str());
   detail::count_nvrtc_compile();
-  const nvrtcResult r = nvrtcCompileProgram(prog, static_cast<int>(copts.size()), copts.data());
+  const nvrtcResult r = nv.nvrtcCompileProgram(prog, static_cast<int>(copts.size()), copts.data());
   size_t log_size = 0;
-  nvrtcGetProgramLogSize(prog, &log_size);
+  nv.nvrtcGetProgramLogSize(prog, &log_size);
   std::string log(log_size, '\0');
-  if (log_size) nvrtcGetProgramLog(prog, log.data());
+  if (log_size) nv.nvrtcGetProgramLog(prog, log.data());
   while (!log.empty() && (log.back() == '\0' || log.back() == '\n')) log.pop_back();
   nvrtc_check(r, "compile", spec, log + "\nsource:\n" + src);
   CompiledKernel out;
   size_t size = 0;
-  nvrtc_check(nvrtcGetCUBINSize(prog, &size), "get cubin size", spec, log);
+  nvrtc_check(nv.nvrtcGetCUBINSize(prog, &size), "get cubin size", spec, log);
   out.cubin.resize(size);
-  nvrtc_check(nvrtcGetCUBIN(prog, out.cubin.data()), "get cubin", spec, log);
+  nvrtc_check(nv.nvrtcGetCUBIN(prog, out.cubin.data()), "get cubin", spec, log);
   out.arch = arch;
   out.log = log;
   const double ms =

@@ -1,7 +1,7 @@
 // Catch2 main of the GPU tests: without a CUDA driver or device every GPU test binary prints
 // why and exits 77, which ctest reports as "Skipped" (SKIP_RETURN_CODE).
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdio>
 
 #include "runtime/driver.hpp"

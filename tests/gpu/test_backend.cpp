@@ -4,7 +4,7 @@
 // chunkwise, as choose() says, and each when pinned) and backward; inference: the step path
 // for short calls that ask for last states (from given initial states, from zeros, in place),
 // the chunkwise path beyond max_step_tokens, and generation continued with Backend::step.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdio>
 #include <string>
 

@@ -2,7 +2,7 @@
 // explain` and the library's own choice (mlstm_forward_config / mlstm_backward_config, what
 // mlstm_forward / mlstm_backward run) must both name the tuned winner, and a forward and
 // backward run with it. The CLI binary: $TFLA_CLI, else the one built beside this test.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <unistd.h>
 
 #include <cstdio>

@@ -4,7 +4,7 @@
 // outputs that must be fully written. Layout options: a caller workspace instead of the
 // library's, a non-default stream, a strided (B, S, NH, D) layout, initial states, last states,
 // dC_last, a saved-states buffer handed from the forward to the backward.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdio>
 #include <string>
 

@@ -3,7 +3,7 @@
 // the kernel's dtype, with poisoned outputs; against the chunkwise form; mixed with it (a
 // parallel forward's norm feeding a chunkwise backward and the other way round); its argument
 // restrictions and the library's fallback to the chunkwise form when a call has states.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdio>
 #include <string>
 

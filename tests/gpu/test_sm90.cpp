@@ -12,7 +12,7 @@
 //  - elect.sync, a producer/consumer named barrier and stmatrix (plain and .trans);
 //  - the GEMM built from them against a float64 GEMM, tails included, and bitwise repeatable.
 // Every case needs an sm_90a device and is skipped with a warning on others.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstring>
 #include <random>
 

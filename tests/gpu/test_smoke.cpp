@@ -1,5 +1,5 @@
 // The pipeline end to end: render -> NVRTC compile for this device's arch -> load -> launch.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 
 #include "gpu_test_util.hpp"
 #include "ops/kernel_space.hpp"

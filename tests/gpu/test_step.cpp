@@ -2,7 +2,7 @@
 // random inputs rounded to the kernel's dtype, with poisoned h; and the prefill-to-generate
 // handoff: mlstm_forward over S1 tokens, then S2 tokens by single steps and by one fused call,
 // against mlstm_forward over S1 + S2 and the float64 reference.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdio>
 #include <string>
 

@@ -1,7 +1,7 @@
 // The cubin store with real NVRTC compilations (deviceless, sm_90a): the second request for a
 // kernel, from the same store or a new one on the same file (as a new process would open),
 // makes no NVRTC call and returns the same cubin.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdlib>
 #include <filesystem>
 #include <string>

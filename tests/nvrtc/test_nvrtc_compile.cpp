@@ -1,7 +1,7 @@
 // Deviceless NVRTC compilation of the kernel templates for sm_90a: no GPU needed. Compiles a
 // covering subset of the default space (every kernel family x every dtype x each variant, two
 // head-dim pairs, short and long sequences); `tfla compile --all` covers the whole space.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <thread>
 #include <atomic>
 #include <mutex>

@@ -4,7 +4,7 @@
 // that ptxas reports per kernel. Also checks that the same sources compile for sm_90 and sm_80,
 // where the primitives turn into __trap().
 #include <atomic>
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdlib>
 #include <regex>
 #include <thread>

@@ -2,7 +2,7 @@
 // ErrorCode::InvalidArgument (TFLA_ERROR_INVALID_ARGUMENT) with a message that names the bad
 // argument. These checks run before any driver call, so this test needs no GPU: the device
 // pointers below are fake (aligned, non-null, never dereferenced).
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdint>
 #include <string>
 

@@ -1,6 +1,6 @@
 // tfla_cache behaviour: round-trips, lookup order, environment isolation, schema creation,
 // cubins, stats, prune, verify, export and import.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdlib>
 #include <thread>
 

@@ -2,7 +2,7 @@
 // a writer killed with SIGKILL mid-stream leaves a valid file with every committed row.
 #include <signal.h>
 
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <chrono>
 #include <thread>
 

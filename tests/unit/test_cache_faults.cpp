@@ -1,7 +1,7 @@
 // tfla_cache under damaged, foreign, newer and read-only files.
 #include <sys/stat.h>
 
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 
 #include "test_cache_support.hpp"
 #include "tfla_cache/cache.hpp"

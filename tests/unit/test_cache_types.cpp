@@ -1,5 +1,5 @@
 // Keys, configs, statuses and hashes of tfla_cache: text forms round-trip, bad text is refused.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 
 #include "test_cache_support.hpp"
 #include "tfla_cache/hash.hpp"

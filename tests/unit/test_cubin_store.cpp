@@ -1,7 +1,7 @@
 // The cubin store (src/runtime/cubin_store): round trips through a cache file named by
 // TFLA_CACHE, the disabled and read-only modes, the cubin key, and the environment keys.
 // No NVRTC call is made here (nvrtc_compile_count() proves it); tests/nvrtc compiles for real.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdlib>
 
 #include "ops/kernel_space.hpp"

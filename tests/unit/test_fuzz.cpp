@@ -6,7 +6,7 @@
 // knows to be invalid returns TFLA_ERROR_INVALID_ARGUMENT with a message, never NO_DRIVER,
 // INTERNAL or a crash. No GPU: forward calls always carry an invalid argument, so nothing is
 // ever launched on the fake pointers.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <chrono>
 #include <climits>
 #include <cmath>

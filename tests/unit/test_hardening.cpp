@@ -6,7 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <climits>
 #include <cmath>
 #include <cstdlib>

@@ -2,7 +2,7 @@
 // configs (defaults, resolution of pinned keys, validity rules, workspace sizes), the public
 // API's refusals of states with parallel = 1 pinned (before any driver call), and the tuner's
 // parallel candidates.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdint>
 #include <string>
 #include <tuple>

@@ -1,7 +1,7 @@
 // The parameter blocks the ops hand to the kernels get each input's pointer and strides from
 // the right tensor (no GPU: the fill is host code; a swapped stride would only show as wrong
 // numbers on a GPU otherwise).
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 
 #include "ops/params_fill.hpp"
 #include "tfla/mlstm_params.cuh"

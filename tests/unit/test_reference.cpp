@@ -3,7 +3,7 @@
 // the chunkwise form against the recurrent one over many shapes and gates, and the step
 // against both. Backward checks are in test_reference_backward.cpp.
 #include <algorithm>
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cmath>
 #include <limits>
 #include <sstream>

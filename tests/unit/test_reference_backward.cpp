@@ -5,7 +5,7 @@
 // h_t = Ctilde_t^T (s q_t) / Z_t, Z_t = exp(m_t) (den_t + eps) and m_S held at the
 // unperturbed forward's values. naive_loss() evaluates it without any stabilization, so the
 // finite differences share no code with the analytic gradients.
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cmath>
 #include <functional>
 #include <limits>

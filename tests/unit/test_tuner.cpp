@@ -2,7 +2,7 @@
 // JSON-line protocol, and the orchestrator's fault handling with a fake worker script.
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
+#include "tfla_catch.hpp"
 #include <cstdlib>
 #include <fstream>
 #include <set>

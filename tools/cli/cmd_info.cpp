@@ -14,6 +14,15 @@
 namespace tfla::cli {
 namespace {
 std::string cache_path() { return cache::Cache::default_path(); }
+// Indents every line after the first of a multi-line message.
+std::string indent(const std::string& text, const std::string& pad) {
+  std::string out;
+  for (char c : text) {
+    out += c;
+    if (c == '\n') out += pad;
+  }
+  return out;
+}
 // TFLA_CACHE_DISABLE as the library reads it; a value that is not a boolean is an error.
 bool cache_disabled() {
   try {
@@ -33,6 +42,11 @@ int cmd_info(const std::vector<std::string>& argv) {
     nlohmann::json j;
     j["tfla_version"] = info.tfla_version;
     j["nvrtc_version"] = std::to_string(info.nvrtc_major) + "." + std::to_string(info.nvrtc_minor);
+    j["nvrtc_loaded"] = info.nvrtc_error.empty();
+    j["nvrtc_path"] = info.nvrtc_path;
+    j["nvrtc_found_by"] = info.nvrtc_found_by;
+    j["nvrtc_builtins_path"] = info.nvrtc_builtins_path;
+    j["nvrtc_error"] = info.nvrtc_error;
     j["templates_hash"] = rt::kTemplatesHash;
     j["driver_loaded"] = info.driver_loaded;
     j["driver_version"] = info.driver_version;
@@ -49,7 +63,14 @@ int cmd_info(const std::vector<std::string>& argv) {
     print_json(j);
   } else {
     std::printf("tfla %s\n", info.tfla_version.c_str());
-    std::printf("  NVRTC          %d.%d\n", info.nvrtc_major, info.nvrtc_minor);
+    if (info.nvrtc_error.empty()) {
+      std::printf("  NVRTC          %d.%d: %s\n", info.nvrtc_major, info.nvrtc_minor, info.nvrtc_path.c_str());
+      std::printf("                 found by: %s\n", info.nvrtc_found_by.c_str());
+      std::printf("                 builtins: %s\n", info.nvrtc_builtins_path.c_str());
+    } else {
+      std::printf("  NVRTC          none: kernels cannot be compiled (cubins already in the cache still load)\n");
+      std::printf("                 %s\n", indent(info.nvrtc_error, "                 ").c_str());
+    }
     std::printf("  templates      %s (%zu files embedded)\n", rt::kTemplatesHash, rt::kNumEmbeddedTemplates);
     std::printf("  cache          %s%s\n", cache_path().empty() ? "(none: set TFLA_CACHE or HOME)" : cache_path().c_str(),
                 disabled ? " (disabled: TFLA_CACHE_DISABLE)" : "");

@@ -59,13 +59,17 @@ struct DeviceInfo {
 };
 struct RuntimeInfo {
   std::string tfla_version;
-  int nvrtc_major = 0, nvrtc_minor = 0;
+  int nvrtc_major = 0, nvrtc_minor = 0;  // 0.0 when no NVRTC loads
+  std::string nvrtc_path;           // the libnvrtc loaded, "" when none
+  std::string nvrtc_found_by;       // where the search found it, e.g. "$CUDA_HOME"
+  std::string nvrtc_builtins_path;  // the libnvrtc-builtins loaded with it
+  std::string nvrtc_error;          // why none loaded (every place looked), empty when loaded
   bool driver_loaded = false;
   int driver_version = 0;      // e.g. 13000; 0 when no driver
   std::string driver_error;    // why the driver or device is unavailable, empty when fine
   std::vector<DeviceInfo> devices;
 };
-// Never throws for a missing driver: it reports it in driver_error.
+// Never throws for a missing driver or NVRTC: it reports them in driver_error, nvrtc_error.
 RuntimeInfo runtime_info();
 std::string version();
 

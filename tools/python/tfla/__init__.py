@@ -10,8 +10,9 @@ Pure Python over the C ABI (ctypes); no compiler at install time. Two layers:
   `mlstm_recurrent_step`, and `tfla.torch.backend_module.mLSTMBackend` (the seed's
   mLSTMBackend interface), so an xLSTM model switches by changing one import.
 
-libtfla.so is found at first use: $TFLA_LIBRARY, a copy in tfla/lib/, the checkout's build
-folders, then the loader path (see tfla._library).
+libtfla.so is found at first use: $TFLA_LIBRARY, the copy in tfla/lib/ that `pip install
+./tools/python` compiles, the checkout's build folders, then the loader path (see
+tfla._library). `runtime_info()` says which libtfla, NVRTC and driver were found, and where.
 """
 
 from ._binding import (Backend, backward_workspace_size, forward_workspace_size, make_plan,
@@ -20,6 +21,7 @@ from ._binding import kernel_config as _kernel_config
 from ._binding import version as _version
 from ._errors import (TflaArgumentError, TflaCacheError, TflaCompileError, TflaCudaError, TflaError,
                       TflaLibraryNotFoundError, TflaNoDriverError, TflaUnsupportedError)
+from ._info import runtime_info
 from ._library import load_library
 
 __version__ = "0.1.0"
@@ -27,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "TflaError", "TflaArgumentError", "TflaUnsupportedError", "TflaNoDriverError", "TflaCudaError",
     "TflaCompileError", "TflaCacheError", "TflaLibraryNotFoundError",
-    "library_path", "library_version", "problem", "forward_config", "backward_config",
+    "library_path", "library_version", "runtime_info", "problem", "forward_config", "backward_config",
     "step_config", "forward_workspace_size", "backward_workspace_size", "saved_size",
     "parse_config", "Backend",
 ]

@@ -2,13 +2,20 @@
 
 Search order (the first that loads wins):
   1. $TFLA_LIBRARY, a path to libtfla.so (when set, nothing else is tried);
-  2. a copy installed next to this package: tfla/lib/libtfla.so* or tfla/libtfla.so*;
+  2. the copy inside this package: tfla/lib/libtfla.so* (where `pip install ./tools/python`
+     puts the libtfla it compiles) or tfla/libtfla.so*;
   3. the repository's build folders, when the package runs from a checkout:
      <repo>/build/src/libtfla.so, then every other <repo>/build*/src/libtfla.so, newest first;
   4. the dynamic loader's path (LD_LIBRARY_PATH, ldconfig): "libtfla.so", then
      ctypes.util.find_library("tfla").
 The library is loaded on first use, so `import tfla` and the argument checks need neither the
 library nor a GPU. A missing library raises TflaLibraryNotFoundError naming every place tried.
+
+NVRTC: libtfla loads it itself on first use (src/runtime/nvrtc.hpp: $TFLA_NVRTC, the
+nvidia-cuda-nvrtc wheel beside libtfla, $TFLA_NVRTC_SEARCH_PATH, $CUDA_HOME, the loader path).
+Before loading libtfla, this module appends to $TFLA_NVRTC_SEARCH_PATH the sys.path entries that
+hold the wheel, so a libtfla outside site-packages (a checkout's build) finds the NVRTC that
+PyTorch installed.
 Struct layouts mirror tfla.h field by field; tests/test_library.py compares them with a C
 compiler's offsetof where one is available.
 """
@@ -17,6 +24,7 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import sys
 import threading
 
 from ._errors import TflaLibraryNotFoundError, error_for_status
@@ -86,6 +94,7 @@ _SIGNATURES = {
     "tfla_mlstm_backward": [_P(Problem), _P(BackwardTensors), c_void_p, c_void_p, c_size_t, c_char_p],
     "tfla_mlstm_step": [_P(Problem), _P(StepTensors), c_void_p, c_char_p],
     "tfla_mlstm_config": [_P(Problem), c_char_p, c_char_p, ctypes.c_char_p, c_size_t, _P(c_size_t)],
+    "tfla_runtime_info": [c_char_p, c_size_t, _P(c_size_t)],
     "tfla_backend_create": [_P(BackendOptions), _P(c_void_p)],
     "tfla_backend_destroy": [c_void_p],
     "tfla_backend_choose": [c_void_p] + _D5 + [c_int, c_int, _P(c_int)],
@@ -166,6 +175,34 @@ def candidate_paths():
     return out
 
 
+# Where the nvidia-cuda-nvrtc wheels put libnvrtc under site-packages (CUDA 13, CUDA 12).
+NVRTC_WHEEL_FILES = ("nvidia/cu13/lib/libnvrtc.so.13", "nvidia/cuda_nvrtc/lib/libnvrtc.so.12")
+
+
+def nvrtc_wheel_dirs():
+    """The sys.path entries (site-packages) holding an nvidia-cuda-nvrtc wheel's libnvrtc."""
+    out = []
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        if any(os.path.isfile(os.path.join(entry, f)) for f in NVRTC_WHEEL_FILES):
+            d = os.path.abspath(entry)
+            if d not in out:
+                out.append(d)
+    return out
+
+
+def export_nvrtc_search_path():
+    """Appends nvrtc_wheel_dirs() to $TFLA_NVRTC_SEARCH_PATH (libtfla reads it when it first
+    needs NVRTC). Nothing to do when $TFLA_NVRTC names NVRTC explicitly."""
+    if os.environ.get("TFLA_NVRTC"):
+        return
+    current = [d for d in os.environ.get("TFLA_NVRTC_SEARCH_PATH", "").split(":") if d]
+    added = [d for d in nvrtc_wheel_dirs() if d not in current]
+    if added:
+        os.environ["TFLA_NVRTC_SEARCH_PATH"] = ":".join(current + added)
+
+
 _lock = threading.Lock()
 _loaded = None
 
@@ -176,6 +213,7 @@ def load_library():
     with _lock:
         if _loaded is not None:
             return _loaded
+        export_nvrtc_search_path()
         tried = []
         for where, path in candidate_paths():
             if not os.path.exists(path):
@@ -201,9 +239,9 @@ def load_library():
                 tried.append(f"  loader path: {name} ({e})")
         raise TflaLibraryNotFoundError(
             "could not find libtfla.so. Looked in:\n" + "\n".join(tried) +
-            "\nBuild it (cmake --build build), set TFLA_LIBRARY=/path/to/libtfla.so, copy it to "
-            f"{os.path.join(_package_dir(), 'lib')}/ before installing, or add its folder to "
-            "LD_LIBRARY_PATH.")
+            "\nInstall the package with its library (pip install ./tools/python compiles it), or "
+            "build it (cmake --build build) and set TFLA_LIBRARY=/path/to/libtfla.so or add its "
+            "folder to LD_LIBRARY_PATH.")
 
 
 def _reset_for_tests():
