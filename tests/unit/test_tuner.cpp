@@ -353,3 +353,36 @@ TEST_CASE("recorded shapes become tune problems: fwd + bwd of one shape tune as 
   CHECK(ps[4].seq == 4096);
   CHECK(tfla::tuner::problems_from_recorded({}).empty());
 }
+
+TEST_CASE("dispatch, the tuner and explain accept exactly the same configs", "[tuner][families]") {
+  // All three ask ops::acceptance (the resolved family's reject); the tuner's prune reason is it
+  // verbatim, and a config that breaks only the device's shared-memory limit is refused by it
+  // (explain once accepted such configs).
+  const MlstmProblem p = paper_problem();
+  for (Family op : {Family::Forward, Family::Backward, Family::Step}) {
+    const Enumerated e = enumerate(op, p, SpaceLimits{}, 40);
+    REQUIRE(!e.kept.empty());
+    for (const std::vector<Candidate>* list : {&e.kept, &e.pruned})
+      for (const Candidate& c : *list) {
+        INFO(ops::to_string(op) << " " << to_string(c.config));
+        const std::string rule = ops::acceptance(op, p, SpaceLimits{}, c.config);
+        CHECK(prune_reason(op, c.config, p, SpaceLimits{}) == rule);
+        try {
+          const ops::Resolved r = ops::resolve(op, p, SpaceLimits{}, c.config);
+          CHECK(r.family->reject(r.config, p, SpaceLimits{}) == rule);
+        } catch (const Error& err) {  // keys out of range: the same words as the rule's
+          CHECK(rule == err.what());
+        }
+        CHECK(rule.empty() == c.reason.empty());
+      }
+  }
+  // The forward default on a device with 100 KiB of shared memory per block: the rules of the
+  // tiles hold, the device limit does not.
+  SpaceLimits small;
+  small.smem_optin_bytes = 100 * 1024;
+  const Config def = ops::resolve(Family::Forward, p, SpaceLimits{}, {}).config;
+  CHECK(ops::acceptance(Family::Forward, p, SpaceLimits{}, def).empty());
+  CHECK(ops::acceptance(Family::Forward, p, small, def).find("shared memory") != std::string::npos);
+  // The defaults themselves are device-aware: on that device the default fits.
+  CHECK(ops::acceptance(Family::Forward, p, small, ops::resolve(Family::Forward, p, small, {}).config).empty());
+}
