@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "ops/family.hpp"
-#include "runtime/cubin_store.hpp"
+#include "store/cubin_store.hpp"
 #include "tfla_cache/cache.hpp"
 
 namespace tfla::tuner {
@@ -48,7 +48,7 @@ std::vector<std::string> compile_all(Family f, const MlstmProblem& p, const std:
     }
   }
   std::vector<std::string> kernel_errors(unique.size());
-  rt::CubinStore store(opt.cache_path);
+  store::CubinStore store(opt.cache_path);
   const int jobs = opt.jobs > 0 ? opt.jobs : std::max(1u, std::thread::hardware_concurrency());
   std::atomic<size_t> next{0}, done{0};
   std::mutex mu;
@@ -56,7 +56,7 @@ std::vector<std::string> compile_all(Family f, const MlstmProblem& p, const std:
   auto work = [&] {
     for (size_t i; (i = next++) < unique.size();) {
       try {
-        (void)rt::fetch_or_compile(store, unique[i], hello.arch, env_id);
+        (void)store::fetch_or_compile(store, unique[i], hello.arch, env_id);
       } catch (const std::exception& e) {
         kernel_errors[i] = e.what();
       }

@@ -7,10 +7,10 @@
 #include <mutex>
 
 #include "ops/family.hpp"
-#include "runtime/cubin_store.hpp"
+#include "store/cubin_store.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
-#include "runtime/env_key.hpp"
+#include "store/env_key.hpp"
 #include "runtime/log.hpp"
 #include "tfla_cache/cache.hpp"
 #include "tfla_util/env_flag.hpp"
@@ -42,7 +42,7 @@ bool recording_enabled() {
 }
 
 Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
-  cache::Cache* db = rt::CubinStore::process().cache();
+  cache::Cache* db = store::CubinStore::process().cache();
   if (!db) return {};
   const DeviceInfo& dev = rt::device_info(ordinal);
   cache::ProblemKey key;
@@ -61,7 +61,7 @@ Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
   auto valid = [&](const cache::Config& c) {
     return acceptance(*kind, p, limits, Config(c.values.begin(), c.values.end())).empty();
   };
-  const cache::EnvKey env = rt::current_env_key(dev);
+  const cache::EnvKey env = store::current_env_key(dev);
   const cache::LookupResult r = db->lookup(env, key, valid);
   log_debug("tuned config for {} {}: {} ({})", op, key.to_string(), cache::to_string(r.kind), r.why);
   if (r.kind != cache::LookupKind::Exact && recording_enabled() && !db->read_only()) {

@@ -1,21 +1,27 @@
 #include "runtime/kernel.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <sstream>
 
-#include "runtime/cubin_store.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/embedded.hpp"
-#include "runtime/env_key.hpp"
 #include "runtime/log.hpp"
 #include "runtime/nvrtc.hpp"
 #include "tfla/tfla.hpp"
 
 namespace tfla::rt {
+namespace {
+std::atomic<uint64_t> g_nvrtc_compiles{0};
+std::atomic<CubinSource> g_source{nullptr};
+}  // namespace
+
+uint64_t nvrtc_compile_count() noexcept { return g_nvrtc_compiles.load(); }
+void set_cubin_source(CubinSource source) noexcept { g_source.store(source); }
 
 KernelSpec render(std::string family, std::string header, std::string function,
                   std::string params_type, std::vector<std::string> template_args, int threads,
@@ -107,7 +113,7 @@ CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
   if (std::getenv("TFLA_PTXAS_VERBOSE")) opts.push_back("--ptxas-options=-v");
   std::vector<const char*> copts;
   for (const auto& o : opts) copts.push_back(o.c_str());
-  detail::count_nvrtc_compile();
+  g_nvrtc_compiles.fetch_add(1);
   const nvrtcResult r = nv.nvrtcCompileProgram(prog, static_cast<int>(copts.size()), copts.data());
   size_t log_size = 0;
   nv.nvrtcGetProgramLogSize(prog, &log_size);
@@ -214,21 +220,20 @@ std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelS
 }
 
 namespace {
-// A memo miss: the cubin from the disk cache (no NVRTC call) or compiled and stored, then
-// loaded. A cached cubin that fails to load is recompiled, overwritten and loaded again.
+// A memo miss: the installed source's cubin (the store layer's disk cache) or a fresh compile,
+// then loaded. A provided cubin that fails to load is compiled afresh and loaded again.
 std::unique_ptr<LoadedKernel> fetch_and_load(const KernelSpec& spec, const DeviceInfo& dev) {
-  CubinStore& store = CubinStore::process();
-  const std::string& env_id = current_env_id(dev);
-  FetchedCubin f = fetch_or_compile(store, spec, dev.arch, env_id);
-  if (!f.from_cache) return load(f.compiled, spec);
+  const CubinSource source = g_source.load();
+  if (!source) return load(compile(spec, dev.arch), spec);
+  bool from_cache = false;
+  CompiledKernel c = source(spec, dev, false, &from_cache);
+  if (!from_cache) return load(c, spec);
   try {
-    return load(f.compiled, spec);
+    return load(c, spec);
   } catch (const Error& e) {
-    log_warn("cached cubin {} of {} does not load ({}); recompiling it", f.key, spec.key,
-             e.what());
+    log_warn("cached cubin of {} does not load ({}); recompiling it", spec.key, e.what());
   }
-  f = fetch_or_compile(store, spec, dev.arch, env_id, Lookup::Recompile);
-  return load(f.compiled, spec);
+  return load(source(spec, dev, true, &from_cache), spec);
 }
 }  // namespace
 

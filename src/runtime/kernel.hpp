@@ -5,9 +5,13 @@
 #pragma once
 #include <cuda.h>
 
+#include <cstdint>
+
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "tfla/tfla.hpp"
 
 namespace tfla::rt {
 
@@ -79,5 +83,17 @@ class LoadedKernel {
 std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelSpec& spec);
 // Memoized render/compile/load for the current context and device. Thread-safe.
 const LoadedKernel& get_kernel(const KernelSpec& spec);
+
+// Where get_kernel() takes a cubin on a memo miss: compile() with NVRTC unless a source is
+// installed. The store layer (src/store) installs the disk cache's, so the runtime itself knows
+// nothing of storage. The source sets *from_cache when the cubin was not compiled just now;
+// `recompile`: the cubin it gave before did not load, compile afresh.
+using CubinSource = CompiledKernel (*)(const KernelSpec& spec, const DeviceInfo& dev, bool recompile,
+                                       bool* from_cache);
+void set_cubin_source(CubinSource source) noexcept;
+
+// NVRTC compilations (calls of compile() that reached nvrtcCompileProgram) made by this
+// process so far. Thread-safe; never throws. A warm-cache test asserts it stays unchanged.
+uint64_t nvrtc_compile_count() noexcept;
 
 }  // namespace tfla::rt

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "ops/kernel_space.hpp"
-#include "runtime/cubin_store.hpp"
+#include "store/cubin_store.hpp"
 
 using namespace tfla;
 namespace fs = std::filesystem;
@@ -32,33 +32,33 @@ TEST_CASE("a kernel compiled through the store is not compiled again", "[nvrtc][
   const std::string file = (dir.path / "c.sqlite").string();
   const rt::KernelSpec spec = ops::fill_kernel(DType::BF16);
 
-  rt::CubinStore store(file);
+  store::CubinStore store(file);
   REQUIRE(store.writable());
   const uint64_t n0 = rt::nvrtc_compile_count();
-  const rt::FetchedCubin first = rt::fetch_or_compile(store, spec, "sm_90a");
+  const store::FetchedCubin first = store::fetch_or_compile(store, spec, "sm_90a");
   CHECK_FALSE(first.from_cache);
   CHECK(first.stored);
   CHECK(first.compiled.cubin.size() > 1000);
   CHECK(rt::nvrtc_compile_count() == n0 + 1);
 
-  const rt::FetchedCubin second = rt::fetch_or_compile(store, spec, "sm_90a");
+  const store::FetchedCubin second = store::fetch_or_compile(store, spec, "sm_90a");
   CHECK(second.from_cache);
   CHECK(rt::nvrtc_compile_count() == n0 + 1);
   CHECK(second.compiled.cubin == first.compiled.cubin);
 
-  rt::CubinStore reopened(file);  // a new process with a warm cache
-  const rt::FetchedCubin third = rt::fetch_or_compile(reopened, spec, "sm_90a");
+  store::CubinStore reopened(file);  // a new process with a warm cache
+  const store::FetchedCubin third = store::fetch_or_compile(reopened, spec, "sm_90a");
   CHECK(third.from_cache);
   CHECK(rt::nvrtc_compile_count() == n0 + 1);
   CHECK(third.compiled.cubin == first.compiled.cubin);
 
   // Recompile bypasses the lookup and overwrites; a disabled store always compiles.
-  const rt::FetchedCubin forced =
-      rt::fetch_or_compile(store, spec, "sm_90a", "", rt::Lookup::Recompile);
+  const store::FetchedCubin forced =
+      store::fetch_or_compile(store, spec, "sm_90a", "", store::Lookup::Recompile);
   CHECK_FALSE(forced.from_cache);
   CHECK(forced.stored);
   CHECK(rt::nvrtc_compile_count() == n0 + 2);
-  rt::CubinStore off = rt::CubinStore::disabled("test");
-  CHECK_FALSE(rt::fetch_or_compile(off, spec, "sm_90a").from_cache);
+  store::CubinStore off = store::CubinStore::disabled("test");
+  CHECK_FALSE(store::fetch_or_compile(off, spec, "sm_90a").from_cache);
   CHECK(rt::nvrtc_compile_count() == n0 + 3);
 }

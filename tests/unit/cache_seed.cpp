@@ -6,7 +6,7 @@
 #include <cstdio>
 
 #include "ops/fwd_config.hpp"
-#include "runtime/env_key.hpp"
+#include "store/env_key.hpp"
 #include "tfla_cache/cache.hpp"
 #include "config_helpers.hpp"
 
@@ -16,7 +16,7 @@ using namespace tfla::test;
 namespace {
 cache::EnvKey h100(const std::string& tfla_version,
                    const std::string& name = "NVIDIA H100 80GB HBM3") {
-  cache::EnvKey e = rt::deviceless_env_key("sm_90a");
+  cache::EnvKey e = store::deviceless_env_key("sm_90a");
   e.gpu_name = name;
   e.sm_count = 132;
   e.l2_bytes = 50331648;

@@ -13,7 +13,7 @@
 #include "output.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
-#include "runtime/env_key.hpp"
+#include "store/env_key.hpp"
 #include "tfla_cache/hash.hpp"
 #include "tfla_util/env_flag.hpp"
 
@@ -42,7 +42,7 @@ std::optional<CurrentEnv> current_env(std::string* why) {
   try {
     CurrentEnv out;
     out.device = rt::device_info(ordinal);
-    out.env = rt::current_env_key(out.device);
+    out.env = store::current_env_key(out.device);
     return out;
   } catch (const std::exception& e) {
     *why = e.what();
@@ -52,7 +52,7 @@ std::optional<CurrentEnv> current_env(std::string* why) {
 
 std::string describe(const cache::EnvKey& env) {
   char buf[512];
-  if (rt::is_deviceless(env)) {
+  if (store::is_deviceless(env)) {
     std::snprintf(buf, sizeof(buf), "deviceless (cc %d.%d, NVRTC %d.%d, tfla %s)", env.cc_major,
                   env.cc_minor, env.nvrtc_major, env.nvrtc_minor, env.tfla_version.c_str());
   } else {

@@ -13,9 +13,9 @@
 #include "ops/family.hpp"
 #include "ops/kernel_space.hpp"
 #include "ops/problem_check.hpp"
-#include "runtime/cubin_store.hpp"
+#include "store/cubin_store.hpp"
 #include "runtime/device.hpp"
-#include "runtime/env_key.hpp"
+#include "store/env_key.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla_util/dtype_name.hpp"
 
@@ -209,7 +209,7 @@ std::string stale_reason(const cache::EnvKey& e, const std::optional<CurrentEnv>
   if (e.nvrtc_major != nv_major || e.nvrtc_minor != nv_minor)
     return "NVRTC " + std::to_string(e.nvrtc_major) + "." + std::to_string(e.nvrtc_minor) +
            " (this is " + std::to_string(nv_major) + "." + std::to_string(nv_minor) + ")";
-  if (e.templates_hash != rt::templates_hash(rt::arch_for(e.cc_major, e.cc_minor)))
+  if (e.templates_hash != store::templates_hash(rt::arch_for(e.cc_major, e.cc_minor)))
     return "other kernel templates or compile options";
   if (cur && e.gpu_name == cur->env.gpu_name && e.cc_major == cur->env.cc_major &&
       e.cc_minor == cur->env.cc_minor && e.sm_count == cur->env.sm_count)
@@ -383,7 +383,7 @@ LoadCheck load_check(cache::Cache& c, const CurrentEnv& cur) {
     if (space.empty())
       for (auto& s : ops::default_space_kernels(ops::SpaceFilter{})) space.emplace(s.key, s);
     auto it = space.find(ci.kernel_name);
-    if (it == space.end() || rt::cubin_key(it->second, ci.arch) != ci.hash) {
+    if (it == space.end() || store::cubin_key(it->second, ci.arch) != ci.hash) {
       lc.problems.push_back(what + ": " + fail +
                             "; not in the default kernel space, so not recompiled here (the "
                             "runtime recompiles it when it is next needed)");

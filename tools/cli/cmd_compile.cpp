@@ -15,8 +15,8 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "ops/kernel_space.hpp"
-#include "runtime/cubin_store.hpp"
-#include "runtime/env_key.hpp"
+#include "store/cubin_store.hpp"
+#include "store/env_key.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla_util/dtype_name.hpp"
 #include "tfla_util/env_flag.hpp"
@@ -71,7 +71,7 @@ int cmd_compile(const std::vector<std::string>& argv) {
   const std::string arch = args.get("arch", "sm_90a");
   cache::EnvKey env;
   try {
-    env = rt::deviceless_env_key(arch);
+    env = store::deviceless_env_key(arch);
   } catch (const Error&) {
     throw UsageError("--arch expects sm_XY[a], got '" + arch + "'");
   }
@@ -92,15 +92,15 @@ int cmd_compile(const std::vector<std::string>& argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
-  rt::CubinStore store = args.flag("no-cache") ? rt::CubinStore::disabled("--no-cache")
-                         : args.has("cache")   ? rt::CubinStore(args.get("cache"))
-                                               : rt::CubinStore::from_environment();
+  store::CubinStore store = args.flag("no-cache") ? store::CubinStore::disabled("--no-cache")
+                         : args.has("cache")   ? store::CubinStore(args.get("cache"))
+                                               : store::CubinStore::from_environment();
   if (!store.enabled() && !args.flag("no-cache"))
     std::fprintf(stderr, "tfla compile: not caching cubins: %s\n", store.why_disabled().c_str());
   else if (store.enabled() && !store.writable())
     std::fprintf(stderr, "tfla compile: %s is read-only: new cubins will not be stored\n",
                  store.path().c_str());
-  const rt::Lookup lookup = args.flag("force") ? rt::Lookup::Recompile : rt::Lookup::UseStore;
+  const store::Lookup lookup = args.flag("force") ? store::Lookup::Recompile : store::Lookup::UseStore;
   const std::vector<rt::KernelSpec> specs = ops::default_space_kernels(filter);
 
   struct Result {
@@ -120,7 +120,7 @@ int cmd_compile(const std::vector<std::string>& argv) {
       const auto t0 = std::chrono::steady_clock::now();
       Result r;
       try {
-        const rt::FetchedCubin f = rt::fetch_or_compile(store, specs[i], arch, "", lookup);
+        const store::FetchedCubin f = store::fetch_or_compile(store, specs[i], arch, "", lookup);
         const rt::CompiledKernel& c = f.compiled;
         r.ok = true;
         r.cached = f.from_cache;

@@ -20,7 +20,7 @@
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "reference/reference.hpp"
-#include "runtime/env_key.hpp"
+#include "store/env_key.hpp"
 #include "tuner/worker.hpp"
 
 namespace tfla::cli {
@@ -437,7 +437,7 @@ int cmd_tune_worker(const std::vector<std::string>&) {
     hello.arch = dev.arch;
     hello.smem_optin_bytes = dev.smem_optin_bytes;
     hello.l2_bytes = dev.l2_bytes;
-    hello.env = rt::current_env_key(dev);
+    hello.env = store::current_env_key(dev);
   } catch (const Error& e) {
     hello = {};
     hello.no_gpu = e.code() == ErrorCode::NoDriver;

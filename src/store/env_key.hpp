@@ -13,7 +13,7 @@
 #include "tfla/tfla.hpp"
 #include "tfla_cache/types.hpp"
 
-namespace tfla::rt {
+namespace tfla::store {
 
 // Hash of the embedded templates (kTemplatesHash) and the compile options for `arch`, as
 // stored in EnvKey::templates_hash. Never throws (beyond bad_alloc).
@@ -38,4 +38,4 @@ cache::EnvKey deviceless_env_key(const std::string& arch);
 // True when `env` was made by deviceless_env_key (no GPU name, no SM count, no driver).
 bool is_deviceless(const cache::EnvKey& env) noexcept;
 
-}  // namespace tfla::rt
+}  // namespace tfla::store

@@ -1,4 +1,4 @@
-#include "runtime/cubin_store.hpp"
+#include "store/cubin_store.hpp"
 
 #include <unistd.h>
 
@@ -8,15 +8,14 @@
 #include <mutex>
 
 #include "runtime/embedded.hpp"
+#include "store/env_key.hpp"
 #include "runtime/log.hpp"
 #include "tfla/tfla.hpp"
 #include "tfla_cache/hash.hpp"
 #include "tfla_util/env_flag.hpp"
 
-namespace tfla::rt {
+namespace tfla::store {
 namespace {
-
-std::atomic<uint64_t> g_nvrtc_compiles{0};
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -34,16 +33,14 @@ bool env_flag(const char* name) {
 
 }  // namespace
 
-uint64_t nvrtc_compile_count() noexcept { return g_nvrtc_compiles.load(); }
-void detail::count_nvrtc_compile() noexcept { g_nvrtc_compiles.fetch_add(1); }
 
 std::string cubin_key(const KernelSpec& spec, const std::string& arch) {
   std::string options;
-  for (const auto& o : compile_options(arch)) options += (options.empty() ? "" : " ") + o;
+  for (const auto& o : rt::compile_options(arch)) options += (options.empty() ? "" : " ") + o;
   int major = 0, minor = 0;
-  nvrtc_version(&major, &minor);
+  rt::nvrtc_version(&major, &minor);
   const std::string nvrtc = "nvrtc " + std::to_string(major) + "." + std::to_string(minor);
-  return cache::content_hash_parts({spec.source(), options, arch, nvrtc, kTemplatesHash});
+  return cache::content_hash_parts({spec.source(), options, arch, nvrtc, rt::kTemplatesHash});
 }
 
 CubinStore::CubinStore(const std::string& path, cache::OpenMode mode) : path_(path) {
@@ -138,4 +135,17 @@ FetchedCubin fetch_or_compile(CubinStore& store, const KernelSpec& spec, const s
   return out;
 }
 
-}  // namespace tfla::rt
+namespace {
+// The runtime's cubin source: this process's store, keyed by the device's environment.
+rt::CompiledKernel disk_cache_source(const KernelSpec& spec, const DeviceInfo& dev, bool recompile,
+                                     bool* from_cache) {
+  FetchedCubin f = fetch_or_compile(CubinStore::process(), spec, dev.arch, current_env_id(dev),
+                                    recompile ? Lookup::Recompile : Lookup::UseStore);
+  *from_cache = f.from_cache;
+  return std::move(f.compiled);
+}
+// Installed when libtfla loads, before any call can reach get_kernel().
+const bool installed = (rt::set_cubin_source(&disk_cache_source), true);
+}  // namespace
+
+}  // namespace tfla::store

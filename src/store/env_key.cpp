@@ -1,4 +1,4 @@
-#include "runtime/env_key.hpp"
+#include "store/env_key.hpp"
 
 #include <cctype>
 #include <map>
@@ -9,7 +9,7 @@
 #include "runtime/kernel.hpp"
 #include "tfla_cache/hash.hpp"
 
-namespace tfla::rt {
+namespace tfla::store {
 namespace {
 
 std::string join(const std::vector<std::string>& v) {
@@ -21,7 +21,7 @@ std::string join(const std::vector<std::string>& v) {
 // Software fields shared by both keys: NVRTC, tfla version, templates hash.
 cache::EnvKey software_key(const std::string& arch) {
   cache::EnvKey k;
-  nvrtc_version(&k.nvrtc_major, &k.nvrtc_minor);
+  rt::nvrtc_version(&k.nvrtc_major, &k.nvrtc_minor);
   k.tfla_version = version();
   k.templates_hash = templates_hash(arch);
   return k;
@@ -30,7 +30,7 @@ cache::EnvKey software_key(const std::string& arch) {
 }  // namespace
 
 std::string templates_hash(const std::string& arch) {
-  return cache::content_hash_parts({kTemplatesHash, join(compile_options(arch))});
+  return cache::content_hash_parts({rt::kTemplatesHash, join(rt::compile_options(arch))});
 }
 
 cache::EnvKey current_env_key(const DeviceInfo& dev) {
@@ -41,7 +41,7 @@ cache::EnvKey current_env_key(const DeviceInfo& dev) {
   k.sm_count = dev.sm_count;
   k.l2_bytes = dev.l2_bytes;
   k.smem_optin_bytes = dev.smem_optin_bytes;
-  k.driver_version = driver().version;
+  k.driver_version = rt::driver().version;
   return k;
 }
 
@@ -74,4 +74,4 @@ bool is_deviceless(const cache::EnvKey& env) noexcept {
   return env.gpu_name.empty() && env.sm_count == 0 && env.driver_version == 0;
 }
 
-}  // namespace tfla::rt
+}  // namespace tfla::store

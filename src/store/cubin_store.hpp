@@ -18,14 +18,10 @@
 #include "runtime/kernel.hpp"
 #include "tfla_cache/cache.hpp"
 
-namespace tfla::rt {
+namespace tfla::store {
 
-// NVRTC compilations (calls of compile() that reached nvrtcCompileProgram) made by this
-// process so far. Thread-safe; never throws. A warm-cache test asserts it stays unchanged.
-uint64_t nvrtc_compile_count() noexcept;
-namespace detail {
-void count_nvrtc_compile() noexcept;  // called by compile()
-}
+using rt::CompiledKernel;
+using rt::KernelSpec;
 
 // The cubin key of `spec` compiled for `arch`: 64 hex digits of
 // content_hash_parts({spec.source(), compile_options(arch) joined by ' ', arch,
@@ -97,4 +93,4 @@ enum class Lookup { UseStore, Recompile };
 FetchedCubin fetch_or_compile(CubinStore& store, const KernelSpec& spec, const std::string& arch,
                               const std::string& env_id = "", Lookup lookup = Lookup::UseStore);
 
-}  // namespace tfla::rt
+}  // namespace tfla::store
