@@ -49,24 +49,13 @@ std::vector<std::string> compile_all(Family f, const MlstmProblem& p, const std:
   }
   std::vector<std::string> kernel_errors(unique.size());
   store::CubinStore store(opt.cache_path);
-  const int jobs = opt.jobs > 0 ? opt.jobs : std::max(1u, std::thread::hardware_concurrency());
-  std::atomic<size_t> next{0}, done{0};
-  std::mutex mu;
-  const std::string env_id = hello.env.id();
-  auto work = [&] {
-    for (size_t i; (i = next++) < unique.size();) {
-      try {
-        (void)store::fetch_or_compile(store, unique[i], hello.arch, env_id);
-      } catch (const std::exception& e) {
-        kernel_errors[i] = e.what();
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      if (opt.progress) opt.progress("compiling", unique[i].family, ++done, unique.size());
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < std::min<int>(jobs, static_cast<int>(unique.size())); ++t) pool.emplace_back(work);
-  for (std::thread& t : pool) t.join();
+  size_t done = 0;
+  const auto results = store::fetch_or_compile_all(
+      store, unique, hello.arch, hello.env.id(), store::Lookup::UseStore, opt.jobs,
+      [&](size_t i, const store::PooledCubin& r) {
+        if (!r.ok) kernel_errors[i] = r.error;
+        if (opt.progress) opt.progress("compiling", unique[i].family, ++done, unique.size());
+      });
   for (size_t i = 0; i < cands.size(); ++i)
     for (size_t u : uses[i])
       if (errors[i].empty() && !kernel_errors[u].empty()) errors[i] = kernel_errors[u];

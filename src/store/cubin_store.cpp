@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "runtime/embedded.hpp"
 #include "store/env_key.hpp"
@@ -132,6 +134,37 @@ FetchedCubin fetch_or_compile(CubinStore& store, const KernelSpec& spec, const s
             out.stored        ? "stored"
             : store.enabled() ? "not stored"
                               : "disk cache off");
+  return out;
+}
+
+std::vector<PooledCubin> fetch_or_compile_all(CubinStore& store, const std::vector<KernelSpec>& specs,
+                                              const std::string& arch, const std::string& env_id,
+                                              Lookup lookup, int jobs,
+                                              const std::function<void(size_t, const PooledCubin&)>& done) {
+  std::vector<PooledCubin> out(specs.size());
+  if (jobs <= 0) jobs = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  auto work = [&] {
+    for (size_t i; (i = next++) < specs.size();) {
+      PooledCubin r;
+      try {
+        r.fetched = fetch_or_compile(store, specs[i], arch, env_id, lookup);
+        r.ok = true;
+      } catch (const Error& e) {
+        r.error = e.what();
+        r.details = e.details();
+      } catch (const std::exception& e) {
+        r.error = e.what();
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      out[i] = std::move(r);
+      if (done) done(i, out[i]);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < std::min<int>(jobs, static_cast<int>(specs.size())); ++t) pool.emplace_back(work);
+  for (std::thread& t : pool) t.join();
   return out;
 }
 

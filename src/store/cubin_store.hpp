@@ -11,6 +11,7 @@
 // (no disk cache: every memo miss compiles).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -92,5 +93,19 @@ enum class Lookup { UseStore, Recompile };
 // compile(); store failures are logged, never thrown.
 FetchedCubin fetch_or_compile(CubinStore& store, const KernelSpec& spec, const std::string& arch,
                               const std::string& env_id = "", Lookup lookup = Lookup::UseStore);
+
+// One spec's outcome in the compile pool: the cubin (fetched.compiled) or the error.
+struct PooledCubin {
+  bool ok = false;
+  FetchedCubin fetched;
+  std::string error, details;  // what() and details() of the Error when !ok
+};
+// The one parallel compile pool (tfla compile, the tuner): fetch_or_compile of every spec on
+// `jobs` threads (0 = the hardware's), results by index. `done` (optional) is called after each
+// spec, one call at a time. Never throws for a failed compile (it is in the result).
+std::vector<PooledCubin> fetch_or_compile_all(CubinStore& store, const std::vector<KernelSpec>& specs,
+                                              const std::string& arch, const std::string& env_id,
+                                              Lookup lookup, int jobs,
+                                              const std::function<void(size_t, const PooledCubin&)>& done = {});
 
 }  // namespace tfla::store

@@ -112,43 +112,39 @@ int cmd_compile(const std::vector<std::string>& argv) {
     std::string error;
   };
   std::vector<Result> results(specs.size());
-  std::atomic<size_t> next{0};
-  std::mutex mu;
   Progress progress("compiling for " + arch, specs.size());
-  auto worker = [&] {
-    for (size_t i = next++; i < specs.size(); i = next++) {
-      const auto t0 = std::chrono::steady_clock::now();
-      Result r;
-      try {
-        const store::FetchedCubin f = store::fetch_or_compile(store, specs[i], arch, "", lookup);
-        const rt::CompiledKernel& c = f.compiled;
-        r.ok = true;
-        r.cached = f.from_cache;
-        r.stored = f.stored;
-        r.bytes = c.cubin.size();
-        if (args.flag("verbose")) r.error = c.log;
-        if (args.has("emit")) {
-          std::string name = specs[i].key;
-          for (char& ch : name)
-            if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-          const std::string file = args.get("emit") + "/" + name + ".cubin";
-          std::ofstream out(file, std::ios::binary);
-          out << c.cubin;
-          out.close();
-          if (!out) throw Error(ErrorCode::InvalidArgument, "cannot write " + file);
-        }
-      } catch (const Error& e) {
-        r.error = std::string(e.what()) + "\n" + e.details();
-      }
-      r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      std::lock_guard<std::mutex> lock(mu);
-      results[i] = r;
-      progress.step(specs[i].key);
+  const std::vector<store::PooledCubin> pooled =
+      store::fetch_or_compile_all(store, specs, arch, "", lookup, jobs, [&](size_t i, const store::PooledCubin&) {
+        progress.step(specs[i].key);
+      });
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const store::PooledCubin& p = pooled[i];
+    Result& r = results[i];
+    r.ms = p.fetched.ms;
+    if (!p.ok) {
+      r.error = p.error + "\n" + p.details;
+      continue;
     }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < jobs; ++t) pool.emplace_back(worker);
-  for (auto& t : pool) t.join();
+    const rt::CompiledKernel& c = p.fetched.compiled;
+    r.ok = true;
+    r.cached = p.fetched.from_cache;
+    r.stored = p.fetched.stored;
+    r.bytes = c.cubin.size();
+    if (args.flag("verbose")) r.error = c.log;
+    if (args.has("emit")) {
+      std::string name = specs[i].key;
+      for (char& ch : name)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      const std::string file = args.get("emit") + "/" + name + ".cubin";
+      std::ofstream out(file, std::ios::binary);
+      out << c.cubin;
+      out.close();
+      if (!out) {
+        r.ok = false;
+        r.error = "cannot write " + file;
+      }
+    }
+  }
   progress.done();
 
   size_t failed = 0, cached = 0, stored = 0;
