@@ -85,8 +85,8 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
   ops::check_config(pinned, "forward config");
   const ops::FwdSelection& sel = ops::select_fwd(problem, pinned, false);
-  if (std::string why = sel.family->reject(sel.cfg.to_config(), problem, ops::current_limits()); !why.empty())
-    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(sel.cfg.to_config()));
+  if (!sel.rejected.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + sel.rejected, to_string(sel.cfg.to_config()));
   return sel.cfg.to_config();
 }
 
@@ -108,8 +108,8 @@ Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) 
   ops::check_problem(problem);
   ops::check_config(pinned, "backward config");
   const ops::BwdSelection& sel = ops::select_bwd(problem, pinned, false);
-  if (std::string why = sel.family->reject(sel.cfg.to_config(), problem, ops::current_limits()); !why.empty())
-    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(sel.cfg.to_config()));
+  if (!sel.rejected.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + sel.rejected, to_string(sel.cfg.to_config()));
   return sel.cfg.to_config();
 }
 

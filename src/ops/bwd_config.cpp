@@ -212,9 +212,7 @@ std::string check_bwd_tiles(const BwdConfig& c, const MlstmProblem& p, const Dev
   if (c.engine != Engine::MmaSync) return "engine=1 (sm90) has no backward kernels in this build";
   if (c.parallel()) {
     if (c.chunk < 16 || c.chunk % 16) return "chunk must be a positive multiple of 16";
-    if (p.S > parallel_max_seq())
-      return "parallel=1 supports S up to " + std::to_string(parallel_max_seq()) + " (got S = " +
-             std::to_string(p.S) + "); use the chunkwise form (parallel=0)";
+    if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
     if (c.siz_b_r < 16) return "siz_b_r must be at least 16";
     if (c.siz_b_t < 16 || c.siz_b_r % c.siz_b_t) return "parallel=1: siz_b_t must divide siz_b_r";
   } else if (std::string f = check_fwd_config([&] {

@@ -70,6 +70,12 @@ constexpr double kFwdParallelAdvantage = 0.75;
 
 int parallel_max_seq() { return kParallelMaxS; }
 
+std::string parallel_seq_limit(const MlstmProblem& p) {
+  if (p.S <= kParallelMaxS) return {};
+  return "parallel=1 supports S up to " + std::to_string(kParallelMaxS) + " (got S = " + std::to_string(p.S) +
+         "); use the chunkwise form (parallel=0)";
+}
+
 int default_chunk(const MlstmProblem& p) {
   int chunk = 64;
   while (chunk < 256 && chunk < p.S) chunk *= 2;
@@ -232,9 +238,7 @@ std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   if (c.engine != Engine::MmaSync) return bad("engine=1 (sm90) has no forward kernels in this build");
   if (c.chunk < 16 || c.chunk % 16) return bad("chunk must be a positive multiple of 16");
   if (c.parallel()) {
-    if (p.S > kParallelMaxS)
-      return bad("parallel=1 supports S up to " + std::to_string(kParallelMaxS) + " (got S = " +
-                 std::to_string(p.S) + "); use the chunkwise form (parallel=0)");
+    if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
     if (c.siz_b_kv < 16 || c.siz_b_q % c.siz_b_kv) return bad("parallel=1: siz_b_kv must divide siz_b_q");
   } else {
     if (c.siz_b_q < 16 || c.chunk % c.siz_b_q) return bad("siz_b_q must divide chunk");

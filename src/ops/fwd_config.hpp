@@ -40,6 +40,8 @@ struct FwdConfig {
 
 // The longest sequence the parallel form accepts (see kParallelMaxS in fwd_config.cpp).
 int parallel_max_seq();
+// "" when the parallel form takes a sequence of p.S tokens, else why not (both ops' rule).
+std::string parallel_seq_limit(const MlstmProblem& p);
 // Whether the parallel form is the forward's default for p (short sequences, see fwd_config.cpp).
 bool parallel_by_default(const MlstmProblem& p);
 // The chunk length of the chunkwise default: 64, 128 or 256, the shortest covering S.

@@ -70,6 +70,8 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
   BwdSelection s;
   s.family = find_family(Op::Backward, c.form, c.engine);
   s.cfg = c;
+  s.rejected = s.family ? s.family->reject(c.to_config(), p, current_limits())
+                        : "no backward family of this form and engine in this build";
   s.kernel_key = {static_cast<int64_t>(Op::Backward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
                   static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m,
@@ -109,25 +111,9 @@ const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& ca
   return select_bwd(p, with_chunk, true);
 }
 
-namespace {
-
-// The acceptance rule of the selection's family on the current device, once per selection.
-std::string accepted(const MlstmProblem& p, const BwdSelection& sel) {
-  static SelectionMemo<std::string> memo;
-  SelectionKey key{sel.kernel_key, {}};
-  key.words[30] = p.S;
-  key.words[29] = selection_ordinal();
-  return memo.get(std::move(key), [&] { return sel.family->reject(sel.cfg.to_config(), p, current_limits()); });
-}
-
-}  // namespace
-
 void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel) {
   check_problem(p);
   const BwdConfig& cfg = sel.cfg;
-  if (!sel.family)
-    throw Error(ErrorCode::InvalidArgument, "invalid backward config: no backward family of this form and engine",
-                to_string(cfg.to_config()));
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
   check_tensor("v", t.v, t.v_strides, p, p.Dv);
@@ -158,7 +144,7 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
                   "parallel=1 (the parallel form keeps no chunk states) cannot take " + what +
                       ": pin parallel=0 (chunkwise) or leave the form to the library");
   }
-  if (const std::string why = accepted(p, sel); !why.empty())
+  if (const std::string& why = sel.rejected; !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + why, to_string(cfg.to_config()));
   const bool saved = t.saved != nullptr;
   const BwdWorkspace ws = bwd_workspace(p, cfg, saved, true);

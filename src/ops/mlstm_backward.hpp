@@ -35,6 +35,9 @@ struct BwdSelection {
   const Family* family = nullptr;
   BwdConfig cfg;
   MemoKey kernel_key{};
+  // The family's acceptance rule for this config on the device the selection was made on
+  // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
+  std::string rejected;
 };
 // As select_fwd: the caller's or tuned config over the family's default (memoized per shape),
 // and the chunkwise default when the library's parallel choice meets a call that needs the

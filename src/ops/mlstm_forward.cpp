@@ -55,6 +55,8 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
   FwdSelection s;
   s.family = find_family(Op::Forward, c.form, c.engine);
   s.cfg = c;
+  s.rejected = s.family ? s.family->reject(c.to_config(), p, current_limits())
+                        : "no forward family of this form and engine in this build";
   s.kernel_key = {static_cast<int64_t>(Op::Forward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
                   static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_m,
@@ -82,14 +84,6 @@ const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool
 
 namespace {
 
-// The acceptance rule of the selection's family on the current device, once per selection.
-std::string accepted(const MlstmProblem& p, const FwdSelection& sel) {
-  static SelectionMemo<std::string> memo;
-  SelectionKey key{sel.kernel_key, {}};
-  key.words[30] = p.S;  // the rules read S (the parallel form's limit, tails)
-  key.words[29] = selection_ordinal();
-  return memo.get(std::move(key), [&] { return sel.family->reject(sel.cfg.to_config(), p, current_limits()); });
-}
 
 // The launch parameters every form shares: tensors, strides, sizes.
 MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
@@ -131,9 +125,6 @@ KernelMemo<3>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
   check_problem(p);
   const FwdConfig& cfg = sel.cfg;
-  if (!sel.family)
-    throw Error(ErrorCode::InvalidArgument, "invalid forward config: no forward family of this form and engine",
-                to_string(cfg.to_config()));
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
   check_tensor("v", t.v, t.v_strides, p, p.Dv);
@@ -157,7 +148,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
                   "parallel=1 (the parallel form keeps no chunk states) cannot take " + what +
                       ": pin parallel=0 (chunkwise) or leave the form to the library");
   }
-  if (const std::string why = accepted(p, sel); !why.empty())
+  if (const std::string& why = sel.rejected; !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
   const bool saved = t.saved != nullptr;
   const FwdWorkspace ws = cfg.parallel() ? FwdWorkspace{} : fwd_workspace(p, cfg.chunk, saved);

@@ -39,6 +39,9 @@ struct FwdSelection {
   const Family* family = nullptr;
   FwdConfig cfg;
   MemoKey kernel_key{};
+  // The family's acceptance rule for this config on the device the selection was made on
+  // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
+  std::string rejected;
 };
 // The selection a call runs (memoized per shape, device and pinned config): `caller`
 // (LaunchOptions::config) or, when empty, the tuned config, over the family's default. When the

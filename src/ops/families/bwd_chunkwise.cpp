@@ -9,20 +9,16 @@
 namespace tfla::ops {
 namespace {
 
-class BwdChunkwise final : public Family {
+class BwdChunkwise final : public TypedFamily<BwdConfig, &check_bwd_config, &bwd_kernels> {
  public:
   const char* name() const noexcept override { return "bwd.chunkwise.mma"; }
   Op op() const noexcept override { return Op::Backward; }
   Form form() const noexcept override { return Form::Chunkwise; }
   Engine engine() const noexcept override { return Engine::MmaSync; }
-  const std::vector<KeyDef>& keys() const noexcept override { return BwdConfig::key_defs(); }
   std::string serves(const MlstmProblem&, const DeviceLimits&) const override { return {}; }
   bool preferred(const MlstmProblem&, const DeviceLimits&) const override { return true; }
   Config default_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) const override {
     return chunkwise_bwd_config(p, dev, chunk).to_config();
-  }
-  std::string reject(const Config& cfg, const MlstmProblem& p, const DeviceLimits& dev) const override {
-    return check_typed<BwdConfig>(cfg, Form::Chunkwise, [&](const BwdConfig& c) { return check_bwd_config(c, p, dev); });
   }
   std::vector<Axis> axes(const MlstmProblem&) const override {
     return {values("chunk", {64, 128, 256, 512}), values("siz_b_r", {32, 64, 128}),
@@ -31,12 +27,6 @@ class BwdChunkwise final : public Family {
             warp_grids(""),                       state_blocks("st_"),
             values("st_sub", {32, 64}),           state_blocks("ds_"),
             values("ds_sub", {32, 64})};
-  }
-  std::vector<rt::KernelSpec> kernels(const MlstmProblem& p, const Config& cfg,
-                                      const DeviceLimits& dev) const override {
-    BwdConfig c;
-    c.apply(cfg);
-    return bwd_kernels(p, c, dev);
   }
 };
 

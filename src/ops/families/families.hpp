@@ -3,6 +3,7 @@
 #pragma once
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "ops/family.hpp"
 
@@ -36,5 +37,24 @@ std::string check_typed(const Config& cfg, Form form, Rule rule) {
     return std::string("a ") + to_string(c.form) + " config given to the " + to_string(form) + " form";
   return rule(c);
 }
+
+// The parts the families of one typed config share (the chunkwise and parallel forms of the
+// forward, of the backward): the keys of Cfg, the acceptance rule Check for this family's
+// form, and the kernels Render.
+template <class Cfg, std::string (*Check)(const Cfg&, const MlstmProblem&, const DeviceLimits&),
+          std::vector<rt::KernelSpec> (*Render)(const MlstmProblem&, const Cfg&, const DeviceLimits&)>
+class TypedFamily : public Family {
+ public:
+  const std::vector<KeyDef>& keys() const noexcept override { return Cfg::key_defs(); }
+  std::string reject(const Config& cfg, const MlstmProblem& p, const DeviceLimits& dev) const override {
+    return check_typed<Cfg>(cfg, form(), [&](const Cfg& c) { return Check(c, p, dev); });
+  }
+  std::vector<rt::KernelSpec> kernels(const MlstmProblem& p, const Config& cfg,
+                                      const DeviceLimits& dev) const override {
+    Cfg c;
+    c.apply(cfg);
+    return Render(p, c, dev);
+  }
+};
 
 }  // namespace tfla::ops

@@ -8,20 +8,16 @@
 namespace tfla::ops {
 namespace {
 
-class FwdChunkwise final : public Family {
+class FwdChunkwise final : public TypedFamily<FwdConfig, &check_fwd_config, &fwd_kernels> {
  public:
   const char* name() const noexcept override { return "fwd.chunkwise.mma"; }
   Op op() const noexcept override { return Op::Forward; }
   Form form() const noexcept override { return Form::Chunkwise; }
   Engine engine() const noexcept override { return Engine::MmaSync; }
-  const std::vector<KeyDef>& keys() const noexcept override { return FwdConfig::key_defs(); }
   std::string serves(const MlstmProblem&, const DeviceLimits&) const override { return {}; }
   bool preferred(const MlstmProblem&, const DeviceLimits&) const override { return true; }
   Config default_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) const override {
     return chunkwise_fwd_config(p, dev, chunk).to_config();
-  }
-  std::string reject(const Config& cfg, const MlstmProblem& p, const DeviceLimits& dev) const override {
-    return check_typed<FwdConfig>(cfg, Form::Chunkwise, [&](const FwdConfig& c) { return check_fwd_config(c, p, dev); });
   }
   // Chunk lengths beyond 512 make the intra-chunk part dominate; tiles below 64 rows underfill
   // the tensor cores at these head sizes.
@@ -30,12 +26,6 @@ class FwdChunkwise final : public Family {
             values("siz_b_kv", {64, 128}),        values("siz_b_v", {64, 128, 256}),
             values("siz_b_kc", {32, 64}),         warp_grids(""),
             state_blocks("st_"),                  values("st_sub", {32, 64})};
-  }
-  std::vector<rt::KernelSpec> kernels(const MlstmProblem& p, const Config& cfg,
-                                      const DeviceLimits& dev) const override {
-    FwdConfig c;
-    c.apply(cfg);
-    return fwd_kernels(p, c, dev);
   }
 };
 
