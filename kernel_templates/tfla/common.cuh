@@ -40,6 +40,8 @@ template <> struct Elem<bf16> {
     asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
     return r;
   }
+  // packed pair -> two floats (x = lo, y = hi)
+  __device__ static float2 unpack2(u32 v) { return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u)); }
 };
 template <> struct Elem<fp16> {
   static constexpr int bytes = 2;
@@ -63,6 +65,12 @@ template <> struct Elem<fp16> {
     u32 r;
     asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
     return r;
+  }
+  __device__ static float2 unpack2(u32 v) {
+    float2 f;
+    asm("{\n .reg .f16 lo, hi;\n mov.b32 {lo, hi}, %2;\n cvt.f32.f16 %0, lo;\n cvt.f32.f16 %1, hi;\n}"
+        : "=f"(f.x), "=f"(f.y) : "r"(v));
+    return f;
   }
 };
 

@@ -120,7 +120,8 @@ Config Family::complete(const MlstmProblem& p, const DeviceLimits& dev, const Co
 
 const std::vector<const Family*>& families() {
   static const std::vector<const Family*> all{
-      &fwd_parallel_family(), &fwd_chunkwise_family(),  // forward: parallel where preferred
+      &fwd_parallel_family(), &fwd_chunkwise_sm90_family(),  // forward: parallel where preferred,
+      &fwd_chunkwise_family(),                               // then the device's engine
       &bwd_parallel_family(), &bwd_chunkwise_family(),  // backward: likewise
       &step_family(),
   };
@@ -159,6 +160,9 @@ Resolved resolve(Op op, const MlstmProblem& p, const DeviceLimits& dev, const Co
   const int form_sel = selector(pinned, kFormKey, op);
   const int engine_sel = selector(pinned, kEngineKey, op);
   const bool chunk_pinned = pinned.count("chunk") > 0;
+  Config tiles = pinned;
+  tiles.erase(kFormKey);
+  tiles.erase(kEngineKey);
   const Family* chosen = nullptr;
   const Family* fallback = nullptr;
   for (const Family* f : families_of(op)) {
@@ -167,8 +171,12 @@ Resolved resolve(Op op, const MlstmProblem& p, const DeviceLimits& dev, const Co
     if (engine_sel >= 0 && (f->engine() == Engine::Sm90) != (engine_sel == 1)) continue;
     if (!fallback) fallback = f;
     // A pinned form takes the first family of it that serves p (the device's engine first);
-    // else the first that serves and prefers p.
+    // else the first that serves and prefers p. Without a pinned engine, a family that would
+    // reject the pinned tiles (a chunk the sm90 engine does not take) gives way to the next.
     if (f->serves(p, dev).empty() && (form_sel >= 0 || f->preferred(p, dev))) {
+      if (engine_sel < 0 && !tiles.empty() && f->engine() != Engine::MmaSync &&
+          !f->reject(f->complete(p, dev, tiles), p, dev).empty())
+        continue;
       chosen = f;
       break;
     }
@@ -178,9 +186,6 @@ Resolved resolve(Op op, const MlstmProblem& p, const DeviceLimits& dev, const Co
     throw Error(ErrorCode::InvalidArgument,
                 std::string("no ") + to_string(op) + " kernels for " + (engine_sel == 1 ? "engine=1 (sm90)" : "this request") +
                     " in this build");
-  Config tiles = pinned;
-  tiles.erase(kFormKey);
-  tiles.erase(kEngineKey);
   Resolved r;
   r.family = chosen;
   r.config = chosen->complete(p, dev, tiles);

@@ -5,6 +5,7 @@
 #include "ops/config_keys.hpp"
 #include "ops/render_args.hpp"
 #include "tfla/mlstm_params.cuh"
+#include "tfla/mlstm_sm90_params.cuh"
 
 namespace tfla::ops {
 
@@ -33,7 +34,7 @@ const std::vector<KeyDef>& FwdConfig::key_defs() { return table().defs(); }
 Config FwdConfig::to_config() const {
   Config c = table().to_config(*this);
   c[kFormKey] = parallel() ? 1 : 0;
-  if (engine != Engine::MmaSync) c[kEngineKey] = static_cast<int64_t>(engine);
+  c[kEngineKey] = static_cast<int64_t>(engine);
   return c;
 }
 
@@ -206,6 +207,15 @@ FwdConfig parallel_fwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
     c.warps_m = c.siz_b_q / 16;
     c.warps_n = (c.siz_b_v % 32 == 0 && c.siz_b_kv % 32 == 0) ? 2 : 1;
   }
+  // The chunkwise keys are those of the chunkwise default a call with states falls back to (the
+  // sm90 engine's where it serves), so a parallel config's workspace size covers that fallback.
+  const FwdConfig cw = sm90_fwd_serves(p, dev).empty() ? sm90_fwd_config(p, dev) : chunkwise_fwd_config(p, dev);
+  c.chunk = cw.chunk;
+  c.st_siz_b_k = cw.st_siz_b_k;
+  c.st_siz_b_v = cw.st_siz_b_v;
+  c.st_sub = cw.st_sub;
+  c.st_warps_m = cw.st_warps_m;
+  c.st_warps_n = cw.st_warps_n;
   return c;
 }
 
@@ -235,7 +245,7 @@ namespace {
 std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   auto bad = [](const std::string& s) { return s; };
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  if (c.engine != Engine::MmaSync) return bad("engine=1 (sm90) has no forward kernels in this build");
+  if (c.engine != Engine::MmaSync) return bad("an sm90 config given to the mma.sync engine");
   if (c.chunk < 16 || c.chunk % 16) return bad("chunk must be a positive multiple of 16");
   if (c.parallel()) {
     if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
@@ -255,6 +265,14 @@ std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   const int nt = 32 * c.warps_m * c.warps_n;
   if (nt < c.siz_b_q || nt < c.siz_b_kv) return bad("need at least one thread per query/key row");
   if (c.parallel()) return {};  // the state kernel does not run
+  return check_fwd_state_tiles(c, p);
+}
+
+}  // namespace
+
+std::string check_fwd_state_tiles(const FwdConfig& c, const MlstmProblem& p) {
+  auto bad = [](const std::string& s) { return s; };
+  const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   if (c.st_siz_b_k < 16 || dqk % c.st_siz_b_k) return bad("st_siz_b_k must divide Dqk");
   if (c.st_siz_b_v < 16 || dv % c.st_siz_b_v) return bad("st_siz_b_v must divide Dv");
   if (c.st_warps_m < 1 || c.st_warps_n < 1 || c.st_warps_m * c.st_warps_n > 16)
@@ -267,8 +285,6 @@ std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   return {};
 }
 
-}  // namespace
-
 std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (std::string r = check_fwd_tiles(c, p); !r.empty()) return r;
   if (std::string r = over_smem(fwd_output_smem(c, p), "output kernel", dev); !r.empty()) return r;
@@ -277,13 +293,80 @@ std::string check_fwd_config(const FwdConfig& c, const MlstmProblem& p, const De
       !r.empty())
     return r;
   if (c.parallel()) return {};  // the output kernel is the whole parallel forward
+  return check_fwd_state_limits(c, p, dev);
+}
+
+std::string check_fwd_state_limits(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (std::string r = over_smem(fwd_states_smem(c, p), "state kernel", dev); !r.empty()) return r;
   return over_registers(int64_t{c.st_siz_b_k} * c.st_siz_b_v, 32 * c.st_warps_m * c.st_warps_n, "state kernel", dev);
+}
+
+// ---- the sm_90a engine's output kernel (mlstm_fwd_output_sm90.cuh) --------------------------
+
+std::string sm90_fwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
+  if (dev.arch != "sm_90a") return "the sm90 engine needs an sm_90a device (this one is " + dev.arch + ")";
+  if (p.dtype != DType::BF16 && p.dtype != DType::FP16) return "the sm90 engine takes bf16 or fp16 inputs";
+  if (p.Dqk % 64 || p.Dqk > 256) return "the sm90 engine's forward needs Dqk a multiple of 64 up to 256";
+  if (p.Dv % 64) return "the sm90 engine's forward needs Dv a multiple of 64";
+  if (fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), 64, kFwdSm90Stages) > dev.smem_optin_bytes)
+    return "the sm90 engine's forward needs " +
+           std::to_string(fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), 64, kFwdSm90Stages)) +
+           " bytes of shared memory per block; the device allows " + std::to_string(dev.smem_optin_bytes);
+  return {};
+}
+
+int fwd_output_sm90_smem(const FwdConfig& c, const MlstmProblem& p) {
+  return fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), c.siz_b_v, kFwdSm90Stages);
+}
+
+// Why these tiles: 128 query rows (two consumer warpgroups of 64 rows) by a Dv tile of up to 256
+// columns keeps each warpgroup's fp32 accumulator at 64 x 256 (128 registers), the most that
+// leaves room for the 64 x 64 score tile and its 16-bit fragments under 232 registers. Chunks
+// are multiples of the 128-row query tile; 256 halves the chunk-state traffic against 128.
+FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
+  int ch = chunk > 0 ? chunk : std::max(128, default_chunk(p));
+  FwdConfig c = chunkwise_fwd_config(p, dev, ch);
+  c.engine = Engine::Sm90;
+  c.siz_b_q = FwdOutputSm90Shape::kBQ;
+  c.siz_b_kv = FwdOutputSm90Shape::kBKV;
+  c.siz_b_v = 64;
+  for (int bv : {256, 128}) {
+    if (p.Dv % bv || fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), bv, kFwdSm90Stages) > dev.smem_optin_bytes)
+      continue;
+    c.siz_b_v = bv;
+    break;
+  }
+  return c;
+}
+
+std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
+  if (c.parallel()) return "the sm90 engine has no parallel-form forward";
+  if (std::string why = sm90_fwd_serves(p, dev); !why.empty()) return why;
+  if (c.chunk < 128 || c.chunk % 128) return "engine=1 (sm90): chunk must be a multiple of 128";
+  if (c.siz_b_q != FwdOutputSm90Shape::kBQ) return "engine=1 (sm90): siz_b_q must be 128";
+  if (c.siz_b_kv != FwdOutputSm90Shape::kBKV) return "engine=1 (sm90): siz_b_kv must be 64";
+  if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
+    return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
+  if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
+  if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
+  return check_fwd_state_limits(c, p, dev);
 }
 
 std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev) {
   const std::string T = device_type(p.dtype);
   const bool exp = p.variant == Variant::Exp;
+  // The sm90 engine's output kernel: __launch_bounds__(384, 1) caps registers at 168 so that
+  // setmaxnreg can move the producer's to the consumers (40 / 232).
+  const auto output_sm90 = [&] {
+    return rt::with_min_blocks(
+        rt::render("mlstm_fwd_output_sm90", "tfla/mlstm_fwd_output_sm90.cuh", "tfla::mlstm_fwd_output_sm90",
+                   "tfla::MlstmFwdSm90Params",
+                   {T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_v), arg(kFwdSm90Stages), arg(exp),
+                    arg(p.normalize)},
+                   FwdOutputSm90Shape::kThreads, fwd_output_sm90_smem(c, p)),
+        1);
+  };
   if (c.parallel()) {  // the output kernel with CHUNK = 0, reading the raw gates of dtype G
     return {rt::render(
         "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output", "tfla::MlstmFwdParams",
@@ -304,10 +387,13 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
                       arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), arg(need_n)},
                      32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
           fwd_states_min_blocks(c, p, dev)),
-      rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output", "tfla::MlstmFwdParams",
-                 {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_q), arg(c.siz_b_kv), arg(c.siz_b_v),
-                  arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), arg(p.normalize)},
-                 32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)),
+      c.engine == Engine::Sm90
+          ? output_sm90()
+          : rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
+                       "tfla::MlstmFwdParams",
+                       {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_q), arg(c.siz_b_kv), arg(c.siz_b_v),
+                        arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), arg(p.normalize)},
+                       32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)),
   };
 }
 

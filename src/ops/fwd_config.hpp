@@ -56,6 +56,24 @@ FwdConfig parallel_fwd_config(const MlstmProblem& p, const DeviceLimits& dev);
 // The acceptance rule of both forward families: empty when cfg runs p on dev, else the first
 // violated rule (tiles and threads, shared memory against dev, the register estimate).
 std::string check_fwd_config(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+// The state kernel's part of the rule (tiles and threads; shared memory and registers on dev),
+// which the sm90 family shares.
+std::string check_fwd_state_tiles(const FwdConfig& cfg, const MlstmProblem& p);
+std::string check_fwd_state_limits(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+
+// The sm90 engine (fwd.chunkwise.sm90: the gate and state kernels above, the output kernel on
+// TMA and wgmma). Its ring depth, fixed: four 32 KB slots beside the 64 KB Q tile.
+inline constexpr int kFwdSm90Stages = 4;
+// "" when the engine can run p on dev (sm_90a, 16-bit inputs, Dqk a multiple of 64 up to 256, Dv
+// a multiple of 64), else why not.
+std::string sm90_fwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
+// The engine's default for p (chunk > 0 fixes the chunk length, a multiple of 128).
+FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk = 0);
+// Its acceptance rule; the output kernel reads chunk and siz_b_v (siz_b_q = 128, siz_b_kv = 64
+// fixed), the state kernel the st_* keys; siz_b_kc and the warp grid are unused.
+std::string check_fwd_sm90_config(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+int fwd_output_sm90_smem(const FwdConfig& cfg, const MlstmProblem& p);
+
 // Shared memory of the two tiled kernels, bytes.
 int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);
 // CTAs per SM the state kernel's launch bounds ask for: 2 where two fit the SM's shared memory

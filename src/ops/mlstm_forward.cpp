@@ -1,6 +1,10 @@
 #include "ops/mlstm_forward.hpp"
 
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "ops/kernel_memo.hpp"
 #include "ops/params_fill.hpp"
@@ -11,7 +15,9 @@
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/log.hpp"
+#include "runtime/tensor_map.hpp"
 #include "tfla/mlstm_params.cuh"
+#include "tfla/mlstm_sm90_params.cuh"
 
 namespace tfla::ops {
 
@@ -120,6 +126,95 @@ KernelMemo<3>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel
   });
 }
 
+// Why the sm90 engine's TMA cannot read the inputs as given ("" when it can): tensor maps need
+// 16-byte aligned base addresses and byte strides.
+std::string tma_unfit(const MlstmFwdParams& prm) {
+  struct In {
+    const char* name;
+    const void* ptr;
+    long long sb, sh, ss;
+  };
+  for (const In& x : {In{"q", prm.q, prm.q_sb, prm.q_sh, prm.q_ss}, In{"k", prm.k, prm.k_sb, prm.k_sh, prm.k_ss},
+                      In{"v", prm.v, prm.v_sb, prm.v_sh, prm.v_ss}}) {
+    if (reinterpret_cast<uintptr_t>(x.ptr) % 16) return std::string(x.name) + " is not 16-byte aligned";
+    if (x.sb % 8 || x.sh % 8 || x.ss % 8) return std::string(x.name) + "'s strides are not multiples of 8 elements";
+  }
+  return {};
+}
+
+// The mma.sync selection that runs a call the sm90 selection `sel` cannot (inputs TMA cannot
+// read): the same chunk and state tiles (a saved buffer's layout depends on the chunk only), the
+// mma.sync default's output tiles. Memoized per selection (selections live in their memo).
+const FwdSelection& mma_twin(const MlstmProblem& p, const FwdSelection& sel) {
+  static std::mutex mu;
+  static std::unordered_map<const FwdSelection*, FwdSelection> twins;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = twins.find(&sel);
+  if (it != twins.end()) return it->second;
+  FwdConfig c = chunkwise_fwd_config(p, current_limits(), sel.cfg.chunk);
+  c.st_siz_b_k = sel.cfg.st_siz_b_k;
+  c.st_siz_b_v = sel.cfg.st_siz_b_v;
+  c.st_sub = sel.cfg.st_sub;
+  c.st_warps_m = sel.cfg.st_warps_m;
+  c.st_warps_n = sel.cfg.st_warps_n;
+  return twins.emplace(&sel, selection_of(p, c)).first->second;
+}
+
+// A 16-bit (D, S, NH, B) tensor as TMA sees it: boxes of 64 features by `rows` positions.
+rt::TensorMapSpec bshd_map(const void* base, DType dt, int64_t d, const MlstmProblem& p, long long sb,
+                           long long sh, long long ss, unsigned rows) {
+  rt::TensorMapSpec s;
+  s.base = base;
+  s.dtype = dt;
+  s.rank = 4;
+  s.dims[0] = static_cast<uint64_t>(d);
+  s.dims[1] = static_cast<uint64_t>(p.S);
+  s.dims[2] = static_cast<uint64_t>(p.NH);
+  s.dims[3] = static_cast<uint64_t>(p.B);
+  s.strides[1] = static_cast<uint64_t>(ss) * 2;
+  s.strides[2] = static_cast<uint64_t>(sh) * 2;
+  s.strides[3] = static_cast<uint64_t>(sb) * 2;
+  s.box[0] = 64;
+  s.box[1] = rows;
+  s.box[2] = 1;
+  s.box[3] = 1;
+  s.swizzle = 128;
+  return s;
+}
+
+// The sm90 output kernel's launch: tensor maps over q, k, v and the chunk states, then one
+// persistent CTA per SM (or per tile, when there are fewer).
+void launch_output_sm90(const MlstmProblem& p, const FwdConfig& cfg, const MlstmFwdParams& prm,
+                        const rt::LoadedKernel& k, CUstream stream) {
+  using Shape = FwdOutputSm90Shape;
+  MlstmFwdSm90Params P{};
+  P.p = prm;
+  P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, Shape::kBQ));
+  P.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, Shape::kBKV));
+  P.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, Shape::kBKV));
+  rt::TensorMapSpec c;
+  c.base = prm.states_C;
+  c.dtype = p.dtype;
+  c.rank = 3;
+  c.dims[0] = static_cast<uint64_t>(p.Dv);
+  c.dims[1] = static_cast<uint64_t>(p.Dqk);
+  c.dims[2] = static_cast<uint64_t>(p.B * p.NH) * static_cast<uint64_t>(prm.NC);
+  c.strides[1] = static_cast<uint64_t>(p.Dv) * 2;
+  c.strides[2] = static_cast<uint64_t>(p.Dqk * p.Dv) * 2;
+  c.box[0] = 64;
+  c.box[1] = 64;
+  c.box[2] = 1;
+  c.swizzle = 128;
+  P.c = rt::tensor_map(c);
+  P.q_tiles = static_cast<int>((p.S + Shape::kBQ - 1) / Shape::kBQ);
+  P.v_tiles = static_cast<int>(p.Dv / cfg.siz_b_v);
+  const int64_t tiles = int64_t{P.q_tiles} * P.v_tiles * p.B * p.NH;
+  if (tiles > INT32_MAX) throw Error(ErrorCode::InvalidArgument, "problem too large for the sm90 forward");
+  P.tiles = static_cast<int>(tiles);
+  const int64_t ctas = std::min<int64_t>(tiles, current_limits().sm_count);
+  k.launch({static_cast<unsigned>(ctas), 1, 1}, stream, &P, sizeof(P));
+}
+
 }  // namespace
 
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
@@ -169,6 +264,15 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   }
 
   rt::ensure_context();
+  if (cfg.engine == Engine::Sm90) {
+    MlstmFwdParams io{};
+    fill_inputs(io, t, p);
+    if (const std::string why = tma_unfit(io); !why.empty()) {
+      log_debug("forward: {}; the mma.sync engine runs this call", why);
+      run_forward(p, t, o, mma_twin(p, sel));
+      return;
+    }
+  }
   const auto kernels = fwd_loaded(p, sel);
   CUstream stream = static_cast<CUstream>(o.stream);
   if (cfg.parallel()) {
@@ -210,9 +314,12 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
     k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v),
                      static_cast<unsigned>(p.Dqk / cfg.st_siz_b_k), bh},
                     stream, &prm, sizeof(prm));
-    k_output.launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
-                     static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q), bh},
-                    stream, &prm, sizeof(prm));
+    if (cfg.engine == Engine::Sm90)
+      launch_output_sm90(p, cfg, prm, k_output, stream);
+    else
+      k_output.launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
+                       static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q), bh},
+                      stream, &prm, sizeof(prm));
     if (saved && t.C_last)
       TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), base + ws.C_last,
                                 static_cast<size_t>(p.B * p.NH * p.Dqk * p.Dv * 4), stream));

@@ -3,12 +3,17 @@
 // the exact backward) on fresh random inputs rounded to the kernel's dtype, with poisoned
 // outputs that must be fully written. Layout options: a caller workspace instead of the
 // library's, a non-default stream, a strided (B, S, NH, D) layout, initial states, last states,
-// dC_last, a saved-states buffer handed from the forward to the backward.
+// dC_last, a saved-states buffer handed from the forward to the backward. Chunkwise cases run
+// on each forward engine that serves them (mma.sync always; sm90 on sm_90a for 16-bit inputs,
+// head dims and chunks it takes).
 #include "tfla_catch.hpp"
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "gpu_test_util.hpp"
+#include "ops/family.hpp"
+#include "ops/fwd_config.hpp"
 #include "reference/reference.hpp"
 #include "runtime/driver.hpp"
 
@@ -38,13 +43,15 @@ struct Case {
   DType dtype;
   int64_t B, NH, S, chunk, Dqk, Dv;
   unsigned opts;
+  int engine = -1;  // the forward's engine, pinned (0 mma.sync, 1 sm90) or the library's (-1)
 };
 
 std::string describe(const Case& c) {
   char buf[320];
-  std::snprintf(buf, sizeof(buf), "%s %s %s%s %s B=%lld NH=%lld S=%lld L=%lld Dqk=%lld Dv=%lld%s%s%s%s%s%s%s%s",
+  std::snprintf(buf, sizeof(buf), "%s %s%s %s%s %s B=%lld NH=%lld S=%lld L=%lld Dqk=%lld Dv=%lld%s%s%s%s%s%s%s%s",
                 c.backward ? "fwbw" : "fwd",
                 c.form == Form::Library ? "library" : c.form == Form::Chunkwise ? "chunkwise" : "parallel",
+                c.engine < 0 ? "" : c.engine == 0 ? "/mma" : "/sm90",
                 to_string(c.variant), c.variant == Variant::Sig && !c.normalize ? "(no norm)" : "",
                 to_string(c.dtype), (long long)c.B, (long long)c.NH, (long long)c.S, (long long)c.chunk,
                 (long long)c.Dqk, (long long)c.Dv, c.opts & kCallerWs ? " caller-ws" : "",
@@ -158,6 +165,7 @@ void run_case(const Case& c, uint64_t seed) {
     fo.workspace = fws.get();
     fo.workspace_bytes = fws.bytes();
   }
+  if (c.engine >= 0) fo.config["engine"] = c.engine;  // the backward has one engine
   mlstm_forward(p, t, fo);
   stream.sync();
 
@@ -246,6 +254,26 @@ constexpr Variant E = Variant::Exp, G = Variant::Sig;
 constexpr DType bf = DType::BF16, hf = DType::FP16, f32 = DType::FP32;
 constexpr Form LIB = Form::Library, CW = Form::Chunkwise, PAR = Form::Parallel;
 
+// Whether the sm90 forward engine serves a chunkwise case on this device.
+bool sm90_serves(const Case& c) {
+  if (c.form != CW || c.chunk % 128) return false;
+  MlstmProblem p;
+  p.B = c.B; p.NH = c.NH; p.S = c.S; p.Dqk = c.Dqk; p.Dv = c.Dv;
+  p.dtype = c.dtype;
+  return ops::sm90_fwd_serves(p, ops::current_limits()).empty();
+}
+
+// A case on every forward engine that serves it: chunkwise cases pinned to mma.sync, and to
+// sm90 where it serves; other forms as they are.
+void run_engines(Case c, uint64_t seed) {
+  if (c.form != CW) return run_case(c, seed);
+  c.engine = 0;
+  run_case(c, seed);
+  if (!sm90_serves(c)) return;
+  c.engine = 1;
+  run_case(c, seed);
+}
+
 }  // namespace
 
 TEST_CASE("forward and backward match the float64 reference over the shape grid", "[gpu][ops][grid]") {
@@ -281,7 +309,7 @@ TEST_CASE("forward and backward match the float64 reference over the shape grid"
       {true, LIB, G, true, bf, 1, 2, 3000, 0, 128, 256, kLast},
   };
   uint64_t seed = static_cast<uint64_t>(Catch::rngSeed()) * 1000 + 17;
-  for (const Case& c : cases) run_case(c, seed++);
+  for (const Case& c : cases) run_engines(c, seed++);
 }
 
 TEST_CASE("every layout option gives the reference's result", "[gpu][ops][layout]") {
@@ -293,7 +321,7 @@ TEST_CASE("every layout option gives the reference's result", "[gpu][ops][layout
     for (unsigned o : options) {
       const bool states = o & (kInit | kLast | kDcLast | kSaved);
       if (form == PAR && states) continue;  // the parallel form keeps no states (refused by name)
-      run_case({true, form, E, true, bf, 2, 2, 300, form == CW ? 128 : 0, 64, 128, o}, seed++);
+      run_engines({true, form, E, true, bf, 2, 2, 300, form == CW ? 128 : 0, 64, 128, o}, seed++);
     }
 }
 
@@ -304,7 +332,7 @@ TEST_CASE("backward from the forward's saved states matches the reference", "[gp
                                          {true, CW, E, true, hf, 1, 1, 1000, 256, 128, 256, kSaved},
                                          // the chunk the forward chose, read back by the backward
                                          {true, LIB, E, true, bf, 1, 2, 3000, 0, 64, 128, kSaved | kLast}})
-    run_case(c, seed++);
+    run_engines(c, seed++);
 }
 
 TEST_CASE("forward and backward on small shapes of every dtype and variant (run under compute-sanitizer)",
@@ -316,7 +344,81 @@ TEST_CASE("forward and backward on small shapes of every dtype and variant (run 
       const bool norm = var != 2;
       run_case({true, CW, v, norm, dt, 1, 2, 100, 64, 64, 64, var == 1 ? kInit | kLast : kLast | kDcLast}, seed++);
       run_case({true, CW, v, norm, dt, 1, 1, 70, 64, 96, 160, var == 0 ? kInit | kLast : kBshd}, seed++);
-      run_case({false, CW, v, norm, dt, 1, 1, 300, 256, 64, 128, kLast}, seed++);
+      run_engines({false, CW, v, norm, dt, 1, 1, 300, 256, 64, 128, kLast}, seed++);
+      run_engines({true, CW, v, norm, dt, 1, 2, 200, 128, 128, 64, kInit | kLast | kBshd}, seed++);
       run_case({true, PAR, v, norm, dt, 1, 1, 90, 0, 64, 64, 0}, seed++);
     }
+}
+
+TEST_CASE("the sm90 forward engine over its edge cases", "[gpu][ops][sm90]") {
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  uint64_t seed = 9000;
+  for (const Case& c : std::vector<Case>{
+           // sequences shorter than a query tile, a key tile, one row; tails of every size
+           {false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, kLast},
+           {false, CW, G, true, bf, 1, 2, 7, 128, 64, 128, kInit | kLast},
+           {false, CW, G, false, hf, 2, 1, 63, 128, 128, 64, kLast},
+           {false, CW, E, true, bf, 1, 1, 129, 128, 256, 256, kInit | kLast | kExtreme},
+           {false, CW, E, true, hf, 1, 3, 383, 256, 192, 320, kBshd | kLast},
+           {false, CW, G, true, bf, 2, 2, 1000, 512, 256, 512, kInit | kLast},
+           {false, CW, E, true, bf, 1, 2, 2000, 256, 64, 512, kExtreme | kCallerWs | kStream},
+           {true, CW, E, true, bf, 1, 2, 700, 256, 128, 256, kSaved | kInit | kDcLast},
+       }) {
+    Case x = c;
+    x.engine = 1;
+    run_case(x, seed++);
+  }
+}
+
+namespace {
+// h of one forward on the given inputs, as raw 16-bit words.
+std::vector<uint16_t> forward_h(const MlstmProblem& p, const cli::DeviceBuffer& q, const cli::DeviceBuffer& k,
+                                const cli::DeviceBuffer& v, const cli::DeviceBuffer& i, const cli::DeviceBuffer& f,
+                                const Config& cfg) {
+  auto h = test::poisoned(static_cast<size_t>(p.B * p.NH * p.S * p.Dv) * 2);
+  ForwardTensors t;
+  t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = i.get(); t.f = f.get(); t.h = h.get();
+  LaunchOptions o;
+  o.config = cfg;
+  mlstm_forward(p, t, o);
+  cli::synchronize();
+  std::vector<uint16_t> out(h.bytes() / 2);
+  h.download(out.data(), h.bytes());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("the two forward engines agree at the paper's head size, and sm90 reruns are bitwise equal",
+          "[gpu][ops][sm90]") {
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  for (Variant var : {E, G}) {
+    MlstmProblem p;
+    p.B = 1; p.NH = 8; p.S = 8192; p.Dqk = 256; p.Dv = 512;
+    p.dtype = DType::BF16;
+    p.gate_dtype = DType::FP32;
+    p.variant = var;
+    p.normalize = true;
+    ref::Inputs in = ref::random_inputs({p.B, p.NH, p.S, p.Dqk, p.Dv}, var == E ? 31 : 32);
+    auto q = test::upload(in.q, p.dtype), k = test::upload(in.k, p.dtype), v = test::upload(in.v, p.dtype);
+    auto ig = test::upload(in.i, DType::FP32), fg = test::upload(in.f, DType::FP32);
+    const auto mma = forward_h(p, q, k, v, ig, fg, {{"chunk", 256}, {"engine", 0}});
+    const auto sm90 = forward_h(p, q, k, v, ig, fg, {{"chunk", 256}, {"engine", 1}});
+    std::vector<double> a(mma.size()), b(sm90.size());
+    for (size_t j = 0; j < a.size(); ++j) {
+      a[j] = test::from_bf16(mma[j]);
+      b[j] = test::from_bf16(sm90[j]);
+    }
+    INFO(to_string(var));
+    CHECK(test::count_nonfinite(b) == 0);
+    const double e = ref::relative_error(b, a);
+    std::printf("paper head size, S = 8192, %s: sm90 vs mma.sync relative difference %.2e\n", to_string(var), e);
+    CHECK(e < 4e-3);
+    // A missing fence or a phase error shows as results that change between runs.
+    int differing = 0;
+    for (int rep = 0; rep < 20; ++rep) {
+      const auto again = forward_h(p, q, k, v, ig, fg, {{"chunk", 256}, {"engine", 1}});
+      if (std::memcmp(again.data(), sm90.data(), sm90.size() * 2) != 0) ++differing;
+    }
+    CHECK(differing == 0);
+  }
 }

@@ -9,6 +9,7 @@
 #include <regex>
 #include <thread>
 
+#include "ops/fwd_config.hpp"
 #include "ops/sm90_kernels.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
@@ -51,13 +52,45 @@ struct ScopedEnv {
   ~ScopedEnv() { unsetenv(name.c_str()); }
 };
 
+// The mLSTM kernels of the sm90 engine: every dtype and variant, the Dv tiles the defaults and
+// the tuner use, at the paper's and the seed's head sizes and the smallest.
+std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
+  std::vector<rt::KernelSpec> out;
+  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+  for (DType dt : {DType::BF16, DType::FP16})
+    for (int v = 0; v < 3; ++v)
+      for (auto [dqk, dv] : {std::pair{256, 512}, std::pair{128, 256}, std::pair{64, 64}}) {
+        MlstmProblem p;
+        p.B = 1;
+        p.NH = 2;
+        p.S = 1000;
+        p.Dqk = dqk;
+        p.Dv = dv;
+        p.dtype = dt;
+        p.variant = v == 2 ? Variant::Exp : Variant::Sig;
+        p.normalize = v != 1;
+        for (int bv : {64, 128, 256}) {
+          if (dv % bv) continue;
+          ops::FwdConfig c = ops::sm90_fwd_config(p, dev);
+          c.siz_b_v = bv;
+          if (!ops::check_fwd_sm90_config(c, p, dev).empty()) continue;
+          out.push_back(ops::fwd_kernels(p, c, dev).back());
+          if (dt == DType::FP16 || v != 0) break;  // all Dv tiles once, in bf16 mLSTMsig
+        }
+      }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spill",
           "[nvrtc][sm90]") {
   ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");  // adds --ptxas-options=-v (kernel.cpp)
-  const auto specs = ops::sm90_kernels();
+  auto specs = ops::sm90_kernels();
   REQUIRE(specs.size() >= 30);
+  const auto mlstm = mlstm_sm90_kernels();
+  REQUIRE(mlstm.size() >= 18);
+  specs.insert(specs.end(), mlstm.begin(), mlstm.end());
   const auto results = compile_all(specs, "sm_90a");
   const std::regex frame(
       R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)");

@@ -34,11 +34,17 @@ inline ops::FwdConfig fwd_default(const MlstmProblem& p, int chunk = 0) {
 inline ops::BwdConfig bwd_default(const MlstmProblem& p, int chunk = 0) {
   return chunk > 0 ? ops::chunkwise_bwd_config(p, ref(), chunk) : bwd_resolve(p, {});
 }
-inline ops::FwdConfig cw_fwd(const MlstmProblem& p) { return ops::chunkwise_fwd_config(p, ref()); }
+// The chunkwise default: the sm90 engine's where it serves the problem, else mma.sync's.
+inline ops::FwdConfig cw_fwd(const MlstmProblem& p) {
+  return ops::sm90_fwd_serves(p, ref()).empty() ? ops::sm90_fwd_config(p, ref()) : ops::chunkwise_fwd_config(p, ref());
+}
 inline ops::BwdConfig cw_bwd(const MlstmProblem& p) { return ops::chunkwise_bwd_config(p, ref()); }
 inline ops::FwdConfig par_fwd(const MlstmProblem& p) { return ops::parallel_fwd_config(p, ref()); }
 inline ops::BwdConfig par_bwd(const MlstmProblem& p) { return ops::parallel_bwd_config(p, ref()); }
-inline std::string check_fwd(const ops::FwdConfig& c, const MlstmProblem& p) { return ops::check_fwd_config(c, p, ref()); }
+// The rule of the config's own family (form and engine).
+inline std::string check_fwd(const ops::FwdConfig& c, const MlstmProblem& p) {
+  return ops::find_family(ops::Op::Forward, c.form, c.engine)->reject(c.to_config(), p, ref());
+}
 inline std::string check_bwd(const ops::BwdConfig& c, const MlstmProblem& p) { return ops::check_bwd_config(c, p, ref()); }
 // What a call with these tensors selects.
 inline ops::FwdConfig sel_fwd(const MlstmProblem& p, const ForwardTensors& t, const Config& caller) {

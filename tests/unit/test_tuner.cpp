@@ -85,6 +85,7 @@ TEST_CASE("a small shared-memory limit prunes with a reason; budget caps; chunk 
   // Register estimate: a 128 x (256 + 64) output block in 2 x 2 warps: 320 accumulators a thread.
   Config big = fwd_default(p).to_config();
   big["siz_b_q"] = 128; big["siz_b_v"] = 256; big["siz_b_kv"] = 64; big["warps_m"] = 2; big["warps_n"] = 2;
+  big["engine"] = 0;
   CHECK(prune_reason(Family::Forward, big, p, SpaceLimits{}).find("accumulators") != std::string::npos);
 }
 
@@ -174,7 +175,7 @@ struct Scratch {
   ~Scratch() { (void)std::system(("rm -rf '" + dir + "'").c_str()); }
 };
 
-// A fake worker: says hello, answers ok with a time that grows with siz_b_v, kills itself
+// A fake worker: says hello, answers ok in 90 us for sm90 configs and 100 us for others, kills itself
 // (SIGSEGV) on the request whose config is $CRASH, and logs every request to $LOG.
 std::string write_fake_worker(const std::string& dir, const Hello& h) {
   const std::string path = dir + "/worker.sh";
@@ -184,7 +185,7 @@ std::string write_fake_worker(const std::string& dir, const Hello& h) {
     << "while IFS= read -r line; do\n"
     << "  echo \"$line\" >> \"$LOG\"\n"
     << "  case \"$line\" in *\"\\\"config\\\":\\\"$CRASH\\\"\"*) kill -SEGV $$ ;; esac\n"
-    << "  t=100; case \"$line\" in *'\"config\":\"'*siz_b_v=512*) t=90 ;; esac\n"
+    << "  t=100; case \"$line\" in *'\"config\":\"'*engine=1*) t=90 ;; esac\n"
     << "  printf '{\"type\":\"result\",\"status\":\"ok\",\"median_us\":%s,\"spread_us\":1,"
        "\"max_rel_error\":0.001,\"message\":\"\"}\\n' $t\n"
     << "done\n";
@@ -228,7 +229,7 @@ TEST_CASE("orchestrator: a crashing candidate is faulted, the run goes on, resum
       CHECK(r.message.find("signal") != std::string::npos);
     }
   CHECK(faulted == 1);
-  CHECK(row.default_us == 90);  // the default has siz_b_v = 512 (the whole head)
+  CHECK(row.default_us == 90);  // the default runs the sm90 engine (engine=1)
   CHECK(!row.winner.empty());
 
   cache::Cache db = cache::Cache::open(opt.cache_path);

@@ -11,6 +11,7 @@ namespace tfla::ops {
 
 // One per family file; the registry (ops/family.cpp) lists them in preference order.
 const Family& fwd_parallel_family();
+const Family& fwd_chunkwise_sm90_family();
 const Family& fwd_chunkwise_family();
 const Family& bwd_parallel_family();
 const Family& bwd_chunkwise_family();

@@ -1,0 +1,41 @@
+// Parameter blocks and shared-memory plans of the mLSTM kernels on the sm_90a engine. Plain data
+// shared by host and device code: the kernels static_assert their layouts against the functions
+// here, which the host sizes shared memory with.
+#pragma once
+#include "tfla/mlstm_params.cuh"
+#include "tfla/sm90_layout.cuh"
+
+namespace tfla {
+
+// ---- forward output (mlstm_fwd_output_sm90.cuh) ---------------------------------------------
+// A CTA tile is 128 query rows (two consumer warpgroups of 64) by BV columns of h; key tiles and
+// staged chunk-state blocks are 64 rows. All tiles are 16-bit and 128B-swizzled in panels of 64
+// columns (8 KB per 64 rows).
+struct FwdOutputSm90Shape {
+  static constexpr int kBQ = 128, kBKV = 64, kPanel = 64;
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+};
+// One ring slot holds a key tile (64 x Dqk), a value tile (64 x BV) or a staged block of the
+// chunk state (64 Dqk rows x BV).
+TFLA_HD constexpr int fwd_output_sm90_slot_bytes(int dqk, int bv) {
+  return (dqk > bv ? dqk : bv) * 64 * 2;
+}
+// 1024 bytes of alignment slack, Q (128 x Dqk), the ring, then the barriers: full and empty per
+// slot, Q full and Q empty.
+TFLA_HD constexpr int fwd_output_sm90_smem_bytes(int dqk, int bv, int stages) {
+  return 1024 + 128 * dqk * 2 + stages * fwd_output_sm90_slot_bytes(dqk, bv) + (2 * stages + 2) * 8;
+}
+
+struct MlstmFwdSm90Params {
+  TmaDesc q;  // dims {Dqk, S, NH, B}, box {64, 128, 1, 1}, 128B swizzle
+  TmaDesc k;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc v;  // dims {Dv, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc c;  // states_C: dims {Dv, Dqk, BH * NC}, box {64, 64, 1}
+  MlstmFwdParams p;
+  int q_tiles;  // query tiles per head: ceil(S / 128)
+  int v_tiles;  // Dv / BV
+  int tiles;    // v_tiles * q_tiles * B * NH
+};
+
+}  // namespace tfla
