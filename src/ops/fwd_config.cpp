@@ -24,6 +24,7 @@ const KeyTable<FwdConfig>& table() {
       {{"st_sub", 16, 65536, "chunk rows per streamed state sub-block"}, &FwdConfig::st_sub},
       {{"st_warps_m", 1, 16, "state kernel warps along Dqk"}, &FwdConfig::st_warps_m},
       {{"st_warps_n", 1, 16, "state kernel warps along Dv"}, &FwdConfig::st_warps_n},
+      {{"st_sm90", 0, 1, "state kernel on the sm90 engine (1) or mma.sync (0)"}, &FwdConfig::st_sm90},
   });
   return t;
 }
@@ -246,6 +247,7 @@ std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   auto bad = [](const std::string& s) { return s; };
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   if (c.engine != Engine::MmaSync) return bad("an sm90 config given to the mma.sync engine");
+  if (c.st_sm90) return bad("st_sm90=1 needs the sm90 engine (engine=1)");
   if (c.chunk < 16 || c.chunk % 16) return bad("chunk must be a positive multiple of 16");
   if (c.parallel()) {
     if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
@@ -329,6 +331,15 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   c.engine = Engine::Sm90;
   c.siz_b_q = FwdOutputSm90Shape::kBQ;
   c.siz_b_kv = FwdOutputSm90Shape::kBKV;
+  // The state kernel on the engine where Dqk is 128 or 256: 128-column CTAs, 64-column ones when
+  // those would leave SMs idle (fewer CTAs than SMs).
+  if (p.Dqk % 128 == 0 && p.Dv % 64 == 0) {
+    FwdConfig s = c;
+    s.st_sm90 = 1;
+    s.st_siz_b_k = static_cast<int>(p.Dqk);
+    s.st_siz_b_v = p.Dv % 128 == 0 && p.B * p.NH * (p.Dv / 128) >= dev.sm_count ? 128 : 64;
+    if (fwd_states_sm90_smem(s, p) <= dev.smem_optin_bytes) c = s;
+  }
   c.siz_b_v = 64;
   for (int bv : {256, 128}) {
     if (p.Dv % bv || fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), bv, kFwdSm90Stages) > dev.smem_optin_bytes)
@@ -348,9 +359,21 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   if (c.siz_b_kv != FwdOutputSm90Shape::kBKV) return "engine=1 (sm90): siz_b_kv must be 64";
   if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
     return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
-  if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
   if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
+  if (c.st_sm90) {
+    if (p.Dqk % 128) return "st_sm90=1: the sm90 state kernel needs Dqk 128 or 256";
+    if (c.st_siz_b_k != p.Dqk) return "st_sm90=1: st_siz_b_k must be Dqk (one CTA holds every Dqk row)";
+    if ((c.st_siz_b_v != 64 && c.st_siz_b_v != 128) || p.Dv % c.st_siz_b_v)
+      return "st_sm90=1: st_siz_b_v must be 64 or 128 and divide Dv";
+    if (c.chunk % FwdStatesSm90Shape::kSub) return "st_sm90=1: chunk must be a multiple of 64";
+    return over_smem(fwd_states_sm90_smem(c, p), "state kernel", dev);
+  }
+  if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
   return check_fwd_state_limits(c, p, dev);
+}
+
+int fwd_states_sm90_smem(const FwdConfig& c, const MlstmProblem& p) {
+  return fwd_states_sm90_smem_bytes(static_cast<int>(p.Dqk), c.st_siz_b_v, kFwdStatesSm90Stages);
 }
 
 std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev) {
@@ -380,13 +403,20 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
   return {
       rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
                  {arg(c.chunk), "256", arg(exp), device_type(p.gate_dtype)}, 256, 0, false),
-      rt::with_min_blocks(
-          rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
-                     "tfla::MlstmFwdParams",
-                     {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
-                      arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), arg(need_n)},
-                     32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
-          fwd_states_min_blocks(c, p, dev)),
+      c.st_sm90
+          ? rt::with_min_blocks(rt::render("mlstm_fwd_states_sm90", "tfla/mlstm_fwd_states_sm90.cuh",
+                                           "tfla::mlstm_fwd_states_sm90", "tfla::MlstmFwdStatesSm90Params",
+                                           {T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_v),
+                                            arg(kFwdStatesSm90Stages), arg(exp)},
+                                           FwdStatesSm90Shape::kThreads, fwd_states_sm90_smem(c, p)),
+                                1)
+          : rt::with_min_blocks(
+                rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
+                           "tfla::MlstmFwdParams",
+                           {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
+                            arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), arg(need_n)},
+                           32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
+                fwd_states_min_blocks(c, p, dev)),
       c.engine == Engine::Sm90
           ? output_sm90()
           : rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",

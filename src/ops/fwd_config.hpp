@@ -25,6 +25,9 @@ struct FwdConfig {
   int st_siz_b_v = 128;  // Dv columns of C per CTA
   int st_sub = 64;       // chunk rows per streamed sub-block
   int st_warps_m = 4, st_warps_n = 2;
+  // 1: the state kernel on the sm90 engine (fwd.chunkwise.sm90 only; all Dqk rows per CTA,
+  // st_siz_b_v columns); 0: mma.sync with the st_* tiles above
+  int st_sm90 = 0;
   // the parallel form keeps no chunk states: no initial or last states, no saved buffer
   Form form = Form::Chunkwise;
   Engine engine = Engine::MmaSync;
@@ -73,6 +76,9 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
 // fixed), the state kernel the st_* keys; siz_b_kc and the warp grid are unused.
 std::string check_fwd_sm90_config(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
 int fwd_output_sm90_smem(const FwdConfig& cfg, const MlstmProblem& p);
+int fwd_states_sm90_smem(const FwdConfig& cfg, const MlstmProblem& p);
+// Its state kernel's ring depth: four slots of a 64-row K and V sub-block.
+inline constexpr int kFwdStatesSm90Stages = 4;
 
 // Shared memory of the two tiled kernels, bytes.
 int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);

@@ -66,7 +66,7 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
   s.kernel_key = {static_cast<int64_t>(Op::Forward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
                   static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_m,
-                  c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n};
+                  c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n, c.st_sm90};
   return s;
 }
 
@@ -144,7 +144,7 @@ std::string tma_unfit(const MlstmFwdParams& prm) {
 
 // The mma.sync selection that runs a call the sm90 selection `sel` cannot (inputs TMA cannot
 // read): the same chunk and state tiles (a saved buffer's layout depends on the chunk only), the
-// mma.sync default's output tiles. Memoized per selection (selections live in their memo).
+// mma.sync default's output tiles (and its state kernel when `sel` runs the sm90 one). Memoized per selection (selections live in their memo).
 const FwdSelection& mma_twin(const MlstmProblem& p, const FwdSelection& sel) {
   static std::mutex mu;
   static std::unordered_map<const FwdSelection*, FwdSelection> twins;
@@ -152,11 +152,13 @@ const FwdSelection& mma_twin(const MlstmProblem& p, const FwdSelection& sel) {
   auto it = twins.find(&sel);
   if (it != twins.end()) return it->second;
   FwdConfig c = chunkwise_fwd_config(p, current_limits(), sel.cfg.chunk);
-  c.st_siz_b_k = sel.cfg.st_siz_b_k;
-  c.st_siz_b_v = sel.cfg.st_siz_b_v;
-  c.st_sub = sel.cfg.st_sub;
-  c.st_warps_m = sel.cfg.st_warps_m;
-  c.st_warps_n = sel.cfg.st_warps_n;
+  if (!sel.cfg.st_sm90) {
+    c.st_siz_b_k = sel.cfg.st_siz_b_k;
+    c.st_siz_b_v = sel.cfg.st_siz_b_v;
+    c.st_sub = sel.cfg.st_sub;
+    c.st_warps_m = sel.cfg.st_warps_m;
+    c.st_warps_n = sel.cfg.st_warps_n;
+  }
   return twins.emplace(&sel, selection_of(p, c)).first->second;
 }
 
@@ -311,9 +313,17 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   const unsigned bh = static_cast<unsigned>(p.B * p.NH);
   try {
     k_gates.launch({static_cast<unsigned>(prm.NC), bh, 1}, stream, &prm, sizeof(prm));
-    k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v),
-                     static_cast<unsigned>(p.Dqk / cfg.st_siz_b_k), bh},
-                    stream, &prm, sizeof(prm));
+    if (cfg.st_sm90) {
+      MlstmFwdStatesSm90Params sp{};
+      sp.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, FwdStatesSm90Shape::kSub));
+      sp.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, FwdStatesSm90Shape::kSub));
+      sp.p = prm;
+      k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v), bh, 1}, stream, &sp, sizeof(sp));
+    } else {
+      k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v),
+                       static_cast<unsigned>(p.Dqk / cfg.st_siz_b_k), bh},
+                      stream, &prm, sizeof(prm));
+    }
     if (cfg.engine == Engine::Sm90)
       launch_output_sm90(p, cfg, prm, k_output, stream);
     else

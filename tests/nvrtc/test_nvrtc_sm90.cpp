@@ -52,8 +52,9 @@ struct ScopedEnv {
   ~ScopedEnv() { unsetenv(name.c_str()); }
 };
 
-// The mLSTM kernels of the sm90 engine: every dtype and variant, the Dv tiles the defaults and
-// the tuner use, at the paper's and the seed's head sizes and the smallest.
+// The mLSTM kernels of the sm90 engine (output and state kernels): every dtype and variant, the
+// Dv tiles the defaults and the tuner use, at the paper's and the seed's head sizes and the
+// smallest.
 std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
   std::vector<rt::KernelSpec> out;
   const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
@@ -74,7 +75,14 @@ std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
           ops::FwdConfig c = ops::sm90_fwd_config(p, dev);
           c.siz_b_v = bv;
           if (!ops::check_fwd_sm90_config(c, p, dev).empty()) continue;
-          out.push_back(ops::fwd_kernels(p, c, dev).back());
+          const auto ks = ops::fwd_kernels(p, c, dev);
+          out.push_back(ks.back());
+          if (c.st_sm90 && bv == 64) {  // the state kernel in both of its Dv tiles
+            out.push_back(ks[1]);
+            ops::FwdConfig s = c;
+            s.st_siz_b_v = s.st_siz_b_v == 128 ? 64 : 128;
+            if (ops::check_fwd_sm90_config(s, p, dev).empty()) out.push_back(ops::fwd_kernels(p, s, dev)[1]);
+          }
           if (dt == DType::FP16 || v != 0) break;  // all Dv tiles once, in bf16 mLSTMsig
         }
       }
