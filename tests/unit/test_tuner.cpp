@@ -83,9 +83,8 @@ TEST_CASE("a small shared-memory limit prunes with a reason; budget caps; chunk 
   const Enumerated c128 = enumerate(Family::Forward, p, SpaceLimits{}, 0, 128);
   for (const Candidate& c : c128.kept) CHECK(c.config.at("chunk") == 128);
   // Register estimate: a 128 x (256 + 64) output block in 2 x 2 warps: 320 accumulators a thread.
-  Config big = fwd_default(p).to_config();
+  Config big = ops::chunkwise_fwd_config(p, ops::DeviceLimits::reference()).to_config();  // mma.sync
   big["siz_b_q"] = 128; big["siz_b_v"] = 256; big["siz_b_kv"] = 64; big["warps_m"] = 2; big["warps_n"] = 2;
-  big["engine"] = 0;
   CHECK(prune_reason(Family::Forward, big, p, SpaceLimits{}).find("accumulators") != std::string::npos);
 }
 
