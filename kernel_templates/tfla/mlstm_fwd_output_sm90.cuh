@@ -345,16 +345,20 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
         if (p.m_out) p.m_out[o] = mu[hh];
       }
     }
-    T* gH = static_cast<T*>(p.h) + x.b * p.h_sb + x.h * p.h_sh + v0 + 2 * cq;
+    // h: each quad writes 64 contiguous bytes per row and group of four 8-column blocks
+    T* gH = static_cast<T*>(p.h) + x.b * p.h_sb + x.h * p.h_sh + v0 + 8 * cq;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int gi = x.row0 + lrow + 8 * hh;
-      if (gi < S) {
-        T* row = gH + static_cast<long long>(gi) * p.h_ss;
+      T* row = gH + static_cast<long long>(gi) * p.h_ss;
 #pragma unroll
-        for (int j = 0; j < kAcc / 4; ++j)
-          *reinterpret_cast<u32*>(row + 8 * j) =
-              Elem<T>::pack2(acc[4 * j + 2 * hh] * inv[hh], acc[4 * j + 2 * hh + 1] * inv[hh]);
+      for (int j0 = 0; j0 < kAcc / 4; j0 += 4) {
+        u32 pr[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          pr[k] = Elem<T>::pack2(acc[4 * (j0 + k) + 2 * hh] * inv[hh], acc[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
+        const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
+        if (gi < S) *reinterpret_cast<uint4*>(row + 8 * j0) = y;
       }
     }
   }

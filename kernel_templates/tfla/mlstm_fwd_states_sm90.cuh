@@ -150,18 +150,28 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
     }
     named_bar_sync(1 + cw, 128);
   };
-  // C -> d16 (T) or d32 (fp32), whichever is given (row stride DV), pairs of columns per store.
+  // C -> d16 (T: 16 bytes per lane, the quad's 64 contiguous bytes per row through
+  // quad_transpose) or d32 (fp32, column pairs), whichever is given (row stride DV).
   auto store_acc = [&](T* d16, float* d32) {
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        const long long o = static_cast<long long>(row_base + 64 * mb + 16 * warp + g + 8 * hh) * DV + v0 + 2 * cq;
+        const long long o = static_cast<long long>(row_base + 64 * mb + 16 * warp + g + 8 * hh) * DV + v0;
+        if (d16) {
 #pragma unroll
-        for (int j = 0; j < kAcc / 4; ++j) {
-          const float x = acc[mb][4 * j + 2 * hh], y = acc[mb][4 * j + 2 * hh + 1];
-          if (d16) *reinterpret_cast<u32*>(d16 + o + 8 * j) = Elem<T>::pack2(x, y);
-          else *reinterpret_cast<float2*>(d32 + o + 8 * j) = make_float2(x, y);
+          for (int j0 = 0; j0 < kAcc / 4; j0 += 4) {
+            u32 pr[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+              pr[k] = Elem<T>::pack2(acc[mb][4 * (j0 + k) + 2 * hh], acc[mb][4 * (j0 + k) + 2 * hh + 1]);
+            *reinterpret_cast<uint4*>(d16 + o + 8 * (j0 + cq)) = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < kAcc / 4; ++j)
+            *reinterpret_cast<float2*>(d32 + o + 2 * cq + 8 * j) =
+                make_float2(acc[mb][4 * j + 2 * hh], acc[mb][4 * j + 2 * hh + 1]);
         }
       }
   };

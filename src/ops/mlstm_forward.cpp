@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "ops/kernel_memo.hpp"
 #include "ops/params_fill.hpp"
@@ -126,43 +124,9 @@ KernelMemo<3>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel
   });
 }
 
-// Why the sm90 engine's TMA cannot read the inputs as given ("" when it can): tensor maps need
-// 16-byte aligned base addresses and byte strides.
-std::string tma_unfit(const MlstmFwdParams& prm) {
-  struct In {
-    const char* name;
-    const void* ptr;
-    long long sb, sh, ss;
-  };
-  for (const In& x : {In{"q", prm.q, prm.q_sb, prm.q_sh, prm.q_ss}, In{"k", prm.k, prm.k_sb, prm.k_sh, prm.k_ss},
-                      In{"v", prm.v, prm.v_sb, prm.v_sh, prm.v_ss}}) {
-    if (reinterpret_cast<uintptr_t>(x.ptr) % 16) return std::string(x.name) + " is not 16-byte aligned";
-    if (x.sb % 8 || x.sh % 8 || x.ss % 8) return std::string(x.name) + "'s strides are not multiples of 8 elements";
-  }
-  return {};
-}
-
-// The mma.sync selection that runs a call the sm90 selection `sel` cannot (inputs TMA cannot
-// read): the same chunk and state tiles (a saved buffer's layout depends on the chunk only), the
-// mma.sync default's output tiles (and its state kernel when `sel` runs the sm90 one). Memoized per selection (selections live in their memo).
-const FwdSelection& mma_twin(const MlstmProblem& p, const FwdSelection& sel) {
-  static std::mutex mu;
-  static std::unordered_map<const FwdSelection*, FwdSelection> twins;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = twins.find(&sel);
-  if (it != twins.end()) return it->second;
-  FwdConfig c = chunkwise_fwd_config(p, current_limits(), sel.cfg.chunk);
-  if (!sel.cfg.st_sm90) {
-    c.st_siz_b_k = sel.cfg.st_siz_b_k;
-    c.st_siz_b_v = sel.cfg.st_siz_b_v;
-    c.st_sub = sel.cfg.st_sub;
-    c.st_warps_m = sel.cfg.st_warps_m;
-    c.st_warps_n = sel.cfg.st_warps_n;
-  }
-  return twins.emplace(&sel, selection_of(p, c)).first->second;
-}
-
-// A 16-bit (D, S, NH, B) tensor as TMA sees it: boxes of 64 features by `rows` positions.
+// A 16-bit (D, S, NH, B) tensor as TMA sees it: boxes of 64 features by `rows` positions. The
+// tensor checks above guarantee what tensor maps need (and the sm90 kernels' 16-byte stores of
+// h): 16-byte aligned addresses and strides.
 rt::TensorMapSpec bshd_map(const void* base, DType dt, int64_t d, const MlstmProblem& p, long long sb,
                            long long sh, long long ss, unsigned rows) {
   rt::TensorMapSpec s;
@@ -266,15 +230,6 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   }
 
   rt::ensure_context();
-  if (cfg.engine == Engine::Sm90) {
-    MlstmFwdParams io{};
-    fill_inputs(io, t, p);
-    if (const std::string why = tma_unfit(io); !why.empty()) {
-      log_debug("forward: {}; the mma.sync engine runs this call", why);
-      run_forward(p, t, o, mma_twin(p, sel));
-      return;
-    }
-  }
   const auto kernels = fwd_loaded(p, sel);
   CUstream stream = static_cast<CUstream>(o.stream);
   if (cfg.parallel()) {
