@@ -23,9 +23,19 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
   Config default_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) const override {
     return sm90_fwd_config(p, dev, chunk).to_config();
   }
-  std::vector<Axis> axes(const MlstmProblem&) const override {
-    return {values("chunk", {128, 256, 512}), values("siz_b_v", {64, 128, 256}), values("st_sm90", {1, 0}),
-            state_blocks("st_"), values("st_sub", {32, 64})};
+  // The state kernel is one axis: the sm90 kernel in its two Dv tiles (where Dqk is 128 or 256)
+  // or the mma.sync kernel in its blocks and sub-block lengths.
+  std::vector<Axis> axes(const MlstmProblem& p) const override {
+    Axis states;
+    if (p.Dqk % 128 == 0)
+      for (int64_t bv : {128, 64}) states.push_back({{"st_sm90", 1}, {"st_siz_b_k", p.Dqk}, {"st_siz_b_v", bv}});
+    for (Config c : state_blocks("st_"))
+      for (int64_t sub : {64, 32}) {
+        c["st_sm90"] = 0;
+        c["st_sub"] = sub;
+        states.push_back(c);
+      }
+    return {values("chunk", {128, 256, 512}), values("siz_b_v", {64, 128, 256}), std::move(states)};
   }
 };
 
