@@ -38,24 +38,30 @@ struct MlstmFwdSm90Params {
   int tiles;    // v_tiles * q_tiles * B * NH
 };
 
-// ---- forward chunk states (mlstm_fwd_states_sm90.cuh) ---------------------------------------
-// A CTA walks one head's sequence for BV columns of C and all Dqk rows (two consumer warpgroups
-// of Dqk / 2 rows); each ring slot holds a 64-row sub-block of K (64 x Dqk) and of V (64 x BV).
-struct FwdStatesSm90Shape {
+// ---- chunk-state walks (sm90_state_walk.cuh): the forward's states, the backward's dC --------
+// A CTA walks one head's sequence for BV columns of the state and all Dqk rows (two consumer
+// warpgroups of Dqk / 2 rows); each ring slot holds a 64-row sub-block of A (64 x Dqk: K or Q)
+// and of B (64 x BV: V or dH).
+struct StateWalkSm90Shape {
   static constexpr int kSub = 64;
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * (1 + kConsumers);
 };
-TFLA_HD constexpr int fwd_states_sm90_slot_bytes(int dqk, int bv) { return (dqk + bv) * 64 * 2; }
-// 1024 bytes of alignment slack, the ring, the n partials (1024 floats per consumer warpgroup:
-// one per thread and column it scales), the barriers (full and empty per slot).
-TFLA_HD constexpr int fwd_states_sm90_smem_bytes(int dqk, int bv, int stages) {
-  return 1024 + stages * fwd_states_sm90_slot_bytes(dqk, bv) + 2 * 1024 * 4 + 2 * stages * 8;
+TFLA_HD constexpr int state_walk_sm90_slot_bytes(int dqk, int bv) { return (dqk + bv) * 64 * 2; }
+// 1024 bytes of alignment slack, the ring, the reductions (1024 floats per consumer warpgroup:
+// one per thread and scaled column; 8 per-warp sums), the barriers (full and empty per slot).
+TFLA_HD constexpr int state_walk_sm90_smem_bytes(int dqk, int bv, int stages) {
+  return 1024 + stages * state_walk_sm90_slot_bytes(dqk, bv) + (2 * 1024 + 8) * 4 + 2 * stages * 8;
 }
 struct MlstmFwdStatesSm90Params {
   TmaDesc k;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}, 128B swizzle
   TmaDesc v;  // dims {Dv, S, NH, B}, box {64, 64, 1, 1}
   MlstmFwdParams p;
+};
+struct MlstmBwdDstatesSm90Params {
+  TmaDesc q;   // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}, 128B swizzle
+  TmaDesc dh;  // dims {Dv, S, NH, B}, box {64, 64, 1, 1}
+  MlstmBwdParams p;
 };
 
 }  // namespace tfla

@@ -5,6 +5,7 @@
 #include "ops/config_keys.hpp"
 #include "ops/render_args.hpp"
 #include "tfla/mlstm_params.cuh"
+#include "tfla/mlstm_sm90_params.cuh"
 
 namespace tfla::ops {
 namespace {
@@ -53,6 +54,8 @@ const KeyTable<BwdConfig>& table() {
       {{"siz_b_kc", 16, 512, "contraction rows per staged state block"}, &BwdConfig::siz_b_kc},
       {{"warps_m", 1, 16, "tile kernel warps along the rows"}, &BwdConfig::warps_m},
       {{"warps_n", 1, 16, "tile kernel warps along the columns"}, &BwdConfig::warps_n},
+      {{"st_sm90", 0, 1, "recompute state kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::st_sm90},
+      {{"ds_sm90", 0, 1, "dC kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::ds_sm90},
   });
   return t;
 }
@@ -63,7 +66,7 @@ const std::vector<KeyDef>& BwdConfig::key_defs() { return table().defs(); }
 Config BwdConfig::to_config() const {
   Config c = table().to_config(*this);
   c[kFormKey] = parallel() ? 1 : 0;
-  if (engine != Engine::MmaSync) c[kEngineKey] = static_cast<int64_t>(engine);
+  c[kEngineKey] = static_cast<int64_t>(engine);
   return c;
 }
 
@@ -209,7 +212,8 @@ namespace {
 // full rule, with its device limits).
 std::string check_bwd_tiles(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
-  if (c.engine != Engine::MmaSync) return "engine=1 (sm90) has no backward kernels in this build";
+  if (c.engine != Engine::MmaSync) return "an sm90 config given to the mma.sync engine";
+  if (c.st_sm90 || c.ds_sm90) return "st_sm90=1 and ds_sm90=1 need the sm90 engine (engine=1)";
   if (c.parallel()) {
     if (c.chunk < 16 || c.chunk % 16) return "chunk must be a positive multiple of 16";
     if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
@@ -295,18 +299,20 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
   return {
       rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
                  {arg(c.chunk), "256", arg(exp), G}, 256, 0, false),
-      rt::with_min_blocks(
-          rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
-                     "tfla::MlstmFwdParams",
-                     {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
-                      arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), "false"},
-                     32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
-          fwd_states_min_blocks(rc, p, dev)),
-      rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates",
-                 "tfla::MlstmBwdParams",
-                 {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.ds_siz_b_k), arg(c.ds_siz_b_v),
-                  arg(c.ds_sub), arg(c.ds_warps_m), arg(c.ds_warps_n), arg(exp)},
-                 32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
+      c.st_sm90 ? fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v)
+                : rt::with_min_blocks(
+                      rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
+                                 "tfla::MlstmFwdParams",
+                                 {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
+                                  arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), "false"},
+                                 32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
+                      fwd_states_min_blocks(rc, p, dev)),
+      c.ds_sm90 ? bwd_dstates_sm90_kernel(p, c.chunk, c.ds_siz_b_v)
+                : rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates",
+                             "tfla::MlstmBwdParams",
+                             {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.ds_siz_b_k), arg(c.ds_siz_b_v),
+                              arg(c.ds_sub), arg(c.ds_warps_m), arg(c.ds_warps_n), arg(exp)},
+                             32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
       tile(0),
       tile(1),
       tile(2),
@@ -315,6 +321,65 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
       rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
                  "tfla::MlstmBwdParams", {G, arg(c.chunk), "256"}, 256, 0, false),
   };
+}
+
+}  // namespace tfla::ops
+
+namespace tfla::ops {
+
+std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
+  if (dev.arch != "sm_90a") return "the sm90 engine needs an sm_90a device (this one is " + dev.arch + ")";
+  if (p.dtype != DType::BF16 && p.dtype != DType::FP16) return "the sm90 engine takes bf16 or fp16 inputs";
+  if (p.Dqk % 128 || p.Dqk > 256) return "the sm90 engine's backward needs Dqk 128 or 256";
+  if (p.Dv % 64) return "the sm90 engine's backward needs Dv a multiple of 64";
+  if (state_walk_sm90_smem(p, 64) > dev.smem_optin_bytes)
+    return "the sm90 engine's state kernels need " + std::to_string(state_walk_sm90_smem(p, 64)) +
+           " bytes of shared memory per block; the device allows " + std::to_string(dev.smem_optin_bytes);
+  return {};
+}
+
+// Why: the chunk of the sm90 forward's default, the mma.sync default's gradient tiles for it,
+// and both chunk-state walks on the engine in the Dv tiles the forward's state kernel takes.
+// The family is not the backward's default: measured on an H200 (2026-11-30, `tfla bench
+// backward --variant sig`, paper shape, against the mma.sync backward in the same device call)
+// it ran 7.629 ms against 7.298 at S = 8192 and 11.594 against 8.918 at S = 65536 (B = 1, where a
+// walk has 64 CTAs of one per SM); it runs when pinned (engine=1) or tuned.
+BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
+  const int ch = chunk > 0 ? chunk : sm90_fwd_config(p, dev).chunk;
+  BwdConfig c = chunkwise_bwd_config(p, dev, ch);
+  c.engine = Engine::Sm90;
+  const int bv = state_walk_sm90_bv(p, dev);
+  if (check_state_walk_sm90(p, dev, c.chunk, static_cast<int>(p.Dqk), bv, "st").empty()) {
+    c.st_sm90 = c.ds_sm90 = 1;
+    c.st_siz_b_k = c.ds_siz_b_k = static_cast<int>(p.Dqk);
+    c.st_siz_b_v = c.ds_siz_b_v = bv;
+  }
+  return c;
+}
+
+std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
+  if (c.parallel()) return "the sm90 engine has no parallel-form backward";
+  if (std::string why = sm90_bwd_serves(p, dev); !why.empty()) return why;
+  if (c.st_sm90)
+    if (std::string r = check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st"); !r.empty()) return r;
+  if (c.ds_sm90)
+    if (std::string r = check_state_walk_sm90(p, dev, c.chunk, c.ds_siz_b_k, c.ds_siz_b_v, "ds"); !r.empty()) return r;
+  // The rest is the mma.sync family's: its rule over the config with the engine's state kernels
+  // swapped for the mma.sync default's.
+  BwdConfig m = c;
+  m.engine = Engine::MmaSync;
+  m.st_sm90 = m.ds_sm90 = 0;
+  const BwdConfig d = chunkwise_bwd_config(p, dev, c.chunk);
+  if (c.st_sm90) {
+    m.st_siz_b_k = d.st_siz_b_k; m.st_siz_b_v = d.st_siz_b_v; m.st_sub = d.st_sub;
+    m.st_warps_m = d.st_warps_m; m.st_warps_n = d.st_warps_n;
+  }
+  if (c.ds_sm90) {
+    m.ds_siz_b_k = d.ds_siz_b_k; m.ds_siz_b_v = d.ds_siz_b_v; m.ds_sub = d.ds_sub;
+    m.ds_warps_m = d.ds_warps_m; m.ds_warps_n = d.ds_warps_n;
+  }
+  return check_bwd_config(m, p, dev);
 }
 
 }  // namespace tfla::ops

@@ -23,6 +23,9 @@ struct BwdConfig {
   int siz_b_nv = 128;  // gradient columns per CTA for dV (a Dv tile)
   int siz_b_kc = 64;   // contraction rows per staged state block
   int warps_m = 2, warps_n = 4;
+  // 1: the recompute's state kernel / the dC kernel on the sm90 engine (bwd.chunkwise.sm90 only;
+  // all Dqk rows per CTA, st_siz_b_v / ds_siz_b_v columns); 0: mma.sync with the tiles above
+  int st_sm90 = 0, ds_sm90 = 0;
   // the parallel form keeps no states: no initial states, dC_last, dC0 or saved buffer
   Form form = Form::Chunkwise;
   Engine engine = Engine::MmaSync;
@@ -47,6 +50,16 @@ std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p, const 
 // dV, local gate gradients, df; parallel: the tile kernel, the gate gradients).
 std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& cfg, const DeviceLimits& dev);
 int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p);
+
+// The sm90 engine (bwd.chunkwise.sm90): the chunk-state kernels (recompute and dC) on TMA and
+// wgmma, the gradient tile kernels of the mma.sync family. It serves sm_90a devices with 16-bit
+// inputs, Dqk 128 or 256 and Dv a multiple of 64 ("" then, else why not).
+std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
+// Its default (chunk > 0 fixes the chunk length; 0: the sm90 forward's default chunk).
+BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk = 0);
+// Its acceptance rule: the sm90 state kernels' rules where st_sm90 / ds_sm90 are set, the
+// mma.sync family's for everything else.
+std::string check_bwd_sm90_config(const BwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
 // mode: 0 dQ, 1 dK, 2 dV (the parallel form adds its gate scan)
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
 // CTAs per SM a gradient tile kernel's launch bounds ask for: 2 where two fit the shared memory

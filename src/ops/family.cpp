@@ -122,7 +122,8 @@ const std::vector<const Family*>& families() {
   static const std::vector<const Family*> all{
       &fwd_parallel_family(), &fwd_chunkwise_sm90_family(),  // forward: parallel where preferred,
       &fwd_chunkwise_family(),                               // then the device's engine
-      &bwd_parallel_family(), &bwd_chunkwise_family(),  // backward: likewise
+      &bwd_parallel_family(), &bwd_chunkwise_sm90_family(),  // backward: likewise
+      &bwd_chunkwise_family(),
       &step_family(),
   };
   return all;
@@ -164,24 +165,28 @@ Resolved resolve(Op op, const MlstmProblem& p, const DeviceLimits& dev, const Co
   tiles.erase(kFormKey);
   tiles.erase(kEngineKey);
   const Family* chosen = nullptr;
+  const Family* serving = nullptr;
   const Family* fallback = nullptr;
   for (const Family* f : families_of(op)) {
     if (form_sel >= 0 && (f->form() == Form::Parallel) != (form_sel == 1)) continue;
     if (form_sel < 0 && chunk_pinned && f->form() == Form::Parallel) continue;
     if (engine_sel >= 0 && (f->engine() == Engine::Sm90) != (engine_sel == 1)) continue;
     if (!fallback) fallback = f;
-    // A pinned form takes the first family of it that serves p (the device's engine first);
-    // else the first that serves and prefers p. Without a pinned engine, a family that would
-    // reject the pinned tiles (a chunk the sm90 engine does not take) gives way to the next.
-    if (f->serves(p, dev).empty() && (form_sel >= 0 || f->preferred(p, dev))) {
-      if (engine_sel < 0 && !tiles.empty() && f->engine() != Engine::MmaSync &&
-          !f->reject(f->complete(p, dev, tiles), p, dev).empty())
-        continue;
+    if (!f->serves(p, dev).empty()) continue;
+    // Without a pinned engine, a family that would reject the pinned tiles (a chunk the sm90
+    // engine does not take) gives way to the next.
+    if (engine_sel < 0 && !tiles.empty() && f->engine() != Engine::MmaSync &&
+        !f->reject(f->complete(p, dev, tiles), p, dev).empty())
+      continue;
+    // The first family that serves and prefers p; with a pinned form or engine, else the first of
+    // those that serves it (the parallel form for long sequences, a non-default engine).
+    if (f->preferred(p, dev)) {
       chosen = f;
       break;
     }
+    if ((form_sel >= 0 || engine_sel >= 0) && !serving) serving = f;
   }
-  if (!chosen) chosen = fallback;
+  if (!chosen) chosen = serving ? serving : fallback;
   if (!chosen)
     throw Error(ErrorCode::InvalidArgument,
                 std::string("no ") + to_string(op) + " kernels for " + (engine_sel == 1 ? "engine=1 (sm90)" : "this request") +

@@ -114,8 +114,9 @@ struct Resolved {
   Config config;  // full: every key of family->keys(), plus the form/engine selectors
 };
 // The family and full config for `pinned` (a caller's or a tuned config; empty = the default):
-// the form and engine keys pick the family (a pinned chunk alone means the chunkwise form), else
-// the first preferred family that serves p; the pinned tile keys go over that family's default.
+// the form and engine keys narrow the families (a pinned chunk alone means the chunkwise form);
+// of those, the first that serves and prefers p, else (a pinned form or engine) the first that
+// serves it; the pinned tile keys go over that family's default.
 // Throws InvalidArgument for unknown keys (naming the known ones), out-of-range values, or a
 // pinned family that does not exist. The config is not checked: ask family->reject.
 Resolved resolve(Op op, const MlstmProblem& p, const DeviceLimits& dev, const Config& pinned);

@@ -331,14 +331,19 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   c.engine = Engine::Sm90;
   c.siz_b_q = FwdOutputSm90Shape::kBQ;
   c.siz_b_kv = FwdOutputSm90Shape::kBKV;
-  // The state kernel on the engine where Dqk is 128 or 256: 128-column CTAs, 64-column ones when
-  // those would leave SMs idle (fewer CTAs than SMs).
-  if (p.Dqk % 128 == 0 && p.Dv % 64 == 0) {
+  // The state kernel on the engine where Dqk is 128 or 256 and its CTAs (one per SM, each walking
+  // the whole sequence for all Dqk rows) fill the SMs: 128-column CTAs, 64-column ones when those
+  // would leave SMs idle. With fewer heads (long sequences at constant tokens) the mma.sync state
+  // kernel's smaller blocks, two per SM, spread the walk wider. (H200, paper shape, S = 8192, two
+  // device calls of one session: forward 1.98 ms with it, 2.10 with the mma.sync state kernel. At
+  // S = 65536, B = 1 the backward with both sm90 walks ran 11.59 ms against 8.92 with the
+  // mma.sync ones, in one call.)
+  if (p.B * p.NH * (p.Dv / 64) >= dev.sm_count) {
     FwdConfig s = c;
     s.st_sm90 = 1;
     s.st_siz_b_k = static_cast<int>(p.Dqk);
-    s.st_siz_b_v = p.Dv % 128 == 0 && p.B * p.NH * (p.Dv / 128) >= dev.sm_count ? 128 : 64;
-    if (fwd_states_sm90_smem(s, p) <= dev.smem_optin_bytes) c = s;
+    s.st_siz_b_v = state_walk_sm90_bv(p, dev);
+    if (check_state_walk_sm90(p, dev, s.chunk, s.st_siz_b_k, s.st_siz_b_v, "st").empty()) c = s;
   }
   c.siz_b_v = 64;
   for (int bv : {256, 128}) {
@@ -360,20 +365,51 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
     return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
   if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
-  if (c.st_sm90) {
-    if (p.Dqk % 128) return "st_sm90=1: the sm90 state kernel needs Dqk 128 or 256";
-    if (c.st_siz_b_k != p.Dqk) return "st_sm90=1: st_siz_b_k must be Dqk (one CTA holds every Dqk row)";
-    if ((c.st_siz_b_v != 64 && c.st_siz_b_v != 128) || p.Dv % c.st_siz_b_v)
-      return "st_sm90=1: st_siz_b_v must be 64 or 128 and divide Dv";
-    if (c.chunk % FwdStatesSm90Shape::kSub) return "st_sm90=1: chunk must be a multiple of 64";
-    return over_smem(fwd_states_sm90_smem(c, p), "state kernel", dev);
-  }
+  if (c.st_sm90) return check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st");
   if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
   return check_fwd_state_limits(c, p, dev);
 }
 
-int fwd_states_sm90_smem(const FwdConfig& c, const MlstmProblem& p) {
-  return fwd_states_sm90_smem_bytes(static_cast<int>(p.Dqk), c.st_siz_b_v, kFwdStatesSm90Stages);
+
+int state_walk_sm90_smem(const MlstmProblem& p, int bv) {
+  return state_walk_sm90_smem_bytes(static_cast<int>(p.Dqk), bv, kFwdStatesSm90Stages);
+}
+
+int state_walk_sm90_bv(const MlstmProblem& p, const DeviceLimits& dev) {
+  return p.Dv % 128 == 0 && p.B * p.NH * (p.Dv / 128) >= dev.sm_count ? 128 : 64;
+}
+
+std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int siz_b_k, int bv,
+                                  const char* what) {
+  const std::string k = std::string(what) + "_sm90=1: ";
+  if (dev.arch != "sm_90a") return k + "the sm90 engine needs an sm_90a device (this one is " + dev.arch + ")";
+  if (p.dtype != DType::BF16 && p.dtype != DType::FP16) return k + "the sm90 engine takes bf16 or fp16 inputs";
+  if (p.Dqk % 128 || p.Dqk > 256) return k + "the sm90 state kernels need Dqk 128 or 256";
+  if (siz_b_k != p.Dqk) return k + what + "_siz_b_k must be Dqk (one CTA holds every Dqk row)";
+  if ((bv != 64 && bv != 128) || p.Dv % bv) return k + what + "_siz_b_v must be 64 or 128 and divide Dv";
+  if (chunk % StateWalkSm90Shape::kSub) return k + "chunk must be a multiple of 64";
+  return over_smem(state_walk_sm90_smem(p, bv), "state kernel", dev);
+}
+
+rt::KernelSpec fwd_states_sm90_kernel(const MlstmProblem& p, int chunk, int bv) {
+  // __launch_bounds__(384, 1), as the output kernel: setmaxnreg moves registers to the consumers.
+  return rt::with_min_blocks(
+      rt::render("mlstm_fwd_states_sm90", "tfla/mlstm_fwd_states_sm90.cuh", "tfla::mlstm_fwd_states_sm90",
+                 "tfla::MlstmFwdStatesSm90Params",
+                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(chunk), arg(bv), arg(kFwdStatesSm90Stages),
+                  arg(p.variant == Variant::Exp)},
+                 StateWalkSm90Shape::kThreads, state_walk_sm90_smem(p, bv)),
+      1);
+}
+
+rt::KernelSpec bwd_dstates_sm90_kernel(const MlstmProblem& p, int chunk, int bv) {
+  return rt::with_min_blocks(
+      rt::render("mlstm_bwd_dstates_sm90", "tfla/mlstm_bwd_dstates_sm90.cuh", "tfla::mlstm_bwd_dstates_sm90",
+                 "tfla::MlstmBwdDstatesSm90Params",
+                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(chunk), arg(bv), arg(kFwdStatesSm90Stages),
+                  arg(p.variant == Variant::Exp)},
+                 StateWalkSm90Shape::kThreads, state_walk_sm90_smem(p, bv)),
+      1);
 }
 
 std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev) {
@@ -404,12 +440,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
       rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
                  {arg(c.chunk), "256", arg(exp), device_type(p.gate_dtype)}, 256, 0, false),
       c.st_sm90
-          ? rt::with_min_blocks(rt::render("mlstm_fwd_states_sm90", "tfla/mlstm_fwd_states_sm90.cuh",
-                                           "tfla::mlstm_fwd_states_sm90", "tfla::MlstmFwdStatesSm90Params",
-                                           {T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_v),
-                                            arg(kFwdStatesSm90Stages), arg(exp)},
-                                           FwdStatesSm90Shape::kThreads, fwd_states_sm90_smem(c, p)),
-                                1)
+          ? fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v)
           : rt::with_min_blocks(
                 rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
                            "tfla::MlstmFwdParams",

@@ -76,7 +76,17 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
 // fixed), the state kernel the st_* keys; siz_b_kc and the warp grid are unused.
 std::string check_fwd_sm90_config(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
 int fwd_output_sm90_smem(const FwdConfig& cfg, const MlstmProblem& p);
-int fwd_states_sm90_smem(const FwdConfig& cfg, const MlstmProblem& p);
+// The sm90 chunk-state walks for p (kernel_templates/tfla/sm90_state_walk.cuh): the forward's
+// state kernel and the backward's dC kernel, BV columns of the state per CTA.
+int state_walk_sm90_smem(const MlstmProblem& p, int bv);
+rt::KernelSpec fwd_states_sm90_kernel(const MlstmProblem& p, int chunk, int bv);
+rt::KernelSpec bwd_dstates_sm90_kernel(const MlstmProblem& p, int chunk, int bv);
+// The Dv tile of the state walks' default: 128 columns, 64 where 128 would leave SMs idle.
+int state_walk_sm90_bv(const MlstmProblem& p, const DeviceLimits& dev);
+// "" when a state walk of bv columns runs p (Dqk 128 or 256, bv 64 or 128 dividing Dv, the
+// chunk a multiple of 64, shared memory); `what` names the keys in the reason.
+std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int siz_b_k, int bv,
+                                  const char* what);
 // Its state kernel's ring depth: four slots of a 64-row K and V sub-block.
 inline constexpr int kFwdStatesSm90Stages = 4;
 

@@ -7,6 +7,7 @@
 #include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
 #include "ops/saved_states.hpp"
+#include "ops/sm90_maps.hpp"
 #include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
@@ -76,7 +77,7 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
                   static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m,
                   c.st_warps_n, c.ds_siz_b_k, c.ds_siz_b_v, c.ds_sub, c.ds_warps_m, c.ds_warps_n, c.siz_b_r,
-                  c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n};
+                  c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n, c.st_sm90, c.ds_sm90};
   return s;
 }
 
@@ -273,9 +274,19 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   try {
     if (!saved) {
       k_gates.launch({nc, bh, 1}, stream, &f, sizeof(f));
-      k_states.launch({u(p.Dv / cfg.st_siz_b_v), u(p.Dqk / cfg.st_siz_b_k), bh}, stream, &f, sizeof(f));
+      if (cfg.st_sm90) {
+        const MlstmFwdStatesSm90Params sp = fwd_states_sm90_params(p, f);
+        k_states.launch({u(p.Dv / cfg.st_siz_b_v), bh, 1}, stream, &sp, sizeof(sp));
+      } else {
+        k_states.launch({u(p.Dv / cfg.st_siz_b_v), u(p.Dqk / cfg.st_siz_b_k), bh}, stream, &f, sizeof(f));
+      }
     }
-    k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), u(p.Dqk / cfg.ds_siz_b_k), bh}, stream, &g, sizeof(g));
+    if (cfg.ds_sm90) {
+      const MlstmBwdDstatesSm90Params sp = bwd_dstates_sm90_params(p, g);
+      k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), bh, 1}, stream, &sp, sizeof(sp));
+    } else {
+      k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), u(p.Dqk / cfg.ds_siz_b_k), bh}, stream, &g, sizeof(g));
+    }
     const unsigned rows = u((p.S + cfg.siz_b_r - 1) / cfg.siz_b_r);
     k_dq.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));
     k_dk.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));

@@ -8,6 +8,7 @@
 #include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
 #include "ops/saved_states.hpp"
+#include "ops/sm90_maps.hpp"
 #include "ops/tuned_config.hpp"
 #include "ops/workspace.hpp"
 #include "runtime/device.hpp"
@@ -122,30 +123,6 @@ KernelMemo<3>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel
     while (specs.size() < 3) specs.push_back(specs.back());  // the parallel form has one
     return specs;
   });
-}
-
-// A 16-bit (D, S, NH, B) tensor as TMA sees it: boxes of 64 features by `rows` positions. The
-// tensor checks above guarantee what tensor maps need (and the sm90 kernels' 16-byte stores of
-// h): 16-byte aligned addresses and strides.
-rt::TensorMapSpec bshd_map(const void* base, DType dt, int64_t d, const MlstmProblem& p, long long sb,
-                           long long sh, long long ss, unsigned rows) {
-  rt::TensorMapSpec s;
-  s.base = base;
-  s.dtype = dt;
-  s.rank = 4;
-  s.dims[0] = static_cast<uint64_t>(d);
-  s.dims[1] = static_cast<uint64_t>(p.S);
-  s.dims[2] = static_cast<uint64_t>(p.NH);
-  s.dims[3] = static_cast<uint64_t>(p.B);
-  s.strides[1] = static_cast<uint64_t>(ss) * 2;
-  s.strides[2] = static_cast<uint64_t>(sh) * 2;
-  s.strides[3] = static_cast<uint64_t>(sb) * 2;
-  s.box[0] = 64;
-  s.box[1] = rows;
-  s.box[2] = 1;
-  s.box[3] = 1;
-  s.swizzle = 128;
-  return s;
 }
 
 // The sm90 output kernel's launch: tensor maps over q, k, v and the chunk states, then one
@@ -269,10 +246,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   try {
     k_gates.launch({static_cast<unsigned>(prm.NC), bh, 1}, stream, &prm, sizeof(prm));
     if (cfg.st_sm90) {
-      MlstmFwdStatesSm90Params sp{};
-      sp.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, FwdStatesSm90Shape::kSub));
-      sp.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, FwdStatesSm90Shape::kSub));
-      sp.p = prm;
+      const MlstmFwdStatesSm90Params sp = fwd_states_sm90_params(p, prm);
       k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v), bh, 1}, stream, &sp, sizeof(sp));
     } else {
       k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v),

@@ -5,13 +5,14 @@
 // library's, a non-default stream, a strided (B, S, NH, D) layout, initial states, last states,
 // dC_last, a saved-states buffer handed from the forward to the backward. Chunkwise cases run
 // on each forward engine that serves them (mma.sync always; sm90 on sm_90a for 16-bit inputs,
-// head dims and chunks it takes).
+// head dims and chunks it takes; the backward on sm90 where its engine serves the case too).
 #include "tfla_catch.hpp"
 #include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "gpu_test_util.hpp"
+#include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
 #include "ops/fwd_config.hpp"
 #include "reference/reference.hpp"
@@ -165,7 +166,12 @@ void run_case(const Case& c, uint64_t seed) {
     fo.workspace = fws.get();
     fo.workspace_bytes = fws.bytes();
   }
-  if (c.engine >= 0) fo.config["engine"] = c.engine;  // the backward has one engine
+  if (c.engine >= 0) fo.config["engine"] = c.engine;
+  if (c.engine == 1 && c.Dqk % 128 == 0) {  // the sm90 state kernel (by default only with many heads)
+    fo.config["st_sm90"] = 1;
+    fo.config["st_siz_b_k"] = c.Dqk;
+    fo.config["st_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
+  }
   mlstm_forward(p, t, fo);
   stream.sync();
 
@@ -211,6 +217,9 @@ void run_case(const Case& c, uint64_t seed) {
   bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
   if (saved) { bt.saved = saved_buf.get(); bt.saved_bytes = saved_buf.bytes(); }
   LaunchOptions bo = o;
+  // the backward's engine too where it serves the case (the sm90 backward takes fewer head sizes)
+  if (c.engine == 0 || (c.engine == 1 && ops::sm90_bwd_serves(p, ops::current_limits()).empty()))
+    bo.config["engine"] = c.engine;
   cli::DeviceBuffer bws;
   if (c.opts & kCallerWs) {
     bws = test::poisoned(std::max<size_t>(mlstm_backward_workspace_size(p, o.config, saved), 256));
@@ -350,7 +359,7 @@ TEST_CASE("forward and backward on small shapes of every dtype and variant (run 
     }
 }
 
-TEST_CASE("the sm90 forward engine over its edge cases", "[gpu][ops][sm90]") {
+TEST_CASE("the sm90 engine over its edge cases", "[gpu][ops][sm90]") {
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
   uint64_t seed = 9000;
   for (const Case& c : std::vector<Case>{
@@ -363,6 +372,11 @@ TEST_CASE("the sm90 forward engine over its edge cases", "[gpu][ops][sm90]") {
            {false, CW, G, true, bf, 2, 2, 1000, 512, 256, 512, kInit | kLast},
            {false, CW, E, true, bf, 1, 2, 2000, 256, 64, 512, kExtreme | kCallerWs | kStream},
            {true, CW, E, true, bf, 1, 2, 700, 256, 128, 256, kSaved | kInit | kDcLast},
+           // the backward's chunk-state walks (recompute and dC)
+           {true, CW, E, true, bf, 1, 1, 129, 128, 256, 256, kInit | kLast | kDcLast | kExtreme},
+           {true, CW, G, true, hf, 2, 2, 1000, 256, 128, 192, kDcLast | kBshd},
+           {true, CW, G, false, bf, 1, 1, 63, 128, 128, 64, kDcLast},
+           {true, CW, E, true, bf, 1, 2, 2000, 512, 256, 512, kInit | kDcLast | kCallerWs},
        }) {
     Case x = c;
     x.engine = 1;
@@ -421,4 +435,61 @@ TEST_CASE("the two forward engines agree at the paper's head size, and sm90 reru
     }
     CHECK(differing == 0);
   }
+}
+
+TEST_CASE("the two backward engines agree at the paper's head size, and sm90 reruns are bitwise equal",
+          "[gpu][ops][sm90]") {
+  MlstmProblem p;
+  p.B = 1; p.NH = 4; p.S = 4096; p.Dqk = 256; p.Dv = 512;
+  p.dtype = DType::BF16;
+  p.gate_dtype = DType::FP32;
+  p.variant = Variant::Exp;
+  p.normalize = true;
+  if (!ops::sm90_bwd_serves(p, ops::current_limits()).empty()) {
+    WARN("the sm90 engine does not serve this device");
+    return;
+  }
+  ref::Inputs in = ref::random_inputs({p.B, p.NH, p.S, p.Dqk, p.Dv}, 77);
+  std::vector<double> dh = ref::random_inputs({p.B, p.NH, p.S, p.Dv, p.Dv}, 78).v;
+  auto q = test::upload(in.q, p.dtype), k = test::upload(in.k, p.dtype), v = test::upload(in.v, p.dtype);
+  auto dhd = test::upload(dh, p.dtype);
+  auto ig = test::upload(in.i, DType::FP32), fg = test::upload(in.f, DType::FP32);
+  const size_t n_qk = static_cast<size_t>(p.B * p.NH * p.S * p.Dqk), n_v = static_cast<size_t>(p.B * p.NH * p.S * p.Dv),
+               n_g = static_cast<size_t>(p.B * p.NH * p.S);
+  auto h = test::poisoned(n_v * 2), norm = test::poisoned(n_g * 4);
+  ForwardTensors t;
+  t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+  t.norm = norm.as<float>();
+  LaunchOptions fo;
+  fo.config = {{"chunk", 256}, {"engine", 0}};
+  mlstm_forward(p, t, fo);
+  // dq, dk, dv (bf16 words) then di, df (fp32 words) of one backward
+  auto grads = [&](int engine) {
+    auto dq = test::poisoned(n_qk * 2), dk = test::poisoned(n_qk * 2), dv = test::poisoned(n_v * 2);
+    auto di = test::poisoned(n_g * 4), df = test::poisoned(n_g * 4);
+    BackwardTensors bt;
+    bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dhd.get();
+    bt.norm = norm.as<float>();
+    bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+    LaunchOptions bo;
+    bo.config = {{"chunk", 256}, {"engine", engine}};
+    mlstm_backward(p, bt, bo);
+    cli::synchronize();
+    std::vector<std::vector<double>> out;
+    for (auto* b : {&dq, &dk, &dv}) out.push_back(test::download(*b, p.dtype));
+    for (auto* b : {&di, &df}) out.push_back(test::download(*b, DType::FP32));
+    return out;
+  };
+  const auto mma = grads(0), sm90 = grads(1);
+  const char* names[] = {"dq", "dk", "dv", "di", "df"};
+  for (int j = 0; j < 5; ++j) {
+    INFO(names[j]);
+    CHECK(test::count_nonfinite(sm90[j]) == 0);
+    const double e = ref::relative_error(sm90[j], mma[j]);
+    std::printf("backward, paper head size, S = 4096, %s: sm90 vs mma.sync relative difference %.2e\n", names[j], e);
+    CHECK(e < (j == 4 ? 2e-2 : 4e-3));
+  }
+  int differing = 0;
+  for (int rep = 0; rep < 5; ++rep) differing += grads(1) != sm90;
+  CHECK(differing == 0);
 }

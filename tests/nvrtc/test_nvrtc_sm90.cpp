@@ -52,7 +52,7 @@ struct ScopedEnv {
   ~ScopedEnv() { unsetenv(name.c_str()); }
 };
 
-// The mLSTM kernels of the sm90 engine (output and state kernels): every dtype and variant, the
+// The mLSTM kernels of the sm90 engine (output, state and dC kernels): every dtype and variant, the
 // Dv tiles the defaults and the tuner use, at the paper's and the seed's head sizes and the
 // smallest.
 std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
@@ -77,12 +77,12 @@ std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
           if (!ops::check_fwd_sm90_config(c, p, dev).empty()) continue;
           const auto ks = ops::fwd_kernels(p, c, dev);
           out.push_back(ks.back());
-          if (c.st_sm90 && bv == 64) {  // the state kernel in both of its Dv tiles
-            out.push_back(ks[1]);
-            ops::FwdConfig s = c;
-            s.st_siz_b_v = s.st_siz_b_v == 128 ? 64 : 128;
-            if (ops::check_fwd_sm90_config(s, p, dev).empty()) out.push_back(ops::fwd_kernels(p, s, dev)[1]);
-          }
+          if (c.st_sm90 && bv == 64)  // the chunk-state walks (forward states, backward dC) in both Dv tiles
+            for (int sbv : {64, 128})
+              if (ops::check_state_walk_sm90(p, dev, c.chunk, dqk, sbv, "st").empty()) {
+                out.push_back(ops::fwd_states_sm90_kernel(p, c.chunk, sbv));
+                out.push_back(ops::bwd_dstates_sm90_kernel(p, c.chunk, sbv));
+              }
           if (dt == DType::FP16 || v != 0) break;  // all Dv tiles once, in bf16 mLSTMsig
         }
       }

@@ -45,7 +45,9 @@ inline ops::BwdConfig par_bwd(const MlstmProblem& p) { return ops::parallel_bwd_
 inline std::string check_fwd(const ops::FwdConfig& c, const MlstmProblem& p) {
   return ops::find_family(ops::Op::Forward, c.form, c.engine)->reject(c.to_config(), p, ref());
 }
-inline std::string check_bwd(const ops::BwdConfig& c, const MlstmProblem& p) { return ops::check_bwd_config(c, p, ref()); }
+inline std::string check_bwd(const ops::BwdConfig& c, const MlstmProblem& p) {
+  return ops::find_family(ops::Op::Backward, c.form, c.engine)->reject(c.to_config(), p, ref());
+}
 // What a call with these tensors selects.
 inline ops::FwdConfig sel_fwd(const MlstmProblem& p, const ForwardTensors& t, const Config& caller) {
   return ops::select_fwd(p, caller, !ops::parallel_conflict(t).empty()).cfg;

@@ -14,6 +14,7 @@ const Family& fwd_parallel_family();
 const Family& fwd_chunkwise_sm90_family();
 const Family& fwd_chunkwise_family();
 const Family& bwd_parallel_family();
+const Family& bwd_chunkwise_sm90_family();
 const Family& bwd_chunkwise_family();
 const Family& step_family();
 

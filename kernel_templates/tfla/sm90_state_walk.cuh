@@ -1,0 +1,240 @@
+// The machinery of a chunk-state walk on the sm_90a engine, shared by the forward's state kernel
+// (mlstm_fwd_states_sm90.cuh: C += (K * w)^T V, chunks in order) and the backward's dC kernel
+// (mlstm_bwd_dstates_sm90.cuh: dC += (Q * w)^T dH, chunks in reverse). Both accumulate
+//   X (Dqk x BV, fp32) += (A * w)^T B
+// over 64-row sub-blocks of A (64 x Dqk) and B (64 x BV), 384 threads:
+//  - warpgroup 0 (producer, 40 registers): one thread loads each sub-block's A and B by TMA into
+//    the next ring slot (128B-swizzled panels of 64 columns);
+//  - warpgroups 1 and 2 (consumers, 232 registers) own Dqk / 2 rows of X each (Dqk / 128 m64
+//    blocks x BV columns of accumulators). Per sub-block a warpgroup scales its own columns of A
+//    by the row weights w_t in shared memory (in place, optionally summing the scaled columns),
+//    makes the writes visible to the async proxy and, after a barrier of its 128 threads, issues
+//    X += (A * w)^T B as wgmma with both operands MN-major from shared memory. One wgmma group
+//    stays in flight while the next sub-block is scaled.
+// The kernel bodies say which rows each step reads, what w is, and what happens at chunk
+// boundaries (where no wgmma is in flight: drain() first).
+#pragma once
+#include "tfla/mlstm_sm90_params.cuh"
+#include "tfla/sm90.cuh"
+#include "tfla/sm90_wgmma.cuh"
+
+namespace tfla {
+
+template <class T, int DQK, int DV, int BV, int STAGES>
+struct StateWalkSm90 {
+  using u64 = sm90::u64;
+  static constexpr int kSub = StateWalkSm90Shape::kSub;
+  static constexpr int kMB = DQK / 128;           // m64 blocks of X per consumer warpgroup
+  static constexpr int kPanelBytes = kSub * 128;  // 64 rows of 64 16-bit columns
+  static constexpr int kABytes = DQK / 64 * kPanelBytes;
+  static constexpr int kBBytes = BV / 64 * kPanelBytes;
+  static constexpr int kSlotBytes = state_walk_sm90_slot_bytes(DQK, BV);
+  static constexpr int kAcc = BV / 2;             // floats per thread per m64 block
+  // The scaling pass: a warpgroup's A columns are kCpr 16-byte chunks per row; its 128 threads
+  // take a chunk position each in kRg row groups (rows r0, r0 + kRg, ...).
+  static constexpr int kCpr = 8 * kMB, kRg = 128 / kCpr, kRows = kSub / kRg;
+  static_assert(DQK % 128 == 0 && DQK <= 256 && BV % 64 == 0 && BV <= 128 && DV % BV == 0,
+                "Dqk 128 or 256, BV 64 or 128 dividing Dv");
+  static_assert(kRg % 8 == 0, "a thread's rows share their swizzle phase");
+  static_assert(Elem<T>::is16, "16-bit inputs");
+  static_assert(kABytes % 1024 == 0 && kSlotBytes % 1024 == 0, "swizzle atoms stay aligned");
+  static_assert(1024 + STAGES * kSlotBytes + (2 * 1024 + 8) * 4 + 2 * STAGES * 8 ==
+                    state_walk_sm90_smem_bytes(DQK, BV, STAGES),
+                "the layout below must match state_walk_sm90_smem_bytes, which the host sizes the launch with");
+
+  // Only the ring's address and the ring position live in the object (its users hold a
+  // 128-register accumulator); everything else is recomputed from threadIdx and constants.
+  char* ring;
+  sm90::RingPos<STAGES> pos;
+  int prev_slot = -1;
+
+  __device__ float* sRed() const { return reinterpret_cast<float*>(ring + STAGES * kSlotBytes); }
+  __device__ u64* full() const { return reinterpret_cast<u64*>(sRed() + 2 * 1024 + 8); }
+  __device__ u64* empty() const { return full() + STAGES; }
+  // consumer thread: warpgroup (0, 1), thread in it, lane, warp, row group in the fragment
+  // layout (g) and quad lane (cq)
+  __device__ static int cw() { return static_cast<int>(threadIdx.x) / 128 - 1; }
+  __device__ static int lt() { return static_cast<int>(threadIdx.x) % 128; }
+  __device__ static int lane() { return static_cast<int>(threadIdx.x) % 32; }
+  __device__ static int warp() { return lt() / 32; }
+  __device__ static int g() { return lane() / 4; }
+  __device__ static int cq() { return lane() % 4; }
+  // the scaling pass: chunk position, first row, A panel, first column of the logical chunk
+  __device__ static int pc() { return lt() % kCpr; }
+  __device__ static int r0() { return lt() / kCpr; }
+  __device__ static int my_panel() { return cw() * kMB + pc() / 8; }
+  __device__ static int my_col() { return 64 * my_panel() + 8 * ((pc() % 8) ^ (r0() & 7)); }
+  __device__ static int row_base() { return cw() * 64 * kMB; }  // first Dqk row of X held
+
+  // Carves shared memory and initializes the barriers (all threads; contains __syncthreads).
+  __device__ StateWalkSm90(char* smem_raw, const TmaDesc* a, const TmaDesc* b) {
+    using namespace sm90;
+    ring = align_smem<1024>(smem_raw);
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < STAGES; ++s) {
+        mbar_init(&full()[s], 1);
+        mbar_init(&empty()[s], 4 * StateWalkSm90Shape::kConsumers);
+      }
+      fence_mbarrier_init();
+      tma_prefetch_desc(a);
+      tma_prefetch_desc(b);
+    }
+    __syncthreads();
+  }
+
+  // The producer thread: sub-blocks it = 0 .. total - 1 start at row row_of(it) of head (h, b);
+  // B's columns start at v0.
+  template <class RowOf>
+  __device__ void produce(const TmaDesc* a, const TmaDesc* b, int total, int v0, int h, int bb, RowOf row_of) {
+    using namespace sm90;
+    RingPos<STAGES> ppos;
+    for (int it = 0; it < total; ++it) {
+      const int row0 = row_of(it);
+      mbar_wait(&empty()[ppos.slot], ppos.phase ^ 1u);
+      char* slot = ring + ppos.slot * kSlotBytes;
+      mbar_arrive_expect_tx(&full()[ppos.slot], kABytes + kBBytes);
+#pragma unroll
+      for (int kp = 0; kp < DQK / 64; ++kp) tma_load_4d(slot + kp * kPanelBytes, a, &full()[ppos.slot], 64 * kp, row0, h, bb);
+#pragma unroll
+      for (int vp = 0; vp < BV / 64; ++vp)
+        tma_load_4d(slot + kABytes + vp * kPanelBytes, b, &full()[ppos.slot], v0 + 64 * vp, row0, h, bb);
+      ppos.advance();
+    }
+  }
+
+  // Accumulator element (mb, i) of this thread: row (Dqk) and column (within the BV tile).
+  __device__ int acc_row(int mb, int i) const { return row_base() + 64 * mb + 16 * warp() + g() + 8 * ((i / 2) % 2); }
+  __device__ int acc_col(int i) const { return 8 * (i / 4) + 2 * cq() + i % 2; }
+
+  // X <- src (fp32, row stride DV, columns from v0).
+  __device__ void load_acc(float (&acc)[kMB][kAcc], const float* src, int v0) const {
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+      for (int i = 0; i < kAcc; i += 2) {
+        const float2 c = *reinterpret_cast<const float2*>(src + static_cast<long long>(acc_row(mb, i)) * DV + v0 + acc_col(i));
+        acc[mb][i] = c.x;
+        acc[mb][i + 1] = c.y;
+      }
+  }
+  // X -> d16 (T: 16 bytes per lane, the quad's 64 contiguous bytes per row through
+  // quad_transpose) or d32 (fp32 column pairs), whichever is given (row stride DV, columns from v0).
+  __device__ void store_acc(const float (&acc)[kMB][kAcc], T* d16, float* d32, int v0) const {
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const long long o = static_cast<long long>(row_base() + 64 * mb + 16 * warp() + g() + 8 * hh) * DV + v0;
+        if (d16) {
+#pragma unroll
+          for (int j0 = 0; j0 < kAcc / 4; j0 += 4) {
+            u32 pr[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+              pr[k] = Elem<T>::pack2(acc[mb][4 * (j0 + k) + 2 * hh], acc[mb][4 * (j0 + k) + 2 * hh + 1]);
+            *reinterpret_cast<uint4*>(d16 + o + 8 * (j0 + cq())) = sm90::quad_transpose(pr[0], pr[1], pr[2], pr[3], cq());
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < kAcc / 4; ++j)
+            *reinterpret_cast<float2*>(d32 + o + 2 * cq() + 8 * j) =
+                make_float2(acc[mb][4 * j + 2 * hh], acc[mb][4 * j + 2 * hh + 1]);
+        }
+      }
+  }
+  // x (one value per thread) summed over both consumer warpgroups, in thread 128 (consumer
+  // warpgroup 0's first). Contains a barrier of the 256 consumer threads: all of them call it.
+  __device__ float cta_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 16);
+    x += __shfl_xor_sync(0xffffffffu, x, 8);
+    x += __shfl_xor_sync(0xffffffffu, x, 4);
+    x += __shfl_xor_sync(0xffffffffu, x, 2);
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    float* red = sRed() + 2 * 1024;
+    if (lane() == 0) red[4 * cw() + warp()] = x;
+    sm90::named_bar_sync(3, 256);
+    float s = 0.f;
+    if (cw() == 0 && lt() == 0)
+      for (int w = 0; w < 8; ++w) s += red[w];
+    sm90::named_bar_sync(3, 256);
+    return s;
+  }
+  // The column sums of the scaled A (partials[8] of this thread's 8 columns) summed over the row
+  // groups -> dst[row_base .. row_base + Dqk / 2). Contains the warpgroup's barrier.
+  __device__ void colsum_store(const float (&part)[8], float* dst) {
+    float* mine = sRed() + cw() * 1024;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) mine[r0() * kCpr * 8 + (my_col() - row_base()) + e] = part[e];
+    sm90::named_bar_sync(1 + cw(), 128);
+    if (lt() < kCpr * 8) {
+      float n = 0.f;
+#pragma unroll
+      for (int r = 0; r < kRg; ++r) n += mine[r * kCpr * 8 + lt()];
+      dst[row_base() + lt()] = n;
+    }
+    sm90::named_bar_sync(1 + cw(), 128);
+  }
+
+  // One sub-block: wait for its slot, scale this warpgroup's A columns by w (rows r0 + kRg i),
+  // adding the scaled values to part when SUMS, then issue X += (A * w)^T B. The previous
+  // sub-block's group completes here and its slot is freed.
+  template <bool SUMS>
+  __device__ void step(float (&acc)[kMB][kAcc], const float (&w)[kRows], float (&part)[8]) {
+    using namespace sm90;
+    mbar_wait(&full()[pos.slot], pos.phase);
+    char* slot = ring + pos.slot * kSlotBytes;
+    char* chunk = slot + my_panel() * kPanelBytes + (pc() % 8) * 16;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      uint4* q = reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128);
+      const uint4 x = *q;
+      u32 wd[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float2 f = Elem<T>::unpack2(wd[e]);
+        f.x *= w[i];
+        f.y *= w[i];
+        if (SUMS) {
+          part[2 * e] += f.x;
+          part[2 * e + 1] += f.y;
+        }
+        wd[e] = Elem<T>::pack2(f.x, f.y);
+      }
+      *q = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+    }
+    fence_proxy_async();
+    named_bar_sync(1 + cw(), 128);
+    const u32 abase = smem_u32(slot), bbase = smem_u32(slot + kABytes);
+    wgmma_fence();
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb) {
+      const u64 da = wgmma_desc_mnmajor(abase + (cw() * kMB + mb) * kPanelBytes, 128, kPanelBytes);
+      const u64 db = wgmma_desc_mnmajor(bbase, 128, kPanelBytes);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        Wgmma<BV>::template ss<T, 1, 1>(acc[mb], da + desc_step(16 * 128 * kk), db + desc_step(16 * 128 * kk), 1);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+    release_prev();
+    prev_slot = pos.slot;
+    pos.advance();
+  }
+  // Completes the group in flight and frees its slot: the accumulators may be read and written.
+  __device__ void drain(float (&acc)[kMB][kAcc]) {
+    sm90::wgmma_wait<0>();
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb) sm90::reg_fence(acc[mb]);
+    release_prev();
+    prev_slot = -1;
+  }
+
+ private:
+  __device__ void release_prev() {
+    if (prev_slot < 0) return;
+    __syncwarp();
+    if (lane() == 0) sm90::mbar_arrive(&empty()[prev_slot]);
+  }
+};
+
+}  // namespace tfla
