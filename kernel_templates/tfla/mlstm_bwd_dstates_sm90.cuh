@@ -26,19 +26,11 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
   const int total = NC * kNSub;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
 
-  if (threadIdx.x < 128) {
-    sm90::setmaxnreg_dec<40>();
-    if (threadIdx.x == 0)
-      walk.produce(&P.q, &P.dh, total, v0, bh % p.NH, bh / p.NH, [total](int it) { return (total - 1 - it) * kSub; });
+  if (!walk.consumer(&P.q, &P.dh, total, v0, bh % p.NH, bh / p.NH, [total](int it) { return (total - 1 - it) * kSub; }))
     return;
-  }
-  sm90::setmaxnreg_inc<232>();
 
   float acc[Walk::kMB][Walk::kAcc];
-#pragma unroll
-  for (int mb = 0; mb < Walk::kMB; ++mb)
-#pragma unroll
-    for (int i = 0; i < Walk::kAcc; ++i) acc[mb][i] = 0.f;
+  Walk::zero(acc);
   if (p.dC_last) {
     const long long base = static_cast<long long>(bh) * DQK * DV;
     walk.load_acc(acc, p.dC_last + base, v0);

@@ -24,21 +24,12 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   const int total = NC * kNSub;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
 
-  if (threadIdx.x < 128) {
-    sm90::setmaxnreg_dec<40>();
-    if (threadIdx.x == 0)
-      walk.produce(&P.k, &P.v, total, v0, bh % p.NH, bh / p.NH, [](int it) { return it * kSub; });
-    return;
-  }
-  sm90::setmaxnreg_inc<232>();
+  if (!walk.consumer(&P.k, &P.v, total, v0, bh % p.NH, bh / p.NH, [](int it) { return it * kSub; })) return;
   const bool own_n = vt == 0 && p.states_n != nullptr;  // the Dv-tile-0 CTA carries n
   const bool lead = vt == 0 && Walk::cw() == 0 && Walk::lt() == 0;
 
   float acc[Walk::kMB][Walk::kAcc];
-#pragma unroll
-  for (int mb = 0; mb < Walk::kMB; ++mb)
-#pragma unroll
-    for (int i = 0; i < Walk::kAcc; ++i) acc[mb][i] = 0.f;
+  Walk::zero(acc);
   if (p.C0) walk.load_acc(acc, p.C0 + static_cast<long long>(bh) * DQK * DV, v0);
   float npart[8];
 #pragma unroll

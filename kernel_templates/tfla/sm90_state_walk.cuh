@@ -102,6 +102,26 @@ struct StateWalkSm90 {
     }
   }
 
+  // Splits the CTA into its roles: the producer warpgroup lowers its registers, its first thread
+  // loads every sub-block (see produce) and all of it gets false; the consumer warpgroups raise
+  // theirs and get true.
+  template <class RowOf>
+  __device__ bool consumer(const TmaDesc* a, const TmaDesc* b, int total, int v0, int h, int bb, RowOf row_of) {
+    if (threadIdx.x < 128) {
+      sm90::setmaxnreg_dec<40>();
+      if (threadIdx.x == 0) produce(a, b, total, v0, h, bb, row_of);
+      return false;
+    }
+    sm90::setmaxnreg_inc<232>();
+    return true;
+  }
+  __device__ static void zero(float (&acc)[kMB][kAcc]) {
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) acc[mb][i] = 0.f;
+  }
+
   // Accumulator element (mb, i) of this thread: row (Dqk) and column (within the BV tile).
   __device__ int acc_row(int mb, int i) const { return row_base() + 64 * mb + 16 * warp() + g() + 8 * ((i / 2) % 2); }
   __device__ int acc_col(int i) const { return 8 * (i / 4) + 2 * cq() + i % 2; }

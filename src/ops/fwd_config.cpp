@@ -391,25 +391,25 @@ std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev
   return over_smem(state_walk_sm90_smem(p, bv), "state kernel", dev);
 }
 
-rt::KernelSpec fwd_states_sm90_kernel(const MlstmProblem& p, int chunk, int bv) {
-  // __launch_bounds__(384, 1), as the output kernel: setmaxnreg moves registers to the consumers.
+namespace {
+// A chunk-state walk kernel (`name` is its template and header, params its parameter block), with
+// __launch_bounds__(384, 1) as the output kernel: setmaxnreg moves registers to the consumers.
+rt::KernelSpec state_walk_kernel(const std::string& name, const std::string& params, const MlstmProblem& p,
+                                 int chunk, int bv) {
   return rt::with_min_blocks(
-      rt::render("mlstm_fwd_states_sm90", "tfla/mlstm_fwd_states_sm90.cuh", "tfla::mlstm_fwd_states_sm90",
-                 "tfla::MlstmFwdStatesSm90Params",
+      rt::render(name, "tfla/" + name + ".cuh", "tfla::" + name, params,
                  {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(chunk), arg(bv), arg(kFwdStatesSm90Stages),
                   arg(p.variant == Variant::Exp)},
                  StateWalkSm90Shape::kThreads, state_walk_sm90_smem(p, bv)),
       1);
 }
+}  // namespace
 
+rt::KernelSpec fwd_states_sm90_kernel(const MlstmProblem& p, int chunk, int bv) {
+  return state_walk_kernel("mlstm_fwd_states_sm90", "tfla::MlstmFwdStatesSm90Params", p, chunk, bv);
+}
 rt::KernelSpec bwd_dstates_sm90_kernel(const MlstmProblem& p, int chunk, int bv) {
-  return rt::with_min_blocks(
-      rt::render("mlstm_bwd_dstates_sm90", "tfla/mlstm_bwd_dstates_sm90.cuh", "tfla::mlstm_bwd_dstates_sm90",
-                 "tfla::MlstmBwdDstatesSm90Params",
-                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(chunk), arg(bv), arg(kFwdStatesSm90Stages),
-                  arg(p.variant == Variant::Exp)},
-                 StateWalkSm90Shape::kThreads, state_walk_sm90_smem(p, bv)),
-      1);
+  return state_walk_kernel("mlstm_bwd_dstates_sm90", "tfla::MlstmBwdDstatesSm90Params", p, chunk, bv);
 }
 
 std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev) {
