@@ -1,0 +1,140 @@
+// Which engine a call gets, without a GPU: the sm90 families' serve rules and defaults, the
+// resolution of pinned engine, form and chunk keys, stored configs that name their engine, and
+// the tuner's sm90 candidates (all accepted by the family's own rule).
+#include "tfla_catch.hpp"
+#include <cstdint>
+#include <string>
+
+#include "ops/bwd_config.hpp"
+#include "ops/family.hpp"
+#include "ops/fwd_config.hpp"
+#include "tuner/search_space.hpp"
+#include "config_helpers.hpp"
+
+using namespace tfla;
+using namespace tfla::test;
+
+namespace {
+
+MlstmProblem problem(int64_t B, int64_t S, int64_t dqk, int64_t dv, DType dt = DType::BF16) {
+  MlstmProblem p;
+  p.B = B;
+  p.NH = 8;
+  p.S = S;
+  p.Dqk = dqk;
+  p.Dv = dv;
+  p.dtype = dt;
+  p.gate_dtype = DType::FP32;
+  return p;
+}
+
+const ops::Family& resolved(ops::Op op, const MlstmProblem& p, const Config& pinned,
+                            const ops::DeviceLimits& dev = ref()) {
+  return *ops::resolve(op, p, dev, pinned).family;
+}
+
+}  // namespace
+
+TEST_CASE("the sm90 forward serves 16-bit heads up to Dqk 256 on sm_90a, and is their default", "[engine]") {
+  const MlstmProblem paper = problem(8, 8192, 256, 512);
+  CHECK(ops::sm90_fwd_serves(paper, ref()).empty());
+  CHECK(std::string(resolved(ops::Op::Forward, paper, {}).name()) == "fwd.chunkwise.sm90");
+  CHECK(!ops::sm90_fwd_serves(problem(8, 8192, 256, 512, DType::FP32), ref()).empty());
+  CHECK(!ops::sm90_fwd_serves(problem(8, 8192, 512, 512), ref()).empty());
+  CHECK(!ops::sm90_fwd_serves(problem(8, 8192, 96, 160), ref()).empty());
+  CHECK(std::string(resolved(ops::Op::Forward, problem(8, 8192, 512, 512), {}).name()) == "fwd.chunkwise.mma");
+  ops::DeviceLimits ampere = ref();
+  ampere.arch = "sm_80";
+  ampere.cc_major = 8;
+  CHECK(ops::sm90_fwd_serves(paper, ampere).find("sm_90a") != std::string::npos);
+  CHECK(std::string(resolved(ops::Op::Forward, paper, {}, ampere).name()) == "fwd.chunkwise.mma");
+  // short sequences keep the parallel form
+  CHECK(std::string(resolved(ops::Op::Forward, problem(8, 256, 256, 512), {}).name()) == "fwd.parallel.mma");
+}
+
+TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel only where its CTAs fill the SMs", "[engine]") {
+  const ops::FwdConfig c = fwd_default(problem(8, 8192, 256, 512));
+  CHECK(c.engine == ops::Engine::Sm90);
+  CHECK(c.chunk == 256);
+  CHECK(c.siz_b_q == 128);
+  CHECK(c.siz_b_kv == 64);
+  CHECK(c.siz_b_v == 256);
+  CHECK(c.st_sm90 == 1);  // 64 heads x 512 / 128 = 256 CTAs
+  CHECK(c.st_siz_b_k == 256);
+  CHECK(c.st_siz_b_v == 128);
+  CHECK(check_fwd(c, problem(8, 8192, 256, 512)).empty());
+  // B = 1 at S = 65536: 8 heads x 512 / 64 = 64 walks, fewer than the SMs
+  const ops::FwdConfig l = fwd_default(problem(1, 65536, 256, 512));
+  CHECK(l.engine == ops::Engine::Sm90);
+  CHECK(l.st_sm90 == 0);
+  CHECK(check_fwd(l, problem(1, 65536, 256, 512)).empty());
+  // Dqk 64: the output kernel on the engine, the state kernel on mma.sync
+  const ops::FwdConfig s = fwd_default(problem(64, 1024, 64, 64));
+  CHECK(s.engine == ops::Engine::Sm90);
+  CHECK(s.st_sm90 == 0);
+  // chunks shorter than the 128-row query tile are not taken: the default's chunk is at least 128
+  CHECK(ops::sm90_fwd_config(problem(8, 100, 64, 64), ref()).chunk == 128);
+}
+
+TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless the engine is pinned", "[engine]") {
+  const MlstmProblem p = problem(8, 8192, 256, 512);
+  CHECK(fwd_resolve(p, {{"chunk", 64}}).engine == ops::Engine::MmaSync);
+  CHECK(fwd_resolve(p, {{"chunk", 256}}).engine == ops::Engine::Sm90);
+  CHECK(fwd_resolve(p, {{"engine", 0}}).engine == ops::Engine::MmaSync);
+  // pinned to sm90 with a chunk it refuses: resolved as asked, refused by name
+  const ops::FwdConfig bad = fwd_resolve(p, {{"engine", 1}, {"chunk", 64}});
+  CHECK(bad.engine == ops::Engine::Sm90);
+  CHECK(check_fwd(bad, p).find("chunk must be a multiple of 128") != std::string::npos);
+  // the sm90 state kernel's keys are the sm90 family's
+  CHECK(ops::acceptance(ops::Op::Forward, p, ref(), {{"engine", 0}, {"st_sm90", 1}}).find("sm90 engine") !=
+        std::string::npos);
+  CHECK(ops::acceptance(ops::Op::Forward, p, ref(), {{"engine", 1}, {"st_sm90", 1}, {"st_siz_b_k", 128}})
+            .find("st_siz_b_k must be Dqk") != std::string::npos);
+}
+
+TEST_CASE("the sm90 backward runs only when pinned or tuned, and its pinned config is valid", "[engine]") {
+  const MlstmProblem p = problem(8, 8192, 256, 512);
+  CHECK(ops::sm90_bwd_serves(p, ref()).empty());
+  CHECK(std::string(resolved(ops::Op::Backward, p, {}).name()) == "bwd.chunkwise.mma");
+  CHECK(std::string(resolved(ops::Op::Backward, p, {{"parallel", 0}}).name()) == "bwd.chunkwise.mma");
+  const ops::BwdConfig s = bwd_resolve(p, {{"engine", 1}});
+  CHECK(s.engine == ops::Engine::Sm90);
+  CHECK(s.st_sm90 == 1);
+  CHECK(s.ds_sm90 == 1);
+  CHECK(s.ds_siz_b_k == 256);
+  CHECK(check_bwd(s, p).empty());
+  // Dqk 64 is not served: the sm90 backward's rule names why
+  const MlstmProblem small = problem(8, 8192, 64, 64);
+  CHECK(!ops::sm90_bwd_serves(small, ref()).empty());
+  CHECK(ops::acceptance(ops::Op::Backward, small, ref(), {{"engine", 1}}).find("Dqk 128 or 256") != std::string::npos);
+}
+
+TEST_CASE("configs name their engine, so a stored config runs on the engine it was tuned on", "[engine]") {
+  const MlstmProblem p = problem(8, 8192, 256, 512);
+  const Config mma = ops::chunkwise_fwd_config(p, ref()).to_config();
+  REQUIRE(mma.count("engine"));
+  CHECK(mma.at("engine") == 0);
+  CHECK(fwd_resolve(p, mma).engine == ops::Engine::MmaSync);
+  // a config tuned for the mma.sync engine that the sm90 rule would also accept stays on mma.sync
+  Config shared = mma;
+  shared["siz_b_q"] = 128;
+  shared["siz_b_v"] = 256;
+  CHECK(fwd_resolve(p, shared).engine == ops::Engine::MmaSync);
+  const Config bwd = ops::chunkwise_bwd_config(p, ref()).to_config();
+  REQUIRE(bwd.count("engine"));
+  CHECK(bwd.at("engine") == 0);
+}
+
+TEST_CASE("the tuner's sm90 candidates are accepted by their family's rule", "[engine][tuner]") {
+  for (ops::Op op : {ops::Op::Forward, ops::Op::Backward}) {
+    const MlstmProblem p = problem(8, 8192, 256, 512);
+    const tuner::Enumerated e = tuner::enumerate(op, p, tuner::SpaceLimits{}, 0);
+    int sm90 = 0;
+    for (const tuner::Candidate& c : e.kept) {
+      INFO(to_string(c.config));
+      if (c.config.count("engine") && c.config.at("engine") == 1) ++sm90;
+      CHECK(ops::acceptance(op, p, ref(), c.config).empty());
+    }
+    CHECK(sm90 > 0);
+  }
+}
