@@ -332,8 +332,8 @@ std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   if (p.dtype != DType::BF16 && p.dtype != DType::FP16) return "the sm90 engine takes bf16 or fp16 inputs";
   if (p.Dqk % 128 || p.Dqk > 256) return "the sm90 engine's backward needs Dqk 128 or 256";
   if (p.Dv % 64) return "the sm90 engine's backward needs Dv a multiple of 64";
-  if (state_walk_sm90_smem(p, 64) > dev.smem_optin_bytes)
-    return "the sm90 engine's state kernels need " + std::to_string(state_walk_sm90_smem(p, 64)) +
+  if (const int smem = state_walk_sm90_smem(p, 64); smem > dev.smem_optin_bytes)
+    return "the sm90 engine's state kernels need " + std::to_string(smem) +
            " bytes of shared memory per block; the device allows " + std::to_string(dev.smem_optin_bytes);
   return {};
 }

@@ -310,9 +310,9 @@ std::string sm90_fwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   if (p.dtype != DType::BF16 && p.dtype != DType::FP16) return "the sm90 engine takes bf16 or fp16 inputs";
   if (p.Dqk % 64 || p.Dqk > 256) return "the sm90 engine's forward needs Dqk a multiple of 64 up to 256";
   if (p.Dv % 64) return "the sm90 engine's forward needs Dv a multiple of 64";
-  if (fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), 64, kFwdSm90Stages) > dev.smem_optin_bytes)
-    return "the sm90 engine's forward needs " +
-           std::to_string(fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), 64, kFwdSm90Stages)) +
+  const int smem = fwd_output_sm90_smem_bytes(static_cast<int>(p.Dqk), 64, kFwdSm90Stages);
+  if (smem > dev.smem_optin_bytes)
+    return "the sm90 engine's forward needs " + std::to_string(smem) +
            " bytes of shared memory per block; the device allows " + std::to_string(dev.smem_optin_bytes);
   return {};
 }
@@ -372,7 +372,7 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
 
 
 int state_walk_sm90_smem(const MlstmProblem& p, int bv) {
-  return state_walk_sm90_smem_bytes(static_cast<int>(p.Dqk), bv, kFwdStatesSm90Stages);
+  return state_walk_sm90_smem_bytes(static_cast<int>(p.Dqk), bv, kStateWalkSm90Stages);
 }
 
 int state_walk_sm90_bv(const MlstmProblem& p, const DeviceLimits& dev) {
@@ -398,7 +398,7 @@ rt::KernelSpec state_walk_kernel(const std::string& name, const std::string& par
                                  int chunk, int bv) {
   return rt::with_min_blocks(
       rt::render(name, "tfla/" + name + ".cuh", "tfla::" + name, params,
-                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(chunk), arg(bv), arg(kFwdStatesSm90Stages),
+                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(chunk), arg(bv), arg(kStateWalkSm90Stages),
                   arg(p.variant == Variant::Exp)},
                  StateWalkSm90Shape::kThreads, state_walk_sm90_smem(p, bv)),
       1);

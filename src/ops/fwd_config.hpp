@@ -87,8 +87,9 @@ int state_walk_sm90_bv(const MlstmProblem& p, const DeviceLimits& dev);
 // chunk a multiple of 64, shared memory); `what` names the keys in the reason.
 std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int siz_b_k, int bv,
                                   const char* what);
-// Its state kernel's ring depth: four slots of a 64-row K and V sub-block.
-inline constexpr int kFwdStatesSm90Stages = 4;
+// The ring depth of the chunk-state walks (the forward's state kernel, the backward's dC):
+// four slots of a 64-row sub-block of both operands.
+inline constexpr int kStateWalkSm90Stages = 4;
 
 // Shared memory of the two tiled kernels, bytes.
 int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);
