@@ -24,8 +24,6 @@
 
 namespace tfla {
 
-enum BwdMode { kDQ = 0, kDK = 1, kDV = 2 };
-
 // One CTA: gradient column tile nt, row tile rt, head bh.
 template <class T, class TS, int DQK, int DV, int CHUNK, int BR, int BT, int BN, int BKC, int WM,
           int WN, bool EXP, int MODE, class G>

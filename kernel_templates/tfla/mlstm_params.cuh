@@ -11,6 +11,9 @@
 
 namespace tfla {
 
+// The backward's gradient tile modes (mlstm_bwd_tile.cuh, mlstm_bwd_tile_sm90.cuh).
+enum BwdMode { kDQ = 0, kDK = 1, kDV = 2 };
+
 // Shared-memory footprints, used by the host to size launches and by kernels to check them.
 // A tile of rows x cols elements of eb bytes is padded by 16 bytes per row (see STile).
 TFLA_HD constexpr int stile_bytes(int rows, int cols, int eb) { return rows * (cols + 16 / eb) * eb; }

@@ -64,4 +64,31 @@ struct MlstmBwdDstatesSm90Params {
   MlstmBwdParams p;
 };
 
+// ---- gradient tiles (mlstm_bwd_tile_sm90.cuh): dQ, dK, dV ------------------------------------
+// A CTA tile is 128 gradient rows (two consumer warpgroups of 64) by BN columns; the other side's
+// tiles are 64 rows. X (128 x DX) has its own buffer; a ring slot holds BN / 64 panels of 64 rows
+// x 64 columns: a W tile (64 x BN), a staged state block (64 contraction rows x BN) or up to
+// BN / 64 panels of a Z tile (64 x DX).
+struct BwdTileSm90Shape {
+  static constexpr int kBR = 128, kBT = 64, kPanel = 64;
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+};
+TFLA_HD constexpr int bwd_tile_sm90_slot_bytes(int bn) { return bn * 64 * 2; }
+// 1024 bytes of alignment slack, X (128 x DX), the ring, then the barriers: full and empty per
+// slot, X full and X empty.
+TFLA_HD constexpr int bwd_tile_sm90_smem_bytes(int dx, int bn, int stages) {
+  return 1024 + 128 * dx * 2 + stages * bwd_tile_sm90_slot_bytes(bn) + (2 * stages + 2) * 8;
+}
+struct MlstmBwdTileSm90Params {
+  TmaDesc x;  // the gradient's rows: dims {DX, S, NH, B}, box {64, 128, 1, 1}, 128B swizzle
+  TmaDesc z;  // the other side's score operand: dims {DX, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc w;  // the other side's product operand: dims {DN, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc y;  // chunk states (dQ: C, dK and dV: dC): dims {Dv, Dqk, BH * NC}, box {64, 64, 1}
+  MlstmBwdParams p;
+  int row_tiles;  // 128-row tiles per head: ceil(S / 128)
+  int n_tiles;    // DN / BN
+  int tiles;      // n_tiles * row_tiles * B * NH
+};
+
 }  // namespace tfla

@@ -56,6 +56,7 @@ const KeyTable<BwdConfig>& table() {
       {{"warps_n", 1, 16, "tile kernel warps along the columns"}, &BwdConfig::warps_n},
       {{"st_sm90", 0, 1, "recompute state kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::st_sm90},
       {{"ds_sm90", 0, 1, "dC kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::ds_sm90},
+      {{"tl_sm90", 0, 1, "dQ/dK/dV tile kernels on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::tl_sm90},
   });
   return t;
 }
@@ -213,7 +214,7 @@ namespace {
 std::string check_bwd_tiles(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   if (c.engine != Engine::MmaSync) return "an sm90 config given to the mma.sync engine";
-  if (c.st_sm90 || c.ds_sm90) return "st_sm90=1 and ds_sm90=1 need the sm90 engine (engine=1)";
+  if (c.st_sm90 || c.ds_sm90 || c.tl_sm90) return "st_sm90=1, ds_sm90=1 and tl_sm90=1 need the sm90 engine (engine=1)";
   if (c.parallel()) {
     if (c.chunk < 16 || c.chunk % 16) return "chunk must be a positive multiple of 16";
     if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
@@ -288,6 +289,7 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
   }
   const FwdConfig rc = c.recompute_config();
   auto tile = [&](int mode) {
+    if (c.tl_sm90) return bwd_tile_sm90_kernel(p, c, mode, dev);
     const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
     return rt::with_min_blocks(
         rt::render("mlstm_bwd_tile", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_tile", "tfla::MlstmBwdParams",
@@ -354,7 +356,62 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     c.st_siz_b_k = c.ds_siz_b_k = static_cast<int>(p.Dqk);
     c.st_siz_b_v = c.ds_siz_b_v = bv;
   }
+  BwdConfig t = c;
+  t.tl_sm90 = 1;
+  t.siz_b_r = BwdTileSm90Shape::kBR;
+  t.siz_b_t = BwdTileSm90Shape::kBT;
+  auto widest = [&](int64_t d, int mode) {
+    for (int bn : {256, 128, 64})
+      if (d % bn == 0 && bwd_tile_sm90_stages(p, mode, bn, dev) >= 2) return bn;
+    return 64;
+  };
+  t.siz_b_nqk = widest(p.Dqk, 0);
+  t.siz_b_nv = widest(p.Dv, 2);
+  if (check_bwd_tiles_sm90(t, p, dev).empty()) c = t;
   return c;
+}
+
+int bwd_tile_sm90_stages(const MlstmProblem& p, int mode, int bn, const DeviceLimits& dev) {
+  const int dx = static_cast<int>(mode == 2 ? p.Dqk : p.Dv);
+  for (int stages = 4; stages >= 2; --stages)
+    if (bwd_tile_sm90_smem_bytes(dx, bn, stages) <= dev.smem_optin_bytes) return stages;
+  return 0;
+}
+
+std::string check_bwd_tiles_sm90(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  using Shape = BwdTileSm90Shape;
+  const std::string k = "tl_sm90=1: ";
+  if (c.chunk % Shape::kBR) return k + "chunk must be a multiple of 128";
+  if (c.siz_b_r != Shape::kBR) return k + "siz_b_r must be 128";
+  if (c.siz_b_t != Shape::kBT) return k + "siz_b_t must be 64";
+  if (p.Dqk % 64 || p.Dqk > 512 || p.Dv % 64 || p.Dv > 512)
+    return k + "the sm90 tile kernels need Dqk and Dv multiples of 64 up to 512";
+  auto bad_bn = [](int bn, int64_t d) { return (bn != 64 && bn != 128 && bn != 256) || d % bn; };
+  if (bad_bn(c.siz_b_nqk, p.Dqk)) return k + "siz_b_nqk must be 64, 128 or 256 and divide Dqk";
+  if (bad_bn(c.siz_b_nv, p.Dv)) return k + "siz_b_nv must be 64, 128 or 256 and divide Dv";
+  static const char* const kNames[3] = {"dQ kernel", "dK kernel", "dV kernel"};
+  for (int mode = 0; mode < 3; ++mode) {
+    const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
+    if (bwd_tile_sm90_stages(p, mode, bn, dev) < 2)
+      return over_smem(bwd_tile_sm90_smem_bytes(static_cast<int>(mode == 2 ? p.Dqk : p.Dv), bn, 2), kNames[mode],
+                       dev);
+  }
+  return {};
+}
+
+// __launch_bounds__(384, 1) as the forward's output kernel: setmaxnreg moves the producer's
+// registers to the consumers (40 / 232).
+rt::KernelSpec bwd_tile_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, int mode, const DeviceLimits& dev) {
+  const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
+  const int stages = bwd_tile_sm90_stages(p, mode, bn, dev);
+  const int dx = static_cast<int>(mode == 2 ? p.Dqk : p.Dv);
+  return rt::with_min_blocks(
+      rt::render("mlstm_bwd_tile_sm90", "tfla/mlstm_bwd_tile_sm90.cuh", "tfla::mlstm_bwd_tile_sm90",
+                 "tfla::MlstmBwdTileSm90Params",
+                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(bn), arg(stages),
+                  arg(p.variant == Variant::Exp), arg(mode)},
+                 BwdTileSm90Shape::kThreads, bwd_tile_sm90_smem_bytes(dx, bn, stages)),
+      1);
 }
 
 std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
@@ -365,11 +422,13 @@ std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, con
     if (std::string r = check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st"); !r.empty()) return r;
   if (c.ds_sm90)
     if (std::string r = check_state_walk_sm90(p, dev, c.chunk, c.ds_siz_b_k, c.ds_siz_b_v, "ds"); !r.empty()) return r;
-  // The rest is the mma.sync family's: its rule over the config with the engine's state kernels
+  if (c.tl_sm90)
+    if (std::string r = check_bwd_tiles_sm90(c, p, dev); !r.empty()) return r;
+  // The rest is the mma.sync family's: its rule over the config with the engine's kernels
   // swapped for the mma.sync default's.
   BwdConfig m = c;
   m.engine = Engine::MmaSync;
-  m.st_sm90 = m.ds_sm90 = 0;
+  m.st_sm90 = m.ds_sm90 = m.tl_sm90 = 0;
   const BwdConfig d = chunkwise_bwd_config(p, dev, c.chunk);
   if (c.st_sm90) {
     m.st_siz_b_k = d.st_siz_b_k; m.st_siz_b_v = d.st_siz_b_v; m.st_sub = d.st_sub;
@@ -378,6 +437,10 @@ std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, con
   if (c.ds_sm90) {
     m.ds_siz_b_k = d.ds_siz_b_k; m.ds_siz_b_v = d.ds_siz_b_v; m.ds_sub = d.ds_sub;
     m.ds_warps_m = d.ds_warps_m; m.ds_warps_n = d.ds_warps_n;
+  }
+  if (c.tl_sm90) {
+    m.siz_b_r = d.siz_b_r; m.siz_b_t = d.siz_b_t; m.siz_b_nqk = d.siz_b_nqk; m.siz_b_nv = d.siz_b_nv;
+    m.siz_b_kc = d.siz_b_kc; m.warps_m = d.warps_m; m.warps_n = d.warps_n;
   }
   return check_bwd_config(m, p, dev);
 }

@@ -26,6 +26,9 @@ struct BwdConfig {
   // 1: the recompute's state kernel / the dC kernel on the sm90 engine (bwd.chunkwise.sm90 only;
   // all Dqk rows per CTA, st_siz_b_v / ds_siz_b_v columns); 0: mma.sync with the tiles above
   int st_sm90 = 0, ds_sm90 = 0;
+  // 1: the dQ / dK / dV tile kernels on the sm90 engine (bwd.chunkwise.sm90 only; siz_b_r 128,
+  // siz_b_t 64, siz_b_nqk / siz_b_nv the column tiles, siz_b_kc and the warp grid unused)
+  int tl_sm90 = 0;
   // the parallel form keeps no states: no initial states, dC_last, dC0 or saved buffer
   Form form = Form::Chunkwise;
   Engine engine = Engine::MmaSync;
@@ -57,9 +60,15 @@ int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p);
 std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
 // Its default (chunk > 0 fixes the chunk length; 0: the sm90 forward's default chunk).
 BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk = 0);
-// Its acceptance rule: the sm90 state kernels' rules where st_sm90 / ds_sm90 are set, the
+// Its acceptance rule: the sm90 kernels' rules where st_sm90 / ds_sm90 / tl_sm90 are set, the
 // mma.sync family's for everything else.
 std::string check_bwd_sm90_config(const BwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+// The sm90 gradient tile kernels (mlstm_bwd_tile_sm90.cuh), mode 0 dQ, 1 dK, 2 dV: the ring depth
+// that fits dev's shared memory with column tiles of bn (0: not even two slots fit), the rule for
+// their tiles ("" or why not) and the kernel.
+int bwd_tile_sm90_stages(const MlstmProblem& p, int mode, int bn, const DeviceLimits& dev);
+std::string check_bwd_tiles_sm90(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
+rt::KernelSpec bwd_tile_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, int mode, const DeviceLimits& dev);
 // mode: 0 dQ, 1 dK, 2 dV (the parallel form adds its gate scan)
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
 // CTAs per SM a gradient tile kernel's launch bounds ask for: 2 where two fit the shared memory

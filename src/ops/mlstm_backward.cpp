@@ -1,5 +1,6 @@
 #include "ops/mlstm_backward.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "ops/mlstm_forward.hpp"
@@ -77,7 +78,8 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
                   static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m,
                   c.st_warps_n, c.ds_siz_b_k, c.ds_siz_b_v, c.ds_sub, c.ds_warps_m, c.ds_warps_n, c.siz_b_r,
-                  c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n, c.st_sm90, c.ds_sm90};
+                  c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n, c.st_sm90, c.ds_sm90,
+                  c.tl_sm90};
   return s;
 }
 
@@ -287,10 +289,19 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
     } else {
       k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), u(p.Dqk / cfg.ds_siz_b_k), bh}, stream, &g, sizeof(g));
     }
-    const unsigned rows = u((p.S + cfg.siz_b_r - 1) / cfg.siz_b_r);
-    k_dq.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));
-    k_dk.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));
-    k_dv.launch({u(p.Dv / cfg.siz_b_nv), rows, bh}, stream, &g, sizeof(g));
+    if (cfg.tl_sm90) {  // persistent: one CTA per SM, or per tile where there are fewer
+      const rt::LoadedKernel* tile_kernels[3] = {&k_dq, &k_dk, &k_dv};
+      for (int mode = 0; mode < 3; ++mode) {
+        const MlstmBwdTileSm90Params tp = bwd_tile_sm90_params(p, g, mode, mode == 2 ? cfg.siz_b_nv : cfg.siz_b_nqk);
+        const int64_t ctas = std::min<int64_t>(tp.tiles, current_limits().sm_count);
+        tile_kernels[mode]->launch({u(ctas), 1, 1}, stream, &tp, sizeof(tp));
+      }
+    } else {
+      const unsigned rows = u((p.S + cfg.siz_b_r - 1) / cfg.siz_b_r);
+      k_dq.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));
+      k_dk.launch({u(p.Dqk / cfg.siz_b_nqk), rows, bh}, stream, &g, sizeof(g));
+      k_dv.launch({u(p.Dv / cfg.siz_b_nv), rows, bh}, stream, &g, sizeof(g));
+    }
     k_gl.launch({nc, bh, 1}, stream, &g, sizeof(g));
     k_gdf.launch({nc, bh, 1}, stream, &g, sizeof(g));
   } catch (...) {

@@ -30,6 +30,24 @@ inline rt::TensorMapSpec bshd_map(const void* base, DType dt, int64_t d, const M
   return s;
 }
 
+// Chunk states (BH * NC, Dqk, Dv) of a 16-bit dtype as TMA sees them: boxes of 64 Dv columns by
+// 64 Dqk rows of one chunk, 128B-swizzled.
+inline rt::TensorMapSpec states_map(const void* base, const MlstmProblem& p, int nc) {
+  rt::TensorMapSpec c;
+  c.base = base;
+  c.dtype = p.dtype;
+  c.rank = 3;
+  c.dims[0] = static_cast<uint64_t>(p.Dv);
+  c.dims[1] = static_cast<uint64_t>(p.Dqk);
+  c.dims[2] = static_cast<uint64_t>(p.B * p.NH) * static_cast<uint64_t>(nc);
+  c.strides[1] = static_cast<uint64_t>(p.Dv) * 2;
+  c.strides[2] = static_cast<uint64_t>(p.Dqk * p.Dv) * 2;
+  c.box[0] = 64;
+  c.box[1] = 64;
+  c.box[2] = 1;
+  c.swizzle = 128;
+  return c;
+}
 
 // The parameter blocks of the chunk-state walks: the forward's state kernel (A = K, B = V) and
 // the backward's dC kernel (A = Q, B = dH), 64-row boxes.
@@ -48,6 +66,38 @@ inline MlstmBwdDstatesSm90Params bwd_dstates_sm90_params(const MlstmProblem& p, 
   sp.dh = rt::tensor_map(bshd_map(g.dh, p.dtype, p.Dv, p, g.dh_sb, g.dh_sh, g.dh_ss, rows));
   sp.p = g;
   return sp;
+}
+
+// The parameter block of a gradient tile kernel (mode 0 dQ, 1 dK, 2 dV; bn its column tile):
+// the roles X, Z, W, Y of mlstm_bwd_tile_sm90.cuh as tensor maps, and its tiles.
+inline MlstmBwdTileSm90Params bwd_tile_sm90_params(const MlstmProblem& p, const MlstmBwdParams& g, int mode,
+                                                   int bn) {
+  using Shape = BwdTileSm90Shape;
+  struct In {
+    const void* base;
+    int64_t d;
+    long long sb, sh, ss;
+  };
+  const In q{g.q, p.Dqk, g.q_sb, g.q_sh, g.q_ss}, k{g.k, p.Dqk, g.k_sb, g.k_sh, g.k_ss};
+  const In v{g.v, p.Dv, g.v_sb, g.v_sh, g.v_ss}, dh{g.dh, p.Dv, g.dh_sb, g.dh_sh, g.dh_ss};
+  const In& x = mode == 0 ? dh : mode == 1 ? v : k;
+  const In& z = mode == 0 ? v : mode == 1 ? dh : q;
+  const In& w = mode == 0 ? k : mode == 1 ? q : dh;
+  auto map = [&](const In& t, unsigned rows) {
+    return rt::tensor_map(bshd_map(t.base, p.dtype, t.d, p, t.sb, t.sh, t.ss, rows));
+  };
+  MlstmBwdTileSm90Params P{};
+  P.x = map(x, Shape::kBR);
+  P.z = map(z, Shape::kBT);
+  P.w = map(w, Shape::kBT);
+  P.y = rt::tensor_map(states_map(mode == 0 ? g.states_C : g.dstates_C, p, g.NC));
+  P.p = g;
+  P.row_tiles = static_cast<int>((p.S + Shape::kBR - 1) / Shape::kBR);
+  P.n_tiles = static_cast<int>((mode == 2 ? p.Dv : p.Dqk) / bn);
+  const int64_t tiles = int64_t{P.row_tiles} * P.n_tiles * p.B * p.NH;
+  if (tiles > INT32_MAX) throw Error(ErrorCode::InvalidArgument, "problem too large for the sm90 backward");
+  P.tiles = static_cast<int>(tiles);
+  return P;
 }
 
 }  // namespace tfla::ops

@@ -377,6 +377,14 @@ TEST_CASE("the sm90 engine over its edge cases", "[gpu][ops][sm90]") {
            {true, CW, G, true, hf, 2, 2, 1000, 256, 128, 192, kDcLast | kBshd},
            {true, CW, G, false, bf, 1, 1, 63, 128, 128, 64, kDcLast},
            {true, CW, E, true, bf, 1, 2, 2000, 512, 256, 512, kInit | kDcLast | kCallerWs},
+           // the gradient tiles: sequences shorter than a row tile, a column tile, one row; tails;
+           // dQ / dK contracting over Dv = 512 in 128-column tiles; Dv not a power of two
+           {true, CW, E, true, bf, 1, 1, 1, 128, 128, 64, kLast},
+           {true, CW, G, true, hf, 1, 2, 7, 256, 128, 128, kInit | kLast},
+           {true, CW, G, false, bf, 2, 1, 65, 128, 256, 64, kDcLast},
+           {true, CW, E, true, bf, 2, 1, 383, 256, 256, 320, kBshd | kExtreme},
+           {true, CW, G, true, bf, 1, 1, 1000, 256, 128, 512, kLast | kSaved},
+           {true, CW, E, true, hf, 1, 2, 640, 128, 128, 128, kInit | kLast | kDcLast | kCallerWs | kStream},
        }) {
     Case x = c;
     x.engine = 1;

@@ -9,6 +9,7 @@
 #include <regex>
 #include <thread>
 
+#include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
 #include "ops/sm90_kernels.hpp"
 #include "runtime/kernel.hpp"
@@ -89,16 +90,44 @@ std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
   return out;
 }
 
-}  // namespace
+// The sm90 gradient tile kernels (dQ, dK, dV): every dtype and variant in the default column
+// tiles, and every column tile in bf16 mLSTMsig, at the paper's and the seed's head sizes and the
+// smallest.
+std::vector<rt::KernelSpec> bwd_tile_sm90_kernels() {
+  std::vector<rt::KernelSpec> out;
+  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+  for (DType dt : {DType::BF16, DType::FP16})
+    for (int v = 0; v < 3; ++v)
+      for (auto [dqk, dv] : {std::pair{256, 512}, std::pair{128, 256}, std::pair{64, 64}}) {
+        MlstmProblem p;
+        p.B = 1;
+        p.NH = 2;
+        p.S = 1000;
+        p.Dqk = dqk;
+        p.Dv = dv;
+        p.dtype = dt;
+        p.variant = v == 2 ? Variant::Exp : Variant::Sig;
+        p.normalize = v != 1;
+        ops::BwdConfig c = ops::sm90_bwd_config(p, dev);
+        c.tl_sm90 = 1;
+        c.siz_b_r = 128;
+        c.siz_b_t = 64;
+        c.chunk = 256;
+        const bool all = dt == DType::BF16 && v == 0;
+        for (int mode = 0; mode < 3; ++mode)
+          for (int bn : {256, 128, 64}) {
+            (mode == 2 ? c.siz_b_nv : c.siz_b_nqk) = bn;
+            if (!ops::check_bwd_tiles_sm90(c, p, dev).empty()) continue;
+            out.push_back(ops::bwd_tile_sm90_kernel(p, c, mode, dev));
+            if (!all) break;
+          }
+      }
+  return out;
+}
 
-TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spill",
-          "[nvrtc][sm90]") {
-  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");  // adds --ptxas-options=-v (kernel.cpp)
-  auto specs = ops::sm90_kernels();
-  REQUIRE(specs.size() >= 30);
-  const auto mlstm = mlstm_sm90_kernels();
-  REQUIRE(mlstm.size() >= 30);
-  specs.insert(specs.end(), mlstm.begin(), mlstm.end());
+// The checks every sm90 kernel passes: compiled, no ptxas warning (C75xx: wgmma serialized), no
+// stack frame, no spills.
+void check_clean(const std::vector<rt::KernelSpec>& specs) {
   const auto results = compile_all(specs, "sm_90a");
   const std::regex frame(
       R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)");
@@ -116,6 +145,27 @@ TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spil
     CHECK(m[2] == "0");
     CHECK(m[3] == "0");
   }
+}
+
+}  // namespace
+
+TEST_CASE("the sm_90a kernels compile with no ptxas warning, stack frame or spill",
+          "[nvrtc][sm90]") {
+  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");  // adds --ptxas-options=-v (kernel.cpp)
+  auto specs = ops::sm90_kernels();
+  REQUIRE(specs.size() >= 30);
+  const auto mlstm = mlstm_sm90_kernels();
+  REQUIRE(mlstm.size() >= 30);
+  specs.insert(specs.end(), mlstm.begin(), mlstm.end());
+  check_clean(specs);
+}
+
+TEST_CASE("the sm_90a gradient tile kernels compile with no ptxas warning, stack frame or spill",
+          "[nvrtc][sm90][bwd_tile]") {
+  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
+  const auto specs = bwd_tile_sm90_kernels();
+  REQUIRE(specs.size() >= 40);
+  check_clean(specs);
 }
 
 TEST_CASE("the sm_90a kernels compile for sm_90 and sm_80 (primitives trap there)",

@@ -1,9 +1,10 @@
 // The chunkwise backward on the sm_90a engine: the recompute's state kernel and the reverse dC
-// recurrence as chunk-state walks on TMA and wgmma (st_sm90 / ds_sm90; kernel_templates/tfla/
-// mlstm_{fwd_states,bwd_dstates}_sm90.cuh), the gate kernels and the dQ / dK / dV tile kernels of
-// bwd.chunkwise.mma. It serves sm_90a devices with 16-bit inputs, Dqk 128 or 256 and Dv a
-// multiple of 64. Not the backward's default (slower as measured); the tuner times it beside the
-// mma.sync family. Its default and why: sm90_bwd_config in ops/bwd_config.cpp.
+// recurrence as chunk-state walks (st_sm90 / ds_sm90; kernel_templates/tfla/
+// mlstm_{fwd_states,bwd_dstates}_sm90.cuh) and the dQ / dK / dV tile kernels (tl_sm90;
+// mlstm_bwd_tile_sm90.cuh) on TMA and wgmma, the gate kernels of bwd.chunkwise.mma; each of the
+// three parts can also run bwd.chunkwise.mma's kernels. It serves sm_90a devices with 16-bit
+// inputs, Dqk 128 or 256 and Dv a multiple of 64. Its default and why: sm90_bwd_config in
+// ops/bwd_config.cpp.
 #include "ops/bwd_config.hpp"
 #include "ops/families/families.hpp"
 
@@ -26,20 +27,24 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
     return sm90_bwd_config(p, dev, chunk).to_config();
   }
   // The state kernels as one axis each: the sm90 walk in its two Dv tiles or the mma.sync
-  // kernel's default blocks; the gradient tiles as the mma.sync family walks them.
+  // kernel's default blocks. The gradient tiles as one axis: the sm90 tile kernels in their
+  // column tiles, or the mma.sync kernels in 64-row tiles (the mma.sync family walks the rest).
   std::vector<Axis> axes(const MlstmProblem& p) const override {
-    Axis st, ds;
+    Axis st, ds, tl;
     for (int64_t bv : {128, 64}) {
       st.push_back({{"st_sm90", 1}, {"st_siz_b_k", p.Dqk}, {"st_siz_b_v", bv}});
       ds.push_back({{"ds_sm90", 1}, {"ds_siz_b_k", p.Dqk}, {"ds_siz_b_v", bv}});
     }
     st.push_back({{"st_sm90", 0}, {"st_siz_b_k", 128}, {"st_siz_b_v", 128}, {"st_warps_m", 4}, {"st_warps_n", 2}});
     ds.push_back({{"ds_sm90", 0}, {"ds_siz_b_k", 128}, {"ds_siz_b_v", 128}, {"ds_warps_m", 4}, {"ds_warps_n", 2}});
-    return {values("chunk", {128, 256, 64, 512}), values("siz_b_r", {32, 64, 128}),
-            values("siz_b_t", {32, 64, 128}),     values("siz_b_nqk", {64, 128, 256}),
-            values("siz_b_nv", {64, 128, 256}),   values("siz_b_kc", {32, 64}),
-            warp_grids(""),                       std::move(st),
-            std::move(ds)};
+    for (int64_t nqk : {256, 128, 64})
+      for (int64_t nv : {256, 128, 64})
+        tl.push_back({{"tl_sm90", 1}, {"siz_b_r", 128}, {"siz_b_t", 64}, {"siz_b_nqk", nqk}, {"siz_b_nv", nv}});
+    for (int64_t nqk : {256, 128})
+      for (int64_t nv : {256, 128})
+        tl.push_back({{"tl_sm90", 0}, {"siz_b_r", 64}, {"siz_b_t", 64}, {"siz_b_nqk", nqk}, {"siz_b_nv", nv},
+                      {"siz_b_kc", 64}, {"warps_m", 2}, {"warps_n", 4}});
+    return {values("chunk", {128, 256, 512}), std::move(tl), std::move(st), std::move(ds)};
   }
 };
 
