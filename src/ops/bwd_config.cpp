@@ -350,11 +350,11 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   const int ch = chunk > 0 ? chunk : sm90_fwd_config(p, dev).chunk;
   BwdConfig c = chunkwise_bwd_config(p, dev, ch);
   c.engine = Engine::Sm90;
-  const int bv = state_walk_sm90_bv(p, dev);
-  if (check_state_walk_sm90(p, dev, c.chunk, static_cast<int>(p.Dqk), bv, "st").empty()) {
+  // the chunk-state walks where the forward's default takes its state kernel's (enough heads)
+  if (const FwdConfig f = sm90_fwd_config(p, dev, c.chunk); f.st_sm90) {
     c.st_sm90 = c.ds_sm90 = 1;
-    c.st_siz_b_k = c.ds_siz_b_k = static_cast<int>(p.Dqk);
-    c.st_siz_b_v = c.ds_siz_b_v = bv;
+    c.st_siz_b_k = c.ds_siz_b_k = f.st_siz_b_k;
+    c.st_siz_b_v = c.ds_siz_b_v = f.st_siz_b_v;
   }
   BwdConfig t = c;
   t.tl_sm90 = 1;

@@ -32,6 +32,7 @@ enum Opt : unsigned {
   kDcLast = 32,   // dC_last into the backward
   kSaved = 64,    // the forward keeps its states for the backward (no recompute)
   kExtreme = 128, // extreme gate pre-activations
+  kWalks = 256,   // sm90 backward: the chunk-state walks pinned (its default takes them with many heads)
 };
 
 enum class Form { Library, Chunkwise, Parallel };  // the config: {}, {chunk=L}, {parallel=1}
@@ -59,7 +60,9 @@ std::string describe(const Case& c) {
                 c.opts & kStream ? " stream" : "", c.opts & kBshd ? " bshd" : "", c.opts & kInit ? " init" : "",
                 c.opts & kLast ? " last" : "", c.opts & kDcLast ? " dC_last" : "", c.opts & kSaved ? " saved" : "",
                 c.opts & kExtreme ? " extreme" : "");
-  return buf;
+  std::string out = buf;
+  if (c.opts & kWalks) out += " walks";
+  return out;
 }
 
 // (B, NH, S, D) contiguous <-> (B, S, NH, D) contiguous
@@ -218,8 +221,16 @@ void run_case(const Case& c, uint64_t seed) {
   if (saved) { bt.saved = saved_buf.get(); bt.saved_bytes = saved_buf.bytes(); }
   LaunchOptions bo = o;
   // the backward's engine too where it serves the case (the sm90 backward takes fewer head sizes)
-  if (c.engine == 0 || (c.engine == 1 && ops::sm90_bwd_serves(p, ops::current_limits()).empty()))
+  if (c.engine == 0 || (c.engine == 1 && ops::sm90_bwd_serves(p, ops::current_limits()).empty())) {
     bo.config["engine"] = c.engine;
+    if (c.engine == 1 && (c.opts & kWalks) && c.chunk % 64 == 0)
+      for (const char* w : {"st", "ds"}) {
+        const std::string k = w;
+        bo.config[k + "_sm90"] = 1;
+        bo.config[k + "_siz_b_k"] = c.Dqk;
+        bo.config[k + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
+      }
+  }
   cli::DeviceBuffer bws;
   if (c.opts & kCallerWs) {
     bws = test::poisoned(std::max<size_t>(mlstm_backward_workspace_size(p, o.config, saved), 256));
@@ -280,6 +291,7 @@ void run_engines(Case c, uint64_t seed) {
   run_case(c, seed);
   if (!sm90_serves(c)) return;
   c.engine = 1;
+  if (seed % 2) c.opts |= kWalks;  // the sm90 backward alternates between its two state-kernel choices
   run_case(c, seed);
 }
 
@@ -373,10 +385,10 @@ TEST_CASE("the sm90 engine over its edge cases", "[gpu][ops][sm90]") {
            {false, CW, E, true, bf, 1, 2, 2000, 256, 64, 512, kExtreme | kCallerWs | kStream},
            {true, CW, E, true, bf, 1, 2, 700, 256, 128, 256, kSaved | kInit | kDcLast},
            // the backward's chunk-state walks (recompute and dC)
-           {true, CW, E, true, bf, 1, 1, 129, 128, 256, 256, kInit | kLast | kDcLast | kExtreme},
-           {true, CW, G, true, hf, 2, 2, 1000, 256, 128, 192, kDcLast | kBshd},
-           {true, CW, G, false, bf, 1, 1, 63, 128, 128, 64, kDcLast},
-           {true, CW, E, true, bf, 1, 2, 2000, 512, 256, 512, kInit | kDcLast | kCallerWs},
+           {true, CW, E, true, bf, 1, 1, 129, 128, 256, 256, kInit | kLast | kDcLast | kExtreme | kWalks},
+           {true, CW, G, true, hf, 2, 2, 1000, 256, 128, 192, kDcLast | kBshd | kWalks},
+           {true, CW, G, false, bf, 1, 1, 63, 128, 128, 64, kDcLast | kWalks},
+           {true, CW, E, true, bf, 1, 2, 2000, 512, 256, 512, kInit | kDcLast | kCallerWs | kWalks},
            // the gradient tiles: sequences shorter than a row tile, a column tile, one row; tails;
            // dQ / dK contracting over Dv = 512 in 128-column tiles; Dv not a power of two
            {true, CW, E, true, bf, 1, 1, 1, 128, 128, 64, kLast},
