@@ -265,6 +265,12 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
         MODE == kDQ ? min(x.n_tiles, (x.row0 + 64 * cw + 64 - x.chunk0 + kBT - 1) / kBT) : x.n_tiles;
     const int last_x = end_mine > first_mine ? end_mine - 1 : -1;  // the tile of its last X read
     if (last_x < 0) release_x();
+    // Up to 128 columns, the ring slot of the last P W, still in flight: freed once the next
+    // tile's first scores are issued (wgmma groups complete in order), so P W overlaps the next
+    // Z wait and X Z^T issue. At 256 columns the accumulator in flight would spill: P W completes
+    // before the next tile.
+    constexpr bool kOverlapPW = BN <= 128;
+    int w_pending = -1;
 #pragma unroll 1
     for (int n = 0; n < x.n_tiles; ++n) {
       const int t0 = x.t_begin + n * kBT;
@@ -312,6 +318,11 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
               }
             }
           }
+          if (kOverlapPW && zs == 0 && w_pending >= 0) {  // the previous tile's P W is done: free its slot
+            wgmma_wait<1>();
+            release(w_pending);
+            w_pending = -1;
+          }
           if (zs > 0) {  // the previous slot's scores are done: free it
             wgmma_wait<1>();
             release(z_prev);
@@ -338,6 +349,11 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
                 Elem<T>::pack2(sacc[4 * jj + 2 * hh] * w0, sacc[4 * jj + 2 * hh + 1] * w1);
           }
       } else {  // in step with the ring: wait for the Z slots and free them
+        if (kOverlapPW && w_pending >= 0) {  // first free the last P W's slot (the producer may need it)
+          wgmma_wait<0>();
+          release(w_pending);
+          w_pending = -1;
+        }
 #pragma unroll 1
         for (int zs = 0; zs < kZSlots; ++zs) {
           mbar_wait(&full[pos.slot], pos.phase);
@@ -355,10 +371,19 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
         for (int kk = 0; kk < 4; ++kk)
           Wgmma<BN>::template rs<T, 1>(acc, pa[kk], db + desc_step(16 * 128 * kk), 1);
         wgmma_commit();
-        wgmma_wait<0>();
-        reg_fence(acc);
+        if constexpr (kOverlapPW) {
+          w_pending = w_slot;
+        } else {
+          wgmma_wait<0>();
+          reg_fence(acc);
+        }
       }
-      release(w_slot);
+      if (!kOverlapPW || !mine) release(w_slot);
+    }
+    if constexpr (kOverlapPW) {
+      wgmma_wait<0>();
+      reg_fence(acc);
+      if (w_pending >= 0) release(w_pending);
     }
 
     // dQ / dK: the fp32 row dots q . dq or k . dk over this tile's columns, from the exact

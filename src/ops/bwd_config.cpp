@@ -340,21 +340,20 @@ std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   return {};
 }
 
-// Why: the chunk of the sm90 forward's default, the mma.sync default's gradient tiles for it,
-// and both chunk-state walks on the engine in the Dv tiles the forward's state kernel takes.
-// The family is not the backward's default: measured on an H200 (2026-11-30, `tfla bench
-// backward --variant sig`, paper shape, against the mma.sync backward in the same device call)
-// it ran 7.629 ms against 7.298 at S = 8192 and 11.594 against 8.918 at S = 65536 (B = 1, where a
-// walk has 64 CTAs of one per SM); it runs when pinned (engine=1) or tuned.
+// Why: the chunk of the sm90 forward's default; the gradient tiles on the engine (128 rows, the
+// widest column tiles whose ring fits); the recompute's state kernel as the forward's default
+// has it (the walk where its CTAs fill the SMs); the dC recurrence on mma.sync. Measured on an
+// H200 (2026-11-30, `tfla bench backward --variant sig`, paper shape, S = 8192, one device call):
+// engine tiles with both walks 6.53 ms, with the state walk and the mma.sync dC kernel 5.96, with
+// both mma.sync kernels 6.19; the mma.sync family 7.27.
 BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
   const int ch = chunk > 0 ? chunk : sm90_fwd_config(p, dev).chunk;
   BwdConfig c = chunkwise_bwd_config(p, dev, ch);
   c.engine = Engine::Sm90;
-  // the chunk-state walks where the forward's default takes its state kernel's (enough heads)
   if (const FwdConfig f = sm90_fwd_config(p, dev, c.chunk); f.st_sm90) {
-    c.st_sm90 = c.ds_sm90 = 1;
-    c.st_siz_b_k = c.ds_siz_b_k = f.st_siz_b_k;
-    c.st_siz_b_v = c.ds_siz_b_v = f.st_siz_b_v;
+    c.st_sm90 = 1;
+    c.st_siz_b_k = f.st_siz_b_k;
+    c.st_siz_b_v = f.st_siz_b_v;
   }
   BwdConfig t = c;
   t.tl_sm90 = 1;

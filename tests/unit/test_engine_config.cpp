@@ -99,10 +99,36 @@ TEST_CASE("the sm90 backward runs only when pinned or tuned, and its pinned conf
   CHECK(std::string(resolved(ops::Op::Backward, p, {{"parallel", 0}}).name()) == "bwd.chunkwise.mma");
   const ops::BwdConfig s = bwd_resolve(p, {{"engine", 1}});
   CHECK(s.engine == ops::Engine::Sm90);
-  CHECK(s.st_sm90 == 1);
-  CHECK(s.ds_sm90 == 1);
-  CHECK(s.ds_siz_b_k == 256);
+  CHECK(s.st_sm90 == 1);  // the forward's rule: 8 heads x 8 sequences fill the SMs
+  CHECK(s.st_siz_b_k == 256);
+  CHECK(s.ds_sm90 == 0);
+  CHECK(s.tl_sm90 == 1);
+  CHECK(s.siz_b_r == 128);
+  CHECK(s.siz_b_t == 64);
+  CHECK(s.siz_b_nqk == 256);
+  CHECK(s.siz_b_nv == 256);
   CHECK(check_bwd(s, p).empty());
+  // one long sequence: the mma.sync state kernel, the engine's tiles
+  const MlstmProblem one = problem(1, 65536, 256, 512);
+  const ops::BwdConfig l = bwd_resolve(one, {{"engine", 1}});
+  CHECK(l.st_sm90 == 0);
+  CHECK(l.tl_sm90 == 1);
+  CHECK(check_bwd(l, one).empty());
+  // a pinned chunk the tiles refuse (not a multiple of 128), a head wider than 512: mma.sync tiles
+  const ops::BwdConfig c64 = bwd_resolve(p, {{"engine", 1}, {"chunk", 64}});
+  CHECK(c64.tl_sm90 == 0);
+  CHECK(check_bwd(c64, p).empty());
+  const MlstmProblem wide = problem(8, 8192, 256, 640);
+  const ops::BwdConfig w = bwd_resolve(wide, {{"engine", 1}});
+  CHECK(w.tl_sm90 == 0);
+  CHECK(check_bwd(w, wide).empty());
+  // the tiles' rule names what it refuses
+  CHECK(ops::acceptance(ops::Op::Backward, p, ref(), {{"engine", 1}, {"siz_b_r", 64}}).find("siz_b_r must be 128") !=
+        std::string::npos);
+  CHECK(ops::acceptance(ops::Op::Backward, p, ref(), {{"engine", 1}, {"siz_b_nqk", 32}}).find("siz_b_nqk") !=
+        std::string::npos);
+  CHECK(ops::acceptance(ops::Op::Backward, p, ref(), {{"engine", 0}, {"tl_sm90", 1}}).find("engine=1") !=
+        std::string::npos);
   // Dqk 64 is not served: the sm90 backward's rule names why
   const MlstmProblem small = problem(8, 8192, 64, 64);
   CHECK(!ops::sm90_bwd_serves(small, ref()).empty());
