@@ -205,6 +205,9 @@ BwdConfig parallel_bwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
     c.siz_b_t = c.siz_b_r;
     set_tile_warps(c);
   }
+  // The chunk is that of the chunkwise default a call with states falls back to (the sm90
+  // engine's where it is preferred), so a parallel config's workspace size covers that fallback.
+  if (sm90_bwd_preferred(p, dev)) c.chunk = sm90_bwd_config(p, dev).chunk;
   return c;
 }
 
@@ -370,6 +373,14 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   return c;
 }
 
+// Why Dv >= 512: dQ's and dK's score tiles contract over Dv, and the engine's tiles win where that
+// contraction is long. H200, 2026-11-30, `tfla bench backward --variant sig`, one device call,
+// against the mma.sync family: paper shape (Dqk 256, Dv 512) 6.03 vs 7.31 ms at S = 8192 and 7.83
+// vs 8.97 at S = 65536 (B = 1); the seed's headline shape (Dqk 128, Dv 256, NH 16) 5.78 vs 5.43.
+bool sm90_bwd_preferred(const MlstmProblem& p, const DeviceLimits& dev) {
+  return sm90_bwd_serves(p, dev).empty() && p.Dv >= 512 && sm90_bwd_config(p, dev).tl_sm90 == 1;
+}
+
 int bwd_tile_sm90_stages(const MlstmProblem& p, int mode, int bn, const DeviceLimits& dev) {
   const int dx = static_cast<int>(mode == 2 ? p.Dqk : p.Dv);
   for (int stages = 4; stages >= 2; --stages)
@@ -417,6 +428,7 @@ std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, con
   if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
   if (c.parallel()) return "the sm90 engine has no parallel-form backward";
   if (std::string why = sm90_bwd_serves(p, dev); !why.empty()) return why;
+  if (c.chunk < 128 || c.chunk % 128) return "engine=1 (sm90): chunk must be a multiple of 128";
   if (c.st_sm90)
     if (std::string r = check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st"); !r.empty()) return r;
   if (c.ds_sm90)

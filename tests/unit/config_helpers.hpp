@@ -38,7 +38,9 @@ inline ops::BwdConfig bwd_default(const MlstmProblem& p, int chunk = 0) {
 inline ops::FwdConfig cw_fwd(const MlstmProblem& p) {
   return ops::sm90_fwd_serves(p, ref()).empty() ? ops::sm90_fwd_config(p, ref()) : ops::chunkwise_fwd_config(p, ref());
 }
-inline ops::BwdConfig cw_bwd(const MlstmProblem& p) { return ops::chunkwise_bwd_config(p, ref()); }
+inline ops::BwdConfig cw_bwd(const MlstmProblem& p) {
+  return ops::sm90_bwd_preferred(p, ref()) ? ops::sm90_bwd_config(p, ref()) : ops::chunkwise_bwd_config(p, ref());
+}
 inline ops::FwdConfig par_fwd(const MlstmProblem& p) { return ops::parallel_fwd_config(p, ref()); }
 inline ops::BwdConfig par_bwd(const MlstmProblem& p) { return ops::parallel_bwd_config(p, ref()); }
 // The rule of the config's own family (form and engine).

@@ -92,11 +92,21 @@ TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless 
             .find("st_siz_b_k must be Dqk") != std::string::npos);
 }
 
-TEST_CASE("the sm90 backward runs only when pinned or tuned, and its pinned config is valid", "[engine]") {
+TEST_CASE("the sm90 backward is the default for Dv >= 512, else runs when pinned or tuned", "[engine]") {
   const MlstmProblem p = problem(8, 8192, 256, 512);
   CHECK(ops::sm90_bwd_serves(p, ref()).empty());
-  CHECK(std::string(resolved(ops::Op::Backward, p, {}).name()) == "bwd.chunkwise.mma");
-  CHECK(std::string(resolved(ops::Op::Backward, p, {{"parallel", 0}}).name()) == "bwd.chunkwise.mma");
+  CHECK(std::string(resolved(ops::Op::Backward, p, {}).name()) == "bwd.chunkwise.sm90");
+  CHECK(std::string(resolved(ops::Op::Backward, p, {{"parallel", 0}}).name()) == "bwd.chunkwise.sm90");
+  CHECK(std::string(resolved(ops::Op::Backward, p, {{"engine", 0}}).name()) == "bwd.chunkwise.mma");
+  const MlstmProblem headline = problem(8, 8192, 128, 256);
+  CHECK(std::string(resolved(ops::Op::Backward, headline, {}).name()) == "bwd.chunkwise.mma");
+  CHECK(std::string(resolved(ops::Op::Backward, headline, {{"engine", 1}}).name()) == "bwd.chunkwise.sm90");
+  ops::DeviceLimits ampere = ref();
+  ampere.arch = "sm_80";
+  ampere.cc_major = 8;
+  CHECK(std::string(resolved(ops::Op::Backward, p, {}, ampere).name()) == "bwd.chunkwise.mma");
+  // a pinned chunk the engine's tiles refuse: the mma.sync family, unless the engine is pinned
+  CHECK(std::string(resolved(ops::Op::Backward, p, {{"chunk", 64}}).name()) == "bwd.chunkwise.mma");
   const ops::BwdConfig s = bwd_resolve(p, {{"engine", 1}});
   CHECK(s.engine == ops::Engine::Sm90);
   CHECK(s.st_sm90 == 1);  // the forward's rule: 8 heads x 8 sequences fill the SMs
@@ -114,10 +124,10 @@ TEST_CASE("the sm90 backward runs only when pinned or tuned, and its pinned conf
   CHECK(l.st_sm90 == 0);
   CHECK(l.tl_sm90 == 1);
   CHECK(check_bwd(l, one).empty());
-  // a pinned chunk the tiles refuse (not a multiple of 128), a head wider than 512: mma.sync tiles
-  const ops::BwdConfig c64 = bwd_resolve(p, {{"engine", 1}, {"chunk", 64}});
-  CHECK(c64.tl_sm90 == 0);
-  CHECK(check_bwd(c64, p).empty());
+  // a pinned chunk the engine refuses (not a multiple of 128) is named; a head wider than 512
+  // keeps the mma.sync tiles
+  CHECK(ops::acceptance(ops::Op::Backward, p, ref(), {{"engine", 1}, {"chunk", 64}}).find("multiple of 128") !=
+        std::string::npos);
   const MlstmProblem wide = problem(8, 8192, 256, 640);
   const ops::BwdConfig w = bwd_resolve(wide, {{"engine", 1}});
   CHECK(w.tl_sm90 == 0);

@@ -20,9 +20,8 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
   std::string serves(const MlstmProblem& p, const DeviceLimits& dev) const override {
     return sm90_bwd_serves(p, dev);
   }
-  // Slower than the mma.sync family as measured (sm90_bwd_config says by how much): pinned
-  // (engine=1) or tuned only.
-  bool preferred(const MlstmProblem&, const DeviceLimits&) const override { return false; }
+  // The default where its gradient tiles run and win (sm90_bwd_preferred says where and why).
+  bool preferred(const MlstmProblem& p, const DeviceLimits& dev) const override { return sm90_bwd_preferred(p, dev); }
   Config default_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) const override {
     return sm90_bwd_config(p, dev, chunk).to_config();
   }
