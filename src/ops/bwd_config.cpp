@@ -345,10 +345,11 @@ std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
 
 // Why: the chunk of the sm90 forward's default; the gradient tiles on the engine (128 rows, the
 // widest column tiles whose ring fits); the recompute's state kernel as the forward's default
-// has it (the walk where its CTAs fill the SMs); the dC recurrence on mma.sync. Measured on an
-// H200 (2026-11-30, `tfla bench backward --variant sig`, paper shape, S = 8192, one device call):
-// engine tiles with both walks 6.53 ms, with the state walk and the mma.sync dC kernel 5.96, with
-// both mma.sync kernels 6.19; the mma.sync family 7.27.
+// has it (the walk where it serves); the dC recurrence on mma.sync. Measured on an H200
+// (2026-11-30, `tfla bench backward --variant sig`, paper heads): at S = 8192, in one call, the
+// engine's tiles with both walks 6.53 ms, with the state walk and the mma.sync dC kernel 5.96,
+// with both mma.sync kernels 6.19, the mma.sync family 7.27; the state walk against the mma.sync
+// state kernel (dC on mma.sync) 7.83 vs 7.76 ms at S = 65536 (B = 1) and 6.52 vs 6.51 at S = 16384.
 BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
   const int ch = chunk > 0 ? chunk : sm90_fwd_config(p, dev).chunk;
   BwdConfig c = chunkwise_bwd_config(p, dev, ch);

@@ -331,14 +331,12 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   c.engine = Engine::Sm90;
   c.siz_b_q = FwdOutputSm90Shape::kBQ;
   c.siz_b_kv = FwdOutputSm90Shape::kBKV;
-  // The state kernel on the engine where Dqk is 128 or 256 and its CTAs (one per SM, each walking
-  // the whole sequence for all Dqk rows) fill the SMs: 128-column CTAs, 64-column ones when those
-  // would leave SMs idle. With fewer heads (long sequences at constant tokens) the mma.sync state
-  // kernel's smaller blocks, two per SM, spread the walk wider. (H200, paper shape, S = 8192, two
-  // device calls of one session: forward 1.98 ms with it, 2.10 with the mma.sync state kernel. At
-  // S = 65536, B = 1 the backward with both sm90 walks ran 11.59 ms against 8.92 with the
-  // mma.sync ones, in one call.)
-  if (p.B * p.NH * (p.Dv / 64) >= dev.sm_count) {
+  // The state kernel on the engine wherever it serves (Dqk 128 or 256): 128-column CTAs, 64-column
+  // ones when those would leave SMs idle. H200, `tfla bench forward --variant sig`, paper heads:
+  // S = 8192 (B = 8) 1.98 ms with it against 2.10 with the mma.sync state kernel (two calls of one
+  // session); S = 65536 (B = 1, 64 walks for 132 SMs) 2.93 against 3.14 and S = 16384 (B = 4)
+  // 2.09 against 2.09, each pair in one call.
+  {
     FwdConfig s = c;
     s.st_sm90 = 1;
     s.st_siz_b_k = static_cast<int>(p.Dqk);

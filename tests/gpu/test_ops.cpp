@@ -32,7 +32,7 @@ enum Opt : unsigned {
   kDcLast = 32,   // dC_last into the backward
   kSaved = 64,    // the forward keeps its states for the backward (no recompute)
   kExtreme = 128, // extreme gate pre-activations
-  kWalks = 256,   // sm90 backward: the chunk-state walks pinned (its default takes them with many heads)
+  kWalks = 256,   // sm90 backward: both chunk-state walks pinned (its default walks the states, not dC)
 };
 
 enum class Form { Library, Chunkwise, Parallel };  // the config: {}, {chunk=L}, {parallel=1}
@@ -170,7 +170,7 @@ void run_case(const Case& c, uint64_t seed) {
     fo.workspace_bytes = fws.bytes();
   }
   if (c.engine >= 0) fo.config["engine"] = c.engine;
-  if (c.engine == 1 && c.Dqk % 128 == 0) {  // the sm90 state kernel (by default only with many heads)
+  if (c.engine == 1 && c.Dqk % 128 == 0) {  // the sm90 state kernel (its default there; pinned, so it stays tested)
     fo.config["st_sm90"] = 1;
     fo.config["st_siz_b_k"] = c.Dqk;
     fo.config["st_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;

@@ -52,7 +52,7 @@ TEST_CASE("the sm90 forward serves 16-bit heads up to Dqk 256 on sm_90a, and is 
   CHECK(std::string(resolved(ops::Op::Forward, problem(8, 256, 256, 512), {}).name()) == "fwd.parallel.mma");
 }
 
-TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel only where its CTAs fill the SMs", "[engine]") {
+TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel wherever Dqk is 128 or 256", "[engine]") {
   const ops::FwdConfig c = fwd_default(problem(8, 8192, 256, 512));
   CHECK(c.engine == ops::Engine::Sm90);
   CHECK(c.chunk == 256);
@@ -63,10 +63,11 @@ TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel only where 
   CHECK(c.st_siz_b_k == 256);
   CHECK(c.st_siz_b_v == 128);
   CHECK(check_fwd(c, problem(8, 8192, 256, 512)).empty());
-  // B = 1 at S = 65536: 8 heads x 512 / 64 = 64 walks, fewer than the SMs
+  // B = 1 at S = 65536: 64-column walks (8 heads x 512 / 128 = 32 CTAs would leave SMs idle)
   const ops::FwdConfig l = fwd_default(problem(1, 65536, 256, 512));
   CHECK(l.engine == ops::Engine::Sm90);
-  CHECK(l.st_sm90 == 0);
+  CHECK(l.st_sm90 == 1);
+  CHECK(l.st_siz_b_v == 64);
   CHECK(check_fwd(l, problem(1, 65536, 256, 512)).empty());
   // Dqk 64: the output kernel on the engine, the state kernel on mma.sync
   const ops::FwdConfig s = fwd_default(problem(64, 1024, 64, 64));
@@ -109,7 +110,7 @@ TEST_CASE("the sm90 backward is the default for Dv >= 512, else runs when pinned
   CHECK(std::string(resolved(ops::Op::Backward, p, {{"chunk", 64}}).name()) == "bwd.chunkwise.mma");
   const ops::BwdConfig s = bwd_resolve(p, {{"engine", 1}});
   CHECK(s.engine == ops::Engine::Sm90);
-  CHECK(s.st_sm90 == 1);  // the forward's rule: 8 heads x 8 sequences fill the SMs
+  CHECK(s.st_sm90 == 1);  // as the forward's default
   CHECK(s.st_siz_b_k == 256);
   CHECK(s.ds_sm90 == 0);
   CHECK(s.tl_sm90 == 1);
@@ -118,10 +119,11 @@ TEST_CASE("the sm90 backward is the default for Dv >= 512, else runs when pinned
   CHECK(s.siz_b_nqk == 256);
   CHECK(s.siz_b_nv == 256);
   CHECK(check_bwd(s, p).empty());
-  // one long sequence: the mma.sync state kernel, the engine's tiles
+  // one long sequence: the state walk in 64-column CTAs, the engine's tiles
   const MlstmProblem one = problem(1, 65536, 256, 512);
   const ops::BwdConfig l = bwd_resolve(one, {{"engine", 1}});
-  CHECK(l.st_sm90 == 0);
+  CHECK(l.st_sm90 == 1);
+  CHECK(l.st_siz_b_v == 64);
   CHECK(l.tl_sm90 == 1);
   CHECK(check_bwd(l, one).empty());
   // a pinned chunk the engine refuses (not a multiple of 128) is named; a head wider than 512
