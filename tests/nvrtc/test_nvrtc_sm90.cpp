@@ -53,12 +53,10 @@ struct ScopedEnv {
   ~ScopedEnv() { unsetenv(name.c_str()); }
 };
 
-// The mLSTM kernels of the sm90 engine (output, state and dC kernels): every dtype and variant, the
-// Dv tiles the defaults and the tuner use, at the paper's and the seed's head sizes and the
-// smallest.
-std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
-  std::vector<rt::KernelSpec> out;
-  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+// Every dtype and variant (mLSTMsig, mLSTMsig without the normalizer, mLSTMexp) at the paper's
+// and the seed's head sizes and the smallest.
+std::vector<MlstmProblem> sm90_problems() {
+  std::vector<MlstmProblem> out;
   for (DType dt : {DType::BF16, DType::FP16})
     for (int v = 0; v < 3; ++v)
       for (auto [dqk, dv] : {std::pair{256, 512}, std::pair{128, 256}, std::pair{64, 64}}) {
@@ -71,57 +69,59 @@ std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
         p.dtype = dt;
         p.variant = v == 2 ? Variant::Exp : Variant::Sig;
         p.normalize = v != 1;
-        for (int bv : {64, 128, 256}) {
-          if (dv % bv) continue;
-          ops::FwdConfig c = ops::sm90_fwd_config(p, dev);
-          c.siz_b_v = bv;
-          if (!ops::check_fwd_sm90_config(c, p, dev).empty()) continue;
-          const auto ks = ops::fwd_kernels(p, c, dev);
-          out.push_back(ks.back());
-          if (bv == 64)  // the chunk-state walks (forward states, backward dC) in both Dv tiles
-            for (int sbv : {64, 128})
-              if (ops::check_state_walk_sm90(p, dev, c.chunk, dqk, sbv, "st").empty()) {
-                out.push_back(ops::fwd_states_sm90_kernel(p, c.chunk, sbv));
-                out.push_back(ops::bwd_dstates_sm90_kernel(p, c.chunk, sbv));
-              }
-          if (dt == DType::FP16 || v != 0) break;  // all Dv tiles once, in bf16 mLSTMsig
-        }
+        out.push_back(p);
       }
   return out;
 }
 
+// bf16 mLSTMsig (normalized) is compiled in every tile width; the other dtypes and variants in one.
+bool every_tile(const MlstmProblem& p) {
+  return p.dtype == DType::BF16 && p.variant == Variant::Sig && p.normalize;
+}
+
+// The mLSTM kernels of the sm90 engine (output, state and dC kernels): every dtype and variant, the
+// Dv tiles the defaults and the tuner use, at the head sizes of sm90_problems.
+std::vector<rt::KernelSpec> mlstm_sm90_kernels() {
+  std::vector<rt::KernelSpec> out;
+  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+  for (const MlstmProblem& p : sm90_problems())
+    for (int bv : {64, 128, 256}) {
+      if (p.Dv % bv) continue;
+      ops::FwdConfig c = ops::sm90_fwd_config(p, dev);
+      c.siz_b_v = bv;
+      if (!ops::check_fwd_sm90_config(c, p, dev).empty()) continue;
+      const auto ks = ops::fwd_kernels(p, c, dev);
+      out.push_back(ks.back());
+      if (bv == 64)  // the chunk-state walks (forward states, backward dC) in both Dv tiles
+        for (int sbv : {64, 128})
+          if (ops::check_state_walk_sm90(p, dev, c.chunk, static_cast<int>(p.Dqk), sbv, "st").empty()) {
+            out.push_back(ops::fwd_states_sm90_kernel(p, c.chunk, sbv));
+            out.push_back(ops::bwd_dstates_sm90_kernel(p, c.chunk, sbv));
+          }
+      if (!every_tile(p)) break;  // all Dv tiles once, in bf16 mLSTMsig
+    }
+  return out;
+}
+
 // The sm90 gradient tile kernels (dQ, dK, dV): every dtype and variant in the default column
-// tiles, and every column tile in bf16 mLSTMsig, at the paper's and the seed's head sizes and the
-// smallest.
+// tiles, and every column tile in bf16 mLSTMsig, at the head sizes of sm90_problems.
 std::vector<rt::KernelSpec> bwd_tile_sm90_kernels() {
   std::vector<rt::KernelSpec> out;
   const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
-  for (DType dt : {DType::BF16, DType::FP16})
-    for (int v = 0; v < 3; ++v)
-      for (auto [dqk, dv] : {std::pair{256, 512}, std::pair{128, 256}, std::pair{64, 64}}) {
-        MlstmProblem p;
-        p.B = 1;
-        p.NH = 2;
-        p.S = 1000;
-        p.Dqk = dqk;
-        p.Dv = dv;
-        p.dtype = dt;
-        p.variant = v == 2 ? Variant::Exp : Variant::Sig;
-        p.normalize = v != 1;
-        ops::BwdConfig c = ops::sm90_bwd_config(p, dev);
-        c.tl_sm90 = 1;
-        c.siz_b_r = 128;
-        c.siz_b_t = 64;
-        c.chunk = 256;
-        const bool all = dt == DType::BF16 && v == 0;
-        for (int mode = 0; mode < 3; ++mode)
-          for (int bn : {256, 128, 64}) {
-            (mode == 2 ? c.siz_b_nv : c.siz_b_nqk) = bn;
-            if (!ops::check_bwd_tiles_sm90(c, p, dev).empty()) continue;
-            out.push_back(ops::bwd_tile_sm90_kernel(p, c, mode, dev));
-            if (!all) break;
-          }
+  for (const MlstmProblem& p : sm90_problems()) {
+    ops::BwdConfig c = ops::sm90_bwd_config(p, dev);
+    c.tl_sm90 = 1;
+    c.siz_b_r = 128;
+    c.siz_b_t = 64;
+    c.chunk = 256;
+    for (int mode = 0; mode < 3; ++mode)
+      for (int bn : {256, 128, 64}) {
+        (mode == 2 ? c.siz_b_nv : c.siz_b_nqk) = bn;
+        if (!ops::check_bwd_tiles_sm90(c, p, dev).empty()) continue;
+        out.push_back(ops::bwd_tile_sm90_kernel(p, c, mode, dev));
+        if (!every_tile(p)) break;
       }
+  }
   return out;
 }
 
