@@ -35,6 +35,18 @@ inline ops::BwdConfig bwd_default(const MlstmProblem& p, int chunk = 0) {
   return chunk > 0 ? ops::chunkwise_bwd_config(p, ref(), chunk) : bwd_resolve(p, {});
 }
 // The chunkwise default: the sm90 engine's where it serves the problem, else mma.sync's.
+// A bf16-by-default problem with fp32 gates (the unit tests' shapes).
+inline MlstmProblem make_problem(int64_t B, int64_t NH, int64_t S, int64_t dqk, int64_t dv, DType dt = DType::BF16) {
+  MlstmProblem p;
+  p.B = B;
+  p.NH = NH;
+  p.S = S;
+  p.Dqk = dqk;
+  p.Dv = dv;
+  p.dtype = dt;
+  p.gate_dtype = DType::FP32;
+  return p;
+}
 inline ops::FwdConfig cw_fwd(const MlstmProblem& p) {
   return ops::sm90_fwd_serves(p, ref()).empty() ? ops::sm90_fwd_config(p, ref()) : ops::chunkwise_fwd_config(p, ref());
 }

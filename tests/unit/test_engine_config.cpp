@@ -17,15 +17,7 @@ using namespace tfla::test;
 namespace {
 
 MlstmProblem problem(int64_t B, int64_t S, int64_t dqk, int64_t dv, DType dt = DType::BF16) {
-  MlstmProblem p;
-  p.B = B;
-  p.NH = 8;
-  p.S = S;
-  p.Dqk = dqk;
-  p.Dv = dv;
-  p.dtype = dt;
-  p.gate_dtype = DType::FP32;
-  return p;
+  return make_problem(B, 8, S, dqk, dv, dt);
 }
 
 const ops::Family& resolved(ops::Op op, const MlstmProblem& p, const Config& pinned,

@@ -20,15 +20,7 @@ using namespace tfla::test;
 namespace {
 
 MlstmProblem problem(int64_t S, int64_t dqk = 256, int64_t dv = 512, DType dt = DType::BF16) {
-  MlstmProblem p;
-  p.B = 8;
-  p.NH = 8;
-  p.S = S;
-  p.Dqk = dqk;
-  p.Dv = dv;
-  p.dtype = dt;
-  p.gate_dtype = DType::FP32;
-  return p;
+  return make_problem(8, 8, S, dqk, dv, dt);
 }
 
 void* fake_ptr(int slot) { return reinterpret_cast<void*>((uintptr_t(1) << 20) * uintptr_t(slot + 1)); }
