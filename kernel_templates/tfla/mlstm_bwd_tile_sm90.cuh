@@ -387,27 +387,22 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     }
 
     // dQ / dK: the fp32 row dots q . dq or k . dk over this tile's columns, from the exact
-    // accumulators, for the gate gradients. Lane cq loads the 16 bytes of 8-column block j0 + cq
-    // of its row; quad_transpose hands it the pairs of its own columns.
+    // accumulators, for the gate gradients. Each lane loads the 4-byte pairs of its own columns
+    // (8 j + 2 cq, + 1), so nothing moves between lanes while the accumulator is live.
     if constexpr (MODE != kDV) {
       const long long in_sb = MODE == kDQ ? p.q_sb : p.k_sb, in_sh = MODE == kDQ ? p.q_sh : p.k_sh;
       const long long in_ss = MODE == kDQ ? p.q_ss : p.k_ss;
-      const T* gIn = static_cast<const T*>(MODE == kDQ ? p.q : p.k) + x.b * in_sb + x.h * in_sh + n0 + 8 * cq;
+      const T* gIn = static_cast<const T*>(MODE == kDQ ? p.q : p.k) + x.b * in_sb + x.h * in_sh + n0 + 2 * cq;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int gi = x.row0 + lrow + 8 * hh;
         const T* row = gIn + static_cast<long long>(gi) * in_ss;
         float d = 0.f;
 #pragma unroll
-        for (int j0 = 0; j0 < kAcc / 4; j0 += 4) {
-          const uint4 v = gi < S ? *reinterpret_cast<const uint4*>(row + 8 * j0) : make_uint4(0u, 0u, 0u, 0u);
-          const uint4 y = quad_transpose(v.x, v.y, v.z, v.w, cq);
-          const u32 pr[4] = {y.x, y.y, y.z, y.w};
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const float2 f = Elem<T>::unpack2(pr[k]);
-            d += acc[4 * (j0 + k) + 2 * hh] * f.x + acc[4 * (j0 + k) + 2 * hh + 1] * f.y;
-          }
+        for (int j = 0; j < kAcc / 4; ++j) {
+          const u32 w = gi < S ? *reinterpret_cast<const u32*>(row + 8 * j) : 0u;
+          const float2 f = Elem<T>::unpack2(w);
+          d += acc[4 * j + 2 * hh] * f.x + acc[4 * j + 2 * hh + 1] * f.y;
         }
         d += __shfl_xor_sync(0xffffffffu, d, 1);
         d += __shfl_xor_sync(0xffffffffu, d, 2);
