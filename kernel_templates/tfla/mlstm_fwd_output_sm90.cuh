@@ -193,7 +193,7 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
 
     mbar_wait(q_full, q_phase);
     q_phase ^= 1u;
-    // inter part: acc = Q C_c over the state's Dqk blocks
+    // inter part: acc = Q C_c over the state's Dqk blocks, rows scaled by beta_i s
     if (x.has_state) {
       int prev = -1;
 #pragma unroll 1
@@ -214,6 +214,14 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
       wgmma_wait<0>();
       release(prev);
       reg_fence(acc);
+#pragma unroll
+      for (int j = 0; j < kAcc / 4; ++j)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const float f = beta[hh] * scale;
+          acc[4 * j + 2 * hh] *= f;
+          acc[4 * j + 2 * hh + 1] *= f;
+        }
     }
     // q_i . n_c (fp32): lane (g, cq) sums the 16-byte chunks cq and cq + 4 of each 128-byte Q row
     // panel for its two rows, then the quad adds its partial sums.
@@ -244,21 +252,20 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
         nq[hh] += __shfl_xor_sync(0xffffffffu, nq[hh], 2);
       }
     }
-    if (x.has_state) {
-#pragma unroll
-      for (int j = 0; j < kAcc / 4; ++j)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const float f = beta[hh] * scale;
-          acc[4 * j + 2 * hh] *= f;
-          acc[4 * j + 2 * hh + 1] *= f;
-        }
-    }
 
     // intra-chunk part
-    float rowN[2] = {0.f, 0.f};
+    // N_i's row sums start from the inter part's beta_i s (q_i . n_c), held by the quad's lane 0
+    float rowN[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) rowN[hh] = cq == 0 ? beta[hh] * scale * nq[hh] : 0.f;
     const int my_rows_end = x.row0 + 64 * cw + 64;  // one past this warpgroup's last row
     const int my_tiles = min(x.n_tiles, (my_rows_end - x.chunk0 + kBKV - 1) / kBKV);
+    // Up to 128 columns the last P V stays in flight while the next key tile's scores are issued
+    // (wgmma groups complete in order): its V slot is freed once those scores are waited for. At
+    // 256 columns the accumulator in flight spills: P V completes before the next tile.
+    constexpr bool kOverlapPV = BV <= 128;
+    int v_pending = -1;
+    u32 pa[4][4];  // P of the key tile (written once its scores, and so the last P V, completed)
 #pragma unroll 1
     for (int n = 0; n < x.n_tiles; ++n) {
       const int j0 = x.chunk0 + n * kBKV;
@@ -266,7 +273,6 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
       const int k_slot = pos.slot;
       mbar_wait(&full[k_slot], pos.phase);
       pos.advance();
-      u32 pa[4][4] = {};
       if (mine) {
         const u32 kbase = smem_u32(ring + k_slot * kSlotBytes);
         wgmma_fence();
@@ -280,7 +286,11 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
                                             (kp | kk) != 0);
         }
         wgmma_commit();
-        // u_j of this thread's columns 8 jj + 2 cq + e while the scores are computed
+        wgmma_wait<1>();
+        if (v_pending >= 0) release(v_pending);
+        v_pending = -1;
+        // u_j of this thread's columns 8 jj + 2 cq + e while the scores are computed (after the
+        // last P V: its A fragments' registers take them)
         float2 u[8];
         const float* gu = p.gate_u + x.bh * S_pad + j0 + 2 * cq;
 #pragma unroll
@@ -306,6 +316,9 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
             pa[jj / 2][2 * (jj % 2) + hh] = Elem<T>::pack2(p0, p1);
           }
       } else {
+        wgmma_wait<0>();  // free the last P V's slot first (the producer may need it)
+        if (v_pending >= 0) release(v_pending);
+        v_pending = -1;
         release(k_slot);
       }
       const int v_slot = pos.slot;
@@ -318,11 +331,20 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
         for (int kk = 0; kk < 4; ++kk)
           Wgmma<BV>::template rs<T, 1>(acc, pa[kk], db + desc_step(16 * 128 * kk), 1);
         wgmma_commit();
-        wgmma_wait<0>();
-        reg_fence(acc);
+        if constexpr (kOverlapPV) {
+          v_pending = v_slot;
+        } else {
+          wgmma_wait<0>();
+          reg_fence(acc);
+          release(v_slot);
+        }
+      } else {
+        release(v_slot);
       }
-      release(v_slot);
     }
+    wgmma_wait<0>();
+    reg_fence(acc);
+    if (v_pending >= 0) release(v_pending);
 
     // epilogue
     float inv[2];
@@ -333,7 +355,7 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
         float rn = rowN[hh];
         rn += __shfl_xor_sync(0xffffffffu, rn, 1);
         rn += __shfl_xor_sync(0xffffffffu, rn, 2);
-        const float N = beta[hh] * scale * nq[hh] + rn;
+        const float N = rn;
         if (EXP) den = fmaxf(fabsf(N), __expf(-mu[hh]));
         else den = fmaxf(fabsf(N), 1.f);
       }
