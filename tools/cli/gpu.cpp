@@ -28,9 +28,18 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
   }
   return *this;
 }
-void DeviceBuffer::upload(const void* host, size_t bytes) { TFLA_CU(cuMemcpyHtoD(ptr_, host, bytes)); }
+// The "synchronous" copy from pageable memory and memset may still be in flight on the legacy
+// stream when they return, which a non-blocking stream does not wait for: both end with a context
+// synchronize, so whatever a caller launches next, on any stream, sees the bytes.
+void DeviceBuffer::upload(const void* host, size_t bytes) {
+  TFLA_CU(cuMemcpyHtoD(ptr_, host, bytes));
+  TFLA_CU(cuCtxSynchronize());
+}
 void DeviceBuffer::download(void* host, size_t bytes) const { TFLA_CU(cuMemcpyDtoH(host, ptr_, bytes)); }
-void DeviceBuffer::fill_byte(unsigned char b) { TFLA_CU(cuMemsetD8(ptr_, b, bytes_)); }
+void DeviceBuffer::fill_byte(unsigned char b) {
+  TFLA_CU(cuMemsetD8(ptr_, b, bytes_));
+  TFLA_CU(cuCtxSynchronize());
+}
 
 void fill_random(void* ptr, DType dtype, int64_t n, uint64_t seed, float mean, float std, bool normal,
                  CUstream stream) {

@@ -24,7 +24,7 @@ class DeviceBuffer {
   size_t bytes() const { return bytes_; }
   void upload(const void* host, size_t bytes);
   void download(void* host, size_t bytes) const;
-  void fill_byte(unsigned char b);  // synchronous memset
+  void fill_byte(unsigned char b);  // complete on return, like upload
 
  private:
   CUdeviceptr ptr_ = 0;
