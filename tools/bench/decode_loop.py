@@ -22,7 +22,11 @@ synchronized at the end), for the seed's Triton step eager (new states each call
 them), tfla eager (in place) and tfla with the 16 steps captured in one CUDA graph; ratios are
 seed / tfla. The outputs of the three are compared first (h of the last token, final C).
 
-usage: decode_loop.py [--batch 1,4] [--tokens 16] [--reps 20] [--json FILE]
+Without a GPU, tools/bench/hostpath_profile.py times the same calls' Python and ctypes work
+(on CPU tensors against a stub libtfla).
+
+usage: decode_loop.py [--batch 1,4] [--tokens 16] [--reps 20] [--skip-host] [--skip-decode]
+                      [--json FILE]
 """
 import argparse
 import json

@@ -142,6 +142,33 @@ def test_step_with_aliased_new_states_does_not_copy(monkeypatch):
     assert C3 is Cn and torch.equal(C, C0) and not torch.equal(Cn, C0)
 
 
+def test_warm_calls_still_check_the_device():
+    """A warm call (its entry found through the previous call's tensor guard) with one tensor
+    moved off the GPU raises the checks' error instead of reusing the entry."""
+    from tfla import TflaArgumentError
+    x, (C, n, m) = step_inputs(1, 4, 128, 128)
+    h = torch.empty(1, 4, 128, device=DEV, dtype=torch.bfloat16)
+    for _ in range(2):
+        mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)
+    with pytest.raises(TflaArgumentError, match="cuda"):
+        mlstm_recurrent_step(*x, C, n.cpu(), m, inplace=True, out=h)
+    with pytest.raises(TflaArgumentError, match="cuda"):
+        mlstm_recurrent_step(x[0].cpu(), *x[1:], C, n, m, inplace=True, out=h)
+    s = inputs(1, 2, 64, 64, 64)
+    for _ in range(2):
+        mlstm_chunkwise(*s)
+    with pytest.raises(TflaArgumentError, match="cuda"):
+        mlstm_chunkwise(*s[:2], s[2].cpu(), *s[3:])
+    be = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference",
+                                         inference_states_inplace=True))
+    x4 = inputs(1, 4, 1, 128, 128)
+    _, (C4, n4, m4) = be(*x4)
+    for _ in range(2):
+        be(*x4, C4, n4, m4)
+    with pytest.raises(TflaArgumentError, match="cuda"):
+        be(*x4, C4, n4.cpu(), m4)
+
+
 def test_warm_step_returns_before_the_gpu_runs_it():
     x, (C, n, m) = step_inputs(1, 8, 256, 512)
     h = torch.empty(1, 8, 512, device=DEV, dtype=torch.bfloat16)

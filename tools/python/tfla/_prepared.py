@@ -3,9 +3,11 @@
 A call through `_binding.forward` builds the C structs (tfla_problem, the tensor block with its
 strides, the config text) from a Plan every time: some tens of microseconds of Python. A
 prepared call builds them once, when the torch layer first sees a shape, and keeps them; each
-call then writes the tensors' device pointers into the kept tensor block and makes one ctypes
-call with pointer-sized integers (argtypes c_void_p, no per-argument type conversion of ctypes
-structures). The library itself reads the structs at entry and keeps no reference to them.
+call then writes the tensors' device pointers into the kept tensor block (one struct.pack_into
+over the block: the pointers, with the constant bytes between them, the strides, written back as
+they are) and makes one ctypes call with pointer-sized integers (argtypes c_void_p, no
+per-argument type conversion of ctypes structures). The library itself reads the structs at
+entry and keeps no reference to them.
 
 Thread safety: a prepared call owns mutable structs, so one object must not be called from two
 threads at once; the torch layer keeps its prepared calls per thread.
@@ -14,12 +16,17 @@ No torch here: pointers and the stream are plain ints (0 = absent / legacy defau
 """
 
 import ctypes
+import struct
 
 from ._binding import CONTIGUOUS, Strides, _bytes, config_text, problem_struct
 from ._errors import error_for_status
 from ._library import BackwardTensors, ForwardTensors, StepTensors, load_library
 
 _VP = ctypes.c_void_p
+_IN5 = ("q", "k", "v", "i", "f")
+# int64_t arguments (the sizes, all >= 0) as c_void_p where both are 64-bit integers passed
+# alike (LP64 ABIs): ctypes converts an int to c_void_p in about half the time of c_int64.
+_I64 = _VP if ctypes.sizeof(_VP) == ctypes.sizeof(ctypes.c_int64) == 8 else ctypes.c_int64
 
 
 def _raw_function(lib, name, argtypes):
@@ -36,8 +43,37 @@ def _fill_inputs(t, plan):
         setattr(t, name + "_strides", Strides(*plan.strides[name]))
 
 
+class _PointerWriter:
+    """Writes the pointer fields `names` of one tensor block with one struct.pack_into: the
+    format holds each pointer ("P") and, as "s" items, the bytes between them (the strides
+    and sizes, constant per prepared call), which `gaps` keeps as read once the block is
+    filled. `pack_into(block, 0, *pointers and gaps in offset order)` writes them all."""
+
+    __slots__ = ("pack_into", "gaps")
+
+    def __init__(self, tensors, names):
+        cls = type(tensors)
+        fmt, pos, spans = "@", 0, []
+        for name in names:
+            field = getattr(cls, name)
+            if field.size != ctypes.sizeof(ctypes.c_void_p) or field.offset < pos:
+                raise AssertionError(f"{cls.__name__}.{name}: not a pointer in offset order")
+            if field.offset > pos:
+                fmt += f"{field.offset - pos}s"
+                spans.append((pos, field.offset))
+            fmt += "P"
+            pos = field.offset + field.size
+        packer = struct.Struct(fmt)
+        if packer.size != pos:  # an alignment pad would overwrite bytes unseen
+            raise AssertionError(f"{cls.__name__}: pointer layout {fmt} is {packer.size} bytes, not {pos}")
+        base = ctypes.addressof(tensors)
+        self.gaps = tuple(ctypes.string_at(base + a, b - a) for a, b in spans)
+        self.pack_into = packer.pack_into
+
+
 class _Prepared:
-    __slots__ = ("_lib", "_fn", "_problem", "_tensors", "_problem_ptr", "_tensors_ptr", "_config")
+    __slots__ = ("_lib", "_fn", "_problem", "_tensors", "_problem_ptr", "_tensors_ptr", "_config",
+                 "_pack", "_gaps")
 
     def __init__(self, name, argtypes, plan, tensors, config):
         self._lib = load_library()
@@ -47,6 +83,11 @@ class _Prepared:
         self._problem_ptr = ctypes.addressof(self._problem)
         self._tensors_ptr = ctypes.addressof(tensors)
         self._config = _bytes(config_text(config))
+
+    def _writer(self, names):
+        """Called last in a subclass's __init__, once every constant field is set."""
+        w = _PointerWriter(self._tensors, names)
+        self._pack, self._gaps = w.pack_into, w.gaps
 
     def _raise(self, status):
         raise error_for_status(status, self._lib.last_error())
@@ -62,10 +103,12 @@ class PreparedStep(_Prepared):
         _fill_inputs(t, plan)
         t.h_strides = Strides(*CONTIGUOUS)
         super().__init__("tfla_mlstm_step", [_VP, _VP, _VP, ctypes.c_char_p], plan, t, config)
+        self._writer(_IN5 + ("h", "C", "n", "m"))
 
     def __call__(self, q, k, v, i, f, h, C, n, m, stream):
-        t = self._tensors
-        t.q, t.k, t.v, t.i, t.f, t.h, t.C, t.n, t.m = q, k, v, i, f, h, C, n, m
+        """Device pointers as ints (m: 0 for mLSTMsig without a stabilizer)."""
+        g1, g2 = self._gaps
+        self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, C, n, m)
         status = self._fn(self._problem_ptr, self._tensors_ptr, stream, self._config)
         if status:
             self._raise(status)
@@ -87,16 +130,19 @@ class PreparedForward(_Prepared):
         self.workspace_bytes = workspace_bytes
         if saved:
             t.saved_bytes = workspace_bytes
+        self._writer(_IN5 + ("h", "norm", "m", "C0", "n0", "m0", "C_last", "n_last", "m_last", "saved"))
 
     def __call__(self, q, k, v, i, f, h, norm, C0, n0, m0, C_last, n_last, m_last, scratch, stream):
-        """scratch: the saved buffer (saved=True) or the workspace, workspace_bytes long."""
-        t = self._tensors
-        t.q, t.k, t.v, t.i, t.f, t.h, t.norm = q, k, v, i, f, h, norm
-        t.C0, t.n0, t.m0, t.C_last, t.n_last, t.m_last = C0, n0, m0, C_last, n_last, m_last
+        """Device pointers as ints, 0 = absent. scratch: the saved buffer (saved=True) or the
+        workspace, workspace_bytes long."""
+        g1, g2 = self._gaps
         if self.saved:
-            t.saved = scratch
+            self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, norm, 0, C0, n0, m0, C_last, n_last,
+                       m_last, scratch)
             status = self._fn(self._problem_ptr, self._tensors_ptr, stream, None, 0, self._config)
         else:
+            self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, norm, 0, C0, n0, m0, C_last, n_last,
+                       m_last, 0)
             status = self._fn(self._problem_ptr, self._tensors_ptr, stream, scratch,
                               self.workspace_bytes, self._config)
         if status:
@@ -118,13 +164,15 @@ class PreparedBackward(_Prepared):
         self.saved_bytes = saved_bytes
         self.workspace_bytes = workspace_bytes
         t.saved_bytes = saved_bytes
+        self._writer(_IN5 + ("dh", "norm", "C0", "n0", "m0", "dC_last", "dq", "dk", "dv", "di", "df",
+                             "dC0", "saved"))
 
     def __call__(self, q, k, v, i, f, dh, norm, C0, n0, m0, dC_last, dq, dk, dv, di, df, dC0,
                  saved, workspace, stream):
-        t = self._tensors
-        t.q, t.k, t.v, t.i, t.f, t.dh, t.norm = q, k, v, i, f, dh, norm
-        t.C0, t.n0, t.m0, t.dC_last = C0, n0, m0, dC_last
-        t.dq, t.dk, t.dv, t.di, t.df, t.dC0, t.saved = dq, dk, dv, di, df, dC0, saved
+        """Device pointers as ints, 0 = absent."""
+        g1, g2, g3, g4 = self._gaps
+        self._pack(self._tensors, 0, q, k, v, i, f, g1, dh, g2, norm, C0, n0, m0, dC_last, dq, dk, dv,
+                   g3, di, df, g4, dC0, saved)
         status = self._fn(self._problem_ptr, self._tensors_ptr, stream, workspace,
                           self.workspace_bytes, self._config)
         if status:
@@ -142,19 +190,19 @@ class PreparedBackendForward(_Prepared):
         t = ForwardTensors()
         _fill_inputs(t, plan)
         t.h_strides = Strides(*CONTIGUOUS)
-        i64 = ctypes.c_int64
-        super().__init__("tfla_backend_forward", [_VP, i64, i64, i64, i64, i64, _VP, _VP, _VP],
+        super().__init__("tfla_backend_forward", [_VP, _I64, _I64, _I64, _I64, _I64, _VP, _VP, _VP],
                          plan, t, None)
         self._backend = backend  # keeps the handle alive as long as this call exists
         self._handle = backend._handle.value
         self._dims = (plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv)
         self._kind = ctypes.c_int(-1)
         self._kind_ptr = ctypes.addressof(self._kind)
+        self._writer(_IN5 + ("h", "norm", "m", "C0", "n0", "m0", "C_last", "n_last", "m_last"))
 
     def __call__(self, q, k, v, i, f, h, C0, n0, m0, C_last, n_last, m_last, stream):
-        t = self._tensors
-        t.q, t.k, t.v, t.i, t.f, t.h = q, k, v, i, f, h
-        t.C0, t.n0, t.m0, t.C_last, t.n_last, t.m_last = C0, n0, m0, C_last, n_last, m_last
+        """Device pointers as ints, 0 = absent. Returns the tfla_kernel_kind it ran."""
+        g1, g2 = self._gaps
+        self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, 0, 0, C0, n0, m0, C_last, n_last, m_last)
         B, NH, S, Dqk, Dv = self._dims
         status = self._fn(self._handle, B, NH, S, Dqk, Dv, self._tensors_ptr, stream, self._kind_ptr)
         if status:

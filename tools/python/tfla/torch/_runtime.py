@@ -1,9 +1,9 @@
-"""torch helpers of the binding: descriptions of tensors, the current stream, the device guard,
+"""torch helpers of the binding: descriptions of tensors, the current device and stream,
 device scratch allocated through torch (so torch.cuda memory stats include it), and the per-call
-fast path's pieces: a tensor's signature (what a cached check depends on) and per-thread caches
-of prepared calls."""
+fast path's pieces: a tensor's signature (what a cached check depends on), a C check of tensors
+against recorded signatures, and per-thread caches of prepared calls."""
 
-import contextlib
+import os
 import threading
 
 import torch
@@ -12,10 +12,21 @@ from .._checks import DTYPE_BYTES, describe, layout_ok
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
-# The raw CUstream of the current stream as an int: one C call, no torch.cuda.Stream object.
-_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-_get_device = getattr(torch._C, "_cuda_getDevice", None)
-_NO_GUARD = contextlib.nullcontext()
+
+def _stream_of(index):  # torch built without CUDA: the public lookup (which raises there)
+    return torch.cuda.current_stream(index).cuda_stream
+
+
+def _no_current_device():
+    return None
+
+
+# current_stream(index): the raw CUstream (an int) of torch's current stream on device `index`,
+# one C call without a torch.cuda.Stream object. current_device(): the current CUDA device's
+# index (None where torch has no CUDA). A launch runs where current_device() is its tensors'
+# device, else inside torch.cuda.device(index), so the library finds that device's context.
+current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or _stream_of
+current_device = getattr(torch._C, "_cuda_getDevice", None) or _no_current_device
 
 # Whether torch.compile is tracing the caller (torch >= 2.3 spells it torch.compiler.is_compiling)
 is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
@@ -38,45 +49,11 @@ def info(name, t):
     return describe(name, t)
 
 
-def ptr(t):
-    """Device pointer of a tensor, 0 for None."""
-    return 0 if t is None else t.data_ptr()
-
-
 def sig(t):
     """What the binding's checks read of a tensor, as a hashable key: shape, strides, dtype and
     device index (-1 off the GPU); None for None. Two tensors with the same signature pass or
     fail the same checks (the library re-checks pointer alignment on every call)."""
     return None if t is None else (t.shape, t.stride(), t.dtype, t.get_device())
-
-
-def stream_handle(device):
-    """The CUstream of torch's current stream on `device` (0 for the legacy default stream)."""
-    if _raw_stream is not None:
-        index = device if isinstance(device, int) else device.index
-        return _raw_stream(torch.cuda.current_device() if index is None else index)
-    return torch.cuda.current_stream(device).cuda_stream
-
-
-def on_device(index):
-    """Whether `index` is the current CUDA device (then no device guard is needed)."""
-    return _get_device is not None and _get_device() == index
-
-
-def raw_stream(index):
-    """The CUstream handle (int) of torch's current stream on device `index`."""
-    if _raw_stream is not None:
-        return _raw_stream(index)
-    return torch.cuda.current_stream(index).cuda_stream
-
-
-def device_guard(device):
-    """Makes `device` current for the call, so the library finds its primary context; nothing
-    to do (no context manager entered) when it already is current."""
-    index = device if isinstance(device, int) else device.index
-    if index is None or (_get_device is not None and _get_device() == index):
-        return _NO_GUARD
-    return torch.cuda.device(index)
 
 
 def scratch(nbytes, device):
@@ -97,10 +74,12 @@ def usable(t, name):
 
 
 class PerThreadCache(threading.local):
-    """A dict per thread: prepared calls own mutable ctypes structs, so threads never share one."""
+    """A dict per thread: prepared calls own mutable ctypes structs, so threads never share one.
+    `last`: the entry of the thread's previous call, whose tensor guard a call tries first."""
 
     def __init__(self):
         self.entries = {}
+        self.last = None
 
     def __reduce__(self):  # a copied or unpickled owner starts with an empty cache
         return (PerThreadCache, ())
@@ -111,3 +90,38 @@ def hashable_config(config):
     if isinstance(config, dict):
         return tuple(sorted(config.items()))
     return config
+
+
+def _tensor_guards():
+    """torch's C++ tensor check (torch._C._dynamo.guards.TensorGuards, what TorchDynamo's guards
+    were built on): TensorGuards(*tensors) records each tensor's Python type, dispatch keys,
+    dtype, device index, requires_grad, sizes and strides; .check(*tensors) says in one C call
+    whether the tensors given have all of those. The constructor's signature is torch-internal:
+    it is probed here on CPU tensors, and where it is missing or answers wrong, None (the
+    callers then build their dict keys on every call). TFLA_NO_TENSOR_GUARDS=1 turns it off."""
+    if os.environ.get("TFLA_NO_TENSOR_GUARDS", "") not in ("", "0"):
+        return None
+    try:
+        from torch._C._dynamo.guards import TensorGuards
+
+        def guard(*tensors):
+            return TensorGuards(*tensors, dynamic_dims_sizes=None, dynamic_dims_strides=None).check
+
+        a = torch.zeros(2, 3)
+        same = guard(a, a[:, :1])
+        ok = (same(torch.ones(2, 3), torch.ones(2, 3)[:, :1]) is True
+              and same(a, torch.ones(2, 1)) is False                       # strides of size 1
+              and same(torch.zeros(3, 2).t(), a[:, :1]) is False            # strides
+              and same(a, torch.zeros(2, 2)[:, :1]) is False               # strides of a view
+              and same(torch.zeros(2, 4), a[:, :1]) is False               # sizes
+              and same(torch.zeros(2, 3, 1), a[:, :1]) is False            # rank
+              and same(a.double(), a[:, :1]) is False                      # dtype
+              and same(a.to("meta"), a[:, :1]) is False                    # device
+              and same(a, None) is False)
+    except Exception:  # noqa: BLE001 - any failure of the probe: do without
+        return None
+    return guard if ok else None
+
+
+# tensor_guard(*tensors) -> check(*tensors) -> bool, or None (see _tensor_guards)
+tensor_guard = _tensor_guards()

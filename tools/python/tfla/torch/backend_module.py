@@ -21,9 +21,11 @@ states into c_initial/n_initial/m_initial and returns those tensors (no copy, no
 states; what a generation loop that drops the old state wants). By default the new states are
 fresh tensors and the inputs are left alone, as in the seed.
 
-Per inference call on the step kernel, after the first of a shape in a thread: a dict lookup on
-the tensors' signatures, the outputs' allocations and one library call (tfla_backend_forward,
-which copies the initial states into the new ones unless they are the same buffers).
+Per inference call on the step kernel, after the first of a shape in a thread: the entry (the
+module's previous one in this thread when the tensors pass its guard, one C call; else a dict
+lookup on the tensors' signatures), the outputs' allocations and one library call
+(tfla_backend_forward, which copies the initial states into the new ones unless they are the
+same buffers).
 """
 
 from dataclasses import dataclass
@@ -36,8 +38,11 @@ from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
 from .._prepared import PreparedBackendForward
-from ._runtime import PerThreadCache, device_guard, info, ptr, sig, stream_handle
+from ._runtime import PerThreadCache, current_device, current_stream, info, sig, tensor_guard
 from .chunkwise import mlstm_chunkwise
+
+_F32 = torch.float32
+_autocast_enabled = torch.is_autocast_enabled
 
 ChunkwiseKernelType = Literal[
     "chunkwise--native_autograd",
@@ -138,20 +143,15 @@ class mLSTMBackend(nn.Module):
         raise ValueError(f"Unknown mode: {mode}")
 
     def _inference(self, q, k, v, i, f, c0, n0, m0):
-        if torch.is_autocast_enabled("cuda"):
+        if _autocast_enabled("cuda"):
             dt = getattr(torch, self.config.autocast_kernel_dtype)
             q, k, v = q.to(dt), k.to(dt), v.to(dt)
             i, f = (g if g.dtype == torch.float32 else g.to(dt) for g in (i, f))
-        # the signatures (shape, strides, dtype, device) of the inputs, flat: fewer calls than sig()
-        key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype,
-               k.get_device(), v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(),
-               i.dtype, i.get_device(), f.shape, f.stride(), f.dtype, f.get_device(),
-               None if c0 is None else (c0.shape, c0.stride(), c0.dtype, c0.get_device()),
-               sig(n0), sig(m0))
-        cache = self._entries.entries
-        e = cache.get(key)
-        if e is None:
-            e = cache[key] = _InferenceEntry(self, q, k, v, i, f, c0, n0, m0)
+        entries = self._entries
+        e = entries.last
+        if e is None or not (e.with_states and c0 is not None and n0 is not None and m0 is not None
+                             and e.same(q, k, v, i, f, c0, n0, m0)):
+            e = self._entry(q, k, v, i, f, c0, n0, m0)
         if e.call is None:  # the chunkwise kernels (a prefill)
             with torch.no_grad():
                 h, states = mlstm_chunkwise(q, k, v, i, f, c0, n0, m0, return_last_states=True,
@@ -161,25 +161,48 @@ class mLSTMBackend(nn.Module):
             return h, states
         # the fused step kernel: the last states start from c0/n0/m0 (or zeros), then S tokens
         h = q.new_empty(e.h_shape)
-        if e.inplace and c0 is not None and n0 is not None and (m0 is not None or not e.exp):
+        exp = e.exp
+        if e.inplace and c0 is not None and n0 is not None and (m0 is not None or not exp):
             C, n = c0, n0
             m = m0 if m0 is not None else n0.new_zeros(e.m_shape)  # mLSTMsig without m
         else:
             if c0 is not None:  # new_empty of a float32 tensor: the cheapest allocation call
                 C, n, m = c0.new_empty(e.C_shape), c0.new_empty(e.n_shape), c0.new_empty(e.m_shape)
             else:
-                f32 = torch.float32
-                C = q.new_empty(e.C_shape, dtype=f32)
-                n = q.new_empty(e.n_shape, dtype=f32)
-                m = q.new_empty(e.m_shape, dtype=f32)
-            if not e.exp:
+                C = q.new_empty(e.C_shape, dtype=_F32)
+                n = q.new_empty(e.n_shape, dtype=_F32)
+                m = q.new_empty(e.m_shape, dtype=_F32)
+            if not exp:
                 m.zero_()
-        exp = e.exp
-        with device_guard(e.device_index):
+        idx = e.device_index
+        if current_device() == idx:
             e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
-                   ptr(c0), ptr(n0), ptr(m0) if exp else 0, C.data_ptr(), n.data_ptr(),
-                   m.data_ptr() if exp else 0, stream_handle(e.device_index))
+                   0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
+                   m0.data_ptr() if exp and m0 is not None else 0, C.data_ptr(), n.data_ptr(),
+                   m.data_ptr() if exp else 0, current_stream(idx))
+        else:
+            with torch.cuda.device(idx):
+                e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                       0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
+                       m0.data_ptr() if exp and m0 is not None else 0, C.data_ptr(), n.data_ptr(),
+                       m.data_ptr() if exp else 0, current_stream(idx))
         return h, (C, n, m)
+
+    def _entry(self, q, k, v, i, f, c0, n0, m0):
+        """The _InferenceEntry of a call, looked up by its signatures (made at the first call)."""
+        # the signatures (shape, strides, dtype, device) of the inputs, flat: fewer calls than sig()
+        key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype,
+               k.get_device(), v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(),
+               i.dtype, i.get_device(), f.shape, f.stride(), f.dtype, f.get_device(),
+               None if c0 is None else (c0.shape, c0.stride(), c0.dtype, c0.get_device()),
+               None if n0 is None else (n0.shape, n0.stride(), n0.dtype, n0.get_device()), sig(m0))
+        entries = self._entries
+        e = entries.entries.get(key)
+        if e is None:
+            e = entries.entries[key] = _InferenceEntry(self, q, k, v, i, f, c0, n0, m0)
+        if e.with_states:
+            entries.last = e
+        return e
 
     def __getstate__(self):
         # the library handles are per process: a copy or an unpickled module makes its own
@@ -210,6 +233,10 @@ class _InferenceEntry:
         backend = module._inference_backend(dtype, gate_dtype)
         initial = c0 is not None or n0 is not None or m0 is not None
         self.call = None
+        # The module's next call in this thread tries its previous entry first, when it is one of
+        # a step with all three initial states (with_states) and the tensors pass `same`, a C
+        # check of their signatures.
+        self.same, self.with_states = None, False
         if backend.choose(B, NH, S, Dqk, Dv, initial_states=initial, last_states=True) != "step":
             return
         plan = check_forward(info("q", q), info("k", k), info("v", v), info("i", i), info("f", f),
@@ -220,3 +247,5 @@ class _InferenceEntry:
         if (n0 is not None or m0 is not None) and c0 is None:
             raise TflaArgumentError("n_initial/m_initial given without c_initial: pass all initial states or none")
         self.call = PreparedBackendForward(backend, plan)
+        if tensor_guard is not None and c0 is not None and n0 is not None and m0 is not None:
+            self.same, self.with_states = tensor_guard(q, k, v, i, f, c0, n0, m0), True

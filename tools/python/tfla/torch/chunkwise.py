@@ -29,6 +29,9 @@ from torch.autograd.function import once_differentiable
 from ._launch import Options, configs, forward_entry, run_backward, run_forward
 from ._runtime import compiled_ops, hashable_config, is_compiling
 
+_grad_enabled = torch.is_grad_enabled
+_autocast_enabled = torch.is_autocast_enabled
+
 try:  # the custom ops, registered on import: what torch.compile traces into its graph
     from . import ops  # noqa: F401
 except (ImportError, AttributeError):  # torch < 2.4: eager only
@@ -50,6 +53,18 @@ def _warn_ignored(knobs):
                           "ignored (tfla's kernel configuration: config=...)", stacklevel=3)
 
 
+def _backward(ctx, dh, dC_last, dn_last, dm_last):
+    q, k, v, i, f, c0, n0, m0, norm, saved = ctx.saved_tensors
+    dq, dk, dv, di, df, dC0 = run_backward(ctx.entry, q, k, v, i, f, c0, n0, m0, norm, saved,
+                                           dh, dC_last)
+    dn0 = torch.zeros_like(n0) if n0 is not None else None
+    dm0 = torch.zeros_like(m0) if m0 is not None else None
+    return dq, dk, dv, di, df, dC0, dn0, dm0, None, None
+
+
+_backward_once = once_differentiable(_backward)
+
+
 class MlstmChunkwiseFunction(torch.autograd.Function):
     """h, C_last, n_last, m_last = apply(q, k, v, i, f, C0, n0, m0, options, need_grad);
     need_grad: whether a backward will follow (grad enabled and an input requires grad)."""
@@ -62,20 +77,34 @@ class MlstmChunkwiseFunction(torch.autograd.Function):
         ctx.entry = e
         ctx.save_for_backward(q, k, v, i, f, c0, n0, m0, norm, saved)
         ctx.set_materialize_grads(False)
-        fixed = [t for t in (n_last, m_last) if t is not None]  # their gradients are ignored
-        if fixed:
-            ctx.mark_non_differentiable(*fixed)
+        if n_last is not None:  # the gradients of n and m are ignored
+            if m_last is not None:
+                ctx.mark_non_differentiable(n_last, m_last)
+            else:
+                ctx.mark_non_differentiable(n_last)
         return h, C_last, n_last, m_last
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dh, dC_last, dn_last, dm_last):
-        q, k, v, i, f, c0, n0, m0, norm, saved = ctx.saved_tensors
-        dq, dk, dv, di, df, dC0 = run_backward(ctx.entry, q, k, v, i, f, c0, n0, m0, norm, saved,
-                                               dh, dC_last)
-        dn0 = torch.zeros_like(n0) if n0 is not None else None
-        dm0 = torch.zeros_like(m0) if m0 is not None else None
-        return dq, dk, dv, di, df, dC0, dn0, dm0, None, None
+        # once_differentiable (an error on a second differentiation) matters only when the
+        # backward records a graph (create_graph=True); otherwise grad mode is off already
+        if _grad_enabled():
+            return _backward_once(ctx, dh, dC_last, dn_last, dm_last)
+        return _backward(ctx, dh, dC_last, dn_last, dm_last)
+
+
+# _apply: the C implementation of MlstmChunkwiseFunction.apply, used while no functorch
+# transform is active (_functorch_active() False). torch.autograd.Function.apply is a Python
+# wrapper around it that, in that state, only unwraps functorch tensors left over from a
+# finished transform (passed here as they are). Where torch lacks either, always the wrapper.
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+try:
+    _apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, MlstmChunkwiseFunction)
+except (AttributeError, KeyError, TypeError):  # pragma: no cover - another torch's internals
+    _apply = None
+if _apply is None or _functorch_active is None:  # pragma: no cover
+    _apply = MlstmChunkwiseFunction.apply
+    _functorch_active = bool  # bool() is False: _apply, the wrapper, for every call
 
 
 def _autocast(q, k, v, i, f, c0, n0, m0, dtype):
@@ -99,38 +128,54 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     (B, NH, Dqk), m_initial (B, NH, 1): optional float32 initial states (m ignored for "sig").
     Returns h (B, NH, S, Dv), or (h, (C, n, m)) ("exp") / (h, (C, n)) ("sig") with
     return_last_states. config/backward_config: tfla kernel configs ("key=value,..." or a
-    dict), overriding chunk_size's "chunk". Runs on torch's current stream."""
+    dict), overriding chunk_size's "chunk". Runs on torch's current stream.
+
+    Without gradients (grad mode off, or no input requiring grad) the forward runs directly,
+    without an autograd node; with them through MlstmChunkwiseFunction; under torch.compile
+    through the custom ops (tfla.torch.ops)."""
     opts = options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
                    return_last_states, recompute_states_in_bw)
-    args = _autocast(q, k, v, i, f, c_initial, n_initial, m_initial, autocast_kernel_dtype)
-    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-    if is_compiling():
-        h, C, n, m = compiled_ops().chunkwise(*args, opts, need_grad)
-    elif torch.is_autocast_enabled("cuda"):
-        with torch.autocast("cuda", enabled=False):
-            h, C, n, m = MlstmChunkwiseFunction.apply(*args, opts, need_grad)
+    if is_compiling() or _autocast_enabled("cuda"):
+        h, C, n, m = _traced_or_autocast(q, k, v, i, f, c_initial, n_initial, m_initial, opts,
+                                         autocast_kernel_dtype)
+    elif _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad or i.requires_grad
+                              or f.requires_grad or _state_requires_grad(c_initial, n_initial, m_initial)):
+        h, C, n, m = (_apply if not _functorch_active() else MlstmChunkwiseFunction.apply)(
+            q, k, v, i, f, c_initial, n_initial, m_initial, opts, True)
     else:
-        h, C, n, m = MlstmChunkwiseFunction.apply(*args, opts, need_grad)
+        e = forward_entry(q, k, v, i, f, c_initial, n_initial, m_initial, opts, False)
+        h, _, C, n, m, _ = run_forward(e, q, k, v, i, f, c_initial, n_initial, m_initial, False)
     if not return_last_states:
         return h
     return (h, (C, n, m)) if variant == "exp" else (h, (C, n))
 
 
+def _state_requires_grad(c0, n0, m0):
+    return ((c0 is not None and c0.requires_grad) or (n0 is not None and n0.requires_grad)
+            or (m0 is not None and m0.requires_grad))
+
+
+def _traced_or_autocast(q, k, v, i, f, c0, n0, m0, opts, autocast_kernel_dtype):
+    """mlstm_chunkwise under torch.compile (the custom ops) or under autocast (inputs cast)."""
+    args = _autocast(q, k, v, i, f, c0, n0, m0, autocast_kernel_dtype)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    if is_compiling():
+        return compiled_ops().chunkwise(*args, opts, need_grad)
+    with torch.autocast("cuda", enabled=False):
+        return MlstmChunkwiseFunction.apply(*args, opts, need_grad)
+
+
 _options_memo = {}
-
-
-def _options_key(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
-                 return_last_states, recompute):
-    return (variant, normalize, eps, qk_scale, chunk_size, hashable_config(config),
-            hashable_config(backward_config), return_last_states, recompute)
 
 
 @_assume_constant
 def options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
             return_last_states, recompute):
     """The Options of a call (memoized: config texts are parsed once per distinct setting)."""
-    key = _options_key(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
-                       return_last_states, recompute)
+    key = (variant, normalize, eps, qk_scale, chunk_size,
+           config if config is None or config.__class__ is str else hashable_config(config),
+           backward_config if backward_config is None or backward_config.__class__ is str
+           else hashable_config(backward_config), return_last_states, recompute)
     opts = _options_memo.get(key)
     if opts is None:
         fwd_cfg, bwd_cfg = configs(chunk_size, config, backward_config)

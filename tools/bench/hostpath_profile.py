@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Pure-Python host time per call of tfla's torch entry points, without a GPU.
+
+The binding's hot paths (argument handling, the per-shape cache lookup, output allocations,
+filling the prepared ctypes structs, the ctypes call) run on CPU tensors against a stub
+libtfla: a small C library compiled here (cc) with tfla's C ABI whose kernel entry points
+return at once and whose size/config queries answer fixed values. torch's CUDA lookups that a
+call makes (torch._C._cuda_getCurrentRawStream, torch._C._cuda_getDevice) are replaced by C
+builtins that return 0, and the argument checks accept CPU tensors as device 0. What is
+measured is therefore the Python and ctypes work of a warm call, plus torch's CPU allocator
+for the outputs (the CUDA caching allocator costs about the same per tensor); neither the
+driver's launch time nor the CUDA allocator is in it. `tools/bench/decode_loop.py` measures the
+same calls on a GPU.
+
+Rows (as decode_loop.py's host part; B = 1, one token, NH 8, Dqk 256, Dv 512, bf16; the
+chunkwise calls at 1x1x64x64x64):
+  step.inplace_out      mlstm_recurrent_step(inplace=True, out=h)
+  step.inplace          mlstm_recurrent_step(inplace=True)
+  step.copy             mlstm_recurrent_step(): new states (includes the states' CPU copies)
+  backend.step          mLSTMBackend(mode="inference") one token with states in and out
+  backend.step_inplace  the same with inference_states_inplace=True
+  fwd.nograd            mlstm_chunkwise on inputs that do not require grad
+  fwd.grad_inputs       mlstm_chunkwise on inputs that require grad, no backward
+  fwd+bwd               mlstm_chunkwise(...).backward(dh) (autograd runs the backward on CPU)
+
+Each row: the median and the minimum, over --reps samples of --calls warm calls, of the time per
+call, in this thread's CPU time (--wall: wall-clock time). On a busy machine the minimum is the
+steadier number; to compare two bindings, alternate runs of each (--package) and compare minima.
+
+usage: hostpath_profile.py [--package DIR] [--calls N] [--reps N] [--only a,b] [--wall]
+                           [--profile ROW] [--selftest] [--json FILE]
+  --package DIR   import tfla from DIR (default: this checkout's tools/python), e.g. a copy of
+                  an older binding to compare against
+  --profile ROW   cProfile ROW's warm calls and print the top functions
+  --selftest      check the fast path's contract instead (tools/python/tests/test_hostpath_cpu.py
+                  runs it): warm calls build and query nothing and write the pointers they get;
+                  a changed shape, dtype or layout raises or makes a new entry
+"""
+import argparse
+import gc
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# tfla's C ABI (src/include/tfla/tfla.h) with no work behind it: kernels return 0 at once,
+# queries answer fixed sizes and configs, the backend picks the step kernel for S <= 16.
+STUB_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+#include <stddef.h>
+typedef int st;
+static const char* CFG = "chunk=64";
+const char* tfla_last_error(void) { return ""; }
+const char* tfla_version(void) { return "stub"; }
+st tfla_runtime_info(char* buf, size_t n, size_t* need) { *need = 3; if (buf && n >= 3) strcpy(buf, "{}"); return 0; }
+static st size_q(size_t* b) { *b = 4096; return 0; }
+st tfla_mlstm_forward_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
+st tfla_mlstm_backward_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
+st tfla_mlstm_backward_saved_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
+st tfla_mlstm_saved_size(const void* p, const char* c, size_t* b) { return size_q(b); }
+st tfla_mlstm_forward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { return 0; }
+st tfla_mlstm_backward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { return 0; }
+st tfla_mlstm_step(const void* p, const void* t, void* s, const char* c) { return 0; }
+st tfla_mlstm_config(const void* p, const char* op, const char* pinned, char* buf, size_t n, size_t* need) {
+  const char* out = pinned && *pinned ? pinned : CFG;
+  *need = strlen(out) + 1;
+  if (buf && n >= *need) memcpy(buf, out, *need);
+  return 0;
+}
+static int backend_obj;
+st tfla_backend_create(const void* o, void** b) { *b = &backend_obj; return 0; }
+void tfla_backend_destroy(void* b) {}
+st tfla_backend_choose(const void* b, int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                       int init, int last, int* kind) { *kind = S <= 16 ? 2 : 0; return 0; }
+st tfla_backend_forward(const void* b, int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                        const void* t, void* s, int* kind) { *kind = 2; return 0; }
+st tfla_backend_backward(const void* b, int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
+                         const void* t, void* s) { return 0; }
+st tfla_backend_step(const void* b, int64_t B, int64_t NH, int64_t T, int64_t Dqk, int64_t Dv,
+                     const void* t, void* s) { return 0; }
+"""
+
+
+def build_stub(folder):
+    """Compiles the stub libtfla into folder; returns its path."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise SystemExit("hostpath_profile.py needs a C compiler (cc) for its stub libtfla")
+    src = os.path.join(folder, "tfla_stub.c")
+    lib = os.path.join(folder, "libtfla_stub.so")
+    with open(src, "w") as fh:
+        fh.write(STUB_SOURCE)
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", lib, src], check=True)
+    return lib
+
+
+def install_fakes(torch):
+    """CUDA lookups -> C builtins returning 0; checks accept CPU tensors. Before tfla.torch's
+    import (its runtime module reads the torch functions once)."""
+    torch._C._cuda_getCurrentRawStream = abs  # abs(0) == 0: the legacy default stream
+    torch._C._cuda_getDevice = int            # int() == 0: device 0 is current
+    from tfla import _checks
+    real_check_cuda = _checks.check_cuda
+
+    def check_cuda(info, ref=None):
+        if info.device_type == "cpu":  # a stand-in for cuda:0
+            info = _checks.TensorInfo(info.name, info.shape, info.strides, info.dtype, "cuda", 0, info.ptr)
+            if ref is not None and ref.device_type == "cpu":
+                ref = _checks.TensorInfo(ref.name, ref.shape, ref.strides, ref.dtype, "cuda", 0, ref.ptr)
+        return real_check_cuda(info, ref)
+
+    _checks.check_cuda = check_cuda
+
+
+def on_device0(objs):
+    """Prepared entries made from CPU tensors have device index None: make them device 0, as
+    those of CUDA tensors are, so the calls take the same branches as on a GPU."""
+    for obj in objs:
+        if getattr(obj, "device_index", 0) is None:
+            obj.device_index = 0
+
+
+def entries(modules):
+    from tfla.torch import _launch
+    from tfla.torch import step as step_mod
+    out = list(_launch._entries.entries.values()) + list(step_mod._entries.entries.values())
+    for mod in modules:
+        out += list(mod._entries.entries.values())
+    return out
+
+
+def make_cases(torch, NH=8, DQK=256, DV=512):
+    from tfla.torch import mlstm_chunkwise, mlstm_recurrent_step
+    from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)
+    x = [r(1, NH, DQK).bfloat16(), r(1, NH, DQK).bfloat16(), r(1, NH, DV).bfloat16(), r(1, NH, 1),
+         3 + r(1, NH, 1)]
+    C, n, m = 0.1 * r(1, NH, DQK, DV), 0.1 * r(1, NH, DQK), r(1, NH, 1)
+    h = torch.empty(1, NH, DV, dtype=torch.bfloat16)
+    x4 = [t[:, :, None] if t.shape[-1] != 1 else t for t in x]
+    cases = {
+        "step.inplace_out": lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h),
+        "step.inplace": lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True),
+        "step.copy": lambda: mlstm_recurrent_step(*x, C, n, m),
+    }
+    be = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference"))
+    bi = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference",
+                                         inference_states_inplace=True))
+    cases["backend.step"] = lambda: be(*x4, C, n, m)
+    cases["backend.step_inplace"] = lambda: bi(*x4, C, n, m)
+    small = [r(1, 1, 64, 64).bfloat16() for _ in range(3)] + [r(1, 1, 64), 3 + r(1, 1, 64)]
+
+    cases["fwd.nograd"] = lambda: mlstm_chunkwise(*small)  # no input requires grad
+    sg = [t.clone().requires_grad_(True) for t in small]
+    dh = r(1, 1, 64, 64).bfloat16()
+    cases["fwd.grad_inputs"] = lambda: mlstm_chunkwise(*sg)
+    cases["fwd+bwd"] = lambda: mlstm_chunkwise(*sg).backward(dh)
+    return cases, (be, bi)
+
+
+def first_call(fn, modules):
+    """A call of a shape not seen before: made twice when the first fails past its checks at the
+    device lookups (see main), with the new entries moved to device 0 in between."""
+    from tfla import TflaError
+    try:
+        return fn()
+    except TflaError:
+        raise
+    except Exception:
+        on_device0(entries(modules))
+        return fn()
+
+
+def selftest(torch, cases, modules):
+    """The fast path's contract, checked on the stub: warm calls build nothing and query nothing,
+    write the pointers of the tensors they get into the prepared structs (the strides left as
+    they were), and a changed shape, dtype or layout is never served by a previous entry: it
+    raises the checks' error or makes a new entry. Returns the number of failures."""
+    import ctypes
+
+    from tfla import TflaArgumentError, _library
+    from tfla.torch import _launch
+    from tfla.torch import step as step_mod
+    failures = []
+
+    def expect(cond, what):
+        print(f"{'ok  ' if cond else 'FAIL'} {what}")
+        if not cond:
+            failures.append(what)
+
+    calls = [0]
+    real_call = _library.Library.call
+
+    def counting_call(lib, name, *args):
+        calls[0] += 1
+        return real_call(lib, name, *args)
+
+    _library.Library.call = counting_call
+
+    def count():
+        return len(entries(modules))
+
+    def raises(fn, what, match):
+        n0 = count()
+        try:
+            fn()
+        except TflaArgumentError as e:
+            expect(match in str(e) and count() == n0, f"{what}: TflaArgumentError ({e})")
+            return
+        except Exception as e:  # noqa: BLE001
+            expect(False, f"{what}: {type(e).__name__}: {e}")
+            return
+        expect(False, f"{what}: no error")
+
+    def new_entry(fn, what):
+        n0 = count()
+        first_call(fn, modules)
+        expect(count() == n0 + 1, f"{what}: a new entry")
+        n1, c1 = count(), calls[0]
+        fn()
+        expect(count() == n1 and calls[0] == c1, f"{what}: its warm call builds and queries nothing")
+
+    for name, fn in cases.items():
+        n0, c0 = count(), calls[0]
+        for _ in range(3):
+            fn()
+        expect(count() == n0 and calls[0] == c0, f"{name}: warm calls build and query nothing")
+
+    from tfla.torch import mlstm_chunkwise, mlstm_recurrent_step
+    g = torch.Generator().manual_seed(1)
+    r = lambda *sh: torch.randn(*sh, generator=g)
+    NH, DQK, DV = 4, 64, 128
+    x = [r(1, NH, DQK).bfloat16(), r(1, NH, DQK).bfloat16(), r(1, NH, DV).bfloat16(), r(1, NH, 1), r(1, NH, 1)]
+    C, n, m = r(1, NH, DQK, DV), r(1, NH, DQK), r(1, NH, 1)
+    h = torch.empty(1, NH, DV, dtype=torch.bfloat16)
+    step = lambda *a, **kw: mlstm_recurrent_step(*a, inplace=True, out=h, **kw)
+    new_entry(lambda: step(*x, C, n, m), "step, a new shape")
+
+    def struct_fields(t):
+        return {name: getattr(t, name) for name, _ in t._fields_}
+
+    def strides_bytes(t):
+        return ctypes.string_at(ctypes.addressof(t) + 40, 120)
+
+    e = getattr(step_mod._entries, "last", None) or next(reversed(step_mod._entries.entries.values()))
+    st = e.call._tensors
+    before = strides_bytes(st)
+    x2 = [t.clone() for t in x]
+    C2, n2, m2, h2 = C.clone(), n.clone(), m.clone(), h.clone()
+    mlstm_recurrent_step(*x2, C2, n2, m2, inplace=True, out=h2)
+    got = struct_fields(st)
+    want = dict(zip(("q", "k", "v", "i", "f", "h", "C", "n", "m"),
+                    [t.data_ptr() for t in (*x2, h2, C2, n2, m2)]))
+    expect(all(got[k] == v for k, v in want.items()) and strides_bytes(st) == before,
+           "step: the struct holds the call's pointers, strides unchanged")
+    raises(lambda: step(*x, C.transpose(2, 3).contiguous().transpose(2, 3), n, m),
+           "step, c with other strides", "contiguous")
+    raises(lambda: step(x[0], x[1].half(), *x[2:], C, n, m), "step, k float16", "dtype")
+    raises(lambda: step(*x, C, n.double(), m), "step, n float64", "float32")
+    raises(lambda: step(*x, C, r(1, NH, DQK + 1), m), "step, n another shape", "shape")
+    raises(lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h.float()), "step, out float32", "out")
+    raises(lambda: step(*x, C, n, m, eps=-1.0), "step, eps < 0", "eps")
+    new_entry(lambda: step(*x[:4], r(1, NH, 2)[:, :, :1], C, n, m), "step, f with other strides")
+    new_entry(lambda: step(*x, C, n, m, eps=1e-5), "step, another eps")
+    new_entry(lambda: step(*x, C, n, m, config="chunk=64"), "step, a config")
+    step(*x, C, n, m)
+    expect(True, "step: the first signature still runs")
+
+    small = [r(1, 2, 96, 64).bfloat16() for _ in range(3)] + [r(1, 2, 96), r(1, 2, 96)]
+    new_entry(lambda: mlstm_chunkwise(*small), "chunkwise, a new shape")
+    q, k, v, i, f = small
+    e = getattr(_launch._entries, "last", None) or next(reversed(_launch._entries.entries.values()))
+    hh = mlstm_chunkwise(*[t.clone() for t in small])
+    expect(e.forward._tensors.h == hh.data_ptr(), "chunkwise: the struct holds the call's h")
+    raises(lambda: mlstm_chunkwise(q, k, r(1, 2, 64, 96).bfloat16().transpose(2, 3), i, f),
+           "chunkwise, v with a strided last dimension", "contiguous")
+    raises(lambda: mlstm_chunkwise(q, k, v, i.bfloat16(), f), "chunkwise, gates of two dtypes", "dtype")
+    raises(lambda: mlstm_chunkwise(q, k, v, i, r(1, 2, 95)), "chunkwise, f another shape", "shape")
+    states = (r(1, 2, 64, 64), r(1, 2, 64), r(1, 2, 1))
+    new_entry(lambda: mlstm_chunkwise(*small, *states), "chunkwise, with initial states")
+    raises(lambda: mlstm_chunkwise(*small, states[0].transpose(2, 3), *states[1:]),
+           "chunkwise, C0 transposed", "contiguous")
+    new_entry(lambda: mlstm_chunkwise(*small, eps=1e-5), "chunkwise, another eps")
+    sg = [t.clone().requires_grad_(True) for t in small]
+    new_entry(lambda: mlstm_chunkwise(*sg), "chunkwise with grad")
+    raises(lambda: mlstm_chunkwise(*sg[:4], sg[4].detach().half()), "chunkwise with grad, f float16", "dtype")
+
+    be = modules[1]
+    x4 = [t[:, :, None] if t.shape[-1] != 1 else t for t in x]
+    new_entry(lambda: be(*x4, C, n, m), "backend, a new shape")
+    raises(lambda: be(*x4, C, torch.empty(1, NH, 2 * DQK)[:, :, ::2], m), "backend, n0 strided", "contiguous")
+    raises(lambda: be(*x4, C.double(), n, m), "backend, C0 float64", "float32")
+    _library.Library.call = real_call
+    print(f"{len(failures)} failure(s)")
+    return len(failures)
+
+
+def time_us(fn, calls, reps, clock=time.thread_time_ns):
+    """(median, min) us per call over reps samples of `calls` calls each, by default in this
+    thread's CPU time (time the thread waits for a core, on a busy machine, is not counted)."""
+    out = []
+    pc = clock
+    gc.collect()
+    gc.freeze()  # what exists now is never scanned again: collections during the samples stay cheap
+    for _ in range(reps):
+        t0 = pc()
+        for _ in range(calls):
+            fn()
+        out.append((pc() - t0) / 1e3 / calls)
+    return statistics.median(out), min(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--package", default=os.path.join(REPO, "tools", "python"))
+    ap.add_argument("--calls", type=int, default=50)
+    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--only")
+    ap.add_argument("--profile")
+    ap.add_argument("--wall", action="store_true", help="wall-clock time instead of thread CPU time")
+    ap.add_argument("--selftest", action="store_true",
+                    help="check the fast path's contract on the stub instead of timing (exit 1 on a failure)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    sys.path.insert(0, os.path.abspath(args.package))
+    import torch
+    torch.set_num_threads(1)
+    folder = tempfile.mkdtemp(prefix="tfla_stub_")
+    try:
+        os.environ["TFLA_LIBRARY"] = build_stub(folder)
+        install_fakes(torch)
+        import tfla
+        import tfla.torch  # noqa: F401
+        print(f"tfla from {os.path.dirname(tfla.__file__)}, torch {torch.__version__}, stub {tfla.library_version()}")
+        cases, modules = make_cases(torch)
+        if args.only:
+            keep = args.only.split(",")
+            cases = {k: v for k, v in cases.items() if k in keep}
+        for fn in cases.values():
+            # The first call of a shape checks it and prepares its call; its entry keeps the CPU
+            # tensors' device index (None), which the device lookups reject: it may fail there,
+            # after the entry is cached. With the entries on device 0 the calls then succeed.
+            first_call(fn, modules)
+        rows = []
+        if args.selftest:
+            sys.exit(1 if selftest(torch, cases, modules) else 0)
+        if args.profile:
+            import cProfile
+            import pstats
+            fn = cases[args.profile]
+            for _ in range(100):
+                fn()
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(args.calls * 10):
+                fn()
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            return
+        print(f"{'call':<22}{'median us':>10}{'min us':>9}   ({'wall' if args.wall else 'thread CPU'} time per call)")
+        for name, fn in cases.items():
+            for _ in range(50):
+                fn()
+            med, lo = time_us(fn, args.calls, args.reps,
+                              time.perf_counter_ns if args.wall else time.thread_time_ns)
+            rows.append({"call": name, "median_us": med, "min_us": lo})
+            print(f"{name:<22}{med:10.2f}{lo:9.2f}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
