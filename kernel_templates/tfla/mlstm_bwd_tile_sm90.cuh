@@ -8,8 +8,9 @@
 //   DK    key j    v    dC_{c+1}^T         dh_i q_i    i >= j
 //   DV    key j    k    dC_{c+1}           q_i  dh_i   i >= j
 //
-// A CTA tile is 128 rows of one chunk by BN columns of the gradient. Persistent and warp-
-// specialized like the forward's output kernel (mlstm_fwd_output_sm90.cuh), 384 threads:
+// A CTA tile is 128 rows of one chunk by BN columns of the gradient. Persistent (tiles in
+// persistent_tile order) and warp-specialized like the forward's output kernel
+// (mlstm_fwd_output_sm90.cuh), 384 threads:
 //  - warpgroup 0 (producer, 40 registers): one thread walks the CTA's tiles and loads by TMA:
 //    X (128 x DX, its own buffer, refilled once both consumers have issued their last X Z^T of
 //    the previous tile), the chunk state's DX / 64 blocks (64 contraction rows x BN), then per
@@ -112,7 +113,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     if (threadIdx.x == 0) {
       RingPos<STAGES> pos;
       u32 x_phase = 0;
-      for (int t = blockIdx.x; t < P.tiles; t += gridDim.x) {
+      for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
         const Tile x = tile_of(t);
         const int n0 = x.nt * BN;
         mbar_wait(x_empty, x_phase ^ 1u);
@@ -186,7 +187,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
   };
   auto inv_den = [&](const float* norm, int t) { return t < S ? 1.f / (norm[t] + p.eps) : 0.f; };
 
-  for (int t = blockIdx.x; t < P.tiles; t += gridDim.x) {
+  for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
     const Tile x = tile_of(t);
     const int n0 = x.nt * BN;
     const int lrow = 64 * cw + 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile

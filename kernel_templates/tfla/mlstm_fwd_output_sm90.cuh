@@ -4,7 +4,7 @@
 //   N_i = beta_i s (q_i . n_c) + sum_{j<=i in chunk} exp(r_i + u_j) s (q_i . k_j)
 //   h_i = H_i / (den_i + eps)
 //
-// Persistent and warp-specialized, 384 threads:
+// Persistent (a CTA takes its tiles in persistent_tile order) and warp-specialized, 384 threads:
 //  - warpgroup 0 (producer, 40 registers): one thread walks the CTA's tiles and loads by TMA, in
 //    this order per tile: Q (128 x Dqk, its own buffer, refilled once the consumers have issued
 //    their last Q K^T of the previous tile), the chunk state's Dqk/64 blocks (64 x BV) when the
@@ -103,7 +103,7 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
     if (threadIdx.x == 0) {
       RingPos<STAGES> pos;
       u32 q_phase = 0;
-      for (int t = blockIdx.x; t < P.tiles; t += gridDim.x) {
+      for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
         const Tile x = tile_of(t);
         mbar_wait(q_empty, q_phase ^ 1u);
         mbar_arrive_expect_tx(q_full, kQBytes);
@@ -164,7 +164,7 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
     if (warp_leader) mbar_arrive(&empty[slot]);
   };
 
-  for (int t = blockIdx.x; t < P.tiles; t += gridDim.x) {
+  for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
     const Tile x = tile_of(t);
     const int v0 = x.vt * BV;
     const int lrow = 64 * cw + 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile

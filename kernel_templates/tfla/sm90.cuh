@@ -245,6 +245,15 @@ template <int N> __device__ __forceinline__ void setmaxnreg_inc() {
   static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg count");
   TFLA_SM90(asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N));)
 }
+// The k-th tile of a persistent CTA: round k covers tiles k G .. k G + G - 1 (G = gridDim.x), one
+// per CTA, in block order in even rounds and in reverse in odd ones. Tiles whose cost depends on
+// their index's parity (a query tile's place in its chunk) then alternate on every CTA, where a
+// plain stride of an even G would hand half the CTAs only the long ones. Every tile is visited
+// once; a CTA stops at its first index >= the tile count (later rounds only go higher).
+__device__ __forceinline__ int persistent_tile(int k) {
+  const int g = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
+  return k * g + ((k & 1) ? g - 1 - b : b);
+}
 // True in exactly one active lane of the (fully active) warp.
 __device__ __forceinline__ bool elect_one() {
   u32 elected = 0;
