@@ -374,12 +374,13 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   return c;
 }
 
-// Why Dv >= 512: dQ's and dK's score tiles contract over Dv, and the engine's tiles win where that
-// contraction is long. H200, 2026-11-30, `tfla bench backward --variant sig`, one device call,
-// against the mma.sync family: paper shape (Dqk 256, Dv 512) 6.03 vs 7.31 ms at S = 8192 and 7.83
-// vs 8.97 at S = 65536 (B = 1); the seed's headline shape (Dqk 128, Dv 256, NH 16) 5.78 vs 5.43.
+// Why Dv >= 256: dQ's and dK's score tiles contract over Dv, and the engine's tiles win where that
+// contraction is long. H200, 2026-11-30, `tfla bench backward --variant sig`, against the
+// mma.sync family: paper shape (Dqk 256, Dv 512) 4.61 vs 7.31 ms at S = 8192; the seed's
+// headline shape (Dqk 128, Dv 256, NH 16) 4.24 vs 5.37 (the engine's tiles in snake order; the
+// mma.sync times from earlier calls of the same day). Narrower heads were not measured.
 bool sm90_bwd_preferred(const MlstmProblem& p, const DeviceLimits& dev) {
-  return sm90_bwd_serves(p, dev).empty() && p.Dv >= 512 && sm90_bwd_config(p, dev).tl_sm90 == 1;
+  return sm90_bwd_serves(p, dev).empty() && p.Dv >= 256 && sm90_bwd_config(p, dev).tl_sm90 == 1;
 }
 
 int bwd_tile_sm90_stages(const MlstmProblem& p, int mode, int bn, const DeviceLimits& dev) {

@@ -59,7 +59,7 @@ int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p);
 // inputs, Dqk 128 or 256 and Dv a multiple of 64 ("" then, else why not).
 std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
 // Whether it is the backward's default for p (where its gradient tiles run and, as measured,
-// win: Dv >= 512); the chunkwise form's default is then sm90_bwd_config.
+// win: Dv >= 256); the chunkwise form's default is then sm90_bwd_config.
 bool sm90_bwd_preferred(const MlstmProblem& p, const DeviceLimits& dev);
 // Its default (chunk > 0 fixes the chunk length; 0: the sm90 forward's default chunk).
 BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk = 0);

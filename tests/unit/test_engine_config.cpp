@@ -85,15 +85,18 @@ TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless 
             .find("st_siz_b_k must be Dqk") != std::string::npos);
 }
 
-TEST_CASE("the sm90 backward is the default for Dv >= 512, else runs when pinned or tuned", "[engine]") {
+TEST_CASE("the sm90 backward is the default for Dv >= 256, else runs when pinned or tuned", "[engine]") {
   const MlstmProblem p = problem(8, 8192, 256, 512);
   CHECK(ops::sm90_bwd_serves(p, ref()).empty());
   CHECK(std::string(resolved(ops::Op::Backward, p, {}).name()) == "bwd.chunkwise.sm90");
   CHECK(std::string(resolved(ops::Op::Backward, p, {{"parallel", 0}}).name()) == "bwd.chunkwise.sm90");
   CHECK(std::string(resolved(ops::Op::Backward, p, {{"engine", 0}}).name()) == "bwd.chunkwise.mma");
   const MlstmProblem headline = problem(8, 8192, 128, 256);
-  CHECK(std::string(resolved(ops::Op::Backward, headline, {}).name()) == "bwd.chunkwise.mma");
-  CHECK(std::string(resolved(ops::Op::Backward, headline, {{"engine", 1}}).name()) == "bwd.chunkwise.sm90");
+  CHECK(std::string(resolved(ops::Op::Backward, headline, {}).name()) == "bwd.chunkwise.sm90");
+  CHECK(std::string(resolved(ops::Op::Backward, headline, {{"engine", 0}}).name()) == "bwd.chunkwise.mma");
+  const MlstmProblem narrow = problem(8, 8192, 128, 128);
+  CHECK(std::string(resolved(ops::Op::Backward, narrow, {}).name()) == "bwd.chunkwise.mma");
+  CHECK(std::string(resolved(ops::Op::Backward, narrow, {{"engine", 1}}).name()) == "bwd.chunkwise.sm90");
   ops::DeviceLimits ampere = ref();
   ampere.arch = "sm_80";
   ampere.cc_major = 8;
