@@ -283,12 +283,16 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
     return {rt::with_min_blocks(
                 rt::render("mlstm_bwd_parallel", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_parallel",
                            "tfla::MlstmBwdParams",
-                           {T, arg(p.Dqk), arg(p.Dv), arg(c.siz_b_r), arg(c.siz_b_t), arg(c.siz_b_nqk),
-                            arg(c.siz_b_nv), arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), G},
+                           {{"T", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"BR", arg(c.siz_b_r)},
+                            {"BT", arg(c.siz_b_t)}, {"BNQK", arg(c.siz_b_nqk)}, {"BNV", arg(c.siz_b_nv)},
+                            {"BKC", arg(c.siz_b_kc)}, {"WM", arg(c.warps_m)}, {"WN", arg(c.warps_n)},
+                            {"EXP", arg(exp)}, {"G", G}},
                            32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p)),
                 bwd_parallel_min_blocks(c, p, dev)),
             rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
-                       "tfla::MlstmBwdParams", {T, G, arg(p.Dqk), "0", "256", arg(exp)}, 256, 0, false)};
+                       "tfla::MlstmBwdParams",
+                       {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", "0"}, {"NT", "256"}, {"EXP", arg(exp)}},
+                       256, 0, false)};
   }
   const FwdConfig rc = c.recompute_config();
   auto tile = [&](int mode) {
@@ -296,35 +300,41 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
     const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
     return rt::with_min_blocks(
         rt::render("mlstm_bwd_tile", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_tile", "tfla::MlstmBwdParams",
-                   {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_r), arg(c.siz_b_t), arg(bn),
-                    arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), arg(mode)},
+                   {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                    {"BR", arg(c.siz_b_r)}, {"BT", arg(c.siz_b_t)}, {"BN", arg(bn)}, {"BKC", arg(c.siz_b_kc)},
+                    {"WM", arg(c.warps_m)}, {"WN", arg(c.warps_n)}, {"EXP", arg(exp)}, {"MODE", arg(mode)}},
                    32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
         bwd_tile_min_blocks(c, p, mode, dev));
   };
   return {
       rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
-                 {arg(c.chunk), "256", arg(exp), G}, 256, 0, false),
+                 {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", G}}, 256, 0, false),
       c.st_sm90 ? fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v)
                 : rt::with_min_blocks(
                       rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
                                  "tfla::MlstmFwdParams",
-                                 {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
-                                  arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), "false"},
+                                 {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
+                                  {"CHUNK", arg(c.chunk)}, {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)},
+                                  {"SUB", arg(c.st_sub)}, {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)},
+                                  {"EXP", arg(exp)}, {"NEED_N", "false"}},
                                  32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
                       fwd_states_min_blocks(rc, p, dev)),
       c.ds_sm90 ? bwd_dstates_sm90_kernel(p, c.chunk, c.ds_siz_b_v)
                 : rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates",
                              "tfla::MlstmBwdParams",
-                             {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.ds_siz_b_k), arg(c.ds_siz_b_v),
-                              arg(c.ds_sub), arg(c.ds_warps_m), arg(c.ds_warps_n), arg(exp)},
+                             {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                              {"BK", arg(c.ds_siz_b_k)}, {"BV", arg(c.ds_siz_b_v)}, {"SUB", arg(c.ds_sub)},
+                              {"WM", arg(c.ds_warps_m)}, {"WN", arg(c.ds_warps_n)}, {"EXP", arg(exp)}},
                              32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
       tile(0),
       tile(1),
       tile(2),
       rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
-                 "tfla::MlstmBwdParams", {T, G, arg(p.Dqk), arg(c.chunk), "256", arg(exp)}, 256, 0, false),
+                 "tfla::MlstmBwdParams",
+                 {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}},
+                 256, 0, false),
       rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
-                 "tfla::MlstmBwdParams", {G, arg(c.chunk), "256"}, 256, 0, false),
+                 "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0, false),
   };
 }
 
@@ -420,8 +430,9 @@ rt::KernelSpec bwd_tile_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, i
   return rt::with_min_blocks(
       rt::render("mlstm_bwd_tile_sm90", "tfla/mlstm_bwd_tile_sm90.cuh", "tfla::mlstm_bwd_tile_sm90",
                  "tfla::MlstmBwdTileSm90Params",
-                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(bn), arg(stages),
-                  arg(p.variant == Variant::Exp), arg(mode)},
+                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                  {"BN", arg(bn)}, {"STAGES", arg(stages)}, {"EXP", arg(p.variant == Variant::Exp)},
+                  {"MODE", arg(mode)}},
                  BwdTileSm90Shape::kThreads, bwd_tile_sm90_smem_bytes(dx, bn, stages)),
       1);
 }

@@ -396,8 +396,8 @@ rt::KernelSpec state_walk_kernel(const std::string& name, const std::string& par
                                  int chunk, int bv) {
   return rt::with_min_blocks(
       rt::render(name, "tfla/" + name + ".cuh", "tfla::" + name, params,
-                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(chunk), arg(bv), arg(kStateWalkSm90Stages),
-                  arg(p.variant == Variant::Exp)},
+                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(chunk)},
+                  {"BV", arg(bv)}, {"STAGES", arg(kStateWalkSm90Stages)}, {"EXP", arg(p.variant == Variant::Exp)}},
                  StateWalkSm90Shape::kThreads, state_walk_sm90_smem(p, bv)),
       1);
 }
@@ -419,16 +419,19 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
     return rt::with_min_blocks(
         rt::render("mlstm_fwd_output_sm90", "tfla/mlstm_fwd_output_sm90.cuh", "tfla::mlstm_fwd_output_sm90",
                    "tfla::MlstmFwdSm90Params",
-                   {T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_v), arg(kFwdSm90Stages), arg(exp),
-                    arg(p.normalize)},
+                   {{"T", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                    {"BV", arg(c.siz_b_v)}, {"STAGES", arg(kFwdSm90Stages)}, {"EXP", arg(exp)},
+                    {"NORMALIZE", arg(p.normalize)}},
                    FwdOutputSm90Shape::kThreads, fwd_output_sm90_smem(c, p)),
         1);
   };
   if (c.parallel()) {  // the output kernel with CHUNK = 0, reading the raw gates of dtype G
     return {rt::render(
         "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output", "tfla::MlstmFwdParams",
-        {T, T, arg(p.Dqk), arg(p.Dv), "0", arg(c.siz_b_q), arg(c.siz_b_kv), arg(c.siz_b_v), arg(c.siz_b_kc),
-         arg(c.warps_m), arg(c.warps_n), arg(exp), arg(p.normalize), device_type(p.gate_dtype)},
+        {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", "0"}, {"BQ", arg(c.siz_b_q)},
+         {"BKV", arg(c.siz_b_kv)}, {"BV", arg(c.siz_b_v)}, {"BKC", arg(c.siz_b_kc)}, {"WM", arg(c.warps_m)},
+         {"WN", arg(c.warps_n)}, {"EXP", arg(exp)}, {"NORMALIZE", arg(p.normalize)},
+         {"G", device_type(p.gate_dtype)}},
         32 * c.warps_m * c.warps_n, fwd_output_smem(c, p))};
   }
   // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
@@ -436,22 +439,27 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
   const bool need_n = true;
   return {
       rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
-                 {arg(c.chunk), "256", arg(exp), device_type(p.gate_dtype)}, 256, 0, false),
+                 {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", device_type(p.gate_dtype)}},
+                 256, 0, false),
       c.st_sm90
           ? fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v)
           : rt::with_min_blocks(
                 rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
                            "tfla::MlstmFwdParams",
-                           {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.st_siz_b_k), arg(c.st_siz_b_v),
-                            arg(c.st_sub), arg(c.st_warps_m), arg(c.st_warps_n), arg(exp), arg(need_n)},
+                           {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                            {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
+                            {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(exp)},
+                            {"NEED_N", arg(need_n)}},
                            32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
                 fwd_states_min_blocks(c, p, dev)),
       c.engine == Engine::Sm90
           ? output_sm90()
           : rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
                        "tfla::MlstmFwdParams",
-                       {T, T, arg(p.Dqk), arg(p.Dv), arg(c.chunk), arg(c.siz_b_q), arg(c.siz_b_kv), arg(c.siz_b_v),
-                        arg(c.siz_b_kc), arg(c.warps_m), arg(c.warps_n), arg(exp), arg(p.normalize)},
+                       {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                        {"BQ", arg(c.siz_b_q)}, {"BKV", arg(c.siz_b_kv)}, {"BV", arg(c.siz_b_v)},
+                        {"BKC", arg(c.siz_b_kc)}, {"WM", arg(c.warps_m)}, {"WN", arg(c.warps_n)}, {"EXP", arg(exp)},
+                        {"NORMALIZE", arg(p.normalize)}},
                        32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)),
   };
 }

@@ -13,11 +13,11 @@ const char* type_name(DType d) {
 
 rt::KernelSpec smoke_kernel(DType dtype) {
   return rt::render("smoke_axpy", "tfla/smoke.cuh", "tfla::smoke_axpy", "tfla::SmokeParams",
-                    {type_name(dtype)}, 256, 0, false);
+                    {{"T", type_name(dtype)}}, 256, 0, false);
 }
 rt::KernelSpec fill_kernel(DType dtype) {
   return rt::render("fill_random", "tfla/fill.cuh", "tfla::fill_random", "tfla::FillParams",
-                    {type_name(dtype)}, 256, 0, false);
+                    {{"T", type_name(dtype)}}, 256, 0, false);
 }
 
 std::vector<MlstmProblem> default_space_problems(const SpaceFilter& f) {

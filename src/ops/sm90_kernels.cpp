@@ -17,7 +17,7 @@ rt::KernelSpec gemm_sm90_kernel(DType dtype) {
   // of the producer's to the two consumer warpgroups (40 / 232).
   return rt::with_min_blocks(
       rt::render("gemm_sm90", "tfla/gemm_sm90.cuh", "tfla::gemm_sm90", "tfla::GemmSm90Params",
-                 {type_name(dtype)}, GemmSm90Shape::kThreads, GemmSm90Shape::kSmemBytes),
+                 {{"T", type_name(dtype)}}, GemmSm90Shape::kThreads, GemmSm90Shape::kSmemBytes),
       1);
 }
 
@@ -66,7 +66,7 @@ void gemm_sm90(const void* a, const void* b, void* c, int M, int N, int K, DType
 
 rt::KernelSpec tma_copy_kernel() {
   return rt::render("tma_copy_sm90", "tfla/tma_copy_sm90.cuh", "tfla::tma_copy_sm90",
-                    "tfla::TmaCopyParams", {"tfla::bf16"}, 32, TmaCopyShape::kSmemBytes);
+                    "tfla::TmaCopyParams", {{"T", "tfla::bf16"}}, 32, TmaCopyShape::kSmemBytes);
 }
 
 void tma_copy_sm90(const void* src, void* dst, size_t bytes, CUstream stream) {
@@ -102,7 +102,7 @@ void tma_copy_sm90(const void* src, void* dst, size_t bytes, CUstream stream) {
 rt::KernelSpec tma_roundtrip_kernel(int rank) {
   // Shared memory is given at launch through the spec; the largest probe box is 64 KB.
   return rt::render("sm90_tma_roundtrip", "tfla/sm90_probe.cuh", "tfla::sm90_tma_roundtrip",
-                    "tfla::TmaRoundtripParams", {std::to_string(rank)}, 256,
+                    "tfla::TmaRoundtripParams", {{"Rank", std::to_string(rank)}}, 256,
                     tma_roundtrip_smem_bytes(65536));
 }
 int tma_roundtrip_smem_bytes(int box_bytes) { return box_bytes + 1024 + 16; }
@@ -110,19 +110,21 @@ int tma_roundtrip_smem_bytes(int box_bytes) { return box_bytes + 1024 + 16; }
 rt::KernelSpec wgmma_probe_kernel(DType dtype, int n, int amode, int bmajor) {
   return rt::render(
       "sm90_wgmma_probe", "tfla/sm90_probe.cuh", "tfla::sm90_wgmma_probe", "tfla::WgmmaProbeParams",
-      {type_name(dtype), std::to_string(n), std::to_string(amode), std::to_string(bmajor)}, 128,
+      {{"T", type_name(dtype)}, {"N", std::to_string(n)}, {"AMode", std::to_string(amode)},
+       {"BMajor", std::to_string(bmajor)}},
+      128,
       1024 + 8192 + 256 * 128 + 16);
 }
 
 rt::KernelSpec mbar_ring_kernel(int depth) {
   return rt::render("sm90_mbar_ring", "tfla/sm90_probe.cuh", "tfla::sm90_mbar_ring",
-                    "tfla::MbarRingParams", {std::to_string(depth)}, kMbarRingThreads,
+                    "tfla::MbarRingParams", {{"Depth", std::to_string(depth)}}, kMbarRingThreads,
                     128 + depth * (256 + 16));
 }
 
 rt::KernelSpec misc_probe_kernel() {
   return rt::render("sm90_misc_probe", "tfla/sm90_probe.cuh", "tfla::sm90_misc_probe",
-                    "tfla::MiscProbeParams", {"0"}, 256, 128 + 128 * 4 + 512 * 2);
+                    "tfla::MiscProbeParams", {{"Unused", "0"}}, 256, 128 + 128 * 4 + 512 * 2);
 }
 
 std::vector<rt::KernelSpec> sm90_kernels() {

@@ -125,13 +125,14 @@ std::vector<rt::KernelSpec> step_kernels(const MlstmProblem& p, const StepConfig
   // mLSTMexp always normalizes: one state kernel whatever p.normalize says.
   return {
       rt::render("mlstm_step_state", "tfla/mlstm_step.cuh", "tfla::mlstm_step_state", "tfla::MlstmStepParams",
-                 {device_type(p.dtype), device_type(p.gate_dtype), arg(p.Dqk), arg(p.Dv), arg(c.siz_b_v),
-                  arg(STEP_STATE_THREADS), arg(exp), arg(exp || p.normalize)},
+                 {{"T", device_type(p.dtype)}, {"G", device_type(p.gate_dtype)}, {"DQK", arg(p.Dqk)},
+                  {"DV", arg(p.Dv)}, {"BV", arg(c.siz_b_v)}, {"NA", arg(STEP_STATE_THREADS)}, {"EXP", arg(exp)},
+                  {"NORMALIZE", arg(exp || p.normalize)}},
                  STEP_STATE_THREADS, 0, /*uses_smem_arg=*/false),
       // The update kernel does not depend on the variant: it applies the state kernel's records.
       rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
-                 {device_type(p.dtype), arg(p.Dqk), arg(p.Dv), arg(c.siz_b_v), arg(c.threads),
-                  arg(step_prefetch_tokens(c, p))},
+                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"BV", arg(c.siz_b_v)},
+                  {"NT", arg(c.threads)}, {"PF", arg(step_prefetch_tokens(c, p))}},
                  c.threads, 0, /*uses_smem_arg=*/false),
   };
 }

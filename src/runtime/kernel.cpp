@@ -24,14 +24,17 @@ uint64_t nvrtc_compile_count() noexcept { return g_nvrtc_compiles.load(); }
 void set_cubin_source(CubinSource source) noexcept { g_source.store(source); }
 
 KernelSpec render(std::string family, std::string header, std::string function,
-                  std::string params_type, std::vector<std::string> template_args, int threads,
+                  std::string params_type, std::vector<TemplateArg> template_args, int threads,
                   int smem_bytes, bool uses_smem_arg) {
   KernelSpec s;
   s.family = std::move(family);
   s.header = std::move(header);
   s.function = std::move(function);
   s.params_type = std::move(params_type);
-  s.template_args = std::move(template_args);
+  for (TemplateArg& a : template_args) {
+    s.template_arg_names.push_back(std::move(a.name));
+    s.template_args.push_back(std::move(a.value));
+  }
   s.threads = threads;
   s.smem_bytes = smem_bytes;
   s.uses_smem_arg = uses_smem_arg;
@@ -84,7 +87,9 @@ void nvrtc_check(nvrtcResult r, const char* what, const KernelSpec& spec, const 
                   nvrtc().nvrtcGetErrorString(r),
               "kernel: " + spec.key + "\ntemplate arguments: " + [&] {
                 std::string a;
-                for (const auto& t : spec.template_args) a += t + " ";
+                for (size_t i = 0; i < spec.template_args.size(); ++i)
+                  a += (i < spec.template_arg_names.size() ? spec.template_arg_names[i] + "=" : "") +
+                       spec.template_args[i] + " ";
                 return a;
               }() + "\nNVRTC log:\n" + log);
 }

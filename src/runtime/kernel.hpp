@@ -16,13 +16,21 @@
 namespace tfla::rt {
 
 // A rendered kernel: one extern "C" entry "tfla_kernel" that calls a template instantiation.
+// One template argument of a rendered kernel: the name of its parameter in the header's template
+// list (tests/unit/test_kernel_signatures.cpp holds the names to the header) and its value.
+struct TemplateArg {
+  std::string name;
+  std::string value;
+};
+
 struct KernelSpec {
   std::string key;       // unique, human readable: "<family>|<template args>|t<threads>"
   std::string family;    // e.g. "mlstm_fwd_output"
   std::string header;    // e.g. "tfla/mlstm_fwd_output.cuh"
   std::string function;  // e.g. "tfla::mlstm_fwd_output"
   std::string params_type;  // e.g. "tfla::MlstmFwdParams"
-  std::vector<std::string> template_args;
+  std::vector<std::string> template_args;       // the values, in the header's order
+  std::vector<std::string> template_arg_names;  // their parameters' names, same order
   int threads = 128;
   int smem_bytes = 0;        // dynamic shared memory per block
   bool uses_smem_arg = true; // the device function takes (params, smem)
@@ -31,7 +39,7 @@ struct KernelSpec {
 };
 // Renders a spec (fills key) from its parts.
 KernelSpec render(std::string family, std::string header, std::string function,
-                  std::string params_type, std::vector<std::string> template_args, int threads,
+                  std::string params_type, std::vector<TemplateArg> template_args, int threads,
                   int smem_bytes, bool uses_smem_arg = true);
 // The same spec asking the compiler to fit min_blocks CTAs per SM (key and source change).
 KernelSpec with_min_blocks(KernelSpec spec, int min_blocks);

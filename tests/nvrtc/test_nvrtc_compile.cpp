@@ -46,7 +46,7 @@ TEST_CASE("every kernel family compiles for sm_90a in every dtype and variant", 
 
 TEST_CASE("a compile error carries the NVRTC log and the kernel's name", "[nvrtc]") {
   rt::KernelSpec bad = rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
-                                  "tfla::MlstmFwdParams", {"float", "float", "64"}, 128, 0);
+                                  "tfla::MlstmFwdParams", {{"T", "float"}, {"TS", "float"}, {"DQK", "64"}}, 128, 0);
   try {
     rt::compile(bad, "sm_90a");
     FAIL("compile should have thrown");

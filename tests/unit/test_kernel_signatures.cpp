@@ -1,11 +1,10 @@
 // Every kernel the library renders against the device function it names: the host builds each
 // KernelSpec's template arguments as a positional list, and this test holds that list to the
-// template parameter list in the embedded header (count, and kind: a type, an integer or a
-// bool for each place), the params type to the function's first parameter and the shared-memory
-// argument to its second. Specs come from every family's default over the kernel space, the
+// template parameter list in the embedded header (count, each place's name as the host gives it,
+// and kind: a type, an integer or a bool), the params type to the function's first parameter
+// and the shared-memory argument to its second. Specs come from every family's default over the kernel space, the
 // tuner's candidates for a few problems, and the sm90 primitives' kernels, so a template that
-// gains or loses a parameter, or whose kinds shift place, fails here before NVRTC or a GPU sees
-// it. Two integers swapped are beyond it: those need names on the host side.
+// gains, loses, renames or reorders a parameter fails here before NVRTC or a GPU sees it.
 #include <algorithm>
 #include <cctype>
 #include <map>
@@ -141,7 +140,13 @@ std::string mismatch(const rt::KernelSpec& spec) {
                     : p.kind == Kind::Int ? is_int_literal(v)
                                           : (!is_int_literal(v) && v != "true" && v != "false" && !v.empty());
     if (!ok) return fn + " template parameter " + std::to_string(i) + " (" + p.name + ") given '" + v + "'";
+    const std::string named = i < spec.template_arg_names.size() ? spec.template_arg_names[i] : "";
+    if (named != p.name)
+      return fn + " template parameter " + std::to_string(i) + " is " + p.name + ", the spec names it '" + named + "'";
   }
+  if (spec.template_arg_names.size() != spec.template_args.size())
+    return fn + ": " + std::to_string(spec.template_arg_names.size()) + " names for " +
+           std::to_string(spec.template_args.size()) + " template arguments";
   if (unqualified(spec.params_type) != sig.first_param)
     return fn + " takes " + sig.first_param + ", the spec launches it with " + spec.params_type;
   if (spec.uses_smem_arg != sig.smem_arg)
@@ -185,6 +190,9 @@ TEST_CASE("the signature reader reads the headers' declarations", "[signature]")
   bad = ops::smoke_kernel(DType::BF16);
   bad.template_args[0] = "64";
   CHECK(mismatch(bad).find("(T) given '64'") != std::string::npos);
+  bad = rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
+                   {{"NT", "256"}, {"CHUNK", "64"}, {"EXP", "true"}, {"G", "float"}}, 256, 0, false);
+  CHECK(mismatch(bad).find("parameter 0 is CHUNK, the spec names it 'NT'") != std::string::npos);
   bad = ops::smoke_kernel(DType::BF16);
   bad.params_type = "tfla::FillParams";
   CHECK(mismatch(bad).find("SmokeParams") != std::string::npos);
