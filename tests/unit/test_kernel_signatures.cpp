@@ -19,6 +19,7 @@
 #include "runtime/embedded.hpp"
 #include "runtime/kernel.hpp"
 #include "tuner/search_space.hpp"
+#include "config_helpers.hpp"
 #include "tfla_catch.hpp"
 
 using namespace tfla;
@@ -154,17 +155,10 @@ std::string mismatch(const rt::KernelSpec& spec) {
   return "";
 }
 
-MlstmProblem problem(DType dt, int64_t S, int64_t dqk, int64_t dv, int var) {
-  MlstmProblem p;
-  p.B = 2;
-  p.NH = 4;
-  p.S = S;
-  p.Dqk = dqk;
-  p.Dv = dv;
-  p.dtype = dt;
-  p.gate_dtype = DType::FP32;
+// A problem of the test's grid: B = 2, NH = 4, bf16; variant 0 mLSTMexp, 1 mLSTMsig.
+MlstmProblem problem(int64_t S, int64_t dqk, int64_t dv, int var) {
+  MlstmProblem p = test::make_problem(2, 4, S, dqk, dv);
   p.variant = var == 0 ? Variant::Exp : Variant::Sig;
-  p.normalize = var != 2;
   return p;
 }
 
@@ -207,9 +201,9 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
   add(ops::sm90_kernels());
   const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
   // The tuner's candidates (each enumeration walks its whole space: a few problems only).
-  std::vector<MlstmProblem> tuned{problem(DType::BF16, 200, 256, 512, 0)};
+  std::vector<MlstmProblem> tuned{problem(200, 256, 512, 0)};
   for (auto [dqk, dv] : std::vector<std::pair<int64_t, int64_t>>{{128, 256}, {256, 512}})
-    for (int var = 0; var < 2; ++var) tuned.push_back(problem(DType::BF16, 4096, dqk, dv, var));
+    for (int var = 0; var < 2; ++var) tuned.push_back(problem(4096, dqk, dv, var));
   for (const MlstmProblem& p : tuned)
     for (ops::Op op : {ops::Op::Forward, ops::Op::Backward}) {
       const tuner::Enumerated e = tuner::enumerate(op, p, dev, 8);
