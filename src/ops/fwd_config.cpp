@@ -326,7 +326,10 @@ int fwd_output_sm90_smem(const FwdConfig& c, const MlstmProblem& p) {
 // leaves room for the 64 x 64 score tile and its 16-bit fragments under 232 registers. Chunks
 // are multiples of the 128-row query tile; 256 halves the chunk-state traffic against 128.
 FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
-  int ch = chunk > 0 ? chunk : std::max(128, default_chunk(p));
+  // Chunk 256 at every length: the state traffic of long sequences halves against 128, and a
+  // sequence shorter than one chunk still runs only its own 128-row query tiles (the grid counts
+  // tiles up to S), so short sequences need no second set of kernels.
+  int ch = chunk > 0 ? chunk : 256;
   FwdConfig c = chunkwise_fwd_config(p, dev, ch);
   c.engine = Engine::Sm90;
   c.siz_b_q = FwdOutputSm90Shape::kBQ;

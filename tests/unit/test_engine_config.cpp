@@ -65,8 +65,9 @@ TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel wherever Dq
   const ops::FwdConfig s = fwd_default(problem(64, 1024, 64, 64));
   CHECK(s.engine == ops::Engine::Sm90);
   CHECK(s.st_sm90 == 0);
-  // chunks shorter than the 128-row query tile are not taken: the default's chunk is at least 128
-  CHECK(ops::sm90_fwd_config(problem(8, 100, 64, 64), ref()).chunk == 128);
+  // one chunk length at every S (short sequences run only their own query tiles)
+  CHECK(ops::sm90_fwd_config(problem(8, 100, 64, 64), ref()).chunk == 256);
+  CHECK(ops::sm90_fwd_config(problem(8, 8192, 64, 64), ref()).chunk == 256);
 }
 
 TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless the engine is pinned", "[engine]") {
