@@ -8,6 +8,10 @@ typedef long long i64;
 typedef unsigned int u32;
 typedef unsigned short u16;
 
+// The stabilizer a later segment of a split state walk starts from (mlstm_fwd_state_fix.cuh):
+// below any real m, finite so that differences of it stay free of inf - inf.
+constexpr float kSegmentM0 = -1e30f;
+
 // 16-bit element types are kept as raw bits; arithmetic is always done in fp32.
 struct bf16 { u16 bits; };
 struct fp16 { u16 bits; };

@@ -5,6 +5,8 @@
 //   n_c+1 = exp(g + m_c - m_c+1) n_c + sum_t w_t k_t
 // and stores C_c (the state entering chunk c) for the output kernel, in the state dtype.
 // The chunk is streamed in sub-blocks of SUB rows, double-buffered with cp.async.
+// With p.nseg > 1 the walk is split into segments (grid z = head * nseg + segment): each walks
+// its own chunks from a zero state and leaves its end state for mlstm_fwd_state_fix.cuh.
 #pragma once
 #include "tfla/tile.cuh"
 
@@ -29,7 +31,13 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
                     fwd_states_smem_bytes(Elem<T>::bytes, SUB, BK, BV, NW),
                 "the layout above must match fwd_states_smem_bytes, which the host sizes the launch with");
 
-  const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z;
+  // the segment is re-read from blockIdx where used (fewer registers live over the walk)
+  const int nseg = p.nseg > 1 ? p.nseg : 1;
+  const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z / nseg;
+  auto segment = [&] { return static_cast<int>(blockIdx.z) % nseg; };
+  const int c_begin = segment() * p.seg_chunks;
+  const int c_end = nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : p.NC;
+  const int seg = segment();
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
@@ -43,14 +51,15 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
 
   typename G::Acc acc;
   G::zero(acc);
-  float m_prev = 0.f;
+  // A later segment starts from zero with no stabilizer history (kSegmentM0 acts as -inf).
+  float m_prev = seg > 0 && EXP ? kSegmentM0 : 0.f;
   // n = sum over warps of these partials; lane owns columns lane + 32 j of the Dqk block.
   float npart[NPART];
 #pragma unroll
   for (int j = 0; j < NPART; ++j) npart[j] = 0.f;
-  if (p.C0) load_acc<G>(acc, p.C0 + (i64)bh * DQK * DV + (i64)k0 * DV + v0, DV, warp_m, warp_n, lane);
-  if (EXP && p.m0) m_prev = p.m0[bh];
-  if (own_n && p.n0 && warp == 0) {
+  if (seg == 0 && p.C0) load_acc<G>(acc, p.C0 + (i64)bh * DQK * DV + (i64)k0 * DV + v0, DV, warp_m, warp_n, lane);
+  if (seg == 0 && EXP && p.m0) m_prev = p.m0[bh];
+  if (seg == 0 && own_n && p.n0 && warp == 0) {
 #pragma unroll
     for (int j = 0; j < NPART; ++j)
       if (lane + 32 * j < BK) npart[j] = p.n0[(i64)bh * DQK + k0 + lane + 32 * j];
@@ -70,7 +79,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   };
 
   constexpr int NSUB = CHUNK / SUB;
-  const int total = p.NC * NSUB;
+  const int it_begin = c_begin * NSUB, it_end = c_end * NSUB;
   auto issue = [&](int it) {
     const int c = it / NSUB, sub = it % NSUB;
     const int row0 = c * CHUNK + sub * SUB;
@@ -82,9 +91,9 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
                                     p.v_ss, valid, tid);
     cp_async_commit();
   };
-  issue(0);
+  issue(it_begin);
   float m_new = 0.f, g = 0.f;
-  for (int it = 0; it < total; ++it) {
+  for (int it = it_begin; it < it_end; ++it) {
     const int c = it / NSUB, sub = it % NSUB;
     const int st = it & 1;
     if (sub == 0) {
@@ -92,7 +101,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
       TS* outC = static_cast<TS*>(p.states_C) + ((i64)bh * p.NC + c) * DQK * DV;
       store_acc<TS, G>(acc, outC + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
       if (own_n) reduce_n(p.states_n + ((i64)bh * p.NC + c) * DQK + k0);
-      if (lead && tid == 0) p.chunk_m[(i64)bh * (p.NC + 1) + c] = m_prev;
+      if (lead && tid == 0) (segment() > 0 ? p.seg_mloc : p.chunk_m)[(i64)bh * (p.NC + 1) + c] = m_prev;
       g = p.chunk_g[(i64)bh * p.NC + c];
       m_new = EXP ? fmaxf(g + m_prev, g + p.chunk_umax[(i64)bh * p.NC + c]) : 0.f;
       const float decay = __expf(g + m_prev - m_new);
@@ -106,7 +115,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
       const i64 o = bh * S_pad + (i64)c * CHUNK + sub * SUB + tid;
       sW[st * SUB + tid] = __expf(g + p.gate_u[o] - m_new);
     }
-    if (it + 1 < total) {
+    if (it + 1 < it_end) {
       issue(it + 1);
       cp_async_wait<1>();
     } else {
@@ -126,6 +135,13 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
     // C += (K * w)^T V, the weights applied to the A fragments in registers
     G::run_scaled_k(acc, k_s, TileK::LD, sV + st * TileV::ELEMS, TileV::LD, warp_m, warp_n, lane, w_s);
     __syncthreads();
+  }
+  if (nseg > 1) {  // this segment's end state, for the fix kernel
+    const i64 sb = blockIdx.z;
+    store_acc<float, G>(acc, p.seg_C + sb * DQK * DV + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
+    if (own_n) reduce_n(p.seg_n + sb * DQK + k0);
+    if (lead && tid == 0) p.seg_m[sb] = m_prev;
+    return;
   }
   // last states out (fp32)
   if (p.C_last)

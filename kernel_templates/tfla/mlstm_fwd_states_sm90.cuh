@@ -5,7 +5,8 @@
 // storing C_c (the state entering chunk c) in the input dtype and n_c in fp32. One CTA per (BV
 // columns of C, head) walks the sequence in order (the walk: sm90_state_walk.cuh, A = K,
 // B = V); n is the column sums of the scaled K, kept by the Dv-tile-0 CTA. Rows past S are
-// zero-filled by TMA and carry w = 0 (u = -inf past S).
+// zero-filled by TMA and carry w = 0 (u = -inf past S). With p.nseg > 1 the walk is split into
+// segments (grid y = head * nseg + segment) as in mlstm_fwd_states.cuh.
 #pragma once
 #include "tfla/sm90_state_walk.cuh"
 
@@ -18,39 +19,47 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   static_assert(CHUNK % kSub == 0, "64-row sub-blocks tile the chunk");
   const MlstmFwdParams& p = P.p;
   Walk walk(smem_raw, &P.k, &P.v);
-  const int vt = blockIdx.x, bh = blockIdx.y;
+  const int nseg = p.nseg > 1 ? p.nseg : 1;
+  const int vt = blockIdx.x, bh = blockIdx.y / nseg, seg = blockIdx.y % nseg;
   const int v0 = vt * BV;
   const int NC = p.NC;
-  const int total = NC * kNSub;
+  const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
+  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : NC;
+  const int total = (c_end - c_begin) * kNSub;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
+  const long long row_begin = static_cast<long long>(c_begin) * CHUNK;
 
-  if (!walk.consumer(&P.k, &P.v, total, v0, bh % p.NH, bh / p.NH, [](int it) { return it * kSub; })) return;
+  if (!walk.consumer(&P.k, &P.v, total, v0, bh % p.NH, bh / p.NH,
+                     [row_begin](int it) { return static_cast<int>(row_begin) + it * kSub; }))
+    return;
   const bool own_n = vt == 0 && p.states_n != nullptr;  // the Dv-tile-0 CTA carries n
   const bool lead = vt == 0 && Walk::cw() == 0 && Walk::lt() == 0;
 
   float acc[Walk::kMB][Walk::kAcc];
   Walk::zero(acc);
-  if (p.C0) walk.load_acc(acc, p.C0 + static_cast<long long>(bh) * DQK * DV, v0);
+  if (seg == 0 && p.C0) walk.load_acc(acc, p.C0 + static_cast<long long>(bh) * DQK * DV, v0);
   float npart[8];
 #pragma unroll
   for (int e = 0; e < 8; ++e)
-    npart[e] = own_n && p.n0 && Walk::r0() == 0 ? p.n0[static_cast<long long>(bh) * DQK + Walk::my_col() + e] : 0.f;
-  float m_prev = EXP && p.m0 ? p.m0[bh] : 0.f;
+    npart[e] = seg == 0 && own_n && p.n0 && Walk::r0() == 0 ? p.n0[static_cast<long long>(bh) * DQK + Walk::my_col() + e] : 0.f;
+  // a later segment starts from zero with no stabilizer history (kSegmentM0 acts as -inf)
+  float m_prev = seg > 0 ? (EXP ? kSegmentM0 : 0.f) : EXP && p.m0 ? p.m0[bh] : 0.f;
+  float* m_dst = seg > 0 ? p.seg_mloc : p.chunk_m;
 
   // u_t of this thread's rows in the next sub-block, loaded one sub-block ahead
   float u_next[kRows];
   auto load_u = [&](int it) {
-    const long long urow = bh * S_pad + static_cast<long long>(it) * kSub + Walk::r0();
+    const long long urow = bh * S_pad + row_begin + static_cast<long long>(it) * kSub + Walk::r0();
 #pragma unroll
     for (int i = 0; i < kRows; ++i) u_next[i] = it < total ? p.gate_u[urow + kRg * i] : 0.f;
   };
   load_u(0);
 #pragma unroll 1
-  for (int c = 0; c < NC; ++c) {
+  for (int c = c_begin; c < c_end; ++c) {
     // Entering chunk c: the state is published, then decayed.
     walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
     if (own_n) walk.colsum_store(npart, p.states_n + (static_cast<long long>(bh) * NC + c) * DQK);
-    if (lead) p.chunk_m[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
+    if (lead) m_dst[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
     const float g_c = p.chunk_g[static_cast<long long>(bh) * NC + c];
     const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + p.chunk_umax[static_cast<long long>(bh) * NC + c]) : 0.f;
     const float decay = __expf(g_c + m_prev - m_new);
@@ -66,11 +75,18 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
       float w[kRows];
 #pragma unroll
       for (int i = 0; i < kRows; ++i) w[i] = __expf(g_c + u_next[i] - m_new);
-      load_u(c * kNSub + sub + 1);
+      load_u((c - c_begin) * kNSub + sub + 1);
       if (own_n) walk.template step<true>(acc, w, npart);
       else walk.template step<false>(acc, w, npart);
     }
     walk.drain(acc);
+  }
+  if (nseg > 1) {  // this segment's end state, for the fix kernel
+    const long long sb = static_cast<long long>(bh) * nseg + seg;
+    walk.store_acc(acc, nullptr, p.seg_C + sb * DQK * DV, v0);
+    if (own_n) walk.colsum_store(npart, p.seg_n + sb * DQK);
+    if (lead) p.seg_m[sb] = m_prev;
+    return;
   }
   if (p.C_last) walk.store_acc(acc, nullptr, p.C_last + static_cast<long long>(bh) * DQK * DV, v0);
   if (own_n && p.n_last) walk.colsum_store(npart, p.n_last + static_cast<long long>(bh) * DQK);

@@ -73,6 +73,15 @@ struct MlstmFwdParams {
   float* chunk_m;   // (BH, NC + 1) stabilizer entering chunk c; [NC] = m after the last chunk
   void* states_C;   // (BH, NC, Dqk, Dv) state dtype: C entering chunk c (stabilized by chunk_m)
   float* states_n;  // (BH, NC, Dqk) n entering chunk c
+  // The sequence split of the state recurrence (mlstm_fwd_state_fix.cuh), nseg > 1: segment j
+  // walks chunks [j seg_chunks, (j + 1) seg_chunks) from a zero state, its stabilizer entering
+  // chunk c in seg_mloc (segment 0, which starts from C0, writes chunk_m), and leaves its end
+  // state in seg_C / seg_n / seg_m; the fix kernel then makes every state exact.
+  float* seg_C;     // (BH, nseg, Dqk, Dv) fp32
+  float* seg_n;     // (BH, nseg, Dqk) fp32
+  float* seg_m;     // (BH, nseg)
+  float* seg_mloc;  // (BH, NC + 1)
+  int nseg, seg_chunks;
   int B, NH, S, NC;
   float scale, eps;
 };

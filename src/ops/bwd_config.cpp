@@ -57,6 +57,7 @@ const KeyTable<BwdConfig>& table() {
       {{"st_sm90", 0, 1, "recompute state kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::st_sm90},
       {{"ds_sm90", 0, 1, "dC kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::ds_sm90},
       {{"tl_sm90", 0, 1, "dQ/dK/dV tile kernels on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::tl_sm90},
+      {{"st_seg", 1, 4096, "segments of the sequence the recompute's state walk runs in parallel"}, &BwdConfig::st_seg},
   });
   return t;
 }
@@ -95,6 +96,8 @@ FwdConfig BwdConfig::recompute_config() const {
   f.st_sub = st_sub;
   f.st_warps_m = st_warps_m;
   f.st_warps_n = st_warps_n;
+  f.st_sm90 = st_sm90;
+  f.st_seg = st_seg;
   return f;
 }
 
@@ -149,6 +152,7 @@ BwdConfig chunkwise_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, i
   c.st_sub = f.st_sub;
   c.st_warps_m = f.st_warps_m;
   c.st_warps_n = f.st_warps_n;
+  c.st_seg = f.st_seg;
   c.ds_siz_b_k = f.st_siz_b_k;
   c.ds_siz_b_v = f.st_siz_b_v;
   c.ds_sub = f.st_sub;
@@ -306,7 +310,7 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                    32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
         bwd_tile_min_blocks(c, p, mode, dev));
   };
-  return {
+  std::vector<rt::KernelSpec> specs = {
       rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
                  {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", G}}, 256, 0, false),
       c.st_sm90 ? fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v)
@@ -336,6 +340,8 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
       rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
                  "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0, false),
   };
+  if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p));  // the recompute's split walk
+  return specs;
 }
 
 }  // namespace tfla::ops
@@ -368,6 +374,7 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     c.st_sm90 = 1;
     c.st_siz_b_k = f.st_siz_b_k;
     c.st_siz_b_v = f.st_siz_b_v;
+    c.st_seg = f.st_seg;
   }
   BwdConfig t = c;
   t.tl_sm90 = 1;

@@ -26,6 +26,8 @@ struct BwdConfig {
   // 1: the recompute's state kernel / the dC kernel on the sm90 engine (bwd.chunkwise.sm90 only;
   // all Dqk rows per CTA, st_siz_b_v / ds_siz_b_v columns); 0: mma.sync with the tiles above
   int st_sm90 = 0, ds_sm90 = 0;
+  // the recompute's state walk as segments of the sequence (FwdConfig::st_seg)
+  int st_seg = 1;
   // 1: the dQ / dK / dV tile kernels on the sm90 engine (bwd.chunkwise.sm90 only; siz_b_r 128,
   // siz_b_t 64, siz_b_nqk / siz_b_nv the column tiles, siz_b_kc and the warp grid unused)
   int tl_sm90 = 0;

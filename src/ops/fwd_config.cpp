@@ -25,6 +25,7 @@ const KeyTable<FwdConfig>& table() {
       {{"st_warps_m", 1, 16, "state kernel warps along Dqk"}, &FwdConfig::st_warps_m},
       {{"st_warps_n", 1, 16, "state kernel warps along Dv"}, &FwdConfig::st_warps_n},
       {{"st_sm90", 0, 1, "state kernel on the sm90 engine (1) or mma.sync (0)"}, &FwdConfig::st_sm90},
+      {{"st_seg", 1, 4096, "segments of the sequence the state recurrence walks in parallel"}, &FwdConfig::st_seg},
   });
   return t;
 }
@@ -151,6 +152,7 @@ FwdConfig chunkwise_tiles(const MlstmProblem& p, const DeviceLimits& dev, int ch
     if (c.siz_b_v > 128 && c.siz_b_v % 128 == 0) c.siz_b_v = 128;
   }
   while (fwd_states_smem(c, p) > smem_budget && c.st_sub > 16) c.st_sub /= 2;
+  c.st_seg = default_state_segments(p, dev, c.chunk, state_ctas(), fwd_states_min_blocks(c, p, dev));
   return c;
 }
 }  // namespace
@@ -217,6 +219,7 @@ FwdConfig parallel_fwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
   c.st_sub = cw.st_sub;
   c.st_warps_m = cw.st_warps_m;
   c.st_warps_n = cw.st_warps_n;
+  c.st_seg = cw.st_seg;
   return c;
 }
 
@@ -339,11 +342,21 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   // S = 8192 (B = 8) 1.98 ms with it against 2.10 with the mma.sync state kernel (two calls of one
   // session); S = 65536 (B = 1, 64 walks for 132 SMs) 2.93 against 3.14 and S = 16384 (B = 4)
   // 2.09 against 2.09, each pair in one call.
+  // Where the heads are too few to fill the SMs (long sequences at small batch) the walk is
+  // split into segments of the sequence instead (default_state_segments) with 128-column CTAs.
   {
     FwdConfig s = c;
     s.st_sm90 = 1;
     s.st_siz_b_k = static_cast<int>(p.Dqk);
     s.st_siz_b_v = state_walk_sm90_bv(p, dev);
+    s.st_seg = 1;
+    if (p.Dv % 128 == 0) {
+      const int seg = default_state_segments(p, dev, s.chunk, p.B * p.NH * (p.Dv / 128), 1);
+      if (seg > 1) {
+        s.st_siz_b_v = 128;
+        s.st_seg = seg;
+      }
+    }
     if (check_state_walk_sm90(p, dev, s.chunk, s.st_siz_b_k, s.st_siz_b_v, "st").empty()) c = s;
   }
   c.siz_b_v = 64;
@@ -371,6 +384,42 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   return check_fwd_state_limits(c, p, dev);
 }
 
+
+SegmentPlan state_segments(int want, int64_t nc, int64_t bh) {
+  SegmentPlan s;
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>({int64_t{want}, nc, 65535 / std::max<int64_t>(bh, 1)}));
+  if (most <= 1) return s;
+  s.seg_chunks = static_cast<int>((nc + most - 1) / most);
+  s.nseg = static_cast<int>((nc + s.seg_chunks - 1) / s.seg_chunks);
+  if (s.nseg <= 1) s = SegmentPlan{};
+  return s;
+}
+
+// Why: a walk is one CTA per head and state tile stepping through the chunks in order, so with
+// few heads (B = 1 at S = 65536: 32 walks of 128 columns for 132 SMs) most SMs idle while each
+// walk is latency-bound. Splitting the sequence gives each segment's walk the same work as a
+// head of a short sequence; the fix kernel then reads and rewrites the later segments' states
+// once (about the state traffic of one more pass), which the idle SMs more than pay for. Eight
+// chunks per segment at the least keep that pass and the fold over segments small. The CTAs of
+// a split walk fill one wave (slots / walks segments, rounded down): the walks are equal work, so
+// a partial second wave would cost as much as a full one.
+int default_state_segments(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int64_t walks,
+                           int ctas_per_sm) {
+  constexpr int64_t kMinChunksPerSegment = 8;
+  const int64_t nc = (p.S + chunk - 1) / chunk;
+  const int64_t slots = int64_t{dev.sm_count} * std::max(1, ctas_per_sm);
+  if (walks <= 0 || 2 * walks > slots) return 1;
+  const int64_t want = std::min(slots / walks, nc / kMinChunksPerSegment);
+  return static_cast<int>(std::max<int64_t>(1, want));
+}
+
+rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p) {
+  return rt::render("mlstm_fwd_state_fix", "tfla/mlstm_fwd_state_fix.cuh", "tfla::mlstm_fwd_state_fix",
+                    "tfla::MlstmFwdParams",
+                    {{"TS", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
+                     {"EXP", arg(p.variant == Variant::Exp)}},
+                    256, 0, false);
+}
 
 int state_walk_sm90_smem(const MlstmProblem& p, int bv) {
   return state_walk_sm90_smem_bytes(static_cast<int>(p.Dqk), bv, kStateWalkSm90Stages);
@@ -440,7 +489,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
   // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
   // normalizer, but the returned last state (n_S) is part of the op's contract either way.
   const bool need_n = true;
-  return {
+  std::vector<rt::KernelSpec> specs = {
       rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
                  {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", device_type(p.gate_dtype)}},
                  256, 0, false),
@@ -465,6 +514,8 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
                         {"NORMALIZE", arg(p.normalize)}},
                        32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)),
   };
+  if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p));
+  return specs;
 }
 
 }  // namespace tfla::ops

@@ -28,6 +28,10 @@ struct FwdConfig {
   // 1: the state kernel on the sm90 engine (fwd.chunkwise.sm90 only; all Dqk rows per CTA,
   // st_siz_b_v columns); 0: mma.sync with the st_* tiles above
   int st_sm90 = 0;
+  // The state recurrence walked as this many segments of the sequence in parallel, then made
+  // exact by the fix kernel (mlstm_fwd_state_fix.cuh); 1: one walk per head. Fewer where the
+  // sequence has fewer chunks (see state_segments).
+  int st_seg = 1;
   // the parallel form keeps no chunk states: no initial or last states, no saved buffer
   Form form = Form::Chunkwise;
   Engine engine = Engine::MmaSync;
@@ -90,6 +94,22 @@ std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev
 // The ring depth of the chunk-state walks (the forward's state kernel, the backward's dC):
 // four slots of a 64-row sub-block of both operands.
 inline constexpr int kStateWalkSm90Stages = 4;
+
+// The sequence split of a state walk: nseg segments of seg_chunks chunks each (the last may be
+// shorter; none is empty).
+struct SegmentPlan {
+  int nseg = 1, seg_chunks = 0;
+};
+// The plan for `want` segments (a config's st_seg) over nc chunks of bh heads: at most one
+// segment per chunk, and no more than the launch grid's 65535 rows of heads x segments.
+SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
+// How many segments a default splits the state walk into: `walks` CTAs (one per head and state
+// tile, ctas_per_sm of them resident per SM) times the segments fill one wave, each segment at
+// least 8 chunks long; 1 where the walks alone fill half the SMs' slots or more.
+int default_state_segments(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int64_t walks,
+                           int ctas_per_sm);
+// The fix kernel of a split walk (kernel_templates/tfla/mlstm_fwd_state_fix.cuh).
+rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p);
 
 // Shared memory of the two tiled kernels, bytes.
 int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);

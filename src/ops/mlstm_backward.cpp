@@ -50,12 +50,14 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved
     w.states_C = take(bh * nc * p.Dqk * p.Dv * eb);
     w.C_last = take(bh * p.Dqk * p.Dv * 4);
   }
+  const int nseg = saved ? 1 : state_segments(c.st_seg, static_cast<int64_t>(nc), p.B * p.NH).nseg;
   w.dstates_C = take(bh * nc * p.Dqk * p.Dv * eb);
   w.dclast_dot = take(bh * w.dclast_parts * 4);
   w.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
   w.xpart = take(bh * s_pad * 2 * w.xparts * 4);
   w.row_x = take(bh * s_pad * 4);
   w.chunk_x = take(bh * nc * 4);
+  w.seg = take_segments(layout, p, static_cast<int64_t>(nc), nseg);
   w.total = layout.total();
   return w;
 }
@@ -79,7 +81,7 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m,
                   c.st_warps_n, c.ds_siz_b_k, c.ds_siz_b_v, c.ds_sub, c.ds_warps_m, c.ds_warps_n, c.siz_b_r,
                   c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n, c.st_sm90, c.ds_sm90,
-                  c.tl_sm90};
+                  c.tl_sm90, c.st_seg > 1};
   return s;
 }
 
@@ -195,10 +197,10 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   auto u = [](int64_t x) { return static_cast<unsigned>(x); };
 
   rt::ensure_context();
-  static KernelMemo<8> memo;
+  static KernelMemo<9> memo;
   const auto kernels = memo.get(sel.kernel_key, [&] {
     std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
-    while (specs.size() < 8) specs.push_back(specs.back());  // the parallel form has two
+    while (specs.size() < 9) specs.push_back(specs.back());  // the parallel form has two, no split eight
     return specs;
   });
   if (cfg.parallel()) {  // two launches: the three tile modes, then the gate gradients
@@ -276,12 +278,9 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   try {
     if (!saved) {
       k_gates.launch({nc, bh, 1}, stream, &f, sizeof(f));
-      if (cfg.st_sm90) {
-        const MlstmFwdStatesSm90Params sp = fwd_states_sm90_params(p, f);
-        k_states.launch({u(p.Dv / cfg.st_siz_b_v), bh, 1}, stream, &sp, sizeof(sp));
-      } else {
-        k_states.launch({u(p.Dv / cfg.st_siz_b_v), u(p.Dqk / cfg.st_siz_b_k), bh}, stream, &f, sizeof(f));
-      }
+      const SegmentPlan split = state_segments(cfg.st_seg, NC, p.B * p.NH);
+      launch_states(p, {cfg.st_sm90 != 0, cfg.st_siz_b_k, cfg.st_siz_b_v, split}, ws.seg, base + ws.seg.begin, f,
+                    k_states, kernels[8], stream);
     }
     if (cfg.ds_sm90) {
       const MlstmBwdDstatesSm90Params sp = bwd_dstates_sm90_params(p, g);

@@ -9,6 +9,7 @@
 
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
+#include "ops/mlstm_forward.hpp"
 #include "ops/selection.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
@@ -20,6 +21,7 @@ struct BwdWorkspace {
          states_C = 0, dstates_C = 0, C_last = 0, dclast_dot = 0, xpart = 0, row_x = 0, chunk_x = 0, total = 0;
   int dclast_parts = 0;
   int xparts = 0;
+  SegWorkspace seg;  // the recompute's split walk (not with a saved buffer)
 };
 // saved: gate data and chunk states come from the forward's saved buffer (not allocated here).
 // The parallel form needs xpart alone; unless the caller pinned the form (form_pinned) a

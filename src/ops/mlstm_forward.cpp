@@ -29,7 +29,20 @@ int selection_ordinal() {
   }
 }
 
-FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last) {
+SegWorkspace take_segments(WorkspaceLayout& layout, const MlstmProblem& p, int64_t nc, int nseg) {
+  SegWorkspace s;
+  s.begin = layout.total();
+  if (nseg <= 1) return s;
+  const size_t bh = static_cast<size_t>(p.B * p.NH), ns = static_cast<size_t>(nseg);
+  s.C = layout.take(bh * ns * p.Dqk * p.Dv * 4);
+  s.n = layout.take(bh * ns * p.Dqk * 4);
+  s.m = layout.take(bh * ns * 4);
+  s.mloc = layout.take(bh * static_cast<size_t>(nc + 1) * 4);
+  s.bytes = layout.total() - s.begin;
+  return s;
+}
+
+FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last, int nseg) {
   const size_t bh = static_cast<size_t>(p.B * p.NH);
   const size_t nc = static_cast<size_t>((p.S + chunk - 1) / chunk);
   const size_t s_pad = nc * chunk;
@@ -45,6 +58,7 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last) {
   w.states_C = take(bh * nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
   w.states_n = take(bh * nc * p.Dqk * 4);
   if (with_last) w.C_last = take(bh * p.Dqk * p.Dv * 4);
+  w.seg = take_segments(layout, p, static_cast<int64_t>(nc), nseg);
   w.total = layout.total();
   return w;
 }
@@ -65,7 +79,8 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
   s.kernel_key = {static_cast<int64_t>(Op::Forward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
                   static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_m,
-                  c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n, c.st_sm90};
+                  c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n, c.st_sm90,
+                  c.st_seg > 1};
   return s;
 }
 
@@ -116,11 +131,11 @@ void forward_parallel(const MlstmProblem& p, const ForwardTensors& t, const Laun
 }
 
 // The selection's kernels in the current context.
-KernelMemo<3>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
-  static KernelMemo<3> memo;
+KernelMemo<4>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
+  static KernelMemo<4> memo;
   return memo.get(sel.kernel_key, [&] {
     std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
-    while (specs.size() < 3) specs.push_back(specs.back());  // the parallel form has one
+    while (specs.size() < 4) specs.push_back(specs.back());  // the parallel form has one, no split three
     return specs;
   });
 }
@@ -146,6 +161,33 @@ void launch_output_sm90(const MlstmProblem& p, const FwdConfig& cfg, const Mlstm
 }
 
 }  // namespace
+
+void launch_states(const MlstmProblem& p, const StateLaunch& sl, const SegWorkspace& ws, CUdeviceptr seg_base,
+                   MlstmFwdParams& f, const rt::LoadedKernel& states, const rt::LoadedKernel* fix, CUstream stream) {
+  const unsigned bh = static_cast<unsigned>(p.B * p.NH);
+  const bool split = sl.seg.nseg > 1;
+  f.nseg = sl.seg.nseg;
+  f.seg_chunks = sl.seg.seg_chunks;
+  if (split) {
+    auto at = [&](size_t off) { return reinterpret_cast<float*>(seg_base + (off - ws.begin)); };
+    f.seg_C = at(ws.C);
+    f.seg_n = at(ws.n);
+    f.seg_m = at(ws.m);
+    f.seg_mloc = at(ws.mloc);
+  }
+  const unsigned rows = bh * static_cast<unsigned>(sl.seg.nseg);  // heads x segments
+  if (sl.sm90) {
+    const MlstmFwdStatesSm90Params sp = fwd_states_sm90_params(p, f);
+    states.launch({static_cast<unsigned>(p.Dv / sl.siz_b_v), rows, 1}, stream, &sp, sizeof(sp));
+  } else {
+    states.launch({static_cast<unsigned>(p.Dv / sl.siz_b_v), static_cast<unsigned>(p.Dqk / sl.siz_b_k), rows}, stream,
+                  &f, sizeof(f));
+  }
+  if (split) {
+    const int64_t groups = (p.Dqk * p.Dv + p.Dqk) / 8;  // 8 elements of C or n per thread
+    fix->launch({static_cast<unsigned>((groups + 255) / 256), bh, 1}, stream, &f, sizeof(f));
+  }
+}
 
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
   check_problem(p);
@@ -176,12 +218,16 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   if (const std::string& why = sel.rejected; !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
   const bool saved = t.saved != nullptr;
-  const FwdWorkspace ws = cfg.parallel() ? FwdWorkspace{} : fwd_workspace(p, cfg.chunk, saved);
+  const int64_t nc = (p.S + cfg.chunk - 1) / cfg.chunk;
+  const SegmentPlan split = cfg.parallel() ? SegmentPlan{} : state_segments(cfg.st_seg, nc, p.B * p.NH);
+  const FwdWorkspace ws = cfg.parallel() ? FwdWorkspace{} : fwd_workspace(p, cfg.chunk, saved, split.nseg);
+  // a saved buffer holds the layout up to the split's regions, which then live elsewhere
+  const size_t core_bytes = ws.seg.begin;
   if (saved) {
-    if (t.saved_bytes != ws.total)
+    if (t.saved_bytes != core_bytes)
       throw Error(ErrorCode::InvalidArgument,
                   "saved buffer has " + std::to_string(t.saved_bytes) + " bytes; this problem and chunk (" +
-                      std::to_string(cfg.chunk) + ") need mlstm_saved_size() = " + std::to_string(ws.total));
+                      std::to_string(cfg.chunk) + ") need mlstm_saved_size() = " + std::to_string(core_bytes));
     if (reinterpret_cast<uintptr_t>(t.saved) % 256)
       throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
   } else if (o.workspace && !cfg.parallel()) {
@@ -203,17 +249,27 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   const rt::LoadedKernel& k_gates = *kernels[0];
   const rt::LoadedKernel& k_states = *kernels[1];
   const rt::LoadedKernel& k_output = *kernels[2];
-  CUdeviceptr base = 0;
+  CUdeviceptr base = 0, seg_base = 0, seg_owned = 0;
   bool owned = false;
   if (saved) {
     base = reinterpret_cast<CUdeviceptr>(t.saved);
     record_saved(t.saved, t.saved_bytes, cfg.chunk);
+    // the split's regions: in the caller's workspace where it has room, else allocated here
+    if (ws.seg.bytes) {
+      if (o.workspace && o.workspace_bytes >= ws.seg.bytes && reinterpret_cast<uintptr_t>(o.workspace) % 256 == 0) {
+        seg_base = reinterpret_cast<CUdeviceptr>(o.workspace);
+      } else {
+        TFLA_CU(cuMemAllocAsync(&seg_owned, ws.seg.bytes, stream));
+        seg_base = seg_owned;
+      }
+    }
   } else if (o.workspace) {
     base = reinterpret_cast<CUdeviceptr>(o.workspace);
   } else {
     TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
     owned = true;
   }
+  if (!saved) seg_base = base + ws.seg.begin;
   auto at = [&](size_t off) { return reinterpret_cast<void*>(base + off); };
 
   MlstmFwdParams prm = io_params(p, t);
@@ -232,14 +288,8 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   const unsigned bh = static_cast<unsigned>(p.B * p.NH);
   try {
     k_gates.launch({static_cast<unsigned>(prm.NC), bh, 1}, stream, &prm, sizeof(prm));
-    if (cfg.st_sm90) {
-      const MlstmFwdStatesSm90Params sp = fwd_states_sm90_params(p, prm);
-      k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v), bh, 1}, stream, &sp, sizeof(sp));
-    } else {
-      k_states.launch({static_cast<unsigned>(p.Dv / cfg.st_siz_b_v),
-                       static_cast<unsigned>(p.Dqk / cfg.st_siz_b_k), bh},
-                      stream, &prm, sizeof(prm));
-    }
+    launch_states(p, {cfg.st_sm90 != 0, cfg.st_siz_b_k, cfg.st_siz_b_v, split}, ws.seg, seg_base, prm, k_states,
+                  kernels[3], stream);
     if (cfg.engine == Engine::Sm90)
       launch_output_sm90(p, cfg, prm, k_output, stream);
     else
@@ -251,9 +301,11 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
                                 static_cast<size_t>(p.B * p.NH * p.Dqk * p.Dv * 4), stream));
   } catch (...) {
     if (owned) rt::driver().cuMemFreeAsync(base, stream);
+    if (seg_owned) rt::driver().cuMemFreeAsync(seg_owned, stream);
     throw;
   }
   if (owned) TFLA_CU(cuMemFreeAsync(base, stream));
+  if (seg_owned) TFLA_CU(cuMemFreeAsync(seg_owned, stream));
 }
 
 }  // namespace tfla::ops

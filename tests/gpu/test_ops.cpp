@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <tuple>
 
 #include "gpu_test_util.hpp"
 #include "ops/bwd_config.hpp"
@@ -46,6 +47,7 @@ struct Case {
   int64_t B, NH, S, chunk, Dqk, Dv;
   unsigned opts;
   int engine = -1;  // the forward's engine, pinned (0 mma.sync, 1 sm90) or the library's (-1)
+  int seg = 0;      // st_seg pinned for the forward and the backward's recompute (0: the library's)
 };
 
 std::string describe(const Case& c) {
@@ -62,6 +64,7 @@ std::string describe(const Case& c) {
                 c.opts & kExtreme ? " extreme" : "");
   std::string out = buf;
   if (c.opts & kWalks) out += " walks";
+  if (c.seg) out += " st_seg=" + std::to_string(c.seg);
   return out;
 }
 
@@ -164,16 +167,17 @@ void run_case(const Case& c, uint64_t seed) {
     t.saved_bytes = bytes;
   }
   LaunchOptions fo = o;
-  if (c.opts & kCallerWs) {
-    fws = test::poisoned(std::max<size_t>(mlstm_forward_workspace_size(p, o.config), 256));
-    fo.workspace = fws.get();
-    fo.workspace_bytes = fws.bytes();
-  }
   if (c.engine >= 0) fo.config["engine"] = c.engine;
+  if (c.seg) fo.config["st_seg"] = c.seg;
   if (c.engine == 1 && c.Dqk % 128 == 0) {  // the sm90 state kernel (its default there; pinned, so it stays tested)
     fo.config["st_sm90"] = 1;
     fo.config["st_siz_b_k"] = c.Dqk;
     fo.config["st_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
+  }
+  if (c.opts & kCallerWs) {  // sized by the query for the config the call runs
+    fws = test::poisoned(std::max<size_t>(mlstm_forward_workspace_size(p, fo.config), 256));
+    fo.workspace = fws.get();
+    fo.workspace_bytes = fws.bytes();
   }
   mlstm_forward(p, t, fo);
   stream.sync();
@@ -231,9 +235,10 @@ void run_case(const Case& c, uint64_t seed) {
         bo.config[k + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
       }
   }
+  if (c.seg) bo.config["st_seg"] = c.seg;
   cli::DeviceBuffer bws;
   if (c.opts & kCallerWs) {
-    bws = test::poisoned(std::max<size_t>(mlstm_backward_workspace_size(p, o.config, saved), 256));
+    bws = test::poisoned(std::max<size_t>(mlstm_backward_workspace_size(p, bo.config, saved), 256));
     bo.workspace = bws.get();
     bo.workspace_bytes = bws.bytes();
   }
@@ -369,6 +374,41 @@ TEST_CASE("forward and backward on small shapes of every dtype and variant (run 
       run_engines({true, CW, v, norm, dt, 1, 2, 200, 128, 128, 64, kInit | kLast | kBshd}, seed++);
       run_case({true, PAR, v, norm, dt, 1, 1, 90, 0, 64, 64, 0}, seed++);
     }
+}
+
+TEST_CASE("the state walk split into sequence segments matches the reference", "[gpu][ops][split]") {
+  // (case, st_seg): segments of unequal length, one chunk per segment, initial and last states,
+  // extreme gates, a saved buffer, a caller workspace, strided layouts, every dtype and variant
+  const std::vector<std::pair<Case, int>> cases = {
+      {{true, CW, E, true, bf, 1, 2, 1000, 128, 64, 128, kInit | kLast | kDcLast}, 3},   // 3 + 3 + 2 chunks
+      {{true, CW, G, true, hf, 1, 1, 1000, 64, 96, 160, kLast | kExtreme}, 5},           // 4 x 4 chunks
+      {{true, CW, E, true, bf, 2, 2, 2000, 256, 256, 512, kInit | kLast | kExtreme}, 4},
+      {{false, CW, G, false, bf, 1, 1, 3000, 128, 128, 256, kLast | kBshd}, 7},
+      {{true, CW, E, true, f32, 1, 1, 700, 64, 64, 64, kInit | kLast | kDcLast}, 11},   // a chunk each
+      {{true, CW, E, true, bf, 1, 2, 1000, 128, 64, 128, kSaved | kInit | kLast}, 4},
+      {{true, CW, G, true, bf, 2, 1, 1500, 256, 128, 256, kCallerWs | kStream | kInit | kLast}, 3},
+      {{true, CW, E, true, hf, 1, 1, 1300, 128, 128, 128, kSaved | kCallerWs | kLast}, 2},
+  };
+  uint64_t seed = 7300;
+  for (auto [c, seg] : cases) {
+    c.seg = seg;
+    run_engines(c, seed++);
+  }
+}
+
+TEST_CASE("one long sequence at B = 1: the library's split state walk over 65536 steps", "[gpu][ops][split][long]") {
+  // the default splits the walk of one head into 32 segments (of 8 chunks); extreme gates test
+  // the drift of the stabilizer and the decays composed over the whole sequence. The same
+  // inputs also run unsplit (st_seg = 1, the same seed) for comparison.
+  for (const auto& [c, seg, seed] : std::vector<std::tuple<Case, int, uint64_t>>{
+           {{true, LIB, E, true, bf, 1, 1, 65536, 0, 128, 128, kInit | kLast | kExtreme}, 0, 7400},
+           {{true, CW, E, true, bf, 1, 1, 65536, 256, 128, 128, kInit | kLast | kExtreme}, 1, 7400},
+           {{false, LIB, G, true, bf, 1, 1, 65536, 0, 128, 128, kLast | kExtreme}, 0, 7401},
+           {{false, CW, E, true, bf, 1, 1, 65536, 256, 128, 128, kLast}, 0, 7402}}) {
+    Case x = c;
+    x.seg = seg;
+    run_engines(x, seed);
+  }
 }
 
 TEST_CASE("the sm90 engine over its edge cases", "[gpu][ops][sm90]") {

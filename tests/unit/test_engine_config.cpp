@@ -4,6 +4,7 @@
 #include "tfla_catch.hpp"
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
@@ -55,12 +56,19 @@ TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel wherever Dq
   CHECK(c.st_siz_b_k == 256);
   CHECK(c.st_siz_b_v == 128);
   CHECK(check_fwd(c, problem(8, 8192, 256, 512)).empty());
-  // B = 1 at S = 65536: 64-column walks (8 heads x 512 / 128 = 32 CTAs would leave SMs idle)
+  CHECK(c.st_seg == 1);
+  // B = 1 at S = 65536: 8 heads x 512 / 128 = 32 walks would leave SMs idle, so the sequence is
+  // split: 4 segments of 64 chunks, 128 CTAs in one wave
   const ops::FwdConfig l = fwd_default(problem(1, 65536, 256, 512));
   CHECK(l.engine == ops::Engine::Sm90);
   CHECK(l.st_sm90 == 1);
-  CHECK(l.st_siz_b_v == 64);
+  CHECK(l.st_siz_b_v == 128);
+  CHECK(l.st_seg == 4);
   CHECK(check_fwd(l, problem(1, 65536, 256, 512)).empty());
+  // too short to split (fewer than 8 chunks per segment): 64-column walks instead
+  const ops::FwdConfig m = fwd_default(problem(1, 2048, 256, 512));
+  CHECK(m.st_seg == 1);
+  CHECK(m.st_siz_b_v == 64);
   // Dqk 64: the output kernel on the engine, the state kernel on mma.sync
   const ops::FwdConfig s = fwd_default(problem(64, 1024, 64, 64));
   CHECK(s.engine == ops::Engine::Sm90);
@@ -115,11 +123,12 @@ TEST_CASE("the sm90 backward is the default for Dv >= 256, else runs when pinned
   CHECK(s.siz_b_nqk == 256);
   CHECK(s.siz_b_nv == 256);
   CHECK(check_bwd(s, p).empty());
-  // one long sequence: the state walk in 64-column CTAs, the engine's tiles
+  // one long sequence: the recompute's state walk split as the forward's, the engine's tiles
   const MlstmProblem one = problem(1, 65536, 256, 512);
   const ops::BwdConfig l = bwd_resolve(one, {{"engine", 1}});
   CHECK(l.st_sm90 == 1);
-  CHECK(l.st_siz_b_v == 64);
+  CHECK(l.st_siz_b_v == 128);
+  CHECK(l.st_seg == 4);
   CHECK(l.tl_sm90 == 1);
   CHECK(check_bwd(l, one).empty());
   // a pinned chunk the engine refuses (not a multiple of 128) is named; a head wider than 512
@@ -171,4 +180,35 @@ TEST_CASE("the tuner's sm90 candidates are accepted by their family's rule", "[e
     }
     CHECK(sm90 > 0);
   }
+}
+
+TEST_CASE("the state walk's sequence split: whole chunks per segment, none empty, within the grid", "[engine]") {
+  // want, chunks, heads -> segments x chunks per segment
+  const auto plan = [](int want, int64_t nc, int64_t bh) {
+    const ops::SegmentPlan s = ops::state_segments(want, nc, bh);
+    return std::pair<int, int>{s.nseg, s.seg_chunks};
+  };
+  CHECK(plan(1, 256, 8) == std::pair<int, int>{1, 0});
+  CHECK(plan(4, 256, 8) == std::pair<int, int>{4, 64});
+  CHECK(plan(3, 10, 8) == std::pair<int, int>{3, 4});   // 4 + 4 + 2
+  CHECK(plan(4, 5, 8) == std::pair<int, int>{3, 2});    // 2 + 2 + 1: never an empty segment
+  CHECK(plan(8, 3, 1) == std::pair<int, int>{3, 1});    // at most one segment per chunk
+  CHECK(plan(8, 1, 1) == std::pair<int, int>{1, 0});
+  CHECK(plan(64, 4096, 4096) == std::pair<int, int>{15, 274});  // heads x segments <= 65535
+  for (int want = 1; want <= 40; ++want)
+    for (int64_t nc = 1; nc <= 70; ++nc) {
+      const ops::SegmentPlan s = ops::state_segments(want, nc, 2);
+      REQUIRE(s.nseg >= 1);
+      if (s.nseg == 1) continue;
+      CHECK(s.nseg <= want);
+      CHECK(int64_t{s.nseg - 1} * s.seg_chunks < nc);  // the last segment has a chunk
+      CHECK(int64_t{s.nseg} * s.seg_chunks >= nc);     // every chunk is in a segment
+    }
+  // the default fills one wave: 32 walks on 132 SMs (one CTA each) -> 4 segments; 64 -> 2;
+  // 128 walks fill half the SMs or more -> no split
+  const ops::DeviceLimits& dev = ref();
+  CHECK(ops::default_state_segments(problem(1, 65536, 256, 512), dev, 256, 32, 1) == 4);
+  CHECK(ops::default_state_segments(problem(2, 32768, 256, 512), dev, 256, 64, 1) == 2);
+  CHECK(ops::default_state_segments(problem(4, 16384, 256, 512), dev, 256, 128, 1) == 1);
+  CHECK(ops::default_state_segments(problem(1, 65536, 256, 512), dev, 256, 64, 2) == 4);
 }

@@ -213,6 +213,15 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
         add(r.family->kernels(p, r.config, dev));
       }
     }
+  // defaults that split the state walk (one long sequence: the fix kernel too)
+  for (int var = 0; var < 2; ++var) {
+    MlstmProblem p = test::make_problem(1, 8, 65536, 256, 512);
+    p.variant = var == 0 ? Variant::Exp : Variant::Sig;
+    for (ops::Op op : {ops::Op::Forward, ops::Op::Backward}) {
+      const ops::Resolved r = ops::resolve(op, p, dev, {});
+      add(r.family->kernels(p, r.config, dev));
+    }
+  }
   INFO(specs.size() << " distinct kernels");
   CHECK(specs.size() > 100);
   std::set<std::string> functions;
@@ -226,6 +235,7 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
                          "tfla::mlstm_fwd_output_sm90", "tfla::mlstm_fwd_states_sm90", "tfla::mlstm_bwd_tile",
                          "tfla::mlstm_bwd_parallel", "tfla::mlstm_bwd_tile_sm90", "tfla::mlstm_bwd_dstates",
                          "tfla::mlstm_bwd_gates_local", "tfla::mlstm_bwd_gates_df", "tfla::mlstm_step",
-                         "tfla::mlstm_step_state", "tfla::gemm_sm90", "tfla::sm90_wgmma_probe"})
+                         "tfla::mlstm_step_state", "tfla::gemm_sm90", "tfla::sm90_wgmma_probe",
+                         "tfla::mlstm_fwd_state_fix"})
     CHECK(functions.count(fn) == 1);
 }

@@ -35,7 +35,10 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
         c["st_sub"] = sub;
         states.push_back(c);
       }
-    return {values("chunk", {128, 256, 512}), values("siz_b_v", {64, 128, 256}), std::move(states)};
+    std::vector<Axis> axes = {values("chunk", {128, 256, 512}), values("siz_b_v", {64, 128, 256}), std::move(states)};
+    // few heads on a long sequence: the state walk's sequence split (st_seg)
+    if (p.B * p.NH <= 32 && p.S >= 8192) axes.push_back(values("st_seg", {1, 2, 4, 8}));
+    return axes;
   }
 };
 
