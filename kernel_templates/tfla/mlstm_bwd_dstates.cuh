@@ -6,13 +6,16 @@
 //   w_i   = s * beta_i / (den_i + eps),  beta_i = exp(b_i + m_c - mu_i)
 // and finally dC0 = dC_0. With dC_last it also sums <dC_last, C_S> per CTA (the df term of the
 // returned last state). Sub-blocks stream in reverse, double-buffered with cp.async.
+// With p.nseg > 1 the walk is split into segments of the sequence (grid z = head * nseg +
+// segment, see mlstm_bwd_dstate_fix.cuh); only the last starts from dC_last. SPLIT compiles
+// that in: without it the walk is the whole sequence's and carries none of the split's code.
 #pragma once
 #include "tfla/tile.cuh"
 
 namespace tfla {
 
 template <class T, class TS, int DQK, int DV, int CHUNK, int BK, int BV, int SUB, int WM, int WN,
-          bool EXP>
+          bool EXP, bool SPLIT>
 __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
   constexpr int NT = WM * WN * 32;
   typedef STile<T, SUB, BK> TileQ;
@@ -28,7 +31,12 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
                     bwd_dstates_smem_bytes(Elem<T>::bytes, SUB, BK, BV, NT / 32),
                 "the layout above must match bwd_dstates_smem_bytes, which the host sizes the launch with");
 
-  const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z;
+  const int nseg = SPLIT && p.nseg > 1 ? p.nseg : 1;
+  const int vt = blockIdx.x, kt = blockIdx.y;
+  const int bh = SPLIT ? static_cast<int>(blockIdx.z) / nseg : blockIdx.z;
+  const int seg = SPLIT ? static_cast<int>(blockIdx.z) % nseg : 0;
+  const int c_begin = SPLIT ? seg * p.seg_chunks : 0;
+  const int c_end = SPLIT && nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : p.NC;
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
@@ -40,7 +48,7 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
 
   typename G::Acc acc;
   G::zero(acc);
-  if (p.dC_last) {
+  if (p.dC_last && seg == nseg - 1) {
     const float* dcl = p.dC_last + (i64)bh * DQK * DV;
     const float* cl = p.C_last + (i64)bh * DQK * DV;
     float dot = 0.f;
@@ -67,10 +75,10 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
   }
 
   constexpr int NSUB = CHUNK / SUB;
-  const int total = p.NC * NSUB;
-  // iteration it processes sub-block (total - 1 - it): chunks from last to first
+  const int total = (c_end - c_begin) * NSUB, top = c_end * NSUB - 1;
+  // iteration it processes sub-block (top - it): chunks from last to first
   auto issue = [&](int it) {
-    const int idx = total - 1 - it;
+    const int idx = top - it;
     const int row0 = (idx / NSUB) * CHUNK + (idx % NSUB) * SUB;
     const int valid = p.S - row0;
     const int st = it & 1;
@@ -83,7 +91,7 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
   issue(0);
   float m_c = 0.f;
   for (int it = 0; it < total; ++it) {
-    const int idx = total - 1 - it;
+    const int idx = top - it;
     const int c = idx / NSUB, sub = idx % NSUB;
     const int st = it & 1;
     if (sub == NSUB - 1) {
@@ -116,6 +124,10 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
     G::run_scaled_k(acc, sQ + st * TileQ::ELEMS, TileQ::LD, sH + st * TileH::ELEMS, TileH::LD,
                     warp_m, warp_n, lane, sW + st * SUB);
     __syncthreads();
+  }
+  if (SPLIT && nseg > 1) {  // this segment's dC at its first chunk, for the fix kernel
+    store_acc<float, G>(acc, p.seg_dC + (i64)blockIdx.z * DQK * DV + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
+    return;
   }
   if (p.dC0)
     store_acc<float, G>(acc, p.dC0 + (i64)bh * DQK * DV + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);

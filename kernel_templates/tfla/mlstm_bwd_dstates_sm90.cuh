@@ -7,7 +7,8 @@
 // and finally dC0 = dC_0. With dC_last it also sums <dC_last, C_S> per CTA (the df term of the
 // returned last state). One CTA per (BV columns of dC, head) walks the sequence from its end
 // (the walk: sm90_state_walk.cuh, A = Q, B = dH). Rows past S are zero-filled by TMA and get
-// w = 0.
+// w = 0. With p.nseg > 1 the walk is split into segments of the sequence (grid y = head * nseg
+// + segment) as in mlstm_bwd_dstates.cuh.
 #pragma once
 #include "tfla/sm90_state_walk.cuh"
 
@@ -20,18 +21,21 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
   static_assert(CHUNK % kSub == 0, "64-row sub-blocks tile the chunk");
   const MlstmBwdParams& p = P.p;
   Walk walk(smem_raw, &P.q, &P.dh);
-  const int vt = blockIdx.x, bh = blockIdx.y;
+  const int nseg = p.nseg > 1 ? p.nseg : 1;
+  const int vt = blockIdx.x, bh = blockIdx.y / nseg, seg = blockIdx.y % nseg;
   const int v0 = vt * BV;
   const int NC = p.NC;
-  const int total = NC * kNSub;
+  const int c_begin = seg * p.seg_chunks;
+  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : NC;
+  const int total = (c_end - c_begin) * kNSub, top = c_end * kNSub - 1;  // sub-block top - it at step it
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
 
-  if (!walk.consumer(&P.q, &P.dh, total, v0, bh % p.NH, bh / p.NH, [total](int it) { return (total - 1 - it) * kSub; }))
+  if (!walk.consumer(&P.q, &P.dh, total, v0, bh % p.NH, bh / p.NH, [top](int it) { return (top - it) * kSub; }))
     return;
 
   float acc[Walk::kMB][Walk::kAcc];
   Walk::zero(acc);
-  if (p.dC_last) {
+  if (p.dC_last && seg == nseg - 1) {
     const long long base = static_cast<long long>(bh) * DQK * DV;
     walk.load_acc(acc, p.dC_last + base, v0);
     float dot = 0.f;
@@ -49,7 +53,7 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
   // loaded one sub-block ahead.
   float gate_next[kRows], inv_next[kRows];
   auto load_rows = [&](int it) {
-    const int row0 = (total - 1 - it) * kSub + Walk::r0();
+    const int row0 = (top - it) * kSub + Walk::r0();
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
       const int t = row0 + kRg * i;
@@ -61,7 +65,7 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
   load_rows(0);
   float dummy[8];
 #pragma unroll 1
-  for (int c = NC - 1; c >= 0; --c) {
+  for (int c = c_end - 1; c >= c_begin; --c) {
     // Leaving chunk c (walking backwards): dC_{c+1} is published, then decayed.
     walk.store_acc(acc, static_cast<T*>(p.dstates_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
     const float g_c = p.chunk_g[static_cast<long long>(bh) * NC + c];
@@ -81,10 +85,14 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
         const float rq = EXP ? -fmaxf(m_c, gate_next[i]) : gate_next[i];
         w[i] = inv_next[i] == 0.f ? 0.f : __expf(rq + m_c) * inv_next[i];
       }
-      load_rows((NC - 1 - c) * kNSub + (kNSub - sub));
+      load_rows((c_end - 1 - c) * kNSub + (kNSub - sub));
       walk.template step<false>(acc, w, dummy);
     }
     walk.drain(acc);
+  }
+  if (nseg > 1) {  // this segment's dC at its first chunk, for the fix kernel
+    walk.store_acc(acc, nullptr, p.seg_dC + static_cast<long long>(blockIdx.y) * DQK * DV, v0);
+    return;
   }
   if (p.dC0) walk.store_acc(acc, nullptr, p.dC0 + static_cast<long long>(bh) * DQK * DV, v0);
 }

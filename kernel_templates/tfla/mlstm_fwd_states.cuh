@@ -6,14 +6,15 @@
 // and stores C_c (the state entering chunk c) for the output kernel, in the state dtype.
 // The chunk is streamed in sub-blocks of SUB rows, double-buffered with cp.async.
 // With p.nseg > 1 the walk is split into segments (grid z = head * nseg + segment): each walks
-// its own chunks from a zero state and leaves its end state for mlstm_fwd_state_fix.cuh.
+// its own chunks from a zero state and leaves its end state for mlstm_fwd_state_fix.cuh. SPLIT
+// compiles that in: without it the walk is the whole sequence's and carries none of its code.
 #pragma once
 #include "tfla/tile.cuh"
 
 namespace tfla {
 
 template <class T, class TS, int DQK, int DV, int CHUNK, int BK, int BV, int SUB, int WM, int WN,
-          bool EXP, bool NEED_N>
+          bool EXP, bool NEED_N, bool SPLIT>
 __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   constexpr int NT = WM * WN * 32;
   constexpr int NW = WM * WN;
@@ -31,13 +32,12 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
                     fwd_states_smem_bytes(Elem<T>::bytes, SUB, BK, BV, NW),
                 "the layout above must match fwd_states_smem_bytes, which the host sizes the launch with");
 
-  // the segment is re-read from blockIdx where used (fewer registers live over the walk)
-  const int nseg = p.nseg > 1 ? p.nseg : 1;
-  const int vt = blockIdx.x, kt = blockIdx.y, bh = blockIdx.z / nseg;
-  auto segment = [&] { return static_cast<int>(blockIdx.z) % nseg; };
-  const int c_begin = segment() * p.seg_chunks;
-  const int c_end = nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : p.NC;
-  const int seg = segment();
+  const int nseg = SPLIT && p.nseg > 1 ? p.nseg : 1;
+  const int vt = blockIdx.x, kt = blockIdx.y;
+  const int bh = SPLIT ? static_cast<int>(blockIdx.z) / nseg : blockIdx.z;
+  const int seg = SPLIT ? static_cast<int>(blockIdx.z) % nseg : 0;
+  const int c_begin = SPLIT ? seg * p.seg_chunks : 0;
+  const int c_end = SPLIT && nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : p.NC;
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
@@ -101,7 +101,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
       TS* outC = static_cast<TS*>(p.states_C) + ((i64)bh * p.NC + c) * DQK * DV;
       store_acc<TS, G>(acc, outC + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
       if (own_n) reduce_n(p.states_n + ((i64)bh * p.NC + c) * DQK + k0);
-      if (lead && tid == 0) (segment() > 0 ? p.seg_mloc : p.chunk_m)[(i64)bh * (p.NC + 1) + c] = m_prev;
+      if (lead && tid == 0) (seg > 0 ? p.seg_mloc : p.chunk_m)[(i64)bh * (p.NC + 1) + c] = m_prev;
       g = p.chunk_g[(i64)bh * p.NC + c];
       m_new = EXP ? fmaxf(g + m_prev, g + p.chunk_umax[(i64)bh * p.NC + c]) : 0.f;
       const float decay = __expf(g + m_prev - m_new);
@@ -136,7 +136,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
     G::run_scaled_k(acc, k_s, TileK::LD, sV + st * TileV::ELEMS, TileV::LD, warp_m, warp_n, lane, w_s);
     __syncthreads();
   }
-  if (nseg > 1) {  // this segment's end state, for the fix kernel
+  if (SPLIT && nseg > 1) {  // this segment's end state, for the fix kernel
     const i64 sb = blockIdx.z;
     store_acc<float, G>(acc, p.seg_C + sb * DQK * DV + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
     if (own_n) reduce_n(p.seg_n + sb * DQK + k0);

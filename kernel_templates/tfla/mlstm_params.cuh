@@ -131,6 +131,12 @@ struct MlstmBwdParams {
   float* chunk_x;         // (BH, NC) chunk totals of q.dq - k.dk
   int B, NH, S, NC;
   float scale, eps;
+  // The sequence split of the dC recurrence (mlstm_bwd_dstate_fix.cuh), nseg > 1: segment j
+  // walks chunks [j seg_chunks, (j + 1) seg_chunks) backwards from a zero gradient (the last
+  // from dC_last) and leaves its dC at its first chunk in seg_dC; the fix kernel makes every
+  // stored gradient exact and writes dC0.
+  float* seg_dC;          // (BH, nseg, Dqk, Dv) fp32
+  int nseg, seg_chunks;
 };
 
 }  // namespace tfla

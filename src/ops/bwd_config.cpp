@@ -17,6 +17,13 @@ int largest_divisor(int d, std::initializer_list<int> options) {
     if (d % o == 0) return o;
   return 16;
 }
+// Why: the dC recurrence walks the chunks backwards, one CTA per head and dC block, so with few
+// heads the default's blocks shrink with the forward's state blocks (B = 1 at the paper's heads:
+// 256 walks of 64 x 64, each reading q and dh of the whole sequence). Where the heads are that
+// few, the dC walk keeps the 128 x 128 blocks of a full batch and splits the sequence into
+// segments instead (default_state_segments: one wave at the CTAs per SM of its launch bounds).
+void split_dc_walk(BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
+
 // The tile kernels' warp grid for their tile sizes: 32-row x 4 warps where the tiles allow.
 void set_tile_warps(BwdConfig& c) {
   const int bn_min = std::min(c.siz_b_nqk, c.siz_b_nv);
@@ -58,6 +65,7 @@ const KeyTable<BwdConfig>& table() {
       {{"ds_sm90", 0, 1, "dC kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::ds_sm90},
       {{"tl_sm90", 0, 1, "dQ/dK/dV tile kernels on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::tl_sm90},
       {{"st_seg", 1, 4096, "segments of the sequence the recompute's state walk runs in parallel"}, &BwdConfig::st_seg},
+      {{"ds_seg", 1, 4096, "segments of the sequence the dC walk runs in parallel"}, &BwdConfig::ds_seg},
   });
   return t;
 }
@@ -119,6 +127,14 @@ int two_ctas_if_they_fit(int threads, int smem, const DeviceLimits& dev) {
 int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode, const DeviceLimits& dev) {
   return two_ctas_if_they_fit(32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode), dev);
 }
+// Why: left to itself ptxas gave the 128 x 128 dC kernel 128 registers in one build and 146 in
+// another (one CTA per SM): 0.85 against 1.25 ms at the paper shape (H200, ncu). The cap keeps
+// two CTAs per SM whatever the code around the walk (ptxas: 0-8 bytes of spills).
+int bwd_dstates_min_blocks(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  const int threads = 32 * c.ds_warps_m * c.ds_warps_n;
+  if (int64_t{c.ds_siz_b_k} * c.ds_siz_b_v > 64 * int64_t{threads}) return 0;
+  return two_ctas_if_they_fit(threads, bwd_dstates_smem(c, p), dev);
+}
 int bwd_parallel_min_blocks(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   return two_ctas_if_they_fit(32 * c.warps_m * c.warps_n, bwd_parallel_smem(c, p), dev);
 }
@@ -141,6 +157,22 @@ int bwd_parallel_smem(const BwdConfig& c, const MlstmProblem& p) {
 // H200 at the paper shape, 256-wide tiles ran the backward in 8.2 ms against 11.5 ms at 128;
 // 64-row tiles with warps 2 x 4; the state and dC kernels use the forward's blocks. fp32 with
 // wide heads shrinks the row tiles to fit shared memory.
+namespace {
+void split_dc_walk(BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
+  BwdConfig s = c;
+  s.ds_siz_b_k = largest_divisor(dqk, {128, 64, 32, 16});
+  s.ds_siz_b_v = largest_divisor(dv, {128, 64, 32, 16});
+  s.ds_warps_m = std::min(4, s.ds_siz_b_k / 16);
+  s.ds_warps_n = std::min(2, s.ds_siz_b_v / 16);
+  s.ds_sub = std::min({64, s.chunk, 32 * s.ds_warps_m * s.ds_warps_n});
+  while (bwd_dstates_smem(s, p) > dev.smem_optin_bytes && s.ds_sub > 16) s.ds_sub /= 2;
+  const int64_t walks = p.B * p.NH * (dqk / s.ds_siz_b_k) * (dv / s.ds_siz_b_v);
+  s.ds_seg = default_state_segments(p, dev, s.chunk, walks, std::max(1, bwd_dstates_min_blocks(s, p, dev)));
+  if (s.ds_seg > 1 && check_bwd_config(s, p, dev).empty()) c = s;
+}
+}  // namespace
+
 BwdConfig chunkwise_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
   const int64_t smem_budget = dev.smem_optin_bytes;
   BwdConfig c;
@@ -174,6 +206,7 @@ BwdConfig chunkwise_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, i
     set_warps();
   }
   while (bwd_dstates_smem(c, p) > smem_budget && c.ds_sub > 16) c.ds_sub /= 2;
+  split_dc_walk(c, p, dev);
   return c;
 }
 
@@ -320,16 +353,19 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                                  {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
                                   {"CHUNK", arg(c.chunk)}, {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)},
                                   {"SUB", arg(c.st_sub)}, {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)},
-                                  {"EXP", arg(exp)}, {"NEED_N", "false"}},
+                                  {"EXP", arg(exp)}, {"NEED_N", "false"}, {"SPLIT", arg(c.st_seg > 1)}},
                                  32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
                       fwd_states_min_blocks(rc, p, dev)),
       c.ds_sm90 ? bwd_dstates_sm90_kernel(p, c.chunk, c.ds_siz_b_v)
-                : rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates",
-                             "tfla::MlstmBwdParams",
-                             {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
-                              {"BK", arg(c.ds_siz_b_k)}, {"BV", arg(c.ds_siz_b_v)}, {"SUB", arg(c.ds_sub)},
-                              {"WM", arg(c.ds_warps_m)}, {"WN", arg(c.ds_warps_n)}, {"EXP", arg(exp)}},
-                             32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
+                : rt::with_min_blocks(
+                      rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates",
+                                 "tfla::MlstmBwdParams",
+                                 {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
+                                  {"CHUNK", arg(c.chunk)}, {"BK", arg(c.ds_siz_b_k)}, {"BV", arg(c.ds_siz_b_v)},
+                                  {"SUB", arg(c.ds_sub)}, {"WM", arg(c.ds_warps_m)}, {"WN", arg(c.ds_warps_n)},
+                                  {"EXP", arg(exp)}, {"SPLIT", arg(c.ds_seg > 1)}},
+                                 32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
+                      bwd_dstates_min_blocks(c, p, dev)),
       tile(0),
       tile(1),
       tile(2),
@@ -341,7 +377,16 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                  "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0, false),
   };
   if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p));  // the recompute's split walk
+  if (c.ds_seg > 1) specs.push_back(bwd_dstate_fix_kernel(p));  // the split dC walk
   return specs;
+}
+
+rt::KernelSpec bwd_dstate_fix_kernel(const MlstmProblem& p) {
+  return rt::render("mlstm_bwd_dstate_fix", "tfla/mlstm_bwd_dstate_fix.cuh", "tfla::mlstm_bwd_dstate_fix",
+                    "tfla::MlstmBwdParams",
+                    {{"TS", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
+                     {"EXP", arg(p.variant == Variant::Exp)}},
+                    256, 0, false);
 }
 
 }  // namespace tfla::ops

@@ -26,8 +26,9 @@ struct BwdConfig {
   // 1: the recompute's state kernel / the dC kernel on the sm90 engine (bwd.chunkwise.sm90 only;
   // all Dqk rows per CTA, st_siz_b_v / ds_siz_b_v columns); 0: mma.sync with the tiles above
   int st_sm90 = 0, ds_sm90 = 0;
-  // the recompute's state walk as segments of the sequence (FwdConfig::st_seg)
-  int st_seg = 1;
+  // the recompute's state walk / the dC walk as segments of the sequence run in parallel, made
+  // exact by the fix kernels (FwdConfig::st_seg; mlstm_bwd_dstate_fix.cuh); 1: one walk per head
+  int st_seg = 1, ds_seg = 1;
   // 1: the dQ / dK / dV tile kernels on the sm90 engine (bwd.chunkwise.sm90 only; siz_b_r 128,
   // siz_b_t 64, siz_b_nqk / siz_b_nv the column tiles, siz_b_kc and the warp grid unused)
   int tl_sm90 = 0;
@@ -55,6 +56,8 @@ std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p, const 
 // dV, local gate gradients, df; parallel: the tile kernel, the gate gradients).
 std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& cfg, const DeviceLimits& dev);
 int bwd_dstates_smem(const BwdConfig& c, const MlstmProblem& p);
+// The fix kernel of a split dC walk (kernel_templates/tfla/mlstm_bwd_dstate_fix.cuh).
+rt::KernelSpec bwd_dstate_fix_kernel(const MlstmProblem& p);
 
 // The sm90 engine (bwd.chunkwise.sm90): the chunk-state kernels (recompute and dC) on TMA and
 // wgmma, the gradient tile kernels of the mma.sync family. It serves sm_90a devices with 16-bit
@@ -79,6 +82,9 @@ int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
 // CTAs per SM a gradient tile kernel's launch bounds ask for: 2 where two fit the shared memory
 // and, with registers capped at 128, the register file (<= 256 threads), else 0 (no request).
 int bwd_tile_min_blocks(const BwdConfig& c, const MlstmProblem& p, int mode, const DeviceLimits& dev);
+// CTAs per SM the mma.sync dC kernel's launch bounds ask for: 2 where two fit the SM's shared
+// memory and the registers capped at 128 hold its accumulators (<= 64 per thread), else 0.
+int bwd_dstates_min_blocks(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
 // The same rule for the parallel form's tile kernel.
 int bwd_parallel_min_blocks(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
 // The parallel form's one tile launch: the largest of the three modes.

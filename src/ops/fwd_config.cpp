@@ -501,7 +501,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
                            {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
                             {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
                             {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(exp)},
-                            {"NEED_N", arg(need_n)}},
+                            {"NEED_N", arg(need_n)}, {"SPLIT", arg(c.st_seg > 1)}},
                            32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
                 fwd_states_min_blocks(c, p, dev)),
       c.engine == Engine::Sm90

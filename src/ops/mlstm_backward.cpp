@@ -58,6 +58,8 @@ BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& c, bool saved
   w.row_x = take(bh * s_pad * 4);
   w.chunk_x = take(bh * nc * 4);
   w.seg = take_segments(layout, p, static_cast<int64_t>(nc), nseg);
+  const int ds_nseg = state_segments(c.ds_seg, static_cast<int64_t>(nc), p.B * p.NH).nseg;
+  if (ds_nseg > 1) w.seg_dC = take(bh * static_cast<size_t>(ds_nseg) * p.Dqk * p.Dv * 4);
   w.total = layout.total();
   return w;
 }
@@ -81,7 +83,7 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m,
                   c.st_warps_n, c.ds_siz_b_k, c.ds_siz_b_v, c.ds_sub, c.ds_warps_m, c.ds_warps_n, c.siz_b_r,
                   c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n, c.st_sm90, c.ds_sm90,
-                  c.tl_sm90, c.st_seg > 1};
+                  c.tl_sm90, (c.st_seg > 1) + 2 * (c.ds_seg > 1)};
   return s;
 }
 
@@ -197,10 +199,10 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   auto u = [](int64_t x) { return static_cast<unsigned>(x); };
 
   rt::ensure_context();
-  static KernelMemo<9> memo;
+  static KernelMemo<10> memo;
   const auto kernels = memo.get(sel.kernel_key, [&] {
     std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
-    while (specs.size() < 9) specs.push_back(specs.back());  // the parallel form has two, no split eight
+    while (specs.size() < 10) specs.push_back(specs.back());  // the parallel form has two, no split eight
     return specs;
   });
   if (cfg.parallel()) {  // two launches: the three tile modes, then the gate gradients
@@ -231,6 +233,10 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   const rt::LoadedKernel& k_dv = *kernels[5];
   const rt::LoadedKernel& k_gl = *kernels[6];
   const rt::LoadedKernel& k_gdf = *kernels[7];
+  // the split walks' fix kernels, in this order after the eight (bwd_kernels)
+  size_t next = 8;
+  const rt::LoadedKernel* k_st_fix = cfg.st_seg > 1 ? kernels[next++] : nullptr;
+  const rt::LoadedKernel* k_ds_fix = cfg.ds_seg > 1 ? kernels[next++] : nullptr;
 
   if (!o.workspace) {
     TFLA_CU(cuMemAllocAsync(&base, ws.total, stream));
@@ -280,14 +286,22 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
       k_gates.launch({nc, bh, 1}, stream, &f, sizeof(f));
       const SegmentPlan split = state_segments(cfg.st_seg, NC, p.B * p.NH);
       launch_states(p, {cfg.st_sm90 != 0, cfg.st_siz_b_k, cfg.st_siz_b_v, split}, ws.seg, base + ws.seg.begin, f,
-                    k_states, kernels[8], stream);
+                    k_states, k_st_fix, stream);
     }
+    // the dC walk, split into segments of the sequence where the config asks (then the fix kernel)
+    const SegmentPlan ds_split = state_segments(cfg.ds_seg, NC, p.B * p.NH);
+    g.nseg = ds_split.nseg;
+    g.seg_chunks = ds_split.seg_chunks;
+    if (ds_split.nseg > 1) g.seg_dC = static_cast<float*>(at(ws.seg_dC));
+    const unsigned ds_rows = bh * static_cast<unsigned>(ds_split.nseg);  // heads x segments
     if (cfg.ds_sm90) {
       const MlstmBwdDstatesSm90Params sp = bwd_dstates_sm90_params(p, g);
-      k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), bh, 1}, stream, &sp, sizeof(sp));
+      k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), ds_rows, 1}, stream, &sp, sizeof(sp));
     } else {
-      k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), u(p.Dqk / cfg.ds_siz_b_k), bh}, stream, &g, sizeof(g));
+      k_dstates.launch({u(p.Dv / cfg.ds_siz_b_v), u(p.Dqk / cfg.ds_siz_b_k), ds_rows}, stream, &g, sizeof(g));
     }
+    if (ds_split.nseg > 1)
+      k_ds_fix->launch({u((p.Dqk * p.Dv / 8 + 255) / 256), bh, 1}, stream, &g, sizeof(g));
     if (cfg.tl_sm90) {  // persistent: one CTA per SM, or per tile where there are fewer
       const rt::LoadedKernel* tile_kernels[3] = {&k_dq, &k_dk, &k_dv};
       for (int mode = 0; mode < 3; ++mode) {

@@ -22,6 +22,7 @@ struct BwdWorkspace {
   int dclast_parts = 0;
   int xparts = 0;
   SegWorkspace seg;  // the recompute's split walk (not with a saved buffer)
+  size_t seg_dC = 0; // the split dC walk's segment values, (BH, ds nseg, Dqk, Dv) fp32
 };
 // saved: gate data and chunk states come from the forward's saved buffer (not allocated here).
 // The parallel form needs xpart alone; unless the caller pinned the form (form_pinned) a

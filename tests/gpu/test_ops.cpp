@@ -47,7 +47,7 @@ struct Case {
   int64_t B, NH, S, chunk, Dqk, Dv;
   unsigned opts;
   int engine = -1;  // the forward's engine, pinned (0 mma.sync, 1 sm90) or the library's (-1)
-  int seg = 0;      // st_seg pinned for the forward and the backward's recompute (0: the library's)
+  int seg = 0;      // st_seg and ds_seg pinned (the forward's and the backward's walks; 0: the library's)
 };
 
 std::string describe(const Case& c) {
@@ -235,7 +235,7 @@ void run_case(const Case& c, uint64_t seed) {
         bo.config[k + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
       }
   }
-  if (c.seg) bo.config["st_seg"] = c.seg;
+  if (c.seg) bo.config["st_seg"] = bo.config["ds_seg"] = c.seg;
   cli::DeviceBuffer bws;
   if (c.opts & kCallerWs) {
     bws = test::poisoned(std::max<size_t>(mlstm_backward_workspace_size(p, bo.config, saved), 256));

@@ -129,6 +129,11 @@ TEST_CASE("the sm90 backward is the default for Dv >= 256, else runs when pinned
   CHECK(l.st_sm90 == 1);
   CHECK(l.st_siz_b_v == 128);
   CHECK(l.st_seg == 4);
+  // the dC walk (mma.sync) in 128 x 128 blocks split in four: 8 heads x 8 blocks x 4 = 256 CTAs,
+  // one wave at two per SM
+  CHECK(l.ds_siz_b_k == 128);
+  CHECK(l.ds_siz_b_v == 128);
+  CHECK(l.ds_seg == 4);
   CHECK(l.tl_sm90 == 1);
   CHECK(check_bwd(l, one).empty());
   // a pinned chunk the engine refuses (not a multiple of 128) is named; a head wider than 512
