@@ -108,6 +108,28 @@ StepResult step(const Shape& shape, const Options& options, const std::vector<do
                 const std::vector<double>& k, const std::vector<double>& v,
                 const std::vector<double>& i, const std::vector<double>& f, const States& state);
 
+// The sequence split (docs/SEQUENCE_SPLIT.md): the state recurrence is linear with scalar decays,
+// so a segment of the sequence can be walked without knowing the state it starts from and its
+// effect composed afterwards. What the GPU's split state walks compute per segment and fold.
+struct SegmentSummary {
+  // The state after the segment's tokens walked from a zero state with no stabilizer history
+  // (m = -inf before its first token, so m_end is the max-plus sum of its own gates alone):
+  // C (B, NH, Dqk, Dv), n (B, NH, Dqk), m (B, NH; -inf for an empty segment, 0 for Sig).
+  States end;
+  std::vector<double> g;  // (B, NH) the segment's total log-decay, sum of f~ over its tokens
+};
+// The summary of tokens [t0, t1) of in (0 <= t0 <= t1 <= S). Throws std::invalid_argument on
+// a range outside the sequence.
+SegmentSummary segment_summary(const Shape& shape, const Options& options, const Inputs& in, int64_t t0,
+                               int64_t t1);
+// The exact state after `before` (nullable or empty vectors: the zero state, m = 0) followed by
+// the segment summarized by seg:
+//   m = max(g + m_before, m_end),  C = exp(g + m_before - m) C_before + exp(m_end - m) C_end
+// (n likewise; m = 0 and plain decays for Sig). Folding the summaries of consecutive segments
+// from the initial state gives forward_recurrent's last state; folding a segment's prefix into
+// the state before it gives the state at any token inside it (the "correct" step).
+States combine_segment(const Shape& shape, const Options& options, const States* before, const SegmentSummary& seg);
+
 // Deterministic random inputs (splitmix64 + Box-Muller, identical on every platform).
 // q, k, v ~ N(0,1). Realistic gates: i ~ N(0,1), f ~ 3 + N(0,1). extreme=true:
 // i ~ 8 N(0,1) + oi, f ~ 8 N(0,1) + of, with per-head offsets oi in {-10, 0, 10} and
