@@ -43,7 +43,14 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
       for (int64_t nv : {256, 128})
         tl.push_back({{"tl_sm90", 0}, {"siz_b_r", 64}, {"siz_b_t", 64}, {"siz_b_nqk", nqk}, {"siz_b_nv", nv},
                       {"siz_b_kc", 64}, {"warps_m", 2}, {"warps_n", 4}});
-    return {values("chunk", {128, 256, 512}), std::move(tl), std::move(st), std::move(ds)};
+    std::vector<Axis> axes = {values("chunk", {128, 256, 512}), std::move(tl), std::move(st), std::move(ds)};
+    // few heads on a long sequence: both walks' sequence splits (st_seg, ds_seg) as one axis
+    if (p.B * p.NH <= 32 && p.S >= 8192) {
+      Axis seg;
+      for (int64_t n : {1, 2, 4, 8}) seg.push_back({{"st_seg", n}, {"ds_seg", n}});
+      axes.push_back(std::move(seg));
+    }
+    return axes;
   }
 };
 
