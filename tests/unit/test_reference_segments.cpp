@@ -29,20 +29,18 @@ ref::States fold(const ref::Shape& sh, const ref::Options& o, const ref::Inputs&
   return st;
 }
 
-// The first t tokens of every head of in.
-ref::Inputs prefix(const ref::Shape& sh, const ref::Inputs& in, int64_t t) {
-  ref::Inputs p;
-  auto take = [&](std::vector<double>& dst, const std::vector<double>& src, int64_t d) {
-    for (int64_t bh = 0; bh < sh.B * sh.NH; ++bh)
-      dst.insert(dst.end(), src.begin() + bh * sh.S * d, src.begin() + (bh * sh.S + t) * d);
-  };
-  take(p.q, in.q, sh.Dqk);
-  take(p.k, in.k, sh.Dqk);
-  take(p.v, in.v, sh.Dv);
-  take(p.i, in.i, 1);
-  take(p.f, in.f, 1);
-  return p;
+// Tokens [t0, t1) of every head of x, a (B, NH, S, d) tensor.
+std::vector<double> slice(const ref::Shape& sh, const std::vector<double>& x, int64_t d, int64_t t0, int64_t t1) {
+  std::vector<double> out;
+  for (int64_t bh = 0; bh < sh.B * sh.NH; ++bh)
+    out.insert(out.end(), x.begin() + (bh * sh.S + t0) * d, x.begin() + (bh * sh.S + t1) * d);
+  return out;
 }
+ref::Inputs slice(const ref::Shape& sh, const ref::Inputs& in, int64_t t0, int64_t t1) {
+  return {slice(sh, in.q, sh.Dqk, t0, t1), slice(sh, in.k, sh.Dqk, t0, t1), slice(sh, in.v, sh.Dv, t0, t1),
+          slice(sh, in.i, 1, t0, t1), slice(sh, in.f, 1, t0, t1)};
+}
+ref::Inputs prefix(const ref::Shape& sh, const ref::Inputs& in, int64_t t) { return slice(sh, in, 0, t); }
 
 }  // namespace
 
@@ -97,4 +95,66 @@ TEST_CASE("segment_summary names a range outside the sequence", "[reference][seg
   CHECK_THROWS_AS(ref::segment_summary(sh, {}, in, -1, 3), std::invalid_argument);
   const ref::SegmentSummary empty = ref::segment_summary(sh, {}, in, 4, 4);
   CHECK(empty.g[0] == 0.0);
+}
+
+TEST_CASE("simulated ranks: summaries exchanged forward, state gradients backward, give the whole sequence's results",
+          "[reference][segments]") {
+  // R ranks hold contiguous shards; each summarizes its shard alone, the summaries fold into the
+  // state entering every rank, each rank runs its shard from that state, and the backward runs
+  // the ranks in reverse handing each the next rank's initial-state gradient as its dC_last.
+  // What a context-parallel split exchanges, against the one-pass float64 results.
+  uint64_t seed = 900;
+  for (ref::Variant v : {ref::Variant::Exp, ref::Variant::Sig})
+    for (int ranks : {2, 3, 7}) {
+      const ref::Shape sh{1, 2, 45, 8, 8};
+      ref::Options o;
+      o.variant = v;
+      const ref::Inputs in = ref::random_inputs(sh, seed, /*extreme=*/ranks == 7);
+      const ref::States st0 = ref::random_states(sh, v, seed + 1);
+      const std::vector<double> dh = ref::random_inputs({1, 2, 45, 8, 8}, seed + 2).v;
+      const std::vector<double> dCl = ref::random_states(sh, v, seed + 3).C;
+      ++seed;
+      const ref::ForwardResult whole = ref::forward_recurrent(sh, o, in, &st0);
+      const ref::BackwardResult gwhole = ref::backward(sh, o, in, &st0, dh, &dCl);
+      std::vector<int64_t> cuts;  // uneven shards
+      for (int r = 0; r <= ranks; ++r) cuts.push_back(45 * r / ranks + (r > 0 && r < ranks ? r % 2 : 0));
+      // forward: every rank's summary, then the fold gives each rank's initial state
+      std::vector<ref::States> entering{st0};
+      for (int r = 0; r + 1 < ranks; ++r)
+        entering.push_back(ref::combine_segment(sh, o, &entering.back(), ref::segment_summary(sh, o, in, cuts[r], cuts[r + 1])));
+      std::vector<ref::ForwardResult> fwd;
+      for (int r = 0; r < ranks; ++r) {
+        const ref::Shape shard{1, 2, cuts[r + 1] - cuts[r], 8, 8};
+        fwd.push_back(ref::forward_recurrent(shard, o, slice(sh, in, cuts[r], cuts[r + 1]), &entering[r]));
+      }
+      // backward: the last rank gets dC_last, each earlier one the next rank's dC0
+      std::vector<ref::BackwardResult> bwd(static_cast<size_t>(ranks));
+      std::vector<double> dnext = dCl;
+      for (int r = ranks - 1; r >= 0; --r) {
+        const ref::Shape shard{1, 2, cuts[r + 1] - cuts[r], 8, 8};
+        bwd[size_t(r)] = ref::backward(shard, o, slice(sh, in, cuts[r], cuts[r + 1]), &entering[r],
+                                       slice(sh, dh, 8, cuts[r], cuts[r + 1]), &dnext);
+        dnext = bwd[size_t(r)].d_initial.C;
+      }
+      // reassemble (B = 1: head by head, shard by shard)
+      auto join = [&](auto get, int64_t d) {
+        std::vector<double> out;
+        for (int64_t h2 = 0; h2 < 2; ++h2)
+          for (int r = 0; r < ranks; ++r) {
+            const std::vector<double>& x = get(r);
+            const int64_t n = cuts[r + 1] - cuts[r];
+            out.insert(out.end(), x.begin() + h2 * n * d, x.begin() + (h2 + 1) * n * d);
+          }
+        return out;
+      };
+      INFO((v == ref::Variant::Exp ? "exp" : "sig") << " ranks " << ranks);
+      CHECK(ref::relative_error(join([&](int r) -> const std::vector<double>& { return fwd[size_t(r)].h; }, 8), whole.h) < 1e-12);
+      CHECK(states_error(fwd.back().last, whole.last) < 1e-12);
+      CHECK(ref::relative_error(join([&](int r) -> const std::vector<double>& { return bwd[size_t(r)].dq; }, 8), gwhole.dq) < 1e-11);
+      CHECK(ref::relative_error(join([&](int r) -> const std::vector<double>& { return bwd[size_t(r)].dk; }, 8), gwhole.dk) < 1e-11);
+      CHECK(ref::relative_error(join([&](int r) -> const std::vector<double>& { return bwd[size_t(r)].dv; }, 8), gwhole.dv) < 1e-11);
+      CHECK(ref::relative_error(join([&](int r) -> const std::vector<double>& { return bwd[size_t(r)].di; }, 1), gwhole.di) < 1e-11);
+      CHECK(ref::relative_error(join([&](int r) -> const std::vector<double>& { return bwd[size_t(r)].df; }, 1), gwhole.df) < 1e-11);
+      CHECK(ref::relative_error(dnext, gwhole.d_initial.C) < 1e-11);
+    }
 }
