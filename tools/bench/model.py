@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Model-level benchmark: a stack of xLSTM blocks at the xLSTM-7B shape in plain torch, with the
-mLSTM from each backend, side by side in one process, same weights.
+mLSTM from each backend, side by side in one run, same weights. Each backend runs in a process
+of its own (the same script with --child), one after the other, so a backend that aborts its
+process (a compiler assertion, a device fault) is reported as failed and the others still run;
+--in-process runs them all in this one.
 
 The model (written here with torch.nn modules): token embedding (vocab 50304, d 4096); per
 block an RMSNorm, the mLSTM layer (q, k: d -> NH * 256; v and the output gate: d -> NH * 512;
@@ -36,12 +39,17 @@ If the xlstm package is importable, its xlstm_large model is not used here (that
 config and weights); this script's model has the same layer shapes.
 
 usage: model.py [--backends tfla,tfla_inplace,triton,native] [--batch 1,4,16] [--train-seq 2048]
-                [--prompt 512] [--gen 32] [--blocks 2] [--json FILE]
+                [--prompt 512] [--gen 32] [--blocks 2] [--json FILE] [--in-process]
 """
 import argparse
 import json
 import math
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -324,6 +332,31 @@ def graph_gen(model, states, last, args):
     return 1e6 * timed(run, args.reps) / args.gen
 
 
+def run_children(names, argv, script=None):
+    """Runs each backend in its own process (`script`, this file by default, with --child NAME
+    --json FILE); returns the rows they wrote. A child that fails or dies is reported with its
+    exit status, as a row {"part": "failed"}, and the next one runs."""
+    rows = []
+    for name in names:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+            out = fh.name
+        cmd = [sys.executable, script or os.path.abspath(__file__), *argv, "--child", name, "--json", out]
+        print(f"--- {name} (own process)", flush=True)
+        rc = subprocess.call(cmd)
+        try:
+            with open(out) as fh:
+                rows += json.load(fh)
+        except (OSError, ValueError):
+            pass  # the child died before writing its rows
+        finally:
+            os.unlink(out)
+        if rc != 0:
+            why = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+            print(f"{name}: its process failed ({why})", flush=True)
+            rows.append({"part": "failed", "backend": name, "error": why})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--backends", default="tfla,tfla_inplace,triton,native")
@@ -335,20 +368,39 @@ def main():
     ap.add_argument("--check-seq", type=int, default=256, help="0: no correctness check")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--in-process", action="store_true", help="every backend in this process")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # one backend, rows to --json (run_children)
     args = ap.parse_args()
-    names = args.backends.split(",")
+    names = [args.child] if args.child else args.backends.split(",")
     batches = [int(b) for b in args.batch.split(",")]
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; model: {args.blocks} blocks, "
-          f"d {D}, NH {NH}, Dqk {DQK}, Dv {DV}, FFN {FFN}, vocab {VOCAB}, bf16")
-    rows = []
-    model = build(names[0], args.blocks)
-    if args.check_seq > 0:
-        check(model, names, args.check_seq, rows)
-    for name in names:
-        try:
-            speed(model, name, batches, args, rows)
-        except Exception as e:
-            print(f"{name}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+    if not args.child:
+        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; model: {args.blocks} blocks, "
+              f"d {D}, NH {NH}, Dqk {DQK}, Dv {DV}, FFN {FFN}, vocab {VOCAB}, bf16", flush=True)
+    if not args.child and not args.in_process and len(names) > 1:
+        argv, skip = [], False  # the parent's own --json file is not the children's
+        for a in sys.argv[1:]:
+            if skip or a.startswith("--json="):
+                skip = False
+                continue
+            if a == "--json":
+                skip = True
+                continue
+            argv.append(a)
+        rows = run_children(names, argv)
+    else:
+        rows = []
+        model = build(names[0], args.blocks)
+        if args.check_seq > 0:
+            check(model, names, args.check_seq, rows)
+        for name in names:
+            try:
+                speed(model, name, batches, args, rows)
+            except Exception as e:
+                print(f"{name}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+    if args.child:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh)
+        return
     table(rows, names, batches)
     if args.json:
         with open(args.json, "w") as fh:
@@ -377,6 +429,9 @@ def table(rows, names, batches):
                 return f"{v:{width}.1f}{(v / t if better_high else t / v):5.2f}x"
             print(f"{name:<14}{B:>3}{cell('train_tok_s', True, 13)}{cell('prefill_ms', False, 12)}"
                   f"{cell('gen_us', False, 9)}{cell('gen_graph_us', False, 10)}")
+    for r in rows:
+        if r["part"] == "failed":
+            print(f"{r['backend']:<14}  failed: its process ended with {r['error']}")
 
 
 if __name__ == "__main__":
