@@ -9,6 +9,8 @@
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
 #include "tuner/search_space.hpp"
 #include "config_helpers.hpp"
 
@@ -216,4 +218,37 @@ TEST_CASE("the state walk's sequence split: whole chunks per segment, none empty
   CHECK(ops::default_state_segments(problem(2, 32768, 256, 512), dev, 256, 64, 1) == 2);
   CHECK(ops::default_state_segments(problem(4, 16384, 256, 512), dev, 256, 128, 1) == 1);
   CHECK(ops::default_state_segments(problem(1, 65536, 256, 512), dev, 256, 64, 2) == 4);
+}
+
+TEST_CASE("a split walk's workspace: its regions last, sized by the query, the saved layout unchanged", "[engine]") {
+  const MlstmProblem p = problem(1, 65536, 256, 512);  // 8 heads, 256 chunks of 256
+  const ops::FwdConfig c = fwd_default(p);
+  REQUIRE(c.st_seg == 4);
+  const ops::FwdWorkspace one = ops::fwd_workspace(p, c.chunk, false, 1), four = ops::fwd_workspace(p, c.chunk, false, 4);
+  const size_t seg_bytes = size_t{8} * 4 * 256 * 512 * 4 + size_t{8} * 4 * 256 * 4 + 256 /* m, rounded */ +
+                           (size_t{8} * 257 * 4 + 255) / 256 * 256 /* mloc */;
+  CHECK(one.seg.bytes == 0);
+  CHECK(four.seg.begin == one.total);
+  CHECK(four.seg.bytes == seg_bytes);
+  CHECK(four.total == one.total + seg_bytes);
+  CHECK(four.gate_b == one.gate_b);
+  CHECK(four.states_C == one.states_C);
+  // the size query answers for the config the call runs
+  CHECK(ops::fwd_workspace(p, c).total == four.total);
+  CHECK(mlstm_forward_workspace_size(p, {}) == four.total);
+  CHECK(mlstm_forward_workspace_size(p, {{"st_seg", 1}}) == one.total);
+  // a saved buffer never holds the split's regions
+  CHECK(mlstm_saved_size(p, {}) == ops::fwd_workspace(p, c.chunk, true, 1).total);
+  CHECK(mlstm_saved_size(p, {{"st_seg", 1}}) == mlstm_saved_size(p, {}));
+  // the backward: the recompute's regions only without a saved buffer, the dC walk's always
+  const ops::BwdConfig b = bwd_resolve(p, {});
+  REQUIRE(b.st_seg == 4);
+  REQUIRE(b.ds_seg == 4);
+  const ops::BwdWorkspace plain = ops::bwd_workspace(p, b, false), saved = ops::bwd_workspace(p, b, true);
+  CHECK(plain.seg.bytes == seg_bytes);
+  CHECK(saved.seg.bytes == 0);
+  CHECK(plain.seg_dC != 0);
+  CHECK(saved.seg_dC != 0);
+  CHECK(mlstm_backward_workspace_size(p, {}) == plain.total);
+  CHECK(mlstm_backward_workspace_size(p, {}, true) == saved.total);
 }
