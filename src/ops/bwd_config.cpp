@@ -382,11 +382,7 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
 }
 
 rt::KernelSpec bwd_dstate_fix_kernel(const MlstmProblem& p) {
-  return rt::render("mlstm_bwd_dstate_fix", "tfla/mlstm_bwd_dstate_fix.cuh", "tfla::mlstm_bwd_dstate_fix",
-                    "tfla::MlstmBwdParams",
-                    {{"TS", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
-                     {"EXP", arg(p.variant == Variant::Exp)}},
-                    256, 0, false);
+  return state_fix_kernel("mlstm_bwd_dstate_fix", "tfla::MlstmBwdParams", p);
 }
 
 }  // namespace tfla::ops

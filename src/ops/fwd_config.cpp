@@ -413,12 +413,14 @@ int default_state_segments(const MlstmProblem& p, const DeviceLimits& dev, int c
   return static_cast<int>(std::max<int64_t>(1, want));
 }
 
-rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p) {
-  return rt::render("mlstm_fwd_state_fix", "tfla/mlstm_fwd_state_fix.cuh", "tfla::mlstm_fwd_state_fix",
-                    "tfla::MlstmFwdParams",
+rt::KernelSpec state_fix_kernel(const std::string& name, const std::string& params, const MlstmProblem& p) {
+  return rt::render(name, "tfla/" + name + ".cuh", "tfla::" + name, params,
                     {{"TS", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
                      {"EXP", arg(p.variant == Variant::Exp)}},
                     256, 0, false);
+}
+rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p) {
+  return state_fix_kernel("mlstm_fwd_state_fix", "tfla::MlstmFwdParams", p);
 }
 
 int state_walk_sm90_smem(const MlstmProblem& p, int bv) {

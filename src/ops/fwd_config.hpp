@@ -108,8 +108,11 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
 // least 8 chunks long; 1 where the walks alone fill half the SMs' slots or more.
 int default_state_segments(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int64_t walks,
                            int ctas_per_sm);
-// The fix kernel of a split walk (kernel_templates/tfla/mlstm_fwd_state_fix.cuh).
+// The fix kernel of a split walk (kernel_templates/tfla/mlstm_fwd_state_fix.cuh); state_fix_kernel
+// renders either fix kernel (template `name`, parameter block `params`: TS, DQK, DV, EXP; 256
+// threads).
 rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p);
+rt::KernelSpec state_fix_kernel(const std::string& name, const std::string& params, const MlstmProblem& p);
 
 // Shared memory of the two tiled kernels, bytes.
 int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);

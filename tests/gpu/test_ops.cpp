@@ -229,10 +229,10 @@ void run_case(const Case& c, uint64_t seed) {
     bo.config["engine"] = c.engine;
     if (c.engine == 1 && (c.opts & kWalks) && c.chunk % 64 == 0)
       for (const char* w : {"st", "ds"}) {
-        const std::string k = w;
-        bo.config[k + "_sm90"] = 1;
-        bo.config[k + "_siz_b_k"] = c.Dqk;
-        bo.config[k + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
+        const std::string walk = w;
+        bo.config[walk + "_sm90"] = 1;
+        bo.config[walk + "_siz_b_k"] = c.Dqk;
+        bo.config[walk + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
       }
   }
   if (c.seg) bo.config["st_seg"] = bo.config["ds_seg"] = c.seg;
