@@ -138,11 +138,11 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
     throw Error(ErrorCode::InvalidArgument,
                 "norm is null: pass the forward's normalizer output (ForwardTensors::norm)");
   check_optional_f32("norm", t.norm);
-  check_optional_f32("C0", t.C0);
+  check_optional_state("C0", t.C0);
   check_optional_f32("n0", t.n0);
   check_optional_f32("m0", t.m0);
-  check_optional_f32("dC_last", t.dC_last);
-  check_optional_f32("dC0", t.dC0);
+  check_optional_state("dC_last", t.dC_last);
+  check_optional_state("dC0", t.dC0);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
   if (cfg.parallel()) {

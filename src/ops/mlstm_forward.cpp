@@ -201,10 +201,10 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   check_gate("f", t.f, fs, p);
   check_optional_f32("norm", t.norm);
   check_optional_f32("m", t.m);
-  check_optional_f32("C0", t.C0);
+  check_optional_state("C0", t.C0);
   check_optional_f32("n0", t.n0);
   check_optional_f32("m0", t.m0);
-  check_optional_f32("C_last", t.C_last);
+  check_optional_state("C_last", t.C_last);
   check_optional_f32("n_last", t.n_last);
   check_optional_f32("m_last", t.m_last);
   if ((t.n0 || t.m0) && !t.C0)

@@ -75,6 +75,11 @@ void check_optional_f32(const char* name, const void* ptr) {
   if (ptr && reinterpret_cast<uintptr_t>(ptr) % 4) invalid(std::string(name) + " is not 4-byte aligned");
 }
 
+void check_optional_state(const char* name, const void* ptr) {
+  if (ptr && reinterpret_cast<uintptr_t>(ptr) % 8)
+    invalid(std::string(name) + " is not 8-byte aligned (the state kernels access its rows as pairs of floats)");
+}
+
 void check_config(const Config& c, const char* what) {
   if (std::string why = util::check_config_values(c); !why.empty()) invalid(std::string(what) + ": " + why);
 }

@@ -22,6 +22,9 @@ void check_tensor(const char* name, const void* ptr, const Strides& s, const Mls
 void check_gate(const char* name, const void* ptr, const Strides& s, const MlstmProblem& p);
 // Checks an optional fp32 tensor: null, or 4-byte aligned.
 void check_optional_f32(const char* name, const void* ptr);
+// Checks an optional fp32 (B, NH, Dqk, Dv) state (C0, C_last, dC_last, dC0): null, or 8-byte
+// aligned (the state kernels read and write its rows as pairs of floats).
+void check_optional_state(const char* name, const void* ptr);
 float resolved_scale(const MlstmProblem& p);
 // Throws InvalidArgument naming `what` and the item when a config value lies outside
 // [util::kConfigValueMin, util::kConfigValueMax] (kernel parameters are ints) or a name is not

@@ -169,6 +169,21 @@ TEST_CASE("mlstm_forward rejects null and misaligned tensors by name", "[api][ar
     t.C_last = reinterpret_cast<float*>(static_cast<char*>(fake_ptr(6)) + 2);
     check_invalid(forward_error(p, t), "C_last");
   }
+  SECTION("states read and written as float pairs must be 8-byte aligned") {
+    ForwardTensors t = good_tensors();
+    t.C0 = reinterpret_cast<const float*>(static_cast<char*>(fake_ptr(6)) + 4);
+    check_invalid(forward_error(p, t), "C0 is not 8-byte aligned");
+    t = good_tensors();
+    t.C_last = reinterpret_cast<float*>(static_cast<char*>(fake_ptr(6)) + 4);
+    check_invalid(forward_error(p, t), "C_last is not 8-byte aligned");
+    if (!tfla::runtime_info().driver_loaded) {  // n and m are read one float at a time: past the checks
+      t = good_tensors();
+      t.C0 = static_cast<const float*>(fake_ptr(6));
+      t.n0 = reinterpret_cast<const float*>(static_cast<char*>(fake_ptr(7)) + 4);
+      t.m_last = reinterpret_cast<float*>(static_cast<char*>(fake_ptr(8)) + 4);
+      CHECK(forward_error(p, t).code() == ErrorCode::NoDriver);
+    }
+  }
   SECTION("v strides not a multiple of 16 bytes") {
     ForwardTensors t = good_tensors();
     t.v_strides = tfla::Strides{p.NH * p.S * p.Dv, p.S * p.Dv, p.Dv + 3};

@@ -50,10 +50,10 @@ typedef struct {
   tfla_strides h_strides;
   float* norm;       /* (B, NH, S) optional out */
   float* m;          /* (B, NH, S) optional out */
-  const float* C0;   /* (B, NH, Dqk, Dv) optional */
+  const float* C0;   /* (B, NH, Dqk, Dv) optional, 8-byte aligned */
   const float* n0;   /* (B, NH, Dqk) optional */
   const float* m0;   /* (B, NH) optional */
-  float* C_last;     /* (B, NH, Dqk, Dv) optional out */
+  float* C_last;     /* (B, NH, Dqk, Dv) optional out, 8-byte aligned */
   float* n_last;     /* (B, NH, Dqk) optional out */
   float* m_last;     /* (B, NH) optional out */
   void* saved;        /* optional: tfla_mlstm_saved_size() bytes kept for the backward */
@@ -70,10 +70,10 @@ typedef struct {
   const void* dh; /* (B, NH, S, Dv) */
   tfla_strides dh_strides;
   const float* norm;    /* (B, NH, S) the forward's norm output (required) */
-  const float* C0;      /* (B, NH, Dqk, Dv) optional */
+  const float* C0;      /* (B, NH, Dqk, Dv) optional, 8-byte aligned */
   const float* n0;      /* (B, NH, Dqk) optional */
   const float* m0;      /* (B, NH) optional */
-  const float* dC_last; /* (B, NH, Dqk, Dv) optional */
+  const float* dC_last; /* (B, NH, Dqk, Dv) optional, 8-byte aligned */
   void* dq;             /* (B, NH, S, Dqk) out */
   void* dk;             /* (B, NH, S, Dqk) out */
   void* dv;             /* (B, NH, S, Dv) out */
@@ -81,7 +81,7 @@ typedef struct {
   void* di; /* (B, NH, S) out */
   void* df; /* (B, NH, S) out */
   tfla_strides di_strides, df_strides;
-  float* dC0;          /* (B, NH, Dqk, Dv) optional out */
+  float* dC0;          /* (B, NH, Dqk, Dv) optional out, 8-byte aligned */
   const void* saved;   /* optional: the forward's saved buffer */
   size_t saved_bytes;
 } tfla_backward_tensors;

@@ -107,6 +107,7 @@ struct ForwardTensors {
   Strides h_strides;
   float* norm = nullptr;  // (B, NH, S) fp32, optional out: the normalizer den_t
   float* m = nullptr;     // (B, NH, S) fp32, optional out: the stabilizer m_t
+  // States are contiguous; C0 and C_last 8-byte aligned, the others 4-byte aligned.
   const float* C0 = nullptr;  // (B, NH, Dqk, Dv) fp32, optional initial state
   const float* n0 = nullptr;  // (B, NH, Dqk) fp32, optional
   const float* m0 = nullptr;  // (B, NH) fp32, optional
@@ -146,10 +147,10 @@ struct BackwardTensors {
   const void* dh = nullptr;  // (B, NH, S, Dv) dtype: gradient of h
   Strides dh_strides;
   const float* norm = nullptr;     // (B, NH, S) fp32: the forward's normalizer output (required)
-  const float* C0 = nullptr;       // (B, NH, Dqk, Dv) fp32: the forward's initial state, optional
+  const float* C0 = nullptr;       // (B, NH, Dqk, Dv) fp32, 8-byte aligned: the forward's initial state, optional
   const float* n0 = nullptr;       // (B, NH, Dqk) fp32, optional
   const float* m0 = nullptr;       // (B, NH) fp32, optional
-  const float* dC_last = nullptr;  // (B, NH, Dqk, Dv) fp32: gradient of the returned C_S, optional
+  const float* dC_last = nullptr;  // (B, NH, Dqk, Dv) fp32, 8-byte aligned: gradient of the returned C_S, optional
   void* dq = nullptr;  // (B, NH, S, Dqk) dtype, out
   void* dk = nullptr;  // (B, NH, S, Dqk) dtype, out
   void* dv = nullptr;  // (B, NH, S, Dv)  dtype, out
@@ -157,7 +158,7 @@ struct BackwardTensors {
   void* di = nullptr;  // (B, NH, S) gate_dtype, out
   void* df = nullptr;  // (B, NH, S) gate_dtype, out
   Strides di_strides, df_strides;
-  float* dC0 = nullptr;  // (B, NH, Dqk, Dv) fp32, optional out (dn0 = dm0 = 0)
+  float* dC0 = nullptr;  // (B, NH, Dqk, Dv) fp32, 8-byte aligned, optional out (dn0 = dm0 = 0)
   // Optional: the buffer the forward filled (ForwardTensors::saved). Forward and backward must
   // use the same chunk size; the size check catches a mismatch.
   const void* saved = nullptr;
