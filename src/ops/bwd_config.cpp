@@ -242,9 +242,15 @@ BwdConfig parallel_bwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
     c.siz_b_t = c.siz_b_r;
     set_tile_warps(c);
   }
-  // The chunk is that of the chunkwise default a call with states falls back to (the sm90
-  // engine's where it is preferred), so a parallel config's workspace size covers that fallback.
-  if (sm90_bwd_preferred(p, dev)) c.chunk = sm90_bwd_config(p, dev).chunk;
+  // The chunk and the walks' splits are those of the chunkwise default a call with states falls
+  // back to (the sm90 engine's where it is preferred), so a parallel config's workspace size
+  // covers that fallback.
+  if (sm90_bwd_preferred(p, dev)) {
+    const BwdConfig f = sm90_bwd_config(p, dev);
+    c.chunk = f.chunk;
+    c.st_seg = f.st_seg;
+    c.ds_seg = f.ds_seg;
+  }
   return c;
 }
 
