@@ -47,7 +47,8 @@ struct Case {
   int64_t B, NH, S, chunk, Dqk, Dv;
   unsigned opts;
   int engine = -1;  // the forward's engine, pinned (0 mma.sync, 1 sm90) or the library's (-1)
-  int seg = 0;      // st_seg and ds_seg pinned (the forward's and the backward's walks; 0: the library's)
+  int seg = 0;      // st_seg pinned (the forward's walk and the backward's recompute; 0: the library's)
+  int ds_seg = -1;  // ds_seg pinned (the dC walk); -1: as seg
 };
 
 std::string describe(const Case& c) {
@@ -65,6 +66,7 @@ std::string describe(const Case& c) {
   std::string out = buf;
   if (c.opts & kWalks) out += " walks";
   if (c.seg) out += " st_seg=" + std::to_string(c.seg);
+  if (c.ds_seg >= 0) out += " ds_seg=" + std::to_string(c.ds_seg);
   return out;
 }
 
@@ -174,6 +176,12 @@ void run_case(const Case& c, uint64_t seed) {
     fo.config["st_siz_b_k"] = c.Dqk;
     fo.config["st_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
   }
+  if (c.seg > 1) {  // the pin is what runs, and it does split the walk (its regions are in the workspace)
+    CHECK(mlstm_forward_config(p, fo.config).at("st_seg") == c.seg);
+    Config one = fo.config;
+    one["st_seg"] = 1;
+    CHECK(mlstm_forward_workspace_size(p, fo.config) > mlstm_forward_workspace_size(p, one));
+  }
   if (c.opts & kCallerWs) {  // sized by the query for the config the call runs
     fws = test::poisoned(std::max<size_t>(mlstm_forward_workspace_size(p, fo.config), 256));
     fo.workspace = fws.get();
@@ -235,7 +243,13 @@ void run_case(const Case& c, uint64_t seed) {
         bo.config[walk + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
       }
   }
-  if (c.seg) bo.config["st_seg"] = bo.config["ds_seg"] = c.seg;
+  if (c.seg) bo.config["st_seg"] = c.seg;
+  if (c.seg || c.ds_seg >= 0) bo.config["ds_seg"] = c.ds_seg >= 0 ? c.ds_seg : c.seg;
+  if (c.seg > 1 || c.ds_seg > 1) {
+    const Config bc = mlstm_backward_config(p, bo.config);
+    if (c.seg) CHECK(bc.at("st_seg") == c.seg);
+    CHECK(bc.at("ds_seg") == (c.ds_seg >= 0 ? c.ds_seg : c.seg));
+  }
   cli::DeviceBuffer bws;
   if (c.opts & kCallerWs) {
     bws = test::poisoned(std::max<size_t>(mlstm_backward_workspace_size(p, bo.config, saved), 256));
@@ -392,6 +406,13 @@ TEST_CASE("the state walk split into sequence segments matches the reference", "
   uint64_t seed = 7300;
   for (auto [c, seg] : cases) {
     c.seg = seg;
+    run_engines(c, seed++);
+  }
+  // one walk split and the other not (the backward's kernel list then holds one fix kernel)
+  for (auto [st, ds] : std::vector<std::pair<int, int>>{{3, 1}, {1, 3}}) {
+    Case c{true, CW, G, true, bf, 1, 2, 1100, 128, 128, 128, kInit | kLast | kDcLast};
+    c.seg = st;
+    c.ds_seg = ds;
     run_engines(c, seed++);
   }
 }
