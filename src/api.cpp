@@ -90,10 +90,11 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   return sel.cfg.to_config();
 }
 
-size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config) {
+size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config, bool with_saved) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
-  return ops::fwd_workspace(problem, cfg, config.count(ops::kFormKey) > 0).total;
+  const ops::FwdWorkspace w = ops::fwd_workspace(problem, cfg, config.count(ops::kFormKey) > 0);
+  return with_saved ? w.seg.bytes : w.total;
 }
 
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,

@@ -145,6 +145,14 @@ tfla_status tfla_mlstm_forward_workspace_size(const tfla_problem* problem, const
   });
 }
 
+tfla_status tfla_mlstm_forward_saved_workspace_size(const tfla_problem* problem, const char* config,
+                                                    size_t* bytes) {
+  return guarded([&] {
+    if (!bytes) throw tfla::Error(tfla::ErrorCode::InvalidArgument, "bytes is null");
+    *bytes = tfla::mlstm_forward_workspace_size(problem_of(problem), config_of(config), /*with_saved=*/true);
+  });
+}
+
 tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_tensors* t,
                                void* stream, void* workspace, size_t workspace_bytes,
                                const char* config) {

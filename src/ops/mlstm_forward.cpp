@@ -230,6 +230,15 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
                       std::to_string(cfg.chunk) + ") need mlstm_saved_size() = " + std::to_string(core_bytes));
     if (reinterpret_cast<uintptr_t>(t.saved) % 256)
       throw Error(ErrorCode::InvalidArgument, "saved buffer must be 256-byte aligned");
+    if (o.workspace && ws.seg.bytes) {  // the split walk's scratch, in the caller's workspace
+      if (o.workspace_bytes < ws.seg.bytes)
+        throw Error(ErrorCode::InvalidArgument,
+                    "workspace of " + std::to_string(o.workspace_bytes) +
+                        " bytes is too small: this forward with a saved buffer needs " +
+                        std::to_string(ws.seg.bytes) + " (mlstm_forward_workspace_size with with_saved)");
+      if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
+        throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
+    }
   } else if (o.workspace && !cfg.parallel()) {
     if (o.workspace_bytes < ws.total)
       throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
@@ -254,9 +263,9 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   if (saved) {
     base = reinterpret_cast<CUdeviceptr>(t.saved);
     record_saved(t.saved, t.saved_bytes, cfg.chunk);
-    // the split's regions: in the caller's workspace where it has room, else allocated here
+    // the split's regions: in the caller's workspace (checked above), else allocated here
     if (ws.seg.bytes) {
-      if (o.workspace && o.workspace_bytes >= ws.seg.bytes && reinterpret_cast<uintptr_t>(o.workspace) % 256 == 0) {
+      if (o.workspace) {
         seg_base = reinterpret_cast<CUdeviceptr>(o.workspace);
       } else {
         TFLA_CU(cuMemAllocAsync(&seg_owned, ws.seg.bytes, stream));

@@ -196,6 +196,34 @@ TEST_CASE("mlstm_forward rejects null and misaligned tensors by name", "[api][ar
   }
 }
 
+TEST_CASE("a forward with a saved buffer names a workspace too small for its split state walk", "[api][args]") {
+  MlstmProblem p = good_problem();  // one long sequence on few heads: the state walk splits
+  p.B = 1;
+  p.NH = 2;
+  p.S = 65536;
+  const size_t need = tfla::mlstm_forward_workspace_size(p, {}, /*with_saved=*/true);
+  REQUIRE(need > 0);
+  CHECK(tfla::mlstm_forward_workspace_size(p, {{"st_seg", 1}}, true) == 0);
+  ForwardTensors t = good_tensors();
+  t.saved = fake_ptr(40);
+  t.saved_bytes = tfla::mlstm_saved_size(p);
+  LaunchOptions o;
+  o.workspace = fake_ptr(2000);
+  o.workspace_bytes = need - 256;
+  check_invalid(forward_error(p, t, o), "with_saved");
+  // the C query agrees
+  tfla_problem c = c_problem();
+  c.B = 1;
+  c.NH = 2;
+  c.S = 65536;
+  size_t bytes = 0;
+  REQUIRE(tfla_mlstm_forward_saved_workspace_size(&c, nullptr, &bytes) == TFLA_OK);
+  CHECK(bytes == need);
+  CHECK(tfla_mlstm_forward_saved_workspace_size(&c, "st_seg=1", &bytes) == TFLA_OK);
+  CHECK(bytes == 0);
+  CHECK(tfla_mlstm_forward_saved_workspace_size(&c, nullptr, nullptr) == TFLA_ERROR_INVALID_ARGUMENT);
+}
+
 TEST_CASE("mlstm_forward rejects a bad pinned config by key", "[api][args]") {
   const MlstmProblem p = good_problem();
   const ForwardTensors t = good_tensors();

@@ -64,6 +64,7 @@ static st size_q(size_t* b) { *b = 4096; return 0; }
 st tfla_mlstm_forward_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
 st tfla_mlstm_backward_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
 st tfla_mlstm_backward_saved_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
+st tfla_mlstm_forward_saved_workspace_size(const void* p, const char* c, size_t* b) { *b = 0; return 0; }
 st tfla_mlstm_saved_size(const void* p, const char* c, size_t* b) { return size_q(b); }
 st tfla_mlstm_forward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { return 0; }
 st tfla_mlstm_backward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { return 0; }

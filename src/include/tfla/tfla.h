@@ -99,6 +99,10 @@ tfla_status tfla_runtime_info(char* buf, size_t buf_bytes, size_t* needed);
 /* config: "key=value,..." (e.g. "chunk=256") or NULL for the library's choice. */
 tfla_status tfla_mlstm_forward_workspace_size(const tfla_problem* problem, const char* config,
                                               size_t* bytes);
+/* The forward's workspace when it is given a saved buffer (which holds everything else): the
+ * scratch of a state walk split into sequence segments, 0 where the config does not split. */
+tfla_status tfla_mlstm_forward_saved_workspace_size(const tfla_problem* problem, const char* config,
+                                                    size_t* bytes);
 /* workspace may be NULL: the library then allocates stream-ordered scratch itself. */
 tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_tensors* tensors,
                                void* stream, void* workspace, size_t workspace_bytes,

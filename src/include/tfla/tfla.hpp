@@ -128,8 +128,12 @@ struct LaunchOptions {
   Config config;                   // pinned configuration; empty = the library's choice
 };
 
-// Bytes of device workspace mlstm_forward needs for this problem and configuration.
-size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config = {});
+// Bytes of device workspace mlstm_forward needs for this problem and configuration. with_saved:
+// for a forward given a saved buffer (which holds everything else), the scratch of a state walk
+// split into sequence segments (0 where the config does not split); without a workspace of that
+// size such a forward allocates it stream-ordered itself.
+size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config = {},
+                                    bool with_saved = false);
 // The chunkwise TFLA forward. Asynchronous on options.stream; throws tfla::Error on bad input.
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options = {});

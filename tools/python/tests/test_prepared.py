@@ -122,6 +122,19 @@ def test_forward_block(lib, saved):
                 zero=("norm", "C0", "n0", "m0", "C_last", "n_last", "m_last", "saved"))
 
 
+def test_forward_with_saved_buffer_and_split_workspace(lib):
+    # a forward with a saved buffer whose state walk splits: the split's workspace goes beside it
+    x = strided_inputs()
+    call = _prepared.PreparedForward(plan_of(x), None, True, 4096, 1024)
+    names = ("q", "k", "v", "i", "f", "h", "norm", "C0", "n0", "m0", "C_last", "n_last", "m_last")
+    ptrs = {n: 0x7F0000000000 + 0x100000 * j for j, n in enumerate(names)}
+    call(*ptrs.values(), 0x7D0000000000, 0x42, 0x7C0000000000)
+    assert call._tensors.saved_bytes == 4096
+    assert lib.functions["tfla_mlstm_forward"].calls[-1][2:] == (0x42, 0x7C0000000000, 1024, None)
+    call(*ptrs.values(), 0x7D0000000000, 0x42)  # no split workspace given: the library's own
+    assert lib.functions["tfla_mlstm_forward"].calls[-1][2:] == (0x42, None, 0, None)
+
+
 def test_backward_block(lib):
     x = strided_inputs()
     plan = plan_of(x)

@@ -81,8 +81,12 @@ def _size_query(name, plan, config):
     return out.value
 
 
-def forward_workspace_size(plan, config=None):
-    """Bytes of device scratch the forward needs (tfla_mlstm_forward_workspace_size)."""
+def forward_workspace_size(plan, config=None, saved=False):
+    """Bytes of device scratch the forward needs (tfla_mlstm_forward_workspace_size); with
+    saved=True, when it is given a saved buffer: the scratch of a state walk split into sequence
+    segments, 0 where the config does not split (tfla_mlstm_forward_saved_workspace_size)."""
+    if saved:
+        return _size_query("tfla_mlstm_forward_saved_workspace_size", plan, config)
     return _size_query("tfla_mlstm_forward_workspace_size", plan, config)
 
 

@@ -87,6 +87,7 @@ _SIGNATURES = {
     "tfla_last_error": [],
     "tfla_version": [],
     "tfla_mlstm_forward_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
+    "tfla_mlstm_forward_saved_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
     "tfla_mlstm_forward": [_P(Problem), _P(ForwardTensors), c_void_p, c_void_p, c_size_t, c_char_p],
     "tfla_mlstm_backward_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
     "tfla_mlstm_saved_size": [_P(Problem), c_char_p, _P(c_size_t)],

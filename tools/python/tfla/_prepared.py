@@ -116,11 +116,12 @@ class PreparedStep(_Prepared):
 
 class PreparedForward(_Prepared):
     """tfla_mlstm_forward for one plan and config; `workspace_bytes` is what the call needs
-    (the saved buffer's size when `saved` is set: then no separate workspace)."""
+    (the saved buffer's size when `saved` is set); `split_bytes`, with `saved`: the workspace of
+    a split state walk beside the saved buffer (0: none)."""
 
-    __slots__ = ("saved", "workspace_bytes")
+    __slots__ = ("saved", "workspace_bytes", "split_bytes")
 
-    def __init__(self, plan, config, saved, workspace_bytes):
+    def __init__(self, plan, config, saved, workspace_bytes, split_bytes=0):
         t = ForwardTensors()
         _fill_inputs(t, plan)
         t.h_strides = Strides(*CONTIGUOUS)
@@ -128,18 +129,20 @@ class PreparedForward(_Prepared):
                          plan, t, config)
         self.saved = saved
         self.workspace_bytes = workspace_bytes
+        self.split_bytes = split_bytes
         if saved:
             t.saved_bytes = workspace_bytes
         self._writer(_IN5 + ("h", "norm", "m", "C0", "n0", "m0", "C_last", "n_last", "m_last", "saved"))
 
-    def __call__(self, q, k, v, i, f, h, norm, C0, n0, m0, C_last, n_last, m_last, scratch, stream):
+    def __call__(self, q, k, v, i, f, h, norm, C0, n0, m0, C_last, n_last, m_last, scratch, stream, split=0):
         """Device pointers as ints, 0 = absent. scratch: the saved buffer (saved=True) or the
-        workspace, workspace_bytes long."""
+        workspace, workspace_bytes long; split: with saved, a workspace of split_bytes."""
         g1, g2 = self._gaps
         if self.saved:
             self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, norm, 0, C0, n0, m0, C_last, n_last,
                        m_last, scratch)
-            status = self._fn(self._problem_ptr, self._tensors_ptr, stream, None, 0, self._config)
+            status = self._fn(self._problem_ptr, self._tensors_ptr, stream, split or None,
+                              self.split_bytes if split else 0, self._config)
         else:
             self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, norm, 0, C0, n0, m0, C_last, n_last,
                        m_last, 0)

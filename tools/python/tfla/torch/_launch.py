@@ -64,7 +64,8 @@ def plan_key(plan):
 
 
 def sizes(plan, opts, keep):
-    """(forward workspace or saved bytes, backward config text, backward workspace bytes)."""
+    """(forward workspace or saved bytes, backward config text, backward workspace bytes, the
+    forward's workspace beside a saved buffer)."""
     key = (plan_key(plan), opts.fwd_config, opts.bwd_config, keep)
     with _memo_lock:
         hit = _memo.get(key)
@@ -73,14 +74,15 @@ def sizes(plan, opts, keep):
     bwd_cfg = opts.bwd_config
     if not keep:
         out = (_binding.forward_workspace_size(plan, opts.fwd_config), bwd_cfg,
-               _binding.backward_workspace_size(plan, bwd_cfg))
+               _binding.backward_workspace_size(plan, bwd_cfg), 0)
     else:
         chunk = _binding.kernel_config(plan, "fwd", opts.fwd_config)["chunk"]
         if _binding.kernel_config(plan, "bwd", bwd_cfg).get("chunk") != chunk:
             # the saved states are laid out by the forward's chunk: the backward must use it
             bwd_cfg = f"chunk={chunk}"
         out = (_binding.saved_size(plan, opts.fwd_config), bwd_cfg,
-               _binding.backward_workspace_size(plan, bwd_cfg, saved=True))
+               _binding.backward_workspace_size(plan, bwd_cfg, saved=True),
+               _binding.forward_workspace_size(plan, opts.fwd_config, saved=True))
     with _memo_lock:
         _memo[key] = out
     return out
@@ -109,9 +111,9 @@ class ForwardEntry:
         self.qk_shape = (B, NH, S, Dqk)
         self.gate_shape = (B, NH, S)
         self.C_shape, self.n_shape, self.m_shape = (B, NH, Dqk, Dv), (B, NH, Dqk), (B, NH, 1)
-        fwd_bytes, self.bwd_config, self.bwd_bytes = sizes(plan, opts, keep)
+        fwd_bytes, self.bwd_config, self.bwd_bytes, self.split_bytes = sizes(plan, opts, keep)
         self.fwd_bytes = fwd_bytes
-        self.forward = PreparedForward(plan, opts.fwd_config, keep, fwd_bytes)
+        self.forward = PreparedForward(plan, opts.fwd_config, keep, fwd_bytes, self.split_bytes)
         self._backward = None
         # A thread's next call tries its previous entry first: the same options and keep, and
         # tensors that pass `same`, a C check of their signatures; for calls with all three
@@ -182,12 +184,13 @@ def _forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
     else:
         C_last = n_last = m_last = None
     buf = q.new_empty(e.fwd_bytes, dtype=_U8) if e.fwd_bytes else None
+    split = q.new_empty(e.split_bytes, dtype=_U8) if e.split_bytes else None
     e.forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
               0 if norm is None else norm.data_ptr(), 0 if c0 is None else c0.data_ptr(),
               0 if n0 is None else n0.data_ptr(), m0.data_ptr() if m0 is not None and e.exp else 0,
               0 if C_last is None else C_last.data_ptr(), 0 if n_last is None else n_last.data_ptr(),
               0 if m_last is None else m_last.data_ptr(), 0 if buf is None else buf.data_ptr(),
-              current_stream(e.device_index))
+              current_stream(e.device_index), 0 if split is None else split.data_ptr())
     return h, norm, C_last, n_last, m_last, (buf if e.keep else None)
 
 
