@@ -349,39 +349,40 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                    32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
         bwd_tile_min_blocks(c, p, mode, dev));
   };
-  std::vector<rt::KernelSpec> specs = {
-      rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
-                 {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", G}}, 256, 0, false),
-      c.st_sm90 ? fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v)
-                : rt::with_min_blocks(
-                      rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
-                                 "tfla::MlstmFwdParams",
-                                 {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
-                                  {"CHUNK", arg(c.chunk)}, {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)},
-                                  {"SUB", arg(c.st_sub)}, {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)},
-                                  {"EXP", arg(exp)}, {"NEED_N", "false"}, {"SPLIT", arg(c.st_seg > 1)}},
-                                 32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
-                      fwd_states_min_blocks(rc, p, dev)),
-      c.ds_sm90 ? bwd_dstates_sm90_kernel(p, c.chunk, c.ds_siz_b_v)
-                : rt::with_min_blocks(
-                      rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates",
-                                 "tfla::MlstmBwdParams",
-                                 {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
-                                  {"CHUNK", arg(c.chunk)}, {"BK", arg(c.ds_siz_b_k)}, {"BV", arg(c.ds_siz_b_v)},
-                                  {"SUB", arg(c.ds_sub)}, {"WM", arg(c.ds_warps_m)}, {"WN", arg(c.ds_warps_n)},
-                                  {"EXP", arg(exp)}, {"SPLIT", arg(c.ds_seg > 1)}},
-                                 32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
-                      bwd_dstates_min_blocks(c, p, dev)),
-      tile(0),
-      tile(1),
-      tile(2),
-      rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
-                 "tfla::MlstmBwdParams",
-                 {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}},
-                 256, 0, false),
-      rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
-                 "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0, false),
-  };
+  std::vector<rt::KernelSpec> specs;
+  specs.push_back(rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
+                             "tfla::MlstmFwdParams", {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", G}},
+                             256, 0, false));
+  if (c.st_sm90)
+    specs.push_back(fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v));
+  else
+    specs.push_back(rt::with_min_blocks(
+        rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
+                   {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                    {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
+                    {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(exp)}, {"NEED_N", "false"},
+                    {"SPLIT", arg(c.st_seg > 1)}},
+                   32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
+        fwd_states_min_blocks(rc, p, dev)));
+  if (c.ds_sm90)
+    specs.push_back(bwd_dstates_sm90_kernel(p, c.chunk, c.ds_siz_b_v));
+  else
+    specs.push_back(rt::with_min_blocks(
+        rt::render("mlstm_bwd_dstates", "tfla/mlstm_bwd_dstates.cuh", "tfla::mlstm_bwd_dstates", "tfla::MlstmBwdParams",
+                   {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                    {"BK", arg(c.ds_siz_b_k)}, {"BV", arg(c.ds_siz_b_v)}, {"SUB", arg(c.ds_sub)},
+                    {"WM", arg(c.ds_warps_m)}, {"WN", arg(c.ds_warps_n)}, {"EXP", arg(exp)},
+                    {"SPLIT", arg(c.ds_seg > 1)}},
+                   32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
+        bwd_dstates_min_blocks(c, p, dev)));
+  for (int mode = 0; mode < 3; ++mode) specs.push_back(tile(mode));
+  specs.push_back(rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
+                             "tfla::MlstmBwdParams",
+                             {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", arg(c.chunk)}, {"NT", "256"},
+                              {"EXP", arg(exp)}},
+                             256, 0, false));
+  specs.push_back(rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
+                             "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0, false));
   if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p));  // the recompute's split walk
   if (c.ds_seg > 1) specs.push_back(bwd_dstate_fix_kernel(p));  // the split dC walk
   return specs;

@@ -491,31 +491,32 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
   // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
   // normalizer, but the returned last state (n_S) is part of the op's contract either way.
   const bool need_n = true;
-  std::vector<rt::KernelSpec> specs = {
-      rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
-                 {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", device_type(p.gate_dtype)}},
-                 256, 0, false),
-      c.st_sm90
-          ? fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v)
-          : rt::with_min_blocks(
-                rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states",
-                           "tfla::MlstmFwdParams",
-                           {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
-                            {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
-                            {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(exp)},
-                            {"NEED_N", arg(need_n)}, {"SPLIT", arg(c.st_seg > 1)}},
-                           32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
-                fwd_states_min_blocks(c, p, dev)),
-      c.engine == Engine::Sm90
-          ? output_sm90()
-          : rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
-                       "tfla::MlstmFwdParams",
-                       {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
-                        {"BQ", arg(c.siz_b_q)}, {"BKV", arg(c.siz_b_kv)}, {"BV", arg(c.siz_b_v)},
-                        {"BKC", arg(c.siz_b_kc)}, {"WM", arg(c.warps_m)}, {"WN", arg(c.warps_n)}, {"EXP", arg(exp)},
-                        {"NORMALIZE", arg(p.normalize)}},
-                       32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)),
-  };
+  std::vector<rt::KernelSpec> specs;
+  specs.push_back(rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
+                             "tfla::MlstmFwdParams",
+                             {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", device_type(p.gate_dtype)}},
+                             256, 0, false));
+  if (c.st_sm90)
+    specs.push_back(fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v));
+  else
+    specs.push_back(rt::with_min_blocks(
+        rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
+                   {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                    {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
+                    {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(exp)},
+                    {"NEED_N", arg(need_n)}, {"SPLIT", arg(c.st_seg > 1)}},
+                   32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
+        fwd_states_min_blocks(c, p, dev)));
+  if (c.engine == Engine::Sm90)
+    specs.push_back(output_sm90());
+  else
+    specs.push_back(rt::render("mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output",
+                               "tfla::MlstmFwdParams",
+                               {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                                {"BQ", arg(c.siz_b_q)}, {"BKV", arg(c.siz_b_kv)}, {"BV", arg(c.siz_b_v)},
+                                {"BKC", arg(c.siz_b_kc)}, {"WM", arg(c.warps_m)}, {"WN", arg(c.warps_n)},
+                                {"EXP", arg(exp)}, {"NORMALIZE", arg(p.normalize)}},
+                               32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)));
   if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p));
   return specs;
 }
