@@ -349,21 +349,8 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                    32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
         bwd_tile_min_blocks(c, p, mode, dev));
   };
-  std::vector<rt::KernelSpec> specs;
-  specs.push_back(rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
-                             "tfla::MlstmFwdParams", {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", G}},
-                             256, 0, false));
-  if (c.st_sm90)
-    specs.push_back(fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v));
-  else
-    specs.push_back(rt::with_min_blocks(
-        rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
-                   {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
-                    {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
-                    {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(exp)}, {"NEED_N", "false"},
-                    {"SPLIT", arg(c.st_seg > 1)}},
-                   32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(rc, p)),
-        fwd_states_min_blocks(rc, p, dev)));
+  std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, c.chunk),
+                                       fwd_states_kernel(p, rc, /*need_n=*/false, dev)};
   if (c.ds_sm90)
     specs.push_back(bwd_dstates_sm90_kernel(p, c.chunk, c.ds_siz_b_v));
   else

@@ -413,6 +413,26 @@ int default_state_segments(const MlstmProblem& p, const DeviceLimits& dev, int c
   return static_cast<int>(std::max<int64_t>(1, want));
 }
 
+rt::KernelSpec fwd_gates_kernel(const MlstmProblem& p, int chunk) {
+  return rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates", "tfla::MlstmFwdParams",
+                    {{"CHUNK", arg(chunk)}, {"NT", "256"}, {"EXP", arg(p.variant == Variant::Exp)},
+                     {"G", device_type(p.gate_dtype)}},
+                    256, 0, false);
+}
+
+rt::KernelSpec fwd_states_kernel(const MlstmProblem& p, const FwdConfig& c, bool need_n, const DeviceLimits& dev) {
+  if (c.st_sm90) return fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v);
+  const std::string T = device_type(p.dtype);
+  return rt::with_min_blocks(
+      rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
+                 {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                  {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
+                  {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(p.variant == Variant::Exp)},
+                  {"NEED_N", arg(need_n)}, {"SPLIT", arg(c.st_seg > 1)}},
+                 32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
+      fwd_states_min_blocks(c, p, dev));
+}
+
 rt::KernelSpec state_fix_kernel(const std::string& name, const std::string& params, const MlstmProblem& p) {
   return rt::render(name, "tfla/" + name + ".cuh", "tfla::" + name, params,
                     {{"TS", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
@@ -491,22 +511,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
   // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
   // normalizer, but the returned last state (n_S) is part of the op's contract either way.
   const bool need_n = true;
-  std::vector<rt::KernelSpec> specs;
-  specs.push_back(rt::render("mlstm_fwd_gates", "tfla/mlstm_fwd_gates.cuh", "tfla::mlstm_fwd_gates",
-                             "tfla::MlstmFwdParams",
-                             {{"CHUNK", arg(c.chunk)}, {"NT", "256"}, {"EXP", arg(exp)}, {"G", device_type(p.gate_dtype)}},
-                             256, 0, false));
-  if (c.st_sm90)
-    specs.push_back(fwd_states_sm90_kernel(p, c.chunk, c.st_siz_b_v));
-  else
-    specs.push_back(rt::with_min_blocks(
-        rt::render("mlstm_fwd_states", "tfla/mlstm_fwd_states.cuh", "tfla::mlstm_fwd_states", "tfla::MlstmFwdParams",
-                   {{"T", T}, {"TS", T}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
-                    {"BK", arg(c.st_siz_b_k)}, {"BV", arg(c.st_siz_b_v)}, {"SUB", arg(c.st_sub)},
-                    {"WM", arg(c.st_warps_m)}, {"WN", arg(c.st_warps_n)}, {"EXP", arg(exp)},
-                    {"NEED_N", arg(need_n)}, {"SPLIT", arg(c.st_seg > 1)}},
-                   32 * c.st_warps_m * c.st_warps_n, fwd_states_smem(c, p)),
-        fwd_states_min_blocks(c, p, dev)));
+  std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, c.chunk), fwd_states_kernel(p, c, need_n, dev)};
   if (c.engine == Engine::Sm90)
     specs.push_back(output_sm90());
   else

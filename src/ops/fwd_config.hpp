@@ -108,6 +108,11 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
 // least 8 chunks long; 1 where the walks alone fill half the SMs' slots or more.
 int default_state_segments(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int64_t walks,
                            int ctas_per_sm);
+// The gate kernel and the chunk-state kernel of the chunkwise forward (the sm90 walk where
+// c.st_sm90, else mma.sync with the st_* tiles); the backward's recompute renders the same ones
+// (need_n: whether the walk keeps n, which the backward does not read).
+rt::KernelSpec fwd_gates_kernel(const MlstmProblem& p, int chunk);
+rt::KernelSpec fwd_states_kernel(const MlstmProblem& p, const FwdConfig& c, bool need_n, const DeviceLimits& dev);
 // The fix kernel of a split walk (kernel_templates/tfla/mlstm_fwd_state_fix.cuh); state_fix_kernel
 // renders either fix kernel (template `name`, parameter block `params`: TS, DQK, DV, EXP; 256
 // threads).
