@@ -93,6 +93,7 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
 size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config, bool with_saved) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
+  if (with_saved) cfg.fused = 0;  // a call with a saved buffer runs the three kernels
   const ops::FwdWorkspace w = ops::fwd_workspace(problem, cfg, config.count(ops::kFormKey) > 0);
   return with_saved ? w.seg.bytes : w.total;
 }

@@ -38,6 +38,39 @@ struct MlstmFwdSm90Params {
   int tiles;    // v_tiles * q_tiles * B * NH
 };
 
+// ---- fused forward (mlstm_fwd_fused_sm90.cuh) ----------------------------------------------
+// A CTA walks one head's chunks of 64 for 128 columns of h and of the state (two consumer
+// warpgroups of 64 columns each, the state's Dqk x 64 slice in registers). Q (64 x Dqk) has one
+// buffer; K (64 x Dqk) and V (64 x 128) share a two-slot ring. n has two buffers of Dqk x 16
+// bytes (n_c and n_c+1, each consumer updating half: an 8-row 16-bit tile or fp32), as have P (64 x 64, 16-bit) and its row sums (64 fp32
+// per consumer), for chunks of even and odd index; each consumer keeps a 16-bit copy of its state
+// slice (64 x Dqk, the inter part's operand) and the chunk's row weights w_t (64 fp32).
+struct FwdFusedSm90Shape {
+  static constexpr int kChunk = 64, kBV = 128;
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kStages = 2;
+};
+// 1024 bytes of alignment slack, Q, the ring, the state copies, P's two buffers, n's two, then
+// per consumer the row sums' two and the weights, the chunk's gate rows (b_t, u_t, pm_t: 64 fp32
+// each, loaded with Q), the consumer threads' mu_i (mLSTMexp; 2 fp32 each), then the
+// barriers: full and empty per slot, Q full and Q empty.
+TFLA_HD constexpr int fwd_fused_sm90_smem_bytes(int dqk) {
+  return 1024 + dqk * 64 * 2 + FwdFusedSm90Shape::kStages * (dqk + FwdFusedSm90Shape::kBV) * 64 * 2 +
+         FwdFusedSm90Shape::kConsumers * 64 * dqk * 2 + 2 * 64 * 64 * 2 + 2 * dqk * 16 +
+         FwdFusedSm90Shape::kConsumers * (2 * 64 * 4 + 64 * 4) + 3 * 64 * 4 +
+         FwdFusedSm90Shape::kConsumers * 256 * 4 +
+         (2 * FwdFusedSm90Shape::kStages + 2) * 8;
+}
+struct MlstmFwdFusedSm90Params {
+  TmaDesc q;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}, 128B swizzle
+  TmaDesc k;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc v;  // dims {Dv, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc gates;  // the gate kernel's gate_b, gate_u, gate_pm (one after another, equal strides):
+                  // fp32 dims {S_pad, BH, 3}, box {64, 1, 3}
+  MlstmFwdParams p;
+};
+
 // ---- chunk-state walks (sm90_state_walk.cuh): the forward's states, the backward's dC --------
 // A CTA walks one head's sequence for BV columns of the state and all Dqk rows (two consumer
 // warpgroups of Dqk / 2 rows); each ring slot holds a 64-row sub-block of A (64 x Dqk: K or Q)

@@ -26,6 +26,7 @@ const KeyTable<FwdConfig>& table() {
       {{"st_warps_n", 1, 16, "state kernel warps along Dv"}, &FwdConfig::st_warps_n},
       {{"st_sm90", 0, 1, "state kernel on the sm90 engine (1) or mma.sync (0)"}, &FwdConfig::st_sm90},
       {{"st_seg", 1, 4096, "segments of the sequence the state recurrence walks in parallel"}, &FwdConfig::st_seg},
+      {{"fused", 0, 1, "the fused forward (sm90; 1) or the three kernels (0)"}, &FwdConfig::fused},
   });
   return t;
 }
@@ -220,6 +221,7 @@ FwdConfig parallel_fwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
   c.st_warps_m = cw.st_warps_m;
   c.st_warps_n = cw.st_warps_n;
   c.st_seg = cw.st_seg;
+  c.fused = cw.fused;
   return c;
 }
 
@@ -251,6 +253,7 @@ std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   if (c.engine != Engine::MmaSync) return bad("an sm90 config given to the mma.sync engine");
   if (c.st_sm90) return bad("st_sm90=1 needs the sm90 engine (engine=1)");
+  if (c.fused && !c.parallel()) return bad("fused=1 needs the sm90 engine (engine=1)");
   if (c.chunk < 16 || c.chunk % 16) return bad("chunk must be a positive multiple of 16");
   if (c.parallel()) {
     if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
@@ -366,7 +369,25 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     c.siz_b_v = bv;
     break;
   }
+  c.fused = fused_by_default(p, dev) ? 1 : 0;
   return c;
+}
+
+// Why: the fused walk runs one CTA per head and 128 columns of Dv through all chunks, so its time
+// is whole waves of walks, while the three kernels' time follows the work. H200, `tfla bench
+// forward --variant sig`, S = 8192, ms (three kernels / fused): paper heads B = 1 0.27 / 0.74,
+// B = 2 0.49 / 0.72, B = 4 (128 walks) 0.94 / 0.73, B = 8 1.62 / 1.44, B = 16 5.69 / 2.85; the
+// seed's heads (NH 16, 128 x 256) B = 2 0.37 / 0.59, B = 4 0.75 / 0.60, B = 8 1.32 / 1.17;
+// mLSTMexp B = 8 1.65 / 1.48; S = 2048, B = 32 1.61 / 1.44. A wave of walks takes about as long
+// as the three kernels' B = 3 to 4, so the fused forward is the default where its walks fill
+// their waves to 80% or more. In fp16 it computes q . n on the CUDA cores (n's range does not fit
+// fp16 operands) and gained nothing (B = 8: 1.64 / 1.66), so bf16 only.
+bool fused_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
+  if (p.dtype != DType::BF16 || !check_fwd_fused_sm90(p, dev).empty()) return false;
+  const int64_t walks = p.B * p.NH * (p.Dv / FwdFusedSm90Shape::kBV);
+  const int64_t sms = std::max<int64_t>(1, dev.sm_count);
+  const int64_t waves = (walks + sms - 1) / sms;
+  return walks * 10 >= waves * sms * 8;
 }
 
 std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
@@ -379,11 +400,32 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
     return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
   if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
+  if (c.fused)
+    if (std::string r = check_fwd_fused_sm90(p, dev); !r.empty()) return r;
   if (c.st_sm90) return check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st");
   if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
   return check_fwd_state_limits(c, p, dev);
 }
 
+
+std::string check_fwd_fused_sm90(const MlstmProblem& p, const DeviceLimits& dev) {
+  if (std::string why = sm90_fwd_serves(p, dev); !why.empty()) return "fused=1: " + why;
+  if (p.Dqk != 64 && p.Dqk != 128 && p.Dqk != 256) return "fused=1: the fused forward needs Dqk 64, 128 or 256";
+  if (p.Dv % FwdFusedSm90Shape::kBV) return "fused=1: the fused forward needs Dv a multiple of 128";
+  return over_smem(fwd_fused_sm90_smem_bytes(static_cast<int>(p.Dqk)), "fused forward kernel", dev);
+}
+
+// __launch_bounds__(384, 1) as the output kernel: setmaxnreg moves the producer's registers to
+// the consumers (40 / 232), whose state slice alone takes Dqk / 2.
+rt::KernelSpec fwd_fused_sm90_kernel(const MlstmProblem& p) {
+  return rt::with_min_blocks(
+      rt::render("mlstm_fwd_fused_sm90", "tfla/mlstm_fwd_fused_sm90.cuh", "tfla::mlstm_fwd_fused_sm90",
+                 "tfla::MlstmFwdFusedSm90Params",
+                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
+                  {"EXP", arg(p.variant == Variant::Exp)}, {"NORMALIZE", arg(p.normalize)}},
+                 FwdFusedSm90Shape::kThreads, fwd_fused_sm90_smem_bytes(static_cast<int>(p.Dqk))),
+      1);
+}
 
 SegmentPlan state_segments(int want, int64_t nc, int64_t bh) {
   SegmentPlan s;
@@ -508,6 +550,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
          {"G", device_type(p.gate_dtype)}},
         32 * c.warps_m * c.warps_n, fwd_output_smem(c, p))};
   }
+  if (c.fused) return {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p)};
   // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
   // normalizer, but the returned last state (n_S) is part of the op's contract either way.
   const bool need_n = true;

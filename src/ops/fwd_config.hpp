@@ -32,6 +32,11 @@ struct FwdConfig {
   // exact by the fix kernel (mlstm_fwd_state_fix.cuh); 1: one walk per head. Fewer where the
   // sequence has fewer chunks (see state_segments).
   int st_seg = 1;
+  // 1: the fused forward (fwd.chunkwise.sm90 only; mlstm_fwd_fused_sm90.cuh): one kernel walks
+  // chunks of 64 of its own with the state on chip, after the gate kernel at that chunk. A call
+  // with a saved-states buffer runs the three kernels above instead (the fused walk writes no
+  // chunk states), so `chunk` and the st_* keys still describe that call.
+  int fused = 0;
   // the parallel form keeps no chunk states: no initial or last states, no saved buffer
   Form form = Form::Chunkwise;
   Engine engine = Engine::MmaSync;
@@ -80,6 +85,14 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
 // fixed), the state kernel the st_* keys; siz_b_kc and the warp grid are unused.
 std::string check_fwd_sm90_config(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
 int fwd_output_sm90_smem(const FwdConfig& cfg, const MlstmProblem& p);
+// The fused forward (FwdConfig::fused): "" when it runs p on dev (the engine serves p, Dqk 64, 128
+// or 256, Dv a multiple of 128, shared memory), else why not; its kernel and chunk length.
+std::string check_fwd_fused_sm90(const MlstmProblem& p, const DeviceLimits& dev);
+rt::KernelSpec fwd_fused_sm90_kernel(const MlstmProblem& p);
+inline constexpr int kFusedChunk = 64;
+// Whether the sm90 default runs the fused forward (bf16, where it serves and its walks fill
+// their waves; see fwd_config.cpp).
+bool fused_by_default(const MlstmProblem& p, const DeviceLimits& dev);
 // The sm90 chunk-state walks for p (kernel_templates/tfla/sm90_state_walk.cuh): the forward's
 // state kernel and the backward's dC kernel, BV columns of the state per CTA.
 int state_walk_sm90_smem(const MlstmProblem& p, int bv);

@@ -63,6 +63,22 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last, int
   return w;
 }
 
+FwdWorkspace fused_fwd_workspace(const MlstmProblem& p) {
+  const size_t bh = static_cast<size_t>(p.B * p.NH);
+  const size_t nc = static_cast<size_t>((p.S + kFusedChunk - 1) / kFusedChunk);
+  const size_t s_pad = nc * kFusedChunk;
+  FwdWorkspace w;
+  WorkspaceLayout layout;
+  w.gate_b = layout.take(bh * s_pad * 4);
+  w.gate_u = layout.take(bh * s_pad * 4);
+  w.gate_pm = layout.take(bh * s_pad * 4);
+  w.chunk_g = layout.take(bh * nc * 4);
+  w.chunk_umax = layout.take(bh * nc * 4);
+  w.seg.begin = layout.total();
+  w.total = layout.total();
+  return w;
+}
+
 std::string parallel_conflict(const ForwardTensors& t) {
   if (t.C0 || t.n0 || t.m0) return "initial states (C0/n0/m0)";
   if (t.C_last || t.n_last || t.m_last) return "last states (C_last/n_last/m_last)";
@@ -80,7 +96,12 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
                   static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_m,
                   c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n, c.st_sm90,
-                  c.st_seg > 1};
+                  c.st_seg > 1, c.fused};
+  if (c.fused) {
+    FwdConfig u = c;
+    u.fused = 0;
+    s.unfused = std::make_shared<const FwdSelection>(selection_of(p, u));
+  }
   return s;
 }
 
@@ -160,6 +181,37 @@ void launch_output_sm90(const MlstmProblem& p, const FwdConfig& cfg, const Mlstm
   k.launch({static_cast<unsigned>(ctas), 1, 1}, stream, &P, sizeof(P));
 }
 
+// The fused forward's launch: tensor maps of 64-row boxes over q, k, v; one CTA per 128 columns of
+// Dv and head, the slices of a head adjacent (they read the same Q and K at about the same time).
+void launch_fused_sm90(const MlstmProblem& p, const MlstmFwdParams& prm, const rt::LoadedKernel& k, CUstream stream) {
+  constexpr unsigned rows = FwdFusedSm90Shape::kChunk;
+  MlstmFwdFusedSm90Params P{};
+  P.p = prm;
+  P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, rows));
+  P.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, rows));
+  P.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, rows));
+  // the three gate rows of a chunk in one box: fused_fwd_workspace puts gate_b, gate_u and gate_pm
+  // one after another, each (BH, S_pad) fp32
+  rt::TensorMapSpec g;
+  g.base = prm.gate_b;
+  g.dtype = DType::FP32;
+  g.rank = 3;
+  g.dims[0] = static_cast<uint64_t>(prm.NC) * rows;
+  g.dims[1] = static_cast<uint64_t>(p.B * p.NH);
+  g.dims[2] = 3;
+  g.strides[1] = g.dims[0] * 4;
+  g.strides[2] = static_cast<uint64_t>(reinterpret_cast<const char*>(prm.gate_u) - reinterpret_cast<const char*>(prm.gate_b));
+  if (reinterpret_cast<const char*>(prm.gate_pm) - reinterpret_cast<const char*>(prm.gate_u) !=
+      static_cast<std::ptrdiff_t>(g.strides[2]))
+    throw Error(ErrorCode::Internal, "fused forward: the gate rows are not evenly spaced in the workspace");
+  g.box[0] = rows;
+  g.box[1] = 1;
+  g.box[2] = 3;
+  P.gates = rt::tensor_map(g);
+  k.launch({static_cast<unsigned>(p.Dv / FwdFusedSm90Shape::kBV), static_cast<unsigned>(p.B * p.NH), 1}, stream, &P,
+           sizeof(P));
+}
+
 }  // namespace
 
 void launch_states(const MlstmProblem& p, const StateLaunch& sl, const SegWorkspace& ws, CUdeviceptr seg_base,
@@ -190,6 +242,10 @@ void launch_states(const MlstmProblem& p, const StateLaunch& sl, const SegWorksp
 }
 
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
+  if (sel.unfused && t.saved) {
+    run_forward(p, t, o, *sel.unfused);
+    return;
+  }
   check_problem(p);
   const FwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
@@ -218,9 +274,13 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   if (const std::string& why = sel.rejected; !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
   const bool saved = t.saved != nullptr;
-  const int64_t nc = (p.S + cfg.chunk - 1) / cfg.chunk;
-  const SegmentPlan split = cfg.parallel() ? SegmentPlan{} : state_segments(cfg.st_seg, nc, p.B * p.NH);
-  const FwdWorkspace ws = cfg.parallel() ? FwdWorkspace{} : fwd_workspace(p, cfg.chunk, saved, split.nseg);
+  const bool fused = cfg.fused != 0;  // (with a saved buffer the unfused selection runs, above)
+  const int chunk = fused ? kFusedChunk : cfg.chunk;
+  const int64_t nc = (p.S + chunk - 1) / chunk;
+  const SegmentPlan split = cfg.parallel() || fused ? SegmentPlan{} : state_segments(cfg.st_seg, nc, p.B * p.NH);
+  const FwdWorkspace ws = cfg.parallel() ? FwdWorkspace{}
+                          : fused        ? fused_fwd_workspace(p)
+                                         : fwd_workspace(p, cfg.chunk, saved, split.nseg);
   // a saved buffer holds the layout up to the split's regions, which then live elsewhere
   const size_t core_bytes = ws.seg.begin;
   if (saved) {
@@ -290,21 +350,27 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   prm.gate_pm = static_cast<float*>(at(ws.gate_pm));
   prm.chunk_g = static_cast<float*>(at(ws.chunk_g));
   prm.chunk_umax = static_cast<float*>(at(ws.chunk_umax));
-  prm.chunk_m = static_cast<float*>(at(ws.chunk_m));
-  prm.states_C = at(ws.states_C);
-  prm.states_n = static_cast<float*>(at(ws.states_n));
-  prm.NC = static_cast<int>((p.S + cfg.chunk - 1) / cfg.chunk);
+  if (!fused) {
+    prm.chunk_m = static_cast<float*>(at(ws.chunk_m));
+    prm.states_C = at(ws.states_C);
+    prm.states_n = static_cast<float*>(at(ws.states_n));
+  }
+  prm.NC = static_cast<int>(nc);
   const unsigned bh = static_cast<unsigned>(p.B * p.NH);
   try {
     k_gates.launch({static_cast<unsigned>(prm.NC), bh, 1}, stream, &prm, sizeof(prm));
-    launch_states(p, {cfg.st_sm90 != 0, cfg.st_siz_b_k, cfg.st_siz_b_v, split}, ws.seg, seg_base, prm, k_states,
-                  kernels[3], stream);
-    if (cfg.engine == Engine::Sm90)
-      launch_output_sm90(p, cfg, prm, k_output, stream);
-    else
-      k_output.launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
-                       static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q), bh},
-                      stream, &prm, sizeof(prm));
+    if (fused) {
+      launch_fused_sm90(p, prm, *kernels[1], stream);
+    } else {
+      launch_states(p, {cfg.st_sm90 != 0, cfg.st_siz_b_k, cfg.st_siz_b_v, split}, ws.seg, seg_base, prm, k_states,
+                    kernels[3], stream);
+      if (cfg.engine == Engine::Sm90)
+        launch_output_sm90(p, cfg, prm, k_output, stream);
+      else
+        k_output.launch({static_cast<unsigned>(p.Dv / cfg.siz_b_v),
+                         static_cast<unsigned>((p.S + cfg.siz_b_q - 1) / cfg.siz_b_q), bh},
+                        stream, &prm, sizeof(prm));
+    }
     if (saved && t.C_last)
       TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), base + ws.C_last,
                                 static_cast<size_t>(p.B * p.NH * p.Dqk * p.Dv * 4), stream));

@@ -3,6 +3,7 @@
 // over one chunk spanning the sequence, gates scanned inside it. Which family and config a call
 // runs is resolved once per shape (ops/selection.hpp) through the family registry.
 #pragma once
+#include <memory>
 #include <vector>
 
 #include "ops/family.hpp"
@@ -35,8 +36,11 @@ FwdWorkspace fwd_workspace(const MlstmProblem& p, int chunk, bool with_last = fa
 // The parallel form uses none, but unless the caller pinned the form (form_pinned) a parallel
 // config answers its chunk's layout: the size then also covers the chunkwise form that a call
 // with states falls back to (select_fwd).
+// The fused forward's: the gate kernel's regions at its chunk of 64, nothing else.
+FwdWorkspace fused_fwd_workspace(const MlstmProblem& p);
 inline FwdWorkspace fwd_workspace(const MlstmProblem& p, const FwdConfig& cfg, bool form_pinned = false) {
   if (cfg.parallel() && form_pinned) return {};
+  if (cfg.fused) return fused_fwd_workspace(p);
   const int64_t nc = (p.S + cfg.chunk - 1) / cfg.chunk;
   return fwd_workspace(p, cfg.chunk, false, state_segments(cfg.st_seg, nc, p.B * p.NH).nseg);
 }
@@ -66,6 +70,9 @@ struct FwdSelection {
   // The family's acceptance rule for this config on the device the selection was made on
   // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
   std::string rejected;
+  // For a fused config: the same config with fused = 0, which a call with a saved-states buffer
+  // runs (the fused walk keeps no chunk states).
+  std::shared_ptr<const FwdSelection> unfused;
 };
 // The selection a call runs (memoized per shape, device and pinned config): `caller`
 // (LaunchOptions::config) or, when empty, the tuned config, over the family's default. When the

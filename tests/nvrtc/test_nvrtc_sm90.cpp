@@ -168,6 +168,26 @@ TEST_CASE("the sm_90a gradient tile kernels compile with no ptxas warning, stack
   check_clean(specs);
 }
 
+// The fused forward: every dtype and variant at the head sizes of sm90_problems that it takes
+// (Dv a multiple of 128) and at Dqk 64.
+TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame or spill",
+          "[nvrtc][sm90][fused]") {
+  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
+  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+  std::vector<rt::KernelSpec> specs;
+  for (MlstmProblem p : sm90_problems()) {
+    if (p.Dv == 64) {
+      p.Dv = 128;
+      if (!every_tile(p)) continue;
+    }
+    INFO(p.Dqk << "x" << p.Dv);
+    REQUIRE(ops::check_fwd_fused_sm90(p, dev).empty());
+    specs.push_back(ops::fwd_fused_sm90_kernel(p));
+  }
+  REQUIRE(specs.size() == 13);
+  check_clean(specs);
+}
+
 TEST_CASE("the sm_90a kernels compile for sm_90 and sm_80 (primitives trap there)",
           "[nvrtc][sm90]") {
   const std::vector<rt::KernelSpec> specs = {

@@ -80,6 +80,45 @@ TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel wherever Dq
   CHECK(ops::sm90_fwd_config(problem(8, 8192, 64, 64), ref()).chunk == 256);
 }
 
+TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspace the gate kernel's", "[engine][fused]") {
+  // walks = B * NH * Dv / 128 against the reference device's 132 SMs
+  CHECK(fwd_default(problem(8, 8192, 256, 512)).fused == 1);   // 256 walks: two waves, 97% full
+  CHECK(fwd_default(problem(4, 8192, 256, 512)).fused == 1);   // 128: one wave, 97%
+  CHECK(fwd_default(problem(16, 2048, 256, 512)).fused == 1);  // 512
+  CHECK(fwd_default(problem(2, 8192, 256, 512)).fused == 0);   // 64: half a wave
+  CHECK(fwd_default(problem(5, 8192, 256, 512)).fused == 0);   // 160: a second wave 21% full
+  CHECK(fwd_default(problem(1, 65536, 256, 512)).fused == 0);  // 32 walks (the split walk instead)
+  CHECK(fwd_default(make_problem(8, 16, 8192, 128, 256, DType::BF16)).fused == 1);  // the seed's heads
+  CHECK(fwd_default(problem(8, 8192, 256, 512, DType::FP16)).fused == 0);           // bf16 only
+  CHECK(fwd_default(problem(8, 8192, 96, 160)).fused == 0);    // not served (mma.sync)
+  CHECK(fwd_default(problem(64, 8192, 256, 192)).fused == 0);  // Dv not a multiple of 128
+  CHECK(!ops::check_fwd_fused_sm90(problem(8, 8192, 192, 512), ref()).empty());
+  ops::DeviceLimits ampere = ref();
+  ampere.arch = "sm_80";
+  CHECK(!ops::check_fwd_fused_sm90(problem(8, 8192, 256, 512), ampere).empty());
+
+  const MlstmProblem p = problem(8, 8192, 256, 512);
+  const ops::FwdConfig f = fwd_default(p);
+  CHECK(check_fwd(f, p).empty());
+  // its workspace is the gate kernel's at chunk 64; with a saved buffer the three kernels run at
+  // the config's chunk, so the saved size and that call's scratch follow from fused = 0
+  const size_t gates = static_cast<size_t>(p.B * p.NH) * p.S * 3 * 4 + static_cast<size_t>(p.B * p.NH) * (p.S / 64) * 2 * 4;
+  CHECK(mlstm_forward_workspace_size(p) == gates);
+  ops::FwdConfig u = f;
+  u.fused = 0;
+  CHECK(mlstm_saved_size(p) == ops::saved_size(p, u.chunk));
+  CHECK(mlstm_forward_workspace_size(p, {}, true) == ops::fwd_workspace(p, u).seg.bytes);
+  // the kernels: the gate kernel at chunk 64, then the walk
+  const auto ks = ops::fwd_kernels(p, f, ref());
+  REQUIRE(ks.size() == 2);
+  CHECK(ks[0].key.find("mlstm_fwd_gates<64,") == 0);
+  CHECK(ks[1].key.find("mlstm_fwd_fused_sm90<") == 0);
+  // fused=1 on the mma.sync engine is refused by name
+  ops::FwdConfig m = ops::chunkwise_fwd_config(p, ref());
+  m.fused = 1;
+  CHECK(check_fwd(m, p).find("fused=1") != std::string::npos);
+}
+
 TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless the engine is pinned", "[engine]") {
   const MlstmProblem p = problem(8, 8192, 256, 512);
   CHECK(fwd_resolve(p, {{"chunk", 64}}).engine == ops::Engine::MmaSync);

@@ -1,8 +1,11 @@
 // The chunkwise forward on the sm_90a engine: the gate kernel of fwd.chunkwise.mma, the state
 // kernel on TMA and wgmma where Dqk is 128 or 256 (st_sm90=1; else the mma.sync one), then the
 // output kernel on TMA, mbarrier rings and wgmma in warp-specialized warpgroups
-// (kernel_templates/tfla/mlstm_{fwd_states,fwd_output}_sm90.cuh). It serves sm_90a devices with 16-bit inputs,
-// Dqk a multiple of 64 up to 256 and Dv a multiple of 64; elsewhere the mma.sync family serves.
+// (kernel_templates/tfla/mlstm_{fwd_states,fwd_output}_sm90.cuh); or, with fused=1, the gate
+// kernel at chunk 64 and the fused walk (mlstm_fwd_fused_sm90.cuh), which keeps the state on chip.
+// It serves sm_90a devices with 16-bit inputs, Dqk a multiple of 64 up to 256 and Dv a multiple
+// of 64 (the fused walk: Dqk 64, 128 or 256, Dv a multiple of 128); elsewhere the mma.sync family
+// serves.
 // The default's tiles and why: sm90_fwd_config in ops/fwd_config.cpp.
 #include "ops/families/families.hpp"
 #include "ops/fwd_config.hpp"
@@ -24,13 +27,17 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
     return sm90_fwd_config(p, dev, chunk).to_config();
   }
   // The state kernel is one axis: the sm90 kernel in its two Dv tiles (where Dqk is 128 or 256)
-  // or the mma.sync kernel in its blocks and sub-block lengths.
+  // or the mma.sync kernel in its blocks and sub-block lengths, each with the three kernels
+  // (fused = 0); or the fused forward, whose one kernel reads none of the other keys.
   std::vector<Axis> axes(const MlstmProblem& p) const override {
     Axis states;
+    states.push_back({{"fused", 1}});
     if (p.Dqk % 128 == 0)
-      for (int64_t bv : {128, 64}) states.push_back({{"st_sm90", 1}, {"st_siz_b_k", p.Dqk}, {"st_siz_b_v", bv}});
+      for (int64_t bv : {128, 64})
+        states.push_back({{"fused", 0}, {"st_sm90", 1}, {"st_siz_b_k", p.Dqk}, {"st_siz_b_v", bv}});
     for (Config c : state_blocks("st_"))
       for (int64_t sub : {64, 32}) {
+        c["fused"] = 0;
         c["st_sm90"] = 0;
         c["st_sub"] = sub;
         states.push_back(c);

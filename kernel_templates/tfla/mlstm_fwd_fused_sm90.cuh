@@ -1,0 +1,496 @@
+// The fused forward on the sm_90a engine: one kernel walks each head's chunks of L = 64 in order,
+// keeping the chunk state on chip, so no state workspace is written or read. The math is the
+// chunkwise forward's (mlstm_fwd_states.cuh, mlstm_fwd_output.cuh) with the gate kernel's
+// workspace at chunk 64; entering chunk c with state C_c (stabilized by m_c) and n_c:
+//   H_i = beta_i s (q_i C_c) + sum_{j<=i in chunk} exp(r_i + u_j) s (q_i . k_j) v_j
+//   N_i = beta_i s (q_i . n_c) + sum_{j<=i in chunk} exp(r_i + u_j) s (q_i . k_j)
+//   h_i = H_i / (den_i + eps)
+//   m_c+1 = max(g + m_c, g + max_t u_t) (mLSTMexp; 0 for mLSTMsig),  w_t = exp(g + u_t - m_c+1)
+//   C_c+1 = exp(g + m_c - m_c+1) C_c + (K * w)^T V,   n_c+1 = exp(g + m_c - m_c+1) n_c + sum_t w_t k_t
+//
+// One CTA per (128 columns of Dv, head), 384 threads:
+//  - warpgroup 0 (producer, 24 registers): one thread loads by TMA, per chunk, K (64 x Dqk) and
+//    V (64 x 128) into the next of two ring slots, then Q (64 x Dqk) and the chunk's gate rows
+//    (b_t, pm_t, u_t from the gate kernel's workspace) into their own buffer once the consumers
+//    are done with the previous chunk's.
+//  - warpgroups 1 and 2 (consumers, 240 registers) own 64 columns each: of h (a 64 x 64 fp32
+//    accumulator) and of the state, held transposed as C^T (64 x Dqk fp32, Dqk / 2 registers)
+//    for the whole walk, with a 16-bit copy Cs in shared memory (K-major, the inter part's B
+//    operand). Per chunk a consumer issues its half of S = Q K^T (32 keys: m64n32) and the inter
+//    part Q Cs (m64n64), turns its half of S into P (decay, causal mask) in a shared 16-bit P
+//    tile with its row sums beside it and, once both halves are there (the one barrier of the
+//    two consumers per chunk), issues P V (both operands from shared memory) and the update of
+//    its state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from ldmatrix.trans
+//    scaled by w_t in registers, B = K MN-major). While they run it computes q_i . n_c and its
+//    half of n_c+1 on the CUDA cores, then stores h; the new state goes to Cs by stmatrix.
+// Rows past S read zeros (TMA fills outside the tensor) and are not stored; keys past S have
+// u = -inf (the gate kernel's padding), so they weigh nothing in P, C and n.
+#pragma once
+#include "tfla/mlstm_sm90_params.cuh"
+#include "tfla/sm90.cuh"
+#include "tfla/sm90_wgmma.cuh"
+
+namespace tfla {
+
+template <class T, int DQK, int DV, bool EXP, bool NORMALIZE>
+__device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* smem_raw) {
+  using namespace sm90;
+  using Shape = FwdFusedSm90Shape;
+  constexpr int L = Shape::kChunk, BV = Shape::kBV, STAGES = Shape::kStages;
+  constexpr int kQPanels = DQK / 64;
+  constexpr int kPanelBytes = 64 * 128;  // 64 rows of 64 16-bit columns
+  constexpr int kQBytes = kQPanels * kPanelBytes;
+  constexpr int kKBytes = kQBytes, kVBytes = (BV / 64) * kPanelBytes;
+  constexpr int kSlotBytes = kKBytes + kVBytes;
+  constexpr int kCsBytes = kQPanels * kPanelBytes;  // one consumer's 64 x Dqk state copy
+  constexpr int kPBytes = L * L * 2;                 // P (64 x 64, 16-bit)
+  constexpr bool NEED_N = EXP || NORMALIZE;
+  constexpr int kAccC = DQK / 2;  // state floats per thread (64 x Dqk per warpgroup)
+  constexpr int kNHalf = DQK / 2;  // n entries each consumer updates (one per thread)
+  // bf16: q_i . n_c on the tensor cores, from an 8 x Dqk K-major tile of n_c in two bf16 parts
+  // (rows 0 and 1: hi = bf16(n), lo = bf16(n - hi); rows 2..7 zero), m64n8 with A = Q. fp16 cannot
+  // hold n's range (it grows with the sequence), so there the CUDA cores take it from fp32 n.
+  constexpr bool kTensorQn = NEED_N && WgmmaIsBf16<T>::value;
+  constexpr bool kCudaQn = NEED_N && !kTensorQn;
+  constexpr int kNBytes = DQK * 16;  // one n buffer: the tile (DQK / 64 panels of 8 rows), or fp32 n
+  static_assert(DQK == 64 || DQK == 128 || DQK == 256, "Dqk 64, 128 or 256");
+  static_assert(DV % BV == 0, "128-column slices of Dv");
+  static_assert(Elem<T>::is16, "16-bit inputs");
+  static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + 2 * kNBytes + Shape::kConsumers * (kCsBytes + 2 * L * 4 + L * 4) + 3 * L * 4 + Shape::kConsumers * 256 * 4 +
+                        (2 * STAGES + 2) * 8 ==
+                    fwd_fused_sm90_smem_bytes(DQK),
+                "the layout below must match fwd_fused_sm90_smem_bytes, which the host sizes the launch with");
+
+  const MlstmFwdParams& p = P.p;
+  char* sQ = align_smem<1024>(smem_raw);
+  char* ring = sQ + kQBytes;
+  char* sCs = ring + STAGES * kSlotBytes;
+  char* sP = sCs + Shape::kConsumers * kCsBytes;         // P of chunks c % 2 = 0, 1
+  char* sN = sP + 2 * kPBytes;                           // n_c, n_c+1 (each consumer writes half)
+  float* sRow = reinterpret_cast<float*>(sN + 2 * kNBytes);  // P's row sums, per consumer
+  float* sW = sRow + 2 * Shape::kConsumers * L;
+  float* sG = sW + Shape::kConsumers * L;  // the chunk's gate rows b_t, u_t, pm_t, loaded with Q
+  float* sMu = sG + 3 * L;  // mLSTMexp: each consumer thread's mu_i of its two rows (kept out of registers)
+  u64* full = reinterpret_cast<u64*>(sMu + Shape::kConsumers * 128 * 2);
+  u64* empty = full + STAGES;
+  u64* q_full = empty + STAGES;
+  u64* q_empty = q_full + 1;
+  constexpr int kConsumerWarps = 4 * Shape::kConsumers;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], kConsumerWarps);
+    }
+    mbar_init(q_full, 1);
+    mbar_init(q_empty, kConsumerWarps);
+    fence_mbarrier_init();
+    tma_prefetch_desc(&P.q);
+    tma_prefetch_desc(&P.k);
+    tma_prefetch_desc(&P.v);
+    tma_prefetch_desc(&P.gates);
+  }
+  __syncthreads();
+
+  const int S = p.S, NC = p.NC;
+  const int vt = blockIdx.x, bh = blockIdx.y;
+  const int b = bh / p.NH, h = bh % p.NH;
+
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == 0) {
+      RingPos<STAGES> pos;
+      u32 q_phase = 0;
+#pragma unroll 1
+      for (int c = 0; c < NC; ++c) {
+        const int row0 = c * L;
+        mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
+        char* slot = ring + pos.slot * kSlotBytes;
+        mbar_arrive_expect_tx(&full[pos.slot], kSlotBytes);
+#pragma unroll
+        for (int kp = 0; kp < kQPanels; ++kp)
+          tma_load_4d(slot + kp * kPanelBytes, &P.k, &full[pos.slot], 64 * kp, row0, h, b);
+#pragma unroll
+        for (int vp = 0; vp < BV / 64; ++vp)
+          tma_load_4d(slot + kKBytes + vp * kPanelBytes, &P.v, &full[pos.slot], vt * BV + 64 * vp, row0, h, b);
+        pos.advance();
+        mbar_wait(q_empty, q_phase ^ 1u);
+        mbar_arrive_expect_tx(q_full, kQBytes + 3 * L * 4);
+#pragma unroll
+        for (int kp = 0; kp < kQPanels; ++kp) tma_load_4d(sQ + kp * kPanelBytes, &P.q, q_full, 64 * kp, row0, h, b);
+        tma_load_3d(sG, &P.gates, q_full, row0, bh, 0);
+        q_phase ^= 1u;
+      }
+    }
+    return;
+  }
+
+  setmaxnreg_inc<240>();
+  const int cw = wg - 1;  // consumer warpgroup: columns 64 cw .. 64 cw + 63 of the CTA's slice
+  const int lt = threadIdx.x % 128, lane = threadIdx.x % 32, warp = lt / 32;
+  const int g = lane / 4, cq = lane % 4;
+  const bool warp_leader = lane == 0;
+  const int v0 = vt * BV + 64 * cw;  // first column of h and of the state this warpgroup owns
+  const float scale = p.scale;
+  const u32 q_base = smem_u32(sQ);
+  char* cs = sCs + cw * kCsBytes;
+  const u32 cs_base = smem_u32(cs);
+  float* w_s = sW + cw * L;
+  float* mu_s = sMu + cw * 256;
+  const bool track_n = NEED_N || p.n_last != nullptr;
+  const bool row_out = vt == 0 && cw == 0 && cq == 0;  // stores den_i and m_i
+
+  // The state slice C^T: element i of this thread is Dv column v0 + 16 warp + g + 8 ((i / 2) % 2)
+  // and Dqk row 8 (i / 4) + 2 cq + i % 2.
+  float acc_c[kAccC];
+  // offset of element i in a (Dqk, Dv) fp32 state of this head, after cbase()
+  auto cbase = [&] { return static_cast<long long>(bh) * DQK * DV + v0 + 16 * warp + g; };
+  auto coff = [&](int i) { return (8 * (i / 4) + 2 * cq + i % 2) * DV + 8 * ((i / 2) % 2); };
+  if (p.C0) {
+    const float* c0 = p.C0 + cbase();
+#pragma unroll
+    for (int i = 0; i < kAccC; ++i) acc_c[i] = c0[coff(i)];
+  } else {
+#pragma unroll
+    for (int i = 0; i < kAccC; ++i) acc_c[i] = 0.f;
+  }
+  // n: this thread's entry (row nd of Dqk, if lt < Dqk / 2) in a register; both halves in the
+  // shared buffer of the chunk's parity (put_n)
+  const int nd = cw * kNHalf + lt;
+  const bool own_n = lt < kNHalf;
+  float n_reg = own_n && p.n0 ? p.n0[static_cast<long long>(bh) * DQK + nd] : 0.f;
+  auto put_n = [&](int buf) {
+    char* nb = sN + buf * kNBytes;
+    if constexpr (kTensorQn) {
+      const T hi = Elem<T>::from_float(n_reg);
+      const T lo = Elem<T>::from_float(n_reg - Elem<T>::to_float(hi));
+      char* at = nb + (nd / 64) * 1024 + (nd % 8) * 2;
+      const int ch = (nd % 64) / 8;
+      *reinterpret_cast<T*>(at + ((ch ^ 0) << 4)) = hi;
+      *reinterpret_cast<T*>(at + 128 + ((ch ^ 1) << 4)) = lo;
+    } else if constexpr (kCudaQn) {
+      reinterpret_cast<float*>(nb)[nd] = n_reg;
+    }
+  };
+  if constexpr (kTensorQn) {  // the tiles' zero rows 2..7, never written again
+    for (int i = threadIdx.x - 128; i < 2 * (DQK / 64) * 6 * 8; i += 256) {
+      const int row = 2 + (i / 8) % 6, panel = i / 48;  // 16 bytes each: 8 per row
+      *reinterpret_cast<uint4*>(sN + panel * 1024 + row * 128 + (i % 8) * 16) = make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+  if (own_n) put_n(0);
+  fence_proxy_async();
+  float m_prev = EXP && p.m0 ? p.m0[bh] : 0.f;
+
+  // C^T -> Cs (16-bit, 128B-swizzled K-major panels of 64 Dqk columns): stmatrix stores four
+  // 8 x 8 blocks per call, lane 8 i + r giving row r of block i = (row half i % 2, column block
+  // jb + i / 2).
+  auto store_cs = [&]() {
+    const int i4 = lane / 8, r = lane % 8;
+#pragma unroll
+    for (int jb = 0; jb < DQK / 8; jb += 2) {
+      const int row = 16 * warp + 8 * (i4 % 2) + r;
+      const int cb = jb + i4 / 2;  // Dqk column block of 8
+      char* addr = cs + (cb / 8) * kPanelBytes + row * 128 + (((cb % 8) ^ r) << 4);
+      stmatrix_x4(addr, Elem<T>::pack2(acc_c[4 * jb], acc_c[4 * jb + 1]),
+                  Elem<T>::pack2(acc_c[4 * jb + 2], acc_c[4 * jb + 3]),
+                  Elem<T>::pack2(acc_c[4 * jb + 4], acc_c[4 * jb + 5]),
+                  Elem<T>::pack2(acc_c[4 * jb + 6], acc_c[4 * jb + 7]));
+    }
+    fence_proxy_async();
+  };
+  store_cs();
+  named_bar_sync(3, 256);  // Cs, both halves of n_0 and the n tiles' zero rows are in shared memory
+
+  RingPos<STAGES> pos;
+  u32 q_phase = 0;
+  float acc_h[32];
+  float sacc[16];
+  const int lrow = 16 * warp + g;  // this thread's rows of the chunk: lrow and lrow + 8
+
+#pragma unroll 1
+  for (int c = 0; c < NC; ++c) {
+    const int row0 = c * L;
+    const int slot = pos.slot;
+    char* kv = ring + slot * kSlotBytes;
+    const u32 k_base = smem_u32(kv), v_base = smem_u32(kv + kKBytes + cw * kPanelBytes);
+    char* pbuf = sP + (c & 1) * kPBytes;
+    float* rsum = sRow + (c & 1) * 2 * L;  // per consumer: its half of each row's sum of P
+    const char* n_cur = sN + (c & 1) * kNBytes;  // n_c (both halves written before the last barrier)
+    const float* g_b = sG;  // the chunk's gate rows (with Q): b_t, u_t, pm_t
+    const float* g_u = sG + L;
+    const float* g_pm = sG + 2 * L;
+    mbar_wait(q_full, q_phase);
+    q_phase ^= 1u;
+    mbar_wait(&full[slot], pos.phase);
+    pos.advance();
+    // this warpgroup's half of S = Q K^T (keys 32 cw .. 32 cw + 31), from shared memory
+    wgmma_fence();
+#pragma unroll
+    for (int kp = 0; kp < kQPanels; ++kp) {
+      const u64 da = wgmma_desc_kmajor(q_base + kp * kPanelBytes, 128);
+      const u64 db = wgmma_desc_kmajor(k_base + kp * kPanelBytes + cw * 32 * 128, 128);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        Wgmma<32>::template ss<T, 0, 0>(sacc, da + desc_step(32 * kk), db + desc_step(32 * kk), (kp | kk) != 0);
+    }
+    wgmma_commit();
+    // the inter part Q C_c, from shared memory
+    wgmma_fence();
+#pragma unroll
+    for (int kp = 0; kp < kQPanels; ++kp) {
+      const u64 da = wgmma_desc_kmajor(q_base + kp * kPanelBytes, 128);
+      const u64 db = wgmma_desc_kmajor(cs_base + kp * kPanelBytes, 128);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        Wgmma<64>::template ss<T, 0, 0>(acc_h, da + desc_step(32 * kk), db + desc_step(32 * kk), (kp | kk) != 0);
+    }
+    // and q_i . n_c (kTensorQn): hi and lo parts in the quad's lane 0, zeros in the others
+    float qn[4];
+    if constexpr (kTensorQn) {
+#pragma unroll
+      for (int kp = 0; kp < kQPanels; ++kp) {
+        const u64 dq = wgmma_desc_kmajor(q_base + kp * kPanelBytes, 128);
+        const u64 dn = wgmma_desc_kmajor(smem_u32(n_cur + kp * 1024), 128);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<8>::template ss<T, 0, 0>(qn, dq + desc_step(32 * kk), dn + desc_step(32 * kk), (kp | kk) != 0);
+      }
+    }
+    wgmma_commit();
+
+    // The chunk's gates: g = b at its end, max u = pm at its end; the new stabilizer, the state
+    // decayed to it (C and n, before the update adds the chunk), the row values r_i, beta_i, mu_i
+    // and the update's row weights w_t.
+    const float g_c = g_b[L - 1];
+    const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + g_pm[L - 1]) : 0.f;
+    {
+      const float decay = __expf(g_c + m_prev - m_new);
+#pragma unroll
+      for (int i = 0; i < kAccC; ++i) acc_c[i] *= decay;
+      n_reg *= decay;
+    }
+    float r[2], beta[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const float bi = g_b[lrow + 8 * hh];
+      if (EXP) {
+        const float M = fmaxf(m_prev, g_pm[lrow + 8 * hh]);
+        r[hh] = -M;
+        beta[hh] = __expf(m_prev - M);
+        mu_s[2 * lt + hh] = bi + M;  // read back by this thread in the epilogue
+      } else {
+        r[hh] = bi;
+        beta[hh] = __expf(bi);
+      }
+    }
+    if (lt < L) w_s[lt] = __expf(g_c + g_u[lt] - m_new);
+    m_prev = m_new;
+
+    wgmma_wait<1>();
+    reg_fence(sacc);
+    // this warpgroup's half of P: decay and causal mask, rounded to 16 bits into the shared P
+    // (one K-major 64 x 64 panel, the P V operand of both warpgroups) by stmatrix, its row sums
+    // reduced over the quad into rsum
+    {
+      float rs[2] = {0.f, 0.f};
+      u32 pp[4][2];
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+        const int gj = 32 * cw + 8 * jj + 2 * cq;
+        const float2 uj = *reinterpret_cast<const float2*>(g_u + gj);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int gi = lrow + 8 * hh;
+          const float w0 = gj <= gi ? __expf(r[hh] + uj.x) * scale : 0.f;
+          const float w1 = gj + 1 <= gi ? __expf(r[hh] + uj.y) * scale : 0.f;
+          const float p0 = sacc[4 * jj + 2 * hh] * w0, p1 = sacc[4 * jj + 2 * hh + 1] * w1;
+          rs[hh] += p0 + p1;
+          pp[jj][hh] = Elem<T>::pack2(p0, p1);
+        }
+      }
+      const int i4 = lane / 8, rr = lane % 8;
+#pragma unroll
+      for (int jb = 0; jb < 4; jb += 2) {
+        const int cb = 4 * cw + jb + i4 / 2;  // key column block of 8
+        stmatrix_x4(pbuf + (16 * warp + 8 * (i4 % 2) + rr) * 128 + ((cb ^ rr) << 4), pp[jb][0], pp[jb][1],
+                    pp[jb + 1][0], pp[jb + 1][1]);
+      }
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        rs[hh] += __shfl_xor_sync(0xffffffffu, rs[hh], 1);
+        rs[hh] += __shfl_xor_sync(0xffffffffu, rs[hh], 2);
+        if (cq == 0) rsum[cw * L + lrow + 8 * hh] = rs[hh];
+      }
+      fence_proxy_async();
+    }
+    // Both halves of P and of its row sums and every w_t are in shared memory.
+    named_bar_sync(3, 256);
+    wgmma_wait<0>();
+    reg_fence(acc_h);
+    float rowN[2] = {0.f, 0.f};  // N_i: beta_i s (q_i . n_c) here, the row sums of P below
+    if constexpr (kTensorQn) {
+      reg_fence(qn);
+      __syncwarp();
+      if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        float nq = qn[2 * hh] + qn[2 * hh + 1];
+        nq += __shfl_xor_sync(0xffffffffu, nq, 1);
+        nq += __shfl_xor_sync(0xffffffffu, nq, 2);
+        rowN[hh] = beta[hh] * scale * nq;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const float f = beta[hh] * scale;
+        acc_h[4 * j + 2 * hh] *= f;
+        acc_h[4 * j + 2 * hh + 1] *= f;
+      }
+    // acc_h += P V (P K-major from shared memory; this warpgroup's 64 columns of V, MN-major)
+    {
+      const u64 da = wgmma_desc_kmajor(smem_u32(pbuf), 128);
+      const u64 db = wgmma_desc_mnmajor(v_base, 128, kPanelBytes);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        Wgmma<64>::template ss<T, 0, 1>(acc_h, da + desc_step(32 * kk), db + desc_step(16 * 128 * kk), 1);
+      wgmma_commit();
+    }
+    // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
+    // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t; B = K, MN-major.
+    u32 va[4][4];
+    {
+      const int i4 = lane / 8, rr = lane % 8;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const int t = 16 * kk + 8 * (i4 / 2) + rr;
+        const int chunk16 = 2 * warp + (i4 % 2);
+        ldmatrix_x4_trans(va[kk], kv + kKBytes + cw * kPanelBytes + t * 128 + ((chunk16 ^ rr) << 4));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int t0 = 16 * kk + 8 * (i / 2) + 2 * cq;
+          const float2 wt = *reinterpret_cast<const float2*>(w_s + t0);
+          const float2 f = Elem<T>::unpack2(va[kk][i]);
+          va[kk][i] = Elem<T>::pack2(f.x * wt.x, f.y * wt.y);
+        }
+      }
+      const u64 db = wgmma_desc_mnmajor(k_base, 128, kPanelBytes);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) Wgmma<DQK>::template rs<T, 1>(acc_c, va[kk], db + desc_step(16 * 128 * kk), 1);
+      wgmma_commit();
+    }
+    if constexpr (kCudaQn) {
+      // q_i . n_c (fp32) while P V and the update run: lane (g, cq) sums the 16-byte chunks cq and
+      // cq + 4 of each 128-byte Q row panel for its two rows, then the quad adds its partial sums.
+      const float* nf = reinterpret_cast<const float*>(n_cur);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int row = lrow + 8 * hh;
+        float nq = 0.f;
+#pragma unroll 1
+        for (int kp = 0; kp < kQPanels; ++kp)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int ch = cq + 4 * half;
+            const uint4 qv = *reinterpret_cast<const uint4*>(sQ + kp * kPanelBytes + row * 128 + ((ch ^ (row & 7)) << 4));
+            const float4 n0 = *reinterpret_cast<const float4*>(nf + 64 * kp + 8 * ch);
+            const float4 n1 = *reinterpret_cast<const float4*>(nf + 64 * kp + 8 * ch + 4);
+            const u32 wq[4] = {qv.x, qv.y, qv.z, qv.w};
+            const float nn[8] = {n0.x, n0.y, n0.z, n0.w, n1.x, n1.y, n1.z, n1.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float2 f = Elem<T>::unpack2(wq[e]);
+              nq += f.x * nn[2 * e] + f.y * nn[2 * e + 1];
+            }
+          }
+        nq += __shfl_xor_sync(0xffffffffu, nq, 1);
+        nq += __shfl_xor_sync(0xffffffffu, nq, 2);
+        rowN[hh] += beta[hh] * scale * nq;
+      }
+    }
+    if constexpr (!kTensorQn) {
+      __syncwarp();
+      if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
+    }
+    // n_c+1 = n_c (decayed above) + sum_t w_t k_t for this thread's Dqk row (CUDA cores, K from shared memory)
+    if (track_n && own_n) {
+      const char* col = kv + (nd / 64) * kPanelBytes + (nd % 8) * 2;
+      const int ch = (nd % 64) / 8;
+      float s0 = 0.f, s1 = 0.f;
+#pragma unroll 4
+      for (int t = 0; t < L; t += 2) {
+        const u16 k0 = *reinterpret_cast<const u16*>(col + t * 128 + ((ch ^ (t & 7)) << 4));
+        const u16 k1 = *reinterpret_cast<const u16*>(col + (t + 1) * 128 + ((ch ^ ((t + 1) & 7)) << 4));
+        const float2 wt = *reinterpret_cast<const float2*>(w_s + t);
+        s0 += wt.x * Elem<T>::to_float(T{k0});
+        s1 += wt.y * Elem<T>::to_float(T{k1});
+      }
+      n_reg += s0 + s1;
+    }
+
+    wgmma_wait<1>();  // P V (and q . n) are done (groups complete in order); the update may still run
+    reg_fence(acc_h);
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) rowN[hh] += rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
+    // epilogue: den_i, h_i
+    float inv[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      float den = 1.f;
+      if (NEED_N) {
+        if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[2 * lt + hh]));
+        else den = fmaxf(fabsf(rowN[hh]), 1.f);
+      }
+      inv[hh] = 1.f / (den + p.eps);
+      const int gi = row0 + lrow + 8 * hh;
+      if (row_out && gi < S) {
+        const long long o = static_cast<long long>(bh) * S + gi;
+        if (p.norm_out) p.norm_out[o] = den;
+        if (p.m_out) p.m_out[o] = EXP ? mu_s[2 * lt + hh] : 0.f;
+      }
+    }
+    {
+      T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + v0 + 8 * cq;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int gi = row0 + lrow + 8 * hh;
+        T* row = gH + static_cast<long long>(gi) * p.h_ss;
+#pragma unroll
+        for (int j0 = 0; j0 < 8; j0 += 4) {
+          u32 pr[4];
+#pragma unroll
+          for (int k = 0; k < 4; ++k)
+            pr[k] = Elem<T>::pack2(acc_h[4 * (j0 + k) + 2 * hh] * inv[hh], acc_h[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
+          const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
+          if (gi < S) *reinterpret_cast<uint4*>(row + 8 * j0) = y;
+        }
+      }
+    }
+    // The update completes behind the epilogue; then the state C_c+1 goes to Cs, this
+    // warpgroup's half of n_c+1 to n_s and the slot back to the producer.
+    wgmma_wait<0>();
+    reg_fence(acc_c);
+    __syncwarp();
+    if (warp_leader) mbar_arrive(&empty[slot]);
+    if (track_n && own_n) put_n((c + 1) & 1);
+    store_cs();  // (its proxy fence also covers n's tile)
+    named_bar_sync(3, 256);  // Cs and both halves of n_c+1 are in shared memory
+  }
+
+  // the last state: C_S (this warpgroup's columns), n_S and m_S from the Dv-slice-0 CTA
+  if (p.C_last) {
+    float* cl = p.C_last + cbase();
+#pragma unroll
+    for (int i = 0; i < kAccC; ++i) cl[coff(i)] = acc_c[i];
+  }
+  if (vt == 0) {
+    if (p.n_last && own_n) p.n_last[static_cast<long long>(bh) * DQK + nd] = n_reg;
+    if (p.m_last && cw == 0 && lt == 0) p.m_last[bh] = m_prev;
+  }
+}
+
+}  // namespace tfla
