@@ -376,12 +376,13 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
 // Why: the fused walk runs one CTA per head and 128 columns of Dv through all chunks, so its time
 // is whole waves of walks, while the three kernels' time follows the work. H200, `tfla bench
 // forward --variant sig`, S = 8192, ms (three kernels / fused): paper heads B = 1 0.27 / 0.74,
-// B = 2 0.49 / 0.72, B = 4 (128 walks) 0.94 / 0.73, B = 8 1.62 / 1.44, B = 16 5.69 / 2.85; the
-// seed's heads (NH 16, 128 x 256) B = 2 0.37 / 0.59, B = 4 0.75 / 0.60, B = 8 1.32 / 1.17;
-// mLSTMexp B = 8 1.65 / 1.48; S = 2048, B = 32 1.61 / 1.44. A wave of walks takes about as long
-// as the three kernels' B = 3 to 4, so the fused forward is the default where its walks fill
-// their waves to 80% or more. In fp16 it computes q . n on the CUDA cores (n's range does not fit
-// fp16 operands) and gained nothing (B = 8: 1.64 / 1.66), so bf16 only.
+// B = 2 0.49 / 0.72, B = 4 (128 walks) 0.94 / 0.73, B = 8 1.62 / 1.44, B = 16 5.69 / 5.34 and
+// 5.68 / 2.85 (two runs); the seed's heads (NH 16, 128 x 256) B = 2 0.37 / 0.59, B = 4 0.75 /
+// 0.60, B = 8 1.32 / 1.17; mLSTMexp B = 8 1.65 / 1.48; S = 2048, B = 32 1.61 / 1.44. A wave of
+// walks takes about as long as the three kernels' B = 3 to 4, so the fused forward is the
+// default where its walks fill their waves to 80% or more. In fp16 it computes q . n on the CUDA
+// cores (n's range does not fit fp16 operands) and gained nothing (B = 8: 1.64 / 1.66), so bf16
+// only.
 bool fused_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
   if (p.dtype != DType::BF16 || !check_fwd_fused_sm90(p, dev).empty()) return false;
   const int64_t walks = p.B * p.NH * (p.Dv / FwdFusedSm90Shape::kBV);
