@@ -18,11 +18,13 @@
 //    for the whole walk, with a 16-bit copy Cs in shared memory (K-major, the inter part's B
 //    operand). Per chunk a consumer issues its half of S = Q K^T (32 keys: m64n32) and the inter
 //    part Q Cs (m64n64), turns its half of S into P (decay, causal mask) in a shared 16-bit P
-//    tile with its row sums beside it and, once both halves are there (the one barrier of the
-//    two consumers per chunk), issues P V (both operands from shared memory) and the update of
-//    its state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from ldmatrix.trans
-//    scaled by w_t in registers, B = K MN-major). While they run it computes q_i . n_c and its
-//    half of n_c+1 on the CUDA cores, then stores h; the new state goes to Cs by stmatrix.
+//    tile with its row sums beside it and, once both halves are there (a barrier of the two
+//    consumers; a second one ends the chunk), issues P V (both operands from shared memory) and
+//    the update of its state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from
+//    ldmatrix.trans scaled by w_t in registers, B = K MN-major), with its half of n's update
+//    K^T w (m64n8 per 64 rows of Dqk); q_i . n_c (m64n8, B = n_c in two 16-bit parts; fp16: fp32 on the CUDA cores)
+//    runs with the inter part. While the update runs it stores h; then the new state goes to Cs
+//    by stmatrix and n_c+1 to shared memory.
 // Rows past S read zeros (TMA fills outside the tensor) and are not stored; keys past S have
 // u = -inf (the gate kernel's padding), so they weigh nothing in P, C and n.
 #pragma once
@@ -46,7 +48,11 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   constexpr int kPBytes = L * L * 2;                 // P (64 x 64, 16-bit)
   constexpr bool NEED_N = EXP || NORMALIZE;
   constexpr int kAccC = DQK / 2;  // state floats per thread (64 x Dqk per warpgroup)
-  constexpr int kNHalf = DQK / 2;  // n entries each consumer updates (one per thread)
+  // n's update, n_c+1 = n_c decayed + K^T w, on the tensor cores: per 64-row block of Dqk, m64n8
+  // with A = K^T (the K tile, MN-major) and B = an 8 x 64 K-major tile of w (rows 0 and 1: hi and
+  // lo 16-bit parts, rows 2..7 zero). Consumer cw takes the blocks mb = cw, cw + 2, ...; a quad's
+  // lane 0 keeps n of its rows (16 warp + g + 8 hh of each block) in fp32 registers.
+  constexpr int kNBlocks = DQK / 64, kNB = (kNBlocks + 1) / 2;
   // bf16: q_i . n_c on the tensor cores, from an 8 x Dqk K-major tile of n_c in two bf16 parts
   // (rows 0 and 1: hi = bf16(n), lo = bf16(n - hi); rows 2..7 zero), m64n8 with A = Q. fp16 cannot
   // hold n's range (it grows with the sequence), so there the CUDA cores take it from fp32 n.
@@ -56,7 +62,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   static_assert(DQK == 64 || DQK == 128 || DQK == 256, "Dqk 64, 128 or 256");
   static_assert(DV % BV == 0, "128-column slices of Dv");
   static_assert(Elem<T>::is16, "16-bit inputs");
-  static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + 2 * kNBytes + Shape::kConsumers * (kCsBytes + 2 * L * 4 + L * 4) + 3 * L * 4 + Shape::kConsumers * 256 * 4 +
+  static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + 2 * kNBytes + 1024 + Shape::kConsumers * (kCsBytes + 2 * L * 4 + L * 4) + 3 * L * 4 + Shape::kConsumers * 256 * 4 +
                         (2 * STAGES + 2) * 8 ==
                     fwd_fused_sm90_smem_bytes(DQK),
                 "the layout below must match fwd_fused_sm90_smem_bytes, which the host sizes the launch with");
@@ -67,7 +73,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   char* sCs = ring + STAGES * kSlotBytes;
   char* sP = sCs + Shape::kConsumers * kCsBytes;         // P of chunks c % 2 = 0, 1
   char* sN = sP + 2 * kPBytes;                           // n_c, n_c+1 (each consumer writes half)
-  float* sRow = reinterpret_cast<float*>(sN + 2 * kNBytes);  // P's row sums, per consumer
+  char* sWt = sN + 2 * kNBytes;                          // the w tile of n's update
+  float* sRow = reinterpret_cast<float*>(sWt + 1024);    // P's row sums, per consumer
   float* sW = sRow + 2 * Shape::kConsumers * L;
   float* sG = sW + Shape::kConsumers * L;  // the chunk's gate rows b_t, u_t, pm_t, loaded with Q
   float* sMu = sG + 3 * L;  // mLSTMexp: each consumer thread's mu_i of its two rows (kept out of registers)
@@ -154,29 +161,45 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 #pragma unroll
     for (int i = 0; i < kAccC; ++i) acc_c[i] = 0.f;
   }
-  // n: this thread's entry (row nd of Dqk, if lt < Dqk / 2) in a register; both halves in the
-  // shared buffer of the chunk's parity (put_n)
-  const int nd = cw * kNHalf + lt;
-  const bool own_n = lt < kNHalf;
-  float n_reg = own_n && p.n0 ? p.n0[static_cast<long long>(bh) * DQK + nd] : 0.f;
+  // n: a quad's lane 0 keeps the rows n_row(j, hh) of its consumer's blocks in fp32 registers and
+  // puts them into the shared buffer of the chunk's parity (put_n) for q . n
+  const bool own_n = cq == 0;
+  // (with one block, Dqk 64, both consumers compute it and the first keeps it)
+  auto n_block = [&](int j) { return kNBlocks == 1 ? 0 : cw + 2 * j; };
+  auto n_row = [&](int j, int hh) { return 64 * n_block(j) + 16 * warp + g + 8 * hh; };
+  auto has_block = [&](int j) { return kNBlocks == 1 ? cw == 0 : cw + 2 * j < kNBlocks; };
+  float n_reg[kNB][2];
+#pragma unroll
+  for (int j = 0; j < kNB; ++j)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh)
+      n_reg[j][hh] = own_n && has_block(j) && p.n0 ? p.n0[static_cast<long long>(bh) * DQK + n_row(j, hh)] : 0.f;
   auto put_n = [&](int buf) {
     char* nb = sN + buf * kNBytes;
-    if constexpr (kTensorQn) {
-      const T hi = Elem<T>::from_float(n_reg);
-      const T lo = Elem<T>::from_float(n_reg - Elem<T>::to_float(hi));
-      char* at = nb + (nd / 64) * 1024 + (nd % 8) * 2;
-      const int ch = (nd % 64) / 8;
-      *reinterpret_cast<T*>(at + ((ch ^ 0) << 4)) = hi;
-      *reinterpret_cast<T*>(at + 128 + ((ch ^ 1) << 4)) = lo;
-    } else if constexpr (kCudaQn) {
-      reinterpret_cast<float*>(nb)[nd] = n_reg;
-    }
+#pragma unroll
+    for (int j = 0; j < kNB; ++j)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        if (!has_block(j)) continue;
+        const int nd = n_row(j, hh);
+        if constexpr (kTensorQn) {
+          const T hi = Elem<T>::from_float(n_reg[j][hh]);
+          const T lo = Elem<T>::from_float(n_reg[j][hh] - Elem<T>::to_float(hi));
+          char* at = nb + (nd / 64) * 1024 + (nd % 8) * 2;
+          const int ch = (nd % 64) / 8;
+          *reinterpret_cast<T*>(at + ((ch ^ 0) << 4)) = hi;
+          *reinterpret_cast<T*>(at + 128 + ((ch ^ 1) << 4)) = lo;
+        } else if constexpr (kCudaQn) {
+          reinterpret_cast<float*>(nb)[nd] = n_reg[j][hh];
+        }
+      }
   };
-  if constexpr (kTensorQn) {  // the tiles' zero rows 2..7, never written again
-    for (int i = threadIdx.x - 128; i < 2 * (DQK / 64) * 6 * 8; i += 256) {
-      const int row = 2 + (i / 8) % 6, panel = i / 48;  // 16 bytes each: 8 per row
-      *reinterpret_cast<uint4*>(sN + panel * 1024 + row * 128 + (i % 8) * 16) = make_uint4(0u, 0u, 0u, 0u);
-    }
+  // the tiles' zero rows 2..7 (n's two buffers under kTensorQn, and the w tile), never written again
+  constexpr int kZeroPanels = (kTensorQn ? 2 * kNBlocks : 0) + 1;
+  for (int i = static_cast<int>(threadIdx.x) - 128; i < kZeroPanels * 48; i += 256) {
+    const int row = 2 + (i / 8) % 6, panel = i / 48;  // 16 bytes each: 8 per row
+    char* base = panel < kZeroPanels - 1 ? sN + panel * 1024 : sWt;
+    *reinterpret_cast<uint4*>(base + row * 128 + (i % 8) * 16) = make_uint4(0u, 0u, 0u, 0u);
   }
   if (own_n) put_n(0);
   fence_proxy_async();
@@ -206,6 +229,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   u32 q_phase = 0;
   float acc_h[32];
   float sacc[16];
+  float nacc[kNB][4];  // n's update of this chunk (K^T w, hi and lo columns)
   const int lrow = 16 * warp + g;  // this thread's rows of the chunk: lrow and lrow + 8
 
 #pragma unroll 1
@@ -268,7 +292,11 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       const float decay = __expf(g_c + m_prev - m_new);
 #pragma unroll
       for (int i = 0; i < kAccC; ++i) acc_c[i] *= decay;
-      n_reg *= decay;
+#pragma unroll
+      for (int j = 0; j < kNB; ++j) {
+        n_reg[j][0] *= decay;
+        n_reg[j][1] *= decay;
+      }
     }
     float r[2], beta[2];
 #pragma unroll
@@ -284,7 +312,18 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
         beta[hh] = __expf(bi);
       }
     }
-    if (lt < L) w_s[lt] = __expf(g_c + g_u[lt] - m_new);
+    if (lt < L) {
+      const float w = __expf(g_c + g_u[lt] - m_new);
+      w_s[lt] = w;
+      if (cw == 0) {  // the w tile of n's update: row 0 hi, row 1 lo, column lt
+        const T hi = Elem<T>::from_float(w);
+        const T lo = Elem<T>::from_float(w - Elem<T>::to_float(hi));
+        char* at = sWt + (lt % 8) * 2;
+        *reinterpret_cast<T*>(at + (((lt / 8) ^ 0) << 4)) = hi;
+        *reinterpret_cast<T*>(at + 128 + (((lt / 8) ^ 1) << 4)) = lo;
+        fence_proxy_async();
+      }
+    }
     m_prev = m_new;
 
     wgmma_wait<1>();
@@ -326,65 +365,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     }
     // Both halves of P and of its row sums and every w_t are in shared memory.
     named_bar_sync(3, 256);
-    wgmma_wait<0>();
-    reg_fence(acc_h);
     float rowN[2] = {0.f, 0.f};  // N_i: beta_i s (q_i . n_c) here, the row sums of P below
-    if constexpr (kTensorQn) {
-      reg_fence(qn);
-      __syncwarp();
-      if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        float nq = qn[2 * hh] + qn[2 * hh + 1];
-        nq += __shfl_xor_sync(0xffffffffu, nq, 1);
-        nq += __shfl_xor_sync(0xffffffffu, nq, 2);
-        rowN[hh] = beta[hh] * scale * nq;
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const float f = beta[hh] * scale;
-        acc_h[4 * j + 2 * hh] *= f;
-        acc_h[4 * j + 2 * hh + 1] *= f;
-      }
-    // acc_h += P V (P K-major from shared memory; this warpgroup's 64 columns of V, MN-major)
-    {
-      const u64 da = wgmma_desc_kmajor(smem_u32(pbuf), 128);
-      const u64 db = wgmma_desc_mnmajor(v_base, 128, kPanelBytes);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        Wgmma<64>::template ss<T, 0, 1>(acc_h, da + desc_step(32 * kk), db + desc_step(16 * 128 * kk), 1);
-      wgmma_commit();
-    }
-    // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
-    // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t; B = K, MN-major.
-    u32 va[4][4];
-    {
-      const int i4 = lane / 8, rr = lane % 8;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const int t = 16 * kk + 8 * (i4 / 2) + rr;
-        const int chunk16 = 2 * warp + (i4 % 2);
-        ldmatrix_x4_trans(va[kk], kv + kKBytes + cw * kPanelBytes + t * 128 + ((chunk16 ^ rr) << 4));
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int t0 = 16 * kk + 8 * (i / 2) + 2 * cq;
-          const float2 wt = *reinterpret_cast<const float2*>(w_s + t0);
-          const float2 f = Elem<T>::unpack2(va[kk][i]);
-          va[kk][i] = Elem<T>::pack2(f.x * wt.x, f.y * wt.y);
-        }
-      }
-      const u64 db = wgmma_desc_mnmajor(k_base, 128, kPanelBytes);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) Wgmma<DQK>::template rs<T, 1>(acc_c, va[kk], db + desc_step(16 * 128 * kk), 1);
-      wgmma_commit();
-    }
     if constexpr (kCudaQn) {
-      // q_i . n_c (fp32) while P V and the update run: lane (g, cq) sums the 16-byte chunks cq and
+      // q_i . n_c (fp32) while the inter part runs: lane (g, cq) sums the 16-byte chunks cq and
       // cq + 4 of each 128-byte Q row panel for its two rows, then the quad adds its partial sums.
       const float* nf = reinterpret_cast<const float*>(n_cur);
 #pragma unroll
@@ -412,28 +395,82 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
         rowN[hh] += beta[hh] * scale * nq;
       }
     }
-    if constexpr (!kTensorQn) {
-      __syncwarp();
-      if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
-    }
-    // n_c+1 = n_c (decayed above) + sum_t w_t k_t for this thread's Dqk row (CUDA cores, K from shared memory)
-    if (track_n && own_n) {
-      const char* col = kv + (nd / 64) * kPanelBytes + (nd % 8) * 2;
-      const int ch = (nd % 64) / 8;
-      float s0 = 0.f, s1 = 0.f;
-#pragma unroll 4
-      for (int t = 0; t < L; t += 2) {
-        const u16 k0 = *reinterpret_cast<const u16*>(col + t * 128 + ((ch ^ (t & 7)) << 4));
-        const u16 k1 = *reinterpret_cast<const u16*>(col + (t + 1) * 128 + ((ch ^ ((t + 1) & 7)) << 4));
-        const float2 wt = *reinterpret_cast<const float2*>(w_s + t);
-        s0 += wt.x * Elem<T>::to_float(T{k0});
-        s1 += wt.y * Elem<T>::to_float(T{k1});
-      }
-      n_reg += s0 + s1;
-    }
-
-    wgmma_wait<1>();  // P V (and q . n) are done (groups complete in order); the update may still run
+    wgmma_wait<0>();
     reg_fence(acc_h);
+    __syncwarp();
+    if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
+    if constexpr (kTensorQn) {
+      reg_fence(qn);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        float nq = qn[2 * hh] + qn[2 * hh + 1];
+        nq += __shfl_xor_sync(0xffffffffu, nq, 1);
+        nq += __shfl_xor_sync(0xffffffffu, nq, 2);
+        rowN[hh] += beta[hh] * scale * nq;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const float f = beta[hh] * scale;
+        acc_h[4 * j + 2 * hh] *= f;
+        acc_h[4 * j + 2 * hh + 1] *= f;
+      }
+    // acc_h += P V (P K-major from shared memory; this warpgroup's 64 columns of V, MN-major)
+    {
+      const u64 da = wgmma_desc_kmajor(smem_u32(pbuf), 128);
+      const u64 db = wgmma_desc_mnmajor(v_base, 128, kPanelBytes);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        Wgmma<64>::template ss<T, 0, 1>(acc_h, da + desc_step(32 * kk), db + desc_step(16 * 128 * kk), 1);
+      {
+        const u64 dw = wgmma_desc_kmajor(smem_u32(sWt), 128);
+#pragma unroll
+        for (int j = 0; j < kNB; ++j) {
+          const u64 dk = wgmma_desc_mnmajor(k_base + n_block(j) * kPanelBytes, 128, kPanelBytes);
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk)
+            Wgmma<8>::template ss<T, 1, 0>(nacc[j], dk + desc_step(16 * 128 * kk), dw + desc_step(32 * kk), kk != 0);
+        }
+      }
+      wgmma_commit();
+    }
+    // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
+    // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t; B = K, MN-major.
+    u32 va[4][4];
+    {
+      const int i4 = lane / 8, rr = lane % 8;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const int t = 16 * kk + 8 * (i4 / 2) + rr;
+        const int chunk16 = 2 * warp + (i4 % 2);
+        ldmatrix_x4_trans(va[kk], kv + kKBytes + cw * kPanelBytes + t * 128 + ((chunk16 ^ rr) << 4));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int t0 = 16 * kk + 8 * (i / 2) + 2 * cq;
+          const float2 wt = *reinterpret_cast<const float2*>(w_s + t0);
+          const float2 f = Elem<T>::unpack2(va[kk][i]);
+          va[kk][i] = Elem<T>::pack2(f.x * wt.x, f.y * wt.y);
+        }
+      }
+      const u64 db = wgmma_desc_mnmajor(k_base, 128, kPanelBytes);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) Wgmma<DQK>::template rs<T, 1>(acc_c, va[kk], db + desc_step(16 * 128 * kk), 1);
+      wgmma_commit();
+    }
+    wgmma_wait<1>();  // P V and n's update are done (groups complete in order); the update may still run
+    reg_fence(acc_h);
+    {
+#pragma unroll
+      for (int j = 0; j < kNB; ++j) {
+        reg_fence(nacc[j]);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
+      }
+    }
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) rowN[hh] += rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
     // epilogue: den_i, h_i
@@ -488,7 +525,12 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     for (int i = 0; i < kAccC; ++i) cl[coff(i)] = acc_c[i];
   }
   if (vt == 0) {
-    if (p.n_last && own_n) p.n_last[static_cast<long long>(bh) * DQK + nd] = n_reg;
+    if (p.n_last && own_n)
+#pragma unroll
+      for (int j = 0; j < kNB; ++j)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh)
+          if (has_block(j)) p.n_last[static_cast<long long>(bh) * DQK + n_row(j, hh)] = n_reg[j][hh];
     if (p.m_last && cw == 0 && lt == 0) p.m_last[bh] = m_prev;
   }
 }
