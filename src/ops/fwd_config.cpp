@@ -183,6 +183,16 @@ bool parallel_by_default(const MlstmProblem& p) {
   return static_cast<double>(p.S) * (dqk + dv) <= kFwdParallelAdvantage * chunkwise;
 }
 
+// From S = 256 the fused forward beats the parallel form wherever it is the chunkwise default.
+// H200, `tfla bench forward --variant sig --tokens 65536`, parallel (the default then) against
+// `--config parallel=0,fused=1`, ms: paper heads S = 256 1.659 vs 1.404, S = 512 2.438 vs 1.369;
+// the seed's heads (16 x 128 x 256) S = 256 1.370 vs 1.105. Shorter sequences were not measured.
+bool parallel_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
+  constexpr int64_t kFusedOverParallelS = 256;
+  if (p.S >= kFusedOverParallelS && fused_by_default(p, dev)) return false;
+  return parallel_by_default(p);
+}
+
 
 // The parallel form runs the chunkwise output kernel over one chunk of length S, so its tiles are
 // the ones the chunkwise default picks for a chunk of about the sequence's length (64-row query

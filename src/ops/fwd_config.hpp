@@ -56,6 +56,8 @@ int parallel_max_seq();
 std::string parallel_seq_limit(const MlstmProblem& p);
 // Whether the parallel form is the forward's default for p (short sequences, see fwd_config.cpp).
 bool parallel_by_default(const MlstmProblem& p);
+// The same on dev, where from S = 256 the fused sm90 forward, where it is the default, wins.
+bool parallel_by_default(const MlstmProblem& p, const DeviceLimits& dev);
 // The chunk length of the chunkwise default: 64, 128 or 256, the shortest covering S.
 int default_chunk(const MlstmProblem& p);
 

@@ -43,8 +43,8 @@ TEST_CASE("the sm90 forward serves 16-bit heads up to Dqk 256 on sm_90a, and is 
   ampere.cc_major = 8;
   CHECK(ops::sm90_fwd_serves(paper, ampere).find("sm_90a") != std::string::npos);
   CHECK(std::string(resolved(ops::Op::Forward, paper, {}, ampere).name()) == "fwd.chunkwise.mma");
-  // short sequences keep the parallel form
-  CHECK(std::string(resolved(ops::Op::Forward, problem(8, 256, 256, 512), {}).name()) == "fwd.parallel.mma");
+  // short sequences keep the parallel form (where the fused forward does not fill the GPU)
+  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 256, 256, 512), {}).name()) == "fwd.parallel.mma");
 }
 
 TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel wherever Dqk is 128 or 256", "[engine]") {
@@ -113,6 +113,13 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   REQUIRE(ks.size() == 2);
   CHECK(ks[0].key.find("mlstm_fwd_gates<64,") == 0);
   CHECK(ks[1].key.find("mlstm_fwd_fused_sm90<") == 0);
+  // from S = 256 it beats the parallel form, which stays the default below and where it does not run
+  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 256, 256, 512), {}).name()) == "fwd.chunkwise.sm90");
+  CHECK(fwd_default(problem(256, 256, 256, 512)).fused == 1);
+  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 128, 256, 512), {}).name()) == "fwd.parallel.mma");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 512, 256, 512), {}).name()) == "fwd.parallel.mma");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 512, 256, 512, DType::FP16), {}).name()) ==
+        "fwd.parallel.mma");
   // fused=1 on the mma.sync engine is refused by name
   ops::FwdConfig m = ops::chunkwise_fwd_config(p, ref());
   m.fused = 1;

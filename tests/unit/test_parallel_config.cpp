@@ -193,7 +193,7 @@ TEST_CASE("the library's parallel choice falls back to the chunkwise default for
 }
 
 TEST_CASE("workspace sizes: none pinned parallel, the fallback's when the library chooses", "[parallel][api]") {
-  const MlstmProblem p = problem(256);
+  const MlstmProblem p = problem(128);
   REQUIRE(fwd_default(p).parallel() == 1);
   CHECK(mlstm_forward_workspace_size(p, {{"parallel", 1}}) == 0);
   CHECK(mlstm_forward_workspace_size(p) == mlstm_forward_workspace_size(p, {{"parallel", 0}}));

@@ -16,7 +16,7 @@ class FwdParallel final : public TypedFamily<FwdConfig, &check_fwd_config, &fwd_
   Form form() const noexcept override { return Form::Parallel; }
   Engine engine() const noexcept override { return Engine::MmaSync; }
   std::string serves(const MlstmProblem& p, const DeviceLimits&) const override { return parallel_seq_limit(p); }
-  bool preferred(const MlstmProblem& p, const DeviceLimits&) const override { return parallel_by_default(p); }
+  bool preferred(const MlstmProblem& p, const DeviceLimits& dev) const override { return parallel_by_default(p, dev); }
   Config default_config(const MlstmProblem& p, const DeviceLimits& dev, int) const override {
     return parallel_fwd_config(p, dev).to_config();
   }
