@@ -25,19 +25,20 @@ std::vector<MlstmProblem> default_space_problems(const SpaceFilter& f) {
   for (DType dt : f.dtypes)
     for (auto [dqk, dv] : f.dims)
       for (int64_t s : f.seq_lens)
-        for (int var = 0; var < 3; ++var) {
-          MlstmProblem p;
-          p.B = 1;
-          p.NH = 1;
-          p.S = s;
-          p.Dqk = dqk;
-          p.Dv = dv;
-          p.dtype = dt;
-          p.gate_dtype = DType::FP32;
-          p.variant = var == 0 ? Variant::Exp : Variant::Sig;
-          p.normalize = var != 2;
-          out.push_back(p);
-        }
+        for (auto [batch, heads] : f.batch_heads)
+          for (int var = 0; var < 3; ++var) {
+            MlstmProblem p;
+            p.B = batch;
+            p.NH = heads;
+            p.S = s;
+            p.Dqk = dqk;
+            p.Dv = dv;
+            p.dtype = dt;
+            p.gate_dtype = DType::FP32;
+            p.variant = var == 0 ? Variant::Exp : Variant::Sig;
+            p.normalize = var != 2;
+            out.push_back(p);
+          }
   return out;
 }
 

@@ -1,6 +1,6 @@
 // Every kernel instantiation of the default configuration space: the problems a user is
-// expected to run (dtypes x variants x common head dims x short/long sequences), each with its
-// default configuration. `tfla compile --all` and the NVRTC tests compile these deviceless.
+// expected to run (dtypes x variants x common head dims x short/long sequences x one head or a
+// full batch), each with its default configuration. `tfla compile --all` and the NVRTC tests compile these deviceless.
 #pragma once
 #include <vector>
 
@@ -14,6 +14,9 @@ struct SpaceFilter {
   std::vector<std::pair<int, int>> dims{{64, 64}, {128, 128}, {128, 256}, {256, 256},
                                         {256, 512}, {96, 160}, {16, 16},  {512, 512}};
   std::vector<int64_t> seq_lens{64, 8192};
+  // (B, NH): one head, whose long walks the defaults split into sequence segments, and a batch of
+  // 64 heads, which fills the GPU (unsplit walks, the fused forward where it serves)
+  std::vector<std::pair<int64_t, int64_t>> batch_heads{{1, 1}, {8, 8}};
 };
 // Problems of the space (variants exp, sig, sig without normalizer).
 std::vector<MlstmProblem> default_space_problems(const SpaceFilter& filter);
