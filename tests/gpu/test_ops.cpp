@@ -551,7 +551,7 @@ std::vector<uint16_t> forward_h(const MlstmProblem& p, const cli::DeviceBuffer& 
 }
 }  // namespace
 
-TEST_CASE("the two forward engines agree at the paper's head size, and sm90 reruns are bitwise equal",
+TEST_CASE("the forward engines (mma.sync, sm90, the fused walk) agree at the paper's head size; sm90 reruns are bitwise equal",
           "[gpu][ops][sm90]") {
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
   for (Variant var : {E, G}) {
@@ -581,6 +581,19 @@ TEST_CASE("the two forward engines agree at the paper's head size, and sm90 reru
     for (int rep = 0; rep < 20; ++rep) {
       const auto again = forward_h(p, q, k, v, ig, fg, {{"chunk", 256}, {"engine", 1}});
       if (std::memcmp(again.data(), sm90.data(), sm90.size() * 2) != 0) ++differing;
+    }
+    // the fused walk too (32 walks of 128 chunks)
+    const Config fused_cfg = {{"chunk", 256}, {"engine", 1}, {"fused", 1}};
+    const auto fused = forward_h(p, q, k, v, ig, fg, fused_cfg);
+    std::vector<double> f(fused.size());
+    for (size_t j = 0; j < f.size(); ++j) f[j] = test::from_bf16(fused[j]);
+    CHECK(test::count_nonfinite(f) == 0);
+    const double ef = ref::relative_error(f, a);
+    std::printf("paper head size, S = 8192, %s: fused vs mma.sync relative difference %.2e\n", to_string(var), ef);
+    CHECK(ef < 4e-3);
+    for (int rep = 0; rep < 20; ++rep) {
+      const auto again = forward_h(p, q, k, v, ig, fg, fused_cfg);
+      if (std::memcmp(again.data(), fused.data(), fused.size() * 2) != 0) ++differing;
     }
     CHECK(differing == 0);
   }
