@@ -62,8 +62,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   static_assert(DQK == 64 || DQK == 128 || DQK == 256, "Dqk 64, 128 or 256");
   static_assert(DV % BV == 0, "128-column slices of Dv");
   static_assert(Elem<T>::is16, "16-bit inputs");
-  static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + 2 * kNBytes + 1024 + Shape::kConsumers * (kCsBytes + 2 * L * 4 + L * 4) + 3 * L * 4 + Shape::kConsumers * 256 * 4 +
-                        (2 * STAGES + 2) * 8 ==
+  static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + 2 * kNBytes + 1024 +
+                        Shape::kConsumers * (kCsBytes + 2 * L * 4 + L * 4) + 3 * L * 4 +
+                        Shape::kConsumers * 256 * 4 + (2 * STAGES + 2) * 8 ==
                     fwd_fused_sm90_smem_bytes(DQK),
                 "the layout below must match fwd_fused_sm90_smem_bytes, which the host sizes the launch with");
 
@@ -379,7 +380,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             const int ch = cq + 4 * half;
-            const uint4 qv = *reinterpret_cast<const uint4*>(sQ + kp * kPanelBytes + row * 128 + ((ch ^ (row & 7)) << 4));
+            const uint4 qv =
+                *reinterpret_cast<const uint4*>(sQ + kp * kPanelBytes + row * 128 + ((ch ^ (row & 7)) << 4));
             const float4 n0 = *reinterpret_cast<const float4*>(nf + 64 * kp + 8 * ch);
             const float4 n1 = *reinterpret_cast<const float4*>(nf + 64 * kp + 8 * ch + 4);
             const u32 wq[4] = {qv.x, qv.y, qv.z, qv.w};

@@ -42,9 +42,10 @@ struct MlstmFwdSm90Params {
 // A CTA walks one head's chunks of 64 for 128 columns of h and of the state (two consumer
 // warpgroups of 64 columns each, the state's Dqk x 64 slice in registers). Q (64 x Dqk) has one
 // buffer; K (64 x Dqk) and V (64 x 128) share a two-slot ring. n has two buffers of Dqk x 16
-// bytes (n_c and n_c+1, each consumer updating half: an 8-row 16-bit tile or fp32), as have P (64 x 64, 16-bit) and its row sums (64 fp32
-// per consumer), for chunks of even and odd index; each consumer keeps a 16-bit copy of its state
-// slice (64 x Dqk, the inter part's operand) and the chunk's row weights w_t (64 fp32).
+// bytes (n_c and n_c+1, each consumer updating half: an 8-row 16-bit tile or fp32), as have P
+// (64 x 64, 16-bit) and its row sums (64 fp32 per consumer), for chunks of even and odd index;
+// each consumer keeps a 16-bit copy of its state slice (64 x Dqk, the inter part's operand) and
+// the chunk's row weights w_t (64 fp32).
 struct FwdFusedSm90Shape {
   static constexpr int kChunk = 64, kBV = 128;
   static constexpr int kConsumers = 2;

@@ -427,7 +427,7 @@ std::string check_fwd_fused_sm90(const MlstmProblem& p, const DeviceLimits& dev)
 }
 
 // __launch_bounds__(384, 1) as the output kernel: setmaxnreg moves the producer's registers to
-// the consumers (40 / 232), whose state slice alone takes Dqk / 2.
+// the consumers (24 / 240), whose state slice alone takes Dqk / 2.
 rt::KernelSpec fwd_fused_sm90_kernel(const MlstmProblem& p) {
   return rt::with_min_blocks(
       rt::render("mlstm_fwd_fused_sm90", "tfla/mlstm_fwd_fused_sm90.cuh", "tfla::mlstm_fwd_fused_sm90",

@@ -1,6 +1,7 @@
 // Every kernel instantiation of the default configuration space: the problems a user is
 // expected to run (dtypes x variants x common head dims x short/long sequences x one head or a
-// full batch), each with its default configuration. `tfla compile --all` and the NVRTC tests compile these deviceless.
+// full batch), each with its default configuration. `tfla compile --all` and the NVRTC tests
+// compile these deviceless.
 #pragma once
 #include <vector>
 

@@ -200,9 +200,9 @@ void launch_fused_sm90(const MlstmProblem& p, const MlstmFwdParams& prm, const r
   g.dims[1] = static_cast<uint64_t>(p.B * p.NH);
   g.dims[2] = 3;
   g.strides[1] = g.dims[0] * 4;
-  g.strides[2] = static_cast<uint64_t>(reinterpret_cast<const char*>(prm.gate_u) - reinterpret_cast<const char*>(prm.gate_b));
-  if (reinterpret_cast<const char*>(prm.gate_pm) - reinterpret_cast<const char*>(prm.gate_u) !=
-      static_cast<std::ptrdiff_t>(g.strides[2]))
+  const auto addr = [](const float* x) { return reinterpret_cast<uintptr_t>(x); };
+  g.strides[2] = addr(prm.gate_u) - addr(prm.gate_b);
+  if (addr(prm.gate_pm) - addr(prm.gate_u) != g.strides[2])
     throw Error(ErrorCode::Internal, "fused forward: the gate rows are not evenly spaced in the workspace");
   g.box[0] = rows;
   g.box[1] = 1;
