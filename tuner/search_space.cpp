@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 namespace tfla::tuner {
 namespace {
@@ -77,8 +78,9 @@ Enumerated enumerate(Family f, const MlstmProblem& p, const SpaceLimits& lim, in
   };
   for (size_t i = 0; i < heads.size(); ++i) consider(heads[i], static_cast<int64_t>(i), -1);
   // The odometer over one family's axes: lazily, one point at a time; keys outside the axes
-  // keep the base's value.
+  // keep the base's value. Points that two choices of axes lead to alike are considered once.
   int64_t order = 0;
+  std::set<Config> seen;
   auto walk = [&](const std::vector<ops::Axis>& axes, const Config& base) {
     std::vector<size_t> idx(axes.size(), 0);
     for (const auto& a : axes)
@@ -88,7 +90,8 @@ Enumerated enumerate(Family f, const MlstmProblem& p, const SpaceLimits& lim, in
       for (size_t a = 0; a < axes.size(); ++a)
         for (const auto& [k, v] : axes[a][idx[a]]) cfg[k] = v;
       ++out.total;
-      if (std::find(heads.begin(), heads.end(), cfg) == heads.end()) consider(cfg, order, distance(cfg, def));
+      if (std::find(heads.begin(), heads.end(), cfg) == heads.end() && seen.insert(cfg).second)
+        consider(cfg, order, distance(cfg, def));
       size_t a = 0;
       while (a < axes.size() && ++idx[a] == axes[a].size()) idx[a++] = 0;
       if (a == axes.size()) break;

@@ -3,6 +3,7 @@
 // the tuner's sm90 candidates (all accepted by the family's own rule).
 #include "tfla_catch.hpp"
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -120,6 +121,23 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   CHECK(std::string(resolved(ops::Op::Forward, problem(2, 512, 256, 512), {}).name()) == "fwd.parallel.mma");
   CHECK(std::string(resolved(ops::Op::Forward, problem(256, 512, 256, 512, DType::FP16), {}).name()) ==
         "fwd.parallel.mma");
+  // the tuner times the fused forward once per chunk length (the chunk a call with a saved buffer
+  // runs), whatever the other axes chose, beside the three kernels
+  for (const MlstmProblem& q : {p, problem(1, 8192, 256, 512)}) {
+    const tuner::Enumerated e = tuner::enumerate(tuner::Family::Forward, q, tuner::SpaceLimits{}, 0);
+    std::map<int64_t, int> fused;
+    int unfused = 0;
+    for (const auto* list : {&e.kept, &e.pruned})
+      for (const tuner::Candidate& c : *list)
+        if (c.config.count("fused") && c.config.at("parallel") == 0 && c.config.at("engine") == 1) {
+          if (c.config.at("fused")) ++fused[c.config.at("chunk")];
+          else ++unfused;
+        }
+    INFO("B = " << q.B);
+    CHECK(!fused.empty());
+    for (const auto& [chunk, n] : fused) CHECK(n == 1);
+    CHECK(unfused > 10);
+  }
   // fused=1 on the mma.sync engine is refused by name
   ops::FwdConfig m = ops::chunkwise_fwd_config(p, ref());
   m.fused = 1;

@@ -28,10 +28,14 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
   }
   // The state kernel is one axis: the sm90 kernel in its two Dv tiles (where Dqk is 128 or 256)
   // or the mma.sync kernel in its blocks and sub-block lengths, each with the three kernels
-  // (fused = 0); or the fused forward, whose one kernel reads none of the other keys.
+  // (fused = 0); or the fused forward, whose one kernel reads none of the other keys: its point
+  // sets them all to the reference device's default (what a call with a saved buffer then runs),
+  // so it is one candidate whatever the other axes chose.
   std::vector<Axis> axes(const MlstmProblem& p) const override {
     Axis states;
-    states.push_back({{"fused", 1}});
+    Config fused = sm90_fwd_config(p, DeviceLimits::reference()).to_config();
+    fused["fused"] = 1;
+    states.push_back(fused);
     if (p.Dqk % 128 == 0)
       for (int64_t bv : {128, 64})
         states.push_back({{"fused", 0}, {"st_sm90", 1}, {"st_siz_b_k", p.Dqk}, {"st_siz_b_v", bv}});
@@ -42,9 +46,10 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
         c["st_sub"] = sub;
         states.push_back(c);
       }
-    std::vector<Axis> axes = {values("chunk", {128, 256, 512}), values("siz_b_v", {64, 128, 256}), std::move(states)};
+    std::vector<Axis> axes = {values("chunk", {128, 256, 512}), values("siz_b_v", {64, 128, 256})};
     // few heads on a long sequence: the state walk's sequence split (st_seg)
     if (p.B * p.NH <= 32 && p.S >= 8192) axes.push_back(values("st_seg", {1, 2, 4, 8}));
+    axes.push_back(std::move(states));  // last: the fused point overrides every other choice
     return axes;
   }
 };
