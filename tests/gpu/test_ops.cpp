@@ -397,6 +397,11 @@ TEST_CASE("forward and backward on small shapes of every dtype and variant (run 
       run_engines({false, CW, v, norm, dt, 1, 1, 300, 256, 64, 128, kLast}, seed++);
       run_engines({true, CW, v, norm, dt, 1, 2, 200, 128, 128, 64, kInit | kLast | kBshd}, seed++);
       run_case({true, PAR, v, norm, dt, 1, 1, 90, 0, 64, 64, 0}, seed++);
+      // the fused sm90 forward (16-bit inputs on sm_90a): a partial chunk after two whole ones
+      Case fused{false, CW, v, norm, dt, 1, 2, 150, 256, 64, 128, kInit | kLast};
+      fused.engine = 1;
+      fused.fused = true;
+      if (dt != f32 && sm90_serves(fused)) run_case(fused, seed++);
     }
 }
 
