@@ -16,15 +16,17 @@
 //  - warpgroups 1 and 2 (consumers, 240 registers) own 64 columns each: of h (a 64 x 64 fp32
 //    accumulator) and of the state, held transposed as C^T (64 x Dqk fp32, Dqk / 2 registers)
 //    for the whole walk, with a 16-bit copy Cs in shared memory (K-major, the inter part's B
-//    operand). Per chunk a consumer issues its half of S = Q K^T (32 keys: m64n32) and the inter
-//    part Q Cs (m64n64), turns its half of S into P (decay, causal mask) in a shared 16-bit P
-//    tile with its row sums beside it and, once both halves are there (a barrier of the two
-//    consumers; a second one ends the chunk), issues P V (both operands from shared memory) and
-//    the update of its state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from
-//    ldmatrix.trans scaled by w_t in registers, B = K MN-major), with its half of n's update
-//    K^T w (m64n8 per 64 rows of Dqk); q_i . n_c (m64n8, B = n_c in two 16-bit parts; fp16: fp32 on the CUDA cores)
-//    runs with the inter part. While the update runs it stores h; then the new state goes to Cs
-//    by stmatrix and n_c+1 to shared memory.
+//    operand). Per chunk a consumer issues its half of S = Q K^T (32 keys: m64n32) with its
+//    blocks' part of q_i . n_c (m64n8 over the 64-row blocks of Dqk whose n it keeps, B = n_c in
+//    two 16-bit parts; fp16: fp32 on the CUDA cores), then the inter part Q Cs (m64n64). It turns
+//    its half of S into P (decay, causal mask) in a shared 16-bit P tile, with its part of each
+//    row's N_i (its half of the row sum of P plus its part of beta_i s (q_i . n_c)) beside it. Once
+//    both halves are there (the one barrier of the two consumers per chunk) it issues P V (both
+//    operands from shared memory), its blocks of n's update K^T w (m64n8) and the update of its
+//    state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from ldmatrix.trans scaled by
+//    w_t in registers, B = K MN-major). While the update runs it stores h; then the new state
+//    goes to Cs by stmatrix and its n_c+1 to its own n tile, behind a barrier of its own
+//    warpgroup, so the consumers meet only once per chunk.
 // Rows past S read zeros (TMA fills outside the tensor) and are not stored; keys past S have
 // u = -inf (the gate kernel's padding), so they weigh nothing in P, C and n.
 #pragma once
@@ -62,9 +64,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   static_assert(DQK == 64 || DQK == 128 || DQK == 256, "Dqk 64, 128 or 256");
   static_assert(DV % BV == 0, "128-column slices of Dv");
   static_assert(Elem<T>::is16, "16-bit inputs");
-  static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + 2 * kNBytes + 1024 +
+  static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + Shape::kConsumers * (kNBytes + 1024) +
                         Shape::kConsumers * (kCsBytes + 2 * L * 4 + L * 4) + 3 * L * 4 +
-                        Shape::kConsumers * 256 * 4 + (2 * STAGES + 2) * 8 ==
+                        Shape::kConsumers * 512 * 4 + (2 * STAGES + 2) * 8 ==
                     fwd_fused_sm90_smem_bytes(DQK),
                 "the layout below must match fwd_fused_sm90_smem_bytes, which the host sizes the launch with");
 
@@ -73,13 +75,14 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   char* ring = sQ + kQBytes;
   char* sCs = ring + STAGES * kSlotBytes;
   char* sP = sCs + Shape::kConsumers * kCsBytes;         // P of chunks c % 2 = 0, 1
-  char* sN = sP + 2 * kPBytes;                           // n_c, n_c+1 (each consumer writes half)
-  char* sWt = sN + 2 * kNBytes;                          // the w tile of n's update
-  float* sRow = reinterpret_cast<float*>(sWt + 1024);    // P's row sums, per consumer
+  char* sN = sP + 2 * kPBytes;                           // per consumer: n_c of its Dqk blocks
+  char* sWt = sN + Shape::kConsumers * kNBytes;          // per consumer: the w tile of n's update
+  float* sRow = reinterpret_cast<float*>(sWt + Shape::kConsumers * 1024);  // N_i's parts, per consumer
   float* sW = sRow + 2 * Shape::kConsumers * L;
   float* sG = sW + Shape::kConsumers * L;  // the chunk's gate rows b_t, u_t, pm_t, loaded with Q
-  float* sMu = sG + 3 * L;  // mLSTMexp: each consumer thread's mu_i of its two rows (kept out of registers)
-  u64* full = reinterpret_cast<u64*>(sMu + Shape::kConsumers * 128 * 2);
+  // mLSTMexp: each consumer thread's mu_i and beta_i s of its two rows (kept out of registers)
+  float* sMu = sG + 3 * L;
+  u64* full = reinterpret_cast<u64*>(sMu + Shape::kConsumers * 128 * 4);
   u64* empty = full + STAGES;
   u64* q_full = empty + STAGES;
   u64* q_empty = q_full + 1;
@@ -144,7 +147,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   char* cs = sCs + cw * kCsBytes;
   const u32 cs_base = smem_u32(cs);
   float* w_s = sW + cw * L;
-  float* mu_s = sMu + cw * 256;
+  float* mu_s = sMu + cw * 512;
   const bool track_n = NEED_N || p.n_last != nullptr;
   const bool row_out = vt == 0 && cw == 0 && cq == 0;  // stores den_i and m_i
 
@@ -163,7 +166,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     for (int i = 0; i < kAccC; ++i) acc_c[i] = 0.f;
   }
   // n: a quad's lane 0 keeps the rows n_row(j, hh) of its consumer's blocks in fp32 registers and
-  // puts them into the shared buffer of the chunk's parity (put_n) for q . n
+  // puts them into its consumer's own tile (put_n; panel j holds block n_block(j)), from which the
+  // consumer takes its part of q . n over those blocks
   const bool own_n = cq == 0;
   // (with one block, Dqk 64, both consumers compute it and the first keeps it)
   auto n_block = [&](int j) { return kNBlocks == 1 ? 0 : cw + 2 * j; };
@@ -175,8 +179,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh)
       n_reg[j][hh] = own_n && has_block(j) && p.n0 ? p.n0[static_cast<long long>(bh) * DQK + n_row(j, hh)] : 0.f;
-  auto put_n = [&](int buf) {
-    char* nb = sN + buf * kNBytes;
+  auto n_own = [&] { return sN + cw * kNBytes; };
+  auto wt_own = [&] { return sWt + cw * 1024; };
+  auto put_n = [&]() {
 #pragma unroll
     for (int j = 0; j < kNB; ++j)
 #pragma unroll
@@ -186,23 +191,24 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
         if constexpr (kTensorQn) {
           const T hi = Elem<T>::from_float(n_reg[j][hh]);
           const T lo = Elem<T>::from_float(n_reg[j][hh] - Elem<T>::to_float(hi));
-          char* at = nb + (nd / 64) * 1024 + (nd % 8) * 2;
+          char* at = n_own() + j * 1024 + (nd % 8) * 2;
           const int ch = (nd % 64) / 8;
           *reinterpret_cast<T*>(at + ((ch ^ 0) << 4)) = hi;
           *reinterpret_cast<T*>(at + 128 + ((ch ^ 1) << 4)) = lo;
         } else if constexpr (kCudaQn) {
-          reinterpret_cast<float*>(nb)[nd] = n_reg[j][hh];
+          reinterpret_cast<float*>(n_own())[64 * j + nd % 64] = n_reg[j][hh];
         }
       }
   };
-  // the tiles' zero rows 2..7 (n's two buffers under kTensorQn, and the w tile), never written again
-  constexpr int kZeroPanels = (kTensorQn ? 2 * kNBlocks : 0) + 1;
-  for (int i = static_cast<int>(threadIdx.x) - 128; i < kZeroPanels * 48; i += 256) {
-    const int row = 2 + (i / 8) % 6, panel = i / 48;  // 16 bytes each: 8 per row
-    char* base = panel < kZeroPanels - 1 ? sN + panel * 1024 : sWt;
-    *reinterpret_cast<uint4*>(base + row * 128 + (i % 8) * 16) = make_uint4(0u, 0u, 0u, 0u);
+  // each consumer's tiles zeroed (rows 2..7 stay zero; with Dqk 64 the second consumer's n tile
+  // stays zero, so its part of q . n is 0), then n_0 put in
+  constexpr int kNPanels = kTensorQn ? kNB : 0;
+  for (int i = lt; i < (kNPanels + 1) * 64; i += 128) {  // 16 bytes each: 64 per panel
+    char* base = i / 64 < kNPanels ? n_own() + (i / 64) * 1024 : wt_own();
+    *reinterpret_cast<uint4*>(base + (i % 64) * 16) = make_uint4(0u, 0u, 0u, 0u);
   }
-  if (own_n) put_n(0);
+  named_bar_sync(4 + cw, 128);
+  if (own_n) put_n();
   fence_proxy_async();
   float m_prev = EXP && p.m0 ? p.m0[bh] : 0.f;
 
@@ -224,7 +230,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     fence_proxy_async();
   };
   store_cs();
-  named_bar_sync(3, 256);  // Cs, both halves of n_0 and the n tiles' zero rows are in shared memory
+  named_bar_sync(3, 256);  // every consumer's Cs and n tile are in shared memory
 
   RingPos<STAGES> pos;
   u32 q_phase = 0;
@@ -240,8 +246,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     char* kv = ring + slot * kSlotBytes;
     const u32 k_base = smem_u32(kv), v_base = smem_u32(kv + kKBytes + cw * kPanelBytes);
     char* pbuf = sP + (c & 1) * kPBytes;
-    float* rsum = sRow + (c & 1) * 2 * L;  // per consumer: its half of each row's sum of P
-    const char* n_cur = sN + (c & 1) * kNBytes;  // n_c (both halves written before the last barrier)
+    // per consumer: its part of each row's N_i (its half of the row sum of P, its blocks' part of
+    // beta_i s (q_i . n_c))
+    float* rsum = sRow + (c & 1) * 2 * L;
     const float* g_b = sG;  // the chunk's gate rows (with Q): b_t, u_t, pm_t
     const float* g_u = sG + L;
     const float* g_pm = sG + 2 * L;
@@ -249,7 +256,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     q_phase ^= 1u;
     mbar_wait(&full[slot], pos.phase);
     pos.advance();
-    // this warpgroup's half of S = Q K^T (keys 32 cw .. 32 cw + 31), from shared memory
+    // this warpgroup's half of S = Q K^T (keys 32 cw .. 32 cw + 31), from shared memory, and
+    // (kTensorQn) its blocks' part of q_i . n_c: hi and lo parts in the quad's lane 0, zeros in the others
+    float qn[4];
     wgmma_fence();
 #pragma unroll
     for (int kp = 0; kp < kQPanels; ++kp) {
@@ -258,6 +267,16 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
         Wgmma<32>::template ss<T, 0, 0>(sacc, da + desc_step(32 * kk), db + desc_step(32 * kk), (kp | kk) != 0);
+    }
+    if constexpr (kTensorQn) {
+#pragma unroll
+      for (int j = 0; j < kNB; ++j) {
+        const u64 dq = wgmma_desc_kmajor(q_base + n_block(j) * kPanelBytes, 128);
+        const u64 dn = wgmma_desc_kmajor(smem_u32(n_own() + j * 1024), 128);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<8>::template ss<T, 0, 0>(qn, dq + desc_step(32 * kk), dn + desc_step(32 * kk), (j | kk) != 0);
+      }
     }
     wgmma_commit();
     // the inter part Q C_c, from shared memory
@@ -269,18 +288,6 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
         Wgmma<64>::template ss<T, 0, 0>(acc_h, da + desc_step(32 * kk), db + desc_step(32 * kk), (kp | kk) != 0);
-    }
-    // and q_i . n_c (kTensorQn): hi and lo parts in the quad's lane 0, zeros in the others
-    float qn[4];
-    if constexpr (kTensorQn) {
-#pragma unroll
-      for (int kp = 0; kp < kQPanels; ++kp) {
-        const u64 dq = wgmma_desc_kmajor(q_base + kp * kPanelBytes, 128);
-        const u64 dn = wgmma_desc_kmajor(smem_u32(n_cur + kp * 1024), 128);
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          Wgmma<8>::template ss<T, 0, 0>(qn, dq + desc_step(32 * kk), dn + desc_step(32 * kk), (kp | kk) != 0);
-      }
     }
     wgmma_commit();
 
@@ -307,7 +314,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
         const float M = fmaxf(m_prev, g_pm[lrow + 8 * hh]);
         r[hh] = -M;
         beta[hh] = __expf(m_prev - M);
-        mu_s[2 * lt + hh] = bi + M;  // read back by this thread in the epilogue
+        mu_s[4 * lt + hh] = bi + M;  // read back by this thread in the epilogue
+        mu_s[4 * lt + 2 + hh] = beta[hh] * scale;  // and in the inter part's row scale
       } else {
         r[hh] = bi;
         beta[hh] = __expf(bi);
@@ -316,10 +324,10 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     if (lt < L) {
       const float w = __expf(g_c + g_u[lt] - m_new);
       w_s[lt] = w;
-      if (cw == 0) {  // the w tile of n's update: row 0 hi, row 1 lo, column lt
+      {  // this consumer's w tile of n's update: row 0 hi, row 1 lo, column lt
         const T hi = Elem<T>::from_float(w);
         const T lo = Elem<T>::from_float(w - Elem<T>::to_float(hi));
-        char* at = sWt + (lt % 8) * 2;
+        char* at = wt_own() + (lt % 8) * 2;
         *reinterpret_cast<T*>(at + (((lt / 8) ^ 0) << 4)) = hi;
         *reinterpret_cast<T*>(at + 128 + (((lt / 8) ^ 1) << 4)) = lo;
         fence_proxy_async();
@@ -330,10 +338,45 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     wgmma_wait<1>();
     reg_fence(sacc);
     // this warpgroup's half of P: decay and causal mask, rounded to 16 bits into the shared P
-    // (one K-major 64 x 64 panel, the P V operand of both warpgroups) by stmatrix, its row sums
-    // reduced over the quad into rsum
+    // (one K-major 64 x 64 panel, the P V operand of both warpgroups) by stmatrix; its row sums
+    // and its part of beta_i s (q_i . n_c), reduced over the quad, into rsum
     {
       float rs[2] = {0.f, 0.f};
+      if constexpr (kTensorQn) {
+        reg_fence(qn);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) rs[hh] = beta[hh] * scale * (qn[2 * hh] + qn[2 * hh + 1]);
+      } else if constexpr (kCudaQn) {
+        // fp32 n on the CUDA cores: lane (g, cq) sums the 16-byte chunks cq and cq + 4 of the
+        // 128-byte Q row panels of this consumer's blocks for its two rows
+        const float* nf = reinterpret_cast<const float*>(n_own());
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int row = lrow + 8 * hh;
+          float nq = 0.f;
+#pragma unroll 1
+          for (int j = 0; j < kNB; ++j) {
+            if (!has_block(j)) continue;
+            const int kp = n_block(j);
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const int ch = cq + 4 * half;
+              const uint4 qv =
+                  *reinterpret_cast<const uint4*>(sQ + kp * kPanelBytes + row * 128 + ((ch ^ (row & 7)) << 4));
+              const float4 n0 = *reinterpret_cast<const float4*>(nf + 64 * j + 8 * ch);
+              const float4 n1 = *reinterpret_cast<const float4*>(nf + 64 * j + 8 * ch + 4);
+              const u32 wq[4] = {qv.x, qv.y, qv.z, qv.w};
+              const float nn[8] = {n0.x, n0.y, n0.z, n0.w, n1.x, n1.y, n1.z, n1.w};
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float2 f = Elem<T>::unpack2(wq[e]);
+                nq += f.x * nn[2 * e] + f.y * nn[2 * e + 1];
+              }
+            }
+          }
+          rs[hh] = beta[hh] * scale * nq;
+        }
+      }
       u32 pp[4][2];
 #pragma unroll
       for (int jj = 0; jj < 4; ++jj) {
@@ -364,58 +407,17 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       }
       fence_proxy_async();
     }
-    // Both halves of P and of its row sums and every w_t are in shared memory.
+    // Both halves of P and of N_i's parts are in shared memory.
     named_bar_sync(3, 256);
-    float rowN[2] = {0.f, 0.f};  // N_i: beta_i s (q_i . n_c) here, the row sums of P below
-    if constexpr (kCudaQn) {
-      // q_i . n_c (fp32) while the inter part runs: lane (g, cq) sums the 16-byte chunks cq and
-      // cq + 4 of each 128-byte Q row panel for its two rows, then the quad adds its partial sums.
-      const float* nf = reinterpret_cast<const float*>(n_cur);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int row = lrow + 8 * hh;
-        float nq = 0.f;
-#pragma unroll 1
-        for (int kp = 0; kp < kQPanels; ++kp)
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int ch = cq + 4 * half;
-            const uint4 qv =
-                *reinterpret_cast<const uint4*>(sQ + kp * kPanelBytes + row * 128 + ((ch ^ (row & 7)) << 4));
-            const float4 n0 = *reinterpret_cast<const float4*>(nf + 64 * kp + 8 * ch);
-            const float4 n1 = *reinterpret_cast<const float4*>(nf + 64 * kp + 8 * ch + 4);
-            const u32 wq[4] = {qv.x, qv.y, qv.z, qv.w};
-            const float nn[8] = {n0.x, n0.y, n0.z, n0.w, n1.x, n1.y, n1.z, n1.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float2 f = Elem<T>::unpack2(wq[e]);
-              nq += f.x * nn[2 * e] + f.y * nn[2 * e + 1];
-            }
-          }
-        nq += __shfl_xor_sync(0xffffffffu, nq, 1);
-        nq += __shfl_xor_sync(0xffffffffu, nq, 2);
-        rowN[hh] += beta[hh] * scale * nq;
-      }
-    }
     wgmma_wait<0>();
     reg_fence(acc_h);
     __syncwarp();
     if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
-    if constexpr (kTensorQn) {
-      reg_fence(qn);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        float nq = qn[2 * hh] + qn[2 * hh + 1];
-        nq += __shfl_xor_sync(0xffffffffu, nq, 1);
-        nq += __shfl_xor_sync(0xffffffffu, nq, 2);
-        rowN[hh] += beta[hh] * scale * nq;
-      }
-    }
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        const float f = beta[hh] * scale;
+        const float f = EXP ? mu_s[4 * lt + 2 + hh] : beta[hh] * scale;
         acc_h[4 * j + 2 * hh] *= f;
         acc_h[4 * j + 2 * hh + 1] *= f;
       }
@@ -428,7 +430,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       for (int kk = 0; kk < 4; ++kk)
         Wgmma<64>::template ss<T, 0, 1>(acc_h, da + desc_step(32 * kk), db + desc_step(16 * 128 * kk), 1);
       {
-        const u64 dw = wgmma_desc_kmajor(smem_u32(sWt), 128);
+        const u64 dw = wgmma_desc_kmajor(smem_u32(wt_own()), 128);
 #pragma unroll
         for (int j = 0; j < kNB; ++j) {
           const u64 dk = wgmma_desc_mnmajor(k_base + n_block(j) * kPanelBytes, 128, kPanelBytes);
@@ -473,15 +475,16 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
         for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
       }
     }
+    float rowN[2];  // N_i: both consumers' parts
 #pragma unroll
-    for (int hh = 0; hh < 2; ++hh) rowN[hh] += rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
+    for (int hh = 0; hh < 2; ++hh) rowN[hh] = rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
     // epilogue: den_i, h_i
     float inv[2];
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       float den = 1.f;
       if (NEED_N) {
-        if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[2 * lt + hh]));
+        if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[4 * lt + hh]));
         else den = fmaxf(fabsf(rowN[hh]), 1.f);
       }
       inv[hh] = 1.f / (den + p.eps);
@@ -489,7 +492,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       if (row_out && gi < S) {
         const long long o = static_cast<long long>(bh) * S + gi;
         if (p.norm_out) p.norm_out[o] = den;
-        if (p.m_out) p.m_out[o] = EXP ? mu_s[2 * lt + hh] : 0.f;
+        if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
       }
     }
     {
@@ -515,9 +518,12 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     reg_fence(acc_c);
     __syncwarp();
     if (warp_leader) mbar_arrive(&empty[slot]);
-    if (track_n && own_n) put_n((c + 1) & 1);
+    if (track_n && own_n) put_n();
     store_cs();  // (its proxy fence also covers n's tile)
-    named_bar_sync(3, 256);  // Cs and both halves of n_c+1 are in shared memory
+    // this consumer's Cs and n tile hold C_c+1 and n_c+1 (barrier 4 or 5; constant ids keep the id
+    // out of the registers)
+    if (cw == 0) named_bar_sync(4, 128);
+    else named_bar_sync(5, 128);
   }
 
   // the last state: C_S (this warpgroup's columns), n_S and m_S from the Dv-slice-0 CTA

@@ -52,16 +52,17 @@ struct FwdFusedSm90Shape {
   static constexpr int kThreads = 128 * (1 + kConsumers);
   static constexpr int kStages = 2;
 };
-// 1024 bytes of alignment slack, Q, the ring, the state copies, P's two buffers, n's two, the
-// w tile of n's update (8 x 64 16-bit), then
-// per consumer the row sums' two and the weights, the chunk's gate rows (b_t, u_t, pm_t: 64 fp32
-// each, loaded with Q), the consumer threads' mu_i (mLSTMexp; 2 fp32 each), then the
+// 1024 bytes of alignment slack, Q, the ring, the state copies, P's two buffers, per consumer
+// its n tile (DQK * 16 bytes) and its w tile of n's update (8 x 64 16-bit), then
+// per consumer the row values' two (N_i's parts) and the weights, the chunk's gate rows (b_t, u_t, pm_t: 64 fp32
+// each, loaded with Q), the consumer threads' mu_i and beta_i s (mLSTMexp; 4 fp32 each), then the
 // barriers: full and empty per slot, Q full and Q empty.
 TFLA_HD constexpr int fwd_fused_sm90_smem_bytes(int dqk) {
   return 1024 + dqk * 64 * 2 + FwdFusedSm90Shape::kStages * (dqk + FwdFusedSm90Shape::kBV) * 64 * 2 +
-         FwdFusedSm90Shape::kConsumers * 64 * dqk * 2 + 2 * 64 * 64 * 2 + 2 * dqk * 16 + 1024 +
+         FwdFusedSm90Shape::kConsumers * 64 * dqk * 2 + 2 * 64 * 64 * 2 +
+         FwdFusedSm90Shape::kConsumers * (dqk * 16 + 1024) +
          FwdFusedSm90Shape::kConsumers * (2 * 64 * 4 + 64 * 4) + 3 * 64 * 4 +
-         FwdFusedSm90Shape::kConsumers * 256 * 4 +
+         FwdFusedSm90Shape::kConsumers * 512 * 4 +
          (2 * FwdFusedSm90Shape::kStages + 2) * 8;
 }
 struct MlstmFwdFusedSm90Params {
