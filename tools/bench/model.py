@@ -20,7 +20,7 @@ Backends (each an mLSTMBackend with the seed's interface):
   native        mlstm_kernels' mLSTMBackend: chunkwise--native_autograd (chunk 64), native step
 
 Reported, at each B in --batch:
-Gates are in the model's dtype (bf16), as xLSTM-7B computes them.
+Gates are in float32 (the seed's native kernels: the model's dtype, as they take one dtype for all inputs).
 
   train    tokens/s of forward + backward (cross-entropy loss, no optimizer), S = --train-seq
   prefill  ms for a --prompt-token prompt in inference mode (returns the states)
@@ -93,10 +93,12 @@ class MLSTMLayer(nn.Module):
         B, S, _ = x.shape
         heads = lambda t, d: t.view(B, S, NH, d).transpose(1, 2)  # (B, NH, S, d), strided
         q, k, v = heads(self.q(x), DQK), heads(self.k(x), DQK), heads(self.v(x), DV)
-        # gates in the model's dtype, as xLSTM-7B computes them (the seed's native kernels take
-        # one dtype for all inputs)
-        i = soft_cap(self.igate(x), 15.0).transpose(1, 2)  # (B, NH, S)
-        f = soft_cap(self.fgate(x), 15.0).transpose(1, 2)
+        # gates in float32 where the backend takes them so (tfla, the seed's Triton kernels, whose
+        # Triton 3.6 build aborts compiling them for bf16 gates); the seed's native kernels take
+        # one dtype for all inputs, so there the model's
+        gd = getattr(self.backend, "gate_dtype", torch.float32)
+        i = soft_cap(self.igate(x).to(gd), 15.0).transpose(1, 2)  # (B, NH, S)
+        f = soft_cap(self.fgate(x).to(gd), 15.0).transpose(1, 2)
         if inference:
             c, n, m = state if state is not None else (None, None, None)
             h, state = self.backend(q, k, v, i, f, c, n, m, mode="inference")
@@ -179,8 +181,12 @@ def backend_factory(name, dtype):
     else:
         cfg = dict(chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
                    step_kernel="native", chunk_size=64)
-    return lambda: mLSTMBackend(mLSTMBackendConfig(mode="train", return_last_states=False,
-                                                   autocast_kernel_dtype=kd, **cfg))
+    def make():
+        be = mLSTMBackend(mLSTMBackendConfig(mode="train", return_last_states=False, autocast_kernel_dtype=kd, **cfg))
+        if name != "triton":
+            be.gate_dtype = dtype  # the native kernels: one dtype for all inputs
+        return be
+    return make
 
 
 def build(name, blocks, dtype=torch.bfloat16):
