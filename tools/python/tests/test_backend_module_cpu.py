@@ -29,7 +29,8 @@ def test_call_without_hooks_reaches_forward_with_its_arguments():
 def test_module_hooks_run():
     b = backend()
     seen = []
-    b.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(("pre", args, kwargs)), with_kwargs=True)
+    b.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(("pre", args, kwargs)),
+                                with_kwargs=True)
     b.register_forward_hook(lambda mod, args, out: seen.append(("post", out[0])))
     assert b(1, 2, 3, 4, 5, m_initial=8)[0] == "forward"
     assert seen == [("pre", (1, 2, 3, 4, 5), {"m_initial": 8}), ("post", "forward")]

@@ -289,8 +289,8 @@ class _InferenceEntry:
         # h (the new states) as empty_like of v (of the initial states): one allocation call with
         # no arguments to parse, where that gives h's (their) shape, contiguous
         self.h_like_v = like(v, self.h_shape)
-        self.states_like = (c0 is not None and n0 is not None and m0 is not None and like(c0, self.C_shape)
-                            and like(n0, self.n_shape) and like(m0, self.m_shape))
+        self.states_like = (c0 is not None and n0 is not None and m0 is not None
+                            and like(c0, self.C_shape) and like(n0, self.n_shape) and like(m0, self.m_shape))
         if (module.config.inference_states_inplace and c0 is not None and n0 is not None
                 and (m0 is not None or not self.exp)):
             self.kind, self.call = _IN_PLACE, PreparedBackendStep(backend, plan)
