@@ -3,12 +3,13 @@
 
 Per call the work is: find the shape's entry, allocate the outputs and the scratch through
 torch's caching allocator (so torch.cuda's memory stats and graph pools include them), write the
-pointers into the entry's prepared ctypes structs and make one library call. Everything that depends only on the shape, dtypes, strides, options and config (the
-argument checks, the config and size queries, the C structs) is done once per entry, the first
-time a shape is seen in a thread. Finding the entry: the thread's previous entry when the
-options are the same and the tensors pass its guard (one C call comparing every tensor's dtype,
-device, sizes and strides with those the entry was made for, _runtime.tensor_guard), else a dict
-lookup on a tuple of the tensors' signatures. Nothing here synchronizes with the device.
+pointers into the entry's prepared ctypes structs and make one library call. Everything that
+depends only on the shape, dtypes, strides, options and config (the argument checks, the config
+and size queries, the C structs) is done once per entry, the first time a shape is seen in a
+thread. Finding the entry: the thread's previous entry when the options are the same and the
+tensors pass its guard (one C call comparing every tensor's dtype, device, sizes and strides
+with those the entry was made for, _runtime.tensor_guard), else a dict lookup on a tuple of the
+tensors' signatures. Nothing here synchronizes with the device.
 """
 
 import threading
