@@ -225,6 +225,35 @@ def test_backend_inference_step_warm_call(monkeypatch):
         assert rel(C_in, C_ref) < 1e-4
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_backend_decode_steps_equal_the_reference(inplace):
+    """A prefill, then one-token steps through mLSTMBackend: in place (tfla_backend_step on the
+    states given, returned as they are) or not (tfla_backend_forward on new states, the given
+    ones untouched); v a view of a (B, S, NH, Dv) projection, so h cannot be empty_like(v). The
+    tokens' h and the last states equal the float64 recurrence of the whole sequence."""
+    B, NH, S, T, Dqk, Dv = 2, 4, 40, 4, 64, 128
+    q, k, v, i, f = inputs(B, NH, S + T, Dqk, Dv, dtype=torch.float32, seed=7)
+    vp = v.transpose(1, 2).contiguous().transpose(1, 2)  # (B, NH, S, Dv), strides of (B, S, NH, Dv)
+    be = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference",
+                                         inference_states_inplace=inplace))
+    part = lambda t, a, b: t[:, :, a:b]
+    h0, (C, n, m) = be(*(part(t, 0, S) for t in (q, k, vp, i, f)))  # S > max_step_tokens: chunkwise
+    hs = [h0]
+    for t in range(S, S + T):
+        C_in = C.clone()
+        h, (C2, n2, m2) = be(*(part(x, t, t + 1) for x in (q, k, vp, i, f)), C, n, m)
+        assert h.shape == (B, NH, 1, Dv) and h.is_contiguous()
+        if inplace:
+            assert C2 is C and n2 is n and m2 is m
+        else:
+            assert C2 is not C and torch.equal(C, C_in)
+        C, n, m = C2, n2, m2
+        hs.append(h)
+    h_ref, (C_ref, n_ref, m_ref) = mlstm_recurrent_reference(q, k, v, i, f)
+    assert rel(torch.cat(hs, dim=2), h_ref) < 1e-4
+    assert rel(C, C_ref) < 1e-4 and rel(n, n_ref) < 1e-4 and rel(m, m_ref) < 1e-6
+
+
 # ---- custom ops and torch.compile ------------------------------------------------------------
 
 @pytest.mark.parametrize("which", ["fwd-recompute", "fwd-saved", "bwd", "step"])
