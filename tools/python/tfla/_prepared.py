@@ -114,32 +114,6 @@ class PreparedStep(_Prepared):
             self._raise(status)
 
 
-class PreparedBackendStep(_Prepared):
-    """tfla_backend_step of one backend handle for one plan (T = plan.S tokens): the step kernel
-    with the backend's step config, states C, n, m updated in place."""
-
-    __slots__ = ("_handle", "_dims", "_backend")
-
-    def __init__(self, backend, plan):
-        t = StepTensors()
-        _fill_inputs(t, plan)
-        t.h_strides = Strides(*CONTIGUOUS)
-        super().__init__("tfla_backend_step", [_VP, _I64, _I64, _I64, _I64, _I64, _VP, _VP], plan, t, None)
-        self._backend = backend  # keeps the handle alive as long as this call exists
-        self._handle = backend._handle.value
-        self._dims = (plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv)
-        self._writer(_IN5 + ("h", "C", "n", "m"))
-
-    def __call__(self, q, k, v, i, f, h, C, n, m, stream):
-        """Device pointers as ints (m: 0 for mLSTMsig without a stabilizer)."""
-        g1, g2 = self._gaps
-        self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, C, n, m)
-        B, NH, S, Dqk, Dv = self._dims
-        status = self._fn(self._handle, B, NH, S, Dqk, Dv, self._tensors_ptr, stream)
-        if status:
-            self._raise(status)
-
-
 class PreparedForward(_Prepared):
     """tfla_mlstm_forward for one plan and config; `workspace_bytes` is what the call needs
     (the saved buffer's size when `saved` is set); `split_bytes`, with `saved`: the workspace of

@@ -24,8 +24,8 @@ fresh tensors and the inputs are left alone, as in the seed.
 Per inference call on the step kernel, after the first of a shape in a thread: the entry (the
 module's previous one in this thread when the tensors pass its guard, one C call; else a dict
 lookup on the tensors' signatures), the outputs' allocations (empty_like of an input where that
-gives the output's layout) and one library call: tfla_backend_step on the initial states with
-inference_states_inplace, else tfla_backend_forward, which copies the initial states into the new
+gives the output's layout) and one library call: the backend's step (tfla_mlstm_step with its step
+config) on the initial states with inference_states_inplace, else tfla_backend_forward, which copies the initial states into the new
 ones first. A module without hooks is called without nn.Module's dispatch (mLSTMBackend.__call__).
 """
 
@@ -38,7 +38,7 @@ from torch import nn
 from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
-from .._prepared import PreparedBackendForward, PreparedBackendStep
+from .._prepared import PreparedBackendForward, PreparedStep
 from ._runtime import PerThreadCache, current_device, current_stream, info, like, sig, tensor_guard
 from .chunkwise import mlstm_chunkwise
 
@@ -257,7 +257,7 @@ class _InferenceEntry:
     how the call runs (`kind`): _CHUNKWISE, the chunkwise kernels (call None); _COPY,
     tfla_backend_forward (call: its prepared call), which copies the initial states into new ones
     and runs the step kernel on those; _IN_PLACE (inference_states_inplace with the initial states
-    given), tfla_backend_step on the initial states themselves."""
+    given), the backend's step kernel on the initial states themselves."""
 
     def __init__(self, module, q, k, v, i, f, c0, n0, m0):
         B, NH, S, Dqk = q.shape
@@ -293,7 +293,9 @@ class _InferenceEntry:
                             and like(c0, self.C_shape) and like(n0, self.n_shape) and like(m0, self.m_shape))
         if (module.config.inference_states_inplace and c0 is not None and n0 is not None
                 and (m0 is not None or not self.exp)):
-            self.kind, self.call = _IN_PLACE, PreparedBackendStep(backend, plan)
+            # the backend's step (tfla_backend_step) as tfla_mlstm_step with the backend's step
+            # config: the same call, four arguments to pass instead of eight
+            self.kind, self.call = _IN_PLACE, PreparedStep(plan, backend.step_config)
         else:
             self.kind, self.call = _COPY, PreparedBackendForward(backend, plan)
         if tensor_guard is not None and c0 is not None and n0 is not None and m0 is not None:
