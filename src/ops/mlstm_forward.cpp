@@ -212,6 +212,20 @@ void launch_fused_sm90(const MlstmProblem& p, const MlstmFwdParams& prm, const r
            sizeof(P));
 }
 
+// Zeroes the bytes of a saved buffer that no kernel writes: each region's padding up to the
+// 256-byte alignment of the next. Then the buffer's contents follow from the inputs alone, as an
+// output's must (torch.library.opcheck compares outputs byte for byte). One memset covers
+// [0, states_C): the gate and chunk regions, about 12 bytes per token and head (each later written
+// by the gate and state kernels), with all their padding; a second covers states_n's padding,
+// which only a Dqk that is not a multiple of 64 can leave. states_C and C_S have none (Dqk Dv is a
+// multiple of 256).
+void zero_saved_padding(const MlstmProblem& p, int64_t nc, const FwdWorkspace& ws, CUdeviceptr base,
+                        CUstream stream) {
+  TFLA_CU(cuMemsetD8Async(base, 0, ws.states_C, stream));
+  const size_t n_end = ws.states_n + static_cast<size_t>(p.B * p.NH * nc * p.Dqk) * 4;
+  if (n_end < ws.C_last) TFLA_CU(cuMemsetD8Async(base + n_end, 0, ws.C_last - n_end, stream));
+}
+
 }  // namespace
 
 void launch_states(const MlstmProblem& p, const StateLaunch& sl, const SegWorkspace& ws, CUdeviceptr seg_base,
@@ -358,6 +372,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   prm.NC = static_cast<int>(nc);
   const unsigned bh = static_cast<unsigned>(p.B * p.NH);
   try {
+    if (saved) zero_saved_padding(p, nc, ws, base, stream);
     k_gates.launch({static_cast<unsigned>(prm.NC), bh, 1}, stream, &prm, sizeof(prm));
     if (fused) {
       launch_fused_sm90(p, prm, *kernels[1], stream);

@@ -82,6 +82,15 @@ inline cli::DeviceBuffer poisoned(size_t bytes) {
   buf.fill_byte(0xFF);
   return buf;
 }
+// The 4-byte words of a poisoned buffer that still hold the poison (0xFFFFFFFF, a NaN in every
+// dtype, which no kernel writes as a result): the bytes nothing wrote.
+inline size_t count_poison_words(const cli::DeviceBuffer& buf) {
+  std::vector<uint32_t> words(buf.bytes() / 4);
+  buf.download(words.data(), words.size() * 4);
+  size_t n = 0;
+  for (uint32_t w : words) n += w == 0xFFFFFFFFu ? 1 : 0;
+  return n;
+}
 inline std::vector<double> download(const cli::DeviceBuffer& buf, DType dt) {
   std::vector<uint8_t> bytes(buf.bytes());
   buf.download(bytes.data(), bytes.size());

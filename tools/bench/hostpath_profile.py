@@ -251,7 +251,10 @@ def selftest(torch, cases, modules):
     def strides_bytes(t):
         return ctypes.string_at(ctypes.addressof(t) + 40, 120)
 
-    e = getattr(step_mod._entries, "last", None) or next(reversed(step_mod._entries.entries.values()))
+    def latest(cache):  # the entry of the call before (the last one made, without the guards)
+        return cache.last or next(reversed(cache.entries.values()))
+
+    e = latest(step_mod._entries)
     st = e.call._tensors
     before = strides_bytes(st)
     x2 = [t.clone() for t in x]
@@ -278,7 +281,7 @@ def selftest(torch, cases, modules):
     small = [r(1, 2, 96, 64).bfloat16() for _ in range(3)] + [r(1, 2, 96), r(1, 2, 96)]
     new_entry(lambda: mlstm_chunkwise(*small), "chunkwise, a new shape")
     q, k, v, i, f = small
-    e = getattr(_launch._entries, "last", None) or next(reversed(_launch._entries.entries.values()))
+    e = latest(_launch._entries)
     hh = mlstm_chunkwise(*[t.clone() for t in small])
     expect(e.forward._tensors.h == hh.data_ptr(), "chunkwise: the struct holds the call's h")
     raises(lambda: mlstm_chunkwise(q, k, r(1, 2, 64, 96).bfloat16().transpose(2, 3), i, f),
@@ -294,11 +297,51 @@ def selftest(torch, cases, modules):
     new_entry(lambda: mlstm_chunkwise(*sg), "chunkwise with grad")
     raises(lambda: mlstm_chunkwise(*sg[:4], sg[4].detach().half()), "chunkwise with grad, f float16", "dtype")
 
-    be = modules[1]
+    # h comes from empty_like(v) only where that is contiguous: a dense v with permuted strides
+    # (B = 2: the batch stride is not the outer one) gets a contiguous h all the same
+    x2 = [r(2, NH, DQK).bfloat16(), r(2, NH, DQK).bfloat16(), r(NH, 2, DV).bfloat16().transpose(0, 1),
+          r(2, NH, 1), r(2, NH, 1)]
+    C2, n2, m2 = r(2, NH, DQK, DV), r(2, NH, DQK), r(2, NH, 1)
+    first_call(lambda: mlstm_recurrent_step(*x2, C2, n2, m2, inplace=True), modules)
+    hp, _ = mlstm_recurrent_step(*x2, C2, n2, m2, inplace=True)
+    e = latest(step_mod._entries)
+    expect(hp.is_contiguous() and hp.shape == x2[2].shape and e.call._tensors.h == hp.data_ptr(),
+           "step, v with permuted strides: h contiguous, its pointer in the struct")
+    vt = r(1, 96, 2, 64).bfloat16().transpose(1, 2)  # (B, NH, S, Dv) of a (B, S, NH, Dv) projection
+    first_call(lambda: mlstm_chunkwise(q, k, vt, i, f), modules)
+    hc = mlstm_chunkwise(q, k, vt, i, f)
+    e = latest(_launch._entries)
+    expect(hc.is_contiguous() and hc.shape == vt.shape and e.forward._tensors.h == hc.data_ptr()
+           and e.forward._tensors.C0 is None and e.forward._tensors.norm is None,
+           "chunkwise, v from a (B, S, NH, Dv) projection: h contiguous, the struct holds its pointer")
+
+    be, bi = modules
     x4 = [t[:, :, None] if t.shape[-1] != 1 else t for t in x]
     new_entry(lambda: be(*x4, C, n, m), "backend, a new shape")
     raises(lambda: be(*x4, C, torch.empty(1, NH, 2 * DQK)[:, :, ::2], m), "backend, n0 strided", "contiguous")
     raises(lambda: be(*x4, C.double(), n, m), "backend, C0 float64", "float32")
+    hb, (Cb, nb, mb) = be(*x4, C, n, m)
+    t = latest(be._entries).call._tensors
+    expect(Cb is not C and Cb.shape == C.shape and nb.shape == n.shape and mb.shape == m.shape
+           and all(s.is_contiguous() for s in (hb, Cb, nb, mb))
+           and (t.C0, t.C_last, t.n_last, t.m_last, t.h) == (C.data_ptr(), Cb.data_ptr(), nb.data_ptr(),
+                                                            mb.data_ptr(), hb.data_ptr()),
+           "backend: new states, contiguous, and the struct holds the initial and the new ones")
+    new_entry(lambda: be(*x4, C, n, m[:, :, 0]), "backend, m0 (B, NH)")
+    _, (_, _, mb2) = be(*x4, C, n, m[:, :, 0])
+    expect(mb2.shape == (1, NH, 1), "backend, m0 (B, NH): the new m is (B, NH, 1)")
+    new_entry(lambda: bi(*x4, C, n, m), "backend in place, a new shape")
+    hi, (Ci, ni, mi) = bi(*x4, C, n, m)
+    t = latest(bi._entries).call._tensors
+    expect(Ci is C and ni is n and mi is m and hi.is_contiguous()
+           and (t.C, t.n, t.m, t.h) == (C.data_ptr(), n.data_ptr(), m.data_ptr(), hi.data_ptr()),
+           "backend in place: the states returned are the inputs, updated through the struct's pointers")
+    raises(lambda: bi(*x4, C, torch.empty(1, NH, 2 * DQK)[:, :, ::2], m), "backend in place, n0 strided",
+           "contiguous")
+    raises(lambda: bi(x4[0].half(), *x4[1:], C, n, m), "backend in place, q float16", "dtype")
+    raises(lambda: bi(*x4, C, n, m.double()), "backend in place, m0 float64", "float32")
+    new_entry(lambda: bi(*x4[:2], r(1, NH, 2, DV).bfloat16()[:, :, :1], *x4[3:], C, n, m),
+              "backend in place, v with another sequence stride")
     _library.Library.call = real_call
     print(f"{len(failures)} failure(s)")
     return len(failures)

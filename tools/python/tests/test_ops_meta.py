@@ -122,3 +122,31 @@ def test_opcheck_autograd_wiring_with_the_reference_as_kernel(monkeypatch):
     for keep in (False, True):
         torch.library.opcheck(ops.mlstm_fwd, (*x, C0, n0, m0, "exp", True, 1e-6, 0.0, None, None, True,
                                               True, keep))
+
+
+def test_compile_fullgraph_backend_module_on_meta(monkeypatch):
+    """mLSTMBackend calls forward itself where nn.Module would (no hooks): torch.compile
+    (fullgraph=True) of a model around it traces through that, with and without a hook. (The
+    saved buffer's size, a library query, is stubbed.)"""
+    from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
+    monkeypatch.setattr(ops, "_saved_bytes", lambda *a: 16)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlstm = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk",
+                                                         return_last_states=False))
+
+        def forward(self, q, k, v, i, f):
+            return self.mlstm(torch.sin(q), k, v, i, f).float().sum()
+
+    model = Model()
+    x = meta_inputs(grad=True)
+    loss = torch.compile(model, fullgraph=True, backend="aot_eager")(*x)
+    loss.backward()
+    assert loss.shape == () and x[0].grad.shape == x[0].shape
+    seen = []
+    model.mlstm.register_forward_pre_hook(lambda mod, args: seen.append(len(args)))
+    torch._dynamo.reset()
+    torch.compile(model, fullgraph=True, backend="aot_eager")(*x)
+    assert seen == [5]

@@ -183,6 +183,7 @@ class Backend:
         eps, scale = check_options(variant, normalize, eps, scale)
         self._config = _bytes(config_text(config))  # kept alive: the struct points into them
         self._step_config = _bytes(config_text(step_config))
+        self.step_config = config_text(step_config)  # what its step runs with (None: tuned/default)
         opts = BackendOptions(mode=0 if mode == "train" else 1, variant=VARIANT_CODES[variant],
                               normalize=1 if normalize or variant == "exp" else 0,
                               dtype=DTYPE_CODES[dtype], gate_dtype=DTYPE_CODES[gate_dtype],

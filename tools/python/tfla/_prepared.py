@@ -151,6 +151,16 @@ class PreparedForward(_Prepared):
         if status:
             self._raise(status)
 
+    def plain(self, q, k, v, i, f, h, workspace, stream):
+        """A call without norm, states in or out and saved buffer (saved=False): __call__ with
+        those pointers 0."""
+        g1, g2 = self._gaps
+        self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        status = self._fn(self._problem_ptr, self._tensors_ptr, stream, workspace, self.workspace_bytes,
+                          self._config)
+        if status:
+            self._raise(status)
+
 
 class PreparedBackward(_Prepared):
     """tfla_mlstm_backward for one plan and config, outputs contiguous; dh contiguous (the

@@ -1,14 +1,15 @@
 """The chunkwise forward and backward launches on torch tensors, shared by the autograd Function
 (eager) and the torch.library custom ops (torch.compile).
 
-Per call the work is: find the shape's entry, allocate the outputs through torch's caching
-allocator, write the pointers into the entry's prepared ctypes structs and make one library
-call. Everything that depends only on the shape, dtypes, strides, options and config (the
-argument checks, the config and size queries, the C structs) is done once per entry, the first
-time a shape is seen in a thread. Finding the entry: the thread's previous entry when the
-options are the same and the tensors pass its guard (one C call comparing every tensor's dtype,
-device, sizes and strides with those the entry was made for, _runtime.tensor_guard), else a dict
-lookup on a tuple of the tensors' signatures. Nothing here synchronizes with the device.
+Per call the work is: find the shape's entry, allocate the outputs and the scratch through
+torch's caching allocator (so torch.cuda's memory stats and graph pools include them), write the
+pointers into the entry's prepared ctypes structs and make one library call. Everything that
+depends only on the shape, dtypes, strides, options and config (the argument checks, the config
+and size queries, the C structs) is done once per entry, the first time a shape is seen in a
+thread. Finding the entry: the thread's previous entry when the options are the same and the
+tensors pass its guard (one C call comparing every tensor's dtype, device, sizes and strides
+with those the entry was made for, _runtime.tensor_guard), else a dict lookup on a tuple of the
+tensors' signatures. Nothing here synchronizes with the device.
 """
 
 import threading
@@ -20,10 +21,14 @@ from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
 from .._prepared import PreparedBackward, PreparedForward
-from ._runtime import PerThreadCache, current_device, current_stream, info, sig, tensor_guard
+from ._runtime import PerThreadCache, current_device, current_stream, info, like, sig, tensor_guard
 
 _F32 = torch.float32
 _U8 = torch.uint8
+_empty_like = torch.empty_like
+# scratch: a storage of the caching allocator without a tensor (about 1 us less than new_empty);
+# dropped after the call, it is free for the next allocation on the same stream (stream order)
+_storage = torch.UntypedStorage
 _CONTIGUOUS = torch.contiguous_format
 
 
@@ -108,6 +113,7 @@ class ForwardEntry:
         self.gate_dtype = i.dtype
         self.gate_f32 = i.dtype == torch.float32
         self.h_shape = (B, NH, S, Dv)
+        self.h_like_v = like(v, self.h_shape)  # h as torch.empty_like(v)
         self.qk_shape = (B, NH, S, Dqk)
         self.gate_shape = (B, NH, S)
         self.C_shape, self.n_shape, self.m_shape = (B, NH, Dqk, Dv), (B, NH, Dqk), (B, NH, 1)
@@ -115,6 +121,8 @@ class ForwardEntry:
         self.fwd_bytes = fwd_bytes
         self.forward = PreparedForward(plan, opts.fwd_config, keep, fwd_bytes, self.split_bytes)
         self._backward = None
+        # no states in or out and no saved buffer: _forward's short path (PreparedForward.plain)
+        self.plain = c0 is None and n0 is None and m0 is None and not keep and not opts.return_last_states
         # A thread's next call tries its previous entry first: the same options and keep, and
         # tensors that pass `same`, a C check of their signatures; for calls with all three
         # initial states (with_states) or none.
@@ -164,9 +172,9 @@ def forward_entry(q, k, v, i, f, c0, n0, m0, opts, keep):
 def run_forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
     """The forward of entry e: returns (h, norm, C_last, n_last, m_last, saved); norm only with
     need_norm, the last states only with opts.return_last_states (m_last only for "exp"), saved
-    only when e.keep (else None). Outputs come from new_empty on an input of the same dtype
-    and device (the cheapest allocation call torch has). Runs on e's device (made current for
-    the call when it is not)."""
+    only when e.keep (else None). Outputs come from empty_like / new_empty of an input of the
+    same dtype and device (torch's cheapest allocation calls), scratch is an UntypedStorage (no
+    tensor around it). Runs on e's device (made current for the call when it is not)."""
     if current_device() == e.device_index:
         return _forward(e, q, k, v, i, f, c0, n0, m0, need_norm)
     with torch.cuda.device(e.device_index):
@@ -174,8 +182,13 @@ def run_forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
 
 
 def _forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
+    h = _empty_like(v) if e.h_like_v else q.new_empty(e.h_shape)
+    if e.plain and not need_norm:  # no states in or out, no saved buffer: the common inference call
+        ws = _storage(e.fwd_bytes, device=e.device) if e.fwd_bytes else None
+        e.forward.plain(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                        0 if ws is None else ws.data_ptr(), current_stream(e.device_index))
+        return h, None, None, None, None, None
     f32 = i if e.gate_f32 else None  # a float32 template when the gates are float32
-    h = q.new_empty(e.h_shape)
     norm = _empty32(f32, q, e.gate_shape) if need_norm else None
     if e.opts.return_last_states:
         C_last = _empty32(f32, q, e.C_shape)
@@ -183,8 +196,11 @@ def _forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
         m_last = _empty32(f32, q, e.m_shape) if e.exp else None
     else:
         C_last = n_last = m_last = None
-    buf = q.new_empty(e.fwd_bytes, dtype=_U8) if e.fwd_bytes else None
-    split = q.new_empty(e.split_bytes, dtype=_U8) if e.split_bytes else None
+    if e.keep:  # the saved states: an output (a tensor)
+        buf = q.new_empty(e.fwd_bytes, dtype=_U8)
+    else:
+        buf = _storage(e.fwd_bytes, device=e.device) if e.fwd_bytes else None
+    split = _storage(e.split_bytes, device=e.device) if e.split_bytes else None
     e.forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
               0 if norm is None else norm.data_ptr(), 0 if c0 is None else c0.data_ptr(),
               0 if n0 is None else n0.data_ptr(), m0.data_ptr() if m0 is not None and e.exp else 0,
@@ -194,8 +210,8 @@ def _forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
     return h, norm, C_last, n_last, m_last, (buf if e.keep else None)
 
 
-def _empty32(f32, like, shape):
-    return f32.new_empty(shape) if f32 is not None else like.new_empty(shape, dtype=_F32)
+def _empty32(f32, t, shape):
+    return f32.new_empty(shape) if f32 is not None else t.new_empty(shape, dtype=_F32)
 
 
 def _usable_dh(dh, e):
@@ -230,7 +246,7 @@ def _backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
     df = i.new_empty(e.gate_shape)
     dC0 = c0.new_empty(e.C_shape) if c0 is not None else None
     b = e.backward
-    ws = q.new_empty(b.workspace_bytes, dtype=_U8) if b.workspace_bytes else None
+    ws = _storage(b.workspace_bytes, device=e.device) if b.workspace_bytes else None
     b(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), dh.data_ptr(),
       norm.data_ptr(), 0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
       m0.data_ptr() if m0 is not None and e.exp else 0, 0 if dC_last is None else dC_last.data_ptr(),

@@ -23,9 +23,10 @@ fresh tensors and the inputs are left alone, as in the seed.
 
 Per inference call on the step kernel, after the first of a shape in a thread: the entry (the
 module's previous one in this thread when the tensors pass its guard, one C call; else a dict
-lookup on the tensors' signatures), the outputs' allocations and one library call
-(tfla_backend_forward, which copies the initial states into the new ones unless they are the
-same buffers).
+lookup on the tensors' signatures), the outputs' allocations (empty_like of an input where that
+gives the output's layout) and one library call: the backend's step (tfla_mlstm_step with its step
+config) on the initial states with inference_states_inplace, else tfla_backend_forward, which copies the initial states into the new
+ones first. A module without hooks is called without nn.Module's dispatch (mLSTMBackend.__call__).
 """
 
 from dataclasses import dataclass
@@ -37,12 +38,12 @@ from torch import nn
 from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
-from .._prepared import PreparedBackendForward
-from ._runtime import PerThreadCache, current_device, current_stream, info, sig, tensor_guard
+from .._prepared import PreparedBackendForward, PreparedStep
+from ._runtime import PerThreadCache, current_device, current_stream, info, like, sig, tensor_guard
 from .chunkwise import mlstm_chunkwise
 
 _F32 = torch.float32
-_autocast_enabled = torch.is_autocast_enabled
+_autocast_enabled = torch.is_autocast_enabled  # no argument: CUDA's (a device name costs a parse)
 
 ChunkwiseKernelType = Literal[
     "chunkwise--native_autograd",
@@ -95,6 +96,30 @@ class mLSTMBackendConfig:
             raise ValueError(f"inference_state_dtype={self.inference_state_dtype}: tfla keeps the states in float32")
 
 
+def _module_hooks():
+    """torch's global module hooks (torch.nn.modules.module's private dicts: forward, forward
+    pre, backward, backward pre), which nn.Module.__call__ runs for every module; None where
+    this torch lacks one of them or the per-module state nn.Module.__call__ reads."""
+    from torch.nn.modules import module as mm
+    try:
+        hooks = (mm._global_forward_hooks, mm._global_forward_pre_hooks, mm._global_backward_hooks,
+                 mm._global_backward_pre_hooks)
+        probe = nn.Module()
+        probe._forward_hooks, probe._forward_pre_hooks, probe._backward_hooks  # noqa: B018
+        probe._backward_pre_hooks, probe._compiled_call_impl  # noqa: B018
+        torch._C._get_tracing_state  # noqa: B018
+    except AttributeError:
+        return None
+    return hooks if all(isinstance(h, dict) for h in hooks) else None
+
+
+_HOOKS = _module_hooks()
+if _HOOKS is not None:
+    _GFH, _GFPH, _GBH, _GBPH = _HOOKS
+    _tracing_state = torch._C._get_tracing_state
+_module_call = nn.Module.__call__
+
+
 class mLSTMBackend(nn.Module):
     """The seed's mLSTMBackend on tfla kernels (see the module docstring)."""
 
@@ -107,6 +132,17 @@ class mLSTMBackend(nn.Module):
         self.normalize = bool(config.normalize_siging) if self.variant == "sig" else True
         self._backends = {}  # (dtype, gate dtype) -> tfla Backend in inference mode
         self._entries = PerThreadCache()  # inference: input signatures -> _InferenceEntry
+
+    if _HOOKS is not None:
+        def __call__(self, *args, **kwargs):
+            """nn.Module.__call__, which for a module without hooks (nor module.compile(), nor a
+            torch.jit trace) calls forward: done here without nn.Module's dispatch, two frames
+            that cost about 1.5 us of host time, a tenth of a decode step."""
+            if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+                    or self._backward_pre_hooks or _GFH or _GFPH or _GBH or _GBPH
+                    or self._compiled_call_impl is not None or _tracing_state()):
+                return _module_call(self, *args, **kwargs)
+            return self.forward(*args, **kwargs)
 
     def _kernel_kwargs(self):
         return dict(eps=self.config.eps, chunk_size=self.config.chunk_size, variant=self.variant,
@@ -143,30 +179,31 @@ class mLSTMBackend(nn.Module):
         raise ValueError(f"Unknown mode: {mode}")
 
     def _inference(self, q, k, v, i, f, c0, n0, m0):
-        if _autocast_enabled("cuda"):
+        if _autocast_enabled():  # CUDA autocast
             dt = getattr(torch, self.config.autocast_kernel_dtype)
             q, k, v = q.to(dt), k.to(dt), v.to(dt)
             i, f = (g if g.dtype == torch.float32 else g.to(dt) for g in (i, f))
-        entries = self._entries
-        e = entries.last
-        if e is None or not (e.with_states and c0 is not None and n0 is not None and m0 is not None
-                             and e.same(q, k, v, i, f, c0, n0, m0)):
+        e = self._entries.last
+        if e is None or c0 is None or n0 is None or m0 is None or not e.same(q, k, v, i, f, c0, n0, m0):
             e = self._entry(q, k, v, i, f, c0, n0, m0)
-        if e.call is None:  # the chunkwise kernels (a prefill)
+        if e.kind is _CHUNKWISE:  # a prefill
             with torch.no_grad():
                 h, states = mlstm_chunkwise(q, k, v, i, f, c0, n0, m0, return_last_states=True,
                                             **{**self._kernel_kwargs(), "autocast_kernel_dtype": q.dtype})
             if self.variant == "sig":
                 states = (states[0], states[1], torch.zeros(e.m_shape, dtype=torch.float32, device=e.device))
             return h, states
-        # the fused step kernel: the last states start from c0/n0/m0 (or zeros), then S tokens
-        h = q.new_empty(e.h_shape)
+        h = torch.empty_like(v) if e.h_like_v else q.new_empty(e.h_shape)
         exp = e.exp
-        if e.inplace and c0 is not None and n0 is not None and (m0 is not None or not exp):
+        if e.kind is _IN_PLACE:  # the step kernel on c0, n0, m0 themselves
             C, n = c0, n0
             m = m0 if m0 is not None else n0.new_zeros(e.m_shape)  # mLSTMsig without m
-        else:
-            if c0 is not None:  # new_empty of a float32 tensor: the cheapest allocation call
+            ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                    c0.data_ptr(), n0.data_ptr(), m.data_ptr() if exp else 0)
+        else:  # last states <- c0, n0, m0 (or zeros), then the step kernel on them
+            if e.states_like:  # the initial states all given, m0 (B, NH, 1)
+                C, n, m = torch.empty_like(c0), torch.empty_like(n0), torch.empty_like(m0)
+            elif c0 is not None:  # new_empty of a float32 tensor
                 C, n, m = c0.new_empty(e.C_shape), c0.new_empty(e.n_shape), c0.new_empty(e.m_shape)
             else:
                 C = q.new_empty(e.C_shape, dtype=_F32)
@@ -174,18 +211,16 @@ class mLSTMBackend(nn.Module):
                 m = q.new_empty(e.m_shape, dtype=_F32)
             if not exp:
                 m.zero_()
+            ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
+                    0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
+                    m0.data_ptr() if exp and m0 is not None else 0, C.data_ptr(), n.data_ptr(),
+                    m.data_ptr() if exp else 0)
         idx = e.device_index
         if current_device() == idx:
-            e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
-                   0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
-                   m0.data_ptr() if exp and m0 is not None else 0, C.data_ptr(), n.data_ptr(),
-                   m.data_ptr() if exp else 0, current_stream(idx))
+            e.call(*ptrs, current_stream(idx))
         else:
             with torch.cuda.device(idx):
-                e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
-                       0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
-                       m0.data_ptr() if exp and m0 is not None else 0, C.data_ptr(), n.data_ptr(),
-                       m.data_ptr() if exp else 0, current_stream(idx))
+                e.call(*ptrs, current_stream(idx))
         return h, (C, n, m)
 
     def _entry(self, q, k, v, i, f, c0, n0, m0):
@@ -214,9 +249,15 @@ class mLSTMBackend(nn.Module):
         return f"{self.config}"
 
 
+_CHUNKWISE, _COPY, _IN_PLACE = "chunkwise", "copy", "in place"
+
+
 class _InferenceEntry:
-    """One (input signatures) of an inference call: the checks, the kernel the backend picks and,
-    for the step kernel, the prepared tfla_backend_forward call (None: the chunkwise path)."""
+    """One (input signatures) of an inference call: the checks, the kernel the backend picks and
+    how the call runs (`kind`): _CHUNKWISE, the chunkwise kernels (call None); _COPY,
+    tfla_backend_forward (call: its prepared call), which copies the initial states into new ones
+    and runs the step kernel on those; _IN_PLACE (inference_states_inplace with the initial states
+    given), the backend's step kernel on the initial states themselves."""
 
     def __init__(self, module, q, k, v, i, f, c0, n0, m0):
         B, NH, S, Dqk = q.shape
@@ -225,14 +266,13 @@ class _InferenceEntry:
         self.device_index = q.device.index
         self.dtype = q.dtype
         self.exp = module.variant == "exp"
-        self.inplace = module.config.inference_states_inplace
         self.h_shape = (B, NH, S, Dv)
         self.C_shape, self.n_shape, self.m_shape = (B, NH, Dqk, Dv), (B, NH, Dqk), (B, NH, 1)
         dtype = str(q.dtype).split(".")[-1]
         gate_dtype = str(i.dtype).split(".")[-1]
         backend = module._inference_backend(dtype, gate_dtype)
         initial = c0 is not None or n0 is not None or m0 is not None
-        self.call = None
+        self.kind, self.call = _CHUNKWISE, None
         # The module's next call in this thread tries its previous entry first, when it is one of
         # a step with all three initial states (with_states) and the tensors pass `same`, a C
         # check of their signatures.
@@ -246,6 +286,17 @@ class _InferenceEntry:
                              variant=module.variant, normalize=module.normalize, eps=module.config.eps)
         if (n0 is not None or m0 is not None) and c0 is None:
             raise TflaArgumentError("n_initial/m_initial given without c_initial: pass all initial states or none")
-        self.call = PreparedBackendForward(backend, plan)
+        # h (the new states) as empty_like of v (of the initial states): one allocation call with
+        # no arguments to parse, where that gives h's (their) shape, contiguous
+        self.h_like_v = like(v, self.h_shape)
+        self.states_like = (c0 is not None and n0 is not None and m0 is not None
+                            and like(c0, self.C_shape) and like(n0, self.n_shape) and like(m0, self.m_shape))
+        if (module.config.inference_states_inplace and c0 is not None and n0 is not None
+                and (m0 is not None or not self.exp)):
+            # the backend's step (tfla_backend_step) as tfla_mlstm_step with the backend's step
+            # config: the same call, four arguments to pass instead of eight
+            self.kind, self.call = _IN_PLACE, PreparedStep(plan, backend.step_config)
+        else:
+            self.kind, self.call = _COPY, PreparedBackendForward(backend, plan)
         if tensor_guard is not None and c0 is not None and n0 is not None and m0 is not None:
             self.same, self.with_states = tensor_guard(q, k, v, i, f, c0, n0, m0), True

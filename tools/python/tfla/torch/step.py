@@ -26,9 +26,10 @@ from .._checks import check_state, check_step
 from .._errors import TflaArgumentError
 from .._prepared import PreparedStep
 from ._runtime import (PerThreadCache, compiled_ops, current_device, current_stream, hashable_config,
-                       info, is_compiling, sig, tensor_guard)
+                       info, is_compiling, like, sig, tensor_guard)
 
 _F32 = torch.float32
+_empty_like = torch.empty_like
 
 
 class StepEntry:
@@ -57,6 +58,7 @@ class StepEntry:
         self.device = q.device
         self.device_index = q.device.index
         self.h_shape = tuple(v.shape)
+        self.h_like_v = like(v, self.h_shape)  # h as torch.empty_like(v)
         self.dtype = q.dtype
         self.m_shape = (plan.B, plan.NH, 1)
         self.call = PreparedStep(plan, config)
@@ -154,7 +156,7 @@ def mlstm_recurrent_step(
     if m is None:
         m = n.new_zeros(e.m_shape)  # mLSTMsig without a stabilizer (StepEntry: exp needs m)
     if out is None:
-        out = q.new_empty(e.h_shape)
+        out = _empty_like(v) if e.h_like_v else q.new_empty(e.h_shape)
     idx = e.device_index
     if current_device() == idx:
         e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), out.data_ptr(),
