@@ -137,7 +137,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   }
 
   setmaxnreg_inc<240>();
-  const int cw = wg - 1;  // consumer warpgroup: columns 64 cw .. 64 cw + 63 of the CTA's slice
+  // consumer warpgroup: columns 64 cw .. 64 cw + 63 of the CTA's slice (taken through a shuffle,
+  // so the compiler knows it is warp-uniform and builds the wgmma descriptors in uniform registers)
+  const int cw = __shfl_sync(0xffffffffu, wg, 0) - 1;
   const int lt = threadIdx.x % 128, lane = threadIdx.x % 32, warp = lt / 32;
   const int g = lane / 4, cq = lane % 4;
   const bool warp_leader = lane == 0;
@@ -146,7 +148,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   const u32 q_base = smem_u32(sQ);
   char* cs = sCs + cw * kCsBytes;
   const u32 cs_base = smem_u32(cs);
-  float* w_s = sW + cw * L;
+  u32* w_s = reinterpret_cast<u32*>(sW + cw * L);  // the update's weights w_t, w_t+1 as 16-bit pairs
   float* mu_s = sMu + cw * 512;
   const bool track_n = NEED_N || p.n_last != nullptr;
   const bool row_out = vt == 0 && cw == 0 && cq == 0;  // stores den_i and m_i
@@ -232,8 +234,6 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   store_cs();
   named_bar_sync(3, 256);  // every consumer's Cs and n tile are in shared memory
 
-  RingPos<STAGES> pos;
-  u32 q_phase = 0;
   float acc_h[32];
   float sacc[16];
   float nacc[kNB][4];  // n's update of this chunk (K^T w, hi and lo columns)
@@ -242,7 +242,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 #pragma unroll 1
   for (int c = 0; c < NC; ++c) {
     const int row0 = c * L;
-    const int slot = pos.slot;
+    // the ring slot and the barriers' phases follow from c (no loop-carried registers for them)
+    const int slot = c % STAGES;
     char* kv = ring + slot * kSlotBytes;
     const u32 k_base = smem_u32(kv), v_base = smem_u32(kv + kKBytes + cw * kPanelBytes);
     char* pbuf = sP + (c & 1) * kPBytes;
@@ -252,10 +253,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     const float* g_b = sG;  // the chunk's gate rows (with Q): b_t, u_t, pm_t
     const float* g_u = sG + L;
     const float* g_pm = sG + 2 * L;
-    mbar_wait(q_full, q_phase);
-    q_phase ^= 1u;
-    mbar_wait(&full[slot], pos.phase);
-    pos.advance();
+    mbar_wait(q_full, static_cast<u32>(c) & 1u);
+    mbar_wait(&full[slot], static_cast<u32>(c / STAGES) & 1u);
     // this warpgroup's half of S = Q K^T (keys 32 cw .. 32 cw + 31), from shared memory, and
     // (kTensorQn) its blocks' part of q_i . n_c: hi and lo parts in the quad's lane 0, zeros in the others
     float qn[4];
@@ -323,7 +322,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     }
     if (lt < L) {
       const float w = __expf(g_c + g_u[lt] - m_new);
-      w_s[lt] = w;
+      const float w_next = __shfl_down_sync(0xffffffffu, w, 1);
+      if (lt % 2 == 0) w_s[lt / 2] = Elem<T>::pack2(w, w_next);
       {  // this consumer's w tile of n's update: row 0 hi, row 1 lo, column lt
         const T hi = Elem<T>::from_float(w);
         const T lo = Elem<T>::from_float(w - Elem<T>::to_float(hi));
@@ -442,7 +442,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       wgmma_commit();
     }
     // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
-    // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t; B = K, MN-major.
+    // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t (packed 16-bit products); B = K, MN-major.
     u32 va[4][4];
     {
       const int i4 = lane / 8, rr = lane % 8;
@@ -454,9 +454,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int t0 = 16 * kk + 8 * (i / 2) + 2 * cq;
-          const float2 wt = *reinterpret_cast<const float2*>(w_s + t0);
-          const float2 f = Elem<T>::unpack2(va[kk][i]);
-          va[kk][i] = Elem<T>::pack2(f.x * wt.x, f.y * wt.y);
+          va[kk][i] = Elem<T>::mul2(va[kk][i], w_s[t0 / 2]);
         }
       }
       const u64 db = wgmma_desc_mnmajor(k_base, 128, kPanelBytes);
@@ -533,13 +531,19 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     for (int i = 0; i < kAccC; ++i) cl[coff(i)] = acc_c[i];
   }
   if (vt == 0) {
+    // the consumer's index again from the thread's (the warp-uniform one, kept live over the walk
+    // for this, took a spilled register)
+    const int cw_end = static_cast<int>(threadIdx.x) / 128 - 1;
     if (p.n_last && own_n)
 #pragma unroll
-      for (int j = 0; j < kNB; ++j)
+      for (int j = 0; j < kNB; ++j) {
+        const int blk = kNBlocks == 1 ? 0 : cw_end + 2 * j;
+        if (kNBlocks == 1 ? cw_end == 0 : blk < kNBlocks)
 #pragma unroll
-        for (int hh = 0; hh < 2; ++hh)
-          if (has_block(j)) p.n_last[static_cast<long long>(bh) * DQK + n_row(j, hh)] = n_reg[j][hh];
-    if (p.m_last && cw == 0 && lt == 0) p.m_last[bh] = m_prev;
+          for (int hh = 0; hh < 2; ++hh)
+            p.n_last[static_cast<long long>(bh) * DQK + 64 * blk + 16 * warp + g + 8 * hh] = n_reg[j][hh];
+      }
+    if (p.m_last && cw_end == 0 && lt == 0) p.m_last[bh] = m_prev;
   }
 }
 
