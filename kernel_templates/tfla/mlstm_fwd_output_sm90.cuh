@@ -148,7 +148,10 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
   }
 
   setmaxnreg_inc<232>();
-  const int cw = wg - 1;  // consumer warpgroup: query rows 64 cw .. 64 cw + 63 of the tile
+  // consumer warpgroup: query rows 64 cw .. 64 cw + 63 of the tile (through a shuffle, so the
+  // compiler knows it is warp-uniform and builds the wgmma descriptors that depend on it in uniform
+  // registers)
+  const int cw = __shfl_sync(0xffffffffu, wg, 0) - 1;
   const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
   const int g = lane / 4, cq = lane % 4;
   const bool warp_leader = lane == 0;
