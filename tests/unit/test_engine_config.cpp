@@ -108,7 +108,7 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   ops::FwdConfig u = f;
   u.fused = 0;
   CHECK(mlstm_saved_size(p) == ops::saved_size(p, u.chunk));
-  CHECK(mlstm_forward_workspace_size(p, {}, true) == ops::fwd_workspace(p, u).seg.bytes);
+  CHECK(mlstm_forward_workspace_size(p, {}, true) == ops::fwd_plan(p, u, ref(), true).workspace_bytes);
   // the kernels: the gate kernel at chunk 64, then the walk
   const auto ks = ops::fwd_kernels(p, f, ref());
   REQUIRE(ks.size() == 2);
@@ -288,33 +288,40 @@ TEST_CASE("a split walk's workspace: its regions last, sized by the query, the s
   const MlstmProblem p = problem(1, 65536, 256, 512);  // 8 heads, 256 chunks of 256
   const ops::FwdConfig c = fwd_default(p);
   REQUIRE(c.st_seg == 4);
-  const ops::FwdWorkspace one = ops::fwd_workspace(p, c.chunk, false, 1), four = ops::fwd_workspace(p, c.chunk, false, 4);
+  ops::FwdConfig c1 = c;
+  c1.st_seg = 1;
+  const ops::Plan one = ops::fwd_plan(p, c1, ref(), false), four = ops::fwd_plan(p, c, ref(), false);
   const size_t seg_bytes = size_t{8} * 4 * 256 * 512 * 4 + size_t{8} * 4 * 256 * 4 + 256 /* m, rounded */ +
                            (size_t{8} * 257 * 4 + 255) / 256 * 256 /* mloc */;
-  CHECK(one.seg.bytes == 0);
-  CHECK(four.seg.begin == one.total);
-  CHECK(four.seg.bytes == seg_bytes);
-  CHECK(four.total == one.total + seg_bytes);
-  CHECK(four.gate_b == one.gate_b);
-  CHECK(four.states_C == one.states_C);
+  using R = ops::Region;
+  CHECK(one[R::SegC].buffer == ops::Buffer::None);
+  CHECK(four[R::SegC].offset == one.workspace_bytes);
+  CHECK(four.workspace_bytes == one.workspace_bytes + seg_bytes);
+  CHECK(four[R::GateB].offset == one[R::GateB].offset);
+  CHECK(four[R::StatesC].offset == one[R::StatesC].offset);
   // the size query answers for the config the call runs
-  CHECK(ops::fwd_workspace(p, c).total == four.total);
-  CHECK(mlstm_forward_workspace_size(p, {}) == four.total);
-  CHECK(mlstm_forward_workspace_size(p, {{"st_seg", 1}}) == one.total);
-  // a saved buffer never holds the split's regions
-  CHECK(mlstm_saved_size(p, {}) == ops::fwd_workspace(p, c.chunk, true, 1).total);
+  CHECK(ops::fwd_workspace_size(p, c, false, false) == four.workspace_bytes);
+  CHECK(mlstm_forward_workspace_size(p, {}) == four.workspace_bytes);
+  CHECK(mlstm_forward_workspace_size(p, {{"st_seg", 1}}) == one.workspace_bytes);
+  // a saved buffer never holds the split's regions: they are the workspace of that call
+  const ops::Plan with_saved = ops::fwd_plan(p, c, ref(), true);
+  CHECK(with_saved.workspace_bytes == seg_bytes);
+  CHECK(with_saved[R::SegC].buffer == ops::Buffer::Workspace);
+  CHECK(with_saved[R::StatesC].buffer == ops::Buffer::Saved);
+  CHECK(mlstm_saved_size(p, {}) == with_saved.saved_bytes);
+  CHECK(mlstm_saved_size(p, {}) == ops::fwd_plan(p, c1, ref(), true).saved_bytes);
   CHECK(mlstm_saved_size(p, {{"st_seg", 1}}) == mlstm_saved_size(p, {}));
   // the backward: the recompute's regions only without a saved buffer, the dC walk's always
   const ops::BwdConfig b = bwd_resolve(p, {});
   REQUIRE(b.st_seg == 4);
   REQUIRE(b.ds_seg == 4);
-  const ops::BwdWorkspace plain = ops::bwd_workspace(p, b, false), saved = ops::bwd_workspace(p, b, true);
-  CHECK(plain.seg.bytes == seg_bytes);
-  CHECK(saved.seg.bytes == 0);
-  CHECK(plain.seg_dC != 0);
-  CHECK(saved.seg_dC != 0);
-  CHECK(mlstm_backward_workspace_size(p, {}) == plain.total);
-  CHECK(mlstm_backward_workspace_size(p, {}, true) == saved.total);
+  const ops::Plan plain = ops::bwd_plan(p, b, ref(), false), saved = ops::bwd_plan(p, b, ref(), true);
+  CHECK(plain[R::SegMloc].offset + plain[R::SegMloc].bytes - plain[R::SegC].offset == seg_bytes);
+  CHECK(saved[R::SegC].buffer == ops::Buffer::None);
+  CHECK(plain[R::SegDC].buffer == ops::Buffer::Workspace);
+  CHECK(saved[R::SegDC].buffer == ops::Buffer::Workspace);
+  CHECK(mlstm_backward_workspace_size(p, {}) == plain.workspace_bytes);
+  CHECK(mlstm_backward_workspace_size(p, {}, true) == saved.workspace_bytes);
 }
 
 namespace {
