@@ -19,7 +19,8 @@ Plan bwd_plan(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev
   if (c.parallel()) {  // the three tile modes in one launch, then the gate gradients; xpart alone
     plan.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
     plan.take(Region::Xpart, Buffer::Workspace, bh * static_cast<size_t>(p.S) * 2 * plan.xparts * 4);
-    plan.add(0, Block::Bwd, {u(2 * (p.Dqk / c.siz_b_nqk) + p.Dv / c.siz_b_nv), u((p.S + c.siz_b_r - 1) / c.siz_b_r), ubh});
+    const unsigned rows = u((p.S + c.siz_b_r - 1) / c.siz_b_r);
+    plan.add(0, Block::Bwd, {u(2 * (p.Dqk / c.siz_b_nqk) + p.Dv / c.siz_b_nv), rows, ubh});
     plan.add(1, Block::Bwd, {1, ubh, 1});
     return plan;
   }

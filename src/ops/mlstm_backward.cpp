@@ -177,14 +177,8 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
     fill_inputs(f, t, p);
     f.C0 = t.C0; f.n0 = t.n0; f.m0 = t.m0;
     f.C_last = (t.dC_last || saved) ? bases.at<float>(plan, Region::CLast) : nullptr;
-    f.gate_b = bases.at<float>(plan, Region::GateB);
-    f.gate_u = bases.at<float>(plan, Region::GateU);
-    f.gate_pm = bases.at<float>(plan, Region::GatePm);
-    f.chunk_g = bases.at<float>(plan, Region::ChunkG);
-    f.chunk_umax = bases.at<float>(plan, Region::ChunkUmax);
-    f.chunk_m = bases.at<float>(plan, Region::ChunkM);
-    f.states_C = bases.at(plan, Region::StatesC);
-    f.B = static_cast<int>(p.B); f.NH = static_cast<int>(p.NH); f.S = static_cast<int>(p.S); f.NC = plan.nc;
+    bind_regions(plan, bases, f);  // states_n stays null: a backward plan has no n
+    f.B = static_cast<int>(p.B); f.NH = static_cast<int>(p.NH); f.S = static_cast<int>(p.S);
     f.scale = resolved_scale(p);
     f.eps = p.eps;
 

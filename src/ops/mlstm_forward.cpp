@@ -205,15 +205,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   prm.C0 = t.C0; prm.n0 = t.n0; prm.m0 = t.m0;
   prm.C_last = saved ? bases.at<float>(plan, Region::CLast) : t.C_last;
   prm.n_last = t.n_last; prm.m_last = t.m_last;
-  prm.gate_b = bases.at<float>(plan, Region::GateB);
-  prm.gate_u = bases.at<float>(plan, Region::GateU);
-  prm.gate_pm = bases.at<float>(plan, Region::GatePm);
-  prm.chunk_g = bases.at<float>(plan, Region::ChunkG);
-  prm.chunk_umax = bases.at<float>(plan, Region::ChunkUmax);
-  prm.chunk_m = bases.at<float>(plan, Region::ChunkM);
-  prm.states_C = bases.at(plan, Region::StatesC);
-  prm.states_n = bases.at<float>(plan, Region::StatesN);
-  prm.NC = plan.nc;
+  bind_regions(plan, bases, prm);
   try {
     if (saved) zero_saved_padding(p, plan, bases.saved, stream);
     execute(plan, kernels.data(), p, bases, {&prm, nullptr, nullptr}, stream);

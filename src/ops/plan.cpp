@@ -14,8 +14,9 @@ namespace tfla::ops {
 
 const char* to_string(Region r) noexcept {
   static constexpr const char* names[kRegions] = {
-      "gate_b", "gate_u",    "gate_pm", "chunk_g", "chunk_umax", "chunk_m", "states_C", "states_n", "C_last", "dstates_C",
-      "dclast_dot", "xpart", "row_x",   "chunk_x", "seg_C",      "seg_n",   "seg_m",    "seg_mloc", "seg_dC"};
+      "gate_b",    "gate_u",     "gate_pm", "chunk_g", "chunk_umax", "chunk_m", "states_C",
+      "states_n",  "C_last",     "dstates_C", "dclast_dot", "xpart", "row_x", "chunk_x",
+      "seg_C",     "seg_n",      "seg_m",   "seg_mloc", "seg_dC"};
   const size_t i = static_cast<size_t>(r);
   return i < kRegions ? names[i] : "?";
 }
@@ -113,6 +114,18 @@ template <class P> void run(const rt::LoadedKernel& k, rt::Grid3 grid, CUstream 
 }
 
 }  // namespace
+
+void bind_regions(const Plan& plan, const PlanBases& bases, MlstmFwdParams& f) {
+  f.gate_b = bases.at<float>(plan, Region::GateB);
+  f.gate_u = bases.at<float>(plan, Region::GateU);
+  f.gate_pm = bases.at<float>(plan, Region::GatePm);
+  f.chunk_g = bases.at<float>(plan, Region::ChunkG);
+  f.chunk_umax = bases.at<float>(plan, Region::ChunkUmax);
+  f.chunk_m = bases.at<float>(plan, Region::ChunkM);
+  f.states_C = bases.at(plan, Region::StatesC);
+  f.states_n = bases.at<float>(plan, Region::StatesN);
+  f.NC = plan.nc;
+}
 
 void execute(const Plan& plan, const rt::LoadedKernel* const* kernels, const MlstmProblem& p, const PlanBases& bases,
              const ParamBlocks& b, CUstream stream) {

@@ -111,6 +111,10 @@ struct ParamBlocks {
   const MlstmStepParams* s = nullptr;
 };
 
+// Binds the forward block's workspace fields (gate_b ... states_n; null where the plan has no
+// such region) and its chunk count to the plan's regions at bases.
+void bind_regions(const Plan& plan, const PlanBases& bases, MlstmFwdParams& f);
+
 // Runs plan's launches in order on stream; kernels[i] is the loaded kernels()[i]. FwdWalk*
 // launches set the split in *f first (the launches before them see f without it). Throws what a
 // launch or a tensor map throws (InvalidArgument for a problem too large for an sm90 kernel's

@@ -334,38 +334,31 @@ int state_segments_of(const MlstmProblem& p, const Config& c) {
 
 TEST_CASE("every default split is whole chunks of at least 8, within the grid, and sized by the queries", "[engine]") {
   int split_fwd = 0, split_bwd = 0;
-  for (int64_t B : {1, 2, 8, 64})
-    for (int64_t NH : {1, 4, 16})
-      for (int64_t S : {1, 100, 2048, 8192, 65536, 100000})
-        for (auto [dqk, dv] : std::vector<std::pair<int64_t, int64_t>>{{64, 64}, {128, 256}, {256, 512}, {96, 160}})
-          for (DType dt : {DType::BF16, DType::FP32})
-            for (Variant var : {Variant::Exp, Variant::Sig}) {
-              MlstmProblem p = make_problem(B, NH, S, dqk, dv, dt);
-              p.variant = var;
-              INFO("B=" << B << " NH=" << NH << " S=" << S << " " << dqk << "x" << dv << " " << to_string(dt) << " "
-                        << to_string(var));
-              const Config f = mlstm_forward_config(p, {});
-              const int64_t nc = (S + f.at("chunk") - 1) / f.at("chunk");
-              const ops::SegmentPlan fs = ops::state_segments(static_cast<int>(f.at("st_seg")), nc, B * NH);
-              if (f.at("st_seg") > 1) {
-                ++split_fwd;
-                CHECK(fs.nseg > 1);
-                CHECK(fs.seg_chunks >= 8);
-                CHECK(B * NH * fs.nseg <= 65535);
-              }
-              // a saved buffer's forward needs scratch exactly where the chunkwise walk splits
-              CHECK((mlstm_forward_workspace_size(p, {{"parallel", 0}}, true) > 0) ==
-                    (state_segments_of(p, mlstm_forward_config(p, {{"parallel", 0}})) > 1));
-              const Config b = mlstm_backward_config(p, {});
-              if (b.at("ds_seg") > 1) {
-                ++split_bwd;
-                const int64_t bnc = (S + b.at("chunk") - 1) / b.at("chunk");
-                const ops::SegmentPlan ds = ops::state_segments(static_cast<int>(b.at("ds_seg")), bnc, B * NH);
-                CHECK(ds.nseg > 1);
-                CHECK(ds.seg_chunks >= 8);
-                CHECK(B * NH * ds.nseg <= 65535);
-              }
-            }
+  for (const MlstmProblem& p : problem_grid({1, 2, 8, 64}, {1, 4, 16}, {1, 100, 2048, 8192, 65536, 100000},
+                                            {{64, 64}, {128, 256}, {256, 512}, {96, 160}})) {
+    INFO(describe(p));
+    const Config f = mlstm_forward_config(p, {});
+    const int64_t nc = (p.S + f.at("chunk") - 1) / f.at("chunk");
+    const ops::SegmentPlan fs = ops::state_segments(static_cast<int>(f.at("st_seg")), nc, p.B * p.NH);
+    if (f.at("st_seg") > 1) {
+      ++split_fwd;
+      CHECK(fs.nseg > 1);
+      CHECK(fs.seg_chunks >= 8);
+      CHECK(p.B * p.NH * fs.nseg <= 65535);
+    }
+    // a saved buffer's forward needs scratch exactly where the chunkwise walk splits
+    CHECK((mlstm_forward_workspace_size(p, {{"parallel", 0}}, true) > 0) ==
+          (state_segments_of(p, mlstm_forward_config(p, {{"parallel", 0}})) > 1));
+    const Config b = mlstm_backward_config(p, {});
+    if (b.at("ds_seg") > 1) {
+      ++split_bwd;
+      const int64_t bnc = (p.S + b.at("chunk") - 1) / b.at("chunk");
+      const ops::SegmentPlan ds = ops::state_segments(static_cast<int>(b.at("ds_seg")), bnc, p.B * p.NH);
+      CHECK(ds.nseg > 1);
+      CHECK(ds.seg_chunks >= 8);
+      CHECK(p.B * p.NH * ds.nseg <= 65535);
+    }
+  }
   // the defaults do split somewhere in this grid, forward and backward
   CHECK(split_fwd > 0);
   CHECK(split_bwd > 0);
