@@ -178,6 +178,12 @@ void check_config(ops::Op op, const MlstmProblem& p, const ops::Resolved& r, Cou
       } else if (!c.fused) {
         CHECK(plan.nc == (p.S + c.chunk - 1) / c.chunk);
         CHECK(plan.saved_bytes == (saved ? mlstm_saved_size(p, r.config) : 0));
+        if (saved) {  // the forward zeroes the padding before states_C and after states_n; these have none
+          const size_t bh = static_cast<size_t>(p.B * p.NH);
+          CHECK(plan[Region::StatesC].bytes == bh * plan.nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
+          CHECK(plan[Region::CLast].bytes == bh * p.Dqk * p.Dv * 4);
+          CHECK(plan[Region::StatesN].offset < plan[Region::CLast].offset);
+        }
       } else {  // the walk reads the three gate rows of a chunk through one tensor map
         CHECK(plan[Region::GateU].offset - plan[Region::GateB].offset ==
               plan[Region::GatePm].offset - plan[Region::GateU].offset);
