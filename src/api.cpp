@@ -93,9 +93,7 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
 size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config, bool with_saved) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
-  if (with_saved) cfg.fused = 0;  // a call with a saved buffer runs the three kernels
-  const ops::FwdWorkspace w = ops::fwd_workspace(problem, cfg, config.count(ops::kFormKey) > 0);
-  return with_saved ? w.seg.bytes : w.total;
+  return ops::fwd_workspace_size(problem, cfg, with_saved, config.count(ops::kFormKey) > 0);
 }
 
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
@@ -119,7 +117,7 @@ size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& 
                                      bool with_saved) {
   ops::BwdConfig cfg;
   cfg.apply(mlstm_backward_config(problem, config));
-  return ops::bwd_workspace(problem, cfg, with_saved, config.count(ops::kFormKey) > 0).total;
+  return ops::bwd_workspace_size(problem, cfg, with_saved, config.count(ops::kFormKey) > 0);
 }
 
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {

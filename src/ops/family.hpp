@@ -3,7 +3,8 @@
 // on one engine (the chunkwise forward on mma.sync, the parallel backward, the step, ...). Each
 // is declared once, in its own file under ops/families/: its config keys as data, a
 // device-aware default, one acceptance rule that returns a reason, its tuner axes and the kernel
-// specs (typed template arguments) of a config. Nothing outside ops/families/ names a family:
+// specs (typed template arguments) of a config and its launch plan (ops/plan.hpp: the workspace
+// layout and the ordered launches). Nothing outside ops/families/ names a family:
 // callers iterate families() or ask resolve() for the one that serves a request.
 #pragma once
 #include <cstdint>
@@ -58,6 +59,8 @@ struct KeyDef {
 // warp grid). A point of a family's space is one choice per axis over the family's default.
 using Axis = std::vector<Config>;
 
+struct Plan;  // ops/plan.hpp
+
 class Family {
  public:
   virtual ~Family() = default;
@@ -89,6 +92,10 @@ class Family {
   // The kernels a full config launches, in launch order (specs with typed template arguments).
   virtual std::vector<rt::KernelSpec> kernels(const MlstmProblem& p, const Config& cfg,
                                               const DeviceLimits& dev) const = 0;
+  // The launch plan of a full config (ops/plan.hpp): its buffers' regions, their sizes and the
+  // ordered launches, each naming one of kernels(p, cfg, dev) by index. saved: the call fills
+  // (forward) or reads (backward) a saved-states buffer. Dispatch asks once per selection.
+  virtual Plan plan(const MlstmProblem& p, const Config& cfg, const DeviceLimits& dev, bool saved) const = 0;
 };
 
 // The device-limit parts of every family's acceptance rule: "" when a kernel's shared memory

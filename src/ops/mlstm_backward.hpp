@@ -1,34 +1,29 @@
 // The TFLA backward. Chunkwise form: recompute gates and chunk states (the forward's kernels),
 // the reverse dC recurrence, dQ / dK / dV tile kernels, then the gate gradients. Parallel form:
 // one launch of the dQ / dK / dV tiles over one chunk spanning the sequence (gates scanned
-// inside), then one of the gate gradients. The family and config of a call are resolved once
-// per shape through the family registry (ops/selection.hpp).
+// inside), then one of the gate gradients. The family, config and launch plan of a call are
+// resolved once per shape through the family registry (ops/selection.hpp); a call checks its
+// arguments, binds its buffers and executes the plan (ops/plan.hpp).
 #pragma once
+#include <array>
 #include <string>
 #include <vector>
 
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/plan.hpp"
 #include "ops/selection.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
 
 namespace tfla::ops {
 
-struct BwdWorkspace {
-  size_t gate_b = 0, gate_u = 0, gate_pm = 0, chunk_g = 0, chunk_umax = 0, chunk_m = 0,
-         states_C = 0, dstates_C = 0, C_last = 0, dclast_dot = 0, xpart = 0, row_x = 0, chunk_x = 0, total = 0;
-  int dclast_parts = 0;
-  int xparts = 0;
-  SegWorkspace seg;  // the recompute's split walk (not with a saved buffer)
-  size_t seg_dC = 0; // the split dC walk's segment values, (BH, ds nseg, Dqk, Dv) fp32
-};
-// saved: gate data and chunk states come from the forward's saved buffer (not allocated here).
-// The parallel form needs xpart alone; unless the caller pinned the form (form_pinned) a
-// parallel config's total also covers the chunkwise form a call with states falls back to.
-BwdWorkspace bwd_workspace(const MlstmProblem& p, const BwdConfig& cfg, bool saved = false,
-                           bool form_pinned = false);
+// The workspace a call with cfg needs (what mlstm_backward_workspace_size answers): its plan's
+// (with_saved: the plan that reads a saved buffer). Unless the caller pinned the form
+// (form_pinned), a parallel config's size also covers the chunkwise plan of the same config,
+// which a call with states falls back to.
+size_t bwd_workspace_size(const MlstmProblem& p, const BwdConfig& cfg, bool with_saved, bool form_pinned);
 
 // Empty when t suits the parallel form; else what in it needs the chunkwise form (initial
 // states, dC_last, dC0, a saved buffer).
@@ -41,6 +36,9 @@ struct BwdSelection {
   // The family's acceptance rule for this config on the device the selection was made on
   // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
   std::string rejected;
+  // The family's plans for the config on that device, without and with a saved-states buffer
+  // (plans[1] unused by the parallel form); empty where the config is rejected.
+  std::array<Plan, 2> plans{};
 };
 // As select_fwd: the caller's or tuned config over the family's default (memoized per shape),
 // and the chunkwise default when the library's parallel choice meets a call that needs the

@@ -93,6 +93,7 @@ StepSelection selection_of(const MlstmProblem& p, const StepConfig& c) {
   s.cfg = c;
   s.kernel_key = {static_cast<int64_t>(Op::Step), static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
                   exp, exp || p.normalize, p.Dqk, p.Dv, c.siz_b_v, c.threads, step_prefetch_tokens(c, p)};
+  s.plan = step_plan(p, c);
   return s;
 }
 
@@ -130,11 +131,7 @@ void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& 
   prm.T = static_cast<int>(p.S);
   prm.scale = resolved_scale(p);
   prm.eps = p.eps;
-  const auto stream = static_cast<CUstream>(o.stream);
-  const unsigned heads = static_cast<unsigned>(p.B * p.NH);
-  kernels[0]->launch({heads, 1, 1}, stream, &prm, sizeof(prm));
-  const rt::Grid3 grid{static_cast<unsigned>(cfg.slices(p.Dv)), heads, 1};
-  kernels[1]->launch_dependent(grid, stream, &prm, sizeof(prm));
+  execute(sel.plan, kernels.data(), p, {}, {nullptr, nullptr, &prm}, static_cast<CUstream>(o.stream));
 }
 
 }  // namespace tfla::ops

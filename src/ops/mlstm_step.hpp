@@ -3,6 +3,7 @@
 #pragma once
 #include <vector>
 
+#include "ops/plan.hpp"
 #include "ops/selection.hpp"
 #include "ops/step_config.hpp"
 #include "runtime/kernel.hpp"
@@ -18,6 +19,7 @@ namespace tfla::ops {
 struct StepSelection {
   StepConfig cfg;
   MemoKey kernel_key{};
+  Plan plan;  // the step family's (step_plan)
 };
 const StepSelection& select_step(const MlstmProblem& p, const Config& caller);
 StepSelection selection_of(const MlstmProblem& p, const StepConfig& cfg);

@@ -1,6 +1,11 @@
 // Shorthands for the unit tests of the kernel families' configs: the reference device's limits
 // (the deviceless H100/H200 target) and the resolution paths of dispatch, typed.
 #pragma once
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
 #include "ops/fwd_config.hpp"
@@ -46,6 +51,27 @@ inline MlstmProblem make_problem(int64_t B, int64_t NH, int64_t S, int64_t dqk, 
   p.dtype = dt;
   p.gate_dtype = DType::FP32;
   return p;
+}
+// The problems of a test grid: every B x NH x S x (Dqk, Dv) x dtype (bf16, fp32) x variant (exp,
+// sig), with fp32 gates; describe() names one for INFO.
+inline std::vector<MlstmProblem> problem_grid(std::initializer_list<int64_t> Bs, std::initializer_list<int64_t> NHs,
+                                              std::initializer_list<int64_t> Ss,
+                                              std::initializer_list<std::pair<int64_t, int64_t>> heads) {
+  std::vector<MlstmProblem> out;
+  for (int64_t B : Bs)
+    for (int64_t NH : NHs)
+      for (int64_t S : Ss)
+        for (auto [dqk, dv] : heads)
+          for (DType dt : {DType::BF16, DType::FP32})
+            for (Variant var : {Variant::Exp, Variant::Sig}) {
+              out.push_back(make_problem(B, NH, S, dqk, dv, dt));
+              out.back().variant = var;
+            }
+  return out;
+}
+inline std::string describe(const MlstmProblem& p) {
+  return "B=" + std::to_string(p.B) + " NH=" + std::to_string(p.NH) + " S=" + std::to_string(p.S) + " " +
+         std::to_string(p.Dqk) + "x" + std::to_string(p.Dv) + " " + to_string(p.dtype) + " " + to_string(p.variant);
 }
 inline ops::FwdConfig cw_fwd(const MlstmProblem& p) {
   return ops::sm90_fwd_serves(p, ref()).empty() ? ops::sm90_fwd_config(p, ref()) : ops::chunkwise_fwd_config(p, ref());

@@ -108,7 +108,7 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   ops::FwdConfig u = f;
   u.fused = 0;
   CHECK(mlstm_saved_size(p) == ops::saved_size(p, u.chunk));
-  CHECK(mlstm_forward_workspace_size(p, {}, true) == ops::fwd_workspace(p, u).seg.bytes);
+  CHECK(mlstm_forward_workspace_size(p, {}, true) == ops::fwd_plan(p, u, ref(), true).workspace_bytes);
   // the kernels: the gate kernel at chunk 64, then the walk
   const auto ks = ops::fwd_kernels(p, f, ref());
   REQUIRE(ks.size() == 2);
@@ -288,33 +288,40 @@ TEST_CASE("a split walk's workspace: its regions last, sized by the query, the s
   const MlstmProblem p = problem(1, 65536, 256, 512);  // 8 heads, 256 chunks of 256
   const ops::FwdConfig c = fwd_default(p);
   REQUIRE(c.st_seg == 4);
-  const ops::FwdWorkspace one = ops::fwd_workspace(p, c.chunk, false, 1), four = ops::fwd_workspace(p, c.chunk, false, 4);
+  ops::FwdConfig c1 = c;
+  c1.st_seg = 1;
+  const ops::Plan one = ops::fwd_plan(p, c1, ref(), false), four = ops::fwd_plan(p, c, ref(), false);
   const size_t seg_bytes = size_t{8} * 4 * 256 * 512 * 4 + size_t{8} * 4 * 256 * 4 + 256 /* m, rounded */ +
                            (size_t{8} * 257 * 4 + 255) / 256 * 256 /* mloc */;
-  CHECK(one.seg.bytes == 0);
-  CHECK(four.seg.begin == one.total);
-  CHECK(four.seg.bytes == seg_bytes);
-  CHECK(four.total == one.total + seg_bytes);
-  CHECK(four.gate_b == one.gate_b);
-  CHECK(four.states_C == one.states_C);
+  using R = ops::Region;
+  CHECK(one[R::SegC].buffer == ops::Buffer::None);
+  CHECK(four[R::SegC].offset == one.workspace_bytes);
+  CHECK(four.workspace_bytes == one.workspace_bytes + seg_bytes);
+  CHECK(four[R::GateB].offset == one[R::GateB].offset);
+  CHECK(four[R::StatesC].offset == one[R::StatesC].offset);
   // the size query answers for the config the call runs
-  CHECK(ops::fwd_workspace(p, c).total == four.total);
-  CHECK(mlstm_forward_workspace_size(p, {}) == four.total);
-  CHECK(mlstm_forward_workspace_size(p, {{"st_seg", 1}}) == one.total);
-  // a saved buffer never holds the split's regions
-  CHECK(mlstm_saved_size(p, {}) == ops::fwd_workspace(p, c.chunk, true, 1).total);
+  CHECK(ops::fwd_workspace_size(p, c, false, false) == four.workspace_bytes);
+  CHECK(mlstm_forward_workspace_size(p, {}) == four.workspace_bytes);
+  CHECK(mlstm_forward_workspace_size(p, {{"st_seg", 1}}) == one.workspace_bytes);
+  // a saved buffer never holds the split's regions: they are the workspace of that call
+  const ops::Plan with_saved = ops::fwd_plan(p, c, ref(), true);
+  CHECK(with_saved.workspace_bytes == seg_bytes);
+  CHECK(with_saved[R::SegC].buffer == ops::Buffer::Workspace);
+  CHECK(with_saved[R::StatesC].buffer == ops::Buffer::Saved);
+  CHECK(mlstm_saved_size(p, {}) == with_saved.saved_bytes);
+  CHECK(mlstm_saved_size(p, {}) == ops::fwd_plan(p, c1, ref(), true).saved_bytes);
   CHECK(mlstm_saved_size(p, {{"st_seg", 1}}) == mlstm_saved_size(p, {}));
   // the backward: the recompute's regions only without a saved buffer, the dC walk's always
   const ops::BwdConfig b = bwd_resolve(p, {});
   REQUIRE(b.st_seg == 4);
   REQUIRE(b.ds_seg == 4);
-  const ops::BwdWorkspace plain = ops::bwd_workspace(p, b, false), saved = ops::bwd_workspace(p, b, true);
-  CHECK(plain.seg.bytes == seg_bytes);
-  CHECK(saved.seg.bytes == 0);
-  CHECK(plain.seg_dC != 0);
-  CHECK(saved.seg_dC != 0);
-  CHECK(mlstm_backward_workspace_size(p, {}) == plain.total);
-  CHECK(mlstm_backward_workspace_size(p, {}, true) == saved.total);
+  const ops::Plan plain = ops::bwd_plan(p, b, ref(), false), saved = ops::bwd_plan(p, b, ref(), true);
+  CHECK(plain[R::SegMloc].offset + plain[R::SegMloc].bytes - plain[R::SegC].offset == seg_bytes);
+  CHECK(saved[R::SegC].buffer == ops::Buffer::None);
+  CHECK(plain[R::SegDC].buffer == ops::Buffer::Workspace);
+  CHECK(saved[R::SegDC].buffer == ops::Buffer::Workspace);
+  CHECK(mlstm_backward_workspace_size(p, {}) == plain.workspace_bytes);
+  CHECK(mlstm_backward_workspace_size(p, {}, true) == saved.workspace_bytes);
 }
 
 namespace {
@@ -327,38 +334,31 @@ int state_segments_of(const MlstmProblem& p, const Config& c) {
 
 TEST_CASE("every default split is whole chunks of at least 8, within the grid, and sized by the queries", "[engine]") {
   int split_fwd = 0, split_bwd = 0;
-  for (int64_t B : {1, 2, 8, 64})
-    for (int64_t NH : {1, 4, 16})
-      for (int64_t S : {1, 100, 2048, 8192, 65536, 100000})
-        for (auto [dqk, dv] : std::vector<std::pair<int64_t, int64_t>>{{64, 64}, {128, 256}, {256, 512}, {96, 160}})
-          for (DType dt : {DType::BF16, DType::FP32})
-            for (Variant var : {Variant::Exp, Variant::Sig}) {
-              MlstmProblem p = make_problem(B, NH, S, dqk, dv, dt);
-              p.variant = var;
-              INFO("B=" << B << " NH=" << NH << " S=" << S << " " << dqk << "x" << dv << " " << to_string(dt) << " "
-                        << to_string(var));
-              const Config f = mlstm_forward_config(p, {});
-              const int64_t nc = (S + f.at("chunk") - 1) / f.at("chunk");
-              const ops::SegmentPlan fs = ops::state_segments(static_cast<int>(f.at("st_seg")), nc, B * NH);
-              if (f.at("st_seg") > 1) {
-                ++split_fwd;
-                CHECK(fs.nseg > 1);
-                CHECK(fs.seg_chunks >= 8);
-                CHECK(B * NH * fs.nseg <= 65535);
-              }
-              // a saved buffer's forward needs scratch exactly where the chunkwise walk splits
-              CHECK((mlstm_forward_workspace_size(p, {{"parallel", 0}}, true) > 0) ==
-                    (state_segments_of(p, mlstm_forward_config(p, {{"parallel", 0}})) > 1));
-              const Config b = mlstm_backward_config(p, {});
-              if (b.at("ds_seg") > 1) {
-                ++split_bwd;
-                const int64_t bnc = (S + b.at("chunk") - 1) / b.at("chunk");
-                const ops::SegmentPlan ds = ops::state_segments(static_cast<int>(b.at("ds_seg")), bnc, B * NH);
-                CHECK(ds.nseg > 1);
-                CHECK(ds.seg_chunks >= 8);
-                CHECK(B * NH * ds.nseg <= 65535);
-              }
-            }
+  for (const MlstmProblem& p : problem_grid({1, 2, 8, 64}, {1, 4, 16}, {1, 100, 2048, 8192, 65536, 100000},
+                                            {{64, 64}, {128, 256}, {256, 512}, {96, 160}})) {
+    INFO(describe(p));
+    const Config f = mlstm_forward_config(p, {});
+    const int64_t nc = (p.S + f.at("chunk") - 1) / f.at("chunk");
+    const ops::SegmentPlan fs = ops::state_segments(static_cast<int>(f.at("st_seg")), nc, p.B * p.NH);
+    if (f.at("st_seg") > 1) {
+      ++split_fwd;
+      CHECK(fs.nseg > 1);
+      CHECK(fs.seg_chunks >= 8);
+      CHECK(p.B * p.NH * fs.nseg <= 65535);
+    }
+    // a saved buffer's forward needs scratch exactly where the chunkwise walk splits
+    CHECK((mlstm_forward_workspace_size(p, {{"parallel", 0}}, true) > 0) ==
+          (state_segments_of(p, mlstm_forward_config(p, {{"parallel", 0}})) > 1));
+    const Config b = mlstm_backward_config(p, {});
+    if (b.at("ds_seg") > 1) {
+      ++split_bwd;
+      const int64_t bnc = (p.S + b.at("chunk") - 1) / b.at("chunk");
+      const ops::SegmentPlan ds = ops::state_segments(static_cast<int>(b.at("ds_seg")), bnc, p.B * p.NH);
+      CHECK(ds.nseg > 1);
+      CHECK(ds.seg_chunks >= 8);
+      CHECK(p.B * p.NH * ds.nseg <= 65535);
+    }
+  }
   // the defaults do split somewhere in this grid, forward and backward
   CHECK(split_fwd > 0);
   CHECK(split_bwd > 0);

@@ -225,7 +225,7 @@ std::unique_ptr<ProblemData> make_data(const MlstmProblem& p, int64_t l2_bytes) 
   // The backward reads the forward's normalizer: one default forward per set.
   ops::FwdConfig def;
   def.apply(ops::resolve(ops::Op::Forward, p, ops::current_limits(), {}).config);
-  DeviceBuffer ws(ops::fwd_workspace(p, def).total);
+  DeviceBuffer ws(ops::fwd_workspace_size(p, def, false, false));
   for (auto& in : d->sets) {
     ForwardTensors t;
     t.q = in->q.get(); t.k = in->k.get(); t.v = in->v.get(); t.i = in->i.get(); t.f = in->f.get();
@@ -327,11 +327,11 @@ size_t workspace_bytes(Family fam, const MlstmProblem& p, const Config& c) {
   if (fam == Family::Forward) {
     ops::FwdConfig cfg;
     cfg.apply(c);
-    return ops::fwd_workspace(p, cfg).total;
+    return ops::fwd_workspace_size(p, cfg, false, false);
   }
   ops::BwdConfig cfg;
   cfg.apply(c);
-  return ops::bwd_workspace(p, cfg).total;
+  return ops::bwd_workspace_size(p, cfg, false, false);
 }
 
 std::vector<std::vector<float>> outputs(Family fam, const ProblemData& d) {

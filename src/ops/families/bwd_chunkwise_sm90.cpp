@@ -11,7 +11,7 @@
 namespace tfla::ops {
 namespace {
 
-class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_config, &bwd_kernels> {
+class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_config, &bwd_kernels, &bwd_plan> {
  public:
   const char* name() const noexcept override { return "bwd.chunkwise.sm90"; }
   Op op() const noexcept override { return Op::Backward; }

@@ -9,7 +9,7 @@
 namespace tfla::ops {
 namespace {
 
-class BwdParallel final : public TypedFamily<BwdConfig, &check_bwd_config, &bwd_kernels> {
+class BwdParallel final : public TypedFamily<BwdConfig, &check_bwd_config, &bwd_kernels, &bwd_plan> {
  public:
   const char* name() const noexcept override { return "bwd.parallel.mma"; }
   Op op() const noexcept override { return Op::Backward; }

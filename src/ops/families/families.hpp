@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ops/family.hpp"
+#include "ops/plan.hpp"
 
 namespace tfla::ops {
 
@@ -42,9 +43,10 @@ std::string check_typed(const Config& cfg, Form form, Rule rule) {
 
 // The parts the families of one typed config share (the chunkwise and parallel forms of the
 // forward, of the backward): the keys of Cfg, the acceptance rule Check for this family's
-// form, and the kernels Render.
+// form, the kernels Render and their launch plan Planner.
 template <class Cfg, std::string (*Check)(const Cfg&, const MlstmProblem&, const DeviceLimits&),
-          std::vector<rt::KernelSpec> (*Render)(const MlstmProblem&, const Cfg&, const DeviceLimits&)>
+          std::vector<rt::KernelSpec> (*Render)(const MlstmProblem&, const Cfg&, const DeviceLimits&),
+          Plan (*Planner)(const MlstmProblem&, const Cfg&, const DeviceLimits&, bool)>
 class TypedFamily : public Family {
  public:
   const std::vector<KeyDef>& keys() const noexcept override { return Cfg::key_defs(); }
@@ -56,6 +58,11 @@ class TypedFamily : public Family {
     Cfg c;
     c.apply(cfg);
     return Render(p, c, dev);
+  }
+  Plan plan(const MlstmProblem& p, const Config& cfg, const DeviceLimits& dev, bool saved) const override {
+    Cfg c;
+    c.apply(cfg);
+    return Planner(p, c, dev, saved);
   }
 };
 

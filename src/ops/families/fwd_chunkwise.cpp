@@ -8,7 +8,7 @@
 namespace tfla::ops {
 namespace {
 
-class FwdChunkwise final : public TypedFamily<FwdConfig, &check_fwd_config, &fwd_kernels> {
+class FwdChunkwise final : public TypedFamily<FwdConfig, &check_fwd_config, &fwd_kernels, &fwd_plan> {
  public:
   const char* name() const noexcept override { return "fwd.chunkwise.mma"; }
   Op op() const noexcept override { return Op::Forward; }

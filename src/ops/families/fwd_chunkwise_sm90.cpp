@@ -13,7 +13,7 @@
 namespace tfla::ops {
 namespace {
 
-class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_config, &fwd_kernels> {
+class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_config, &fwd_kernels, &fwd_plan> {
  public:
   const char* name() const noexcept override { return "fwd.chunkwise.sm90"; }
   Op op() const noexcept override { return Op::Forward; }

@@ -9,7 +9,7 @@
 namespace tfla::ops {
 namespace {
 
-class FwdParallel final : public TypedFamily<FwdConfig, &check_fwd_config, &fwd_kernels> {
+class FwdParallel final : public TypedFamily<FwdConfig, &check_fwd_config, &fwd_kernels, &fwd_plan> {
  public:
   const char* name() const noexcept override { return "fwd.parallel.mma"; }
   Op op() const noexcept override { return Op::Forward; }

@@ -1,7 +1,8 @@
 // The recurrent step on mma.sync-era hardware (plain CUDA cores; memory-bound): a per-head
 // state kernel updates n and m and leaves each token's gate factors in h, then the update
 // kernel (a programmatic dependent launch) updates C and writes h
-// (kernel_templates/tfla/mlstm_step.cuh). Default: default_step_config in ops/step_config.cpp
+// (kernel_templates/tfla/mlstm_step.cuh); its plan: the state kernel, one CTA per head, then the
+// update kernel, Dv / siz_b_v CTAs per head. Default: default_step_config in ops/step_config.cpp
 // (why). The tuner's space: every slice width the kernel takes (multiples of 16 dividing Dv)
 // times the thread counts that leave 16, 32, 64 or 128 state values per thread, and 128, 256
 // and 512 threads.
@@ -57,9 +58,22 @@ class Step final : public Family {
     c.apply(cfg);
     return step_kernels(p, c);
   }
+  Plan plan(const MlstmProblem& p, const Config& cfg, const DeviceLimits&, bool) const override {
+    StepConfig c;
+    c.apply(cfg);
+    return step_plan(p, c);
+  }
 };
 
 }  // namespace
+
+Plan step_plan(const MlstmProblem& p, const StepConfig& c) {
+  Plan plan;
+  const unsigned heads = static_cast<unsigned>(p.B * p.NH);
+  plan.add(0, Block::Step, {heads, 1, 1});
+  plan.add(1, Block::StepDependent, {static_cast<unsigned>(c.slices(p.Dv)), heads, 1});
+  return plan;
+}
 
 const Family& step_family() {
   static const Step f;

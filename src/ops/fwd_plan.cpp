@@ -1,0 +1,100 @@
+// The forward families' plans (fwd.parallel.mma, fwd.chunkwise.mma, fwd.chunkwise.sm90), their
+// kernel indices in fwd_kernels' order: the parallel form's output kernel alone; the fused
+// forward's gate kernel and walk; the chunkwise form's gate, state and output kernels and the
+// split walk's fix.
+#include <algorithm>
+
+#include "ops/plan.hpp"
+#include "tfla/mlstm_sm90_params.cuh"
+
+namespace tfla::ops {
+namespace {
+
+unsigned u(int64_t x) { return static_cast<unsigned>(x); }
+
+// The gate kernel's regions at chunk over nc chunks, in b.
+void take_gates(Plan& plan, Buffer b, const MlstmProblem& p, int chunk, size_t nc) {
+  const size_t bh = static_cast<size_t>(p.B * p.NH), s_pad = nc * chunk;
+  plan.take(Region::GateB, b, bh * s_pad * 4);
+  plan.take(Region::GateU, b, bh * s_pad * 4);
+  plan.take(Region::GatePm, b, bh * s_pad * 4);
+  plan.take(Region::ChunkG, b, bh * nc * 4);
+  plan.take(Region::ChunkUmax, b, bh * nc * 4);
+}
+
+}  // namespace
+
+void take_chunkwise(Plan& plan, Buffer b, const MlstmProblem& p, int chunk, bool with_last) {
+  const size_t bh = static_cast<size_t>(p.B * p.NH);
+  const size_t nc = static_cast<size_t>((p.S + chunk - 1) / chunk);
+  take_gates(plan, b, p, chunk, nc);
+  plan.take(Region::ChunkM, b, bh * (nc + 1) * 4);
+  plan.take(Region::StatesC, b, bh * nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
+  plan.take(Region::StatesN, b, bh * nc * p.Dqk * 4);
+  if (with_last) plan.take(Region::CLast, b, bh * p.Dqk * p.Dv * 4);
+}
+
+void take_split_walk(Plan& plan, const MlstmProblem& p, int64_t nc, SegmentPlan split) {
+  plan.walk = split;
+  if (split.nseg <= 1) return;
+  const size_t bh = static_cast<size_t>(p.B * p.NH), ns = static_cast<size_t>(split.nseg);
+  plan.take(Region::SegC, Buffer::Workspace, bh * ns * p.Dqk * p.Dv * 4);
+  plan.take(Region::SegN, Buffer::Workspace, bh * ns * p.Dqk * 4);
+  plan.take(Region::SegM, Buffer::Workspace, bh * ns * 4);
+  plan.take(Region::SegMloc, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
+}
+
+void add_state_walk(Plan& plan, const MlstmProblem& p, bool sm90, int siz_b_k, int siz_b_v, int walk, int fix) {
+  const unsigned bh = u(p.B * p.NH);
+  const unsigned rows = bh * u(plan.walk.nseg);  // heads x segments
+  if (sm90)
+    plan.add(walk, Block::FwdWalkSm90, {u(p.Dv / siz_b_v), rows, 1});
+  else
+    plan.add(walk, Block::FwdWalk, {u(p.Dv / siz_b_v), u(p.Dqk / siz_b_k), rows});
+  if (plan.walk.nseg > 1) {
+    const int64_t groups = (p.Dqk * p.Dv + p.Dqk) / 8;  // 8 elements of C or n per thread
+    plan.add(fix, Block::Fwd, {u((groups + 255) / 256), bh, 1});
+  }
+}
+
+size_t saved_size(const MlstmProblem& p, int chunk) {
+  Plan plan;
+  take_chunkwise(plan, Buffer::Saved, p, chunk, true);
+  return plan.saved_bytes;
+}
+
+// A fused config's plan is the same with or without `saved`: a call with a saved buffer runs the
+// config with fused = 0 (FwdSelection::unfused).
+Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev, bool saved) {
+  Plan plan;
+  const unsigned bh = u(p.B * p.NH);
+  if (c.parallel()) {  // no workspace: the output kernel over one chunk spanning the sequence
+    plan.add(0, Block::Fwd, {u(p.Dv / c.siz_b_v), u((p.S + c.siz_b_q - 1) / c.siz_b_q), bh});
+    return plan;
+  }
+  if (c.fused) {  // the gate kernel at chunk 64, then one CTA per 128 columns of Dv and head
+    const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
+    plan.nc = static_cast<int>(nc);
+    take_gates(plan, Buffer::Workspace, p, kFusedChunk, static_cast<size_t>(nc));
+    plan.add(0, Block::Fwd, {u(nc), bh, 1});
+    plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, 1});
+    return plan;
+  }
+  const int64_t nc = (p.S + c.chunk - 1) / c.chunk;
+  plan.nc = static_cast<int>(nc);
+  // with a saved buffer, every region but the split's lives in it; the split's are the workspace
+  take_chunkwise(plan, saved ? Buffer::Saved : Buffer::Workspace, p, c.chunk, saved);
+  take_split_walk(plan, p, nc, state_segments(c.st_seg, nc, p.B * p.NH));
+  plan.add(0, Block::Fwd, {u(nc), bh, 1});
+  add_state_walk(plan, p, c.st_sm90 != 0, c.st_siz_b_k, c.st_siz_b_v, 1, 3);
+  if (c.engine == Engine::Sm90) {  // persistent: one CTA per SM, or per tile where there are fewer
+    using Shape = FwdOutputSm90Shape;
+    const int64_t tiles = (p.S + Shape::kBQ - 1) / Shape::kBQ * (p.Dv / c.siz_b_v) * p.B * p.NH;
+    plan.add(2, Block::FwdOutputSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1}, c.siz_b_v);
+  } else {
+    plan.add(2, Block::Fwd, {u(p.Dv / c.siz_b_v), u((p.S + c.siz_b_q - 1) / c.siz_b_q), bh});
+  }
+  return plan;
+}
+
+}  // namespace tfla::ops

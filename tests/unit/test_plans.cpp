@@ -1,0 +1,359 @@
+// The families' launch plans (ops/plan.hpp), without a GPU: for a grid of problems and the
+// defaults, pinned forms, engines and splits, and the tuner's candidates of a few problems, every
+// launch names one of the family's kernels with the parameter block that kernel declares, grids
+// are within the launch limits and cover the problem, regions are aligned and disjoint, the size
+// queries answer the plan's sizes, the forward's saved layout is the one the backward reads, and
+// each form runs its kernels in the expected order.
+#include <algorithm>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "ops/family.hpp"
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "ops/mlstm_step.hpp"
+#include "ops/plan.hpp"
+#include "tuner/search_space.hpp"
+#include "config_helpers.hpp"
+#include "tfla_catch.hpp"
+
+using namespace tfla;
+using namespace tfla::test;
+using ops::Block;
+using ops::Buffer;
+using ops::Plan;
+using ops::Region;
+
+namespace {
+
+// A template argument's value in a spec, "" when it has none of that name.
+std::string targ(const rt::KernelSpec& s, const std::string& name) {
+  for (size_t i = 0; i < s.template_arg_names.size(); ++i)
+    if (s.template_arg_names[i] == name) return s.template_args[i];
+  return "";
+}
+
+// The parameter block type each kind of launch passes.
+const char* params_of(Block b) {
+  switch (b) {
+    case Block::Fwd:
+    case Block::FwdWalk: return "tfla::MlstmFwdParams";
+    case Block::FwdWalkSm90: return "tfla::MlstmFwdStatesSm90Params";
+    case Block::FwdOutputSm90: return "tfla::MlstmFwdSm90Params";
+    case Block::FwdFusedSm90: return "tfla::MlstmFwdFusedSm90Params";
+    case Block::Bwd: return "tfla::MlstmBwdParams";
+    case Block::BwdWalkSm90: return "tfla::MlstmBwdDstatesSm90Params";
+    case Block::BwdTileSm90: return "tfla::MlstmBwdTileSm90Params";
+    case Block::Step:
+    case Block::StepDependent: return "tfla::MlstmStepParams";
+  }
+  return "?";
+}
+
+std::string name_of(const std::string& function) { return function.substr(function.rfind(':') + 1); }
+
+// The regions of one buffer: 256-byte aligned, nonempty, disjoint and inside the buffer's size.
+void check_regions(const Plan& plan, Buffer b, size_t size) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  for (size_t r = 0; r < ops::kRegions; ++r) {
+    const ops::Place& pl = plan.regions[r];
+    if (pl.buffer != b) continue;
+    INFO("region " << ops::to_string(static_cast<Region>(r)));
+    CHECK(pl.offset % 256 == 0);
+    CHECK(pl.bytes % 256 == 0);
+    CHECK(pl.bytes > 0);
+    CHECK(pl.offset + pl.bytes <= size);
+    spans.push_back({pl.offset, pl.offset + pl.bytes});
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) CHECK(spans[i - 1].second <= spans[i].first);
+}
+
+// The invariants every plan keeps; returns the launched kernels' names in order.
+std::vector<std::string> check_plan(const Plan& plan, const std::vector<rt::KernelSpec>& ks, const MlstmProblem& p,
+                                    const ops::DeviceLimits& dev) {
+  REQUIRE(plan.count >= 1);
+  REQUIRE(plan.count <= Plan::kMaxLaunches);
+  check_regions(plan, Buffer::Workspace, plan.workspace_bytes);
+  check_regions(plan, Buffer::Saved, plan.saved_bytes);
+  std::vector<std::string> names;
+  for (int i = 0; i < plan.count; ++i) {
+    const ops::Launch& l = plan.launches[static_cast<size_t>(i)];
+    INFO("launch " << i << " (" << ops::to_string(l.block) << ")");
+    REQUIRE(l.kernel < ks.size());
+    const rt::KernelSpec& k = ks[l.kernel];
+    INFO(k.key);
+    CHECK(k.params_type == params_of(l.block));
+    CHECK(l.grid.x >= 1);
+    CHECK(l.grid.y >= 1);
+    CHECK(l.grid.z >= 1);
+    CHECK(l.grid.x <= 2147483647u);
+    CHECK(l.grid.y <= 65535u);
+    CHECK(l.grid.z <= 65535u);
+    const std::string chunk = targ(k, "CHUNK");
+    // the gate kernels: one CTA per chunk and head
+    if (name_of(k.function).find("gates") != std::string::npos && chunk != "0") {
+      const int64_t c = std::stoll(chunk);
+      CHECK(l.grid.x == static_cast<unsigned>((p.S + c - 1) / c));
+      CHECK(static_cast<int>(l.grid.x) == plan.nc);
+      CHECK(l.grid.y == static_cast<unsigned>(p.B * p.NH));
+    }
+    if (l.block == Block::FwdOutputSm90 || l.block == Block::BwdTileSm90) {  // persistent
+      CHECK(l.grid.x <= static_cast<unsigned>(dev.sm_count));
+      CHECK(std::to_string(l.tile) == targ(k, l.block == Block::FwdOutputSm90 ? "BV" : "BN"));
+    }
+    if (l.block == Block::BwdTileSm90) CHECK(targ(k, "MODE") == std::to_string(l.mode));
+    // the state walks: a row of CTAs per head and segment (z on mma.sync, y on the sm90 engine)
+    const unsigned walks = static_cast<unsigned>(p.B * p.NH * plan.walk.nseg);
+    const unsigned dwalks = static_cast<unsigned>(p.B * p.NH * plan.dwalk.nseg);
+    if (l.block == Block::FwdWalk) CHECK(l.grid.z == walks);
+    if (l.block == Block::FwdWalkSm90) CHECK(l.grid.y == walks);
+    if (k.function == "tfla::mlstm_bwd_dstates") CHECK(l.grid.z == dwalks);
+    if (l.block == Block::BwdWalkSm90) CHECK(l.grid.y == dwalks);
+    names.push_back(name_of(k.function) + (targ(k, "MODE").empty() ? "" : targ(k, "MODE")));
+  }
+  return names;
+}
+
+// The kernel sequence a forward config runs.
+std::vector<std::string> expected_fwd(const ops::FwdConfig& c, const Plan& plan) {
+  if (c.parallel()) return {"mlstm_fwd_output"};
+  if (c.fused) return {"mlstm_fwd_gates", "mlstm_fwd_fused_sm90"};
+  std::vector<std::string> v{"mlstm_fwd_gates", c.st_sm90 ? "mlstm_fwd_states_sm90" : "mlstm_fwd_states"};
+  if (plan.walk.nseg > 1) v.push_back("mlstm_fwd_state_fix");
+  v.push_back(c.engine == ops::Engine::Sm90 ? "mlstm_fwd_output_sm90" : "mlstm_fwd_output");
+  return v;
+}
+
+std::vector<std::string> expected_bwd(const ops::BwdConfig& c, const Plan& plan, bool saved) {
+  if (c.parallel()) return {"mlstm_bwd_parallel", "mlstm_bwd_gates_local"};
+  std::vector<std::string> v;
+  if (!saved) {
+    v = {"mlstm_fwd_gates", c.st_sm90 ? "mlstm_fwd_states_sm90" : "mlstm_fwd_states"};
+    if (plan.walk.nseg > 1) v.push_back("mlstm_fwd_state_fix");
+  }
+  v.push_back(c.ds_sm90 ? "mlstm_bwd_dstates_sm90" : "mlstm_bwd_dstates");
+  if (plan.dwalk.nseg > 1) v.push_back("mlstm_bwd_dstate_fix");
+  for (int mode = 0; mode < 3; ++mode)
+    v.push_back(std::string(c.tl_sm90 ? "mlstm_bwd_tile_sm90" : "mlstm_bwd_tile") + std::to_string(mode));
+  v.push_back("mlstm_bwd_gates_local");
+  v.push_back("mlstm_bwd_gates_df");
+  return v;
+}
+
+// The regions the forward writes into a saved buffer and the backward reads from it.
+constexpr Region kSavedShared[] = {Region::GateB,  Region::GateU,   Region::GatePm, Region::ChunkG,
+                                   Region::ChunkUmax, Region::ChunkM, Region::StatesC, Region::CLast};
+
+struct Counts {
+  int plans = 0, fused = 0, parallel = 0, split = 0, sm90 = 0;
+};
+
+// Every invariant for one resolved config of op (a full config the family accepts).
+void check_config(ops::Op op, const MlstmProblem& p, const ops::Resolved& r, Counts& n) {
+  const ops::DeviceLimits& dev = ref();
+  const std::vector<rt::KernelSpec> ks = r.family->kernels(p, r.config, dev);
+  INFO(r.family->name() << " " << to_string(r.config));
+  for (bool saved : {false, true}) {
+    INFO("saved " << saved);
+    const Plan plan = r.family->plan(p, r.config, dev, saved);
+    const std::vector<std::string> names = check_plan(plan, ks, p, dev);
+    ++n.plans;
+    if (op == ops::Op::Forward) {
+      const auto c = typed<ops::FwdConfig>(r.config);
+      CHECK(names == expected_fwd(c, plan));
+      n.fused += c.fused;
+      n.parallel += c.parallel();
+      n.split += plan.walk.nseg > 1;
+      n.sm90 += c.engine == ops::Engine::Sm90;
+      // the size queries answer the plan's sizes (a call with a saved buffer runs fused = 0)
+      if (!c.fused || !saved) CHECK(mlstm_forward_workspace_size(p, r.config, saved) == plan.workspace_bytes);
+      if (c.parallel()) {
+        CHECK(plan.workspace_bytes == 0);
+        CHECK(plan.saved_bytes == 0);
+      } else if (!c.fused) {
+        CHECK(plan.nc == (p.S + c.chunk - 1) / c.chunk);
+        CHECK(plan.saved_bytes == (saved ? mlstm_saved_size(p, r.config) : 0));
+        if (saved) {  // the forward zeroes the padding before states_C and after states_n; these have none
+          const size_t bh = static_cast<size_t>(p.B * p.NH);
+          CHECK(plan[Region::StatesC].bytes == bh * plan.nc * p.Dqk * p.Dv * dtype_bytes(p.dtype));
+          CHECK(plan[Region::CLast].bytes == bh * p.Dqk * p.Dv * 4);
+          CHECK(plan[Region::StatesN].offset < plan[Region::CLast].offset);
+        }
+      } else {  // the walk reads the three gate rows of a chunk through one tensor map
+        CHECK(plan[Region::GateU].offset - plan[Region::GateB].offset ==
+              plan[Region::GatePm].offset - plan[Region::GateU].offset);
+        CHECK(plan[Region::GateB].bytes == plan[Region::GateU].bytes);
+      }
+      // a split walk's regions are always the workspace, never part of a saved buffer
+      CHECK((plan[Region::SegC].buffer == Buffer::Workspace) == (plan.walk.nseg > 1));
+      if (saved && !c.parallel() && !c.fused) {  // the workspace holds the split's regions alone
+        const ops::Place& last = plan[Region::SegMloc];
+        CHECK(plan.workspace_bytes == (plan.walk.nseg > 1 ? last.offset + last.bytes : 0));
+      }
+    } else {
+      const auto c = typed<ops::BwdConfig>(r.config);
+      CHECK(names == expected_bwd(c, plan, saved && !c.parallel()));
+      n.parallel += c.parallel();
+      n.split += plan.dwalk.nseg > 1;
+      n.sm90 += c.engine == ops::Engine::Sm90;
+      CHECK(mlstm_backward_workspace_size(p, r.config, saved) == plan.workspace_bytes);
+      if (!c.parallel() && saved) {
+        // the backward reads exactly what a forward of its chunk left in the saved buffer
+        ops::FwdConfig f = ops::chunkwise_fwd_config(p, dev, c.chunk);
+        const Plan fp = ops::fwd_plan(p, f, dev, true);
+        CHECK(plan.saved_bytes == fp.saved_bytes);
+        CHECK(plan.saved_bytes == ops::saved_size(p, c.chunk));
+        for (Region reg : kSavedShared) {
+          INFO(ops::to_string(reg));
+          CHECK(plan[reg].buffer == Buffer::Saved);
+          CHECK(fp[reg].buffer == Buffer::Saved);
+          CHECK(plan[reg].offset == fp[reg].offset);
+        }
+        CHECK(plan.walk.nseg == 1);
+      }
+    }
+  }
+}
+
+// The pinned configs each problem is planned for besides its default: both forms, both engines,
+// the fused forward on and off, split walks; those that do not resolve or are rejected are
+// skipped.
+const std::vector<Config>& pins(ops::Op op) {
+  static const std::vector<Config> fwd{{},
+                                       {{"parallel", 1}},
+                                       {{"parallel", 0}},
+                                       {{"engine", 0}},
+                                       {{"engine", 1}},
+                                       {{"engine", 1}, {"fused", 0}},
+                                       {{"engine", 1}, {"fused", 1}},
+                                       {{"engine", 1}, {"fused", 0}, {"st_sm90", 0}},
+                                       {{"engine", 1}, {"fused", 0}, {"st_seg", 4}},
+                                       {{"engine", 0}, {"st_seg", 4}},
+                                       {{"chunk", 64}}};
+  static const std::vector<Config> bwd{{},
+                                       {{"parallel", 1}},
+                                       {{"parallel", 0}},
+                                       {{"engine", 0}},
+                                       {{"engine", 1}},
+                                       {{"engine", 1}, {"ds_sm90", 1}},
+                                       {{"engine", 1}, {"tl_sm90", 0}, {"st_sm90", 0}},
+                                       {{"engine", 0}, {"st_seg", 4}, {"ds_seg", 4}},
+                                       {{"engine", 1}, {"st_seg", 2}, {"ds_seg", 4}},
+                                       {{"chunk", 64}}};
+  return op == ops::Op::Forward ? fwd : bwd;
+}
+
+bool accepted(ops::Op op, const MlstmProblem& p, const Config& pinned, ops::Resolved& r) {
+  try {
+    r = ops::resolve(op, p, ref(), pinned);
+  } catch (const Error&) {
+    return false;
+  }
+  return r.family->serves(p, ref()).empty() && r.family->reject(r.config, p, ref()).empty();
+}
+
+}  // namespace
+
+TEST_CASE("every family's plan for a grid of problems keeps its invariants", "[plan]") {
+  Counts n;
+  for (const MlstmProblem& p :
+       problem_grid({1, 8}, {2, 8}, {1, 100, 1000, 8192}, {{64, 64}, {128, 256}, {256, 512}, {96, 160}})) {
+    INFO(describe(p));
+    for (ops::Op op : {ops::Op::Forward, ops::Op::Backward})
+      for (const Config& pinned : pins(op)) {
+        ops::Resolved r;
+        if (accepted(op, p, pinned, r)) check_config(op, p, r, n);
+      }
+  }
+  // few heads on a long sequence: the defaults split their walks
+  for (Variant var : {Variant::Exp, Variant::Sig}) {
+    MlstmProblem p = make_problem(1, 8, 65536, 256, 512);
+    p.variant = var;
+    for (ops::Op op : {ops::Op::Forward, ops::Op::Backward}) {
+      ops::Resolved r;
+      REQUIRE(accepted(op, p, {}, r));
+      check_config(op, p, r, n);
+    }
+  }
+  INFO(n.plans << " plans");
+  CHECK(n.plans > 500);
+  CHECK(n.fused > 0);
+  CHECK(n.parallel > 0);
+  CHECK(n.split > 0);
+  CHECK(n.sm90 > 0);
+}
+
+TEST_CASE("the tuner's candidates plan their own kernels", "[plan]") {
+  Counts n;
+  for (auto [S, dqk, dv] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1000, 64, 64}, {4096, 256, 512}}) {
+    const MlstmProblem p = make_problem(2, 4, S, dqk, dv);
+    INFO("S=" << S << " " << dqk << "x" << dv);
+    // the forward's candidates as the tuner enumerates them
+    const tuner::Enumerated e = tuner::enumerate(ops::Op::Forward, p, ref(), 64);
+    REQUIRE(!e.kept.empty());
+    for (const tuner::Candidate& c : e.kept) {
+      ops::Resolved r;
+      REQUIRE(accepted(ops::Op::Forward, p, c.config, r));
+      check_config(ops::Op::Forward, p, r, n);
+    }
+    // the backward's space is too large to walk here: every point of each family's axes over its
+    // default, one axis at a time
+    for (const ops::Family* f : ops::families_of(ops::Op::Backward)) {
+      if (!f->serves(p, ref()).empty()) continue;
+      const Config def = f->default_config(p, ref());
+      for (const ops::Axis& axis : f->axes(p))
+        for (const Config& point : axis) {
+          Config c = def;
+          for (const auto& [key, value] : point) c[key] = value;
+          c = f->complete(p, ref(), c);
+          if (!f->reject(c, p, ref()).empty()) continue;
+          check_config(ops::Op::Backward, p, {f, c}, n);
+        }
+    }
+  }
+  CHECK(n.plans > 100);
+}
+
+TEST_CASE("dispatch's selections carry the family's plans", "[plan]") {
+  const MlstmProblem p = make_problem(8, 8, 8192, 256, 512);
+  const ops::FwdSelection& f = ops::select_fwd(p, {}, false);
+  REQUIRE(f.rejected.empty());
+  const Plan direct = f.family->plan(p, f.cfg.to_config(), ops::current_limits(), false);
+  CHECK(f.plans[0].count == direct.count);
+  CHECK(f.plans[0].workspace_bytes == direct.workspace_bytes);
+  CHECK(mlstm_forward_workspace_size(p) == f.plans[0].workspace_bytes);
+  // a call with states needs the chunkwise form: short sequences leave the parallel default
+  const MlstmProblem s = make_problem(1, 2, 100, 64, 64);
+  CHECK(ops::select_fwd(s, {}, false).cfg.parallel());
+  const ops::FwdSelection& cw = ops::select_fwd(s, {}, true);
+  CHECK(!cw.cfg.parallel());
+  CHECK(cw.plans[0].workspace_bytes > 0);
+  CHECK(cw.plans[1].saved_bytes == mlstm_saved_size(s, cw.cfg.to_config()));
+  // with a saved buffer a fused config runs its unfused twin's plan
+  if (f.cfg.fused) {
+    REQUIRE(f.unfused);
+    CHECK(f.unfused->plans[1].saved_bytes == mlstm_saved_size(p));
+    CHECK(f.unfused->plans[1].workspace_bytes == mlstm_forward_workspace_size(p, {}, true));
+  }
+  const ops::BwdSelection& b = ops::select_bwd(p, {}, true);
+  CHECK(b.plans[1].saved_bytes == ops::saved_size(p, b.cfg.chunk));
+  CHECK(mlstm_backward_workspace_size(p, {}, true) == b.plans[1].workspace_bytes);
+  // the step: the state kernel per head, then the update kernel as its dependent
+  for (int64_t dv : {64, 512}) {
+    const MlstmProblem q = make_problem(4, 8, 1, 256, dv);
+    const ops::StepSelection& st = ops::select_step(q, {});
+    REQUIRE(st.plan.count == 2);
+    CHECK(st.plan.launches[0].block == Block::Step);
+    CHECK(st.plan.launches[0].grid.x == 32u);
+    CHECK(st.plan.launches[1].block == Block::StepDependent);
+    CHECK(st.plan.launches[1].kernel == 1);
+    CHECK(int64_t{st.plan.launches[1].grid.x} * st.cfg.siz_b_v == dv);
+    CHECK(st.plan.launches[1].grid.y == 32u);
+    CHECK(st.plan.workspace_bytes == 0);
+  }
+}
