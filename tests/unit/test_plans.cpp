@@ -357,3 +357,31 @@ TEST_CASE("dispatch's selections carry the family's plans", "[plan]") {
     CHECK(st.plan.workspace_bytes == 0);
   }
 }
+
+// The size queries answer for the call that runs: where the default is the parallel form (short
+// sequences), a call with states, or with a saved buffer, runs the chunkwise default instead, so
+// the queries with an unpinned form cover that selection's plan too.
+TEST_CASE("the size queries cover the chunkwise fallback of an unpinned parallel default", "[plan]") {
+  int parallel_defaults = 0;
+  for (const MlstmProblem& p :
+       problem_grid({1, 8}, {2, 8}, {1, 64, 100, 256, 700}, {{64, 64}, {128, 256}, {256, 512}})) {
+    INFO(describe(p));
+    const ops::FwdSelection& f0 = ops::select_fwd(p, {}, false);
+    const ops::FwdSelection& f1 = ops::select_fwd(p, {}, true);
+    REQUIRE(f0.rejected.empty());
+    REQUIRE(f1.rejected.empty());
+    parallel_defaults += f0.cfg.parallel();
+    const ops::FwdSelection& f1_run = f1.unfused ? *f1.unfused : f1;  // what a saved call runs
+    CHECK(mlstm_forward_workspace_size(p) >= f0.plans[0].workspace_bytes);
+    CHECK(mlstm_forward_workspace_size(p) >= f1.plans[0].workspace_bytes);
+    CHECK(mlstm_forward_workspace_size(p, {}, true) == f1_run.plans[1].workspace_bytes);
+    CHECK(mlstm_saved_size(p) == f1_run.plans[1].saved_bytes);
+    const ops::BwdSelection& b0 = ops::select_bwd(p, {}, false);
+    const ops::BwdSelection& b1 = ops::select_bwd(p, {}, true);
+    REQUIRE(b0.rejected.empty());
+    REQUIRE(b1.rejected.empty());
+    CHECK(mlstm_backward_workspace_size(p) >= b0.plans[0].workspace_bytes);
+    CHECK(mlstm_backward_workspace_size(p) >= b1.plans[0].workspace_bytes);
+  }
+  CHECK(parallel_defaults > 0);
+}
