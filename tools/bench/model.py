@@ -22,7 +22,8 @@ Backends (each an mLSTMBackend with the seed's interface):
 Reported, at each B in --batch:
 Gates are in float32 (the seed's native kernels: the model's dtype, as they take one dtype for all inputs).
 
-  train    tokens/s of forward + backward (cross-entropy loss, no optimizer), S = --train-seq
+  train    tokens/s of forward + backward (cross-entropy loss, no optimizer), S = --train-seq;
+           with --compile, for tfla also with the model under torch.compile(fullgraph=True)
   prefill  ms for a --prompt-token prompt in inference mode (returns the states)
   gen      us per generated token (greedy, one token per call through the whole model, states
            carried; no host synchronization inside the loop), eager; for tfla_inplace also with
@@ -39,7 +40,7 @@ If the xlstm package is importable, its xlstm_large model is not used here (that
 config and weights); this script's model has the same layer shapes.
 
 usage: model.py [--backends tfla,tfla_inplace,triton,native] [--batch 1,4,16] [--train-seq 2048]
-                [--prompt 512] [--gen 32] [--blocks 2] [--json FILE] [--in-process]
+                [--prompt 512] [--gen 32] [--blocks 2] [--compile] [--json FILE] [--in-process]
 """
 import argparse
 import json
@@ -299,6 +300,17 @@ def speed(model, name, batches, args, rows):
 
         if name != "tfla_inplace":  # the same training path as tfla
             part("train_tok_s", lambda: B * args.train_seq / timed(train, args.reps))
+        if name == "tfla" and args.compile:
+            compiled = torch.compile(model, fullgraph=True)  # tfla's custom ops stay in the graph
+
+            def train_compiled():
+                logits, _ = compiled(tokens[:, :-1])
+                F.cross_entropy(logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1)).backward()
+                for p in model.parameters():
+                    p.grad = None
+
+            # two warm-up steps: the first compiles the forward, the first backward compiles its graph
+            part("train_compiled_tok_s", lambda: B * args.train_seq / timed(train_compiled, args.reps, warm=2))
         with torch.no_grad():
             part("prefill_ms", lambda: 1e3 * timed(lambda: model(prompt, inference=True), args.reps))
             try:
@@ -375,6 +387,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json")
     ap.add_argument("--in-process", action="store_true", help="every backend in this process")
+    ap.add_argument("--compile", action="store_true",
+                    help="tfla: also the training step of the model under torch.compile(fullgraph=True)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # one backend, rows to --json (run_children)
     args = ap.parse_args()
     names = [args.child] if args.child else args.backends.split(",")
@@ -438,6 +452,13 @@ def table(rows, names, batches):
     for r in rows:
         if r["part"] == "failed":
             print(f"{r['backend']:<14}  failed: its process ended with {r['error']}")
+    for B in batches:
+        r = sp.get(("tfla", B), {})
+        if "train_compiled_tok_s" in r and r.get("train_tok_s"):
+            print(f"tfla, B = {B}: training under torch.compile(fullgraph=True) {r['train_compiled_tok_s']:.1f} "
+                  f"tokens/s, {r['train_compiled_tok_s'] / r['train_tok_s']:.2f}x eager")
+        elif "train_compiled_tok_s_error" in r:
+            print(f"tfla, B = {B}: training under torch.compile failed: {r['train_compiled_tok_s_error']}")
 
 
 if __name__ == "__main__":
