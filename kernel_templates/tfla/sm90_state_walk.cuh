@@ -209,26 +209,33 @@ struct StateWalkSm90 {
       uint4* q = reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128);
       const uint4 x = *q;
       u32 wd[4] = {x.x, x.y, x.z, x.w};
+      if (SUMS) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float2 f = Elem<T>::unpack2(wd[e]);
-        f.x *= w[i];
-        f.y *= w[i];
-        if (SUMS) {
+        for (int e = 0; e < 4; ++e) {
+          float2 f = Elem<T>::unpack2(wd[e]);
+          f.x *= w[i];
+          f.y *= w[i];
           part[2 * e] += f.x;
           part[2 * e + 1] += f.y;
+          wd[e] = Elem<T>::pack2(f.x, f.y);
         }
-        wd[e] = Elem<T>::pack2(f.x, f.y);
+      } else {  // packed 16-bit products (w_i rounded to 16 bits once per row)
+        const u32 ww = Elem<T>::pack2(w[i], w[i]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) wd[e] = Elem<T>::mul2(wd[e], ww);
       }
       *q = make_uint4(wd[0], wd[1], wd[2], wd[3]);
     }
     fence_proxy_async();
     named_bar_sync(1 + cw(), 128);
     const u32 abase = smem_u32(slot), bbase = smem_u32(slot + kABytes);
+    // the warpgroup through a shuffle: warp-uniform to the compiler, so the descriptors are built
+    // in uniform registers
+    const int cwu = __shfl_sync(0xffffffffu, cw(), 0);
     wgmma_fence();
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb) {
-      const u64 da = wgmma_desc_mnmajor(abase + (cw() * kMB + mb) * kPanelBytes, 128, kPanelBytes);
+      const u64 da = wgmma_desc_mnmajor(abase + (cwu * kMB + mb) * kPanelBytes, 128, kPanelBytes);
       const u64 db = wgmma_desc_mnmajor(bbase, 128, kPanelBytes);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
