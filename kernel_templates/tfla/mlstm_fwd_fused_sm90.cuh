@@ -8,7 +8,7 @@
 //   m_c+1 = max(g + m_c, g + max_t u_t) (mLSTMexp; 0 for mLSTMsig),  w_t = exp(g + u_t - m_c+1)
 //   C_c+1 = exp(g + m_c - m_c+1) C_c + (K * w)^T V,   n_c+1 = exp(g + m_c - m_c+1) n_c + sum_t w_t k_t
 //
-// One CTA per (128 columns of Dv, head), 384 threads:
+// One CTA per (128 columns of Dv, head, segment of the sequence), 384 threads:
 //  - warpgroup 0 (producer, 24 registers): one thread loads by TMA, per chunk, K (64 x Dqk) and
 //    V (64 x 128) into the next of two ring slots, then Q (64 x Dqk) and the chunk's gate rows
 //    (b_t, pm_t, u_t from the gate kernel's workspace) into their own buffer once the consumers
@@ -29,6 +29,11 @@
 //    warpgroup, so the consumers meet only once per chunk.
 // Rows past S read zeros (TMA fills outside the tensor) and are not stored; keys past S have
 // u = -inf (the gate kernel's padding), so they weigh nothing in P, C and n.
+// With p.nseg > 1 (few heads on a long sequence) the walk is split into segments of seg_chunks
+// chunks (grid z): segment j > 0 starts from the exact state entering it, which the summary walk
+// (mlstm_fwd_states_sm90.cuh without chunk states) and the fold (mlstm_fwd_state_fix.cuh, STARTS)
+// left in seg_C[j], seg_n[j] and chunk_m at its first chunk (docs/SEQUENCE_SPLIT.md); only the
+// last segment writes the last states.
 #pragma once
 #include "tfla/mlstm_sm90_params.cuh"
 #include "tfla/sm90.cuh"
@@ -105,6 +110,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   const int S = p.S, NC = p.NC;
   const int vt = blockIdx.x, bh = blockIdx.y;
   const int b = bh / p.NH, h = bh % p.NH;
+  const int nseg = p.nseg > 1 ? p.nseg : 1, seg = blockIdx.z;
+  const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
+  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : NC;
 
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
@@ -113,7 +121,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       RingPos<STAGES> pos;
       u32 q_phase = 0;
 #pragma unroll 1
-      for (int c = 0; c < NC; ++c) {
+      for (int c = c_begin; c < c_end; ++c) {
         const int row0 = c * L;
         mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
         char* slot = ring + pos.slot * kSlotBytes;
@@ -137,6 +145,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   }
 
   setmaxnreg_inc<240>();
+  // the walk's last chunk + 1 through a shuffle: warp-uniform to the compiler, which keeps it out
+  // of the per-thread registers
+  const int c_stop = __shfl_sync(0xffffffffu, c_end, 0);
   // consumer warpgroup: columns 64 cw .. 64 cw + 63 of the CTA's slice (taken through a shuffle,
   // so the compiler knows it is warp-uniform and builds the wgmma descriptors in uniform registers)
   const int cw = __shfl_sync(0xffffffffu, wg, 0) - 1;
@@ -156,11 +167,15 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   // The state slice C^T: element i of this thread is Dv column v0 + 16 warp + g + 8 ((i / 2) % 2)
   // and Dqk row 8 (i / 4) + 2 cq + i % 2.
   float acc_c[kAccC];
-  // offset of element i in a (Dqk, Dv) fp32 state of this head, after cbase()
-  auto cbase = [&] { return static_cast<long long>(bh) * DQK * DV + v0 + 16 * warp + g; };
+  // offset of element i in a (Dqk, Dv) fp32 state, after cbase()
+  auto cbase = [&] { return v0 + 16 * warp + g; };
   auto coff = [&](int i) { return (8 * (i / 4) + 2 * cq + i % 2) * DV + 8 * ((i / 2) % 2); };
-  if (p.C0) {
-    const float* c0 = p.C0 + cbase();
+  // the state entering the first chunk: the caller's initial state, or a later segment's start
+  const long long sb = static_cast<long long>(bh) * nseg + seg;
+  const float* C_in = seg > 0 ? p.seg_C + sb * DQK * DV : p.C0 ? p.C0 + static_cast<long long>(bh) * DQK * DV : nullptr;
+  const float* n_in = seg > 0 ? p.seg_n + sb * DQK : p.n0 ? p.n0 + static_cast<long long>(bh) * DQK : nullptr;
+  if (C_in) {
+    const float* c0 = C_in + cbase();
 #pragma unroll
     for (int i = 0; i < kAccC; ++i) acc_c[i] = c0[coff(i)];
   } else {
@@ -180,7 +195,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   for (int j = 0; j < kNB; ++j)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh)
-      n_reg[j][hh] = own_n && has_block(j) && p.n0 ? p.n0[static_cast<long long>(bh) * DQK + n_row(j, hh)] : 0.f;
+      n_reg[j][hh] = own_n && has_block(j) && n_in ? n_in[n_row(j, hh)] : 0.f;
   auto n_own = [&] { return sN + cw * kNBytes; };
   auto wt_own = [&] { return sWt + cw * 1024; };
   auto put_n = [&]() {
@@ -212,7 +227,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   named_bar_sync(4 + cw, 128);
   if (own_n) put_n();
   fence_proxy_async();
-  float m_prev = EXP && p.m0 ? p.m0[bh] : 0.f;
+  float m_prev = !EXP ? 0.f : seg > 0 ? p.chunk_m[static_cast<long long>(bh) * (NC + 1) + c_begin] : p.m0 ? p.m0[bh] : 0.f;
 
   // C^T -> Cs (16-bit, 128B-swizzled K-major panels of 64 Dqk columns): stmatrix stores four
   // 8 x 8 blocks per call, lane 8 i + r giving row r of block i = (row half i % 2, column block
@@ -240,9 +255,10 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   const int lrow = 16 * warp + g;  // this thread's rows of the chunk: lrow and lrow + 8
 
 #pragma unroll 1
-  for (int c = 0; c < NC; ++c) {
+  for (int c = c_begin; c < c_stop; ++c) {
     const int row0 = c * L;
-    // the ring slot and the barriers' phases follow from c (no loop-carried registers for them)
+    // the ring slot and the barriers' phases follow from c (no loop-carried registers for them):
+    // a segment starts at a multiple of 2 STAGES chunks (the host's fused_segments)
     const int slot = c % STAGES;
     char* kv = ring + slot * kSlotBytes;
     const u32 k_base = smem_u32(kv), v_base = smem_u32(kv + kKBytes + cw * kPanelBytes);
@@ -524,9 +540,11 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     else named_bar_sync(5, 128);
   }
 
-  // the last state: C_S (this warpgroup's columns), n_S and m_S from the Dv-slice-0 CTA
+  // the last state: C_S (this warpgroup's columns), n_S and m_S from the Dv-slice-0 CTA of the
+  // last segment
+  if (static_cast<int>(blockIdx.z) + 1 < p.nseg) return;
   if (p.C_last) {
-    float* cl = p.C_last + cbase();
+    float* cl = p.C_last + static_cast<long long>(bh) * DQK * DV + cbase();
 #pragma unroll
     for (int i = 0; i < kAccC; ++i) cl[coff(i)] = acc_c[i];
   }

@@ -12,6 +12,10 @@
 // first thread of each head also writes the exact chunk_m, and the last states (C_last, n_last,
 // m_last, chunk_m[NC]) come from the fold over every segment. Grid: (ceil((Dqk Dv + Dqk) / 8 /
 // 256), B * NH), 256 threads.
+// STARTS (the fused forward's split, mlstm_fwd_fused_sm90.cuh): no chunk states are stored, and
+// the fold leaves the exact state entering each segment j >= 1 where its end state was (seg_C[j],
+// seg_n[j], read before they are overwritten) and its stabilizer in chunk_m at the segment's
+// first chunk; the last segment's fused walk writes the last states.
 #pragma once
 #include "tfla/common.cuh"
 #include "tfla/mlstm_params.cuh"
@@ -45,14 +49,14 @@ template <class TS> __device__ __forceinline__ void state_st8(TS* dst, const flo
   }
 }
 
-template <class TS, int DQK, int DV, bool EXP>
+template <class TS, int DQK, int DV, bool EXP, bool STARTS>
 __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
   constexpr long long kCE = static_cast<long long>(DQK) * DV;
   static_assert(DQK % 8 == 0 && DV % 8 == 0, "8-element groups");
   const int bh = blockIdx.y, nseg = p.nseg, L = p.seg_chunks, NC = p.NC;
   const long long e = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
   const bool is_c = e < kCE;
-  const bool is_n = !is_c && e < kCE + DQK && p.states_n != nullptr;
+  const bool is_n = !is_c && e < kCE + DQK && (STARTS || p.states_n != nullptr);
   const bool lead = blockIdx.x == 0 && threadIdx.x == 0;
   const long long en = e - kCE;
   // x <- the 8 values of this thread's group in an fp32 end state (C or n)
@@ -68,6 +72,26 @@ __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
   if (EXP) ms = p.seg_m[static_cast<long long>(bh) * nseg];
   for (int j = 1; j < nseg; ++j) {
     const int c0 = j * L, c1 = min(NC, c0 + L);
+    const long long sb = static_cast<long long>(bh) * nseg + j;
+    if constexpr (STARTS) {
+      float x[8];
+      if (is_c || is_n) {
+        load8(x, p.seg_C + sb * kCE, p.seg_n + sb * DQK);
+        if (is_c) state_st8<float>(p.seg_C + sb * kCE + e, s);
+        else state_st8<float>(p.seg_n + sb * DQK + en, s);
+      }
+      if (lead) p.chunk_m[mrow + c0] = EXP ? ms : 0.f;
+      if (j == nseg - 1) break;
+      float G = 0.f;
+      for (int c = c0; c < c1; ++c) G += p.chunk_g[static_cast<long long>(bh) * NC + c];
+      const float mE = EXP ? p.seg_m[sb] : 0.f;
+      const float mnew = EXP ? fmaxf(G + ms, mE) : 0.f;
+      const float a = __expf(G + ms - mnew), b = __expf(mE - mnew);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s[i] = a * s[i] + b * x[i];
+      ms = mnew;
+      continue;
+    }
     float G = 0.f;
 #pragma unroll 4
     for (int c = c0; c < c1; ++c) {
@@ -99,7 +123,6 @@ __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
       }
       G += p.chunk_g[static_cast<long long>(bh) * NC + c];
     }
-    const long long sb = static_cast<long long>(bh) * nseg + j;
     const float mE = EXP ? p.seg_m[sb] : 0.f;
     const float mnew = EXP ? fmaxf(G + ms, mE) : 0.f;
     const float a = __expf(G + ms - mnew), b = __expf(mE - mnew);
@@ -111,6 +134,7 @@ __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
     }
     ms = mnew;
   }
+  if constexpr (STARTS) return;
   // the caller's last-state buffers are only 4-byte aligned
   float* last = is_c ? (p.C_last ? p.C_last + static_cast<long long>(bh) * kCE + e : nullptr)
                      : (is_n && p.n_last ? p.n_last + static_cast<long long>(bh) * DQK + en : nullptr);

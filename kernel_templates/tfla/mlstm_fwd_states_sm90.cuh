@@ -6,7 +6,9 @@
 // columns of C, head) walks the sequence in order (the walk: sm90_state_walk.cuh, A = K,
 // B = V); n is the column sums of the scaled K, kept by the Dv-tile-0 CTA. Rows past S are
 // zero-filled by TMA and carry w = 0 (u = -inf past S). With p.nseg > 1 the walk is split into
-// segments (grid y = head * nseg + segment) as in mlstm_fwd_states.cuh.
+// segments (grid y = head * nseg + segment) as in mlstm_fwd_states.cuh. With p.states_C null (the
+// fused forward's split, mlstm_fwd_fused_sm90.cuh) it stores no chunk states: it only leaves the
+// segment summaries the fused walks start from, so the last segment's CTAs have nothing to do.
 #pragma once
 #include "tfla/sm90_state_walk.cuh"
 
@@ -18,9 +20,11 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   constexpr int kSub = Walk::kSub, kNSub = CHUNK / kSub, kRows = Walk::kRows, kRg = Walk::kRg;
   static_assert(CHUNK % kSub == 0, "64-row sub-blocks tile the chunk");
   const MlstmFwdParams& p = P.p;
-  Walk walk(smem_raw, &P.k, &P.v);
   const int nseg = p.nseg > 1 ? p.nseg : 1;
   const int vt = blockIdx.x, bh = blockIdx.y / nseg, seg = blockIdx.y % nseg;
+  const bool summary = p.states_C == nullptr;  // segment ends only
+  if (summary && seg == nseg - 1) return;
+  Walk walk(smem_raw, &P.k, &P.v);
   const int v0 = vt * BV;
   const int NC = p.NC;
   const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
@@ -32,7 +36,8 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   if (!walk.consumer(&P.k, &P.v, total, v0, bh % p.NH, bh / p.NH,
                      [row_begin](int it) { return static_cast<int>(row_begin) + it * kSub; }))
     return;
-  const bool own_n = vt == 0 && p.states_n != nullptr;  // the Dv-tile-0 CTA carries n
+  // the Dv-tile-0 CTA carries n
+  const bool own_n = vt == 0 && (summary ? p.seg_n : p.states_n) != nullptr;
   const bool lead = vt == 0 && Walk::cw() == 0 && Walk::lt() == 0;
 
   float acc[Walk::kMB][Walk::kAcc];
@@ -57,9 +62,11 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
 #pragma unroll 1
   for (int c = c_begin; c < c_end; ++c) {
     // Entering chunk c: the state is published, then decayed.
-    walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
-    if (own_n) walk.colsum_store(npart, p.states_n + (static_cast<long long>(bh) * NC + c) * DQK);
-    if (lead) m_dst[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
+    if (!summary) {
+      walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
+      if (own_n) walk.colsum_store(npart, p.states_n + (static_cast<long long>(bh) * NC + c) * DQK);
+      if (lead) m_dst[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
+    }
     const float g_c = p.chunk_g[static_cast<long long>(bh) * NC + c];
     const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + p.chunk_umax[static_cast<long long>(bh) * NC + c]) : 0.f;
     const float decay = __expf(g_c + m_prev - m_new);

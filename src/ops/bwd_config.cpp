@@ -370,7 +370,7 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                              256, 0, false));
   specs.push_back(rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
                              "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0, false));
-  if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p));  // the recompute's split walk
+  if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p, false));  // the recompute's split walk
   if (c.ds_seg > 1) specs.push_back(bwd_dstate_fix_kernel(p));  // the split dC walk
   return specs;
 }

@@ -25,7 +25,7 @@ const KeyTable<FwdConfig>& table() {
       {{"st_warps_m", 1, 16, "state kernel warps along Dqk"}, &FwdConfig::st_warps_m},
       {{"st_warps_n", 1, 16, "state kernel warps along Dv"}, &FwdConfig::st_warps_n},
       {{"st_sm90", 0, 1, "state kernel on the sm90 engine (1) or mma.sync (0)"}, &FwdConfig::st_sm90},
-      {{"st_seg", 1, 4096, "segments of the sequence the state recurrence walks in parallel"}, &FwdConfig::st_seg},
+      {{"st_seg", 1, 4096, "segments of the sequence the state recurrence walks in parallel (fused=1: the fused walk's)"}, &FwdConfig::st_seg},
       {{"fused", 0, 1, "the fused forward (sm90; 1) or the three kernels (0)"}, &FwdConfig::fused},
   });
   return t;
@@ -379,8 +379,28 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     c.siz_b_v = bv;
     break;
   }
-  c.fused = fused_by_default(p, dev) ? 1 : 0;
+  c.fused = fused_by_default(p, dev) || fused_split_by_default(p, dev, c.st_seg) ? 1 : 0;
   return c;
+}
+
+// Why: with few heads the fused walks leave SMs idle, and the split's segments fill them while
+// its extra pass (the summary walk reads k and v once more) costs less than the three kernels'
+// chunk states. H200, `tfla bench forward`, ms, two runs in one call (three kernels split in
+// st_seg segments / fused split in st_seg segments): paper heads B = 1, S = 65536 (32 walks)
+// mLSTMsig 1.860 1.841 / 1.627 1.596 at st_seg 4 (2: 3.18, 8: 1.70, 16: 1.86), mLSTMexp 1.874
+// 1.853 / 1.669 1.630; S = 32768 0.955 0.942 / 0.833 0.837; B = 2, S = 16384 (64 walks) 0.916
+// 0.906 / 0.844 0.836 at st_seg 2; the seed's heads (NH 16, 128 x 256) B = 1, S = 65536 1.453
+// 1.438 / 1.249 1.247. The best split fills one wave of walks (st_seg = SMs / walks, which is the
+// three kernels' st_seg there), with segments of 128 chunks or more in every measured case; the
+// default keeps to those.
+bool fused_split_by_default(const MlstmProblem& p, const DeviceLimits& dev, int st_seg) {
+  constexpr int kMinChunksPerSegment = 128;
+  if (st_seg <= 1 || p.dtype != DType::BF16 || !check_fwd_fused_sm90(p, dev).empty()) return false;
+  const SegmentPlan s = fused_segments(p, dev, st_seg);
+  if (s.nseg <= 1 || s.seg_chunks < kMinChunksPerSegment) return false;
+  const int64_t ctas = p.B * p.NH * (p.Dv / FwdFusedSm90Shape::kBV) * s.nseg;
+  const int64_t sms = std::max<int64_t>(1, dev.sm_count);
+  return ctas <= sms && ctas * 10 >= sms * 8;
 }
 
 // Why: the fused walk runs one CTA per head and 128 columns of Dv through all chunks, so its time
@@ -411,7 +431,7 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
     return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
   if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
-  if (c.fused)
+  if (c.fused)  // and the three kernels' keys below, which a call with a saved buffer runs
     if (std::string r = check_fwd_fused_sm90(p, dev); !r.empty()) return r;
   if (c.st_sm90) return check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st");
   if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
@@ -443,6 +463,17 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh) {
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>({int64_t{want}, nc, 65535 / std::max<int64_t>(bh, 1)}));
   if (most <= 1) return s;
   s.seg_chunks = static_cast<int>((nc + most - 1) / most);
+  s.nseg = static_cast<int>((nc + s.seg_chunks - 1) / s.seg_chunks);
+  if (s.nseg <= 1) s = SegmentPlan{};
+  return s;
+}
+
+SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want) {
+  if (!check_state_walk_sm90(p, dev, kFusedChunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty()) return {};
+  const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
+  SegmentPlan s = state_segments(want, nc, p.B * p.NH);
+  if (s.nseg <= 1) return s;
+  s.seg_chunks = (s.seg_chunks + 3) / 4 * 4;
   s.nseg = static_cast<int>((nc + s.seg_chunks - 1) / s.seg_chunks);
   if (s.nseg <= 1) s = SegmentPlan{};
   return s;
@@ -486,14 +517,15 @@ rt::KernelSpec fwd_states_kernel(const MlstmProblem& p, const FwdConfig& c, bool
       fwd_states_min_blocks(c, p, dev));
 }
 
-rt::KernelSpec state_fix_kernel(const std::string& name, const std::string& params, const MlstmProblem& p) {
-  return rt::render(name, "tfla/" + name + ".cuh", "tfla::" + name, params,
-                    {{"TS", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
-                     {"EXP", arg(p.variant == Variant::Exp)}},
-                    256, 0, false);
+rt::KernelSpec state_fix_kernel(const std::string& name, const std::string& params, const MlstmProblem& p,
+                                std::vector<rt::TemplateArg> more) {
+  std::vector<rt::TemplateArg> args = {{"TS", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
+                                       {"EXP", arg(p.variant == Variant::Exp)}};
+  for (rt::TemplateArg& a : more) args.push_back(std::move(a));
+  return rt::render(name, "tfla/" + name + ".cuh", "tfla::" + name, params, std::move(args), 256, 0, false);
 }
-rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p) {
-  return state_fix_kernel("mlstm_fwd_state_fix", "tfla::MlstmFwdParams", p);
+rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p, bool starts) {
+  return state_fix_kernel("mlstm_fwd_state_fix", "tfla::MlstmFwdParams", p, {{"STARTS", arg(starts)}});
 }
 
 int state_walk_sm90_smem(const MlstmProblem& p, int bv) {
@@ -561,7 +593,14 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
          {"G", device_type(p.gate_dtype)}},
         32 * c.warps_m * c.warps_n, fwd_output_smem(c, p))};
   }
-  if (c.fused) return {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p)};
+  if (c.fused) {
+    std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p)};
+    if (fused_segments(p, dev, c.st_seg).nseg > 1) {  // the summary walk and the fold to the segments' starts
+      specs.push_back(fwd_states_sm90_kernel(p, kFusedChunk, FwdFusedSm90Shape::kBV));
+      specs.push_back(fwd_state_fix_kernel(p, true));
+    }
+    return specs;
+  }
   // The state kernel always carries n: the output needs it unless mLSTMsig runs without the
   // normalizer, but the returned last state (n_S) is part of the op's contract either way.
   const bool need_n = true;
@@ -576,7 +615,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
                                 {"BKC", arg(c.siz_b_kc)}, {"WM", arg(c.warps_m)}, {"WN", arg(c.warps_n)},
                                 {"EXP", arg(exp)}, {"NORMALIZE", arg(p.normalize)}},
                                32 * c.warps_m * c.warps_n, fwd_output_smem(c, p)));
-  if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p));
+  if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p, false));
   return specs;
 }
 

@@ -30,12 +30,14 @@ struct FwdConfig {
   int st_sm90 = 0;
   // The state recurrence walked as this many segments of the sequence in parallel, then made
   // exact by the fix kernel (mlstm_fwd_state_fix.cuh); 1: one walk per head. Fewer where the
-  // sequence has fewer chunks (see state_segments).
+  // sequence has fewer chunks (see state_segments). With fused = 1 the fused walk's segments
+  // (fused_segments: whole where Dqk is not 128 or 256).
   int st_seg = 1;
   // 1: the fused forward (fwd.chunkwise.sm90 only; mlstm_fwd_fused_sm90.cuh): one kernel walks
-  // chunks of 64 of its own with the state on chip, after the gate kernel at that chunk. A call
-  // with a saved-states buffer runs the three kernels above instead (the fused walk writes no
-  // chunk states), so `chunk` and the st_* keys still describe that call.
+  // chunks of 64 of its own with the state on chip, after the gate kernel at that chunk (and,
+  // split, a walk that leaves the segments' summaries and their fold). A call with a
+  // saved-states buffer runs the three kernels above instead (the fused walk writes no chunk
+  // states), so `chunk` and the st_* keys still describe that call.
   int fused = 0;
   // the parallel form keeps no chunk states: no initial or last states, no saved buffer
   Form form = Form::Chunkwise;
@@ -118,6 +120,14 @@ struct SegmentPlan {
 // The plan for `want` segments (a config's st_seg) over nc chunks of bh heads: at most one
 // segment per chunk, and no more than the launch grid's 65535 rows of heads x segments.
 SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
+// The fused walk's split (fused=1, st_seg = want): state_segments over its chunks of 64 with
+// segments of a multiple of 4 chunks, since the walk takes its ring slot and barrier phases from
+// the chunk's index; none where the summary walk (the sm90 state walk in 128-column CTAs) does
+// not serve p (Dqk other than 128 or 256): there the fused walk runs whole.
+SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want);
+// Whether the default runs the fused walk split into the three kernels' st_seg segments (few
+// heads on a long sequence; the reasons and measurements are in fwd_config.cpp).
+bool fused_split_by_default(const MlstmProblem& p, const DeviceLimits& dev, int st_seg);
 // How many segments a default splits the state walk into: `walks` CTAs (one per head and state
 // tile, ctas_per_sm of them resident per SM) times the segments fill one wave, each segment at
 // least 8 chunks long; 1 where the walks alone fill half the SMs' slots or more.
@@ -128,11 +138,12 @@ int default_state_segments(const MlstmProblem& p, const DeviceLimits& dev, int c
 // (need_n: whether the walk keeps n, which the backward does not read).
 rt::KernelSpec fwd_gates_kernel(const MlstmProblem& p, int chunk);
 rt::KernelSpec fwd_states_kernel(const MlstmProblem& p, const FwdConfig& c, bool need_n, const DeviceLimits& dev);
-// The fix kernel of a split walk (kernel_templates/tfla/mlstm_fwd_state_fix.cuh); state_fix_kernel
-// renders either fix kernel (template `name`, parameter block `params`: TS, DQK, DV, EXP; 256
-// threads).
-rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p);
-rt::KernelSpec state_fix_kernel(const std::string& name, const std::string& params, const MlstmProblem& p);
+// The fix kernel of a split walk (kernel_templates/tfla/mlstm_fwd_state_fix.cuh; starts: the fused
+// forward's fold to the segments' start states); state_fix_kernel renders either fix kernel
+// (template `name`, parameter block `params`: TS, DQK, DV, EXP, then `more`; 256 threads).
+rt::KernelSpec fwd_state_fix_kernel(const MlstmProblem& p, bool starts);
+rt::KernelSpec state_fix_kernel(const std::string& name, const std::string& params, const MlstmProblem& p,
+                                std::vector<rt::TemplateArg> more = {});
 
 // Shared memory of the two tiled kernels, bytes.
 int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);

@@ -72,12 +72,20 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     plan.add(0, Block::Fwd, {u(p.Dv / c.siz_b_v), u((p.S + c.siz_b_q - 1) / c.siz_b_q), bh});
     return plan;
   }
-  if (c.fused) {  // the gate kernel at chunk 64, then one CTA per 128 columns of Dv and head
+  if (c.fused) {  // the gate kernel at chunk 64, then one CTA per 128 columns of Dv, head and segment
     const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
     plan.nc = static_cast<int>(nc);
     take_gates(plan, Buffer::Workspace, p, kFusedChunk, static_cast<size_t>(nc));
+    const SegmentPlan split = fused_segments(p, dev, c.st_seg);
     plan.add(0, Block::Fwd, {u(nc), bh, 1});
-    plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, 1});
+    if (split.nseg > 1) {  // the segments' summaries (no chunk states), then their start states
+      plan.take(Region::ChunkM, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
+      take_split_walk(plan, p, nc, split);
+      plan.add(2, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1});
+      const int64_t groups = (p.Dqk * p.Dv + p.Dqk) / 8;
+      plan.add(3, Block::Fwd, {u((groups + 255) / 256), bh, 1});
+    }
+    plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))});
     return plan;
   }
   const int64_t nc = (p.S + c.chunk - 1) / c.chunk;

@@ -407,6 +407,21 @@ TEST_CASE("forward and backward on small shapes of every dtype and variant (run 
     }
 }
 
+TEST_CASE("the fused sm90 forward split into two segments on a small shape (run under compute-sanitizer)",
+          "[gpu][ops][sanitize][fused_split_small]") {
+  uint64_t seed = 4300;
+  for (DType dt : {bf, hf})
+    for (int var = 0; var < 3; ++var) {
+      // segments of 4 chunks and 1: the summary walk, the fold and two fused walks
+      Case c{false, CW, var == 0 ? E : G, var != 2, dt, 1, 2, 300, 256, 128, 128, kInit | kLast};
+      c.engine = 1;
+      c.fused = true;
+      c.seg = 2;
+      if (!sm90_serves(c)) { WARN("the sm90 engine does not serve this device"); return; }
+      run_case(c, seed++);
+    }
+}
+
 TEST_CASE("the state walk split into sequence segments matches the reference", "[gpu][ops][split]") {
   // (case, st_seg): segments of unequal length, one chunk per segment, initial and last states,
   // extreme gates, a saved buffer, a caller workspace, strided layouts, every dtype and variant
@@ -506,6 +521,30 @@ TEST_CASE("the fused sm90 forward matches the reference", "[gpu][ops][sm90][fuse
   }
 }
 
+TEST_CASE("the fused sm90 forward split into segments of the sequence matches the reference",
+          "[gpu][ops][sm90][fused][split]") {
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  // (case, st_seg): segments of 4k chunks of 64 with a shorter last one, initial and last states,
+  // extreme gates, strided layouts, a caller workspace on a stream, both variants and dtypes;
+  // the backward after it recomputes with the same st_seg (the three kernels' split)
+  const std::vector<std::pair<Case, int>> cases = {
+      {{false, CW, E, true, bf, 1, 2, 3000, 256, 128, 256, kInit | kLast}, 3},               // 16 + 16 + 15
+      {{false, CW, G, true, bf, 1, 2, 3000, 256, 256, 512, kInit | kLast | kExtreme}, 3},
+      {{false, CW, G, true, hf, 2, 1, 2500, 256, 128, 128, kLast | kBshd}, 4},               // 12 x 3 + 4
+      {{false, CW, G, false, bf, 1, 1, 1500, 256, 128, 384, kInit}, 2},
+      {{false, CW, G, true, bf, 1, 3, 4100, 256, 256, 256, kCallerWs | kStream | kLast}, 8},  // 12 x 5 + 5
+      {{false, CW, E, true, hf, 1, 1, 257, 256, 256, 128, kInit | kLast | kExtreme}, 2},      // 4 + 1, one row
+      {{true, CW, G, true, bf, 1, 2, 2000, 256, 128, 256, kInit | kLast | kDcLast}, 4},
+  };
+  uint64_t seed = 9800;
+  for (auto [c, seg] : cases) {
+    c.engine = 1;
+    c.fused = true;
+    c.seg = seg;
+    run_case(c, seed++);
+  }
+}
+
 TEST_CASE("the fused sm90 forward over one long sequence: the state stays on chip for 1024 chunks",
           "[gpu][ops][sm90][fused][long]") {
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
@@ -525,6 +564,11 @@ TEST_CASE("the fused sm90 forward over one long sequence: the state stays on chi
   e.fused = true;
   e.h_tol = 3e-2;
   run_case(e, 7400);
+  // split into 8 segments of 128 chunks, both gate regimes (the same inputs as above)
+  for (Case c : {x, e}) {
+    c.seg = 8;
+    run_case(c, c.opts & kExtreme ? 7400 : 7402);
+  }
 }
 
 TEST_CASE("the sm90 backward with many tiles per persistent CTA", "[gpu][ops][sm90]") {

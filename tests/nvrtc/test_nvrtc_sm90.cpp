@@ -169,7 +169,8 @@ TEST_CASE("the sm_90a gradient tile kernels compile with no ptxas warning, stack
 }
 
 // The fused forward: every dtype and variant at the head sizes of sm90_problems that it takes
-// (Dv a multiple of 128) and at Dqk 64.
+// (Dv a multiple of 128) and at Dqk 64; where Dqk is 128 or 256, its split's summary walk (the
+// state walk at chunk 64) and fold.
 TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame or spill",
           "[nvrtc][sm90][fused]") {
   ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
@@ -183,8 +184,12 @@ TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame 
     INFO(p.Dqk << "x" << p.Dv);
     REQUIRE(ops::check_fwd_fused_sm90(p, dev).empty());
     specs.push_back(ops::fwd_fused_sm90_kernel(p));
+    if (p.Dqk % 128 == 0) {
+      specs.push_back(ops::fwd_states_sm90_kernel(p, ops::kFusedChunk, 128));
+      specs.push_back(ops::fwd_state_fix_kernel(p, true));
+    }
   }
-  REQUIRE(specs.size() == 13);
+  REQUIRE(specs.size() == 13 + 2 * 12);
   check_clean(specs);
 }
 

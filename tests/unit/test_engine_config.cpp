@@ -12,6 +12,7 @@
 #include "ops/fwd_config.hpp"
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/plan.hpp"
 #include "tuner/search_space.hpp"
 #include "config_helpers.hpp"
 
@@ -88,7 +89,15 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   CHECK(fwd_default(problem(16, 2048, 256, 512)).fused == 1);  // 512
   CHECK(fwd_default(problem(2, 8192, 256, 512)).fused == 0);   // 64: half a wave
   CHECK(fwd_default(problem(5, 8192, 256, 512)).fused == 0);   // 160: a second wave 21% full
-  CHECK(fwd_default(problem(1, 65536, 256, 512)).fused == 0);  // 32 walks (the split walk instead)
+  // few walks: the fused walk split into one wave of segments of 128 chunks or more
+  CHECK(fwd_default(problem(1, 65536, 256, 512)).fused == 1);  // 32 walks x 4 segments of 256 chunks
+  CHECK(fwd_default(problem(1, 65536, 256, 512)).st_seg == 4);
+  CHECK(fwd_default(problem(1, 32768, 256, 512)).fused == 1);  // 4 x 128 chunks
+  CHECK(fwd_default(problem(2, 32768, 256, 512)).fused == 1);  // 64 walks x 2 x 256 chunks
+  CHECK(fwd_default(problem(1, 16384, 256, 512)).fused == 0);  // 4 x 64 chunks: the three kernels, split
+  CHECK(fwd_default(problem(1, 16384, 256, 512)).st_seg == 4);
+  CHECK(fwd_default(problem(1, 65536, 256, 512, DType::FP16)).fused == 0);
+  CHECK(fwd_default(problem(1, 65536, 64, 128)).fused == 0);   // no summary walk at Dqk 64
   CHECK(fwd_default(make_problem(8, 16, 8192, 128, 256, DType::BF16)).fused == 1);  // the seed's heads
   CHECK(fwd_default(problem(8, 8192, 256, 512, DType::FP16)).fused == 0);           // bf16 only
   CHECK(fwd_default(problem(8, 8192, 96, 160)).fused == 0);    // not served (mma.sync)
@@ -122,7 +131,8 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   CHECK(std::string(resolved(ops::Op::Forward, problem(256, 512, 256, 512, DType::FP16), {}).name()) ==
         "fwd.parallel.mma");
   // the tuner times the fused forward once per chunk length (the chunk a call with a saved buffer
-  // runs), whatever the other axes chose, beside the three kernels
+  // runs), whatever the other axes chose, beside the three kernels; with few heads on a long
+  // sequence once per split of its walk (st_seg 1, 2, 4, 8)
   for (const MlstmProblem& q : {p, problem(1, 8192, 256, 512)}) {
     const tuner::Enumerated e = tuner::enumerate(tuner::Family::Forward, q, tuner::SpaceLimits{}, 0);
     std::map<int64_t, int> fused;
@@ -135,13 +145,32 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
         }
     INFO("B = " << q.B);
     CHECK(!fused.empty());
-    for (const auto& [chunk, n] : fused) CHECK(n == 1);
+    const bool split = q.B * q.NH <= 32 && q.S >= 8192;
+    for (const auto& [chunk, n] : fused) CHECK(n == (split ? 4 : 1));
     CHECK(unfused > 10);
   }
   // fused=1 on the mma.sync engine is refused by name
   ops::FwdConfig m = ops::chunkwise_fwd_config(p, ref());
   m.fused = 1;
   CHECK(check_fwd(m, p).find("fused=1") != std::string::npos);
+  // the fused walk's split: its summary walk needs Dqk 128 or 256, so at Dqk 64 it runs whole
+  const MlstmProblem p64 = problem(1, 8192, 64, 128);
+  const ops::FwdConfig f64 = fwd_resolve(p64, {{"engine", 1}, {"fused", 1}, {"st_seg", 4}});
+  CHECK(check_fwd(f64, p64).empty());
+  CHECK(ops::fused_segments(p64, ref(), 4).nseg == 1);
+  CHECK(ops::fwd_plan(p64, f64, ref(), false).count == 2);
+  CHECK(ops::fwd_kernels(p64, f64, ref()).size() == 2);
+  // its segments are whole multiples of 4 chunks (the walk's ring phases follow the chunk index)
+  for (int want : {2, 3, 4, 7, 8, 64})
+    for (int64_t nc : {1, 5, 16, 47, 1024}) {
+      const ops::SegmentPlan s = ops::fused_segments(problem(1, nc * 64 - 7, 256, 512), ref(), want);
+      INFO(want << " segments of " << nc << " chunks");
+      if (s.nseg <= 1) continue;
+      CHECK(s.seg_chunks % 4 == 0);
+      CHECK(int64_t{s.nseg - 1} * s.seg_chunks < nc);
+      CHECK(int64_t{s.nseg} * s.seg_chunks >= nc);
+      CHECK(s.nseg <= want);
+    }
 }
 
 TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless the engine is pinned", "[engine]") {
@@ -286,8 +315,11 @@ TEST_CASE("the state walk's sequence split: whole chunks per segment, none empty
 
 TEST_CASE("a split walk's workspace: its regions last, sized by the query, the saved layout unchanged", "[engine]") {
   const MlstmProblem p = problem(1, 65536, 256, 512);  // 8 heads, 256 chunks of 256
-  const ops::FwdConfig c = fwd_default(p);
+  ops::FwdConfig c = fwd_default(p);
   REQUIRE(c.st_seg == 4);
+  REQUIRE(c.fused == 1);  // the default: the fused walk, split (its plan below)
+  const ops::Plan fused = ops::fwd_plan(p, c, ref(), false);
+  c.fused = 0;  // the three kernels' split
   ops::FwdConfig c1 = c;
   c1.st_seg = 1;
   const ops::Plan one = ops::fwd_plan(p, c1, ref(), false), four = ops::fwd_plan(p, c, ref(), false);
@@ -301,8 +333,15 @@ TEST_CASE("a split walk's workspace: its regions last, sized by the query, the s
   CHECK(four[R::StatesC].offset == one[R::StatesC].offset);
   // the size query answers for the config the call runs
   CHECK(ops::fwd_workspace_size(p, c, false, false) == four.workspace_bytes);
-  CHECK(mlstm_forward_workspace_size(p, {}) == four.workspace_bytes);
-  CHECK(mlstm_forward_workspace_size(p, {{"st_seg", 1}}) == one.workspace_bytes);
+  CHECK(mlstm_forward_workspace_size(p, {{"fused", 0}}) == four.workspace_bytes);
+  CHECK(mlstm_forward_workspace_size(p, {{"fused", 0}, {"st_seg", 1}}) == one.workspace_bytes);
+  // the fused split: the gate kernel's regions at chunk 64 (1024 chunks), chunk_m, the split's
+  CHECK(mlstm_forward_workspace_size(p, {}) == fused.workspace_bytes);
+  CHECK(fused.walk.nseg == 4);
+  CHECK(fused.walk.seg_chunks == 256);
+  CHECK(fused[R::StatesC].buffer == ops::Buffer::None);
+  CHECK(fused.workspace_bytes == 3 * size_t{8} * 65536 * 4 + 2 * size_t{8} * 1024 * 4 +
+                                     (size_t{8} * 1025 * 4 + 255) / 256 * 256 + seg_bytes + 8 * 768 * 4);
   // a saved buffer never holds the split's regions: they are the workspace of that call
   const ops::Plan with_saved = ops::fwd_plan(p, c, ref(), true);
   CHECK(with_saved.workspace_bytes == seg_bytes);

@@ -122,7 +122,11 @@ std::vector<std::string> check_plan(const Plan& plan, const std::vector<rt::Kern
 // The kernel sequence a forward config runs.
 std::vector<std::string> expected_fwd(const ops::FwdConfig& c, const Plan& plan) {
   if (c.parallel()) return {"mlstm_fwd_output"};
-  if (c.fused) return {"mlstm_fwd_gates", "mlstm_fwd_fused_sm90"};
+  if (c.fused) {  // split: the summary walk and the fold to the segments' starts before the walks
+    if (plan.walk.nseg > 1)
+      return {"mlstm_fwd_gates", "mlstm_fwd_states_sm90", "mlstm_fwd_state_fix", "mlstm_fwd_fused_sm90"};
+    return {"mlstm_fwd_gates", "mlstm_fwd_fused_sm90"};
+  }
   std::vector<std::string> v{"mlstm_fwd_gates", c.st_sm90 ? "mlstm_fwd_states_sm90" : "mlstm_fwd_states"};
   if (plan.walk.nseg > 1) v.push_back("mlstm_fwd_state_fix");
   v.push_back(c.engine == ops::Engine::Sm90 ? "mlstm_fwd_output_sm90" : "mlstm_fwd_output");
@@ -231,6 +235,7 @@ const std::vector<Config>& pins(ops::Op op) {
                                        {{"engine", 1}},
                                        {{"engine", 1}, {"fused", 0}},
                                        {{"engine", 1}, {"fused", 1}},
+                                       {{"engine", 1}, {"fused", 1}, {"st_seg", 4}},
                                        {{"engine", 1}, {"fused", 0}, {"st_sm90", 0}},
                                        {{"engine", 1}, {"fused", 0}, {"st_seg", 4}},
                                        {{"engine", 0}, {"st_seg", 4}},

@@ -2,7 +2,9 @@
 // kernel on TMA and wgmma where Dqk is 128 or 256 (st_sm90=1; else the mma.sync one), then the
 // output kernel on TMA, mbarrier rings and wgmma in warp-specialized warpgroups
 // (kernel_templates/tfla/mlstm_{fwd_states,fwd_output}_sm90.cuh); or, with fused=1, the gate
-// kernel at chunk 64 and the fused walk (mlstm_fwd_fused_sm90.cuh), which keeps the state on chip.
+// kernel at chunk 64 and the fused walk (mlstm_fwd_fused_sm90.cuh), which keeps the state on chip
+// (with st_seg > 1 split into segments of the sequence, after a walk that leaves only the
+// segments' summaries and the fold to their start states).
 // It serves sm_90a devices with 16-bit inputs, Dqk a multiple of 64 up to 256 and Dv a multiple
 // of 64 (the fused walk: Dqk 64, 128 or 256, Dv a multiple of 128); elsewhere the mma.sync family
 // serves.
@@ -28,13 +30,15 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
   }
   // The state kernel is one axis: the sm90 kernel in its two Dv tiles (where Dqk is 128 or 256)
   // or the mma.sync kernel in its blocks and sub-block lengths, each with the three kernels
-  // (fused = 0); or the fused forward, whose one kernel reads none of the other keys: its point
-  // sets them all to the reference device's default (what a call with a saved buffer then runs),
-  // so it is one candidate whatever the other axes chose.
+  // (fused = 0); or the fused forward, which reads no other key but st_seg: its point sets them
+  // all to the reference device's default (what a call with a saved buffer then runs), so it is
+  // one candidate whatever the other axes chose, or one per st_seg where that axis is walked.
   std::vector<Axis> axes(const MlstmProblem& p) const override {
     Axis states;
     Config fused = sm90_fwd_config(p, DeviceLimits::reference()).to_config();
     fused["fused"] = 1;
+    const bool split = p.B * p.NH <= 32 && p.S >= 8192;  // few heads on a long sequence
+    if (split) fused.erase("st_seg");  // the fused walk's split is the st_seg axis too
     states.push_back(fused);
     if (p.Dqk % 128 == 0)
       for (int64_t bv : {128, 64})
@@ -47,8 +51,8 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
         states.push_back(c);
       }
     std::vector<Axis> axes = {values("chunk", {128, 256, 512}), values("siz_b_v", {64, 128, 256})};
-    // few heads on a long sequence: the state walk's sequence split (st_seg)
-    if (p.B * p.NH <= 32 && p.S >= 8192) axes.push_back(values("st_seg", {1, 2, 4, 8}));
+    // the state walk's sequence split (st_seg; with fused=1 the fused walk's)
+    if (split) axes.push_back(values("st_seg", {1, 2, 4, 8}));
     axes.push_back(std::move(states));  // last: the fused point overrides every other choice
     return axes;
   }
