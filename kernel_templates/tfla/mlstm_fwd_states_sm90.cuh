@@ -59,14 +59,64 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
     for (int i = 0; i < kRows; ++i) u_next[i] = it < total ? p.gate_u[urow + kRg * i] : 0.f;
   };
   load_u(0);
+  if (summary) {
+    // No chunk states to publish: the chunks go in groups of kGroup (256 rows, as a walk at chunk
+    // 256), one stabilizer and one decay per group, so the group's sub-blocks keep a wgmma group
+    // in flight across chunk boundaries. With G the group's total log-decay and R_k = G - (the
+    // decays of the group's chunks before k), the state leaving the group is
+    //   exp(G + m - m') C + sum_k sum_{t in chunk k} exp(R_k + u_t - m') k_t v_t^T,
+    //   m' = max(G + m, max_k (R_k + umax_k))   (mLSTMexp; 0 for mLSTMsig).
+    constexpr int kGroup = CHUNK >= 256 ? 1 : 256 / CHUNK;
+    const float* gg = p.chunk_g + static_cast<long long>(bh) * NC;
+    const float* gu = p.chunk_umax + static_cast<long long>(bh) * NC;
 #pragma unroll 1
-  for (int c = c_begin; c < c_end; ++c) {
-    // Entering chunk c: the state is published, then decayed.
-    if (!summary) {
-      walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
-      if (own_n) walk.colsum_store(npart, p.states_n + (static_cast<long long>(bh) * NC + c) * DQK);
-      if (lead) m_dst[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
+    for (int c0 = c_begin; c0 < c_end; c0 += kGroup) {
+      const int n = min(kGroup, c_end - c0);
+      float G = 0.f;
+#pragma unroll 1
+      for (int k = 0; k < n; ++k) G += gg[c0 + k];
+      float m_new = 0.f;
+      if (EXP) {
+        m_new = G + m_prev;
+        float pre = 0.f;
+#pragma unroll 1
+        for (int k = 0; k < n; ++k) {
+          m_new = fmaxf(m_new, G - pre + gu[c0 + k]);
+          pre += gg[c0 + k];
+        }
+      }
+      const float decay = __expf(G + m_prev - m_new);
+#pragma unroll
+      for (int mb = 0; mb < Walk::kMB; ++mb)
+#pragma unroll
+        for (int i = 0; i < Walk::kAcc; ++i) acc[mb][i] *= decay;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) npart[e] *= decay;
+      m_prev = m_new;
+      float pre = 0.f;
+#pragma unroll 1
+      for (int k = 0; k < n; ++k) {
+        const float R = G - pre;
+        pre += gg[c0 + k];
+#pragma unroll 1
+        for (int sub = 0; sub < kNSub; ++sub) {
+          float w[kRows];
+#pragma unroll
+          for (int i = 0; i < kRows; ++i) w[i] = __expf(R + u_next[i] - m_new);
+          load_u((c0 + k - c_begin) * kNSub + sub + 1);
+          if (own_n) walk.template step<true>(acc, w, npart);
+          else walk.template step<false>(acc, w, npart);
+        }
+      }
+      walk.drain(acc);
     }
+  }
+#pragma unroll 1
+  for (int c = summary ? c_end : c_begin; c < c_end; ++c) {
+    // Entering chunk c: the state is published, then decayed.
+    walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
+    if (own_n) walk.colsum_store(npart, p.states_n + (static_cast<long long>(bh) * NC + c) * DQK);
+    if (lead) m_dst[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
     const float g_c = p.chunk_g[static_cast<long long>(bh) * NC + c];
     const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + p.chunk_umax[static_cast<long long>(bh) * NC + c]) : 0.f;
     const float decay = __expf(g_c + m_prev - m_new);

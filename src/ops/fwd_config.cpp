@@ -390,11 +390,14 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
 // mLSTMsig 1.860 1.841 / 1.627 1.596 at st_seg 4 (2: 3.18, 8: 1.70, 16: 1.86), mLSTMexp 1.874
 // 1.853 / 1.669 1.630; S = 32768 0.955 0.942 / 0.833 0.837; B = 2, S = 16384 (64 walks) 0.916
 // 0.906 / 0.844 0.836 at st_seg 2; the seed's heads (NH 16, 128 x 256) B = 1, S = 65536 1.453
-// 1.438 / 1.249 1.247. The best split fills one wave of walks (st_seg = SMs / walks, which is the
-// three kernels' st_seg there), with segments of 128 chunks or more in every measured case; the
-// default keeps to those.
+// 1.438 / 1.249 1.247; shorter (one call, default / fused split): paper heads B = 1, S = 8192
+// 0.272 / 0.246 at st_seg 4 (segments of 32 chunks; 2: 0.416, 3: 0.310), S = 16384 0.498 / 0.446;
+// the seed's heads B = 1, S = 16384 0.392 / 0.336, B = 2, S = 8192 (64 walks) 0.374 / 0.336 at
+// st_seg 2. The best split fills one wave of walks (st_seg = SMs / walks, which is the three
+// kernels' st_seg there), with segments of 32 chunks or more in every measured case; the default
+// keeps to those.
 bool fused_split_by_default(const MlstmProblem& p, const DeviceLimits& dev, int st_seg) {
-  constexpr int kMinChunksPerSegment = 128;
+  constexpr int kMinChunksPerSegment = 32;
   if (st_seg <= 1 || p.dtype != DType::BF16 || !check_fwd_fused_sm90(p, dev).empty()) return false;
   const SegmentPlan s = fused_segments(p, dev, st_seg);
   if (s.nseg <= 1 || s.seg_chunks < kMinChunksPerSegment) return false;
