@@ -3,6 +3,8 @@
 # folder, for running on a GPU machine that cannot build the project (no network, other
 # packages). usage: tools/dev/pack.sh BUILD_DIR DEST_DIR
 # On the GPU machine: export LD_LIBRARY_PATH=$PWD/DEST_DIR/lib; DEST_DIR/bin/tfla info
+# (test_gpu_dispatch runs the CLI: export TFLA_CLI=$PWD/DEST_DIR/bin/tfla, else it looks for the
+# build path compiled into it.)
 set -euo pipefail
 build="${1:?usage: tools/dev/pack.sh BUILD_DIR DEST_DIR}"
 dest="${2:?usage: tools/dev/pack.sh BUILD_DIR DEST_DIR}"
