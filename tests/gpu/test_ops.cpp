@@ -633,7 +633,7 @@ TEST_CASE("the forward engines (mma.sync, sm90, the fused walk) agree at the pap
       const auto again = forward_h(p, q, k, v, ig, fg, {{"chunk", 256}, {"engine", 1}});
       if (std::memcmp(again.data(), sm90.data(), sm90.size() * 2) != 0) ++differing;
     }
-    // the fused walk too (32 walks of 128 chunks)
+    // the fused walk too (its default here: 32 walks split into 4 segments of 32 chunks)
     const Config fused_cfg = {{"chunk", 256}, {"engine", 1}, {"fused", 1}};
     const auto fused = forward_h(p, q, k, v, ig, fg, fused_cfg);
     std::vector<double> f(fused.size());
