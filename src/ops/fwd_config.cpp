@@ -476,7 +476,9 @@ SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int w
   const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
   SegmentPlan s = state_segments(want, nc, p.B * p.NH);
   if (s.nseg <= 1) return s;
-  s.seg_chunks = (s.seg_chunks + 3) / 4 * 4;
+  // the ring's slot and phase and Q's phase repeat every 2 STAGES chunks
+  constexpr int kUnit = 2 * FwdFusedSm90Shape::kStages;
+  s.seg_chunks = (s.seg_chunks + kUnit - 1) / kUnit * kUnit;
   s.nseg = static_cast<int>((nc + s.seg_chunks - 1) / s.seg_chunks);
   if (s.nseg <= 1) s = SegmentPlan{};
   return s;

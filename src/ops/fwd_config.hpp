@@ -121,8 +121,8 @@ struct SegmentPlan {
 // segment per chunk, and no more than the launch grid's 65535 rows of heads x segments.
 SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
 // The fused walk's split (fused=1, st_seg = want): state_segments over its chunks of 64 with
-// segments of a multiple of 4 chunks, since the walk takes its ring slot and barrier phases from
-// the chunk's index; none where the summary walk (the sm90 state walk in 128-column CTAs) does
+// segments of a multiple of 2 x the ring's stages (4) chunks, since the walk takes its ring slot
+// and barrier phases from the chunk's index; none where the summary walk (the sm90 state walk in 128-column CTAs) does
 // not serve p (Dqk other than 128 or 256): there the fused walk runs whole.
 SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want);
 // Whether the default runs the fused walk split into the three kernels' st_seg segments (few
