@@ -471,8 +471,12 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh) {
   return s;
 }
 
+bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev) {
+  return check_state_walk_sm90(p, dev, kFusedChunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty();
+}
+
 SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want) {
-  if (!check_state_walk_sm90(p, dev, kFusedChunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty()) return {};
+  if (!fused_split_serves(p, dev)) return {};
   const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
   SegmentPlan s = state_segments(want, nc, p.B * p.NH);
   if (s.nseg <= 1) return s;
@@ -600,7 +604,9 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
   }
   if (c.fused) {
     std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p)};
-    if (fused_segments(p, dev, c.st_seg).nseg > 1) {  // the summary walk and the fold to the segments' starts
+    // the summary walk and the fold to the segments' starts, by the config and the head sizes
+    // alone (a loaded selection's kernels are keyed so; the plan launches them where it splits)
+    if (c.st_seg > 1 && fused_split_serves(p, dev)) {
       specs.push_back(fwd_states_sm90_kernel(p, kFusedChunk, FwdFusedSm90Shape::kBV));
       specs.push_back(fwd_state_fix_kernel(p, true));
     }

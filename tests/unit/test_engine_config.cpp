@@ -161,6 +161,20 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   CHECK(ops::fused_segments(p64, ref(), 4).nseg == 1);
   CHECK(ops::fwd_plan(p64, f64, ref(), false).count == 2);
   CHECK(ops::fwd_kernels(p64, f64, ref()).size() == 2);
+  // its kernels follow from the config and the head sizes, not S (the loaded kernels are keyed
+  // so): a short sequence that does not split loads the same list as a long one that does
+  {
+    const MlstmProblem shrt = problem(1, 256, 256, 512), lng = problem(1, 8192, 256, 512);
+    const ops::FwdConfig f = fwd_resolve(lng, {{"engine", 1}, {"fused", 1}, {"st_seg", 4}});
+    CHECK(ops::fused_segments(shrt, ref(), 4).nseg == 1);
+    CHECK(ops::fused_segments(lng, ref(), 4).nseg == 4);
+    const auto a = ops::fwd_kernels(shrt, f, ref()), b = ops::fwd_kernels(lng, f, ref());
+    REQUIRE(a.size() == 4);
+    REQUIRE(b.size() == 4);
+    for (size_t i = 0; i < a.size(); ++i) CHECK(a[i].key == b[i].key);
+    CHECK(ops::fwd_plan(shrt, f, ref(), false).count == 2);
+    CHECK(ops::fwd_plan(lng, f, ref(), false).count == 4);
+  }
   // its segments are whole multiples of 4 chunks (the walk's ring phases follow the chunk index)
   for (int want : {2, 3, 4, 7, 8, 64})
     for (int64_t nc : {1, 5, 16, 47, 1024}) {
