@@ -209,17 +209,19 @@ struct StateWalkSm90 {
       uint4* q = reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128);
       const uint4 x = *q;
       u32 wd[4] = {x.x, x.y, x.z, x.w};
-      if (SUMS) {
+      if constexpr (SUMS || !WgmmaIsBf16<T>::value) {  // fp32 products (in fp16 w_i alone may pass 65504)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float2 f = Elem<T>::unpack2(wd[e]);
           f.x *= w[i];
           f.y *= w[i];
-          part[2 * e] += f.x;
-          part[2 * e + 1] += f.y;
+          if (SUMS) {
+            part[2 * e] += f.x;
+            part[2 * e + 1] += f.y;
+          }
           wd[e] = Elem<T>::pack2(f.x, f.y);
         }
-      } else {  // packed 16-bit products (w_i rounded to 16 bits once per row)
+      } else {  // bf16: packed products (w_i rounded to bf16 once per row)
         const u32 ww = Elem<T>::pack2(w[i], w[i]);
 #pragma unroll
         for (int e = 0; e < 4; ++e) wd[e] = Elem<T>::mul2(wd[e], ww);
