@@ -34,14 +34,14 @@ void take_chunkwise(Plan& plan, Buffer b, const MlstmProblem& p, int chunk, bool
   if (with_last) plan.take(Region::CLast, b, bh * p.Dqk * p.Dv * 4);
 }
 
-void take_split_walk(Plan& plan, const MlstmProblem& p, int64_t nc, SegmentPlan split) {
+void take_split_walk(Plan& plan, const MlstmProblem& p, int64_t nc, SegmentPlan split, bool local_m) {
   plan.walk = split;
   if (split.nseg <= 1) return;
   const size_t bh = static_cast<size_t>(p.B * p.NH), ns = static_cast<size_t>(split.nseg);
   plan.take(Region::SegC, Buffer::Workspace, bh * ns * p.Dqk * p.Dv * 4);
   plan.take(Region::SegN, Buffer::Workspace, bh * ns * p.Dqk * 4);
   plan.take(Region::SegM, Buffer::Workspace, bh * ns * 4);
-  plan.take(Region::SegMloc, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
+  if (local_m) plan.take(Region::SegMloc, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
 }
 
 void add_state_walk(Plan& plan, const MlstmProblem& p, bool sm90, int siz_b_k, int siz_b_v, int walk, int fix) {
@@ -80,7 +80,7 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     plan.add(0, Block::Fwd, {u(nc), bh, 1});
     if (split.nseg > 1) {  // the segments' summaries (no chunk states), then their start states
       plan.take(Region::ChunkM, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
-      take_split_walk(plan, p, nc, split);
+      take_split_walk(plan, p, nc, split, /*local_m=*/false);  // no chunk states, no local stabilizers
       plan.add(2, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1});
       const int64_t groups = (p.Dqk * p.Dv + p.Dqk) / 8;
       plan.add(3, Block::Fwd, {u((groups + 255) / 256), bh, 1});

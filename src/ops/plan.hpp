@@ -135,7 +135,8 @@ size_t saved_size(const MlstmProblem& p, int chunk);
 // The chunkwise forward's layout at chunk in buffer b: the gate kernel's regions, the chunk
 // states and, where with_last, C_S (the saved-states buffer is this layout with it).
 void take_chunkwise(Plan& plan, Buffer b, const MlstmProblem& p, int chunk, bool with_last);
-void take_split_walk(Plan& plan, const MlstmProblem& p, int64_t nc, SegmentPlan split);
+// local_m: the walk stores chunk states, whose segment-local stabilizers need seg_mloc.
+void take_split_walk(Plan& plan, const MlstmProblem& p, int64_t nc, SegmentPlan split, bool local_m = true);
 void add_state_walk(Plan& plan, const MlstmProblem& p, bool sm90, int siz_b_k, int siz_b_v, int walk, int fix);
 // The backward's plans (the three backward families): parallel or chunkwise by cfg. saved: the
 // call reads the forward's saved-states buffer (the gate data, chunk states and C_S in it, no
