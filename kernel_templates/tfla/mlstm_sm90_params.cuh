@@ -127,4 +127,28 @@ struct MlstmBwdTileSm90Params {
   int tiles;      // n_tiles * row_tiles * B * NH
 };
 
+// ---- dK and dV in one kernel (mlstm_bwd_dkv_sm90.cuh) ----------------------------------------
+// A CTA tile is 64 key rows with all columns of dK and of dV (one consumer warpgroup each); the
+// query tiles are 64 rows. k_j (64 x Dqk) and v_j (64 x Dv) have their own buffers; a ring slot
+// holds a query tile's q_i and dh_i (64 x (Dqk + Dv)) or a band of dC (64 Dqk rows x Dv).
+struct BwdDkvSm90Shape {
+  static constexpr int kBR = 64, kBT = 64;
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+};
+TFLA_HD constexpr int bwd_dkv_sm90_slot_bytes(int dqk, int dv) { return (dqk + dv) * 64 * 2; }
+// 1024 bytes of alignment slack, k_j and v_j, the ring, then the barriers: full and empty per
+// slot, X full and X empty.
+TFLA_HD constexpr int bwd_dkv_sm90_smem_bytes(int dqk, int dv, int stages) {
+  return 1024 + (dqk + dv) * 64 * 2 + stages * bwd_dkv_sm90_slot_bytes(dqk, dv) + (2 * stages + 2) * 8;
+}
+struct MlstmBwdDkvSm90Params {
+  TmaDesc q, k;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}, 128B swizzle
+  TmaDesc v, dh;  // dims {Dv, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc y;      // dC: dims {Dv, Dqk, BH * NC}, box {64, 64, 1}
+  MlstmBwdParams p;
+  int row_tiles;  // 64-row key tiles per head: ceil(S / 64)
+  int tiles;      // row_tiles * B * NH
+};
+
 }  // namespace tfla

@@ -64,6 +64,7 @@ const KeyTable<BwdConfig>& table() {
       {{"st_sm90", 0, 1, "recompute state kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::st_sm90},
       {{"ds_sm90", 0, 1, "dC kernel on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::ds_sm90},
       {{"tl_sm90", 0, 1, "dQ/dK/dV tile kernels on the sm90 engine (1) or mma.sync (0)"}, &BwdConfig::tl_sm90},
+      {{"tl_dkv", 0, 1, "dK and dV in one sm90 kernel (1, with tl_sm90=1) or one kernel each (0)"}, &BwdConfig::tl_dkv},
       {{"st_seg", 1, 4096, "segments of the sequence the recompute's state walk runs in parallel"}, &BwdConfig::st_seg},
       {{"ds_seg", 1, 4096, "segments of the sequence the dC walk runs in parallel"}, &BwdConfig::ds_seg},
   });
@@ -260,7 +261,8 @@ namespace {
 std::string check_bwd_tiles(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   const int dqk = static_cast<int>(p.Dqk), dv = static_cast<int>(p.Dv);
   if (c.engine != Engine::MmaSync) return "an sm90 config given to the mma.sync engine";
-  if (c.st_sm90 || c.ds_sm90 || c.tl_sm90) return "st_sm90=1, ds_sm90=1 and tl_sm90=1 need the sm90 engine (engine=1)";
+  if (c.st_sm90 || c.ds_sm90 || c.tl_sm90 || c.tl_dkv)
+    return "st_sm90=1, ds_sm90=1, tl_sm90=1 and tl_dkv=1 need the sm90 engine (engine=1)";
   if (c.parallel()) {
     if (c.chunk < 16 || c.chunk % 16) return "chunk must be a positive multiple of 16";
     if (std::string why = parallel_seq_limit(p); !why.empty()) return why;
@@ -362,7 +364,13 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                     {"SPLIT", arg(c.ds_seg > 1)}},
                    32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
         bwd_dstates_min_blocks(c, p, dev)));
-  for (int mode = 0; mode < 3; ++mode) specs.push_back(tile(mode));
+  specs.push_back(tile(0));
+  if (c.tl_dkv) {
+    specs.push_back(bwd_dkv_sm90_kernel(p, c, dev));
+  } else {
+    specs.push_back(tile(1));
+    specs.push_back(tile(2));
+  }
   specs.push_back(rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
                              "tfla::MlstmBwdParams",
                              {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", arg(c.chunk)}, {"NT", "256"},
@@ -401,6 +409,19 @@ std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
 // engine's tiles with both walks 6.53 ms, with the state walk and the mma.sync dC kernel 5.96,
 // with both mma.sync kernels 6.19, the mma.sync family 7.27; the state walk against the mma.sync
 // state kernel (dC on mma.sync) 7.83 vs 7.76 ms at S = 65536 (B = 1) and 6.52 vs 6.51 at S = 16384.
+// Why a ring of three slots or more: with two (Dqk + Dv > 384, e.g. 256 x 256) one query tile
+// loads while the other is read and the kernel waits on L2; with three it wins. H200,
+// 2026-12-01, one call, `tfla bench backward --variant sig --seqs 8192 --tokens 65536`, two runs
+// each, ms, the default then against tl_dkv=1: NH 16, 128 x 256 (3 slots) 4.109 / 4.169 -> 3.848 /
+// 3.844 (mLSTMexp 4.165 / 4.198 -> 3.865 / 3.889; B = 1, S = 65536: 4.270 / 4.258 -> 3.995 /
+// 3.996); NH 8, 256 x 256 (2 slots) 2.902 / 2.916 -> 2.956 / 2.957. Where Dv < 256 the default was
+// the mma.sync family, against which the engine with the dK/dV kernel ran: NH 16, 128 x 128
+// (4 slots) 3.933 / 3.935 -> 3.014 / 3.010; NH 16, 128 x 64 3.213 / 3.234 -> 2.583 / 2.582; NH 8,
+// 256 x 128 (3 slots) 2.942 / 2.936 -> 2.182 / 2.191.
+bool sm90_dkv_by_default(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  return check_bwd_dkv_sm90(c, p, dev).empty() && bwd_dkv_sm90_stages(p, dev) >= 3;
+}
+
 BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
   const int ch = chunk > 0 ? chunk : sm90_fwd_config(p, dev).chunk;
   BwdConfig c = chunkwise_bwd_config(p, dev, ch);
@@ -422,17 +443,23 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   };
   t.siz_b_nqk = widest(p.Dqk, 0);
   t.siz_b_nv = widest(p.Dv, 2);
-  if (check_bwd_tiles_sm90(t, p, dev).empty()) c = t;
+  if (check_bwd_tiles_sm90(t, p, dev).empty()) {
+    c = t;
+    c.tl_dkv = sm90_dkv_by_default(c, p, dev);
+  }
   return c;
 }
 
-// Why Dv >= 256: dQ's and dK's score tiles contract over Dv, and the engine's tiles win where that
+// Why Dv >= 256, or the dK/dV kernel (sm90_dkv_by_default, measured against the mma.sync family
+// there): dQ's and dK's score tiles contract over Dv, and the engine's tiles win where that
 // contraction is long. H200, 2026-11-30, `tfla bench backward --variant sig`, against the
 // mma.sync family: paper shape (Dqk 256, Dv 512) 4.61 vs 7.31 ms at S = 8192; the seed's
 // headline shape (Dqk 128, Dv 256, NH 16) 4.24 vs 5.37 (the engine's tiles in snake order; the
 // mma.sync times from earlier calls of the same day). Narrower heads were not measured.
 bool sm90_bwd_preferred(const MlstmProblem& p, const DeviceLimits& dev) {
-  return sm90_bwd_serves(p, dev).empty() && p.Dv >= 256 && sm90_bwd_config(p, dev).tl_sm90 == 1;
+  if (!sm90_bwd_serves(p, dev).empty()) return false;
+  const BwdConfig c = sm90_bwd_config(p, dev);
+  return c.tl_sm90 == 1 && (p.Dv >= 256 || c.tl_dkv == 1);
 }
 
 int bwd_tile_sm90_stages(const MlstmProblem& p, int mode, int bn, const DeviceLimits& dev) {
@@ -479,6 +506,39 @@ rt::KernelSpec bwd_tile_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, i
       1);
 }
 
+int bwd_dkv_sm90_stages(const MlstmProblem& p, const DeviceLimits& dev) {
+  for (int stages = 4; stages >= 2; --stages)
+    if (bwd_dkv_sm90_smem_bytes(static_cast<int>(p.Dqk), static_cast<int>(p.Dv), stages) <= dev.smem_optin_bytes)
+      return stages;
+  return 0;
+}
+
+std::string check_bwd_dkv_sm90(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  const std::string k = "tl_dkv=1: ";
+  if (!c.tl_sm90) return k + "needs the sm90 tile kernels (tl_sm90=1)";
+  auto one_n = [](int64_t d) { return d == 64 || d == 128 || d == 256; };
+  if (!one_n(p.Dqk) || !one_n(p.Dv)) return k + "the dK/dV kernel needs Dqk and Dv of 64, 128 or 256";
+  if (c.chunk % BwdDkvSm90Shape::kBR) return k + "chunk must be a multiple of 64";
+  if (bwd_dkv_sm90_stages(p, dev) < 2)
+    return over_smem(bwd_dkv_sm90_smem_bytes(static_cast<int>(p.Dqk), static_cast<int>(p.Dv), 2), "dK/dV kernel",
+                     dev);
+  return {};
+}
+
+// __launch_bounds__(384, 1) as the tile kernels; XCOLS: dQ's column tile, the partition of the
+// row dots k . dk (xpart) the gate gradients sum.
+rt::KernelSpec bwd_dkv_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev) {
+  const int stages = bwd_dkv_sm90_stages(p, dev);
+  return rt::with_min_blocks(
+      rt::render("mlstm_bwd_dkv_sm90", "tfla/mlstm_bwd_dkv_sm90.cuh", "tfla::mlstm_bwd_dkv_sm90",
+                 "tfla::MlstmBwdDkvSm90Params",
+                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
+                  {"STAGES", arg(stages)}, {"EXP", arg(p.variant == Variant::Exp)}, {"XCOLS", arg(c.siz_b_nqk)}},
+                 BwdDkvSm90Shape::kThreads,
+                 bwd_dkv_sm90_smem_bytes(static_cast<int>(p.Dqk), static_cast<int>(p.Dv), stages)),
+      1);
+}
+
 std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
   if (c.parallel()) return "the sm90 engine has no parallel-form backward";
@@ -490,11 +550,13 @@ std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, con
     if (std::string r = check_state_walk_sm90(p, dev, c.chunk, c.ds_siz_b_k, c.ds_siz_b_v, "ds"); !r.empty()) return r;
   if (c.tl_sm90)
     if (std::string r = check_bwd_tiles_sm90(c, p, dev); !r.empty()) return r;
+  if (c.tl_dkv)
+    if (std::string r = check_bwd_dkv_sm90(c, p, dev); !r.empty()) return r;
   // The rest is the mma.sync family's: its rule over the config with the engine's kernels
   // swapped for the mma.sync default's.
   BwdConfig m = c;
   m.engine = Engine::MmaSync;
-  m.st_sm90 = m.ds_sm90 = m.tl_sm90 = 0;
+  m.st_sm90 = m.ds_sm90 = m.tl_sm90 = m.tl_dkv = 0;
   const BwdConfig d = chunkwise_bwd_config(p, dev, c.chunk);
   if (c.st_sm90) {
     m.st_siz_b_k = d.st_siz_b_k; m.st_siz_b_v = d.st_siz_b_v; m.st_sub = d.st_sub;

@@ -32,6 +32,9 @@ struct BwdConfig {
   // 1: the dQ / dK / dV tile kernels on the sm90 engine (bwd.chunkwise.sm90 only; siz_b_r 128,
   // siz_b_t 64, siz_b_nqk / siz_b_nv the column tiles, siz_b_kc and the warp grid unused)
   int tl_sm90 = 0;
+  // 1: dK and dV in one sm90 kernel (mlstm_bwd_dkv_sm90.cuh; needs tl_sm90 = 1 and Dqk, Dv of 64,
+  // 128 or 256): one pass over the query side's tiles for both, siz_b_nv unused, siz_b_nqk dQ's
+  int tl_dkv = 0;
   // the parallel form keeps no states: no initial states, dC_last, dC0 or saved buffer
   Form form = Form::Chunkwise;
   Engine engine = Engine::MmaSync;
@@ -64,7 +67,7 @@ rt::KernelSpec bwd_dstate_fix_kernel(const MlstmProblem& p);
 // inputs, Dqk 128 or 256 and Dv a multiple of 64 ("" then, else why not).
 std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
 // Whether it is the backward's default for p (where its gradient tiles run and, as measured,
-// win: Dv >= 256); the chunkwise form's default is then sm90_bwd_config.
+// win: Dv >= 256, or dK and dV in one kernel); the chunkwise form's default is then sm90_bwd_config.
 bool sm90_bwd_preferred(const MlstmProblem& p, const DeviceLimits& dev);
 // Its default (chunk > 0 fixes the chunk length; 0: the sm90 forward's default chunk).
 BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk = 0);
@@ -77,6 +80,13 @@ std::string check_bwd_sm90_config(const BwdConfig& cfg, const MlstmProblem& p, c
 int bwd_tile_sm90_stages(const MlstmProblem& p, int mode, int bn, const DeviceLimits& dev);
 std::string check_bwd_tiles_sm90(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
 rt::KernelSpec bwd_tile_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, int mode, const DeviceLimits& dev);
+// The dK/dV kernel (tl_dkv): its ring depth on dev (0: not even two slots fit), its rule ("" or
+// why not) and the kernel.
+int bwd_dkv_sm90_stages(const MlstmProblem& p, const DeviceLimits& dev);
+// Whether the sm90 default c runs dK and dV in one kernel on dev (where its ring holds three slots).
+bool sm90_dkv_by_default(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
+std::string check_bwd_dkv_sm90(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev);
+rt::KernelSpec bwd_dkv_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev);
 // mode: 0 dQ, 1 dK, 2 dV (the parallel form adds its gate scan)
 int bwd_tile_smem(const BwdConfig& c, const MlstmProblem& p, int mode);
 // CTAs per SM a gradient tile kernel's launch bounds ask for: 2 where two fit the shared memory

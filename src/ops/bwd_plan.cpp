@@ -55,7 +55,9 @@ Plan bwd_plan(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev
   if (plan.dwalk.nseg > 1)
     plan.take(Region::SegDC, Buffer::Workspace, bh * static_cast<size_t>(plan.dwalk.nseg) * p.Dqk * p.Dv * 4);
 
-  const int st_fix = 8, ds_fix = c.st_seg > 1 ? 9 : 8;  // after the eight, where the config splits
+  // the kernels after the tiles: one index earlier where dK and dV are one kernel (tl_dkv)
+  const int tiles_end = c.tl_dkv ? 5 : 6;
+  const int st_fix = tiles_end + 2, ds_fix = c.st_seg > 1 ? st_fix + 1 : st_fix;
   if (!saved) {  // the recompute: the forward's gate and state kernels
     plan.add(0, Block::Fwd, {u(nc), ubh, 1});
     add_state_walk(plan, p, c.st_sm90 != 0, c.st_siz_b_k, c.st_siz_b_v, 1, st_fix);
@@ -69,10 +71,14 @@ Plan bwd_plan(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev
   if (plan.dwalk.nseg > 1) plan.add(ds_fix, Block::Bwd, {u((p.Dqk * p.Dv / 8 + 255) / 256), ubh, 1});
   if (c.tl_sm90) {  // persistent: one CTA per SM, or per tile where there are fewer
     const int64_t row_tiles = (p.S + BwdTileSm90Shape::kBR - 1) / BwdTileSm90Shape::kBR;
-    for (int mode = 0; mode < 3; ++mode) {
+    for (int mode = 0; mode < (c.tl_dkv ? 1 : 3); ++mode) {
       const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
       const int64_t tiles = row_tiles * ((mode == 2 ? p.Dv : p.Dqk) / bn) * p.B * p.NH;
       plan.add(3 + mode, Block::BwdTileSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1}, bn, mode);
+    }
+    if (c.tl_dkv) {
+      const int64_t tiles = (p.S + BwdDkvSm90Shape::kBR - 1) / BwdDkvSm90Shape::kBR * p.B * p.NH;
+      plan.add(4, Block::BwdDkvSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1});
     }
   } else {
     const unsigned rows = u((p.S + c.siz_b_r - 1) / c.siz_b_r);
@@ -80,8 +86,8 @@ Plan bwd_plan(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev
     plan.add(4, Block::Bwd, {u(p.Dqk / c.siz_b_nqk), rows, ubh});
     plan.add(5, Block::Bwd, {u(p.Dv / c.siz_b_nv), rows, ubh});
   }
-  plan.add(6, Block::Bwd, {u(nc), ubh, 1});
-  plan.add(7, Block::Bwd, {u(nc), ubh, 1});
+  plan.add(tiles_end, Block::Bwd, {u(nc), ubh, 1});
+  plan.add(tiles_end + 1, Block::Bwd, {u(nc), ubh, 1});
   return plan;
 }
 

@@ -31,6 +31,7 @@ const char* to_string(Block b) noexcept {
     case Block::Bwd: return "bwd";
     case Block::BwdWalkSm90: return "bwd_walk_sm90";
     case Block::BwdTileSm90: return "bwd_tile_sm90";
+    case Block::BwdDkvSm90: return "bwd_dkv_sm90";
     case Block::Step: return "step";
     case Block::StepDependent: return "step_dependent";
   }
@@ -147,6 +148,7 @@ void execute(const Plan& plan, const rt::LoadedKernel* const* kernels, const Mls
       case Block::Bwd: run(k, l.grid, stream, *b.g); break;
       case Block::BwdWalkSm90: run(k, l.grid, stream, bwd_dstates_sm90_params(p, *b.g)); break;
       case Block::BwdTileSm90: run(k, l.grid, stream, bwd_tile_sm90_params(p, *b.g, l.mode, l.tile)); break;
+      case Block::BwdDkvSm90: run(k, l.grid, stream, bwd_dkv_sm90_params(p, *b.g)); break;
       case Block::Step: run(k, l.grid, stream, *b.s); break;
       case Block::StepDependent: k.launch_dependent(l.grid, stream, b.s, sizeof(*b.s)); break;
     }

@@ -61,6 +61,7 @@ enum class Block : uint8_t {
   Bwd,            // g as it is
   BwdWalkSm90,    // MlstmBwdDstatesSm90Params over g (tensor maps of q and dh)
   BwdTileSm90,    // MlstmBwdTileSm90Params over g for gradient Launch::mode (0 dQ, 1 dK, 2 dV)
+  BwdDkvSm90,     // MlstmBwdDkvSm90Params over g (tensor maps of q, k, v, dh and dC)
   Step,           // s as it is
   StepDependent,  // s, as a programmatic dependent of the previous launch
 };

@@ -100,4 +100,22 @@ inline MlstmBwdTileSm90Params bwd_tile_sm90_params(const MlstmProblem& p, const 
   return P;
 }
 
+// The parameter block of the dK/dV kernel (mlstm_bwd_dkv_sm90.cuh): q, k, v, dh in 64-row boxes,
+// dC, and its tiles.
+inline MlstmBwdDkvSm90Params bwd_dkv_sm90_params(const MlstmProblem& p, const MlstmBwdParams& g) {
+  constexpr unsigned rows = BwdDkvSm90Shape::kBR;
+  MlstmBwdDkvSm90Params P{};
+  P.q = rt::tensor_map(bshd_map(g.q, p.dtype, p.Dqk, p, g.q_sb, g.q_sh, g.q_ss, rows));
+  P.k = rt::tensor_map(bshd_map(g.k, p.dtype, p.Dqk, p, g.k_sb, g.k_sh, g.k_ss, rows));
+  P.v = rt::tensor_map(bshd_map(g.v, p.dtype, p.Dv, p, g.v_sb, g.v_sh, g.v_ss, rows));
+  P.dh = rt::tensor_map(bshd_map(g.dh, p.dtype, p.Dv, p, g.dh_sb, g.dh_sh, g.dh_ss, rows));
+  P.y = rt::tensor_map(states_map(g.dstates_C, p, g.NC));
+  P.p = g;
+  P.row_tiles = static_cast<int>((p.S + BwdDkvSm90Shape::kBR - 1) / BwdDkvSm90Shape::kBR);
+  const int64_t tiles = int64_t{P.row_tiles} * p.B * p.NH;
+  if (tiles > INT32_MAX) throw Error(ErrorCode::InvalidArgument, "problem too large for the sm90 backward");
+  P.tiles = static_cast<int>(tiles);
+  return P;
+}
+
 }  // namespace tfla::ops

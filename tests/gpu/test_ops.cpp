@@ -51,6 +51,7 @@ struct Case {
   int ds_seg = -1;  // ds_seg pinned (the dC walk); -1: as seg
   bool fused = false;  // the fused sm90 forward pinned (fused=1; with a saved buffer the three kernels run)
   double h_tol = 0;    // the bound on h's relative error where the dtype's default does not apply
+  bool dkv = false;    // the sm90 backward's dK/dV kernel pinned (tl_sm90=1, tl_dkv=1)
 };
 
 std::string describe(const Case& c) {
@@ -68,6 +69,7 @@ std::string describe(const Case& c) {
   std::string out = buf;
   if (c.opts & kWalks) out += " walks";
   if (c.seg) out += " st_seg=" + std::to_string(c.seg);
+  if (c.dkv) out += " dkv";
   if (c.ds_seg >= 0) out += " ds_seg=" + std::to_string(c.ds_seg);
   if (c.fused) out += " fused";
   return out;
@@ -254,6 +256,11 @@ void run_case(const Case& c, uint64_t seed) {
         bo.config[walk + "_siz_b_k"] = c.Dqk;
         bo.config[walk + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
       }
+  }
+  if (c.dkv) {
+    bo.config["tl_sm90"] = 1;
+    bo.config["tl_dkv"] = 1;
+    CHECK(mlstm_backward_config(p, bo.config).at("tl_dkv") == 1);
   }
   if (c.seg) bo.config["st_seg"] = c.seg;
   if (c.seg || c.ds_seg >= 0) bo.config["ds_seg"] = c.ds_seg >= 0 ? c.ds_seg : c.seg;
@@ -584,6 +591,43 @@ TEST_CASE("the sm90 backward with many tiles per persistent CTA", "[gpu][ops][sm
   }
 }
 
+// The dK/dV kernel (tl_dkv) on its edge cases: sequences shorter than a key tile and one row,
+// tails, chunks of 128, 256 and 512, Dqk != Dv, both 16-bit dtypes and variants, initial states,
+// dC_last, saved states, strided layouts, many tiles per persistent CTA.
+TEST_CASE("the sm90 dK/dV kernel matches the reference", "[gpu][ops][sm90][dkv]") {
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  uint64_t seed = 9700;
+  for (const Case& c : std::vector<Case>{
+           {true, CW, E, true, bf, 1, 1, 1, 128, 128, 64, kLast},
+           {true, CW, G, true, hf, 1, 2, 7, 256, 128, 128, kInit | kLast},
+           {true, CW, G, false, bf, 2, 1, 65, 128, 256, 64, kDcLast},
+           {true, CW, E, true, bf, 2, 1, 383, 256, 256, 256, kBshd | kExtreme},
+           {true, CW, G, true, bf, 1, 1, 1000, 256, 128, 256, kLast | kSaved},
+           {true, CW, E, true, hf, 1, 2, 640, 128, 128, 128, kInit | kLast | kDcLast | kCallerWs | kStream},
+           {true, CW, E, true, bf, 1, 2, 2000, 512, 256, 256, kInit | kDcLast},
+           {true, CW, G, true, hf, 2, 3, 1500, 128, 128, 256, kInit | kLast | kDcLast | kExtreme},
+           {true, CW, G, true, bf, 8, 24, 256, 128, 128, 256, kLast},  // 384 tiles
+       }) {
+    Case x = c;
+    x.engine = 1;
+    x.dkv = true;
+    run_case(x, seed++);
+  }
+}
+
+// Small cases of every dtype and variant for compute-sanitizer (memcheck, racecheck, synccheck).
+TEST_CASE("the sm90 dK/dV kernel on small shapes (run under compute-sanitizer)", "[gpu][ops][dkv_small]") {
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  uint64_t seed = 9800;
+  for (DType dt : {bf, hf})
+    for (auto [v, norm] : {std::pair{G, true}, std::pair{G, false}, std::pair{E, true}}) {
+      Case x{true, CW, v, norm, dt, 1, 2, 300, 256, 128, 128, kInit | kLast | kDcLast};
+      x.engine = 1;
+      x.dkv = true;
+      run_case(x, seed++);
+    }
+}
+
 namespace {
 // h of one forward on the given inputs, as raw 16-bit words.
 std::vector<uint16_t> forward_h(const MlstmProblem& p, const cli::DeviceBuffer& q, const cli::DeviceBuffer& k,
@@ -648,6 +692,67 @@ TEST_CASE("the forward engines (mma.sync, sm90, the fused walk) agree at the pap
     }
     CHECK(differing == 0);
   }
+}
+
+TEST_CASE("the sm90 dK/dV kernel agrees with the separate dK and dV kernels at the seed's head size; reruns are bitwise equal",
+          "[gpu][ops][sm90][dkv]") {
+  MlstmProblem p;  // 16 heads of 128 x 256 at S = 4096: 1024 key tiles, several per persistent CTA
+  p.B = 1; p.NH = 16; p.S = 4096; p.Dqk = 128; p.Dv = 256;
+  p.dtype = DType::BF16;
+  p.gate_dtype = DType::FP32;
+  p.variant = Variant::Sig;
+  p.normalize = true;
+  if (!ops::sm90_bwd_serves(p, ops::current_limits()).empty()) {
+    WARN("the sm90 engine does not serve this device");
+    return;
+  }
+  ref::Inputs in = ref::random_inputs({p.B, p.NH, p.S, p.Dqk, p.Dv}, 87);
+  std::vector<double> dh = ref::random_inputs({p.B, p.NH, p.S, p.Dv, p.Dv}, 88).v;
+  auto q = test::upload(in.q, p.dtype), k = test::upload(in.k, p.dtype), v = test::upload(in.v, p.dtype);
+  auto dhd = test::upload(dh, p.dtype);
+  auto ig = test::upload(in.i, DType::FP32), fg = test::upload(in.f, DType::FP32);
+  const size_t n_qk = static_cast<size_t>(p.B * p.NH * p.S * p.Dqk), n_v = static_cast<size_t>(p.B * p.NH * p.S * p.Dv),
+               n_g = static_cast<size_t>(p.B * p.NH * p.S);
+  auto h = test::poisoned(n_v * 2), norm = test::poisoned(n_g * 4);
+  ForwardTensors t;
+  t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+  t.norm = norm.as<float>();
+  LaunchOptions fo;
+  fo.config = {{"chunk", 256}, {"engine", 0}};
+  mlstm_forward(p, t, fo);
+  cli::synchronize();
+  std::printf("dkv agreement: forward done\n");
+  auto grads = [&](int dkv) {
+    auto dq = test::poisoned(n_qk * 2), dk = test::poisoned(n_qk * 2), dv = test::poisoned(n_v * 2);
+    auto di = test::poisoned(n_g * 4), df = test::poisoned(n_g * 4);
+    BackwardTensors bt;
+    bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dhd.get();
+    bt.norm = norm.as<float>();
+    bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+    LaunchOptions bo;
+    bo.config = {{"chunk", 256}, {"engine", 1}, {"tl_sm90", 1}, {"tl_dkv", dkv}};
+    mlstm_backward(p, bt, bo);
+    cli::synchronize();
+    std::vector<std::vector<double>> out;
+    for (auto* b : {&dq, &dk, &dv}) out.push_back(test::download(*b, p.dtype));
+    for (auto* b : {&di, &df}) out.push_back(test::download(*b, DType::FP32));
+    return out;
+  };
+  const auto apart = grads(0);
+  std::printf("dkv agreement: separate kernels done\n");
+  const auto fused = grads(1);
+  const char* names[] = {"dq", "dk", "dv", "di", "df"};
+  for (int j = 0; j < 5; ++j) {
+    INFO(names[j]);
+    CHECK(test::count_nonfinite(fused[j]) == 0);
+    const double e = ref::relative_error(fused[j], apart[j]);
+    std::printf("backward, seed's head size, NH = 16, S = 4096, %s: dK/dV kernel vs separate kernels relative difference %.2e\n",
+                names[j], e);
+    CHECK(e < (j == 4 ? 2e-2 : 4e-3));
+  }
+  int differing = 0;
+  for (int rep = 0; rep < 5; ++rep) differing += grads(1) != fused;
+  CHECK(differing == 0);
 }
 
 TEST_CASE("the two backward engines agree at the paper's head size, and sm90 reruns are bitwise equal",

@@ -168,6 +168,48 @@ TEST_CASE("the sm_90a gradient tile kernels compile with no ptxas warning, stack
   check_clean(specs);
 }
 
+// The dK/dV kernel: every dtype and variant at the head sizes it takes (Dqk and Dv of 64, 128 or
+// 256: the seed's and the smallest of sm90_problems, and 256 x 256), chunk 256; bf16 mLSTMsig
+// also at chunk 128 and with every xpart partition (dQ's column tiles).
+TEST_CASE("the sm_90a dK/dV kernel compiles with no ptxas warning, stack frame or spill",
+          "[nvrtc][sm90][bwd_tile][dkv]") {
+  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
+  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+  std::vector<rt::KernelSpec> specs;
+  std::vector<MlstmProblem> problems = sm90_problems();
+  for (DType dt : {DType::BF16, DType::FP16}) {
+    MlstmProblem p = problems.front();
+    p.dtype = dt;
+    p.Dqk = p.Dv = 256;
+    problems.push_back(p);
+  }
+  for (const MlstmProblem& p : problems) {
+    if (p.Dv > 256) continue;
+    ops::BwdConfig c = ops::sm90_bwd_config(p, dev);
+    c.tl_sm90 = 1;
+    c.tl_dkv = 1;
+    c.siz_b_r = 128;
+    c.siz_b_t = 64;
+    c.chunk = 256;
+    c.siz_b_nqk = 64;
+    c.siz_b_nv = 64;
+    INFO(p.Dqk << "x" << p.Dv);
+    REQUIRE(ops::check_bwd_dkv_sm90(c, p, dev).empty());
+    specs.push_back(ops::bwd_dkv_sm90_kernel(p, c, dev));
+    if (every_tile(p)) {
+      for (int nqk : {128, 256})
+        if (p.Dqk % nqk == 0) {
+          c.siz_b_nqk = nqk;
+          specs.push_back(ops::bwd_dkv_sm90_kernel(p, c, dev));
+        }
+      c.chunk = 128;
+      specs.push_back(ops::bwd_dkv_sm90_kernel(p, c, dev));
+    }
+  }
+  REQUIRE(specs.size() >= 14);
+  check_clean(specs);
+}
+
 // The fused forward: every dtype and variant at the head sizes of sm90_problems that it takes
 // (Dv a multiple of 128) and at Dqk 64; where Dqk is 128 or 256, its split's summary walk (the
 // state walk at chunk 64) and fold.

@@ -204,7 +204,8 @@ TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless 
             .find("st_siz_b_k must be Dqk") != std::string::npos);
 }
 
-TEST_CASE("the sm90 backward is the default for Dv >= 256, else runs when pinned or tuned", "[engine]") {
+TEST_CASE("the sm90 backward is the default for Dv >= 256 or with its dK/dV kernel, else runs when pinned or tuned",
+          "[engine]") {
   const MlstmProblem p = problem(8, 8192, 256, 512);
   CHECK(ops::sm90_bwd_serves(p, ref()).empty());
   CHECK(std::string(resolved(ops::Op::Backward, p, {}).name()) == "bwd.chunkwise.sm90");
@@ -213,9 +214,10 @@ TEST_CASE("the sm90 backward is the default for Dv >= 256, else runs when pinned
   const MlstmProblem headline = problem(8, 8192, 128, 256);
   CHECK(std::string(resolved(ops::Op::Backward, headline, {}).name()) == "bwd.chunkwise.sm90");
   CHECK(std::string(resolved(ops::Op::Backward, headline, {{"engine", 0}}).name()) == "bwd.chunkwise.mma");
-  const MlstmProblem narrow = problem(8, 8192, 128, 128);
+  const MlstmProblem narrow = problem(8, 8192, 128, 192);  // Dv < 256 and no dK/dV kernel (Dv 192)
   CHECK(std::string(resolved(ops::Op::Backward, narrow, {}).name()) == "bwd.chunkwise.mma");
   CHECK(std::string(resolved(ops::Op::Backward, narrow, {{"engine", 1}}).name()) == "bwd.chunkwise.sm90");
+  CHECK(std::string(resolved(ops::Op::Backward, problem(8, 8192, 128, 128), {}).name()) == "bwd.chunkwise.sm90");
   ops::DeviceLimits ampere = ref();
   ampere.arch = "sm_80";
   ampere.cc_major = 8;
@@ -254,6 +256,29 @@ TEST_CASE("the sm90 backward is the default for Dv >= 256, else runs when pinned
   const ops::BwdConfig w = bwd_resolve(wide, {{"engine", 1}});
   CHECK(w.tl_sm90 == 0);
   CHECK(check_bwd(w, wide).empty());
+  // dK and dV in one kernel where its ring holds three slots: the seed's heads (128 x 256), and
+  // there by default (no engine pinned); not at 256 x 256 (two slots) nor where Dv = 512
+  CHECK(s.tl_dkv == 0);
+  const MlstmProblem seed_heads = problem(8, 8192, 128, 256);
+  const ops::BwdConfig h = bwd_resolve(seed_heads, {});
+  CHECK(h.engine == ops::Engine::Sm90);
+  CHECK(h.tl_sm90 == 1);
+  CHECK(h.tl_dkv == 1);
+  CHECK(check_bwd(h, seed_heads).empty());
+  CHECK(bwd_resolve(problem(8, 8192, 256, 256), {}).tl_dkv == 0);
+  // narrower values: the engine with the kernel is the default (it beat the mma.sync family)
+  const MlstmProblem thin = problem(8, 8192, 128, 128);
+  const ops::BwdConfig n = bwd_resolve(thin, {});
+  CHECK(n.engine == ops::Engine::Sm90);
+  CHECK(n.tl_dkv == 1);
+  CHECK(check_bwd(n, thin).empty());
+  // its rule names what it refuses
+  CHECK(ops::acceptance(ops::Op::Backward, p, ref(), {{"engine", 1}, {"tl_dkv", 1}}).find("Dqk and Dv of 64, 128 or 256") !=
+        std::string::npos);
+  CHECK(ops::acceptance(ops::Op::Backward, seed_heads, ref(), {{"engine", 1}, {"tl_sm90", 0}, {"tl_dkv", 1}})
+            .find("tl_sm90=1") != std::string::npos);
+  CHECK(ops::acceptance(ops::Op::Backward, seed_heads, ref(), {{"engine", 0}, {"tl_dkv", 1}}).find("engine=1") !=
+        std::string::npos);
   // the tiles' rule names what it refuses
   CHECK(ops::acceptance(ops::Op::Backward, p, ref(), {{"engine", 1}, {"siz_b_r", 64}}).find("siz_b_r must be 128") !=
         std::string::npos);

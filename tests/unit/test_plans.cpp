@@ -48,6 +48,7 @@ const char* params_of(Block b) {
     case Block::Bwd: return "tfla::MlstmBwdParams";
     case Block::BwdWalkSm90: return "tfla::MlstmBwdDstatesSm90Params";
     case Block::BwdTileSm90: return "tfla::MlstmBwdTileSm90Params";
+    case Block::BwdDkvSm90: return "tfla::MlstmBwdDkvSm90Params";
     case Block::Step:
     case Block::StepDependent: return "tfla::MlstmStepParams";
   }
@@ -142,8 +143,9 @@ std::vector<std::string> expected_bwd(const ops::BwdConfig& c, const Plan& plan,
   }
   v.push_back(c.ds_sm90 ? "mlstm_bwd_dstates_sm90" : "mlstm_bwd_dstates");
   if (plan.dwalk.nseg > 1) v.push_back("mlstm_bwd_dstate_fix");
-  for (int mode = 0; mode < 3; ++mode)
+  for (int mode = 0; mode < (c.tl_dkv ? 1 : 3); ++mode)
     v.push_back(std::string(c.tl_sm90 ? "mlstm_bwd_tile_sm90" : "mlstm_bwd_tile") + std::to_string(mode));
+  if (c.tl_dkv) v.push_back("mlstm_bwd_dkv_sm90");
   v.push_back("mlstm_bwd_gates_local");
   v.push_back("mlstm_bwd_gates_df");
   return v;
@@ -154,7 +156,7 @@ constexpr Region kSavedShared[] = {Region::GateB,  Region::GateU,   Region::Gate
                                    Region::ChunkUmax, Region::ChunkM, Region::StatesC, Region::CLast};
 
 struct Counts {
-  int plans = 0, fused = 0, parallel = 0, split = 0, sm90 = 0;
+  int plans = 0, fused = 0, parallel = 0, split = 0, sm90 = 0, dkv = 0;
 };
 
 // Every invariant for one resolved config of op (a full config the family accepts).
@@ -205,6 +207,7 @@ void check_config(ops::Op op, const MlstmProblem& p, const ops::Resolved& r, Cou
       n.parallel += c.parallel();
       n.split += plan.dwalk.nseg > 1;
       n.sm90 += c.engine == ops::Engine::Sm90;
+      n.dkv += c.tl_dkv;
       CHECK(mlstm_backward_workspace_size(p, r.config, saved) == plan.workspace_bytes);
       if (!c.parallel() && saved) {
         // the backward reads exactly what a forward of its chunk left in the saved buffer
@@ -291,11 +294,12 @@ TEST_CASE("every family's plan for a grid of problems keeps its invariants", "[p
   CHECK(n.parallel > 0);
   CHECK(n.split > 0);
   CHECK(n.sm90 > 0);
+  CHECK(n.dkv > 0);
 }
 
 TEST_CASE("the tuner's candidates plan their own kernels", "[plan]") {
   Counts n;
-  for (auto [S, dqk, dv] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1000, 64, 64}, {4096, 256, 512}}) {
+  for (auto [S, dqk, dv] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1000, 64, 64}, {4096, 256, 512}, {4096, 128, 256}}) {
     const MlstmProblem p = make_problem(2, 4, S, dqk, dv);
     INFO("S=" << S << " " << dqk << "x" << dv);
     // the forward's candidates as the tuner enumerates them

@@ -27,7 +27,8 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
   }
   // The state kernels as one axis each: the sm90 walk in its two Dv tiles or the mma.sync
   // kernel's default blocks. The gradient tiles as one axis: the sm90 tile kernels in their
-  // column tiles, or the mma.sync kernels in 64-row tiles (the mma.sync family walks the rest).
+  // column tiles (dK and dV apart, or in one kernel: tl_dkv), or the mma.sync kernels in 64-row
+  // tiles (the mma.sync family walks the rest).
   std::vector<Axis> axes(const MlstmProblem& p) const override {
     Axis st, ds, tl;
     for (int64_t bv : {128, 64}) {
@@ -36,13 +37,17 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
     }
     st.push_back({{"st_sm90", 0}, {"st_siz_b_k", 128}, {"st_siz_b_v", 128}, {"st_warps_m", 4}, {"st_warps_n", 2}});
     ds.push_back({{"ds_sm90", 0}, {"ds_siz_b_k", 128}, {"ds_siz_b_v", 128}, {"ds_warps_m", 4}, {"ds_warps_n", 2}});
-    for (int64_t nqk : {256, 128, 64})
+    for (int64_t nqk : {256, 128, 64}) {
       for (int64_t nv : {256, 128, 64})
-        tl.push_back({{"tl_sm90", 1}, {"siz_b_r", 128}, {"siz_b_t", 64}, {"siz_b_nqk", nqk}, {"siz_b_nv", nv}});
+        tl.push_back({{"tl_sm90", 1}, {"tl_dkv", 0}, {"siz_b_r", 128}, {"siz_b_t", 64}, {"siz_b_nqk", nqk},
+                      {"siz_b_nv", nv}});
+      tl.push_back({{"tl_sm90", 1}, {"tl_dkv", 1}, {"siz_b_r", 128}, {"siz_b_t", 64}, {"siz_b_nqk", nqk},
+                    {"siz_b_nv", 64}});
+    }
     for (int64_t nqk : {256, 128})
       for (int64_t nv : {256, 128})
-        tl.push_back({{"tl_sm90", 0}, {"siz_b_r", 64}, {"siz_b_t", 64}, {"siz_b_nqk", nqk}, {"siz_b_nv", nv},
-                      {"siz_b_kc", 64}, {"warps_m", 2}, {"warps_n", 4}});
+        tl.push_back({{"tl_sm90", 0}, {"tl_dkv", 0}, {"siz_b_r", 64}, {"siz_b_t", 64}, {"siz_b_nqk", nqk},
+                      {"siz_b_nv", nv}, {"siz_b_kc", 64}, {"warps_m", 2}, {"warps_n", 4}});
     std::vector<Axis> axes = {values("chunk", {128, 256, 512}), std::move(tl), std::move(st), std::move(ds)};
     // few heads on a long sequence: both walks' sequence splits (st_seg, ds_seg) as one axis
     if (p.B * p.NH <= 32 && p.S >= 8192) {
