@@ -34,6 +34,14 @@
 // (mlstm_fwd_states_sm90.cuh without chunk states) and the fold (mlstm_fwd_state_fix.cuh, STARTS)
 // left in seg_C[j], seg_n[j] and chunk_m at its first chunk (docs/SEQUENCE_SPLIT.md); only the
 // last segment writes the last states.
+// With a saved-states buffer (p.states_C set; never split) the walk reads the gate rows of the
+// buffer's chunk, gate_sub chunks of 64 (b_t and u_t relative to that chunk's start: the walk
+// subtracts b at the end of the chunk of 64 before, g_off, where the formulas above take b and
+// u relative to its own chunk's start; pm_t over the longer prefix adds only keys whose weight
+// m_c already bounds), and fills the buffer as the three kernels would: at each of its chunks'
+// starts the state C entering it (16-bit, (Dqk, Dv) rows, through movmatrix transposes of the
+// C^T fragments), n and the stabilizer, then the stabilizer after the last chunk and C_S (fp32,
+// p.C_last).
 #pragma once
 #include "tfla/mlstm_sm90_params.cuh"
 #include "tfla/sm90.cuh"
@@ -161,7 +169,10 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   const u32 cs_base = smem_u32(cs);
   u32* w_s = reinterpret_cast<u32*>(sW + cw * L);  // the update's weights w_t, w_t+1 as 16-bit pairs
   float* mu_s = sMu + cw * 512;
-  const bool track_n = NEED_N || p.n_last != nullptr;
+  // (the saved layout's values are read from the parameters where used: no registers kept)
+  auto save = [&] { return P.p.states_C != nullptr; };
+  auto save_nc = [&] { return (P.p.S + L * P.gate_sub - 1) / (L * P.gate_sub); };  // its chunks
+  const bool track_n = NEED_N || p.n_last != nullptr || save();
   const bool row_out = vt == 0 && cw == 0 && cq == 0;  // stores den_i and m_i
 
   // The state slice C^T: element i of this thread is Dv column v0 + 16 warp + g + 8 ((i / 2) % 2)
@@ -249,6 +260,33 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   store_cs();
   named_bar_sync(3, 256);  // every consumer's Cs and n tile are in shared memory
 
+  // The state entering saved chunk cg (C, n and m in the walk's registers): movmatrix turns
+  // each 8 x 8 block of C^T (rows v, columns k) around, giving lane (g, cq) the column pair
+  // v = 16 warp + 8 hh + 2 cq of row k = 8 j + g, a 4-byte store (a quad writes 16 bytes).
+  auto save_state = [&](int cg) {
+    const long long at = static_cast<long long>(bh) * save_nc() + cg;
+    T* dst = static_cast<T*>(p.states_C) + at * DQK * DV + v0 + 16 * warp + 2 * cq;
+#pragma unroll
+    for (int j = 0; j < DQK / 8; ++j)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+        *reinterpret_cast<u32*>(dst + (8 * j + g) * DV + 8 * hh) =
+            movmatrix_trans(Elem<T>::pack2(acc_c[4 * j + 2 * hh], acc_c[4 * j + 2 * hh + 1]));
+    if (vt == 0 && own_n) {
+      float* nd = p.states_n + at * DQK;
+#pragma unroll
+      for (int j = 0; j < kNB; ++j)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh)
+          if (has_block(j)) nd[n_row(j, hh)] = n_reg[j][hh];
+    }
+    if (vt == 0 && threadIdx.x == 128) p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) + cg] = m_prev;
+  };
+  // b at the end of the previous chunk of 64 where it lies in the same gate chunk, in the unused
+  // upper half of this consumer's weights (w_s takes L / 2 words), not in a register
+  float* g_prev = sW + cw * L + L - 1;
+  if (save()) save_state(c_begin / P.gate_sub);
+
   float acc_h[32];
   float sacc[16];
   float nacc[kNB][4];  // n's update of this chunk (K^T w, hi and lo columns)
@@ -269,6 +307,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     const float* g_b = sG;  // the chunk's gate rows (with Q): b_t, u_t, pm_t
     const float* g_u = sG + L;
     const float* g_pm = sG + 2 * L;
+    const float g_off = c % P.gate_sub ? *g_prev : 0.f;
     mbar_wait(q_full, static_cast<u32>(c) & 1u);
     mbar_wait(&full[slot], static_cast<u32>(c / STAGES) & 1u);
     // this warpgroup's half of S = Q K^T (keys 32 cw .. 32 cw + 31), from shared memory, and
@@ -309,8 +348,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     // The chunk's gates: g = b at its end, max u = pm at its end; the new stabilizer, the state
     // decayed to it (C and n, before the update adds the chunk), the row values r_i, beta_i, mu_i
     // and the update's row weights w_t.
-    const float g_c = g_b[L - 1];
-    const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + g_pm[L - 1]) : 0.f;
+    const float b_end = g_b[L - 1];
+    const float g_c = b_end - g_off;
+    const float m_new = EXP ? fmaxf(g_c + m_prev, b_end + g_pm[L - 1]) : 0.f;
     {
       const float decay = __expf(g_c + m_prev - m_new);
 #pragma unroll
@@ -324,20 +364,21 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     float r[2], beta[2];
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const float bi = g_b[lrow + 8 * hh];
+      const float b_raw = g_b[lrow + 8 * hh];
+      const float bi = b_raw - g_off;
       if (EXP) {
-        const float M = fmaxf(m_prev, g_pm[lrow + 8 * hh]);
-        r[hh] = -M;
+        const float M = fmaxf(m_prev, g_pm[lrow + 8 * hh] + g_off);
+        r[hh] = g_off - M;  // (u_j of the gate rows is u_j of this chunk's minus g_off)
         beta[hh] = __expf(m_prev - M);
         mu_s[4 * lt + hh] = bi + M;  // read back by this thread in the epilogue
         mu_s[4 * lt + 2 + hh] = beta[hh] * scale;  // and in the inter part's row scale
       } else {
-        r[hh] = bi;
+        r[hh] = b_raw;
         beta[hh] = __expf(bi);
       }
     }
     if (lt < L) {
-      const float w = __expf(g_c + g_u[lt] - m_new);
+      const float w = __expf(b_end + g_u[lt] - m_new);
       const float w_next = __shfl_down_sync(0xffffffffu, w, 1);
       if (lt % 2 == 0) w_s[lt / 2] = Elem<T>::pack2(w, w_next);
       {  // this consumer's w tile of n's update: row 0 hi, row 1 lo, column lt
@@ -427,6 +468,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     named_bar_sync(3, 256);
     wgmma_wait<0>();
     reg_fence(acc_h);
+    if (lt == 0) *g_prev = g_b[L - 1];  // (every thread of the consumer read the previous one)
     __syncwarp();
     if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
 #pragma unroll
@@ -538,11 +580,14 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     // out of the registers)
     if (cw == 0) named_bar_sync(4, 128);
     else named_bar_sync(5, 128);
+    // the state entering the next saved chunk (no wgmma in flight here)
+    if (save() && (c + 1) % P.gate_sub == 0 && c + 1 < c_stop) save_state((c + 1) / P.gate_sub);
   }
 
   // the last state: C_S (this warpgroup's columns), n_S and m_S from the Dv-slice-0 CTA of the
   // last segment
   if (static_cast<int>(blockIdx.z) + 1 < p.nseg) return;
+  if (save() && vt == 0 && threadIdx.x == 128) p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) + save_nc()] = m_prev;
   if (p.C_last) {
     float* cl = p.C_last + static_cast<long long>(bh) * DQK * DV + cbase();
 #pragma unroll

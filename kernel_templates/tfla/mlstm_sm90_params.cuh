@@ -71,7 +71,10 @@ struct MlstmFwdFusedSm90Params {
   TmaDesc v;  // dims {Dv, S, NH, B}, box {64, 64, 1, 1}
   TmaDesc gates;  // the gate kernel's gate_b, gate_u, gate_pm (one after another, equal strides):
                   // fp32 dims {S_pad, BH, 3}, box {64, 1, 3}
-  MlstmFwdParams p;
+  MlstmFwdParams p;  // p.NC: chunks of 64
+  // The gate kernel's chunk in chunks of 64: 1, or (a saved-states buffer, p.states_C set) the
+  // saved layout's chunk / 64, whose gate rows, chunk states, n and stabilizers the walk fills.
+  int gate_sub;
 };
 
 // ---- chunk-state walks (sm90_state_walk.cuh): the forward's states, the backward's dC --------

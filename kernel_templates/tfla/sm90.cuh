@@ -288,6 +288,15 @@ __device__ __forceinline__ void stmatrix_x4_trans(void* p, u32 r0, u32 r1, u32 r
                    : "memory");)
 }
 
+// The 8 x 8 16-bit matrix whose row lane / 4 holds, in lane q = lane % 4, the pair at columns
+// 2 q, 2 q + 1 (an accumulator fragment's layout), transposed in the same layout: lane (r, q) gets
+// the elements at rows 2 q, 2 q + 1 of column r.
+__device__ __forceinline__ u32 movmatrix_trans(u32 x) {
+  u32 y = x;
+  TFLA_SM90(asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(y) : "r"(x));)
+  return y;
+}
+
 // ---- accumulator fragments -> global memory --------------------------------------------------
 // In the wgmma (and mma.sync) accumulator layout the four lanes of a quad (lane % 4 = q) hold
 // consecutive column pairs of one row: for column blocks j0 .. j0 + 3 of 8 columns, lane q holds

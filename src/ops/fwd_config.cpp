@@ -603,7 +603,9 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
         32 * c.warps_m * c.warps_n, fwd_output_smem(c, p))};
   }
   if (c.fused) {
-    std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p)};
+    // the gate kernel at the config's chunk fills a saved-states buffer's gate rows
+    std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p),
+                                         fwd_gates_kernel(p, c.chunk)};
     // the summary walk and the fold to the segments' starts, by the config and the head sizes
     // alone (a loaded selection's kernels are keyed so; the plan launches them where it splits)
     if (c.st_seg > 1 && fused_split_serves(p, dev)) {

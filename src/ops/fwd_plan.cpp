@@ -1,7 +1,8 @@
 // The forward families' plans (fwd.parallel.mma, fwd.chunkwise.mma, fwd.chunkwise.sm90), their
 // kernel indices in fwd_kernels' order: the parallel form's output kernel alone; the fused
-// forward's gate kernel and walk; the chunkwise form's gate, state and output kernels and the
-// split walk's fix.
+// forward's gate kernels (chunk 64, and the config's chunk for a saved-states buffer), walk,
+// summary walk and fold; the chunkwise form's gate, state and output kernels and the split
+// walk's fix.
 #include <algorithm>
 
 #include "ops/plan.hpp"
@@ -63,8 +64,11 @@ size_t saved_size(const MlstmProblem& p, int chunk) {
   return plan.saved_bytes;
 }
 
-// A fused config's plan is the same with or without `saved`: a call with a saved buffer runs the
-// config with fused = 0 (FwdSelection::unfused).
+// A fused config with a saved buffer: the gate kernel at the config's chunk writes the saved
+// layout's gate regions and the fused walk, reading those gate rows, the rest of it (chunk
+// states, n, stabilizers, C_S), all in the buffer; no workspace. Where the fused walk splits, a
+// call with a saved buffer runs the config with fused = 0 (FwdSelection::unfused) and the plan
+// is the one without.
 Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev, bool saved) {
   Plan plan;
   const unsigned bh = u(p.B * p.NH);
@@ -73,19 +77,27 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     return plan;
   }
   if (c.fused) {  // the gate kernel at chunk 64, then one CTA per 128 columns of Dv, head and segment
+    const SegmentPlan split = fused_segments(p, dev, c.st_seg);
+    if (saved && split.nseg <= 1) {
+      const int64_t nc = (p.S + c.chunk - 1) / c.chunk;
+      plan.nc = static_cast<int>(nc);
+      take_chunkwise(plan, Buffer::Saved, p, c.chunk, true);
+      plan.add(2, Block::Fwd, {u(nc), bh, 1});
+      plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, 1}, c.chunk);
+      return plan;
+    }
     const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
     plan.nc = static_cast<int>(nc);
     take_gates(plan, Buffer::Workspace, p, kFusedChunk, static_cast<size_t>(nc));
-    const SegmentPlan split = fused_segments(p, dev, c.st_seg);
     plan.add(0, Block::Fwd, {u(nc), bh, 1});
     if (split.nseg > 1) {  // the segments' summaries (no chunk states), then their start states
       plan.take(Region::ChunkM, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
       take_split_walk(plan, p, nc, split, /*local_m=*/false);  // no chunk states, no local stabilizers
-      plan.add(2, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1});
+      plan.add(3, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1});
       const int64_t groups = (p.Dqk * p.Dv + p.Dqk) / 8;
-      plan.add(3, Block::Fwd, {u((groups + 255) / 256), bh, 1});
+      plan.add(4, Block::Fwd, {u((groups + 255) / 256), bh, 1});
     }
-    plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))});
+    plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))}, kFusedChunk);
     return plan;
   }
   const int64_t nc = (p.S + c.chunk - 1) / c.chunk;

@@ -26,7 +26,8 @@ int selection_ordinal() {
 
 size_t fwd_workspace_size(const MlstmProblem& p, const FwdConfig& cfg, bool with_saved, bool form_pinned) {
   FwdConfig c = cfg;
-  if (with_saved) c.fused = 0;  // a call with a saved buffer runs the three kernels
+  // a call with a saved buffer runs the three kernels where the fused walk splits
+  if (with_saved && c.fused && fused_segments(p, current_limits(), c.st_seg).nseg > 1) c.fused = 0;
   if (c.parallel()) {
     if (form_pinned) return 0;
     c.form = Form::Chunkwise;
@@ -52,7 +53,7 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
                   p.normalize, p.Dqk, p.Dv, c.chunk, c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_m,
                   c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n, c.st_sm90,
                   c.st_seg > 1, c.fused};
-  if (c.fused) {
+  if (c.fused && fused_segments(p, current_limits(), c.st_seg).nseg > 1) {
     FwdConfig u = c;
     u.fused = 0;
     s.unfused = std::make_shared<const FwdSelection>(selection_of(p, u));
@@ -99,11 +100,11 @@ MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
 }
 
 // The selection's kernels in the current context.
-KernelMemo<4>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
-  static KernelMemo<4> memo;
+KernelMemo<5>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
+  static KernelMemo<5> memo;
   return memo.get(sel.kernel_key, [&] {
     std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
-    while (specs.size() < 4) specs.push_back(specs.back());  // the parallel form has one, no split three
+    while (specs.size() < 5) specs.push_back(specs.back());  // the parallel form has one, no split three
     return specs;
   });
 }
@@ -158,7 +159,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   if (const std::string& why = sel.rejected; !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
   const bool saved = t.saved != nullptr;
-  const Plan& plan = sel.plans[saved];  // (with a saved buffer a fused config's unfused selection runs, above)
+  const Plan& plan = sel.plans[saved];  // (a split fused config's unfused selection ran above)
   if (saved) {
     // the buffer holds the chunkwise layout with C_S; a split walk's regions are the workspace
     if (t.saved_bytes != plan.saved_bytes)

@@ -20,8 +20,8 @@
 namespace tfla::ops {
 
 // The workspace a call with cfg needs (what mlstm_forward_workspace_size answers), from the
-// plans the call runs: with_saved, the plan of the config with fused = 0 that fills a saved
-// buffer (the split walk's regions alone). A parallel config needs none where the caller pinned
+// plans the call runs: with_saved, the plan that fills a saved buffer (the split walk's regions
+// alone; none for a fused config that does not split). A parallel config needs none where the caller pinned
 // the form (form_pinned); otherwise the size covers the chunkwise plan of the same config, which
 // a call with states falls back to (select_fwd).
 size_t fwd_workspace_size(const MlstmProblem& p, const FwdConfig& cfg, bool with_saved, bool form_pinned);
@@ -38,8 +38,8 @@ struct FwdSelection {
   // The family's acceptance rule for this config on the device the selection was made on
   // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
   std::string rejected;
-  // For a fused config: the same config with fused = 0, which a call with a saved-states buffer
-  // runs (the fused walk keeps no chunk states).
+  // For a fused config whose walk splits: the same config with fused = 0, which a call with a
+  // saved-states buffer runs (the split walks keep no chunk states).
   std::shared_ptr<const FwdSelection> unfused;
   // The family's plans for the config on that device, without and with a saved-states buffer
   // (plans[1] unused by the parallel form and a fused config); empty where the config is rejected.

@@ -72,10 +72,14 @@ MlstmFwdSm90Params fwd_output_sm90_params(const MlstmProblem& p, const MlstmFwdP
 // The fused forward's block: tensor maps of 64-row boxes over q, k, v, and one map over the three
 // gate rows of a chunk (fwd_plan puts gate_b, gate_u and gate_pm one after another, each
 // (BH, S_pad) fp32).
-MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const MlstmFwdParams& prm) {
+// gate_chunk: the gate kernel's chunk (64, or a saved layout's), whose rows the walk reads.
+MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const MlstmFwdParams& prm, int gate_chunk) {
   constexpr unsigned rows = FwdFusedSm90Shape::kChunk;
   MlstmFwdFusedSm90Params P{};
   P.p = prm;
+  P.p.NC = static_cast<int>((p.S + rows - 1) / rows);
+  P.gate_sub = gate_chunk / static_cast<int>(rows);
+  const int64_t gate_nc = (p.S + gate_chunk - 1) / gate_chunk;
   P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, rows));
   P.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, rows));
   P.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, rows));
@@ -83,7 +87,7 @@ MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const Mlstm
   g.base = prm.gate_b;
   g.dtype = DType::FP32;
   g.rank = 3;
-  g.dims[0] = static_cast<uint64_t>(prm.NC) * rows;
+  g.dims[0] = static_cast<uint64_t>(gate_nc * gate_chunk);
   g.dims[1] = static_cast<uint64_t>(p.B * p.NH);
   g.dims[2] = 3;
   g.strides[1] = g.dims[0] * 4;
@@ -144,7 +148,7 @@ void execute(const Plan& plan, const rt::LoadedKernel* const* kernels, const Mls
         run(k, l.grid, stream, fwd_states_sm90_params(p, *b.f));
         break;
       case Block::FwdOutputSm90: run(k, l.grid, stream, fwd_output_sm90_params(p, *b.f, l.tile)); break;
-      case Block::FwdFusedSm90: run(k, l.grid, stream, fwd_fused_sm90_params(p, *b.f)); break;
+      case Block::FwdFusedSm90: run(k, l.grid, stream, fwd_fused_sm90_params(p, *b.f, l.tile)); break;
       case Block::Bwd: run(k, l.grid, stream, *b.g); break;
       case Block::BwdWalkSm90: run(k, l.grid, stream, bwd_dstates_sm90_params(p, *b.g)); break;
       case Block::BwdTileSm90: run(k, l.grid, stream, bwd_tile_sm90_params(p, *b.g, l.mode, l.tile)); break;

@@ -71,7 +71,8 @@ struct Launch {
   uint8_t kernel = 0;  // index into the family's kernels() for the plan's config
   Block block = Block::Fwd;
   uint8_t mode = 0;    // BwdTileSm90: the gradient
-  int tile = 0;        // FwdOutputSm90, BwdTileSm90: the column tile (siz_b_v, siz_b_nqk or siz_b_nv)
+  int tile = 0;        // FwdOutputSm90, BwdTileSm90: the column tile (siz_b_v, siz_b_nqk or siz_b_nv);
+                       // FwdFusedSm90: the chunk of the gate rows it reads
   rt::Grid3 grid;
 };
 

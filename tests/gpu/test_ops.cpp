@@ -7,6 +7,8 @@
 // on each forward engine that serves them (mma.sync always; sm90 on sm_90a for 16-bit inputs,
 // head dims and chunks it takes; the backward on sm90 where its engine serves the case too).
 #include "tfla_catch.hpp"
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -16,6 +18,7 @@
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/plan.hpp"
 #include "reference/reference.hpp"
 #include "runtime/driver.hpp"
 
@@ -429,6 +432,20 @@ TEST_CASE("the fused sm90 forward split into two segments on a small shape (run 
     }
 }
 
+TEST_CASE("the fused sm90 forward filling a saved-states buffer on a small shape (run under compute-sanitizer)",
+          "[gpu][ops][sanitize][fused_saved_small]") {
+  uint64_t seed = 4400;
+  for (DType dt : {bf, hf})
+    for (int var = 0; var < 3; ++var) {
+      // saved chunks of 128 (two chunks of 64 each) and a partial last one; the backward reads them
+      Case c{true, CW, var == 0 ? E : G, var != 2, dt, 1, 2, 300, 128, 64, 128, kSaved | kInit | kLast};
+      c.engine = 1;
+      c.fused = true;
+      if (!sm90_serves(c)) { WARN("the sm90 engine does not serve this device"); return; }
+      run_case(c, seed++);
+    }
+}
+
 TEST_CASE("the state walk split into sequence segments matches the reference", "[gpu][ops][split]") {
   // (case, st_seg): segments of unequal length, one chunk per segment, initial and last states,
   // extreme gates, a saved buffer, a caller workspace, strided layouts, every dtype and variant
@@ -517,9 +534,16 @@ TEST_CASE("the fused sm90 forward matches the reference", "[gpu][ops][sm90][fuse
            {false, CW, G, true, hf, 1, 2, 640, 256, 128, 384, kInit | kExtreme},
            {false, CW, E, true, bf, 2, 3, 2000, 256, 256, 512, kExtreme | kCallerWs | kStream | kLast},
            {false, CW, G, false, bf, 1, 1, 4096, 256, 64, 256, kInit | kLast},
-           // with a saved buffer the three kernels run; without, the backward recomputes
+           // with a saved buffer the walk fills it (the gate rows at the config's chunk: 128, 256,
+           // 512), the backward reads it; without, the backward recomputes
            {true, CW, E, true, bf, 1, 2, 700, 256, 128, 256, kSaved | kInit | kDcLast},
            {true, CW, G, true, bf, 1, 2, 1000, 256, 256, 512, kInit | kLast | kDcLast},
+           {true, CW, G, true, bf, 2, 2, 1000, 256, 256, 512, kSaved | kLast},
+           {true, CW, E, true, hf, 1, 2, 383, 128, 128, 128, kSaved | kInit | kExtreme | kBshd},
+           {true, CW, G, false, bf, 1, 1, 1500, 512, 64, 128, kSaved | kInit | kLast | kDcLast},
+           {true, CW, E, true, bf, 1, 1, 1, 256, 128, 256, kSaved | kLast},
+           {true, CW, E, true, bf, 2, 1, 2000, 256, 256, 256, kSaved | kExtreme | kCallerWs | kStream},
+           {true, CW, G, true, hf, 1, 2, 4100, 128, 128, 256, kSaved | kInit | kExtreme},
        }) {
     Case x = c;
     x.engine = 1;
@@ -691,6 +715,110 @@ TEST_CASE("the forward engines (mma.sync, sm90, the fused walk) agree at the pap
       if (std::memcmp(again.data(), fused.data(), fused.size() * 2) != 0) ++differing;
     }
     CHECK(differing == 0);
+  }
+}
+
+TEST_CASE("the fused walk fills a saved-states buffer as the three kernels do; the backward reads either alike",
+          "[gpu][ops][sm90][fused][saved]") {
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  for (Variant var : {E, G}) {
+    MlstmProblem p;  // the paper's head size, S with a partial last chunk
+    p.B = 1; p.NH = 4; p.S = 3000; p.Dqk = 256; p.Dv = 512;
+    p.dtype = DType::BF16;
+    p.gate_dtype = DType::FP32;
+    p.variant = var;
+    p.normalize = true;
+    INFO(to_string(var));
+    ref::Inputs in = ref::random_inputs({p.B, p.NH, p.S, p.Dqk, p.Dv}, var == E ? 41 : 42);
+    std::vector<double> dh = ref::random_inputs({p.B, p.NH, p.S, p.Dv, p.Dv}, 43).v;
+    auto q = test::upload(in.q, p.dtype), k = test::upload(in.k, p.dtype), v = test::upload(in.v, p.dtype);
+    auto ig = test::upload(in.i, DType::FP32), fg = test::upload(in.f, DType::FP32), dhb = test::upload(dh, p.dtype);
+    struct Run {
+      std::vector<uint8_t> saved;
+      std::vector<double> h, grads[5];
+    };
+    auto run = [&](int fused) {
+      const Config cfg = {{"chunk", 256}, {"engine", 1}, {"fused", fused}};
+      REQUIRE(mlstm_forward_config(p, cfg).at("fused") == fused);
+      const size_t bytes = mlstm_saved_size(p, cfg);
+      auto saved = test::poisoned(bytes);
+      auto h = test::poisoned(static_cast<size_t>(p.B * p.NH * p.S * p.Dv) * 2);
+      auto norm = test::poisoned(static_cast<size_t>(p.B * p.NH * p.S) * 4);
+      ForwardTensors t;
+      t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+      t.norm = norm.as<float>();
+      t.saved = saved.get();
+      t.saved_bytes = bytes;
+      LaunchOptions o;
+      o.config = cfg;
+      mlstm_forward(p, t, o);
+      cli::synchronize();
+      CHECK(test::count_poison_words(saved) == 0);
+      Run r;
+      r.saved.resize(bytes);
+      saved.download(r.saved.data(), bytes);
+      r.h = test::download(h, p.dtype);
+      auto dq = test::poisoned(static_cast<size_t>(p.B * p.NH * p.S * p.Dqk) * 2), dk = test::poisoned(dq.bytes()),
+           dv = test::poisoned(h.bytes()), di = test::poisoned(norm.bytes()), df = test::poisoned(norm.bytes());
+      BackwardTensors b;
+      b.q = q.get(); b.k = k.get(); b.v = v.get(); b.i = ig.get(); b.f = fg.get(); b.dh = dhb.get();
+      b.norm = norm.as<float>();
+      b.dq = dq.get(); b.dk = dk.get(); b.dv = dv.get(); b.di = di.get(); b.df = df.get();
+      b.saved = saved.get();
+      b.saved_bytes = bytes;
+      mlstm_backward(p, b, {});
+      cli::synchronize();
+      r.grads[0] = test::download(dq, p.dtype);
+      r.grads[1] = test::download(dk, p.dtype);
+      r.grads[2] = test::download(dv, p.dtype);
+      r.grads[3] = test::download(di, DType::FP32);
+      r.grads[4] = test::download(df, DType::FP32);
+      return r;
+    };
+    const Run three = run(0), fused = run(1);
+    REQUIRE(three.saved.size() == fused.saved.size());
+    // region by region, at the offsets of the saved layout at chunk 256
+    ops::FwdConfig u;
+    u.apply(mlstm_forward_config(p, {{"chunk", 256}, {"engine", 1}, {"fused", 0}}));
+    const ops::Plan plan = ops::fwd_plan(p, u, ops::current_limits(), true);
+    auto region = [&](const Run& r, ops::Region g, DType dt) {
+      const ops::Place& pl = plan[g];
+      const size_t n = g == ops::Region::StatesC ? static_cast<size_t>(p.B * p.NH * plan.nc * p.Dqk * p.Dv) * 2
+                                                 : pl.bytes;
+      return test::decode(std::vector<uint8_t>(r.saved.begin() + pl.offset, r.saved.begin() + pl.offset + n), dt);
+    };
+    // the gate kernel is the same: its rows bit for bit
+    for (ops::Region g : {ops::Region::GateB, ops::Region::GateU, ops::Region::GatePm, ops::Region::ChunkG,
+                          ops::Region::ChunkUmax}) {
+      const ops::Place& pl = plan[g];
+      CHECK(std::memcmp(three.saved.data() + pl.offset, fused.saved.data() + pl.offset, pl.bytes) == 0);
+    }
+    const double e_c = ref::relative_error(region(fused, ops::Region::StatesC, p.dtype),
+                                           region(three, ops::Region::StatesC, p.dtype));
+    const double e_n = ref::relative_error(region(fused, ops::Region::StatesN, DType::FP32),
+                                           region(three, ops::Region::StatesN, DType::FP32));
+    const double e_cl = ref::relative_error(region(fused, ops::Region::CLast, DType::FP32),
+                                            region(three, ops::Region::CLast, DType::FP32));
+    const std::vector<double> m3 = region(three, ops::Region::ChunkM, DType::FP32),
+                              mf = region(fused, ops::Region::ChunkM, DType::FP32);
+    double dm = 0;
+    for (size_t j = 0; j < static_cast<size_t>(p.B * p.NH * (plan.nc + 1)); ++j) dm = std::max(dm, std::abs(mf[j] - m3[j]));
+    const double e_h = ref::relative_error(fused.h, three.h);
+    std::printf("saved buffer, paper head size, S = 3000, %s: fused vs three kernels: states %.2e, n %.2e, C_S %.2e, "
+                "max |m diff| %.2e, h %.2e\n",
+                to_string(var), e_c, e_n, e_cl, dm, e_h);
+    CHECK(e_c < 1e-2);
+    CHECK(e_n < 5e-3);
+    CHECK(e_cl < 5e-3);
+    CHECK(dm < 1e-3);
+    CHECK(e_h < 4e-3);
+    const char* names[5] = {"dq", "dk", "dv", "di", "df"};
+    for (int j = 0; j < 5; ++j) {
+      CHECK(test::count_nonfinite(fused.grads[j]) == 0);
+      const double e = ref::relative_error(fused.grads[j], three.grads[j]);
+      std::printf("  backward from each: %s relative difference %.2e\n", names[j], e);
+      CHECK(e < (j == 4 ? 2e-2 : 5e-3));
+    }
   }
 }
 

@@ -110,19 +110,37 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   const MlstmProblem p = problem(8, 8192, 256, 512);
   const ops::FwdConfig f = fwd_default(p);
   CHECK(check_fwd(f, p).empty());
-  // its workspace is the gate kernel's at chunk 64; with a saved buffer the three kernels run at
-  // the config's chunk, so the saved size and that call's scratch follow from fused = 0
+  // its workspace is the gate kernel's at chunk 64; with a saved buffer the gate kernel runs at
+  // the config's chunk into the buffer and the walk fills the rest of the saved layout: the same
+  // size as the three kernels', no workspace
   const size_t gates = static_cast<size_t>(p.B * p.NH) * p.S * 3 * 4 + static_cast<size_t>(p.B * p.NH) * (p.S / 64) * 2 * 4;
   CHECK(mlstm_forward_workspace_size(p) == gates);
   ops::FwdConfig u = f;
   u.fused = 0;
   CHECK(mlstm_saved_size(p) == ops::saved_size(p, u.chunk));
-  CHECK(mlstm_forward_workspace_size(p, {}, true) == ops::fwd_plan(p, u, ref(), true).workspace_bytes);
-  // the kernels: the gate kernel at chunk 64, then the walk
+  CHECK(mlstm_forward_workspace_size(p, {}, true) == 0);
+  {
+    const ops::Plan sv = ops::fwd_plan(p, f, ref(), true);
+    CHECK(sv.saved_bytes == ops::saved_size(p, f.chunk));
+    CHECK(sv.workspace_bytes == 0);
+    CHECK(sv.nc == p.S / f.chunk);
+    REQUIRE(sv.count == 2);
+    CHECK(sv.launches[0].kernel == 2);  // the gate kernel at the config's chunk
+    CHECK(sv.launches[1].kernel == 1);
+    CHECK(sv.launches[1].block == ops::Block::FwdFusedSm90);
+    CHECK(sv.launches[1].tile == f.chunk);
+    for (ops::Region r : {ops::Region::GateB, ops::Region::ChunkM, ops::Region::StatesC, ops::Region::StatesN,
+                          ops::Region::CLast})
+      CHECK(sv[r].buffer == ops::Buffer::Saved);
+    CHECK(sv[ops::Region::StatesC].offset == ops::fwd_plan(p, u, ref(), true)[ops::Region::StatesC].offset);
+  }
+  // the kernels: the gate kernel at chunk 64, the walk, the gate kernel at the config's chunk
   const auto ks = ops::fwd_kernels(p, f, ref());
-  REQUIRE(ks.size() == 2);
+  REQUIRE(ks.size() == 3);
   CHECK(ks[0].key.find("mlstm_fwd_gates<64,") == 0);
   CHECK(ks[1].key.find("mlstm_fwd_fused_sm90<") == 0);
+  CHECK(ks[2].key.find("mlstm_fwd_gates<" + std::to_string(f.chunk) + ",") == 0);
+  CHECK(ks[2].key == ops::fwd_kernels(p, u, ref())[0].key);  // the three kernels' own
   // from S = 256 it beats the parallel form, which stays the default below and where it does not run
   CHECK(std::string(resolved(ops::Op::Forward, problem(256, 256, 256, 512), {}).name()) == "fwd.chunkwise.sm90");
   CHECK(fwd_default(problem(256, 256, 256, 512)).fused == 1);
@@ -160,20 +178,27 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   CHECK(check_fwd(f64, p64).empty());
   CHECK(ops::fused_segments(p64, ref(), 4).nseg == 1);
   CHECK(ops::fwd_plan(p64, f64, ref(), false).count == 2);
-  CHECK(ops::fwd_kernels(p64, f64, ref()).size() == 2);
+  CHECK(ops::fwd_kernels(p64, f64, ref()).size() == 3);
   // its kernels follow from the config and the head sizes, not S (the loaded kernels are keyed
   // so): a short sequence that does not split loads the same list as a long one that does
   {
     const MlstmProblem shrt = problem(1, 256, 256, 512), lng = problem(1, 8192, 256, 512);
-    const ops::FwdConfig f = fwd_resolve(lng, {{"engine", 1}, {"fused", 1}, {"st_seg", 4}});
+    const ops::FwdConfig fs = fwd_resolve(lng, {{"engine", 1}, {"fused", 1}, {"st_seg", 4}});
     CHECK(ops::fused_segments(shrt, ref(), 4).nseg == 1);
     CHECK(ops::fused_segments(lng, ref(), 4).nseg == 4);
-    const auto a = ops::fwd_kernels(shrt, f, ref()), b = ops::fwd_kernels(lng, f, ref());
-    REQUIRE(a.size() == 4);
-    REQUIRE(b.size() == 4);
+    const auto a = ops::fwd_kernels(shrt, fs, ref()), b = ops::fwd_kernels(lng, fs, ref());
+    REQUIRE(a.size() == 5);
+    REQUIRE(b.size() == 5);
     for (size_t i = 0; i < a.size(); ++i) CHECK(a[i].key == b[i].key);
-    CHECK(ops::fwd_plan(shrt, f, ref(), false).count == 2);
-    CHECK(ops::fwd_plan(lng, f, ref(), false).count == 4);
+    CHECK(ops::fwd_plan(shrt, fs, ref(), false).count == 2);
+    CHECK(ops::fwd_plan(lng, fs, ref(), false).count == 4);
+    // with a saved buffer the split walk keeps no chunk states: the three kernels run instead
+    CHECK(ops::fwd_plan(shrt, fs, ref(), true).count == 2);
+    CHECK(ops::fwd_plan(shrt, fs, ref(), true).saved_bytes == ops::saved_size(shrt, fs.chunk));
+    ops::FwdConfig fu = fs;
+    fu.fused = 0;
+    CHECK(mlstm_forward_workspace_size(lng, {{"engine", 1}, {"fused", 1}, {"st_seg", 4}}, true) ==
+          ops::fwd_plan(lng, fu, ref(), true).workspace_bytes);
   }
   // its segments are whole multiples of 4 chunks (the walk's ring phases follow the chunk index)
   for (int want : {2, 3, 4, 7, 8, 64})
