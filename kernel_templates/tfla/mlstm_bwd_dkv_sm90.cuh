@@ -13,6 +13,10 @@
 //    tile's k_j (64 x Dqk) and v_j (64 x Dv) into their own buffers (refilled once both consumers
 //    have issued their last score of the previous tile), then dC_{c+1} in bands of 64 Dqk rows
 //    (64 x Dv each), then per query tile q_i and dh_i together, each into the next ring slot.
+//    Its second warp walks the same slots and writes each query tile's column factors
+//    ec_i = r_i + log(s / den~_i) beside it (every lane arrives on the slot's factor barrier once
+//    its two are written), so the consumers' global loads and logarithms leave the path between
+//    their scores and P.
 //  - warpgroup 1 (dK) and warpgroup 2 (dV), 232 registers, each the tile's 64 rows and all columns
 //    of its gradient. The inter part first: dK's column block a of 64 from band a
 //    (v_j band_a^T, Dv deep), dV from every band (k_j's block a times band_a); rows scaled by rs.
@@ -54,7 +58,8 @@ template <int CHUNK> __device__ __forceinline__ DkvTile dkv_tile(const MlstmBwdD
 // (X = k_j, scores against q_i, W = dh_i). Both consume every ring slot.
 template <class T, int DQK, int DV, int CHUNK, int STAGES, bool EXP, int XCOLS, int ROLE>
 __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm90Params& P, char* sK, char* sV,
-                                                            char* ring, sm90::u64* full, sm90::u64* empty,
+                                                            char* ring, const float* ecs, sm90::u64* full,
+                                                            sm90::u64* empty, sm90::u64* ec_full,
                                                             sm90::u64* x_full, sm90::u64* x_empty) {
   using namespace sm90;
   constexpr int kQP = DQK / 64, kVP = DV / 64;
@@ -75,7 +80,6 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
   const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
   const int g = lane / 4, cq = lane % 4;
   const bool warp_leader = lane == 0;
-  const float scale = p.scale;
   const u32 x_base = smem_u32(ROLE == 0 ? sV : sK);
   RingPos<STAGES> pos;
   u32 x_phase = 0;
@@ -86,13 +90,10 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
     __syncwarp();
     if (warp_leader) mbar_arrive(&empty[slot]);
   };
-  auto inv_den = [&](const float* norm, int t) { return t < S ? 1.f / (norm[t] + p.eps) : 0.f; };
 
   for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
     const DkvTile x = dkv_tile<CHUNK>(P, t);
     const int lrow = 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile
-    const float* norm = p.norm + static_cast<long long>(x.bh) * S;
-    const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
     // row factors: er_j = u_j and rowscale rs_j
     float er[2], rs[2];
     {
@@ -116,6 +117,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
 #pragma unroll
       for (int a = 0; a < kQP; ++a) {
         mbar_wait(&full[pos.slot], pos.phase);
+        mbar_wait(&ec_full[pos.slot], pos.phase);  // (no factors for a band: every phase is waited for)
         const u32 band = smem_u32(ring + pos.slot * kSlotBytes);
         wgmma_fence();
         if constexpr (ROLE == 0) {  // dK columns 64 a ..: v_j band_a^T, Dv deep
@@ -159,7 +161,8 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
     for (int n = 0; n < x.n_tiles; ++n) {
       const int t0 = x.row0 + n * kBT;
       const int slot = pos.slot;
-      mbar_wait(&full[slot], pos.phase);
+      const u32 phase = pos.phase;
+      mbar_wait(&full[slot], phase);
       pos.advance();
       const u32 sbase = smem_u32(ring + slot * kSlotBytes);
       wgmma_fence();
@@ -172,23 +175,11 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
           Wgmma<64>::template ss<T, 0, 0>(sacc, da + desc_step(32 * kk), db + desc_step(32 * kk), (kp | kk) != 0);
       }
       wgmma_commit();
-      // the column factors ec_i = r_i + log(s / den~_i) (-inf past S) load while the scores are computed
+      // the column factors ec_i = r_i + log(s / den~_i) (-inf past S), from the slot's factor row
+      mbar_wait(&ec_full[slot], phase);
       float2 ec[8];
-      {
-        const long long o = x.bh * S_pad + t0 + 2 * cq;
 #pragma unroll
-        for (int jj = 0; jj < 8; ++jj) {
-          float2 r;
-          if (EXP) {
-            const float2 pm = *reinterpret_cast<const float2*>(p.gate_pm + o + 8 * jj);
-            r = make_float2(-fmaxf(m_c, pm.x), -fmaxf(m_c, pm.y));
-          } else {
-            r = *reinterpret_cast<const float2*>(p.gate_b + o + 8 * jj);
-          }
-          const int gt = t0 + 8 * jj + 2 * cq;
-          ec[jj] = make_float2(r.x + __logf(scale * inv_den(norm, gt)), r.y + __logf(scale * inv_den(norm, gt + 1)));
-        }
-      }
+      for (int jj = 0; jj < 8; ++jj) ec[jj] = *reinterpret_cast<const float2*>(ecs + slot * 64 + 8 * jj + 2 * cq);
       if (kOverlapPW && w_pending >= 0) {  // the previous tile's P W is done: free its slot
         wgmma_wait<1>();
         release(w_pending);
@@ -293,7 +284,7 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
   static_assert(Elem<T>::is16, "16-bit inputs");
   static_assert(STAGES >= 2, "a band or query tile per slot: two slots keep one loading while one is read");
   static_assert(kSlotBytes == bwd_dkv_sm90_slot_bytes(DQK, DV), "slot layout");
-  static_assert(1024 + (kQP + kVP) * kPanelBytes + STAGES * kSlotBytes + (2 * STAGES + 2) * 8 ==
+  static_assert(1024 + (kQP + kVP) * kPanelBytes + STAGES * kSlotBytes + STAGES * kBT * 4 + (3 * STAGES + 2) * 8 ==
                     bwd_dkv_sm90_smem_bytes(DQK, DV, STAGES),
                 "the layout below must match bwd_dkv_sm90_smem_bytes, which the host sizes the launch with");
 
@@ -301,15 +292,18 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
   char* sK = align_smem<1024>(smem_raw);  // k_j: kQP panels
   char* sV = sK + kQP * kPanelBytes;       // v_j: kVP panels
   char* ring = sV + kVP * kPanelBytes;     // a slot: q_i's kQP panels, then dh_i's kVP; or a band of dC
-  u64* full = reinterpret_cast<u64*>(ring + STAGES * kSlotBytes);
+  float* ecs = reinterpret_cast<float*>(ring + STAGES * kSlotBytes);  // per slot: its query tile's ec_i
+  u64* full = reinterpret_cast<u64*>(ecs + STAGES * kBT);
   u64* empty = full + STAGES;
-  u64* x_full = empty + STAGES;
+  u64* ec_full = empty + STAGES;
+  u64* x_full = ec_full + STAGES;
   u64* x_empty = x_full + 1;
   constexpr int kConsumerWarps = 4 * Shape::kConsumers;
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], kConsumerWarps);
+      mbar_init(&ec_full[s], 32);  // the factor warp's lanes
     }
     mbar_init(x_full, 1);
     mbar_init(x_empty, kConsumerWarps);
@@ -365,6 +359,44 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
           pos.advance();
         }
       }
+    } else if (threadIdx.x / 32 == 1) {
+      // The factor warp: the same slots in the same order; for a query tile it writes
+      // ec_i = r_i + log(s / den~_i), r_i = -max(m_c, pm_i) (mLSTMexp) or b_i, -inf past S.
+      const int lane = threadIdx.x % 32;
+      const long long S_pad = static_cast<long long>(NC) * CHUNK;
+      RingPos<STAGES> pos;
+      auto fill = [&]() {
+        mbar_arrive(&ec_full[pos.slot]);
+        pos.advance();
+      };
+      for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
+        const DkvTile x = dkv_tile<CHUNK>(P, t);
+#pragma unroll 1
+        for (int a = 0; a < kQP; ++a) {  // the dC bands: nothing to add
+          mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
+          fill();
+        }
+        const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
+        const float* norm = p.norm + static_cast<long long>(x.bh) * p.S;
+#pragma unroll 1
+        for (int n = 0; n < x.n_tiles; ++n) {
+          const int t0 = x.row0 + n * kBT;
+          // the factors are computed before the slot frees up, then written once it has
+          float e[2];
+#pragma unroll
+          for (int k = 0; k < 2; ++k) {
+            const int gt = t0 + lane + 32 * k;
+            const long long o = x.bh * S_pad + gt;
+            const float r = EXP ? -fmaxf(m_c, p.gate_pm[o]) : p.gate_b[o];
+            e[k] = neg_inf();
+            if (gt < p.S) e[k] = r + __logf(p.scale * (1.f / (norm[gt] + p.eps)));
+          }
+          mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
+          ecs[pos.slot * kBT + lane] = e[0];
+          ecs[pos.slot * kBT + lane + 32] = e[1];
+          fill();
+        }
+      }
     }
     return;
   }
@@ -373,9 +405,11 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
   // the consumer's gradient, through a shuffle so the compiler knows it is warp-uniform
   const int role = __shfl_sync(0xffffffffu, wg, 0) - 1;
   if (role == 0)
-    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 0>(P, sK, sV, ring, full, empty, x_full, x_empty);
+    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 0>(P, sK, sV, ring, ecs, full, empty, ec_full,
+                                                                           x_full, x_empty);
   else
-    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 1>(P, sK, sV, ring, full, empty, x_full, x_empty);
+    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 1>(P, sK, sV, ring, ecs, full, empty, ec_full,
+                                                                           x_full, x_empty);
 }
 
 }  // namespace tfla

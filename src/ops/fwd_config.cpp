@@ -344,8 +344,19 @@ int fwd_output_sm90_smem(const FwdConfig& c, const MlstmProblem& p) {
 FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
   // Chunk 256 at every length: the state traffic of long sequences halves against 128, and a
   // sequence shorter than one chunk still runs only its own 128-row query tiles (the grid counts
-  // tiles up to S), so short sequences need no second set of kernels.
-  int ch = chunk > 0 ? chunk : 256;
+  // tiles up to S), so short sequences need no second set of kernels. Where the whole fused walk
+  // is the forward (its time does not depend on the chunk), the chunk is the backward's: that of
+  // its saved states and its recompute, 128 for Dqk <= 128. H200, one call, `tfla bench backward
+  // --variant sig --config chunk=128|256` (B * S = 65536, S = 8192, ms, with saved states /
+  // recomputing / fwbw with saved states): NH 16, 128 x 256 3.11 / 3.67 / 4.16 against 3.46 /
+  // 3.86 / 4.42; 128 x 128 2.49 / 2.85 / 3.07 against 2.80 / 3.01 / 3.26; 64 x 128 2.32 / 2.57 /
+  // 2.80 against 2.91 / 3.13 / 3.32; NH 32, 64 x 64 3.74 / 4.01 / 4.91 against 4.77 / 4.96 /
+  // 6.10; at S = 1024 (128 x 256) 2.95 / 3.55 / 4.04 against 3.28 / 3.67 / 4.27. Dqk 256 keeps
+  // 256: 256 x 256 (NH 8) 2.57 / 3.09 / 3.43 against 2.49 / 2.90 / 3.22, the paper's heads 3.93 /
+  // 4.84 / 5.68 against 3.79 / 4.45 / 5.29. With few heads on a long sequence (128 x 256, B = 1,
+  // S = 65536, where the fused walk splits and a saved buffer runs the three kernels) 256 stays
+  // (fwbw 4.99 against 4.90).
+  const int ch = chunk > 0 ? chunk : p.Dqk <= 128 && fused_by_default(p, dev) ? 128 : 256;
   FwdConfig c = chunkwise_fwd_config(p, dev, ch);
   c.engine = Engine::Sm90;
   c.siz_b_q = FwdOutputSm90Shape::kBQ;
