@@ -25,6 +25,27 @@ struct MemoKeyHash {
   }
 };
 
+// The memo key of a selection's kernel list: the op and two independent 64-bit hashes of its
+// specs' keys in order (a spec's key names its kernel exactly), so two configs share loaded
+// kernels only where they load the same ones, whatever keys their configs carry.
+inline MemoKey kernel_list_key(int64_t op, const std::vector<rt::KernelSpec>& specs) {
+  uint64_t a = 1469598103934665603ull, b = 0x9e3779b97f4a7c15ull;
+  for (const rt::KernelSpec& s : specs) {
+    for (unsigned char ch : s.key) {
+      a = (a ^ ch) * 1099511628211ull;                        // FNV-1a
+      b = (b ^ ch) * 0xff51afd7ed558ccdull + (b >> 29);        // a second, unrelated mix
+    }
+    a = (a ^ 0x1f) * 1099511628211ull;  // a separator: ("ab", "c") is not ("a", "bc")
+    b = (b ^ 0x1f) * 0xff51afd7ed558ccdull + (b >> 29);
+  }
+  MemoKey k{};
+  k[0] = op;
+  k[1] = static_cast<int64_t>(specs.size());
+  k[2] = static_cast<int64_t>(a);
+  k[3] = static_cast<int64_t>(b);
+  return k;
+}
+
 template <size_t N> class KernelMemo {
  public:
   using Kernels = std::array<const rt::LoadedKernel*, N>;

@@ -41,12 +41,8 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
   s.cfg = c;
   s.rejected = s.family ? s.family->reject(c.to_config(), p, current_limits())
                         : "no backward family of this form and engine in this build";
-  s.kernel_key = {static_cast<int64_t>(Op::Backward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
-                  static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
-                  p.normalize, p.Dqk, p.Dv, c.chunk, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m,
-                  c.st_warps_n, c.ds_siz_b_k, c.ds_siz_b_v, c.ds_sub, c.ds_warps_m, c.ds_warps_n, c.siz_b_r,
-                  c.siz_b_t, c.siz_b_nqk, c.siz_b_nv, c.siz_b_kc, c.warps_m, c.warps_n,
-                  c.st_sm90 + 2 * c.ds_sm90 + 4 * c.tl_sm90 + 8 * c.tl_dkv, (c.st_seg > 1) + 2 * (c.ds_seg > 1)};
+  if (s.rejected.empty())
+    s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Backward), s.family->kernels(p, c.to_config(), current_limits()));
   if (s.rejected.empty())
     for (bool saved : {false, true}) s.plans[saved] = s.family->plan(p, c.to_config(), current_limits(), saved);
   return s;

@@ -48,11 +48,8 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
   s.cfg = c;
   s.rejected = s.family ? s.family->reject(c.to_config(), p, current_limits())
                         : "no forward family of this form and engine in this build";
-  s.kernel_key = {static_cast<int64_t>(Op::Forward), static_cast<int64_t>(c.form), static_cast<int64_t>(c.engine),
-                  static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype), static_cast<int64_t>(p.variant),
-                  p.normalize, p.Dqk, p.Dv, c.chunk, c.siz_b_q, c.siz_b_kv, c.siz_b_v, c.siz_b_kc, c.warps_m,
-                  c.warps_n, c.st_siz_b_k, c.st_siz_b_v, c.st_sub, c.st_warps_m, c.st_warps_n, c.st_sm90,
-                  c.st_seg > 1, c.fused};
+  if (s.rejected.empty())
+    s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Forward), s.family->kernels(p, c.to_config(), current_limits()));
   if (c.fused && fused_segments(p, current_limits(), c.st_seg).nseg > 1) {
     FwdConfig u = c;
     u.fused = 0;

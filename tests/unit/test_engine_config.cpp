@@ -2,6 +2,7 @@
 // resolution of pinned engine, form and chunk keys, stored configs that name their engine, and
 // the tuner's sm90 candidates (all accepted by the family's own rule).
 #include "tfla_catch.hpp"
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -467,4 +468,48 @@ TEST_CASE("every default split is whole chunks of at least 8, within the grid, a
   // the defaults do split somewhere in this grid, forward and backward
   CHECK(split_fwd > 0);
   CHECK(split_bwd > 0);
+}
+
+// The loaded kernels of a selection are keyed by its kernel list itself: over the tuner's
+// candidates (every engine, form and tile choice), two selections share a key exactly when they
+// load the same kernels, so a config key that changes the kernels can never reuse another's.
+TEST_CASE("selections share loaded kernels exactly when their kernel lists are equal", "[engine][memo]") {
+  for (const MlstmProblem& p : {problem(8, 8192, 256, 512), make_problem(8, 16, 8192, 128, 256, DType::BF16),
+                                problem(1, 65536, 128, 256)})
+    for (auto fam : {tuner::Family::Forward, tuner::Family::Backward}) {
+      const tuner::Enumerated e = tuner::enumerate(fam, p, tuner::SpaceLimits{}, 0);
+      std::map<ops::MemoKey, std::vector<std::string>> by_key;
+      std::map<std::vector<std::string>, ops::MemoKey> by_list;
+      int n = 0;
+      // a spread of at most about 400 candidates (the spaces hold tens of thousands)
+      const size_t step = std::max<size_t>(1, e.kept.size() / 400);
+      for (size_t ci = 0; ci < e.kept.size(); ci += step) {
+        const tuner::Candidate& c = e.kept[ci];
+        std::vector<std::string> keys;
+        ops::MemoKey k{};
+        if (fam == tuner::Family::Forward) {
+          ops::FwdConfig f;
+          f.apply(c.config);
+          const ops::FwdSelection s = ops::selection_of(p, f);
+          if (!s.rejected.empty()) continue;
+          for (const auto& spec : s.family->kernels(p, f.to_config(), ref())) keys.push_back(spec.key);
+          k = s.kernel_key;
+        } else {
+          ops::BwdConfig b;
+          b.apply(c.config);
+          const ops::BwdSelection s = ops::selection_of(p, b);
+          if (!s.rejected.empty()) continue;
+          for (const auto& spec : s.family->kernels(p, b.to_config(), ref())) keys.push_back(spec.key);
+          k = s.kernel_key;
+        }
+        ++n;
+        const auto [it, fresh] = by_key.emplace(k, keys);
+        CHECK(it->second == keys);  // one key, one kernel list
+        const auto [jt, fresh2] = by_list.emplace(keys, k);
+        CHECK(jt->second == k);     // one kernel list, one key
+      }
+      INFO("problem S = " << p.S << ", Dqk = " << p.Dqk);
+      CHECK(n > 10);
+      CHECK(by_key.size() > 1);
+    }
 }
