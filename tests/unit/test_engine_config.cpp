@@ -487,21 +487,16 @@ TEST_CASE("selections share loaded kernels exactly when their kernel lists are e
         const tuner::Candidate& c = e.kept[ci];
         std::vector<std::string> keys;
         ops::MemoKey k{};
-        if (fam == tuner::Family::Forward) {
-          ops::FwdConfig f;
-          f.apply(c.config);
-          const ops::FwdSelection s = ops::selection_of(p, f);
-          if (!s.rejected.empty()) continue;
-          for (const auto& spec : s.family->kernels(p, f.to_config(), ref())) keys.push_back(spec.key);
+        // the candidate's selection: false where it is rejected (it loads nothing)
+        auto select = [&](auto typed) {
+          typed.apply(c.config);
+          const auto s = ops::selection_of(p, typed);
+          if (!s.rejected.empty()) return false;
+          for (const auto& spec : s.family->kernels(p, typed.to_config(), ref())) keys.push_back(spec.key);
           k = s.kernel_key;
-        } else {
-          ops::BwdConfig b;
-          b.apply(c.config);
-          const ops::BwdSelection s = ops::selection_of(p, b);
-          if (!s.rejected.empty()) continue;
-          for (const auto& spec : s.family->kernels(p, b.to_config(), ref())) keys.push_back(spec.key);
-          k = s.kernel_key;
-        }
+          return true;
+        };
+        if (!(fam == tuner::Family::Forward ? select(ops::FwdConfig{}) : select(ops::BwdConfig{}))) continue;
         ++n;
         const auto [it, fresh] = by_key.emplace(k, keys);
         CHECK(it->second == keys);  // one key, one kernel list
