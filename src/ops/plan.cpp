@@ -78,6 +78,8 @@ MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const Mlstm
   MlstmFwdFusedSm90Params P{};
   P.p = prm;
   P.p.NC = static_cast<int>((p.S + rows - 1) / rows);
+  if (gate_chunk <= 0 || gate_chunk % static_cast<int>(rows))
+    throw Error(ErrorCode::Internal, "fused forward: its gate rows' chunk must be a multiple of 64");
   P.gate_sub = gate_chunk / static_cast<int>(rows);
   const int64_t gate_nc = (p.S + gate_chunk - 1) / gate_chunk;
   P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, rows));
