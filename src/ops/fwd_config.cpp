@@ -486,6 +486,10 @@ bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   return check_state_walk_sm90(p, dev, kFusedChunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty();
 }
 
+bool fused_saved_unfused(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c) {
+  return c.fused && fused_segments(p, dev, c.st_seg).nseg > 1;
+}
+
 SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want) {
   if (!fused_split_serves(p, dev)) return {};
   const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;

@@ -125,6 +125,9 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
 // and barrier phases from the chunk's index; none where the summary walk (the sm90 state walk in 128-column CTAs) does
 // not serve p (Dqk other than 128 or 256): there the fused walk runs whole.
 SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want);
+// Whether a call of the fused config c with a saved-states buffer runs the three kernels (c
+// with fused = 0) instead: where its walk splits, which keeps no chunk states.
+bool fused_saved_unfused(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c);
 // Whether the fused walk's split can run for p's dtype and head sizes (its summary walk serves).
 bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev);
 // Whether the default runs the fused walk split into the three kernels' st_seg segments (few

@@ -77,8 +77,7 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     return plan;
   }
   if (c.fused) {  // the gate kernel at chunk 64, then one CTA per 128 columns of Dv, head and segment
-    const SegmentPlan split = fused_segments(p, dev, c.st_seg);
-    if (saved && split.nseg <= 1) {
+    if (saved && !fused_saved_unfused(p, dev, c)) {
       const int64_t nc = (p.S + c.chunk - 1) / c.chunk;
       plan.nc = static_cast<int>(nc);
       take_chunkwise(plan, Buffer::Saved, p, c.chunk, true);
@@ -90,6 +89,7 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     plan.nc = static_cast<int>(nc);
     take_gates(plan, Buffer::Workspace, p, kFusedChunk, static_cast<size_t>(nc));
     plan.add(0, Block::Fwd, {u(nc), bh, 1});
+    const SegmentPlan split = fused_segments(p, dev, c.st_seg);
     if (split.nseg > 1) {  // the segments' summaries (no chunk states), then their start states
       plan.take(Region::ChunkM, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
       take_split_walk(plan, p, nc, split, /*local_m=*/false);  // no chunk states, no local stabilizers

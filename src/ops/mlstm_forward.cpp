@@ -27,7 +27,7 @@ int selection_ordinal() {
 size_t fwd_workspace_size(const MlstmProblem& p, const FwdConfig& cfg, bool with_saved, bool form_pinned) {
   FwdConfig c = cfg;
   // a call with a saved buffer runs the three kernels where the fused walk splits
-  if (with_saved && c.fused && fused_segments(p, current_limits(), c.st_seg).nseg > 1) c.fused = 0;
+  if (with_saved && fused_saved_unfused(p, current_limits(), c)) c.fused = 0;
   if (c.parallel()) {
     if (form_pinned) return 0;
     c.form = Form::Chunkwise;
@@ -50,7 +50,7 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
                         : "no forward family of this form and engine in this build";
   if (s.rejected.empty())
     s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Forward), s.family->kernels(p, c.to_config(), current_limits()));
-  if (c.fused && fused_segments(p, current_limits(), c.st_seg).nseg > 1) {
+  if (fused_saved_unfused(p, current_limits(), c)) {
     FwdConfig u = c;
     u.fused = 0;
     s.unfused = std::make_shared<const FwdSelection>(selection_of(p, u));
@@ -101,7 +101,7 @@ KernelMemo<5>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel
   static KernelMemo<5> memo;
   return memo.get(sel.kernel_key, [&] {
     std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
-    while (specs.size() < 5) specs.push_back(specs.back());  // the parallel form has one, no split three
+    while (specs.size() < 5) specs.push_back(specs.back());  // the parallel form has one, the fused form three
     return specs;
   });
 }
