@@ -107,7 +107,9 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
   const bool per_token_outputs = t.norm || t.m || t.saved;
   const bool last = t.C_last || t.n_last || t.m_last;
   KernelKind kind = choose(B, NH, S, Dqk, Dv, initial, last);
-  if (kind == KernelKind::Step && (!all_last || per_token_outputs)) kind = KernelKind::Chunkwise;
+  // The step kernel also writes C in 16-byte vectors; the forward takes an 8-byte aligned C_last.
+  const bool c_last_16 = reinterpret_cast<uintptr_t>(t.C_last) % 16 == 0;
+  if (kind == KernelKind::Step && (!all_last || per_token_outputs || !c_last_16)) kind = KernelKind::Chunkwise;
 
   LaunchOptions lo;
   lo.stream = o.stream;
@@ -119,7 +121,8 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
     return kind;
   }
 
-  // Step path: last states <- initial states (or zeros), then T tokens in place.
+  // Step path: the step kernel reads the initial states where given (zeros are set into the last
+  // states where not) and writes the last states.
   ops::check_problem(p);
   ops::check_optional_f32("C0", t.C0);
   ops::check_optional_f32("n0", t.n0);
@@ -128,23 +131,25 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
   rt::ensure_context();
   CUstream stream = static_cast<CUstream>(o.stream);
-  auto init = [&](float* dst, const float* src, int64_t count) {
-    if (!dst) return;
-    const auto d = reinterpret_cast<CUdeviceptr>(dst);
-    if (src == dst) return;
-    if (src)
-      TFLA_CU(cuMemcpyDtoDAsync(d, reinterpret_cast<CUdeviceptr>(src), static_cast<size_t>(count) * 4, stream));
-    else
-      TFLA_CU(cuMemsetD32Async(d, 0u, static_cast<size_t>(count), stream));  // 0.0f
+  const float* C_src = t.C0;
+  if (C_src && reinterpret_cast<uintptr_t>(C_src) % 16 && C_src != t.C_last) {
+    // The step kernel reads C in 16-byte vectors: a C0 off that alignment is copied first.
+    TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), reinterpret_cast<CUdeviceptr>(C_src),
+                              static_cast<size_t>(B * NH * Dqk * Dv) * 4, stream));
+    C_src = nullptr;
+  }
+  auto zero = [&](float* dst, const float* src, int64_t count) {
+    if (dst && !src) TFLA_CU(cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(dst), 0u, static_cast<size_t>(count), stream));
   };
-  init(t.C_last, t.C0, B * NH * Dqk * Dv);
-  init(t.n_last, t.n0, B * NH * Dqk);
-  init(t.m_last, t.m0, B * NH);
+  zero(t.C_last, t.C0, B * NH * Dqk * Dv);
+  zero(t.n_last, t.n0, B * NH * Dqk);
+  if (p.variant == Variant::Exp) zero(t.m_last, t.m0, B * NH);  // mLSTMsig: the kernel writes m = 0
   StepTensors st;
   st.q = t.q; st.k = t.k; st.v = t.v; st.i = t.i; st.f = t.f; st.h = t.h;
   st.q_strides = t.q_strides; st.k_strides = t.k_strides; st.v_strides = t.v_strides;
   st.i_strides = t.i_strides; st.f_strides = t.f_strides; st.h_strides = t.h_strides;
   st.C = t.C_last; st.n = t.n_last; st.m = t.m_last;
+  st.C_src = C_src; st.n_src = t.n0; st.m_src = t.m0;
   LaunchOptions so;
   so.stream = o.stream;
   so.config = options_.step_config;

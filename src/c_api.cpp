@@ -123,6 +123,7 @@ tfla::StepTensors step_tensors_of(const tfla_step_tensors* t) {
   x.h = t->h;
   x.h_strides = strides_of(t->h_strides);
   x.C = t->C; x.n = t->n; x.m = t->m;
+  x.C_src = t->C_src; x.n_src = t->n_src; x.m_src = t->m_src;
   return x;
 }
 

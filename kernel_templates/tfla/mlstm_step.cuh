@@ -1,12 +1,13 @@
 // The recurrent step for generation (DESIGN.md section 3, recurrent form), T >= 1 tokens of
-// B x NH heads, the state updated in place:
+// B x NH heads, the state read from (C_src, n_src, m_src) where given, else from (C, n, m), and
+// written to (C, n, m):
 //   m_t = max(f~_t + m_{t-1}, i~_t)  (0 for mLSTMsig),  f'_t = exp(f~_t + m_{t-1} - m_t),
 //   i'_t = exp(i~_t - m_t),  C_t = f'_t C_{t-1} + i'_t k_t v_t^T,  n_t = f'_t n_{t-1} + i'_t k_t,
 //   h_t = C_t^T (s q_t) / (den_t + eps).
 //
 // Two launches per call, the second a programmatic dependent of the first:
 // 1. mlstm_step_state, one CTA per head: the small recurrence (m, n and the normalizer of every
-//    token), n and m written in place. For each token t and each Dv slice j of the head it
+//    token), n and m written. For each token t and each Dv slice j of the head it
 //    stores a 16-byte record (f'_t, i'_t, 1 / (den_t + eps), 0) at the start of that slice's
 //    part of h's row t, which the second kernel reads before it overwrites it with h.
 // 2. mlstm_step, (Dv / BV, B * NH) CTAs: the memory-bound part. A CTA owns a Dqk x BV slice of
@@ -79,13 +80,14 @@ __device__ void mlstm_step_state(const MlstmStepParams& p) {
   griddep_launch_dependents();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int bh = blockIdx.x, b = bh / p.NH, hh = bh % p.NH;
+  const float* n_in = p.n_src ? p.n_src : p.n;
   float nr[NNA];
 #pragma unroll
   for (int j = 0; j < NNA; ++j) {
     const int a = tid + NA * j;
-    nr[j] = a < DQK ? p.n[(i64)bh * DQK + a] : 0.f;
+    nr[j] = a < DQK ? n_in[(i64)bh * DQK + a] : 0.f;
   }
-  float m_prev = EXP ? p.m[bh] : 0.f;
+  float m_prev = EXP ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
   const T* gq = static_cast<const T*>(p.q) + b * p.q_sb + hh * p.q_sh;
   const T* gk = static_cast<const T*>(p.k) + b * p.k_sb + hh * p.k_sh;
   T* gh = static_cast<T*>(p.h) + b * p.h_sb + hh * p.h_sh;
@@ -166,10 +168,12 @@ __device__ void mlstm_step(const MlstmStepParams& p) {
   const int cg = tid % TPR, r0 = tid / TPR;
 
   // 1. The state slice, all loads in flight before any use.
-  float* gC = p.C + (i64)bh * DQK * DV + v0 + cg * 4;  // row r0, this thread's 4 columns
+  const i64 c_off = (i64)bh * DQK * DV + v0 + cg * 4;  // row r0, this thread's 4 columns
+  float* gC = p.C + c_off;
+  const float* gC_in = (p.C_src ? p.C_src : p.C) + c_off;
   float4 c[NPASS];
 #pragma unroll
-  for (int j = 0; j < NPASS; ++j) c[j] = *reinterpret_cast<const float4*>(gC + (i64)(r0 + RPP * j) * DV);
+  for (int j = 0; j < NPASS; ++j) c[j] = *reinterpret_cast<const float4*>(gC_in + (i64)(r0 + RPP * j) * DV);
 
   // 2. Token inputs: q, k and this slice of v through cp.async into the PF-token ring (one
   // commit group per token, empty when past T, so "all but the newest PF - 1 groups" is token t).

@@ -24,9 +24,15 @@ struct MlstmStepParams {
   long long f_sb, f_sh, f_ss;
   void* h;  // (B, NH, T, Dv) input dtype, out
   long long h_sb, h_sh, h_ss;
-  float* C;  // (B, NH, Dqk, Dv) fp32, in/out (16-byte aligned)
-  float* n;  // (B, NH, Dqk) fp32, in/out
-  float* m;  // (B, NH) fp32, in/out; mLSTMsig: may be null, else set to 0
+  float* C;  // (B, NH, Dqk, Dv) fp32, out (16-byte aligned); the source too where C_src is null
+  float* n;  // (B, NH, Dqk) fp32, out; the source too where n_src is null
+  float* m;  // (B, NH) fp32, out; mLSTMsig: may be null, else set to 0; mLSTMexp: the source too
+             // where m_src is null
+  // The states the step starts from, where they are not C, n, m themselves (null = in place).
+  // A source is the same buffer as its destination or shares no byte with any destination.
+  const float* C_src;  // (B, NH, Dqk, Dv) fp32 (16-byte aligned)
+  const float* n_src;  // (B, NH, Dqk) fp32
+  const float* m_src;  // (B, NH) fp32, mLSTMexp only
   int NH;    // heads per batch row (bh = b * NH + h)
   int T;     // tokens of this call, >= 1
   float scale, eps;

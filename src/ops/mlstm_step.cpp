@@ -23,8 +23,8 @@ namespace {
 
 void check_state(const char* name, const float* ptr, size_t align, const char* shape) {
   if (!ptr)
-    invalid(std::string(name) + " is null: the step reads and writes the state in place, so " + name + " " +
-            shape + " fp32 is required");
+    invalid(std::string(name) + " is null: the step writes the new state there (and reads the old one from it "
+            "unless " + name + "_src is given), so " + name + " " + shape + " fp32 is required");
   const auto addr = reinterpret_cast<uintptr_t>(ptr);
   if (addr % align)
     invalid(std::string(name) + " is not " + std::to_string(align) + "-byte aligned (address " +
@@ -41,28 +41,80 @@ Extent extent(const void* ptr, const Strides& s, const MlstmProblem& p, int64_t 
   return {lo, lo + static_cast<uintptr_t>(last) * elem_bytes};
 }
 
+// The bytes of the states (C, n, m) of this problem at these addresses; m may be null.
+struct StateExtents {
+  Extent C, n, m;
+};
+StateExtents state_extents(const MlstmProblem& p, const float* C, const float* n, const float* m) {
+  MlstmProblem state = p;
+  state.S = 1;  // states have no token axis
+  return {extent(C, Strides{p.NH * p.Dqk * p.Dv, p.Dqk * p.Dv, 0}, state, p.Dqk * p.Dv, 4),
+          extent(n, Strides{p.NH * p.Dqk, p.Dqk, 0}, state, p.Dqk, 4),
+          m ? extent(m, Strides{p.NH, 1, 0}, state, 1, 4) : Extent{0, 0}};
+}
+
+bool overlap(const Extent& a, const Extent& b) { return a.lo < b.hi && b.lo < a.hi; }
+
 // h holds the state kernel's records before the update kernel reads the inputs and state: an h
 // that shares bytes with any of them would corrupt them, so it is refused by name.
 void check_h_apart(const MlstmProblem& p, const StepTensors& t) {
   const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
   const Extent h = extent(t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, eb);
-  MlstmProblem state = p;
-  state.S = 1;  // states have no token axis
+  const StateExtents st = state_extents(p, t.C, t.n, t.m);
   const std::pair<const char*, Extent> others[] = {
       {"q", extent(t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb)},
       {"k", extent(t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb)},
       {"v", extent(t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb)},
       {"i", extent(t.i, resolve_gate(t.i_strides, p), p, 1, gb)},
       {"f", extent(t.f, resolve_gate(t.f_strides, p), p, 1, gb)},
-      {"C", extent(t.C, Strides{p.NH * p.Dqk * p.Dv, p.Dqk * p.Dv, 0}, state, p.Dqk * p.Dv, 4)},
-      {"n", extent(t.n, Strides{p.NH * p.Dqk, p.Dqk, 0}, state, p.Dqk, 4)},
-      {"m", t.m ? extent(t.m, Strides{p.NH, 1, 0}, state, 1, 4) : Extent{0, 0}},
+      {"C", st.C},
+      {"n", st.n},
+      {"m", st.m},
   };
   for (const auto& [name, e] : others)
-    if (e.lo < h.hi && h.lo < e.hi)
+    if (overlap(e, h))
       invalid(std::string("h overlaps ") + name +
               ": the step writes per-token scratch into h before it reads its inputs and state; pass a "
               "separate output buffer");
+}
+
+// The destinations C, n, m are written by different kernels and CTAs: no two may share a byte.
+// A source is read while the destinations are written, by other CTAs and the other kernel: it
+// must be its destination itself (in place) or share no byte with any destination or with h,
+// which holds the state kernel's records before the update kernel reads C_src.
+void check_sources(const MlstmProblem& p, const StepTensors& t) {
+  const bool exp = p.variant == Variant::Exp;
+  const StateExtents dst = state_extents(p, t.C, t.n, t.m);
+  const std::pair<const char*, Extent> dsts[] = {{"C", dst.C}, {"n", dst.n}, {"m", dst.m}};
+  for (int a = 0; a < 3; ++a)
+    for (int b = a + 1; b < 3; ++b)
+      if (overlap(dsts[a].second, dsts[b].second))
+        invalid(std::string(dsts[a].first) + " overlaps " + dsts[b].first +
+                ": the step writes each state to its own buffer");
+  if (t.C_src) check_state("C_src", t.C_src, 16, "(B, NH, Dqk, Dv)");  // read as 16-byte vectors
+  if (t.n_src) check_state("n_src", t.n_src, 4, "(B, NH, Dqk)");
+  if (t.m_src) check_state("m_src", t.m_src, 4, "(B, NH)");
+  const float* m_src = exp ? t.m_src : nullptr;  // mLSTMsig reads no m
+  const StateExtents src = state_extents(p, t.C_src ? t.C_src : t.C, t.n_src ? t.n_src : t.n, m_src);
+  const size_t eb = dtype_bytes(p.dtype);
+  const Extent h = extent(t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, eb);
+  const struct {
+    const char* name;
+    const void* ptr;
+    const void* own;
+    Extent e;
+  } srcs[] = {{"C_src", t.C_src, t.C, src.C}, {"n_src", t.n_src, t.n, src.n}, {"m_src", m_src, t.m, src.m}};
+  for (const auto& s : srcs) {
+    if (!s.ptr || s.ptr == s.own) continue;
+    for (const auto& [name, e] : dsts)
+      if (overlap(s.e, e))
+        invalid(std::string(s.name) + " overlaps " + name + " without being the same buffer: a source is read "
+                "while the new states are written, so it must be its destination itself (in place) or apart "
+                "from every destination");
+    if (overlap(s.e, h))
+      invalid(std::string(s.name) + " overlaps h: the step writes per-token scratch into h before it reads the "
+              "states; pass a separate output buffer");
+  }
 }
 
 void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
@@ -77,6 +129,7 @@ void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   if (p.variant == Variant::Exp) check_state("m", t.m, 4, "(B, NH)");
   else check_optional_f32("m", t.m);
   check_h_apart(p, t);
+  check_sources(p, t);
 }
 
 }  // namespace
@@ -127,6 +180,9 @@ void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& 
   prm.C = t.C;
   prm.n = t.n;
   prm.m = t.m;
+  prm.C_src = t.C_src == t.C ? nullptr : t.C_src;
+  prm.n_src = t.n_src == t.n ? nullptr : t.n_src;
+  prm.m_src = p.variant == Variant::Exp && t.m_src != t.m ? t.m_src : nullptr;
   prm.NH = static_cast<int>(p.NH);
   prm.T = static_cast<int>(p.S);
   prm.scale = resolved_scale(p);

@@ -96,6 +96,12 @@ inline std::vector<double> download(const cli::DeviceBuffer& buf, DType dt) {
   buf.download(bytes.data(), bytes.size());
   return decode(bytes, dt);
 }
+// The buffer's bytes as they are on the device.
+inline std::vector<uint8_t> raw_bytes(const cli::DeviceBuffer& buf) {
+  std::vector<uint8_t> bytes(buf.bytes());
+  buf.download(bytes.data(), bytes.size());
+  return bytes;
+}
 inline size_t count_nonfinite(const std::vector<double>& x) {
   size_t n = 0;
   for (double v : x) n += std::isfinite(v) ? 0 : 1;

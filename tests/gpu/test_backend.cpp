@@ -5,6 +5,7 @@
 // for short calls that ask for last states (from given initial states, from zeros, in place),
 // the chunkwise path beyond max_step_tokens, and generation continued with Backend::step.
 #include "tfla_catch.hpp"
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -100,11 +101,15 @@ void train_case(const BackendOptions& o, int64_t S, uint64_t seed) {
 }
 
 // Inference mode with last states: kind and results (h, C, n, m) from random initial states
-// (separate outputs, or in place) or from zeros.
-enum class Init { Separate, InPlace, Zero };
+// (separate outputs, which leave the initial states as they were; in place; C0 8 bytes off
+// 16-byte alignment, which the step path copies first) or from zeros.
+enum class Init { Separate, InPlace, Zero, C0Off16 };
 void inference_case(const BackendOptions& o, int64_t S, Init init, KernelKind expect, uint64_t seed) {
   const Backend be(o);
-  const char* how = init == Init::Separate ? "initial states" : init == Init::InPlace ? "in place" : "zero states";
+  const char* how = init == Init::Separate  ? "initial states"
+                    : init == Init::InPlace ? "in place"
+                    : init == Init::Zero    ? "zero states"
+                                            : "C0 8 bytes off 16-byte alignment";
   INFO(to_string(o.variant) << " " << to_string(o.dtype) << " S=" << S << " " << how);
   Data d(o, S, seed);
   const ref::Options ro = ref_options(o);
@@ -112,6 +117,10 @@ void inference_case(const BackendOptions& o, int64_t S, Init init, KernelKind ex
   if (st.m.empty()) st.m.assign(B * NH, 0.0);
   auto C0 = test::upload(st.C, DType::FP32), n0 = test::upload(st.n, DType::FP32),
        m0 = test::upload(st.m, DType::FP32);
+  // C0 at an 8-byte offset: the same values in a buffer 8 bytes longer.
+  std::vector<double> C_off(st.C.size() + 2, 0.0);
+  std::copy(st.C.begin(), st.C.end(), C_off.begin() + 2);
+  auto C0_off = test::upload(C_off, DType::FP32);
   auto Cl = test::poisoned(B * NH * DQK * DV * 4), nl = test::poisoned(B * NH * DQK * 4),
        ml = test::poisoned(B * NH * 4);
   auto h = test::poisoned(B * NH * S * DV * dtype_bytes(o.dtype));
@@ -120,11 +129,15 @@ void inference_case(const BackendOptions& o, int64_t S, Init init, KernelKind ex
   cli::DeviceBuffer *C = &Cl, *n = &nl, *m = &ml;
   if (init == Init::Separate) {
     t.C0 = C0.as<float>(); t.n0 = n0.as<float>(); t.m0 = m0.as<float>();
+  } else if (init == Init::C0Off16) {
+    t.C0 = C0_off.as<float>() + 2; t.n0 = n0.as<float>(); t.m0 = m0.as<float>();
   } else if (init == Init::InPlace) {
     t.C0 = C0.as<float>(); t.n0 = n0.as<float>(); t.m0 = m0.as<float>();
     C = &C0; n = &n0; m = &m0;
   }
   t.C_last = C->as<float>(); t.n_last = n->as<float>(); t.m_last = m->as<float>();
+  const std::vector<uint8_t> C0_bytes = test::raw_bytes(C0), n0_bytes = test::raw_bytes(n0),
+                             m0_bytes = test::raw_bytes(m0), C0_off_bytes = test::raw_bytes(C0_off);
   const KernelKind got = be.forward(B, NH, S, DQK, DV, t);
   CHECK(got == expect);
   CHECK(be.choose(B, NH, S, DQK, DV, init != Init::Zero, true) == expect);
@@ -145,6 +158,13 @@ void inference_case(const BackendOptions& o, int64_t S, Init init, KernelKind ex
   CHECK(e_C < tol_state);
   CHECK(e_n < tol_state);
   CHECK(e_m < 1e-5);
+  if (init == Init::Separate || init == Init::C0Off16) {
+    INFO("the initial states are left as they were");
+    CHECK(test::raw_bytes(C0) == C0_bytes);
+    CHECK(test::raw_bytes(n0) == n0_bytes);
+    CHECK(test::raw_bytes(m0) == m0_bytes);
+    CHECK(test::raw_bytes(C0_off) == C0_off_bytes);
+  }
 }
 
 }  // namespace
@@ -174,7 +194,7 @@ TEST_CASE("Backend inference mode: step path up to max_step_tokens, chunkwise be
     BackendOptions o;
     o.mode = Mode::Inference;
     o.variant = v;
-    for (Init init : {Init::Separate, Init::InPlace, Init::Zero}) {
+    for (Init init : {Init::Separate, Init::InPlace, Init::Zero, Init::C0Off16}) {
       inference_case(o, 1, init, KernelKind::Step, seed++);
       inference_case(o, 16, init, KernelKind::Step, seed++);
       inference_case(o, 17, init, KernelKind::Chunkwise, seed++);

@@ -718,7 +718,7 @@ TEST_CASE("the forward engines (mma.sync, sm90, the fused walk) agree at the pap
   }
 }
 
-TEST_CASE("the fused walk fills a saved-states buffer as the three kernels do; the backward reads either alike",
+TEST_CASE("the fused walk fills a saved-states buffer as the three kernels do, the same bytes on a rerun; the backward reads either alike",
           "[gpu][ops][sm90][fused][saved]") {
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
   for (Variant var : {E, G}) {
@@ -777,6 +777,13 @@ TEST_CASE("the fused walk fills a saved-states buffer as the three kernels do; t
     };
     const Run three = run(0), fused = run(1);
     REQUIRE(three.saved.size() == fused.saved.size());
+    {  // a rerun of the fused forward and the backward from its buffer: the same bytes and results
+      INFO("fused: rerun against the first run");
+      const Run again = run(1);
+      CHECK(again.saved == fused.saved);
+      CHECK(again.h == fused.h);
+      for (int j = 0; j < 5; ++j) CHECK(again.grads[j] == fused.grads[j]);
+    }
     // region by region, at the offsets of the saved layout at chunk 256
     ops::FwdConfig u;
     u.apply(mlstm_forward_config(p, {{"chunk", 256}, {"engine", 1}, {"fused", 0}}));

@@ -116,7 +116,38 @@ void run_case(const Case& c, uint64_t seed) {
   LaunchOptions o;
   o.config = c.config;
   mlstm_step(p, t, o);
+
+  // The same step from source states into poisoned new ones (C_src, n_src, m_src): it must give
+  // the in-place result bit for bit and leave the sources as they were. mLSTMsig reads no m:
+  // its m_src holds NaNs.
+  auto C_src = test::upload(init.C, DType::FP32);
+  auto n_src = test::upload(init.n, DType::FP32);
+  cli::DeviceBuffer m_src = sig ? test::poisoned(c.B * c.NH * 4) : test::upload(init.m, DType::FP32);
+  const std::vector<uint8_t> C_src0 = test::raw_bytes(C_src), n_src0 = test::raw_bytes(n_src),
+                             m_src0 = test::raw_bytes(m_src);
+  auto h_new = test::poisoned(h.bytes());
+  auto C_new = test::poisoned(C.bytes()), n_new = test::poisoned(n.bytes()), m_new = test::poisoned(m.bytes());
+  StepTensors tn = t;
+  tn.h = h_new.get();
+  tn.C = C_new.as<float>();
+  tn.n = n_new.as<float>();
+  tn.m = t.m ? m_new.as<float>() : nullptr;
+  tn.C_src = C_src.as<float>();
+  tn.n_src = n_src.as<float>();
+  tn.m_src = m_src.as<float>();
+  mlstm_step(p, tn, o);
   cli::synchronize();
+  {
+    INFO("out of place (C_src, n_src, m_src) against in place");
+    CHECK(test::raw_bytes(h_new) == test::raw_bytes(h));
+    CHECK(test::raw_bytes(C_new) == test::raw_bytes(C));
+    CHECK(test::raw_bytes(n_new) == test::raw_bytes(n));
+    if (t.m) CHECK(test::raw_bytes(m_new) == test::raw_bytes(m));
+    else CHECK(test::count_poison_words(m_new) == m_new.bytes() / 4);  // m = null: nothing written
+    CHECK(test::raw_bytes(C_src) == C_src0);
+    CHECK(test::raw_bytes(n_src) == n_src0);
+    CHECK(test::raw_bytes(m_src) == m_src0);
+  }
 
   const RefSteps r = reference_steps(shape, opt, in, init);
   const auto hd = test::download(h, c.dtype);

@@ -443,6 +443,68 @@ TEST_CASE("mlstm_step rejects null and misaligned tensors and states by name", "
   }
 }
 
+TEST_CASE("mlstm_step checks its source states: alignment, and each one in place or apart", "[api][args][step]") {
+  const MlstmProblem p = good_step_problem();  // B 2, NH 4, Dqk 64, Dv 128: C 256 KiB, slots 1 MiB apart
+  auto at = [](int slot, size_t bytes) {
+    return reinterpret_cast<float*>(static_cast<char*>(fake_ptr(slot)) + bytes);
+  };
+  SECTION("C_src not 16-byte aligned") {
+    tfla::StepTensors t = good_step_tensors();
+    t.C_src = at(9, 8);
+    check_invalid(step_error(p, t), "C_src is not 16-byte aligned");
+  }
+  SECTION("n_src, m_src not 4-byte aligned") {
+    tfla::StepTensors t = good_step_tensors();
+    t.n_src = at(9, 2);
+    check_invalid(step_error(p, t), "n_src is not 4-byte aligned");
+    t = good_step_tensors();
+    t.m_src = at(9, 1);
+    check_invalid(step_error(p, t), "m_src is not 4-byte aligned");
+  }
+  SECTION("a source that shares part of its bytes with a destination") {
+    tfla::StepTensors t = good_step_tensors();
+    t.C_src = t.C + 4;  // aligned, one row of 4 floats off its destination
+    check_invalid(step_error(p, t), "C_src overlaps C without being the same buffer");
+    t = good_step_tensors();
+    t.n_src = t.C;  // n read from C's bytes while the update kernel writes C
+    check_invalid(step_error(p, t), "n_src overlaps C");
+    t = good_step_tensors();
+    t.m_src = t.n + 3;
+    check_invalid(step_error(p, t), "m_src overlaps n");
+    t = good_step_tensors();
+    t.C_src = at(8, 0);  // starts at m and runs over it
+    check_invalid(step_error(p, t), "C_src overlaps m");
+  }
+  SECTION("a source inside h (h holds the records before the update kernel reads C_src)") {
+    tfla::StepTensors t = good_step_tensors();
+    t.C_src = at(5, 0);
+    check_invalid(step_error(p, t), "C_src overlaps h");
+  }
+  SECTION("destinations that share bytes") {
+    tfla::StepTensors t = good_step_tensors();
+    t.n = t.C + 64;
+    check_invalid(step_error(p, t), "C overlaps n");
+    t = good_step_tensors();
+    t.m = t.n + 8;
+    check_invalid(step_error(p, t), "n overlaps m");
+  }
+  SECTION("sources equal to their destinations or apart from them pass the checks") {
+    if (tfla::runtime_info().driver_loaded) {
+      WARN("a CUDA driver is loaded here: skipping the no-driver check");
+      return;
+    }
+    tfla::StepTensors t = good_step_tensors();
+    t.C_src = t.C;  // in place
+    t.n_src = at(9, 0);
+    t.m_src = at(10, 0);
+    CHECK(step_error(p, t).code() == ErrorCode::NoDriver);
+    MlstmProblem sig = p;  // mLSTMsig reads no m: an m_src anywhere is ignored
+    sig.variant = tfla::Variant::Sig;
+    t.m_src = t.n;
+    CHECK(step_error(sig, t).code() == ErrorCode::NoDriver);
+  }
+}
+
 TEST_CASE("mlstm_step rejects a bad pinned config by key", "[api][args][step]") {
   MlstmProblem p = good_step_problem();  // Dv = 128
   const tfla::StepTensors t = good_step_tensors();
@@ -516,6 +578,12 @@ TEST_CASE("C ABI: tfla_mlstm_step names bad input", "[api][c][step]") {
     bad.S = 0;
     CHECK(tfla_mlstm_step(&bad, &t, nullptr, nullptr) == TFLA_ERROR_INVALID_ARGUMENT);
     CHECK_THAT(tfla_last_error(), Catch::Contains("S = 0"));
+  }
+  SECTION("a source state overlapping a destination") {
+    tfla_step_tensors bad = t;
+    bad.n_src = t.C;
+    CHECK(tfla_mlstm_step(&p, &bad, nullptr, nullptr) == TFLA_ERROR_INVALID_ARGUMENT);
+    CHECK_THAT(tfla_last_error(), Catch::Contains("n_src overlaps C"));
   }
   SECTION("bad config text") {
     CHECK(tfla_mlstm_step(&p, &t, nullptr, "siz_b_v=abc") == TFLA_ERROR_INVALID_ARGUMENT);

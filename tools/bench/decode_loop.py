@@ -9,7 +9,7 @@ is held behind a long sleep kernel, so no call waits for the GPU; beside it the 
 call (back-to-back calls behind a blocker, CUDA events). Rows:
   step.inplace_out   mlstm_recurrent_step(inplace=True, out=h): what a decode loop calls
   step.inplace       mlstm_recurrent_step(inplace=True): h allocated
-  step.copy          mlstm_recurrent_step(): new states (copies), the seed's semantics
+  step.new           mlstm_recurrent_step(): new states, the inputs left as they are (the seed's semantics)
   backend.step       mLSTMBackend(mode="inference") one token with states in and out
   backend.step_inplace  the same with inference_states_inplace=True
   fwd.nograd / fwd+bwd  mlstm_chunkwise without gradients / forward + backward (autograd)
@@ -111,7 +111,7 @@ def part_host(rows):
     if hasattr(step_module, "StepEntry"):  # a binding with out= (older ones swallow it in **kwargs)
         cases["step.inplace_out"] = lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)
     cases["step.inplace"] = lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True)
-    cases["step.copy"] = lambda: mlstm_recurrent_step(*x, C, n, m)
+    cases["step.new"] = lambda: mlstm_recurrent_step(*x, C, n, m)
     be = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference"))
     cases["backend.step"] = lambda: be(*x4, C, n, m)
     try:

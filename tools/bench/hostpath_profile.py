@@ -16,7 +16,7 @@ Rows (as decode_loop.py's host part; B = 1, one token, NH 8, Dqk 256, Dv 512, bf
 chunkwise calls at 1x1x64x64x64):
   step.inplace_out      mlstm_recurrent_step(inplace=True, out=h)
   step.inplace          mlstm_recurrent_step(inplace=True)
-  step.copy             mlstm_recurrent_step(): new states (includes the states' CPU copies)
+  step.new              mlstm_recurrent_step(): new states (their allocations), the inputs left alone
   backend.step          mLSTMBackend(mode="inference") one token with states in and out
   backend.step_inplace  the same with inference_states_inplace=True
   fwd.nograd            mlstm_chunkwise on inputs that do not require grad
@@ -150,7 +150,7 @@ def make_cases(torch, NH=8, DQK=256, DV=512):
     cases = {
         "step.inplace_out": lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h),
         "step.inplace": lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True),
-        "step.copy": lambda: mlstm_recurrent_step(*x, C, n, m),
+        "step.new": lambda: mlstm_recurrent_step(*x, C, n, m),
     }
     be = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference"))
     bi = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference",

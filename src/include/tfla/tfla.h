@@ -119,7 +119,7 @@ tfla_status tfla_mlstm_backward(const tfla_problem* problem, const tfla_backward
                                 void* stream, void* workspace, size_t workspace_bytes,
                                 const char* config);
 
-/* ---- recurrent step: problem->S = T tokens (1 = one generation step), states in place ---- */
+/* ---- recurrent step: problem->S = T tokens (1 = one generation step), states in place or from sources ---- */
 typedef struct {
   const void* q; /* (B, NH, T, Dqk) */
   const void* k; /* (B, NH, T, Dqk) */
@@ -129,9 +129,14 @@ typedef struct {
   tfla_strides q_strides, k_strides, v_strides, i_strides, f_strides;
   void* h; /* (B, NH, T, Dv) out; must not overlap an input (it holds scratch first) */
   tfla_strides h_strides;
-  float* C; /* (B, NH, Dqk, Dv) fp32 in/out */
-  float* n; /* (B, NH, Dqk) fp32 in/out */
-  float* m; /* (B, NH) fp32 in/out (mLSTMsig: may be NULL) */
+  float* C; /* (B, NH, Dqk, Dv) fp32, the new state (the old one too where C_src is NULL) */
+  float* n; /* (B, NH, Dqk) fp32, likewise with n_src */
+  float* m; /* (B, NH) fp32, likewise with m_src (mLSTMsig: may be NULL) */
+  /* The states the step starts from; NULL = C, n, m themselves (in place). Each is its
+   * destination itself or shares no byte with C, n, m or h; C_src 16-byte aligned. */
+  const float* C_src;
+  const float* n_src;
+  const float* m_src;
 } tfla_step_tensors;
 
 tfla_status tfla_mlstm_step(const tfla_problem* problem, const tfla_step_tensors* tensors,

@@ -183,8 +183,9 @@ size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config = {});
 // ---- recurrent step (generation) -------------------------------------------------------------
 // problem.S is the number of tokens T of this call: T = 1 is one generation step, T > 1 runs a
 // fused multi-step (speculative decoding, short appends) that keeps the state on chip between
-// tokens. The states are read and written in place (fp32, contiguous), so a prefill's
-// C_last/n_last/m_last continue directly: step(S2 tokens) after forward(S1) equals forward(S1+S2).
+// tokens. The states (fp32, contiguous) are read from C_src/n_src/m_src where given, else from
+// C/n/m, and written to C/n/m, so a prefill's C_last/n_last/m_last continue directly:
+// step(S2 tokens) after forward(S1) equals forward(S1+S2).
 struct StepTensors {
   const void* q = nullptr;  // (B, NH, T, Dqk) dtype
   const void* k = nullptr;  // (B, NH, T, Dqk) dtype
@@ -194,9 +195,15 @@ struct StepTensors {
   Strides q_strides, k_strides, v_strides, i_strides, f_strides;
   void* h = nullptr;  // (B, NH, T, Dv) dtype, out; must not overlap an input (it holds scratch first)
   Strides h_strides;
-  float* C = nullptr;  // (B, NH, Dqk, Dv) fp32, in/out (required)
-  float* n = nullptr;  // (B, NH, Dqk) fp32, in/out (required)
-  float* m = nullptr;  // (B, NH) fp32, in/out (required for mLSTMexp; mLSTMsig keeps m = 0)
+  float* C = nullptr;  // (B, NH, Dqk, Dv) fp32, the new state (required; 16-byte aligned)
+  float* n = nullptr;  // (B, NH, Dqk) fp32, the new normalizer state (required)
+  float* m = nullptr;  // (B, NH) fp32, the new stabilizer (required for mLSTMexp; mLSTMsig keeps m = 0)
+  // The states the step starts from. Null: C, n, m themselves (updated in place). Else the step
+  // reads these and writes C, n, m, leaving these as they were: a new state without a copy of
+  // the old one. Each is either its destination itself or shares no byte with C, n, m or h.
+  const float* C_src = nullptr;  // (B, NH, Dqk, Dv) fp32, 16-byte aligned
+  const float* n_src = nullptr;  // (B, NH, Dqk) fp32
+  const float* m_src = nullptr;  // (B, NH) fp32 (mLSTMexp; mLSTMsig ignores it)
 };
 // Asynchronous on options.stream; uses no workspace. options.config pins the step kernel's
 // configuration (empty = tuned or default).
@@ -241,13 +248,14 @@ class Backend {
                     bool initial_states = false, bool last_states = false) const;
   // h for the sequence from the initial states (t.C0/n0/m0, null = zero), last states into
   // t.C_last/n_last/m_last when given (they may alias C0/n0/m0 for an in-place update).
-  // Returns the kernels used. The step path needs t.C_last, n_last, m_last (it updates them).
+  // Returns the kernels used. The step path needs t.C_last, n_last, m_last (16-byte aligned
+  // C_last): the step kernel reads C0/n0/m0 and writes the last states, with no copy.
   KernelKind forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                      const ForwardTensors& t, const LaunchOptions& o = {}) const;
   // Train mode: the gradients of forward(); t.norm must be the forward's norm output.
   void backward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                 const BackwardTensors& t, const LaunchOptions& o = {}) const;
-  // One or a few generation tokens, states updated in place.
+  // One or a few generation tokens, states updated in place or from t.C_src/n_src/m_src.
   void step(int64_t B, int64_t NH, int64_t T, int64_t Dqk, int64_t Dv, const StepTensors& t,
             const LaunchOptions& o = {}) const;
 

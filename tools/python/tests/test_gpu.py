@@ -190,6 +190,46 @@ def test_prefill_then_steps_equal_the_whole_sequence():
     assert rel(C2, C_ref) < 1e-4 and rel(n2, n_ref) < 1e-4 and rel(m2, m_ref) < 1e-6, f"seed={seed}"
 
 
+@pytest.mark.parametrize("variant", ["exp", "sig"])
+def test_step_into_new_states_equals_the_step_in_place(variant):
+    """The default (new tensors), c_new/n_new/m_new apart from the inputs and the backend module
+    without inference_states_inplace all read c, n, m and write elsewhere: the same bits as the
+    step in place, the inputs untouched."""
+    B, NH, T, Dqk, Dv = 2, 3, 3, 64, 128
+    seed, (q, k, v, i, f) = make_inputs(B, NH, T, Dqk, Dv, torch.bfloat16)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    C = torch.randn(B, NH, Dqk, Dv, generator=g).to(DEV)
+    n = torch.randn(B, NH, Dqk, generator=g).to(DEV)
+    m = (torch.randn(B, NH, 1, generator=g) if variant == "exp" else torch.zeros(B, NH, 1)).to(DEV)
+    C0, n0, m0 = C.clone(), n.clone(), m.clone()
+    kw = dict(variant=variant)
+    h_in, (C_in, n_in, m_in) = mlstm_recurrent_step(q, k, v, i, f, C0.clone(), n0.clone(), m0.clone(),
+                                                    inplace=True, **kw)
+    h_new, (C_new, n_new, m_new) = mlstm_recurrent_step(q, k, v, i, f, C, n, m, **kw)
+    assert C_new.data_ptr() != C.data_ptr() and n_new.data_ptr() != n.data_ptr()
+    bufs = (torch.full_like(C, float("nan")), torch.full_like(n, float("nan")), torch.full_like(m, float("nan")))
+    h_buf, (C_buf, n_buf, m_buf) = mlstm_recurrent_step(q, k, v, i, f, C, n, m, c_new=bufs[0], n_new=bufs[1],
+                                                        m_new=bufs[2], **kw)
+    assert C_buf is bufs[0]
+    for got in ((h_new, C_new, n_new, m_new), (h_buf, C_buf, n_buf, m_buf)):
+        for a, b in zip(got, (h_in, C_in, n_in, m_in)):
+            assert torch.equal(a, b), f"seed={seed}"
+    assert torch.equal(C, C0) and torch.equal(n, n0) and torch.equal(m, m0)
+    with pytest.raises(tfla.TflaArgumentError, match="C_src overlaps C"):
+        part = torch.empty(B * NH * Dqk * Dv + 4, device=DEV)
+        part[4:].copy_(C.flatten())
+        mlstm_recurrent_step(q, k, v, i, f, part[4:].view_as(C), n, m, c_new=part[:-4].view_as(C), **kw)
+    h_ref, (C_ref, n_ref, _) = mlstm_recurrent_reference(q, k, v, i, f, C0, n0, m0, variant=variant)
+    assert rel(h_new, h_ref) < 2e-2 and rel(C_new, C_ref) < 1e-4 and rel(n_new, n_ref) < 1e-4, f"seed={seed}"
+    # the backend module in inference mode, new states (no inference_states_inplace)
+    kernel = "chunkwise--triton_xl_chunk" + ("_siging" if variant == "sig" else "")
+    inf = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel=kernel, mode="inference"))
+    h_b, (C_b, n_b, m_b) = inf(q, k, v, i, f, C, n, m)
+    for a, b in zip((h_b, C_b, n_b, m_b), (h_in, C_in, n_in, m_in)):
+        assert torch.equal(a, b), f"seed={seed}"
+    assert torch.equal(C, C0) and torch.equal(n, n0) and torch.equal(m, m0)
+
+
 def test_backend_module_train_and_inference():
     B, NH, S, Dqk, Dv = 1, 2, 40, 64, 64
     seed, x = make_inputs(B, NH, S, Dqk, Dv, torch.bfloat16)

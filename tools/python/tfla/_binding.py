@@ -157,7 +157,8 @@ def backward(plan, p, stream, workspace=0, workspace_bytes=0, config=None, dh_st
 
 
 def step(plan, p, stream, config=None):
-    """tfla_mlstm_step: T = plan.S tokens, states C, n, m updated in place."""
+    """tfla_mlstm_step: T = plan.S tokens, the new states into C, n, m, from C_src, n_src,
+    m_src where p has them (else C, n, m are updated in place)."""
     t = StepTensors()
     for name in ("q", "k", "v", "i", "f"):
         setattr(t, name, p[name])
@@ -165,6 +166,7 @@ def step(plan, p, stream, config=None):
     t.h = p["h"]
     t.h_strides = _strides(CONTIGUOUS)
     t.C, t.n, t.m = p["C"], p["n"], p.get("m") or None
+    t.C_src, t.n_src, t.m_src = p.get("C_src") or None, p.get("n_src") or None, p.get("m_src") or None
     load_library().call("tfla_mlstm_step", ctypes.byref(problem_struct(plan)), ctypes.byref(t),
                         stream or None, _bytes(config_text(config)))
 

@@ -71,7 +71,8 @@ class BackwardTensors(ctypes.Structure):  # tfla_backward_tensors
 
 class StepTensors(ctypes.Structure):  # tfla_step_tensors
     _fields_ = _IN5 + _IN5_STRIDES + [
-        ("h", c_void_p), ("h_strides", Strides), ("C", c_void_p), ("n", c_void_p), ("m", c_void_p)]
+        ("h", c_void_p), ("h_strides", Strides), ("C", c_void_p), ("n", c_void_p), ("m", c_void_p),
+        ("C_src", c_void_p), ("n_src", c_void_p), ("m_src", c_void_p)]
 
 
 class BackendOptions(ctypes.Structure):  # tfla_backend_options

@@ -103,12 +103,13 @@ class PreparedStep(_Prepared):
         _fill_inputs(t, plan)
         t.h_strides = Strides(*CONTIGUOUS)
         super().__init__("tfla_mlstm_step", [_VP, _VP, _VP, ctypes.c_char_p], plan, t, config)
-        self._writer(_IN5 + ("h", "C", "n", "m"))
+        self._writer(_IN5 + ("h", "C", "n", "m", "C_src", "n_src", "m_src"))
 
-    def __call__(self, q, k, v, i, f, h, C, n, m, stream):
-        """Device pointers as ints (m: 0 for mLSTMsig without a stabilizer)."""
+    def __call__(self, q, k, v, i, f, h, C, n, m, stream, C_src=0, n_src=0, m_src=0):
+        """Device pointers as ints (m: 0 for mLSTMsig without a stabilizer). The new states go
+        to C, n, m; the step starts from C_src, n_src, m_src where not 0, else from C, n, m."""
         g1, g2 = self._gaps
-        self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, C, n, m)
+        self._pack(self._tensors, 0, q, k, v, i, f, g1, h, g2, C, n, m, C_src, n_src, m_src)
         status = self._fn(self._problem_ptr, self._tensors_ptr, stream, self._config)
         if status:
             self._raise(status)
@@ -194,8 +195,8 @@ class PreparedBackward(_Prepared):
 
 class PreparedBackendForward(_Prepared):
     """tfla_backend_forward of one backend handle for one plan: the step path when the backend
-    chooses it (last states <- initial states, skipped where they are the same buffer, or
-    zeros; then the tokens in place)."""
+    chooses it (the step kernel from the initial states, or from zeros set into the last states,
+    into the last states)."""
 
     __slots__ = ("_handle", "_dims", "_kind", "_kind_ptr", "_backend")
 

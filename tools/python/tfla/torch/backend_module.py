@@ -25,8 +25,8 @@ Per inference call on the step kernel, after the first of a shape in a thread: t
 module's previous one in this thread when the tensors pass its guard, one C call; else a dict
 lookup on the tensors' signatures), the outputs' allocations (empty_like of an input where that
 gives the output's layout) and one library call: the backend's step (tfla_mlstm_step with its step
-config) on the initial states with inference_states_inplace, else tfla_backend_forward, which copies the initial states into the new
-ones first. A module without hooks is called without nn.Module's dispatch (mLSTMBackend.__call__).
+config) on the initial states with inference_states_inplace, else tfla_backend_forward, whose step
+kernel reads the initial states and writes the new ones (no copy). A module without hooks is called without nn.Module's dispatch (mLSTMBackend.__call__).
 """
 
 from dataclasses import dataclass
@@ -200,7 +200,7 @@ class mLSTMBackend(nn.Module):
             m = m0 if m0 is not None else n0.new_zeros(e.m_shape)  # mLSTMsig without m
             ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
                     c0.data_ptr(), n0.data_ptr(), m.data_ptr() if exp else 0)
-        else:  # last states <- c0, n0, m0 (or zeros), then the step kernel on them
+        else:  # the step kernel from c0, n0, m0 (or zeros) into new last states
             if e.states_like:  # the initial states all given, m0 (B, NH, 1)
                 C, n, m = torch.empty_like(c0), torch.empty_like(n0), torch.empty_like(m0)
             elif c0 is not None:  # new_empty of a float32 tensor
@@ -209,12 +209,11 @@ class mLSTMBackend(nn.Module):
                 C = q.new_empty(e.C_shape, dtype=_F32)
                 n = q.new_empty(e.n_shape, dtype=_F32)
                 m = q.new_empty(e.m_shape, dtype=_F32)
-            if not exp:
-                m.zero_()
+            # mLSTMsig: the step kernel writes m's zeros
             ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
                     0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
                     m0.data_ptr() if exp and m0 is not None else 0, C.data_ptr(), n.data_ptr(),
-                    m.data_ptr() if exp else 0)
+                    m.data_ptr())
         idx = e.device_index
         if current_device() == idx:
             e.call(*ptrs, current_stream(idx))
@@ -249,14 +248,14 @@ class mLSTMBackend(nn.Module):
         return f"{self.config}"
 
 
-_CHUNKWISE, _COPY, _IN_PLACE = "chunkwise", "copy", "in place"
+_CHUNKWISE, _NEW_STATES, _IN_PLACE = "chunkwise", "new states", "in place"
 
 
 class _InferenceEntry:
     """One (input signatures) of an inference call: the checks, the kernel the backend picks and
-    how the call runs (`kind`): _CHUNKWISE, the chunkwise kernels (call None); _COPY,
-    tfla_backend_forward (call: its prepared call), which copies the initial states into new ones
-    and runs the step kernel on those; _IN_PLACE (inference_states_inplace with the initial states
+    how the call runs (`kind`): _CHUNKWISE, the chunkwise kernels (call None); _NEW_STATES,
+    tfla_backend_forward (call: its prepared call), whose step kernel reads the initial states and
+    writes new ones; _IN_PLACE (inference_states_inplace with the initial states
     given), the backend's step kernel on the initial states themselves."""
 
     def __init__(self, module, q, k, v, i, f, c0, n0, m0):
@@ -297,6 +296,6 @@ class _InferenceEntry:
             # config: the same call, four arguments to pass instead of eight
             self.kind, self.call = _IN_PLACE, PreparedStep(plan, backend.step_config)
         else:
-            self.kind, self.call = _COPY, PreparedBackendForward(backend, plan)
+            self.kind, self.call = _NEW_STATES, PreparedBackendForward(backend, plan)
         if tensor_guard is not None and c0 is not None and n0 is not None and m0 is not None:
             self.same, self.with_states = tensor_guard(q, k, v, i, f, c0, n0, m0), True

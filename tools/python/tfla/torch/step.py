@@ -2,13 +2,13 @@
 
 `mlstm_recurrent_step` has the signature of mlstm_kernels.torch.recurrent's step kernels
 (q, k, v, i, f, c, n, m, eps, dtype_state) and returns (h, (c_new, n_new, m_new)) like them.
-tfla's step kernel updates the states in place. Where the new states go:
-- by default into fresh tensors (copies of c, n, m made first), as the seed returns new tensors
-  and leaves its inputs alone;
-- with inplace=True into c, n, m themselves (no copy: the fast choice for a generation loop);
-- with c_new/n_new/m_new into those buffers: no copy when they are c, n, m themselves (the
-  same buffers, as a loop that keeps its state in place passes them), else c, n, m are copied
-  into them first.
+tfla's step kernel reads the states from c, n, m and writes the new ones, in place or elsewhere,
+never copying them first. Where the new states go:
+- by default into fresh tensors, as the seed returns new tensors and leaves its inputs alone;
+- with inplace=True into c, n, m themselves (no allocation: the fast choice for a generation loop);
+- with c_new/n_new/m_new into those buffers, which may be c, n, m themselves (the same buffers,
+  as a loop that keeps its state in place passes them) or apart from them (a buffer that shares
+  only part of its bytes with c, n or m is refused).
 `out` takes h's buffer (B, NH, Dv) or (B, NH, T, Dv), contiguous; with out and in-place states a
 call allocates nothing, which a CUDA-graph-captured decode loop wants. A (B, NH, T, D) q/k/v
 with (B, NH, T) gates runs T tokens in one fused call. Prefill hand-off: the last states of
@@ -17,7 +17,8 @@ mlstm_chunkwise__xl_chunk(..., return_last_states=True) are valid c, n, m here.
 Per call, after the first of a shape in a thread: the entry (the thread's previous one when the
 options are the same and the tensors pass its guard, one C call comparing their dtypes,
 devices, sizes and strides; else a flat tuple of the tensors' signatures looked up in a dict),
-the states' copies if asked for, h's allocation (unless out is given) and one library call.
+the new states' allocations unless in place, h's allocation (unless out is given) and one library
+call.
 """
 
 import torch
@@ -54,7 +55,6 @@ class StepEntry:
                 if old is None:
                     raise TflaArgumentError(f"{name} given but its input state is None")
                 check_state(info(name, new), tuple(old.shape), q_info)
-        self.exp = variant == "exp"
         self.device = q.device
         self.device_index = q.device.index
         self.h_shape = tuple(v.shape)
@@ -103,13 +103,14 @@ def _entry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config, ou
 
 
 def _target(new, old, inplace):
-    """Where a state goes: new (old copied into it unless they are one buffer), old itself
-    (inplace), or a fresh copy of old."""
+    """Where a state goes and where the step reads it: (new, old's pointer), or (new, 0) when new
+    is old's buffer; (old, 0) in place; else (a fresh tensor like old, old's pointer)."""
     if new is not None:
-        if new.data_ptr() != old.data_ptr():
-            new.copy_(old)
-        return new
-    return old if inplace else old.clone()
+        p = old.data_ptr()
+        return new, (0 if new.data_ptr() == p else p)
+    if inplace:
+        return old, 0
+    return _empty_like(old), old.data_ptr()
 
 
 def mlstm_recurrent_step(
@@ -148,23 +149,25 @@ def mlstm_recurrent_step(
             or not (e.same(q, k, v, i, f, c, n, m) if out is None else e.same(q, k, v, i, f, c, n, m, out))):
         e = _entry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config, out, c_new, n_new,
                    m_new, news)
+    c_src = n_src = m_src = 0
     if news or not inplace:
-        c = _target(c_new, c, inplace)
-        n = _target(n_new, n, inplace)
+        c, c_src = _target(c_new, c, inplace)
+        n, n_src = _target(n_new, n, inplace)
         if m is not None:
-            m = _target(m_new, m, inplace)
+            m, m_src = _target(m_new, m, inplace)
     if m is None:
         m = n.new_zeros(e.m_shape)  # mLSTMsig without a stabilizer (StepEntry: exp needs m)
     if out is None:
         out = _empty_like(v) if e.h_like_v else q.new_empty(e.h_shape)
     idx = e.device_index
+    # mLSTMsig: m is passed so that the kernel writes its zeros there (a fresh m is not zeroed)
     if current_device() == idx:
         e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), out.data_ptr(),
-               c.data_ptr(), n.data_ptr(), m.data_ptr() if e.exp else 0, current_stream(idx))
+               c.data_ptr(), n.data_ptr(), m.data_ptr(), current_stream(idx), c_src, n_src, m_src)
     else:
         with torch.cuda.device(idx):
             e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), out.data_ptr(),
-                   c.data_ptr(), n.data_ptr(), m.data_ptr() if e.exp else 0, current_stream(idx))
+                   c.data_ptr(), n.data_ptr(), m.data_ptr(), current_stream(idx), c_src, n_src, m_src)
     return out, (c, n, m)
 
 
