@@ -39,7 +39,7 @@ __device__ __forceinline__ float step_gate(const void* p, i64 idx) {
 template <class T> struct Pack16;
 template <> struct Pack16<float> {
   __device__ static void store(float* dst, const float* x) {
-    *reinterpret_cast<float4*>(dst) = make_float4(x[0], x[1], x[2], x[3]);
+    __stwb(reinterpret_cast<float4*>(dst), make_float4(x[0], x[1], x[2], x[3]));
   }
 };
 template <class T> struct Pack16 {
@@ -225,8 +225,9 @@ __device__ void mlstm_step(const MlstmStepParams& p) {
       hp[1] = fmaf(qf, c[j].y, hp[1]);
       hp[2] = fmaf(qf, c[j].z, hp[2]);
       hp[3] = fmaf(qf, c[j].w, hp[3]);
-      // The last token's row is final: store it now, while later rows are still arriving.
-      if (last) *reinterpret_cast<float4*>(gC + (i64)(r0 + RPP * j) * DV) = c[j];
+      // The last token's row is final: store it now, while later rows are still arriving (one
+      // 16-byte store: written as a float4 assignment, the compiler split it into four).
+      if (last) __stwb(reinterpret_cast<float4*>(gC + (i64)(r0 + RPP * j) * DV), c[j]);
     }
 
     // Reduce the h partials over the threads of one column group: lanes first, then warps.

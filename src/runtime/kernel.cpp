@@ -95,7 +95,9 @@ void nvrtc_check(nvrtcResult r, const char* what, const KernelSpec& spec, const 
 }
 }  // namespace
 
-CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
+namespace {
+// Compiles spec for arch; out.cubin gets the cubin, or the PTX text where ptx.
+CompiledKernel compile_program(const KernelSpec& spec, const std::string& arch, bool ptx) {
   const Nvrtc& nv = nvrtc();  // throws, naming where it looked, when there is none
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<const char*> names, texts;
@@ -128,15 +130,29 @@ CompiledKernel compile(const KernelSpec& spec, const std::string& arch) {
   nvrtc_check(r, "compile", spec, log + "\nsource:\n" + src);
   CompiledKernel out;
   size_t size = 0;
-  nvrtc_check(nv.nvrtcGetCUBINSize(prog, &size), "get cubin size", spec, log);
-  out.cubin.resize(size);
-  nvrtc_check(nv.nvrtcGetCUBIN(prog, out.cubin.data()), "get cubin", spec, log);
+  if (ptx) {
+    nvrtc_check(nv.nvrtcGetPTXSize(prog, &size), "get ptx size", spec, log);
+    out.cubin.resize(size);
+    nvrtc_check(nv.nvrtcGetPTX(prog, out.cubin.data()), "get ptx", spec, log);
+    while (!out.cubin.empty() && out.cubin.back() == '\0') out.cubin.pop_back();
+  } else {
+    nvrtc_check(nv.nvrtcGetCUBINSize(prog, &size), "get cubin size", spec, log);
+    out.cubin.resize(size);
+    nvrtc_check(nv.nvrtcGetCUBIN(prog, out.cubin.data()), "get cubin", spec, log);
+  }
   out.arch = arch;
   out.log = log;
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   log_debug("compiled {} for {} in {:.0f} ms ({} bytes)", spec.key, arch, ms, size);
   return out;
+}
+}  // namespace
+
+CompiledKernel compile(const KernelSpec& spec, const std::string& arch) { return compile_program(spec, arch, false); }
+
+std::string compile_ptx(const KernelSpec& spec, const std::string& arch) {
+  return compile_program(spec, arch, true).cubin;
 }
 
 LoadedKernel::LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes,

@@ -54,6 +54,9 @@ std::vector<std::string> compile_options(const std::string& arch);
 // Compiles with NVRTC for arch (e.g. "sm_90a"); needs no GPU. Throws Error(Compile) carrying
 // the NVRTC log, the kernel's key and its template arguments.
 CompiledKernel compile(const KernelSpec& spec, const std::string& arch);
+// The PTX NVRTC makes of the kernel for a virtual arch (e.g. "compute_90a"), as text: what tests
+// read to check the code the compiler front end emits (vector loads and stores, say).
+std::string compile_ptx(const KernelSpec& spec, const std::string& arch);
 void nvrtc_version(int* major, int* minor);
 
 struct Grid3 {

@@ -31,7 +31,7 @@ namespace tfla::rt {
 #define TFLA_NVRTC_FUNCTIONS(X)                                                          \
   X(nvrtcVersion) X(nvrtcGetErrorString) X(nvrtcCreateProgram) X(nvrtcDestroyProgram)    \
   X(nvrtcCompileProgram) X(nvrtcGetProgramLogSize) X(nvrtcGetProgramLog)                 \
-  X(nvrtcGetCUBINSize) X(nvrtcGetCUBIN)
+  X(nvrtcGetCUBINSize) X(nvrtcGetCUBIN) X(nvrtcGetPTXSize) X(nvrtcGetPTX)
 
 struct Nvrtc {
 #define TFLA_DECLARE(name) decltype(&::name) name = nullptr;
