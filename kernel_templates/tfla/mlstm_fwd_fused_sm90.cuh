@@ -34,14 +34,15 @@
 // (mlstm_fwd_states_sm90.cuh without chunk states) and the fold (mlstm_fwd_state_fix.cuh, STARTS)
 // left in seg_C[j], seg_n[j] and chunk_m at its first chunk (docs/SEQUENCE_SPLIT.md); only the
 // last segment writes the last states.
-// With a saved-states buffer (p.states_C set; never split) the walk reads the gate rows of the
-// buffer's chunk, gate_sub chunks of 64 (b_t and u_t relative to that chunk's start: the walk
-// subtracts b at the end of the chunk of 64 before, g_off, where the formulas above take b and
-// u relative to its own chunk's start; pm_t over the longer prefix adds only keys whose weight
+// With a saved-states buffer (p.states_C set) the walk reads the gate rows of the buffer's
+// chunk, gate_sub chunks of 64 (b_t and u_t relative to that chunk's start: the walk subtracts b
+// at the end of the chunk of 64 before, g_off, where the formulas above take b and u relative to
+// its own chunk's start; pm_t over the longer prefix adds only keys whose weight
 // m_c already bounds), and fills the buffer as the three kernels would: at each of its chunks'
 // starts the state C entering it (16-bit, (Dqk, Dv) rows, through movmatrix transposes of the
 // C^T fragments), n and the stabilizer, then the stabilizer after the last chunk and C_S (fp32,
-// p.C_last).
+// p.C_last). Split so, its segments start at the buffer's chunks (the summary walk runs at that
+// chunk on those gate rows), each segment's stabilizer in the buffer's chunk_m.
 #pragma once
 #include "tfla/mlstm_sm90_params.cuh"
 #include "tfla/sm90.cuh"
@@ -238,7 +239,11 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   named_bar_sync(4 + cw, 128);
   if (own_n) put_n();
   fence_proxy_async();
-  float m_prev = !EXP ? 0.f : seg > 0 ? p.chunk_m[static_cast<long long>(bh) * (NC + 1) + c_begin] : p.m0 ? p.m0[bh] : 0.f;
+  // a later segment's stabilizer, which the fold left in chunk_m at its first gate chunk
+  float m_prev = !EXP     ? 0.f
+                 : seg > 0 ? p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) + c_begin / P.gate_sub]
+                 : p.m0    ? p.m0[bh]
+                           : 0.f;
 
   // C^T -> Cs (16-bit, 128B-swizzled K-major panels of 64 Dqk columns): stmatrix stores four
   // 8 x 8 blocks per call, lane 8 i + r giving row r of block i = (row half i % 2, column block

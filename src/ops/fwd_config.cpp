@@ -1,6 +1,7 @@
 #include "ops/fwd_config.hpp"
 
 #include <algorithm>
+#include <numeric>
 
 #include "ops/config_keys.hpp"
 #include "ops/render_args.hpp"
@@ -486,17 +487,30 @@ bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   return check_state_walk_sm90(p, dev, kFusedChunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty();
 }
 
+namespace {
+// Whether the summary walk serves a split walk whose gate rows are at this chunk.
+bool summary_walk_serves(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
+  return check_state_walk_sm90(p, dev, chunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty();
+}
+}  // namespace
+
 bool fused_saved_unfused(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c) {
-  return c.fused && fused_segments(p, dev, c.st_seg).nseg > 1;
+  return c.fused && fused_segments(p, dev, c.st_seg).nseg > 1 && !summary_walk_serves(p, dev, c.chunk);
 }
 
-SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want) {
+SegmentPlan fused_saved_segments(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c) {
+  if (!summary_walk_serves(p, dev, c.chunk)) return {};
+  return fused_segments(p, dev, c.st_seg, c.chunk);
+}
+
+SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want, int gate_chunk) {
   if (!fused_split_serves(p, dev)) return {};
   const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
   SegmentPlan s = state_segments(want, nc, p.B * p.NH);
   if (s.nseg <= 1) return s;
-  // the ring's slot and phase and Q's phase repeat every 2 STAGES chunks
-  constexpr int kUnit = 2 * FwdFusedSm90Shape::kStages;
+  // the ring's slot and phase and Q's phase repeat every 2 STAGES chunks; a segment of a walk
+  // that fills a saved buffer starts at one of its chunks
+  const int kUnit = std::lcm(2 * FwdFusedSm90Shape::kStages, std::max(1, gate_chunk / kFusedChunk));
   s.seg_chunks = (s.seg_chunks + kUnit - 1) / kUnit * kUnit;
   s.nseg = static_cast<int>((nc + s.seg_chunks - 1) / s.seg_chunks);
   if (s.nseg <= 1) s = SegmentPlan{};
@@ -626,6 +640,9 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
     if (c.st_seg > 1 && fused_split_serves(p, dev)) {
       specs.push_back(fwd_states_sm90_kernel(p, kFusedChunk, FwdFusedSm90Shape::kBV));
       specs.push_back(fwd_state_fix_kernel(p, true));
+      // with a saved buffer, the summary walk at the config's chunk reads the buffer's gate rows
+      if (summary_walk_serves(p, dev, c.chunk))
+        specs.push_back(fwd_states_sm90_kernel(p, c.chunk, FwdFusedSm90Shape::kBV));
     }
     return specs;
   }

@@ -122,11 +122,18 @@ struct SegmentPlan {
 SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
 // The fused walk's split (fused=1, st_seg = want): state_segments over its chunks of 64 with
 // segments of a multiple of 2 x the ring's stages (4) chunks, since the walk takes its ring slot
-// and barrier phases from the chunk's index; none where the summary walk (the sm90 state walk in 128-column CTAs) does
-// not serve p (Dqk other than 128 or 256): there the fused walk runs whole.
-SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want);
+// and barrier phases from the chunk's index, and of the chunks of 64 in a gate chunk (the
+// segments of a walk that fills a saved buffer start at its chunks); none where the summary walk
+// (the sm90 state walk in 128-column CTAs) does not serve p (Dqk other than 128 or 256): there
+// the fused walk runs whole.
+SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want, int gate_chunk = kFusedChunk);
+// The split of a fused config's walk when it fills a saved-states buffer (its gate rows at the
+// config's chunk): fused_segments at c.chunk; none where the summary walk does not serve the
+// config's chunk.
+SegmentPlan fused_saved_segments(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c);
 // Whether a call of the fused config c with a saved-states buffer runs the three kernels (c
-// with fused = 0) instead: where its walk splits, which keeps no chunk states.
+// with fused = 0) instead: where its walk would split at chunk 64 but its summary walk does not
+// serve the config's chunk.
 bool fused_saved_unfused(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c);
 // Whether the fused walk's split can run for p's dtype and head sizes (its summary walk serves).
 bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev);

@@ -1,7 +1,7 @@
 // The forward families' plans (fwd.parallel.mma, fwd.chunkwise.mma, fwd.chunkwise.sm90), their
 // kernel indices in fwd_kernels' order: the parallel form's output kernel alone; the fused
 // forward's gate kernels (chunk 64, and the config's chunk for a saved-states buffer), walk,
-// summary walk and fold; the chunkwise form's gate, state and output kernels and the split
+// summary walks (at chunk 64, and at the config's chunk for a saved-states buffer) and fold; the chunkwise form's gate, state and output kernels and the split
 // walk's fix.
 #include <algorithm>
 
@@ -21,6 +21,13 @@ void take_gates(Plan& plan, Buffer b, const MlstmProblem& p, int chunk, size_t n
   plan.take(Region::GatePm, b, bh * s_pad * 4);
   plan.take(Region::ChunkG, b, bh * nc * 4);
   plan.take(Region::ChunkUmax, b, bh * nc * 4);
+}
+
+// The fold of a split fused walk's segment summaries to the segments' starts (STARTS), one CTA
+// row per head.
+void add_starts_fold(Plan& plan, const MlstmProblem& p, int fold) {
+  const int64_t groups = (p.Dqk * p.Dv + p.Dqk) / 8;  // 8 elements of C or n per thread
+  plan.add(fold, Block::Fwd, {u((groups + 255) / 256), u(p.B * p.NH), 1});
 }
 
 }  // namespace
@@ -66,9 +73,12 @@ size_t saved_size(const MlstmProblem& p, int chunk) {
 
 // A fused config with a saved buffer: the gate kernel at the config's chunk writes the saved
 // layout's gate regions and the fused walk, reading those gate rows, the rest of it (chunk
-// states, n, stabilizers, C_S), all in the buffer; no workspace. Where the fused walk splits, a
-// call with a saved buffer runs the config with fused = 0 (FwdSelection::unfused) and the plan
-// is the one without.
+// states, n, stabilizers, C_S), all in the buffer; no workspace. Where the walk splits, the
+// summary walk at the config's chunk (reading the buffer's gate rows, storing no chunk states)
+// and the fold to the segments' starts run between them, with the segments' states in the
+// workspace; the segments start at chunks of the buffer, whose starting stabilizers the fold
+// leaves in its chunk_m. Where that summary walk does not serve the chunk, a call with a saved
+// buffer runs the config with fused = 0 (FwdSelection::unfused) and the plan is the one without.
 Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev, bool saved) {
   Plan plan;
   const unsigned bh = u(p.B * p.NH);
@@ -82,7 +92,14 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
       plan.nc = static_cast<int>(nc);
       take_chunkwise(plan, Buffer::Saved, p, c.chunk, true);
       plan.add(2, Block::Fwd, {u(nc), bh, 1});
-      plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, 1}, c.chunk);
+      SegmentPlan split = fused_saved_segments(p, dev, c);  // in chunks of 64
+      if (split.nseg > 1) {
+        split.seg_chunks /= c.chunk / kFusedChunk;  // the walk's and the fold's: the buffer's chunks
+        take_split_walk(plan, p, nc, split, /*local_m=*/false);
+        plan.add(5, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1}, 0, kWalkSummary);
+        add_starts_fold(plan, p, 4);
+      }
+      plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))}, c.chunk);
       return plan;
     }
     const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
@@ -93,9 +110,8 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     if (split.nseg > 1) {  // the segments' summaries (no chunk states), then their start states
       plan.take(Region::ChunkM, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
       take_split_walk(plan, p, nc, split, /*local_m=*/false);  // no chunk states, no local stabilizers
-      plan.add(3, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1});
-      const int64_t groups = (p.Dqk * p.Dv + p.Dqk) / 8;
-      plan.add(4, Block::Fwd, {u((groups + 255) / 256), bh, 1});
+      plan.add(3, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1}, 0, kWalkSummary);
+      add_starts_fold(plan, p, 4);
     }
     plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))}, kFusedChunk);
     return plan;

@@ -97,11 +97,12 @@ MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
 }
 
 // The selection's kernels in the current context.
-KernelMemo<5>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
-  static KernelMemo<5> memo;
+KernelMemo<6>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
+  static KernelMemo<6> memo;
   return memo.get(sel.kernel_key, [&] {
     std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
-    while (specs.size() < 5) specs.push_back(specs.back());  // the parallel form has one, the fused form three
+    // the parallel form has one kernel, the three kernels three or four, the fused form three to six
+    while (specs.size() < 6) specs.push_back(specs.back());
     return specs;
   });
 }

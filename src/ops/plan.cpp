@@ -72,7 +72,9 @@ MlstmFwdSm90Params fwd_output_sm90_params(const MlstmProblem& p, const MlstmFwdP
 // The fused forward's block: tensor maps of 64-row boxes over q, k, v, and one map over the three
 // gate rows of a chunk (fwd_plan puts gate_b, gate_u and gate_pm one after another, each
 // (BH, S_pad) fp32).
-// gate_chunk: the gate kernel's chunk (64, or a saved layout's), whose rows the walk reads.
+// gate_chunk: the gate kernel's chunk (64, or a saved layout's), whose rows the walk reads. A
+// split's segments (set in prm by the summary walk's launch) count chunks of gate_chunk; the
+// walk's count its chunks of 64.
 MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const MlstmFwdParams& prm, int gate_chunk) {
   constexpr unsigned rows = FwdFusedSm90Shape::kChunk;
   MlstmFwdFusedSm90Params P{};
@@ -81,6 +83,7 @@ MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const Mlstm
   if (gate_chunk <= 0 || gate_chunk % static_cast<int>(rows))
     throw Error(ErrorCode::Internal, "fused forward: its gate rows' chunk must be a multiple of 64");
   P.gate_sub = gate_chunk / static_cast<int>(rows);
+  if (P.p.nseg > 1) P.p.seg_chunks *= P.gate_sub;
   const int64_t gate_nc = (p.S + gate_chunk - 1) / gate_chunk;
   P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, rows));
   P.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, rows));
@@ -145,10 +148,13 @@ void execute(const Plan& plan, const rt::LoadedKernel* const* kernels, const Mls
         set_walk(plan, bases, *b.f);
         run(k, l.grid, stream, *b.f);
         break;
-      case Block::FwdWalkSm90:
+      case Block::FwdWalkSm90: {
         set_walk(plan, bases, *b.f);
-        run(k, l.grid, stream, fwd_states_sm90_params(p, *b.f));
+        MlstmFwdStatesSm90Params P = fwd_states_sm90_params(p, *b.f);
+        if (l.mode == kWalkSummary) P.p.states_C = nullptr;
+        run(k, l.grid, stream, P);
         break;
+      }
       case Block::FwdOutputSm90: run(k, l.grid, stream, fwd_output_sm90_params(p, *b.f, l.tile)); break;
       case Block::FwdFusedSm90: run(k, l.grid, stream, fwd_fused_sm90_params(p, *b.f, l.tile)); break;
       case Block::Bwd: run(k, l.grid, stream, *b.g); break;

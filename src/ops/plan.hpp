@@ -67,10 +67,14 @@ enum class Block : uint8_t {
 };
 const char* to_string(Block b) noexcept;
 
+// Launch::mode of a FwdWalkSm90 launch that is a split fused walk's summary walk: it stores no
+// chunk states (its block's states_C is null), though the plan may bind them for the fused walk.
+inline constexpr int kWalkSummary = 1;
+
 struct Launch {
   uint8_t kernel = 0;  // index into the family's kernels() for the plan's config
   Block block = Block::Fwd;
-  uint8_t mode = 0;    // BwdTileSm90: the gradient
+  uint8_t mode = 0;    // BwdTileSm90: the gradient; FwdWalkSm90: 0, or kWalkSummary
   int tile = 0;        // FwdOutputSm90, BwdTileSm90: the column tile (siz_b_v, siz_b_nqk or siz_b_nv);
                        // FwdFusedSm90: the chunk of the gate rows it reads
   rt::Grid3 grid;

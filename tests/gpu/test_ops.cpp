@@ -52,7 +52,7 @@ struct Case {
   int engine = -1;  // the forward's engine, pinned (0 mma.sync, 1 sm90) or the library's (-1)
   int seg = 0;      // st_seg pinned (the forward's walk and the backward's recompute; 0: the library's)
   int ds_seg = -1;  // ds_seg pinned (the dC walk); -1: as seg
-  bool fused = false;  // the fused sm90 forward pinned (fused=1; with a saved buffer the three kernels run)
+  bool fused = false;  // the fused sm90 forward pinned (fused=1; with a saved buffer it fills it)
   double h_tol = 0;    // the bound on h's relative error where the dtype's default does not apply
   bool dkv = false;    // the sm90 backward's dK/dV kernel pinned (tl_sm90=1, tl_dkv=1)
 };
@@ -196,6 +196,12 @@ void run_case(const Case& c, uint64_t seed) {
     Config one = fo.config;
     one["st_seg"] = 1;
     CHECK(mlstm_forward_workspace_size(p, fo.config) > mlstm_forward_workspace_size(p, one));
+    if (c.fused && saved) {  // the split fused walk fills the buffer (not the three kernels)
+      ops::FwdConfig fc;
+      fc.apply(mlstm_forward_config(p, fo.config));
+      CHECK(!ops::fused_saved_unfused(p, ops::current_limits(), fc));
+      CHECK(ops::fwd_plan(p, fc, ops::current_limits(), true).walk.nseg > 1);
+    }
   }
   if (c.opts & kCallerWs) {  // sized by the query for the config the call runs
     fws = test::poisoned(std::max<size_t>(mlstm_forward_workspace_size(p, fo.config), 256));
@@ -443,6 +449,13 @@ TEST_CASE("the fused sm90 forward filling a saved-states buffer on a small shape
       c.fused = true;
       if (!sm90_serves(c)) { WARN("the sm90 engine does not serve this device"); return; }
       run_case(c, seed++);
+      // split in two (4 chunks of 64 and 1: saved chunks 0-1 and 2): the summary walk at chunk
+      // 128, the fold and two fused walks filling the buffer (Dqk 128: the summary walk's)
+      Case s{true, CW, var == 0 ? E : G, var != 2, dt, 1, 2, 300, 128, 128, 128, kSaved | kInit | kLast};
+      s.engine = 1;
+      s.fused = true;
+      s.seg = 2;
+      run_case(s, seed++);
     }
 }
 
@@ -566,6 +579,11 @@ TEST_CASE("the fused sm90 forward split into segments of the sequence matches th
       {{false, CW, G, true, bf, 1, 3, 4100, 256, 256, 256, kCallerWs | kStream | kLast}, 8},  // 12 x 5 + 5
       {{false, CW, E, true, hf, 1, 1, 257, 256, 256, 128, kInit | kLast | kExtreme}, 2},      // 4 + 1, one row
       {{true, CW, G, true, bf, 1, 2, 2000, 256, 128, 256, kInit | kLast | kDcLast}, 4},
+      // filling a saved buffer (segments of whole chunks of it), the backward reading it
+      {{true, CW, E, true, bf, 1, 2, 3000, 256, 128, 256, kSaved | kInit | kLast}, 3},        // 16 + 16 + 15
+      {{true, CW, G, true, hf, 1, 1, 2500, 128, 256, 512, kSaved | kLast | kExtreme}, 4},     // 12 x 3 + 4
+      {{true, CW, G, false, bf, 2, 1, 1500, 256, 128, 128, kSaved | kDcLast | kBshd}, 2},     // 12 + 12
+      {{true, CW, E, true, bf, 1, 3, 4100, 128, 256, 256, kSaved | kCallerWs | kStream}, 8},  // 12 x 5 + 5
   };
   uint64_t seed = 9800;
   for (auto [c, seg] : cases) {
@@ -718,7 +736,7 @@ TEST_CASE("the forward engines (mma.sync, sm90, the fused walk) agree at the pap
   }
 }
 
-TEST_CASE("the fused walk fills a saved-states buffer as the three kernels do, the same bytes on a rerun; the backward reads either alike",
+TEST_CASE("the fused walk, whole or split, fills a saved-states buffer as the three kernels do, the same bytes on a rerun; the backward reads either alike",
           "[gpu][ops][sm90][fused][saved]") {
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
   for (Variant var : {E, G}) {
@@ -737,9 +755,16 @@ TEST_CASE("the fused walk fills a saved-states buffer as the three kernels do, t
       std::vector<uint8_t> saved;
       std::vector<double> h, grads[5];
     };
+    // fused: 0 the three kernels, 1 the fused walk, 2 the fused walk split in 4 segments
     auto run = [&](int fused) {
-      const Config cfg = {{"chunk", 256}, {"engine", 1}, {"fused", fused}};
-      REQUIRE(mlstm_forward_config(p, cfg).at("fused") == fused);
+      Config cfg = {{"chunk", 256}, {"engine", 1}, {"fused", fused ? 1 : 0}};
+      if (fused == 2) cfg["st_seg"] = 4;
+      REQUIRE(mlstm_forward_config(p, cfg).at("fused") == (fused ? 1 : 0));
+      if (fused == 2) {
+        ops::FwdConfig fc;
+        fc.apply(mlstm_forward_config(p, cfg));
+        REQUIRE(ops::fwd_plan(p, fc, ops::current_limits(), true).walk.nseg == 4);
+      }
       const size_t bytes = mlstm_saved_size(p, cfg);
       auto saved = test::poisoned(bytes);
       auto h = test::poisoned(static_cast<size_t>(p.B * p.NH * p.S * p.Dv) * 2);
@@ -775,56 +800,61 @@ TEST_CASE("the fused walk fills a saved-states buffer as the three kernels do, t
       r.grads[4] = test::download(df, DType::FP32);
       return r;
     };
-    const Run three = run(0), fused = run(1);
-    REQUIRE(three.saved.size() == fused.saved.size());
-    {  // a rerun of the fused forward and the backward from its buffer: the same bytes and results
-      INFO("fused: rerun against the first run");
-      const Run again = run(1);
-      CHECK(again.saved == fused.saved);
-      CHECK(again.h == fused.h);
-      for (int j = 0; j < 5; ++j) CHECK(again.grads[j] == fused.grads[j]);
-    }
-    // region by region, at the offsets of the saved layout at chunk 256
-    ops::FwdConfig u;
-    u.apply(mlstm_forward_config(p, {{"chunk", 256}, {"engine", 1}, {"fused", 0}}));
-    const ops::Plan plan = ops::fwd_plan(p, u, ops::current_limits(), true);
-    auto region = [&](const Run& r, ops::Region g, DType dt) {
-      const ops::Place& pl = plan[g];
-      const size_t n = g == ops::Region::StatesC ? static_cast<size_t>(p.B * p.NH * plan.nc * p.Dqk * p.Dv) * 2
-                                                 : pl.bytes;
-      return test::decode(std::vector<uint8_t>(r.saved.begin() + pl.offset, r.saved.begin() + pl.offset + n), dt);
-    };
-    // the gate kernel is the same: its rows bit for bit
-    for (ops::Region g : {ops::Region::GateB, ops::Region::GateU, ops::Region::GatePm, ops::Region::ChunkG,
-                          ops::Region::ChunkUmax}) {
-      const ops::Place& pl = plan[g];
-      CHECK(std::memcmp(three.saved.data() + pl.offset, fused.saved.data() + pl.offset, pl.bytes) == 0);
-    }
-    const double e_c = ref::relative_error(region(fused, ops::Region::StatesC, p.dtype),
-                                           region(three, ops::Region::StatesC, p.dtype));
-    const double e_n = ref::relative_error(region(fused, ops::Region::StatesN, DType::FP32),
-                                           region(three, ops::Region::StatesN, DType::FP32));
-    const double e_cl = ref::relative_error(region(fused, ops::Region::CLast, DType::FP32),
-                                            region(three, ops::Region::CLast, DType::FP32));
-    const std::vector<double> m3 = region(three, ops::Region::ChunkM, DType::FP32),
-                              mf = region(fused, ops::Region::ChunkM, DType::FP32);
-    double dm = 0;
-    for (size_t j = 0; j < static_cast<size_t>(p.B * p.NH * (plan.nc + 1)); ++j) dm = std::max(dm, std::abs(mf[j] - m3[j]));
-    const double e_h = ref::relative_error(fused.h, three.h);
-    std::printf("saved buffer, paper head size, S = 3000, %s: fused vs three kernels: states %.2e, n %.2e, C_S %.2e, "
-                "max |m diff| %.2e, h %.2e\n",
-                to_string(var), e_c, e_n, e_cl, dm, e_h);
-    CHECK(e_c < 1e-2);
-    CHECK(e_n < 5e-3);
-    CHECK(e_cl < 5e-3);
-    CHECK(dm < 1e-3);
-    CHECK(e_h < 4e-3);
-    const char* names[5] = {"dq", "dk", "dv", "di", "df"};
-    for (int j = 0; j < 5; ++j) {
-      CHECK(test::count_nonfinite(fused.grads[j]) == 0);
-      const double e = ref::relative_error(fused.grads[j], three.grads[j]);
-      std::printf("  backward from each: %s relative difference %.2e\n", names[j], e);
-      CHECK(e < (j == 4 ? 2e-2 : 5e-3));
+    const Run three = run(0);
+    for (int which : {1, 2}) {
+      const char* what = which == 1 ? "fused" : "fused split in 4";
+      INFO(what);
+      const Run fused = run(which);
+      REQUIRE(three.saved.size() == fused.saved.size());
+      {  // a rerun of the fused forward and the backward from its buffer: the same bytes and results
+        INFO("rerun against the first run");
+        const Run again = run(which);
+        CHECK(again.saved == fused.saved);
+        CHECK(again.h == fused.h);
+        for (int j = 0; j < 5; ++j) CHECK(again.grads[j] == fused.grads[j]);
+      }
+      // region by region, at the offsets of the saved layout at chunk 256
+      ops::FwdConfig u;
+      u.apply(mlstm_forward_config(p, {{"chunk", 256}, {"engine", 1}, {"fused", 0}}));
+      const ops::Plan plan = ops::fwd_plan(p, u, ops::current_limits(), true);
+      auto region = [&](const Run& r, ops::Region g, DType dt) {
+        const ops::Place& pl = plan[g];
+        const size_t n = g == ops::Region::StatesC ? static_cast<size_t>(p.B * p.NH * plan.nc * p.Dqk * p.Dv) * 2
+                                                   : pl.bytes;
+        return test::decode(std::vector<uint8_t>(r.saved.begin() + pl.offset, r.saved.begin() + pl.offset + n), dt);
+      };
+      // the gate kernel is the same: its rows bit for bit
+      for (ops::Region g : {ops::Region::GateB, ops::Region::GateU, ops::Region::GatePm, ops::Region::ChunkG,
+                            ops::Region::ChunkUmax}) {
+        const ops::Place& pl = plan[g];
+        CHECK(std::memcmp(three.saved.data() + pl.offset, fused.saved.data() + pl.offset, pl.bytes) == 0);
+      }
+      const double e_c = ref::relative_error(region(fused, ops::Region::StatesC, p.dtype),
+                                             region(three, ops::Region::StatesC, p.dtype));
+      const double e_n = ref::relative_error(region(fused, ops::Region::StatesN, DType::FP32),
+                                             region(three, ops::Region::StatesN, DType::FP32));
+      const double e_cl = ref::relative_error(region(fused, ops::Region::CLast, DType::FP32),
+                                              region(three, ops::Region::CLast, DType::FP32));
+      const std::vector<double> m3 = region(three, ops::Region::ChunkM, DType::FP32),
+                                mf = region(fused, ops::Region::ChunkM, DType::FP32);
+      double dm = 0;
+      for (size_t j = 0; j < static_cast<size_t>(p.B * p.NH * (plan.nc + 1)); ++j) dm = std::max(dm, std::abs(mf[j] - m3[j]));
+      const double e_h = ref::relative_error(fused.h, three.h);
+      std::printf("saved buffer, paper head size, S = 3000, %s: %s vs three kernels: states %.2e, n %.2e, C_S %.2e, "
+                  "max |m diff| %.2e, h %.2e\n",
+                  to_string(var), what, e_c, e_n, e_cl, dm, e_h);
+      CHECK(e_c < 1e-2);
+      CHECK(e_n < 5e-3);
+      CHECK(e_cl < 5e-3);
+      CHECK(dm < 1e-3);
+      CHECK(e_h < 4e-3);
+      const char* names[5] = {"dq", "dk", "dv", "di", "df"};
+      for (int j = 0; j < 5; ++j) {
+        CHECK(test::count_nonfinite(fused.grads[j]) == 0);
+        const double e = ref::relative_error(fused.grads[j], three.grads[j]);
+        std::printf("  backward from each: %s relative difference %.2e\n", names[j], e);
+        CHECK(e < (j == 4 ? 2e-2 : 5e-3));
+      }
     }
   }
 }

@@ -188,30 +188,53 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
     CHECK(ops::fused_segments(shrt, ref(), 4).nseg == 1);
     CHECK(ops::fused_segments(lng, ref(), 4).nseg == 4);
     const auto a = ops::fwd_kernels(shrt, fs, ref()), b = ops::fwd_kernels(lng, fs, ref());
-    REQUIRE(a.size() == 5);
-    REQUIRE(b.size() == 5);
+    REQUIRE(a.size() == 6);
+    REQUIRE(b.size() == 6);
     for (size_t i = 0; i < a.size(); ++i) CHECK(a[i].key == b[i].key);
     CHECK(ops::fwd_plan(shrt, fs, ref(), false).count == 2);
     CHECK(ops::fwd_plan(lng, fs, ref(), false).count == 4);
-    // with a saved buffer the split walk keeps no chunk states: the three kernels run instead
+    // with a saved buffer: the gate kernel at the config's chunk into the buffer, the summary
+    // walk at that chunk (kernel 5, storing no chunk states), the fold and the split walk, with
+    // only the segments' states in the workspace
     CHECK(ops::fwd_plan(shrt, fs, ref(), true).count == 2);
     CHECK(ops::fwd_plan(shrt, fs, ref(), true).saved_bytes == ops::saved_size(shrt, fs.chunk));
-    ops::FwdConfig fu = fs;
-    fu.fused = 0;
-    CHECK(mlstm_forward_workspace_size(lng, {{"engine", 1}, {"fused", 1}, {"st_seg", 4}}, true) ==
-          ops::fwd_plan(lng, fu, ref(), true).workspace_bytes);
+    CHECK(!ops::fused_saved_unfused(lng, ref(), fs));
+    const ops::Plan ls = ops::fwd_plan(lng, fs, ref(), true);
+    REQUIRE(ls.count == 4);
+    CHECK(ls.launches[0].kernel == 2);
+    CHECK(ls.launches[1].kernel == 5);
+    CHECK(ls.launches[1].block == ops::Block::FwdWalkSm90);
+    CHECK(ls.launches[1].mode == ops::kWalkSummary);
+    CHECK(ls.launches[2].kernel == 4);
+    CHECK(ls.launches[3].kernel == 1);
+    CHECK(ls.launches[3].tile == fs.chunk);
+    CHECK(ls.saved_bytes == ops::saved_size(lng, fs.chunk));
+    const ops::SegmentPlan s64 = ops::fused_saved_segments(lng, ref(), fs);
+    REQUIRE(s64.nseg > 1);
+    CHECK(ls.launches[3].grid.z == static_cast<unsigned>(s64.nseg));
+    CHECK(ls.walk.nseg == s64.nseg);
+    CHECK(ls.walk.seg_chunks * fs.chunk == s64.seg_chunks * 64);  // the buffer's chunks
+    CHECK(ls[ops::Region::SegC].buffer == ops::Buffer::Workspace);
+    CHECK(ls[ops::Region::ChunkM].buffer == ops::Buffer::Saved);
+    CHECK(ls[ops::Region::GateB].buffer == ops::Buffer::Saved);
+    CHECK(mlstm_forward_workspace_size(lng, {{"engine", 1}, {"fused", 1}, {"st_seg", 4}}, true) == ls.workspace_bytes);
+    CHECK(ls.workspace_bytes > 0);
   }
   // its segments are whole multiples of 4 chunks (the walk's ring phases follow the chunk index)
-  for (int want : {2, 3, 4, 7, 8, 64})
-    for (int64_t nc : {1, 5, 16, 47, 1024}) {
-      const ops::SegmentPlan s = ops::fused_segments(problem(1, nc * 64 - 7, 256, 512), ref(), want);
-      INFO(want << " segments of " << nc << " chunks");
-      if (s.nseg <= 1) continue;
-      CHECK(s.seg_chunks % 4 == 0);
-      CHECK(int64_t{s.nseg - 1} * s.seg_chunks < nc);
-      CHECK(int64_t{s.nseg} * s.seg_chunks >= nc);
-      CHECK(s.nseg <= want);
-    }
+  // and, for a walk that fills a saved buffer, of the buffer's chunks
+  for (int gate_chunk : {64, 128, 256, 512})
+    for (int want : {2, 3, 4, 7, 8, 64})
+      for (int64_t nc : {1, 5, 16, 47, 1024}) {
+        const ops::SegmentPlan s =
+            ops::fused_segments(problem(1, nc * 64 - 7, 256, 512), ref(), want, gate_chunk);
+        INFO(want << " segments of " << nc << " chunks, gate chunk " << gate_chunk);
+        if (s.nseg <= 1) continue;
+        CHECK(s.seg_chunks % 4 == 0);
+        CHECK(s.seg_chunks % (gate_chunk / 64) == 0);
+        CHECK(int64_t{s.nseg - 1} * s.seg_chunks < nc);
+        CHECK(int64_t{s.nseg} * s.seg_chunks >= nc);
+        CHECK(s.nseg <= want);
+      }
 }
 
 TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless the engine is pinned", "[engine]") {
