@@ -355,8 +355,8 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   // 6.10; at S = 1024 (128 x 256) 2.95 / 3.55 / 4.04 against 3.28 / 3.67 / 4.27. Dqk 256 keeps
   // 256: 256 x 256 (NH 8) 2.57 / 3.09 / 3.43 against 2.49 / 2.90 / 3.22, the paper's heads 3.93 /
   // 4.84 / 5.68 against 3.79 / 4.45 / 5.29. With few heads on a long sequence (128 x 256, B = 1,
-  // S = 65536, where the fused walk splits and a saved buffer runs the three kernels) 256 stays
-  // (fwbw 4.99 against 4.90).
+  // S = 65536, where the fused walk splits and a saved buffer then ran the three kernels) 256
+  // stayed (fwbw 4.99 against 4.90).
   const int ch = chunk > 0 ? chunk : p.Dqk <= 128 && fused_by_default(p, dev) ? 128 : 256;
   FwdConfig c = chunkwise_fwd_config(p, dev, ch);
   c.engine = Engine::Sm90;
@@ -446,7 +446,7 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
     return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
   if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
-  if (c.fused)  // and the three kernels' keys below, which a call with a saved buffer runs
+  if (c.fused)  // and the three kernels' keys below
     if (std::string r = check_fwd_fused_sm90(p, dev); !r.empty()) return r;
   if (c.st_sm90) return check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st");
   if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
@@ -485,22 +485,6 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh) {
 
 bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   return check_state_walk_sm90(p, dev, kFusedChunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty();
-}
-
-namespace {
-// Whether the summary walk serves a split walk whose gate rows are at this chunk.
-bool summary_walk_serves(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
-  return check_state_walk_sm90(p, dev, chunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty();
-}
-}  // namespace
-
-bool fused_saved_unfused(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c) {
-  return c.fused && fused_segments(p, dev, c.st_seg).nseg > 1 && !summary_walk_serves(p, dev, c.chunk);
-}
-
-SegmentPlan fused_saved_segments(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c) {
-  if (!summary_walk_serves(p, dev, c.chunk)) return {};
-  return fused_segments(p, dev, c.st_seg, c.chunk);
 }
 
 SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want, int gate_chunk) {
@@ -641,8 +625,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
       specs.push_back(fwd_states_sm90_kernel(p, kFusedChunk, FwdFusedSm90Shape::kBV));
       specs.push_back(fwd_state_fix_kernel(p, true));
       // with a saved buffer, the summary walk at the config's chunk reads the buffer's gate rows
-      if (summary_walk_serves(p, dev, c.chunk))
-        specs.push_back(fwd_states_sm90_kernel(p, c.chunk, FwdFusedSm90Shape::kBV));
+      specs.push_back(fwd_states_sm90_kernel(p, c.chunk, FwdFusedSm90Shape::kBV));
     }
     return specs;
   }

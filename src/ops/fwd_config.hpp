@@ -125,16 +125,9 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
 // and barrier phases from the chunk's index, and of the chunks of 64 in a gate chunk (the
 // segments of a walk that fills a saved buffer start at its chunks); none where the summary walk
 // (the sm90 state walk in 128-column CTAs) does not serve p (Dqk other than 128 or 256): there
-// the fused walk runs whole.
+// the fused walk runs whole. A walk that fills a saved buffer splits at gate_chunk = the config's
+// chunk (a multiple of 64, which the summary walk serves wherever it serves chunk 64).
 SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want, int gate_chunk = kFusedChunk);
-// The split of a fused config's walk when it fills a saved-states buffer (its gate rows at the
-// config's chunk): fused_segments at c.chunk; none where the summary walk does not serve the
-// config's chunk.
-SegmentPlan fused_saved_segments(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c);
-// Whether a call of the fused config c with a saved-states buffer runs the three kernels (c
-// with fused = 0) instead: where its walk would split at chunk 64 but its summary walk does not
-// serve the config's chunk.
-bool fused_saved_unfused(const MlstmProblem& p, const DeviceLimits& dev, const FwdConfig& c);
 // Whether the fused walk's split can run for p's dtype and head sizes (its summary walk serves).
 bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev);
 // Whether the default runs the fused walk split into the three kernels' st_seg segments (few

@@ -77,8 +77,7 @@ size_t saved_size(const MlstmProblem& p, int chunk) {
 // summary walk at the config's chunk (reading the buffer's gate rows, storing no chunk states)
 // and the fold to the segments' starts run between them, with the segments' states in the
 // workspace; the segments start at chunks of the buffer, whose starting stabilizers the fold
-// leaves in its chunk_m. Where that summary walk does not serve the chunk, a call with a saved
-// buffer runs the config with fused = 0 (FwdSelection::unfused) and the plan is the one without.
+// leaves in its chunk_m.
 Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev, bool saved) {
   Plan plan;
   const unsigned bh = u(p.B * p.NH);
@@ -87,12 +86,12 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     return plan;
   }
   if (c.fused) {  // the gate kernel at chunk 64, then one CTA per 128 columns of Dv, head and segment
-    if (saved && !fused_saved_unfused(p, dev, c)) {
+    if (saved) {
       const int64_t nc = (p.S + c.chunk - 1) / c.chunk;
       plan.nc = static_cast<int>(nc);
       take_chunkwise(plan, Buffer::Saved, p, c.chunk, true);
       plan.add(2, Block::Fwd, {u(nc), bh, 1});
-      SegmentPlan split = fused_saved_segments(p, dev, c);  // in chunks of 64
+      SegmentPlan split = fused_segments(p, dev, c.st_seg, c.chunk);  // in chunks of 64
       if (split.nseg > 1) {
         split.seg_chunks /= c.chunk / kFusedChunk;  // the walk's and the fold's: the buffer's chunks
         take_split_walk(plan, p, nc, split, /*local_m=*/false);

@@ -26,8 +26,6 @@ int selection_ordinal() {
 
 size_t fwd_workspace_size(const MlstmProblem& p, const FwdConfig& cfg, bool with_saved, bool form_pinned) {
   FwdConfig c = cfg;
-  // a call with a saved buffer runs the three kernels where the fused walk splits
-  if (with_saved && fused_saved_unfused(p, current_limits(), c)) c.fused = 0;
   if (c.parallel()) {
     if (form_pinned) return 0;
     c.form = Form::Chunkwise;
@@ -50,11 +48,6 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
                         : "no forward family of this form and engine in this build";
   if (s.rejected.empty())
     s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Forward), s.family->kernels(p, c.to_config(), current_limits()));
-  if (fused_saved_unfused(p, current_limits(), c)) {
-    FwdConfig u = c;
-    u.fused = 0;
-    s.unfused = std::make_shared<const FwdSelection>(selection_of(p, u));
-  }
   if (s.rejected.empty())
     for (bool saved : {false, true}) s.plans[saved] = s.family->plan(p, c.to_config(), current_limits(), saved);
   return s;
@@ -125,10 +118,6 @@ void zero_saved_padding(const MlstmProblem& p, const Plan& plan, CUdeviceptr bas
 }  // namespace
 
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
-  if (sel.unfused && t.saved) {
-    run_forward(p, t, o, *sel.unfused);
-    return;
-  }
   check_problem(p);
   const FwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
@@ -157,7 +146,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   if (const std::string& why = sel.rejected; !why.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + why, to_string(cfg.to_config()));
   const bool saved = t.saved != nullptr;
-  const Plan& plan = sel.plans[saved];  // (a split fused config's unfused selection ran above)
+  const Plan& plan = sel.plans[saved];
   if (saved) {
     // the buffer holds the chunkwise layout with C_S; a split walk's regions are the workspace
     if (t.saved_bytes != plan.saved_bytes)

@@ -5,7 +5,6 @@
 // a call checks its arguments, binds its buffers and executes the plan (ops/plan.hpp).
 #pragma once
 #include <array>
-#include <memory>
 #include <vector>
 
 #include "ops/family.hpp"
@@ -38,9 +37,6 @@ struct FwdSelection {
   // The family's acceptance rule for this config on the device the selection was made on
   // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
   std::string rejected;
-  // For a fused config whose walk splits: the same config with fused = 0, which a call with a
-  // saved-states buffer runs (the split walks keep no chunk states).
-  std::shared_ptr<const FwdSelection> unfused;
   // The family's plans for the config on that device, without and with a saved-states buffer
   // (plans[1] unused by the parallel form and a fused config); empty where the config is rejected.
   std::array<Plan, 2> plans{};

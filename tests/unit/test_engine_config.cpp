@@ -198,7 +198,6 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
     // only the segments' states in the workspace
     CHECK(ops::fwd_plan(shrt, fs, ref(), true).count == 2);
     CHECK(ops::fwd_plan(shrt, fs, ref(), true).saved_bytes == ops::saved_size(shrt, fs.chunk));
-    CHECK(!ops::fused_saved_unfused(lng, ref(), fs));
     const ops::Plan ls = ops::fwd_plan(lng, fs, ref(), true);
     REQUIRE(ls.count == 4);
     CHECK(ls.launches[0].kernel == 2);
@@ -209,7 +208,7 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
     CHECK(ls.launches[3].kernel == 1);
     CHECK(ls.launches[3].tile == fs.chunk);
     CHECK(ls.saved_bytes == ops::saved_size(lng, fs.chunk));
-    const ops::SegmentPlan s64 = ops::fused_saved_segments(lng, ref(), fs);
+    const ops::SegmentPlan s64 = ops::fused_segments(lng, ref(), fs.st_seg, fs.chunk);
     REQUIRE(s64.nseg > 1);
     CHECK(ls.launches[3].grid.z == static_cast<unsigned>(s64.nseg));
     CHECK(ls.walk.nseg == s64.nseg);

@@ -346,7 +346,6 @@ TEST_CASE("dispatch's selections carry the family's plans", "[plan]") {
   // with a saved buffer a fused config that does not split fills it itself (no workspace); one
   // that splits too, with its segments' states in the workspace
   if (f.cfg.fused) {
-    CHECK(!f.unfused);
     CHECK(f.plans[1].saved_bytes == mlstm_saved_size(p));
     CHECK(f.plans[1].workspace_bytes == 0);
     CHECK(mlstm_forward_workspace_size(p, {}, true) == 0);
@@ -354,7 +353,6 @@ TEST_CASE("dispatch's selections carry the family's plans", "[plan]") {
   const MlstmProblem lng = make_problem(1, 8, 65536, 256, 512);
   const ops::FwdSelection& fl = ops::select_fwd(lng, {}, false);
   if (fl.cfg.fused && ops::fused_segments(lng, ops::current_limits(), fl.cfg.st_seg).nseg > 1) {
-    CHECK(!fl.unfused);
     CHECK(fl.plans[1].saved_bytes == mlstm_saved_size(lng));
     CHECK(fl.plans[1].workspace_bytes == mlstm_forward_workspace_size(lng, {}, true));
     CHECK(fl.plans[1].walk.nseg > 1);
@@ -390,11 +388,10 @@ TEST_CASE("the size queries cover the chunkwise fallback of an unpinned parallel
     REQUIRE(f0.rejected.empty());
     REQUIRE(f1.rejected.empty());
     parallel_defaults += f0.cfg.parallel();
-    const ops::FwdSelection& f1_run = f1.unfused ? *f1.unfused : f1;  // what a saved call runs
     CHECK(mlstm_forward_workspace_size(p) >= f0.plans[0].workspace_bytes);
     CHECK(mlstm_forward_workspace_size(p) >= f1.plans[0].workspace_bytes);
-    CHECK(mlstm_forward_workspace_size(p, {}, true) == f1_run.plans[1].workspace_bytes);
-    CHECK(mlstm_saved_size(p) == f1_run.plans[1].saved_bytes);
+    CHECK(mlstm_forward_workspace_size(p, {}, true) == f1.plans[1].workspace_bytes);
+    CHECK(mlstm_saved_size(p) == f1.plans[1].saved_bytes);
     const ops::BwdSelection& b0 = ops::select_bwd(p, {}, false);
     const ops::BwdSelection& b1 = ops::select_bwd(p, {}, true);
     REQUIRE(b0.rejected.empty());
