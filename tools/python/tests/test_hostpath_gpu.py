@@ -256,7 +256,7 @@ def test_backend_decode_steps_equal_the_reference(inplace):
 
 # ---- custom ops and torch.compile ------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["fwd-recompute", "fwd-saved", "bwd", "step"])
+@pytest.mark.parametrize("which", ["fwd-recompute", "fwd-saved", "bwd", "step", "step-into"])
 def test_opcheck_custom_ops(which):
     """opcheck runs each op more than once and compares the outputs exactly: fwd-saved's uint8
     saved-states output included, whose region padding the library zeroes (no kernel writes it)."""
@@ -277,9 +277,15 @@ def test_opcheck_custom_ops(which):
         bargs = (*xd, C0, n0, m0, norm, saved, torch.randn_like(h), torch.randn_like(C), "exp", True,
                  1e-6, 0.0, "chunk=32", "chunk=32")
         torch.library.opcheck(ops.mlstm_bwd, bargs)
-    else:
+    elif which == "step":
         s, (Cs, ns, ms) = step_inputs(2, 2, 64, 64)
         torch.library.opcheck(ops.mlstm_step_, (*s, Cs, ns, ms, "exp", True, 1e-6, 0.0, None))
+    else:  # step-into: new states apart from the old ones, which stay as they were
+        s, (Cs, ns, ms) = step_inputs(2, 2, 64, 64)
+        C0s, n0s, m0s = Cs.clone(), ns.clone(), ms.clone()
+        news = (torch.empty_like(Cs), torch.empty_like(ns), torch.empty_like(ms))
+        torch.library.opcheck(ops.mlstm_step_into, (*s, Cs, ns, ms, *news, "exp", True, 1e-6, 0.0, None))
+        assert torch.equal(Cs, C0s) and torch.equal(ns, n0s) and torch.equal(ms, m0s)
 
 
 class Block(torch.nn.Module):
@@ -400,17 +406,30 @@ def test_compiled_block_fullgraph_bfloat16_as_accurate_as_eager():
     assert not bad, f"compiled less accurate than eager for {bad}:\n{table}"
 
 
-def test_compiled_step_equals_eager():
+@pytest.mark.parametrize("how", ["new", "inplace", "c_new"])
+def test_compiled_step_equals_eager(how):
+    """Compiled (the custom ops: mlstm_step_into for new states, mlstm_step_ in place or a mix)
+    equals eager bit for bit; new states leave the inputs as they were."""
     x, (C, n, m) = step_inputs(2, 4, 128, 128)
 
     def decode(q, k, v, i, f, C, n, m):
-        h, (C, n, m) = mlstm_recurrent_step(q, k, v, i, f, C, n, m)
+        if how == "new":
+            h, (C, n, m) = mlstm_recurrent_step(q, k, v, i, f, C, n, m)
+        elif how == "inplace":
+            h, (C, n, m) = mlstm_recurrent_step(q, k, v, i, f, C, n, m, inplace=True)
+        else:  # C updated in place, n and m into new buffers (copied first)
+            h, (C, n, m) = mlstm_recurrent_step(q, k, v, i, f, C, n, m, c_new=C, n_new=torch.empty_like(n),
+                                                m_new=torch.empty_like(m))
         return h * 2, C, n, m
 
-    ref = decode(*x, C, n, m)
-    out = torch.compile(decode, fullgraph=True, backend="aot_eager")(*x, C, n, m)
+    start = (C.clone(), n.clone(), m.clone())
+    ref = decode(*x, *(t.clone() for t in start))
+    states = tuple(t.clone() for t in start)
+    out = torch.compile(decode, fullgraph=True, backend="aot_eager")(*x, *states)
     for a, b in zip(out, ref):
-        assert rel(a, b) < 1e-5
+        assert torch.equal(a, b)
+    if how == "new":
+        assert all(torch.equal(a, b) for a, b in zip(states, start))
 
 
 # ---- CUDA graphs -----------------------------------------------------------------------------

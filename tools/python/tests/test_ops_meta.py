@@ -47,6 +47,10 @@ def test_backward_and_step_fake_shapes():
     h = ops.mlstm_step_(q1, k1, v1, g, g, C0, torch.empty(2, 2, 64, device=META), g.clone(), "exp",
                         True, 1e-6, 0.0, None)
     assert h.shape == (2, 2, 32) and h.dtype == torch.float16
+    n0 = torch.empty(2, 2, 64, device=META)
+    h = ops.mlstm_step_into(q1, k1, v1, g, g, C0, n0, g, torch.empty_like(C0), torch.empty_like(n0),
+                            torch.empty_like(g), "exp", True, 1e-6, 0.0, None)
+    assert h.shape == (2, 2, 32) and h.dtype == torch.float16
 
 
 def test_compile_fullgraph_traces_forward_and_backward_on_meta():

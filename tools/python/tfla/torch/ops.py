@@ -3,6 +3,7 @@
     torch.ops.tfla.mlstm_fwd   the chunkwise forward  -> (h, norm, C_last, n_last, m_last, saved)
     torch.ops.tfla.mlstm_bwd   the chunkwise backward -> (dq, dk, dv, di, df, dC0)
     torch.ops.tfla.mlstm_step_ the recurrent step, updating C, n, m in place -> h
+    torch.ops.tfla.mlstm_step_into  the step from C, n, m into C_new, n_new, m_new -> h
 
 Each has a fake (meta) implementation, so torch.compile traces shapes without running the GPU,
 and mlstm_fwd has its autograd formula registered (its backward calls mlstm_bwd), so a compiled
@@ -164,6 +165,24 @@ def _(q, k, v, i, f, C, n, m, variant, normalize, eps, scale, config):
     return q.new_empty(tuple(v.shape))
 
 
+@torch.library.custom_op("tfla::mlstm_step_into", mutates_args=("C_new", "n_new", "m_new"))
+def mlstm_step_into(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor, n: Tensor,
+                    m: Tensor, C_new: Tensor, n_new: Tensor, m_new: Tensor, variant: str,
+                    normalize: bool, eps: float, scale: float, config: Optional[str]) -> Tensor:
+    """mlstm_step_ from the states C, n, m (left as they are) into C_new, n_new, m_new, buffers
+    apart from them: the step kernel reads the one and writes the other, no copy. Returns h."""
+    from .step import mlstm_recurrent_step
+    h, _ = mlstm_recurrent_step(q, k, v, i, f, C, n, m, eps, variant=variant, normalize=normalize,
+                                qk_scale=scale if scale > 0 else None, config=config, c_new=C_new,
+                                n_new=n_new, m_new=m_new)
+    return h
+
+
+@mlstm_step_into.register_fake
+def _(q, k, v, i, f, C, n, m, C_new, n_new, m_new, variant, normalize, eps, scale, config):
+    return q.new_empty(tuple(v.shape))
+
+
 # ---- what mlstm_chunkwise and mlstm_recurrent_step call under torch.compile ----------------
 
 def chunkwise(q, k, v, i, f, c0, n0, m0, opts, need_grad):
@@ -179,26 +198,37 @@ def chunkwise(q, k, v, i, f, c0, n0, m0, opts, need_grad):
 
 def recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale, inplace, config,
                    out, c_new, n_new, m_new):
-    """mlstm_recurrent_step on mlstm_step_ (states copied first unless updated in place)."""
-    def target(new, old):
-        if new is not None:
-            if new is not old:
-                new.copy_(old)
-            return new
-        return old if inplace else old.clone()
-
-    c, n = target(c_new, c), target(n_new, n)
+    """mlstm_recurrent_step on the custom ops: new states apart from the old ones (fresh, or
+    c_new/n_new/m_new that are other tensors) through mlstm_step_into, with no copy; in place
+    (inplace=True, or every new state its old one) through mlstm_step_; a mix of the two (some
+    new state its old one, another apart) copies the old states into the new ones first."""
     if m is None:
         m = torch.zeros((q.shape[0], q.shape[1], 1), dtype=torch.float32, device=q.device)
-    else:
-        m = target(m_new, m)
+        m_new = None
+    pairs = ((c_new, c), (n_new, n), (m_new, m))
+    same = [new is old for new, old in pairs]
+    given = [new is not None for new, _ in pairs]
     cfg = _binding.config_text(config)
-    h = mlstm_step_(q, k, v, i, f, c, n, m, variant, bool(normalize), float(eps),
-                    0.0 if qk_scale is None else float(qk_scale), cfg)
+    args = (variant, bool(normalize), float(eps), 0.0 if qk_scale is None else float(qk_scale), cfg)
+    if not inplace and not any(same):  # every new state apart from its old one
+        news = [new if new is not None else torch.empty_like(old) for new, old in pairs]
+        h = mlstm_step_into(q, k, v, i, f, c, n, m, *news, *args)
+        c, n, m = news
+    else:
+        def target(new, old):
+            if new is not None:
+                if new is not old:
+                    new.copy_(old)
+                return new
+            return old if inplace else old.clone()
+
+        if not all(same) or not all(given):
+            c, n, m = (target(new, old) for new, old in pairs)
+        h = mlstm_step_(q, k, v, i, f, c, n, m, *args)
     if out is not None:
         out.copy_(h)
         h = out
     return h, (c, n, m)
 
 
-__all__ = ["mlstm_fwd", "mlstm_bwd", "mlstm_step_"]
+__all__ = ["mlstm_fwd", "mlstm_bwd", "mlstm_step_", "mlstm_step_into"]
