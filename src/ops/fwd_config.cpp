@@ -446,7 +446,9 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
     return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
   if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
-  if (c.fused)  // and the three kernels' keys below
+  // A fused config's three-kernel keys are held valid too, so that the same config with fused = 0
+  // (a pin, or the tuner's neighbouring point) runs.
+  if (c.fused)
     if (std::string r = check_fwd_fused_sm90(p, dev); !r.empty()) return r;
   if (c.st_sm90) return check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st");
   if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;

@@ -35,9 +35,9 @@ struct FwdConfig {
   int st_seg = 1;
   // 1: the fused forward (fwd.chunkwise.sm90 only; mlstm_fwd_fused_sm90.cuh): one kernel walks
   // chunks of 64 of its own with the state on chip, after the gate kernel at that chunk (and,
-  // split, a walk that leaves the segments' summaries and their fold). A call with a
-  // saved-states buffer runs the three kernels above instead (the fused walk writes no chunk
-  // states), so `chunk` and the st_* keys still describe that call.
+  // split, a walk that leaves the segments' summaries and their fold). With a saved-states buffer
+  // the walk fills it at `chunk` (the backward's chunk), the gate kernel running at that chunk
+  // too.
   int fused = 0;
   // the parallel form keeps no chunk states: no initial or last states, no saved buffer
   Form form = Form::Chunkwise;

@@ -38,7 +38,7 @@ struct FwdSelection {
   // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
   std::string rejected;
   // The family's plans for the config on that device, without and with a saved-states buffer
-  // (plans[1] unused by the parallel form and a fused config); empty where the config is rejected.
+  // (plans[1] unused by the parallel form); empty where the config is rejected.
   std::array<Plan, 2> plans{};
 };
 // The selection a call runs (memoized per shape, device and pinned config): `caller`

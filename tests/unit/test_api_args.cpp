@@ -331,9 +331,9 @@ tfla::StepTensors good_step_tensors() {
   t.i = fake_ptr(3);                          // (B, NH, T)      fp32
   t.f = fake_ptr(4);                          // (B, NH, T)      fp32
   t.h = fake_ptr(5);                          // (B, NH, T, Dv)  bf16, out
-  t.C = static_cast<float*>(fake_ptr(6));     // (B, NH, Dqk, Dv) fp32, in/out
-  t.n = static_cast<float*>(fake_ptr(7));     // (B, NH, Dqk) fp32, in/out
-  t.m = static_cast<float*>(fake_ptr(8));     // (B, NH) fp32, in/out
+  t.C = static_cast<float*>(fake_ptr(6));     // (B, NH, Dqk, Dv) fp32, in/out (no C_src)
+  t.n = static_cast<float*>(fake_ptr(7));     // (B, NH, Dqk) fp32, in/out (no n_src)
+  t.m = static_cast<float*>(fake_ptr(8));     // (B, NH) fp32, in/out (no m_src)
   return t;
 }
 

@@ -249,7 +249,8 @@ class Backend {
   // h for the sequence from the initial states (t.C0/n0/m0, null = zero), last states into
   // t.C_last/n_last/m_last when given (they may alias C0/n0/m0 for an in-place update).
   // Returns the kernels used. The step path needs t.C_last, n_last, m_last (16-byte aligned
-  // C_last): the step kernel reads C0/n0/m0 and writes the last states, with no copy.
+  // C_last): the step kernel reads C0/n0/m0 and writes the last states (a C0 off 16-byte
+  // alignment is copied into C_last first).
   KernelKind forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                      const ForwardTensors& t, const LaunchOptions& o = {}) const;
   // Train mode: the gradients of forward(); t.norm must be the forward's norm output.

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .. import _binding
+from .._errors import TflaArgumentError
 from ._launch import Options, forward_entry, run_backward, run_forward, sizes
 
 _EMPTY = (0,)
@@ -201,13 +202,15 @@ def recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale, in
     """mlstm_recurrent_step on the custom ops: new states apart from the old ones (fresh, or
     c_new/n_new/m_new that are other tensors) through mlstm_step_into, with no copy; in place
     (inplace=True, or every new state its old one) through mlstm_step_; a mix of the two (some
-    new state its old one, another apart) copies the old states into the new ones first."""
+    new state its old one, another apart) copies the old states into the new ones first. "Its
+    old one" is the same tensor object (what a trace can tell): a new state that is another view
+    of the old one's memory must be passed as that tensor itself."""
     if m is None:
+        if m_new is not None:
+            raise TflaArgumentError("m_new given but its input state is None")
         m = torch.zeros((q.shape[0], q.shape[1], 1), dtype=torch.float32, device=q.device)
-        m_new = None
     pairs = ((c_new, c), (n_new, n), (m_new, m))
     same = [new is old for new, old in pairs]
-    given = [new is not None for new, _ in pairs]
     cfg = _binding.config_text(config)
     args = (variant, bool(normalize), float(eps), 0.0 if qk_scale is None else float(qk_scale), cfg)
     if not inplace and not any(same):  # every new state apart from its old one
@@ -222,7 +225,7 @@ def recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale, in
                 return new
             return old if inplace else old.clone()
 
-        if not all(same) or not all(given):
+        if not all(same):
             c, n, m = (target(new, old) for new, old in pairs)
         h = mlstm_step_(q, k, v, i, f, c, n, m, *args)
     if out is not None:

@@ -102,14 +102,23 @@ def _entry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config, ou
     return e
 
 
-def _target(new, old, inplace):
+def _target(new, old, inplace, align=4):
     """Where a state goes and where the step reads it: (new, old's pointer), or (new, 0) when new
-    is old's buffer; (old, 0) in place; else (a fresh tensor like old, old's pointer)."""
+    is old's buffer; (old, 0) in place; else (a fresh tensor like old, old's pointer). An old
+    state off `align` bytes (the kernel reads C as 16-byte vectors) is copied into the new one,
+    which the step then updates in place."""
     if new is not None:
         p = old.data_ptr()
-        return new, (0 if new.data_ptr() == p else p)
+        if new.data_ptr() == p:
+            return new, 0
+        if p % align:
+            new.copy_(old)
+            return new, 0
+        return new, p
     if inplace:
         return old, 0
+    if old.data_ptr() % align:
+        return old.clone(), 0
     return _empty_like(old), old.data_ptr()
 
 
@@ -151,7 +160,7 @@ def mlstm_recurrent_step(
                    m_new, news)
     c_src = n_src = m_src = 0
     if news or not inplace:
-        c, c_src = _target(c_new, c, inplace)
+        c, c_src = _target(c_new, c, inplace, 16)
         n, n_src = _target(n_new, n, inplace)
         if m is not None:
             m, m_src = _target(m_new, m, inplace)
