@@ -132,7 +132,7 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
   rt::ensure_context();
   CUstream stream = static_cast<CUstream>(o.stream);
   const float* C_src = t.C0;
-  if (C_src && reinterpret_cast<uintptr_t>(C_src) % 16 && C_src != t.C_last) {
+  if (C_src && reinterpret_cast<uintptr_t>(C_src) % 16) {  // (C_last is 16-byte aligned: see above)
     // The step kernel reads C in 16-byte vectors: a C0 off that alignment is copied first.
     TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), reinterpret_cast<CUdeviceptr>(C_src),
                               static_cast<size_t>(B * NH * Dqk * Dv) * 4, stream));

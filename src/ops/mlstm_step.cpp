@@ -56,11 +56,10 @@ StateExtents state_extents(const MlstmProblem& p, const float* C, const float* n
 bool overlap(const Extent& a, const Extent& b) { return a.lo < b.hi && b.lo < a.hi; }
 
 // h holds the state kernel's records before the update kernel reads the inputs and state: an h
-// that shares bytes with any of them would corrupt them, so it is refused by name.
-void check_h_apart(const MlstmProblem& p, const StepTensors& t) {
+// that shares bytes with any of them would corrupt them, so it is refused by name. h and st: the
+// bytes of h and of the destination states.
+void check_h_apart(const MlstmProblem& p, const StepTensors& t, const Extent& h, const StateExtents& st) {
   const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
-  const Extent h = extent(t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, eb);
-  const StateExtents st = state_extents(p, t.C, t.n, t.m);
   const std::pair<const char*, Extent> others[] = {
       {"q", extent(t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb)},
       {"k", extent(t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb)},
@@ -82,9 +81,8 @@ void check_h_apart(const MlstmProblem& p, const StepTensors& t) {
 // A source is read while the destinations are written, by other CTAs and the other kernel: it
 // must be its destination itself (in place) or share no byte with any destination or with h,
 // which holds the state kernel's records before the update kernel reads C_src.
-void check_sources(const MlstmProblem& p, const StepTensors& t) {
+void check_sources(const MlstmProblem& p, const StepTensors& t, const Extent& h, const StateExtents& dst) {
   const bool exp = p.variant == Variant::Exp;
-  const StateExtents dst = state_extents(p, t.C, t.n, t.m);
   const std::pair<const char*, Extent> dsts[] = {{"C", dst.C}, {"n", dst.n}, {"m", dst.m}};
   for (int a = 0; a < 3; ++a)
     for (int b = a + 1; b < 3; ++b)
@@ -93,11 +91,9 @@ void check_sources(const MlstmProblem& p, const StepTensors& t) {
                 ": the step writes each state to its own buffer");
   if (t.C_src) check_state("C_src", t.C_src, 16, "(B, NH, Dqk, Dv)");  // read as 16-byte vectors
   if (t.n_src) check_state("n_src", t.n_src, 4, "(B, NH, Dqk)");
-  if (t.m_src) check_state("m_src", t.m_src, 4, "(B, NH)");
   const float* m_src = exp ? t.m_src : nullptr;  // mLSTMsig reads no m
+  if (m_src) check_state("m_src", m_src, 4, "(B, NH)");
   const StateExtents src = state_extents(p, t.C_src ? t.C_src : t.C, t.n_src ? t.n_src : t.n, m_src);
-  const size_t eb = dtype_bytes(p.dtype);
-  const Extent h = extent(t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, eb);
   const struct {
     const char* name;
     const void* ptr;
@@ -128,8 +124,10 @@ void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   check_state("n", t.n, 4, "(B, NH, Dqk)");
   if (p.variant == Variant::Exp) check_state("m", t.m, 4, "(B, NH)");
   else check_optional_f32("m", t.m);
-  check_h_apart(p, t);
-  check_sources(p, t);
+  const Extent h = extent(t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, dtype_bytes(p.dtype));
+  const StateExtents dst = state_extents(p, t.C, t.n, t.m);
+  check_h_apart(p, t, h, dst);
+  check_sources(p, t, h, dst);
 }
 
 }  // namespace
