@@ -267,16 +267,21 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
 
   // The state entering saved chunk cg (C, n and m in the walk's registers): movmatrix turns
   // each 8 x 8 block of C^T (rows v, columns k) around, giving lane (g, cq) the column pair
-  // v = 16 warp + 8 hh + 2 cq of row k = 8 j + g, a 4-byte store (a quad writes 16 bytes).
+  // v = 16 warp + 8 hh + 2 cq of row k = 8 j + g. Lanes cq and cq ^ 1 swap one pair so that lane
+  // cq holds the four columns 8 (cq % 2) + 2 (cq & 2) .. + 3 of hh = cq % 2: an 8-byte store,
+  // a quad's four filling the row's 32-byte sector in one instruction (a 16-byte store per lane
+  // needs more registers than the walk has to spare).
   auto save_state = [&](int cg) {
     const long long at = static_cast<long long>(bh) * save_nc() + cg;
-    T* dst = static_cast<T*>(p.states_C) + at * DQK * DV + v0 + 16 * warp + 2 * cq;
+    const bool odd = cq & 1;
+    T* dst = static_cast<T*>(p.states_C) + at * DQK * DV + v0 + 16 * warp + 8 * (cq & 1) + 2 * (cq & 2);
 #pragma unroll
-    for (int j = 0; j < DQK / 8; ++j)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh)
-        *reinterpret_cast<u32*>(dst + (8 * j + g) * DV + 8 * hh) =
-            movmatrix_trans(Elem<T>::pack2(acc_c[4 * j + 2 * hh], acc_c[4 * j + 2 * hh + 1]));
+    for (int j = 0; j < DQK / 8; ++j) {
+      const u32 a = movmatrix_trans(Elem<T>::pack2(acc_c[4 * j], acc_c[4 * j + 1]));
+      const u32 b = movmatrix_trans(Elem<T>::pack2(acc_c[4 * j + 2], acc_c[4 * j + 3]));
+      const u32 got = __shfl_xor_sync(0xffffffffu, odd ? a : b, 1);
+      __stwb(reinterpret_cast<uint2*>(dst + (8 * j + g) * DV), odd ? make_uint2(got, b) : make_uint2(a, got));
+    }
     if (vt == 0 && own_n) {
       float* nd = p.states_n + at * DQK;
 #pragma unroll

@@ -111,14 +111,24 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
       walk.drain(acc);
     }
   }
+  // chunk c's log-decay and largest u, loaded a chunk ahead (off the chunk boundary's path)
+  const float* cg = p.chunk_g + static_cast<long long>(bh) * NC;
+  const float* cu = p.chunk_umax + static_cast<long long>(bh) * NC;
+  const int c_first = summary ? c_end : c_begin;
+  float g_next = c_first < c_end ? cg[c_first] : 0.f;
+  float umax_next = EXP && c_first < c_end ? cu[c_first] : 0.f;
 #pragma unroll 1
-  for (int c = summary ? c_end : c_begin; c < c_end; ++c) {
+  for (int c = c_first; c < c_end; ++c) {
+    const float g_c = g_next, umax_c = umax_next;
+    if (c + 1 < c_end) {
+      g_next = cg[c + 1];
+      if (EXP) umax_next = cu[c + 1];
+    }
     // Entering chunk c: the state is published, then decayed.
     walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
     if (own_n) walk.colsum_store(npart, p.states_n + (static_cast<long long>(bh) * NC + c) * DQK);
     if (lead) m_dst[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
-    const float g_c = p.chunk_g[static_cast<long long>(bh) * NC + c];
-    const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + p.chunk_umax[static_cast<long long>(bh) * NC + c]) : 0.f;
+    const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + umax_c) : 0.f;
     const float decay = __expf(g_c + m_prev - m_new);
 #pragma unroll
     for (int mb = 0; mb < Walk::kMB; ++mb)

@@ -297,28 +297,8 @@ __device__ __forceinline__ u32 movmatrix_trans(u32 x) {
   return y;
 }
 
-// ---- accumulator fragments -> global memory --------------------------------------------------
-// In the wgmma (and mma.sync) accumulator layout the four lanes of a quad (lane % 4 = q) hold
-// consecutive column pairs of one row: for column blocks j0 .. j0 + 3 of 8 columns, lane q holds
-// x[k] = the packed pair at columns 8 (j0 + k) + 2 q. quad_transpose gives lane q the four pairs
-// of block j0 + q instead (columns 8 (j0 + q) .. + 7, in order), so one 16-byte store per lane
-// writes the quad's 64 bytes.
-__device__ __forceinline__ uint4 quad_transpose(u32 x0, u32 x1, u32 x2, u32 x3, int q) {
-  auto pick = [&](int i) { return i == 0 ? x0 : i == 1 ? x1 : i == 2 ? x2 : x3; };
-  u32 y[4];
-  y[0] = y[1] = y[2] = y[3] = 0u;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    // send lane (q ^ k) the pair it wants (block j0 + (q ^ k)), receive ours from it
-    const u32 got = k == 0 ? pick(q) : __shfl_xor_sync(0xffffffffu, pick(q ^ k), k);
-    const int from = q ^ k;  // the pair comes from lane `from`: columns 2 from .. 2 from + 1
-    y[0] = from == 0 ? got : y[0];
-    y[1] = from == 1 ? got : y[1];
-    y[2] = from == 2 ? got : y[2];
-    y[3] = from == 3 ? got : y[3];
-  }
-  return make_uint4(y[0], y[1], y[2], y[3]);
-}
+// quad_transpose is common.cuh's (the mma.sync epilogues use it too)
+using tfla::quad_transpose;
 
 // Rounds a dynamic shared-memory pointer up to `Align` bytes (the rendered kernel's buffer is
 // only 16-byte aligned; swizzled tiles need 1024).

@@ -152,7 +152,9 @@ struct StateWalkSm90 {
 #pragma unroll
             for (int k = 0; k < 4; ++k)
               pr[k] = Elem<T>::pack2(acc[mb][4 * (j0 + k) + 2 * hh], acc[mb][4 * (j0 + k) + 2 * hh + 1]);
-            *reinterpret_cast<uint4*>(d16 + o + 8 * (j0 + cq())) = sm90::quad_transpose(pr[0], pr[1], pr[2], pr[3], cq());
+            // an explicit 16-byte store: NVVM turns a uint4 assignment through this pointer into
+            // four 4-byte stores (four times the store instructions and partial L2 sector writes)
+            __stwb(reinterpret_cast<uint4*>(d16 + o + 8 * (j0 + cq())), sm90::quad_transpose(pr[0], pr[1], pr[2], pr[3], cq()));
           }
         } else {
 #pragma unroll

@@ -219,8 +219,11 @@ __device__ __forceinline__ void load_acc(typename G::Acc& acc, const float* src,
                              warp_n * G::WTN + acc_col(fn, e, lane)];
 }
 
-// dst[row * ld + col] = acc * row_scale(row) in dtype TS, for rows < rows_valid. Pairs of
-// adjacent columns are written together (4 bytes for 16-bit types, 8 for fp32).
+// dst[row * ld + col] = acc * row_scale(row) in dtype TS, for rows < rows_valid. 16-bit types
+// with a warp tile of 32 columns or more: each lane writes 16 bytes (8 columns) per store, its
+// quad's column pairs gathered by quad_transpose (all lanes shuffle; the row check guards only
+// the store and row_scale), so the dst row offset and ld must keep 16-byte alignment. Else pairs
+// of adjacent columns are written together (4 bytes for 16-bit types, 8 for fp32).
 template <class TS, class G, class RowScale>
 __device__ __forceinline__ void store_acc(const typename G::Acc& acc, TS* dst, i64 ld, int rows_valid,
                                           int warp_m, int warp_n, int lane, RowScale row_scale) {
@@ -229,6 +232,21 @@ __device__ __forceinline__ void store_acc(const typename G::Acc& acc, TS* dst, i
 #pragma unroll
     for (int e = 0; e < 4; e += 2) {
       const int r = warp_m * G::WTM + acc_row(fm, e, lane);
+      if constexpr (Elem<TS>::is16 && G::FN % 4 == 0) {
+        const bool valid = r < rows_valid;
+        const float f = valid ? row_scale(r) : 0.f;
+        const int q = lane & 3;
+#pragma unroll
+        for (int fn0 = 0; fn0 < G::FN; fn0 += 4) {
+          u32 x[4];
+#pragma unroll
+          for (int k = 0; k < 4; ++k)
+            x[k] = Elem<TS>::pack2(acc[fm][fn0 + k][e] * f, acc[fm][fn0 + k][e + 1] * f);
+          const uint4 y = quad_transpose(x[0], x[1], x[2], x[3], q);
+          if (valid) __stwb(reinterpret_cast<uint4*>(dst + (i64)r * ld + warp_n * G::WTN + (fn0 + q) * 8), y);
+        }
+        continue;
+      }
       if (r >= rows_valid) continue;
       const float f = row_scale(r);
 #pragma unroll

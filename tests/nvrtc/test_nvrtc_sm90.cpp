@@ -283,3 +283,33 @@ TEST_CASE("the sm_90a kernels compile for sm_90 and sm_80 (primitives trap there
     }
   }
 }
+
+// The epilogues that write 16-bit chunk states (the sm90 state and dC walks, the mma.sync dC walk,
+// the fused walk's saved states) store 16 bytes per lane (the fused walk: 8) as one vector store.
+// A uint4 assignment there compiles to four 4-byte stores (NVVM), as a pair per lane is one:
+// up to four times the store instructions and partial L2 sector writes, which cost the state walk
+// 8% at the paper shape. The scalar stores left are fp32 stabilizers and normalizers and
+// mLSTMsig's zeros.
+TEST_CASE("the chunk-state epilogues store 16-bit states in vectors, not 4-byte pieces", "[nvrtc][stores]") {
+  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+  const std::regex narrow(R"(st\.global(\.wb)?\.(u32|b32|u16|b16)\s)"), wide(R"(st\.global(\.wb)?\.v[24]\.(u32|b32))");
+  for (MlstmProblem p : sm90_problems()) {
+    if (p.Dqk < 128 || !p.normalize) continue;
+    p.S = 8192;
+    std::vector<rt::KernelSpec> specs = {ops::fwd_states_sm90_kernel(p, 256, 128),
+                                         ops::bwd_dstates_sm90_kernel(p, 256, 128)};
+    const ops::BwdConfig b = ops::chunkwise_bwd_config(p, dev, 256);
+    for (const rt::KernelSpec& k : ops::bwd_kernels(p, b, dev))
+      if (k.key.find("mlstm_bwd_dstates<") != std::string::npos) specs.push_back(k);
+    specs.push_back(ops::fwd_fused_sm90_kernel(p));
+    REQUIRE(specs.size() == 4);
+    for (const rt::KernelSpec& k : specs) {
+      INFO(k.key);
+      const std::string ptx = rt::compile_ptx(k, "compute_90a");
+      const auto n_narrow = std::distance(std::sregex_iterator(ptx.begin(), ptx.end(), narrow), std::sregex_iterator());
+      const auto n_wide = std::distance(std::sregex_iterator(ptx.begin(), ptx.end(), wide), std::sregex_iterator());
+      CHECK(n_narrow <= 8);
+      CHECK(n_wide >= 4);
+    }
+  }
+}
