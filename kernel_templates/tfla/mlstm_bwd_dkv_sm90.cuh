@@ -262,7 +262,8 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
 #pragma unroll
         for (int k = 0; k < 4; ++k) pr[k] = Elem<T>::pack2(acc[4 * (j0 + k) + 2 * hh], acc[4 * (j0 + k) + 2 * hh + 1]);
         const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
-        if (gi < S) *reinterpret_cast<uint4*>(row + 8 * j0) = y;
+        // explicit: as uint4 assignments, a quarter of these compile to four 4-byte stores each
+        if (gi < S) __stwb(reinterpret_cast<uint4*>(row + 8 * j0), y);
       }
     }
   }

@@ -284,13 +284,14 @@ TEST_CASE("the sm_90a kernels compile for sm_90 and sm_80 (primitives trap there
   }
 }
 
-// The epilogues that write 16-bit chunk states (the sm90 state and dC walks, the mma.sync dC walk,
-// the fused walk's saved states) store 16 bytes per lane (the fused walk: 8) as one vector store.
-// A uint4 assignment there compiles to four 4-byte stores (NVVM), as a pair per lane is one:
-// up to four times the store instructions and partial L2 sector writes, which cost the state walk
-// 8% at the paper shape. The scalar stores left are fp32 stabilizers and normalizers and
-// mLSTMsig's zeros.
-TEST_CASE("the chunk-state epilogues store 16-bit states in vectors, not 4-byte pieces", "[nvrtc][stores]") {
+// The epilogues that write 16-bit tiles (the sm90 state and dC walks, the mma.sync dC walk, the
+// fused walk's h and saved states, the output kernel, the gradient tiles and the dK/dV kernel)
+// store 16 bytes per lane (the fused walk's saved states: 8) as one vector store. A uint4
+// assignment there may compile to four 4-byte stores (NVVM did so in the state walk and in a
+// quarter of the dK/dV kernel's), as a pair per lane is one: up to four times the store
+// instructions and partial L2 sector writes, which cost the state walk 8% at the paper shape.
+// The scalar stores left are fp32 stabilizers and normalizers and mLSTMsig's zeros.
+TEST_CASE("the 16-bit tile epilogues store vectors, not 4-byte pieces", "[nvrtc][stores]") {
   const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
   const std::regex narrow(R"(st\.global(\.wb)?\.(u32|b32|u16|b16)\s)"), wide(R"(st\.global(\.wb)?\.v[24]\.(u32|b32))");
   for (MlstmProblem p : sm90_problems()) {
@@ -303,6 +304,20 @@ TEST_CASE("the chunk-state epilogues store 16-bit states in vectors, not 4-byte 
       if (k.key.find("mlstm_bwd_dstates<") != std::string::npos) specs.push_back(k);
     specs.push_back(ops::fwd_fused_sm90_kernel(p));
     REQUIRE(specs.size() == 4);
+    ops::FwdConfig f = ops::sm90_fwd_config(p, dev);
+    f.fused = 0;
+    for (const rt::KernelSpec& k : ops::fwd_kernels(p, f, dev))
+      if (k.key.find("mlstm_fwd_output_sm90<") != std::string::npos) specs.push_back(k);
+    REQUIRE(specs.size() == 5);
+    ops::BwdConfig t = ops::sm90_bwd_config(p, dev);
+    t.tl_sm90 = 1;
+    t.tl_dkv = 0;
+    for (int mode = 0; mode < 3; ++mode) specs.push_back(ops::bwd_tile_sm90_kernel(p, t, mode, dev));
+    if (p.Dv <= 256) {
+      t.tl_dkv = 1;
+      REQUIRE(ops::check_bwd_dkv_sm90(t, p, dev).empty());
+      specs.push_back(ops::bwd_dkv_sm90_kernel(p, t, dev));
+    }
     for (const rt::KernelSpec& k : specs) {
       INFO(k.key);
       const std::string ptx = rt::compile_ptx(k, "compute_90a");
