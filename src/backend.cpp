@@ -6,6 +6,7 @@
 #include "ops/bwd_config.hpp"
 #include "ops/fwd_config.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/mlstm_step.hpp"
 #include "ops/step_config.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/device.hpp"
@@ -122,38 +123,50 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
   }
 
   // Step path: the step kernel reads the initial states where given (zeros are set into the last
-  // states where not) and writes the last states.
+  // states where not) and writes the last states. Every argument is checked before any of that
+  // is queued, so a refused call leaves the last states as they were.
   ops::check_problem(p);
   ops::check_optional_f32("C0", t.C0);
   ops::check_optional_f32("n0", t.n0);
   ops::check_optional_f32("m0", t.m0);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
-  rt::ensure_context();
-  CUstream stream = static_cast<CUstream>(o.stream);
-  const float* C_src = t.C0;
-  if (C_src && reinterpret_cast<uintptr_t>(C_src) % 16) {  // (C_last is 16-byte aligned: see above)
-    // The step kernel reads C in 16-byte vectors: a C0 off that alignment is copied first.
-    TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), reinterpret_cast<CUdeviceptr>(C_src),
-                              static_cast<size_t>(B * NH * Dqk * Dv) * 4, stream));
-    C_src = nullptr;
+  const int64_t c_count = B * NH * Dqk * Dv;
+  // The step kernel reads C in 16-byte vectors: a C0 off that alignment is copied into C_last
+  // (16-byte aligned: see above), which the step then updates in place.
+  const bool copy_c0 = t.C0 && reinterpret_cast<uintptr_t>(t.C0) % 16;
+  if (copy_c0) {
+    const auto c0 = reinterpret_cast<uintptr_t>(t.C0), cl = reinterpret_cast<uintptr_t>(t.C_last);
+    const auto bytes = static_cast<uintptr_t>(c_count) * 4;
+    if (c0 < cl + bytes && cl < c0 + bytes)
+      throw Error(ErrorCode::InvalidArgument,
+                  "C0 overlaps C_last without being the same buffer: C0 is not 16-byte aligned, so the step "
+                  "copies it into C_last first, which needs the two apart");
   }
-  auto zero = [&](float* dst, const float* src, int64_t count) {
-    if (dst && !src) TFLA_CU(cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(dst), 0u, static_cast<size_t>(count), stream));
-  };
-  zero(t.C_last, t.C0, B * NH * Dqk * Dv);
-  zero(t.n_last, t.n0, B * NH * Dqk);
-  if (p.variant == Variant::Exp) zero(t.m_last, t.m0, B * NH);  // mLSTMsig: the kernel writes m = 0
   StepTensors st;
   st.q = t.q; st.k = t.k; st.v = t.v; st.i = t.i; st.f = t.f; st.h = t.h;
   st.q_strides = t.q_strides; st.k_strides = t.k_strides; st.v_strides = t.v_strides;
   st.i_strides = t.i_strides; st.f_strides = t.f_strides; st.h_strides = t.h_strides;
   st.C = t.C_last; st.n = t.n_last; st.m = t.m_last;
-  st.C_src = C_src; st.n_src = t.n0; st.m_src = t.m0;
+  st.C_src = copy_c0 ? nullptr : t.C0; st.n_src = t.n0; st.m_src = t.m0;
+  ops::check_config(options_.step_config, "step config");
+  const ops::StepSelection& sel = ops::select_step(p, options_.step_config);
+  ops::check_step_call(p, st, sel);
+
+  rt::ensure_context();
+  CUstream stream = static_cast<CUstream>(o.stream);
+  if (copy_c0)
+    TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), reinterpret_cast<CUdeviceptr>(t.C0),
+                              static_cast<size_t>(c_count) * 4, stream));
+  auto zero = [&](float* dst, const float* src, int64_t count) {
+    if (dst && !src) TFLA_CU(cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(dst), 0u, static_cast<size_t>(count), stream));
+  };
+  zero(t.C_last, t.C0, c_count);
+  zero(t.n_last, t.n0, B * NH * Dqk);
+  if (p.variant == Variant::Exp) zero(t.m_last, t.m0, B * NH);  // mLSTMsig: the kernel writes m = 0
   LaunchOptions so;
   so.stream = o.stream;
-  so.config = options_.step_config;
-  mlstm_step(p, st, so);
+  ops::launch_step(p, st, so, sel);
   return kind;
 }
 

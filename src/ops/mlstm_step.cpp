@@ -160,13 +160,20 @@ const StepSelection& select_step(const MlstmProblem& p, const Config& caller) {
   });
 }
 
-void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel) {
+void check_step_call(const MlstmProblem& p, const StepTensors& t, const StepSelection& sel) {
   check_step_problem(p);
-  const StepConfig& cfg = sel.cfg;
-  if (const char* why = step_config_error(cfg, p))
-    invalid(std::string("invalid step config: ") + why, to_string(cfg.to_config()));
+  if (const char* why = step_config_error(sel.cfg, p))
+    invalid(std::string("invalid step config: ") + why, to_string(sel.cfg.to_config()));
   check_step_tensors(p, t);
+}
 
+void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel) {
+  check_step_call(p, t, sel);
+  launch_step(p, t, o, sel);
+}
+
+void launch_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel) {
+  const StepConfig& cfg = sel.cfg;
   rt::ensure_context();
   static KernelMemo<2> memo;
   const auto kernels = memo.get(sel.kernel_key, [&] { return step_kernels(p, cfg); });

@@ -30,6 +30,12 @@ void check_step_problem(const MlstmProblem& p);
 // Validates everything and launches with an explicit config (used by the public entry point
 // and by the tuner). Asynchronous on o.stream; uses no workspace.
 void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel);
+// run_step in two halves, for a caller that queues work of its own between the checks and the
+// launch (the backend's step path, which copies or zeroes states first): check_step_call throws
+// InvalidArgument for anything run_step would refuse and touches no driver; launch_step launches
+// a call that check_step_call accepted.
+void check_step_call(const MlstmProblem& p, const StepTensors& t, const StepSelection& sel);
+void launch_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel);
 inline void step_with_config(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o,
                              const StepConfig& cfg) {
   run_step(p, t, o, selection_of(p, cfg));

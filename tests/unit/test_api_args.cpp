@@ -505,6 +505,74 @@ TEST_CASE("mlstm_step checks its source states: alignment, and each one in place
   }
 }
 
+// The backend's inference step copies a C0 off 16-byte alignment into C_last and zeroes the last
+// states that have no initial state before it launches the step: every argument is checked
+// before that is queued, so a refused call leaves C_last, n_last and m_last untouched (here: no
+// driver is reached, and the error names the argument, not the missing driver).
+TEST_CASE("Backend::forward's step path checks every argument before it copies or zeroes a state",
+          "[api][args][step][backend]") {
+  tfla::BackendOptions bo;
+  bo.mode = tfla::Mode::Inference;
+  const tfla::Backend backend(bo);
+  const MlstmProblem p = good_step_problem();  // B 2, NH 4, S 1, Dqk 64, Dv 128: C 256 KiB
+  auto at = [](int slot, size_t bytes) {
+    return reinterpret_cast<float*>(static_cast<char*>(fake_ptr(slot)) + bytes);
+  };
+  auto good = [&] {
+    ForwardTensors t = good_tensors();
+    t.C_last = at(6, 0);
+    t.n_last = at(7, 0);
+    t.m_last = at(8, 0);
+    t.C0 = at(9, 4);  // 4-byte aligned only: copied into C_last first
+    t.n0 = at(10, 0);
+    t.m0 = at(11, 0);
+    return t;
+  };
+  auto error = [&](const ForwardTensors& t) {
+    try {
+      backend.forward(p.B, p.NH, p.S, p.Dqk, p.Dv, t);
+    } catch (const tfla::Error& e) {
+      return e;
+    }
+    FAIL("Backend::forward accepted bad input");
+    return tfla::Error(ErrorCode::Internal, "unreachable");
+  };
+  REQUIRE(backend.choose(p.B, p.NH, p.S, p.Dqk, p.Dv, true, true) == tfla::KernelKind::Step);
+  SECTION("a null or misaligned input with a C0 to copy") {
+    ForwardTensors t = good();
+    t.q = nullptr;
+    check_invalid(error(t), "q is null");
+    t = good();
+    t.h = static_cast<char*>(fake_ptr(5)) + 2;
+    check_invalid(error(t), "h is not 16-byte aligned");
+  }
+  SECTION("a bad state with no initial state (the last states would be zeroed)") {
+    ForwardTensors t = good();
+    t.C0 = nullptr;
+    t.n0 = nullptr;
+    t.m0 = nullptr;
+    t.n_last = t.C_last + 64;
+    check_invalid(error(t), "C overlaps n");
+  }
+  SECTION("a C0 to copy that overlaps C_last") {
+    ForwardTensors t = good();
+    t.C0 = t.C_last + 1;
+    check_invalid(error(t), "C0 overlaps C_last");
+  }
+  SECTION("an n0 that overlaps a last state") {
+    ForwardTensors t = good();
+    t.n0 = t.C_last + 8;
+    check_invalid(error(t), "n_src overlaps C");
+  }
+  SECTION("a valid call reaches the driver") {
+    if (tfla::runtime_info().driver_loaded) {
+      WARN("a CUDA driver is loaded here: skipping the no-driver check");
+      return;
+    }
+    CHECK(error(good()).code() == ErrorCode::NoDriver);
+  }
+}
+
 TEST_CASE("mlstm_step rejects a bad pinned config by key", "[api][args][step]") {
   MlstmProblem p = good_step_problem();  // Dv = 128
   const tfla::StepTensors t = good_step_tensors();
