@@ -133,6 +133,8 @@ extern "C" {
 
 const char* tfla_last_error(void) { return g_last_error.c_str(); }
 
+int tfla_abi_version(void) { return TFLA_ABI_VERSION; }
+
 const char* tfla_version(void) {
   static const std::string v = tfla::version();
   return v.c_str();

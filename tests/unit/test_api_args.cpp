@@ -263,6 +263,11 @@ TEST_CASE("valid arguments pass the checks and then need a driver", "[api][args]
   CHECK(tfla::mlstm_forward_workspace_size(good_problem()) > 0);
 }
 
+TEST_CASE("C ABI: the library reports the ABI version of the header it was built from", "[api][c]") {
+  CHECK(tfla_abi_version() == TFLA_ABI_VERSION);
+  CHECK(TFLA_ABI_VERSION >= 1);
+}
+
 TEST_CASE("C ABI: bad input returns TFLA_ERROR_INVALID_ARGUMENT and names it", "[api][c]") {
   const tfla_problem p = c_problem();
   SECTION("null q") {

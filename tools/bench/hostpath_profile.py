@@ -59,6 +59,7 @@ typedef int st;
 static const char* CFG = "chunk=64";
 const char* tfla_last_error(void) { return ""; }
 const char* tfla_version(void) { return "stub"; }
+int tfla_abi_version(void) { return STUB_ABI_VERSION; }
 st tfla_runtime_info(char* buf, size_t n, size_t* need) { *need = 3; if (buf && n >= 3) strcpy(buf, "{}"); return 0; }
 static st size_q(size_t* b) { *b = 4096; return 0; }
 st tfla_mlstm_forward_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
@@ -89,8 +90,20 @@ st tfla_backend_step(const void* b, int64_t B, int64_t NH, int64_t T, int64_t Dq
 """
 
 
-def build_stub(folder):
-    """Compiles the stub libtfla into folder; returns its path."""
+def package_abi_version(package):
+    """The C ABI version the binding in `package` is written for (its _library.ABI_VERSION; 1
+    for a binding from before the version existed)."""
+    import re
+    try:
+        with open(os.path.join(package, "tfla", "_library.py")) as fh:
+            m = re.search(r"^ABI_VERSION = (\d+)", fh.read(), re.M)
+    except OSError:
+        m = None
+    return int(m.group(1)) if m else 1
+
+
+def build_stub(folder, abi_version):
+    """Compiles the stub libtfla (of that C ABI version) into folder; returns its path."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         raise SystemExit("hostpath_profile.py needs a C compiler (cc) for its stub libtfla")
@@ -98,7 +111,8 @@ def build_stub(folder):
     lib = os.path.join(folder, "libtfla_stub.so")
     with open(src, "w") as fh:
         fh.write(STUB_SOURCE)
-    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", lib, src], check=True)
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-DSTUB_ABI_VERSION={int(abi_version)}", "-o", lib, src],
+                   check=True)
     return lib
 
 
@@ -379,7 +393,7 @@ def main():
     torch.set_num_threads(1)
     folder = tempfile.mkdtemp(prefix="tfla_stub_")
     try:
-        os.environ["TFLA_LIBRARY"] = build_stub(folder)
+        os.environ["TFLA_LIBRARY"] = build_stub(folder, package_abi_version(os.path.abspath(args.package)))
         install_fakes(torch)
         import tfla
         import tfla.torch  # noqa: F401

@@ -11,6 +11,14 @@
 extern "C" {
 #endif
 
+/* The version of this C ABI: the layout of every struct and the signature of every function
+ * declared here. It changes whenever one of them changes incompatibly. A program compiled against
+ * this header checks tfla_abi_version() == TFLA_ABI_VERSION before its first other call (the
+ * Python binding does so when it loads the library), so a library of another layout is refused
+ * with a clear message instead of reading misplaced fields. */
+#define TFLA_ABI_VERSION 1
+int tfla_abi_version(void);
+
 typedef enum {
   TFLA_OK = 0,
   TFLA_ERROR_INVALID_ARGUMENT = 1,

@@ -4,6 +4,7 @@ device). Tests that need the built library skip when it cannot be loaded."""
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 
@@ -63,6 +64,52 @@ def test_not_found_message_lists_every_place(fresh_loader, tmp_path):
         tfla.library_path()
     msg = str(e.value)
     assert "x.so (no such file)" in msg and "loader path: libtfla.so" in msg and "TFLA_LIBRARY" in msg
+
+
+def _stub_library(tmp_path, body):
+    """A shared library compiled from C source `body` (None where no C compiler is found)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return None
+    src = tmp_path / "stub.c"
+    src.write_text(body)
+    lib = tmp_path / "libtfla.so"
+    subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    return str(lib)
+
+
+def test_binding_abi_version_is_the_headers():
+    with open(os.path.join(REPO, "src", "include", "tfla", "tfla.h")) as fh:
+        m = re.search(r"^#define TFLA_ABI_VERSION (\d+)$", fh.read(), re.M)
+    assert m, "tfla.h defines TFLA_ABI_VERSION"
+    assert _library.ABI_VERSION == int(m.group(1))
+
+
+@pytest.mark.parametrize("body, says", [
+    ("int tfla_abi_version(void) { return 999; }", "C ABI version 999, but this binding is written for version"),
+    ("int tfla_version_of_nothing(void) { return 0; }", "no tfla_abi_version: a library older than this binding"),
+])
+def test_a_library_of_another_abi_is_refused_by_name(fresh_loader, tmp_path, body, says):
+    lib = _stub_library(tmp_path, body)
+    if lib is None:
+        pytest.skip("no C compiler to build a stub library")
+    fresh_loader.setenv("TFLA_LIBRARY", lib)
+    with pytest.raises(tfla.TflaLibraryNotFoundError) as e:
+        tfla.library_path()
+    assert lib in str(e.value) and says in str(e.value)
+
+
+def test_the_search_passes_over_a_library_of_another_abi(fresh_loader, tmp_path):
+    stale = _stub_library(tmp_path, "int tfla_abi_version(void) { return 999; }")
+    if stale is None:
+        pytest.skip("no C compiler to build a stub library")
+    fresh_loader.delenv("TFLA_LIBRARY", raising=False)
+    real = os.path.join(REPO, "build", "src", "libtfla.so")
+    places = [("repository build folder", stale), ("repository build folder", real)]
+    fresh_loader.setattr(_library, "candidate_paths", lambda: places)
+    if not os.path.exists(real):
+        pytest.skip("libtfla not built")
+    assert tfla.library_path() == os.path.realpath(real)
 
 
 # ---- struct layouts against the C header -----------------------------------------------------

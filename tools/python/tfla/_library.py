@@ -17,7 +17,10 @@ Before loading libtfla, this module appends to $TFLA_NVRTC_SEARCH_PATH the sys.p
 hold the wheel, so a libtfla outside site-packages (a checkout's build) finds the NVRTC that
 PyTorch installed.
 Struct layouts mirror tfla.h field by field; tests/test_library.py compares them with a C
-compiler's offsetof where one is available.
+compiler's offsetof where one is available. A library is used only when its tfla_abi_version()
+is ABI_VERSION (tfla.h's TFLA_ABI_VERSION, which these layouts are): one of another ABI, or one
+older than the query, is passed over in the search (and refused when $TFLA_LIBRARY names it),
+with the versions in the error message.
 """
 
 import ctypes
@@ -28,6 +31,9 @@ import sys
 import threading
 
 from ._errors import TflaLibraryNotFoundError, error_for_status
+
+# tfla.h's TFLA_ABI_VERSION: the C ABI the structs and signatures below are written for
+ABI_VERSION = 1
 
 c_int64 = ctypes.c_int64
 c_int = ctypes.c_int
@@ -86,6 +92,7 @@ _D5 = [c_int64] * 5  # B, NH, S (or T), Dqk, Dv
 # name -> argument types (every function returns a tfla_status int unless listed in _RESTYPES)
 _SIGNATURES = {
     "tfla_last_error": [],
+    "tfla_abi_version": [],
     "tfla_version": [],
     "tfla_mlstm_forward_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
     "tfla_mlstm_forward_saved_workspace_size": [_P(Problem), c_char_p, _P(c_size_t)],
@@ -104,7 +111,8 @@ _SIGNATURES = {
     "tfla_backend_backward": [c_void_p] + _D5 + [_P(BackwardTensors), c_void_p],
     "tfla_backend_step": [c_void_p] + _D5 + [_P(StepTensors), c_void_p],
 }
-_RESTYPES = {"tfla_last_error": c_char_p, "tfla_version": c_char_p, "tfla_backend_destroy": None}
+_RESTYPES = {"tfla_last_error": c_char_p, "tfla_version": c_char_p, "tfla_backend_destroy": None,
+             "tfla_abi_version": c_int}
 
 
 class Library:
@@ -209,6 +217,23 @@ _lock = threading.Lock()
 _loaded = None
 
 
+def abi_mismatch(cdll):
+    """Why a loaded library cannot be used with this binding (its C ABI version is not
+    ABI_VERSION, or it has no tfla_abi_version), or None when it can."""
+    try:
+        fn = cdll.tfla_abi_version
+    except AttributeError:
+        return (f"no tfla_abi_version: a library older than this binding, which needs C ABI "
+                f"version {ABI_VERSION}")
+    fn.argtypes = []
+    fn.restype = c_int
+    got = fn()
+    if got != ABI_VERSION:
+        return (f"C ABI version {got}, but this binding is written for version {ABI_VERSION}: "
+                "use the binding that came with that library, or rebuild libtfla from this checkout")
+    return None
+
+
 def load_library():
     """The process's libtfla (loaded once). Raises TflaLibraryNotFoundError listing the search."""
     global _loaded
@@ -222,10 +247,16 @@ def load_library():
                 tried.append(f"  {where}: {path} (no such file)")
                 continue
             try:
-                _loaded = Library(ctypes.CDLL(path), os.path.realpath(path))
-                return _loaded
+                cdll = ctypes.CDLL(path)
             except OSError as e:
                 tried.append(f"  {where}: {path} ({e})")
+                continue
+            why = abi_mismatch(cdll)
+            if why:
+                tried.append(f"  {where}: {path} ({why})")
+                continue
+            _loaded = Library(cdll, os.path.realpath(path))
+            return _loaded
         if os.environ.get("TFLA_LIBRARY"):
             raise TflaLibraryNotFoundError(
                 "could not load libtfla from $TFLA_LIBRARY:\n" + "\n".join(tried))
@@ -235,10 +266,16 @@ def load_library():
             names.append(found)
         for name in names:
             try:
-                _loaded = Library(ctypes.CDLL(name), name)
-                return _loaded
+                cdll = ctypes.CDLL(name)
             except OSError as e:
                 tried.append(f"  loader path: {name} ({e})")
+                continue
+            why = abi_mismatch(cdll)
+            if why:
+                tried.append(f"  loader path: {name} ({why})")
+                continue
+            _loaded = Library(cdll, name)
+            return _loaded
         raise TflaLibraryNotFoundError(
             "could not find libtfla.so. Looked in:\n" + "\n".join(tried) +
             "\nInstall the package with its library (pip install ./tools/python compiles it), or "
