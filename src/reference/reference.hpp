@@ -130,6 +130,28 @@ SegmentSummary segment_summary(const Shape& shape, const Options& options, const
 // the state before it gives the state at any token inside it (the "correct" step).
 States combine_segment(const Shape& shape, const Options& options, const States* before, const SegmentSummary& seg);
 
+// Packed sequences of variable lengths (cu_seqlens, FLA's convention): N sequences stored back
+// to back along the token axis of one (1, NH, T, D) layout, sequence j at tokens
+// [cu_seqlens[j], cu_seqlens[j + 1]). Each runs from its own initial state and no token sees
+// another sequence. cu_seqlens: N + 1 offsets, cu_seqlens[0] = 0, non-decreasing, and
+// cu_seqlens[N] = T = shape.S; shape.B must be 1. An empty sequence is allowed and does nothing:
+// its last state is its initial state (zero when none is given).
+// Throws std::invalid_argument naming the offset that breaks a rule.
+void check_cu_seqlens(const Shape& shape, const std::vector<int64_t>& cu_seqlens, const char* fn);
+
+// h, norm, m: (1, NH, T, ...) as forward_recurrent's; last: the N sequences' last states,
+// C (N, NH, Dqk, Dv), n (N, NH, Dqk), m (N, NH). initial: nullable, shapes (N, NH, ...), each
+// vector may be empty (= zero).
+ForwardResult forward_varlen(const Shape& shape, const Options& options, const Inputs& in,
+                             const std::vector<int64_t>& cu_seqlens, const States* initial);
+
+// backward() per sequence: dq, dk, dv, di, df (1, NH, T, ...); d_initial.C is (N, NH, Dqk, Dv)
+// (n and m zero-filled, (N, NH, Dqk) and (N, NH)); dC_last: nullable (N, NH, Dqk, Dv). An empty
+// sequence passes its dC_last through to its dC0.
+BackwardResult backward_varlen(const Shape& shape, const Options& options, const Inputs& in,
+                               const std::vector<int64_t>& cu_seqlens, const States* initial,
+                               const std::vector<double>& dh, const std::vector<double>* dC_last);
+
 // Deterministic random inputs (splitmix64 + Box-Muller, identical on every platform).
 // q, k, v ~ N(0,1). Realistic gates: i ~ N(0,1), f ~ 3 + N(0,1). extreme=true:
 // i ~ 8 N(0,1) + oi, f ~ 8 N(0,1) + of, with per-head offsets oi in {-10, 0, 10} and
