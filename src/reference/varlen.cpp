@@ -40,6 +40,17 @@ void put_block(std::vector<double>& x, const std::vector<double>& part, int64_t 
   std::copy(part.begin(), part.end(), x.begin() + j * per);
 }
 
+// Sequence j's initial state out of the (N, NH, ...) ones (nullable; empty vectors stay empty;
+// no m for Sig).
+States sequence_initial(const Shape& shape, const Options& options, const States* initial, int64_t j) {
+  States init;
+  if (!initial) return init;
+  init.C = block(initial->C, j, shape.NH * shape.Dqk * shape.Dv);
+  init.n = block(initial->n, j, shape.NH * shape.Dqk);
+  if (options.variant == Variant::Exp) init.m = block(initial->m, j, shape.NH);
+  return init;
+}
+
 Inputs cut_inputs(const Shape& shape, const Inputs& in, int64_t t0, int64_t t1) {
   const int64_t NH = shape.NH, T = shape.S;
   return {cut(in.q, NH, T, shape.Dqk, t0, t1), cut(in.k, NH, T, shape.Dqk, t0, t1), cut(in.v, NH, T, shape.Dv, t0, t1),
@@ -90,12 +101,7 @@ ForwardResult forward_varlen(const Shape& shape, const Options& options, const I
   out.last = detail::zero_states(Shape{N, NH, 1, shape.Dqk, shape.Dv});
   for (int64_t j = 0; j < N; ++j) {
     const int64_t t0 = cu_seqlens[size_t(j)], t1 = cu_seqlens[size_t(j + 1)];
-    States init;
-    if (initial) {
-      init.C = block(initial->C, j, NH * dkv);
-      init.n = block(initial->n, j, NH * shape.Dqk);
-      init.m = options.variant == Variant::Exp ? block(initial->m, j, NH) : std::vector<double>{};
-    }
+    const States init = sequence_initial(shape, options, initial, j);
     if (t1 == t0) {  // empty: the initial state passes through
       if (!init.C.empty()) put_block(out.last.C, init.C, j, NH * dkv);
       if (!init.n.empty()) put_block(out.last.n, init.n, j, NH * shape.Dqk);
@@ -136,12 +142,7 @@ BackwardResult backward_varlen(const Shape& shape, const Options& options, const
       if (!dCl.empty()) put_block(out.d_initial.C, dCl, j, NH * dkv);
       continue;
     }
-    States init;
-    if (initial) {
-      init.C = block(initial->C, j, NH * dkv);
-      init.n = block(initial->n, j, NH * shape.Dqk);
-      init.m = options.variant == Variant::Exp ? block(initial->m, j, NH) : std::vector<double>{};
-    }
+    const States init = sequence_initial(shape, options, initial, j);
     const Shape one{1, NH, t1 - t0, shape.Dqk, shape.Dv};
     const BackwardResult r = backward(one, options, cut_inputs(shape, in, t0, t1), initial ? &init : nullptr,
                                       cut(dh, NH, T, shape.Dv, t0, t1), dC_last ? &dCl : nullptr);
