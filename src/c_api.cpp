@@ -339,6 +339,7 @@ std::string runtime_info_json(const tfla::RuntimeInfo& info) {
   auto str = [&](const char* k, const std::string& v) { key(k); json_string(j, v); };
   auto num = [&](const char* k, long long v) { key(k); j += std::to_string(v); };
   str("tfla_version", info.tfla_version);
+  num("abi_version", TFLA_ABI_VERSION);
   key("nvrtc_loaded");
   j += info.nvrtc_error.empty() ? "true" : "false";
   str("nvrtc_version", std::to_string(info.nvrtc_major) + "." + std::to_string(info.nvrtc_minor));

@@ -7,6 +7,7 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "runtime/embedded.hpp"
+#include "tfla/tfla.h"
 #include "tfla/tfla.hpp"
 #include "tfla_cache/cache.hpp"
 #include "tfla_util/env_flag.hpp"
@@ -41,6 +42,7 @@ int cmd_info(const std::vector<std::string>& argv) {
   if (args.flag("json")) {
     nlohmann::json j;
     j["tfla_version"] = info.tfla_version;
+    j["abi_version"] = TFLA_ABI_VERSION;
     j["nvrtc_version"] = std::to_string(info.nvrtc_major) + "." + std::to_string(info.nvrtc_minor);
     j["nvrtc_loaded"] = info.nvrtc_error.empty();
     j["nvrtc_path"] = info.nvrtc_path;
@@ -62,7 +64,7 @@ int cmd_info(const std::vector<std::string>& argv) {
                               {"total_memory_bytes", d.total_memory_bytes}});
     print_json(j);
   } else {
-    std::printf("tfla %s\n", info.tfla_version.c_str());
+    std::printf("tfla %s (C ABI %d)\n", info.tfla_version.c_str(), TFLA_ABI_VERSION);
     if (info.nvrtc_error.empty()) {
       std::printf("  NVRTC          %d.%d: %s\n", info.nvrtc_major, info.nvrtc_minor, info.nvrtc_path.c_str());
       std::printf("                 found by: %s\n", info.nvrtc_found_by.c_str());

@@ -99,7 +99,7 @@ const char* tfla_last_error(void);
 const char* tfla_version(void);
 
 /* runtime_info() as a JSON object, written to buf (NUL-terminated; *needed gets the length + 1):
- * tfla_version, nvrtc_loaded, nvrtc_version, nvrtc_path, nvrtc_found_by, nvrtc_builtins_path,
+ * tfla_version, abi_version, nvrtc_loaded, nvrtc_version, nvrtc_path, nvrtc_found_by, nvrtc_builtins_path,
  * nvrtc_error, driver_loaded, driver_version, driver_error, devices (one object per device).
  * Needs no driver or NVRTC: what is missing is reported in the *_error fields. */
 tfla_status tfla_runtime_info(char* buf, size_t buf_bytes, size_t* needed);

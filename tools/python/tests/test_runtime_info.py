@@ -53,6 +53,7 @@ def info():
 
 def test_runtime_info_reports_library_nvrtc_and_driver(info):
     assert info["tfla_version"] == tfla.library_version()
+    assert info["abi_version"] == _library.ABI_VERSION
     assert os.path.samefile(info["library_path"], tfla.library_path())
     if info["nvrtc_loaded"]:
         assert os.path.isfile(info["nvrtc_path"]) and os.path.isfile(info["nvrtc_builtins_path"])
