@@ -220,10 +220,11 @@ __device__ __forceinline__ void load_acc(typename G::Acc& acc, const float* src,
 }
 
 // dst[row * ld + col] = acc * row_scale(row) in dtype TS, for rows < rows_valid. 16-bit types
-// with a warp tile of 32 columns or more: each lane writes 16 bytes (8 columns) per store, its
-// quad's column pairs gathered by quad_transpose (all lanes shuffle; the row check guards only
-// the store and row_scale), so the dst row offset and ld must keep 16-byte alignment. Else pairs
-// of adjacent columns are written together (4 bytes for 16-bit types, 8 for fp32).
+// with a warp tile a multiple of 32 columns wide: each lane writes 16 bytes (8 columns) per
+// store, its quad's column pairs gathered by quad_transpose (all lanes shuffle; the row check
+// guards only the store and row_scale), so the dst row offset and ld must keep 16-byte
+// alignment. Else pairs of adjacent columns are written together (4 bytes for 16-bit types, 8
+// for fp32).
 template <class TS, class G, class RowScale>
 __device__ __forceinline__ void store_acc(const typename G::Acc& acc, TS* dst, i64 ld, int rows_valid,
                                           int warp_m, int warp_n, int lane, RowScale row_scale) {
