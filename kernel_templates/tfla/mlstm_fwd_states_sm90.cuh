@@ -117,35 +117,52 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   const int c_first = summary ? c_end : c_begin;
   float g_next = c_first < c_end ? cg[c_first] : 0.f;
   float umax_next = EXP && c_first < c_end ? cu[c_first] : 0.f;
-#pragma unroll 1
-  for (int c = c_first; c < c_end; ++c) {
-    const float g_c = g_next, umax_c = umax_next;
+  // Entering chunk c the state is published, then decayed. open_chunk(c) fixes the chunk's
+  // stabilizer and decay, publishes the entering n and m, decays n and scales the chunk's first
+  // sub-block: for c > c_first while chunk c - 1's last group is still in flight. The drain, the
+  // state's store and its decay then come between that and the sub-block's wgmma (with no group
+  // in flight across the loop's back edge, where the compiler's copies of X would serialize the
+  // wgmma).
+  float g_c = 0.f, m_new = 0.f, decay = 1.f;
+  float w[kRows];
+  auto open_chunk = [&](int c) {
+    g_c = g_next;
+    const float umax_c = umax_next;
     if (c + 1 < c_end) {
       g_next = cg[c + 1];
       if (EXP) umax_next = cu[c + 1];
     }
-    // Entering chunk c: the state is published, then decayed.
-    walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
+    m_new = EXP ? fmaxf(g_c + m_prev, g_c + umax_c) : 0.f;
+    decay = __expf(g_c + m_prev - m_new);
     if (own_n) walk.colsum_store(npart, p.states_n + (static_cast<long long>(bh) * NC + c) * DQK);
     if (lead) m_dst[static_cast<long long>(bh) * (NC + 1) + c] = m_prev;
-    const float m_new = EXP ? fmaxf(g_c + m_prev, g_c + umax_c) : 0.f;
-    const float decay = __expf(g_c + m_prev - m_new);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) npart[e] *= decay;
+    m_prev = m_new;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) w[i] = __expf(g_c + u_next[i] - m_new);
+    load_u((c - c_begin) * kNSub + 1);
+    if (own_n) walk.template prepare<true>(w, npart);
+    else walk.template prepare<false>(w, npart);
+  };
+  if (c_first < c_end) open_chunk(c_first);
+#pragma unroll 1
+  for (int c = c_first; c < c_end; ++c) {
+    walk.store_acc(acc, static_cast<T*>(p.states_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
 #pragma unroll
     for (int mb = 0; mb < Walk::kMB; ++mb)
 #pragma unroll
       for (int i = 0; i < Walk::kAcc; ++i) acc[mb][i] *= decay;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) npart[e] *= decay;
-    m_prev = m_new;
+    walk.issue(acc);
 #pragma unroll 1
-    for (int sub = 0; sub < kNSub; ++sub) {
-      float w[kRows];
+    for (int sub = 1; sub < kNSub; ++sub) {
 #pragma unroll
       for (int i = 0; i < kRows; ++i) w[i] = __expf(g_c + u_next[i] - m_new);
       load_u((c - c_begin) * kNSub + sub + 1);
       if (own_n) walk.template step<true>(acc, w, npart);
       else walk.template step<false>(acc, w, npart);
     }
+    if (c + 1 < c_end) open_chunk(c + 1);
     walk.drain(acc);
   }
   if (nseg > 1) {  // this segment's end state, for the fix kernel

@@ -202,6 +202,13 @@ struct StateWalkSm90 {
   // sub-block's group completes here and its slot is freed.
   template <bool SUMS>
   __device__ void step(float (&acc)[kMB][kAcc], const float (&w)[kRows], float (&part)[8]) {
+    prepare<SUMS>(w, part);
+    issue(acc);
+  }
+  // step's first half: wait for the next sub-block and scale it. It touches no accumulator, so it
+  // may run while the previous group is still in flight, before a drain.
+  template <bool SUMS>
+  __device__ void prepare(const float (&w)[kRows], float (&part)[8]) {
     using namespace sm90;
     mbar_wait(&full()[pos.slot], pos.phase);
     char* slot = ring + pos.slot * kSlotBytes;
@@ -231,7 +238,16 @@ struct StateWalkSm90 {
       *q = make_uint4(wd[0], wd[1], wd[2], wd[3]);
     }
     fence_proxy_async();
+  }
+  // step's second half: X += (A * w)^T B for the prepared sub-block. The previous group
+  // completes here and its slot is freed.
+  __device__ void issue(float (&acc)[kMB][kAcc]) {
+    using namespace sm90;
+    // the caller's writes of X (a decay) stay before the pipeline stage opened below
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb) reg_fence(acc[mb]);
     named_bar_sync(1 + cw(), 128);
+    char* slot = ring + pos.slot * kSlotBytes;
     const u32 abase = smem_u32(slot), bbase = smem_u32(slot + kABytes);
     // the warpgroup through a shuffle: warp-uniform to the compiler, so the descriptors are built
     // in uniform registers

@@ -533,6 +533,27 @@ TEST_CASE("the sm90 engine over its edge cases", "[gpu][ops][sm90]") {
   }
 }
 
+TEST_CASE("the sm90 three-kernel forward's state walk on small shapes (run under compute-sanitizer)",
+          "[gpu][ops][walk_small]") {
+  // The walk scales each chunk's first sub-block (and sums n) while the previous chunk's last
+  // wgmma group is in flight: Dqk 128 and 256 (one or two m64 blocks per consumer warpgroup), 64
+  // and 128 state columns per CTA, a split walk, a saved buffer read back by the backward, both
+  // variants and dtypes.
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  uint64_t seed = 9650;
+  for (const auto& [c, seg] : std::vector<std::pair<Case, int>>{
+           {{false, CW, E, true, bf, 1, 2, 300, 128, 128, 128, kInit | kLast}, 0},
+           {{false, CW, G, true, hf, 1, 1, 200, 256, 256, 64, kLast}, 0},
+           {{false, CW, G, false, bf, 1, 1, 700, 128, 128, 256, kInit | kLast | kExtreme}, 3},
+           {{true, CW, E, true, bf, 1, 1, 130, 128, 256, 128, kSaved | kInit | kLast}, 0},
+       }) {
+    Case x = c;
+    x.engine = 1;
+    x.seg = seg;
+    run_case(x, seed++);
+  }
+}
+
 TEST_CASE("the fused sm90 forward matches the reference", "[gpu][ops][sm90][fused]") {
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
   uint64_t seed = 9700;
