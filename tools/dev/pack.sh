@@ -11,10 +11,12 @@ dest="${2:?usage: tools/dev/pack.sh BUILD_DIR DEST_DIR}"
 rm -rf "$dest"
 mkdir -p "$dest/lib" "$dest/bin"
 cp -a "$build"/src/libtfla.so* "$dest/lib/"
+# the XLA FFI handlers (tfla.jax), where the build made them
+[ -f "$build/src/libtfla_jax.so" ] && cp "$build/src/libtfla_jax.so" "$dest/lib/"
 cp "$build/tools/tfla" "$dest/bin/"
 for t in "$build"/tests/gpu/test_gpu_*; do
   [ -x "$t" ] && [ -f "$t" ] && cp "$t" "$dest/bin/"
 done
-find "$dest" -type f \( -name 'tfla' -o -name 'test_gpu_*' -o -name 'libtfla.so*' \) \
+find "$dest" -type f \( -name 'tfla' -o -name 'test_gpu_*' -o -name 'libtfla*.so*' \) \
   -exec strip --strip-debug {} +
 du -sh "$dest"

@@ -46,6 +46,29 @@ def parse_config(text):
     return out
 
 
+def chunk_configs(chunk_size, config, backward_config):
+    """Forward and backward config texts: chunk_size pins "chunk" unless a config sets it;
+    the backward follows the forward's pinned chunk."""
+    fwd = parse_config(config_text(config))
+    bwd = parse_config(config_text(backward_config))
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+            raise TflaArgumentError(f"chunk_size must be an int or None, got {chunk_size!r}")
+        fwd.setdefault("chunk", chunk_size)
+    if "chunk" in fwd:
+        bwd.setdefault("chunk", fwd["chunk"])
+    return config_text(fwd), config_text(bwd)
+
+
+def saved_backward_config(plan, fwd_config, bwd_config):
+    """The backward's config when it reads the forward's saved states: those are laid out by
+    the forward's chunk, so the backward must use it."""
+    chunk = kernel_config(plan, "fwd", fwd_config)["chunk"]
+    if kernel_config(plan, "bwd", bwd_config).get("chunk") != chunk:
+        return f"chunk={chunk}"
+    return bwd_config
+
+
 def _bytes(text):
     return text.encode() if text is not None else None
 

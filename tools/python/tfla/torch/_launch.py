@@ -19,7 +19,6 @@ import torch
 
 from .. import _binding
 from .._checks import check_forward
-from .._errors import TflaArgumentError
 from .._prepared import PreparedBackward, PreparedForward
 from ._runtime import PerThreadCache, current_device, current_stream, info, like, sig, tensor_guard
 
@@ -44,18 +43,7 @@ class Options(NamedTuple):
     recompute: bool  # True: never keep the forward's states for the backward
 
 
-def configs(chunk_size, config, backward_config):
-    """Forward and backward config texts: chunk_size pins "chunk" unless a config sets it;
-    the backward follows the forward's pinned chunk."""
-    fwd = _binding.parse_config(_binding.config_text(config))
-    bwd = _binding.parse_config(_binding.config_text(backward_config))
-    if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise TflaArgumentError(f"chunk_size must be an int or None, got {chunk_size!r}")
-        fwd.setdefault("chunk", chunk_size)
-    if "chunk" in fwd:
-        bwd.setdefault("chunk", fwd["chunk"])
-    return _binding.config_text(fwd), _binding.config_text(bwd)
+configs = _binding.chunk_configs
 
 
 # ---- sizes, memoized per shape and config (the library's lookups are memoized per process too)
@@ -81,10 +69,7 @@ def sizes(plan, opts, keep):
         out = (_binding.forward_workspace_size(plan, opts.fwd_config), bwd_cfg,
                _binding.backward_workspace_size(plan, bwd_cfg), 0)
     else:
-        chunk = _binding.kernel_config(plan, "fwd", opts.fwd_config)["chunk"]
-        if _binding.kernel_config(plan, "bwd", bwd_cfg).get("chunk") != chunk:
-            # the saved states are laid out by the forward's chunk: the backward must use it
-            bwd_cfg = f"chunk={chunk}"
+        bwd_cfg = _binding.saved_backward_config(plan, opts.fwd_config, bwd_cfg)
         out = (_binding.saved_size(plan, opts.fwd_config), bwd_cfg,
                _binding.backward_workspace_size(plan, bwd_cfg, saved=True),
                _binding.forward_workspace_size(plan, opts.fwd_config, saved=True))

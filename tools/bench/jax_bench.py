@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""tfla through JAX (tfla.jax, XLA FFI) beside tfla through PyTorch and jax-linear-attention's
+Mosaic GPU mLSTM, in one process on one GPU: forward and forward + backward times (ms, the
+median of --samples timings of --reps calls each), TFLOP/s of tfla's, peak device memory of the
+JAX calls and the ratios.
+
+usage: tools/bench/jax_bench.py [--seqs 1024,8192,65536] [--tokens 65536] [--nh 8] [--dqk 256]
+                                [--dv 512] [--reps 10] [--samples 5] [--no-torch] [--no-jla]
+B = tokens / S. mLSTMexp with its normalizer in all three (jax-linear-attention's mlstm: the
+same cell with the log forget gate as g), bf16 inputs, float32 gates. The loss of the
+backward is sum(h * w) with a fixed random w of h's dtype (one extra elementwise kernel in each).
+jax-linear-attention runs where `import jla` works (its wheel unpacked on PYTHONPATH).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave room for torch
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "tools", "python"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def flops(B, NH, S, Dqk, Dv, chunk=64):
+    """The chunkwise forward's matmul FLOPs (states, intra-chunk scores and outputs)."""
+    tokens = B * NH * S
+    return 2 * tokens * (2 * Dqk * Dv + chunk * (Dqk + Dv))
+
+
+def time_jax(fn, args, reps, samples):
+    out = fn(*args)
+    jax.block_until_ready(out)
+    ts = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        ts.append((time.perf_counter() - t0) / reps * 1e3)
+    return statistics.median(ts)
+
+
+def peak_jax_bytes():
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use", 0)
+
+
+def time_torch(torch, fn, reps, samples):
+    fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(samples):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(reps):
+            fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) / reps)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seqs", default="1024,8192,65536")
+    ap.add_argument("--tokens", type=int, default=65536)
+    ap.add_argument("--nh", type=int, default=8)
+    ap.add_argument("--dqk", type=int, default=256)
+    ap.add_argument("--dv", type=int, default=512)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-jla", action="store_true")
+    a = ap.parse_args()
+    try:
+        seqs = [int(s) for s in a.seqs.split(",")]
+    except ValueError:
+        ap.error(f"--seqs must be a comma-separated list of ints, got {a.seqs!r}")
+    if jax.default_backend() != "gpu":
+        print("jax_bench: JAX has no GPU on this machine; nothing to time", file=sys.stderr)
+        return 3
+    import tfla.jax as tj
+
+    torch = tmlstm = None
+    if not a.no_torch:
+        try:
+            import torch
+            from tfla.torch import mlstm_chunkwise as tmlstm
+        except ImportError as e:
+            print(f"(no torch: {e})")
+    jla = None
+    if not a.no_jla:
+        try:
+            from jla.ops.mosaic_gpu import mlstm as jla
+        except ImportError as e:
+            print(f"(no jax-linear-attention: {e})")
+
+    print(f"{'S':>6} {'B':>3} {'pass':>5} {'tfla.jax ms':>11} {'TFLOP/s':>8} {'peak GB':>8} "
+          f"{'tfla.torch':>10} {'jax/torch':>9} {'jla ms':>8} {'jla/jax':>8}")
+    for S in seqs:
+        B = max(1, a.tokens // S)
+        rng = np.random.default_rng(S)
+        shp = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+        q, k = jnp.asarray(shp(B, a.nh, S, a.dqk), jnp.bfloat16), jnp.asarray(shp(B, a.nh, S, a.dqk), jnp.bfloat16)
+        v = jnp.asarray(shp(B, a.nh, S, a.dv), jnp.bfloat16)
+        i, f = jnp.asarray(shp(B, a.nh, S)), jnp.asarray(3.0 + shp(B, a.nh, S))
+        w = jnp.asarray(shp(B, a.nh, S, a.dv), jnp.bfloat16)
+        fwd = jax.jit(lambda q, k, v, i, f: tj.mlstm_chunkwise(q, k, v, i, f))
+
+        def loss(q, k, v, i, f):
+            return jnp.sum((tj.mlstm_chunkwise(q, k, v, i, f) * w).astype(jnp.float32))
+        fwbw = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
+        rows = {}
+        for name, fn in (("fwd", fwd), ("fwbw", fwbw)):
+            rows[name] = [time_jax(fn, (q, k, v, i, f), a.reps, a.samples), peak_jax_bytes() / 1e9]
+        if tmlstm is not None:
+            tq, tk, tv = (torch.from_dlpack(x).requires_grad_(True) for x in (q, k, v))
+            ti, tf = (torch.from_dlpack(x).requires_grad_(True) for x in (i, f))
+            tw = torch.from_dlpack(w)
+            with torch.no_grad():
+                rows["fwd"].append(time_torch(torch, lambda: tmlstm(tq, tk, tv, ti, tf), a.reps, a.samples))
+
+            def torch_fwbw():
+                (tmlstm(tq, tk, tv, ti, tf) * tw).float().sum().backward()
+            rows["fwbw"].append(time_torch(torch, torch_fwbw, a.reps, a.samples))
+        if jla is not None:
+            tr = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  (B, NH, S, D) -> (B, S, NH, D)
+            jq, jk, jv, jw = tr(q), tr(k), tr(v), tr(w)
+            jg, ji = jnp.swapaxes(jax.nn.log_sigmoid(f), 1, 2), jnp.swapaxes(i, 1, 2)
+            jfwd = jax.jit(lambda q, k, v, g, i: jla.mlstm(q, k, v, g, i)[0])
+
+            def jloss(q, k, v, g, i):
+                return jnp.sum((jla.mlstm(q, k, v, g, i)[0] * jw).astype(jnp.float32))
+            jfwbw = jax.jit(jax.grad(jloss, argnums=(0, 1, 2, 3, 4)))
+            for name, fn in (("fwd", jfwd), ("fwbw", jfwbw)):
+                try:
+                    rows[name].append(("jla", time_jax(fn, (jq, jk, jv, jg, ji), a.reps, a.samples)))
+                except Exception as e:  # noqa: BLE001  (a peer's failure is reported, not fatal)
+                    print(f"(jax-linear-attention {name} at S={S} failed: {type(e).__name__}: {str(e)[:200]})")
+        fl = flops(B, a.nh, S, a.dqk, a.dv)
+        for name in ("fwd", "fwbw"):
+            r = rows[name]
+            ms, peak = r[0], r[1]
+            tflops = fl * (1 if name == "fwd" else 3) / (ms * 1e-3) / 1e12
+            t_ms = next((x for x in r[2:] if not isinstance(x, tuple)), None)
+            j_ms = next((x[1] for x in r[2:] if isinstance(x, tuple)), None)
+            print(f"{S:>6} {B:>3} {name:>5} {ms:>11.3f} {tflops:>8.1f} {peak:>8.2f} "
+                  f"{(f'{t_ms:.3f}' if t_ms else '-'):>10} {(f'{ms / t_ms:.3f}' if t_ms else '-'):>9} "
+                  f"{(f'{j_ms:.3f}' if j_ms else '-'):>8} {(f'{j_ms / ms:.2f}x' if j_ms else '-'):>8}")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
