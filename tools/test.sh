@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds tfla and runs every test: unit (CPU), nvrtc (compiles the kernel templates with NVRTC,
 # no GPU) and gpu (reported as skipped by ctest where no GPU is present), the Python binding's
-# tests, then two packaging checks: `pip install ./tools/python` in a fresh venv
-# (tools/check_pip_install.sh) and the tests built against Catch2 3 (tools/check_catch2_v3.sh).
+# tests, then three packaging checks: `pip install ./tools/python` in a fresh venv
+# (tools/check_pip_install.sh), the tests built against Catch2 3 (tools/check_catch2_v3.sh) and
+# tfla.jax with JAX from PyPI (tools/check_jax.sh).
 # Installs the build dependencies from Debian's packages first, so it works on a fresh machine.
 #
 # usage: bash tools/test.sh [BUILD_DIR]          (default: build)
@@ -102,9 +103,10 @@ tfla_reachable() {
 tfla_packaging_checks() {
   local build="$1" mode="${TFLA_PACKAGING_CHECKS:-1}" name script url
   [[ "$mode" == 0 ]] && { echo "== packaging checks skipped (TFLA_PACKAGING_CHECKS=0)"; return; }
-  for name in pip catch2v3; do
+  for name in pip catch2v3 jax; do
     case "$name" in
       pip) script=tools/check_pip_install.sh url=https://pypi.org/simple/scikit-build-core/ ;;
+      jax) script=tools/check_jax.sh url=https://pypi.org/simple/jax/ ;;
       catch2v3) script=tools/check_catch2_v3.sh url=https://deb.debian.org/debian/ ;;
     esac
     if ! tfla_reachable "$url"; then

@@ -8,11 +8,11 @@ under the conditioned measure."""
 import math
 import random
 
-import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
+np = pytest.importorskip("numpy")
 if jax.default_backend() != "gpu":
     pytest.skip("JAX has no GPU here", allow_module_level=True)
 
