@@ -16,7 +16,9 @@
 //            rets h, C, n, m (new states)
 // Attributes: variant (0 exp, 1 sig), normalize, eps, scale (0 = 1/sqrt(Dqk)), config
 // ("key=value,..." or ""), and the flags above (int64, 0 or 1).
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -62,6 +64,39 @@ std::string dims_text(const ffi::AnyBuffer& b) {
   const auto d = b.dimensions();
   for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
   return s + ")";
+}
+
+const char* type_name(ffi::DataType t) {
+  switch (t) {
+    case ffi::DataType::BF16: return "bfloat16";
+    case ffi::DataType::F16: return "float16";
+    case ffi::DataType::F32: return "float32";
+    case ffi::DataType::U8: return "uint8";
+    default: return "another element type";
+  }
+}
+
+// Whether b has element type t and dimensions want (or, where alt is not empty, alt); else an
+// error naming the buffer.
+ffi::Error check_buffer(const ffi::AnyBuffer& b, const char* name, ffi::DataType t, std::initializer_list<int64_t> want,
+                        std::initializer_list<int64_t> alt = {}) {
+  const auto d = b.dimensions();
+  auto same = [&](std::initializer_list<int64_t> w) {
+    return w.size() == d.size() && std::equal(w.begin(), w.end(), d.begin());
+  };
+  if (b.element_type() != t || !(same(want) || (alt.size() && same(alt)))) {
+    std::string w = "(";
+    for (int64_t x : want) w += (w.size() > 1 ? ", " : "") + std::to_string(x);
+    return invalid(std::string(name) + " is " + dims_text(b) + " " + type_name(b.element_type()) + "; expected " + w +
+                   ") " + type_name(t));
+  }
+  return ffi::Error::Success();
+}
+// A uint8 buffer (the saved states, the workspace).
+ffi::Error check_bytes(const ffi::AnyBuffer& b, const char* name) {
+  if (b.element_type() != ffi::DataType::U8 || b.dimensions().size() != 1)
+    return invalid(std::string(name) + " must be a 1-D uint8 buffer; got " + dims_text(b));
+  return ffi::Error::Success();
 }
 
 // Checks q, k, v, i, f and fills the problem: ranks, matching dims, dtypes. The library checks
@@ -123,6 +158,11 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
                    int64_t has_initial, int64_t want_last, int64_t keep) {
   tfla_problem p;
   if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure()) return e;
+  const int64_t B = p.B, NH = p.NH, S = p.S, Dqk = p.Dqk, Dv = p.Dv;
+  const auto F32 = ffi::DataType::F32;
+  for (ffi::Error e : {check_buffer(*h, "h", q.element_type(), {B, NH, S, Dv}), check_buffer(*norm, "norm", F32, {B, NH, S}),
+                       check_buffer(*m, "m", F32, {B, NH, S})})
+    if (e.failure()) return e;
   tfla_forward_tensors t{};
   t.q = q.untyped_data();
   t.k = k.untyped_data();
@@ -138,6 +178,9 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
     if (C0.has_error()) return C0.error();
     if (n0.has_error()) return n0.error();
     if (m0.has_error()) return m0.error();
+    for (ffi::Error e : {check_buffer(*C0, "C0", F32, {B, NH, Dqk, Dv}), check_buffer(*n0, "n0", F32, {B, NH, Dqk}),
+                         check_buffer(*m0, "m0", F32, {B, NH, 1}, {B, NH})})
+      if (e.failure()) return e;
     t.C0 = f32(*C0);
     t.n0 = f32(*n0);
     t.m0 = f32(*m0);
@@ -149,6 +192,9 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
     if (Cl.has_error()) return Cl.error();
     if (nl.has_error()) return nl.error();
     if (ml.has_error()) return ml.error();
+    for (ffi::Error e : {check_buffer(**Cl, "C_last", F32, {B, NH, Dqk, Dv}), check_buffer(**nl, "n_last", F32, {B, NH, Dqk}),
+                         check_buffer(**ml, "m_last", F32, {B, NH, 1}, {B, NH})})
+      if (e.failure()) return e;
     t.C_last = f32(**Cl);
     t.n_last = f32(**nl);
     t.m_last = f32(**ml);
@@ -157,11 +203,13 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
   if (keep) {
     auto saved = ret(more, r++, "saved");
     if (saved.has_error()) return saved.error();
+    if (ffi::Error e = check_bytes(**saved, "saved"); e.failure()) return e;
     t.saved = (*saved)->untyped_data();
     t.saved_bytes = (*saved)->size_bytes();
   }
   auto ws = ret(more, r, "workspace");
   if (ws.has_error()) return ws.error();
+  if (ffi::Error e = check_bytes(**ws, "workspace"); e.failure()) return e;
   std::string cfg_holder;
   return from_status(tfla_mlstm_forward(&p, &t, stream, (*ws)->untyped_data(), (*ws)->size_bytes(),
                                         config_or_null(config, cfg_holder)),
@@ -176,6 +224,14 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
                     std::string_view config, int64_t has_initial, int64_t has_dc_last, int64_t has_saved) {
   tfla_problem p;
   if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure()) return e;
+  const int64_t B = p.B, NH = p.NH, S = p.S, Dqk = p.Dqk, Dv = p.Dv;
+  const auto F32 = ffi::DataType::F32;
+  const ffi::DataType T = q.element_type(), G = i.element_type();
+  for (ffi::Error e : {check_buffer(norm, "norm", F32, {B, NH, S}), check_buffer(dh, "dh", T, {B, NH, S, Dv}),
+                       check_buffer(*dq, "dq", T, {B, NH, S, Dqk}), check_buffer(*dk, "dk", T, {B, NH, S, Dqk}),
+                       check_buffer(*dv, "dv", T, {B, NH, S, Dv}), check_buffer(*di, "di", G, {B, NH, S}),
+                       check_buffer(*df, "df", G, {B, NH, S})})
+    if (e.failure()) return e;
   tfla_backward_tensors t{};
   t.q = q.untyped_data();
   t.k = k.untyped_data();
@@ -198,6 +254,10 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
     if (n0.has_error()) return n0.error();
     if (m0.has_error()) return m0.error();
     if (dC0.has_error()) return dC0.error();
+    for (ffi::Error e : {check_buffer(*C0, "C0", F32, {B, NH, Dqk, Dv}), check_buffer(*n0, "n0", F32, {B, NH, Dqk}),
+                         check_buffer(*m0, "m0", F32, {B, NH, 1}, {B, NH}),
+                         check_buffer(**dC0, "dC0", F32, {B, NH, Dqk, Dv})})
+      if (e.failure()) return e;
     t.C0 = f32(*C0);
     t.n0 = f32(*n0);
     t.m0 = f32(*m0);
@@ -207,16 +267,19 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
   if (has_dc_last) {
     auto dCl = arg<ffi::AnyBuffer>(rest, a++, "dC_last");
     if (dCl.has_error()) return dCl.error();
+    if (ffi::Error e = check_buffer(*dCl, "dC_last", F32, {B, NH, Dqk, Dv}); e.failure()) return e;
     t.dC_last = f32(*dCl);
   }
   if (has_saved) {
     auto saved = arg<ffi::AnyBuffer>(rest, a++, "saved");
     if (saved.has_error()) return saved.error();
+    if (ffi::Error e = check_bytes(*saved, "saved"); e.failure()) return e;
     t.saved = saved->untyped_data();
     t.saved_bytes = saved->size_bytes();
   }
   auto ws = ret(more, r, "workspace");
   if (ws.has_error()) return ws.error();
+  if (ffi::Error e = check_bytes(**ws, "workspace"); e.failure()) return e;
   std::string cfg_holder;
   return from_status(tfla_mlstm_backward(&p, &t, stream, (*ws)->untyped_data(), (*ws)->size_bytes(),
                                          config_or_null(config, cfg_holder)),
@@ -230,6 +293,15 @@ ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer
                 std::string_view config) {
   tfla_problem p;
   if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure()) return e;
+  const int64_t B = p.B, NH = p.NH, T = p.S, Dqk = p.Dqk, Dv = p.Dv;
+  const auto F32 = ffi::DataType::F32;
+  for (ffi::Error e : {check_buffer(C, "C", F32, {B, NH, Dqk, Dv}), check_buffer(n, "n", F32, {B, NH, Dqk}),
+                       check_buffer(m, "m", F32, {B, NH, 1}, {B, NH}),
+                       check_buffer(*h, "h", q.element_type(), {B, NH, T, Dv}),
+                       check_buffer(*C_new, "C (new)", F32, {B, NH, Dqk, Dv}),
+                       check_buffer(*n_new, "n (new)", F32, {B, NH, Dqk}),
+                       check_buffer(*m_new, "m (new)", F32, {B, NH, 1}, {B, NH})})
+    if (e.failure()) return e;
   tfla_step_tensors t{};
   t.q = q.untyped_data();
   t.k = k.untyped_data();
