@@ -7,7 +7,8 @@ JAX calls and the ratios.
 usage: tools/bench/jax_bench.py [--seqs 1024,8192,65536] [--tokens 65536] [--nh 8] [--dqk 256]
                                 [--dv 512] [--reps 10] [--samples 5] [--no-torch] [--no-jla]
 B = tokens / S. mLSTMexp with its normalizer in all three (jax-linear-attention's mlstm: the
-same cell with the log forget gate as g), bf16 inputs, float32 gates. The loss of the
+same cell with the log forget gate as g), bf16 inputs, float32 gates; tfla through both bindings
+with the library's config (chunk_size=None: tfla.torch's default pins chunk 128). The loss of the
 backward is sum(h * w) with a fixed random w of h's dtype (one extra elementwise kernel in each).
 jax-linear-attention runs where `import jla` works (its wheel unpacked on PYTHONPATH).
 """
@@ -123,10 +124,11 @@ def main():
             ti, tf = (torch.from_dlpack(x).requires_grad_(True) for x in (i, f))
             tw = torch.from_dlpack(w)
             with torch.no_grad():
-                rows["fwd"].append(time_torch(torch, lambda: tmlstm(tq, tk, tv, ti, tf), a.reps, a.samples))
+                rows["fwd"].append(time_torch(torch, lambda: tmlstm(tq, tk, tv, ti, tf, chunk_size=None), a.reps,
+                                              a.samples))
 
             def torch_fwbw():
-                (tmlstm(tq, tk, tv, ti, tf) * tw).float().sum().backward()
+                (tmlstm(tq, tk, tv, ti, tf, chunk_size=None) * tw).float().sum().backward()
             rows["fwbw"].append(time_torch(torch, torch_fwbw, a.reps, a.samples))
         if jla is not None:
             tr = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  (B, NH, S, D) -> (B, S, NH, D)
