@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tfla.jax without a GPU, as CI runs it: JAX (CPU) from PyPI in a venv, libtfla_jax built in the
 # main build folder against that jaxlib's XLA FFI headers (cmake -DTFLA_JAX=ON
-# -DTFLA_JAX_PYTHON=...), then tools/python/tests/test_jax_cpu.py with that Python: the module
-# imports, the FFI targets register, argument errors are named. (test_jax_gpu.py needs JAX with
+# -DTFLA_JAX_PYTHON=...), then its handlers called with hand-made buffers (test_jax_ffi) and
+# tools/python/tests/test_jax_cpu.py with that Python: the module imports, the FFI targets
+# register, argument errors are named. (test_jax_gpu.py needs JAX with
 # CUDA and a GPU; it skips here.)
 #
 # usage: bash tools/check_jax.sh [VENV_DIR]     (default: build-jax; kept between runs)
@@ -24,7 +25,9 @@ echo "== tfla.jax: pip install ${TFLA_JAX_SPEC:-jax} pytest"
 "$py" -m pip install -q "${TFLA_JAX_SPEC:-jax}" pytest
 echo "== tfla.jax: build libtfla_jax in $build ($("$py" -c 'import jax; print("jax", jax.__version__)'))"
 cmake -S . -B "$build" -DTFLA_JAX=ON "-DTFLA_JAX_PYTHON=$py" >/dev/null
-cmake --build "$build" --target tfla_jax
+cmake --build "$build" --target tfla_jax test_jax_ffi
+echo "== tfla.jax: the handlers with hand-made buffers (tests/unit/test_jax_ffi.cpp)"
+"$build/tests/unit/test_jax_ffi"
 echo "== tfla.jax: tools/python/tests/test_jax_cpu.py"
 TFLA_LIBRARY="$PWD/$build/src/libtfla.so" "$py" -m pytest -q -p no:cacheprovider tools/python/tests/test_jax_cpu.py
 echo "== tools/check_jax.sh passed in $((SECONDS - start)) s"

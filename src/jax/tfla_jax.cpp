@@ -22,8 +22,9 @@
 #include <string>
 #include <string_view>
 
+#include "tfla_jax.hpp"
+
 #include "tfla/tfla.h"
-#include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
@@ -150,6 +151,10 @@ ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> ret(const ffi::RemainingRets& rest, si
 
 // fp32 pointer of an optional state buffer
 float* f32(const ffi::AnyBuffer& b) { return static_cast<float*>(b.untyped_data()); }
+
+}  // namespace
+
+namespace tfla::jax_ffi {
 
 ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                    ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::RemainingArgs states, ffi::Result<ffi::AnyBuffer> h,
@@ -320,9 +325,9 @@ ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer
   return from_status(tfla_mlstm_step(&p, &t, stream, config_or_null(config, cfg_holder)), "step");
 }
 
-}  // namespace
+}  // namespace tfla::jax_ffi
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_forward, Forward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_forward, tfla::jax_ffi::Forward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<void*>>()
                                   .Arg<ffi::AnyBuffer>()  // q
@@ -344,7 +349,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_forward, Forward,
                                   .Attr<int64_t>("want_last")
                                   .Attr<int64_t>("keep"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_backward, Backward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_backward, tfla::jax_ffi::Backward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<void*>>()
                                   .Arg<ffi::AnyBuffer>()  // q
@@ -370,7 +375,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_backward, Backward,
                                   .Attr<int64_t>("has_dc_last")
                                   .Attr<int64_t>("has_saved"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_step, Step,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_step, tfla::jax_ffi::Step,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<void*>>()
                                   .Arg<ffi::AnyBuffer>()  // q
