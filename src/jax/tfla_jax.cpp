@@ -21,6 +21,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "tfla_jax.hpp"
 
@@ -327,74 +328,64 @@ ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer
 
 }  // namespace tfla::jax_ffi
 
+namespace {
+// XLA's stream and q, k, v, i, f: what every handler takes first.
+auto stream_and_inputs() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::PlatformStream<void*>>()
+      .Arg<ffi::AnyBuffer>()   // q
+      .Arg<ffi::AnyBuffer>()   // k
+      .Arg<ffi::AnyBuffer>()   // v
+      .Arg<ffi::AnyBuffer>()   // i
+      .Arg<ffi::AnyBuffer>();  // f
+}
+// The attributes every handler takes after its buffers: the problem's options and the config.
+template <class Binding>
+auto with_options(Binding b) {
+  return std::move(b)
+      .template Attr<int64_t>("variant")
+      .template Attr<int64_t>("normalize")
+      .template Attr<float>("eps")
+      .template Attr<float>("scale")
+      .template Attr<std::string_view>("config");
+}
+}  // namespace
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_forward, tfla::jax_ffi::Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<void*>>()
-                                  .Arg<ffi::AnyBuffer>()  // q
-                                  .Arg<ffi::AnyBuffer>()  // k
-                                  .Arg<ffi::AnyBuffer>()  // v
-                                  .Arg<ffi::AnyBuffer>()  // i
-                                  .Arg<ffi::AnyBuffer>()  // f
-                                  .RemainingArgs()        // C0, n0, m0
-                                  .Ret<ffi::AnyBuffer>()  // h
-                                  .Ret<ffi::AnyBuffer>()  // norm
-                                  .Ret<ffi::AnyBuffer>()  // m
-                                  .RemainingRets()        // C_last, n_last, m_last; saved; workspace
-                                  .Attr<int64_t>("variant")
-                                  .Attr<int64_t>("normalize")
-                                  .Attr<float>("eps")
-                                  .Attr<float>("scale")
-                                  .Attr<std::string_view>("config")
+                              with_options(stream_and_inputs()
+                                               .RemainingArgs()        // C0, n0, m0
+                                               .Ret<ffi::AnyBuffer>()  // h
+                                               .Ret<ffi::AnyBuffer>()  // norm
+                                               .Ret<ffi::AnyBuffer>()  // m
+                                               .RemainingRets())       // C_last, n_last, m_last; saved; workspace
                                   .Attr<int64_t>("has_initial")
                                   .Attr<int64_t>("want_last")
                                   .Attr<int64_t>("keep"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_backward, tfla::jax_ffi::Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<void*>>()
-                                  .Arg<ffi::AnyBuffer>()  // q
-                                  .Arg<ffi::AnyBuffer>()  // k
-                                  .Arg<ffi::AnyBuffer>()  // v
-                                  .Arg<ffi::AnyBuffer>()  // i
-                                  .Arg<ffi::AnyBuffer>()  // f
-                                  .Arg<ffi::AnyBuffer>()  // norm
-                                  .Arg<ffi::AnyBuffer>()  // dh
-                                  .RemainingArgs()        // C0, n0, m0; dC_last; saved
-                                  .Ret<ffi::AnyBuffer>()  // dq
-                                  .Ret<ffi::AnyBuffer>()  // dk
-                                  .Ret<ffi::AnyBuffer>()  // dv
-                                  .Ret<ffi::AnyBuffer>()  // di
-                                  .Ret<ffi::AnyBuffer>()  // df
-                                  .RemainingRets()        // dC0; workspace
-                                  .Attr<int64_t>("variant")
-                                  .Attr<int64_t>("normalize")
-                                  .Attr<float>("eps")
-                                  .Attr<float>("scale")
-                                  .Attr<std::string_view>("config")
+                              with_options(stream_and_inputs()
+                                               .Arg<ffi::AnyBuffer>()  // norm
+                                               .Arg<ffi::AnyBuffer>()  // dh
+                                               .RemainingArgs()        // C0, n0, m0; dC_last; saved
+                                               .Ret<ffi::AnyBuffer>()  // dq
+                                               .Ret<ffi::AnyBuffer>()  // dk
+                                               .Ret<ffi::AnyBuffer>()  // dv
+                                               .Ret<ffi::AnyBuffer>()  // di
+                                               .Ret<ffi::AnyBuffer>()  // df
+                                               .RemainingRets())       // dC0; workspace
                                   .Attr<int64_t>("has_initial")
                                   .Attr<int64_t>("has_dc_last")
                                   .Attr<int64_t>("has_saved"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_step, tfla::jax_ffi::Step,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<void*>>()
-                                  .Arg<ffi::AnyBuffer>()  // q
-                                  .Arg<ffi::AnyBuffer>()  // k
-                                  .Arg<ffi::AnyBuffer>()  // v
-                                  .Arg<ffi::AnyBuffer>()  // i
-                                  .Arg<ffi::AnyBuffer>()  // f
-                                  .Arg<ffi::AnyBuffer>()  // C
-                                  .Arg<ffi::AnyBuffer>()  // n
-                                  .Arg<ffi::AnyBuffer>()  // m
-                                  .Ret<ffi::AnyBuffer>()  // h
-                                  .Ret<ffi::AnyBuffer>()  // C new
-                                  .Ret<ffi::AnyBuffer>()  // n new
-                                  .Ret<ffi::AnyBuffer>()  // m new
-                                  .Attr<int64_t>("variant")
-                                  .Attr<int64_t>("normalize")
-                                  .Attr<float>("eps")
-                                  .Attr<float>("scale")
-                                  .Attr<std::string_view>("config"));
+                              with_options(stream_and_inputs()
+                                               .Arg<ffi::AnyBuffer>()     // C
+                                               .Arg<ffi::AnyBuffer>()     // n
+                                               .Arg<ffi::AnyBuffer>()     // m
+                                               .Ret<ffi::AnyBuffer>()     // h
+                                               .Ret<ffi::AnyBuffer>()     // C new
+                                               .Ret<ffi::AnyBuffer>()     // n new
+                                               .Ret<ffi::AnyBuffer>()));  // m new
 
 // The C ABI version this library was built against (tfla.jax refuses a mismatch).
 extern "C" __attribute__((visibility("default"))) int tfla_jax_abi_version(void) { return TFLA_ABI_VERSION; }
