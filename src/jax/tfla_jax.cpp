@@ -2,8 +2,9 @@
 // headers jaxlib ships), for tfla.jax (tools/python/tfla/jax.py). Each handler takes XLA's CUDA
 // stream and device buffers and makes one call of libtfla's C ABI. The library's workspace is
 // the call's last result, a uint8 buffer that tfla.jax sizes when it traces the call (the
-// workspace size queries) and drops after it: XLA allocates it like any temporary. Layout: JAX's row-major (B, NH, S, D) arrays, gates (B, NH, S),
-// fp32 states (B, NH, Dqk, Dv), (B, NH, Dqk), (B, NH, 1).
+// workspace size queries) and drops after it: XLA allocates it like any temporary. Layout:
+// JAX's row-major (B, NH, S, D) arrays, gates (B, NH, S), fp32 states (B, NH, Dqk, Dv),
+// (B, NH, Dqk), (B, NH, 1).
 //
 // Handlers (their Python targets: tfla_mlstm_forward, tfla_mlstm_backward, tfla_mlstm_step):
 //   forward  args q, k, v, i, f [, C0, n0, m0 when has_initial]
@@ -16,14 +17,14 @@
 //            rets h, C, n, m (new states)
 // Attributes: variant (0 exp, 1 sig), normalize, eps, scale (0 = 1/sqrt(Dqk)), config
 // ("key=value,..." or ""), and the flags above (int64, 0 or 1).
+#include "tfla_jax.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
-
-#include "tfla_jax.hpp"
 
 #include "tfla/tfla.h"
 
@@ -80,7 +81,8 @@ const char* type_name(ffi::DataType t) {
 
 // Whether b has element type t and dimensions want (or, where alt is not empty, alt); else an
 // error naming the buffer.
-ffi::Error check_buffer(const ffi::AnyBuffer& b, const char* name, ffi::DataType t, std::initializer_list<int64_t> want,
+ffi::Error check_buffer(const ffi::AnyBuffer& b, const char* name, ffi::DataType t,
+                        std::initializer_list<int64_t> want,
                         std::initializer_list<int64_t> alt = {}) {
   const auto d = b.dimensions();
   auto same = [&](std::initializer_list<int64_t> w) {
@@ -89,8 +91,8 @@ ffi::Error check_buffer(const ffi::AnyBuffer& b, const char* name, ffi::DataType
   if (b.element_type() != t || !(same(want) || (alt.size() && same(alt)))) {
     std::string w = "(";
     for (int64_t x : want) w += (w.size() > 1 ? ", " : "") + std::to_string(x);
-    return invalid(std::string(name) + " is " + dims_text(b) + " " + type_name(b.element_type()) + "; expected " + w +
-                   ") " + type_name(t));
+    return invalid(std::string(name) + " is " + dims_text(b) + " " + type_name(b.element_type()) +
+                   "; expected " + w + ") " + type_name(t));
   }
   return ffi::Error::Success();
 }
@@ -104,20 +106,22 @@ ffi::Error check_bytes(const ffi::AnyBuffer& b, const char* name) {
 // Checks q, k, v, i, f and fills the problem: ranks, matching dims, dtypes. The library checks
 // the rest (head dimensions, alignment) and reports it through from_status.
 ffi::Error make_problem(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
-                        const ffi::AnyBuffer& i, const ffi::AnyBuffer& f, int64_t variant, int64_t normalize,
-                        float eps, float scale, tfla_problem* p) {
+                        const ffi::AnyBuffer& i, const ffi::AnyBuffer& f, int64_t variant,
+                        int64_t normalize, float eps, float scale, tfla_problem* p) {
   if (q.dimensions().size() != 4 || k.dimensions().size() != 4 || v.dimensions().size() != 4)
-    return invalid("q, k, v must be 4-D (B, NH, S, D); got q " + dims_text(q) + ", k " + dims_text(k) + ", v " +
-                   dims_text(v));
+    return invalid("q, k, v must be 4-D (B, NH, S, D); got q " + dims_text(q) + ", k " +
+                   dims_text(k) + ", v " + dims_text(v));
   if (i.dimensions().size() != 3 || f.dimensions().size() != 3)
-    return invalid("the gates i, f must be 3-D (B, NH, S); got i " + dims_text(i) + ", f " + dims_text(f));
+    return invalid("the gates i, f must be 3-D (B, NH, S); got i " + dims_text(i) + ", f " +
+                   dims_text(f));
   const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   for (int a = 0; a < 4; ++a)
-    if (kd[a] != qd[a]) return invalid("k " + dims_text(k) + " must have q's shape " + dims_text(q));
+    if (kd[a] != qd[a])
+      return invalid("k " + dims_text(k) + " must have q's shape " + dims_text(q));
   for (int a = 0; a < 3; ++a)
     if (vd[a] != qd[a] || i.dimensions()[a] != qd[a] || f.dimensions()[a] != qd[a])
-      return invalid("v, i, f must share q's (B, NH, S); got q " + dims_text(q) + ", v " + dims_text(v) + ", i " +
-                     dims_text(i) + ", f " + dims_text(f));
+      return invalid("v, i, f must share q's (B, NH, S); got q " + dims_text(q) + ", v " +
+                     dims_text(v) + ", i " + dims_text(i) + ", f " + dims_text(f));
   const int dt = dtype_code(q.element_type()), gt = dtype_code(i.element_type());
   if (dt < 0 || k.element_type() != q.element_type() || v.element_type() != q.element_type())
     return invalid("q, k, v must share one dtype of bfloat16, float16 or float32");
@@ -144,10 +148,22 @@ ffi::ErrorOr<T> arg(const ffi::RemainingArgs& rest, size_t idx, const char* name
   if (a.has_error()) return ffi::Unexpected(invalid(std::string("missing argument ") + name));
   return a;
 }
-ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> ret(const ffi::RemainingRets& rest, size_t idx, const char* name) {
+ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> ret(const ffi::RemainingRets& rest, size_t idx,
+                                              const char* name) {
   ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> r = rest.get<ffi::AnyBuffer>(idx);
   if (r.has_error()) return ffi::Unexpected(invalid(std::string("missing result ") + name));
   return r;
+}
+
+// q, k, v, i, f into the C ABI's tensors struct (forward, backward or step), contiguous.
+template <class Tensors>
+void set_inputs(Tensors& t, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k,
+                const ffi::AnyBuffer& v, const ffi::AnyBuffer& i, const ffi::AnyBuffer& f) {
+  t.q = q.untyped_data();
+  t.k = k.untyped_data();
+  t.v = v.untyped_data();
+  t.i = i.untyped_data();
+  t.f = f.untyped_data();
 }
 
 // fp32 pointer of an optional state buffer
@@ -158,23 +174,22 @@ float* f32(const ffi::AnyBuffer& b) { return static_cast<float*>(b.untyped_data(
 namespace tfla::jax_ffi {
 
 ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                   ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::RemainingArgs states, ffi::Result<ffi::AnyBuffer> h,
-                   ffi::Result<ffi::AnyBuffer> norm, ffi::Result<ffi::AnyBuffer> m, ffi::RemainingRets more,
-                   int64_t variant, int64_t normalize, float eps, float scale, std::string_view config,
+                   ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::RemainingArgs states,
+                   ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> norm,
+                   ffi::Result<ffi::AnyBuffer> m, ffi::RemainingRets more, int64_t variant,
+                   int64_t normalize, float eps, float scale, std::string_view config,
                    int64_t has_initial, int64_t want_last, int64_t keep) {
   tfla_problem p;
-  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure()) return e;
+  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure())
+    return e;
   const int64_t B = p.B, NH = p.NH, S = p.S, Dqk = p.Dqk, Dv = p.Dv;
   const auto F32 = ffi::DataType::F32;
-  for (ffi::Error e : {check_buffer(*h, "h", q.element_type(), {B, NH, S, Dv}), check_buffer(*norm, "norm", F32, {B, NH, S}),
-                       check_buffer(*m, "m", F32, {B, NH, S})})
+  for (ffi::Error e :
+       {check_buffer(*h, "h", q.element_type(), {B, NH, S, Dv}),
+        check_buffer(*norm, "norm", F32, {B, NH, S}), check_buffer(*m, "m", F32, {B, NH, S})})
     if (e.failure()) return e;
   tfla_forward_tensors t{};
-  t.q = q.untyped_data();
-  t.k = k.untyped_data();
-  t.v = v.untyped_data();
-  t.i = i.untyped_data();
-  t.f = f.untyped_data();
+  set_inputs(t, q, k, v, i, f);
   t.h = h->untyped_data();
   t.norm = f32(*norm);
   t.m = f32(*m);
@@ -184,7 +199,8 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
     if (C0.has_error()) return C0.error();
     if (n0.has_error()) return n0.error();
     if (m0.has_error()) return m0.error();
-    for (ffi::Error e : {check_buffer(*C0, "C0", F32, {B, NH, Dqk, Dv}), check_buffer(*n0, "n0", F32, {B, NH, Dqk}),
+    for (ffi::Error e : {check_buffer(*C0, "C0", F32, {B, NH, Dqk, Dv}),
+                         check_buffer(*n0, "n0", F32, {B, NH, Dqk}),
                          check_buffer(*m0, "m0", F32, {B, NH, 1}, {B, NH})})
       if (e.failure()) return e;
     t.C0 = f32(*C0);
@@ -198,7 +214,8 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
     if (Cl.has_error()) return Cl.error();
     if (nl.has_error()) return nl.error();
     if (ml.has_error()) return ml.error();
-    for (ffi::Error e : {check_buffer(**Cl, "C_last", F32, {B, NH, Dqk, Dv}), check_buffer(**nl, "n_last", F32, {B, NH, Dqk}),
+    for (ffi::Error e : {check_buffer(**Cl, "C_last", F32, {B, NH, Dqk, Dv}),
+                         check_buffer(**nl, "n_last", F32, {B, NH, Dqk}),
                          check_buffer(**ml, "m_last", F32, {B, NH, 1}, {B, NH})})
       if (e.failure()) return e;
     t.C_last = f32(**Cl);
@@ -224,26 +241,26 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
 
 ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                     ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::AnyBuffer norm, ffi::AnyBuffer dh,
-                    ffi::RemainingArgs rest, ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk,
-                    ffi::Result<ffi::AnyBuffer> dv, ffi::Result<ffi::AnyBuffer> di, ffi::Result<ffi::AnyBuffer> df,
-                    ffi::RemainingRets more, int64_t variant, int64_t normalize, float eps, float scale,
-                    std::string_view config, int64_t has_initial, int64_t has_dc_last, int64_t has_saved) {
+                    ffi::RemainingArgs rest, ffi::Result<ffi::AnyBuffer> dq,
+                    ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
+                    ffi::Result<ffi::AnyBuffer> di, ffi::Result<ffi::AnyBuffer> df,
+                    ffi::RemainingRets more, int64_t variant, int64_t normalize, float eps,
+                    float scale, std::string_view config, int64_t has_initial, int64_t has_dc_last,
+                    int64_t has_saved) {
   tfla_problem p;
-  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure()) return e;
+  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure())
+    return e;
   const int64_t B = p.B, NH = p.NH, S = p.S, Dqk = p.Dqk, Dv = p.Dv;
   const auto F32 = ffi::DataType::F32;
   const ffi::DataType T = q.element_type(), G = i.element_type();
-  for (ffi::Error e : {check_buffer(norm, "norm", F32, {B, NH, S}), check_buffer(dh, "dh", T, {B, NH, S, Dv}),
-                       check_buffer(*dq, "dq", T, {B, NH, S, Dqk}), check_buffer(*dk, "dk", T, {B, NH, S, Dqk}),
-                       check_buffer(*dv, "dv", T, {B, NH, S, Dv}), check_buffer(*di, "di", G, {B, NH, S}),
-                       check_buffer(*df, "df", G, {B, NH, S})})
+  for (ffi::Error e :
+       {check_buffer(norm, "norm", F32, {B, NH, S}), check_buffer(dh, "dh", T, {B, NH, S, Dv}),
+        check_buffer(*dq, "dq", T, {B, NH, S, Dqk}), check_buffer(*dk, "dk", T, {B, NH, S, Dqk}),
+        check_buffer(*dv, "dv", T, {B, NH, S, Dv}), check_buffer(*di, "di", G, {B, NH, S}),
+        check_buffer(*df, "df", G, {B, NH, S})})
     if (e.failure()) return e;
   tfla_backward_tensors t{};
-  t.q = q.untyped_data();
-  t.k = k.untyped_data();
-  t.v = v.untyped_data();
-  t.i = i.untyped_data();
-  t.f = f.untyped_data();
+  set_inputs(t, q, k, v, i, f);
   t.norm = f32(norm);
   t.dh = dh.untyped_data();
   t.dq = dq->untyped_data();
@@ -260,7 +277,8 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
     if (n0.has_error()) return n0.error();
     if (m0.has_error()) return m0.error();
     if (dC0.has_error()) return dC0.error();
-    for (ffi::Error e : {check_buffer(*C0, "C0", F32, {B, NH, Dqk, Dv}), check_buffer(*n0, "n0", F32, {B, NH, Dqk}),
+    for (ffi::Error e : {check_buffer(*C0, "C0", F32, {B, NH, Dqk, Dv}),
+                         check_buffer(*n0, "n0", F32, {B, NH, Dqk}),
                          check_buffer(*m0, "m0", F32, {B, NH, 1}, {B, NH}),
                          check_buffer(**dC0, "dC0", F32, {B, NH, Dqk, Dv})})
       if (e.failure()) return e;
@@ -292,28 +310,27 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
                      "backward");
 }
 
-ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer i,
-                ffi::AnyBuffer f, ffi::AnyBuffer C, ffi::AnyBuffer n, ffi::AnyBuffer m,
-                ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> C_new, ffi::Result<ffi::AnyBuffer> n_new,
-                ffi::Result<ffi::AnyBuffer> m_new, int64_t variant, int64_t normalize, float eps, float scale,
+ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::AnyBuffer C, ffi::AnyBuffer n,
+                ffi::AnyBuffer m, ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> C_new,
+                ffi::Result<ffi::AnyBuffer> n_new, ffi::Result<ffi::AnyBuffer> m_new,
+                int64_t variant, int64_t normalize, float eps, float scale,
                 std::string_view config) {
   tfla_problem p;
-  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure()) return e;
+  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure())
+    return e;
   const int64_t B = p.B, NH = p.NH, T = p.S, Dqk = p.Dqk, Dv = p.Dv;
   const auto F32 = ffi::DataType::F32;
-  for (ffi::Error e : {check_buffer(C, "C", F32, {B, NH, Dqk, Dv}), check_buffer(n, "n", F32, {B, NH, Dqk}),
-                       check_buffer(m, "m", F32, {B, NH, 1}, {B, NH}),
-                       check_buffer(*h, "h", q.element_type(), {B, NH, T, Dv}),
-                       check_buffer(*C_new, "C (new)", F32, {B, NH, Dqk, Dv}),
-                       check_buffer(*n_new, "n (new)", F32, {B, NH, Dqk}),
-                       check_buffer(*m_new, "m (new)", F32, {B, NH, 1}, {B, NH})})
+  for (ffi::Error e :
+       {check_buffer(C, "C", F32, {B, NH, Dqk, Dv}), check_buffer(n, "n", F32, {B, NH, Dqk}),
+        check_buffer(m, "m", F32, {B, NH, 1}, {B, NH}),
+        check_buffer(*h, "h", q.element_type(), {B, NH, T, Dv}),
+        check_buffer(*C_new, "C (new)", F32, {B, NH, Dqk, Dv}),
+        check_buffer(*n_new, "n (new)", F32, {B, NH, Dqk}),
+        check_buffer(*m_new, "m (new)", F32, {B, NH, 1}, {B, NH})})
     if (e.failure()) return e;
   tfla_step_tensors t{};
-  t.q = q.untyped_data();
-  t.k = k.untyped_data();
-  t.v = v.untyped_data();
-  t.i = i.untyped_data();
-  t.f = f.untyped_data();
+  set_inputs(t, q, k, v, i, f);
   t.h = h->untyped_data();
   t.C = f32(*C_new);
   t.n = f32(*n_new);
@@ -340,8 +357,7 @@ auto stream_and_inputs() {
       .Arg<ffi::AnyBuffer>();  // f
 }
 // The attributes every handler takes after its buffers: the problem's options and the config.
-template <class Binding>
-auto with_options(Binding b) {
+template <class Binding> auto with_options(Binding b) {
   return std::move(b)
       .template Attr<int64_t>("variant")
       .template Attr<int64_t>("normalize")
@@ -351,16 +367,17 @@ auto with_options(Binding b) {
 }
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_forward, tfla::jax_ffi::Forward,
-                              with_options(stream_and_inputs()
-                                               .RemainingArgs()        // C0, n0, m0
-                                               .Ret<ffi::AnyBuffer>()  // h
-                                               .Ret<ffi::AnyBuffer>()  // norm
-                                               .Ret<ffi::AnyBuffer>()  // m
-                                               .RemainingRets())       // C_last, n_last, m_last; saved; workspace
-                                  .Attr<int64_t>("has_initial")
-                                  .Attr<int64_t>("want_last")
-                                  .Attr<int64_t>("keep"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    tfla_jax_forward, tfla::jax_ffi::Forward,
+    with_options(stream_and_inputs()
+                     .RemainingArgs()        // C0, n0, m0
+                     .Ret<ffi::AnyBuffer>()  // h
+                     .Ret<ffi::AnyBuffer>()  // norm
+                     .Ret<ffi::AnyBuffer>()  // m
+                     .RemainingRets())       // C_last, n_last, m_last; saved; workspace
+        .Attr<int64_t>("has_initial")
+        .Attr<int64_t>("want_last")
+        .Attr<int64_t>("keep"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_backward, tfla::jax_ffi::Backward,
                               with_options(stream_and_inputs()
@@ -388,4 +405,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_step, tfla::jax_ffi::Step,
                                                .Ret<ffi::AnyBuffer>()));  // m new
 
 // The C ABI version this library was built against (tfla.jax refuses a mismatch).
-extern "C" __attribute__((visibility("default"))) int tfla_jax_abi_version(void) { return TFLA_ABI_VERSION; }
+extern "C" __attribute__((visibility("default"))) int tfla_jax_abi_version(void) {
+  return TFLA_ABI_VERSION;
+}

@@ -12,23 +12,27 @@ namespace tfla::jax_ffi {
 
 namespace ffi = xla::ffi;
 
-ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer i,
-                   ffi::AnyBuffer f, ffi::RemainingArgs states, ffi::Result<ffi::AnyBuffer> h,
-                   ffi::Result<ffi::AnyBuffer> norm, ffi::Result<ffi::AnyBuffer> m, ffi::RemainingRets more,
-                   int64_t variant, int64_t normalize, float eps, float scale, std::string_view config,
+ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                   ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::RemainingArgs states,
+                   ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> norm,
+                   ffi::Result<ffi::AnyBuffer> m, ffi::RemainingRets more, int64_t variant,
+                   int64_t normalize, float eps, float scale, std::string_view config,
                    int64_t has_initial, int64_t want_last, int64_t keep);
 
-ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer i,
-                    ffi::AnyBuffer f, ffi::AnyBuffer norm, ffi::AnyBuffer dh, ffi::RemainingArgs rest,
-                    ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
-                    ffi::Result<ffi::AnyBuffer> di, ffi::Result<ffi::AnyBuffer> df, ffi::RemainingRets more,
-                    int64_t variant, int64_t normalize, float eps, float scale, std::string_view config,
-                    int64_t has_initial, int64_t has_dc_last, int64_t has_saved);
+ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                    ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::AnyBuffer norm, ffi::AnyBuffer dh,
+                    ffi::RemainingArgs rest, ffi::Result<ffi::AnyBuffer> dq,
+                    ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
+                    ffi::Result<ffi::AnyBuffer> di, ffi::Result<ffi::AnyBuffer> df,
+                    ffi::RemainingRets more, int64_t variant, int64_t normalize, float eps,
+                    float scale, std::string_view config, int64_t has_initial, int64_t has_dc_last,
+                    int64_t has_saved);
 
-ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer i,
-                ffi::AnyBuffer f, ffi::AnyBuffer C, ffi::AnyBuffer n, ffi::AnyBuffer m, ffi::Result<ffi::AnyBuffer> h,
-                ffi::Result<ffi::AnyBuffer> C_new, ffi::Result<ffi::AnyBuffer> n_new,
-                ffi::Result<ffi::AnyBuffer> m_new, int64_t variant, int64_t normalize, float eps, float scale,
+ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::AnyBuffer C, ffi::AnyBuffer n,
+                ffi::AnyBuffer m, ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> C_new,
+                ffi::Result<ffi::AnyBuffer> n_new, ffi::Result<ffi::AnyBuffer> m_new,
+                int64_t variant, int64_t normalize, float eps, float scale,
                 std::string_view config);
 
 }  // namespace tfla::jax_ffi

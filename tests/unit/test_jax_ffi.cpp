@@ -30,14 +30,16 @@ struct Buf {
     size_t n = elem_bytes(t);
     for (int64_t x : dims) n *= static_cast<size_t>(x);
     data.assign(n + 16, 0);
-    b = XLA_FFI_Buffer{XLA_FFI_Buffer_STRUCT_SIZE, nullptr, t, data.data(), static_cast<int64_t>(dims.size()),
-                       dims.data()};
+    b = XLA_FFI_Buffer{XLA_FFI_Buffer_STRUCT_SIZE,        nullptr,    t, data.data(),
+                       static_cast<int64_t>(dims.size()), dims.data()};
   }
   ffi::AnyBuffer any() const { return ffi::AnyBuffer(&b); }
   ffi::Result<ffi::AnyBuffer> res() const { return ffi::Result<ffi::AnyBuffer>(any()); }
 };
 using BufPtr = std::unique_ptr<Buf>;
-BufPtr buf(std::vector<int64_t> d, XLA_FFI_DataType t) { return std::make_unique<Buf>(std::move(d), t); }
+BufPtr buf(std::vector<int64_t> d, XLA_FFI_DataType t) {
+  return std::make_unique<Buf>(std::move(d), t);
+}
 
 // Variadic arguments or results (the handlers' RemainingArgs / RemainingRets).
 struct Rest {
@@ -78,9 +80,9 @@ struct Fwd {
 
   std::string run() const {
     const Rest st(states), mr(more);
-    const ffi::Error e = tfla::jax_ffi::Forward(nullptr, q->any(), k->any(), v->any(), i->any(), f->any(),
-                                                st.as_args(), h->res(), norm->res(), m->res(), mr.as_rets(), 0, 1,
-                                                1e-6f, 0.f, "", has_initial, want_last, keep);
+    const ffi::Error e = tfla::jax_ffi::Forward(
+        nullptr, q->any(), k->any(), v->any(), i->any(), f->any(), st.as_args(), h->res(),
+        norm->res(), m->res(), mr.as_rets(), 0, 1, 1e-6f, 0.f, "", has_initial, want_last, keep);
     return e.failure() ? e.message() : std::string();
   }
 };
@@ -91,7 +93,8 @@ TEST_CASE("the forward handler refuses malformed buffers by name", "[jax]") {
   SECTION("h of the wrong shape") {
     Fwd c;
     c.h = buf({B, NH, S, 64}, BF);
-    CHECK_THAT(c.run(), Catch::Contains("h is (1, 2, 8, 64) bfloat16; expected (1, 2, 8, 128) bfloat16"));
+    CHECK_THAT(c.run(),
+               Catch::Contains("h is (1, 2, 8, 64) bfloat16; expected (1, 2, 8, 128) bfloat16"));
   }
   SECTION("norm of the wrong dtype") {
     Fwd c;
@@ -133,7 +136,8 @@ TEST_CASE("the forward handler refuses malformed buffers by name", "[jax]") {
     Fwd c;
     c.C0 = buf({B, NH, DV, DQK}, F32);
     c.states[0] = c.C0.get();
-    CHECK_THAT(c.run(), Catch::Contains("C0 is (1, 2, 128, 64) float32; expected (1, 2, 64, 128) float32"));
+    CHECK_THAT(c.run(),
+               Catch::Contains("C0 is (1, 2, 128, 64) float32; expected (1, 2, 64, 128) float32"));
   }
   SECTION("m0 as (B, NH) is accepted, as (B, NH, 2) not") {
     Fwd c;
@@ -163,7 +167,9 @@ TEST_CASE("the forward handler refuses malformed buffers by name", "[jax]") {
     c.more.pop_back();
     CHECK_THAT(c.run(), Catch::Contains("missing result workspace"));
   }
-  SECTION("without states, last states or a saved buffer the results are h, norm, m and the workspace") {
+  SECTION(
+      "without states, last states or a saved buffer the results are h, norm, m and the "
+      "workspace") {
     Fwd c;
     c.has_initial = c.want_last = c.keep = 0;
     c.states.clear();
@@ -179,13 +185,13 @@ TEST_CASE("the backward and step handlers refuse malformed buffers by name", "[j
   BufPtr dh = buf({B, NH, S, DV}, BF), dq = buf({B, NH, S, DQK}, BF), dk = buf({B, NH, S, DQK}, BF);
   BufPtr dv = buf({B, NH, S, DV}, BF), di = buf({B, NH, S}, F32), df = buf({B, NH, S}, F32);
   BufPtr ws = buf({256}, U8);
-  auto backward = [&](const Buf& dq_, const Buf& di_, std::vector<const Buf*> rest, std::vector<const Buf*> more,
-                      int64_t has_dc_last, int64_t has_saved) {
+  auto backward = [&](const Buf& dq_, const Buf& di_, std::vector<const Buf*> rest,
+                      std::vector<const Buf*> more, int64_t has_dc_last, int64_t has_saved) {
     const Rest r(rest), m(more);
-    const ffi::Error e = tfla::jax_ffi::Backward(nullptr, q->any(), k->any(), v->any(), i->any(), f->any(),
-                                                 norm->any(), dh->any(), r.as_args(), dq_.res(), dk->res(), dv->res(),
-                                                 di_.res(), df->res(), m.as_rets(), 0, 1, 1e-6f, 0.f, "", 0,
-                                                 has_dc_last, has_saved);
+    const ffi::Error e = tfla::jax_ffi::Backward(
+        nullptr, q->any(), k->any(), v->any(), i->any(), f->any(), norm->any(), dh->any(),
+        r.as_args(), dq_.res(), dk->res(), dv->res(), di_.res(), df->res(), m.as_rets(), 0, 1,
+        1e-6f, 0.f, "", 0, has_dc_last, has_saved);
     return e.failure() ? e.message() : std::string();
   };
   CHECK_THAT(backward(*buf({B, NH, S, DQK}, F32), *di, {}, {ws.get()}, 0, 0),
@@ -203,9 +209,9 @@ TEST_CASE("the backward and step handlers refuse malformed buffers by name", "[j
   BufPtr q1 = buf({B, NH, 1, DQK}, BF), k1 = buf({B, NH, 1, DQK}, BF), v1 = buf({B, NH, 1, DV}, BF);
   BufPtr i1 = buf({B, NH, 1}, F32), f1 = buf({B, NH, 1}, F32);
   auto step = [&](const Buf& h_, const Buf& m_new) {
-    const ffi::Error e = tfla::jax_ffi::Step(nullptr, q1->any(), k1->any(), v1->any(), i1->any(), f1->any(), C->any(),
-                                             n->any(), m->any(), h_.res(), C->res(), n->res(), m_new.res(), 0, 1,
-                                             1e-6f, 0.f, "");
+    const ffi::Error e = tfla::jax_ffi::Step(nullptr, q1->any(), k1->any(), v1->any(), i1->any(),
+                                             f1->any(), C->any(), n->any(), m->any(), h_.res(),
+                                             C->res(), n->res(), m_new.res(), 0, 1, 1e-6f, 0.f, "");
     return e.failure() ? e.message() : std::string();
   };
   CHECK_THAT(step(*buf({B, NH, 1, DQK}, BF), *m), Catch::Contains("h is (1, 2, 1, 64) bfloat16"));
