@@ -111,3 +111,97 @@ def test_missing_library_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("TFLA_JAX_LIBRARY", str(tmp_path / "libtfla_jax.so"))
     with pytest.raises(TflaLibraryNotFoundError, match="TFLA_JAX_LIBRARY"):
         tj.load_jax_library()
+
+
+# ---- the traced calls (jax.eval_shape / make_jaxpr: no lowering, no GPU; the library answers the
+# size queries without a driver)
+
+B, NH, S, DQK, DV = 1, 2, 300, 64, 128
+
+
+def _specs(dtype=jnp.bfloat16):
+    sds = jax.ShapeDtypeStruct
+    return (sds((B, NH, S, DQK), dtype), sds((B, NH, S, DQK), dtype), sds((B, NH, S, DV), dtype),
+            sds((B, NH, S), jnp.float32), sds((B, NH, S), jnp.float32))
+
+
+def _ffi_calls(fn, *args):
+    """(target, result shapes, number of operands) of each FFI call in fn's jaxpr."""
+    out = []
+    for eqn in jax.make_jaxpr(fn)(*args).eqns:
+        if eqn.primitive.name == "ffi_call":
+            avals = eqn.params.get("result_avals")
+            if avals is None:
+                pytest.skip("this JAX names ffi_call's parameters differently")
+            out.append((eqn.params["target_name"], [tuple(a.shape) for a in avals], len(eqn.invars)))
+    return out
+
+
+@pytest.mark.parametrize("variant, last", [("exp", False), ("exp", True), ("sig", True)])
+def test_chunkwise_traces_to_the_documented_results(on_gpu, variant, last):
+    out = jax.eval_shape(lambda *a: tj.mlstm_chunkwise(*a, variant=variant, return_last_states=last), *_specs())
+    if not last:
+        assert (out.shape, out.dtype) == ((B, NH, S, DV), jnp.bfloat16)
+        return
+    h, states = out
+    assert h.shape == (B, NH, S, DV)
+    want = [(B, NH, DQK, DV), (B, NH, DQK)] + ([(B, NH, 1)] if variant == "exp" else [])
+    assert [s.shape for s in states] == want
+    assert all(s.dtype == jnp.float32 for s in states)
+
+
+def test_gradients_keep_the_forward_states_unless_told_to_recompute(on_gpu):
+    def loss(recompute):
+        def f(q, k, v, i, f, C0):
+            h, (C, _, _) = tj.mlstm_chunkwise(q, k, v, i, f, C0, return_last_states=True,
+                                              recompute_states_in_bw=recompute)
+            return jnp.sum(h.astype(jnp.float32)) + jnp.sum(C)
+        return jax.grad(f, argnums=(0, 1, 2, 3, 4, 5))
+
+    C0 = jax.ShapeDtypeStruct((B, NH, DQK, DV), jnp.float32)
+    grads = jax.eval_shape(loss(None), *_specs(), C0)
+    assert [g.shape for g in grads] == [(B, NH, S, DQK), (B, NH, S, DQK), (B, NH, S, DV), (B, NH, S), (B, NH, S),
+                                        (B, NH, DQK, DV)]
+    assert [g.dtype for g in grads] == [jnp.bfloat16] * 3 + [jnp.float32] * 3
+    (fwd, fwd_res, fwd_in), (bwd, bwd_res, bwd_in) = _ffi_calls(loss(None), *_specs(), C0)
+    assert (fwd, bwd) == ("tfla_mlstm_forward", "tfla_mlstm_backward")
+    plan = tfla.make_plan(B, NH, S, DQK, DV)
+    saved = tfla._binding.saved_size(plan)
+    # h, norm, m, C_last, n_last, m_last, the saved states, the workspace
+    assert fwd_res[:6] == [(B, NH, S, DV), (B, NH, S), (B, NH, S), (B, NH, DQK, DV), (B, NH, DQK), (B, NH, 1)]
+    assert fwd_res[6] == (saved,) and len(fwd_res) == 8 and fwd_in == 8
+    # q, k, v, i, f, norm, dh, C0, n0, m0, dC_last, saved -> dq, dk, dv, di, df, dC0, workspace
+    assert bwd_in == 12 and len(bwd_res) == 7 and bwd_res[5] == (B, NH, DQK, DV)
+    (_, fwd_res, _), (_, bwd_res, bwd_in) = _ffi_calls(loss(True), *_specs(), C0)
+    assert len(fwd_res) == 7 and bwd_in == 11  # no saved states either way
+    workspace = max(tfla._binding.backward_workspace_size(plan), 256)
+    assert bwd_res[-1] == (workspace,)
+
+
+def test_a_shape_is_sized_once(on_gpu, monkeypatch):
+    calls = []
+    real = tfla._binding.saved_size
+    monkeypatch.setattr(tfla._binding, "saved_size", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(tj, "_sizes_memo", {})
+    specs = _specs()
+    for _ in range(3):
+        jax.eval_shape(lambda *a: tj.mlstm_chunkwise(*a), *specs)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("tokens", [1, 4])
+def test_step_traces_to_new_states_in_place(on_gpu, tokens):
+    sds = jax.ShapeDtypeStruct
+    bf, f32 = jnp.bfloat16, jnp.float32
+    if tokens == 1:
+        x = (sds((B, NH, DQK), bf), sds((B, NH, DQK), bf), sds((B, NH, DV), bf), sds((B, NH), f32), sds((B, NH), f32))
+    else:
+        x = (sds((B, NH, tokens, DQK), bf), sds((B, NH, tokens, DQK), bf), sds((B, NH, tokens, DV), bf),
+             sds((B, NH, tokens), f32), sds((B, NH, tokens), f32))
+    st = (sds((B, NH, DQK, DV), f32), sds((B, NH, DQK), f32), sds((B, NH, 1), f32))
+    h, (C, n, m) = jax.eval_shape(tj.mlstm_recurrent_step, *x, *st)
+    assert h.shape == ((B, NH, DV) if tokens == 1 else (B, NH, tokens, DV)) and h.dtype == bf
+    assert (C.shape, n.shape, m.shape) == ((B, NH, DQK, DV), (B, NH, DQK), (B, NH, 1))
+    jaxpr = jax.make_jaxpr(tj.mlstm_recurrent_step)(*x, *st)
+    (eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "ffi_call"]
+    assert tuple(eqn.params.get("input_output_aliases", ())) == ((5, 1), (6, 2), (7, 3))
