@@ -109,7 +109,6 @@ class _Static(NamedTuple):
     normalize: int
     eps: float
     scale: float
-    exp: bool
     fwd_config: str
     bwd_config: str            # for a backward that recomputes the states
     saved_bwd_config: str      # for a backward that reads the saved states
@@ -249,7 +248,7 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
            plan.scale)
     saved_bytes, saved_bwd, ws = _sizes(key, plan, fwd_cfg, bwd_cfg, not recompute_states_in_bw)
     st = _Static(variant=0 if variant == "exp" else 1, normalize=1 if (normalize or variant == "exp") else 0,
-                 eps=float(plan.eps), scale=float(plan.scale), exp=variant == "exp", fwd_config=fwd_cfg,
+                 eps=float(plan.eps), scale=float(plan.scale), fwd_config=fwd_cfg,
                  bwd_config=bwd_cfg, saved_bwd_config=saved_bwd, saved_bytes=int(saved_bytes), ws=ws,
                  want_last=bool(return_last_states), has_initial=has_initial)
     h, C, n, m = _chunkwise(q, k, v, i, f, c_initial, n_initial, m_initial, st)
@@ -280,7 +279,7 @@ def mlstm_recurrent_step(q, k, v, i, f, c, n, m=None, *, variant="exp", normaliz
         q, k, v = q.reshape(B, NH, 1, Dqk), k.reshape(B, NH, 1, Dqk), v.reshape(B, NH, 1, Dv)
         i, f = i.reshape(B, NH, 1), f.reshape(B, NH, 1)
     st = _Static(variant=0 if variant == "exp" else 1, normalize=1 if (normalize or variant == "exp") else 0,
-                 eps=float(plan.eps), scale=float(plan.scale), exp=variant == "exp", fwd_config=None,
+                 eps=float(plan.eps), scale=float(plan.scale), fwd_config=None,
                  bwd_config=None, saved_bwd_config=None, saved_bytes=0, ws=(), want_last=True, has_initial=True)
     f32 = jnp.float32
     outs = [jax.ShapeDtypeStruct((B, NH, T, Dv), q.dtype), jax.ShapeDtypeStruct((B, NH, Dqk, Dv), f32),
