@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "tfla/tfla.h"
 #include "tfla_catch.hpp"
 #include "tfla_jax.hpp"
 
@@ -216,4 +217,29 @@ TEST_CASE("the backward and step handlers refuse malformed buffers by name", "[j
   };
   CHECK_THAT(step(*buf({B, NH, 1, DQK}, BF), *m), Catch::Contains("h is (1, 2, 1, 64) bfloat16"));
   CHECK_THAT(step(*h1, *buf({B, NH, 3}, F32)), Catch::Contains("m (new) is (1, 2, 3) float32"));
+}
+
+TEST_CASE("well-formed calls pass the handlers' checks and reach the library", "[jax]") {
+  // Without a driver the library refuses the call itself (its message behind the handler's
+  // "tfla: forward: "); with one, host buffers must not reach it, so the case stops there.
+  char info[4096];
+  size_t needed = 0;
+  REQUIRE(tfla_runtime_info(info, sizeof(info), &needed) == TFLA_OK);
+  if (std::string(info).find("\"driver_loaded\":true") != std::string::npos ||
+      std::string(info).find("\"driver_loaded\": true") != std::string::npos) {
+    WARN("a CUDA driver is loaded: host buffers are not passed to the library");
+    return;
+  }
+  Fwd full;
+  const std::string m1 = full.run();
+  INFO(m1);
+  CHECK(m1.rfind("tfla: forward: ", 0) == 0);
+  Fwd plain;
+  plain.has_initial = plain.want_last = plain.keep = 0;
+  plain.states.clear();
+  plain.more = {plain.ws.get()};
+  plain.m0 = buf({B, NH}, F32);  // (B, NH) stabilizers are accepted too (unused here)
+  const std::string m2 = plain.run();
+  INFO(m2);
+  CHECK(m2.rfind("tfla: forward: ", 0) == 0);
 }
