@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """tfla through JAX (tfla.jax, XLA FFI) beside tfla through PyTorch and jax-linear-attention's
 Mosaic GPU mLSTM, in one process on one GPU: forward and forward + backward times (ms, the
-median of --samples timings of --reps calls each), TFLOP/s of tfla's, peak device memory of the
-JAX calls and the ratios.
+median of --samples timings of --reps calls each), tfla's TFLOP/s and GB/s (by the least
+traffic of the pass, io_bytes), peak device memory of the JAX calls and the ratios.
 
 usage: tools/bench/jax_bench.py [--seqs 1024,8192,65536] [--tokens 65536] [--nh 8] [--dqk 256]
                                 [--dv 512] [--reps 10] [--samples 5] [--no-torch] [--no-jla]
@@ -31,6 +31,14 @@ def flops(B, NH, S, Dqk, Dv, chunk=64):
     """The chunkwise forward's matmul FLOPs (states, intra-chunk scores and outputs)."""
     tokens = B * NH * S
     return 2 * tokens * (2 * Dqk * Dv + chunk * (Dqk + Dv))
+
+
+def io_bytes(B, NH, S, Dqk, Dv, backward, eb=2):
+    """The least traffic of a pass: q, k, v, i, f read and h written (forward); with the backward
+    also dh, q, k, v, i, f read again and dq, dk, dv, di, df written (no chunk states)."""
+    tokens = B * NH * S
+    fwd = tokens * ((2 * Dqk + 2 * Dv) * eb + 8)
+    return fwd + (tokens * ((2 * Dqk + Dv) * eb * 2 + Dv * eb + 16) if backward else 0)
 
 
 def time_jax(fn, args, reps, samples):
@@ -101,7 +109,7 @@ def main():
         except ImportError as e:
             print(f"(no jax-linear-attention: {e})")
 
-    print(f"{'S':>6} {'B':>3} {'pass':>5} {'tfla.jax ms':>11} {'TFLOP/s':>8} {'peak GB':>8} "
+    print(f"{'S':>6} {'B':>3} {'pass':>5} {'tfla.jax ms':>11} {'TFLOP/s':>8} {'IO GB/s':>8} {'peak GB':>8} "
           f"{'tfla.torch':>10} {'jax/torch':>9} {'jla ms':>8} {'jla/jax':>8}")
     for S in seqs:
         B = max(1, a.tokens // S)
@@ -151,7 +159,8 @@ def main():
             tflops = fl * (1 if name == "fwd" else 3) / (ms * 1e-3) / 1e12
             t_ms = next((x for x in r[2:] if not isinstance(x, tuple)), None)
             j_ms = next((x[1] for x in r[2:] if isinstance(x, tuple)), None)
-            print(f"{S:>6} {B:>3} {name:>5} {ms:>11.3f} {tflops:>8.1f} {peak:>8.2f} "
+            gbs = io_bytes(B, a.nh, S, a.dqk, a.dv, name == "fwbw") / (ms * 1e-3) / 1e9
+            print(f"{S:>6} {B:>3} {name:>5} {ms:>11.3f} {tflops:>8.1f} {gbs:>8.0f} {peak:>8.2f} "
                   f"{(f'{t_ms:.3f}' if t_ms else '-'):>10} {(f'{ms / t_ms:.3f}' if t_ms else '-'):>9} "
                   f"{(f'{j_ms:.3f}' if j_ms else '-'):>8} {(f'{j_ms / ms:.2f}x' if j_ms else '-'):>8}")
         sys.stdout.flush()
