@@ -16,7 +16,10 @@
 //   step     args q, k, v, i, f (T tokens), C, n, m
 //            rets h, C, n, m (new states)
 // Attributes: variant (0 exp, 1 sig), normalize, eps, scale (0 = 1/sqrt(Dqk)), config
-// ("key=value,..." or ""), and the flags above (int64, 0 or 1).
+// ("key=value,..." or ""), the flags above (int64, 0 or 1) and, for the forward and backward,
+// layout: kBHSD (q, k, v, h and their gradients (B, NH, S, D), gates (B, NH, S)) or kBSHD
+// ((B, S, NH, D) and (B, S, NH), JAX's attention layout, read and written in place through
+// strides). norm, m and the states are (B, NH, ...) either way.
 #include "tfla_jax.hpp"
 
 #include <algorithm>
@@ -79,16 +82,35 @@ const char* type_name(ffi::DataType t) {
   }
 }
 
+// Up to four dimensions (a buffer's expected shape).
+struct Dims {
+  int64_t d[4] = {0, 0, 0, 0};
+  size_t n = 0;
+  Dims() = default;
+  Dims(std::initializer_list<int64_t> l) {
+    for (int64_t x : l) d[n++] = x;
+  }
+  const int64_t* begin() const { return d; }
+  const int64_t* end() const { return d + n; }
+};
+
+// A (B, NH, S, D) tensor's and a (B, NH, S) gate's dimensions in the layout.
+Dims seq_dims(int64_t layout, int64_t B, int64_t NH, int64_t S, int64_t D) {
+  return layout == tfla::jax_ffi::kBSHD ? Dims{B, S, NH, D} : Dims{B, NH, S, D};
+}
+Dims gate_dims(int64_t layout, int64_t B, int64_t NH, int64_t S) {
+  return layout == tfla::jax_ffi::kBSHD ? Dims{B, S, NH} : Dims{B, NH, S};
+}
+
 // Whether b has element type t and dimensions want (or, where alt is not empty, alt); else an
 // error naming the buffer.
-ffi::Error check_buffer(const ffi::AnyBuffer& b, const char* name, ffi::DataType t,
-                        std::initializer_list<int64_t> want,
-                        std::initializer_list<int64_t> alt = {}) {
+ffi::Error check_buffer(const ffi::AnyBuffer& b, const char* name, ffi::DataType t, Dims want,
+                        Dims alt = Dims()) {
   const auto d = b.dimensions();
-  auto same = [&](std::initializer_list<int64_t> w) {
-    return w.size() == d.size() && std::equal(w.begin(), w.end(), d.begin());
+  auto same = [&](const Dims& w) {
+    return w.n == d.size() && std::equal(w.begin(), w.end(), d.begin());
   };
-  if (b.element_type() != t || !(same(want) || (alt.size() && same(alt)))) {
+  if (b.element_type() != t || !(same(want) || (alt.n && same(alt)))) {
     std::string w = "(";
     for (int64_t x : want) w += (w.size() > 1 ? ", " : "") + std::to_string(x);
     return invalid(std::string(name) + " is " + dims_text(b) + " " + type_name(b.element_type()) +
@@ -106,22 +128,29 @@ ffi::Error check_bytes(const ffi::AnyBuffer& b, const char* name) {
 // Checks q, k, v, i, f and fills the problem: ranks, matching dims, dtypes. The library checks
 // the rest (head dimensions, alignment) and reports it through from_status.
 ffi::Error make_problem(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
-                        const ffi::AnyBuffer& i, const ffi::AnyBuffer& f, int64_t variant,
-                        int64_t normalize, float eps, float scale, tfla_problem* p) {
+                        const ffi::AnyBuffer& i, const ffi::AnyBuffer& f, int64_t layout,
+                        int64_t variant, int64_t normalize, float eps, float scale,
+                        tfla_problem* p) {
+  if (layout != tfla::jax_ffi::kBHSD && layout != tfla::jax_ffi::kBSHD)
+    return invalid("layout must be 0 (B, NH, S, D) or 1 (B, S, NH, D); got " +
+                   std::to_string(layout));
+  const bool bshd = layout == tfla::jax_ffi::kBSHD;
+  const char* seq = bshd ? "(B, S, NH, D)" : "(B, NH, S, D)";
+  const char* gate = bshd ? "(B, S, NH)" : "(B, NH, S)";
   if (q.dimensions().size() != 4 || k.dimensions().size() != 4 || v.dimensions().size() != 4)
-    return invalid("q, k, v must be 4-D (B, NH, S, D); got q " + dims_text(q) + ", k " +
+    return invalid(std::string("q, k, v must be 4-D ") + seq + "; got q " + dims_text(q) + ", k " +
                    dims_text(k) + ", v " + dims_text(v));
   if (i.dimensions().size() != 3 || f.dimensions().size() != 3)
-    return invalid("the gates i, f must be 3-D (B, NH, S); got i " + dims_text(i) + ", f " +
-                   dims_text(f));
+    return invalid(std::string("the gates i, f must be 3-D ") + gate + "; got i " + dims_text(i) +
+                   ", f " + dims_text(f));
   const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   for (int a = 0; a < 4; ++a)
     if (kd[a] != qd[a])
       return invalid("k " + dims_text(k) + " must have q's shape " + dims_text(q));
   for (int a = 0; a < 3; ++a)
     if (vd[a] != qd[a] || i.dimensions()[a] != qd[a] || f.dimensions()[a] != qd[a])
-      return invalid("v, i, f must share q's (B, NH, S); got q " + dims_text(q) + ", v " +
-                     dims_text(v) + ", i " + dims_text(i) + ", f " + dims_text(f));
+      return invalid(std::string("v, i, f must share q's ") + gate + "; got q " + dims_text(q) +
+                     ", v " + dims_text(v) + ", i " + dims_text(i) + ", f " + dims_text(f));
   const int dt = dtype_code(q.element_type()), gt = dtype_code(i.element_type());
   if (dt < 0 || k.element_type() != q.element_type() || v.element_type() != q.element_type())
     return invalid("q, k, v must share one dtype of bfloat16, float16 or float32");
@@ -129,8 +158,8 @@ ffi::Error make_problem(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const 
     return invalid("the gates i, f must share one dtype: float32 or the inputs' dtype");
   *p = tfla_problem{};
   p->B = qd[0];
-  p->NH = qd[1];
-  p->S = qd[2];
+  p->NH = qd[bshd ? 2 : 1];
+  p->S = qd[bshd ? 1 : 2];
   p->Dqk = qd[3];
   p->Dv = vd[3];
   p->dtype = dt;
@@ -155,15 +184,22 @@ ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> ret(const ffi::RemainingRets& rest, si
   return r;
 }
 
-// q, k, v, i, f into the C ABI's tensors struct (forward, backward or step), contiguous.
+// q, k, v, i, f into the C ABI's tensors struct (forward, backward or step), with their strides
+// in the layout.
 template <class Tensors>
-void set_inputs(Tensors& t, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k,
-                const ffi::AnyBuffer& v, const ffi::AnyBuffer& i, const ffi::AnyBuffer& f) {
+void set_inputs(Tensors& t, const tfla_problem& p, int64_t layout, const ffi::AnyBuffer& q,
+                const ffi::AnyBuffer& k, const ffi::AnyBuffer& v, const ffi::AnyBuffer& i,
+                const ffi::AnyBuffer& f) {
+  using tfla::jax_ffi::gate_strides;
+  using tfla::jax_ffi::seq_strides;
   t.q = q.untyped_data();
   t.k = k.untyped_data();
   t.v = v.untyped_data();
   t.i = i.untyped_data();
   t.f = f.untyped_data();
+  t.q_strides = t.k_strides = seq_strides(layout, p.NH, p.S, p.Dqk);
+  t.v_strides = seq_strides(layout, p.NH, p.S, p.Dv);
+  t.i_strides = t.f_strides = gate_strides(layout, p.NH, p.S);
 }
 
 // fp32 pointer of an optional state buffer
@@ -173,24 +209,35 @@ float* f32(const ffi::AnyBuffer& b) { return static_cast<float*>(b.untyped_data(
 
 namespace tfla::jax_ffi {
 
+tfla_strides seq_strides(int64_t layout, int64_t NH, int64_t S, int64_t D) {
+  if (layout != kBSHD) return tfla_strides{0, 0, 0};  // contiguous (B, NH, S, D)
+  return tfla_strides{S * NH * D, D, NH * D};
+}
+tfla_strides gate_strides(int64_t layout, int64_t NH, int64_t S) {
+  if (layout != kBSHD) return tfla_strides{0, 0, 0};
+  return tfla_strides{S * NH, 1, NH};
+}
+
 ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                    ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::RemainingArgs states,
                    ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> norm,
                    ffi::Result<ffi::AnyBuffer> m, ffi::RemainingRets more, int64_t variant,
                    int64_t normalize, float eps, float scale, std::string_view config,
-                   int64_t has_initial, int64_t want_last, int64_t keep) {
+                   int64_t has_initial, int64_t want_last, int64_t keep, int64_t layout) {
   tfla_problem p;
-  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure())
+  if (ffi::Error e = make_problem(q, k, v, i, f, layout, variant, normalize, eps, scale, &p);
+      e.failure())
     return e;
   const int64_t B = p.B, NH = p.NH, S = p.S, Dqk = p.Dqk, Dv = p.Dv;
   const auto F32 = ffi::DataType::F32;
   for (ffi::Error e :
-       {check_buffer(*h, "h", q.element_type(), {B, NH, S, Dv}),
+       {check_buffer(*h, "h", q.element_type(), seq_dims(layout, B, NH, S, Dv)),
         check_buffer(*norm, "norm", F32, {B, NH, S}), check_buffer(*m, "m", F32, {B, NH, S})})
     if (e.failure()) return e;
   tfla_forward_tensors t{};
-  set_inputs(t, q, k, v, i, f);
+  set_inputs(t, p, layout, q, k, v, i, f);
   t.h = h->untyped_data();
+  t.h_strides = t.v_strides;
   t.norm = f32(*norm);
   t.m = f32(*m);
   if (has_initial) {
@@ -246,21 +293,24 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
                     ffi::Result<ffi::AnyBuffer> di, ffi::Result<ffi::AnyBuffer> df,
                     ffi::RemainingRets more, int64_t variant, int64_t normalize, float eps,
                     float scale, std::string_view config, int64_t has_initial, int64_t has_dc_last,
-                    int64_t has_saved) {
+                    int64_t has_saved, int64_t layout) {
   tfla_problem p;
-  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure())
+  if (ffi::Error e = make_problem(q, k, v, i, f, layout, variant, normalize, eps, scale, &p);
+      e.failure())
     return e;
   const int64_t B = p.B, NH = p.NH, S = p.S, Dqk = p.Dqk, Dv = p.Dv;
   const auto F32 = ffi::DataType::F32;
   const ffi::DataType T = q.element_type(), G = i.element_type();
-  for (ffi::Error e :
-       {check_buffer(norm, "norm", F32, {B, NH, S}), check_buffer(dh, "dh", T, {B, NH, S, Dv}),
-        check_buffer(*dq, "dq", T, {B, NH, S, Dqk}), check_buffer(*dk, "dk", T, {B, NH, S, Dqk}),
-        check_buffer(*dv, "dv", T, {B, NH, S, Dv}), check_buffer(*di, "di", G, {B, NH, S}),
-        check_buffer(*df, "df", G, {B, NH, S})})
+  for (ffi::Error e : {check_buffer(norm, "norm", F32, {B, NH, S}),
+                       check_buffer(dh, "dh", T, seq_dims(layout, B, NH, S, Dv)),
+                       check_buffer(*dq, "dq", T, seq_dims(layout, B, NH, S, Dqk)),
+                       check_buffer(*dk, "dk", T, seq_dims(layout, B, NH, S, Dqk)),
+                       check_buffer(*dv, "dv", T, seq_dims(layout, B, NH, S, Dv)),
+                       check_buffer(*di, "di", G, gate_dims(layout, B, NH, S)),
+                       check_buffer(*df, "df", G, gate_dims(layout, B, NH, S))})
     if (e.failure()) return e;
   tfla_backward_tensors t{};
-  set_inputs(t, q, k, v, i, f);
+  set_inputs(t, p, layout, q, k, v, i, f);
   t.norm = f32(norm);
   t.dh = dh.untyped_data();
   t.dq = dq->untyped_data();
@@ -268,6 +318,9 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
   t.dv = dv->untyped_data();
   t.di = di->untyped_data();
   t.df = df->untyped_data();
+  t.dh_strides = t.dv_strides = t.v_strides;
+  t.dq_strides = t.dk_strides = t.q_strides;
+  t.di_strides = t.df_strides = t.i_strides;
   size_t a = 0, r = 0;
   if (has_initial) {
     auto C0 = arg<ffi::AnyBuffer>(rest, 0, "C0"), n0 = arg<ffi::AnyBuffer>(rest, 1, "n0"),
@@ -317,7 +370,9 @@ ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer
                 int64_t variant, int64_t normalize, float eps, float scale,
                 std::string_view config) {
   tfla_problem p;
-  if (ffi::Error e = make_problem(q, k, v, i, f, variant, normalize, eps, scale, &p); e.failure())
+  if (ffi::Error e =
+          make_problem(q, k, v, i, f, tfla::jax_ffi::kBHSD, variant, normalize, eps, scale, &p);
+      e.failure())
     return e;
   const int64_t B = p.B, NH = p.NH, T = p.S, Dqk = p.Dqk, Dv = p.Dv;
   const auto F32 = ffi::DataType::F32;
@@ -330,7 +385,7 @@ ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer
         check_buffer(*m_new, "m (new)", F32, {B, NH, 1}, {B, NH})})
     if (e.failure()) return e;
   tfla_step_tensors t{};
-  set_inputs(t, q, k, v, i, f);
+  set_inputs(t, p, tfla::jax_ffi::kBHSD, q, k, v, i, f);
   t.h = h->untyped_data();
   t.C = f32(*C_new);
   t.n = f32(*n_new);
@@ -377,7 +432,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
                      .RemainingRets())       // C_last, n_last, m_last; saved; workspace
         .Attr<int64_t>("has_initial")
         .Attr<int64_t>("want_last")
-        .Attr<int64_t>("keep"));
+        .Attr<int64_t>("keep")
+        .Attr<int64_t>("layout"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_backward, tfla::jax_ffi::Backward,
                               with_options(stream_and_inputs()
@@ -392,7 +448,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_backward, tfla::jax_ffi::Backward,
                                                .RemainingRets())       // dC0; workspace
                                   .Attr<int64_t>("has_initial")
                                   .Attr<int64_t>("has_dc_last")
-                                  .Attr<int64_t>("has_saved"));
+                                  .Attr<int64_t>("has_saved")
+                                  .Attr<int64_t>("layout"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(tfla_jax_step, tfla::jax_ffi::Step,
                               with_options(stream_and_inputs()

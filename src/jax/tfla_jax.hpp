@@ -6,18 +6,28 @@
 #include <cstdint>
 #include <string_view>
 
+#include "tfla/tfla.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace tfla::jax_ffi {
 
 namespace ffi = xla::ffi;
 
+// The layouts of the forward and backward (their `layout` attribute): q, k, v, h and gradients
+// (B, NH, S, D) with gates (B, NH, S), or (B, S, NH, D) with gates (B, S, NH).
+inline constexpr int64_t kBHSD = 0, kBSHD = 1;
+
+// The C ABI's (b, h, s) element strides of a row-major (B, NH, S, D) or (B, S, NH, D) tensor
+// and of its (B, NH, S) or (B, S, NH) gates (all zero: contiguous (B, NH, S, D)).
+tfla_strides seq_strides(int64_t layout, int64_t NH, int64_t S, int64_t D);
+tfla_strides gate_strides(int64_t layout, int64_t NH, int64_t S);
+
 ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                    ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::RemainingArgs states,
                    ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> norm,
                    ffi::Result<ffi::AnyBuffer> m, ffi::RemainingRets more, int64_t variant,
                    int64_t normalize, float eps, float scale, std::string_view config,
-                   int64_t has_initial, int64_t want_last, int64_t keep);
+                   int64_t has_initial, int64_t want_last, int64_t keep, int64_t layout);
 
 ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                     ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::AnyBuffer norm, ffi::AnyBuffer dh,
@@ -26,7 +36,7 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
                     ffi::Result<ffi::AnyBuffer> di, ffi::Result<ffi::AnyBuffer> df,
                     ffi::RemainingRets more, int64_t variant, int64_t normalize, float eps,
                     float scale, std::string_view config, int64_t has_initial, int64_t has_dc_last,
-                    int64_t has_saved);
+                    int64_t has_saved, int64_t layout);
 
 ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                 ffi::AnyBuffer i, ffi::AnyBuffer f, ffi::AnyBuffer C, ffi::AnyBuffer n,

@@ -1,6 +1,7 @@
 // libtfla_jax's handlers called directly with hand-made XLA FFI buffers (no XLA, no GPU): every
 // malformed call is refused before the library is reached, with a message naming the buffer.
 // Built where libtfla_jax is (jaxlib's FFI headers found; CI: tools/check_jax.sh).
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -30,8 +31,10 @@ struct Buf {
   Buf(std::vector<int64_t> d, XLA_FFI_DataType t) : dims(std::move(d)) {
     size_t n = elem_bytes(t);
     for (int64_t x : dims) n *= static_cast<size_t>(x);
-    data.assign(n + 16, 0);
-    b = XLA_FFI_Buffer{XLA_FFI_Buffer_STRUCT_SIZE,        nullptr,    t, data.data(),
+    data.assign(n + 256, 0);
+    // 256-byte aligned, as XLA's device buffers are
+    char* p = data.data() + (256 - reinterpret_cast<uintptr_t>(data.data()) % 256) % 256;
+    b = XLA_FFI_Buffer{XLA_FFI_Buffer_STRUCT_SIZE,        nullptr,    t, p,
                        static_cast<int64_t>(dims.size()), dims.data()};
   }
   ffi::AnyBuffer any() const { return ffi::AnyBuffer(&b); }
@@ -77,16 +80,27 @@ struct Fwd {
   BufPtr saved = buf({4096}, U8), ws = buf({256}, U8);
   std::vector<const Buf*> states{C0.get(), n0.get(), m0.get()};
   std::vector<const Buf*> more{Cl.get(), nl.get(), ml.get(), saved.get(), ws.get()};
-  int64_t has_initial = 1, want_last = 1, keep = 1;
+  int64_t has_initial = 1, want_last = 1, keep = 1, layout = tfla::jax_ffi::kBHSD;
 
   std::string run() const {
     const Rest st(states), mr(more);
-    const ffi::Error e = tfla::jax_ffi::Forward(
-        nullptr, q->any(), k->any(), v->any(), i->any(), f->any(), st.as_args(), h->res(),
-        norm->res(), m->res(), mr.as_rets(), 0, 1, 1e-6f, 0.f, "", has_initial, want_last, keep);
+    const ffi::Error e =
+        tfla::jax_ffi::Forward(nullptr, q->any(), k->any(), v->any(), i->any(), f->any(),
+                               st.as_args(), h->res(), norm->res(), m->res(), mr.as_rets(), 0, 1,
+                               1e-6f, 0.f, "", has_initial, want_last, keep, layout);
     return e.failure() ? e.message() : std::string();
   }
 };
+
+// Whether libtfla has a CUDA driver here (then host buffers must not reach it).
+bool driver_loaded() {
+  char info[4096];
+  size_t needed = 0;
+  if (tfla_runtime_info(info, sizeof(info), &needed) != TFLA_OK) return true;
+  const std::string s(info);
+  return s.find("\"driver_loaded\":true") != std::string::npos ||
+         s.find("\"driver_loaded\": true") != std::string::npos;
+}
 
 }  // namespace
 
@@ -192,7 +206,7 @@ TEST_CASE("the backward and step handlers refuse malformed buffers by name", "[j
     const ffi::Error e = tfla::jax_ffi::Backward(
         nullptr, q->any(), k->any(), v->any(), i->any(), f->any(), norm->any(), dh->any(),
         r.as_args(), dq_.res(), dk->res(), dv->res(), di_.res(), df->res(), m.as_rets(), 0, 1,
-        1e-6f, 0.f, "", 0, has_dc_last, has_saved);
+        1e-6f, 0.f, "", 0, has_dc_last, has_saved, tfla::jax_ffi::kBHSD);
     return e.failure() ? e.message() : std::string();
   };
   CHECK_THAT(backward(*buf({B, NH, S, DQK}, F32), *di, {}, {ws.get()}, 0, 0),
@@ -222,11 +236,7 @@ TEST_CASE("the backward and step handlers refuse malformed buffers by name", "[j
 TEST_CASE("well-formed calls pass the handlers' checks and reach the library", "[jax]") {
   // Without a driver the library refuses the call itself (its message behind the handler's
   // "tfla: forward: "); with one, host buffers must not reach it, so the case stops there.
-  char info[4096];
-  size_t needed = 0;
-  REQUIRE(tfla_runtime_info(info, sizeof(info), &needed) == TFLA_OK);
-  if (std::string(info).find("\"driver_loaded\":true") != std::string::npos ||
-      std::string(info).find("\"driver_loaded\": true") != std::string::npos) {
+  if (driver_loaded()) {
     WARN("a CUDA driver is loaded: host buffers are not passed to the library");
     return;
   }
@@ -242,4 +252,57 @@ TEST_CASE("well-formed calls pass the handlers' checks and reach the library", "
   const std::string m2 = plain.run();
   INFO(m2);
   CHECK(m2.rfind("tfla: forward: ", 0) == 0);
+}
+
+TEST_CASE("the (B, S, NH, D) layout: strides, shapes and refusals", "[jax]") {
+  using tfla::jax_ffi::gate_strides;
+  using tfla::jax_ffi::kBHSD;
+  using tfla::jax_ffi::kBSHD;
+  using tfla::jax_ffi::seq_strides;
+  // row-major (B, S, NH, D) = (1, 8, 2, 64): b = S NH D, h = D, s = NH D; gates (B, S, NH)
+  const tfla_strides s = seq_strides(kBSHD, NH, S, DQK), g = gate_strides(kBSHD, NH, S);
+  CHECK((s.b == S * NH * DQK && s.h == DQK && s.s == NH * DQK));
+  CHECK((g.b == S * NH && g.h == 1 && g.s == NH));
+  const tfla_strides cs = seq_strides(kBHSD, NH, S, DQK), cg = gate_strides(kBHSD, NH, S);
+  CHECK((cs.b == 0 && cs.h == 0 && cs.s == 0 && cg.b == 0 && cg.h == 0 && cg.s == 0));
+
+  auto bshd = [] {
+    Fwd c;
+    c.layout = kBSHD;
+    c.q = buf({B, S, NH, DQK}, BF);
+    c.k = buf({B, S, NH, DQK}, BF);
+    c.v = buf({B, S, NH, DV}, BF);
+    c.i = buf({B, S, NH}, F32);
+    c.f = buf({B, S, NH}, F32);
+    c.h = buf({B, S, NH, DV}, BF);
+    return c;
+  };
+  {
+    Fwd c = bshd();
+    c.h = buf({B, NH, S, DV}, BF);
+    CHECK_THAT(c.run(), Catch::Contains("h is (1, 2, 8, 128) bfloat16; expected (1, 8, 2, 128)"));
+  }
+  {
+    Fwd c = bshd();
+    c.i = buf({B, NH, S}, F32);
+    CHECK_THAT(c.run(), Catch::Contains("v, i, f must share q's (B, S, NH)"));
+  }
+  {
+    Fwd c = bshd();
+    c.layout = 2;
+    CHECK_THAT(c.run(),
+               Catch::Contains("layout must be 0 (B, NH, S, D) or 1 (B, S, NH, D); got 2"));
+  }
+  if (!driver_loaded()) {
+    // well-formed: past the handler's checks, and the library takes the strides (without a saved
+    // buffer its next word is that there is no driver)
+    Fwd c = bshd();
+    c.keep = 0;
+    c.ws = buf({1 << 20}, U8);
+    c.more = {c.Cl.get(), c.nl.get(), c.ml.get(), c.ws.get()};  // no saved buffer
+    const std::string m = c.run();
+    INFO(m);
+    CHECK(m.rfind("tfla: forward: ", 0) == 0);
+    CHECK_THAT(m, Catch::Contains("driver"));
+  }
 }

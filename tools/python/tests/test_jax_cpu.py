@@ -205,3 +205,25 @@ def test_step_traces_to_new_states_in_place(on_gpu, tokens):
     jaxpr = jax.make_jaxpr(tj.mlstm_recurrent_step)(*x, *st)
     (eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "ffi_call"]
     assert tuple(eqn.params.get("input_output_aliases", ())) == ((5, 1), (6, 2), (7, 3))
+
+
+def test_bshd_layout_traces_in_place(on_gpu):
+    sds = jax.ShapeDtypeStruct
+    bf, f32 = jnp.bfloat16, jnp.float32
+    x = (sds((B, S, NH, DQK), bf), sds((B, S, NH, DQK), bf), sds((B, S, NH, DV), bf), sds((B, S, NH), f32),
+         sds((B, S, NH), f32))
+    h = jax.eval_shape(lambda *a: tj.mlstm_chunkwise(*a, layout="bshd"), *x)
+    assert h.shape == (B, S, NH, DV)
+
+    def loss(*a):
+        return jnp.sum(tj.mlstm_chunkwise(*a, layout="bshd").astype(jnp.float32))
+    grads = jax.eval_shape(jax.grad(loss, argnums=(0, 1, 2, 3, 4)), *x)
+    assert [g.shape for g in grads] == [a.shape for a in x]
+    # no transposes around the calls: the jaxpr holds the two FFI calls and the loss's own ops
+    prims = {e.primitive.name for e in jax.make_jaxpr(jax.grad(loss, argnums=(0,)))(*x).eqns}
+    assert "transpose" not in prims
+    with pytest.raises(TflaArgumentError, match="layout must be"):
+        tj.mlstm_chunkwise(*_inputs(), layout="bnsd")
+    with pytest.raises(TflaArgumentError, match="k has shape"):  # read as (B, S, NH, D): NH differs
+        q, k, v, i, f = _inputs(NH=2, S=8)
+        tj.mlstm_chunkwise(q, k.reshape(1, 2, 8, 64)[:, :1], v, i, f, layout="bshd")

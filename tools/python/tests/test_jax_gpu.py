@@ -131,3 +131,29 @@ def test_step_matches_reference(variant, tokens):
     assert rel(n, n_ref) < 2e-2, f"seed {seed}"
     if variant == "exp":
         assert rel(m, m_ref) < 1e-4, f"seed {seed}"
+
+
+@pytest.mark.parametrize("variant", ["exp", "sig"])
+def test_bshd_layout_matches_reference(variant):
+    """layout="bshd": (B, S, NH, D) inputs and h, (B, S, NH) gates, gradients in that layout."""
+    seed = random.randrange(1 << 30)
+    B, NH, S, Dqk, Dv = 2, 3, 200, 64, 128
+    x, _ = make(seed, B, NH, S, Dqk, Dv, jnp.bfloat16, False)
+    xs = [jnp.swapaxes(a, 1, 2) for a in x]  # (B, S, NH, ...)
+    w = jnp.asarray(np.random.default_rng(seed + 1).standard_normal((B, S, NH, Dv)), jnp.float32)
+
+    def loss(q, k, v, i, f):
+        h = tj.mlstm_chunkwise(q, k, v, i, f, variant=variant, layout="bshd")
+        return jnp.sum(h.astype(jnp.float32) * w), h
+
+    (_, h), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))(*xs)
+    tq, tk, tv, ti, tf = (as_torch(a, True) for a in x)
+    h_ref, _ = mlstm_recurrent_reference(tq, tk, tv, ti, tf, variant=variant)
+    (h_ref * as_torch(jnp.swapaxes(w, 1, 2))).sum().backward()
+    msg = f"seed {seed}"
+    assert h.shape == (B, S, NH, Dv)
+    assert rel(jnp.swapaxes(h, 1, 2), h_ref) < 2e-2, msg
+    for name, g, t in zip("qkvi", grads[:4], (tq, tk, tv, ti)):
+        assert rel(jnp.swapaxes(g, 1, 2), t.grad) < 2e-2, f"d{name}: {msg}"
+    assert df_conditioned(jnp.swapaxes(grads[4], 1, 2), tf.grad, tq.detach(), tk.detach(), tq.grad, tk.grad,
+                          tf.detach()) < 2e-2, msg

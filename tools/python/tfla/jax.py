@@ -81,8 +81,13 @@ def load_jax_library():
         return cdll
 
 
-def _info(name, x, none_ok=False):
-    """The binding's TensorInfo of a JAX array (or tracer): contiguous row-major, on the GPU."""
+_LAYOUTS = {"bhsd": 0, "bshd": 1}
+
+
+def _info(name, x, none_ok=False, bshd=False):
+    """The binding's TensorInfo of a JAX array (or tracer), row-major on the GPU. With bshd, a
+    4-D (B, S, NH, D) or 3-D (B, S, NH) array is described as the (B, NH, S, ...) view the
+    checks read, with the strides that view has."""
     if x is None:
         if none_ok:
             return None
@@ -92,7 +97,11 @@ def _info(name, x, none_ok=False):
         dtype = str(np.dtype(x.dtype))
     except (AttributeError, TypeError):
         raise TflaArgumentError(f"{name} must be a JAX array, got {type(x).__name__}") from None
-    return TensorInfo(name, shape, contiguous_strides(shape), dtype, "cuda", 0, 0)
+    strides = contiguous_strides(shape)
+    if bshd and len(shape) in (3, 4):
+        shape = (shape[0], shape[2], shape[1]) + shape[3:]
+        strides = (strides[0], strides[2], strides[1]) + strides[3:]
+    return TensorInfo(name, shape, strides, dtype, "cuda", 0, 0)
 
 
 def _check_backend():
@@ -115,6 +124,8 @@ class _Static(NamedTuple):
     saved_bytes: int           # 0: no saved states (recompute_states_in_bw=True)
     ws: tuple                  # workspace bytes: forward, forward with saved states, backward,
                                # backward from saved states
+    layout: int                # libtfla_jax's layout code (_LAYOUTS)
+    dims: tuple                # (B, NH, S, Dqk, Dv)
     want_last: bool
     has_initial: bool
 
@@ -152,10 +163,10 @@ def _workspace(nbytes):
 
 
 def _forward_call(st, q, k, v, i, f, c0, n0, m0, keep):
-    B, NH, S, Dqk = q.shape
-    Dv = v.shape[3]
+    B, NH, S, Dqk, Dv = st.dims
     f32 = jnp.float32
-    outs = [jax.ShapeDtypeStruct((B, NH, S, Dv), q.dtype), jax.ShapeDtypeStruct((B, NH, S), f32),
+    h_shape = (B, S, NH, Dv) if st.layout == _LAYOUTS["bshd"] else (B, NH, S, Dv)
+    outs = [jax.ShapeDtypeStruct(h_shape, q.dtype), jax.ShapeDtypeStruct((B, NH, S), f32),
             jax.ShapeDtypeStruct((B, NH, S), f32)]
     if st.want_last:
         outs += [jax.ShapeDtypeStruct((B, NH, Dqk, Dv), f32), jax.ShapeDtypeStruct((B, NH, Dqk), f32),
@@ -166,7 +177,7 @@ def _forward_call(st, q, k, v, i, f, c0, n0, m0, keep):
     args = [q, k, v, i, f] + ([c0, n0, m0] if st.has_initial else [])
     res = jax.ffi.ffi_call("tfla_mlstm_forward", outs)(
         *args, **_attrs(st, st.fwd_config), has_initial=np.int64(st.has_initial),
-        want_last=np.int64(st.want_last), keep=np.int64(keep))
+        want_last=np.int64(st.want_last), keep=np.int64(keep), layout=np.int64(st.layout))
     h, norm = res[0], res[1]
     C = n = m = None
     if st.want_last:
@@ -207,7 +218,7 @@ def _chunkwise_bwd(st, res, cts):
     outs.append(_workspace(st.ws[3] if saved is not None else st.ws[2]))
     grads = jax.ffi.ffi_call("tfla_mlstm_backward", outs)(
         *args, **_attrs(st, config), has_initial=np.int64(st.has_initial), has_dc_last=np.int64(has_dc_last),
-        has_saved=np.int64(saved is not None))
+        has_saved=np.int64(saved is not None), layout=np.int64(st.layout))
     dq, dk, dv, di, df = grads[:5]
     dC0 = grads[5] if st.has_initial else None
     dn0 = None if n0 is None else jnp.zeros_like(n0)
@@ -220,17 +231,23 @@ _chunkwise.defvjp(_chunkwise_fwd, _chunkwise_bwd)
 
 def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=None, return_last_states=False,
                     eps=1e-6, chunk_size=None, *, variant="exp", normalize=True, qk_scale=None, config=None,
-                    backward_config=None, recompute_states_in_bw=None):
+                    backward_config=None, recompute_states_in_bw=None, layout="bhsd"):
     """The chunkwise mLSTM (variant "exp" or "sig") on JAX arrays, differentiable with jax.grad.
 
     Arguments and results as tfla.torch.mlstm_chunkwise: returns h (B, NH, S, Dv), or
     (h, (C, n, m)) ("exp") / (h, (C, n)) ("sig") with return_last_states. Initial states are
     optional; given one, the others default to zeros. config / backward_config: tfla kernel
-    configs ("key=value,..." or a dict); chunk_size pins the forward's "chunk"."""
+    configs ("key=value,..." or a dict); chunk_size pins the forward's "chunk". layout="bshd"
+    takes q, k (B, S, NH, Dqk), v (B, S, NH, Dv), gates (B, S, NH) and returns h (B, S, NH, Dv)
+    (JAX's attention layout; read and written in place, no transposes); states stay
+    (B, NH, ...)."""
     _check_backend()
     load_jax_library()
+    if layout not in _LAYOUTS:
+        raise TflaArgumentError(f"layout must be 'bhsd' (B, NH, S, D) or 'bshd' (B, S, NH, D), got {layout!r}")
+    bshd = layout == "bshd"
     has_initial = c_initial is not None or n_initial is not None or m_initial is not None
-    qi, ki, vi, ii, fi = (_info(n, x) for n, x in (("q", q), ("k", k), ("v", v), ("i", i), ("f", f)))
+    qi, ki, vi, ii, fi = (_info(n, x, bshd=bshd) for n, x in (("q", q), ("k", k), ("v", v), ("i", i), ("f", f)))
     ci, ni, mi = (_info(n, x, none_ok=True) for n, x in (("c_initial", c_initial), ("n_initial", n_initial),
                                                           ("m_initial", m_initial)))
     plan = check_forward(qi, ki, vi, ii, fi, ci, ni, mi if variant == "exp" else None, variant=variant,
@@ -250,7 +267,8 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     st = _Static(variant=0 if variant == "exp" else 1, normalize=1 if (normalize or variant == "exp") else 0,
                  eps=float(plan.eps), scale=float(plan.scale), fwd_config=fwd_cfg,
                  bwd_config=bwd_cfg, saved_bwd_config=saved_bwd, saved_bytes=int(saved_bytes), ws=ws,
-                 want_last=bool(return_last_states), has_initial=has_initial)
+                 layout=_LAYOUTS[layout], dims=(B, NH, plan.S, Dqk, Dv), want_last=bool(return_last_states),
+                 has_initial=has_initial)
     h, C, n, m = _chunkwise(q, k, v, i, f, c_initial, n_initial, m_initial, st)
     if not return_last_states:
         return h
@@ -280,7 +298,8 @@ def mlstm_recurrent_step(q, k, v, i, f, c, n, m=None, *, variant="exp", normaliz
         i, f = i.reshape(B, NH, 1), f.reshape(B, NH, 1)
     st = _Static(variant=0 if variant == "exp" else 1, normalize=1 if (normalize or variant == "exp") else 0,
                  eps=float(plan.eps), scale=float(plan.scale), fwd_config=None,
-                 bwd_config=None, saved_bwd_config=None, saved_bytes=0, ws=(), want_last=True, has_initial=True)
+                 bwd_config=None, saved_bwd_config=None, saved_bytes=0, ws=(), layout=0,
+                 dims=(B, NH, T, Dqk, Dv), want_last=True, has_initial=True)
     f32 = jnp.float32
     outs = [jax.ShapeDtypeStruct((B, NH, T, Dv), q.dtype), jax.ShapeDtypeStruct((B, NH, Dqk, Dv), f32),
             jax.ShapeDtypeStruct((B, NH, Dqk), f32), jax.ShapeDtypeStruct(tuple(m.shape), f32)]
