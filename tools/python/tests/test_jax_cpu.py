@@ -227,3 +227,29 @@ def test_bshd_layout_traces_in_place(on_gpu):
     with pytest.raises(TflaArgumentError, match="k has shape"):  # read as (B, S, NH, D): NH differs
         q, k, v, i, f = _inputs(NH=2, S=8)
         tj.mlstm_chunkwise(q, k.reshape(1, 2, 8, 64)[:, :1], v, i, f, layout="bshd")
+
+
+def test_calls_pass_exactly_the_handlers_attributes(on_gpu):
+    """The attribute names of each traced call are those libtfla_jax's bindings decode (an extra
+    or a missing one fails only when XLA runs the call, on a GPU)."""
+    options = {"variant", "normalize", "eps", "scale", "config"}
+    want = {"tfla_mlstm_forward": options | {"has_initial", "want_last", "keep", "layout"},
+            "tfla_mlstm_backward": options | {"has_initial", "has_dc_last", "has_saved", "layout"},
+            "tfla_mlstm_step": options}
+
+    def loss(*a):
+        return jnp.sum(tj.mlstm_chunkwise(*a).astype(jnp.float32))
+    sds = jax.ShapeDtypeStruct
+    st = (sds((B, NH, DQK, DV), jnp.float32), sds((B, NH, DQK), jnp.float32), sds((B, NH, 1), jnp.float32))
+    one = (sds((B, NH, DQK), jnp.bfloat16), sds((B, NH, DQK), jnp.bfloat16), sds((B, NH, DV), jnp.bfloat16),
+           sds((B, NH), jnp.float32), sds((B, NH), jnp.float32))
+    seen = {}
+    for jaxpr in (jax.make_jaxpr(jax.grad(loss, argnums=(0,)))(*_specs()),
+                  jax.make_jaxpr(tj.mlstm_recurrent_step)(*one, *st)):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "ffi_call":
+                attrs = eqn.params.get("attributes")
+                if attrs is None:
+                    pytest.skip("this JAX keeps ffi_call's attributes elsewhere")
+                seen[eqn.params["target_name"]] = {name for name, _ in attrs}
+    assert seen == want
