@@ -184,6 +184,22 @@ ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> ret(const ffi::RemainingRets& rest, si
   return r;
 }
 
+// A uint8 argument or result (the saved states, the workspace), present and checked.
+ffi::ErrorOr<ffi::AnyBuffer> bytes_arg(const ffi::RemainingArgs& rest, size_t idx,
+                                       const char* name) {
+  ffi::ErrorOr<ffi::AnyBuffer> b = arg<ffi::AnyBuffer>(rest, idx, name);
+  if (b.has_error()) return b;
+  if (ffi::Error e = check_bytes(*b, name); e.failure()) return ffi::Unexpected(std::move(e));
+  return b;
+}
+ffi::ErrorOr<ffi::AnyBuffer> bytes_ret(const ffi::RemainingRets& rest, size_t idx,
+                                       const char* name) {
+  auto r = ret(rest, idx, name);
+  if (r.has_error()) return ffi::Unexpected(std::move(r.error()));
+  if (ffi::Error e = check_bytes(**r, name); e.failure()) return ffi::Unexpected(std::move(e));
+  return **r;
+}
+
 // q, k, v, i, f into the C ABI's tensors struct (forward, backward or step), with their strides
 // in the layout.
 template <class Tensors>
@@ -271,17 +287,15 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
     r += 3;
   }
   if (keep) {
-    auto saved = ret(more, r++, "saved");
+    auto saved = bytes_ret(more, r++, "saved");
     if (saved.has_error()) return saved.error();
-    if (ffi::Error e = check_bytes(**saved, "saved"); e.failure()) return e;
-    t.saved = (*saved)->untyped_data();
-    t.saved_bytes = (*saved)->size_bytes();
+    t.saved = saved->untyped_data();
+    t.saved_bytes = saved->size_bytes();
   }
-  auto ws = ret(more, r, "workspace");
+  auto ws = bytes_ret(more, r, "workspace");
   if (ws.has_error()) return ws.error();
-  if (ffi::Error e = check_bytes(**ws, "workspace"); e.failure()) return e;
   std::string cfg_holder;
-  return from_status(tfla_mlstm_forward(&p, &t, stream, (*ws)->untyped_data(), (*ws)->size_bytes(),
+  return from_status(tfla_mlstm_forward(&p, &t, stream, ws->untyped_data(), ws->size_bytes(),
                                         config_or_null(config, cfg_holder)),
                      "forward");
 }
@@ -348,17 +362,15 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
     t.dC_last = f32(*dCl);
   }
   if (has_saved) {
-    auto saved = arg<ffi::AnyBuffer>(rest, a++, "saved");
+    auto saved = bytes_arg(rest, a++, "saved");
     if (saved.has_error()) return saved.error();
-    if (ffi::Error e = check_bytes(*saved, "saved"); e.failure()) return e;
     t.saved = saved->untyped_data();
     t.saved_bytes = saved->size_bytes();
   }
-  auto ws = ret(more, r, "workspace");
+  auto ws = bytes_ret(more, r, "workspace");
   if (ws.has_error()) return ws.error();
-  if (ffi::Error e = check_bytes(**ws, "workspace"); e.failure()) return e;
   std::string cfg_holder;
-  return from_status(tfla_mlstm_backward(&p, &t, stream, (*ws)->untyped_data(), (*ws)->size_bytes(),
+  return from_status(tfla_mlstm_backward(&p, &t, stream, ws->untyped_data(), ws->size_bytes(),
                                          config_or_null(config, cfg_holder)),
                      "backward");
 }
