@@ -182,11 +182,67 @@ def test_a_shape_is_sized_once(on_gpu, monkeypatch):
     calls = []
     real = tfla._binding.saved_size
     monkeypatch.setattr(tfla._binding, "saved_size", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(tj, "_sizes_memo", {})
+    monkeypatch.setattr(tj, "_resolved_memo", {})
     specs = _specs()
     for _ in range(3):
         jax.eval_shape(lambda *a: tj.mlstm_chunkwise(*a), *specs)
     assert len(calls) == 1
+
+
+def _configs_of(fn, *args):
+    """{target: [config attribute of each call]} of fn's jaxpr, nested ones (custom_vjp) too."""
+    out = {}
+
+    def eqns(jaxpr):
+        for eqn in jaxpr.eqns:
+            yield eqn
+            for p in eqn.params.values():
+                inner = getattr(p, "jaxpr", p)
+                if hasattr(inner, "eqns"):
+                    yield from eqns(inner)
+    for eqn in eqns(jax.make_jaxpr(fn)(*args).jaxpr):
+        if eqn.primitive.name == "ffi_call":
+            attrs = eqn.params.get("attributes")
+            if attrs is None:
+                pytest.skip("this JAX keeps ffi_call's attributes elsewhere")
+            out.setdefault(eqn.params["target_name"], []).append(dict(attrs)["config"])
+    return out
+
+
+def test_configs_are_resolved_at_trace_time(on_gpu):
+    """Each call carries its whole config, as the library resolves it for this shape (pins on
+    top); the backward from saved states runs at the saving forward's chunk."""
+    plan = tfla.make_plan(B, NH, S, DQK, DV)
+    resolved = lambda op, pin=None: tfla._binding.config_text(tfla._binding.kernel_config(plan, op, pin))  # noqa: E731
+    got = _configs_of(lambda *a: tj.mlstm_chunkwise(*a), *_specs())
+    assert got == {"tfla_mlstm_forward": [resolved("fwd")]}
+
+    def loss(chunk, bwd):
+        return jax.grad(lambda *a: jnp.sum(tj.mlstm_chunkwise(*a, chunk_size=chunk, backward_config=bwd)
+                                           .astype(jnp.float32)), argnums=(0,))
+    got = _configs_of(loss(64, "chunk=128"), *_specs())
+    (fwd,), (bwd,) = got["tfla_mlstm_forward"], got["tfla_mlstm_backward"]
+    assert fwd == resolved("fwd", "chunk=64")
+    assert tfla._binding.parse_config(fwd)["chunk"] == 64
+    assert tfla._binding.parse_config(fwd)["parallel"] == 0
+    assert tfla._binding.parse_config(bwd)["chunk"] == 64  # the saved states' chunk, not the pin
+    assert bwd == resolved("bwd", "chunk=64")
+    # unpinned, this shape's forward is the parallel form, which saves no states: the saving
+    # forward is the chunkwise default, and the backward runs at its chunk
+    assert tfla._binding.parse_config(resolved("fwd"))["parallel"] == 1
+    (fwd,), (bwd,) = _configs_of(loss(None, None), *_specs()).values()
+    assert fwd == resolved("fwd", "parallel=0")
+    assert tfla._binding.parse_config(bwd)["chunk"] == tfla._binding.parse_config(fwd)["chunk"]
+    assert tfla._binding.parse_config(bwd)["parallel"] == 0
+    got = _configs_of(lambda *a: tj.mlstm_chunkwise(*a, chunk_size=None, config={"chunk": 128}), *_specs())
+    assert tfla._binding.parse_config(got["tfla_mlstm_forward"][0])["chunk"] == 128
+    sds = jax.ShapeDtypeStruct
+    one = (sds((B, NH, DQK), jnp.bfloat16), sds((B, NH, DQK), jnp.bfloat16), sds((B, NH, DV), jnp.bfloat16),
+           sds((B, NH), jnp.float32), sds((B, NH), jnp.float32))
+    st = (sds((B, NH, DQK, DV), jnp.float32), sds((B, NH, DQK), jnp.float32), sds((B, NH, 1), jnp.float32))
+    (step,) = _configs_of(tj.mlstm_recurrent_step, *one, *st)["tfla_mlstm_step"]
+    splan = tfla._binding.make_plan(B, NH, 1, DQK, DV)
+    assert step == tfla._binding.config_text(tfla._binding.kernel_config(splan, "step"))
 
 
 @pytest.mark.parametrize("tokens", [1, 4])

@@ -113,14 +113,17 @@ def _check_backend():
 
 
 class _Static(NamedTuple):
-    """What a trace of mlstm_chunkwise fixes: options, configs and the sizes they imply."""
+    """What a trace of mlstm_chunkwise fixes: options, the kernel configs resolved at trace time
+    (pinned keys, else the tuned cache entry for this GPU, else the default, every key spelled
+    out so the call runs exactly these) and the sizes they imply."""
     variant: int
     normalize: int
     eps: float
     scale: float
-    fwd_config: str
+    fwd_config: str            # the forward without saved states
+    keep_config: str           # the forward that saves its states (chunkwise)
     bwd_config: str            # for a backward that recomputes the states
-    saved_bwd_config: str      # for a backward that reads the saved states
+    saved_bwd_config: str      # for a backward that reads the saved states (the forward's chunk)
     saved_bytes: int           # 0: no saved states (recompute_states_in_bw=True)
     ws: tuple                  # workspace bytes: forward, forward with saved states, backward,
                                # backward from saved states
@@ -135,26 +138,42 @@ def _attrs(st, config):
                 scale=np.float32(st.scale), config=config or "")
 
 
-_sizes_memo = {}
+_resolved_memo = {}
 
 
-def _sizes(plan_key, plan, fwd_config, bwd_config, keep):
-    """(saved-states bytes, the backward's config reading them, the workspace bytes of the
-    forward, the forward with saved states, the backward, the backward from saved states),
-    memoized per shape and configs. The workspace is a result of each call (libtfla_jax)."""
-    key = (plan_key, fwd_config, bwd_config, keep)
-    hit = _sizes_memo.get(key)
+def _resolve(plan, op, pinned, chunkwise):
+    """The whole config `op` ("fwd" or "bwd") runs with `pinned` on top, as text. chunkwise: the
+    call keeps or reads states (initial or last states, a saved-states buffer), which the parallel
+    form has none of; where the resolved form is parallel and the caller did not pin it, the
+    library's own choice for such a call is the chunkwise default, and so is this."""
+    cfg = _binding.kernel_config(plan, op, pinned)
+    if chunkwise and cfg.get("parallel") == 1 and "parallel" not in _binding.parse_config(pinned):
+        cfg = _binding.kernel_config(plan, op, "parallel=0")
+    return _binding.config_text(cfg)
+
+
+def _configs(plan_key, plan, fwd_pinned, bwd_pinned, keep, has_initial, want_last):
+    """(forward config, saving forward config, backward config, saved backward config,
+    saved-states bytes, workspace bytes of the forward, the saving forward, the backward and
+    the backward from saved states), memoized per shape, pins and call kind. The configs are
+    resolved here, at trace time; the workspace is a result of each call (libtfla_jax)."""
+    key = (plan_key, fwd_pinned, bwd_pinned, keep, has_initial, want_last)
+    hit = _resolved_memo.get(key)
     if hit is None:
-        saved, saved_bwd, ws = 0, bwd_config, [_binding.forward_workspace_size(plan, fwd_config), 0,
-                                               _binding.backward_workspace_size(plan, bwd_config), 0]
+        states = has_initial or want_last
+        fwd = _resolve(plan, "fwd", fwd_pinned, states)
+        bwd = _resolve(plan, "bwd", bwd_pinned, states)
+        keep_cfg, saved_bwd, saved = fwd, bwd, 0
+        ws = [_binding.forward_workspace_size(plan, fwd), 0, _binding.backward_workspace_size(plan, bwd), 0]
         if keep:
-            saved = _binding.saved_size(plan, fwd_config)
-            saved_bwd = _binding.saved_backward_config(plan, fwd_config, bwd_config)
-            ws[1] = _binding.forward_workspace_size(plan, fwd_config, saved=True)
+            keep_cfg = _resolve(plan, "fwd", fwd_pinned, True)
+            saved = _binding.saved_size(plan, keep_cfg)
+            saved_bwd = _resolve(plan, "bwd", _binding.saved_backward_config(plan, keep_cfg, bwd), True)
+            ws[1] = _binding.forward_workspace_size(plan, keep_cfg, saved=True)
             ws[3] = _binding.backward_workspace_size(plan, saved_bwd, saved=True)
-        hit = (saved, saved_bwd, tuple(ws))
+        hit = (fwd, keep_cfg, bwd, saved_bwd, saved, tuple(ws))
         with _lock:
-            _sizes_memo[key] = hit
+            _resolved_memo[key] = hit
     return hit
 
 
@@ -176,7 +195,7 @@ def _forward_call(st, q, k, v, i, f, c0, n0, m0, keep):
     outs.append(_workspace(st.ws[1] if keep else st.ws[0]))
     args = [q, k, v, i, f] + ([c0, n0, m0] if st.has_initial else [])
     res = jax.ffi.ffi_call("tfla_mlstm_forward", outs)(
-        *args, **_attrs(st, st.fwd_config), has_initial=np.int64(st.has_initial),
+        *args, **_attrs(st, st.keep_config if keep else st.fwd_config), has_initial=np.int64(st.has_initial),
         want_last=np.int64(st.want_last), keep=np.int64(keep), layout=np.int64(st.layout))
     h, norm = res[0], res[1]
     C = n = m = None
@@ -263,10 +282,11 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     fwd_cfg, bwd_cfg = _binding.chunk_configs(chunk_size, config, backward_config)
     key = (B, NH, plan.S, Dqk, Dv, plan.dtype, plan.gate_dtype, plan.variant, plan.normalize, plan.eps,
            plan.scale)
-    saved_bytes, saved_bwd, ws = _sizes(key, plan, fwd_cfg, bwd_cfg, not recompute_states_in_bw)
+    fwd, keep_cfg, bwd, saved_bwd, saved_bytes, ws = _configs(
+        key, plan, fwd_cfg, bwd_cfg, not recompute_states_in_bw, has_initial, bool(return_last_states))
     st = _Static(variant=0 if variant == "exp" else 1, normalize=1 if (normalize or variant == "exp") else 0,
-                 eps=float(plan.eps), scale=float(plan.scale), fwd_config=fwd_cfg,
-                 bwd_config=bwd_cfg, saved_bwd_config=saved_bwd, saved_bytes=int(saved_bytes), ws=ws,
+                 eps=float(plan.eps), scale=float(plan.scale), fwd_config=fwd, keep_config=keep_cfg,
+                 bwd_config=bwd, saved_bwd_config=saved_bwd, saved_bytes=int(saved_bytes), ws=ws,
                  layout=_LAYOUTS[layout], dims=(B, NH, plan.S, Dqk, Dv), want_last=bool(return_last_states),
                  has_initial=has_initial)
     h, C, n, m = _chunkwise(q, k, v, i, f, c_initial, n_initial, m_initial, st)
@@ -297,15 +317,28 @@ def mlstm_recurrent_step(q, k, v, i, f, c, n, m=None, *, variant="exp", normaliz
         q, k, v = q.reshape(B, NH, 1, Dqk), k.reshape(B, NH, 1, Dqk), v.reshape(B, NH, 1, Dv)
         i, f = i.reshape(B, NH, 1), f.reshape(B, NH, 1)
     st = _Static(variant=0 if variant == "exp" else 1, normalize=1 if (normalize or variant == "exp") else 0,
-                 eps=float(plan.eps), scale=float(plan.scale), fwd_config=None,
+                 eps=float(plan.eps), scale=float(plan.scale), fwd_config=None, keep_config=None,
                  bwd_config=None, saved_bwd_config=None, saved_bytes=0, ws=(), layout=0,
                  dims=(B, NH, T, Dqk, Dv), want_last=True, has_initial=True)
     f32 = jnp.float32
     outs = [jax.ShapeDtypeStruct((B, NH, T, Dv), q.dtype), jax.ShapeDtypeStruct((B, NH, Dqk, Dv), f32),
             jax.ShapeDtypeStruct((B, NH, Dqk), f32), jax.ShapeDtypeStruct(tuple(m.shape), f32)]
     h, c2, n2, m2 = jax.ffi.ffi_call("tfla_mlstm_step", outs, input_output_aliases={5: 1, 6: 2, 7: 3})(
-        q, k, v, i, f, c, n, m, **_attrs(st, _binding.config_text(config)))
+        q, k, v, i, f, c, n, m, **_attrs(st, _step_config(plan, config)))
     return (h.reshape(B, NH, Dv) if one else h), (c2, n2, m2)
+
+
+def _step_config(plan, pinned):
+    """The step's whole config for this plan, resolved at trace time (memoized)."""
+    text = _binding.config_text(pinned)
+    key = ("step", plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv, plan.dtype, plan.gate_dtype, plan.variant,
+           plan.normalize, plan.eps, plan.scale, text)
+    hit = _resolved_memo.get(key)
+    if hit is None:
+        hit = _binding.config_text(_binding.kernel_config(plan, "step", text))
+        with _lock:
+            _resolved_memo[key] = hit
+    return hit
 
 
 def _register_on_import():
