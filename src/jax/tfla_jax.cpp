@@ -9,7 +9,8 @@
 // Handlers (their Python targets: tfla_mlstm_forward, tfla_mlstm_backward, tfla_mlstm_step):
 //   forward  args q, k, v, i, f [, C0, n0, m0 when has_initial]
 //            rets h, norm, m [, C_last, n_last, m_last when want_last] [, saved when keep],
-//                 workspace
+//                 workspace; norm and m (B, NH, S), or (0,) where no backward reads them
+//                 (the library then writes neither)
 //   backward args q, k, v, i, f, norm, dh [, C0, n0, m0 when has_initial] [, dC_last when
 //            has_dc_last] [, saved when has_saved]
 //            rets dq, dk, dv, di, df [, dC0 when has_initial], workspace
@@ -248,14 +249,14 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
   const auto F32 = ffi::DataType::F32;
   for (ffi::Error e :
        {check_buffer(*h, "h", q.element_type(), seq_dims(layout, B, NH, S, Dv)),
-        check_buffer(*norm, "norm", F32, {B, NH, S}), check_buffer(*m, "m", F32, {B, NH, S})})
+        check_buffer(*norm, "norm", F32, {B, NH, S}, {0}), check_buffer(*m, "m", F32, {B, NH, S}, {0})})
     if (e.failure()) return e;
   tfla_forward_tensors t{};
   set_inputs(t, p, layout, q, k, v, i, f);
   t.h = h->untyped_data();
   t.h_strides = t.v_strides;
-  t.norm = f32(*norm);
-  t.m = f32(*m);
+  t.norm = norm->size_bytes() ? f32(*norm) : nullptr;  // (0,): not wanted (no backward follows)
+  t.m = m->size_bytes() ? f32(*m) : nullptr;
   if (has_initial) {
     auto C0 = arg<ffi::AnyBuffer>(states, 0, "C0"), n0 = arg<ffi::AnyBuffer>(states, 1, "n0"),
          m0 = arg<ffi::AnyBuffer>(states, 2, "m0");

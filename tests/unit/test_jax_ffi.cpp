@@ -111,6 +111,14 @@ TEST_CASE("the forward handler refuses malformed buffers by name", "[jax]") {
     CHECK_THAT(c.run(),
                Catch::Contains("h is (1, 2, 8, 64) bfloat16; expected (1, 2, 8, 128) bfloat16"));
   }
+  SECTION("norm empty but of another shape, m (0,) of the wrong dtype") {
+    Fwd c;
+    c.norm = buf({0, 1}, F32);
+    CHECK_THAT(c.run(), Catch::Contains("norm is (0, 1) float32; expected (1, 2, 8) float32"));
+    c.norm = buf({0}, F32);
+    c.m = buf({0}, BF);
+    CHECK_THAT(c.run(), Catch::Contains("m is (0) bfloat16"));
+  }
   SECTION("norm of the wrong dtype") {
     Fwd c;
     c.norm = buf({B, NH, S}, BF);
@@ -252,6 +260,11 @@ TEST_CASE("well-formed calls pass the handlers' checks and reach the library", "
   const std::string m2 = plain.run();
   INFO(m2);
   CHECK(m2.rfind("tfla: forward: ", 0) == 0);
+  plain.norm = buf({0}, F32);  // a forward no backward reads: norm and m not written
+  plain.m = buf({0}, F32);
+  const std::string m3 = plain.run();
+  INFO(m3);
+  CHECK(m3.rfind("tfla: forward: ", 0) == 0);
 }
 
 TEST_CASE("the (B, S, NH, D) layout: strides, shapes and refusals", "[jax]") {

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """tfla through JAX (tfla.jax, XLA FFI) beside tfla through PyTorch and jax-linear-attention's
 Mosaic GPU mLSTM, in one process on one GPU: forward and forward + backward times (ms, the
-median of --samples timings of --reps calls each), tfla's TFLOP/s and GB/s (by the least
+median of --samples timings of --reps calls each, each call a jitted function dispatched from
+Python; "in-jit": the same calls in one jitted loop, no dispatch between them), tfla's TFLOP/s and GB/s (by the least
 traffic of the pass, io_bytes), peak device memory of the JAX calls and the ratios.
 
 usage: tools/bench/jax_bench.py [--seqs 1024,8192,65536] [--tokens 65536] [--nh 8] [--dqk 256]
                                 [--dv 512] [--reps 10] [--samples 5] [--no-torch] [--no-jla]
 B = tokens / S. mLSTMexp with its normalizer in all three (jax-linear-attention's mlstm: the
 same cell with the log forget gate as g), bf16 inputs, float32 gates; tfla through both bindings
-with the library's config (chunk_size=None: tfla.torch's default pins chunk 128). The loss of the
-backward is sum(h * w) with a fixed random w of h's dtype (one extra elementwise kernel in each).
+with the library's config (chunk_size=None: tfla.torch's default pins chunk 128). Forward +
+backward: the forward and the vector-Jacobian product with a fixed random dh of h's dtype
+(jax.vjp; torch.autograd.grad), gradients of q, k, v, i and f, no loss kernel.
 jax-linear-attention runs where `import jla` works (its wheel unpacked on PYTHONPATH).
 """
 import argparse
@@ -110,8 +112,9 @@ def main():
         except ImportError as e:
             print(f"(no jax-linear-attention: {e})")
 
-    print(f"{'S':>6} {'B':>3} {'pass':>5} {'tfla.jax ms':>11} {'TFLOP/s':>8} {'IO GB/s':>8} {'peak GB':>8} "
-          f"{'tfla.torch':>10} {'jax/torch':>9} {'jla ms':>8} {'jla/jax':>8}")
+    print(f"{'S':>6} {'B':>3} {'pass':>5} {'tfla.jax ms':>11} {'in-jit ms':>9} {'TFLOP/s':>8} {'IO GB/s':>8} "
+          f"{'peak GB':>8} {'tfla.torch':>10} {'jax/torch':>9} {'jla ms':>8} {'jla/jax':>8}")
+    f32 = jnp.float32
     for S in seqs:
         B = max(1, a.tokens // S)
         rng = np.random.default_rng(S)
@@ -119,51 +122,61 @@ def main():
         q, k = jnp.asarray(shp(B, a.nh, S, a.dqk), jnp.bfloat16), jnp.asarray(shp(B, a.nh, S, a.dqk), jnp.bfloat16)
         v = jnp.asarray(shp(B, a.nh, S, a.dv), jnp.bfloat16)
         i, f = jnp.asarray(shp(B, a.nh, S)), jnp.asarray(3.0 + shp(B, a.nh, S))
-        w = jnp.asarray(shp(B, a.nh, S, a.dv), jnp.bfloat16)
-        fwd = jax.jit(lambda q, k, v, i, f: tj.mlstm_chunkwise(q, k, v, i, f))
+        w = jnp.asarray(shp(B, a.nh, S, a.dv), jnp.bfloat16)  # dh of every backward
+        args = (q, k, v, i, f)
+        mlstm = tj.mlstm_chunkwise
 
-        def loss(q, k, v, i, f):
-            return jnp.sum((tj.mlstm_chunkwise(q, k, v, i, f) * w).astype(jnp.float32))
-        fwbw = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
+        def fwbw_of(fn, dh):
+            def run(*x):
+                _, vjp = jax.vjp(fn, *x)
+                return vjp(dh)
+            return run
+
+        def in_jit(fn, reps):
+            """reps calls of fn in one jitted loop (the input gate moves by a zero that XLA cannot
+            fold, so no call is hoisted or merged): the calls' time inside a compiled program."""
+            def run(*x):
+                def body(j, acc):
+                    out = fn(x[0], x[1], x[2], x[3] + j.astype(f32) * 0.0, x[4])
+                    return acc + sum(o.ravel()[0].astype(f32) for o in jax.tree_util.tree_leaves(out))
+                return jax.lax.fori_loop(0, reps, body, f32(0))
+            return run
+
         rows = {}
-        for name, fn in (("fwd", fwd), ("fwbw", fwbw)):
-            rows[name] = [time_jax(fn, (q, k, v, i, f), a.reps, a.samples), peak_jax_bytes() / 1e9]
+        for name, fn in (("fwd", mlstm), ("fwbw", fwbw_of(mlstm, w))):
+            ms = time_jax(jax.jit(fn), args, a.reps, a.samples)
+            loop_ms = time_jax(jax.jit(in_jit(fn, a.reps)), args, 1, a.samples) / a.reps
+            rows[name] = {"jax": ms, "loop": loop_ms, "peak": peak_jax_bytes() / 1e9}
         if tmlstm is not None:
             tq, tk, tv = (torch.from_dlpack(x).requires_grad_(True) for x in (q, k, v))
             ti, tf = (torch.from_dlpack(x).requires_grad_(True) for x in (i, f))
             tw = torch.from_dlpack(w)
             with torch.no_grad():
-                rows["fwd"].append(time_torch(torch, lambda: tmlstm(tq, tk, tv, ti, tf, chunk_size=None), a.reps,
-                                              a.samples))
+                rows["fwd"]["torch"] = time_torch(torch, lambda: tmlstm(tq, tk, tv, ti, tf, chunk_size=None),
+                                                  a.reps, a.samples)
 
             def torch_fwbw():
-                (tmlstm(tq, tk, tv, ti, tf, chunk_size=None) * tw).float().sum().backward()
-            rows["fwbw"].append(time_torch(torch, torch_fwbw, a.reps, a.samples))
+                torch.autograd.grad(tmlstm(tq, tk, tv, ti, tf, chunk_size=None), (tq, tk, tv, ti, tf), tw)
+            rows["fwbw"]["torch"] = time_torch(torch, torch_fwbw, a.reps, a.samples)
         if jla is not None:
             tr = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  (B, NH, S, D) -> (B, S, NH, D)
-            jq, jk, jv, jw = tr(q), tr(k), tr(v), tr(w)
-            jg, ji = jnp.swapaxes(jax.nn.log_sigmoid(f), 1, 2), jnp.swapaxes(i, 1, 2)
-            jfwd = jax.jit(lambda q, k, v, g, i: jla.mlstm(q, k, v, g, i)[0])
-
-            def jloss(q, k, v, g, i):
-                return jnp.sum((jla.mlstm(q, k, v, g, i)[0] * jw).astype(jnp.float32))
-            jfwbw = jax.jit(jax.grad(jloss, argnums=(0, 1, 2, 3, 4)))
-            for name, fn in (("fwd", jfwd), ("fwbw", jfwbw)):
+            jargs = (tr(q), tr(k), tr(v), jnp.swapaxes(jax.nn.log_sigmoid(f), 1, 2), jnp.swapaxes(i, 1, 2))
+            jh = lambda q, k, v, g, i: jla.mlstm(q, k, v, g, i)[0]  # noqa: E731
+            for name, fn in (("fwd", jh), ("fwbw", fwbw_of(jh, tr(w)))):
                 try:
-                    rows[name].append(("jla", time_jax(fn, (jq, jk, jv, jg, ji), a.reps, a.samples)))
+                    rows[name]["jla"] = time_jax(jax.jit(fn), jargs, a.reps, a.samples)
                 except Exception as e:  # noqa: BLE001  (a peer's failure is reported, not fatal)
                     print(f"(jax-linear-attention {name} at S={S} failed: {type(e).__name__}: {str(e)[:200]})")
         fl = flops(B, a.nh, S, a.dqk, a.dv)
         for name in ("fwd", "fwbw"):
             r = rows[name]
-            ms, peak = r[0], r[1]
+            ms, t_ms, j_ms = r["jax"], r.get("torch"), r.get("jla")
             tflops = fl * (1 if name == "fwd" else 3) / (ms * 1e-3) / 1e12
-            t_ms = next((x for x in r[2:] if not isinstance(x, tuple)), None)
-            j_ms = next((x[1] for x in r[2:] if isinstance(x, tuple)), None)
             gbs = io_bytes(B, a.nh, S, a.dqk, a.dv, name == "fwbw") / (ms * 1e-3) / 1e9
-            print(f"{S:>6} {B:>3} {name:>5} {ms:>11.3f} {tflops:>8.1f} {gbs:>8.0f} {peak:>8.2f} "
-                  f"{(f'{t_ms:.3f}' if t_ms else '-'):>10} {(f'{ms / t_ms:.3f}' if t_ms else '-'):>9} "
-                  f"{(f'{j_ms:.3f}' if j_ms else '-'):>8} {(f'{j_ms / ms:.2f}x' if j_ms else '-'):>8}")
+            print(f"{S:>6} {B:>3} {name:>5} {ms:>11.3f} {r['loop']:>9.3f} {tflops:>8.1f} {gbs:>8.0f} "
+                  f"{r['peak']:>8.2f} {(f'{t_ms:.3f}' if t_ms else '-'):>10} "
+                  f"{(f'{ms / t_ms:.3f}' if t_ms else '-'):>9} {(f'{j_ms:.3f}' if j_ms else '-'):>8} "
+                  f"{(f'{j_ms / ms:.2f}x' if j_ms else '-'):>8}")
         sys.stdout.flush()
     return 0
 

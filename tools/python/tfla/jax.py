@@ -168,7 +168,10 @@ def _configs(plan_key, plan, fwd_pinned, bwd_pinned, keep, has_initial, want_las
         if keep:
             keep_cfg = _resolve(plan, "fwd", fwd_pinned, True)
             saved = _binding.saved_size(plan, keep_cfg)
-            saved_bwd = _resolve(plan, "bwd", _binding.saved_backward_config(plan, keep_cfg, bwd), True)
+            # the caller's backward pins at the saved states' chunk (the chunkwise form)
+            pins = _binding.parse_config(_binding.saved_backward_config(plan, keep_cfg, bwd_pinned))
+            pins.setdefault("chunk", _binding.parse_config(keep_cfg)["chunk"])
+            saved_bwd = _resolve(plan, "bwd", _binding.config_text(pins), True)
             ws[1] = _binding.forward_workspace_size(plan, keep_cfg, saved=True)
             ws[3] = _binding.backward_workspace_size(plan, saved_bwd, saved=True)
         hit = (fwd, keep_cfg, bwd, saved_bwd, saved, tuple(ws))
@@ -181,12 +184,15 @@ def _workspace(nbytes):
     return jax.ShapeDtypeStruct((max(int(nbytes), 256),), jnp.uint8)
 
 
-def _forward_call(st, q, k, v, i, f, c0, n0, m0, keep):
+def _forward_call(st, q, k, v, i, f, c0, n0, m0, keep, want_norm=True):
+    """The forward FFI call: (h, norm, C_last, n_last, m_last, saved). want_norm=False: no
+    backward follows, so norm and m are (0,) results the library does not write."""
     B, NH, S, Dqk, Dv = st.dims
     f32 = jnp.float32
     h_shape = (B, S, NH, Dv) if st.layout == _LAYOUTS["bshd"] else (B, NH, S, Dv)
-    outs = [jax.ShapeDtypeStruct(h_shape, q.dtype), jax.ShapeDtypeStruct((B, NH, S), f32),
-            jax.ShapeDtypeStruct((B, NH, S), f32)]
+    rows = (B, NH, S) if want_norm else (0,)
+    outs = [jax.ShapeDtypeStruct(h_shape, q.dtype), jax.ShapeDtypeStruct(rows, f32),
+            jax.ShapeDtypeStruct(rows, f32)]
     if st.want_last:
         outs += [jax.ShapeDtypeStruct((B, NH, Dqk, Dv), f32), jax.ShapeDtypeStruct((B, NH, Dqk), f32),
                  jax.ShapeDtypeStruct((B, NH, 1), f32)]
@@ -207,7 +213,7 @@ def _forward_call(st, q, k, v, i, f, c0, n0, m0, keep):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
 def _chunkwise(q, k, v, i, f, c0, n0, m0, st):
-    h, _, C, n, m, _ = _forward_call(st, q, k, v, i, f, c0, n0, m0, keep=False)
+    h, _, C, n, m, _ = _forward_call(st, q, k, v, i, f, c0, n0, m0, keep=False, want_norm=False)
     return h, C, n, m
 
 
