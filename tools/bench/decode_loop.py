@@ -12,7 +12,13 @@ call (back-to-back calls behind a blocker, CUDA events). Rows:
   step.new           mlstm_recurrent_step(): new states, the inputs left as they are (the seed's semantics)
   backend.step       mLSTMBackend(mode="inference") one token with states in and out
   backend.step_inplace  the same with inference_states_inplace=True
-  fwd.nograd / fwd+bwd  mlstm_chunkwise without gradients / forward + backward (autograd)
+  fwd.nograd         mlstm_chunkwise without gradients (C++: `tfla bench overhead`'s forward, h only)
+  fwd.grad_inputs    mlstm_chunkwise on inputs that require grad (the autograd node, the
+                     normalizer and saved states kept; C++: the forward with the normalizer)
+  fwd+bwd            forward and .backward(dh) with the inputs' grads None before each call
+  bwd (difference)   fwd+bwd less fwd.grad_inputs: autograd's engine and the backward call
+  bwd.binding        the binding's backward call alone (tfla.torch._launch.run_backward, what the
+                     autograd node runs; C++: `tfla bench overhead`'s backward)
   seed.triton_step   mlstm_kernels' mlstm_recurrent_step__triton
   seed.backend.step  mlstm_kernels' mLSTMBackend(mode="inference", step_kernel="triton")
 
@@ -126,7 +132,22 @@ def part_host(rows):
     cases["fwd.nograd"] = lambda: mlstm_chunkwise(*small)
     sg = [t.clone().requires_grad_(True) for t in small]
     dh = torch.randn(1, 1, 64, 64, device=DEV).bfloat16()
-    cases["fwd+bwd"] = lambda: mlstm_chunkwise(*sg).backward(dh)
+    cases["fwd.grad_inputs"] = lambda: mlstm_chunkwise(*sg)
+
+    def fwd_bwd():  # as a training step after zero_grad(set_to_none=True): no accumulation kernels
+        for t in sg:
+            t.grad = None
+        mlstm_chunkwise(*sg).backward(dh)
+    cases["fwd+bwd"] = fwd_bwd
+    try:  # the binding's own backward call (what autograd's node runs), without torch's engine
+        from tfla.torch._launch import forward_entry, run_backward, run_forward
+        from tfla.torch.chunkwise import options
+        opts = options("exp", True, 1e-6, None, 128, None, None, False, None)
+        e = forward_entry(*small, None, None, None, opts, True)
+        _, norm, _, _, _, saved = run_forward(e, *small, None, None, None, True)
+        cases["bwd.binding"] = lambda: run_backward(e, *small, None, None, None, norm, saved, dh, None)
+    except Exception as err:  # noqa: BLE001  (another binding's internals: reported, not fatal)
+        print(f"(bwd.binding not timed: {err})")
     if seed_step is not None:
         cases["seed.triton_step"] = lambda: seed_step(*x, C, n, m)
         sb = SeedBackend(SeedConfig(chunkwise_kernel="chunkwise--triton_xl_chunk",
@@ -145,6 +166,11 @@ def part_host(rows):
             continue
         rows.append({"part": "host", "call": name, "host_us": hu, "gpu_us": gu})
         print(f"{name:<22}{hu:9.2f}{gu:9.2f}")
+    by = {r["call"]: r["host_us"] for r in rows if r["part"] == "host"}
+    if "fwd+bwd" in by and "fwd.grad_inputs" in by:  # the backward's share: autograd's engine and the call
+        bwd = by["fwd+bwd"] - by["fwd.grad_inputs"]
+        rows.append({"part": "host", "call": "bwd (difference)", "host_us": bwd, "gpu_us": None})
+        print(f"{'bwd (difference)':<22}{bwd:9.2f}{'-':>9}")
 
 
 def part_decode(rows, batches, T, reps):

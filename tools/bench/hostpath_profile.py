@@ -21,7 +21,8 @@ chunkwise calls at 1x1x64x64x64):
   backend.step_inplace  the same with inference_states_inplace=True
   fwd.nograd            mlstm_chunkwise on inputs that do not require grad
   fwd.grad_inputs       mlstm_chunkwise on inputs that require grad, no backward
-  fwd+bwd               mlstm_chunkwise(...).backward(dh) (autograd runs the backward on CPU)
+  fwd+bwd               mlstm_chunkwise(...).backward(dh), the inputs' grads None before each call
+                        (autograd runs the backward on CPU)
 
 Each row: the median and the minimum, over --reps samples of --calls warm calls, of the time per
 call, in this thread's CPU time (--wall: wall-clock time). On a busy machine the minimum is the
@@ -177,7 +178,12 @@ def make_cases(torch, NH=8, DQK=256, DV=512):
     sg = [t.clone().requires_grad_(True) for t in small]
     dh = r(1, 1, 64, 64).bfloat16()
     cases["fwd.grad_inputs"] = lambda: mlstm_chunkwise(*sg)
-    cases["fwd+bwd"] = lambda: mlstm_chunkwise(*sg).backward(dh)
+
+    def fwd_bwd():  # as a training step after zero_grad(set_to_none=True)
+        for t in sg:
+            t.grad = None
+        mlstm_chunkwise(*sg).backward(dh)
+    cases["fwd+bwd"] = fwd_bwd
     return cases, (be, bi)
 
 

@@ -12,6 +12,8 @@
 #include "output.hpp"
 #include "gpu.hpp"
 #include "ops/fwd_config.hpp"
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -137,51 +139,78 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   return r;
 }
 
-// Host time per mlstm_forward call on a warm process (kernels loaded, caller workspace): the
-// library's dispatch (argument checks, config, memo lookup) plus the three launches.
+// Host time per call on a warm process (kernels loaded, caller workspaces) of the inference
+// forward (h only), the training forward (h and the normalizer the backward reads) and the
+// backward: the library's dispatch (argument checks, config, memo lookup) plus the launches.
+// Each: the median over 5 samples of 200 calls, timed on the host before the GPU catches up.
+double host_us_per_call(const std::function<void()>& call) {
+  std::vector<double> per_call_us;
+  for (int rep = 0; rep < 5; ++rep) {
+    const int calls = 200;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) call();
+    const auto t1 = std::chrono::steady_clock::now();
+    synchronize();
+    per_call_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
+  }
+  return median(per_call_us);
+}
+
 int bench_overhead(bool json) {
   MlstmProblem p;
   p.B = 1; p.NH = 1; p.S = 64; p.Dqk = 64; p.Dv = 64;
   const int64_t n_qk = p.S * p.Dqk, n_g = p.S;
-  DeviceBuffer q(n_qk * 2), k(n_qk * 2), v(n_qk * 2), h(n_qk * 2), ig(n_g * 4), fg(n_g * 4);
+  DeviceBuffer q(n_qk * 2), k(n_qk * 2), v(n_qk * 2), h(n_qk * 2), ig(n_g * 4), fg(n_g * 4), norm(n_g * 4);
+  DeviceBuffer dh(n_qk * 2), dq(n_qk * 2), dk(n_qk * 2), dv(n_qk * 2), di(n_g * 4), df(n_g * 4);
   fill_random(q.get(), p.dtype, n_qk, 1, 0.f, 1.f);
   fill_random(k.get(), p.dtype, n_qk, 2, 0.f, 1.f);
   fill_random(v.get(), p.dtype, n_qk, 3, 0.f, 1.f);
   fill_random(ig.get(), DType::FP32, n_g, 4, 0.f, 1.f);
   fill_random(fg.get(), DType::FP32, n_g, 5, 3.f, 1.f);
-  const size_t ws_bytes = mlstm_forward_workspace_size(p);
-  DeviceBuffer ws(ws_bytes);
+  fill_random(dh.get(), p.dtype, n_qk, 6, 0.f, 1.f);
+  const size_t fws_bytes = mlstm_forward_workspace_size(p), bws_bytes = mlstm_backward_workspace_size(p);
+  DeviceBuffer fws(fws_bytes), bws(bws_bytes);
   ForwardTensors t;
   t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
-  LaunchOptions o;
-  o.workspace = ws.get();
-  o.workspace_bytes = ws_bytes;
+  ForwardTensors tn = t;
+  tn.norm = norm.as<float>();
+  BackwardTensors bt;
+  bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get();
+  bt.dh = dh.get(); bt.norm = norm.as<float>();
+  bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+  LaunchOptions fo, bo;
+  fo.workspace = fws.get();
+  fo.workspace_bytes = fws_bytes;
+  bo.workspace = bws.get();
+  bo.workspace_bytes = bws_bytes;
   synchronize();
   // the first call loads its kernels: from the cubin cache when warm, else through NVRTC
   const auto f0 = std::chrono::steady_clock::now();
-  mlstm_forward(p, t, o);
+  mlstm_forward(p, t, fo);
   synchronize();
   const double first_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - f0).count();
-  std::vector<double> per_call_us;
-  for (int rep = 0; rep < 5; ++rep) {
-    const int calls = 200;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int c = 0; c < calls; ++c) mlstm_forward(p, t, o);
-    const auto t1 = std::chrono::steady_clock::now();
-    synchronize();
-    per_call_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
-  }
-  const double med = median(per_call_us);
+  mlstm_forward(p, tn, fo);
+  mlstm_backward(p, bt, bo);
+  synchronize();
+  const double fwd_us = host_us_per_call([&] { mlstm_forward(p, t, fo); });
+  const double train_us = host_us_per_call([&] { mlstm_forward(p, tn, fo); });
+  const double bwd_us = host_us_per_call([&] { mlstm_backward(p, bt, bo); });
+  const int fwd_launches = ops::select_fwd(p, {}, false).plans[0].count;
+  const int bwd_launches = ops::select_bwd(p, {}, false).plans[0].count;
   if (json)
-    std::printf("{\"op\": \"overhead\", \"first_call_ms\": %.3f, \"host_us_per_forward_call\": %.3f, "
-                "\"launches_per_call\": 3}\n",
-                first_ms, med);
+    std::printf("{\"op\": \"overhead\", \"B\": 1, \"NH\": 1, \"S\": 64, \"Dqk\": 64, \"Dv\": 64, "
+                "\"first_call_ms\": %.3f, \"host_us_per_forward_call\": %.3f, "
+                "\"host_us_per_training_forward_call\": %.3f, \"host_us_per_backward_call\": %.3f, "
+                "\"forward_launches\": %d, \"backward_launches\": %d}\n",
+                first_ms, fwd_us, train_us, bwd_us, fwd_launches, bwd_launches);
   else
-    std::printf("first mlstm_forward call (kernel load, context already current): %.2f ms\n"
-                "host time per mlstm_forward call (3 kernel launches, warm process): %.2f us "
-                "(median of 5 x 200 calls)\n",
-                first_ms, med);
+    std::printf("B 1, NH 1, S 64, Dqk 64, Dv 64, bf16; host us per call on a warm process (median of 5 x 200)\n"
+                "first mlstm_forward call (kernel load, context already current): %.2f ms\n"
+                "mlstm_forward, h only:              %7.2f us (%d launches)\n"
+                "mlstm_forward, h and normalizer:    %7.2f us\n"
+                "mlstm_backward:                     %7.2f us (%d launches)\n",
+                first_ms, fwd_us, fwd_launches, train_us, bwd_us, bwd_launches);
   return kOk;
 }
 
