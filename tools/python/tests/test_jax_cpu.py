@@ -245,6 +245,15 @@ def test_configs_are_resolved_at_trace_time(on_gpu):
     assert fwd == resolved("fwd", "parallel=0")
     assert tfla._binding.parse_config(bwd)["chunk"] == tfla._binding.parse_config(fwd)["chunk"]
     assert tfla._binding.parse_config(bwd)["parallel"] == 0
+    # the parallel form pinned where states are kept: named at trace time
+    with pytest.raises(TflaArgumentError, match="pins parallel=1"):
+        _configs_of(jax.grad(lambda *a: jnp.sum(tj.mlstm_chunkwise(*a, config="parallel=1").astype(jnp.float32))),
+                    *_specs())
+    with pytest.raises(TflaArgumentError, match="pins parallel=1"):
+        _configs_of(lambda *a: tj.mlstm_chunkwise(*a, config="parallel=1", return_last_states=True), *_specs())
+    _configs_of(jax.grad(lambda *a: jnp.sum(tj.mlstm_chunkwise(*a, config="parallel=1",
+                                                               recompute_states_in_bw=True).astype(jnp.float32))),
+                *_specs())
     got = _configs_of(lambda *a: tj.mlstm_chunkwise(*a, chunk_size=None, config={"chunk": 128}), *_specs())
     assert tfla._binding.parse_config(got["tfla_mlstm_forward"][0])["chunk"] == 128
     sds = jax.ShapeDtypeStruct

@@ -147,7 +147,13 @@ def _resolve(plan, op, pinned, chunkwise):
     form has none of; where the resolved form is parallel and the caller did not pin it, the
     library's own choice for such a call is the chunkwise default, and so is this."""
     cfg = _binding.kernel_config(plan, op, pinned)
-    if chunkwise and cfg.get("parallel") == 1 and "parallel" not in _binding.parse_config(pinned):
+    if chunkwise and cfg.get("parallel") == 1:
+        if "parallel" in _binding.parse_config(pinned):
+            which = "config" if op == "fwd" else "backward_config"
+            raise TflaArgumentError(
+                f"{which} pins parallel=1, the parallel form, which keeps no chunk states, but this call "
+                "has initial or last states or saves its states for the backward: pin parallel=0, leave "
+                "the form to the library, or pass recompute_states_in_bw=True")
         cfg = _binding.kernel_config(plan, op, "parallel=0")
     return _binding.config_text(cfg)
 
