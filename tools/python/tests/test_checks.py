@@ -200,6 +200,9 @@ def test_config_text_round_trip():
     assert parse_config("chunk=256,siz_b_q=64") == {"chunk": 256, "siz_b_q": 64}
     raises(r"config value of 'chunk' must be an int", config_text, {"chunk": 1.5})
     raises(r"config must be None, a 'key=value,...' string or a dict", config_text, 256)
+    assert parse_config(" chunk=128 , siz_b_v=64 ") == {"chunk": 128, "siz_b_v": 64}
+    for bad in ("chunk=abc", "chunk", "=128", "chunk=1.5"):
+        raises(r"bad config item .* expected key=integer", parse_config, bad)
 
 
 @pytest.mark.parametrize("bad", [1.5, 2.0, True, "4", None])

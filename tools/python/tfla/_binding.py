@@ -39,10 +39,17 @@ def parse_config(text):
     """{key: int} from "key=value,..." text."""
     out = {}
     for item in (text or "").split(","):
+        item = item.strip()
         if not item:
             continue
-        key, _, value = item.partition("=")
-        out[key] = int(value)
+        key, eq, value = item.partition("=")
+        try:
+            if not eq or not key.strip():
+                raise ValueError
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise TflaArgumentError(f"bad config item {item!r} in {text!r}: expected key=integer, as "
+                                    "\"chunk=128,siz_b_v=128\"") from None
     return out
 
 
