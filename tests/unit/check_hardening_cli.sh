@@ -111,6 +111,18 @@ run 2 cache explain --op bogus --dqk 256 --dv 512 --bh 64 --seq 8192 --json
 json 'j["ok"] is False and j["exit_code"] == 2 and j["error"]["kind"] == "usage"'
 run 2 compile --dtype bf16 --dims 64x64 --emit "$d/no/such/dir" --no-cache
 has_err "emit"
+for filter in "--op bogus" "--variant lin" "--dtype bf17"; do
+  # shellcheck disable=SC2086
+  run 2 cache list $filter --cache "$d/never.sqlite"
+  has_err "${filter%% *}"
+done
+[ -e "$d/never.sqlite" ] && fail "cache list with a bad filter created its cache"
+run 2 bench gemm --m 0
+has_err "--m"
+run 2 bench gemm --k 12
+has_err "--k"
+run 2 bench tma-copy --mib 0
+has_err "--mib"
 run 1 cache show nosuchentry --json
 json 'j["ok"] is False and "nosuchentry" in j["error"]["message"]'
 run 2 info --bogus --json

@@ -55,6 +55,13 @@ int bench_gemm(const std::vector<std::string>& argv) {
   const int warmup = static_cast<int>(args.get_int("warmup", 5));
   const int reps = static_cast<int>(args.get_int("reps", 20));
   const int samples = static_cast<int>(args.get_int("samples", 4096));
+  // Every argument is judged before the driver is touched: a usage error is exit 2 on any machine.
+  for (const char* k : {"m", "n", "k"})
+    if (args.get_int(k, 8192) < 1 || args.get_int(k, 8192) > (1 << 20))
+      throw UsageError(std::string("bench gemm --") + k + " must be in [1, 1048576]");
+  if (K % 8 || N % 2) throw UsageError("bench gemm needs --k a multiple of 8 and --n even (16-byte rows)");
+  if (warmup < 0 || reps < 1 || samples < 0)
+    throw UsageError("bench gemm: --reps must be >= 1, --warmup and --samples >= 0");
   const DeviceInfo& dev = rt::device_info(rt::ensure_context());
 
   DeviceBuffer a(static_cast<size_t>(M) * K * 2), b(static_cast<size_t>(N) * K * 2),
@@ -122,6 +129,9 @@ int bench_tma_copy(const std::vector<std::string>& argv) {
   const size_t bytes = static_cast<size_t>(args.get_int("mib", 1024)) << 20;
   const int warmup = static_cast<int>(args.get_int("warmup", 3));
   const int reps = static_cast<int>(args.get_int("reps", 20));
+  if (args.get_int("mib", 1024) < 1 || args.get_int("mib", 1024) > (1 << 20))
+    throw UsageError("bench tma-copy --mib must be in [1, 1048576]");
+  if (warmup < 0 || reps < 1) throw UsageError("bench tma-copy: --reps must be >= 1 and --warmup >= 0");
   const DeviceInfo& dev = rt::device_info(rt::ensure_context());
   DeviceBuffer src(bytes), dst(bytes);
   fill_random(src.get(), DType::BF16, static_cast<int64_t>(bytes / 2),

@@ -15,6 +15,7 @@
 #include "runtime/driver.hpp"
 #include "store/env_key.hpp"
 #include "tfla_cache/hash.hpp"
+#include "tfla_util/dtype_name.hpp"
 #include "tfla_util/env_flag.hpp"
 
 namespace tfla::cli {
@@ -152,12 +153,18 @@ void print_table(const std::vector<std::string>& header,
 }
 
 int cmd_list(const Args& args) {
-  cache::Cache c = open(args);
   cache::ListFilter f;
   f.env_id = args.get("env");
   f.op = args.get("op");
   f.variant = args.get("variant");
   f.dtype = args.get("dtype");
+  if (!f.op.empty() && f.op != "fwd" && f.op != "bwd" && f.op != "step")
+    throw UsageError("--op must be fwd, bwd or step (the ops with tuned entries), got '" + f.op + "'");
+  if (!f.variant.empty() && f.variant != "exp" && f.variant != "sig")
+    throw UsageError("--variant must be exp or sig, got '" + f.variant + "'");
+  if (!f.dtype.empty() && !util::is_dtype_name(f.dtype))
+    throw UsageError("--dtype must be one of " + std::string(util::dtype_names()) + ", got '" + f.dtype + "'");
+  cache::Cache c = open(args);
   const std::vector<cache::TunedEntry> entries = c.list(f);
   if (args.flag("json")) {
     nlohmann::json j = {{"cache", c.path()}, {"entries", nlohmann::json::array()}};
