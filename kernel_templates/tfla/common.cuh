@@ -38,10 +38,15 @@ template <> struct Elem<bf16> {
     asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(r) : "f"(a), "f"(b));
     return r;
   }
-  // elementwise product of two packed pairs
+  // elementwise product of two packed pairs (mul.bf16x2 needs sm_90; before it the same rounded
+  // product as an fma with -0, which keeps the sign of a zero product)
   __device__ static u32 mul2(u32 a, u32 b) {
     u32 r;
+#if __CUDA_ARCH__ >= 900
     asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+#else
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(0x80008000u));
+#endif
     return r;
   }
   // packed pair -> two floats (x = lo, y = hi)

@@ -48,6 +48,13 @@ void check_shape(const MlstmProblem& p) {
   }
 }
 
+// --normalize 0 or 1 (mLSTMsig's normalizer; mLSTMexp always normalizes).
+bool normalize_flag(const Args& args) {
+  const int64_t v = args.get_int("normalize", 1);
+  if (v != 0 && v != 1) throw UsageError("--normalize takes 0 or 1, got " + std::to_string(v));
+  return v == 1;
+}
+
 DType dtype_of(const std::string& s) {
   if (std::optional<DType> d = util::parse_dtype(s)) return *d;
   throw UsageError("unknown dtype '" + s + "' (" + util::dtype_names() + ")");
@@ -280,7 +287,7 @@ int bench_step(const std::vector<std::string>& argv) {
   base.Dv = args.get_int("dv", 512);
   base.dtype = dtype_of(args.get("dtype", "bf16"));
   base.gate_dtype = args.has("gate-dtype") ? dtype_of(args.get("gate-dtype")) : DType::FP32;
-  base.normalize = args.get_int("normalize", 1) != 0;
+  base.normalize = normalize_flag(args);
   const auto batches = args.get_ints("batch", {1, 4, 16, 64, 256});
   const auto tokens = args.get_ints("tokens", {1, 4});
   const Config pinned = args.has("config") ? parse_config(args.get("config")) : Config{};
@@ -390,7 +397,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
   base.Dv = args.get_int("dv", 512);
   base.dtype = dtype_of(args.get("dtype", "bf16"));
   base.gate_dtype = args.has("gate-dtype") ? dtype_of(args.get("gate-dtype")) : DType::FP32;
-  base.normalize = args.get_int("normalize", 1) != 0;
+  base.normalize = normalize_flag(args);
   const int64_t tokens = args.get_int("tokens", 65536);
   const auto seqs = args.get_ints("seqs", {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536});
   const Config pinned = args.has("config") ? parse_config(args.get("config")) : Config{};

@@ -15,6 +15,7 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "ops/kernel_space.hpp"
+#include "ops/problem_check.hpp"
 #include "store/cubin_store.hpp"
 #include "store/env_key.hpp"
 #include "runtime/kernel.hpp"
@@ -39,9 +40,22 @@ std::vector<std::pair<int, int>> parse_dims(const std::string& s) {
     const size_t x = item.find('x');
     try {
       if (x == std::string::npos) throw std::invalid_argument(item);
-      out.emplace_back(std::stoi(item.substr(0, x)), std::stoi(item.substr(x + 1)));
+      size_t used_a = 0, used_b = 0;
+      const std::string a = item.substr(0, x), b = item.substr(x + 1);
+      out.emplace_back(std::stoi(a, &used_a), std::stoi(b, &used_b));
+      if (used_a != a.size() || used_b != b.size()) throw std::invalid_argument(item);
     } catch (const std::exception&) {
       throw UsageError("--dims expects DQKxDV[,DQKxDV...], got '" + s + "'");
+    }
+    // the library's head-dimension rule, named as it names it
+    MlstmProblem p;
+    p.B = p.NH = p.S = 1;
+    p.Dqk = out.back().first;
+    p.Dv = out.back().second;
+    try {
+      ops::check_problem(p);
+    } catch (const Error& e) {
+      throw UsageError("--dims " + item + ": " + e.what());
     }
     pos = end + 1;
   }

@@ -108,7 +108,7 @@ const char* help_for(const std::string& cmd) {
   if (cmd == "bench") return kBenchHelp;
   if (cmd == "cache") return kCacheHelp;
   if (cmd == "tune") return kTuneHelp;
-  if (cmd == "version") return "usage: tfla version\n";
+  if (cmd == "version") return "usage: tfla version [--json]\n";
   return nullptr;
 }
 
@@ -159,7 +159,14 @@ int main(int argc, char** argv) {
     }
   }
   if (cmd == "version" || cmd == "--version") {
-    std::printf("tfla %s\n", tfla::version().c_str());
+    const bool json = has_arg(rest, {"--json"});
+    for (const std::string& a : rest)
+      if (a != "--json") {
+        std::fprintf(stderr, "tfla version: unexpected argument '%s' (usage: tfla version [--json])\n", a.c_str());
+        return kUsage;
+      }
+    if (json) std::printf("{\"version\": \"%s\"}\n", tfla::version().c_str());
+    else std::printf("tfla %s\n", tfla::version().c_str());
     return kOk;
   }
   set_json_output(cmd != "tune-worker" && has_arg(rest, {"--json"}));
