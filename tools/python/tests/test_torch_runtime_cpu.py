@@ -20,3 +20,25 @@ def test_like_only_where_empty_like_is_contiguous(make, ok):
     if ok:
         assert torch.empty_like(t).is_contiguous()
     assert not like(t, tuple(t.shape[:-1]) + (t.shape[-1] + 1,))  # another shape
+
+
+def test_a_non_tensor_argument_is_named():
+    """Entry points name an argument that is not a tensor (not an AttributeError from inside)."""
+    from tfla import TflaArgumentError
+    from tfla.torch import mlstm_chunkwise, mlstm_recurrent_step
+    from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
+    q = torch.randn(1, 2, 64, 64)
+    g = torch.randn(1, 2, 64)
+    with pytest.raises(TflaArgumentError, match="i must be a torch.Tensor, got float"):
+        mlstm_chunkwise(q, q, q, 1.0, g)
+    with pytest.raises(TflaArgumentError, match="q must be a torch.Tensor, got NoneType"):
+        mlstm_chunkwise(None, q, q, g, g)
+    q1, g1 = q[:, :, 0], torch.randn(1, 2, 1)
+    states = (torch.zeros(1, 2, 64, 64), torch.zeros(1, 2, 64), torch.zeros(1, 2, 1))
+    with pytest.raises(TflaArgumentError, match="f must be a torch.Tensor, got list"):
+        mlstm_recurrent_step(q1, q1, q1, g1, [1.0], *states)
+    with pytest.raises(TflaArgumentError, match="c must be a torch.Tensor, got NoneType"):
+        mlstm_recurrent_step(q1, q1, q1, g1, g1, None, *states[1:])
+    backend = mLSTMBackend(mLSTMBackendConfig(mode="inference"))
+    with pytest.raises(TflaArgumentError, match="v must be a torch.Tensor, got int"):
+        backend(q[:, :, :1], q[:, :, :1], 3, g[:, :, :1], g[:, :, :1])

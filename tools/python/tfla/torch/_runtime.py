@@ -9,6 +9,7 @@ import threading
 import torch
 
 from .._checks import DTYPE_BYTES, describe, layout_ok
+from .._errors import TflaArgumentError
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -43,6 +44,16 @@ def compiled_ops():
             f"torch.compile of tfla's kernels needs torch >= 2.4 (torch.library.custom_op); this is "
             f"torch {torch.__version__} ({e})") from None
     return ops
+
+
+def name_non_tensor(optional=(), **args):
+    """Raises TflaArgumentError naming the first argument that is not a torch.Tensor (those in
+    `optional` may be None). Called where touching an argument raised AttributeError."""
+    for name, x in args.items():
+        if x is None and name in optional:
+            continue
+        if not isinstance(x, torch.Tensor):
+            raise TflaArgumentError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
 
 
 def info(name, t):

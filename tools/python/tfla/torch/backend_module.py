@@ -39,7 +39,7 @@ from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
 from .._prepared import PreparedBackendForward, PreparedStep
-from ._runtime import PerThreadCache, current_device, current_stream, info, like, sig, tensor_guard
+from ._runtime import PerThreadCache, current_device, current_stream, info, like, name_non_tensor, sig, tensor_guard
 from .chunkwise import mlstm_chunkwise
 
 _F32 = torch.float32
@@ -225,11 +225,16 @@ class mLSTMBackend(nn.Module):
     def _entry(self, q, k, v, i, f, c0, n0, m0):
         """The _InferenceEntry of a call, looked up by its signatures (made at the first call)."""
         # the signatures (shape, strides, dtype, device) of the inputs, flat: fewer calls than sig()
-        key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype,
-               k.get_device(), v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(),
-               i.dtype, i.get_device(), f.shape, f.stride(), f.dtype, f.get_device(),
-               None if c0 is None else (c0.shape, c0.stride(), c0.dtype, c0.get_device()),
-               None if n0 is None else (n0.shape, n0.stride(), n0.dtype, n0.get_device()), sig(m0))
+        try:
+            key = (q.shape, q.stride(), q.dtype, q.get_device(), k.shape, k.stride(), k.dtype,
+                   k.get_device(), v.shape, v.stride(), v.dtype, v.get_device(), i.shape, i.stride(),
+                   i.dtype, i.get_device(), f.shape, f.stride(), f.dtype, f.get_device(),
+                   None if c0 is None else (c0.shape, c0.stride(), c0.dtype, c0.get_device()),
+                   None if n0 is None else (n0.shape, n0.stride(), n0.dtype, n0.get_device()), sig(m0))
+        except AttributeError:
+            name_non_tensor(("c_initial", "n_initial", "m_initial"), q=q, k=k, v=v, i=i, f=f, c_initial=c0,
+                            n_initial=n0, m_initial=m0)
+            raise
         entries = self._entries
         e = entries.entries.get(key)
         if e is None:

@@ -27,7 +27,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._launch import Options, configs, forward_entry, run_backward, run_forward
-from ._runtime import compiled_ops, hashable_config, is_compiling
+from ._runtime import compiled_ops, hashable_config, is_compiling, name_non_tensor
 
 _grad_enabled = torch.is_grad_enabled
 _autocast_enabled = torch.is_autocast_enabled  # no argument: CUDA's (a device name costs a parse)
@@ -135,13 +135,20 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     through the custom ops (tfla.torch.ops)."""
     opts = options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
                    return_last_states, recompute_states_in_bw)
+    try:
+        grad = (not is_compiling() and not _autocast_enabled() and _grad_enabled()
+                and (q.requires_grad or k.requires_grad or v.requires_grad or i.requires_grad
+                     or f.requires_grad or (c_initial is not None or n_initial is not None
+                                            or m_initial is not None)
+                     and _state_requires_grad(c_initial, n_initial, m_initial)))
+    except AttributeError:
+        name_non_tensor(("c_initial", "n_initial", "m_initial"), q=q, k=k, v=v, i=i, f=f,
+                        c_initial=c_initial, n_initial=n_initial, m_initial=m_initial)
+        raise
     if is_compiling() or _autocast_enabled():
         h, C, n, m = _traced_or_autocast(q, k, v, i, f, c_initial, n_initial, m_initial, opts,
                                          autocast_kernel_dtype)
-    elif _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad or i.requires_grad
-                              or f.requires_grad or (c_initial is not None or n_initial is not None
-                                                     or m_initial is not None)
-                              and _state_requires_grad(c_initial, n_initial, m_initial)):
+    elif grad:
         h, C, n, m = (_apply if not _functorch_active() else MlstmChunkwiseFunction.apply)(
             q, k, v, i, f, c_initial, n_initial, m_initial, opts, True)
     else:

@@ -27,7 +27,7 @@ from .._checks import check_state, check_step
 from .._errors import TflaArgumentError
 from .._prepared import PreparedStep
 from ._runtime import (PerThreadCache, compiled_ops, current_device, current_stream, hashable_config,
-                       info, is_compiling, like, sig, tensor_guard)
+                       info, is_compiling, like, name_non_tensor, sig, tensor_guard)
 
 _F32 = torch.float32
 _empty_like = torch.empty_like
@@ -79,6 +79,16 @@ _entries = PerThreadCache()
 def _entry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config, out, c_new, n_new, m_new,
            news):
     """The StepEntry of a call, looked up by its signatures (made and cached at the first call)."""
+    try:
+        return _entry_of(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config, out, c_new, n_new,
+                         m_new, news)
+    except AttributeError:
+        name_non_tensor(("m", "out", "c_new", "n_new", "m_new"), q=q, k=k, v=v, i=i, f=f, c=c, n=n, m=m,
+                        out=out, c_new=c_new, n_new=n_new, m_new=m_new)
+        raise
+
+
+def _entry_of(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config, out, c_new, n_new, m_new, news):
     if news:
         outs = (sig(out), sig(c_new), sig(n_new), sig(m_new))
     elif out is not None:  # h's buffer only (a 5-tuple, apart from the above)
