@@ -137,6 +137,8 @@ TFLA_CACHE_DISABLE=false run 0 info --json
 json 'j["cache_disabled"] is False'
 TFLA_CACHE_DISABLE=yes run 0 info --json
 json 'j["cache_disabled"] is True'
+TFLA_LOG_LEVEL=bogus run 0 info
+has_err "TFLA_LOG_LEVEL='bogus' is not a level"
 TFLA_CACHE_DISABLE=maybe run 1 info
 has_err "TFLA_CACHE_DISABLE='maybe'"
 TFLA_DEVICE=abc run 1 cache explain --op fwd --dqk 256 --dv 512 --bh 64 --seq 8192
