@@ -9,6 +9,7 @@ jnp = pytest.importorskip("jax.numpy")
 
 import tfla  # noqa: E402
 import tfla.jax as tj  # noqa: E402
+from jaxpr_walk import ffi_calls  # noqa: E402
 from tfla import TflaArgumentError, TflaLibraryNotFoundError  # noqa: E402
 
 try:
@@ -189,19 +190,8 @@ def test_a_shape_is_sized_once(on_gpu, monkeypatch):
     assert len(calls) == 1
 
 
-def _eqns(jaxpr):
-    """The equations of a jaxpr and of the jaxprs nested in them (custom_vjp's)."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for p in eqn.params.values():
-            inner = getattr(p, "jaxpr", p)
-            if hasattr(inner, "eqns"):
-                yield from _eqns(inner)
-
-
 def test_a_forward_without_backward_leaves_norm_and_m_unwritten(on_gpu):
-    (eqn,) = [e for e in _eqns(jax.make_jaxpr(lambda *a: tj.mlstm_chunkwise(*a))(*_specs()).jaxpr)
-              if e.primitive.name == "ffi_call"]
+    (eqn,) = ffi_calls(jax.make_jaxpr(lambda *a: tj.mlstm_chunkwise(*a))(*_specs()).jaxpr)
     avals = eqn.params.get("result_avals")
     if avals is None:
         pytest.skip("this JAX names ffi_call's parameters differently")
@@ -211,12 +201,11 @@ def test_a_forward_without_backward_leaves_norm_and_m_unwritten(on_gpu):
 def _configs_of(fn, *args):
     """{target: [config attribute of each call]} of fn's jaxpr, nested ones (custom_vjp) too."""
     out = {}
-    for eqn in _eqns(jax.make_jaxpr(fn)(*args).jaxpr):
-        if eqn.primitive.name == "ffi_call":
-            attrs = eqn.params.get("attributes")
-            if attrs is None:
-                pytest.skip("this JAX keeps ffi_call's attributes elsewhere")
-            out.setdefault(eqn.params["target_name"], []).append(dict(attrs)["config"])
+    for eqn in ffi_calls(jax.make_jaxpr(fn)(*args).jaxpr):
+        attrs = eqn.params.get("attributes")
+        if attrs is None:
+            pytest.skip("this JAX keeps ffi_call's attributes elsewhere")
+        out.setdefault(eqn.params["target_name"], []).append(dict(attrs)["config"])
     return out
 
 

@@ -21,6 +21,7 @@ if jax.default_backend() != "gpu":
 import jax.numpy as jnp  # noqa: E402
 
 import tfla.jax as tj  # noqa: E402
+from jaxpr_walk import ffi_calls  # noqa: E402
 import tfla.torch as tfla_torch  # noqa: E402
 from tfla.torch.reference import mlstm_recurrent_reference  # noqa: E402
 
@@ -180,15 +181,6 @@ def test_bshd_layout_matches_reference(variant):
                           tf.detach()) < 2e-2, msg
 
 
-def _eqns(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for p in eqn.params.values():
-            inner = getattr(p, "jaxpr", p)
-            if hasattr(inner, "eqns"):
-                yield from _eqns(inner)
-
-
 @pytest.mark.parametrize("variant", ["exp", "sig"])
 @pytest.mark.parametrize("B, NH, S, Dqk, Dv", [(1, 2, 1000, 256, 512), (2, 4, 700, 128, 256)])
 def test_same_bits_as_torch_at_large_heads(variant, B, NH, S, Dqk, Dv):
@@ -202,11 +194,9 @@ def test_same_bits_as_torch_at_large_heads(variant, B, NH, S, Dqk, Dv):
         return tj.mlstm_chunkwise(*a, return_last_states=True, variant=variant)
 
     configs = {}
-    for eqn in _eqns(jax.make_jaxpr(lambda *a: jax.vjp(fwd, *a)[1]((w, tuple(jnp.zeros_like(s) for s in
-                                                                              st[:2 if variant == "sig" else 3]))))
-                     (*x, *st).jaxpr):
-        if eqn.primitive.name == "ffi_call":
-            configs[eqn.params["target_name"]] = dict(eqn.params["attributes"])["config"]
+    cts = tuple(jnp.zeros_like(s) for s in st[:2 if variant == "sig" else 3])
+    for eqn in ffi_calls(jax.make_jaxpr(lambda *a: jax.vjp(fwd, *a)[1]((w, cts)))(*x, *st).jaxpr):
+        configs[eqn.params["target_name"]] = dict(eqn.params["attributes"])["config"]
     h, vjp = jax.jit(lambda *a: jax.vjp(fwd, *a))(*x, *st)
     out, last = h
     zeros = tuple(jnp.zeros_like(s) for s in last)
