@@ -201,6 +201,20 @@ ffi::ErrorOr<ffi::AnyBuffer> bytes_ret(const ffi::RemainingRets& rest, size_t id
   return **r;
 }
 
+// Calls the library op `call` (tfla_mlstm_forward or tfla_mlstm_backward) with the workspace, the
+// uint8 result at index r of `rest`, and the config; its status as the handler's error.
+template <class Tensors>
+ffi::Error with_workspace(tfla_status (*call)(const tfla_problem*, const Tensors*, void*, void*, size_t,
+                                              const char*),
+                          const tfla_problem& p, const Tensors& t, void* stream, const ffi::RemainingRets& rest,
+                          size_t r, std::string_view config, const char* what) {
+  auto ws = bytes_ret(rest, r, "workspace");
+  if (ws.has_error()) return ws.error();
+  std::string holder;
+  return from_status(call(&p, &t, stream, ws->untyped_data(), ws->size_bytes(), config_or_null(config, holder)),
+                     what);
+}
+
 // q, k, v, i, f into the C ABI's tensors struct (forward, backward or step), with their strides
 // in the layout.
 template <class Tensors>
@@ -293,12 +307,7 @@ ffi::Error Forward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuf
     t.saved = saved->untyped_data();
     t.saved_bytes = saved->size_bytes();
   }
-  auto ws = bytes_ret(more, r, "workspace");
-  if (ws.has_error()) return ws.error();
-  std::string cfg_holder;
-  return from_status(tfla_mlstm_forward(&p, &t, stream, ws->untyped_data(), ws->size_bytes(),
-                                        config_or_null(config, cfg_holder)),
-                     "forward");
+  return with_workspace(tfla_mlstm_forward, p, t, stream, more, r, config, "forward");
 }
 
 ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
@@ -368,12 +377,7 @@ ffi::Error Backward(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBu
     t.saved = saved->untyped_data();
     t.saved_bytes = saved->size_bytes();
   }
-  auto ws = bytes_ret(more, r, "workspace");
-  if (ws.has_error()) return ws.error();
-  std::string cfg_holder;
-  return from_status(tfla_mlstm_backward(&p, &t, stream, ws->untyped_data(), ws->size_bytes(),
-                                         config_or_null(config, cfg_holder)),
-                     "backward");
+  return with_workspace(tfla_mlstm_backward, p, t, stream, more, r, config, "backward");
 }
 
 ffi::Error Step(void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
