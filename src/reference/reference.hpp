@@ -129,6 +129,19 @@ SegmentSummary segment_summary(const Shape& shape, const Options& options, const
 // from the initial state gives forward_recurrent's last state; folding a segment's prefix into
 // the state before it gives the state at any token inside it (the "correct" step).
 States combine_segment(const Shape& shape, const Options& options, const States* before, const SegmentSummary& seg);
+// The reverse of combine_segment, for the backward (context parallelism's exchange of state
+// gradients): the gradient w.r.t. the state before a segment from the gradient w.r.t. the state
+// after it,
+//   dC_before = exp(g + m_before - m_after) dC_after + local    (exp(g) for Sig),
+// the stabilizers held constant (backward's convention). local (B, NH, Dqk, Dv): the segment's
+// own dC0, its backward from `before` with dC_last absent; m_before, m_after (B, NH): the
+// stabilizers of the states before and after the segment (combine_segment's m; ignored for Sig,
+// either may then be empty); g: the segment's SegmentSummary::g. dC_after: nullable (zero).
+std::vector<double> combine_segment_backward(const Shape& shape, const Options& options,
+                                             const std::vector<double>& m_before,
+                                             const std::vector<double>& m_after, const std::vector<double>& g,
+                                             const std::vector<double>& local,
+                                             const std::vector<double>* dC_after);
 
 // Packed sequences of variable lengths (cu_seqlens, FLA's convention): N sequences stored back
 // to back along the token axis of one (1, NH, T, D) layout, sequence j at tokens

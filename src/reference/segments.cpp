@@ -70,4 +70,29 @@ States combine_segment(const Shape& shape, const Options& options, const States*
   return out;
 }
 
+std::vector<double> combine_segment_backward(const Shape& shape, const Options& options,
+                                             const std::vector<double>& m_before,
+                                             const std::vector<double>& m_after, const std::vector<double>& g,
+                                             const std::vector<double>& local,
+                                             const std::vector<double>* dC_after) {
+  constexpr const char* fn = "combine_segment_backward";
+  detail::check_shape_and_options(shape, options, fn, /*ignore_s=*/true);
+  const int64_t heads = shape.B * shape.NH, dkv = shape.Dqk * shape.Dv;
+  const bool exp = options.variant == Variant::Exp;
+  if (exp) {
+    detail::check_size(m_before, heads, "m_before (B, NH)", fn);
+    detail::check_size(m_after, heads, "m_after (B, NH)", fn);
+  }
+  detail::check_size(g, heads, "g (B, NH)", fn);
+  detail::check_size(local, heads * dkv, "local (B, NH, Dqk, Dv)", fn);
+  if (dC_after) detail::check_size(*dC_after, heads * dkv, "dC_after (B, NH, Dqk, Dv)", fn);
+  std::vector<double> out = local;
+  if (!dC_after) return out;
+  for (int64_t bh = 0; bh < heads; ++bh) {
+    const double a = std::exp(g[size_t(bh)] + (exp ? m_before[size_t(bh)] - m_after[size_t(bh)] : 0.0));
+    for (int64_t x = 0; x < dkv; ++x) out[size_t(bh * dkv + x)] += a * (*dC_after)[size_t(bh * dkv + x)];
+  }
+  return out;
+}
+
 }  // namespace tfla::reference

@@ -4,6 +4,7 @@
 // the state before it gives the state at any token inside it.
 #include "tfla_catch.hpp"
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
@@ -157,4 +158,79 @@ TEST_CASE("simulated ranks: summaries exchanged forward, state gradients backwar
       CHECK(ref::relative_error(join([&](int r) -> const std::vector<double>& { return bwd[size_t(r)].df; }, 1), gwhole.df) < 1e-11);
       CHECK(ref::relative_error(dnext, gwhole.d_initial.C) < 1e-11);
     }
+}
+
+TEST_CASE("state gradients fold in reverse from each rank's own backward, with no chain between ranks",
+          "[reference][segments]") {
+  // The backward a context-parallel split runs: every rank at once runs its shard's backward from
+  // its entering state with no dC_last (its local dC0) and hands on that and its shard's scalar
+  // decays; combine_segment_backward folds the later ranks' into each rank's dC_last, which a
+  // second backward of the shard takes. The folded gradients equal the serial chain's (the
+  // whole sequence's backward, handed rank to rank).
+  uint64_t seed = 1300;
+  for (ref::Variant v : {ref::Variant::Exp, ref::Variant::Sig})
+    for (bool extreme : {false, true})
+      for (int ranks : {2, 5, 11}) {
+        const ref::Shape sh{2, 2, 44, 8, 12};
+        ref::Options o;
+        o.variant = v;
+        const ref::Inputs in = ref::random_inputs(sh, seed, extreme);
+        const ref::States st0 = ref::random_states(sh, v, seed + 1);
+        const std::vector<double> dh = ref::random_inputs({2, 2, 44, 12, 12}, seed + 2).v;
+        const std::vector<double> dCl = ref::random_states(sh, v, seed + 3).C;
+        ++seed;
+        const ref::BackwardResult whole = ref::backward(sh, o, in, &st0, dh, &dCl);
+        std::vector<int64_t> cuts;
+        for (int r = 0; r <= ranks; ++r) cuts.push_back(44 * r / ranks);
+        std::vector<ref::States> entering{st0};
+        std::vector<ref::SegmentSummary> summary;
+        for (int r = 0; r < ranks; ++r) {
+          summary.push_back(ref::segment_summary(sh, o, in, cuts[r], cuts[r + 1]));
+          entering.push_back(ref::combine_segment(sh, o, &entering.back(), summary.back()));
+        }
+        // each rank alone: its shard's dC0 without a dC_last
+        auto shard_of = [&](int r) { return ref::Shape{2, 2, cuts[r + 1] - cuts[r], 8, 12}; };
+        std::vector<std::vector<double>> local;
+        for (int r = 0; r < ranks; ++r)
+          local.push_back(ref::backward(shard_of(r), o, slice(sh, in, cuts[r], cuts[r + 1]), &entering[r],
+                                        slice(sh, dh, 12, cuts[r], cuts[r + 1]), nullptr)
+                              .d_initial.C);
+        // the exchange: dC_last of rank r folded from ranks r + 1 .. R - 1 and the global dC_last
+        std::vector<std::vector<double>> d_last(static_cast<size_t>(ranks));
+        d_last[size_t(ranks - 1)] = dCl;
+        for (int r = ranks - 1; r > 0; --r)
+          d_last[size_t(r - 1)] = ref::combine_segment_backward(sh, o, entering[r].m, entering[r + 1].m,
+                                                                summary[size_t(r)].g, local[size_t(r)],
+                                                                &d_last[size_t(r)]);
+        const std::vector<double> dC0 = ref::combine_segment_backward(sh, o, entering[0].m, entering[1].m,
+                                                                      summary[0].g, local[0], &d_last[0]);
+        INFO((v == ref::Variant::Exp ? "exp" : "sig") << (extreme ? " extreme" : "") << " ranks " << ranks);
+        CHECK(ref::relative_error(dC0, whole.d_initial.C) < 1e-11);
+        // each rank's second backward, with its folded dC_last, gives its part of every gradient
+        std::vector<double> dq, df;
+        for (int r = 0; r < ranks; ++r) {
+          const ref::BackwardResult g = ref::backward(shard_of(r), o, slice(sh, in, cuts[r], cuts[r + 1]),
+                                                      &entering[r], slice(sh, dh, 12, cuts[r], cuts[r + 1]),
+                                                      &d_last[size_t(r)]);
+          CHECK(ref::relative_error(g.dq, slice(sh, whole.dq, 8, cuts[r], cuts[r + 1])) < 1e-11);
+          CHECK(ref::relative_error(g.dv, slice(sh, whole.dv, 12, cuts[r], cuts[r + 1])) < 1e-11);
+          CHECK(ref::relative_error(g.di, slice(sh, whole.di, 1, cuts[r], cuts[r + 1])) < 1e-11);
+          CHECK(ref::relative_error(g.df, slice(sh, whole.df, 1, cuts[r], cuts[r + 1])) < 1e-10);
+          if (r > 0) CHECK(ref::relative_error(g.d_initial.C, d_last[size_t(r - 1)]) < 1e-11);
+        }
+      }
+}
+
+TEST_CASE("combine_segment_backward names a wrong size, and without dC_after is the local gradient",
+          "[reference][segments]") {
+  const ref::Shape sh{1, 2, 1, 4, 4};
+  ref::Options o;
+  const std::vector<double> m(2, 0.0), g(2, -1.0), local(32, 0.5), d(32, 1.0);
+  CHECK(ref::combine_segment_backward(sh, o, m, m, g, local, nullptr) == local);
+  const std::vector<double> got = ref::combine_segment_backward(sh, o, m, m, g, local, &d);
+  CHECK(got[0] == Approx(0.5 + std::exp(-1.0)));
+  CHECK_THROWS_AS(ref::combine_segment_backward(sh, o, m, m, g, std::vector<double>(31), &d), std::invalid_argument);
+  CHECK_THROWS_AS(ref::combine_segment_backward(sh, o, std::vector<double>(1), m, g, local, &d), std::invalid_argument);
+  o.variant = ref::Variant::Sig;  // the stabilizers are not read
+  CHECK(ref::combine_segment_backward(sh, o, {}, {}, g, local, &d)[0] == Approx(0.5 + std::exp(-1.0)));
 }
