@@ -93,6 +93,8 @@ def main():
         seqs = [int(s) for s in a.seqs.split(",")]
     except ValueError:
         ap.error(f"--seqs must be a comma-separated list of ints, got {a.seqs!r}")
+    if min(seqs) < 1 or a.tokens < 1 or a.reps < 1 or a.samples < 1 or min(a.nh, a.dqk, a.dv) < 1:
+        ap.error("--seqs, --tokens, --reps, --samples, --nh, --dqk and --dv must be >= 1")
     if jax.default_backend() != "gpu":
         print("jax_bench: JAX has no GPU on this machine; nothing to time", file=sys.stderr)
         return 3
