@@ -37,6 +37,7 @@ usage: decode_loop.py [--batch 1,4] [--tokens 16] [--reps 20] [--skip-host] [--s
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -250,16 +251,26 @@ def main():
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        ap.error(f"--batch must be a comma-separated list of ints, got {args.batch!r}")
+    if min(batches) < 1 or args.tokens < 1 or args.reps < 1:
+        ap.error("--batch, --tokens and --reps must be >= 1")
+    if not torch.cuda.is_available():
+        print("decode_loop: torch sees no CUDA GPU on this machine; nothing to time", file=sys.stderr)
+        return 3
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     rows = []
     if not args.skip_host:
         part_host(rows)
     if not args.skip_decode:
-        part_decode(rows, [int(b) for b in args.batch.split(",")], args.tokens, args.reps)
+        part_decode(rows, batches, args.tokens, args.reps)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
