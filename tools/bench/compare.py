@@ -242,8 +242,14 @@ def report(csv_path, meta_path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help") or len(sys.argv) > 3:
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     csv_arg = sys.argv[1]
     meta_arg = sys.argv[2] if len(sys.argv) > 2 else csv_arg.replace("-bench.csv", "-meta.json")
+    for path in (csv_arg, meta_arg):
+        if not os.path.isfile(path):
+            print(f"compare.py: {path}: no such file (usage: compare.py PREFIX-bench.csv [PREFIX-meta.json])",
+                  file=sys.stderr)
+            sys.exit(2)
     report(csv_arg, meta_arg)
