@@ -32,6 +32,10 @@ std::optional<CurrentEnv> current_env(std::string* why);
 std::string describe(const cache::EnvKey& env);
 nlohmann::json env_json(const std::string& env_id, const cache::EnvKey& env);
 
+// Checks the --op, --variant and --dtype names of a cache query (empty: not given) against the
+// names tuned entries carry; throws UsageError naming the option.
+void check_key_names(const std::string& op, const std::string& variant, const std::string& dtype);
+
 // A short stable id of an entry: 12 hex digits of the hash of its env id and problem.
 std::string entry_id(const cache::TunedEntry& e);
 nlohmann::json entry_json(const cache::TunedEntry& e, bool with_candidates);

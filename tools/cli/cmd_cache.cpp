@@ -152,18 +152,22 @@ void print_table(const std::vector<std::string>& header,
   for (const auto& r : rows) line(r);
 }
 
+void check_key_names(const std::string& op, const std::string& variant, const std::string& dtype) {
+  if (!op.empty() && op != "fwd" && op != "bwd" && op != "step")
+    throw UsageError("--op must be fwd, bwd or step (the ops with tuned entries), got '" + op + "'");
+  if (!variant.empty() && variant != "exp" && variant != "sig")
+    throw UsageError("--variant must be exp or sig, got '" + variant + "'");
+  if (!dtype.empty() && !util::is_dtype_name(dtype))
+    throw UsageError("--dtype must be one of " + std::string(util::dtype_names()) + ", got '" + dtype + "'");
+}
+
 int cmd_list(const Args& args) {
   cache::ListFilter f;
   f.env_id = args.get("env");
   f.op = args.get("op");
   f.variant = args.get("variant");
   f.dtype = args.get("dtype");
-  if (!f.op.empty() && f.op != "fwd" && f.op != "bwd" && f.op != "step")
-    throw UsageError("--op must be fwd, bwd or step (the ops with tuned entries), got '" + f.op + "'");
-  if (!f.variant.empty() && f.variant != "exp" && f.variant != "sig")
-    throw UsageError("--variant must be exp or sig, got '" + f.variant + "'");
-  if (!f.dtype.empty() && !util::is_dtype_name(f.dtype))
-    throw UsageError("--dtype must be one of " + std::string(util::dtype_names()) + ", got '" + f.dtype + "'");
+  check_key_names(f.op, f.variant, f.dtype);
   cache::Cache c = open(args);
   const std::vector<cache::TunedEntry> entries = c.list(f);
   if (args.flag("json")) {

@@ -42,10 +42,7 @@ cache::ProblemKey problem_from(const Args& args) {
   p.seq_len = args.get_int("seq", 0);
   if (args.get_int("dqk", 0) != p.dqk || args.get_int("dv", 0) != p.dv)
     throw UsageError("--dqk and --dv must fit an int");
-  if (p.op != "fwd" && p.op != "bwd" && p.op != "step")
-    throw UsageError("--op must be fwd, bwd or step (the ops with tuned entries), got '" + p.op + "'");
-  if (!util::is_dtype_name(p.dtype))
-    throw UsageError("--dtype must be one of " + std::string(util::dtype_names()) + ", got '" + p.dtype + "'");
+  check_key_names(p.op, p.variant, p.dtype);
   try {
     p.validate();
   } catch (const cache::CacheError& e) {

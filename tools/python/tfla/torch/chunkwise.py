@@ -136,24 +136,22 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     opts = options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
                    return_last_states, recompute_states_in_bw)
     try:
-        grad = (not is_compiling() and not _autocast_enabled() and _grad_enabled()
-                and (q.requires_grad or k.requires_grad or v.requires_grad or i.requires_grad
-                     or f.requires_grad or (c_initial is not None or n_initial is not None
-                                            or m_initial is not None)
-                     and _state_requires_grad(c_initial, n_initial, m_initial)))
-    except AttributeError:
+        if is_compiling() or _autocast_enabled():
+            h, C, n, m = _traced_or_autocast(q, k, v, i, f, c_initial, n_initial, m_initial, opts,
+                                             autocast_kernel_dtype)
+        elif _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad or i.requires_grad
+                                  or f.requires_grad or (c_initial is not None or n_initial is not None
+                                                         or m_initial is not None)
+                                  and _state_requires_grad(c_initial, n_initial, m_initial)):
+            h, C, n, m = (_apply if not _functorch_active() else MlstmChunkwiseFunction.apply)(
+                q, k, v, i, f, c_initial, n_initial, m_initial, opts, True)
+        else:
+            e = forward_entry(q, k, v, i, f, c_initial, n_initial, m_initial, opts, False)
+            h, _, C, n, m, _ = run_forward(e, q, k, v, i, f, c_initial, n_initial, m_initial, False)
+    except AttributeError:  # an argument that is not a tensor is named; any other error stands
         name_non_tensor(("c_initial", "n_initial", "m_initial"), q=q, k=k, v=v, i=i, f=f,
                         c_initial=c_initial, n_initial=n_initial, m_initial=m_initial)
         raise
-    if is_compiling() or _autocast_enabled():
-        h, C, n, m = _traced_or_autocast(q, k, v, i, f, c_initial, n_initial, m_initial, opts,
-                                         autocast_kernel_dtype)
-    elif grad:
-        h, C, n, m = (_apply if not _functorch_active() else MlstmChunkwiseFunction.apply)(
-            q, k, v, i, f, c_initial, n_initial, m_initial, opts, True)
-    else:
-        e = forward_entry(q, k, v, i, f, c_initial, n_initial, m_initial, opts, False)
-        h, _, C, n, m, _ = run_forward(e, q, k, v, i, f, c_initial, n_initial, m_initial, False)
     if not return_last_states:
         return h
     return (h, (C, n, m)) if variant == "exp" else (h, (C, n))
