@@ -5,6 +5,7 @@
 #include "ops/fwd_config.hpp"
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/packed.hpp"
 #include "ops/problem_check.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -84,7 +85,9 @@ RuntimeInfo runtime_info() {
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
   ops::check_config(pinned, "forward config");
-  const ops::FwdSelection& sel = ops::select_fwd(problem, pinned, false);
+  const ops::FwdSelection& sel = ops::select_fwd(ops::launch_problem(problem),
+                                                 ops::packed_pins(problem, pinned, ops::Op::Forward), false,
+                                                 ops::is_packed(problem));
   if (!sel.rejected.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + sel.rejected, to_string(sel.cfg.to_config()));
   return sel.cfg.to_config();
@@ -93,7 +96,7 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
 size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config, bool with_saved) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
-  return ops::fwd_workspace_size(problem, cfg, with_saved, config.count(ops::kFormKey) > 0);
+  return ops::fwd_workspace_size(ops::launch_problem(problem), cfg, with_saved, config.count(ops::kFormKey) > 0);
 }
 
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
@@ -101,13 +104,18 @@ void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
   ops::check_problem(problem);
   ops::check_config(options.config, "forward config");
   const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
-  ops::run_forward(problem, tensors, options, ops::select_fwd(problem, options.config, needs_chunkwise));
+  ops::run_forward(problem, tensors, options,
+                   ops::select_fwd(ops::launch_problem(problem),
+                                   ops::packed_pins(problem, options.config, ops::Op::Forward), needs_chunkwise,
+                                   ops::is_packed(problem)));
 }
 
 Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
   ops::check_config(pinned, "backward config");
-  const ops::BwdSelection& sel = ops::select_bwd(problem, pinned, false);
+  const ops::BwdSelection& sel = ops::select_bwd(ops::launch_problem(problem),
+                                                 ops::packed_pins(problem, pinned, ops::Op::Backward), false,
+                                                 ops::is_packed(problem));
   if (!sel.rejected.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + sel.rejected, to_string(sel.cfg.to_config()));
   return sel.cfg.to_config();
@@ -117,26 +125,29 @@ size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& 
                                      bool with_saved) {
   ops::BwdConfig cfg;
   cfg.apply(mlstm_backward_config(problem, config));
-  return ops::bwd_workspace_size(problem, cfg, with_saved, config.count(ops::kFormKey) > 0);
+  return ops::bwd_workspace_size(ops::launch_problem(problem), cfg, with_saved, config.count(ops::kFormKey) > 0);
 }
 
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
-  return ops::saved_size(problem, cfg.chunk);
+  return ops::saved_size(ops::launch_problem(problem), cfg.chunk);
 }
 
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
   ops::check_config(options.config, "backward config");
+  const MlstmProblem lp = ops::launch_problem(problem);
+  const Config pins = ops::packed_pins(problem, options.config, ops::Op::Backward);
   if (tensors.saved) {
     ops::run_backward(problem, tensors, options,
-                      ops::select_bwd_for_saved(problem, options.config, tensors.saved, tensors.saved_bytes));
+                      ops::select_bwd_for_saved(lp, pins, ops::packed_pins(problem, {}, ops::Op::Forward),
+                                                tensors.saved, tensors.saved_bytes, ops::is_packed(problem)));
     return;
   }
   const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
-  ops::run_backward(problem, tensors, options, ops::select_bwd(problem, options.config, needs_chunkwise));
+  ops::run_backward(problem, tensors, options, ops::select_bwd(lp, pins, needs_chunkwise, ops::is_packed(problem)));
 }
 
 }  // namespace tfla

@@ -50,6 +50,8 @@ tfla::MlstmProblem problem_of(const tfla_problem* p) {
   q.normalize = p->normalize != 0;
   q.eps = p->eps;
   q.scale = p->scale;
+  q.num_seqs = p->num_seqs;
+  q.max_seqlen = p->max_seqlen;
   return q;
 }
 
@@ -95,6 +97,7 @@ tfla::ForwardTensors forward_tensors_of(const tfla_forward_tensors* t) {
   x.C0 = t->C0; x.n0 = t->n0; x.m0 = t->m0;
   x.C_last = t->C_last; x.n_last = t->n_last; x.m_last = t->m_last;
   x.saved = t->saved; x.saved_bytes = t->saved_bytes;
+  x.cu_seqlens = t->cu_seqlens; x.cu_seqlens_int64 = t->cu_seqlens_int64 != 0;
   return x;
 }
 
@@ -113,6 +116,7 @@ tfla::BackwardTensors backward_tensors_of(const tfla_backward_tensors* t) {
   x.df_strides = strides_of(t->df_strides);
   x.dC0 = t->dC0;
   x.saved = t->saved; x.saved_bytes = t->saved_bytes;
+  x.cu_seqlens = t->cu_seqlens; x.cu_seqlens_int64 = t->cu_seqlens_int64 != 0;
   return x;
 }
 

@@ -10,6 +10,7 @@
 // segment, see mlstm_bwd_dstate_fix.cuh); only the last starts from dC_last. SPLIT compiles
 // that in: without it the walk is the whole sequence's and carries none of the split's code.
 #pragma once
+#include "tfla/seq_span.cuh"
 #include "tfla/tile.cuh"
 
 namespace tfla {
@@ -35,16 +36,17 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
   const int vt = blockIdx.x, kt = blockIdx.y;
   const int bh = SPLIT ? static_cast<int>(blockIdx.z) / nseg : blockIdx.z;
   const int seg = SPLIT ? static_cast<int>(blockIdx.z) % nseg : 0;
-  const int c_begin = SPLIT ? seg * p.seg_chunks : 0;
-  const int c_end = SPLIT && nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : p.NC;
   const int b = bh / p.NH, h = bh % p.NH;
+  const SeqSpan sq = seq_span<CHUNK>(p, b, h);  // a packed sequence walks its own chunks (no split)
+  const int c_begin = SPLIT ? seg * p.seg_chunks : 0;
+  const int c_end = SPLIT && nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : sq.NC;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
   const int k0 = kt * BK, v0 = vt * BV;
   const i64 S_pad = (i64)p.NC * CHUNK;
 
-  const T* gQ = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh + k0;
-  const T* gH = static_cast<const T*>(p.dh) + b * p.dh_sb + h * p.dh_sh + v0;
+  const T* gQ = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh + sq.tok0 * p.q_ss + k0;
+  const T* gH = static_cast<const T*>(p.dh) + b * p.dh_sb + h * p.dh_sh + sq.tok0 * p.dh_ss + v0;
 
   typename G::Acc acc;
   G::zero(acc);
@@ -80,7 +82,7 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
   auto issue = [&](int it) {
     const int idx = top - it;
     const int row0 = (idx / NSUB) * CHUNK + (idx % NSUB) * SUB;
-    const int valid = p.S - row0;
+    const int valid = sq.S - row0;
     const int st = it & 1;
     load_tile_async<T, SUB, BK, NT>(sQ + st * TileQ::ELEMS, TileQ::LD, gQ + (i64)row0 * p.q_ss,
                                     p.q_ss, valid, tid);
@@ -88,7 +90,7 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
                                     p.dh_ss, valid, tid);
     cp_async_commit();
   };
-  issue(0);
+  if (total > 0) issue(0);  // an empty packed sequence walks nothing
   float m_c = 0.f;
   for (int it = 0; it < total; ++it) {
     const int idx = top - it;
@@ -106,11 +108,11 @@ __device__ void mlstm_bwd_dstates(const MlstmBwdParams& p, char* smem) {
     if (tid < SUB) {
       const int t = c * CHUNK + sub * SUB + tid;
       float w = 0.f;
-      if (t < p.S) {
+      if (t < sq.S) {
         const i64 o = bh * S_pad + t;
         const float bi = p.gate_b[o];
         const float rq = EXP ? -fmaxf(m_c, p.gate_pm[o]) : bi;
-        w = p.scale * __expf(rq + m_c) / (p.norm[(i64)bh * p.S + t] + p.eps);
+        w = p.scale * __expf(rq + m_c) / (p.norm[sq.row + t] + p.eps);
       }
       sW[st * SUB + tid] = w;
     }

@@ -10,6 +10,7 @@
 #include "tfla/common.cuh"
 #include "tfla/mlstm_gate_scan.cuh"
 #include "tfla/mlstm_params.cuh"
+#include "tfla/seq_span.cuh"
 
 namespace tfla {
 
@@ -24,6 +25,8 @@ __device__ void mlstm_bwd_gates_local(const MlstmBwdParams& p) {
   const int len = PAR ? p.S : CHUNK;         // rows of this CTA, from position start
   const int start = PAR ? 0 : c * CHUNK;
   const i64 S_pad = PAR ? (i64)p.S : (i64)p.NC * CHUNK;
+  const SeqSpan sq = seq_span<CHUNK>(p, b, h);  // the parallel form takes the plain layout only
+  if (!PAR && c >= sq.NC) return;
   // reverse inclusive scan of x over the rows, segments of NT from the end (thread 0 takes the
   // last row of a segment); each thread first sums its row's fp32 partial dots
   float carry = 0.f;
@@ -31,7 +34,7 @@ __device__ void mlstm_bwd_gates_local(const MlstmBwdParams& p) {
     const int r = seg_end - 1 - tid;
     const int t = start + r;
     float x = 0.f;
-    if (r >= 0 && t < p.S) {
+    if (r >= 0 && t < sq.S) {
       float qq = 0.f, kk = 0.f;
       const float* xp = p.xpart + (bh * S_pad + t) * 2 * p.xparts;
       for (int j = 0; j < p.xparts; ++j) {
@@ -39,8 +42,8 @@ __device__ void mlstm_bwd_gates_local(const MlstmBwdParams& p) {
         kk += xp[p.xparts + j];
       }
       float di = kk;
-      if (!EXP) di *= sigmoidf_(-Elem<G>::to_float(static_cast<const G*>(p.i)[b * p.i_sb + h * p.i_sh + (i64)t * p.i_ss]));
-      static_cast<G*>(p.di)[b * p.di_sb + h * p.di_sh + (i64)t * p.di_ss] = Elem<G>::from_float(di);
+      if (!EXP) di *= sigmoidf_(-Elem<G>::to_float(static_cast<const G*>(p.i)[b * p.i_sb + h * p.i_sh + (sq.tok0 + t) * p.i_ss]));
+      static_cast<G*>(p.di)[b * p.di_sb + h * p.di_sh + (sq.tok0 + t) * p.di_ss] = Elem<G>::from_float(di);
       x = qq - kk;
     }
     float total;
@@ -64,9 +67,11 @@ __device__ void mlstm_bwd_gates_df(const MlstmBwdParams& p) {
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x;
   const i64 S_pad = (i64)p.NC * CHUNK;
+  const SeqSpan sq = seq_span<CHUNK>(p, b, h);
+  if (c >= sq.NC) return;
   if (tid < 32) {
     float s = 0.f;
-    for (int cc = c + 1 + tid; cc < p.NC; cc += 32) s += p.chunk_x[(i64)bh * p.NC + cc];
+    for (int cc = c + 1 + tid; cc < sq.NC; cc += 32) s += p.chunk_x[(i64)bh * p.NC + cc];
     if (p.dC_last)
       for (int j = tid; j < p.dclast_parts; j += 32) s += p.dclast_dot[(i64)bh * p.dclast_parts + j];
     s = warp_sum(s);
@@ -76,10 +81,10 @@ __device__ void mlstm_bwd_gates_df(const MlstmBwdParams& p) {
   const float suffix = s_suffix;
   for (int r = tid; r < CHUNK; r += NT) {
     const int t = c * CHUNK + r;
-    if (t >= p.S) break;
-    const float f = Elem<G>::to_float(static_cast<const G*>(p.f)[b * p.f_sb + h * p.f_sh + (i64)t * p.f_ss]);
+    if (t >= sq.S) break;
+    const float f = Elem<G>::to_float(static_cast<const G*>(p.f)[b * p.f_sb + h * p.f_sh + (sq.tok0 + t) * p.f_ss]);
     const float df = sigmoidf_(-f) * (p.row_x[bh * S_pad + t] + suffix);
-    static_cast<G*>(p.df)[b * p.df_sb + h * p.df_sh + (i64)t * p.df_ss] = Elem<G>::from_float(df);
+    static_cast<G*>(p.df)[b * p.df_sb + h * p.df_sh + (sq.tok0 + t) * p.df_ss] = Elem<G>::from_float(df);
   }
 }
 

@@ -20,6 +20,7 @@
 // outwards; BT must divide BR. mlstm_bwd_parallel runs the three modes in one launch.
 #pragma once
 #include "tfla/mlstm_gate_scan.cuh"
+#include "tfla/seq_span.cuh"
 #include "tfla/tile.cuh"
 
 namespace tfla {
@@ -78,11 +79,15 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
   const i64 S_pad = PAR ? (i64)p.S : (i64)p.NC * L;
   const float scale = p.scale;
   const GateScan<NT, EXP, G> gs{{s_scan}, b, h};
+  // The parallel form takes the plain layout only; a packed sequence's CTAs past its end exit.
+  const SeqSpan sq = seq_span<PAR ? 0 : L>(p, b, h);
+  if (row0 >= sq.S) return;
+  const int S = sq.S;
 
-  const T* gq = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const T* gk = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const T* gv = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh;
-  const T* gdh = static_cast<const T*>(p.dh) + b * p.dh_sb + h * p.dh_sh;
+  const T* gq = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh + sq.tok0 * p.q_ss;
+  const T* gk = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh + sq.tok0 * p.k_ss;
+  const T* gv = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh + sq.tok0 * p.v_ss;
+  const T* gdh = static_cast<const T*>(p.dh) + b * p.dh_sb + h * p.dh_sh + sq.tok0 * p.dh_ss;
   // X rows, Z rows (full DX), W rows (BN columns) and their sequence strides
   const T* gX = MODE == kDQ ? gdh : MODE == kDK ? gv : gk;
   const i64 sXs = MODE == kDQ ? p.dh_ss : MODE == kDK ? p.v_ss : p.k_ss;
@@ -91,14 +96,14 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
   const T* gW = (MODE == kDQ ? gk : MODE == kDK ? gq : gdh) + n0;
   const i64 sWs = MODE == kDQ ? p.k_ss : MODE == kDK ? p.q_ss : p.dh_ss;
 
-  load_tile_async<T, BR, DX, NT>(sX, TileX::LD, gX + (i64)row0 * sXs, sXs, p.S - row0, tid);
+  load_tile_async<T, BR, DX, NT>(sX, TileX::LD, gX + (i64)row0 * sXs, sXs, S - row0, tid);
   cp_async_commit();
 
   const float m_c = EXP && !PAR ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
   const float m_next = EXP && !PAR ? p.chunk_m[(i64)bh * (p.NC + 1) + c + 1] : 0.f;
   const float g = PAR ? 0.f : p.chunk_g[(i64)bh * p.NC + c];
   auto r_of = [&](i64 o) { return EXP ? -fmaxf(m_c, p.gate_pm[o]) : p.gate_b[o]; };
-  auto inv_den = [&](int t) { return t < p.S ? 1.f / (p.norm[(i64)bh * p.S + t] + p.eps) : 0.f; };
+  auto inv_den = [&](int t) { return t < S ? 1.f / (p.norm[sq.row + t] + p.eps) : 0.f; };
   float B = 0.f, P0 = neg_inf();  // parallel: b_{row0 - 1} and max u' below row0
   if constexpr (PAR) {
     float csum = 0.f, cmax, bp, u, pm;
@@ -176,17 +181,17 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
 
   // intra part: the causal tiles of the other side within the chunk (chunked: in order;
   // parallel: outwards from the row tile, DQ down to 0, DK/DV up to S)
-  const int chunk_end = PAR ? p.S : min(chunk0 + L, p.S);
+  const int chunk_end = PAR ? S : min(chunk0 + L, S);
   const int t_begin = MODE == kDQ ? chunk0 : (row0 / BT) * BT;
-  const int t_end = MODE == kDQ ? min(row0 + BR, p.S) : chunk_end;
+  const int t_end = MODE == kDQ ? min(row0 + BR, S) : chunk_end;
   const int n_tiles = (t_end - t_begin + BT - 1) / BT;
   auto col_tile = [&](int n) { return t_begin + (PAR && MODE == kDQ ? n_tiles - 1 - n : n) * BT; };
   auto issue_z = [&](int t0) {
-    load_tile_async<T, BT, DX, NT>(sZ, TileZ::LD, gZ + (i64)t0 * sZs, sZs, p.S - t0, tid);
+    load_tile_async<T, BT, DX, NT>(sZ, TileZ::LD, gZ + (i64)t0 * sZs, sZs, S - t0, tid);
     cp_async_commit();
   };
   auto issue_w = [&](int t0) {
-    load_tile_async<T, BT, BN, NT>(sW, TileW::LD, gW + (i64)t0 * sWs, sWs, p.S - t0, tid);
+    load_tile_async<T, BT, BN, NT>(sW, TileW::LD, gW + (i64)t0 * sWs, sWs, S - t0, tid);
     cp_async_commit();
   };
   if (n_tiles > 0) {
@@ -273,7 +278,7 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
       for (int hh = 0; hh < 2; ++hh) {
         const int rl = warp_m * GO::WTM + acc_row(fm, 2 * hh, lane);
         float d = 0.f;
-        if (row0 + rl < p.S) {
+        if (row0 + rl < S) {
 #pragma unroll
           for (int fn = 0; fn < GO::FN; ++fn) {
             const int cl = warp_n * GO::WTN + acc_col(fn, 0, lane);
@@ -286,7 +291,7 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
         if ((lane & 3) == 0) s_part[warp_n * BR + rl] = d;
       }
     __syncthreads();
-    if (tid < BR && (!PAR || row0 + tid < p.S)) {
+    if (tid < BR && (!PAR || row0 + tid < S)) {
       float d = 0.f;
       for (int w = 0; w < WN; ++w) d += s_part[w * BR + tid];
       p.xpart[((bh * S_pad + row0 + tid) * 2 + (MODE == kDK ? 1 : 0)) * p.xparts + nt] = d;
@@ -298,8 +303,8 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
   const i64 o_sb = MODE == kDQ ? p.dq_sb : MODE == kDK ? p.dk_sb : p.dv_sb;
   const i64 o_sh = MODE == kDQ ? p.dq_sh : MODE == kDK ? p.dk_sh : p.dv_sh;
   const i64 o_ss = MODE == kDQ ? p.dq_ss : MODE == kDK ? p.dk_ss : p.dv_ss;
-  gOut += b * o_sb + h * o_sh + n0;
-  store_acc<T, GO>(acc, gOut + (i64)row0 * o_ss, o_ss, p.S - row0, warp_m, warp_n, lane);
+  gOut += b * o_sb + h * o_sh + sq.tok0 * o_ss + n0;
+  store_acc<T, GO>(acc, gOut + (i64)row0 * o_ss, o_ss, S - row0, warp_m, warp_n, lane);
 }
 
 // The chunkwise backward's tile kernels: one launch per mode.

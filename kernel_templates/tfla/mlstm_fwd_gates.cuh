@@ -5,10 +5,12 @@
 // stabilizers are known before any matrix work (no online rescaling is needed):
 //   mu_t = b_t + max(m_c, pm_t)        (mLSTMexp)
 //   D_tj = exp(b_t - b_j + i~_j - mu_t) = exp(u_j - max(m_c, pm_t))
-// Positions past S get f~ = 0 and i~ = -inf, so they contribute nothing.
+// Positions past S get f~ = 0 and i~ = -inf, so they contribute nothing. A packed sequence
+// (seq_span.cuh) runs its own length; its CTAs past its last chunk do nothing.
 #pragma once
 #include "tfla/common.cuh"
 #include "tfla/mlstm_params.cuh"
+#include "tfla/seq_span.cuh"
 
 namespace tfla {
 
@@ -27,13 +29,15 @@ __device__ void mlstm_fwd_gates(const MlstmFwdParams& p) {
   const int b = bh / p.NH, h = bh % p.NH;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const i64 S_pad = (i64)p.NC * CHUNK;
+  const SeqSpan sq = seq_span<CHUNK>(p, b, h);
+  if (c >= sq.NC) return;  // a packed sequence shorter than the bound
   float carry_b = 0.f, carry_pm = neg_inf();
   for (int seg = 0; seg < CHUNK; seg += NT) {
     const int t = c * CHUNK + seg + tid;
     float ft = 0.f, it = neg_inf();
-    if (seg + tid < CHUNK && t < p.S) {
-      ft = logsigmoid(load_gate<G>(p.f, b * p.f_sb + h * p.f_sh + (i64)t * p.f_ss));
-      const float iraw = load_gate<G>(p.i, b * p.i_sb + h * p.i_sh + (i64)t * p.i_ss);
+    if (seg + tid < CHUNK && t < sq.S) {
+      ft = logsigmoid(load_gate<G>(p.f, b * p.f_sb + h * p.f_sh + (sq.tok0 + t) * p.f_ss));
+      const float iraw = load_gate<G>(p.i, b * p.i_sb + h * p.i_sh + (sq.tok0 + t) * p.i_ss);
       it = EXP ? iraw : logsigmoid(iraw);
     }
     // inclusive block scan (sum) of ft

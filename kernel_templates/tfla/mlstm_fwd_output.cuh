@@ -16,6 +16,7 @@
 // query tile (BQ must be a multiple of BKV).
 #pragma once
 #include "tfla/mlstm_gate_scan.cuh"
+#include "tfla/seq_span.cuh"
 #include "tfla/tile.cuh"
 
 namespace tfla {
@@ -77,12 +78,15 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   const i64 S_pad = (i64)p.NC * L;
   const float scale = p.scale;
   const GateScan<NT, EXP, G> gs{{s_scan}, b, h};
+  // The parallel form takes the plain layout only; a packed sequence's CTAs past its end exit.
+  const SeqSpan sq = seq_span<PAR ? 0 : L>(p, b, h);
+  if (row0 >= sq.S) return;
 
-  const T* gQ = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const T* gK = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const T* gV = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh + v0;
+  const T* gQ = static_cast<const T*>(p.q) + b * p.q_sb + h * p.q_sh + sq.tok0 * p.q_ss;
+  const T* gK = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh + sq.tok0 * p.k_ss;
+  const T* gV = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh + sq.tok0 * p.v_ss + v0;
 
-  load_tile_async<T, BQ, DQK, NT>(sQ, TileQ::LD, gQ + (i64)row0 * p.q_ss, p.q_ss, p.S - row0, tid);
+  load_tile_async<T, BQ, DQK, NT>(sQ, TileQ::LD, gQ + (i64)row0 * p.q_ss, p.q_ss, sq.S - row0, tid);
   cp_async_commit();
 
   const float m_c = EXP && !PAR ? p.chunk_m[(i64)bh * (p.NC + 1) + c] : 0.f;
@@ -167,15 +171,15 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
   float rowN[GS::FM][2];
 #pragma unroll
   for (int fm = 0; fm < GS::FM; ++fm) rowN[fm][0] = rowN[fm][1] = 0.f;
-  const int key_end = min(row0 + BQ, p.S);
+  const int key_end = min(row0 + BQ, sq.S);
   const int n_tiles = (key_end - chunk0 + BKV - 1) / BKV;
   auto key_tile = [&](int n) { return chunk0 + (PAR ? n_tiles - 1 - n : n) * BKV; };
   auto issue_k = [&](int j0) {
-    load_tile_async<T, BKV, DQK, NT>(sK, TileK::LD, gK + (i64)j0 * p.k_ss, p.k_ss, p.S - j0, tid);
+    load_tile_async<T, BKV, DQK, NT>(sK, TileK::LD, gK + (i64)j0 * p.k_ss, p.k_ss, sq.S - j0, tid);
     cp_async_commit();
   };
   auto issue_v = [&](int j0) {
-    load_tile_async<T, BKV, BV, NT>(sV, TileV::LD, gV + (i64)j0 * p.v_ss, p.v_ss, p.S - j0, tid);
+    load_tile_async<T, BKV, BV, NT>(sV, TileV::LD, gV + (i64)j0 * p.v_ss, p.v_ss, sq.S - j0, tid);
     cp_async_commit();
   };
   issue_k(key_tile(0));
@@ -250,16 +254,16 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
     __syncthreads();
   }
   // epilogue: normalize and store h; the Dv-tile-0 CTA stores den and m for the backward
-  if (tid < BQ && vt == 0 && row0 + tid < p.S) {
+  if (tid < BQ && vt == 0 && row0 + tid < sq.S) {
     float den = 1.f;
     if (EXP) den = fmaxf(fabsf(s_nq[tid]), __expf(-s_mu[tid]));
     else if (NORMALIZE) den = fmaxf(fabsf(s_nq[tid]), 1.f);
-    const i64 o = (i64)bh * p.S + row0 + tid;
+    const i64 o = sq.row + row0 + tid;
     if (p.norm_out) p.norm_out[o] = den;
     if (p.m_out) p.m_out[o] = s_mu[tid];
   }
-  T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + v0;
-  store_acc<T, GO>(acc, gH + (i64)row0 * p.h_ss, p.h_ss, p.S - row0, warp_m, warp_n, lane, [&](int il) {
+  T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + sq.tok0 * p.h_ss + v0;
+  store_acc<T, GO>(acc, gH + (i64)row0 * p.h_ss, p.h_ss, sq.S - row0, warp_m, warp_n, lane, [&](int il) {
     float den = 1.f;
     if (EXP) den = fmaxf(fabsf(s_nq[il]), __expf(-s_mu[il]));
     else if (NORMALIZE) den = fmaxf(fabsf(s_nq[il]), 1.f);

@@ -9,6 +9,7 @@
 // its own chunks from a zero state and leaves its end state for mlstm_fwd_state_fix.cuh. SPLIT
 // compiles that in: without it the walk is the whole sequence's and carries none of its code.
 #pragma once
+#include "tfla/seq_span.cuh"
 #include "tfla/tile.cuh"
 
 namespace tfla {
@@ -36,9 +37,10 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   const int vt = blockIdx.x, kt = blockIdx.y;
   const int bh = SPLIT ? static_cast<int>(blockIdx.z) / nseg : blockIdx.z;
   const int seg = SPLIT ? static_cast<int>(blockIdx.z) % nseg : 0;
-  const int c_begin = SPLIT ? seg * p.seg_chunks : 0;
-  const int c_end = SPLIT && nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : p.NC;
   const int b = bh / p.NH, h = bh % p.NH;
+  const SeqSpan sq = seq_span<CHUNK>(p, b, h);  // a packed sequence walks its own chunks (no split)
+  const int c_begin = SPLIT ? seg * p.seg_chunks : 0;
+  const int c_end = SPLIT && nseg > 1 ? min(p.NC, c_begin + p.seg_chunks) : sq.NC;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WN, warp_n = warp % WN;
   const int k0 = kt * BK, v0 = vt * BV;
@@ -46,8 +48,8 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   const bool own_n = NEED_N && vt == 0;
   const i64 S_pad = (i64)p.NC * CHUNK;
 
-  const T* gK = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh + k0;
-  const T* gV = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh + v0;
+  const T* gK = static_cast<const T*>(p.k) + b * p.k_sb + h * p.k_sh + sq.tok0 * p.k_ss + k0;
+  const T* gV = static_cast<const T*>(p.v) + b * p.v_sb + h * p.v_sh + sq.tok0 * p.v_ss + v0;
 
   typename G::Acc acc;
   G::zero(acc);
@@ -83,7 +85,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
   auto issue = [&](int it) {
     const int c = it / NSUB, sub = it % NSUB;
     const int row0 = c * CHUNK + sub * SUB;
-    const int valid = p.S - row0;
+    const int valid = sq.S - row0;
     const int st = it & 1;
     load_tile_async<T, SUB, BK, NT>(sK + st * TileK::ELEMS, TileK::LD, gK + (i64)row0 * p.k_ss,
                                     p.k_ss, valid, tid);
@@ -91,7 +93,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
                                     p.v_ss, valid, tid);
     cp_async_commit();
   };
-  issue(it_begin);
+  if (it_begin < it_end) issue(it_begin);  // an empty packed sequence walks nothing
   float m_new = 0.f, g = 0.f;
   for (int it = it_begin; it < it_end; ++it) {
     const int c = it / NSUB, sub = it % NSUB;
@@ -148,7 +150,7 @@ __device__ void mlstm_fwd_states(const MlstmFwdParams& p, char* smem) {
     store_acc<float, G>(acc, p.C_last + (i64)bh * DQK * DV + (i64)k0 * DV + v0, DV, BK, warp_m, warp_n, lane);
   if (own_n && p.n_last) reduce_n(p.n_last + (i64)bh * DQK + k0);
   if (lead && tid == 0) {
-    p.chunk_m[(i64)bh * (p.NC + 1) + p.NC] = m_prev;
+    p.chunk_m[(i64)bh * (p.NC + 1) + sq.NC] = m_prev;
     if (p.m_last) p.m_last[bh] = m_prev;
   }
 }

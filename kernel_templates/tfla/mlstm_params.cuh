@@ -43,6 +43,18 @@ TFLA_HD constexpr int fwd_output_smem_bytes(int eb, int dqk, int bq, int bkv, in
          stile_bytes(bq, bkv, eb) + (4 * bq + bkv + wn * bq) * 4;
 }
 
+// Packed sequences of variable lengths (cu_seqlens). With cu_seqlens set, batch index b is
+// sequence b of N = B, tokens [cu_seqlens[b], cu_seqlens[b + 1]) of a (1, NH, T, D) layout: the
+// inputs' and outputs' batch strides are 0 and a sequence's tokens start at its offset; S and NC
+// are the bound every sequence fits (grids and workspace are sized by it) and each sequence
+// runs its own length; the per-token fp32 arrays (norm, m) are (NH, T). Null: the plain
+// (B, NH, S) layout. See SeqSpan (seq_span.cuh).
+struct PackedSeqs {
+  const void* cu_seqlens;  // (N + 1) int32 or int64 on the device, or null
+  int cu_int64;            // 1: int64 offsets
+  long long T;             // the packed token count, cu_seqlens[N]
+};
+
 struct MlstmFwdParams {
   const void* q;  // (B, NH, S, Dqk) input dtype
   const void* k;  // (B, NH, S, Dqk) input dtype
@@ -84,6 +96,7 @@ struct MlstmFwdParams {
   int nseg, seg_chunks;
   int B, NH, S, NC;
   float scale, eps;
+  PackedSeqs packed;
 };
 
 // Backward. The forward's gate and state workspace (recomputed by the forward's gate and state
@@ -137,6 +150,7 @@ struct MlstmBwdParams {
   // stored gradient exact and writes dC0.
   float* seg_dC;          // (BH, nseg, Dqk, Dv) fp32
   int nseg, seg_chunks;
+  PackedSeqs packed;
 };
 
 }  // namespace tfla

@@ -5,6 +5,7 @@
 
 #include "ops/mlstm_forward.hpp"
 #include "ops/kernel_memo.hpp"
+#include "ops/packed.hpp"
 #include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
 #include "ops/saved_states.hpp"
@@ -48,14 +49,14 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
   return s;
 }
 
-const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise) {
+const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise, bool packed) {
   static SelectionMemo<BwdSelection> memo;
   const int ordinal = selection_ordinal();
-  SelectionKey key{selection_words(Op::Backward, p, ordinal, needs_chunkwise), caller};
+  SelectionKey key{selection_words(Op::Backward, p, ordinal, needs_chunkwise + 2 * packed), caller};
   return memo.get(std::move(key), [&] {
     const DeviceLimits& dev = current_limits();
     const Config& pinned = caller.empty() ? tuned_config(p, "bwd") : caller;
-    Resolved r = resolve(Op::Backward, p, dev, pinned);
+    Resolved r = resolve(Op::Backward, packed ? packed_config_problem(p) : p, dev, pinned);
     if (needs_chunkwise && r.family->form() == Form::Parallel && !caller.count(kFormKey)) {
       log_debug("backward S={}: the parallel form keeps no states; using the chunkwise default", p.S);
       r = resolve(Op::Backward, p, dev, {{kFormKey, 0}});
@@ -66,21 +67,24 @@ const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool
   });
 }
 
-const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& caller, const void* saved,
-                                         size_t saved_bytes) {
-  const BwdSelection& sel = select_bwd(p, caller, true);
+const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& caller, const Config& fwd_caller,
+                                         const void* saved, size_t saved_bytes, bool packed) {
+  const BwdSelection& sel = select_bwd(p, caller, true, packed);
   if (caller.count("chunk") || sel.cfg.parallel()) return sel;
   // The chunk the forward recorded for this buffer, else the forward's own choice for p.
   int chunk = saved_chunk(saved, saved_bytes);
-  if (!chunk) chunk = select_fwd(p, {}, true).cfg.chunk;
+  if (!chunk) chunk = select_fwd(p, fwd_caller, true, packed).cfg.chunk;
   if (chunk == sel.cfg.chunk || saved_size(p, chunk) != saved_bytes) return sel;  // a mismatch is reported by name
   Config with_chunk = caller;
   with_chunk["chunk"] = chunk;
-  return select_bwd(p, with_chunk, true);
+  return select_bwd(p, with_chunk, true, packed);
 }
 
 void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel) {
   check_problem(p);
+  check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
+  const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
+  const bool packed = is_packed(p);
   const BwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
@@ -152,14 +156,16 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   g.di = t.di; g.df = t.df;
   put_strides(g.di_sb, g.di_sh, g.di_ss, dis);
   put_strides(g.df_sb, g.df_sh, g.df_ss, dfs);
-  g.B = static_cast<int>(p.B); g.NH = static_cast<int>(p.NH); g.S = static_cast<int>(p.S); g.NC = 1;
+  g.packed = packed_params(p, t.cu_seqlens, t.cu_seqlens_int64);
+  if (packed) g.q_sb = g.k_sb = g.v_sb = g.i_sb = g.f_sb = g.dh_sb = g.dq_sb = g.dk_sb = g.dv_sb = g.di_sb = g.df_sb = 0;
+  g.B = static_cast<int>(lp.B); g.NH = static_cast<int>(lp.NH); g.S = static_cast<int>(lp.S); g.NC = 1;
   g.scale = resolved_scale(p);
   g.eps = p.eps;
 
   rt::ensure_context();
   static KernelMemo<10> memo;
   const auto kernels = memo.get(sel.kernel_key, [&] {
-    std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
+    std::vector<rt::KernelSpec> specs = sel.family->kernels(lp, sel.cfg.to_config(), current_limits());
     while (specs.size() < 10) specs.push_back(specs.back());  // the parallel form has two, no split eight
     return specs;
   });
@@ -171,10 +177,12 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   MlstmFwdParams f{};
   if (!cfg.parallel()) {
     fill_inputs(f, t, p);
+    f.packed = g.packed;
+    if (packed) f.q_sb = f.k_sb = f.v_sb = f.i_sb = f.f_sb = 0;
     f.C0 = t.C0; f.n0 = t.n0; f.m0 = t.m0;
     f.C_last = (t.dC_last || saved) ? bases.at<float>(plan, Region::CLast) : nullptr;
     bind_regions(plan, bases, f);  // states_n stays null: a backward plan has no n
-    f.B = static_cast<int>(p.B); f.NH = static_cast<int>(p.NH); f.S = static_cast<int>(p.S);
+    f.B = static_cast<int>(lp.B); f.NH = static_cast<int>(lp.NH); f.S = static_cast<int>(lp.S);
     f.scale = resolved_scale(p);
     f.eps = p.eps;
 
@@ -198,7 +206,7 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   g.xpart = bases.at<float>(plan, Region::Xpart);
   g.xparts = plan.xparts;
   try {
-    execute(plan, kernels.data(), p, bases, {&f, &g, nullptr}, stream);
+    execute(plan, kernels.data(), lp, bases, {&f, &g, nullptr}, stream);
   } catch (...) {
     if (owned) rt::driver().cuMemFreeAsync(bases.workspace, stream);
     throw;

@@ -43,12 +43,15 @@ struct BwdSelection {
 // As select_fwd: the caller's or tuned config over the family's default (memoized per shape),
 // and the chunkwise default when the library's parallel choice meets a call that needs the
 // chunkwise form (needs_chunkwise: it carries states, dC_last, dC0 or a saved buffer).
-const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise);
+// packed: as select_fwd's.
+const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise,
+                               bool packed = false);
 // The selection for a call that reads a saved-states buffer: the chunk is the one the forward
 // recorded for the buffer (ops/saved_states.hpp), else the forward's own choice for p, unless
-// the caller pinned one.
-const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& caller, const void* saved,
-                                         size_t saved_bytes);
+// the caller pinned one. fwd_caller: what the forward's own choice is resolved with (the packed
+// pins of a packed call, else nothing).
+const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& caller, const Config& fwd_caller,
+                                         const void* saved, size_t saved_bytes, bool packed = false);
 BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& cfg);
 
 void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel);

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "ops/kernel_memo.hpp"
+#include "ops/packed.hpp"
 #include "ops/params_fill.hpp"
 #include "ops/problem_check.hpp"
 #include "ops/saved_states.hpp"
@@ -53,14 +54,14 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
   return s;
 }
 
-const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise) {
+const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise, bool packed) {
   static SelectionMemo<FwdSelection> memo;
   const int ordinal = selection_ordinal();
-  SelectionKey key{selection_words(Op::Forward, p, ordinal, needs_chunkwise), caller};
+  SelectionKey key{selection_words(Op::Forward, p, ordinal, needs_chunkwise + 2 * packed), caller};
   return memo.get(std::move(key), [&] {
     const DeviceLimits& dev = current_limits();
     const Config& pinned = caller.empty() ? tuned_config(p, "fwd") : caller;
-    Resolved r = resolve(Op::Forward, p, dev, pinned);
+    Resolved r = resolve(Op::Forward, packed ? packed_config_problem(p) : p, dev, pinned);
     if (needs_chunkwise && r.family->form() == Form::Parallel && !caller.count(kFormKey)) {
       log_debug("forward S={}: the parallel form keeps no states; using the chunkwise default", p.S);
       r = resolve(Op::Forward, p, dev, {{kFormKey, 0}});
@@ -73,16 +74,19 @@ const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool
 
 namespace {
 
-// The launch parameters every form shares: tensors, strides, sizes.
-MlstmFwdParams io_params(const MlstmProblem& p, const ForwardTensors& t) {
+// The launch parameters every form shares: tensors, strides (of the caller's layout p), sizes
+// (of the launch problem lp; a packed call's sequences share the batch's base: batch strides 0).
+MlstmFwdParams io_params(const MlstmProblem& p, const MlstmProblem& lp, const ForwardTensors& t) {
   MlstmFwdParams prm{};
   fill_inputs(prm, t, p);
   prm.h = t.h;
   put_strides(prm.h_sb, prm.h_sh, prm.h_ss, resolve(t.h_strides, p, p.Dv));
   prm.norm_out = t.norm; prm.m_out = t.m;
-  prm.B = static_cast<int>(p.B);
-  prm.NH = static_cast<int>(p.NH);
-  prm.S = static_cast<int>(p.S);
+  prm.packed = packed_params(p, t.cu_seqlens, t.cu_seqlens_int64);
+  if (is_packed(p)) prm.q_sb = prm.k_sb = prm.v_sb = prm.i_sb = prm.f_sb = prm.h_sb = 0;
+  prm.B = static_cast<int>(lp.B);
+  prm.NH = static_cast<int>(lp.NH);
+  prm.S = static_cast<int>(lp.S);
   prm.NC = 1;
   prm.scale = resolved_scale(p);
   prm.eps = p.eps;
@@ -119,6 +123,8 @@ void zero_saved_padding(const MlstmProblem& p, const Plan& plan, CUdeviceptr bas
 
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
   check_problem(p);
+  check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
+  const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
   const FwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
@@ -174,7 +180,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   }
 
   rt::ensure_context();
-  const auto kernels = fwd_loaded(p, sel);
+  const auto kernels = fwd_loaded(lp, sel);
   CUstream stream = static_cast<CUstream>(o.stream);
   PlanBases bases;
   bool owned = false;
@@ -189,17 +195,17 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
     owned = true;
   }
 
-  MlstmFwdParams prm = io_params(p, t);
+  MlstmFwdParams prm = io_params(p, lp, t);
   prm.C0 = t.C0; prm.n0 = t.n0; prm.m0 = t.m0;
   prm.C_last = saved ? bases.at<float>(plan, Region::CLast) : t.C_last;
   prm.n_last = t.n_last; prm.m_last = t.m_last;
   bind_regions(plan, bases, prm);
   try {
-    if (saved) zero_saved_padding(p, plan, bases.saved, stream);
-    execute(plan, kernels.data(), p, bases, {&prm, nullptr, nullptr}, stream);
+    if (saved) zero_saved_padding(lp, plan, bases.saved, stream);
+    execute(plan, kernels.data(), lp, bases, {&prm, nullptr, nullptr}, stream);
     if (saved && t.C_last)
       TFLA_CU(cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(t.C_last), bases.saved + plan[Region::CLast].offset,
-                                static_cast<size_t>(p.B * p.NH * p.Dqk * p.Dv * 4), stream));
+                                static_cast<size_t>(lp.B * lp.NH * lp.Dqk * lp.Dv * 4), stream));
   } catch (...) {
     if (owned) rt::driver().cuMemFreeAsync(bases.workspace, stream);
     throw;

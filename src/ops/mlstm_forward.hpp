@@ -46,7 +46,10 @@ struct FwdSelection {
 // library chose the parallel form (tuned or default, not pinned by the caller) but the call
 // needs the chunkwise form (needs_chunkwise: it carries states), the chunkwise default instead.
 // Throws InvalidArgument for unknown keys or values out of range (the config is not checked).
-const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise);
+// packed: p is a packed call's launch problem (ops/packed.hpp), whose config is resolved for its
+// bucket of sequence counts (packed_config_problem) so that new packings reuse it.
+const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise,
+                               bool packed = false);
 // The selection of an explicit typed config (the tuner's candidates).
 FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& cfg);
 

@@ -136,6 +136,9 @@ void check_step_problem(const MlstmProblem& p) {
   if (p.S == 0)
     invalid("S = 0: a step call needs at least one token (problem.S is the number of tokens T of this call)");
   check_problem(p);
+  if (p.num_seqs > 0)
+    invalid("the step takes no packed sequences (num_seqs = " + std::to_string(p.num_seqs) +
+            "): one step of N sequences is a batch of B = N with T tokens each");
 }
 
 StepSelection selection_of(const MlstmProblem& p, const StepConfig& c) {

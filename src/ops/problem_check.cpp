@@ -39,6 +39,19 @@ void check_problem(const MlstmProblem& p) {
             to_string(p.dtype) + ")");
   if (!(p.eps >= 0.f) || !std::isfinite(p.eps)) invalid("eps must be finite and >= 0");
   if (!std::isfinite(p.scale) || p.scale < 0.f) invalid("scale must be finite and >= 0 (0 = 1/sqrt(Dqk))");
+  if (p.num_seqs < 0) invalid("num_seqs = " + str(p.num_seqs) + " is negative");
+  if (p.num_seqs == 0) {
+    if (p.max_seqlen != 0)
+      invalid("max_seqlen = " + str(p.max_seqlen) + " without num_seqs: set both for packed sequences, or neither");
+    return;
+  }
+  if (p.B != 1)
+    invalid("packed sequences take B = 1 (the sequences lie along the token axis), got B = " + str(p.B));
+  if (__builtin_mul_overflow(p.num_seqs, p.NH, &bh) || bh > 65535)
+    invalid("num_seqs * NH = " + str(p.num_seqs) + " * " + str(p.NH) + " exceeds 65535");
+  if (p.max_seqlen < 1 || p.max_seqlen > p.S)
+    invalid("max_seqlen = " + str(p.max_seqlen) + " must be in [1, T = S = " + str(p.S) +
+            "]: the longest packed sequence's length, or any bound of it up to T");
 }
 
 Strides resolve(const Strides& s, const MlstmProblem& p, int64_t d) {

@@ -5,6 +5,8 @@
 #include "tfla_catch.hpp"
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tfla/tfla.h"
 #include "tfla/tfla.hpp"
@@ -668,4 +670,138 @@ TEST_CASE("C ABI: tfla_mlstm_step names bad input", "[api][c][step]") {
     REQUIRE(tfla_mlstm_config(&p, "step", nullptr, buf, sizeof(buf), &needed) == TFLA_OK);
     CHECK_THAT(std::string(buf), Catch::Contains("siz_b_v=") && Catch::Contains("threads="));
   }
+}
+
+namespace {
+MlstmProblem packed_problem() {
+  MlstmProblem p = good_problem();
+  p.B = 1;
+  p.S = 500;  // T
+  p.num_seqs = 7;
+  p.max_seqlen = 200;
+  return p;
+}
+tfla::Error backward_error(const MlstmProblem& p, const tfla::BackwardTensors& t, const LaunchOptions& o = {}) {
+  try {
+    tfla::mlstm_backward(p, t, o);
+  } catch (const tfla::Error& e) {
+    return e;
+  }
+  FAIL("mlstm_backward accepted bad input");
+  return tfla::Error(ErrorCode::Internal, "unreachable");
+}
+}  // namespace
+
+TEST_CASE("packed sequences: bad sizes, offsets and configs are named", "[api][args][varlen]") {
+  ForwardTensors t = good_tensors();
+  t.cu_seqlens = fake_ptr(9);
+  {
+    MlstmProblem p = packed_problem();
+    p.B = 2;
+    check_invalid(forward_error(p, t), "packed sequences take B = 1");
+  }
+  {
+    MlstmProblem p = packed_problem();
+    p.max_seqlen = 0;
+    check_invalid(forward_error(p, t), "max_seqlen = 0");
+    p.max_seqlen = 501;
+    check_invalid(forward_error(p, t), "max_seqlen = 501");
+  }
+  {
+    MlstmProblem p = good_problem();
+    p.max_seqlen = 10;
+    check_invalid(forward_error(p, t), "max_seqlen = 10 without num_seqs");
+    p.max_seqlen = 0;
+    check_invalid(forward_error(p, t), "cu_seqlens is set but problem.num_seqs = 0");
+  }
+  {
+    MlstmProblem p = packed_problem();
+    p.num_seqs = -1;
+    check_invalid(forward_error(p, t), "num_seqs = -1");
+    p.num_seqs = 20000;
+    check_invalid(forward_error(p, t), "num_seqs * NH");
+  }
+  {
+    ForwardTensors u = t;
+    u.cu_seqlens = nullptr;
+    check_invalid(forward_error(packed_problem(), u), "cu_seqlens is null");
+    u.cu_seqlens = static_cast<char*>(fake_ptr(9)) + 2;
+    check_invalid(forward_error(packed_problem(), u), "cu_seqlens is not aligned");
+    u.cu_seqlens = static_cast<char*>(fake_ptr(9)) + 4;
+    u.cu_seqlens_int64 = true;
+    check_invalid(forward_error(packed_problem(), u), "cu_seqlens is not aligned to its element size (int64)");
+  }
+  for (const auto& [key, value] : std::vector<std::pair<std::string, int64_t>>{
+           {"parallel", 1}, {"engine", 1}, {"st_seg", 4}}) {
+    LaunchOptions o;
+    o.config = {{key, value}};
+    check_invalid(forward_error(packed_problem(), t, o), "config key " + key + "=" + std::to_string(value));
+  }
+  {
+    tfla::BackwardTensors bt;
+    bt.q = fake_ptr(0); bt.k = fake_ptr(1); bt.v = fake_ptr(2); bt.i = fake_ptr(3); bt.f = fake_ptr(4);
+    bt.dh = fake_ptr(5); bt.dq = fake_ptr(6); bt.dk = fake_ptr(7); bt.dv = fake_ptr(8);
+    bt.di = fake_ptr(10); bt.df = fake_ptr(11); bt.norm = static_cast<float*>(fake_ptr(12));
+    check_invalid(backward_error(packed_problem(), bt), "cu_seqlens is null");
+    LaunchOptions o;
+    o.config = {{"ds_seg", 2}};
+    bt.cu_seqlens = fake_ptr(9);
+    check_invalid(backward_error(packed_problem(), bt, o), "config key ds_seg=2");
+  }
+  {
+    tfla::StepTensors st;
+    st.q = fake_ptr(0); st.k = fake_ptr(1); st.v = fake_ptr(2); st.i = fake_ptr(3); st.f = fake_ptr(4);
+    st.h = fake_ptr(5); st.C = static_cast<float*>(fake_ptr(6)); st.n = static_cast<float*>(fake_ptr(7));
+    st.m = static_cast<float*>(fake_ptr(8));
+    try {
+      tfla::mlstm_step(packed_problem(), st);
+      FAIL("mlstm_step took a packed problem");
+    } catch (const tfla::Error& e) {
+      check_invalid(e, "the step takes no packed sequences");
+    }
+  }
+}
+
+TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a bucket of max_seqlen",
+          "[api][args][varlen]") {
+  const MlstmProblem p = packed_problem();  // 7 sequences of at most 200 tokens: a bound of 256
+  const Config cfg = tfla::mlstm_forward_config(p);
+  CHECK(cfg.at("parallel") == 0);
+  CHECK(cfg.at("engine") == 0);
+  CHECK(cfg.at("st_seg") == 1);
+  MlstmProblem batch = good_problem();
+  batch.B = 7;
+  batch.S = 256;
+  CHECK(tfla::mlstm_forward_workspace_size(p) == tfla::mlstm_forward_workspace_size(batch, cfg));
+  CHECK(tfla::mlstm_saved_size(p) == tfla::mlstm_saved_size(batch, cfg));
+  const Config bcfg = tfla::mlstm_backward_config(p);
+  CHECK(bcfg.at("ds_seg") == 1);
+  CHECK(tfla::mlstm_backward_workspace_size(p) == tfla::mlstm_backward_workspace_size(batch, bcfg));
+  // another packing with the same number of sequences and a bound in the same bucket: the same config
+  MlstmProblem q = p;
+  q.S = 900;
+  q.max_seqlen = 129;
+  CHECK(tfla::mlstm_forward_config(q) == cfg);
+  // tokens past the bound: one more bucket
+  q.max_seqlen = 257;
+  CHECK(tfla::mlstm_forward_workspace_size(q) > tfla::mlstm_forward_workspace_size(p));
+}
+
+TEST_CASE("C ABI: packed sequences pass through the C structs", "[api][c][varlen]") {
+  tfla_problem p = c_problem();
+  p.B = 1;
+  p.S = 500;
+  p.num_seqs = 7;
+  p.max_seqlen = 600;
+  tfla_forward_tensors t = c_tensors();
+  t.cu_seqlens = fake_ptr(9);
+  CHECK(tfla_mlstm_forward(&p, &t, nullptr, nullptr, 0, nullptr) == TFLA_ERROR_INVALID_ARGUMENT);
+  CHECK_THAT(tfla_last_error(), Catch::Contains("max_seqlen = 600"));
+  p.max_seqlen = 200;
+  t.cu_seqlens = nullptr;
+  CHECK(tfla_mlstm_forward(&p, &t, nullptr, nullptr, 0, nullptr) == TFLA_ERROR_INVALID_ARGUMENT);
+  CHECK_THAT(tfla_last_error(), Catch::Contains("cu_seqlens is null"));
+  size_t bytes = 0;
+  CHECK(tfla_mlstm_forward_workspace_size(&p, nullptr, &bytes) == TFLA_OK);
+  CHECK(bytes > 0);
 }

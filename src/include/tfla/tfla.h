@@ -16,7 +16,7 @@ extern "C" {
  * this header checks tfla_abi_version() == TFLA_ABI_VERSION before its first other call (the
  * Python binding does so when it loads the library), so a library of another layout is refused
  * with a clear message instead of reading misplaced fields. */
-#define TFLA_ABI_VERSION 1
+#define TFLA_ABI_VERSION 2
 int tfla_abi_version(void);
 
 typedef enum {
@@ -41,6 +41,11 @@ typedef struct {
   int normalize;  /* mLSTMsig only */
   float eps;      /* 1e-6 typical */
   float scale;    /* 0 = 1/sqrt(Dqk) */
+  /* Packed sequences (tfla.hpp MlstmProblem::num_seqs): 0, 0 for the (B, NH, S) layout; else
+   * B = 1, S = T and the tensors' cu_seqlens hold N + 1 offsets on the device. Forward and
+   * backward only. */
+  int64_t num_seqs;   /* N */
+  int64_t max_seqlen; /* a bound of every sequence's length, in [1, T] */
 } tfla_problem;
 
 typedef struct {
@@ -66,6 +71,8 @@ typedef struct {
   float* m_last;     /* (B, NH) optional out */
   void* saved;        /* optional: tfla_mlstm_saved_size() bytes kept for the backward */
   size_t saved_bytes;
+  const void* cu_seqlens; /* packed sequences: (N + 1) offsets on the device, else NULL */
+  int cu_seqlens_int64;   /* 1: int64 offsets, 0: int32 */
 } tfla_forward_tensors;
 
 typedef struct {
@@ -92,6 +99,8 @@ typedef struct {
   float* dC0;          /* (B, NH, Dqk, Dv) optional out, 8-byte aligned */
   const void* saved;   /* optional: the forward's saved buffer */
   size_t saved_bytes;
+  const void* cu_seqlens; /* packed sequences: the forward's offsets, else NULL */
+  int cu_seqlens_int64;
 } tfla_backward_tensors;
 
 /* The message of this thread's last failed call ("" if none). Valid until the next call. */

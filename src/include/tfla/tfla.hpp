@@ -89,6 +89,19 @@ struct MlstmProblem {
   bool normalize = true;  // mLSTMsig only: divide by max(|n.q|, 1); mLSTMexp always normalizes
   float eps = 1e-6f;
   float scale = 0.f;  // 0 means 1 / sqrt(Dqk)
+  // Packed sequences of variable lengths (FLA's cu_seqlens convention), for the forward and the
+  // backward. num_seqs = N > 0: the B = 1, S = T tokens hold N sequences back to back, sequence
+  // j at tokens [cu_seqlens[j], cu_seqlens[j + 1]) (ForwardTensors / BackwardTensors::
+  // cu_seqlens: N + 1 non-decreasing offsets on the device, cu_seqlens[0] = 0, cu_seqlens[N] =
+  // T). Each sequence runs from its own initial state and no token sees another sequence; an
+  // empty sequence is allowed and does nothing (its last state is its initial state). States are
+  // per sequence: C0, C_last, dC_last, dC0 (N, NH, Dqk, Dv), n (N, NH, Dqk), m (N, NH); h, norm,
+  // m and the gradients keep the (1, NH, T, ...) layout. max_seqlen must bound every sequence's
+  // length (it sizes grids and workspace; tokens past it are not processed, and offsets outside
+  // [0, T] are clamped, as the library reads no offset on the host). Packed calls run the
+  // chunkwise mma.sync kernels and take the config keys that do not contradict that.
+  int64_t num_seqs = 0;
+  int64_t max_seqlen = 0;
 };
 
 // Kernel configuration: named integer parameters, e.g. {"chunk", 128}, {"siz_b_q", 64}.
@@ -119,6 +132,10 @@ struct ForwardTensors {
   // buffer skips recomputing them (faster, at the cost of keeping the states alive).
   void* saved = nullptr;
   size_t saved_bytes = 0;
+  // Packed sequences (MlstmProblem::num_seqs > 0): N + 1 offsets on the device, int32 (or int64
+  // with cu_seqlens_int64).
+  const void* cu_seqlens = nullptr;
+  bool cu_seqlens_int64 = false;
 };
 
 struct LaunchOptions {
@@ -167,6 +184,9 @@ struct BackwardTensors {
   // use the same chunk size; the size check catches a mismatch.
   const void* saved = nullptr;
   size_t saved_bytes = 0;
+  // Packed sequences: the forward's offsets (ForwardTensors::cu_seqlens).
+  const void* cu_seqlens = nullptr;
+  bool cu_seqlens_int64 = false;
 };
 
 // The chunkwise TFLA backward (the normalizer is held constant, as in the seed). Chunk states

@@ -33,7 +33,7 @@ import threading
 from ._errors import TflaLibraryNotFoundError, error_for_status
 
 # tfla.h's TFLA_ABI_VERSION: the C ABI the structs and signatures below are written for
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 c_int64 = ctypes.c_int64
 c_int = ctypes.c_int
@@ -46,7 +46,7 @@ c_char_p = ctypes.c_char_p
 class Problem(ctypes.Structure):  # tfla_problem
     _fields_ = [("B", c_int64), ("NH", c_int64), ("S", c_int64), ("Dqk", c_int64), ("Dv", c_int64),
                 ("dtype", c_int), ("gate_dtype", c_int), ("variant", c_int), ("normalize", c_int),
-                ("eps", c_float), ("scale", c_float)]
+                ("eps", c_float), ("scale", c_float), ("num_seqs", c_int64), ("max_seqlen", c_int64)]
 
 
 class Strides(ctypes.Structure):  # tfla_strides, in elements; all zero = contiguous
@@ -62,7 +62,7 @@ class ForwardTensors(ctypes.Structure):  # tfla_forward_tensors
         ("h", c_void_p), ("h_strides", Strides), ("norm", c_void_p), ("m", c_void_p),
         ("C0", c_void_p), ("n0", c_void_p), ("m0", c_void_p),
         ("C_last", c_void_p), ("n_last", c_void_p), ("m_last", c_void_p),
-        ("saved", c_void_p), ("saved_bytes", c_size_t)]
+        ("saved", c_void_p), ("saved_bytes", c_size_t), ("cu_seqlens", c_void_p), ("cu_seqlens_int64", c_int)]
 
 
 class BackwardTensors(ctypes.Structure):  # tfla_backward_tensors
@@ -72,7 +72,8 @@ class BackwardTensors(ctypes.Structure):  # tfla_backward_tensors
         ("dq", c_void_p), ("dk", c_void_p), ("dv", c_void_p),
         ("dq_strides", Strides), ("dk_strides", Strides), ("dv_strides", Strides),
         ("di", c_void_p), ("df", c_void_p), ("di_strides", Strides), ("df_strides", Strides),
-        ("dC0", c_void_p), ("saved", c_void_p), ("saved_bytes", c_size_t)]
+        ("dC0", c_void_p), ("saved", c_void_p), ("saved_bytes", c_size_t),
+        ("cu_seqlens", c_void_p), ("cu_seqlens_int64", c_int)]
 
 
 class StepTensors(ctypes.Structure):  # tfla_step_tensors

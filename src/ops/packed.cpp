@@ -1,0 +1,73 @@
+#include "ops/packed.hpp"
+
+#include <string>
+
+namespace tfla::ops {
+
+int64_t packed_length_bucket(int64_t max_seqlen) {
+  if (max_seqlen > 1024) return (max_seqlen + 1023) / 1024 * 1024;
+  int64_t b = 64;
+  while (b < max_seqlen) b *= 2;
+  return b;
+}
+
+MlstmProblem launch_problem(const MlstmProblem& p) {
+  if (!is_packed(p)) return p;
+  MlstmProblem lp = p;
+  lp.B = p.num_seqs;
+  lp.S = packed_length_bucket(p.max_seqlen);
+  lp.num_seqs = 0;
+  lp.max_seqlen = 0;
+  return lp;
+}
+
+MlstmProblem packed_config_problem(const MlstmProblem& lp) {
+  MlstmProblem cp = lp;
+  int64_t b = 1;
+  while (b < lp.B) b *= 2;
+  cp.B = b;
+  return cp;
+}
+
+Config packed_pins(const MlstmProblem& p, const Config& caller, Op op) {
+  if (!is_packed(p)) return caller;
+  Config pins = caller;
+  auto force = [&](const char* key, int64_t value, const char* why) {
+    auto it = pins.find(key);
+    if (it != pins.end() && it->second != value)
+      throw Error(ErrorCode::InvalidArgument, std::string("packed sequences (cu_seqlens) ") + why + ": config key " +
+                                                  key + "=" + std::to_string(it->second) + " is not available with them");
+    pins[key] = value;
+  };
+  force(kFormKey, 0, "run the chunkwise form");
+  force(kEngineKey, 0, "run on the mma.sync kernels");
+  force("st_seg", 1, "walk each sequence's states whole");
+  if (op == Op::Backward) force("ds_seg", 1, "walk each sequence's state gradients whole");
+  return pins;
+}
+
+void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64) {
+  if (!is_packed(p)) {
+    if (cu_seqlens)
+      throw Error(ErrorCode::InvalidArgument,
+                  "cu_seqlens is set but problem.num_seqs = 0: set num_seqs and max_seqlen for packed sequences");
+    return;
+  }
+  if (!cu_seqlens)
+    throw Error(ErrorCode::InvalidArgument, "cu_seqlens is null: a packed problem (num_seqs = " +
+                                                std::to_string(p.num_seqs) + ") needs its N + 1 offsets on the device");
+  if (reinterpret_cast<uintptr_t>(cu_seqlens) % (int64 ? 8 : 4))
+    throw Error(ErrorCode::InvalidArgument,
+                std::string("cu_seqlens is not aligned to its element size (") + (int64 ? "int64" : "int32") + ")");
+}
+
+PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64) {
+  PackedSeqs s{};
+  if (!is_packed(p)) return s;
+  s.cu_seqlens = cu_seqlens;
+  s.cu_int64 = int64 ? 1 : 0;
+  s.T = p.S;
+  return s;
+}
+
+}  // namespace tfla::ops

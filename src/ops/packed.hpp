@@ -1,0 +1,43 @@
+// Packed sequences of variable lengths (cu_seqlens, MlstmProblem::num_seqs): how a packed call
+// maps onto the kernels. The kernels see a batch of N sequences (PackedSeqs in
+// tfla/mlstm_params.cuh) whose lengths are bounded by a bucket of max_seqlen; grids and workspace
+// are sized by that bucket, so a new packing of the same model reuses the selection, the config
+// and the compiled kernels of every packing with the same N and bucket.
+#pragma once
+#include <cstdint>
+
+#include "ops/family.hpp"
+#include "tfla/mlstm_params.cuh"
+#include "tfla/tfla.hpp"
+
+namespace tfla::ops {
+
+inline bool is_packed(const MlstmProblem& p) { return p.num_seqs > 0; }
+
+// The length bound the kernels are sized by: max_seqlen rounded up to a power of two from 64 to
+// 1024, then to a multiple of 1024.
+int64_t packed_length_bucket(int64_t max_seqlen);
+
+// The problem the kernels run: for a packed problem B = num_seqs and S = the length bucket, else
+// p itself.
+MlstmProblem launch_problem(const MlstmProblem& p);
+
+// The problem a packed call's config is resolved for: its launch problem lp with B (the
+// sequence count) rounded up to a power of two, so the config (and the kernels) of a call
+// depend on the model's dims and the buckets alone.
+MlstmProblem packed_config_problem(const MlstmProblem& lp);
+
+// The config a packed call resolves: the caller's keys with the chunkwise form on mma.sync and
+// one walk per sequence (parallel=0, engine=0, st_seg=1, and ds_seg=1 for the backward); a caller
+// key that contradicts them throws InvalidArgument naming it. Not packed: `caller` itself.
+Config packed_pins(const MlstmProblem& p, const Config& caller, Op op);
+
+// cu_seqlens of a packed call: non-null and aligned to its element size (int32 or int64). The
+// offsets themselves are on the device and not read here; the kernels clamp them into [0, T] and
+// every length to the bucket (see seq_span.cuh).
+void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64);
+
+// The kernels' view of a packed call (zero for a plain one).
+PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64);
+
+}  // namespace tfla::ops

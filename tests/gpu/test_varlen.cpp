@@ -1,0 +1,436 @@
+// Packed sequences of variable lengths (cu_seqlens) on the GPU: forward and backward against the
+// float64 reference run sequence by sequence (reference::forward_varlen / backward_varlen), with
+// poisoned outputs, empty sequences, sequences of one token and shorter than a chunk, initial
+// and last states, dC_last, int32 and int64 offsets, a saved-states buffer; the packed call equal
+// bit for bit to the same sequences run one by one with the packed call's config; and new
+// packings that reuse the compiled kernels (no NVRTC compile after the first).
+#include "tfla_catch.hpp"
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.hpp"
+#include "reference/reference.hpp"
+#include "runtime/kernel.hpp"
+
+using namespace tfla;
+namespace ref = tfla::reference;
+
+namespace {
+
+struct VCase {
+  Variant variant = Variant::Exp;
+  bool normalize = true;
+  DType dtype = DType::BF16;
+  int64_t NH = 2, Dqk = 64, Dv = 64;
+  std::vector<int64_t> lens;
+  bool init = false, last = false, dclast = false, int64 = false, extreme = false, saved = false;
+  int64_t chunk = 0;       // pinned chunk; 0: the library's
+  int64_t max_extra = 0;   // max_seqlen = the longest length + this (a looser bound is allowed)
+};
+
+std::string describe(const VCase& c) {
+  std::string s = std::string(to_string(c.variant)) + (c.variant == Variant::Sig && !c.normalize ? "(no norm)" : "") +
+                  " " + to_string(c.dtype) + " NH=" + std::to_string(c.NH) + " " + std::to_string(c.Dqk) + "x" +
+                  std::to_string(c.Dv) + " lens=[";
+  for (size_t j = 0; j < c.lens.size(); ++j) s += (j ? "," : "") + std::to_string(c.lens[j]);
+  s += "]";
+  if (c.chunk) s += " chunk=" + std::to_string(c.chunk);
+  if (c.init) s += " init";
+  if (c.last) s += " last";
+  if (c.dclast) s += " dC_last";
+  if (c.int64) s += " int64";
+  if (c.extreme) s += " extreme";
+  if (c.saved) s += " saved";
+  if (c.max_extra) s += " max+" + std::to_string(c.max_extra);
+  return s;
+}
+
+std::vector<int64_t> offsets(const std::vector<int64_t>& lens) {
+  std::vector<int64_t> cu{0};
+  for (int64_t l : lens) cu.push_back(cu.back() + l);
+  return cu;
+}
+
+cli::DeviceBuffer upload_offsets(const std::vector<int64_t>& cu, bool int64) {
+  if (int64) {
+    cli::DeviceBuffer b(cu.size() * 8);
+    b.upload(cu.data(), cu.size() * 8);
+    return b;
+  }
+  std::vector<int32_t> c32(cu.begin(), cu.end());
+  cli::DeviceBuffer b(c32.size() * 4);
+  b.upload(c32.data(), c32.size() * 4);
+  return b;
+}
+
+// Tokens [t0, t1) of every head of a (1, NH, T, d) vector.
+std::vector<double> cut(const std::vector<double>& x, int64_t NH, int64_t T, int64_t d, int64_t t0, int64_t t1) {
+  std::vector<double> out;
+  for (int64_t h = 0; h < NH; ++h)
+    out.insert(out.end(), x.begin() + (h * T + t0) * d, x.begin() + (h * T + t1) * d);
+  return out;
+}
+
+MlstmProblem problem_of(const VCase& c, int64_t T) {
+  MlstmProblem p;
+  p.B = 1; p.NH = c.NH; p.S = T; p.Dqk = c.Dqk; p.Dv = c.Dv;
+  p.dtype = c.dtype;
+  p.gate_dtype = DType::FP32;
+  p.variant = c.variant;
+  p.normalize = c.normalize;
+  p.num_seqs = static_cast<int64_t>(c.lens.size());
+  p.max_seqlen = std::min(T, *std::max_element(c.lens.begin(), c.lens.end()) + c.max_extra);
+  return p;
+}
+
+void run_case(const VCase& c, uint64_t seed) {
+  INFO(describe(c));
+  const std::vector<int64_t> cu = offsets(c.lens);
+  const int64_t N = static_cast<int64_t>(c.lens.size()), T = cu.back(), NH = c.NH;
+  const ref::Shape shape{1, NH, T, c.Dqk, c.Dv};
+  const ref::Shape states_shape{N, NH, 1, c.Dqk, c.Dv};
+  ref::Inputs in = ref::random_inputs(shape, seed, c.extreme);
+  ref::Options opt;
+  opt.variant = c.variant == Variant::Exp ? ref::Variant::Exp : ref::Variant::Sig;
+  opt.normalize = c.normalize;
+  ref::States st;
+  if (c.init) st = ref::random_states(states_shape, opt.variant, seed + 7);
+  std::vector<double> dh = ref::random_inputs({1, NH, T, c.Dv, c.Dv}, seed + 13).v;
+  std::vector<double> dcl;
+  if (c.dclast) dcl = ref::random_states(states_shape, opt.variant, seed + 21).C;
+  for (auto* x : {&in.q, &in.k, &in.v, &dh}) test::encode(*x, c.dtype);
+  for (auto* x : {&in.i, &in.f, &st.C, &st.n, &st.m, &dcl}) test::encode(*x, DType::FP32);
+
+  const MlstmProblem p = problem_of(c, T);
+  LaunchOptions o;
+  if (c.chunk) o.config = {{"chunk", c.chunk}};
+  const size_t eb = dtype_bytes(c.dtype);
+  auto q = test::upload(in.q, c.dtype), k = test::upload(in.k, c.dtype), v = test::upload(in.v, c.dtype);
+  auto dhd = test::upload(dh, c.dtype);
+  auto ig = test::upload(in.i, DType::FP32), fg = test::upload(in.f, DType::FP32);
+  const cli::DeviceBuffer cud = upload_offsets(cu, c.int64);
+  cli::DeviceBuffer C0, n0, m0, dCl, saved_buf;
+  if (c.init) {
+    C0 = test::upload(st.C, DType::FP32);
+    n0 = test::upload(st.n, DType::FP32);
+    m0 = test::upload(st.m, DType::FP32);
+  }
+  if (c.dclast) dCl = test::upload(dcl, DType::FP32);
+  auto h = test::poisoned(NH * T * c.Dv * eb), norm = test::poisoned(NH * T * 4), mo = test::poisoned(NH * T * 4);
+  auto Cl = test::poisoned(N * NH * c.Dqk * c.Dv * 4), nl = test::poisoned(N * NH * c.Dqk * 4),
+       ml = test::poisoned(N * NH * 4);
+  ForwardTensors t;
+  t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+  t.norm = norm.as<float>(); t.m = mo.as<float>();
+  t.cu_seqlens = cud.get();
+  t.cu_seqlens_int64 = c.int64;
+  if (c.init) { t.C0 = C0.as<float>(); t.n0 = n0.as<float>(); t.m0 = m0.as<float>(); }
+  if (c.last) { t.C_last = Cl.as<float>(); t.n_last = nl.as<float>(); t.m_last = ml.as<float>(); }
+  if (c.saved) {
+    const size_t bytes = mlstm_saved_size(p, o.config);
+    saved_buf = test::poisoned(bytes);
+    t.saved = saved_buf.get();
+    t.saved_bytes = bytes;
+  }
+  mlstm_forward(p, t, o);
+  cli::synchronize();
+  // every token belongs to a sequence: h, norm and m fully written
+  CHECK(test::count_poison_words(h) == 0);
+  CHECK(test::count_poison_words(norm) == 0);
+
+  const ref::ForwardResult r = ref::forward_varlen(shape, opt, in, cu, c.init ? &st : nullptr);
+  const auto hd = test::download(h, c.dtype), normd = test::download(norm, DType::FP32),
+             md = test::download(mo, DType::FP32);
+  for (const auto* x : {&hd, &normd, &md}) CHECK(test::count_nonfinite(*x) == 0);
+  const double tol = c.dtype == DType::FP32 ? 1e-4 : 1e-2;
+  const double e_h = ref::relative_error(hd, r.h), e_norm = ref::relative_error(normd, r.norm);
+  CHECK(e_h < tol);
+  CHECK(e_norm < tol);
+  CHECK(ref::relative_error(md, r.m) < 1e-4);
+  double e_C = 0;
+  if (c.last) {
+    const auto Cd = test::download(Cl, DType::FP32), nd = test::download(nl, DType::FP32),
+               mld = test::download(ml, DType::FP32);
+    for (const auto* x : {&Cd, &nd, &mld}) CHECK(test::count_nonfinite(*x) == 0);
+    e_C = ref::relative_error(Cd, r.last.C);
+    CHECK(e_C < tol);
+    if (c.variant == Variant::Exp || c.normalize) CHECK(ref::relative_error(nd, r.last.n) < tol);
+    CHECK(ref::relative_error(mld, r.last.m) < 1e-4);
+  }
+  std::printf("%-110s h %.2e norm %.2e C %.2e", describe(c).c_str(), e_h, e_norm, e_C);
+
+  auto dq = test::poisoned(NH * T * c.Dqk * eb), dk = test::poisoned(NH * T * c.Dqk * eb),
+       dv = test::poisoned(NH * T * c.Dv * eb);
+  auto di = test::poisoned(NH * T * 4), df = test::poisoned(NH * T * 4);
+  auto dC0 = test::poisoned(N * NH * c.Dqk * c.Dv * 4);
+  BackwardTensors bt;
+  bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dhd.get();
+  bt.norm = norm.as<float>();
+  bt.cu_seqlens = cud.get();
+  bt.cu_seqlens_int64 = c.int64;
+  if (c.init) { bt.C0 = C0.as<float>(); bt.n0 = n0.as<float>(); bt.m0 = m0.as<float>(); }
+  bt.dC0 = dC0.as<float>();
+  if (c.dclast) bt.dC_last = dCl.as<float>();
+  bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+  if (c.saved) { bt.saved = saved_buf.get(); bt.saved_bytes = saved_buf.bytes(); }
+  mlstm_backward(p, bt, o);
+  cli::synchronize();
+  for (const auto* b : {&dq, &dk, &dv, &di, &df, &dC0}) CHECK(test::count_poison_words(*b) == 0);
+
+  const ref::BackwardResult g =
+      ref::backward_varlen(shape, opt, in, cu, c.init ? &st : nullptr, dh, c.dclast ? &dcl : nullptr);
+  const auto dqd = test::download(dq, c.dtype), dkd = test::download(dk, c.dtype), dvd = test::download(dv, c.dtype);
+  const auto did = test::download(di, DType::FP32), dfd = test::download(df, DType::FP32),
+             dC0d = test::download(dC0, DType::FP32);
+  for (const auto* x : {&dqd, &dkd, &dvd, &did, &dfd, &dC0d}) CHECK(test::count_nonfinite(*x) == 0);
+  const double gtol = c.dtype == DType::FP32 ? 1e-4 : 2e-2;
+  const double e_q = ref::relative_error(dqd, g.dq), e_k = ref::relative_error(dkd, g.dk),
+               e_v = ref::relative_error(dvd, g.dv), e_i = ref::relative_error(did, g.di),
+               e_f_plain = ref::relative_error(dfd, g.df), e_C0 = ref::relative_error(dC0d, g.d_initial.C);
+  // df judged per sequence against the size of its summed terms (df_conditioned_error)
+  double e_f = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    const int64_t t0 = cu[j], t1 = cu[j + 1];
+    if (t1 == t0) continue;
+    const ref::Shape one{1, NH, t1 - t0, c.Dqk, c.Dv};
+    const ref::Inputs ij{cut(in.q, NH, T, c.Dqk, t0, t1), cut(in.k, NH, T, c.Dqk, t0, t1),
+                         cut(in.v, NH, T, c.Dv, t0, t1), cut(in.i, NH, T, 1, t0, t1), cut(in.f, NH, T, 1, t0, t1)};
+    ref::BackwardResult gj;
+    gj.dq = cut(g.dq, NH, T, c.Dqk, t0, t1);
+    gj.dk = cut(g.dk, NH, T, c.Dqk, t0, t1);
+    gj.df = cut(g.df, NH, T, 1, t0, t1);
+    e_f = std::max(e_f, ref::df_conditioned_error(one, ij, cut(dfd, NH, T, 1, t0, t1), gj));
+  }
+  std::printf(" | dq %.2e dk %.2e dv %.2e di %.2e df %.2e (plain %.2e) dC0 %.2e\n", e_q, e_k, e_v, e_i, e_f,
+              e_f_plain, e_C0);
+  CHECK(e_q < gtol);
+  CHECK(e_k < gtol);
+  CHECK(e_v < gtol);
+  CHECK(e_i < gtol);
+  CHECK(e_f < gtol);
+  if (!c.extreme) CHECK(e_f_plain < 2.5 * gtol);
+  CHECK(e_C0 < gtol);
+}
+
+constexpr Variant E = Variant::Exp, G = Variant::Sig;
+constexpr DType bf = DType::BF16, hf = DType::FP16, f32 = DType::FP32;
+
+}  // namespace
+
+TEST_CASE("packed sequences match the float64 reference run sequence by sequence", "[gpu][varlen]") {
+  // lengths: empty sequences, one token, shorter than a chunk, a chunk exactly, a chunk plus one,
+  // several chunks with a tail
+  const std::vector<int64_t> mixed{37, 0, 1, 64, 65, 200, 0, 130, 3};
+  std::vector<VCase> cases;
+  for (Variant var : {E, G})
+    for (DType dt : {bf, f32}) {
+      VCase c;
+      c.variant = var;
+      c.dtype = dt;
+      c.lens = mixed;
+      cases.push_back(c);
+      c.init = c.last = c.dclast = true;
+      cases.push_back(c);
+      c.chunk = 128;
+      c.int64 = true;
+      cases.push_back(c);
+    }
+  {
+    VCase c;  // Dqk != Dv, fp16, mLSTMsig without normalization, a looser max_seqlen
+    c.variant = G;
+    c.normalize = false;
+    c.dtype = hf;
+    c.Dqk = 128;
+    c.Dv = 256;
+    c.NH = 3;
+    c.lens = {300, 17, 0, 129};
+    c.init = c.last = c.dclast = true;
+    c.max_extra = 100;
+    cases.push_back(c);
+  }
+  {
+    VCase c;  // extreme gates, a saved-states buffer
+    c.extreme = true;
+    c.lens = {250, 64, 1, 90};
+    c.init = c.last = c.dclast = c.saved = true;
+    cases.push_back(c);
+    c.variant = G;
+    c.extreme = false;
+    c.chunk = 64;
+    cases.push_back(c);
+  }
+  {
+    VCase c;  // one sequence, and only empty sequences but one
+    c.lens = {333};
+    c.init = c.last = true;
+    cases.push_back(c);
+    c.lens = {0, 0, 5, 0};
+    cases.push_back(c);
+  }
+  uint64_t seed = 1000;
+  for (const VCase& c : cases) run_case(c, seed++);
+}
+
+TEST_CASE("random packings of lengths 1..3000 match the reference (run under compute-sanitizer: [varlen_small])",
+          "[gpu][varlen][varlen_random]") {
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (int rep = 0; rep < 4; ++rep) {
+    VCase c;
+    c.variant = rep % 2 ? G : E;
+    c.dtype = rep < 2 ? bf : hf;
+    c.Dqk = 128;
+    c.Dv = 128;
+    c.NH = 2;
+    const int n = 3 + static_cast<int>(next() % 5);
+    for (int j = 0; j < n; ++j) c.lens.push_back(1 + static_cast<int64_t>(next() % 3000));
+    c.init = c.last = c.dclast = true;
+    run_case(c, 2000 + rep);
+  }
+}
+
+TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[gpu][varlen_small]") {
+  for (Variant var : {E, G}) {
+    VCase c;
+    c.variant = var;
+    c.lens = {70, 0, 1, 20};
+    c.init = c.last = c.dclast = true;
+    run_case(c, 3000);
+    c.int64 = true;
+    c.saved = true;
+    c.chunk = 64;
+    run_case(c, 3001);
+  }
+}
+
+TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gpu][varlen]") {
+  for (Variant var : {E, G}) {
+    VCase c;
+    c.variant = var;
+    c.NH = 2;
+    c.Dqk = 64;
+    c.Dv = 128;
+    c.lens = {190, 1, 64, 77, 0, 256};
+    const std::vector<int64_t> cu = offsets(c.lens);
+    const int64_t N = static_cast<int64_t>(c.lens.size()), T = cu.back(), NH = c.NH;
+    INFO(describe(c));
+    ref::Inputs in = ref::random_inputs({1, NH, T, c.Dqk, c.Dv}, 4000);
+    ref::States st = ref::random_states({N, NH, 1, c.Dqk, c.Dv}, var == E ? ref::Variant::Exp : ref::Variant::Sig, 4001);
+    const MlstmProblem p = problem_of(c, T);
+    const Config cfg = mlstm_forward_config(p);
+    CHECK(cfg.at("parallel") == 0);
+    CHECK(cfg.at("engine") == 0);
+    auto q = test::upload(in.q, bf), k = test::upload(in.k, bf), v = test::upload(in.v, bf);
+    auto ig = test::upload(in.i, f32), fg = test::upload(in.f, f32);
+    auto C0 = test::upload(st.C, f32), n0 = test::upload(st.n, f32), m0 = test::upload(st.m, f32);
+    const cli::DeviceBuffer cud = upload_offsets(cu, false);
+    auto h = test::poisoned(NH * T * c.Dv * 2);
+    auto Cl = test::poisoned(N * NH * c.Dqk * c.Dv * 4);
+    ForwardTensors t;
+    t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+    t.C0 = C0.as<float>(); t.n0 = n0.as<float>(); t.m0 = m0.as<float>();
+    t.C_last = Cl.as<float>();
+    t.cu_seqlens = cud.get();
+    mlstm_forward(p, t, {});
+    cli::synchronize();
+    const auto packed_h = test::raw_bytes(h), packed_C = test::raw_bytes(Cl);
+
+    // each sequence alone: the same tokens through strides into the packed buffers
+    MlstmProblem one = p;
+    one.num_seqs = one.max_seqlen = 0;
+    auto h1 = test::poisoned(NH * T * c.Dv * 2);
+    auto Cl1 = test::poisoned(N * NH * c.Dqk * c.Dv * 4);
+    LaunchOptions o;
+    o.config = cfg;
+    for (int64_t j = 0; j < N; ++j) {
+      const int64_t t0 = cu[j], len = c.lens[j];
+      if (len == 0) continue;  // (the C++ API takes S >= 1; the packed call's empty sequence is checked below)
+      one.S = len;
+      ForwardTensors u;
+      u.q = q.as<uint16_t>() + t0 * c.Dqk; u.k = k.as<uint16_t>() + t0 * c.Dqk; u.v = v.as<uint16_t>() + t0 * c.Dv;
+      u.i = ig.as<float>() + t0; u.f = fg.as<float>() + t0;
+      u.h = h1.as<uint16_t>() + t0 * c.Dv;
+      u.q_strides = u.k_strides = {NH * T * c.Dqk, T * c.Dqk, c.Dqk};
+      u.v_strides = u.h_strides = {NH * T * c.Dv, T * c.Dv, c.Dv};
+      u.i_strides = u.f_strides = {NH * T, T, 1};
+      const int64_t s = j * NH;
+      u.C0 = C0.as<float>() + s * c.Dqk * c.Dv; u.n0 = n0.as<float>() + s * c.Dqk; u.m0 = m0.as<float>() + s;
+      u.C_last = Cl1.as<float>() + s * c.Dqk * c.Dv;
+      mlstm_forward(one, u, o);
+    }
+    cli::synchronize();
+    const auto alone_h = test::raw_bytes(h1), alone_C = test::raw_bytes(Cl1);
+    CHECK(packed_h == alone_h);
+    // the empty sequence's last state is its initial state; the others' equal the one-by-one runs
+    for (int64_t j = 0; j < N; ++j) {
+      const size_t per = static_cast<size_t>(NH * c.Dqk * c.Dv * 4), at = static_cast<size_t>(j) * per;
+      const std::vector<uint8_t> got(packed_C.begin() + at, packed_C.begin() + at + per);
+      if (c.lens[j] == 0) {
+        std::vector<uint8_t> init(per);
+        std::memcpy(init.data(), test::raw_bytes(C0).data() + at, per);
+        CHECK(got == init);
+      } else {
+        CHECK(got == std::vector<uint8_t>(alone_C.begin() + at, alone_C.begin() + at + per));
+      }
+    }
+  }
+}
+
+TEST_CASE("new packings of the same model compile nothing and keep their config", "[gpu][varlen]") {
+  VCase c;
+  c.Dqk = 64;
+  c.Dv = 64;
+  c.NH = 2;
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return state >> 33;
+  };
+  uint64_t compiles_after_first = 0;
+  Config first_cfg;
+  for (int rep = 0; rep < 50; ++rep) {
+    c.lens.clear();
+    const int n = 2 + static_cast<int>(next() % 9);
+    for (int j = 0; j < n; ++j) c.lens.push_back(static_cast<int64_t>(next() % 180));
+    c.lens[0] = 180;  // the bound every packing shares, as a training loop's fixed maximum length
+    const std::vector<int64_t> cu = offsets(c.lens);
+    const int64_t T = cu.back();
+    const MlstmProblem p = problem_of(c, T);
+    REQUIRE(p.max_seqlen == 180);
+    const Config cfg = mlstm_forward_config(p);
+    if (rep == 0) first_cfg = cfg;
+    CHECK(cfg == first_cfg);
+    ref::Inputs in = ref::random_inputs({1, c.NH, T, c.Dqk, c.Dv}, 5000 + rep);
+    auto q = test::upload(in.q, bf), k = test::upload(in.k, bf), v = test::upload(in.v, bf);
+    auto ig = test::upload(in.i, f32), fg = test::upload(in.f, f32);
+    const cli::DeviceBuffer cud = upload_offsets(cu, false);
+    auto h = test::poisoned(c.NH * T * c.Dv * 2), norm = test::poisoned(c.NH * T * 4);
+    ForwardTensors t;
+    t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+    t.norm = norm.as<float>();
+    t.cu_seqlens = cud.get();
+    mlstm_forward(p, t, {});
+    auto dh = test::upload(in.v, bf);
+    auto dq = test::poisoned(c.NH * T * c.Dqk * 2), dk = test::poisoned(c.NH * T * c.Dqk * 2),
+         dv = test::poisoned(c.NH * T * c.Dv * 2), di = test::poisoned(c.NH * T * 4), df = test::poisoned(c.NH * T * 4);
+    BackwardTensors bt;
+    bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dh.get();
+    bt.norm = norm.as<float>();
+    bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+    bt.cu_seqlens = cud.get();
+    mlstm_backward(p, bt, {});
+    cli::synchronize();
+    CHECK(test::count_poison_words(h) == 0);
+    CHECK(test::count_poison_words(dq) == 0);
+    if (rep == 0) compiles_after_first = rt::nvrtc_compile_count();
+  }
+  CHECK(rt::nvrtc_compile_count() == compiles_after_first);
+}
