@@ -63,8 +63,10 @@ DType dtype_of(const std::string& s) {
 // op: "fwd", "bwd" or "fwbw". FLOPs: forward ~ 4 Dqk Dv + L (Dqk + Dv) per token and head
 // (parallel form: S (Dqk + Dv)); the backward does about twice the forward's matrix work (dC,
 // dQ, dK, dV), counted as 2x.
+// lens: packed sequences of these lengths (p is then B = 1, S = T, num_seqs, max_seqlen), else
+// null.
 Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned, int warmup, int reps,
-             bool keep_states) {
+             bool keep_states, const std::vector<int64_t>* lens = nullptr) {
   const size_t eb = dtype_bytes(p.dtype);
   const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
   DeviceBuffer q(n_qk * eb), k(n_qk * eb), v(n_v * eb), h(n_v * eb);
@@ -97,6 +99,14 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   ForwardTensors t;
   t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
   t.norm = norm.as<float>();
+  DeviceBuffer cu;
+  if (lens) {
+    std::vector<int32_t> offsets{0};
+    for (int64_t l : *lens) offsets.push_back(offsets.back() + static_cast<int32_t>(l));
+    cu = DeviceBuffer(offsets.size() * 4);
+    cu.upload(offsets.data(), offsets.size() * 4);
+    t.cu_seqlens = cu.get();
+  }
   if (saved) {
     t.saved = keep.get();
     t.saved_bytes = saved_bytes;
@@ -116,6 +126,7 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
     bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dh.get();
     bt.norm = norm.as<float>();
     bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+    bt.cu_seqlens = t.cu_seqlens;
     if (saved) {
       bt.saved = keep.get();
       bt.saved_bytes = saved_bytes;
@@ -136,12 +147,17 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   const double tokens = static_cast<double>(p.B * p.NH * p.S);
   const double fwd_flops = tokens * ((par ? 0.0 : 4.0 * p.Dqk * p.Dv) + L * (p.Dqk + p.Dv));
   const double flops = op == "fwd" ? fwd_flops : op == "bwd" ? 2 * fwd_flops : 3 * fwd_flops;
-  const double nc = static_cast<double>((p.S + L - 1) / L);
+  double chunks = static_cast<double>(p.B * ((p.S + L - 1) / L));  // chunk states per head
+  if (lens) {
+    chunks = 0;
+    for (int64_t l : *lens) chunks += static_cast<double>((l + L - 1) / L);
+  }
   const double io = tokens * ((2.0 * p.Dqk + 2.0 * p.Dv) * eb + 2.0 * dtype_bytes(p.gate_dtype));
-  const double states = par ? 0.0 : 2.0 * p.B * p.NH * nc * p.Dqk * p.Dv * eb;
+  const double states = par ? 0.0 : 2.0 * p.NH * chunks * p.Dqk * p.Dv * eb;
   const double bytes = op == "fwd" ? io + states : op == "bwd" ? 2 * io + 2 * states : 3 * io + 3 * states;
   const double extra = (fws_bytes + bws_bytes + saved_bytes + (op == "fwd" ? 0 : n_g * 4.0)) / 1048576.0;
-  Row r{op, to_string(p.variant), p.B, p.S, p.NH, p.Dqk, p.Dv, to_string(p.dtype),
+  Row r{op, to_string(p.variant), lens ? p.num_seqs : p.B, lens ? p.max_seqlen : p.S, p.NH, p.Dqk, p.Dv,
+        to_string(p.dtype),
         to_string(op == "bwd" ? bcfg : fcfg), ms, flops / (ms * 1e9), bytes / (ms * 1e6), extra};
   return r;
 }
@@ -380,7 +396,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
   if (!argv.empty() && argv[0] == "tma-copy") return bench_tma_copy(std::vector<std::string>(argv.begin() + 1, argv.end()));
   Args args(argv, {"json", "saved"},
             {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
-             "warmup", "reps", "normalize"});
+             "warmup", "reps", "normalize", "varlen"});
   if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward, fwbw, step or overhead");
   const std::string op_name = args.positionals()[0];
   if (op_name == "overhead") {
@@ -414,7 +430,34 @@ int cmd_bench(const std::vector<std::string>& argv) {
   // machine.
   if (tokens < 1) throw UsageError("--tokens must be >= 1");
   if (reps < 1 || warmup < 0) throw UsageError("--reps must be >= 1 and --warmup >= 0");
-  for (int64_t S : seqs) {
+  // --varlen N: N packed sequences of random lengths (mean tokens / N) beside N equal ones
+  const int64_t varlen = args.has("varlen") ? args.get_int("varlen", 0) : 0;
+  if (args.has("varlen")) {
+    if (varlen < 1 || tokens % varlen)
+      throw UsageError("--varlen N needs N >= 1 dividing --tokens (the equal-length row is B = N, S = tokens / N)");
+    if (args.has("seqs")) throw UsageError("--varlen sets the sequences: leave out --seqs");
+    if (args.flag("saved") && op == "fwd") throw UsageError("--saved applies to backward and fwbw");
+  }
+  std::vector<int64_t> lens;
+  if (varlen) {  // uniform in [1, 2 mean - 1], then the last one adjusted so they sum to tokens
+    const int64_t mean = tokens / varlen;
+    uint64_t state = 0x2545F4914F6CDD1Dull;
+    int64_t sum = 0;
+    for (int64_t j = 0; j < varlen; ++j) {
+      state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+      const int64_t l = mean > 1 ? 1 + static_cast<int64_t>(state % static_cast<uint64_t>(2 * mean - 1)) : 1;
+      lens.push_back(l);
+      sum += l;
+    }
+    for (int64_t j = 0; sum != tokens; j = (j + 1) % varlen) {  // the difference spread one by one
+      const int64_t step = sum < tokens ? 1 : -1;
+      if (lens[j] + step < 1 || lens[j] + step > 2 * mean - 1) continue;
+      lens[j] += step;
+      sum += step;
+    }
+  }
+  const std::vector<int64_t> seqs_run = varlen ? std::vector<int64_t>{tokens / varlen} : seqs;
+  for (int64_t S : seqs_run) {
     if (S < 1 || tokens % S) throw UsageError("every S must divide --tokens");
     for (Variant var : variants) {
       MlstmProblem p = base;
@@ -434,8 +477,12 @@ int cmd_bench(const std::vector<std::string>& argv) {
   if (!args.flag("json"))
     std::printf("%-8s %6s %7s %10s %9s %9s %10s  %s\n", "variant", "B", "S", "ms", "TFLOP/s",
                 "GB/s", "extra MiB", "config");
+  if (varlen && !args.flag("json"))
+    std::printf("packed: %lld sequences of %lld to %lld tokens (B is the sequence count, S the longest)\n",
+                (long long)varlen, (long long)*std::min_element(lens.begin(), lens.end()),
+                (long long)*std::max_element(lens.begin(), lens.end()));
   for (Variant var : variants)
-    for (int64_t S : seqs) {
+    for (int64_t S : seqs_run) {
       if (S < 1 || tokens % S) throw UsageError("every S must divide --tokens");
       MlstmProblem p = base;
       p.variant = var;
@@ -446,6 +493,21 @@ int cmd_bench(const std::vector<std::string>& argv) {
       if (!args.flag("json"))
         std::printf("%-8s %6lld %7lld %10.3f %9.1f %9.1f %10.1f  %s\n", r.variant.c_str(),
                     (long long)r.B, (long long)r.S, r.ms, r.tflops, r.gbps, r.extra_mb, r.config.c_str());
+      std::fflush(stdout);
+      if (!varlen) continue;
+      MlstmProblem pk = base;
+      pk.variant = var;
+      pk.B = 1;
+      pk.S = tokens;
+      pk.num_seqs = varlen;
+      pk.max_seqlen = *std::max_element(lens.begin(), lens.end());
+      Row rp = bench_op(op, pk, pinned, warmup, reps, args.flag("saved"), &lens);
+      rp.op += ".packed";
+      rows.push_back(rp);
+      if (!args.flag("json"))
+        std::printf("%-8s %6lld %7lld %10.3f %9.1f %9.1f %10.1f  %s  (packed; %.3fx the equal-length time)\n",
+                    rp.variant.c_str(), (long long)rp.B, (long long)rp.S, rp.ms, rp.tflops, rp.gbps, rp.extra_mb,
+                    rp.config.c_str(), rp.ms / r.ms);
       std::fflush(stdout);
     }
   if (args.has("csv")) {

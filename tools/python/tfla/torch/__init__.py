@@ -19,6 +19,7 @@ except ImportError as e:  # pragma: no cover - exercised only where torch is mis
 from .chunkwise import (MlstmChunkwiseFunction, mlstm_chunkwise, mlstm_chunkwise__xl_chunk,
                         mlstm_siging_chunkwise__xl_chunk)
 from .step import mlstm_recurrent_step, mlstm_recurrent_step__tfla
+from .varlen import mlstm_chunkwise_packed
 
 registry = {
     "chunkwise--tfla": mlstm_chunkwise__xl_chunk,
@@ -28,4 +29,4 @@ registry_step = {"tfla": mlstm_recurrent_step__tfla}
 
 __all__ = ["mlstm_chunkwise", "mlstm_chunkwise__xl_chunk", "mlstm_siging_chunkwise__xl_chunk",
            "mlstm_recurrent_step", "mlstm_recurrent_step__tfla", "MlstmChunkwiseFunction",
-           "registry", "registry_step"]
+           "mlstm_chunkwise_packed", "registry", "registry_step"]

@@ -162,11 +162,26 @@ class mLSTMBackend(nn.Module):
         return b
 
     def forward(self, q, k, v, i, f, c_initial=None, n_initial=None, m_initial=None,
-                return_last_states=None, mode=None):
+                return_last_states=None, mode=None, *, cu_seqlens=None, max_seqlen=None):
         """Train: h, or (h, last states) with return_last_states (config default).
-        Inference: always (h, (c, n, m)). Shapes as in mlstm_chunkwise__xl_chunk."""
+        Inference: always (h, (c, n, m)). Shapes as in mlstm_chunkwise__xl_chunk.
+        cu_seqlens / max_seqlen: packed documents of variable lengths along the token axis of
+        B = 1 (mlstm_chunkwise's), in either mode; the states are then per sequence."""
         if mode is None:
             mode = self.config.mode
+        if cu_seqlens is not None:
+            if "train" not in mode and "inference" not in mode:
+                raise ValueError(f"Unknown mode: {mode}")
+            if return_last_states is None:
+                return_last_states = self.config.return_last_states or "inference" in mode
+            kw = self._kernel_kwargs()
+            kw.pop("autocast_kernel_dtype")
+            out = mlstm_chunkwise(q, k, v, i, f, c_initial, n_initial, m_initial, cu_seqlens=cu_seqlens,
+                                  max_seqlen=max_seqlen, return_last_states=return_last_states, **kw)
+            if "inference" in mode and self.variant == "sig":  # (h, (C, n, m)) as an inference call returns
+                h, (C, n) = out
+                return h, (C, n, torch.zeros(C.shape[:2] + (1,), dtype=torch.float32, device=C.device))
+            return out
         if "train" in mode:
             if return_last_states is None:
                 return_last_states = self.config.return_last_states

@@ -27,6 +27,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._launch import Options, configs, forward_entry, run_backward, run_forward
+from .._errors import TflaArgumentError
 from ._runtime import compiled_ops, hashable_config, is_compiling, name_non_tensor
 
 _grad_enabled = torch.is_grad_enabled
@@ -120,7 +121,8 @@ def _autocast(q, k, v, i, f, c0, n0, m0, dtype):
 def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=None,
                     return_last_states=False, eps=1e-6, chunk_size=128, *, variant="exp",
                     normalize=True, qk_scale=None, config=None, backward_config=None,
-                    recompute_states_in_bw=None, autocast_kernel_dtype=torch.float32):
+                    recompute_states_in_bw=None, autocast_kernel_dtype=torch.float32, cu_seqlens=None,
+                    max_seqlen=None):
     """The chunkwise mLSTM (variant "exp" or "sig") with autograd.
 
     q, k: (B, NH, S, Dqk); v: (B, NH, S, Dv) in bfloat16, float16 or float32; i, f: (B, NH, S)
@@ -132,7 +134,18 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
 
     Without gradients (grad mode off, or no input requiring grad) the forward runs directly,
     without an autograd node; with them through MlstmChunkwiseFunction; under torch.compile
-    through the custom ops (tfla.torch.ops)."""
+    through the custom ops (tfla.torch.ops).
+
+    cu_seqlens (N + 1 offsets, FLA's convention) packs N sequences of variable lengths along the
+    token axis of B = 1 (tfla.torch.varlen.mlstm_chunkwise_packed, where max_seqlen is
+    described); the states are then per sequence, (N, NH, ...)."""
+    if cu_seqlens is not None:
+        from .varlen import mlstm_chunkwise_packed
+        return mlstm_chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen, c_initial, n_initial, m_initial,
+                                      return_last_states, eps, chunk_size, variant=variant, normalize=normalize,
+                                      qk_scale=qk_scale, config=config, backward_config=backward_config)
+    if max_seqlen is not None:
+        raise TflaArgumentError("max_seqlen is given without cu_seqlens: it bounds packed sequences only")
     opts = options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,
                    return_last_states, recompute_states_in_bw)
     try:
