@@ -122,14 +122,14 @@ def test_packed_equals_unpacked_calls_and_the_backend_module():
             assert torch.equal(C[j:j + 1], Cj) and torch.equal(m[j:j + 1], mj)
     backend = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="train",
                                               config=cfg))
-    hb = backend(*ins, cu_seqlens=torch.tensor(cu, device=DEV, dtype=torch.int32), c_initial=states[0],
-                 n_initial=states[1], m_initial=states[2])
-    assert torch.equal(hb, h)
+    hb, (Cb, nb, mb) = backend(*ins, cu_seqlens=torch.tensor(cu, device=DEV, dtype=torch.int32), c_initial=states[0],
+                               n_initial=states[1], m_initial=states[2])  # return_last_states: the config's True
+    assert torch.equal(hb, h) and torch.equal(Cb, C) and torch.equal(mb, m)
 
 
 def test_packed_argument_errors_name_the_problem():
     ins, _ = packed_inputs([10, 20], 1, 32, 32, torch.bfloat16, 3)
-    with pytest.raises(tfla.TflaArgumentError, match=r"cu_seqlens\[2\] = 25 is not the packed token count T = 30"):
+    with pytest.raises(tfla.TflaArgumentError, match=r"cu_seqlens\[N\] = 25 is not the packed token count T = 30"):
         mlstm_chunkwise(*ins, cu_seqlens=[0, 10, 25])
     with pytest.raises(tfla.TflaArgumentError, match=r"cu_seqlens\[2\] = 5 is below cu_seqlens\[1\] = 12"):
         mlstm_chunkwise(*ins, cu_seqlens=torch.tensor([0, 12, 5, 30], device=DEV))
