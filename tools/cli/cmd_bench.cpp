@@ -80,6 +80,7 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   Config fcfg = pinned, bcfg;
   if (pinned.count("chunk")) bcfg["chunk"] = pinned.at("chunk");
   if (pinned.count("parallel")) bcfg["parallel"] = pinned.at("parallel");  // the form too
+  if (pinned.count("engine")) bcfg["engine"] = pinned.at("engine");        // and the engine
   if (op == "bwd") {
     fcfg = bcfg;
     bcfg = pinned;
