@@ -24,10 +24,12 @@
 //    the tile reaches skips it (it still waits for and frees the slots).
 //  - Epilogue: dQ and dK write the fp32 row dots q . dq or k . dk of their columns (xpart) for the
 //    gate gradients; the gradient tile is stored from registers, 16 bytes per lane.
-// Rows past S read zeros (TMA fills outside the tensor) and are not stored; keys past S have
-// u = -inf (the gate kernel's padding) and queries past S are masked, so they weigh nothing.
+// Rows past S read zeros (TMA fills outside the tensor; in a packed sequence the next sequence's
+// tokens) and are not stored; keys past S have u = -inf (the gate kernel's padding) and queries
+// past S are masked, so they weigh nothing.
 #pragma once
 #include "tfla/mlstm_sm90_params.cuh"
+#include "tfla/seq_span.cuh"
 #include "tfla/sm90.cuh"
 #include "tfla/sm90_wgmma.cuh"
 
@@ -82,13 +84,16 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
   }
   __syncthreads();
 
-  const int S = p.S, NC = p.NC;
+  const int NC = p.NC;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   // Tile t: column tile fastest (the column tiles of a row tile share X and Z in L2), then the
   // row tile, then the head. The other side's tiles run from t_begin (dQ: the chunk's start;
-  // dK, dV: the row tile's start) to the causal end.
+  // dK, dV: the row tile's start) to the causal end. A packed sequence (seq_span.cuh) is a head
+  // of its own length S whose tokens start at tok0 of a (1, NH, T, D) layout (TMA batch
+  // coordinate tb 0); the tiles past its end are skipped by every warpgroup alike.
   struct Tile {
-    int nt, rt, bh, b, h, row0, c, chunk0, t_begin, n_tiles;
+    int nt, rt, bh, b, h, row0, c, chunk0, t_begin, n_tiles, S, tb;
+    long long tok0, nrow;
   };
   auto tile_of = [&](int t) {
     Tile x;
@@ -98,11 +103,16 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     x.bh = rest / P.row_tiles;
     x.b = x.bh / p.NH;
     x.h = x.bh % p.NH;
+    const SeqSpan sq = seq_span<CHUNK>(p, x.b, x.h);
+    x.S = sq.S;
+    x.tok0 = sq.tok0;
+    x.nrow = sq.row;
+    x.tb = p.packed.cu_seqlens ? 0 : x.b;
     x.row0 = x.rt * kBR;
     x.c = x.row0 / CHUNK;
     x.chunk0 = x.c * CHUNK;
     x.t_begin = MODE == kDQ ? x.chunk0 : x.row0;
-    const int t_end = MODE == kDQ ? min(x.row0 + kBR, S) : min(x.chunk0 + CHUNK, S);
+    const int t_end = MODE == kDQ ? min(x.row0 + kBR, x.S) : min(x.chunk0 + CHUNK, x.S);
     x.n_tiles = (t_end - x.t_begin + kBT - 1) / kBT;
     return x;
   };
@@ -115,12 +125,14 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
       u32 x_phase = 0;
       for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
         const Tile x = tile_of(t);
+        if (x.row0 >= x.S) continue;
         const int n0 = x.nt * BN;
+        const int tok0 = static_cast<int>(x.tok0);
         mbar_wait(x_empty, x_phase ^ 1u);
         mbar_arrive_expect_tx(x_full, kXBytes);
 #pragma unroll
         for (int kp = 0; kp < kXPanels; ++kp)
-          tma_load_4d(sX + kp * kXPanelBytes, &P.x, x_full, 64 * kp, x.row0, x.h, x.b);
+          tma_load_4d(sX + kp * kXPanelBytes, &P.x, x_full, 64 * kp, tok0 + x.row0, x.h, x.tb);
         x_phase ^= 1u;
         // the state's blocks of 64 contraction rows (Y_KMAJOR: BN state rows of 64 Dv columns)
         const int cidx = x.bh * NC + x.c;
@@ -149,7 +161,8 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
             char* slot = ring + pos.slot * kSlotBytes;
             mbar_arrive_expect_tx(&full[pos.slot], panels * kPanelBytes);
             for (int i = 0; i < panels; ++i)
-              tma_load_4d(slot + i * kPanelBytes, &P.z, &full[pos.slot], 64 * (zs * kSlotPanels + i), t0, x.h, x.b);
+              tma_load_4d(slot + i * kPanelBytes, &P.z, &full[pos.slot], 64 * (zs * kSlotPanels + i), tok0 + t0, x.h,
+                          x.tb);
             pos.advance();
           }
           mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
@@ -157,7 +170,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
           mbar_arrive_expect_tx(&full[pos.slot], kSlotBytes);
 #pragma unroll
           for (int i = 0; i < kSlotPanels; ++i)
-            tma_load_4d(slot + i * kPanelBytes, &P.w, &full[pos.slot], n0 + 64 * i, t0, x.h, x.b);
+            tma_load_4d(slot + i * kPanelBytes, &P.w, &full[pos.slot], n0 + 64 * i, tok0 + t0, x.h, x.tb);
           pos.advance();
         }
       }
@@ -188,13 +201,14 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     __syncwarp();
     if (warp_leader) mbar_arrive(x_empty);
   };
-  auto inv_den = [&](const float* norm, int t) { return t < S ? 1.f / (norm[t] + p.eps) : 0.f; };
-
   for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
     const Tile x = tile_of(t);
+    if (x.row0 >= x.S) continue;
+    const int S = x.S;
+    auto inv_den = [&](const float* norm, int t) { return t < S ? 1.f / (norm[t] + p.eps) : 0.f; };
     const int n0 = x.nt * BN;
     const int lrow = 64 * cw + 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile
-    const float* norm = p.norm + static_cast<long long>(x.bh) * S;
+    const float* norm = p.norm + x.nrow;
     const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
     // Row factors: er_r, fr_r and rowscale_r.
     float er[2], fr[2], rs[2];
@@ -396,7 +410,8 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     if constexpr (MODE != kDV) {
       const long long in_sb = MODE == kDQ ? p.q_sb : p.k_sb, in_sh = MODE == kDQ ? p.q_sh : p.k_sh;
       const long long in_ss = MODE == kDQ ? p.q_ss : p.k_ss;
-      const T* gIn = static_cast<const T*>(MODE == kDQ ? p.q : p.k) + x.b * in_sb + x.h * in_sh + n0 + 2 * cq;
+      const T* gIn = static_cast<const T*>(MODE == kDQ ? p.q : p.k) + x.b * in_sb + x.h * in_sh + x.tok0 * in_ss + n0 +
+                     2 * cq;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int gi = x.row0 + lrow + 8 * hh;
@@ -419,7 +434,8 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     const long long o_sb = MODE == kDQ ? p.dq_sb : MODE == kDK ? p.dk_sb : p.dv_sb;
     const long long o_sh = MODE == kDQ ? p.dq_sh : MODE == kDK ? p.dk_sh : p.dv_sh;
     const long long o_ss = MODE == kDQ ? p.dq_ss : MODE == kDK ? p.dk_ss : p.dv_ss;
-    T* gOut = static_cast<T*>(MODE == kDQ ? p.dq : MODE == kDK ? p.dk : p.dv) + x.b * o_sb + x.h * o_sh + n0 + 8 * cq;
+    T* gOut = static_cast<T*>(MODE == kDQ ? p.dq : MODE == kDK ? p.dk : p.dv) + x.b * o_sb + x.h * o_sh +
+              x.tok0 * o_ss + n0 + 8 * cq;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int gi = x.row0 + lrow + 8 * hh;

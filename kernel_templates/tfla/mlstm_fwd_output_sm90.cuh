@@ -18,10 +18,12 @@
 //    still waits for and frees the slots, so the ring stays in step).
 //  - Epilogue: N_i (row sums reduced over the quad), den_i, h_i stored from registers; the
 //    Dv-tile-0 CTA stores den_i and m_i for the backward.
-// Rows past S read zeros (TMA fills outside the tensor) and are not stored; keys past S have
-// u = -inf (the gate kernel's padding), so they weigh nothing.
+// Rows past S read zeros (TMA fills outside the tensor; in a packed sequence the next sequence's
+// tokens) and are not stored; keys past S have u = -inf (the gate kernel's padding), so they
+// weigh nothing.
 #pragma once
 #include "tfla/mlstm_sm90_params.cuh"
+#include "tfla/seq_span.cuh"
 #include "tfla/sm90.cuh"
 #include "tfla/sm90_wgmma.cuh"
 
@@ -72,12 +74,15 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
   }
   __syncthreads();
 
-  const int S = p.S, NC = p.NC;
+  const int NC = p.NC;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   // Tile t: Dv tile fastest (the Dv tiles of a query tile share Q and K in L2), then the query
-  // tile, then the head.
+  // tile, then the head. A packed sequence (seq_span.cuh) is a head of its own length S whose
+  // tokens start at tok0 of a (1, NH, T, D) layout (TMA batch coordinate tb 0); the tiles past
+  // its end are skipped by every warpgroup alike.
   struct Tile {
-    int vt, qt, bh, b, h, row0, c, chunk0, n_tiles;
+    int vt, qt, bh, b, h, row0, c, chunk0, n_tiles, S, tb;
+    long long tok0, nrow;
     bool has_state;
   };
   auto tile_of = [&](int t) {
@@ -88,11 +93,16 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
     x.bh = rest / P.q_tiles;
     x.b = x.bh / p.NH;
     x.h = x.bh % p.NH;
+    const SeqSpan sq = seq_span<CHUNK>(p, x.b, x.h);
+    x.S = sq.S;
+    x.tok0 = sq.tok0;
+    x.nrow = sq.row;
+    x.tb = p.packed.cu_seqlens ? 0 : x.b;
     x.row0 = x.qt * kBQ;
     x.c = x.row0 / CHUNK;
     x.chunk0 = x.c * CHUNK;
     x.has_state = !(x.c == 0 && p.C0 == nullptr);
-    const int key_end = min(x.row0 + kBQ, S);
+    const int key_end = min(x.row0 + kBQ, x.S);
     x.n_tiles = (key_end - x.chunk0 + kBKV - 1) / kBKV;
     return x;
   };
@@ -105,11 +115,12 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
       u32 q_phase = 0;
       for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
         const Tile x = tile_of(t);
+        if (x.row0 >= x.S) continue;
         mbar_wait(q_empty, q_phase ^ 1u);
         mbar_arrive_expect_tx(q_full, kQBytes);
 #pragma unroll
         for (int kp = 0; kp < kQPanels; ++kp)
-          tma_load_4d(sQ + kp * kQPanelBytes, &P.q, q_full, 64 * kp, x.row0, x.h, x.b);
+          tma_load_4d(sQ + kp * kQPanelBytes, &P.q, q_full, 64 * kp, static_cast<int>(x.tok0) + x.row0, x.h, x.tb);
         q_phase ^= 1u;
         if (x.has_state) {
           const int cidx = x.bh * NC + x.c;
@@ -132,14 +143,15 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
           mbar_arrive_expect_tx(&full[pos.slot], kKBytes);
 #pragma unroll
           for (int kp = 0; kp < kQPanels; ++kp)
-            tma_load_4d(slot + kp * kPanelBytes, &P.k, &full[pos.slot], 64 * kp, j0, x.h, x.b);
+            tma_load_4d(slot + kp * kPanelBytes, &P.k, &full[pos.slot], 64 * kp, static_cast<int>(x.tok0) + j0, x.h, x.tb);
           pos.advance();
           mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
           slot = ring + pos.slot * kSlotBytes;
           mbar_arrive_expect_tx(&full[pos.slot], kVBytes);
 #pragma unroll
           for (int vp = 0; vp < kVPanels; ++vp)
-            tma_load_4d(slot + vp * kPanelBytes, &P.v, &full[pos.slot], x.vt * BV + 64 * vp, j0, x.h, x.b);
+            tma_load_4d(slot + vp * kPanelBytes, &P.v, &full[pos.slot], x.vt * BV + 64 * vp, static_cast<int>(x.tok0) + j0,
+                        x.h, x.tb);
           pos.advance();
         }
       }
@@ -169,6 +181,8 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
 
   for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
     const Tile x = tile_of(t);
+    if (x.row0 >= x.S) continue;
+    const int S = x.S;
     const int v0 = x.vt * BV;
     const int lrow = 64 * cw + 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile
     // Row values from the gate kernel's workspace: r_i, beta_i, mu_i.
@@ -365,13 +379,13 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
       inv[hh] = 1.f / (den + p.eps);
       const int gi = x.row0 + lrow + 8 * hh;
       if (x.vt == 0 && cq == 0 && gi < S) {
-        const long long o = static_cast<long long>(x.bh) * S + gi;
+        const long long o = x.nrow + gi;
         if (p.norm_out) p.norm_out[o] = den;
         if (p.m_out) p.m_out[o] = mu[hh];
       }
     }
     // h: each quad writes 64 contiguous bytes per row and group of four 8-column blocks
-    T* gH = static_cast<T*>(p.h) + x.b * p.h_sb + x.h * p.h_sh + v0 + 8 * cq;
+    T* gH = static_cast<T*>(p.h) + x.b * p.h_sb + x.h * p.h_sh + x.tok0 * p.h_ss + v0 + 8 * cq;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int gi = x.row0 + lrow + 8 * hh;

@@ -40,9 +40,14 @@ Config packed_pins(const MlstmProblem& p, const Config& caller, Op op) {
     pins[key] = value;
   };
   force(kFormKey, 0, "run the chunkwise form");
-  force(kEngineKey, 0, "run on the mma.sync kernels");
   force("st_seg", 1, "walk each sequence's states whole");
-  if (op == Op::Backward) force("ds_seg", 1, "walk each sequence's state gradients whole");
+  force("st_sm90", 0, "walk the states on the mma.sync kernels");
+  if (op == Op::Forward) force("fused", 0, "run the three-kernel forward");
+  if (op == Op::Backward) {
+    force("ds_seg", 1, "walk each sequence's state gradients whole");
+    force("ds_sm90", 0, "walk the state gradients on the mma.sync kernels");
+    force("tl_dkv", 0, "run dK and dV in kernels of their own");
+  }
   return pins;
 }
 

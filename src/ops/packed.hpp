@@ -27,9 +27,11 @@ MlstmProblem launch_problem(const MlstmProblem& p);
 // depend on the model's dims and the buckets alone.
 MlstmProblem packed_config_problem(const MlstmProblem& lp);
 
-// The config a packed call resolves: the caller's keys with the chunkwise form on mma.sync and
-// one walk per sequence (parallel=0, engine=0, st_seg=1, and ds_seg=1 for the backward); a caller
-// key that contradicts them throws InvalidArgument naming it. Not packed: `caller` itself.
+// The config a packed call resolves: the caller's keys with the kernels that take packed
+// sequences, the chunkwise form with its state walks on mma.sync, one walk per sequence, and on
+// the sm90 engine its output and gradient tile kernels (parallel=0, st_seg=1, st_sm90=0; the
+// forward fused=0; the backward ds_seg=1, ds_sm90=0, tl_dkv=0); a caller key that contradicts
+// them throws InvalidArgument naming it. Not packed: `caller` itself.
 Config packed_pins(const MlstmProblem& p, const Config& caller, Op op);
 
 // cu_seqlens of a packed call: non-null and aligned to its element size (int32 or int64). The

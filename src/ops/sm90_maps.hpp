@@ -1,5 +1,6 @@
 // Tensor maps of the ops' inputs for the sm90 engine's kernels.
 #pragma once
+#include <algorithm>
 #include "runtime/tensor_map.hpp"
 #include "tfla/mlstm_sm90_params.cuh"
 #include "tfla/tfla.hpp"
@@ -8,9 +9,11 @@ namespace tfla::ops {
 
 // A 16-bit (D, S, NH, B) tensor (strides sb, sh, ss in elements) as TMA sees it: boxes of 64
 // features by `rows` positions, 128B-swizzled. The ops' tensor checks guarantee what tensor maps
-// need (and the sm90 kernels' 16-byte stores): 16-byte aligned addresses and strides.
+// need (and the sm90 kernels' 16-byte stores): 16-byte aligned addresses and strides. packed_T >
+// 0: packed sequences (PackedSeqs), the tensor (D, T, NH, 1) whose tokens the kernels address
+// from each sequence's offset.
 inline rt::TensorMapSpec bshd_map(const void* base, DType dt, int64_t d, const MlstmProblem& p, long long sb,
-                           long long sh, long long ss, unsigned rows) {
+                           long long sh, long long ss, unsigned rows, long long packed_T = 0) {
   rt::TensorMapSpec s;
   s.base = base;
   s.dtype = dt;
@@ -27,6 +30,12 @@ inline rt::TensorMapSpec bshd_map(const void* base, DType dt, int64_t d, const M
   s.box[2] = 1;
   s.box[3] = 1;
   s.swizzle = 128;
+  if (packed_T > 0) {  // one batch entry spanning the tensor (its stride is never stepped)
+    s.dims[1] = static_cast<uint64_t>(packed_T);
+    s.dims[3] = 1;
+    const uint64_t extent = std::max(s.strides[1] * s.dims[1], s.strides[2] * s.dims[2]);
+    s.strides[3] = (extent + 15) / 16 * 16;
+  }
   return s;
 }
 
@@ -84,7 +93,8 @@ inline MlstmBwdTileSm90Params bwd_tile_sm90_params(const MlstmProblem& p, const 
   const In& z = mode == 0 ? v : mode == 1 ? dh : q;
   const In& w = mode == 0 ? k : mode == 1 ? q : dh;
   auto map = [&](const In& t, unsigned rows) {
-    return rt::tensor_map(bshd_map(t.base, p.dtype, t.d, p, t.sb, t.sh, t.ss, rows));
+    return rt::tensor_map(bshd_map(t.base, p.dtype, t.d, p, t.sb, t.sh, t.ss, rows,
+                                   g.packed.cu_seqlens ? g.packed.T : 0));
   };
   MlstmBwdTileSm90Params P{};
   P.x = map(x, Shape::kBR);

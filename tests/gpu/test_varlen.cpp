@@ -28,6 +28,7 @@ struct VCase {
   std::vector<int64_t> lens;
   bool init = false, last = false, dclast = false, int64 = false, extreme = false, saved = false;
   int64_t chunk = 0;       // pinned chunk; 0: the library's
+  int engine = -1;         // pinned engine (0 mma.sync, 1 sm90: its output and gradient tile kernels); -1 the library's
   int64_t max_extra = 0;   // max_seqlen = the longest length + this (a looser bound is allowed)
 };
 
@@ -38,6 +39,7 @@ std::string describe(const VCase& c) {
   for (size_t j = 0; j < c.lens.size(); ++j) s += (j ? "," : "") + std::to_string(c.lens[j]);
   s += "]";
   if (c.chunk) s += " chunk=" + std::to_string(c.chunk);
+  if (c.engine >= 0) s += c.engine ? " sm90" : " mma";
   if (c.init) s += " init";
   if (c.last) s += " last";
   if (c.dclast) s += " dC_last";
@@ -107,6 +109,7 @@ void run_case(const VCase& c, uint64_t seed) {
   const MlstmProblem p = problem_of(c, T);
   LaunchOptions o;
   if (c.chunk) o.config = {{"chunk", c.chunk}};
+  if (c.engine >= 0) o.config["engine"] = c.engine;
   const size_t eb = dtype_bytes(c.dtype);
   auto q = test::upload(in.q, c.dtype), k = test::upload(in.k, c.dtype), v = test::upload(in.v, c.dtype);
   auto dhd = test::upload(dh, c.dtype);
@@ -237,6 +240,14 @@ TEST_CASE("packed sequences match the float64 reference run sequence by sequence
       c.chunk = 128;
       c.int64 = true;
       cases.push_back(c);
+      c.engine = 0;  // both engines pinned where the library's choice is the other's
+      cases.push_back(c);
+      if (dt != f32) {  // the sm90 backward takes Dqk 128 or 256
+        c.engine = 1;
+        c.chunk = 256;
+        c.Dqk = c.Dv = 128;
+        cases.push_back(c);
+      }
     }
   {
     VCase c;  // Dqk != Dv, fp16, mLSTMsig without normalization, a looser max_seqlen
@@ -249,6 +260,20 @@ TEST_CASE("packed sequences match the float64 reference run sequence by sequence
     c.lens = {300, 17, 0, 129};
     c.init = c.last = c.dclast = true;
     c.max_extra = 100;
+    cases.push_back(c);
+    c.engine = 0;
+    cases.push_back(c);
+    c.variant = E;  // the paper's head dims on both engines
+    c.normalize = true;
+    c.dtype = bf;
+    c.Dqk = 256;
+    c.Dv = 512;
+    c.NH = 2;
+    c.lens = {513, 0, 130, 64, 1};
+    c.max_extra = 0;
+    c.engine = -1;
+    cases.push_back(c);
+    c.engine = 0;
     cases.push_back(c);
   }
   {
@@ -308,6 +333,15 @@ TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[g
     c.saved = true;
     c.chunk = 64;
     run_case(c, 3001);
+    c.engine = 0;
+    run_case(c, 3002);
+    // the sm90 output and gradient tile kernels
+    c.engine = 1;
+    c.chunk = 128;
+    c.Dqk = 128;
+    c.Dv = 256;
+    c.lens = {150, 0, 1, 40};
+    run_case(c, 3003);
   }
 }
 
@@ -327,7 +361,7 @@ TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gp
     const MlstmProblem p = problem_of(c, T);
     const Config cfg = mlstm_forward_config(p);
     CHECK(cfg.at("parallel") == 0);
-    CHECK(cfg.at("engine") == 0);
+    CHECK(cfg.at("fused") == 0);
     auto q = test::upload(in.q, bf), k = test::upload(in.k, bf), v = test::upload(in.v, bf);
     auto ig = test::upload(in.i, f32), fg = test::upload(in.f, f32);
     auto C0 = test::upload(st.C, f32), n0 = test::upload(st.n, f32), m0 = test::upload(st.m, f32);

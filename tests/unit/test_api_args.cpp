@@ -732,7 +732,7 @@ TEST_CASE("packed sequences: bad sizes, offsets and configs are named", "[api][a
     check_invalid(forward_error(packed_problem(), u), "cu_seqlens is not aligned to its element size (int64)");
   }
   for (const auto& [key, value] : std::vector<std::pair<std::string, int64_t>>{
-           {"parallel", 1}, {"engine", 1}, {"st_seg", 4}}) {
+           {"parallel", 1}, {"fused", 1}, {"st_sm90", 1}, {"st_seg", 4}}) {
     LaunchOptions o;
     o.config = {{key, value}};
     check_invalid(forward_error(packed_problem(), t, o), "config key " + key + "=" + std::to_string(value));
@@ -744,9 +744,12 @@ TEST_CASE("packed sequences: bad sizes, offsets and configs are named", "[api][a
     bt.di = fake_ptr(10); bt.df = fake_ptr(11); bt.norm = static_cast<float*>(fake_ptr(12));
     check_invalid(backward_error(packed_problem(), bt), "cu_seqlens is null");
     LaunchOptions o;
-    o.config = {{"ds_seg", 2}};
     bt.cu_seqlens = fake_ptr(9);
-    check_invalid(backward_error(packed_problem(), bt, o), "config key ds_seg=2");
+    for (const char* key : {"ds_seg", "ds_sm90", "tl_dkv"}) {
+      o.config = {{key, std::string(key) == "ds_seg" ? 2 : 1}};
+      check_invalid(backward_error(packed_problem(), bt, o),
+                    std::string("config key ") + key + "=" + (std::string(key) == "ds_seg" ? "2" : "1"));
+    }
   }
   {
     tfla::StepTensors st;
@@ -767,7 +770,8 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
   const MlstmProblem p = packed_problem();  // 7 sequences of at most 200 tokens: a bound of 256
   const Config cfg = tfla::mlstm_forward_config(p);
   CHECK(cfg.at("parallel") == 0);
-  CHECK(cfg.at("engine") == 0);
+  CHECK(cfg.at("fused") == 0);
+  CHECK(cfg.at("st_sm90") == 0);
   CHECK(cfg.at("st_seg") == 1);
   MlstmProblem batch = good_problem();
   batch.B = 7;
@@ -776,6 +780,8 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
   CHECK(tfla::mlstm_saved_size(p) == tfla::mlstm_saved_size(batch, cfg));
   const Config bcfg = tfla::mlstm_backward_config(p);
   CHECK(bcfg.at("ds_seg") == 1);
+  CHECK(bcfg.at("ds_sm90") == 0);
+  CHECK(bcfg.at("tl_dkv") == 0);
   CHECK(tfla::mlstm_backward_workspace_size(p) == tfla::mlstm_backward_workspace_size(batch, bcfg));
   // another packing with the same number of sequences and a bound in the same bucket: the same config
   MlstmProblem q = p;
