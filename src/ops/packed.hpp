@@ -6,7 +6,9 @@
 #pragma once
 #include <cstdint>
 
+#include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
+#include "ops/fwd_config.hpp"
 #include "tfla/mlstm_params.cuh"
 #include "tfla/tfla.hpp"
 
@@ -33,6 +35,12 @@ MlstmProblem packed_config_problem(const MlstmProblem& lp);
 // forward fused=0; the backward ds_seg=1, ds_sm90=0, tl_dkv=0); a caller key that contradicts
 // them throws InvalidArgument naming it. Not packed: `caller` itself.
 Config packed_pins(const MlstmProblem& p, const Config& caller, Op op);
+
+// A packed call's config resolved on the sm90 family carries that family's state-walk tiles,
+// sized for its sm90 walk; with the walks on mma.sync (st_sm90 = 0) they become the mma.sync
+// family's defaults for cp (packed_config_problem), except the keys the caller pinned.
+void packed_walk_tiles(FwdConfig& c, const MlstmProblem& cp, const DeviceLimits& dev, const Config& caller);
+void packed_walk_tiles(BwdConfig& c, const MlstmProblem& cp, const DeviceLimits& dev, const Config& caller);
 
 // cu_seqlens of a packed call: non-null and aligned to its element size (int32 or int64). The
 // offsets themselves are on the device and not read here; the kernels clamp them into [0, T] and
