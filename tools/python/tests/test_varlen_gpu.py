@@ -60,7 +60,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{str(c[1])[6:]}-n{len(c[2])}-init{int(c[6])}-fla{int(c[9])}")
-def test_packed_forward_backward_match_the_reference_per_sequence(case):
+@pytest.mark.parametrize("recompute", [None, True], ids=["saved", "recompute"])
+def test_packed_forward_backward_match_the_reference_per_sequence(case, recompute):
     variant, dtype, lens, NH, Dqk, Dv, init, cu_dtype, give_max, fla = case
     seed = random.randrange(1 << 30)
     ins, states = packed_inputs(lens, NH, Dqk, Dv, dtype, seed, fla)
@@ -70,7 +71,8 @@ def test_packed_forward_backward_match_the_reference_per_sequence(case):
     n0, m0 = (states[1], states[2]) if init else (None, None)
     poison()
     h, st = mlstm_chunkwise(*leaves, c0, n0, m0, return_last_states=True, variant=variant,
-                            cu_seqlens=cu, max_seqlen=max(lens) if give_max else None, chunk_size=None)
+                            cu_seqlens=cu, max_seqlen=max(lens) if give_max else None, chunk_size=None,
+                            recompute_states_in_bw=recompute)
     g = torch.Generator(device=DEV).manual_seed(seed + 5)
     dh = torch.randn(h.shape, device=DEV, generator=g).to(dtype)
     dC = torch.randn(st[0].shape, device=DEV, generator=g)

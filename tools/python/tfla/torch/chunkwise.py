@@ -143,7 +143,8 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
         from .varlen import mlstm_chunkwise_packed
         return mlstm_chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen, c_initial, n_initial, m_initial,
                                       return_last_states, eps, chunk_size, variant=variant, normalize=normalize,
-                                      qk_scale=qk_scale, config=config, backward_config=backward_config)
+                                      qk_scale=qk_scale, config=config, backward_config=backward_config,
+                                      recompute_states_in_bw=recompute_states_in_bw)
     if max_seqlen is not None:
         raise TflaArgumentError("max_seqlen is given without cu_seqlens: it bounds packed sequences only")
     opts = options(variant, normalize, eps, qk_scale, chunk_size, config, backward_config,

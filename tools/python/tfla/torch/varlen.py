@@ -18,6 +18,7 @@ import ctypes
 
 import torch
 
+from .._binding import config_text, parse_config
 from .._checks import _shape_text, check_forward, check_state
 from .._errors import TflaArgumentError
 from .._library import BackwardTensors, ForwardTensors, Problem, Strides, load_library
@@ -104,6 +105,26 @@ class _Call:
         load_library().call(name, ctypes.byref(self.problem), _text(config), ctypes.byref(out))
         return out.value
 
+    def chunk(self, op, config):
+        """The chunk the library resolves for op ("fwd" or "bwd") with this config."""
+        lib, needed = load_library(), ctypes.c_size_t(0)
+        lib.call("tfla_mlstm_config", ctypes.byref(self.problem), op.encode(), _text(config), None, 0,
+                 ctypes.byref(needed))
+        buf = ctypes.create_string_buffer(needed.value)
+        lib.call("tfla_mlstm_config", ctypes.byref(self.problem), op.encode(), _text(config), buf, needed.value,
+                 ctypes.byref(needed))
+        return parse_config(buf.value.decode())["chunk"]
+
+    def saved_bwd_config(self):
+        """The backward's config when it reads the forward's saved states, which are laid out by
+        the forward's chunk: the backward's own keys with that chunk."""
+        chunk = self.chunk("fwd", self.fwd_config)
+        if self.chunk("bwd", self.bwd_config) == chunk:
+            return self.bwd_config
+        cfg = parse_config(self.bwd_config)
+        cfg["chunk"] = chunk
+        return config_text(cfg)
+
     def inputs(self, t, q, k, v, i, f):
         for name, x in (("q", q), ("k", k), ("v", v), ("i", i), ("f", f)):
             setattr(t, name, x.data_ptr())
@@ -120,7 +141,8 @@ def _ptr(x):
     return None if x is None else x.data_ptr()
 
 
-def _forward(c, q, k, v, i, f, c0, n0, m0, need_norm, last):
+def _forward(c, q, k, v, i, f, c0, n0, m0, need_norm, last, keep=False):
+    """h, norm, C, n, m and (keep) the saved states the backward reads instead of recomputing."""
     h = q.new_empty(c.shapes["h"])
     norm = q.new_empty(c.shapes["gate"], dtype=torch.float32) if need_norm else None
     C = n = m = None
@@ -134,14 +156,20 @@ def _forward(c, q, k, v, i, f, c0, n0, m0, need_norm, last):
     t.h_strides = Strides(0, 0, 0)
     t.norm, t.C0, t.n0, t.m0 = _ptr(norm), _ptr(c0), _ptr(n0), _ptr(m0) if c.exp else None
     t.C_last, t.n_last, t.m_last = _ptr(C), _ptr(n), _ptr(m)
-    ws_bytes = c.size("tfla_mlstm_forward_workspace_size", c.fwd_config)
+    saved = None
+    if keep:
+        saved = q.new_empty(c.size("tfla_mlstm_saved_size", c.fwd_config), dtype=torch.uint8)
+        t.saved, t.saved_bytes = saved.data_ptr(), saved.numel()
+        ws_bytes = c.size("tfla_mlstm_forward_saved_workspace_size", c.fwd_config)
+    else:
+        ws_bytes = c.size("tfla_mlstm_forward_workspace_size", c.fwd_config)
     ws = torch.UntypedStorage(ws_bytes, device=q.device) if ws_bytes else None
     load_library().call("tfla_mlstm_forward", ctypes.byref(c.problem), ctypes.byref(t),
                         current_stream(q.device.index) or None, _ptr(ws), ws_bytes, _text(c.fwd_config))
-    return h, norm, C, n, m
+    return h, norm, C, n, m, saved
 
 
-def _backward(c, q, k, v, i, f, c0, n0, m0, norm, dh, dC_last):
+def _backward(c, q, k, v, i, f, c0, n0, m0, norm, dh, dC_last, saved=None):
     if dh is None:
         dh = q.new_zeros(c.shapes["h"])
     elif dh.dtype != q.dtype or not dh.is_contiguous() or dh.data_ptr() % 16:
@@ -161,21 +189,28 @@ def _backward(c, q, k, v, i, f, c0, n0, m0, norm, dh, dC_last):
     t.dq, t.dk, t.dv, t.di, t.df = dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), di.data_ptr(), df.data_ptr()
     for name in ("dq", "dk", "dv", "di", "df"):
         setattr(t, name + "_strides", Strides(0, 0, 0))
-    ws_bytes = c.size("tfla_mlstm_backward_workspace_size", c.bwd_config)
+    if saved is not None:
+        cfg = c.saved_bwd_config()
+        t.saved, t.saved_bytes = saved.data_ptr(), saved.numel()
+        ws_bytes = c.size("tfla_mlstm_backward_saved_workspace_size", cfg)
+    else:
+        cfg = c.bwd_config
+        ws_bytes = c.size("tfla_mlstm_backward_workspace_size", cfg)
     ws = torch.UntypedStorage(ws_bytes, device=q.device) if ws_bytes else None
     load_library().call("tfla_mlstm_backward", ctypes.byref(c.problem), ctypes.byref(t),
-                        current_stream(q.device.index) or None, _ptr(ws), ws_bytes, _text(c.bwd_config))
+                        current_stream(q.device.index) or None, _ptr(ws), ws_bytes, _text(cfg))
     return dq, dk, dv, di, df, dC0
 
 
 class MlstmPackedFunction(torch.autograd.Function):
-    """h, C_last, n_last, m_last = apply(q, k, v, i, f, C0, n0, m0, call, last)."""
+    """h, C_last, n_last, m_last = apply(q, k, v, i, f, C0, n0, m0, call, last, keep); keep: the
+    forward keeps its chunk states for the backward (else the backward recomputes them)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, i, f, c0, n0, m0, call, last):
-        h, norm, C, n, m = _forward(call, q, k, v, i, f, c0, n0, m0, True, last)
+    def forward(ctx, q, k, v, i, f, c0, n0, m0, call, last, keep):
+        h, norm, C, n, m, saved = _forward(call, q, k, v, i, f, c0, n0, m0, True, last, keep)
         ctx.call = call
-        ctx.save_for_backward(q, k, v, i, f, c0, n0, m0, norm)
+        ctx.save_for_backward(q, k, v, i, f, c0, n0, m0, norm, saved)
         ctx.set_materialize_grads(False)
         if n is not None:  # the gradients of n and m are ignored, as in the unpacked call
             ctx.mark_non_differentiable(*(x for x in (n, m) if x is not None))
@@ -183,23 +218,25 @@ class MlstmPackedFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dh, dC_last, dn_last, dm_last):
-        q, k, v, i, f, c0, n0, m0, norm = ctx.saved_tensors
+        q, k, v, i, f, c0, n0, m0, norm, saved = ctx.saved_tensors
         with torch.cuda.device(q.device.index):
-            dq, dk, dv, di, df, dC0 = _backward(ctx.call, q, k, v, i, f, c0, n0, m0, norm, dh, dC_last)
+            dq, dk, dv, di, df, dC0 = _backward(ctx.call, q, k, v, i, f, c0, n0, m0, norm, dh, dC_last, saved)
         dn0 = torch.zeros_like(n0) if n0 is not None else None
         dm0 = torch.zeros_like(m0) if m0 is not None else None
-        return dq, dk, dv, di, df, dC0, dn0, dm0, None, None
+        return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None
 
 
 def mlstm_chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen=None, c_initial=None, n_initial=None,
                            m_initial=None, return_last_states=False, eps=1e-6, chunk_size=None, *,
-                           variant="exp", normalize=True, qk_scale=None, config=None, backward_config=None):
+                           variant="exp", normalize=True, qk_scale=None, config=None, backward_config=None,
+                           recompute_states_in_bw=None):
     """The chunkwise mLSTM over packed sequences, with autograd (see the module's docstring).
 
     q, k: (1, NH, T, Dqk); v: (1, NH, T, Dv); i, f: (1, NH, T); cu_seqlens: N + 1 offsets (an
     int32/int64 tensor, on the GPU or the host, or a list). Returns h (1, NH, T, Dv), or with
     return_last_states (h, (C, n, m)) ("exp") / (h, (C, n)) ("sig"), the states (N, NH, ...).
-    Gradients flow to q, k, v, i, f and c_initial."""
+    Gradients flow to q, k, v, i, f and c_initial. As in mlstm_chunkwise, the forward keeps its
+    chunk states for the backward unless recompute_states_in_bw is True."""
     for name, x in (("q", q), ("k", k), ("v", v), ("i", i), ("f", f)):
         if not isinstance(x, torch.Tensor):
             raise TflaArgumentError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -215,9 +252,10 @@ def mlstm_chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen=None, c_initial
         x is not None and x.requires_grad for x in (q, k, v, i, f) + states)
     with torch.cuda.device(q.device.index):
         if need_grad:
-            h, C, n, m = MlstmPackedFunction.apply(q, k, v, i, f, *states, call, bool(return_last_states))
+            h, C, n, m = MlstmPackedFunction.apply(q, k, v, i, f, *states, call, bool(return_last_states),
+                                                   not recompute_states_in_bw)
         else:
-            h, _, C, n, m = _forward(call, q, k, v, i, f, *states, False, bool(return_last_states))
+            h, _, C, n, m, _ = _forward(call, q, k, v, i, f, *states, False, bool(return_last_states))
     if not return_last_states:
         return h
     return (h, (C, n, m)) if variant == "exp" else (h, (C, n))
