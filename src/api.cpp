@@ -85,8 +85,9 @@ RuntimeInfo runtime_info() {
 Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
   ops::check_config(pinned, "forward config");
+  Config pins;
   const ops::FwdSelection& sel = ops::select_fwd(ops::launch_problem(problem),
-                                                 ops::packed_pins(problem, pinned, ops::Op::Forward), false,
+                                                 ops::packed_pins(problem, pinned, ops::Op::Forward, pins), false,
                                                  ops::is_packed(problem));
   if (!sel.rejected.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + sel.rejected, to_string(sel.cfg.to_config()));
@@ -104,17 +105,19 @@ void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
   ops::check_problem(problem);
   ops::check_config(options.config, "forward config");
   const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
+  Config pins;
   ops::run_forward(problem, tensors, options,
                    ops::select_fwd(ops::launch_problem(problem),
-                                   ops::packed_pins(problem, options.config, ops::Op::Forward), needs_chunkwise,
+                                   ops::packed_pins(problem, options.config, ops::Op::Forward, pins), needs_chunkwise,
                                    ops::is_packed(problem)));
 }
 
 Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) {
   ops::check_problem(problem);
   ops::check_config(pinned, "backward config");
+  Config pins;
   const ops::BwdSelection& sel = ops::select_bwd(ops::launch_problem(problem),
-                                                 ops::packed_pins(problem, pinned, ops::Op::Backward), false,
+                                                 ops::packed_pins(problem, pinned, ops::Op::Backward, pins), false,
                                                  ops::is_packed(problem));
   if (!sel.rejected.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + sel.rejected, to_string(sel.cfg.to_config()));
@@ -139,10 +142,11 @@ void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
   ops::check_problem(problem);
   ops::check_config(options.config, "backward config");
   const MlstmProblem lp = ops::launch_problem(problem);
-  const Config pins = ops::packed_pins(problem, options.config, ops::Op::Backward);
+  Config storage, fwd_storage;
+  const Config& pins = ops::packed_pins(problem, options.config, ops::Op::Backward, storage);
   if (tensors.saved) {
     ops::run_backward(problem, tensors, options,
-                      ops::select_bwd_for_saved(lp, pins, ops::packed_pins(problem, {}, ops::Op::Forward),
+                      ops::select_bwd_for_saved(lp, pins, ops::packed_pins(problem, {}, ops::Op::Forward, fwd_storage),
                                                 tensors.saved, tensors.saved_bytes, ops::is_packed(problem)));
     return;
   }

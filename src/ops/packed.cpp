@@ -29,9 +29,10 @@ MlstmProblem packed_config_problem(const MlstmProblem& lp) {
   return cp;
 }
 
-Config packed_pins(const MlstmProblem& p, const Config& caller, Op op) {
+const Config& packed_pins(const MlstmProblem& p, const Config& caller, Op op, Config& storage) {
   if (!is_packed(p)) return caller;
-  Config pins = caller;
+  Config& pins = storage;
+  pins = caller;
   auto force = [&](const char* key, int64_t value, const char* why) {
     auto it = pins.find(key);
     if (it != pins.end() && it->second != value)
