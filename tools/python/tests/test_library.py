@@ -184,6 +184,30 @@ def test_config_lookups(lib):
     assert tfla.backward_config(p, {"chunk": 64})["chunk"] == 64
 
 
+def test_saved_backward_config_keeps_the_backwards_keys(lib):
+    # a backward reading saved states takes the forward's chunk and keeps its other pinned keys
+    p = tfla.problem(2, 2, 4096, 64, 64)
+    cfg = tfla._binding.parse_config(tfla._binding.saved_backward_config(p, "chunk=256", "chunk=64,siz_b_r=32"))
+    assert cfg == {"chunk": 256, "siz_b_r": 32}
+    # the saved states are the chunkwise form's: a pinned parallel form gives way
+    cfg = tfla._binding.parse_config(tfla._binding.saved_backward_config(p, "chunk=128", "parallel=1"))
+    assert cfg == {"chunk": 128}
+    assert tfla._binding.saved_backward_config(p, "chunk=128", "chunk=128") == "chunk=128"
+
+
+def test_packed_problems_pass_through_the_binding(lib):
+    # the Plan's packed fields reach the C struct: 7 sequences of at most 200 tokens are sized as
+    # a batch of 7 sequences of the length bucket 256
+    import dataclasses
+    p = dataclasses.replace(tfla.problem(1, 4, 1000, 64, 128), num_seqs=7, max_seqlen=200)
+    cfg = tfla._binding.kernel_config(p, "fwd")
+    assert cfg["parallel"] == 0 and cfg["st_seg"] == 1
+    batch = tfla.problem(7, 4, 256, 64, 128)
+    assert tfla.forward_workspace_size(p) == tfla.forward_workspace_size(batch, cfg)
+    with pytest.raises(tfla.TflaArgumentError, match=r"max_seqlen = 2000 must be in \[1, T = S = 1000\]"):
+        tfla.forward_workspace_size(dataclasses.replace(p, max_seqlen=2000))
+
+
 def test_library_argument_errors_become_value_errors(lib):
     with pytest.raises(tfla.TflaArgumentError, match=r"Dqk = 24 is unsupported") as e:
         tfla.forward_workspace_size(tfla.problem(1, 1, 64, 24, 64))

@@ -69,10 +69,14 @@ def chunk_configs(chunk_size, config, backward_config):
 
 def saved_backward_config(plan, fwd_config, bwd_config):
     """The backward's config when it reads the forward's saved states: those are laid out by
-    the forward's chunk, so the backward must use it."""
+    the forward's chunk in the chunkwise form, so the backward must use them (its other pinned
+    keys stay)."""
     chunk = kernel_config(plan, "fwd", fwd_config)["chunk"]
     if kernel_config(plan, "bwd", bwd_config).get("chunk") != chunk:
-        return f"chunk={chunk}"
+        cfg = parse_config(config_text(bwd_config))
+        cfg.pop("parallel", None)
+        cfg["chunk"] = chunk
+        return config_text(cfg)
     return bwd_config
 
 

@@ -177,13 +177,17 @@ class Plan:
     scale: float
     device_index: int
     strides: dict  # name -> (b, h, s)
+    # packed sequences (tfla_problem's num_seqs, max_seqlen; B = 1, S = T): 0, 0 for none
+    num_seqs: int = 0
+    max_seqlen: int = 0
 
     def problem_fields(self):
         return dict(B=self.B, NH=self.NH, S=self.S, Dqk=self.Dqk, Dv=self.Dv,
                     dtype=DTYPE_CODES[self.dtype], gate_dtype=DTYPE_CODES[self.gate_dtype],
                     variant=VARIANT_CODES[self.variant],
                     normalize=1 if (self.normalize or self.variant == "exp") else 0,
-                    eps=float(self.eps), scale=float(self.scale))
+                    eps=float(self.eps), scale=float(self.scale), num_seqs=self.num_seqs,
+                    max_seqlen=self.max_seqlen)
 
 
 def check_options(variant, normalize, eps, scale):

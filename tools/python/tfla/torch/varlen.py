@@ -15,14 +15,14 @@ cannot read or write outside the tensors) but cannot name them.
 """
 
 import ctypes
+import dataclasses
 
 import torch
 
-from .._binding import config_text, parse_config
+from .. import _binding
 from .._checks import _shape_text, check_forward, check_state
 from .._errors import TflaArgumentError
-from .._library import BackwardTensors, ForwardTensors, Problem, Strides, load_library
-from ._launch import configs
+from .._library import BackwardTensors, ForwardTensors, Strides, load_library
 from ._runtime import current_stream, info
 
 _OFFSET_DTYPES = (torch.int32, torch.int64)
@@ -92,38 +92,13 @@ class _Call:
             check_state(info("m_initial", m0), (self.N, NH, 1), qi, alt_shape=(self.N, NH))
         if (n0 is not None or m0 is not None) and c0 is None:
             raise TflaArgumentError("n_initial/m_initial given without c_initial: pass all initial states or none")
-        self.plan = plan
+        self.plan = plan = dataclasses.replace(plan, num_seqs=self.N, max_seqlen=self.max_seqlen)
         self.exp = plan.variant == "exp"
-        self.problem = Problem(**plan.problem_fields(), num_seqs=self.N, max_seqlen=self.max_seqlen)
+        self.problem = _binding.problem_struct(plan)
         self.int64 = 1 if self.cu.dtype == torch.int64 else 0
         self.fwd_config, self.bwd_config = opts["fwd_config"], opts["bwd_config"]
         self.shapes = dict(h=(1, NH, T, Dv), qk=(1, NH, T, Dqk), gate=(1, NH, T), C=(self.N, NH, Dqk, Dv),
                            n=(self.N, NH, Dqk), m=(self.N, NH, 1))
-
-    def size(self, name, config):
-        out = ctypes.c_size_t(0)
-        load_library().call(name, ctypes.byref(self.problem), _text(config), ctypes.byref(out))
-        return out.value
-
-    def chunk(self, op, config):
-        """The chunk the library resolves for op ("fwd" or "bwd") with this config."""
-        lib, needed = load_library(), ctypes.c_size_t(0)
-        lib.call("tfla_mlstm_config", ctypes.byref(self.problem), op.encode(), _text(config), None, 0,
-                 ctypes.byref(needed))
-        buf = ctypes.create_string_buffer(needed.value)
-        lib.call("tfla_mlstm_config", ctypes.byref(self.problem), op.encode(), _text(config), buf, needed.value,
-                 ctypes.byref(needed))
-        return parse_config(buf.value.decode())["chunk"]
-
-    def saved_bwd_config(self):
-        """The backward's config when it reads the forward's saved states, which are laid out by
-        the forward's chunk: the backward's own keys with that chunk."""
-        chunk = self.chunk("fwd", self.fwd_config)
-        if self.chunk("bwd", self.bwd_config) == chunk:
-            return self.bwd_config
-        cfg = parse_config(self.bwd_config)
-        cfg["chunk"] = chunk
-        return config_text(cfg)
 
     def inputs(self, t, q, k, v, i, f):
         for name, x in (("q", q), ("k", k), ("v", v), ("i", i), ("f", f)):
@@ -131,10 +106,6 @@ class _Call:
             setattr(t, name + "_strides", Strides(*self.plan.strides[name]))
         t.cu_seqlens = self.cu.data_ptr()
         t.cu_seqlens_int64 = self.int64
-
-
-def _text(config):
-    return config.encode() if config is not None else None
 
 
 def _ptr(x):
@@ -158,14 +129,12 @@ def _forward(c, q, k, v, i, f, c0, n0, m0, need_norm, last, keep=False):
     t.C_last, t.n_last, t.m_last = _ptr(C), _ptr(n), _ptr(m)
     saved = None
     if keep:
-        saved = q.new_empty(c.size("tfla_mlstm_saved_size", c.fwd_config), dtype=torch.uint8)
+        saved = q.new_empty(_binding.saved_size(c.plan, c.fwd_config), dtype=torch.uint8)
         t.saved, t.saved_bytes = saved.data_ptr(), saved.numel()
-        ws_bytes = c.size("tfla_mlstm_forward_saved_workspace_size", c.fwd_config)
-    else:
-        ws_bytes = c.size("tfla_mlstm_forward_workspace_size", c.fwd_config)
+    ws_bytes = _binding.forward_workspace_size(c.plan, c.fwd_config, saved=keep)
     ws = torch.UntypedStorage(ws_bytes, device=q.device) if ws_bytes else None
     load_library().call("tfla_mlstm_forward", ctypes.byref(c.problem), ctypes.byref(t),
-                        current_stream(q.device.index) or None, _ptr(ws), ws_bytes, _text(c.fwd_config))
+                        current_stream(q.device.index) or None, _ptr(ws), ws_bytes, _binding._bytes(c.fwd_config))
     return h, norm, C, n, m, saved
 
 
@@ -189,16 +158,14 @@ def _backward(c, q, k, v, i, f, c0, n0, m0, norm, dh, dC_last, saved=None):
     t.dq, t.dk, t.dv, t.di, t.df = dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), di.data_ptr(), df.data_ptr()
     for name in ("dq", "dk", "dv", "di", "df"):
         setattr(t, name + "_strides", Strides(0, 0, 0))
+    cfg = c.bwd_config
     if saved is not None:
-        cfg = c.saved_bwd_config()
+        cfg = _binding.saved_backward_config(c.plan, c.fwd_config, cfg)
         t.saved, t.saved_bytes = saved.data_ptr(), saved.numel()
-        ws_bytes = c.size("tfla_mlstm_backward_saved_workspace_size", cfg)
-    else:
-        cfg = c.bwd_config
-        ws_bytes = c.size("tfla_mlstm_backward_workspace_size", cfg)
+    ws_bytes = _binding.backward_workspace_size(c.plan, cfg, saved=saved is not None)
     ws = torch.UntypedStorage(ws_bytes, device=q.device) if ws_bytes else None
     load_library().call("tfla_mlstm_backward", ctypes.byref(c.problem), ctypes.byref(t),
-                        current_stream(q.device.index) or None, _ptr(ws), ws_bytes, _text(cfg))
+                        current_stream(q.device.index) or None, _ptr(ws), ws_bytes, _binding._bytes(cfg))
     return dq, dk, dv, di, df, dC0
 
 
@@ -243,7 +210,7 @@ def mlstm_chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen=None, c_initial
     for name, x in (("c_initial", c_initial), ("n_initial", n_initial), ("m_initial", m_initial)):
         if x is not None and not isinstance(x, torch.Tensor):
             raise TflaArgumentError(f"{name} must be a torch.Tensor or None, got {type(x).__name__}")
-    fwd_cfg, bwd_cfg = configs(chunk_size, config, backward_config)
+    fwd_cfg, bwd_cfg = _binding.chunk_configs(chunk_size, config, backward_config)
     opts = dict(variant=variant, normalize=normalize, eps=eps, scale=qk_scale, fwd_config=fwd_cfg,
                 bwd_config=bwd_cfg)
     call = _Call(q, k, v, i, f, c_initial, n_initial, m_initial, cu_seqlens, max_seqlen, opts)
