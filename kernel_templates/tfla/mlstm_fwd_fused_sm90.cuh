@@ -27,8 +27,10 @@
 //    w_t in registers, B = K MN-major). While the update runs it stores h; then the new state
 //    goes to Cs by stmatrix and its n_c+1 to its own n tile, behind a barrier of its own
 //    warpgroup, so the consumers meet only once per chunk.
-// Rows past S read zeros (TMA fills outside the tensor) and are not stored; keys past S have
-// u = -inf (the gate kernel's padding), so they weigh nothing in P, C and n.
+// Rows past S read zeros (TMA fills outside the tensor; in a packed sequence the next sequence's
+// tokens) and are not stored; keys past S have u = -inf (the gate kernel's padding), so they
+// weigh nothing in P, C and n. A packed sequence (seq_span.cuh, never split) walks its own
+// chunks; its tokens start at tok0 of a (1, NH, T, D) layout (TMA batch coordinate 0).
 // With p.nseg > 1 (few heads on a long sequence) the walk is split into segments of seg_chunks
 // chunks (grid z): segment j > 0 starts from the exact state entering it, which the summary walk
 // (mlstm_fwd_states_sm90.cuh without chunk states) and the fold (mlstm_fwd_state_fix.cuh, STARTS)
@@ -45,6 +47,7 @@
 // chunk on those gate rows), each segment's stabilizer in the buffer's chunk_m.
 #pragma once
 #include "tfla/mlstm_sm90_params.cuh"
+#include "tfla/seq_span.cuh"
 #include "tfla/sm90.cuh"
 #include "tfla/sm90_wgmma.cuh"
 
@@ -116,9 +119,10 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   }
   __syncthreads();
 
-  const int S = p.S, NC = p.NC;
   const int vt = blockIdx.x, bh = blockIdx.y;
   const int b = bh / p.NH, h = bh % p.NH;
+  const SeqSpan sq = seq_span<L>(p, b, h);
+  const int S = sq.S, NC = sq.NC;
   const int nseg = p.nseg > 1 ? p.nseg : 1, seg = blockIdx.z;
   const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
   const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : NC;
@@ -129,23 +133,24 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     if (threadIdx.x == 0) {
       RingPos<STAGES> pos;
       u32 q_phase = 0;
+      const int tok0 = static_cast<int>(sq.tok0), tb = p.packed.cu_seqlens ? 0 : b;
 #pragma unroll 1
       for (int c = c_begin; c < c_end; ++c) {
-        const int row0 = c * L;
+        const int row0 = c * L, trow = tok0 + row0;
         mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
         char* slot = ring + pos.slot * kSlotBytes;
         mbar_arrive_expect_tx(&full[pos.slot], kSlotBytes);
 #pragma unroll
         for (int kp = 0; kp < kQPanels; ++kp)
-          tma_load_4d(slot + kp * kPanelBytes, &P.k, &full[pos.slot], 64 * kp, row0, h, b);
+          tma_load_4d(slot + kp * kPanelBytes, &P.k, &full[pos.slot], 64 * kp, trow, h, tb);
 #pragma unroll
         for (int vp = 0; vp < BV / 64; ++vp)
-          tma_load_4d(slot + kKBytes + vp * kPanelBytes, &P.v, &full[pos.slot], vt * BV + 64 * vp, row0, h, b);
+          tma_load_4d(slot + kKBytes + vp * kPanelBytes, &P.v, &full[pos.slot], vt * BV + 64 * vp, trow, h, tb);
         pos.advance();
         mbar_wait(q_empty, q_phase ^ 1u);
         mbar_arrive_expect_tx(q_full, kQBytes + 3 * L * 4);
 #pragma unroll
-        for (int kp = 0; kp < kQPanels; ++kp) tma_load_4d(sQ + kp * kPanelBytes, &P.q, q_full, 64 * kp, row0, h, b);
+        for (int kp = 0; kp < kQPanels; ++kp) tma_load_4d(sQ + kp * kPanelBytes, &P.q, q_full, 64 * kp, trow, h, tb);
         tma_load_3d(sG, &P.gates, q_full, row0, bh, 0);
         q_phase ^= 1u;
       }
@@ -556,13 +561,14 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       inv[hh] = 1.f / (den + p.eps);
       const int gi = row0 + lrow + 8 * hh;
       if (row_out && gi < S) {
-        const long long o = static_cast<long long>(bh) * S + gi;
+        // (the sequence's row again from its offsets: nothing of the span stays in registers)
+        const long long o = seq_span<L>(p, b, h).row + gi;
         if (p.norm_out) p.norm_out[o] = den;
         if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
       }
     }
     {
-      T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + v0 + 8 * cq;
+      T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + seq_span<L>(p, b, h).tok0 * p.h_ss + v0 + 8 * cq;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int gi = row0 + lrow + 8 * hh;
@@ -597,7 +603,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   // the last state: C_S (this warpgroup's columns), n_S and m_S from the Dv-slice-0 CTA of the
   // last segment
   if (static_cast<int>(blockIdx.z) + 1 < p.nseg) return;
-  if (save() && vt == 0 && threadIdx.x == 128) p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) + save_nc()] = m_prev;
+  // the stabilizer after the sequence's last saved chunk (a packed sequence's own count)
+  if (save() && vt == 0 && threadIdx.x == 128)
+    p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) + (S + L * P.gate_sub - 1) / (L * P.gate_sub)] = m_prev;
   if (p.C_last) {
     float* cl = p.C_last + static_cast<long long>(bh) * DQK * DV + cbase();
 #pragma unroll

@@ -86,9 +86,10 @@ MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const Mlstm
   P.gate_sub = gate_chunk / static_cast<int>(rows);
   if (P.p.nseg > 1) P.p.seg_chunks *= P.gate_sub;
   const int64_t gate_nc = (p.S + gate_chunk - 1) / gate_chunk;
-  P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, rows));
-  P.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, rows));
-  P.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, rows));
+  const long long T = prm.packed.cu_seqlens ? prm.packed.T : 0;  // packed sequences: (D, T, NH, 1)
+  P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, rows, T));
+  P.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, rows, T));
+  P.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, rows, T));
   rt::TensorMapSpec g;
   g.base = prm.gate_b;
   g.dtype = DType::FP32;

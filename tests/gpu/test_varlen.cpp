@@ -29,6 +29,7 @@ struct VCase {
   bool init = false, last = false, dclast = false, int64 = false, extreme = false, saved = false;
   int64_t chunk = 0;       // pinned chunk; 0: the library's
   int engine = -1;         // pinned engine (0 mma.sync, 1 sm90: its output and gradient tile kernels); -1 the library's
+  int fused = -1;          // the forward's fused sm90 walk pinned (1) or refused (0); -1 the library's
   int64_t max_extra = 0;   // max_seqlen = the longest length + this (a looser bound is allowed)
 };
 
@@ -40,6 +41,7 @@ std::string describe(const VCase& c) {
   s += "]";
   if (c.chunk) s += " chunk=" + std::to_string(c.chunk);
   if (c.engine >= 0) s += c.engine ? " sm90" : " mma";
+  if (c.fused >= 0) s += " fused=" + std::to_string(c.fused);
   if (c.init) s += " init";
   if (c.last) s += " last";
   if (c.dclast) s += " dC_last";
@@ -138,7 +140,12 @@ void run_case(const VCase& c, uint64_t seed) {
     t.saved = saved_buf.get();
     t.saved_bytes = bytes;
   }
-  mlstm_forward(p, t, o);
+  LaunchOptions fo = o;  // the forward's own keys on top
+  if (c.fused >= 0) {
+    fo.config["fused"] = c.fused;
+    CHECK(mlstm_forward_config(p, fo.config).at("fused") == c.fused);
+  }
+  mlstm_forward(p, t, fo);
   cli::synchronize();
   // every token belongs to a sequence: h, norm and m fully written
   CHECK(test::count_poison_words(h) == 0);
@@ -275,6 +282,14 @@ TEST_CASE("packed sequences match the float64 reference run sequence by sequence
     cases.push_back(c);
     c.engine = 0;
     cases.push_back(c);
+    c.engine = 1;  // the fused sm90 forward, alone and filling a saved buffer
+    c.fused = 1;
+    cases.push_back(c);
+    c.saved = true;
+    cases.push_back(c);
+    c.chunk = 128;
+    c.variant = G;
+    cases.push_back(c);
   }
   {
     VCase c;  // extreme gates, a saved-states buffer
@@ -335,13 +350,19 @@ TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[g
     run_case(c, 3001);
     c.engine = 0;
     run_case(c, 3002);
-    // the sm90 output and gradient tile kernels
+    // the sm90 output and gradient tile kernels, then the fused sm90 forward (filling the saved
+    // buffer at chunk 128)
     c.engine = 1;
     c.chunk = 128;
     c.Dqk = 128;
     c.Dv = 256;
     c.lens = {150, 0, 1, 40};
+    c.fused = 0;
     run_case(c, 3003);
+    c.fused = 1;
+    run_case(c, 3004);
+    c.saved = false;
+    run_case(c, 3005);
   }
 }
 
@@ -361,7 +382,6 @@ TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gp
     const MlstmProblem p = problem_of(c, T);
     const Config cfg = mlstm_forward_config(p);
     CHECK(cfg.at("parallel") == 0);
-    CHECK(cfg.at("fused") == 0);
     auto q = test::upload(in.q, bf), k = test::upload(in.k, bf), v = test::upload(in.v, bf);
     auto ig = test::upload(in.i, f32), fg = test::upload(in.f, f32);
     auto C0 = test::upload(st.C, f32), n0 = test::upload(st.n, f32), m0 = test::upload(st.m, f32);

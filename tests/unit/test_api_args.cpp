@@ -732,7 +732,7 @@ TEST_CASE("packed sequences: bad sizes, offsets and configs are named", "[api][a
     check_invalid(forward_error(packed_problem(), u), "cu_seqlens is not aligned to its element size (int64)");
   }
   for (const auto& [key, value] : std::vector<std::pair<std::string, int64_t>>{
-           {"parallel", 1}, {"fused", 1}, {"st_sm90", 1}, {"st_seg", 4}}) {
+           {"parallel", 1}, {"st_sm90", 1}, {"st_seg", 4}}) {
     LaunchOptions o;
     o.config = {{key, value}};
     check_invalid(forward_error(packed_problem(), t, o), "config key " + key + "=" + std::to_string(value));
@@ -770,7 +770,6 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
   const MlstmProblem p = packed_problem();  // 7 sequences of at most 200 tokens: a bound of 256
   const Config cfg = tfla::mlstm_forward_config(p);
   CHECK(cfg.at("parallel") == 0);
-  CHECK(cfg.at("fused") == 0);
   CHECK(cfg.at("st_sm90") == 0);
   CHECK(cfg.at("st_seg") == 1);
   MlstmProblem batch = good_problem();
