@@ -107,7 +107,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     x.S = sq.S;
     x.tok0 = sq.tok0;
     x.nrow = sq.row;
-    x.tb = p.packed.cu_seqlens ? 0 : x.b;
+    x.tb = TFLA_PACKED ? 0 : x.b;
     x.row0 = x.rt * kBR;
     x.c = x.row0 / CHUNK;
     x.chunk0 = x.c * CHUNK;

@@ -122,7 +122,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   const int vt = blockIdx.x, bh = blockIdx.y;
   const int b = bh / p.NH, h = bh % p.NH;
   const SeqSpan sq = seq_span<L>(p, b, h);
-  const int S = sq.S, NC = sq.NC;
+  const int S = sq.S, NC = TFLA_PACKED ? sq.NC : p.NC;
   const int nseg = p.nseg > 1 ? p.nseg : 1, seg = blockIdx.z;
   const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
   const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : NC;
@@ -133,7 +133,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     if (threadIdx.x == 0) {
       RingPos<STAGES> pos;
       u32 q_phase = 0;
-      const int tok0 = static_cast<int>(sq.tok0), tb = p.packed.cu_seqlens ? 0 : b;
+      const int tok0 = static_cast<int>(sq.tok0), tb = TFLA_PACKED ? 0 : b;
 #pragma unroll 1
       for (int c = c_begin; c < c_end; ++c) {
         const int row0 = c * L, trow = tok0 + row0;
@@ -562,7 +562,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       const int gi = row0 + lrow + 8 * hh;
       if (row_out && gi < S) {
         // (the sequence's row again from its offsets: nothing of the span stays in registers)
-        const long long o = seq_span<L>(p, b, h).row + gi;
+        const long long o = (TFLA_PACKED ? seq_span<L>(p, b, h).row : static_cast<long long>(bh) * S) + gi;
         if (p.norm_out) p.norm_out[o] = den;
         if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
       }
@@ -605,7 +605,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   if (static_cast<int>(blockIdx.z) + 1 < p.nseg) return;
   // the stabilizer after the sequence's last saved chunk (a packed sequence's own count)
   if (save() && vt == 0 && threadIdx.x == 128)
-    p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) + (S + L * P.gate_sub - 1) / (L * P.gate_sub)] = m_prev;
+    p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) +
+              (TFLA_PACKED ? (S + L * P.gate_sub - 1) / (L * P.gate_sub) : save_nc())] = m_prev;
   if (p.C_last) {
     float* cl = p.C_last + static_cast<long long>(bh) * DQK * DV + cbase();
 #pragma unroll

@@ -97,7 +97,7 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
     x.S = sq.S;
     x.tok0 = sq.tok0;
     x.nrow = sq.row;
-    x.tb = p.packed.cu_seqlens ? 0 : x.b;
+    x.tb = TFLA_PACKED ? 0 : x.b;
     x.row0 = x.qt * kBQ;
     x.c = x.row0 / CHUNK;
     x.chunk0 = x.c * CHUNK;

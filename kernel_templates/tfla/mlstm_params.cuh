@@ -43,12 +43,13 @@ TFLA_HD constexpr int fwd_output_smem_bytes(int eb, int dqk, int bq, int bkv, in
          stile_bytes(bq, bkv, eb) + (4 * bq + bkv + wn * bq) * 4;
 }
 
-// Packed sequences of variable lengths (cu_seqlens). With cu_seqlens set, batch index b is
+// Packed sequences of variable lengths (cu_seqlens), read by kernels compiled with TFLA_PACKED=1
+// (a packed call's; they need cu_seqlens set). There batch index b is
 // sequence b of N = B, tokens [cu_seqlens[b], cu_seqlens[b + 1]) of a (1, NH, T, D) layout: the
 // inputs' and outputs' batch strides are 0 and a sequence's tokens start at its offset; S and NC
 // are the bound every sequence fits (grids and workspace are sized by it) and each sequence
-// runs its own length; the per-token fp32 arrays (norm, m) are (NH, T). Null: the plain
-// (B, NH, S) layout. See SeqSpan (seq_span.cuh).
+// runs its own length; the per-token fp32 arrays (norm, m) are (NH, T). Other kernels take the
+// plain (B, NH, S) layout and ignore it. See SeqSpan (seq_span.cuh).
 struct PackedSeqs {
   const void* cu_seqlens;  // (N + 1) int32 or int64 on the device, or null
   int cu_int64;            // 1: int64 offsets

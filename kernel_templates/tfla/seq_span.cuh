@@ -1,9 +1,15 @@
 // The tokens one CTA's sequence occupies: the plain (B, NH, S) layout, or a packed sequence of
 // PackedSeqs (mlstm_params.cuh). Kernels take their sequence's length and token offset from here
 // and keep the workspace indexing of the plain layout (every sequence owns NC chunks of it).
+// Only kernels compiled with TFLA_PACKED=1 (rt::with_packed: the kernels of a packed call) read
+// the offsets; the others take the plain layout without a branch on them.
 #pragma once
 #include "tfla/common.cuh"
 #include "tfla/mlstm_params.cuh"
+
+#ifndef TFLA_PACKED
+#define TFLA_PACKED 0
+#endif
 
 namespace tfla {
 
@@ -20,7 +26,7 @@ struct SeqSpan {
 template <int L, class P>
 __device__ __forceinline__ SeqSpan seq_span(const P& p, int b, int h) {
   SeqSpan s;
-  if (p.packed.cu_seqlens) {
+  if (TFLA_PACKED) {
     i64 a, e;
     if (p.packed.cu_int64) {
       const long long* cu = static_cast<const long long*>(p.packed.cu_seqlens);

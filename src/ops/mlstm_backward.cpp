@@ -36,14 +36,15 @@ std::string parallel_conflict(const BackwardTensors& t) {
   return {};
 }
 
-BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c) {
+BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c, bool packed) {
   BwdSelection s;
   s.family = find_family(Op::Backward, c.form, c.engine);
   s.cfg = c;
+  s.packed = packed;
   s.rejected = s.family ? s.family->reject(c.to_config(), p, current_limits())
                         : "no backward family of this form and engine in this build";
   if (s.rejected.empty())
-    s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Backward), s.family->kernels(p, c.to_config(), current_limits()));
+    s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Backward), launch_kernels(*s.family, p, c.to_config(), packed));
   if (s.rejected.empty())
     for (bool saved : {false, true}) s.plans[saved] = s.family->plan(p, c.to_config(), current_limits(), saved);
   return s;
@@ -64,7 +65,7 @@ const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool
     BwdConfig c;
     c.apply(r.config);
     if (packed) packed_walk_tiles(c, packed_config_problem(p), dev, caller);
-    return selection_of(p, c);
+    return selection_of(p, c, packed);
   });
 }
 
@@ -86,6 +87,9 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
   const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
   const bool packed = is_packed(p);
+  if (sel.packed != packed)
+    throw Error(ErrorCode::Internal, std::string("a backward selection for ") + (sel.packed ? "packed" : "plain") +
+                                         " sequences launched for " + (packed ? "packed" : "plain") + " ones");
   const BwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
@@ -166,7 +170,7 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   rt::ensure_context();
   static KernelMemo<10> memo;
   const auto kernels = memo.get(sel.kernel_key, [&] {
-    std::vector<rt::KernelSpec> specs = sel.family->kernels(lp, sel.cfg.to_config(), current_limits());
+    std::vector<rt::KernelSpec> specs = launch_kernels(*sel.family, lp, sel.cfg.to_config(), sel.packed);
     while (specs.size() < 10) specs.push_back(specs.back());  // the parallel form has two, no split eight
     return specs;
   });

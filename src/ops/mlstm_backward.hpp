@@ -11,6 +11,7 @@
 
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
+#include "ops/packed.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "ops/plan.hpp"
 #include "ops/selection.hpp"
@@ -32,6 +33,7 @@ std::string parallel_conflict(const BackwardTensors& t);
 struct BwdSelection {
   const Family* family = nullptr;
   BwdConfig cfg;
+  bool packed = false;  // for packed sequences: its kernels read their offsets (launch_kernels)
   MemoKey kernel_key{};
   // The family's acceptance rule for this config on the device the selection was made on
   // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
@@ -52,12 +54,13 @@ const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool
 // pins of a packed call, else nothing).
 const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& caller, const Config& fwd_caller,
                                          const void* saved, size_t saved_bytes, bool packed = false);
-BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& cfg);
+// packed: p is a packed call's launch problem.
+BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& cfg, bool packed = false);
 
 void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel);
 inline void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o,
                                  const BwdConfig& cfg) {
-  run_backward(p, t, o, selection_of(p, cfg));
+  run_backward(p, t, o, selection_of(launch_problem(p), cfg, is_packed(p)));
 }
 
 }  // namespace tfla::ops

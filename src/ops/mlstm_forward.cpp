@@ -41,14 +41,15 @@ std::string parallel_conflict(const ForwardTensors& t) {
   return {};
 }
 
-FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c) {
+FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c, bool packed) {
   FwdSelection s;
   s.family = find_family(Op::Forward, c.form, c.engine);
   s.cfg = c;
+  s.packed = packed;
   s.rejected = s.family ? s.family->reject(c.to_config(), p, current_limits())
                         : "no forward family of this form and engine in this build";
   if (s.rejected.empty())
-    s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Forward), s.family->kernels(p, c.to_config(), current_limits()));
+    s.kernel_key = kernel_list_key(static_cast<int64_t>(Op::Forward), launch_kernels(*s.family, p, c.to_config(), packed));
   if (s.rejected.empty())
     for (bool saved : {false, true}) s.plans[saved] = s.family->plan(p, c.to_config(), current_limits(), saved);
   return s;
@@ -69,7 +70,7 @@ const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool
     FwdConfig c;
     c.apply(r.config);
     if (packed) packed_walk_tiles(c, packed_config_problem(p), dev, caller);
-    return selection_of(p, c);
+    return selection_of(p, c, packed);
   });
 }
 
@@ -98,7 +99,7 @@ MlstmFwdParams io_params(const MlstmProblem& p, const MlstmProblem& lp, const Fo
 KernelMemo<6>::Kernels fwd_loaded(const MlstmProblem& p, const FwdSelection& sel) {
   static KernelMemo<6> memo;
   return memo.get(sel.kernel_key, [&] {
-    std::vector<rt::KernelSpec> specs = sel.family->kernels(p, sel.cfg.to_config(), current_limits());
+    std::vector<rt::KernelSpec> specs = launch_kernels(*sel.family, p, sel.cfg.to_config(), sel.packed);
     // the parallel form has one kernel, the three kernels three or four, the fused form three to six
     while (specs.size() < 6) specs.push_back(specs.back());
     return specs;
@@ -126,6 +127,9 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   check_problem(p);
   check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
   const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
+  if (sel.packed != is_packed(p))
+    throw Error(ErrorCode::Internal, std::string("a forward selection for ") + (sel.packed ? "packed" : "plain") +
+                                         " sequences launched for " + (is_packed(p) ? "packed" : "plain") + " ones");
   const FwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);

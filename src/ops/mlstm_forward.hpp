@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ops/family.hpp"
+#include "ops/packed.hpp"
 #include "ops/fwd_config.hpp"
 #include "ops/plan.hpp"
 #include "ops/selection.hpp"
@@ -33,6 +34,7 @@ std::string parallel_conflict(const ForwardTensors& t);
 struct FwdSelection {
   const Family* family = nullptr;
   FwdConfig cfg;
+  bool packed = false;  // for packed sequences: its kernels read their offsets (launch_kernels)
   MemoKey kernel_key{};
   // The family's acceptance rule for this config on the device the selection was made on
   // (current_limits()): "" when it runs, else why not. Decided once, with the selection.
@@ -51,14 +53,15 @@ struct FwdSelection {
 const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise,
                                bool packed = false);
 // The selection of an explicit typed config (the tuner's candidates).
-FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& cfg);
+// packed: p is a packed call's launch problem.
+FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& cfg, bool packed = false);
 
 // Validates everything and launches the selection (the public entry point and the tuner).
 // A parallel config with states throws InvalidArgument.
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel);
 inline void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
                                 const FwdConfig& cfg) {
-  run_forward(p, t, o, selection_of(p, cfg));
+  run_forward(p, t, o, selection_of(launch_problem(p), cfg, is_packed(p)));
 }
 
 }  // namespace tfla::ops

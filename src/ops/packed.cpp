@@ -89,6 +89,13 @@ void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64)
                 std::string("cu_seqlens is not aligned to its element size (") + (int64 ? "int64" : "int32") + ")");
 }
 
+std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed) {
+  std::vector<rt::KernelSpec> specs = f.kernels(lp, cfg, current_limits());
+  if (packed)
+    for (rt::KernelSpec& s : specs) s = rt::with_packed(std::move(s));
+  return specs;
+}
+
 PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64) {
   PackedSeqs s{};
   if (!is_packed(p)) return s;

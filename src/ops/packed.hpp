@@ -5,6 +5,7 @@
 // and the compiled kernels of every packing with the same N and bucket.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "ops/bwd_config.hpp"
 #include "ops/family.hpp"
@@ -47,6 +48,10 @@ void packed_walk_tiles(BwdConfig& c, const MlstmProblem& cp, const DeviceLimits&
 // offsets themselves are on the device and not read here; the kernels clamp them into [0, T] and
 // every length to the bucket (see seq_span.cuh).
 void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64);
+
+// A family's kernels for the launch problem lp and a config; packed: compiled for packed
+// sequences (rt::with_packed), which only they read.
+std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed);
 
 // The kernels' view of a packed call (zero for a plain one).
 PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64);

@@ -51,11 +51,19 @@ KernelSpec with_min_blocks(KernelSpec spec, int min_blocks) {
   return spec;
 }
 
+KernelSpec with_packed(KernelSpec spec) {
+  if (spec.packed) return spec;
+  spec.packed = true;
+  spec.key += "|packed";
+  return spec;
+}
+
 std::string KernelSpec::source() const {
   std::ostringstream o;
   std::string args;
   for (const auto& a : template_args) args += (args.empty() ? "" : ", ") + a;
-  o << "// tfla kernel " << key << "\n#include \"" << header << "\"\n"
+  o << "// tfla kernel " << key << "\n" << (packed ? "#define TFLA_PACKED 1\n" : "") << "#include \"" << header
+    << "\"\n"
     << "extern \"C\" __global__ void __launch_bounds__(" << threads
     << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string())
     << ") tfla_kernel(const __grid_constant__ " << params_type << " p) {\n";

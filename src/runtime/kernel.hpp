@@ -35,6 +35,7 @@ struct KernelSpec {
   int smem_bytes = 0;        // dynamic shared memory per block
   bool uses_smem_arg = true; // the device function takes (params, smem)
   int min_blocks = 0;        // __launch_bounds__'s CTAs per SM (registers capped to fit); 0 = none
+  bool packed = false;       // compiled with TFLA_PACKED=1: reads packed sequences' offsets (seq_span.cuh)
   std::string source() const;  // the rendered translation unit
 };
 // Renders a spec (fills key) from its parts.
@@ -43,6 +44,8 @@ KernelSpec render(std::string family, std::string header, std::string function,
                   int smem_bytes, bool uses_smem_arg = true);
 // The same spec asking the compiler to fit min_blocks CTAs per SM (key and source change).
 KernelSpec with_min_blocks(KernelSpec spec, int min_blocks);
+// The same spec for packed sequences (key and source change: TFLA_PACKED=1).
+KernelSpec with_packed(KernelSpec spec);
 
 struct CompiledKernel {
   std::string cubin;  // ELF bytes

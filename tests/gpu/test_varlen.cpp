@@ -155,7 +155,41 @@ void run_case(const VCase& c, uint64_t seed) {
   const auto hd = test::download(h, c.dtype), normd = test::download(norm, DType::FP32),
              md = test::download(mo, DType::FP32);
   for (const auto* x : {&hd, &normd, &md}) CHECK(test::count_nonfinite(*x) == 0);
-  const double tol = c.dtype == DType::FP32 ? 1e-4 : 1e-2;
+  // Extreme gates put most of |h|^2 into rows whose normalizer cancels to a small part of its
+  // terms, where the kernels' fp32 gate sums move h (the sm90 fused test's long case, test_ops):
+  // h and the gradients are held to 3e-2 there, and h must equal the plain path's, each
+  // sequence run alone with the packed call's config, bit for bit.
+  const double tol = c.dtype == DType::FP32 ? 1e-4 : c.extreme ? 3e-2 : 1e-2;
+  if (c.extreme) {
+    const Config cfg = mlstm_forward_config(p, fo.config);
+    MlstmProblem one = p;
+    one.B = 1;
+    one.num_seqs = one.max_seqlen = 0;
+    auto h1 = test::poisoned(NH * T * c.Dv * eb);
+    LaunchOptions oo;
+    oo.config = cfg;
+    for (int64_t j = 0; j < N; ++j) {
+      const int64_t t0 = cu[j];
+      if (c.lens[j] == 0) continue;
+      one.S = c.lens[j];
+      ForwardTensors u;
+      u.q = static_cast<const char*>(q.get()) + t0 * c.Dqk * eb;
+      u.k = static_cast<const char*>(k.get()) + t0 * c.Dqk * eb;
+      u.v = static_cast<const char*>(v.get()) + t0 * c.Dv * eb;
+      u.i = ig.as<float>() + t0; u.f = fg.as<float>() + t0;
+      u.h = static_cast<char*>(h1.get()) + t0 * c.Dv * eb;
+      u.q_strides = u.k_strides = {NH * T * c.Dqk, T * c.Dqk, c.Dqk};
+      u.v_strides = u.h_strides = {NH * T * c.Dv, T * c.Dv, c.Dv};
+      u.i_strides = u.f_strides = {NH * T, T, 1};
+      if (c.init) {
+        const int64_t sj = j * NH;
+        u.C0 = C0.as<float>() + sj * c.Dqk * c.Dv; u.n0 = n0.as<float>() + sj * c.Dqk; u.m0 = m0.as<float>() + sj;
+      }
+      mlstm_forward(one, u, oo);
+    }
+    cli::synchronize();
+    CHECK(test::raw_bytes(h1) == test::raw_bytes(h));
+  }
   const double e_h = ref::relative_error(hd, r.h), e_norm = ref::relative_error(normd, r.norm);
   CHECK(e_h < tol);
   CHECK(e_norm < tol);
@@ -196,7 +230,7 @@ void run_case(const VCase& c, uint64_t seed) {
   const auto did = test::download(di, DType::FP32), dfd = test::download(df, DType::FP32),
              dC0d = test::download(dC0, DType::FP32);
   for (const auto* x : {&dqd, &dkd, &dvd, &did, &dfd, &dC0d}) CHECK(test::count_nonfinite(*x) == 0);
-  const double gtol = c.dtype == DType::FP32 ? 1e-4 : 2e-2;
+  const double gtol = c.dtype == DType::FP32 ? 1e-4 : c.extreme ? 3e-2 : 2e-2;
   const double e_q = ref::relative_error(dqd, g.dq), e_k = ref::relative_error(dkd, g.dk),
                e_v = ref::relative_error(dvd, g.dv), e_i = ref::relative_error(did, g.di),
                e_f_plain = ref::relative_error(dfd, g.df), e_C0 = ref::relative_error(dC0d, g.d_initial.C);
@@ -367,9 +401,13 @@ TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[g
 }
 
 TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gpu][varlen]") {
+  // the library's config, then the fused sm90 forward pinned; a second packed call repeats the
+  // first bit for bit
+  for (int fused : {-1, 1})
   for (Variant var : {E, G}) {
     VCase c;
     c.variant = var;
+    c.fused = fused;
     c.NH = 2;
     c.Dqk = 64;
     c.Dv = 128;
@@ -380,8 +418,11 @@ TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gp
     ref::Inputs in = ref::random_inputs({1, NH, T, c.Dqk, c.Dv}, 4000);
     ref::States st = ref::random_states({N, NH, 1, c.Dqk, c.Dv}, var == E ? ref::Variant::Exp : ref::Variant::Sig, 4001);
     const MlstmProblem p = problem_of(c, T);
-    const Config cfg = mlstm_forward_config(p);
+    Config pinned;
+    if (fused == 1) pinned = {{"engine", 1}, {"fused", 1}};
+    const Config cfg = mlstm_forward_config(p, pinned);
     CHECK(cfg.at("parallel") == 0);
+    if (fused == 1) CHECK(cfg.at("fused") == 1);
     auto q = test::upload(in.q, bf), k = test::upload(in.k, bf), v = test::upload(in.v, bf);
     auto ig = test::upload(in.i, f32), fg = test::upload(in.f, f32);
     auto C0 = test::upload(st.C, f32), n0 = test::upload(st.n, f32), m0 = test::upload(st.m, f32);
@@ -393,9 +434,15 @@ TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gp
     t.C0 = C0.as<float>(); t.n0 = n0.as<float>(); t.m0 = m0.as<float>();
     t.C_last = Cl.as<float>();
     t.cu_seqlens = cud.get();
-    mlstm_forward(p, t, {});
+    LaunchOptions po;
+    po.config = pinned;
+    mlstm_forward(p, t, po);
     cli::synchronize();
     const auto packed_h = test::raw_bytes(h), packed_C = test::raw_bytes(Cl);
+    mlstm_forward(p, t, po);
+    cli::synchronize();
+    CHECK(test::raw_bytes(h) == packed_h);
+    CHECK(test::raw_bytes(Cl) == packed_C);
 
     // each sequence alone: the same tokens through strides into the packed buffers
     MlstmProblem one = p;

@@ -236,6 +236,36 @@ TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame 
   check_clean(specs);
 }
 
+// The kernels of a packed call (TFLA_PACKED=1: sequences from cu_seqlens) on the sm90 engine,
+// every dtype and variant at the head sizes of sm90_problems: the output kernel in its default
+// Dv tile, the gradient tiles in their defaults, and the fused forward where it serves.
+TEST_CASE("the sm_90a kernels of packed calls compile with no ptxas warning, stack frame or spill",
+          "[nvrtc][sm90][packed]") {
+  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
+  const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
+  std::vector<rt::KernelSpec> specs;
+  for (const MlstmProblem& p : sm90_problems()) {
+    INFO(p.Dqk << "x" << p.Dv);
+    const ops::FwdConfig f = ops::sm90_fwd_config(p, dev);
+    REQUIRE(ops::check_fwd_sm90_config(f, p, dev).empty());
+    specs.push_back(rt::with_packed(ops::fwd_kernels(p, f, dev).back()));
+    ops::BwdConfig b = ops::sm90_bwd_config(p, dev);
+    b.tl_sm90 = 1;
+    b.siz_b_r = 128;
+    b.siz_b_t = 64;
+    b.chunk = 256;
+    if (ops::check_bwd_tiles_sm90(b, p, dev).empty())
+      for (int mode = 0; mode < 3; ++mode) specs.push_back(rt::with_packed(ops::bwd_tile_sm90_kernel(p, b, mode, dev)));
+    if (ops::check_fwd_fused_sm90(p, dev).empty()) specs.push_back(rt::with_packed(ops::fwd_fused_sm90_kernel(p)));
+  }
+  for (const rt::KernelSpec& s : specs) {
+    REQUIRE(s.packed);
+    REQUIRE(s.source().find("#define TFLA_PACKED 1") != std::string::npos);
+  }
+  REQUIRE(specs.size() >= 30);
+  check_clean(specs);
+}
+
 // The recurrent step's two kernels in their default configs (one token and a fused four), every
 // dtype and variant: the update kernel keeps its whole C slice in registers (up to 128 values a
 // thread), so a spill there is local-memory traffic on every call.

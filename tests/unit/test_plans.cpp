@@ -401,3 +401,31 @@ TEST_CASE("the size queries cover the chunkwise fallback of an unpinned parallel
   }
   CHECK(parallel_defaults > 0);
 }
+
+// A packed call's selection runs kernels compiled for packed sequences (TFLA_PACKED=1), apart
+// from the plain call's of the same launch problem; the plain kernels never read the offsets.
+TEST_CASE("packed selections carry their own kernels", "[plan][varlen]") {
+  MlstmProblem p = make_problem(1, 8, 20000, 256, 512);
+  p.num_seqs = 20;
+  p.max_seqlen = 1500;
+  const MlstmProblem lp = ops::launch_problem(p);
+  Config fs, bs;
+  const ops::FwdSelection& pf = ops::select_fwd(lp, ops::packed_pins(p, {}, ops::Op::Forward, fs), false, true);
+  const ops::BwdSelection& pb = ops::select_bwd(lp, ops::packed_pins(p, {}, ops::Op::Backward, bs), true, true);
+  REQUIRE(pf.rejected.empty());
+  REQUIRE(pb.rejected.empty());
+  CHECK(pf.packed);
+  CHECK(pb.packed);
+  const ops::FwdSelection plain = ops::selection_of(lp, pf.cfg);
+  CHECK(!plain.packed);
+  CHECK(plain.kernel_key != pf.kernel_key);
+  for (const rt::KernelSpec& s : ops::launch_kernels(*pf.family, lp, pf.cfg.to_config(), true)) {
+    CHECK(s.packed);
+    CHECK(s.key.find("|packed") != std::string::npos);
+    CHECK(s.source().rfind("// tfla kernel " + s.key + "\n#define TFLA_PACKED 1\n", 0) == 0);
+  }
+  for (const rt::KernelSpec& s : ops::launch_kernels(*pb.family, lp, pb.cfg.to_config(), false)) {
+    CHECK(!s.packed);
+    CHECK(s.source().find("TFLA_PACKED") == std::string::npos);
+  }
+}

@@ -99,8 +99,9 @@ struct MlstmProblem {
   // m and the gradients keep the (1, NH, T, ...) layout. max_seqlen must bound every sequence's
   // length (it sizes grids and workspace; tokens past it are not processed, and offsets outside
   // [0, T] are clamped, as the library reads no offset on the host). Packed calls run the
-  // chunkwise form with one mma.sync state walk per sequence (on the sm90 engine its output and
-  // gradient tile kernels); a pinned config key that contradicts that is refused by name.
+  // chunkwise form, one walk per sequence (on the sm90 engine the fused forward walk or the
+  // three kernels with mma.sync state walks, and its gradient tile kernels with the mma.sync dC
+  // walk); a pinned config key that contradicts that is refused by name.
   int64_t num_seqs = 0;
   int64_t max_seqlen = 0;
 };
