@@ -1,6 +1,7 @@
 #include "ops/tuned_config.hpp"
 
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -41,9 +42,12 @@ bool recording_enabled() {
   return on;
 }
 
+std::atomic<uint64_t> g_lookups{0};
+
 Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
   cache::Cache* db = store::CubinStore::process().cache();
   if (!db) return {};
+  g_lookups.fetch_add(1);
   const DeviceInfo& dev = rt::device_info(ordinal);
   cache::ProblemKey key;
   key.op = op;
@@ -77,6 +81,8 @@ Config lookup(const MlstmProblem& p, const char* op, int ordinal) {
 }
 
 }  // namespace
+
+uint64_t tuned_lookup_count() noexcept { return g_lookups.load(); }
 
 const Config& tuned_config(const MlstmProblem& p, const char* op) {
   static const Config kNone;

@@ -12,5 +12,8 @@ namespace tfla::ops {
 // call copies nothing. Never throws for cache problems (logged once); TFLA_TUNED=0 turns the
 // lookup off.
 const Config& tuned_config(const MlstmProblem& p, const char* op);
+// How many tuned-config cache queries this process has made (tuned_config's misses of its memo
+// that reached the cache; tests count what a warm call does).
+uint64_t tuned_lookup_count() noexcept;
 
 }  // namespace tfla::ops

@@ -110,12 +110,19 @@ bool CubinStore::put(const std::string& key, const std::string& arch,
   }
 }
 
+namespace {
+std::atomic<uint64_t> g_cubin_lookups{0};
+}  // namespace
+
+uint64_t cubin_lookup_count() noexcept { return g_cubin_lookups.load(); }
+
 FetchedCubin fetch_or_compile(CubinStore& store, const KernelSpec& spec, const std::string& arch,
                               const std::string& env_id, Lookup lookup) {
   const auto t0 = std::chrono::steady_clock::now();
   FetchedCubin out;
   out.key = cubin_key(spec, arch);
   if (lookup == Lookup::UseStore) {
+    g_cubin_lookups.fetch_add(1);
     if (std::optional<std::string> bytes = store.get(out.key)) {
       out.compiled.cubin = std::move(*bytes);
       out.compiled.arch = arch;

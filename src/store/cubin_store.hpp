@@ -93,6 +93,9 @@ enum class Lookup { UseStore, Recompile };
 // compile(); store failures are logged, never thrown.
 FetchedCubin fetch_or_compile(CubinStore& store, const KernelSpec& spec, const std::string& arch,
                               const std::string& env_id = "", Lookup lookup = Lookup::UseStore);
+// How many cubin lookups (fetch_or_compile with Lookup::UseStore) this process has made (tests
+// count what a warm call does).
+uint64_t cubin_lookup_count() noexcept;
 
 // One spec's outcome in the compile pool: the cubin (fetched.compiled) or the error.
 struct PooledCubin {

@@ -13,7 +13,10 @@
 
 #include "gpu_test_util.hpp"
 #include "reference/reference.hpp"
+#include "ops/tuned_config.hpp"
 #include "runtime/kernel.hpp"
+#include "store/cubin_store.hpp"
+#include "tfla_util/env_flag.hpp"
 
 using namespace tfla;
 namespace ref = tfla::reference;
@@ -400,6 +403,52 @@ TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[g
   }
 }
 
+// Offsets that break cu_seqlens' rules (decreasing, past T, a first offset above 0) are not
+// read on the host; the kernels clamp them, so every engine's forward and backward stay inside
+// the tensors and the workspace (compute-sanitizer memcheck checks that on [varlen_small]).
+TEST_CASE("offsets that break cu_seqlens' rules stay inside the tensors", "[gpu][varlen][varlen_small]") {
+  const int64_t T = 400, NH = 2, D = 128, Dv = 256;
+  const std::vector<int64_t> bad{7, 300, 100, 5000, 390, -20, 400};
+  const int64_t N = static_cast<int64_t>(bad.size()) - 1;
+  MlstmProblem p;
+  p.B = 1; p.NH = NH; p.S = T; p.Dqk = D; p.Dv = Dv;
+  p.num_seqs = N;
+  p.max_seqlen = 300;
+  ref::Inputs in = ref::random_inputs({1, NH, T, D, Dv}, 5100);
+  for (auto* x : {&in.q, &in.k, &in.v}) test::encode(*x, bf);
+  auto q = test::upload(in.q, bf), k = test::upload(in.k, bf), v = test::upload(in.v, bf);
+  auto ig = test::upload(in.i, f32), fg = test::upload(in.f, f32), dh = test::upload(in.v, bf);
+  const cli::DeviceBuffer cud = upload_offsets(bad, true);
+  for (const Config& cfg : std::vector<Config>{{{"engine", 0}}, {{"engine", 1}, {"fused", 0}}, {{"engine", 1}, {"fused", 1}}}) {
+    INFO(to_string(cfg));
+    auto h = test::poisoned(NH * T * Dv * 2), norm = test::poisoned(NH * T * 4);
+    auto Cl = test::poisoned(N * NH * D * Dv * 4);
+    ForwardTensors t;
+    t.q = q.get(); t.k = k.get(); t.v = v.get(); t.i = ig.get(); t.f = fg.get(); t.h = h.get();
+    t.norm = norm.as<float>();
+    t.C_last = Cl.as<float>();
+    t.cu_seqlens = cud.get();
+    t.cu_seqlens_int64 = true;
+    LaunchOptions o;
+    o.config = cfg;
+    mlstm_forward(p, t, o);
+    Config bcfg = cfg;
+    bcfg.erase("fused");
+    auto dq = test::poisoned(NH * T * D * 2), dk = test::poisoned(NH * T * D * 2), dv = test::poisoned(NH * T * Dv * 2);
+    auto di = test::poisoned(NH * T * 4), df = test::poisoned(NH * T * 4);
+    BackwardTensors bt;
+    bt.q = q.get(); bt.k = k.get(); bt.v = v.get(); bt.i = ig.get(); bt.f = fg.get(); bt.dh = dh.get();
+    bt.norm = norm.as<float>();
+    bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
+    bt.cu_seqlens = cud.get();
+    bt.cu_seqlens_int64 = true;
+    LaunchOptions bo;
+    bo.config = bcfg;
+    mlstm_backward(p, bt, bo);
+    cli::synchronize();
+  }
+}
+
 TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gpu][varlen]") {
   // the library's config, then the fused sm90 forward pinned; a second packed call repeats the
   // first bit for bit
@@ -485,6 +534,8 @@ TEST_CASE("a packed call equals its sequences run one by one, bit for bit", "[gp
   }
 }
 
+// After the first packing, none compiles a kernel, looks up a cubin or queries the tuned-config
+// cache: the key is the model's dims and the length bucket, never the token count.
 TEST_CASE("new packings of the same model compile nothing and keep their config", "[gpu][varlen]") {
   VCase c;
   c.Dqk = 64;
@@ -495,7 +546,7 @@ TEST_CASE("new packings of the same model compile nothing and keep their config"
     state = state * 6364136223846793005ull + 1442695040888963407ull;
     return state >> 33;
   };
-  uint64_t compiles_after_first = 0;
+  uint64_t compiles_after_first = 0, cubins_after_first = 0, tuned_after_first = 0;
   Config first_cfg;
   for (int rep = 0; rep < 50; ++rep) {
     c.lens.clear();
@@ -531,7 +582,20 @@ TEST_CASE("new packings of the same model compile nothing and keep their config"
     cli::synchronize();
     CHECK(test::count_poison_words(h) == 0);
     CHECK(test::count_poison_words(dq) == 0);
-    if (rep == 0) compiles_after_first = rt::nvrtc_compile_count();
+    if (rep == 0) {
+      compiles_after_first = rt::nvrtc_compile_count();
+      cubins_after_first = store::cubin_lookup_count();
+      tuned_after_first = ops::tuned_lookup_count();
+    }
   }
   CHECK(rt::nvrtc_compile_count() == compiles_after_first);
+  CHECK(store::cubin_lookup_count() == cubins_after_first);
+  CHECK(ops::tuned_lookup_count() == tuned_after_first);
+  // the counter counts: a plain call of a shape this process has not seen queries the cache
+  if (store::CubinStore::process().cache() && util::env_flag("TFLA_TUNED", true)) {
+    MlstmProblem plain = problem_of(c, 4321);
+    plain.num_seqs = plain.max_seqlen = 0;
+    mlstm_forward_config(plain);
+    CHECK(ops::tuned_lookup_count() == tuned_after_first + 1);
+  }
 }
