@@ -154,3 +154,109 @@ def test_compile_fullgraph_backend_module_on_meta(monkeypatch):
     torch._dynamo.reset()
     torch.compile(model, fullgraph=True, backend="aot_eager")(*x)
     assert seen == [5]
+
+
+def test_packed_ops_fake_shapes():
+    """tfla::mlstm_fwd_varlen / mlstm_bwd_varlen on meta tensors: (1, NH, T, ...) outputs, states
+    (N, NH, ...) with N from cu_seqlens."""
+    q, k, v, i, f = meta_inputs(B=1, S=300)
+    cu = torch.empty(5, dtype=torch.int32, device=META)
+    h, norm, C, n, m, saved = ops.mlstm_fwd_varlen(q, k, v, i, f, cu, None, None, None, 120, "exp", True, 1e-6,
+                                                   0.0, None, None, True, True, False)
+    assert h.shape == (1, 2, 300, 32) and norm.shape == (1, 2, 300)
+    assert C.shape == (4, 2, 64, 32) and n.shape == (4, 2, 64) and m.shape == (4, 2, 1) and saved.numel() == 0
+    C0 = torch.empty(4, 2, 64, 32, device=META)
+    dh = torch.empty(1, 2, 300, 32, device=META, dtype=torch.bfloat16)
+    dq, dk, dv, di, df, dC0 = ops.mlstm_bwd_varlen(q, k, v, i, f, cu, C0, None, None, norm, None, dh, None, 120,
+                                                   "sig", True, 1e-6, 0.0, None, None)
+    assert dq.shape == q.shape and dv.shape == v.shape and di.shape == (1, 2, 300) and dC0.shape == C0.shape
+
+
+def test_compile_fullgraph_packed_call_on_meta():
+    """torch.compile(fullgraph=True) of a packed mlstm_chunkwise call (cu_seqlens, max_seqlen):
+    no graph break, forward and backward traced through tfla::mlstm_fwd_varlen's autograd; without
+    max_seqlen it is refused by name (the offsets cannot be read on the host in a graph)."""
+    from tfla._errors import TflaArgumentError
+
+    x = meta_inputs(B=1, S=300, grad=True)
+    cu = torch.empty(5, dtype=torch.int64, device=META)
+    C0 = torch.empty(4, 2, 64, 32, device=META, requires_grad=True)
+
+    def fn(q, k, v, i, f, cu, C0):
+        h, (C, n, m) = mlstm_chunkwise(torch.sin(q), k, v, i, f, C0, return_last_states=True, cu_seqlens=cu,
+                                       max_seqlen=128, recompute_states_in_bw=True)
+        return h.float().sum() + C.sum()
+
+    loss = torch.compile(fn, fullgraph=True, backend="aot_eager")(*x, cu, C0)
+    loss.backward()
+    assert x[0].grad.shape == x[0].shape and C0.grad.shape == C0.shape
+
+    def unbounded(q, k, v, i, f, cu):
+        return mlstm_chunkwise(q, k, v, i, f, cu_seqlens=cu)
+
+    torch._dynamo.reset()
+    with pytest.raises((TflaArgumentError, torch._dynamo.exc.TorchDynamoException), match="max_seqlen"):
+        torch.compile(unbounded, fullgraph=True, backend="aot_eager")(*x, cu)
+
+
+def test_opcheck_packed_autograd_wiring_with_the_reference_as_kernel(monkeypatch):
+    """opcheck of tfla::mlstm_fwd_varlen on the CPU with the launches replaced by the float64
+    reference run sequence by sequence: the schema, the fake tensors and which gradient goes
+    where (cu_seqlens none, c_initial its (N, NH, Dqk, Dv) dC0)."""
+    import contextlib
+
+    from tfla.torch import varlen
+    from tfla.torch.reference import mlstm_recurrent_reference
+
+    def pieces(cu, *xs):
+        return [[x[:, :, a:b] for x in xs] for a, b in zip(cu.tolist(), cu.tolist()[1:])]
+
+    def reference(c, q, k, v, i, f, c0, n0, m0):
+        hs, Cs = [], []
+        for j, (qj, kj, vj, ij, fj) in enumerate(pieces(c.cu, q, k, v, i, f)):
+            if qj.shape[2] == 0:  # an empty sequence: its last state is its initial one
+                Cs.append(c0[j:j + 1].to(q.dtype))
+                continue
+            h, (C, _, _) = mlstm_recurrent_reference(qj, kj, vj, ij, fj, c0[j:j + 1], n0[j:j + 1], m0[j:j + 1])
+            hs.append(h)
+            Cs.append(C)
+        return torch.cat(hs, dim=2), torch.cat(Cs)
+
+    class Call:
+        def __init__(self, q, k, v, i, f, c0, n0, m0, cu, max_seqlen, opts):
+            self.cu = cu
+
+    def forward(c, q, k, v, i, f, c0, n0, m0, need_norm, last, keep=False):
+        with torch.no_grad():
+            h, C = reference(c, q, k, v, i, f, c0, n0, m0)
+        N = c.cu.numel() - 1
+        return (h.to(q.dtype), torch.ones(q.shape[:3]) if need_norm else None, C.float() if last else None,
+                torch.zeros(N, q.shape[1], q.shape[3]) if last else None,
+                torch.zeros(N, q.shape[1], 1) if last else None, torch.zeros(16, dtype=torch.uint8) if keep else None)
+
+    def backward(c, q, k, v, i, f, c0, n0, m0, norm, dh, dC_last, saved=None):
+        with torch.inference_mode(False), torch.enable_grad():
+            xs = [t.detach().double().clone().requires_grad_(True) for t in (q, k, v, i, f)]
+            c0d = c0.detach().double().clone().requires_grad_(True)
+            h, C = reference(c, *xs, c0d, n0.double(), m0.double())
+            outs, gs = [h], [dh.double().clone()]
+            if dC_last is not None:
+                outs.append(C)
+                gs.append(dC_last.double().clone())
+            grads = torch.autograd.grad(outs, xs + [c0d], gs)
+        return (*[g.to(t.dtype) for g, t in zip(grads, (q, k, v, i, f))], grads[5].float())
+
+    monkeypatch.setattr(varlen, "_Call", Call)
+    monkeypatch.setattr(varlen, "_forward", forward)
+    monkeypatch.setattr(varlen, "_backward", backward)
+    monkeypatch.setattr(torch.cuda, "device", lambda *a: contextlib.nullcontext())
+    g = torch.Generator().manual_seed(0)
+    NH, T, D = 2, 11, 8
+    x = [torch.randn(1, NH, T, D, generator=g) for _ in range(3)]
+    x += [torch.randn(1, NH, T, generator=g), 3 + torch.randn(1, NH, T, generator=g)]
+    x = [t.requires_grad_(True) for t in x]
+    cu = torch.tensor([0, 4, 4, 11])
+    C0 = (0.1 * torch.randn(3, NH, D, D, generator=g)).requires_grad_(True)
+    n0, m0 = 0.1 * torch.randn(3, NH, D, generator=g), torch.zeros(3, NH, 1)
+    torch.library.opcheck(ops.mlstm_fwd_varlen, (*x, cu, C0, n0, m0, 7, "exp", True, 1e-6, 0.0, None, None, True,
+                                                 True, False))

@@ -2,6 +2,7 @@
 
     torch.ops.tfla.mlstm_fwd   the chunkwise forward  -> (h, norm, C_last, n_last, m_last, saved)
     torch.ops.tfla.mlstm_bwd   the chunkwise backward -> (dq, dk, dv, di, df, dC0)
+    torch.ops.tfla.mlstm_fwd_varlen / mlstm_bwd_varlen  the same over packed sequences (cu_seqlens)
     torch.ops.tfla.mlstm_step_ the recurrent step, updating C, n, m in place -> h
     torch.ops.tfla.mlstm_step_into  the step from C, n, m into C_new, n_new, m_new -> h
 
@@ -20,6 +21,7 @@ The fake implementations ask the library for the saved buffer's size (a host-sid
 query, no GPU), with concrete sizes: a dynamic dimension is specialized there.
 """
 
+import dataclasses
 from typing import Optional, Tuple
 
 import torch
@@ -147,6 +149,112 @@ def _backward_fwd(ctx, dh, dnorm, dC_last, dn_last, dm_last, dsaved):
 mlstm_fwd.register_autograd(_backward_fwd, setup_context=_setup_fwd)
 
 
+# ---- packed sequences (cu_seqlens) -------------------------------------------------------------
+
+def _packed_opts(variant, normalize, eps, scale, fwd_config, bwd_config):
+    return dict(variant=variant, normalize=normalize, eps=eps, scale=scale if scale > 0 else None,
+                fwd_config=fwd_config, bwd_config=bwd_config)
+
+
+@torch.library.custom_op("tfla::mlstm_fwd_varlen", mutates_args=())
+def mlstm_fwd_varlen(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, cu_seqlens: Tensor,
+                     c0: Optional[Tensor], n0: Optional[Tensor], m0: Optional[Tensor], max_seqlen: int,
+                     variant: str, normalize: bool, eps: float, scale: float, fwd_config: Optional[str],
+                     bwd_config: Optional[str], return_last_states: bool, need_norm: bool, keep_saved: bool
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """mlstm_fwd over N packed sequences: q, k (1, NH, T, Dqk), v (1, NH, T, Dv), i, f (1, NH, T),
+    cu_seqlens (N + 1,) int32/int64 on q's device, states (N, NH, ...), max_seqlen bounding every
+    length (tfla.torch.varlen). Returns h, norm, C_last, n_last, m_last and the saved states as
+    mlstm_fwd does; absent outputs are empty."""
+    from .varlen import _Call, _forward
+    call = _Call(q, k, v, i, f, c0, n0, m0, cu_seqlens, max_seqlen,
+                 _packed_opts(variant, normalize, eps, scale, fwd_config, bwd_config))
+    with torch.cuda.device(q.device.index):
+        h, norm, C, n, m, saved = _forward(call, q, k, v, i, f, c0, n0, m0, need_norm, return_last_states,
+                                           keep_saved)
+    return (h, _or_empty(norm, h), _or_empty(C, h), _or_empty(n, h), _or_empty(m, h),
+            _or_empty(saved, h, torch.uint8))
+
+
+@mlstm_fwd_varlen.register_fake
+def _(q, k, v, i, f, cu_seqlens, c0, n0, m0, max_seqlen, variant, normalize, eps, scale, fwd_config,
+      bwd_config, return_last_states, need_norm, keep_saved):
+    _, NH, T, Dqk = q.shape
+    Dv = v.shape[-1]
+    N = cu_seqlens.shape[0] - 1
+    f32 = torch.float32
+    h = q.new_empty((1, NH, T, Dv))
+    norm = q.new_empty((1, NH, T) if need_norm else _EMPTY, dtype=f32)
+    if return_last_states:
+        C, n = q.new_empty((N, NH, Dqk, Dv), dtype=f32), q.new_empty((N, NH, Dqk), dtype=f32)
+        m = q.new_empty((N, NH, 1) if variant == "exp" else _EMPTY, dtype=f32)
+    else:
+        C, n, m = (q.new_empty(_EMPTY, dtype=f32) for _ in range(3))
+    nbytes = 0
+    if keep_saved:
+        plan = _binding.make_plan(1, int(NH), int(T), int(Dqk), int(Dv), dtype=str(q.dtype).split(".")[-1],
+                                  gate_dtype=str(i.dtype).split(".")[-1], variant=variant, normalize=normalize,
+                                  eps=eps, scale=scale if scale > 0 else None)
+        plan = dataclasses.replace(plan, num_seqs=int(N), max_seqlen=int(max_seqlen))
+        nbytes = _binding.saved_size(plan, fwd_config)
+    saved = q.new_empty((nbytes,) if keep_saved else _EMPTY, dtype=torch.uint8)
+    return h, norm, C, n, m, saved
+
+
+@torch.library.custom_op("tfla::mlstm_bwd_varlen", mutates_args=())
+def mlstm_bwd_varlen(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, cu_seqlens: Tensor,
+                     c0: Optional[Tensor], n0: Optional[Tensor], m0: Optional[Tensor], norm: Tensor,
+                     saved: Optional[Tensor], dh: Tensor, dC_last: Optional[Tensor], max_seqlen: int,
+                     variant: str, normalize: bool, eps: float, scale: float, fwd_config: Optional[str],
+                     bwd_config: Optional[str]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The backward of mlstm_fwd_varlen: dq, dk, dv, di, df, and dC0 (N, NH, Dqk, Dv) (empty
+    without c0)."""
+    from .varlen import _Call, _backward
+    call = _Call(q, k, v, i, f, c0, n0, m0, cu_seqlens, max_seqlen,
+                 _packed_opts(variant, normalize, eps, scale, fwd_config, bwd_config))
+    with torch.cuda.device(q.device.index):
+        dq, dk, dv, di, df, dC0 = _backward(call, q, k, v, i, f, c0, n0, m0, norm, dh, _none_if_empty(dC_last),
+                                            _none_if_empty(saved))
+    return dq, dk, dv, di, df, _or_empty(dC0, dh)
+
+
+@mlstm_bwd_varlen.register_fake
+def _(q, k, v, i, f, cu_seqlens, c0, n0, m0, norm, saved, dh, dC_last, max_seqlen, variant, normalize, eps,
+      scale, fwd_config, bwd_config):
+    _, NH, T, Dqk = q.shape
+    Dv = v.shape[-1]
+    dC0 = q.new_empty(tuple(c0.shape) if c0 is not None else _EMPTY, dtype=torch.float32)
+    return (q.new_empty((1, NH, T, Dqk)), q.new_empty((1, NH, T, Dqk)), q.new_empty((1, NH, T, Dv)),
+            i.new_empty((1, NH, T)), i.new_empty((1, NH, T)), dC0)
+
+
+def _setup_fwd_varlen(ctx, inputs, output):
+    (q, k, v, i, f, cu, c0, n0, m0, max_seqlen, variant, normalize, eps, scale, fwd_config, bwd_config,
+     _return_last, _need_norm, keep_saved) = inputs
+    _h, norm, _C, _n, _m, saved = output
+    ctx.save_for_backward(q, k, v, i, f, cu, c0, n0, m0, norm, saved if keep_saved else None)
+    ctx.args = (max_seqlen, variant, normalize, eps, scale, fwd_config, bwd_config)
+    ctx.has = (c0 is not None, n0 is not None, m0 is not None)
+
+
+def _backward_fwd_varlen(ctx, dh, dnorm, dC_last, dn_last, dm_last, dsaved):
+    q, k, v, i, f, cu, c0, n0, m0, norm, saved = ctx.saved_tensors
+    if dh is None:
+        dh = torch.zeros_like(q[..., :1]).expand(*q.shape[:3], v.shape[-1])
+    dh = dh.to(q.dtype).contiguous()
+    if dC_last is not None:
+        dC_last = dC_last.float().contiguous() if dC_last.numel() else None
+    dq, dk, dv, di, df, dC0 = mlstm_bwd_varlen(q, k, v, i, f, cu, c0, n0, m0, norm, saved, dh, dC_last,
+                                               *ctx.args)
+    has_c0, has_n0, has_m0 = ctx.has
+    return (dq, dk, dv, di, df, None, dC0 if has_c0 else None,
+            torch.zeros_like(n0) if has_n0 else None, torch.zeros_like(m0) if has_m0 else None,
+            None, None, None, None, None, None, None, None, None, None)
+
+
+mlstm_fwd_varlen.register_autograd(_backward_fwd_varlen, setup_context=_setup_fwd_varlen)
+
+
 # ---- step ------------------------------------------------------------------------------------
 
 @torch.library.custom_op("tfla::mlstm_step_", mutates_args=("C", "n", "m"))
@@ -197,6 +305,17 @@ def chunkwise(q, k, v, i, f, c0, n0, m0, opts, need_grad):
     return h, C, n, (m if opts.variant == "exp" else None)
 
 
+def chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen, c0, n0, m0, opts, need_grad, last, keep):
+    """MlstmPackedFunction.apply's contract on the custom ops: (h, C_last, n_last, m_last)."""
+    h, _norm, C, n, m, _saved = mlstm_fwd_varlen(
+        q, k, v, i, f, cu_seqlens, c0, n0, m0, max_seqlen, opts["variant"], bool(opts["normalize"]),
+        float(opts["eps"]), 0.0 if opts["scale"] is None else float(opts["scale"]), opts["fwd_config"],
+        opts["bwd_config"], last, need_grad, need_grad and keep)
+    if not last:
+        return h, None, None, None
+    return h, C, n, (m if opts["variant"] == "exp" else None)
+
+
 def recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale, inplace, config,
                    out, c_new, n_new, m_new):
     """mlstm_recurrent_step on the custom ops: new states apart from the old ones (fresh, or
@@ -234,4 +353,4 @@ def recurrent_step(q, k, v, i, f, c, n, m, eps, variant, normalize, qk_scale, in
     return h, (c, n, m)
 
 
-__all__ = ["mlstm_fwd", "mlstm_bwd", "mlstm_step_", "mlstm_step_into"]
+__all__ = ["mlstm_fwd", "mlstm_bwd", "mlstm_fwd_varlen", "mlstm_bwd_varlen", "mlstm_step_", "mlstm_step_into"]

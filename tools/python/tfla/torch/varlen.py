@@ -11,7 +11,9 @@ bucket of it, so calls whose bound falls in the same bucket share their configur
 compiled kernels, whatever the packing. Without max_seqlen the binding reads cu_seqlens once on
 the host (one synchronization), checks every offset and takes the longest length; with it the
 call makes no synchronization, and the library clamps offsets that break the rules (so they
-cannot read or write outside the tensors) but cannot name them.
+cannot read or write outside the tensors) but cannot name them. Under torch.compile a packed call
+runs the custom operators tfla::mlstm_fwd_varlen / mlstm_bwd_varlen (tfla.torch.ops) and needs
+max_seqlen.
 """
 
 import ctypes
@@ -23,7 +25,7 @@ from .. import _binding
 from .._checks import _shape_text, check_forward, check_state
 from .._errors import TflaArgumentError
 from .._library import BackwardTensors, ForwardTensors, Strides, load_library
-from ._runtime import current_stream, info
+from ._runtime import compiled_ops, current_stream, info, is_compiling
 
 _OFFSET_DTYPES = (torch.int32, torch.int64)
 
@@ -213,6 +215,9 @@ def mlstm_chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen=None, c_initial
     fwd_cfg, bwd_cfg = _binding.chunk_configs(chunk_size, config, backward_config)
     opts = dict(variant=variant, normalize=normalize, eps=eps, scale=qk_scale, fwd_config=fwd_cfg,
                 bwd_config=bwd_cfg)
+    if is_compiling():
+        return _compiled(q, k, v, i, f, cu_seqlens, max_seqlen, c_initial, n_initial, m_initial,
+                         return_last_states, opts, recompute_states_in_bw)
     call = _Call(q, k, v, i, f, c_initial, n_initial, m_initial, cu_seqlens, max_seqlen, opts)
     states = (c_initial, n_initial, m_initial)
     need_grad = torch.is_grad_enabled() and any(
@@ -226,3 +231,26 @@ def mlstm_chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen=None, c_initial
     if not return_last_states:
         return h
     return (h, (C, n, m)) if variant == "exp" else (h, (C, n))
+
+
+def _compiled(q, k, v, i, f, cu_seqlens, max_seqlen, c0, n0, m0, return_last_states, opts, recompute):
+    """mlstm_chunkwise_packed under torch.compile: the custom ops tfla::mlstm_fwd_varlen and
+    tfla::mlstm_bwd_varlen (no graph break). max_seqlen must be an int there: reading the offsets
+    on the host would break the graph, and the kernels' sizes come from it."""
+    if max_seqlen is None:
+        raise TflaArgumentError("under torch.compile a packed call needs max_seqlen (an int bounding every "
+                                "sequence's length): the binding cannot read cu_seqlens on the host there")
+    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int):
+        raise TflaArgumentError(f"max_seqlen must be an int, got {max_seqlen!r}")
+    if not isinstance(cu_seqlens, torch.Tensor):
+        cu_seqlens = torch.tensor(list(cu_seqlens), dtype=torch.int64, device=q.device)
+    elif cu_seqlens.device != q.device:
+        cu_seqlens = cu_seqlens.to(q.device)
+    need_grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, i, f, c0, n0, m0))
+    h, C, n, m = compiled_ops().chunkwise_packed(q, k, v, i, f, cu_seqlens, max_seqlen, c0, n0, m0, opts,
+                                                 need_grad, bool(return_last_states), not recompute)
+    if not return_last_states:
+        return h
+    return (h, (C, n, m)) if opts["variant"] == "exp" else (h, (C, n))
+
