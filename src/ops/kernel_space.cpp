@@ -1,8 +1,12 @@
 #include "ops/kernel_space.hpp"
 
+#include <array>
 #include <set>
 
 #include "ops/family.hpp"
+#include "ops/mlstm_backward.hpp"
+#include "ops/mlstm_forward.hpp"
+#include "ops/packed.hpp"
 
 namespace tfla::ops {
 namespace {
@@ -22,15 +26,23 @@ rt::KernelSpec fill_kernel(DType dtype) {
 
 std::vector<MlstmProblem> default_space_problems(const SpaceFilter& f) {
   std::vector<MlstmProblem> out;
+  std::vector<std::array<int64_t, 5>> shapes;  // B, NH, S, num_seqs, max_seqlen
+  if (f.packed.empty()) {
+    for (int64_t s : f.seq_lens)
+      for (auto [batch, heads] : f.batch_heads) shapes.push_back({batch, heads, s, 0, 0});
+  } else {
+    for (auto [n, maxlen] : f.packed) shapes.push_back({1, f.packed_heads, maxlen, n, maxlen});
+  }
   for (DType dt : f.dtypes)
     for (auto [dqk, dv] : f.dims)
-      for (int64_t s : f.seq_lens)
-        for (auto [batch, heads] : f.batch_heads)
+      for (const auto& [batch, heads, s, n, maxlen] : shapes)
           for (int var = 0; var < 3; ++var) {
             MlstmProblem p;
             p.B = batch;
             p.NH = heads;
             p.S = s;
+            p.num_seqs = n;
+            p.max_seqlen = maxlen;
             p.Dqk = dqk;
             p.Dv = dv;
             p.dtype = dt;
@@ -55,6 +67,34 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
   add(fill_kernel(DType::FP32));  // fp32 gates are filled whatever the input dtype
   // Every family's default for every problem of the space (the step at one batch row of 8
   // heads and at 512 heads, one token).
+  if (!f.packed.empty()) {
+    // what a packed call selects: its pins, its config problem, the saved path's forward chunk
+    for (const MlstmProblem& p : default_space_problems(f)) {
+      const MlstmProblem lp = launch_problem(p);
+      Config fs, bs;
+      const FwdSelection& fwd = select_fwd(lp, packed_pins(p, {}, Op::Forward, fs), false, true);
+      std::vector<const Family*> fams;
+      std::vector<Config> cfgs;
+      if (fwd.rejected.empty()) {
+        fams.push_back(fwd.family);
+        cfgs.push_back(fwd.cfg.to_config());
+      }
+      if (!(p.variant == Variant::Sig && !p.normalize)) {  // the backward's = sig's
+        const Config& pins = packed_pins(p, {}, Op::Backward, bs);
+        Config saved = pins;
+        saved["chunk"] = fwd.cfg.chunk;
+        for (const Config* c : {&pins, static_cast<const Config*>(&saved)}) {
+          const BwdSelection& bwd = select_bwd(lp, *c, true, true);
+          if (!bwd.rejected.empty()) continue;
+          fams.push_back(bwd.family);
+          cfgs.push_back(bwd.cfg.to_config());
+        }
+      }
+      for (size_t i = 0; i < fams.size(); ++i)
+        for (rt::KernelSpec& s : launch_kernels(*fams[i], lp, cfgs[i], true)) add(std::move(s));
+    }
+    return out;
+  }
   const DeviceLimits& dev = DeviceLimits::reference();
   for (const MlstmProblem& p : default_space_problems(f))
     for (const Family* fam : families()) {

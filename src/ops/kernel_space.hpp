@@ -18,8 +18,14 @@ struct SpaceFilter {
   // (B, NH): one head, whose long walks the defaults split into sequence segments, and a batch of
   // 64 heads, which fills the GPU (unsplit walks, the fused forward where it serves)
   std::vector<std::pair<int64_t, int64_t>> batch_heads{{1, 1}, {8, 8}};
+  // (N, max_seqlen) of packed calls (cu_seqlens) at packed_heads heads: when given, the space is
+  // the kernels those calls' forward and backward select (compiled for packed sequences) for
+  // every dtype, head-dim pair and variant above, instead of the plain problems' defaults
+  std::vector<std::pair<int64_t, int64_t>> packed;
+  int64_t packed_heads = 8;
 };
-// Problems of the space (variants exp, sig, sig without normalizer).
+// Problems of the space (variants exp, sig, sig without normalizer); with filter.packed, the
+// packed problems (B = 1, S = T = max_seqlen, num_seqs = N).
 std::vector<MlstmProblem> default_space_problems(const SpaceFilter& filter);
 // Distinct rendered kernels (by key) of those problems' default configs, plus utility kernels.
 std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& filter);

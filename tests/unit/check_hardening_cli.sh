@@ -111,6 +111,14 @@ run 2 cache explain --op bogus --dqk 256 --dv 512 --bh 64 --seq 8192 --json
 json 'j["ok"] is False and j["exit_code"] == 2 and j["error"]["kind"] == "usage"'
 run 2 compile --dtype bf16 --dims 64x64 --emit "$d/no/such/dir" --no-cache
 has_err "emit"
+run 2 compile --dtype bf16 --dims 64x64 --packed 4 --no-cache
+has_err "N:MAXLEN"
+run 2 compile --dtype bf16 --dims 64x64 --packed 0:100 --no-cache
+has_err "--packed 0:100"
+run 2 compile --dtype bf16 --dims 64x64 --packed 9000:100 --heads 8 --no-cache
+has_err "65535"
+run 2 compile --dtype bf16 --dims 64x64 --heads 4 --no-cache
+has_err "--heads"
 for filter in "--op bogus" "--variant lin" "--dtype bf17"; do
   # shellcheck disable=SC2086
   run 2 cache list $filter --cache "$d/never.sqlite"

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ops/family.hpp"
+#include "ops/kernel_space.hpp"
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "ops/mlstm_step.hpp"
@@ -428,4 +429,15 @@ TEST_CASE("packed selections carry their own kernels", "[plan][varlen]") {
     CHECK(!s.packed);
     CHECK(s.source().find("TFLA_PACKED") == std::string::npos);
   }
+  // `tfla compile --packed 20:1500 --heads 8` compiles every kernel this call loads
+  ops::SpaceFilter f;
+  f.dtypes = {p.dtype};
+  f.dims = {{256, 512}};
+  f.packed = {{20, 1500}};
+  f.packed_heads = 8;
+  std::set<std::string> compiled;
+  for (const rt::KernelSpec& s : ops::default_space_kernels(f)) compiled.insert(s.key);
+  for (const auto& specs : {ops::launch_kernels(*pf.family, lp, pf.cfg.to_config(), true),
+                            ops::launch_kernels(*pb.family, lp, pb.cfg.to_config(), true)})
+    for (const rt::KernelSpec& s : specs) CHECK(compiled.count(s.key) == 1);
 }

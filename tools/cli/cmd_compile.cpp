@@ -62,11 +62,37 @@ std::vector<std::pair<int, int>> parse_dims(const std::string& s) {
   return out;
 }
 
+// --packed N:MAXLEN[,...]: the (N, max_seqlen) shapes of packed calls.
+std::vector<std::pair<int64_t, int64_t>> parse_packed(const std::string& s) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    const std::string item = s.substr(pos, end - pos);
+    const size_t c = item.find(':');
+    try {
+      if (c == std::string::npos) throw std::invalid_argument(item);
+      size_t used_a = 0, used_b = 0;
+      const std::string a = item.substr(0, c), b = item.substr(c + 1);
+      out.emplace_back(std::stoll(a, &used_a), std::stoll(b, &used_b));
+      if (used_a != a.size() || used_b != b.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw UsageError("--packed expects N:MAXLEN[,N:MAXLEN...] (sequences and their longest length), got '" + s +
+                       "'");
+    }
+    if (out.back().first < 1 || out.back().second < 1)
+      throw UsageError("--packed " + item + ": N and MAXLEN must be >= 1");
+    pos = end + 1;
+  }
+  return out;
+}
+
 }  // namespace
 
 int cmd_compile(const std::vector<std::string>& argv) {
   Args args(argv, {"all", "json", "verbose", "no-cache", "force"},
-            {"arch", "dtype", "dims", "jobs", "emit", "cache"});
+            {"arch", "dtype", "dims", "jobs", "emit", "cache", "packed", "heads"});
   ops::SpaceFilter filter;
   if (!args.flag("all") && !args.has("dtype") && !args.has("dims"))
     throw UsageError("say what to compile: --all, or --dtype and/or --dims");
@@ -82,6 +108,26 @@ int cmd_compile(const std::vector<std::string>& argv) {
     }
   }
   if (args.has("dims")) filter.dims = parse_dims(args.get("dims"));
+  if (args.has("heads") && !args.has("packed")) throw UsageError("--heads is the head count of --packed calls");
+  if (args.has("packed")) {
+    filter.packed = parse_packed(args.get("packed"));
+    filter.packed_heads = args.get_int("heads", 8);
+    for (auto [n, maxlen] : filter.packed) {  // the library's rules for such a call, named as it names them
+      MlstmProblem p;
+      p.B = 1;
+      p.NH = filter.packed_heads;
+      p.S = maxlen;
+      p.Dqk = p.Dv = 64;
+      p.num_seqs = n;
+      p.max_seqlen = maxlen;
+      try {
+        ops::check_problem(p);
+      } catch (const Error& e) {
+        throw UsageError("--packed " + std::to_string(n) + ":" + std::to_string(maxlen) + " with --heads " +
+                         std::to_string(filter.packed_heads) + ": " + e.what());
+      }
+    }
+  }
   const std::string arch = args.get("arch", "sm_90a");
   cache::EnvKey env;
   try {

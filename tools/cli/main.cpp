@@ -55,6 +55,9 @@ const char* const kCompileHelp =
     "  --emit DIR        also write each cubin to DIR (an existing directory)\n"
     "  --cache PATH      the cache file (default: TFLA_CACHE or the default path)\n"
     "  --no-cache        do not read or store cubins; --force: recompile cached ones\n"
+    "  --packed N:MAXLEN[,...]  instead, the kernels of packed calls (cu_seqlens) of N sequences\n"
+    "                    up to MAXLEN tokens, at --heads NH (default 8), for --dtype and --dims\n"
+    "                    (a call's kernels depend on the dims, MAXLEN's bucket and N's power of 2)\n"
     "  --verbose, --json\n"
     "  exit 1 when a kernel fails to compile or a compiled cubin could not be stored (unless\n"
     "  --no-cache or TFLA_CACHE_DISABLE=1 asked for no cache).\n";
