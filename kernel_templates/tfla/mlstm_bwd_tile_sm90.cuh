@@ -90,7 +90,8 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
   // row tile, then the head. The other side's tiles run from t_begin (dQ: the chunk's start;
   // dK, dV: the row tile's start) to the causal end. A packed sequence (seq_span.cuh) is a head
   // of its own length S whose tokens start at tok0 of a (1, NH, T, D) layout (TMA batch
-  // coordinate tb 0); the tiles past its end are skipped by every warpgroup alike.
+  // coordinate tb 0); its row tiles are numbered along the packed token axis (packed_tile_seq,
+  // P.row_tiles per head), and the gaps between sequences are skipped by every warpgroup alike.
   struct Tile {
     int nt, rt, bh, b, h, row0, c, chunk0, t_begin, n_tiles, S, tb;
     long long tok0, nrow;
@@ -99,12 +100,19 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     Tile x;
     x.nt = t % P.n_tiles;
     const int rest = t / P.n_tiles;
-    x.rt = rest % P.row_tiles;
-    x.bh = rest / P.row_tiles;
-    x.b = x.bh / p.NH;
-    x.h = x.bh % p.NH;
+    if (TFLA_PACKED) {
+      x.h = rest / P.row_tiles;
+      x.b = packed_tile_seq<kBR, CHUNK>(p, rest % P.row_tiles, x.rt);
+      x.bh = x.b * p.NH + x.h;
+    } else {
+      x.rt = rest % P.row_tiles;
+      x.bh = rest / P.row_tiles;
+      x.b = x.bh / p.NH;
+      x.h = x.bh % p.NH;
+    }
     const SeqSpan sq = seq_span<CHUNK>(p, x.b, x.h);
     x.S = sq.S;
+    if (TFLA_PACKED && x.rt < 0) x.rt = x.S = 0;  // a gap: skipped
     x.tok0 = sq.tok0;
     x.nrow = sq.row;
     x.tb = TFLA_PACKED ? 0 : x.b;

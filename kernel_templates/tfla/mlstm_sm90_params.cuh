@@ -125,9 +125,9 @@ struct MlstmBwdTileSm90Params {
   TmaDesc w;  // the other side's product operand: dims {DN, S, NH, B}, box {64, 64, 1, 1}
   TmaDesc y;  // chunk states (dQ: C, dK and dV: dC): dims {Dv, Dqk, BH * NC}, box {64, 64, 1}
   MlstmBwdParams p;
-  int row_tiles;  // 128-row tiles per head: ceil(S / 128)
+  int row_tiles;  // 128-row tiles per head: ceil(S / 128); packed (TFLA_PACKED): packed_row_tiles
   int n_tiles;    // DN / BN
-  int tiles;      // n_tiles * row_tiles * B * NH
+  int tiles;      // n_tiles * row_tiles * B * NH (packed: n_tiles * row_tiles * NH)
 };
 
 // ---- dK and dV in one kernel (mlstm_bwd_dkv_sm90.cuh) ----------------------------------------

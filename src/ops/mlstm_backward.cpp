@@ -161,7 +161,7 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   g.di = t.di; g.df = t.df;
   put_strides(g.di_sb, g.di_sh, g.di_ss, dis);
   put_strides(g.df_sb, g.df_sh, g.df_ss, dfs);
-  g.packed = packed_params(p, t.cu_seqlens, t.cu_seqlens_int64);
+  g.packed = packed_params(p, t.cu_seqlens, t.cu_seqlens_int64, cfg.chunk);
   if (packed) g.q_sb = g.k_sb = g.v_sb = g.i_sb = g.f_sb = g.dh_sb = g.dq_sb = g.dk_sb = g.dv_sb = g.di_sb = g.df_sb = 0;
   g.B = static_cast<int>(lp.B); g.NH = static_cast<int>(lp.NH); g.S = static_cast<int>(lp.S); g.NC = 1;
   g.scale = resolved_scale(p);

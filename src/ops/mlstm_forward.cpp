@@ -78,13 +78,13 @@ namespace {
 
 // The launch parameters every form shares: tensors, strides (of the caller's layout p), sizes
 // (of the launch problem lp; a packed call's sequences share the batch's base: batch strides 0).
-MlstmFwdParams io_params(const MlstmProblem& p, const MlstmProblem& lp, const ForwardTensors& t) {
+MlstmFwdParams io_params(const MlstmProblem& p, const MlstmProblem& lp, const ForwardTensors& t, int chunk) {
   MlstmFwdParams prm{};
   fill_inputs(prm, t, p);
   prm.h = t.h;
   put_strides(prm.h_sb, prm.h_sh, prm.h_ss, resolve(t.h_strides, p, p.Dv));
   prm.norm_out = t.norm; prm.m_out = t.m;
-  prm.packed = packed_params(p, t.cu_seqlens, t.cu_seqlens_int64);
+  prm.packed = packed_params(p, t.cu_seqlens, t.cu_seqlens_int64, chunk);
   if (is_packed(p)) prm.q_sb = prm.k_sb = prm.v_sb = prm.i_sb = prm.f_sb = prm.h_sb = 0;
   prm.B = static_cast<int>(lp.B);
   prm.NH = static_cast<int>(lp.NH);
@@ -200,7 +200,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
     owned = true;
   }
 
-  MlstmFwdParams prm = io_params(p, lp, t);
+  MlstmFwdParams prm = io_params(p, lp, t, cfg.chunk);
   prm.C0 = t.C0; prm.n0 = t.n0; prm.m0 = t.m0;
   prm.C_last = saved ? bases.at<float>(plan, Region::CLast) : t.C_last;
   prm.n_last = t.n_last; prm.m_last = t.m_last;

@@ -96,12 +96,13 @@ std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& 
   return specs;
 }
 
-PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64) {
+PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64, int chunk) {
   PackedSeqs s{};
   if (!is_packed(p)) return s;
   s.cu_seqlens = cu_seqlens;
   s.cu_int64 = int64 ? 1 : 0;
   s.T = p.S;
+  s.chunk = chunk;
   return s;
 }
 

@@ -53,7 +53,7 @@ void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64)
 // sequences (rt::with_packed), which only they read.
 std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed);
 
-// The kernels' view of a packed call (zero for a plain one).
-PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64);
+// The kernels' view of a packed call (zero for a plain one) at the config's chunk length.
+PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64, int chunk);
 
 }  // namespace tfla::ops

@@ -7,6 +7,14 @@
 
 namespace tfla::ops {
 
+// The R-row tiles a persistent kernel numbers per head for a packed call (packed_tile_seq in
+// seq_span.cuh): (U / R) floor((T + (U - 1) N) / U) for N sequences of T tokens in U-row chunks.
+inline int64_t packed_row_tiles(const PackedSeqs& s, int64_t N, int64_t R) {
+  const int64_t U = s.chunk;
+  if (U <= 0 || U % R) throw Error(ErrorCode::Internal, "packed tiles: the chunk must be a multiple of the row tile");
+  return (U / R) * ((s.T + (U - 1) * N) / U);
+}
+
 // A 16-bit (D, S, NH, B) tensor (strides sb, sh, ss in elements) as TMA sees it: boxes of 64
 // features by `rows` positions, 128B-swizzled. The ops' tensor checks guarantee what tensor maps
 // need (and the sm90 kernels' 16-byte stores): 16-byte aligned addresses and strides. packed_T >
@@ -102,10 +110,12 @@ inline MlstmBwdTileSm90Params bwd_tile_sm90_params(const MlstmProblem& p, const 
   P.w = map(w, Shape::kBT);
   P.y = rt::tensor_map(states_map(mode == 0 ? g.states_C : g.dstates_C, p, g.NC));
   P.p = g;
-  P.row_tiles = static_cast<int>((p.S + Shape::kBR - 1) / Shape::kBR);
+  const bool packed = g.packed.cu_seqlens != nullptr;
+  const int64_t row_tiles = packed ? packed_row_tiles(g.packed, p.B, Shape::kBR) : (p.S + Shape::kBR - 1) / Shape::kBR;
   P.n_tiles = static_cast<int>((mode == 2 ? p.Dv : p.Dqk) / bn);
-  const int64_t tiles = int64_t{P.row_tiles} * P.n_tiles * p.B * p.NH;
+  const int64_t tiles = row_tiles * P.n_tiles * (packed ? 1 : p.B) * p.NH;
   if (tiles > INT32_MAX) throw Error(ErrorCode::InvalidArgument, "problem too large for the sm90 backward");
+  P.row_tiles = static_cast<int>(row_tiles);
   P.tiles = static_cast<int>(tiles);
   return P;
 }
