@@ -54,7 +54,7 @@ struct PackedSeqs {
   const void* cu_seqlens;  // (N + 1) int32 or int64 on the device, or null
   int cu_int64;            // 1: int64 offsets
   long long T;             // the packed token count, cu_seqlens[N]
-  int chunk;               // the call's chunk length (packed_tile_seq's unit)
+  int chunk;               // the call's chunk length: the gradient tiles' numbering unit (packed_tile_seq)
 };
 
 struct MlstmFwdParams {

@@ -87,9 +87,7 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
   const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
   const bool packed = is_packed(p);
-  if (sel.packed != packed)
-    throw Error(ErrorCode::Internal, std::string("a backward selection for ") + (sel.packed ? "packed" : "plain") +
-                                         " sequences launched for " + (packed ? "packed" : "plain") + " ones");
+  check_selection_packed(sel.packed, p, "backward");
   const BwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);

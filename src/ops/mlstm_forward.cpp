@@ -127,9 +127,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   check_problem(p);
   check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
   const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
-  if (sel.packed != is_packed(p))
-    throw Error(ErrorCode::Internal, std::string("a forward selection for ") + (sel.packed ? "packed" : "plain") +
-                                         " sequences launched for " + (is_packed(p) ? "packed" : "plain") + " ones");
+  check_selection_packed(sel.packed, p, "forward");
   const FwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);

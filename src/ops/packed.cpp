@@ -89,6 +89,13 @@ void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64)
                 std::string("cu_seqlens is not aligned to its element size (") + (int64 ? "int64" : "int32") + ")");
 }
 
+void check_selection_packed(bool selection_packed, const MlstmProblem& p, const char* op) {
+  if (selection_packed != is_packed(p))
+    throw Error(ErrorCode::Internal, std::string("a ") + op + " selection for " +
+                                         (selection_packed ? "packed" : "plain") + " sequences launched for " +
+                                         (is_packed(p) ? "packed" : "plain") + " ones");
+}
+
 std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed) {
   std::vector<rt::KernelSpec> specs = f.kernels(lp, cfg, current_limits());
   if (packed)

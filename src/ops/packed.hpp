@@ -49,6 +49,10 @@ void packed_walk_tiles(BwdConfig& c, const MlstmProblem& cp, const DeviceLimits&
 // every length to the bucket (see seq_span.cuh).
 void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64);
 
+// A selection made for packed (or plain) sequences launched for p: Internal where they differ
+// (the kernels read the offsets only when compiled for packed sequences).
+void check_selection_packed(bool selection_packed, const MlstmProblem& p, const char* op);
+
 // A family's kernels for the launch problem lp and a config; packed: compiled for packed
 // sequences (rt::with_packed), which only they read.
 std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed);

@@ -30,60 +30,75 @@ DType parse_dtype(const std::string& s) {
   throw UsageError("unknown dtype '" + s + "' (" + util::dtype_names() + ")");
 }
 
-std::vector<std::pair<int, int>> parse_dims(const std::string& s) {
-  std::vector<std::pair<int, int>> out;
+// The items of a comma-separated list, empty ones included.
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
   size_t pos = 0;
   while (pos <= s.size()) {
     size_t end = s.find(',', pos);
     if (end == std::string::npos) end = s.size();
-    const std::string item = s.substr(pos, end - pos);
-    const size_t x = item.find('x');
-    try {
-      if (x == std::string::npos) throw std::invalid_argument(item);
-      size_t used_a = 0, used_b = 0;
-      const std::string a = item.substr(0, x), b = item.substr(x + 1);
-      out.emplace_back(std::stoi(a, &used_a), std::stoi(b, &used_b));
-      if (used_a != a.size() || used_b != b.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw UsageError("--dims expects DQKxDV[,DQKxDV...], got '" + s + "'");
-    }
+    out.push_back(s.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return out;
+}
+
+// "A<sep>B[,A<sep>B...]": each item and its two integers; std::invalid_argument where an item is
+// not two integers joined by sep.
+struct PairItem {
+  std::string item;
+  int64_t a, b;
+};
+std::vector<PairItem> parse_pairs(const std::string& s, char sep) {
+  std::vector<PairItem> out;
+  for (const std::string& item : split_commas(s)) {
+    const size_t at = item.find(sep);
+    if (at == std::string::npos) throw std::invalid_argument(item);
+    size_t used_a = 0, used_b = 0;
+    const std::string a = item.substr(0, at), b = item.substr(at + 1);
+    out.push_back({item, std::stoll(a, &used_a), std::stoll(b, &used_b)});
+    if (used_a != a.size() || used_b != b.size()) throw std::invalid_argument(item);
+  }
+  return out;
+}
+
+std::vector<std::pair<int, int>> parse_dims(const std::string& s) {
+  std::vector<PairItem> items;
+  try {
+    items = parse_pairs(s, 'x');
+  } catch (const std::exception&) {
+    throw UsageError("--dims expects DQKxDV[,DQKxDV...], got '" + s + "'");
+  }
+  std::vector<std::pair<int, int>> out;
+  for (const PairItem& d : items) {
     // the library's head-dimension rule, named as it names it
     MlstmProblem p;
     p.B = p.NH = p.S = 1;
-    p.Dqk = out.back().first;
-    p.Dv = out.back().second;
+    p.Dqk = d.a;
+    p.Dv = d.b;
     try {
       ops::check_problem(p);
     } catch (const Error& e) {
-      throw UsageError("--dims " + item + ": " + e.what());
+      throw UsageError("--dims " + d.item + ": " + e.what());
     }
-    pos = end + 1;
+    out.emplace_back(static_cast<int>(d.a), static_cast<int>(d.b));
   }
   return out;
 }
 
 // --packed N:MAXLEN[,...]: the (N, max_seqlen) shapes of packed calls.
 std::vector<std::pair<int64_t, int64_t>> parse_packed(const std::string& s) {
+  std::vector<PairItem> items;
+  try {
+    items = parse_pairs(s, ':');
+  } catch (const std::exception&) {
+    throw UsageError("--packed expects N:MAXLEN[,N:MAXLEN...] (sequences and their longest length), got '" + s +
+                     "'");
+  }
   std::vector<std::pair<int64_t, int64_t>> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    const std::string item = s.substr(pos, end - pos);
-    const size_t c = item.find(':');
-    try {
-      if (c == std::string::npos) throw std::invalid_argument(item);
-      size_t used_a = 0, used_b = 0;
-      const std::string a = item.substr(0, c), b = item.substr(c + 1);
-      out.emplace_back(std::stoll(a, &used_a), std::stoll(b, &used_b));
-      if (used_a != a.size() || used_b != b.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw UsageError("--packed expects N:MAXLEN[,N:MAXLEN...] (sequences and their longest length), got '" + s +
-                       "'");
-    }
-    if (out.back().first < 1 || out.back().second < 1)
-      throw UsageError("--packed " + item + ": N and MAXLEN must be >= 1");
-    pos = end + 1;
+  for (const PairItem& x : items) {
+    if (x.a < 1 || x.b < 1) throw UsageError("--packed " + x.item + ": N and MAXLEN must be >= 1");
+    out.emplace_back(x.a, x.b);
   }
   return out;
 }
@@ -98,14 +113,7 @@ int cmd_compile(const std::vector<std::string>& argv) {
     throw UsageError("say what to compile: --all, or --dtype and/or --dims");
   if (args.has("dtype")) {
     filter.dtypes.clear();
-    std::string s = args.get("dtype");
-    size_t pos = 0;
-    while (pos <= s.size()) {
-      size_t end = s.find(',', pos);
-      if (end == std::string::npos) end = s.size();
-      filter.dtypes.push_back(parse_dtype(s.substr(pos, end - pos)));
-      pos = end + 1;
-    }
+    for (const std::string& d : split_commas(args.get("dtype"))) filter.dtypes.push_back(parse_dtype(d));
   }
   if (args.has("dims")) filter.dims = parse_dims(args.get("dims"));
   if (args.has("heads") && !args.has("packed")) throw UsageError("--heads is the head count of --packed calls");
