@@ -1,9 +1,10 @@
 // Packed sequences of variable lengths (cu_seqlens) on the GPU: forward and backward against the
 // float64 reference run sequence by sequence (reference::forward_varlen / backward_varlen), with
 // poisoned outputs, empty sequences, sequences of one token and shorter than a chunk, initial
-// and last states, dC_last, int32 and int64 offsets, a saved-states buffer; the packed call equal
-// bit for bit to the same sequences run one by one with the packed call's config; and new
-// packings that reuse the compiled kernels (no NVRTC compile after the first).
+// and last states, dC_last, int32 and int64 offsets, a saved-states buffer, the backward repeated
+// bit for bit; the packed call equal bit for bit to the same sequences run one by one with the
+// packed call's config; and new packings that reuse the compiled kernels (no NVRTC compile after
+// the first).
 #include "tfla_catch.hpp"
 #include <algorithm>
 #include <cstdio>
@@ -226,6 +227,21 @@ void run_case(const VCase& c, uint64_t seed) {
   mlstm_backward(p, bt, o);
   cli::synchronize();
   for (const auto* b : {&dq, &dk, &dv, &di, &df, &dC0}) CHECK(test::count_poison_words(*b) == 0);
+  {  // a second backward into fresh poisoned buffers repeats the first bit for bit
+    auto dq2 = test::poisoned(dq.bytes()), dk2 = test::poisoned(dk.bytes()), dv2 = test::poisoned(dv.bytes());
+    auto di2 = test::poisoned(di.bytes()), df2 = test::poisoned(df.bytes()), dC02 = test::poisoned(dC0.bytes());
+    BackwardTensors b2 = bt;
+    b2.dq = dq2.get(); b2.dk = dk2.get(); b2.dv = dv2.get(); b2.di = di2.get(); b2.df = df2.get();
+    b2.dC0 = dC02.as<float>();
+    mlstm_backward(p, b2, o);
+    cli::synchronize();
+    CHECK(test::raw_bytes(dq2) == test::raw_bytes(dq));
+    CHECK(test::raw_bytes(dk2) == test::raw_bytes(dk));
+    CHECK(test::raw_bytes(dv2) == test::raw_bytes(dv));
+    CHECK(test::raw_bytes(di2) == test::raw_bytes(di));
+    CHECK(test::raw_bytes(df2) == test::raw_bytes(df));
+    CHECK(test::raw_bytes(dC02) == test::raw_bytes(dC0));
+  }
 
   const ref::BackwardResult g =
       ref::backward_varlen(shape, opt, in, cu, c.init ? &st : nullptr, dh, c.dclast ? &dcl : nullptr);
