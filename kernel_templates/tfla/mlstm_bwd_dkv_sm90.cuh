@@ -26,30 +26,48 @@
 //  - Epilogue: dK writes the fp32 row dots k . dk for the gate gradients (one per XCOLS columns,
 //    the partition the dQ kernel uses), then both gradients are stored from registers, 16 bytes
 //    per lane.
-// Rows past S read zeros (TMA fills outside the tensor) and are not stored; queries past S have
-// den~ = 0, so w = 0 there.
+// Rows past S are not stored: in the plain layout they read zeros (TMA fills outside the tensor),
+// in a packed one the next sequence's tokens; queries past S get the factor -inf, so w = 0 there.
 #pragma once
 #include "tfla/mlstm_sm90_params.cuh"
+#include "tfla/seq_span.cuh"
 #include "tfla/sm90.cuh"
 #include "tfla/sm90_wgmma.cuh"
 
 namespace tfla {
 
 // Tile t: the key tile fastest, then the head. Its query tiles run from its first row to the
-// chunk's (or the sequence's) end.
+// chunk's (or the sequence's) end. A packed sequence (seq_span.cuh) is a head of its own length S
+// whose tokens start at tok0 of a (1, NH, T, D) layout (TMA batch coordinate tb 0); its key tiles
+// are numbered along the packed token axis (packed_tile_seq, P.row_tiles per head), and a number
+// in a gap between sequences is a tile of no rows (S = 0) that every warpgroup skips alike.
 struct DkvTile {
-  int bh, b, h, row0, c, n_tiles;
+  int bh, b, h, tb, row0, c, n_tiles, S;
+  long long tok0, nrow;
 };
 template <int CHUNK> __device__ __forceinline__ DkvTile dkv_tile(const MlstmBwdDkvSm90Params& P, int t) {
   constexpr int kB = BwdDkvSm90Shape::kBR;
   DkvTile x;
-  const int rt = t % P.row_tiles;
-  x.bh = t / P.row_tiles;
-  x.b = x.bh / P.p.NH;
-  x.h = x.bh % P.p.NH;
+  int rt;
+  if (TFLA_PACKED) {
+    x.h = t / P.row_tiles;
+    x.b = packed_tile_seq<kB, CHUNK>(P.p, t % P.row_tiles, rt);
+    x.bh = x.b * P.p.NH + x.h;
+  } else {
+    rt = t % P.row_tiles;
+    x.bh = t / P.row_tiles;
+    x.b = x.bh / P.p.NH;
+    x.h = x.bh % P.p.NH;
+  }
+  const SeqSpan sq = seq_span<CHUNK>(P.p, x.b, x.h);
+  x.S = sq.S;
+  if (TFLA_PACKED && rt < 0) rt = x.S = 0;
+  x.tok0 = sq.tok0;
+  x.nrow = sq.row;
+  x.tb = TFLA_PACKED ? 0 : x.b;
   x.row0 = rt * kB;
   x.c = x.row0 / CHUNK;
-  const int t_end = min((x.c + 1) * CHUNK, P.p.S);
+  const int t_end = min((x.c + 1) * CHUNK, x.S);
   x.n_tiles = (t_end - x.row0 + kB - 1) / kB;
   return x;
 }
@@ -75,7 +93,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
   // accumulator in flight would spill, as in mlstm_bwd_tile_sm90.cuh).
   constexpr bool kOverlapPW = N <= 128;
   const MlstmBwdParams& p = P.p;
-  const int S = p.S, NC = p.NC;
+  const int NC = p.NC;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
   const int g = lane / 4, cq = lane % 4;
@@ -93,6 +111,8 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
 
   for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
     const DkvTile x = dkv_tile<CHUNK>(P, t);
+    if (x.row0 >= x.S) continue;
+    const int S = x.S;
     const int lrow = 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile
     // row factors: er_j = u_j and rowscale rs_j
     float er[2], rs[2];
@@ -226,7 +246,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
     // gradients (each lane loads the 4-byte pairs of its own columns 8 j + 2 cq, + 1)
     if constexpr (ROLE == 0) {
       constexpr int kParts = DQK / XCOLS, kJPer = XCOLS / 8;
-      const T* gIn = static_cast<const T*>(p.k) + x.b * p.k_sb + x.h * p.k_sh + 2 * cq;
+      const T* gIn = static_cast<const T*>(p.k) + x.b * p.k_sb + x.h * p.k_sh + x.tok0 * p.k_ss + 2 * cq;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int gi = x.row0 + lrow + 8 * hh;
@@ -251,7 +271,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
     const long long o_sb = ROLE == 0 ? p.dk_sb : p.dv_sb;
     const long long o_sh = ROLE == 0 ? p.dk_sh : p.dv_sh;
     const long long o_ss = ROLE == 0 ? p.dk_ss : p.dv_ss;
-    T* gOut = static_cast<T*>(ROLE == 0 ? p.dk : p.dv) + x.b * o_sb + x.h * o_sh + 8 * cq;
+    T* gOut = static_cast<T*>(ROLE == 0 ? p.dk : p.dv) + x.b * o_sb + x.h * o_sh + x.tok0 * o_ss + 8 * cq;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int gi = x.row0 + lrow + 8 * hh;
@@ -326,12 +346,16 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
       u32 x_phase = 0;
       for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
         const DkvTile x = dkv_tile<CHUNK>(P, t);
+        if (x.row0 >= x.S) continue;
+        const int tok0 = static_cast<int>(x.tok0);
         mbar_wait(x_empty, x_phase ^ 1u);
         mbar_arrive_expect_tx(x_full, (kQP + kVP) * kPanelBytes);
 #pragma unroll
-        for (int i = 0; i < kQP; ++i) tma_load_4d(sK + i * kPanelBytes, &P.k, x_full, 64 * i, x.row0, x.h, x.b);
+        for (int i = 0; i < kQP; ++i)
+          tma_load_4d(sK + i * kPanelBytes, &P.k, x_full, 64 * i, tok0 + x.row0, x.h, x.tb);
 #pragma unroll
-        for (int i = 0; i < kVP; ++i) tma_load_4d(sV + i * kPanelBytes, &P.v, x_full, 64 * i, x.row0, x.h, x.b);
+        for (int i = 0; i < kVP; ++i)
+          tma_load_4d(sV + i * kPanelBytes, &P.v, x_full, 64 * i, tok0 + x.row0, x.h, x.tb);
         x_phase ^= 1u;
         // dC_{c+1}'s bands: 64 Dqk rows by all Dv columns
         const int cidx = x.bh * NC + x.c;
@@ -353,10 +377,10 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
           mbar_arrive_expect_tx(&full[pos.slot], kSlotBytes);
 #pragma unroll
           for (int i = 0; i < kQP; ++i)
-            tma_load_4d(slot + i * kPanelBytes, &P.q, &full[pos.slot], 64 * i, t0, x.h, x.b);
+            tma_load_4d(slot + i * kPanelBytes, &P.q, &full[pos.slot], 64 * i, tok0 + t0, x.h, x.tb);
 #pragma unroll
           for (int i = 0; i < kVP; ++i)
-            tma_load_4d(slot + (kQP + i) * kPanelBytes, &P.dh, &full[pos.slot], 64 * i, t0, x.h, x.b);
+            tma_load_4d(slot + (kQP + i) * kPanelBytes, &P.dh, &full[pos.slot], 64 * i, tok0 + t0, x.h, x.tb);
           pos.advance();
         }
       }
@@ -372,13 +396,14 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
       };
       for (int round = 0, t = persistent_tile(0); t < P.tiles; t = persistent_tile(++round)) {
         const DkvTile x = dkv_tile<CHUNK>(P, t);
+        if (x.row0 >= x.S) continue;
 #pragma unroll 1
         for (int a = 0; a < kQP; ++a) {  // the dC bands: nothing to add
           mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
           fill();
         }
         const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
-        const float* norm = p.norm + static_cast<long long>(x.bh) * p.S;
+        const float* norm = p.norm + x.nrow;
 #pragma unroll 1
         for (int n = 0; n < x.n_tiles; ++n) {
           const int t0 = x.row0 + n * kBT;
@@ -390,7 +415,7 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
             const long long o = x.bh * S_pad + gt;
             const float r = EXP ? -fmaxf(m_c, p.gate_pm[o]) : p.gate_b[o];
             e[k] = neg_inf();
-            if (gt < p.S) e[k] = r + __logf(p.scale * (1.f / (norm[gt] + p.eps)));
+            if (gt < x.S) e[k] = r + __logf(p.scale * (1.f / (norm[gt] + p.eps)));
           }
           mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
           ecs[pos.slot * kBT + lane] = e[0];

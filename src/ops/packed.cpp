@@ -46,7 +46,6 @@ const Config& packed_pins(const MlstmProblem& p, const Config& caller, Op op, Co
   if (op == Op::Backward) {
     force("ds_seg", 1, "walk each sequence's state gradients whole");
     force("ds_sm90", 0, "walk the state gradients on the mma.sync kernels");
-    force("tl_dkv", 0, "run dK and dV in kernels of their own");
   }
   return pins;
 }

@@ -121,19 +121,23 @@ inline MlstmBwdTileSm90Params bwd_tile_sm90_params(const MlstmProblem& p, const 
 }
 
 // The parameter block of the dK/dV kernel (mlstm_bwd_dkv_sm90.cuh): q, k, v, dh in 64-row boxes,
-// dC, and its tiles.
+// dC, and its tiles (a packed call's numbered as the gradient tile kernels' are).
 inline MlstmBwdDkvSm90Params bwd_dkv_sm90_params(const MlstmProblem& p, const MlstmBwdParams& g) {
   constexpr unsigned rows = BwdDkvSm90Shape::kBR;
+  const bool packed = g.packed.cu_seqlens != nullptr;
+  const long long packed_T = packed ? g.packed.T : 0;
   MlstmBwdDkvSm90Params P{};
-  P.q = rt::tensor_map(bshd_map(g.q, p.dtype, p.Dqk, p, g.q_sb, g.q_sh, g.q_ss, rows));
-  P.k = rt::tensor_map(bshd_map(g.k, p.dtype, p.Dqk, p, g.k_sb, g.k_sh, g.k_ss, rows));
-  P.v = rt::tensor_map(bshd_map(g.v, p.dtype, p.Dv, p, g.v_sb, g.v_sh, g.v_ss, rows));
-  P.dh = rt::tensor_map(bshd_map(g.dh, p.dtype, p.Dv, p, g.dh_sb, g.dh_sh, g.dh_ss, rows));
+  P.q = rt::tensor_map(bshd_map(g.q, p.dtype, p.Dqk, p, g.q_sb, g.q_sh, g.q_ss, rows, packed_T));
+  P.k = rt::tensor_map(bshd_map(g.k, p.dtype, p.Dqk, p, g.k_sb, g.k_sh, g.k_ss, rows, packed_T));
+  P.v = rt::tensor_map(bshd_map(g.v, p.dtype, p.Dv, p, g.v_sb, g.v_sh, g.v_ss, rows, packed_T));
+  P.dh = rt::tensor_map(bshd_map(g.dh, p.dtype, p.Dv, p, g.dh_sb, g.dh_sh, g.dh_ss, rows, packed_T));
   P.y = rt::tensor_map(states_map(g.dstates_C, p, g.NC));
   P.p = g;
-  P.row_tiles = static_cast<int>((p.S + BwdDkvSm90Shape::kBR - 1) / BwdDkvSm90Shape::kBR);
-  const int64_t tiles = int64_t{P.row_tiles} * p.B * p.NH;
+  const int64_t row_tiles = packed ? packed_row_tiles(g.packed, p.B, BwdDkvSm90Shape::kBR)
+                                   : (p.S + BwdDkvSm90Shape::kBR - 1) / BwdDkvSm90Shape::kBR;
+  const int64_t tiles = row_tiles * (packed ? 1 : p.B) * p.NH;
   if (tiles > INT32_MAX) throw Error(ErrorCode::InvalidArgument, "problem too large for the sm90 backward");
+  P.row_tiles = static_cast<int>(row_tiles);
   P.tiles = static_cast<int>(tiles);
   return P;
 }

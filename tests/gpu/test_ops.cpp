@@ -688,6 +688,13 @@ TEST_CASE("the sm90 dK/dV kernel on small shapes (run under compute-sanitizer)",
       x.dkv = true;
       run_case(x, seed++);
     }
+  // the seed's heads (dV's 256 columns: P W completes before the next tile), chunk 128 and 256
+  for (int64_t chunk : {128, 256}) {
+    Case x{true, CW, chunk == 128 ? G : E, true, bf, 1, 2, 300, chunk, 128, 256, kInit | kLast | kDcLast};
+    x.engine = 1;
+    x.dkv = true;
+    run_case(x, seed++);
+  }
 }
 
 namespace {

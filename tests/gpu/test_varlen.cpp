@@ -34,6 +34,7 @@ struct VCase {
   int64_t chunk = 0;       // pinned chunk; 0: the library's
   int engine = -1;         // pinned engine (0 mma.sync, 1 sm90: its output and gradient tile kernels); -1 the library's
   int fused = -1;          // the forward's fused sm90 walk pinned (1) or refused (0); -1 the library's
+  int tl_dkv = -1;         // the backward's dK and dV in one sm90 kernel (1) or two (0); -1 the library's
   int64_t max_extra = 0;   // max_seqlen = the longest length + this (a looser bound is allowed)
 };
 
@@ -46,6 +47,7 @@ std::string describe(const VCase& c) {
   if (c.chunk) s += " chunk=" + std::to_string(c.chunk);
   if (c.engine >= 0) s += c.engine ? " sm90" : " mma";
   if (c.fused >= 0) s += " fused=" + std::to_string(c.fused);
+  if (c.tl_dkv >= 0) s += " tl_dkv=" + std::to_string(c.tl_dkv);
   if (c.init) s += " init";
   if (c.last) s += " last";
   if (c.dclast) s += " dC_last";
@@ -224,7 +226,12 @@ void run_case(const VCase& c, uint64_t seed) {
   if (c.dclast) bt.dC_last = dCl.as<float>();
   bt.dq = dq.get(); bt.dk = dk.get(); bt.dv = dv.get(); bt.di = di.get(); bt.df = df.get();
   if (c.saved) { bt.saved = saved_buf.get(); bt.saved_bytes = saved_buf.bytes(); }
-  mlstm_backward(p, bt, o);
+  LaunchOptions bo = o;  // the backward's own keys on top
+  if (c.tl_dkv >= 0) {
+    bo.config["tl_dkv"] = c.tl_dkv;
+    CHECK(mlstm_backward_config(p, bo.config).at("tl_dkv") == c.tl_dkv);
+  }
+  mlstm_backward(p, bt, bo);
   cli::synchronize();
   for (const auto* b : {&dq, &dk, &dv, &di, &df, &dC0}) CHECK(test::count_poison_words(*b) == 0);
   {  // a second backward into fresh poisoned buffers repeats the first bit for bit
@@ -233,7 +240,7 @@ void run_case(const VCase& c, uint64_t seed) {
     BackwardTensors b2 = bt;
     b2.dq = dq2.get(); b2.dk = dk2.get(); b2.dv = dv2.get(); b2.di = di2.get(); b2.df = df2.get();
     b2.dC0 = dC02.as<float>();
-    mlstm_backward(p, b2, o);
+    mlstm_backward(p, b2, bo);
     cli::synchronize();
     CHECK(test::raw_bytes(dq2) == test::raw_bytes(dq));
     CHECK(test::raw_bytes(dk2) == test::raw_bytes(dk));
@@ -302,10 +309,13 @@ TEST_CASE("packed sequences match the float64 reference run sequence by sequence
       cases.push_back(c);
       c.engine = 0;  // both engines pinned where the library's choice is the other's
       cases.push_back(c);
-      if (dt != f32) {  // the sm90 backward takes Dqk 128 or 256
+      if (dt != f32) {  // the sm90 backward takes Dqk 128 or 256; dK and dV apart and in one kernel
         c.engine = 1;
         c.chunk = 256;
         c.Dqk = c.Dv = 128;
+        c.tl_dkv = 0;
+        cases.push_back(c);
+        c.tl_dkv = 1;
         cases.push_back(c);
       }
     }
@@ -403,18 +413,21 @@ TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[g
     run_case(c, 3001);
     c.engine = 0;
     run_case(c, 3002);
-    // the sm90 output and gradient tile kernels, then the fused sm90 forward (filling the saved
-    // buffer at chunk 128)
+    // the sm90 output and gradient tile kernels (dK and dV apart), then the fused sm90 forward
+    // (filling the saved buffer at chunk 128) and dK and dV in one kernel
     c.engine = 1;
     c.chunk = 128;
     c.Dqk = 128;
     c.Dv = 256;
     c.lens = {150, 0, 1, 40};
     c.fused = 0;
+    c.tl_dkv = 0;
     run_case(c, 3003);
     c.fused = 1;
+    c.tl_dkv = 1;
     run_case(c, 3004);
     c.saved = false;
+    c.lens = {64, 0, 1, 129, 40};
     run_case(c, 3005);
   }
 }

@@ -745,7 +745,7 @@ TEST_CASE("packed sequences: bad sizes, offsets and configs are named", "[api][a
     check_invalid(backward_error(packed_problem(), bt), "cu_seqlens is null");
     LaunchOptions o;
     bt.cu_seqlens = fake_ptr(9);
-    for (const char* key : {"ds_seg", "ds_sm90", "tl_dkv"}) {
+    for (const char* key : {"ds_seg", "ds_sm90"}) {
       o.config = {{key, std::string(key) == "ds_seg" ? 2 : 1}};
       check_invalid(backward_error(packed_problem(), bt, o),
                     std::string("config key ") + key + "=" + (std::string(key) == "ds_seg" ? "2" : "1"));
@@ -780,8 +780,16 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
   const Config bcfg = tfla::mlstm_backward_config(p);
   CHECK(bcfg.at("ds_seg") == 1);
   CHECK(bcfg.at("ds_sm90") == 0);
-  CHECK(bcfg.at("tl_dkv") == 0);
   CHECK(tfla::mlstm_backward_workspace_size(p) == tfla::mlstm_backward_workspace_size(batch, bcfg));
+  // dK and dV in one sm90 kernel serve packed calls too (at the seed's heads they are the default)
+  MlstmProblem seed_heads = p;
+  seed_heads.Dqk = 128;
+  seed_heads.Dv = 256;
+  if (tfla::mlstm_backward_config(seed_heads).at("engine") == 1)
+    CHECK(tfla::mlstm_backward_config(seed_heads).at("tl_dkv") == 1);
+  const Config dkv = tfla::mlstm_backward_config(seed_heads, {{"engine", 1}, {"tl_dkv", 1}});
+  CHECK(dkv.at("tl_dkv") == 1);
+  CHECK(dkv.at("ds_sm90") == 0);
   // another packing with the same number of sequences and a bound in the same bucket: the same config
   MlstmProblem q = p;
   q.S = 900;
