@@ -16,7 +16,9 @@
 //    Its second warp walks the same slots and writes each query tile's column factors
 //    ec_i = r_i + log(s / den~_i) beside it (every lane arrives on the slot's factor barrier once
 //    its two are written), so the consumers' global loads and logarithms leave the path between
-//    their scores and P.
+//    their scores and P. The factor row has a barrier of its own for its reuse: every consumer
+//    thread arrives on it once it holds its factors of the slot (at once for a band), and the
+//    factor warp waits on it, not on the slot's release, before it writes the slot's next row.
 //  - warpgroup 1 (dK) and warpgroup 2 (dV), 232 registers, each the tile's 64 rows and all columns
 //    of its gradient. The inter part first: dK's column block a of 64 from band a
 //    (v_j band_a^T, Dv deep), dV from every band (k_j's block a times band_a); rows scaled by rs.
@@ -78,7 +80,8 @@ template <class T, int DQK, int DV, int CHUNK, int STAGES, bool EXP, int XCOLS, 
 __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm90Params& P, char* sK, char* sV,
                                                             char* ring, const float* ecs, sm90::u64* full,
                                                             sm90::u64* empty, sm90::u64* ec_full,
-                                                            sm90::u64* x_full, sm90::u64* x_empty) {
+                                                            sm90::u64* ec_empty, sm90::u64* x_full,
+                                                            sm90::u64* x_empty) {
   using namespace sm90;
   constexpr int kQP = DQK / 64, kVP = DV / 64;
   constexpr int kPanelBytes = 64 * 128;
@@ -138,6 +141,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
       for (int a = 0; a < kQP; ++a) {
         mbar_wait(&full[pos.slot], pos.phase);
         mbar_wait(&ec_full[pos.slot], pos.phase);  // (no factors for a band: every phase is waited for)
+        mbar_arrive(&ec_empty[pos.slot]);
         const u32 band = smem_u32(ring + pos.slot * kSlotBytes);
         wgmma_fence();
         if constexpr (ROLE == 0) {  // dK columns 64 a ..: v_j band_a^T, Dv deep
@@ -200,6 +204,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
       float2 ec[8];
 #pragma unroll
       for (int jj = 0; jj < 8; ++jj) ec[jj] = *reinterpret_cast<const float2*>(ecs + slot * 64 + 8 * jj + 2 * cq);
+      mbar_arrive(&ec_empty[slot]);  // this thread's factors are read: the row may be rewritten
       if (kOverlapPW && w_pending >= 0) {  // the previous tile's P W is done: free its slot
         wgmma_wait<1>();
         release(w_pending);
@@ -305,7 +310,7 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
   static_assert(Elem<T>::is16, "16-bit inputs");
   static_assert(STAGES >= 2, "a band or query tile per slot: two slots keep one loading while one is read");
   static_assert(kSlotBytes == bwd_dkv_sm90_slot_bytes(DQK, DV), "slot layout");
-  static_assert(1024 + (kQP + kVP) * kPanelBytes + STAGES * kSlotBytes + STAGES * kBT * 4 + (3 * STAGES + 2) * 8 ==
+  static_assert(1024 + (kQP + kVP) * kPanelBytes + STAGES * kSlotBytes + STAGES * kBT * 4 + (4 * STAGES + 2) * 8 ==
                     bwd_dkv_sm90_smem_bytes(DQK, DV, STAGES),
                 "the layout below must match bwd_dkv_sm90_smem_bytes, which the host sizes the launch with");
 
@@ -317,14 +322,16 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
   u64* full = reinterpret_cast<u64*>(ecs + STAGES * kBT);
   u64* empty = full + STAGES;
   u64* ec_full = empty + STAGES;
-  u64* x_full = ec_full + STAGES;
+  u64* ec_empty = ec_full + STAGES;
+  u64* x_full = ec_empty + STAGES;
   u64* x_empty = x_full + 1;
   constexpr int kConsumerWarps = 4 * Shape::kConsumers;
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], kConsumerWarps);
-      mbar_init(&ec_full[s], 32);  // the factor warp's lanes
+      mbar_init(&ec_full[s], 32);                  // the factor warp's lanes
+      mbar_init(&ec_empty[s], 32 * kConsumerWarps);  // every consumer thread
     }
     mbar_init(x_full, 1);
     mbar_init(x_empty, kConsumerWarps);
@@ -399,7 +406,7 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
         if (x.row0 >= x.S) continue;
 #pragma unroll 1
         for (int a = 0; a < kQP; ++a) {  // the dC bands: nothing to add
-          mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
+          mbar_wait(&ec_empty[pos.slot], pos.phase ^ 1u);
           fill();
         }
         const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
@@ -417,7 +424,7 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
             e[k] = neg_inf();
             if (gt < x.S) e[k] = r + __logf(p.scale * (1.f / (norm[gt] + p.eps)));
           }
-          mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
+          mbar_wait(&ec_empty[pos.slot], pos.phase ^ 1u);
           ecs[pos.slot * kBT + lane] = e[0];
           ecs[pos.slot * kBT + lane + 32] = e[1];
           fill();
@@ -432,10 +439,10 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
   const int role = __shfl_sync(0xffffffffu, wg, 0) - 1;
   if (role == 0)
     mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 0>(P, sK, sV, ring, ecs, full, empty, ec_full,
-                                                                           x_full, x_empty);
+                                                                           ec_empty, x_full, x_empty);
   else
     mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 1>(P, sK, sV, ring, ecs, full, empty, ec_full,
-                                                                           x_full, x_empty);
+                                                                           ec_empty, x_full, x_empty);
 }
 
 }  // namespace tfla

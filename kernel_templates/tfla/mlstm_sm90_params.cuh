@@ -144,7 +144,7 @@ TFLA_HD constexpr int bwd_dkv_sm90_slot_bytes(int dqk, int dv) { return (dqk + d
 // factors (fp32), then the barriers: full, empty and factors full per slot, X full and X empty.
 TFLA_HD constexpr int bwd_dkv_sm90_smem_bytes(int dqk, int dv, int stages) {
   return 1024 + (dqk + dv) * 64 * 2 + stages * bwd_dkv_sm90_slot_bytes(dqk, dv) + stages * 64 * 4 +
-         (3 * stages + 2) * 8;
+         (4 * stages + 2) * 8;
 }
 struct MlstmBwdDkvSm90Params {
   TmaDesc q, k;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}, 128B swizzle
