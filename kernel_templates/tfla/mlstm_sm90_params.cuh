@@ -141,18 +141,19 @@ struct BwdDkvSm90Shape {
 };
 TFLA_HD constexpr int bwd_dkv_sm90_slot_bytes(int dqk, int dv) { return (dqk + dv) * 64 * 2; }
 // 1024 bytes of alignment slack, k_j and v_j, the ring, per slot its query tile's 64 column
-// factors (fp32), then the barriers: full, empty and factors full per slot, X full and X empty.
+// factors (fp32), then the barriers: full, empty, factors full and factors empty per slot, X full
+// and X empty.
 TFLA_HD constexpr int bwd_dkv_sm90_smem_bytes(int dqk, int dv, int stages) {
   return 1024 + (dqk + dv) * 64 * 2 + stages * bwd_dkv_sm90_slot_bytes(dqk, dv) + stages * 64 * 4 +
          (4 * stages + 2) * 8;
 }
 struct MlstmBwdDkvSm90Params {
-  TmaDesc q, k;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}, 128B swizzle
-  TmaDesc v, dh;  // dims {Dv, S, NH, B}, box {64, 64, 1, 1}
+  TmaDesc q, k;  // dims {Dqk, S, NH, B} (packed: {Dqk, T, NH, 1}), box {64, 64, 1, 1}, 128B swizzle
+  TmaDesc v, dh;  // dims {Dv, S, NH, B} (packed: {Dv, T, NH, 1}), box {64, 64, 1, 1}
   TmaDesc y;      // dC: dims {Dv, Dqk, BH * NC}, box {64, 64, 1}
   MlstmBwdParams p;
-  int row_tiles;  // 64-row key tiles per head: ceil(S / 64)
-  int tiles;      // row_tiles * B * NH
+  int row_tiles;  // 64-row key tiles per head: ceil(S / 64) (packed: packed_row_tiles, gaps included)
+  int tiles;      // row_tiles * B * NH (packed: row_tiles * NH)
 };
 
 }  // namespace tfla
