@@ -20,6 +20,7 @@ from .chunkwise import (MlstmChunkwiseFunction, mlstm_chunkwise, mlstm_chunkwise
                         mlstm_siging_chunkwise__xl_chunk)
 from .step import mlstm_recurrent_step, mlstm_recurrent_step__tfla
 from .varlen import mlstm_chunkwise_packed
+from .cp import mlstm_chunkwise_cp
 
 registry = {
     "chunkwise--tfla": mlstm_chunkwise__xl_chunk,
@@ -29,4 +30,4 @@ registry_step = {"tfla": mlstm_recurrent_step__tfla}
 
 __all__ = ["mlstm_chunkwise", "mlstm_chunkwise__xl_chunk", "mlstm_siging_chunkwise__xl_chunk",
            "mlstm_recurrent_step", "mlstm_recurrent_step__tfla", "MlstmChunkwiseFunction",
-           "mlstm_chunkwise_packed", "registry", "registry_step"]
+           "mlstm_chunkwise_packed", "mlstm_chunkwise_cp", "registry", "registry_step"]
