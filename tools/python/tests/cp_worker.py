@@ -51,11 +51,14 @@ def rank_main(rank, world, case, port, out_dir):
         except Exception as e:  # the agreement check: every rank reports
             torch.save({"error": f"{type(e).__name__}: {e}"}, os.path.join(out_dir, f"rank{rank}.pt"))
             return
+        with torch.no_grad():  # without gradients: the same h, no graph kept
+            h_ng = mlstm_chunkwise_cp(shard["q"], shard["k"], shard["v"], shard["i"], shard["f"], **init,
+                                      variant=case["variant"], kernel=reference_kernel(case["variant"], True))
         loss = (h * shard["dh"]).sum()
         if last is not None:
             loss = loss + (last[0] * x["dC"]).sum()
         loss.backward()
-        res = {"h": h.detach(), **{"d" + n: shard[n].grad for n in ("q", "k", "v", "i", "f")}}
+        res = {"h": h.detach(), "h_nograd": h_ng, **{"d" + n: shard[n].grad for n in ("q", "k", "v", "i", "f")}}
         if init:
             res["dC0"] = init["c_initial"].grad
         if last is not None:

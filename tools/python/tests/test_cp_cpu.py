@@ -73,6 +73,7 @@ def test_context_parallel_equals_the_whole_sequence(case):
     if case["init"]:
         assert rel(ranks[0]["dC0"], ref["dC0"]) < 1e-5
     assert all("C_last" not in r for r in ranks[:-1])
+    assert all(torch.equal(r["h_nograd"], r["h"]) and not r["h_nograd"].requires_grad for r in ranks)
 
 
 def test_ranks_that_disagree_on_a_dim_are_refused_by_name():

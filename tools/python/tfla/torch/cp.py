@@ -102,7 +102,7 @@ def _fold(exp, C, n, m, EC, En, Em, G):
 
 class _ContextParallel(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run, exp, group, q, k, v, i, f, c0, n0, m0):
+    def forward(ctx, run, exp, need_grad, group, q, k, v, i, f, c0, n0, m0):
         dist = _dist()
         rank = dist.get_rank(group)
         B, NH, _, Dqk = q.shape
@@ -114,7 +114,7 @@ class _ContextParallel(torch.autograd.Function):
             c0_leaf = None if c0 is None else c0.detach().float().requires_grad_(c0.requires_grad)
             n_enter = None if n0 is None else n0.detach().float()
             m_enter = None if m0 is None else m0.detach().float().reshape(B, NH)
-            with torch.enable_grad():
+            with torch.set_grad_enabled(need_grad):
                 h, CL, nL, mL = run(*leaves, c0_leaf, n_enter, m_enter if exp else None)
             EC, En, Em = CL.detach().float(), nL.detach().float(), mL.detach().double()
         else:  # its summary: the shard from a zero state with no stabilizer history
@@ -138,12 +138,12 @@ class _ContextParallel(torch.autograd.Function):
                                 c[:nbh].view(B, NH), c[nbh:].view(B, NH))
             c0_leaf = C.clone().requires_grad_(True)
             m_enter = m.double() if exp else torch.zeros(B, NH, dtype=torch.float64, device=dev)
-            with torch.enable_grad():
+            with torch.set_grad_enabled(need_grad):
                 h, CL, nL, mL = run(*leaves, c0_leaf, n.clone(), m_enter.float() if exp else None)
         else:
             m_enter = (m_enter.double() if m_enter is not None and exp
                        else torch.zeros(B, NH, dtype=torch.float64, device=dev))
-        ctx.graph = (h, CL, leaves, c0_leaf)
+        ctx.graph = (h, CL, leaves, c0_leaf) if need_grad else None
         ctx.exp, ctx.group, ctx.G = exp, group, G
         ctx.m_enter, ctx.m_leave = m_enter, mL.detach().double().reshape(B, NH)
         outs = (h.detach(), CL.detach(), nL.detach(), mL.detach())
@@ -185,7 +185,7 @@ class _ContextParallel(torch.autograd.Function):
         grads = iter(torch.autograd.grad([h, CL], wrt, [dh, D.to(CL.dtype)], allow_unused=True) if wrt else ())
         dq, dk, dv, di, df = (next(grads) if t.requires_grad else None for t in leaves)
         dC0 = next(grads) if c0_leaf is not None and c0_leaf.requires_grad else None
-        return None, None, None, dq, dk, dv, di, df, (dC0 if rank == 0 else None), None, None
+        return None, None, None, None, dq, dk, dv, di, df, (dC0 if rank == 0 else None), None, None
 
 
 def mlstm_chunkwise_cp(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=None, *, group=None,
@@ -218,7 +218,9 @@ def mlstm_chunkwise_cp(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=
     if c_initial is not None and exp:
         B, NH = q.shape[:2]
         m0 = m_initial if m_initial is not None else torch.zeros(B, NH, 1, dtype=torch.float32, device=q.device)
-    h, C, n, m = _ContextParallel.apply(run, exp, group, q, k, v, i, f, c_initial, n_initial, m0)
+    # without gradients the shard's run keeps no graph
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, i, f, c_initial))
+    h, C, n, m = _ContextParallel.apply(run, exp, need_grad, group, q, k, v, i, f, c_initial, n_initial, m0)
     if not return_last_states:
         return h
     if rank != world - 1:
