@@ -350,6 +350,21 @@ def graph_gen(model, states, last, args):
     return 1e6 * timed(run, args.reps) / args.gen
 
 
+def child_argv(argv):
+    """The parent's command line for its children, less its own --json file (each child writes
+    its rows to a file of its own)."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--json="):
+            skip = False
+            continue
+        if a == "--json":
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
 def run_children(names, argv, script=None):
     """Runs each backend in its own process (`script`, this file by default, with --child NAME
     --json FILE); returns the rows they wrote. A child that fails or dies is reported with its
@@ -375,10 +390,10 @@ def run_children(names, argv, script=None):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--backends", default="tfla,tfla_inplace,triton,native")
-    ap.add_argument("--batch", default="1,4,16")
+def model_args(ap, backends, batch):
+    """The options model.py and model_xlstm_large.py share."""
+    ap.add_argument("--backends", default=backends)
+    ap.add_argument("--batch", default=batch)
     ap.add_argument("--train-seq", type=int, default=2048)
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=32)
@@ -386,10 +401,15 @@ def main():
     ap.add_argument("--check-seq", type=int, default=256, help="0: no correctness check")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # one backend, rows to --json (run_children)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    model_args(ap, "tfla,tfla_inplace,triton,native", "1,4,16")
     ap.add_argument("--in-process", action="store_true", help="every backend in this process")
     ap.add_argument("--compile", action="store_true",
                     help="tfla: also the training step of the model under torch.compile(fullgraph=True)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)  # one backend, rows to --json (run_children)
     args = ap.parse_args()
     names = [args.child] if args.child else args.backends.split(",")
     batches = [int(b) for b in args.batch.split(",")]
@@ -397,16 +417,7 @@ def main():
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; model: {args.blocks} blocks, "
               f"d {D}, NH {NH}, Dqk {DQK}, Dv {DV}, FFN {FFN}, vocab {VOCAB}, bf16", flush=True)
     if not args.child and not args.in_process and len(names) > 1:
-        argv, skip = [], False  # the parent's own --json file is not the children's
-        for a in sys.argv[1:]:
-            if skip or a.startswith("--json="):
-                skip = False
-                continue
-            if a == "--json":
-                skip = True
-                continue
-            argv.append(a)
-        rows = run_children(names, argv)
+        rows = run_children(names, child_argv(sys.argv[1:]))
     else:
         rows = []
         model = build(names[0], args.blocks)

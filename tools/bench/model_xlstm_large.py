@@ -193,17 +193,9 @@ def speed(model, name, batches, args, device, rows):
 
 
 def main():
+    from model import model_args
     ap = argparse.ArgumentParser(description="xLSTMLarge (the xlstm package) with its mLSTM backend swapped")
-    ap.add_argument("--backends", default=",".join(BACKENDS))
-    ap.add_argument("--batch", default="1,4")
-    ap.add_argument("--train-seq", type=int, default=2048)
-    ap.add_argument("--prompt", type=int, default=512)
-    ap.add_argument("--gen", type=int, default=32)
-    ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--check-seq", type=int, default=256, help="0: no correctness check")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    model_args(ap, ",".join(BACKENDS), "1,4")
     args = ap.parse_args()
     names = [args.child] if args.child else args.backends.split(",")
     for n in names:
@@ -219,20 +211,11 @@ def main():
     import torch
     if not torch.cuda.is_available():
         sys.exit("model_xlstm_large.py needs a CUDA GPU: none is visible to torch")
-    from model import run_children, table
+    from model import child_argv, run_children, table
     if not args.child:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; xLSTMLarge: {args.blocks} blocks, "
               f"d {D}, NH {NH}, Dqk 256, Dv 512, vocab {VOCAB}, bf16", flush=True)
-        argv, skip = [], False  # the children write their rows to files of their own
-        for a in sys.argv[1:]:
-            if skip or a.startswith("--json="):
-                skip = False
-                continue
-            if a == "--json":
-                skip = True
-                continue
-            argv.append(a)
-        rows = run_children(names, argv, script=os.path.abspath(__file__))
+        rows = run_children(names, child_argv(sys.argv[1:]), script=os.path.abspath(__file__))
         table(rows, names, batches)
         if args.json:
             with open(args.json, "w") as fh:

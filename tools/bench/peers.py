@@ -204,25 +204,26 @@ def configs_used(kernel, s):
     return text
 
 
-def measure(kernel, s, warm_only):
-    import torch
-    grad = s["op"] == "fwbw"
-    call, leaves = make_call(kernel, s, grad)
-    if grad:
-        out = call()
-        dh = torch.randn_like(out)
-        del out
-
-        def body():
-            torch.autograd.grad(call(), leaves, dh)
-    else:
+def timed_body(torch, call, leaves, grad):
+    """What one timed repetition runs: call() without gradients, or with them
+    torch.autograd.grad of its output for the leaves with a random dh (no accumulation)."""
+    if not grad:
         def body():
             with torch.no_grad():
                 call()
-    if warm_only:
-        body()
-        torch.cuda.synchronize()
-        return {}
+        return body
+    out = call()
+    dh = torch.randn_like(out)
+    del out
+
+    def body():
+        torch.autograd.grad(call(), leaves, dh)
+    return body
+
+
+def peak_and_time(torch, body):
+    """(peak extra MiB of one call, median ms, repetitions) of a warm body: the peak is
+    torch.cuda.max_memory_allocated during one call minus what was allocated before it."""
     body()
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
@@ -231,6 +232,19 @@ def measure(kernel, s, warm_only):
     torch.cuda.synchronize()
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     ms, reps = time_ms(torch, body)
+    return peak, ms, reps
+
+
+def measure(kernel, s, warm_only):
+    import torch
+    grad = s["op"] == "fwbw"
+    call, leaves = make_call(kernel, s, grad)
+    body = timed_body(torch, call, leaves, grad)
+    if warm_only:
+        body()
+        torch.cuda.synchronize()
+        return {}
+    peak, ms, reps = peak_and_time(torch, body)
     if KERNELS[kernel][0] == "sdpa":
         flops = sdpa_flops(s["op"], s["B"], s["NH"], s["S"], s["Dqk"])
     else:

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools", "python"))
 
-from peers import mlstm_flops, time_ms  # noqa: E402
+from peers import mlstm_flops, peak_and_time, timed_body  # noqa: E402
 
 LABELS = {"tfla_exp": "tfla mLSTMexp", "tfla_sig": "tfla mLSTMsig", "fla_simple_gla": "FLA chunk_simple_gla"}
 
@@ -86,25 +86,7 @@ def make_call(torch, kernel, lens, packed, NH, Dqk, Dv, grad):
 def measure(torch, kernel, lens, packed, op, NH, Dqk, Dv):
     grad = op == "fwbw"
     call, leaves = make_call(torch, kernel, lens, packed, NH, Dqk, Dv, grad)
-    if grad:
-        out = call()
-        dh = torch.randn_like(out)
-        del out
-
-        def body():
-            torch.autograd.grad(call(), leaves, dh)
-    else:
-        def body():
-            with torch.no_grad():
-                call()
-    body()
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    body()
-    torch.cuda.synchronize()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    ms, reps = time_ms(torch, body)
+    peak, ms, _ = peak_and_time(torch, timed_body(torch, call, leaves, grad))
     del call, leaves
     torch.cuda.empty_cache()
     return ms, peak
