@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -149,6 +150,33 @@ void refuse_if_foreign(const std::string& path) {
   }
 }
 
+// Creates a complete, empty tfla cache at `path` where there is no file: the schema is built in
+// WAL mode in a file of its own beside it and then linked into place, so that no other process
+// opening the path ever reads a cache half created (SQLite writes a new database's first pages
+// in place, where a reader that takes no locks, as refuse_if_foreign's does, would find a
+// malformed file and take it for another application's). Where another process links its file
+// first, ours is discarded. On a file system without hard links it does nothing: the caller then
+// creates the cache in place.
+void create_fresh(const std::string& path) {
+  static std::atomic<unsigned> serial{0};
+  const std::string tmp = fmt::format("{}.new-{}-{}", path, ::getpid(), serial++);
+  auto remove_tmp = [&] {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) ::unlink((tmp + suffix).c_str());
+  };
+  try {
+    Db db(tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, tmp, Cache::kBusyTimeoutMs);
+    detail::create_or_migrate(db);
+    detail::set_wal(db);
+  } catch (...) {  // the path's own open reports what is wrong there
+    remove_tmp();
+    return;
+  }  // the last connection closed: the -wal is checkpointed into the file and removed
+  if (::link(tmp.c_str(), path.c_str()) != 0 && errno != EEXIST)
+    tfla::cache_log()->debug("tfla cache {}: cannot link a fresh cache into place ({}); creating it in place",
+                             path, std::strerror(errno));
+  remove_tmp();
+}
+
 // Reads application_id, user_version and the tables in one snapshot: separate reads could see
 // another process's schema creation half before and half after its commit.
 detail::Probe probe_snapshot(Db& db) {
@@ -164,6 +192,7 @@ std::unique_ptr<Db> open_read_write_db(const std::string& path, std::string& pro
   std::error_code ec;
   if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
     throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
+  if (owner_of(path) == Owner::Absent) create_fresh(path);
   const Owner owner = owner_of(path);
   if (owner == Owner::NotSqlite) throw not_ours(path, "not a SQLite database");
   if (owner == Owner::OtherSqlite) refuse_if_foreign(path);

@@ -188,6 +188,41 @@ TEST_CASE("several processes finding one damaged file move it aside once", "[cac
   CHECK(c.verify().ok);
 }
 
+TEST_CASE("several processes creating one cache at once all open it", "[cache][faults]") {
+  // A fresh cache appears at its path whole (create_fresh): a process that reads the file while
+  // another creates it never sees it half written, so none takes it for a foreign file.
+  for (int round = 0; round < 5; ++round) {
+    ScratchDir dir;
+    const std::string path = dir.file("tfla.sqlite");
+    constexpr int kKids = 8;
+    std::vector<pid_t> kids;
+    for (int k = 0; k < kKids; ++k) {
+      pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        int code = 1;
+        try {
+          Cache c = Cache::open(path);
+          c.put_entry(sample_entry(sample_env(), sample_problem(8, 1024 * (k + 1)), 64, 10));
+          code = 0;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "child %d: %s\n", k, e.what());
+        }
+        ::_exit(code);
+      }
+      kids.push_back(pid);
+    }
+    for (pid_t pid : kids) {
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    }
+    Cache c = Cache::open(path);
+    CHECK(c.stats().entries == kKids);
+    CHECK(files_starting(dir.path(), "tfla.sqlite.new-").empty());  // no creation file left behind
+  }
+}
+
 TEST_CASE("a read-only cache serves lookups and refuses writes clearly",
           "[cache][faults][readonly]") {
   ScratchDir dir;
