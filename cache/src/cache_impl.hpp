@@ -54,6 +54,10 @@ EnvKey read_env(const Stmt& s, int first);
 std::unique_ptr<Db> open_memory_db(const std::string& label);
 // Config::parse for text read back from the file; a failure is CacheError(Corrupt).
 Config parse_stored_config(const std::string& text, const std::string& where);
+// Removes the files "<path><marker><pid>[-<n>][-journal|-wal|-shm]" beside `path` whose process
+// is gone: what a killed process left while building a file it meant to link or rename into
+// place (an export's ".tmp-", a fresh cache's ".new-"). `left_by` names that work in the log.
+void remove_stale_temporaries(const std::string& path, const std::string& marker, const char* left_by);
 
 }  // namespace detail
 }  // namespace tfla::cache

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -228,35 +229,37 @@ MergeReport merge(Cache::Impl& src, Cache::Impl& dst, const ExportOptions& opt, 
   return rep;
 }
 
-// Removes "<path>.tmp-<pid>" files (and their -journal, -wal, -shm) that an export killed
-// before it renamed them left behind: those whose process is gone.
-void remove_stale_temporaries(const std::string& path) {
+}  // namespace
+
+void detail::remove_stale_temporaries(const std::string& path, const std::string& marker, const char* left_by) {
   const fs::path target(path);
   const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-  const std::string prefix = target.filename().string() + ".tmp-";
+  const std::string prefix = target.filename().string() + marker;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.rfind(prefix, 0) != 0) continue;
     const std::string rest = name.substr(prefix.size());
-    const size_t digits = rest.find_first_not_of("0123456789");
+    size_t digits = rest.find_first_not_of("0123456789");
     if (digits == 0) continue;
-    const std::string suffix = digits == std::string::npos ? "" : rest.substr(digits);
-    if (!suffix.empty() && suffix != "-journal" && suffix != "-wal" && suffix != "-shm") continue;
     const long pid = std::strtol(rest.substr(0, digits).c_str(), nullptr, 10);
+    std::string suffix = digits == std::string::npos ? "" : rest.substr(digits);
+    if (suffix.size() > 1 && suffix[0] == '-' && std::isdigit(static_cast<unsigned char>(suffix[1]))) {
+      const size_t n_end = suffix.find_first_not_of("0123456789", 1);  // a serial "-<n>"
+      suffix = n_end == std::string::npos ? "" : suffix.substr(n_end);
+    }
+    if (!suffix.empty() && suffix != "-journal" && suffix != "-wal" && suffix != "-shm") continue;
     if (pid <= 0 || pid == ::getpid() || !(::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH))
       continue;
     std::error_code rm_ec;
     fs::remove(it->path(), rm_ec);
-    if (!rm_ec) tfla::cache_log()->info("removed {}, left by an export that was killed", it->path().string());
+    if (!rm_ec) tfla::cache_log()->info("removed {}, left by {} that was killed", it->path().string(), left_by);
   }
 }
 
-}  // namespace
-
 MergeReport Cache::export_to(const std::string& path, const ExportOptions& opt) const {
   const std::string where = "export to " + path;
-  remove_stale_temporaries(path);
+  detail::remove_stale_temporaries(path, ".tmp-", "an export");
   std::error_code ec;
   if (fs::exists(fs::symlink_status(path, ec)) && !opt.overwrite) {
     throw CacheError(ErrorCode::InvalidArgument,

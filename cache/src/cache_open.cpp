@@ -158,6 +158,7 @@ void refuse_if_foreign(const std::string& path) {
 // first, ours is discarded. On a file system without hard links it does nothing: the caller then
 // creates the cache in place.
 void create_fresh(const std::string& path) {
+  detail::remove_stale_temporaries(path, ".new-", "the creation of a cache");
   static std::atomic<unsigned> serial{0};
   const std::string tmp = fmt::format("{}.new-{}-{}", path, ::getpid(), serial++);
   auto remove_tmp = [&] {

@@ -196,6 +196,23 @@ TEST_CASE("issue 16.3: export never overwrites a file unless asked, and cleans k
   CHECK(files_starting(dir.path(), "other.tfla.tmp").empty());
 }
 
+TEST_CASE("files a killed cache creation left beside the path go; a live process's stay", "[hardening]") {
+  ScratchDir dir;
+  const std::string path = dir.file("c.sqlite");
+  const std::string stale = path + ".new-" + std::to_string(dead_pid()) + "-3";
+  const std::string live = path + ".new-" + std::to_string(::getppid()) + "-0";
+  write_file(stale, "half");
+  write_file(stale + "-wal", "half");
+  write_file(live, "busy");
+  Cache c = Cache::open(path);  // no cache at the path: a fresh one is created beside it
+  c.put_entry(sample_entry(sample_env(), sample_problem(8, 512), 128, 100));
+  CHECK(c.stats().entries == 1);
+  CHECK_FALSE(fs::exists(stale));
+  CHECK_FALSE(fs::exists(stale + "-wal"));
+  CHECK(fs::exists(live));
+  CHECK(files_starting(dir.path(), "c.sqlite.new-" + std::to_string(::getpid())).empty());
+}
+
 // ---- 4: verify after a damaged file was set aside ----------------------------------------------
 
 TEST_CASE("issue 16.4: verify reports a truncated cache that open() moved aside", "[hardening]") {
