@@ -147,20 +147,11 @@ TEST_CASE("a cache from a newer tfla is refused, not moved aside", "[cache][faul
   CHECK(raw_int(path, "SELECT count(*) FROM entries") == 20);
 }
 
-TEST_CASE("several processes finding one damaged file move it aside once", "[cache][faults]") {
-  ScratchDir dir;
-  const std::string path = dir.file("tfla.sqlite");
-  SECTION("a tfla cache that lost a table") {
-    fill_cache(path);
-    raw_sql(path, "DROP TABLE entries");
-  }
-  SECTION("a truncated WAL-mode cache") {
-    fill_cache(path);
-    fs::resize_file(path, fs::file_size(path) / 3);
-  }
-  constexpr int kKids = 6;
-  std::vector<pid_t> kids;
-  for (int k = 0; k < kKids; ++k) {
+// Forks `kids` processes that at once open the cache at `path` and each write an entry of its
+// own; checks that every one exited 0 (a child's error goes to stderr).
+static void open_and_write_at_once(const std::string& path, int kids) {
+  std::vector<pid_t> pids;
+  for (int k = 0; k < kids; ++k) {
     pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -174,13 +165,28 @@ TEST_CASE("several processes finding one damaged file move it aside once", "[cac
       }
       ::_exit(code);
     }
-    kids.push_back(pid);
+    pids.push_back(pid);
   }
-  for (pid_t pid : kids) {
+  for (pid_t pid : pids) {
     int status = 0;
     ::waitpid(pid, &status, 0);
     CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
   }
+}
+
+TEST_CASE("several processes finding one damaged file move it aside once", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  SECTION("a tfla cache that lost a table") {
+    fill_cache(path);
+    raw_sql(path, "DROP TABLE entries");
+  }
+  SECTION("a truncated WAL-mode cache") {
+    fill_cache(path);
+    fs::resize_file(path, fs::file_size(path) / 3);
+  }
+  constexpr int kKids = 6;
+  open_and_write_at_once(path, kKids);
   CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt-").size() == 1);
   Cache c = Cache::open(path);
   CHECK_FALSE(c.recovered());
@@ -195,28 +201,7 @@ TEST_CASE("several processes creating one cache at once all open it", "[cache][f
     ScratchDir dir;
     const std::string path = dir.file("tfla.sqlite");
     constexpr int kKids = 8;
-    std::vector<pid_t> kids;
-    for (int k = 0; k < kKids; ++k) {
-      pid_t pid = ::fork();
-      REQUIRE(pid >= 0);
-      if (pid == 0) {
-        int code = 1;
-        try {
-          Cache c = Cache::open(path);
-          c.put_entry(sample_entry(sample_env(), sample_problem(8, 1024 * (k + 1)), 64, 10));
-          code = 0;
-        } catch (const std::exception& e) {
-          std::fprintf(stderr, "child %d: %s\n", k, e.what());
-        }
-        ::_exit(code);
-      }
-      kids.push_back(pid);
-    }
-    for (pid_t pid : kids) {
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-      CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-    }
+    open_and_write_at_once(path, kKids);
     Cache c = Cache::open(path);
     CHECK(c.stats().entries == kKids);
     CHECK(files_starting(dir.path(), "tfla.sqlite.new-").empty());  // no creation file left behind
