@@ -49,45 +49,76 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
   }
 
   // Per row of the next sub-block (this thread's rows): whether it is in the sequence, the gate
-  // value the weight needs (b_t for mLSTMsig, the prefix max pm_t for mLSTMexp) and 1 / (den + eps),
-  // loaded one sub-block ahead.
-  float gate_next[kRows], inv_next[kRows];
+  // value the weight needs (b_t for mLSTMsig, the prefix max pm_t for mLSTMexp) and den_t, loaded
+  // one sub-block ahead and used only when the weights are made (an arithmetic use here would
+  // wait on the loads at every sub-block).
+  float gate_next[kRows], den_next[kRows];
+  bool in_next[kRows];
   auto load_rows = [&](int it) {
     const int row0 = (top - it) * kSub + Walk::r0();
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
       const int t = row0 + kRg * i;
       const bool in = it < total && t < p.S;
+      in_next[i] = in;
       gate_next[i] = in ? (EXP ? p.gate_pm : p.gate_b)[bh * S_pad + t] : 0.f;
-      inv_next[i] = in ? p.scale / (p.norm[static_cast<long long>(bh) * p.S + t] + p.eps) : 0.f;
+      den_next[i] = in ? p.norm[static_cast<long long>(bh) * p.S + t] : 0.f;
     }
   };
-  load_rows(0);
+  // w = s exp(rq + m_c) / (den + eps), rq = -max(m_c, pm) (mLSTMexp) or b (mLSTMsig)
+  float w[kRows];
+  auto weights = [&](float m_c) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const float inv = in_next[i] ? p.scale / (den_next[i] + p.eps) : 0.f;
+      const float rq = EXP ? -fmaxf(m_c, gate_next[i]) : gate_next[i];
+      w[i] = inv == 0.f ? 0.f : __expf(rq + m_c) * inv;
+    }
+  };
+  // Chunk c's log-decay and stabilizers m_c, m_c+1, loaded a chunk ahead (off the chunk boundary's
+  // path). open_chunk(c) fixes the chunk's decay and weights and scales its first sub-block (in
+  // walk order): for c < c_end - 1 while chunk c + 1's last group is still in flight. The drain,
+  // the store of dC_c+1 and its decay come between that and the sub-block's wgmma (no group in
+  // flight across the loop's back edge, where the compiler's copies of X would serialize the
+  // wgmma).
+  const float* cg = p.chunk_g + static_cast<long long>(bh) * NC;
+  const float* cm = p.chunk_m + static_cast<long long>(bh) * (NC + 1);
+  float g_next = c_end > c_begin ? cg[c_end - 1] : 0.f;
+  float m_next = EXP && c_end > c_begin ? cm[c_end - 1] : 0.f;  // m_c of the chunk opened next
+  float m_above = EXP ? cm[c_end] : 0.f;                        // its m_c+1
+  float decay = 1.f;
   float dummy[8];
+  auto open_chunk = [&](int c) {
+    const float g_c = g_next, m_c = m_next;
+    if (c > c_begin) {
+      g_next = cg[c - 1];
+      if (EXP) m_next = cm[c - 1];
+    }
+    decay = __expf(g_c + m_c - m_above);
+    m_above = m_c;
+    weights(m_c);
+    load_rows((c_end - c) * kNSub - kNSub + 1);
+    walk.template prepare<false>(w, dummy);
+  };
+  load_rows(0);
+  if (c_end > c_begin) open_chunk(c_end - 1);
 #pragma unroll 1
   for (int c = c_end - 1; c >= c_begin; --c) {
     // Leaving chunk c (walking backwards): dC_{c+1} is published, then decayed.
     walk.store_acc(acc, static_cast<T*>(p.dstates_C) + (static_cast<long long>(bh) * NC + c) * DQK * DV, nullptr, v0);
-    const float g_c = p.chunk_g[static_cast<long long>(bh) * NC + c];
-    const float m_c = EXP ? p.chunk_m[static_cast<long long>(bh) * (NC + 1) + c] : 0.f;
-    const float m_next = EXP ? p.chunk_m[static_cast<long long>(bh) * (NC + 1) + c + 1] : 0.f;
-    const float decay = __expf(g_c + m_c - m_next);
 #pragma unroll
     for (int mb = 0; mb < Walk::kMB; ++mb)
 #pragma unroll
       for (int i = 0; i < Walk::kAcc; ++i) acc[mb][i] *= decay;
+    walk.issue(acc);
+    const float m_c = m_above;
 #pragma unroll 1
-    for (int sub = kNSub - 1; sub >= 0; --sub) {
-      // w = s exp(rq + m_c) / (den + eps), rq = -max(m_c, pm) (mLSTMexp) or b (mLSTMsig)
-      float w[kRows];
-#pragma unroll
-      for (int i = 0; i < kRows; ++i) {
-        const float rq = EXP ? -fmaxf(m_c, gate_next[i]) : gate_next[i];
-        w[i] = inv_next[i] == 0.f ? 0.f : __expf(rq + m_c) * inv_next[i];
-      }
-      load_rows((c_end - 1 - c) * kNSub + (kNSub - sub));
+    for (int s = 1; s < kNSub; ++s) {
+      weights(m_c);
+      load_rows((c_end - 1 - c) * kNSub + s + 1);
       walk.template step<false>(acc, w, dummy);
     }
+    if (c > c_begin) open_chunk(c - 1);
     walk.drain(acc);
   }
   if (nseg > 1) {  // this segment's dC at its first chunk, for the fix kernel

@@ -432,6 +432,29 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     c.st_siz_b_v = f.st_siz_b_v;
     c.st_seg = f.st_seg;
   }
+  // The dC walk on the engine wherever it serves (Dqk 128 or 256), in the forward state walk's
+  // columns and sequence split. Its row factors and chunk decays are loaded a sub-block / chunk
+  // ahead; before they were (a division waited on each sub-block's loads) it ran 1294 us against
+  // the mma.sync walk's 800 at the paper shape (ncu). H200, 2026-12-01, one call, `tfla bench
+  // backward --saved --variant sig --reps 10`, two runs, against the mma.sync walk: paper heads
+  // S = 8192 3.637 / 3.659 ms against 3.815 / 3.807, the seed's heads (chunk 128) 2.374 / 2.381
+  // against 2.556, paper heads B = 1, S = 65536 (ds_seg 4) 3.886 / 3.907 against 4.011; ncu
+  // (unlocked clocks) the walk itself 644 us (paper) and 529 us (the seed's heads).
+  {
+    BwdConfig s = c;
+    s.ds_sm90 = 1;
+    s.ds_siz_b_k = static_cast<int>(p.Dqk);
+    s.ds_siz_b_v = state_walk_sm90_bv(p, dev);
+    s.ds_seg = 1;
+    if (p.Dv % 128 == 0) {
+      const int seg = default_state_segments(p, dev, s.chunk, p.B * p.NH * (p.Dv / 128), 1);
+      if (seg > 1) {
+        s.ds_siz_b_v = 128;
+        s.ds_seg = seg;
+      }
+    }
+    if (check_state_walk_sm90(p, dev, s.chunk, s.ds_siz_b_k, s.ds_siz_b_v, "ds").empty()) c = s;
+  }
   BwdConfig t = c;
   t.tl_sm90 = 1;
   t.siz_b_r = BwdTileSm90Shape::kBR;

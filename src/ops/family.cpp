@@ -94,6 +94,11 @@ Axis warp_grids(const std::string& prefix) {
     a.push_back({{prefix + "warps_m", m}, {prefix + "warps_n", n}});
   return a;
 }
+void take_mma_walk_tiles(Config& full, const Config& mma, const Config& pinned, const std::string& walk) {
+  if (full.at(walk + "_sm90") != 0) return;
+  for (const char* k : {"_siz_b_k", "_siz_b_v", "_sub", "_warps_m", "_warps_n"})
+    if (const std::string key = walk + k; !pinned.count(key)) full[key] = mma.at(key);
+}
 Axis state_blocks(const std::string& prefix) {
   Axis a;
   for (auto [k, v] : {std::pair{128, 128}, {64, 128}, {128, 64}, {64, 64}})

@@ -64,7 +64,6 @@ const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool
     }
     BwdConfig c;
     c.apply(r.config);
-    if (packed) packed_walk_tiles(c, packed_config_problem(p), dev, caller);
     return selection_of(p, c, packed);
   });
 }

@@ -69,7 +69,6 @@ const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool
     }
     FwdConfig c;
     c.apply(r.config);
-    if (packed) packed_walk_tiles(c, packed_config_problem(p), dev, caller);
     return selection_of(p, c, packed);
   });
 }

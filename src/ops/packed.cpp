@@ -50,29 +50,6 @@ const Config& packed_pins(const MlstmProblem& p, const Config& caller, Op op, Co
   return pins;
 }
 
-namespace {
-template <class Cfg>
-void take_walk_tiles(Cfg& c, const Cfg& mma, const Config& caller) {
-  if (c.engine != Engine::Sm90 || c.st_sm90) return;
-  auto take = [&](const char* key, int& dst, int src) {
-    if (!caller.count(key)) dst = src;
-  };
-  take("st_siz_b_k", c.st_siz_b_k, mma.st_siz_b_k);
-  take("st_siz_b_v", c.st_siz_b_v, mma.st_siz_b_v);
-  take("st_sub", c.st_sub, mma.st_sub);
-  take("st_warps_m", c.st_warps_m, mma.st_warps_m);
-  take("st_warps_n", c.st_warps_n, mma.st_warps_n);
-}
-}  // namespace
-
-void packed_walk_tiles(FwdConfig& c, const MlstmProblem& cp, const DeviceLimits& dev, const Config& caller) {
-  if (c.engine == Engine::Sm90 && !c.st_sm90) take_walk_tiles(c, chunkwise_fwd_config(cp, dev, c.chunk), caller);
-}
-
-void packed_walk_tiles(BwdConfig& c, const MlstmProblem& cp, const DeviceLimits& dev, const Config& caller) {
-  if (c.engine == Engine::Sm90 && !c.st_sm90) take_walk_tiles(c, chunkwise_bwd_config(cp, dev, c.chunk), caller);
-}
-
 void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64) {
   if (!is_packed(p)) {
     if (cu_seqlens)

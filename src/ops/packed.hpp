@@ -38,12 +38,6 @@ MlstmProblem packed_config_problem(const MlstmProblem& lp);
 // not packed: `caller` itself (no copy on a plain call's path).
 const Config& packed_pins(const MlstmProblem& p, const Config& caller, Op op, Config& storage);
 
-// A packed call's config resolved on the sm90 family carries that family's state-walk tiles,
-// sized for its sm90 walk; with the walks on mma.sync (st_sm90 = 0) they become the mma.sync
-// family's defaults for cp (packed_config_problem), except the keys the caller pinned.
-void packed_walk_tiles(FwdConfig& c, const MlstmProblem& cp, const DeviceLimits& dev, const Config& caller);
-void packed_walk_tiles(BwdConfig& c, const MlstmProblem& cp, const DeviceLimits& dev, const Config& caller);
-
 // cu_seqlens of a packed call: non-null and aligned to its element size (int32 or int64). The
 // offsets themselves are on the device and not read here; the kernels clamp them into [0, T] and
 // every length to the bucket (see seq_span.cuh).

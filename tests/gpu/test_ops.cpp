@@ -554,6 +554,26 @@ TEST_CASE("the sm90 three-kernel forward's state walk on small shapes (run under
   }
 }
 
+TEST_CASE("the sm90 backward's dC walk on small shapes (run under compute-sanitizer)", "[gpu][ops][dc_walk_small]") {
+  // The dC walk scales each chunk's first sub-block while the later chunk's last wgmma group is
+  // in flight, with its row factors and chunk decays loaded ahead: Dqk 128 and 256, 64 and 128
+  // columns of dC per CTA, a split walk (segments of unequal length), dC_last and dC0, a saved
+  // buffer, both variants and dtypes, tails.
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  uint64_t seed = 9680;
+  for (const auto& [c, ds_seg] : std::vector<std::pair<Case, int>>{
+           {{true, CW, E, true, bf, 1, 2, 300, 128, 128, 128, kInit | kDcLast | kWalks}, -1},
+           {{true, CW, G, true, hf, 1, 1, 200, 256, 256, 64, kDcLast | kWalks}, -1},
+           {{true, CW, G, false, bf, 1, 1, 700, 128, 128, 256, kInit | kDcLast | kExtreme | kWalks}, 3},
+           {{true, CW, E, true, bf, 1, 1, 130, 128, 256, 128, kSaved | kInit | kDcLast | kWalks}, -1},
+       }) {
+    Case x = c;
+    x.engine = 1;
+    x.ds_seg = ds_seg;
+    run_case(x, seed++);
+  }
+}
+
 TEST_CASE("the fused sm90 forward matches the reference", "[gpu][ops][sm90][fused]") {
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
   uint64_t seed = 9700;

@@ -241,6 +241,13 @@ TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless 
   CHECK(fwd_resolve(p, {{"chunk", 64}}).engine == ops::Engine::MmaSync);
   CHECK(fwd_resolve(p, {{"chunk", 256}}).engine == ops::Engine::Sm90);
   CHECK(fwd_resolve(p, {{"engine", 0}}).engine == ops::Engine::MmaSync);
+  // the state walk pinned to mma.sync alone takes that kernel's default tiles
+  const ops::FwdConfig ms = fwd_resolve(p, {{"engine", 1}, {"fused", 0}, {"st_sm90", 0}});
+  const ops::FwdConfig mma = ops::chunkwise_fwd_config(p, ref(), ms.chunk);
+  CHECK(ms.st_siz_b_k == mma.st_siz_b_k);
+  CHECK(ms.st_siz_b_v == mma.st_siz_b_v);
+  CHECK(ms.st_warps_n == mma.st_warps_n);
+  CHECK(fwd_resolve(p, {{"engine", 1}, {"st_sm90", 0}, {"st_siz_b_k", 64}}).st_siz_b_k == 64);
   // pinned to sm90 with a chunk it refuses: resolved as asked, refused by name
   const ops::FwdConfig bad = fwd_resolve(p, {{"engine", 1}, {"chunk", 64}});
   CHECK(bad.engine == ops::Engine::Sm90);
@@ -276,7 +283,9 @@ TEST_CASE("the sm90 backward is the default for Dv >= 256 or with its dK/dV kern
   CHECK(s.engine == ops::Engine::Sm90);
   CHECK(s.st_sm90 == 1);  // as the forward's default
   CHECK(s.st_siz_b_k == 256);
-  CHECK(s.ds_sm90 == 0);
+  CHECK(s.ds_sm90 == 1);  // the dC walk too, in the same tiles
+  CHECK(s.ds_siz_b_k == 256);
+  CHECK(s.ds_siz_b_v == 128);
   CHECK(s.tl_sm90 == 1);
   CHECK(s.siz_b_r == 128);
   CHECK(s.siz_b_t == 64);
@@ -289,13 +298,30 @@ TEST_CASE("the sm90 backward is the default for Dv >= 256 or with its dK/dV kern
   CHECK(l.st_sm90 == 1);
   CHECK(l.st_siz_b_v == 128);
   CHECK(l.st_seg == 4);
-  // the dC walk (mma.sync) in 128 x 128 blocks split in four: 8 heads x 8 blocks x 4 = 256 CTAs,
-  // one wave at two per SM
-  CHECK(l.ds_siz_b_k == 128);
+  // the dC walk likewise: 8 heads x 4 column tiles x 4 segments = 128 CTAs, one wave
+  CHECK(l.ds_sm90 == 1);
+  CHECK(l.ds_siz_b_k == 256);
   CHECK(l.ds_siz_b_v == 128);
   CHECK(l.ds_seg == 4);
   CHECK(l.tl_sm90 == 1);
   CHECK(check_bwd(l, one).empty());
+  // a walk pinned to mma.sync alone takes that kernel's default tiles (not the sm90 walk's whole
+  // Dqk rows), the split kept; a tile pinned with it stays
+  const ops::BwdConfig m = bwd_resolve(one, {{"engine", 1}, {"ds_sm90", 0}});
+  const ops::BwdConfig mma = ops::chunkwise_bwd_config(one, ref(), m.chunk);
+  CHECK(m.ds_sm90 == 0);
+  CHECK(m.ds_siz_b_k == mma.ds_siz_b_k);
+  CHECK(m.ds_siz_b_v == mma.ds_siz_b_v);
+  CHECK(m.ds_warps_m == mma.ds_warps_m);
+  CHECK(m.ds_seg == 4);
+  CHECK(m.st_sm90 == 1);
+  CHECK(m.st_siz_b_k == 256);
+  CHECK(check_bwd(m, one).empty());
+  CHECK(bwd_resolve(one, {{"engine", 1}, {"ds_sm90", 0}, {"ds_siz_b_v", 64}}).ds_siz_b_v == 64);
+  const ops::BwdConfig pst = bwd_resolve(p, {{"engine", 1}, {"st_sm90", 0}});
+  CHECK(pst.st_siz_b_k == ops::chunkwise_bwd_config(p, ref(), pst.chunk).st_siz_b_k);
+  CHECK(pst.ds_sm90 == 1);
+  CHECK(check_bwd(pst, p).empty());
   // a pinned chunk the engine refuses (not a multiple of 128) is named; a head wider than 512
   // keeps the mma.sync tiles
   CHECK(ops::acceptance(ops::Op::Backward, p, ref(), {{"engine", 1}, {"chunk", 64}}).find("multiple of 128") !=

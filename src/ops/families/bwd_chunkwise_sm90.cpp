@@ -25,6 +25,13 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
   Config default_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) const override {
     return sm90_bwd_config(p, dev, chunk).to_config();
   }
+  Config complete(const MlstmProblem& p, const DeviceLimits& dev, const Config& pinned) const override {
+    Config full = Family::complete(p, dev, pinned);
+    const Config mma = chunkwise_bwd_config(p, dev, static_cast<int>(full.at("chunk"))).to_config();
+    take_mma_walk_tiles(full, mma, pinned, "st");
+    take_mma_walk_tiles(full, mma, pinned, "ds");
+    return full;
+  }
   // The state kernels as one axis each: the sm90 walk in its two Dv tiles or the mma.sync
   // kernel's default blocks. The gradient tiles as one axis: the sm90 tile kernels in their
   // column tiles (dK and dV apart, or in one kernel: tl_dkv), or the mma.sync kernels in 64-row

@@ -26,6 +26,12 @@ Axis warp_grids(const std::string& prefix);
 // A state-style block (Dqk x Dv per CTA) with the warp grid the defaults derive from it.
 Axis state_blocks(const std::string& prefix);
 
+// A chunk-state walk pinned to mma.sync (`<walk>_sm90=0`, walk "st" or "ds") in a config that an
+// sm90 family completed from its default takes the tiles of the mma.sync default mma, except the
+// keys pinned: the sm90 walk's (every Dqk row in one CTA) are not what the mma.sync kernel is
+// sized and measured for.
+void take_mma_walk_tiles(Config& full, const Config& mma, const Config& pinned, const std::string& walk);
+
 // Reads cfg into the typed config Cfg and runs its rule; a config of another form, unknown keys
 // or values out of range are reasons too.
 template <class Cfg, class Rule>

@@ -28,6 +28,11 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
   Config default_config(const MlstmProblem& p, const DeviceLimits& dev, int chunk) const override {
     return sm90_fwd_config(p, dev, chunk).to_config();
   }
+  Config complete(const MlstmProblem& p, const DeviceLimits& dev, const Config& pinned) const override {
+    Config full = Family::complete(p, dev, pinned);
+    take_mma_walk_tiles(full, chunkwise_fwd_config(p, dev, static_cast<int>(full.at("chunk"))).to_config(), pinned, "st");
+    return full;
+  }
   // The state kernel is one axis: the sm90 kernel in its two Dv tiles (where Dqk is 128 or 256)
   // or the mma.sync kernel in its blocks and sub-block lengths, each with the three kernels
   // (fused = 0); or the fused forward, which reads no other key but st_seg: its point sets them
