@@ -404,11 +404,12 @@ std::string sm90_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
 
 // Why: the chunk of the sm90 forward's default; the gradient tiles on the engine (128 rows, the
 // widest column tiles whose ring fits); the recompute's state kernel as the forward's default
-// has it (the walk where it serves); the dC recurrence on mma.sync. Measured on an H200
-// (2026-11-30, `tfla bench backward --variant sig`, paper heads): at S = 8192, in one call, the
-// engine's tiles with both walks 6.53 ms, with the state walk and the mma.sync dC kernel 5.96,
-// with both mma.sync kernels 6.19, the mma.sync family 7.27; the state walk against the mma.sync
-// state kernel (dC on mma.sync) 7.83 vs 7.76 ms at S = 65536 (B = 1) and 6.52 vs 6.51 at S = 16384.
+// has it (the walk where it serves); the dC recurrence on the engine too (the measurements at
+// the dC walk's block below). Measured on an H200 (2026-11-30, `tfla bench backward --variant
+// sig`, paper heads): at S = 8192, in one call, the engine's tiles with the mma.sync dC kernel
+// and the state walk 5.96 ms, with both mma.sync kernels 6.19, the mma.sync family 7.27; the
+// state walk against the mma.sync state kernel (dC on mma.sync) 7.83 vs 7.76 ms at S = 65536
+// (B = 1) and 6.52 vs 6.51 at S = 16384.
 // Why a ring of three slots or more: with two (Dqk + Dv > 384, e.g. 256 x 256) one query tile
 // loads while the other is read and the kernel waits on L2; with three it wins. H200,
 // 2026-12-01, one call, `tfla bench backward --variant sig --seqs 8192 --tokens 65536`, two runs
