@@ -8,8 +8,11 @@
 // returned last state). One CTA per (BV columns of dC, head) walks the sequence from its end
 // (the walk: sm90_state_walk.cuh, A = Q, B = dH). Rows past S are zero-filled by TMA and get
 // w = 0. With p.nseg > 1 the walk is split into segments of the sequence (grid y = head * nseg
-// + segment) as in mlstm_bwd_dstates.cuh.
+// + segment) as in mlstm_bwd_dstates.cuh. A packed call (TFLA_PACKED, seq_span.cuh): one walk
+// per sequence and head over its own chunks, its rows loaded from the (D, T, NH, 1) tensor at the
+// sequence's offset; rows past its end (the next sequence's) get w = 0.
 #pragma once
+#include "tfla/seq_span.cuh"
 #include "tfla/sm90_state_walk.cuh"
 
 namespace tfla {
@@ -24,13 +27,17 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
   const int nseg = p.nseg > 1 ? p.nseg : 1;
   const int vt = blockIdx.x, bh = blockIdx.y / nseg, seg = blockIdx.y % nseg;
   const int v0 = vt * BV;
-  const int NC = p.NC;
+  const int NC = p.NC;  // chunks per head in the workspace and the gate rows
+  // a packed sequence walks its own chunks (never split) from its first token
+  const SeqSpan sq = seq_span<CHUNK>(p, bh / p.NH, bh % p.NH);
   const int c_begin = seg * p.seg_chunks;
-  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : NC;
+  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : sq.NC;
   const int total = (c_end - c_begin) * kNSub, top = c_end * kNSub - 1;  // sub-block top - it at step it
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
+  const int tok0 = static_cast<int>(sq.tok0);
 
-  if (!walk.consumer(&P.q, &P.dh, total, v0, bh % p.NH, bh / p.NH, [top](int it) { return (top - it) * kSub; }))
+  if (!walk.consumer(&P.q, &P.dh, total, v0, bh % p.NH, TFLA_PACKED ? 0 : bh / p.NH,
+                     [top, tok0](int it) { return tok0 + (top - it) * kSub; }))
     return;
 
   float acc[Walk::kMB][Walk::kAcc];
@@ -59,10 +66,10 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
       const int t = row0 + kRg * i;
-      const bool in = it < total && t < p.S;
+      const bool in = it < total && t < sq.S;
       in_next[i] = in;
       gate_next[i] = in ? (EXP ? p.gate_pm : p.gate_b)[bh * S_pad + t] : 0.f;
-      den_next[i] = in ? p.norm[static_cast<long long>(bh) * p.S + t] : 0.f;
+      den_next[i] = in ? p.norm[sq.row + t] : 0.f;
     }
   };
   // w = s exp(rq + m_c) / (den + eps), rq = -max(m_c, pm) (mLSTMexp) or b (mLSTMsig)

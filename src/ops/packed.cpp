@@ -45,7 +45,6 @@ const Config& packed_pins(const MlstmProblem& p, const Config& caller, Op op, Co
   force("st_sm90", 0, "walk the states on the mma.sync kernels");
   if (op == Op::Backward) {
     force("ds_seg", 1, "walk each sequence's state gradients whole");
-    force("ds_sm90", 0, "walk the state gradients on the mma.sync kernels");
   }
   return pins;
 }

@@ -79,8 +79,9 @@ inline MlstmFwdStatesSm90Params fwd_states_sm90_params(const MlstmProblem& p, co
 inline MlstmBwdDstatesSm90Params bwd_dstates_sm90_params(const MlstmProblem& p, const MlstmBwdParams& g) {
   MlstmBwdDstatesSm90Params sp{};
   constexpr unsigned rows = StateWalkSm90Shape::kSub;
-  sp.q = rt::tensor_map(bshd_map(g.q, p.dtype, p.Dqk, p, g.q_sb, g.q_sh, g.q_ss, rows));
-  sp.dh = rt::tensor_map(bshd_map(g.dh, p.dtype, p.Dv, p, g.dh_sb, g.dh_sh, g.dh_ss, rows));
+  const long long packed_T = g.packed.cu_seqlens ? g.packed.T : 0;
+  sp.q = rt::tensor_map(bshd_map(g.q, p.dtype, p.Dqk, p, g.q_sb, g.q_sh, g.q_ss, rows, packed_T));
+  sp.dh = rt::tensor_map(bshd_map(g.dh, p.dtype, p.Dv, p, g.dh_sb, g.dh_sh, g.dh_ss, rows, packed_T));
   sp.p = g;
   return sp;
 }

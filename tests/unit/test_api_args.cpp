@@ -745,11 +745,8 @@ TEST_CASE("packed sequences: bad sizes, offsets and configs are named", "[api][a
     check_invalid(backward_error(packed_problem(), bt), "cu_seqlens is null");
     LaunchOptions o;
     bt.cu_seqlens = fake_ptr(9);
-    for (const char* key : {"ds_seg", "ds_sm90"}) {
-      o.config = {{key, std::string(key) == "ds_seg" ? 2 : 1}};
-      check_invalid(backward_error(packed_problem(), bt, o),
-                    std::string("config key ") + key + "=" + (std::string(key) == "ds_seg" ? "2" : "1"));
-    }
+    o.config = {{"ds_seg", 2}};
+    check_invalid(backward_error(packed_problem(), bt, o), "config key ds_seg=2");
   }
   {
     tfla::StepTensors st;
@@ -779,7 +776,6 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
   CHECK(tfla::mlstm_saved_size(p) == tfla::mlstm_saved_size(batch, cfg));
   const Config bcfg = tfla::mlstm_backward_config(p);
   CHECK(bcfg.at("ds_seg") == 1);
-  CHECK(bcfg.at("ds_sm90") == 0);
   CHECK(tfla::mlstm_backward_workspace_size(p) == tfla::mlstm_backward_workspace_size(batch, bcfg));
   // dK and dV in one sm90 kernel serve packed calls too (at the seed's heads they are the default)
   MlstmProblem seed_heads = p;
@@ -789,7 +785,12 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
     CHECK(tfla::mlstm_backward_config(seed_heads).at("tl_dkv") == 1);
   const Config dkv = tfla::mlstm_backward_config(seed_heads, {{"engine", 1}, {"tl_dkv", 1}});
   CHECK(dkv.at("tl_dkv") == 1);
-  CHECK(dkv.at("ds_sm90") == 0);
+  // the dC walk on the engine too (one walk per sequence), or on mma.sync in that kernel's tiles
+  CHECK(dkv.at("ds_sm90") == 1);
+  CHECK(dkv.at("ds_siz_b_k") == 128);
+  const Config dc_mma = tfla::mlstm_backward_config(seed_heads, {{"engine", 1}, {"ds_sm90", 0}});
+  CHECK(dc_mma.at("ds_sm90") == 0);
+  CHECK(dc_mma.at("ds_siz_b_k") < 128);
   // another packing with the same number of sequences and a bound in the same bucket: the same config
   MlstmProblem q = p;
   q.S = 900;
