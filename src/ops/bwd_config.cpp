@@ -440,8 +440,10 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
   // backward --saved --variant sig --reps 10`, two runs, against the mma.sync walk: paper heads
   // S = 8192 3.637 / 3.659 ms against 3.815 / 3.807, the seed's heads (chunk 128) 2.374 / 2.381
   // against 2.556, paper heads B = 1, S = 65536 (ds_seg 4) 3.886 / 3.907 against 4.011; ncu
-  // (unlocked clocks) the walk itself 644 us (paper) and 529 us (the seed's heads).
-  {
+  // (unlocked clocks) the walk itself 644 us (paper) and 529 us (the seed's heads). Where Dv is
+  // not a multiple of 128 and the mma.sync walk splits the sequence (few heads), that walk stays:
+  // the engine's split is measured in 128-column CTAs only.
+  if (p.Dv % 128 == 0 || c.ds_seg <= 1) {
     BwdConfig s = c;
     s.ds_sm90 = 1;
     s.ds_siz_b_k = static_cast<int>(p.Dqk);

@@ -36,7 +36,7 @@ enum Opt : unsigned {
   kDcLast = 32,   // dC_last into the backward
   kSaved = 64,    // the forward keeps its states for the backward (no recompute)
   kExtreme = 128, // extreme gate pre-activations
-  kWalks = 256,   // sm90 backward: both chunk-state walks pinned (its default walks the states, not dC)
+  kWalks = 256,   // sm90 backward: both chunk-state walks pinned to the engine in its tiles
 };
 
 enum class Form { Library, Chunkwise, Parallel };  // the config: {}, {chunk=L}, {parallel=1}
@@ -55,6 +55,7 @@ struct Case {
   bool fused = false;  // the fused sm90 forward pinned (fused=1; with a saved buffer it fills it)
   double h_tol = 0;    // the bound on h's relative error where the dtype's default does not apply
   bool dkv = false;    // the sm90 backward's dK/dV kernel pinned (tl_sm90=1, tl_dkv=1)
+  bool dc_mma = false; // the sm90 backward's dC walk pinned to mma.sync (ds_sm90=0, its default tiles)
 };
 
 std::string describe(const Case& c) {
@@ -73,6 +74,7 @@ std::string describe(const Case& c) {
   if (c.opts & kWalks) out += " walks";
   if (c.seg) out += " st_seg=" + std::to_string(c.seg);
   if (c.dkv) out += " dkv";
+  if (c.dc_mma) out += " dC-mma";
   if (c.ds_seg >= 0) out += " ds_seg=" + std::to_string(c.ds_seg);
   if (c.fused) out += " fused";
   return out;
@@ -264,6 +266,10 @@ void run_case(const Case& c, uint64_t seed) {
         bo.config[walk + "_siz_b_k"] = c.Dqk;
         bo.config[walk + "_siz_b_v"] = c.Dv % 128 == 0 ? 128 : 64;
       }
+  }
+  if (c.dc_mma) {
+    bo.config["ds_sm90"] = 0;
+    CHECK(mlstm_backward_config(p, bo.config).at("ds_sm90") == 0);
   }
   if (c.dkv) {
     bo.config["tl_sm90"] = 1;
@@ -557,14 +563,15 @@ TEST_CASE("the sm90 three-kernel forward's state walk on small shapes (run under
 TEST_CASE("the sm90 backward's dC walk on small shapes (run under compute-sanitizer)", "[gpu][ops][dc_walk_small]") {
   // The dC walk scales each chunk's first sub-block while the later chunk's last wgmma group is
   // in flight, with its row factors and chunk decays loaded ahead: Dqk 128 and 256, 64 and 128
-  // columns of dC per CTA, a split walk (segments of unequal length), dC_last and dC0, a saved
-  // buffer, both variants and dtypes, tails.
+  // columns of dC per CTA, a split walk (8 chunks in segments of 3, 3 and 2), dC_last and dC0, a
+  // saved buffer, both variants and dtypes, tails; and the engine's backward with its dC walk
+  // pinned to mma.sync (no longer its default where the engine's walk serves).
   if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
   uint64_t seed = 9680;
   for (const auto& [c, ds_seg] : std::vector<std::pair<Case, int>>{
            {{true, CW, E, true, bf, 1, 2, 300, 128, 128, 128, kInit | kDcLast | kWalks}, -1},
            {{true, CW, G, true, hf, 1, 1, 200, 256, 256, 64, kDcLast | kWalks}, -1},
-           {{true, CW, G, false, bf, 1, 1, 700, 128, 128, 256, kInit | kDcLast | kExtreme | kWalks}, 3},
+           {{true, CW, G, false, bf, 1, 1, 900, 128, 128, 256, kInit | kDcLast | kExtreme | kWalks}, 3},
            {{true, CW, E, true, bf, 1, 1, 130, 128, 256, 128, kSaved | kInit | kDcLast | kWalks}, -1},
        }) {
     Case x = c;
@@ -572,6 +579,10 @@ TEST_CASE("the sm90 backward's dC walk on small shapes (run under compute-saniti
     x.ds_seg = ds_seg;
     run_case(x, seed++);
   }
+  Case m{true, CW, G, true, hf, 1, 2, 500, 128, 128, 256, kInit | kDcLast};
+  m.engine = 1;
+  m.dc_mma = true;
+  run_case(m, seed++);
 }
 
 TEST_CASE("the fused sm90 forward matches the reference", "[gpu][ops][sm90][fused]") {

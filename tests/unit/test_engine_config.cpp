@@ -306,18 +306,25 @@ TEST_CASE("the sm90 backward is the default for Dv >= 256 or with its dK/dV kern
   CHECK(l.tl_sm90 == 1);
   CHECK(check_bwd(l, one).empty());
   // a walk pinned to mma.sync alone takes that kernel's default tiles (not the sm90 walk's whole
-  // Dqk rows), the split kept; a tile pinned with it stays
+  // Dqk rows) and, for dC, its split; a tile or split pinned with it stays
   const ops::BwdConfig m = bwd_resolve(one, {{"engine", 1}, {"ds_sm90", 0}});
   const ops::BwdConfig mma = ops::chunkwise_bwd_config(one, ref(), m.chunk);
   CHECK(m.ds_sm90 == 0);
   CHECK(m.ds_siz_b_k == mma.ds_siz_b_k);
   CHECK(m.ds_siz_b_v == mma.ds_siz_b_v);
   CHECK(m.ds_warps_m == mma.ds_warps_m);
-  CHECK(m.ds_seg == 4);
+  CHECK(m.ds_seg == mma.ds_seg);
+  CHECK(bwd_resolve(one, {{"engine", 1}, {"ds_sm90", 0}, {"ds_seg", 2}}).ds_seg == 2);
   CHECK(m.st_sm90 == 1);
   CHECK(m.st_siz_b_k == 256);
   CHECK(check_bwd(m, one).empty());
   CHECK(bwd_resolve(one, {{"engine", 1}, {"ds_sm90", 0}, {"ds_siz_b_v", 64}}).ds_siz_b_v == 64);
+  const MlstmProblem odd = problem(1, 65536, 256, 320);
+  const ops::BwdConfig o = bwd_resolve(odd, {{"engine", 1}});
+  CHECK(o.ds_sm90 == 0);
+  CHECK(o.ds_seg == ops::chunkwise_bwd_config(odd, ref(), o.chunk).ds_seg);
+  CHECK(o.ds_seg > 1);
+  CHECK(bwd_resolve(problem(8, 8192, 256, 320), {{"engine", 1}}).ds_sm90 == 1);
   const ops::BwdConfig pst = bwd_resolve(p, {{"engine", 1}, {"st_sm90", 0}});
   CHECK(pst.st_siz_b_k == ops::chunkwise_bwd_config(p, ref(), pst.chunk).st_siz_b_k);
   CHECK(pst.ds_sm90 == 1);

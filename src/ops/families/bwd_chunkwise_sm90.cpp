@@ -30,6 +30,9 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
     const Config mma = chunkwise_bwd_config(p, dev, static_cast<int>(full.at("chunk"))).to_config();
     take_mma_walk_tiles(full, mma, pinned, "st");
     take_mma_walk_tiles(full, mma, pinned, "ds");
+    // the dC walk's split goes with its tiles (split_dc_walk chose them together); the
+    // recompute's st_seg is the forward's, whichever kernel walks
+    if (full.at("ds_sm90") == 0 && !pinned.count("ds_seg")) full["ds_seg"] = mma.at("ds_seg");
     return full;
   }
   // The state kernels as one axis each: the sm90 walk in its two Dv tiles or the mma.sync
