@@ -447,15 +447,9 @@ BwdConfig sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     BwdConfig s = c;
     s.ds_sm90 = 1;
     s.ds_siz_b_k = static_cast<int>(p.Dqk);
-    s.ds_siz_b_v = state_walk_sm90_bv(p, dev);
-    s.ds_seg = 1;
-    if (p.Dv % 128 == 0) {
-      const int seg = default_state_segments(p, dev, s.chunk, p.B * p.NH * (p.Dv / 128), 1);
-      if (seg > 1) {
-        s.ds_siz_b_v = 128;
-        s.ds_seg = seg;
-      }
-    }
+    const StateWalkSm90Split w = state_walk_sm90_split(p, dev, s.chunk);
+    s.ds_siz_b_v = w.bv;
+    s.ds_seg = w.seg;
     if (check_state_walk_sm90(p, dev, s.chunk, s.ds_siz_b_k, s.ds_siz_b_v, "ds").empty()) c = s;
   }
   BwdConfig t = c;

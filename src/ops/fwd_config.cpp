@@ -373,15 +373,9 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     FwdConfig s = c;
     s.st_sm90 = 1;
     s.st_siz_b_k = static_cast<int>(p.Dqk);
-    s.st_siz_b_v = state_walk_sm90_bv(p, dev);
-    s.st_seg = 1;
-    if (p.Dv % 128 == 0) {
-      const int seg = default_state_segments(p, dev, s.chunk, p.B * p.NH * (p.Dv / 128), 1);
-      if (seg > 1) {
-        s.st_siz_b_v = 128;
-        s.st_seg = seg;
-      }
-    }
+    const StateWalkSm90Split w = state_walk_sm90_split(p, dev, s.chunk);
+    s.st_siz_b_v = w.bv;
+    s.st_seg = w.seg;
     if (check_state_walk_sm90(p, dev, s.chunk, s.st_siz_b_k, s.st_siz_b_v, "st").empty()) c = s;
   }
   c.siz_b_v = 64;
@@ -558,6 +552,12 @@ int state_walk_sm90_smem(const MlstmProblem& p, int bv) {
 
 int state_walk_sm90_bv(const MlstmProblem& p, const DeviceLimits& dev) {
   return p.Dv % 128 == 0 && p.B * p.NH * (p.Dv / 128) >= dev.sm_count ? 128 : 64;
+}
+
+StateWalkSm90Split state_walk_sm90_split(const MlstmProblem& p, const DeviceLimits& dev, int chunk) {
+  if (p.Dv % 128 == 0)
+    if (const int seg = default_state_segments(p, dev, chunk, p.B * p.NH * (p.Dv / 128), 1); seg > 1) return {128, seg};
+  return {state_walk_sm90_bv(p, dev), 1};
 }
 
 std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int siz_b_k, int bv,

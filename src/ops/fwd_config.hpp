@@ -104,6 +104,14 @@ rt::KernelSpec fwd_states_sm90_kernel(const MlstmProblem& p, int chunk, int bv);
 rt::KernelSpec bwd_dstates_sm90_kernel(const MlstmProblem& p, int chunk, int bv);
 // The Dv tile of the state walks' default: 128 columns, 64 where 128 would leave SMs idle.
 int state_walk_sm90_bv(const MlstmProblem& p, const DeviceLimits& dev);
+// The default columns and sequence split of an sm90 chunk-state walk (the forward's states, the
+// backward's dC) at chunk: where its walks are too few to fill the SMs and Dv is a multiple of
+// 128, 128-column CTAs over default_state_segments' segments; else state_walk_sm90_bv's columns,
+// whole.
+struct StateWalkSm90Split {
+  int bv = 128, seg = 1;
+};
+StateWalkSm90Split state_walk_sm90_split(const MlstmProblem& p, const DeviceLimits& dev, int chunk);
 // "" when a state walk of bv columns runs p (Dqk 128 or 256, bv 64 or 128 dividing Dv, the
 // chunk a multiple of 64, shared memory); `what` names the keys in the reason.
 std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev, int chunk, int siz_b_k, int bv,
