@@ -204,6 +204,22 @@ TEST_CASE("workspace sizes: none pinned parallel, the fallback's when the librar
   CHECK(par == static_cast<size_t>(p.B * p.NH * p.S * 2 * (p.Dqk / b.siz_b_nqk) * 4));
   CHECK(mlstm_backward_workspace_size(p) >= mlstm_backward_workspace_size(p, {{"parallel", 0}}));
   CHECK(mlstm_backward_workspace_size(p) >= par);
+  // where the parallel backward is the default, its size covers the chunkwise one a call with
+  // states (dC_last, initial states, a saved buffer) runs instead, on either engine's default
+  int sm90_fallbacks = 0;
+  for (int64_t B : {1, 2, 8})
+    for (int64_t NH : {1, 4, 16})
+      for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {128, 256}, {128, 512}, {256, 512},
+                             {256, 192}, {128, 320}})
+        for (int64_t S : {1, 64, 200, 511}) {
+          const MlstmProblem q = make_problem(B, NH, S, dqk, dv, DType::BF16);
+          if (tfla::mlstm_backward_config(q).at("parallel") != 1) continue;
+          INFO(B << " " << NH << " " << S << " " << dqk << "x" << dv);
+          CHECK(mlstm_backward_workspace_size(q) >= mlstm_backward_workspace_size(q, {{"parallel", 0}}));
+          CHECK(mlstm_backward_workspace_size(q) >= mlstm_backward_workspace_size(q, {{"parallel", 0}}, true));
+          sm90_fallbacks += tfla::mlstm_backward_config(q, {{"parallel", 0}}).at("engine") == 1;
+        }
+  CHECK(sm90_fallbacks > 0);
 }
 
 TEST_CASE("the tuner's spaces hold parallel candidates for sequences it supports", "[parallel][tuner]") {
