@@ -789,8 +789,12 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
   CHECK(dkv.at("ds_sm90") == 1);
   CHECK(dkv.at("ds_siz_b_k") == 128);
   const Config dc_mma = tfla::mlstm_backward_config(seed_heads, {{"engine", 1}, {"ds_sm90", 0}});
+  const Config mma_family = tfla::mlstm_backward_config(seed_heads, {{"engine", 0}, {"chunk", dc_mma.at("chunk")}});
   CHECK(dc_mma.at("ds_sm90") == 0);
-  CHECK(dc_mma.at("ds_siz_b_k") < 128);
+  for (const char* key : {"ds_siz_b_k", "ds_siz_b_v", "ds_sub", "ds_warps_m", "ds_warps_n"}) {
+    INFO(key);
+    CHECK(dc_mma.at(key) == mma_family.at(key));
+  }
   // another packing with the same number of sequences and a bound in the same bucket: the same config
   MlstmProblem q = p;
   q.S = 900;

@@ -27,6 +27,7 @@ class BwdChunkwiseSm90 final : public TypedFamily<BwdConfig, &check_bwd_sm90_con
   }
   Config complete(const MlstmProblem& p, const DeviceLimits& dev, const Config& pinned) const override {
     Config full = Family::complete(p, dev, pinned);
+    if (full.at("st_sm90") != 0 && full.at("ds_sm90") != 0) return full;  // both walks on the engine
     const Config mma = chunkwise_bwd_config(p, dev, static_cast<int>(full.at("chunk"))).to_config();
     take_mma_walk_tiles(full, mma, pinned, "st");
     take_mma_walk_tiles(full, mma, pinned, "ds");

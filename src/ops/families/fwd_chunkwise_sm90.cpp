@@ -30,7 +30,9 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
   }
   Config complete(const MlstmProblem& p, const DeviceLimits& dev, const Config& pinned) const override {
     Config full = Family::complete(p, dev, pinned);
-    take_mma_walk_tiles(full, chunkwise_fwd_config(p, dev, static_cast<int>(full.at("chunk"))).to_config(), pinned, "st");
+    if (full.at("st_sm90") == 0)
+      take_mma_walk_tiles(full, chunkwise_fwd_config(p, dev, static_cast<int>(full.at("chunk"))).to_config(), pinned,
+                          "st");
     return full;
   }
   // The state kernel is one axis: the sm90 kernel in its two Dv tiles (where Dqk is 128 or 256)
