@@ -1,7 +1,11 @@
 #include "ops/kernel_space.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
+#include <functional>
 #include <set>
+#include <string>
 
 #include "ops/family.hpp"
 #include "ops/mlstm_backward.hpp"
@@ -12,6 +16,19 @@ namespace tfla::ops {
 namespace {
 const char* type_name(DType d) {
   return d == DType::BF16 ? "tfla::bf16" : d == DType::FP16 ? "tfla::fp16" : "float";
+}
+// The step's problems of the space: one token at one batch row of 8 heads, and at 512 heads.
+std::vector<MlstmProblem> step_problems(const MlstmProblem& p) {
+  std::vector<MlstmProblem> out;
+  for (int64_t heads : {8, 512}) {
+    MlstmProblem ps = p;
+    ps.B = heads / 8;
+    ps.NH = 8;
+    ps.S = 1;
+    ps.num_seqs = ps.max_seqlen = 0;
+    out.push_back(ps);
+  }
+  return out;
 }
 }  // namespace
 
@@ -54,67 +71,118 @@ std::vector<MlstmProblem> default_space_problems(const SpaceFilter& f) {
   return out;
 }
 
+DeviceLimits space_limits(const std::string& arch) {
+  DeviceLimits l = DeviceLimits::reference();
+  int cc = 0;
+  size_t digits = 0;
+  if (arch.rfind("sm_", 0) == 0)
+    while (3 + digits < arch.size() && std::isdigit(static_cast<unsigned char>(arch[3 + digits]))) ++digits;
+  const std::string tail = arch.substr(std::min(arch.size(), 3 + digits));
+  if (digits < 2 || digits > 3 || tail.size() > 1 || (tail.size() == 1 && !std::islower(static_cast<unsigned char>(tail[0]))))
+    throw Error(ErrorCode::InvalidArgument, "arch '" + arch + "' is not of the form sm_<major><minor>[suffix], e.g. sm_90a");
+  cc = std::stoi(arch.substr(3, digits));
+  l.arch = arch;
+  l.cc_major = cc / 10;
+  l.cc_minor = cc % 10;
+  // the opt-in shared memory per block and the shared memory of an SM (CUDA's tables)
+  if (cc == 80 || cc == 87) {
+    l.smem_optin_bytes = 163 * 1024;
+    l.smem_per_sm_bytes = 164 * 1024;
+  } else if (cc == 86 || cc == 89 || cc >= 110) {
+    l.smem_optin_bytes = 99 * 1024;
+    l.smem_per_sm_bytes = 100 * 1024;
+  } else if (cc < 80) {
+    l.smem_optin_bytes = 96 * 1024;
+    l.smem_per_sm_bytes = 96 * 1024;
+  }
+  return l;
+}
+
+namespace {
+
+// The forward and backward selections a call of p makes on dev with no caller or tuned config:
+// the default, the chunkwise default where the default is the parallel form and the call carries
+// states, and the backward of a saved-states buffer (the forward's chunk). What select_fwd,
+// select_bwd and select_bwd_for_saved choose, without their memo or the tuned configs.
+void add_selected(const MlstmProblem& p, const DeviceLimits& dev, bool with_backward,
+                  const std::function<void(std::vector<rt::KernelSpec>)>& add) {
+  const bool packed = is_packed(p);
+  const MlstmProblem lp = launch_problem(p);
+  const MlstmProblem cp = packed ? packed_config_problem(lp) : lp;
+  auto kernels = [&](const Family* fam, const Config& cfg) {
+    if (!fam || !fam->reject(cfg, lp, dev).empty()) return;
+    std::vector<rt::KernelSpec> specs = fam->kernels(lp, cfg, dev);
+    if (packed)
+      for (rt::KernelSpec& s : specs) s = rt::with_packed(std::move(s));
+    add(std::move(specs));
+  };
+  const Config none;  // packed_pins returns it itself for a plain call
+  Config fs, bs;
+  const Config& fpins = packed_pins(p, none, Op::Forward, fs);
+  int saved_chunk = 0;
+  for (bool chunkwise : {false, true}) {
+    Resolved r = resolve(Op::Forward, cp, dev, fpins);
+    if (chunkwise && r.family->form() == Form::Parallel) r = resolve(Op::Forward, lp, dev, {{kFormKey, 0}});
+    FwdConfig c;
+    c.apply(r.config);
+    kernels(find_family(Op::Forward, c.form, c.engine), c.to_config());
+    if (chunkwise) saved_chunk = c.chunk;
+  }
+  if (!with_backward) return;
+  const Config& bpins = packed_pins(p, none, Op::Backward, bs);
+  for (int call = 0; call < 3; ++call) {  // no states; states; a saved buffer
+    Config pins = bpins;
+    Resolved r = resolve(Op::Backward, cp, dev, pins);
+    if (call > 0 && r.family->form() == Form::Parallel) {
+      pins[kFormKey] = 0;
+      r = resolve(Op::Backward, lp, dev, pins);
+    }
+    if (call == 2) {
+      BwdConfig c;
+      c.apply(r.config);
+      if (c.chunk == saved_chunk) continue;
+      pins = bpins;
+      pins["chunk"] = saved_chunk;
+      r = resolve(Op::Backward, cp, dev, pins);
+    }
+    BwdConfig c;
+    c.apply(r.config);
+    kernels(find_family(Op::Backward, c.form, c.engine), c.to_config());
+  }
+}
+
+}  // namespace
+
 std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
   std::vector<rt::KernelSpec> out;
   std::set<std::string> seen;
-  auto add = [&](rt::KernelSpec s) {
-    if (seen.insert(s.key).second) out.push_back(std::move(s));
+  auto add = [&](std::vector<rt::KernelSpec> specs) {
+    for (rt::KernelSpec& s : specs)
+      if (seen.insert(s.key).second) out.push_back(std::move(s));
   };
-  for (DType dt : f.dtypes) {
-    add(smoke_kernel(dt));
-    add(fill_kernel(dt));
-  }
-  add(fill_kernel(DType::FP32));  // fp32 gates are filled whatever the input dtype
-  // Every family's default for every problem of the space (the step at one batch row of 8
-  // heads and at 512 heads, one token).
-  if (!f.packed.empty()) {
-    // what a packed call selects: its pins, its config problem, the saved path's forward chunk
-    for (const MlstmProblem& p : default_space_problems(f)) {
-      const MlstmProblem lp = launch_problem(p);
-      Config fs, bs;
-      const FwdSelection& fwd = select_fwd(lp, packed_pins(p, {}, Op::Forward, fs), false, true);
-      std::vector<const Family*> fams;
-      std::vector<Config> cfgs;
-      if (fwd.rejected.empty()) {
-        fams.push_back(fwd.family);
-        cfgs.push_back(fwd.cfg.to_config());
+  for (DType dt : f.dtypes) add({smoke_kernel(dt), fill_kernel(dt)});
+  add({fill_kernel(DType::FP32)});  // fp32 gates are filled whatever the input dtype
+  const DeviceLimits dev = space_limits(f.arch);
+  for (const MlstmProblem& p : default_space_problems(f)) {
+    if (f.every_family && f.packed.empty()) {
+      // each family's default wherever it serves (the step: one batch row of 8 heads, and 512)
+      for (const Family* fam : families()) {
+        if (fam->op() == Op::Backward && p.variant == Variant::Sig && !p.normalize) continue;  // = sig's
+        std::vector<MlstmProblem> problems{p};
+        if (fam->op() == Op::Step) problems = step_problems(p);
+        for (const MlstmProblem& q : problems)
+          if (fam->serves(q, dev).empty()) add(fam->kernels(q, fam->default_config(q, dev), dev));
       }
-      if (!(p.variant == Variant::Sig && !p.normalize)) {  // the backward's = sig's
-        const Config& pins = packed_pins(p, {}, Op::Backward, bs);
-        Config saved = pins;
-        saved["chunk"] = fwd.cfg.chunk;
-        for (const Config* c : {&pins, static_cast<const Config*>(&saved)}) {
-          const BwdSelection& bwd = select_bwd(lp, *c, true, true);
-          if (!bwd.rejected.empty()) continue;
-          fams.push_back(bwd.family);
-          cfgs.push_back(bwd.cfg.to_config());
-        }
-      }
-      for (size_t i = 0; i < fams.size(); ++i)
-        for (rt::KernelSpec& s : launch_kernels(*fams[i], lp, cfgs[i], true)) add(std::move(s));
+      continue;
     }
-    return out;
-  }
-  const DeviceLimits& dev = DeviceLimits::reference();
-  for (const MlstmProblem& p : default_space_problems(f))
-    for (const Family* fam : families()) {
-      if (fam->op() == Op::Backward && p.variant == Variant::Sig && !p.normalize) continue;  // = sig's
-      std::vector<MlstmProblem> problems{p};
-      if (fam->op() == Op::Step) {
-        problems.clear();
-        for (int64_t heads : {8, 512}) {
-          MlstmProblem ps = p;
-          ps.B = heads / 8;
-          ps.NH = 8;
-          ps.S = 1;
-          problems.push_back(ps);
-        }
-      }
-      for (const MlstmProblem& q : problems) {
-        if (!fam->serves(q, dev).empty()) continue;
-        for (rt::KernelSpec& s : fam->kernels(q, fam->default_config(q, dev), dev)) add(std::move(s));
-      }
+    // the backward of sig without the normalizer is sig's
+    add_selected(p, dev, !(p.variant == Variant::Sig && !p.normalize), add);
+    if (!f.packed.empty()) continue;
+    for (const MlstmProblem& q : step_problems(p)) {
+      const Resolved r = resolve(Op::Step, q, dev, {});
+      add(r.family->kernels(q, r.config, dev));
     }
+  }
   return out;
 }
 

@@ -1,10 +1,15 @@
-// Every kernel instantiation of the default configuration space: the problems a user is
+// The kernel instantiations of the default configuration space: the problems a user is
 // expected to run (dtypes x variants x common head dims x short/long sequences x one head or a
-// full batch), each with its default configuration. `tfla compile --all` and the NVRTC tests
-// compile these deviceless.
+// full batch). By default the kernels the library's default selections run for them on a device
+// of the filter's arch (what `tfla compile` prepares for deployment); with every_family, each
+// kernel family's default wherever the family serves (what the NVRTC tests compile, so every
+// family's template is built).
 #pragma once
 #include <vector>
 
+#include <string>
+
+#include "ops/family.hpp"
 #include "runtime/kernel.hpp"
 #include "tfla/tfla.hpp"
 
@@ -23,7 +28,14 @@ struct SpaceFilter {
   // every dtype, head-dim pair and variant above, instead of the plain problems' defaults
   std::vector<std::pair<int64_t, int64_t>> packed;
   int64_t packed_heads = 8;
+  // the target: which families serve and what they default to (its shared memory, the engine)
+  std::string arch = "sm_90a";
+  // each family's default where it serves, not only the selected ones (plain problems only)
+  bool every_family = false;
 };
+// The limits the space's selections are made for: the reference device with the arch's compute
+// capability and shared memory. Throws InvalidArgument unless arch is sm_XY[suffix] (e.g. sm_90a).
+DeviceLimits space_limits(const std::string& arch);
 // Problems of the space (variants exp, sig, sig without normalizer); with filter.packed, the
 // packed problems (B = 1, S = T = max_seqlen, num_seqs = N).
 std::vector<MlstmProblem> default_space_problems(const SpaceFilter& filter);

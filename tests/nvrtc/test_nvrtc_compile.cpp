@@ -47,6 +47,7 @@ void compile_all_for(const std::vector<rt::KernelSpec>& specs, const char* arch)
 TEST_CASE("every kernel family compiles for sm_90a in every dtype and variant", "[nvrtc]") {
   ops::SpaceFilter f;
   f.dims = {{64, 64}, {96, 160}};
+  f.every_family = true;
   const auto specs = ops::default_space_kernels(f);
   REQUIRE(specs.size() >= 20);
   compile_all_for(specs, "sm_90a");
@@ -57,6 +58,7 @@ TEST_CASE("every kernel family compiles for sm_90a in every dtype and variant", 
 TEST_CASE("every kernel family compiles for sm_80 in every dtype and variant", "[nvrtc][sm80]") {
   ops::SpaceFilter f;
   f.dims = {{64, 64}};
+  f.every_family = true;
   const auto specs = ops::default_space_kernels(f);
   REQUIRE(specs.size() >= 20);
   compile_all_for(specs, "sm_80");

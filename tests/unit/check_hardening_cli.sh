@@ -119,6 +119,12 @@ run 2 compile --dtype bf16 --dims 64x64 --packed 9000:100 --heads 8 --no-cache
 has_err "65535"
 run 2 compile --dtype bf16 --dims 64x64 --heads 4 --no-cache
 has_err "--heads"
+run 2 compile --dtype bf16 --dims 64x64 --arch sm_9 --no-cache
+has_err "--arch"
+run 2 compile --dtype bf16 --dims 64x64 --arch sm_90aa --no-cache
+has_err "--arch"
+run 2 compile --dtype bf16 --dims 64x64 --packed 4:100 --every-family --no-cache
+has_err "--every-family"
 for filter in "--op bogus" "--variant lin" "--dtype bf17"; do
   # shellcheck disable=SC2086
   run 2 cache list $filter --cache "$d/never.sqlite"

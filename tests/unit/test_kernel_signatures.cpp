@@ -198,6 +198,9 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
     for (const rt::KernelSpec& s : v) specs.emplace(s.key, s);
   };
   add(ops::default_space_kernels(ops::SpaceFilter{}));
+  ops::SpaceFilter every;
+  every.every_family = true;
+  add(ops::default_space_kernels(every));
   add(ops::sm90_kernels());
   const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
   // The tuner's candidates (each enumeration walks its whole space: a few problems only).

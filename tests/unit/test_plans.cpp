@@ -441,3 +441,74 @@ TEST_CASE("packed selections carry their own kernels", "[plan][varlen]") {
                             ops::launch_kernels(*pb.family, lp, pb.cfg.to_config(), true)})
     for (const rt::KernelSpec& s : specs) CHECK(compiled.count(s.key) == 1);
 }
+
+// `tfla compile` prepares a deployment: its default set is exactly the kernels that the default
+// calls of its problems load (forward and backward with and without states, the backward of a
+// saved buffer, the step), nothing they would compile at run time and nothing they never load.
+TEST_CASE("tfla compile's default set is the kernels the default calls load", "[plan]") {
+  ops::SpaceFilter f;
+  std::set<std::string> compiled;
+  for (const rt::KernelSpec& s : ops::default_space_kernels(f))
+    if (s.key.rfind("mlstm_", 0) == 0) CHECK(compiled.insert(s.key).second);
+  std::set<std::string> loaded;
+  auto add = [&](const ops::Family* fam, const MlstmProblem& p, const Config& cfg) {
+    for (const rt::KernelSpec& s : ops::launch_kernels(*fam, p, cfg, false)) {
+      INFO(fam->name() << " B=" << p.B << " NH=" << p.NH << " S=" << p.S << ": " << s.key);
+      CHECK(compiled.count(s.key) == 1);
+      loaded.insert(s.key);
+    }
+  };
+  const Config none;
+  int sm90 = 0;
+  for (const MlstmProblem& p : ops::default_space_problems(f)) {
+    for (bool states : {false, true}) {
+      const ops::FwdSelection& fw = ops::select_fwd(p, none, states);
+      REQUIRE(fw.rejected.empty());
+      add(fw.family, p, fw.cfg.to_config());
+      sm90 += fw.cfg.engine == ops::Engine::Sm90;
+    }
+    if (p.variant == Variant::Sig && !p.normalize) continue;  // its backward is sig's
+    for (bool states : {false, true}) {
+      const ops::BwdSelection& bw = ops::select_bwd(p, none, states);
+      REQUIRE(bw.rejected.empty());
+      add(bw.family, p, bw.cfg.to_config());
+    }
+    const size_t bytes = ops::saved_size(p, ops::select_fwd(p, none, true).cfg.chunk);
+    const ops::BwdSelection& bs = ops::select_bwd_for_saved(p, none, none, nullptr, bytes);
+    REQUIRE(bs.rejected.empty());
+    add(bs.family, p, bs.cfg.to_config());
+  }
+  for (const MlstmProblem& p0 : ops::default_space_problems(f))
+    for (int64_t heads : {8, 512}) {
+      MlstmProblem p = p0;
+      p.B = heads / 8;
+      p.NH = 8;
+      p.S = 1;
+      const ops::StepSelection& st = ops::select_step(p, none);
+      const ops::Resolved r = ops::resolve(ops::Op::Step, p, ops::current_limits(), st.cfg.to_config());
+      add(r.family, p, st.cfg.to_config());
+    }
+  CHECK(sm90 > 0);  // the reference device is an sm_90a: the engine's kernels are in the set
+  CHECK(loaded == compiled);
+}
+
+// The set follows the target arch: without the sm90 engine, the mma.sync families serve.
+TEST_CASE("tfla compile's default set for an sm_80 has no sm90 kernels", "[plan]") {
+  ops::SpaceFilter f;
+  f.dims = {{256, 512}, {64, 64}};
+  f.arch = "sm_80";
+  size_t n = 0;
+  for (const rt::KernelSpec& s : ops::default_space_kernels(f)) {
+    CHECK(s.key.find("sm90") == std::string::npos);
+    n += s.key.rfind("mlstm_", 0) == 0;
+  }
+  CHECK(n > 10);
+  f.arch = "sm_90a";
+  size_t engine = 0;
+  for (const rt::KernelSpec& s : ops::default_space_kernels(f)) engine += s.key.find("sm90") != std::string::npos;
+  CHECK(engine > 0);
+  CHECK_THROWS_AS(ops::space_limits("sm_9"), Error);
+  CHECK_THROWS_AS(ops::space_limits("gfx90a"), Error);
+  CHECK(ops::space_limits("sm_80").smem_optin_bytes == 163 * 1024);
+  CHECK(ops::space_limits("sm_100a").cc_major == 10);
+}

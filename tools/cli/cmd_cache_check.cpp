@@ -377,8 +377,12 @@ LoadCheck load_check(cache::Cache& c, const CurrentEnv& cur) {
     if (fail.empty()) continue;
     ++lc.failed;
     const std::string what = "cubin " + ci.hash.substr(0, 16) + " (" + ci.kernel_name + ")";
-    if (space.empty())
-      for (auto& s : ops::default_space_kernels(ops::SpaceFilter{})) space.emplace(s.key, s);
+    if (space.empty()) {
+      ops::SpaceFilter every;
+      every.every_family = true;
+      for (const ops::SpaceFilter& f : {ops::SpaceFilter{}, every})
+        for (auto& s : ops::default_space_kernels(f)) space.emplace(s.key, s);
+    }
     auto it = space.find(ci.kernel_name);
     if (it == space.end() || store::cubin_key(it->second, ci.arch) != ci.hash) {
       lc.problems.push_back(what + ": " + fail +

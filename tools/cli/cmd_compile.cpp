@@ -106,7 +106,7 @@ std::vector<std::pair<int64_t, int64_t>> parse_packed(const std::string& s) {
 }  // namespace
 
 int cmd_compile(const std::vector<std::string>& argv) {
-  Args args(argv, {"all", "json", "verbose", "no-cache", "force"},
+  Args args(argv, {"all", "json", "verbose", "no-cache", "force", "every-family"},
             {"arch", "dtype", "dims", "jobs", "emit", "cache", "packed", "heads"});
   ops::SpaceFilter filter;
   if (!args.flag("all") && !args.has("dtype") && !args.has("dims"))
@@ -140,9 +140,14 @@ int cmd_compile(const std::vector<std::string>& argv) {
   cache::EnvKey env;
   try {
     env = store::deviceless_env_key(arch);
+    (void)ops::space_limits(arch);
   } catch (const Error&) {
     throw UsageError("--arch expects sm_XY[a], got '" + arch + "'");
   }
+  filter.arch = arch;
+  if (args.flag("every-family") && args.has("packed"))
+    throw UsageError("--every-family is for plain calls; --packed compiles what packed calls select");
+  filter.every_family = args.flag("every-family");
   if (args.flag("no-cache") && (args.flag("force") || args.has("cache")))
     throw UsageError("--no-cache excludes --force and --cache");
   if (!args.positionals().empty()) throw UsageError("unexpected argument '" + args.positionals()[0] + "'");
