@@ -6,7 +6,7 @@
 //   w_i   = s * beta_i / (den_i + eps),  beta_i = exp(b_i + m_c - mu_i)
 // and finally dC0 = dC_0. With dC_last it also sums <dC_last, C_S> per CTA (the df term of the
 // returned last state). One CTA per (BV columns of dC, head) walks the sequence from its end
-// (the walk: sm90_state_walk.cuh, A = Q, B = dH). Rows past S are zero-filled by TMA and get
+// (the walk: sm90_state_walk.cuh, A = Q, B = dH, scaling dH's rows where it can: SCALE_B). Rows past S are zero-filled by TMA and get
 // w = 0. With p.nseg > 1 the walk is split into segments of the sequence (grid y = head * nseg
 // + segment) as in mlstm_bwd_dstates.cuh. A packed call (TFLA_PACKED, seq_span.cuh): one walk
 // per sequence and head over its own chunks, its rows loaded from the (D, T, NH, 1) tensor at the
@@ -19,8 +19,8 @@ namespace tfla {
 
 template <class T, int DQK, int DV, int CHUNK, int BV, int STAGES, bool EXP>
 __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char* smem_raw) {
-  using Walk = StateWalkSm90<T, DQK, DV, BV, STAGES>;
-  constexpr int kSub = Walk::kSub, kNSub = CHUNK / kSub, kRows = Walk::kRows, kRg = Walk::kRg;
+  using Walk = StateWalkSm90<T, DQK, DV, BV, STAGES, true>;
+  constexpr int kSub = Walk::kSub, kNSub = CHUNK / kSub, kRows = Walk::scaled_rows(false);
   static_assert(CHUNK % kSub == 0, "64-row sub-blocks tile the chunk");
   const MlstmBwdParams& p = P.p;
   Walk walk(smem_raw, &P.q, &P.dh);
@@ -55,17 +55,17 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
     if (Walk::cw() == 0 && Walk::lt() == 0) p.dclast_dot[static_cast<long long>(bh) * p.dclast_parts + vt] = dot;
   }
 
-  // Per row of the next sub-block (this thread's rows): whether it is in the sequence, the gate
+  // Per row of the next sub-block (the rows this thread scales, Walk::scaled_row): whether it is in the sequence, the gate
   // value the weight needs (b_t for mLSTMsig, the prefix max pm_t for mLSTMexp) and den_t, loaded
   // one sub-block ahead and used only when the weights are made (an arithmetic use here would
   // wait on the loads at every sub-block).
   float gate_next[kRows], den_next[kRows];
   bool in_next[kRows];
   auto load_rows = [&](int it) {
-    const int row0 = (top - it) * kSub + Walk::r0();
+    const int row0 = (top - it) * kSub;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
-      const int t = row0 + kRg * i;
+      const int t = row0 + Walk::scaled_row(false, i);
       const bool in = it < total && t < sq.S;
       in_next[i] = in;
       gate_next[i] = in ? (EXP ? p.gate_pm : p.gate_b)[bh * S_pad + t] : 0.f;

@@ -6,11 +6,17 @@
 //  - warpgroup 0 (producer, 40 registers): one thread loads each sub-block's A and B by TMA into
 //    the next ring slot (128B-swizzled panels of 64 columns);
 //  - warpgroups 1 and 2 (consumers, 232 registers) own Dqk / 2 rows of X each (Dqk / 128 m64
-//    blocks x BV columns of accumulators). Per sub-block a warpgroup scales its own columns of A
-//    by the row weights w_t in shared memory (in place, optionally summing the scaled columns),
-//    makes the writes visible to the async proxy and, after a barrier of its 128 threads, issues
-//    X += (A * w)^T B as wgmma with both operands MN-major from shared memory. One wgmma group
-//    stays in flight while the next sub-block is scaled.
+//    blocks x BV columns of accumulators). Per sub-block the row weights w_t scale, in shared
+//    memory and in place, either each warpgroup's own columns of A (then a barrier of its 128
+//    threads; summed in fp32 as they are scaled where the caller wants the column sums of A * w,
+//    SUMS) or, with SCALE_B, B's rows (the 256 consumer threads together, then a barrier of the
+//    256: (A * w)^T B = A^T (w * B), and B's 64 x BV is a quarter to a half of A's 64 x Dqk).
+//    SCALE_B holds only without SUMS and where the accumulators take fewer than 128 registers
+//    (at Dqk 256, BV 128 ptxas spilled with it). The backward's dC walk scales B (a 4% faster
+//    backward at the paper shape); the forward's walk, whose Dv-tile-0 CTA sums n, scales A. The writes are
+//    made visible to the async proxy, and each warpgroup issues its rows of X += (A * w)^T B as
+//    wgmma with both operands MN-major from shared memory. One wgmma group stays in flight while
+//    the next sub-block is scaled.
 // The kernel bodies say which rows each step reads, what w is, and what happens at chunk
 // boundaries (where no wgmma is in flight: drain() first).
 #pragma once
@@ -20,7 +26,7 @@
 
 namespace tfla {
 
-template <class T, int DQK, int DV, int BV, int STAGES>
+template <class T, int DQK, int DV, int BV, int STAGES, bool SCALE_B = false>
 struct StateWalkSm90 {
   using u64 = sm90::u64;
   static constexpr int kSub = StateWalkSm90Shape::kSub;
@@ -30,9 +36,17 @@ struct StateWalkSm90 {
   static constexpr int kBBytes = BV / 64 * kPanelBytes;
   static constexpr int kSlotBytes = state_walk_sm90_slot_bytes(DQK, BV);
   static constexpr int kAcc = BV / 2;             // floats per thread per m64 block
-  // The scaling pass: a warpgroup's A columns are kCpr 16-byte chunks per row; its 128 threads
-  // take a chunk position each in kRg row groups (rows r0, r0 + kRg, ...).
+  // Scaling A (SUMS): a warpgroup's A columns are kCpr 16-byte chunks per row; its 128 threads
+  // take a chunk position each in kRg row groups (rows r0, r0 + kRg, ...: kRows weights).
   static constexpr int kCpr = 8 * kMB, kRg = 128 / kCpr, kRows = kSub / kRg;
+  // Scaling B: consumer thread u (0 .. 255) takes the 16-byte chunk u % 8 of B's rows
+  // w_row(j) = u / 8 + 32 j (j < kWRows) in each of its BV / 64 panels.
+  static constexpr int kWRows = kSub / 32;
+  static constexpr bool kScaleB = SCALE_B && kMB * kAcc < 128;
+  // The rows this thread scales (scales_a: A, else B) and their weights' count.
+  __device__ static constexpr bool scales_a(bool sums) { return sums || !kScaleB; }
+  __device__ static constexpr int scaled_rows(bool sums) { return scales_a(sums) ? kRows : kWRows; }
+  __device__ static int scaled_row(bool sums, int i) { return scales_a(sums) ? r0() + kRg * i : w_row(i); }
   static_assert(DQK % 128 == 0 && DQK <= 256 && BV % 64 == 0 && BV <= 128 && DV % BV == 0,
                 "Dqk 128 or 256, BV 64 or 128 dividing Dv");
   static_assert(kRg % 8 == 0, "a thread's rows share their swizzle phase");
@@ -65,6 +79,8 @@ struct StateWalkSm90 {
   __device__ static int my_panel() { return cw() * kMB + pc() / 8; }
   __device__ static int my_col() { return 64 * my_panel() + 8 * ((pc() % 8) ^ (r0() & 7)); }
   __device__ static int row_base() { return cw() * 64 * kMB; }  // first Dqk row of X held
+  __device__ static int cu() { return static_cast<int>(threadIdx.x) - 128; }
+  __device__ static int w_row(int j) { return cu() / 8 + 32 * j; }
 
   // Carves shared memory and initializes the barriers (all threads; contains __syncthreads).
   __device__ StateWalkSm90(char* smem_raw, const TmaDesc* a, const TmaDesc* b) {
@@ -197,56 +213,48 @@ struct StateWalkSm90 {
     sm90::named_bar_sync(1 + cw(), 128);
   }
 
-  // One sub-block: wait for its slot, scale this warpgroup's A columns by w (rows r0 + kRg i),
-  // adding the scaled values to part when SUMS, then issue X += (A * w)^T B. The previous
-  // sub-block's group completes here and its slot is freed.
-  template <bool SUMS>
-  __device__ void step(float (&acc)[kMB][kAcc], const float (&w)[kRows], float (&part)[8]) {
+  // One sub-block: wait for its slot, scale it by w (scales_a(SUMS): this warpgroup's A columns,
+  // rows r0 + kRg i, adding the scaled values to part when SUMS; else B's rows w_row(j)), then
+  // issue X += (A * w)^T B.
+  // The previous sub-block's group completes here and its slot is freed.
+  template <bool SUMS, int N>
+  __device__ void step(float (&acc)[kMB][kAcc], const float (&w)[N], float (&part)[8]) {
     prepare<SUMS>(w, part);
-    issue(acc);
+    issue<scales_a(SUMS)>(acc);
   }
   // step's first half: wait for the next sub-block and scale it. It touches no accumulator, so it
   // may run while the previous group is still in flight, before a drain.
-  template <bool SUMS>
-  __device__ void prepare(const float (&w)[kRows], float (&part)[8]) {
+  template <bool SUMS, int N>
+  __device__ void prepare(const float (&w)[N], float (&part)[8]) {
     using namespace sm90;
+    static_assert(N >= scaled_rows(SUMS), "a weight per scaled row of this thread");
     mbar_wait(&full()[pos.slot], pos.phase);
     char* slot = ring + pos.slot * kSlotBytes;
-    char* chunk = slot + my_panel() * kPanelBytes + (pc() % 8) * 16;
+    if constexpr (scales_a(SUMS)) {
+      char* chunk = slot + my_panel() * kPanelBytes + (pc() % 8) * 16;
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      uint4* q = reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128);
-      const uint4 x = *q;
-      u32 wd[4] = {x.x, x.y, x.z, x.w};
-      if constexpr (SUMS || !WgmmaIsBf16<T>::value) {  // fp32 products (in fp16 w_i alone may pass 65504)
+      for (int i = 0; i < kRows; ++i) scale_chunk<SUMS>(reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128), w[i], part);
+    } else {
+      char* chunk = slot + kABytes + (cu() % 8) * 16;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float2 f = Elem<T>::unpack2(wd[e]);
-          f.x *= w[i];
-          f.y *= w[i];
-          if (SUMS) {
-            part[2 * e] += f.x;
-            part[2 * e + 1] += f.y;
-          }
-          wd[e] = Elem<T>::pack2(f.x, f.y);
-        }
-      } else {  // bf16: packed products (w_i rounded to bf16 once per row)
-        const u32 ww = Elem<T>::pack2(w[i], w[i]);
+      for (int vp = 0; vp < BV / 64; ++vp)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) wd[e] = Elem<T>::mul2(wd[e], ww);
-      }
-      *q = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+        for (int j = 0; j < kWRows; ++j)
+          scale_chunk<false>(reinterpret_cast<uint4*>(chunk + vp * kPanelBytes + w_row(j) * 128), w[j], part);
     }
     fence_proxy_async();
   }
-  // step's second half: X += (A * w)^T B for the prepared sub-block. The previous group
-  // completes here and its slot is freed.
+  // step's second half: X += (A * w)^T B for the prepared sub-block, once the rows it reads are
+  // scaled (SCALED_A = scales_a(SUMS): this warpgroup's A columns; else all of B, by both
+  // warpgroups). The previous group completes here and its slot is freed.
+  template <bool SCALED_A = !kScaleB>
   __device__ void issue(float (&acc)[kMB][kAcc]) {
     using namespace sm90;
     // the caller's writes of X (a decay) stay before the pipeline stage opened below
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb) reg_fence(acc[mb]);
-    named_bar_sync(1 + cw(), 128);
+    if constexpr (SCALED_A) named_bar_sync(1 + cw(), 128);
+    else named_bar_sync(4, 256);
     char* slot = ring + pos.slot * kSlotBytes;
     const u32 abase = smem_u32(slot), bbase = smem_u32(slot + kABytes);
     // the warpgroup through a shuffle: warp-uniform to the compiler, so the descriptors are built
@@ -277,6 +285,30 @@ struct StateWalkSm90 {
   }
 
  private:
+  // 16 bytes of a row times its weight w, in place; SUMS adds the fp32 products to part.
+  template <bool SUMS>
+  __device__ static void scale_chunk(uint4* q, float w, float (&part)[8]) {
+    const uint4 x = *q;
+    u32 wd[4] = {x.x, x.y, x.z, x.w};
+    if constexpr (SUMS || !sm90::WgmmaIsBf16<T>::value) {  // fp32 products (in fp16 w alone may pass 65504)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float2 f = Elem<T>::unpack2(wd[e]);
+        f.x *= w;
+        f.y *= w;
+        if (SUMS) {
+          part[2 * e] += f.x;
+          part[2 * e + 1] += f.y;
+        }
+        wd[e] = Elem<T>::pack2(f.x, f.y);
+      }
+    } else {  // bf16: packed products (w rounded to bf16 once per row)
+      const u32 ww = Elem<T>::pack2(w, w);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) wd[e] = Elem<T>::mul2(wd[e], ww);
+    }
+    *q = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+  }
   __device__ void release_prev() {
     if (prev_slot < 0) return;
     __syncwarp();
