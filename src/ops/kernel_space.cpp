@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <functional>
 #include <set>
 #include <string>
@@ -11,6 +10,7 @@
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "ops/packed.hpp"
+#include "store/env_key.hpp"
 
 namespace tfla::ops {
 namespace {
@@ -72,23 +72,17 @@ std::vector<MlstmProblem> default_space_problems(const SpaceFilter& f) {
 }
 
 DeviceLimits space_limits(const std::string& arch) {
+  const cache::EnvKey key = store::deviceless_env_key(arch);  // throws InvalidArgument for a bad form
+  const int cc = 10 * key.cc_major + key.cc_minor;
   DeviceLimits l = DeviceLimits::reference();
-  int cc = 0;
-  size_t digits = 0;
-  if (arch.rfind("sm_", 0) == 0)
-    while (3 + digits < arch.size() && std::isdigit(static_cast<unsigned char>(arch[3 + digits]))) ++digits;
-  const std::string tail = arch.substr(std::min(arch.size(), 3 + digits));
-  if (digits < 2 || digits > 3 || tail.size() > 1 || (tail.size() == 1 && !std::islower(static_cast<unsigned char>(tail[0]))))
-    throw Error(ErrorCode::InvalidArgument, "arch '" + arch + "' is not of the form sm_<major><minor>[suffix], e.g. sm_90a");
-  cc = std::stoi(arch.substr(3, digits));
   l.arch = arch;
-  l.cc_major = cc / 10;
-  l.cc_minor = cc % 10;
+  l.cc_major = key.cc_major;
+  l.cc_minor = key.cc_minor;
   // the opt-in shared memory per block and the shared memory of an SM (CUDA's tables)
   if (cc == 80 || cc == 87) {
     l.smem_optin_bytes = 163 * 1024;
     l.smem_per_sm_bytes = 164 * 1024;
-  } else if (cc == 86 || cc == 89 || cc >= 110) {
+  } else if (cc == 86 || cc == 89 || cc >= 120) {
     l.smem_optin_bytes = 99 * 1024;
     l.smem_per_sm_bytes = 100 * 1024;
   } else if (cc < 80) {
