@@ -102,46 +102,34 @@ void add_selected(const MlstmProblem& p, const DeviceLimits& dev, bool with_back
                   const std::function<void(std::vector<rt::KernelSpec>)>& add) {
   const bool packed = is_packed(p);
   const MlstmProblem lp = launch_problem(p);
-  const MlstmProblem cp = packed ? packed_config_problem(lp) : lp;
   auto kernels = [&](const Family* fam, const Config& cfg) {
-    if (!fam || !fam->reject(cfg, lp, dev).empty()) return;
-    std::vector<rt::KernelSpec> specs = fam->kernels(lp, cfg, dev);
-    if (packed)
-      for (rt::KernelSpec& s : specs) s = rt::with_packed(std::move(s));
-    add(std::move(specs));
+    if (fam && fam->reject(cfg, lp, dev).empty()) add(launch_kernels(*fam, lp, cfg, packed, dev));
   };
   const Config none;  // packed_pins returns it itself for a plain call
   Config fs, bs;
   const Config& fpins = packed_pins(p, none, Op::Forward, fs);
   int saved_chunk = 0;
-  for (bool chunkwise : {false, true}) {
-    Resolved r = resolve(Op::Forward, cp, dev, fpins);
-    if (chunkwise && r.family->form() == Form::Parallel) r = resolve(Op::Forward, lp, dev, {{kFormKey, 0}});
+  for (bool states : {false, true}) {
     FwdConfig c;
-    c.apply(r.config);
+    c.apply(resolve_call(Op::Forward, lp, dev, fpins, fpins.count(kFormKey), states, packed).config);
     kernels(find_family(Op::Forward, c.form, c.engine), c.to_config());
-    if (chunkwise) saved_chunk = c.chunk;
+    if (states) saved_chunk = c.chunk;
   }
   if (!with_backward) return;
   const Config& bpins = packed_pins(p, none, Op::Backward, bs);
-  for (int call = 0; call < 3; ++call) {  // no states; states; a saved buffer
-    Config pins = bpins;
-    Resolved r = resolve(Op::Backward, cp, dev, pins);
-    if (call > 0 && r.family->form() == Form::Parallel) {
-      pins[kFormKey] = 0;
-      r = resolve(Op::Backward, lp, dev, pins);
-    }
-    if (call == 2) {
-      BwdConfig c;
-      c.apply(r.config);
-      if (c.chunk == saved_chunk) continue;
-      pins = bpins;
-      pins["chunk"] = saved_chunk;
-      r = resolve(Op::Backward, cp, dev, pins);
-    }
+  auto backward = [&](const Config& pins, bool states) {
     BwdConfig c;
-    c.apply(r.config);
+    c.apply(resolve_call(Op::Backward, lp, dev, pins, pins.count(kFormKey), states, packed).config);
     kernels(find_family(Op::Backward, c.form, c.engine), c.to_config());
+    return c;
+  };
+  backward(bpins, false);
+  const BwdConfig with_states = backward(bpins, true);
+  // a saved buffer's backward runs at the forward's chunk (select_bwd_for_saved)
+  if (!with_states.parallel() && with_states.chunk != saved_chunk) {
+    Config pins = bpins;
+    pins["chunk"] = saved_chunk;
+    backward(pins, true);
   }
 }
 

@@ -57,11 +57,7 @@ const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool
   return memo.get(std::move(key), [&] {
     const DeviceLimits& dev = current_limits();
     const Config& pinned = caller.empty() ? tuned_config(p, "bwd") : caller;
-    Resolved r = resolve(Op::Backward, packed ? packed_config_problem(p) : p, dev, pinned);
-    if (needs_chunkwise && r.family->form() == Form::Parallel && !caller.count(kFormKey)) {
-      log_debug("backward S={}: the parallel form keeps no states; using the chunkwise default", p.S);
-      r = resolve(Op::Backward, p, dev, {{kFormKey, 0}});
-    }
+    const Resolved r = resolve_call(Op::Backward, p, dev, pinned, caller.count(kFormKey), needs_chunkwise, packed);
     BwdConfig c;
     c.apply(r.config);
     return selection_of(p, c, packed);

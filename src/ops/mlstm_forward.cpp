@@ -62,11 +62,7 @@ const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool
   return memo.get(std::move(key), [&] {
     const DeviceLimits& dev = current_limits();
     const Config& pinned = caller.empty() ? tuned_config(p, "fwd") : caller;
-    Resolved r = resolve(Op::Forward, packed ? packed_config_problem(p) : p, dev, pinned);
-    if (needs_chunkwise && r.family->form() == Form::Parallel && !caller.count(kFormKey)) {
-      log_debug("forward S={}: the parallel form keeps no states; using the chunkwise default", p.S);
-      r = resolve(Op::Forward, p, dev, {{kFormKey, 0}});
-    }
+    const Resolved r = resolve_call(Op::Forward, p, dev, pinned, caller.count(kFormKey), needs_chunkwise, packed);
     FwdConfig c;
     c.apply(r.config);
     return selection_of(p, c, packed);

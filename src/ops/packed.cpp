@@ -1,5 +1,7 @@
 #include "ops/packed.hpp"
 
+#include "runtime/log.hpp"
+
 #include <string>
 
 namespace tfla::ops {
@@ -71,11 +73,22 @@ void check_selection_packed(bool selection_packed, const MlstmProblem& p, const 
                                          (is_packed(p) ? "packed" : "plain") + " ones");
 }
 
-std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed) {
-  std::vector<rt::KernelSpec> specs = f.kernels(lp, cfg, current_limits());
+std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed,
+                                           const DeviceLimits& dev) {
+  std::vector<rt::KernelSpec> specs = f.kernels(lp, cfg, dev);
   if (packed)
     for (rt::KernelSpec& s : specs) s = rt::with_packed(std::move(s));
   return specs;
+}
+
+Resolved resolve_call(Op op, const MlstmProblem& lp, const DeviceLimits& dev, const Config& pinned, bool form_pinned,
+                      bool needs_chunkwise, bool packed) {
+  Resolved r = resolve(op, packed ? packed_config_problem(lp) : lp, dev, pinned);
+  if (needs_chunkwise && r.family->form() == Form::Parallel && !form_pinned) {
+    log_debug("{} S={}: the parallel form keeps no states; using the chunkwise default", to_string(op), lp.S);
+    r = resolve(op, lp, dev, {{kFormKey, 0}});
+  }
+  return r;
 }
 
 PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64, int chunk) {

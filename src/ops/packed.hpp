@@ -47,9 +47,19 @@ void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64)
 // (the kernels read the offsets only when compiled for packed sequences).
 void check_selection_packed(bool selection_packed, const MlstmProblem& p, const char* op);
 
-// A family's kernels for the launch problem lp and a config; packed: compiled for packed
+// A family's kernels for the launch problem lp and a config on dev; packed: compiled for packed
 // sequences (rt::with_packed), which only they read.
-std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed);
+std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed,
+                                           const DeviceLimits& dev = current_limits());
+
+// The family and config a forward or backward call of the launch problem lp resolves on dev:
+// `pinned` (the caller's, a tuned or an empty config) for lp, or for a packed call for its config
+// problem (packed_config_problem); where that is the parallel form but the call needs the
+// chunkwise form (needs_chunkwise: it carries states) and the caller did not pin the form
+// (form_pinned), the chunkwise default. What select_fwd and select_bwd run, and what `tfla
+// compile` prepares (ops/kernel_space.cpp).
+Resolved resolve_call(Op op, const MlstmProblem& lp, const DeviceLimits& dev, const Config& pinned, bool form_pinned,
+                      bool needs_chunkwise, bool packed);
 
 // The kernels' view of a packed call (zero for a plain one) at the config's chunk length.
 PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64, int chunk);
