@@ -12,8 +12,8 @@
 //    SUMS) or, with SCALE_B, B's rows (the 256 consumer threads together, then a barrier of the
 //    256: (A * w)^T B = A^T (w * B), and B's 64 x BV is a quarter to a half of A's 64 x Dqk).
 //    SCALE_B holds only without SUMS and where the accumulators take fewer than 128 registers
-//    (at Dqk 256, BV 128 ptxas spilled with it). The backward's dC walk scales B (a 4% faster
-//    backward at the paper shape); the forward's walk, whose Dv-tile-0 CTA sums n, scales A. The writes are
+//    (at Dqk 256, BV 128 ptxas spilled with it). The backward's dC walk sets SCALE_B; the
+//    forward's walk, whose Dv-tile-0 CTA sums n, scales A. The writes are
 //    made visible to the async proxy, and each warpgroup issues its rows of X += (A * w)^T B as
 //    wgmma with both operands MN-major from shared memory. One wgmma group stays in flight while
 //    the next sub-block is scaled.
