@@ -1,4 +1,4 @@
-// Kernel parameter block of the recurrent step's two kernels (mlstm_step.cuh). Plain data shared by
+// Kernel parameter block of the recurrent step's kernels (mlstm_step.cuh). Plain data shared by
 // host and device code: the host fills one and passes it by value as the only kernel argument.
 // Strides are in elements; the feature dimension is always contiguous.
 #pragma once
@@ -36,25 +36,30 @@ struct MlstmStepParams {
   int NH;    // heads per batch row (bh = b * NH + h)
   int T;     // tokens of this call, >= 1
   float scale, eps;
+  int nm_mode;  // who writes n and m: STEP_NM_APART, STEP_NM_CLUSTER or STEP_NM_DEPENDENT
 };
 
-// The update kernel's layout rules, shared by the host (config checks) and the kernel
+// MlstmStepParams::nm_mode (mlstm_step.cuh says why each exists).
+#define STEP_NM_APART 0      // sources apart from n, m: the fused kernel's slice 0 writes them
+#define STEP_NM_CLUSTER 1    // in place, a cluster launch: slice 0 writes them after the cluster barrier
+#define STEP_NM_DEPENDENT 2  // in place: the dependent mlstm_step_nm writes them
+
+// The fused kernel's layout rules, shared by the host (config checks) and the kernel
 // (static_asserts). A CTA owns a Dqk x BV column slice of one head's C; its NT threads read and
 // write it as 16-byte (4 x fp32) vectors, BV / 4 threads per row, so NT / (BV / 4) rows per pass.
 TFLA_HD constexpr int step_threads_per_row(int bv) { return bv / 4; }
 TFLA_HD constexpr int step_rows_per_pass(int bv, int nt) { return nt / (bv / 4); }
 // fp32 state values each thread keeps in registers (the whole slice, loaded at once).
 TFLA_HD constexpr int step_state_regs(int dqk, int bv, int nt) { return dqk * bv / nt; }
-// The state kernel's 16-byte records (f', i', 1 / (den + eps)) are staged in shared memory this
-// many tokens at a time.
-#define STEP_RECORD_TOKENS 32
-// Threads of the state kernel (one CTA per head).
-#define STEP_STATE_THREADS 128
-// Static shared memory of one update CTA, bytes: q, k (Dqk) and v (BV) of pf tokens in the
-// input dtype, the partial h sums and the staged records.
+// Threads of mlstm_step_nm (one CTA per head).
+#define STEP_NM_THREADS 128
+// The fused kernel stages the gate pre-activations of this many tokens at a time.
+#define STEP_GATE_TOKENS 32
+// Static shared memory of one fused CTA, bytes: q, k (Dqk) and v (BV) of pf tokens in the input
+// dtype, the partial h sums, the per-warp partials of n . q and the staged gates.
 TFLA_HD constexpr int step_smem_bytes(int eb, int dqk, int bv, int nt, int pf) {
-  return pf * (2 * dqk + bv) * eb +
-         (32 % (bv / 4) == 0 ? nt / 32 : step_rows_per_pass(bv, nt)) * bv * 4 + STEP_RECORD_TOKENS * 16;
+  return pf * (2 * dqk + bv) * eb + (32 % (bv / 4) == 0 ? nt / 32 : step_rows_per_pass(bv, nt)) * bv * 4 +
+         nt / 32 * 4 + 2 * STEP_GATE_TOKENS * 4;
 }
 
 }  // namespace tfla

@@ -55,8 +55,8 @@ StateExtents state_extents(const MlstmProblem& p, const float* C, const float* n
 
 bool overlap(const Extent& a, const Extent& b) { return a.lo < b.hi && b.lo < a.hi; }
 
-// h holds the state kernel's records before the update kernel reads the inputs and state: an h
-// that shares bytes with any of them would corrupt them, so it is refused by name. h and st: the
+// CTAs write h while other CTAs of the step still read the inputs and the state: an h that
+// shares bytes with any of them would corrupt them, so it is refused by name. h and st: the
 // bytes of h and of the destination states.
 void check_h_apart(const MlstmProblem& p, const StepTensors& t, const Extent& h, const StateExtents& st) {
   const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
@@ -73,14 +73,13 @@ void check_h_apart(const MlstmProblem& p, const StepTensors& t, const Extent& h,
   for (const auto& [name, e] : others)
     if (overlap(e, h))
       invalid(std::string("h overlaps ") + name +
-              ": the step writes per-token scratch into h before it reads its inputs and state; pass a "
-              "separate output buffer");
+              ": the step writes h while it still reads its inputs and state; pass a separate output buffer");
 }
 
 // The destinations C, n, m are written by different kernels and CTAs: no two may share a byte.
 // A source is read while the destinations are written, by other CTAs and the other kernel: it
 // must be its destination itself (in place) or share no byte with any destination or with h,
-// which holds the state kernel's records before the update kernel reads C_src.
+// which the step writes while it still reads C_src.
 void check_sources(const MlstmProblem& p, const StepTensors& t, const Extent& h, const StateExtents& dst) {
   const bool exp = p.variant == Variant::Exp;
   const std::pair<const char*, Extent> dsts[] = {{"C", dst.C}, {"n", dst.n}, {"m", dst.m}};
@@ -108,8 +107,8 @@ void check_sources(const MlstmProblem& p, const StepTensors& t, const Extent& h,
                 "while the new states are written, so it must be its destination itself (in place) or apart "
                 "from every destination");
     if (overlap(s.e, h))
-      invalid(std::string(s.name) + " overlaps h: the step writes per-token scratch into h before it reads the "
-              "states; pass a separate output buffer");
+      invalid(std::string(s.name) + " overlaps h: the step writes h while it still reads the states; pass a "
+              "separate output buffer");
   }
 }
 
@@ -147,7 +146,7 @@ StepSelection selection_of(const MlstmProblem& p, const StepConfig& c) {
   s.cfg = c;
   s.kernel_key = {static_cast<int64_t>(Op::Step), static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
                   exp, exp || p.normalize, p.Dqk, p.Dv, c.siz_b_v, c.threads, step_prefetch_tokens(c, p)};
-  s.plan = step_plan(p, c);
+  for (int mode : {STEP_NM_APART, STEP_NM_CLUSTER, STEP_NM_DEPENDENT}) s.plans[mode] = step_plan(p, c, mode);
   return s;
 }
 
@@ -175,6 +174,20 @@ void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& 
   launch_step(p, t, o, sel);
 }
 
+// How a call writes n and m (mlstm_step.cuh): apart from their sources in the fused kernel; in
+// place in one cluster launch where the config allows it and the device holds every head's
+// cluster at once (a second wave of clusters would cost more than the dependent launch); else in
+// place by the dependent n, m kernel.
+namespace {
+int nm_mode_of(const MlstmProblem& p, const MlstmStepParams& prm, const StepConfig& cfg, const rt::LoadedKernel& fused) {
+  const bool in_place = !prm.n_src || (p.variant == Variant::Exp && !prm.m_src);
+  if (!in_place) return STEP_NM_APART;
+  if (cfg.cluster && fused.max_active_clusters(static_cast<unsigned>(cfg.slices(p.Dv))) >= p.B * p.NH)
+    return STEP_NM_CLUSTER;
+  return STEP_NM_DEPENDENT;
+}
+}  // namespace
+
 void launch_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel) {
   const StepConfig& cfg = sel.cfg;
   rt::ensure_context();
@@ -195,7 +208,8 @@ void launch_step(const MlstmProblem& p, const StepTensors& t, const LaunchOption
   prm.T = static_cast<int>(p.S);
   prm.scale = resolved_scale(p);
   prm.eps = p.eps;
-  execute(sel.plan, kernels.data(), p, {}, {nullptr, nullptr, &prm}, static_cast<CUstream>(o.stream));
+  prm.nm_mode = nm_mode_of(p, prm, cfg, *kernels[0]);
+  execute(sel.plans[prm.nm_mode], kernels.data(), p, {}, {nullptr, nullptr, &prm}, static_cast<CUstream>(o.stream));
 }
 
 }  // namespace tfla::ops

@@ -1,5 +1,7 @@
 // The recurrent step (generation): T >= 1 tokens of B x NH heads per call, the fp32 state
-// (C, n, m) updated in place by the two kernels of kernel_templates/tfla/mlstm_step.cuh.
+// (C, n, m) updated in place or written apart from its sources by the kernels of
+// kernel_templates/tfla/mlstm_step.cuh: one launch, or two where n and m are updated in place
+// and the device cannot hold every head's cluster at once.
 #pragma once
 #include <vector>
 
@@ -11,15 +13,13 @@
 
 namespace tfla::ops {
 
-// The rendered kernels of a configuration: the state kernel (n, m and per-token records; one
-// CTA per head) and the update kernel (C and h; (Dv / siz_b_v, B * NH) CTAs), launched in this
-// order, the second as a programmatic dependent of the first.
-// A resolved step: its typed config and the key of its kernels (memoized per shape, device
-// and pinned config: a decode loop's call does no default search).
+// A resolved step: its typed config, the key of its kernels (step_kernels) and its plan for each
+// way of writing n and m, indexed by nm_mode (memoized per shape, device and pinned config: a
+// decode loop's call does no default search).
 struct StepSelection {
   StepConfig cfg;
   MemoKey kernel_key{};
-  Plan plan;  // the step family's (step_plan)
+  Plan plans[3];  // step_plan(p, cfg, STEP_NM_APART / STEP_NM_CLUSTER / STEP_NM_DEPENDENT)
 };
 const StepSelection& select_step(const MlstmProblem& p, const Config& caller);
 StepSelection selection_of(const MlstmProblem& p, const StepConfig& cfg);

@@ -34,6 +34,7 @@ const char* to_string(Block b) noexcept {
     case Block::BwdDkvSm90: return "bwd_dkv_sm90";
     case Block::Step: return "step";
     case Block::StepDependent: return "step_dependent";
+    case Block::StepCluster: return "step_cluster";
   }
   return "?";
 }
@@ -165,6 +166,7 @@ void execute(const Plan& plan, const rt::LoadedKernel* const* kernels, const Mls
       case Block::BwdDkvSm90: run(k, l.grid, stream, bwd_dkv_sm90_params(p, *b.g)); break;
       case Block::Step: run(k, l.grid, stream, *b.s); break;
       case Block::StepDependent: k.launch_dependent(l.grid, stream, b.s, sizeof(*b.s)); break;
+      case Block::StepCluster: k.launch_cluster(l.grid, l.grid.x, stream, b.s); break;
     }
   }
 }

@@ -64,6 +64,7 @@ enum class Block : uint8_t {
   BwdDkvSm90,     // MlstmBwdDkvSm90Params over g (tensor maps of q, k, v, dh and dC)
   Step,           // s as it is
   StepDependent,  // s, as a programmatic dependent of the previous launch
+  StepCluster,    // s, in clusters of grid.x CTAs (one cluster per grid row)
 };
 const char* to_string(Block b) noexcept;
 
@@ -148,7 +149,9 @@ void add_state_walk(Plan& plan, const MlstmProblem& p, bool sm90, int siz_b_k, i
 // call reads the forward's saved-states buffer (the gate data, chunk states and C_S in it, no
 // recompute launches).
 Plan bwd_plan(const MlstmProblem& p, const BwdConfig& cfg, const DeviceLimits& dev, bool saved);
-// The step's plan: the state kernel over the heads, then the update kernel as its dependent.
-Plan step_plan(const MlstmProblem& p, const StepConfig& cfg);
+// The step's plan for one way of writing n and m (nm_mode, mlstm_step_params.cuh): the fused
+// kernel over (Dv / siz_b_v, B * NH) CTAs, in clusters of a head's CTAs for STEP_NM_CLUSTER, and
+// for STEP_NM_DEPENDENT then the n, m kernel over the heads as its programmatic dependent.
+Plan step_plan(const MlstmProblem& p, const StepConfig& cfg, int nm_mode);
 
 }  // namespace tfla::ops

@@ -13,6 +13,8 @@ const KeyTable<StepConfig>& table() {
   static const KeyTable<StepConfig> t({
       {{"siz_b_v", 16, 512, "Dv columns of C per update CTA"}, &StepConfig::siz_b_v},
       {{"threads", 32, 1024, "threads per update CTA"}, &StepConfig::threads},
+      {{"cluster", 0, 1, "in place: one cluster launch where a wave holds the clusters (0: two launches)"},
+       &StepConfig::cluster},
   });
   return t;
 }
@@ -27,12 +29,19 @@ constexpr int kMaxStateRegs = 128;      // fp32 state values per thread (registe
 constexpr int kDefaultStateRegs = 64;   // the default's target
 constexpr int kMaxThreads = 1024;
 constexpr int kStaticSmemBytes = 48 * 1024;
+constexpr int kRegisterFile = 65536;  // 32-bit registers per SM
+// The fused kernel's registers a thread (held by min_blocks): at most 128 in CTAs of 256 threads
+// or more (two such CTAs on an SM), at most 168 in smaller ones (three CTAs of 128 threads).
+constexpr int kMaxThreadRegs = 128;
+constexpr int kMaxThreadRegsSmall = 168;
 
 // The fewest threads (so the most state values per thread, up to regs) that make a valid
 // config of slice width bv for p, or 0 when none within 512 threads is valid.
 int threads_for(const MlstmProblem& p, int bv, int regs) {
   for (int nt = 32; nt <= 512; nt += 32) {
-    const StepConfig c{bv, nt};
+    StepConfig c;
+    c.siz_b_v = bv;
+    c.threads = nt;
     if (step_state_regs(static_cast<int>(p.Dqk), bv, nt) <= regs && !step_config_error(c, p))
       return nt;
   }
@@ -62,12 +71,16 @@ StepConfig default_step_config(const MlstmProblem& p) {
     if (!nt) continue;
     const int dist = bv > 64 ? bv - 64 : 64 - bv;
     if (best_dist < 0 || dist < best_dist) {
-      best = {bv, nt};
+      best.siz_b_v = bv;
+      best.threads = nt;
       best_dist = dist;
     }
   }
-  if (best_dist >= 0) return best;
-  return {16, 128};  // unreachable for valid problems (Dqk, Dv multiples of 16 up to 512)
+  if (best_dist < 0) {  // unreachable for valid problems (Dqk, Dv multiples of 16 up to 512)
+    best.siz_b_v = 16;
+    best.threads = 128;
+  }
+  return best;
 }
 
 StepConfig resolve_step_config(const MlstmProblem& p, const Config& pinned) {
@@ -109,7 +122,7 @@ const char* step_config_error(const StepConfig& c, const MlstmProblem& p) {
     return "Dqk * siz_b_v / threads (state values per thread, in registers) must be at most 128";
   // The register file (64K per SM) must hold one CTA: the state plus ~32 registers per thread
   // (more would spill: at 1024 threads a thread gets 64 registers, at 512 threads 128).
-  if ((step_state_regs(dqk, c.siz_b_v, c.threads) + 32) * c.threads > 65536)
+  if ((step_state_regs(dqk, c.siz_b_v, c.threads) + 32) * c.threads > kRegisterFile)
     return "(Dqk * siz_b_v / threads + 32) * threads (registers of a CTA) must be at most 65536";
   if (step_smem(c, p) > kStaticSmemBytes) return "the kernel's static shared memory exceeds 48 KiB";
   return nullptr;
@@ -122,18 +135,23 @@ std::string check_step_config(const StepConfig& c, const MlstmProblem& p) {
 
 std::vector<rt::KernelSpec> step_kernels(const MlstmProblem& p, const StepConfig& c) {
   const bool exp = p.variant == Variant::Exp;
-  // mLSTMexp always normalizes: one state kernel whatever p.normalize says.
   return {
-      rt::render("mlstm_step_state", "tfla/mlstm_step.cuh", "tfla::mlstm_step_state", "tfla::MlstmStepParams",
+      // mLSTMexp always normalizes: one kernel whatever p.normalize says. Registers are capped
+      // (kMaxThreadRegs): left alone, ptxas took 170 for mLSTMexp at one token and 256 threads,
+      // one CTA per SM; the smaller CTAs spill at 128 but not at 168.
+      rt::with_min_blocks(
+          rt::render("mlstm_step_fused", "tfla/mlstm_step.cuh", "tfla::mlstm_step_fused", "tfla::MlstmStepParams",
+                     {{"T", device_type(p.dtype)}, {"G", device_type(p.gate_dtype)}, {"DQK", arg(p.Dqk)},
+                      {"DV", arg(p.Dv)}, {"BV", arg(c.siz_b_v)}, {"NT", arg(c.threads)},
+                      {"PF", arg(step_prefetch_tokens(c, p))}, {"EXP", arg(exp)},
+                      {"NORMALIZE", arg(exp || p.normalize)}},
+                     c.threads, 0, /*uses_smem_arg=*/false),
+          kRegisterFile / (c.threads * (c.threads >= 256 ? kMaxThreadRegs : kMaxThreadRegsSmall))),
+      // n and m depend on neither Dv nor the normalizer: one kernel per dtype pair, Dqk and variant.
+      rt::render("mlstm_step_nm", "tfla/mlstm_step.cuh", "tfla::mlstm_step_nm", "tfla::MlstmStepParams",
                  {{"T", device_type(p.dtype)}, {"G", device_type(p.gate_dtype)}, {"DQK", arg(p.Dqk)},
-                  {"DV", arg(p.Dv)}, {"BV", arg(c.siz_b_v)}, {"NA", arg(STEP_STATE_THREADS)}, {"EXP", arg(exp)},
-                  {"NORMALIZE", arg(exp || p.normalize)}},
-                 STEP_STATE_THREADS, 0, /*uses_smem_arg=*/false),
-      // The update kernel does not depend on the variant: it applies the state kernel's records.
-      rt::render("mlstm_step", "tfla/mlstm_step.cuh", "tfla::mlstm_step", "tfla::MlstmStepParams",
-                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"BV", arg(c.siz_b_v)},
-                  {"NT", arg(c.threads)}, {"PF", arg(step_prefetch_tokens(c, p))}},
-                 c.threads, 0, /*uses_smem_arg=*/false),
+                  {"NA", arg(STEP_NM_THREADS)}, {"EXP", arg(exp)}},
+                 STEP_NM_THREADS, 0, /*uses_smem_arg=*/false),
   };
 }
 

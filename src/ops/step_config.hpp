@@ -1,6 +1,6 @@
-// Launch configuration of the recurrent step's update kernel (kernel_templates/tfla/mlstm_step.cuh) and
-// its validity rules. The named-parameter form (tfla::Config) is what the tuner and the cache
-// store: {"siz_b_v", BV}, {"threads", NT}.
+// Launch configuration of the recurrent step (kernel_templates/tfla/mlstm_step.cuh) and its
+// validity rules. The named-parameter form (tfla::Config) is what the tuner and the cache store:
+// {"siz_b_v", BV}, {"threads", NT}, {"cluster", 0 or 1}.
 #pragma once
 #include <string>
 
@@ -15,6 +15,11 @@ namespace tfla::ops {
 struct StepConfig {
   int siz_b_v = 64;   // Dv columns of C per update CTA; Dv / siz_b_v CTAs per head
   int threads = 256;  // threads per update CTA; each keeps Dqk * siz_b_v / threads fp32 state values
+  // 1: a call that updates n and m in place runs as one cluster launch (a cluster of the
+  // Dv / siz_b_v CTAs of each head) where the device holds all of its clusters at once; 0: such
+  // a call runs as two launches (the update, then n and m as its programmatic dependent).
+  // Calls with sources apart from n and m are one launch either way.
+  int cluster = 1;
 
   Config to_config() const;
   // Reads the keys present in c over this config; throws InvalidArgument on unknown keys and
@@ -39,7 +44,8 @@ const char* step_config_error(const StepConfig& cfg, const MlstmProblem& p);
 int step_prefetch_tokens(const StepConfig& cfg, const MlstmProblem& p);
 // Static shared memory of the kernel, bytes (pf token buffers; 1 = the least it needs).
 int step_smem(const StepConfig& cfg, const MlstmProblem& p, int pf = 1);
-// The step's two kernels (the per-head state kernel, the update kernel), in launch order.
+// The step's two kernels: the fused step (mlstm_step_fused) and the per-head n, m writer that
+// follows it where n and m are updated in place without a cluster (mlstm_step_nm).
 std::vector<rt::KernelSpec> step_kernels(const MlstmProblem& p, const StepConfig& cfg);
 
 }  // namespace tfla::ops

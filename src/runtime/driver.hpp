@@ -19,7 +19,7 @@ namespace tfla::rt {
   X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize)                   \
   X(cuEventElapsedTime) X(cuGetErrorName) X(cuGetErrorString) X(cuMemGetInfo)                 \
   X(cuPointerGetAttribute) X(cuMemcpyDtoDAsync) X(cuLaunchKernelEx)                     \
-  X(cuTensorMapEncodeTiled)
+  X(cuTensorMapEncodeTiled) X(cuOccupancyMaxActiveClusters)
 
 struct Driver {
 #define TFLA_DECLARE(name) decltype(&::name) name = nullptr;

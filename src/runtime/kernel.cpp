@@ -164,13 +164,15 @@ std::string compile_ptx(const KernelSpec& spec, const std::string& arch) {
 }
 
 LoadedKernel::LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes,
-                           std::string key, bool programmatic)
+                           std::string key, bool sm90)
     : module_(module),
       fn_(fn),
       threads_(threads),
       smem_bytes_(smem_bytes),
       key_(std::move(key)),
-      programmatic_(programmatic) {}
+      sm90_(sm90) {
+  for (auto& a : active_clusters_) a.store(-1, std::memory_order_relaxed);
+}
 
 LoadedKernel::~LoadedKernel() {
   std::string why;
@@ -189,12 +191,9 @@ void LoadedKernel::launch(Grid3 grid, CUstream stream, const void* params, size_
   if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernel(" + key_ + ")").c_str());
 }
 
-void LoadedKernel::launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const {
-  if (!programmatic_) return launch(grid, stream, params, bytes);
+void LoadedKernel::launch_ex(Grid3 grid, CUstream stream, const void* params, const CUlaunchAttribute& attr,
+                             const char* what) const {
   void* args[] = {const_cast<void*>(params)};
-  CUlaunchAttribute attr{};
-  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-  attr.value.programmaticStreamSerializationAllowed = 1;
   CUlaunchConfig lc{};
   lc.gridDimX = grid.x;
   lc.gridDimY = grid.y;
@@ -204,10 +203,56 @@ void LoadedKernel::launch_dependent(Grid3 grid, CUstream stream, const void* par
   lc.blockDimZ = 1;
   lc.sharedMemBytes = static_cast<unsigned>(smem_bytes_);
   lc.hStream = stream;
-  lc.attrs = &attr;
+  lc.attrs = const_cast<CUlaunchAttribute*>(&attr);
   lc.numAttrs = 1;
   const CUresult r = driver().cuLaunchKernelEx(&lc, fn_, args, nullptr);
-  if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernelEx(" + key_ + ", programmatic dependent)").c_str());
+  if (r != CUDA_SUCCESS) check(r, ("cuLaunchKernelEx(" + key_ + ", " + what + ")").c_str());
+}
+
+void LoadedKernel::launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const {
+  if (!sm90_) return launch(grid, stream, params, bytes);
+  CUlaunchAttribute attr{};
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
+  launch_ex(grid, stream, params, attr, "programmatic dependent");
+}
+
+namespace {
+CUlaunchAttribute cluster_attribute(unsigned cluster_x) {
+  CUlaunchAttribute attr{};
+  attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  attr.value.clusterDim.x = cluster_x;
+  attr.value.clusterDim.y = 1;
+  attr.value.clusterDim.z = 1;
+  return attr;
+}
+}  // namespace
+
+void LoadedKernel::launch_cluster(Grid3 grid, unsigned cluster_x, CUstream stream, const void* params) const {
+  if (!sm90_) throw Error(ErrorCode::Internal, "cluster launch of " + key_ + " on a device before sm_90");
+  launch_ex(grid, stream, params, cluster_attribute(cluster_x), "clusters");
+}
+
+int LoadedKernel::max_active_clusters(unsigned cluster_x) const {
+  if (!sm90_ || cluster_x < 1 || cluster_x > kMaxPortableCluster) return 0;
+  std::atomic<int>& memo = active_clusters_[cluster_x];
+  int n = memo.load(std::memory_order_relaxed);
+  if (n >= 0) return n;
+  const CUlaunchAttribute attr = cluster_attribute(cluster_x);
+  CUlaunchConfig lc{};
+  lc.gridDimX = cluster_x;
+  lc.gridDimY = 1;
+  lc.gridDimZ = 1;
+  lc.blockDimX = static_cast<unsigned>(threads_);
+  lc.blockDimY = 1;
+  lc.blockDimZ = 1;
+  lc.sharedMemBytes = static_cast<unsigned>(smem_bytes_);
+  lc.attrs = const_cast<CUlaunchAttribute*>(&attr);
+  lc.numAttrs = 1;
+  n = 0;
+  if (driver().cuOccupancyMaxActiveClusters(&n, fn_, &lc) != CUDA_SUCCESS) n = 0;  // 0: never clusters
+  memo.store(n, std::memory_order_relaxed);
+  return n;
 }
 
 int LoadedKernel::registers() const {
@@ -240,7 +285,7 @@ std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelS
                 ") for " + spec.key).c_str());
     }
   }
-  // Programmatic dependent launches need compute capability 9.0+ (the current context's device).
+  // Programmatic dependent and cluster launches need compute capability 9.0+ (the current context's device).
   CUdevice dev = 0;
   int cc_major = 0;
   if (d.cuCtxGetDevice(&dev) == CUDA_SUCCESS)

@@ -5,6 +5,8 @@
 #pragma once
 #include <cuda.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 
 #include <memory>
@@ -68,9 +70,9 @@ struct Grid3 {
 
 class LoadedKernel {
  public:
-  // programmatic: the device takes programmatic dependent launches (sm_90+).
+  // sm90: the device takes programmatic dependent launches and thread-block clusters (sm_90+).
   LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes, std::string key,
-               bool programmatic = false);
+               bool sm90 = false);
   ~LoadedKernel();
   LoadedKernel(const LoadedKernel&) = delete;
   LoadedKernel& operator=(const LoadedKernel&) = delete;
@@ -82,6 +84,14 @@ class LoadedKernel {
   // griddepcontrol.wait returns when that kernel has completed with its memory visible. Before
   // sm_90 a plain launch (stream order is then the dependency; griddepcontrol compiles to nothing).
   void launch_dependent(Grid3 grid, CUstream stream, const void* params, size_t bytes) const;
+  // Launches in thread-block clusters of cluster_x x 1 x 1 CTAs (grid.x a multiple of cluster_x;
+  // sm_90+, else Error(Internal)).
+  void launch_cluster(Grid3 grid, unsigned cluster_x, CUstream stream, const void* params) const;
+  // How many clusters of cluster_x CTAs of this kernel fit on the device at once
+  // (cuOccupancyMaxActiveClusters, memoized); 0 where clusters are not available (before sm_90,
+  // cluster_x outside 1..8, or the query fails).
+  int max_active_clusters(unsigned cluster_x) const;
+  bool sm90() const { return sm90_; }
   const std::string& key() const { return key_; }
   int registers() const;
   int local_bytes() const;
@@ -91,7 +101,12 @@ class LoadedKernel {
   CUfunction fn_;
   int threads_, smem_bytes_;
   std::string key_;
-  bool programmatic_;
+  bool sm90_;
+  static constexpr unsigned kMaxPortableCluster = 8;
+  mutable std::array<std::atomic<int>, kMaxPortableCluster + 1> active_clusters_;  // -1: not asked yet
+
+  void launch_ex(Grid3 grid, CUstream stream, const void* params, const CUlaunchAttribute& attr,
+                 const char* what) const;
 };
 // Loads a cubin into the current context and sets its shared-memory limit.
 std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelSpec& spec);

@@ -7,7 +7,9 @@
 #include <string>
 
 #include "gpu_test_util.hpp"
+#include "ops/mlstm_step.hpp"
 #include "reference/reference.hpp"
+#include "runtime/kernel.hpp"
 
 using namespace tfla;
 namespace ref = tfla::reference;
@@ -147,6 +149,29 @@ void run_case(const Case& c, uint64_t seed) {
     CHECK(test::raw_bytes(C_src) == C_src0);
     CHECK(test::raw_bytes(n_src) == n_src0);
     CHECK(test::raw_bytes(m_src) == m_src0);
+  }
+
+  // In place again with cluster = 0: two launches (n and m by the dependent kernel) where the
+  // call above may have run as one cluster launch; the results must be the same bits.
+  {
+    INFO("in place with cluster = 0 against the library's choice");
+    auto h2 = test::poisoned(h.bytes());
+    auto C2 = test::upload(init.C, DType::FP32);
+    auto n2 = test::upload(init.n, DType::FP32);
+    cli::DeviceBuffer m2 = sig ? test::poisoned(c.B * c.NH * 4) : test::upload(init.m, DType::FP32);
+    StepTensors t2 = t;
+    t2.h = h2.get();
+    t2.C = C2.as<float>();
+    t2.n = n2.as<float>();
+    t2.m = t.m ? m2.as<float>() : nullptr;
+    LaunchOptions o2 = o;
+    o2.config["cluster"] = 0;
+    mlstm_step(p, t2, o2);
+    cli::synchronize();
+    CHECK(test::raw_bytes(h2) == test::raw_bytes(h));
+    CHECK(test::raw_bytes(C2) == test::raw_bytes(C));
+    CHECK(test::raw_bytes(n2) == test::raw_bytes(n));
+    if (t.m) CHECK(test::raw_bytes(m2) == test::raw_bytes(m));
   }
 
   const RefSteps r = reference_steps(shape, opt, in, init);
@@ -366,6 +391,27 @@ TEST_CASE("step on small shapes of every dtype and variant (run under compute-sa
       run_case({v, var != 2, dt, dt, 2, 1, 3, 32, 64, true, false, {{"siz_b_v", 16}, {"threads", 32}}}, seed++);
     }
   run_prefill(Variant::Exp, true, DType::BF16, 1, 2, 20, 2, 32, 64, seed++);
+}
+
+// The cases above compare the in-place call with cluster = 0 against the library's choice, which
+// must be the one cluster launch at a decode loop's size on an sm_90: the device holds the fused
+// kernel's clusters of 8 (Dv 512 in 64-column slices) for B = 1 at NH = 8 at once.
+TEST_CASE("in-place steps of a few heads run as one cluster launch on sm_90", "[gpu][step]") {
+  MlstmProblem p;
+  p.B = 1; p.NH = 8; p.S = 1; p.Dqk = 256; p.Dv = 512;
+  const ops::StepSelection& sel = ops::select_step(p, {});
+  REQUIRE(sel.cfg.cluster == 1);
+  const rt::LoadedKernel& fused = rt::get_kernel(ops::step_kernels(p, sel.cfg)[0]);
+  if (!fused.sm90()) {
+    WARN("no clusters before sm_90: not checked");
+    return;
+  }
+  const unsigned slices = static_cast<unsigned>(sel.cfg.slices(p.Dv));
+  const int fit = fused.max_active_clusters(slices);
+  std::printf("clusters of %u fused step CTAs the device holds at once: %d\n", slices, fit);
+  CHECK(fit >= 8);
+  CHECK(sel.plans[STEP_NM_CLUSTER].count == 1);
+  CHECK(sel.plans[STEP_NM_CLUSTER].launches[0].block == ops::Block::StepCluster);
 }
 
 TEST_CASE("step config query: default, tuned or pinned, and bad pins are named", "[gpu][step]") {

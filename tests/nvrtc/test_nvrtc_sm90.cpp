@@ -6,6 +6,7 @@
 #include <atomic>
 #include "tfla_catch.hpp"
 #include <cstdlib>
+#include <iterator>
 #include <regex>
 #include <thread>
 
@@ -280,7 +281,7 @@ TEST_CASE("the sm_90a kernels of packed calls compile with no ptxas warning, sta
 }
 
 // The recurrent step's two kernels in their default configs (one token and a fused four), every
-// dtype and variant: the update kernel keeps its whole C slice in registers (up to 128 values a
+// dtype and variant: the fused kernel keeps its whole C slice in registers (up to 128 values a
 // thread), so a spill there is local-memory traffic on every call.
 TEST_CASE("the step kernels compile with no ptxas warning, stack frame or spill", "[nvrtc][step]") {
   ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
@@ -295,20 +296,28 @@ TEST_CASE("the step kernels compile with no ptxas warning, stack frame or spill"
   check_clean(specs);
 }
 
-// The update kernel stores each C row of a thread as one 16-byte store (st.global.v4.f32), and fp32
-// h too. Written
-// as a float4 assignment the front end once split these into four 4-byte stores, and the step ran
-// at 62% of the copy bandwidth instead of 95% (B = 64); the PTX shows it before any GPU does.
-TEST_CASE("the step's update kernel stores its state in 16-byte vectors", "[nvrtc][step]") {
+size_t count_matches(const std::string& text, const std::regex& re) {
+  return static_cast<size_t>(std::distance(std::sregex_iterator(text.begin(), text.end(), re), std::sregex_iterator()));
+}
+
+// The fused kernel stores each C row of a thread as one 16-byte store (st.global.v4.f32), and h
+// as 16-byte stores too. Written as a float4 (or uint4) assignment the front end once split these
+// into four 4-byte stores, and the step ran at 62% of the copy bandwidth instead of 95% (B = 64);
+// the PTX shows it before any GPU does. The only 4-byte stores are n's values (Dqk / threads per
+// thread, rounded up) and m (mLSTMsig stores its 0 as an integer).
+TEST_CASE("the step's fused kernel stores its state and h in 16-byte vectors", "[nvrtc][step]") {
   for (MlstmProblem p : sm90_problems()) {
     p.B = 1;
     p.S = 1;
-    const std::vector<rt::KernelSpec> ks = ops::step_kernels(p, ops::default_step_config(p));
+    const ops::StepConfig cfg = ops::default_step_config(p);
+    const std::vector<rt::KernelSpec> ks = ops::step_kernels(p, cfg);
     REQUIRE(ks.size() == 2);
-    INFO(ks[1].key);
-    const std::string ptx = rt::compile_ptx(ks[1], "compute_90a");
+    INFO(ks[0].key);
+    const std::string ptx = rt::compile_ptx(ks[0], "compute_90a");
     REQUIRE(ptx.find(".entry") != std::string::npos);
-    CHECK(!std::regex_search(ptx, std::regex(R"(st\.global(\.wb)?\.f32)")));
+    const size_t n_stores = static_cast<size_t>((p.Dqk + cfg.threads - 1) / cfg.threads);
+    CHECK(count_matches(ptx, std::regex(R"(st\.global(\.wb)?\.(f32|u32|b32)\s)")) <= n_stores + 1);
+    CHECK(count_matches(ptx, std::regex(R"(st\.global(\.wb)?\.(u16|b16|f16|bf16)\s)")) == 0);
     CHECK(std::regex_search(ptx, std::regex(R"(st\.global(\.wb)?\.v4\.f32)")));
   }
 }

@@ -237,8 +237,8 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
   for (const char* fn : {"tfla::mlstm_fwd_gates", "tfla::mlstm_fwd_states", "tfla::mlstm_fwd_output",
                          "tfla::mlstm_fwd_output_sm90", "tfla::mlstm_fwd_states_sm90", "tfla::mlstm_bwd_tile",
                          "tfla::mlstm_bwd_parallel", "tfla::mlstm_bwd_tile_sm90", "tfla::mlstm_bwd_dstates",
-                         "tfla::mlstm_bwd_gates_local", "tfla::mlstm_bwd_gates_df", "tfla::mlstm_step",
-                         "tfla::mlstm_step_state", "tfla::gemm_sm90", "tfla::sm90_wgmma_probe",
+                         "tfla::mlstm_bwd_gates_local", "tfla::mlstm_bwd_gates_df", "tfla::mlstm_step_fused",
+                         "tfla::mlstm_step_nm", "tfla::gemm_sm90", "tfla::sm90_wgmma_probe",
                          "tfla::mlstm_fwd_state_fix", "tfla::mlstm_bwd_dstate_fix"})
     CHECK(functions.count(fn) == 1);
 }

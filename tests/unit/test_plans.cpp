@@ -51,7 +51,8 @@ const char* params_of(Block b) {
     case Block::BwdTileSm90: return "tfla::MlstmBwdTileSm90Params";
     case Block::BwdDkvSm90: return "tfla::MlstmBwdDkvSm90Params";
     case Block::Step:
-    case Block::StepDependent: return "tfla::MlstmStepParams";
+    case Block::StepDependent:
+    case Block::StepCluster: return "tfla::MlstmStepParams";
   }
   return "?";
 }
@@ -361,18 +362,26 @@ TEST_CASE("dispatch's selections carry the family's plans", "[plan]") {
   const ops::BwdSelection& b = ops::select_bwd(p, {}, true);
   CHECK(b.plans[1].saved_bytes == ops::saved_size(p, b.cfg.chunk));
   CHECK(mlstm_backward_workspace_size(p, {}, true) == b.plans[1].workspace_bytes);
-  // the step: the state kernel per head, then the update kernel as its dependent
+  // the step: the fused kernel over (slices, heads), in clusters of a head's slices, or followed
+  // by the n, m kernel per head as its dependent
   for (int64_t dv : {64, 512}) {
     const MlstmProblem q = make_problem(4, 8, 1, 256, dv);
     const ops::StepSelection& st = ops::select_step(q, {});
-    REQUIRE(st.plan.count == 2);
-    CHECK(st.plan.launches[0].block == Block::Step);
-    CHECK(st.plan.launches[0].grid.x == 32u);
-    CHECK(st.plan.launches[1].block == Block::StepDependent);
-    CHECK(st.plan.launches[1].kernel == 1);
-    CHECK(int64_t{st.plan.launches[1].grid.x} * st.cfg.siz_b_v == dv);
-    CHECK(st.plan.launches[1].grid.y == 32u);
-    CHECK(st.plan.workspace_bytes == 0);
+    for (int mode : {STEP_NM_APART, STEP_NM_CLUSTER, STEP_NM_DEPENDENT}) {
+      INFO("nm_mode " << mode);
+      const Plan& pl = st.plans[mode];
+      REQUIRE(pl.count == (mode == STEP_NM_DEPENDENT ? 2 : 1));
+      CHECK(pl.launches[0].block == (mode == STEP_NM_CLUSTER ? Block::StepCluster : Block::Step));
+      CHECK(pl.launches[0].kernel == 0);
+      CHECK(int64_t{pl.launches[0].grid.x} * st.cfg.siz_b_v == dv);
+      CHECK(pl.launches[0].grid.y == 32u);
+      if (mode == STEP_NM_DEPENDENT) {
+        CHECK(pl.launches[1].block == Block::StepDependent);
+        CHECK(pl.launches[1].kernel == 1);
+        CHECK(pl.launches[1].grid.x == 32u);
+      }
+      CHECK(pl.workspace_bytes == 0);
+    }
   }
 }
 

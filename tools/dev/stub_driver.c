@@ -90,6 +90,12 @@ static CUresult s_cuLaunchKernelEx(const CUlaunchConfig* c, CUfunction f, void**
   (void)c; (void)f; (void)params; (void)extra;
   OK;
 }
+/* Room for 16 clusters: enough for the step's one-launch cluster path at small batches. */
+static CUresult s_cuOccupancyMaxActiveClusters(int* n, CUfunction f, const CUlaunchConfig* c) {
+  (void)f;
+  *n = c && c->numAttrs ? 16 : 0;
+  OK;
+}
 static CUresult s_cuMemAlloc(CUdeviceptr* p, size_t n) {
   void* m = aligned_alloc(256, (n + 255) / 256 * 256 + 256);
   if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -162,7 +168,7 @@ static const struct Entry kTable[] = {
     E(cuMemsetD8Async), E(cuMemsetD32Async), E(cuStreamCreate), E(cuStreamDestroy), E(cuStreamSynchronize),
     E(cuEventCreate), E(cuEventDestroy), E(cuEventRecord), E(cuEventSynchronize), E(cuEventElapsedTime),
     E(cuGetErrorName), E(cuGetErrorString), E(cuMemGetInfo), E(cuPointerGetAttribute), E(cuMemcpyDtoDAsync),
-    E(cuLaunchKernelEx), E(cuTensorMapEncodeTiled),
+    E(cuLaunchKernelEx), E(cuTensorMapEncodeTiled), E(cuOccupancyMaxActiveClusters),
 };
 #undef E
 

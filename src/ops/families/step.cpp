@@ -1,9 +1,8 @@
-// The recurrent step on mma.sync-era hardware (plain CUDA cores; memory-bound): a per-head
-// state kernel updates n and m and leaves each token's gate factors in h, then the update
-// kernel (a programmatic dependent launch) updates C and writes h
-// (kernel_templates/tfla/mlstm_step.cuh); its plan: the state kernel, one CTA per head, then the
-// update kernel, Dv / siz_b_v CTAs per head. Default: default_step_config in ops/step_config.cpp
-// (why). The tuner's space: every slice width the kernel takes (multiples of 16 dividing Dv)
+// The recurrent step on plain CUDA cores (memory-bound): one fused kernel, Dv / siz_b_v CTAs per
+// head, updates C, n and m and writes h (kernel_templates/tfla/mlstm_step.cuh). Where n and m
+// are updated in place it runs in clusters of a head's CTAs, or is followed by the per-head n, m
+// kernel as its programmatic dependent (step_plan's modes; ops/mlstm_step.cpp picks one per
+// call). Default: default_step_config in ops/step_config.cpp (why). The tuner's space: every slice width the kernel takes (multiples of 16 dividing Dv)
 // times the thread counts that leave 16, 32, 64 or 128 state values per thread, and 128, 256
 // and 512 threads.
 #include <algorithm>
@@ -61,17 +60,18 @@ class Step final : public Family {
   Plan plan(const MlstmProblem& p, const Config& cfg, const DeviceLimits&, bool) const override {
     StepConfig c;
     c.apply(cfg);
-    return step_plan(p, c);
+    return step_plan(p, c, STEP_NM_APART);
   }
 };
 
 }  // namespace
 
-Plan step_plan(const MlstmProblem& p, const StepConfig& c) {
+Plan step_plan(const MlstmProblem& p, const StepConfig& c, int nm_mode) {
   Plan plan;
   const unsigned heads = static_cast<unsigned>(p.B * p.NH);
-  plan.add(0, Block::Step, {heads, 1, 1});
-  plan.add(1, Block::StepDependent, {static_cast<unsigned>(c.slices(p.Dv)), heads, 1});
+  const rt::Grid3 grid{static_cast<unsigned>(c.slices(p.Dv)), heads, 1};
+  plan.add(0, nm_mode == STEP_NM_CLUSTER ? Block::StepCluster : Block::Step, grid);
+  if (nm_mode == STEP_NM_DEPENDENT) plan.add(1, Block::StepDependent, {heads, 1, 1});
   return plan;
 }
 
