@@ -37,13 +37,16 @@ __device__ __forceinline__ float step_gate(const void* p, i64 idx) {
   return Elem<G>::to_float(static_cast<const G*>(p)[idx]);
 }
 
-// One token's gate factors from its gate pre-activations and the previous stabilizer: m_new, f'
-// and i'. One definition for both kernels, so that they compute the same bits.
+// One token's gate factors from its log gates (lf = log sigmoid(f~); li = i~ for mLSTMexp, log
+// sigmoid(i~) for mLSTMsig: step_log_gates) and the previous stabilizer: m_new, f' and i'. One
+// definition for both kernels, so that they compute the same bits.
+template <bool EXP> __device__ __forceinline__ void step_log_gates(float gate_f, float gate_i, float& lf, float& li) {
+  lf = logsigmoid(gate_f);
+  li = EXP ? gate_i : logsigmoid(gate_i);
+}
 template <bool EXP> struct StepGates {
   float m, fg, ig;
-  __device__ __forceinline__ StepGates(float gate_f, float gate_i, float m_prev) {
-    const float lf = logsigmoid(gate_f);
-    const float li = EXP ? gate_i : logsigmoid(gate_i);
+  __device__ __forceinline__ StepGates(float lf, float li, float m_prev) {
     m = EXP ? fmaxf(lf + m_prev, li) : 0.f;
     fg = expf(lf + m_prev - m);
     ig = expf(li - m);
@@ -115,15 +118,15 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
                 "NT must split into whole C rows per pass, and the passes must cover Dqk");
   static_assert(step_state_regs(DQK, BV, NT) <= 128, "at most 128 state values per thread");
   static_assert(PF >= 1 && PF <= 8, "PF: 1 to 8 token buffers");
-  constexpr int GCH = STEP_GATE_TOKENS;  // gate pre-activations staged per chunk of tokens
+  constexpr int GCH = STEP_GATE_TOKENS;  // tokens whose gate factors are staged at once
 
   __shared__ __align__(16) T s_q[PF][DQK];
   __shared__ __align__(16) T s_k[PF][DQK];
   __shared__ __align__(16) T s_v[PF][BV];
   __shared__ __align__(16) float s_h[NPART][BV];
   __shared__ float s_qn[NW];  // per-warp partials of n . (s q)
-  __shared__ float s_gate[2][GCH];  // f~ and i~ of tokens [t0, t0 + GCH)
-  static_assert(sizeof(s_q) + sizeof(s_k) + sizeof(s_v) + sizeof(s_h) + sizeof(s_qn) + sizeof(s_gate) ==
+  __shared__ float4 s_rec[GCH];  // (f', i', m) of tokens [t0, t0 + GCH)
+  static_assert(sizeof(s_q) + sizeof(s_k) + sizeof(s_v) + sizeof(s_h) + sizeof(s_qn) + sizeof(s_rec) ==
                     step_smem_bytes(Elem<T>::bytes, DQK, BV, NT, PF),
                 "the arrays above must match step_smem_bytes, which the host plans the token buffers with");
 
@@ -150,7 +153,8 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
     const int a = tid + NT * j;
     nr[j] = a < DQK ? n_in[(i64)bh * DQK + a] : 0.f;
   }
-  float m_prev = EXP ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
+  // the running stabilizer, kept by the first warp (which stages the gate factors)
+  float m_run = EXP && warp == 0 ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
   const i64 gi = b * p.i_sb + hh * p.i_sh, gf = b * p.f_sb + hh * p.f_sh;
 
   // 2. Token inputs: q, k and this slice of v through cp.async into the PF-token ring (one
@@ -174,18 +178,26 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
   for (int t = 0; t < p.T; ++t) {
     const int buf = t % PF;
     const bool last = t + 1 == p.T;
-    // The gates of the next GCH tokens, staged by the first warp (the previous ones were last
-    // read before the barrier that ended the previous token).
-    if (t % GCH == 0 && tid < GCH && t + tid < p.T) {
-      s_gate[0][tid] = step_gate<G>(p.f, gf + (i64)(t + tid) * p.f_ss);
-      s_gate[1][tid] = step_gate<G>(p.i, gi + (i64)(t + tid) * p.i_ss);
+    // The gate factors of the next GCH tokens, staged by the first warp: each lane takes one
+    // token's log gates, then every lane runs the stabilizer's recurrence over them and lane u
+    // keeps token u's record. (The previous records were last read right after the barrier that
+    // began the previous token.)
+    if (t % GCH == 0 && warp == 0) {
+      const int cnt = min(GCH, p.T - t);
+      float lf = 0.f, li = 0.f;
+      if (lane < cnt)
+        step_log_gates<EXP>(step_gate<G>(p.f, gf + (i64)(t + lane) * p.f_ss),
+                            step_gate<G>(p.i, gi + (i64)(t + lane) * p.i_ss), lf, li);
+      for (int u = 0; u < cnt; ++u) {
+        const StepGates<EXP> g(__shfl_sync(0xffffffffu, lf, u), __shfl_sync(0xffffffffu, li, u), m_run);
+        m_run = g.m;
+        if (lane == u) s_rec[u] = make_float4(g.fg, g.ig, g.m, 0.f);
+      }
     }
     cp_async_wait<PF - 1>();
-    __syncthreads();  // token t's q, k, v and gates are in shared memory; the last token's reads are done
-
-    // The head's recurrence at token t, in every thread.
-    const StepGates<EXP> g(s_gate[0][t % GCH], s_gate[1][t % GCH], m_prev);
-    const float fg = g.fg, ig = g.ig;
+    __syncthreads();  // token t's q, k, v and gate factors are in shared memory; the last token's reads are done
+    const float4 rec = s_rec[t % GCH];
+    const float fg = rec.x, ig = rec.y, m_t = rec.z;
     float qn = 0.f;
 #pragma unroll
     for (int j = 0; j < NN; ++j) {
@@ -240,7 +252,7 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
 #pragma unroll
       for (int w = 0; w < NW; ++w) qn_all += s_qn[w];
       float den = 1.f;
-      if (EXP) den = fmaxf(fabsf(qn_all), expf(-g.m));
+      if (EXP) den = fmaxf(fabsf(qn_all), expf(-m_t));
       else if (NORMALIZE) den = fmaxf(fabsf(qn_all), 1.f);
       const float inv = 1.f / (den + p.eps);
       float hv[EV];
@@ -254,7 +266,6 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
       Pack16<T>::store(gh + (i64)t * p.h_ss + x * EV, hv);
     }
     issue(t + PF, buf);  // this buffer's reads are behind the barrier above: refill it
-    m_prev = g.m;
   }
 
   // 3. n and m (mLSTMsig: m = 0, where m is given).
@@ -265,12 +276,13 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
       const int a = tid + NT * j;
       if (a < DQK) p.n[(i64)bh * DQK + a] = nr[j];
     }
-    if (p.m && tid == 0) p.m[bh] = m_prev;
+    if (p.m && tid == 0) p.m[bh] = m_run;
   }
 }
 
 // n and m under STEP_NM_DEPENDENT, grid (B * NH), NA threads, launched as mlstm_step_fused's
-// programmatic dependent: the fused kernel's recurrence (StepGates, the same n update), from the
+// programmatic dependent: the fused kernel's recurrence (step_log_gates, StepGates, the same n
+// update), from the
 // old values while the fused kernel runs, written once it has completed. T: k's dtype; G: gate
 // dtype.
 template <class T, class G, int DQK, int NA, bool EXP>
@@ -290,8 +302,9 @@ __device__ void mlstm_step_nm(const MlstmStepParams& p) {
   const T* gk = static_cast<const T*>(p.k) + b * p.k_sb + hh * p.k_sh;
   const i64 gi = b * p.i_sb + hh * p.i_sh, gf = b * p.f_sb + hh * p.f_sh;
   for (int t = 0; t < p.T; ++t) {
-    const StepGates<EXP> g(step_gate<G>(p.f, gf + (i64)t * p.f_ss), step_gate<G>(p.i, gi + (i64)t * p.i_ss),
-                           m_prev);
+    float lf, li;
+    step_log_gates<EXP>(step_gate<G>(p.f, gf + (i64)t * p.f_ss), step_gate<G>(p.i, gi + (i64)t * p.i_ss), lf, li);
+    const StepGates<EXP> g(lf, li, m_prev);
 #pragma unroll
     for (int j = 0; j < NNA; ++j) {
       const int a = tid + NA * j;

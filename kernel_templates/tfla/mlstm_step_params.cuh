@@ -53,13 +53,13 @@ TFLA_HD constexpr int step_rows_per_pass(int bv, int nt) { return nt / (bv / 4);
 TFLA_HD constexpr int step_state_regs(int dqk, int bv, int nt) { return dqk * bv / nt; }
 // Threads of mlstm_step_nm (one CTA per head).
 #define STEP_NM_THREADS 128
-// The fused kernel stages the gate pre-activations of this many tokens at a time.
+// The fused kernel stages the gate factors (f', i', m) of this many tokens at a time (one warp's).
 #define STEP_GATE_TOKENS 32
 // Static shared memory of one fused CTA, bytes: q, k (Dqk) and v (BV) of pf tokens in the input
-// dtype, the partial h sums, the per-warp partials of n . q and the staged gates.
+// dtype, the partial h sums, the per-warp partials of n . q and the staged gate factors.
 TFLA_HD constexpr int step_smem_bytes(int eb, int dqk, int bv, int nt, int pf) {
   return pf * (2 * dqk + bv) * eb + (32 % (bv / 4) == 0 ? nt / 32 : step_rows_per_pass(bv, nt)) * bv * 4 +
-         nt / 32 * 4 + 2 * STEP_GATE_TOKENS * 4;
+         nt / 32 * 4 + STEP_GATE_TOKENS * 16;
 }
 
 }  // namespace tfla
