@@ -13,11 +13,11 @@
 namespace tfla::ops {
 
 struct StepConfig {
-  int siz_b_v = 64;   // Dv columns of C per update CTA; Dv / siz_b_v CTAs per head
-  int threads = 256;  // threads per update CTA; each keeps Dqk * siz_b_v / threads fp32 state values
+  int siz_b_v = 64;   // Dv columns of C per CTA; Dv / siz_b_v CTAs per head
+  int threads = 256;  // threads per CTA; each keeps Dqk * siz_b_v / threads fp32 state values
   // 1: a call that updates n and m in place runs as one cluster launch (a cluster of the
   // Dv / siz_b_v CTAs of each head) where the device holds all of its clusters at once; 0: such
-  // a call runs as two launches (the update, then n and m as its programmatic dependent).
+  // a call runs as two launches (the fused step, then n and m as its programmatic dependent).
   // Calls with sources apart from n and m are one launch either way.
   int cluster = 1;
 

@@ -353,7 +353,7 @@ TEST_CASE("step and fused multi-step match the float64 reference step", "[gpu][s
       {G, true, f32, f32, 1, 1, 2, 512, 512, true, false, {}},
       {E, true, bf, f32, 64, 8, 1, 64, 64, true, false, {}},    // B*NH = 512
       {G, true, bf, f32, 16, 8, 2, 128, 256, true, false, {}},  // B*NH = 128
-      // pinned configs: 1 to 32 update CTAs per head, few and many threads
+      // pinned configs: 1 to 32 CTAs per head (no cluster above 8), few and many threads
       {E, true, bf, f32, 2, 2, 3, 64, 512, true, false, {{"siz_b_v", 512}, {"threads", 512}}},
       {G, true, bf, f32, 2, 2, 3, 128, 512, true, false, {{"siz_b_v", 256}, {"threads", 256}}},
       {E, true, bf, f32, 2, 2, 3, 256, 512, true, false, {{"siz_b_v", 128}, {"threads", 256}}},
@@ -385,7 +385,7 @@ TEST_CASE("step on small shapes of every dtype and variant (run under compute-sa
   for (DType dt : {DType::BF16, DType::FP16, DType::FP32})
     for (int var = 0; var < 3; ++var) {
       const Variant v = var == 0 ? Variant::Exp : Variant::Sig;
-      // one update CTA per head, and 4 per head; one token and a fused 3
+      // one CTA per head, and 4 per head; one token and a fused 3
       run_case({v, var != 2, dt, DType::FP32, 1, 2, 1, 32, 64, true, false, {{"siz_b_v", 64}, {"threads", 64}}},
                seed++);
       run_case({v, var != 2, dt, dt, 2, 1, 3, 32, 64, true, false, {{"siz_b_v", 16}, {"threads", 32}}}, seed++);
