@@ -53,6 +53,26 @@ template <bool EXP> struct StepGates {
   }
 };
 
+// Head bh's n values a thread keeps: elements tid + STRIDE * j (j < N) of Dqk, read from n_src
+// where given, else n (0 past Dqk); and their store into n.
+template <int DQK, int STRIDE, int N>
+__device__ __forceinline__ void step_load_n(const MlstmStepParams& p, int bh, int tid, float (&nr)[N]) {
+  const float* n_in = p.n_src ? p.n_src : p.n;
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int a = tid + STRIDE * j;
+    nr[j] = a < DQK ? n_in[(i64)bh * DQK + a] : 0.f;
+  }
+}
+template <int DQK, int STRIDE, int N>
+__device__ __forceinline__ void step_store_n(const MlstmStepParams& p, int bh, int tid, const float (&nr)[N]) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int a = tid + STRIDE * j;
+    if (a < DQK) p.n[(i64)bh * DQK + a] = nr[j];
+  }
+}
+
 // 16 bytes of T (16 / sizeof(T) elements) from fp32 values.
 template <class T> struct Pack16;
 template <> struct Pack16<float> {
@@ -71,31 +91,21 @@ template <class T> struct Pack16 {
   }
 };
 
-// Programmatic dependent launch (sm_90; no-ops before): let the dependent grid be scheduled, and
-// wait until the grid this one depends on has completed with its memory visible.
-__device__ __forceinline__ void griddep_launch_dependents() {
+// One PTX instruction without operands, a memory clobber, on sm_90 and later; nothing before
+// (no launch that needs these runs there).
 #if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#define TFLA_STEP_SM90_OP(text) asm volatile(text ";\n" ::: "memory")
+#else
+#define TFLA_STEP_SM90_OP(text)
 #endif
-}
-__device__ __forceinline__ void griddep_wait() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-// Thread-block cluster barrier (sm_90): arrive with release semantics (this thread's earlier
-// reads and writes are ordered before it), wait with acquire semantics.
-__device__ __forceinline__ void cluster_arrive() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_wait() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
-#endif
-}
+// Programmatic dependent launch: let the dependent grid be scheduled; wait until the grid this
+// one depends on has completed with its memory visible.
+__device__ __forceinline__ void griddep_launch_dependents() { TFLA_STEP_SM90_OP("griddepcontrol.launch_dependents"); }
+__device__ __forceinline__ void griddep_wait() { TFLA_STEP_SM90_OP("griddepcontrol.wait"); }
+// Thread-block cluster barrier: arrive with release semantics (this thread's earlier reads and
+// writes are ordered before it), wait with acquire semantics.
+__device__ __forceinline__ void cluster_arrive() { TFLA_STEP_SM90_OP("barrier.cluster.arrive.release"); }
+__device__ __forceinline__ void cluster_wait() { TFLA_STEP_SM90_OP("barrier.cluster.wait.acquire"); }
 
 // The whole step, grid (Dv / BV, B * NH), NT threads. T: q, k, v, h dtype; G: gate dtype; BV: Dv
 // columns per CTA; PF: tokens whose inputs are in flight at once; EXP: mLSTMexp (else mLSTMsig);
@@ -146,13 +156,8 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
   float4 c[NPASS];
 #pragma unroll
   for (int j = 0; j < NPASS; ++j) c[j] = *reinterpret_cast<const float4*>(gC_in + (i64)(r0 + RPP * j) * DV);
-  const float* n_in = p.n_src ? p.n_src : p.n;
   float nr[NN];
-#pragma unroll
-  for (int j = 0; j < NN; ++j) {
-    const int a = tid + NT * j;
-    nr[j] = a < DQK ? n_in[(i64)bh * DQK + a] : 0.f;
-  }
+  step_load_n<DQK, NT>(p, bh, tid, nr);
   // the running stabilizer, kept by the first warp (which stages the gate factors)
   float m_run = EXP && warp == 0 ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
   const i64 gi = b * p.i_sb + hh * p.i_sh, gf = b * p.f_sb + hh * p.f_sh;
@@ -271,11 +276,7 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
   // 3. n and m (mLSTMsig: m = 0, where m is given).
   if (p.nm_mode == STEP_NM_CLUSTER) cluster_wait();  // every thread of the head's CTAs has read them
   if (p.nm_mode != STEP_NM_DEPENDENT && slice == 0) {
-#pragma unroll
-    for (int j = 0; j < NN; ++j) {
-      const int a = tid + NT * j;
-      if (a < DQK) p.n[(i64)bh * DQK + a] = nr[j];
-    }
+    step_store_n<DQK, NT>(p, bh, tid, nr);
     if (p.m && tid == 0) p.m[bh] = m_run;
   }
 }
@@ -291,13 +292,8 @@ __device__ void mlstm_step_nm(const MlstmStepParams& p) {
   static_assert(NA % 32 == 0, "NA: whole warps");
   const int tid = threadIdx.x;
   const int bh = blockIdx.x, b = bh / p.NH, hh = bh % p.NH;
-  const float* n_in = p.n_src ? p.n_src : p.n;
   float nr[NNA];
-#pragma unroll
-  for (int j = 0; j < NNA; ++j) {
-    const int a = tid + NA * j;
-    nr[j] = a < DQK ? n_in[(i64)bh * DQK + a] : 0.f;
-  }
+  step_load_n<DQK, NA>(p, bh, tid, nr);
   float m_prev = EXP ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
   const T* gk = static_cast<const T*>(p.k) + b * p.k_sb + hh * p.k_sh;
   const i64 gi = b * p.i_sb + hh * p.i_sh, gf = b * p.f_sb + hh * p.f_sh;
@@ -313,11 +309,7 @@ __device__ void mlstm_step_nm(const MlstmStepParams& p) {
     m_prev = g.m;
   }
   griddep_wait();  // the fused kernel has completed: no CTA reads the old n and m any more
-#pragma unroll
-  for (int j = 0; j < NNA; ++j) {
-    const int a = tid + NA * j;
-    if (a < DQK) p.n[(i64)bh * DQK + a] = nr[j];
-  }
+  step_store_n<DQK, NA>(p, bh, tid, nr);
   if (p.m && tid == 0) p.m[bh] = m_prev;  // mLSTMsig: 0 (m may be null there)
 }
 
