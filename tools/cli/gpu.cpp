@@ -98,6 +98,7 @@ CallTime time_us_per_call(const std::function<void()>& fn, int calls, int warmup
       TFLA_CU(cuEventElapsedTime(&ms, a, b));
       out.us_all.push_back(1e3 * ms / calls);
       host.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / calls);
+      out.loop_all.push_back(std::max(out.us_all.back(), host.back()));
     }
   } catch (...) {
     rt::driver().cuEventDestroy(a);
@@ -107,6 +108,7 @@ CallTime time_us_per_call(const std::function<void()>& fn, int calls, int warmup
   rt::driver().cuEventDestroy(a);
   rt::driver().cuEventDestroy(b);
   std::sort(out.us_all.begin(), out.us_all.end());
+  std::sort(out.loop_all.begin(), out.loop_all.end());
   out.us = median(out.us_all);
   out.host_us = median(host);
   return out;

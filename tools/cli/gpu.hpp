@@ -45,7 +45,10 @@ double median(std::vector<double> v);
 // calls in us (us_all, sorted); us: their median; host_us: the host's enqueue time per call.
 struct CallTime {
   double us = 0, host_us = 0;
-  std::vector<double> us_all;
+  std::vector<double> us_all;    // GPU us per call of each repeat, sorted
+  // per repeat, the larger of its GPU and its host us per call, sorted: the time per call of a
+  // loop that waits on neither (the host enqueues while the GPU runs the previous calls)
+  std::vector<double> loop_all;
 };
 CallTime time_us_per_call(const std::function<void()>& fn, int calls, int warmup, int reps,
                           const DeviceBuffer& blocker);
