@@ -25,6 +25,12 @@
 //     per head launched as its programmatic dependent, computes n and m from the old values while
 //     the fused kernel runs and writes them after griddepcontrol.wait (the fused grid has
 //     completed, so no CTA still reads them).
+//   STEP_NM_RECORDS: several tokens over many waves of CTAs, in place or not. There the head's
+//     recurrence inside every CTA adds latency to each token that the state loads no longer hide,
+//     so mlstm_step_nm runs first: it writes n and m and, for each token and Dv slice, a 16-byte
+//     record (f', i', 1 / (den + eps), 0) at the start of the slice's part of h's row; the fused
+//     kernel, its programmatic dependent, issues its loads, waits for it, and reads the records
+//     before it overwrites them with h.
 // h must not overlap the inputs or the states: CTAs write h while others still read them.
 #pragma once
 #include "tfla/common.cuh"
@@ -135,13 +141,14 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
   __shared__ __align__(16) T s_v[PF][BV];
   __shared__ __align__(16) float s_h[NPART][BV];
   __shared__ float s_qn[NW];  // per-warp partials of n . (s q)
-  __shared__ float4 s_rec[GCH];  // (f', i', m) of tokens [t0, t0 + GCH)
+  __shared__ float4 s_rec[GCH];  // (f', i', m or, with records, 1 / (den + eps)) of tokens [t0, t0 + GCH)
   static_assert(sizeof(s_q) + sizeof(s_k) + sizeof(s_v) + sizeof(s_h) + sizeof(s_qn) + sizeof(s_rec) ==
                     step_smem_bytes(Elem<T>::bytes, DQK, BV, NT, PF),
                 "the arrays above must match step_smem_bytes, which the host plans the token buffers with");
 
   // STEP_NM_DEPENDENT: mlstm_step_nm may be scheduled now (it writes n and m only after its wait).
   if (p.nm_mode == STEP_NM_DEPENDENT) griddep_launch_dependents();
+  const bool records = p.nm_mode == STEP_NM_RECORDS;  // the gate factors and 1 / (den + eps) from h
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int slice = blockIdx.x;
   const int bh = blockIdx.y;
@@ -156,10 +163,10 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
   float4 c[NPASS];
 #pragma unroll
   for (int j = 0; j < NPASS; ++j) c[j] = *reinterpret_cast<const float4*>(gC_in + (i64)(r0 + RPP * j) * DV);
-  float nr[NN];
-  step_load_n<DQK, NT>(p, bh, tid, nr);
+  float nr[NN] = {};
+  if (!records) step_load_n<DQK, NT>(p, bh, tid, nr);
   // the running stabilizer, kept by the first warp (which stages the gate factors)
-  float m_run = EXP && warp == 0 ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
+  float m_run = EXP && !records && warp == 0 ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
   const i64 gi = b * p.i_sb + hh * p.i_sh, gf = b * p.f_sb + hh * p.f_sh;
 
   // 2. Token inputs: q, k and this slice of v through cp.async into the PF-token ring (one
@@ -179,6 +186,7 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
   };
 #pragma unroll
   for (int u = 0; u < PF; ++u) issue(u, u);
+  if (records) griddep_wait();  // mlstm_step_nm's records are complete and visible
 
   for (int t = 0; t < p.T; ++t) {
     const int buf = t % PF;
@@ -187,7 +195,10 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
     // token's log gates, then every lane runs the stabilizer's recurrence over them and lane u
     // keeps token u's record. (The previous records were last read right after the barrier that
     // began the previous token.)
-    if (t % GCH == 0 && warp == 0) {
+    if (records) {  // this slice's records of the next GCH tokens, read before any of those h rows is written
+      if (t % GCH == 0 && tid < GCH && t + tid < p.T)
+        s_rec[tid] = *reinterpret_cast<const float4*>(gh + (i64)(t + tid) * p.h_ss);
+    } else if (t % GCH == 0 && warp == 0) {
       const int cnt = min(GCH, p.T - t);
       float lf = 0.f, li = 0.f;
       if (lane < cnt)
@@ -202,18 +213,20 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
     cp_async_wait<PF - 1>();
     __syncthreads();  // token t's q, k, v and gate factors are in shared memory; the last token's reads are done
     const float4 rec = s_rec[t % GCH];
-    const float fg = rec.x, ig = rec.y, m_t = rec.z;
-    float qn = 0.f;
+    const float fg = rec.x, ig = rec.y;  // rec.z: m_t, or with records 1 / (den_t + eps)
+    if (!records) {
+      float qn = 0.f;
 #pragma unroll
-    for (int j = 0; j < NN; ++j) {
-      const int a = tid + NT * j;
-      if (a < DQK) {
-        nr[j] = fmaf(fg, nr[j], ig * Elem<T>::to_float(s_k[buf][a]));
-        qn = fmaf(nr[j], p.scale * Elem<T>::to_float(s_q[buf][a]), qn);
+      for (int j = 0; j < NN; ++j) {
+        const int a = tid + NT * j;
+        if (a < DQK) {
+          nr[j] = fmaf(fg, nr[j], ig * Elem<T>::to_float(s_k[buf][a]));
+          qn = fmaf(nr[j], p.scale * Elem<T>::to_float(s_q[buf][a]), qn);
+        }
       }
+      qn = warp_sum(qn);
+      if (lane == 0) s_qn[warp] = qn;
     }
-    qn = warp_sum(qn);
-    if (lane == 0) s_qn[warp] = qn;
 
     // C slice update and this thread's part of C^T (s q) over its rows.
     float vv[4];
@@ -253,13 +266,16 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
     __syncthreads();  // token t's partials of h and of n . (s q)
 
     for (int x = tid; x < VCH; x += NT) {
-      float qn_all = 0.f;
+      float inv = rec.z;
+      if (!records) {
+        float qn_all = 0.f;
 #pragma unroll
-      for (int w = 0; w < NW; ++w) qn_all += s_qn[w];
-      float den = 1.f;
-      if (EXP) den = fmaxf(fabsf(qn_all), expf(-m_t));
-      else if (NORMALIZE) den = fmaxf(fabsf(qn_all), 1.f);
-      const float inv = 1.f / (den + p.eps);
+        for (int w = 0; w < NW; ++w) qn_all += s_qn[w];
+        float den = 1.f;
+        if (EXP) den = fmaxf(fabsf(qn_all), expf(-rec.z));
+        else if (NORMALIZE) den = fmaxf(fabsf(qn_all), 1.f);
+        inv = 1.f / (den + p.eps);
+      }
       float hv[EV];
 #pragma unroll
       for (int e = 0; e < EV; ++e) {
@@ -275,40 +291,65 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
 
   // 3. n and m (mLSTMsig: m = 0, where m is given).
   if (p.nm_mode == STEP_NM_CLUSTER) cluster_wait();  // every thread of the head's CTAs has read them
-  if (p.nm_mode != STEP_NM_DEPENDENT && slice == 0) {
+  if ((p.nm_mode == STEP_NM_APART || p.nm_mode == STEP_NM_CLUSTER) && slice == 0) {
     step_store_n<DQK, NT>(p, bh, tid, nr);
     if (p.m && tid == 0) p.m[bh] = m_run;
   }
 }
 
-// n and m under STEP_NM_DEPENDENT, grid (B * NH), NA threads, launched as mlstm_step_fused's
-// programmatic dependent: the fused kernel's recurrence (step_log_gates, StepGates, the same n
-// update), from the
-// old values while the fused kernel runs, written once it has completed. T: k's dtype; G: gate
-// dtype.
-template <class T, class G, int DQK, int NA, bool EXP>
+// n and m, under STEP_NM_DEPENDENT and STEP_NM_RECORDS, grid (B * NH), NA threads: the fused
+// kernel's recurrence (step_log_gates, StepGates, the same n update). STEP_NM_DEPENDENT: launched
+// as the fused kernel's programmatic dependent, it computes from the old values while the fused
+// kernel runs and writes once that has completed. STEP_NM_RECORDS: launched first, it also
+// reduces n . (s q) per token and leaves each token's record at the start of each Dv slice's part
+// of h's row (BV columns a slice). T: q, k, h dtype; G: gate dtype.
+template <class T, class G, int DQK, int DV, int BV, int NA, bool EXP, bool NORMALIZE>
 __device__ void mlstm_step_nm(const MlstmStepParams& p) {
   constexpr int NNA = (DQK + NA - 1) / NA;  // n values per thread
-  static_assert(NA % 32 == 0, "NA: whole warps");
-  const int tid = threadIdx.x;
+  constexpr int NW = NA / 32;
+  constexpr int VS = DV / BV;               // Dv slices (fused CTAs) per head
+  static_assert(NA % 32 == 0 && BV % 16 == 0 && DV % BV == 0, "NA: whole warps; BV: a multiple of 16 dividing Dv");
+  __shared__ float s_qn[2][NW];  // per-warp n . q partials, double-buffered over tokens
+  const bool records = p.nm_mode == STEP_NM_RECORDS;
+  if (records) griddep_launch_dependents();  // the fused kernel may start its loads now
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int bh = blockIdx.x, b = bh / p.NH, hh = bh % p.NH;
   float nr[NNA];
   step_load_n<DQK, NA>(p, bh, tid, nr);
   float m_prev = EXP ? (p.m_src ? p.m_src : p.m)[bh] : 0.f;
+  const T* gq = static_cast<const T*>(p.q) + b * p.q_sb + hh * p.q_sh;
   const T* gk = static_cast<const T*>(p.k) + b * p.k_sb + hh * p.k_sh;
+  T* gh = static_cast<T*>(p.h) + b * p.h_sb + hh * p.h_sh;
   const i64 gi = b * p.i_sb + hh * p.i_sh, gf = b * p.f_sb + hh * p.f_sh;
   for (int t = 0; t < p.T; ++t) {
     float lf, li;
     step_log_gates<EXP>(step_gate<G>(p.f, gf + (i64)t * p.f_ss), step_gate<G>(p.i, gi + (i64)t * p.i_ss), lf, li);
     const StepGates<EXP> g(lf, li, m_prev);
+    float qn = 0.f;
 #pragma unroll
     for (int j = 0; j < NNA; ++j) {
       const int a = tid + NA * j;
-      if (a < DQK) nr[j] = fmaf(g.fg, nr[j], g.ig * Elem<T>::to_float(gk[(i64)t * p.k_ss + a]));
+      if (a < DQK) {
+        nr[j] = fmaf(g.fg, nr[j], g.ig * Elem<T>::to_float(gk[(i64)t * p.k_ss + a]));
+        if (records) qn = fmaf(nr[j], p.scale * Elem<T>::to_float(gq[(i64)t * p.q_ss + a]), qn);
+      }
+    }
+    if (records) {
+      qn = warp_sum(qn);
+      if (lane == 0) s_qn[t & 1][warp] = qn;
+      __syncthreads();  // token t's partials; token t - 1's buffer was read before this barrier
+      float qn_all = 0.f;
+#pragma unroll
+      for (int w = 0; w < NW; ++w) qn_all += s_qn[t & 1][w];
+      float den = 1.f;
+      if (EXP) den = fmaxf(fabsf(qn_all), expf(-g.m));
+      else if (NORMALIZE) den = fmaxf(fabsf(qn_all), 1.f);
+      for (int j = tid; j < VS; j += NA)
+        *reinterpret_cast<float4*>(gh + (i64)t * p.h_ss + j * BV) = make_float4(g.fg, g.ig, 1.f / (den + p.eps), 0.f);
     }
     m_prev = g.m;
   }
-  griddep_wait();  // the fused kernel has completed: no CTA reads the old n and m any more
+  if (!records) griddep_wait();  // the fused kernel has completed: no CTA reads the old n and m any more
   step_store_n<DQK, NA>(p, bh, tid, nr);
   if (p.m && tid == 0) p.m[bh] = m_prev;  // mLSTMsig: 0 (m may be null there)
 }

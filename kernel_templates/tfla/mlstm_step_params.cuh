@@ -36,13 +36,14 @@ struct MlstmStepParams {
   int NH;    // heads per batch row (bh = b * NH + h)
   int T;     // tokens of this call, >= 1
   float scale, eps;
-  int nm_mode;  // who writes n and m: STEP_NM_APART, STEP_NM_CLUSTER or STEP_NM_DEPENDENT
+  int nm_mode;  // who writes n and m: STEP_NM_APART, STEP_NM_CLUSTER, STEP_NM_DEPENDENT or STEP_NM_RECORDS
 };
 
 // MlstmStepParams::nm_mode (mlstm_step.cuh says why each exists).
 #define STEP_NM_APART 0      // sources apart from n, m: the fused kernel's slice 0 writes them
 #define STEP_NM_CLUSTER 1    // in place, a cluster launch: slice 0 writes them after the cluster barrier
 #define STEP_NM_DEPENDENT 2  // in place: the dependent mlstm_step_nm writes them
+#define STEP_NM_RECORDS 3    // several tokens on many CTAs: mlstm_step_nm first (n, m and per-token records in h)
 
 // The fused kernel's layout rules, shared by the host (config checks) and the kernel
 // (static_asserts). A CTA owns a Dqk x BV column slice of one head's C; its NT threads read and

@@ -146,7 +146,12 @@ StepSelection selection_of(const MlstmProblem& p, const StepConfig& c) {
   s.cfg = c;
   s.kernel_key = {static_cast<int64_t>(Op::Step), static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
                   exp, exp || p.normalize, p.Dqk, p.Dv, c.siz_b_v, c.threads, step_prefetch_tokens(c, p)};
-  for (int mode : {STEP_NM_APART, STEP_NM_CLUSTER, STEP_NM_DEPENDENT}) s.plans[mode] = step_plan(p, c, mode);
+  for (int mode : {STEP_NM_APART, STEP_NM_CLUSTER, STEP_NM_DEPENDENT, STEP_NM_RECORDS})
+    s.plans[mode] = step_plan(p, c, mode);
+  // Several tokens over more than 8 waves' worth of CTAs (two a SM): the per-token recurrence in
+  // every CTA costs more there than the records' launch (measured on an H200: 4 tokens at B = 64
+  // and 256, NH 8, 8 CTAs a head, 6% and 9% slower in the fused form; equal at B = 16).
+  s.records = p.S > 1 && int64_t{c.slices(p.Dv)} * p.B * p.NH > int64_t{8} * 2 * current_limits().sm_count;
   return s;
 }
 
@@ -174,12 +179,14 @@ void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& 
   launch_step(p, t, o, sel);
 }
 
-// How a call writes n and m (mlstm_step.cuh): apart from their sources in the fused kernel; in
-// place in one cluster launch where the config allows it and the device holds every head's
-// cluster at once (a second wave of clusters would cost more than the dependent launch); else in
-// place by the dependent n, m kernel.
+// How a call writes n and m (mlstm_step.cuh): with records where the selection says so; apart
+// from their sources in the fused kernel; in place in one cluster launch where the config allows
+// it and the device holds every head's cluster at once (a second wave of clusters would cost more
+// than the dependent launch); else in place by the dependent n, m kernel.
 namespace {
-int nm_mode_of(const MlstmProblem& p, const MlstmStepParams& prm, const StepConfig& cfg, const rt::LoadedKernel& fused) {
+int nm_mode_of(const MlstmProblem& p, const MlstmStepParams& prm, const StepSelection& sel, const rt::LoadedKernel& fused) {
+  if (sel.records) return STEP_NM_RECORDS;
+  const StepConfig& cfg = sel.cfg;
   const bool in_place = !prm.n_src || (p.variant == Variant::Exp && !prm.m_src);
   if (!in_place) return STEP_NM_APART;
   if (cfg.cluster && fused.max_active_clusters(static_cast<unsigned>(cfg.slices(p.Dv))) >= p.B * p.NH)
@@ -208,7 +215,7 @@ void launch_step(const MlstmProblem& p, const StepTensors& t, const LaunchOption
   prm.T = static_cast<int>(p.S);
   prm.scale = resolved_scale(p);
   prm.eps = p.eps;
-  prm.nm_mode = nm_mode_of(p, prm, cfg, *kernels[0]);
+  prm.nm_mode = nm_mode_of(p, prm, sel, *kernels[0]);
   execute(sel.plans[prm.nm_mode], kernels.data(), p, {}, {nullptr, nullptr, &prm}, static_cast<CUstream>(o.stream));
 }
 

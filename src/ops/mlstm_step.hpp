@@ -19,7 +19,8 @@ namespace tfla::ops {
 struct StepSelection {
   StepConfig cfg;
   MemoKey kernel_key{};
-  Plan plans[3];  // step_plan(p, cfg, STEP_NM_APART / STEP_NM_CLUSTER / STEP_NM_DEPENDENT)
+  Plan plans[4];  // step_plan(p, cfg, nm_mode) for STEP_NM_APART, _CLUSTER, _DEPENDENT, _RECORDS
+  bool records = false;  // several tokens over many waves of CTAs: STEP_NM_RECORDS for every call
 };
 const StepSelection& select_step(const MlstmProblem& p, const Config& caller);
 StepSelection selection_of(const MlstmProblem& p, const StepConfig& cfg);

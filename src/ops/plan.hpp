@@ -151,7 +151,8 @@ void add_state_walk(Plan& plan, const MlstmProblem& p, bool sm90, int siz_b_k, i
 Plan bwd_plan(const MlstmProblem& p, const BwdConfig& cfg, const DeviceLimits& dev, bool saved);
 // The step's plan for one way of writing n and m (nm_mode, mlstm_step_params.cuh): the fused
 // kernel over (Dv / siz_b_v, B * NH) CTAs, in clusters of a head's CTAs for STEP_NM_CLUSTER, and
-// for STEP_NM_DEPENDENT then the n, m kernel over the heads as its programmatic dependent.
+// for STEP_NM_DEPENDENT then the n, m kernel over the heads as its programmatic dependent; for
+// STEP_NM_RECORDS the n, m kernel first and the fused kernel as its dependent.
 Plan step_plan(const MlstmProblem& p, const StepConfig& cfg, int nm_mode);
 
 }  // namespace tfla::ops

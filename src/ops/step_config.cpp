@@ -151,10 +151,10 @@ std::vector<rt::KernelSpec> step_kernels(const MlstmProblem& p, const StepConfig
                       {"NORMALIZE", arg(exp || p.normalize)}},
                      c.threads, 0, /*uses_smem_arg=*/false),
           kRegisterFile / (c.threads * (c.threads >= 256 ? kMaxThreadRegs : kMaxThreadRegsSmall))),
-      // n and m depend on neither Dv nor the normalizer: one kernel per dtype pair, Dqk and variant.
       rt::render("mlstm_step_nm", "tfla/mlstm_step.cuh", "tfla::mlstm_step_nm", "tfla::MlstmStepParams",
                  {{"T", device_type(p.dtype)}, {"G", device_type(p.gate_dtype)}, {"DQK", arg(p.Dqk)},
-                  {"NA", arg(STEP_NM_THREADS)}, {"EXP", arg(exp)}},
+                  {"DV", arg(p.Dv)}, {"BV", arg(c.siz_b_v)}, {"NA", arg(STEP_NM_THREADS)}, {"EXP", arg(exp)},
+                  {"NORMALIZE", arg(exp || p.normalize)}},
                  STEP_NM_THREADS, 0, /*uses_smem_arg=*/false),
   };
 }

@@ -44,8 +44,9 @@ const char* step_config_error(const StepConfig& cfg, const MlstmProblem& p);
 int step_prefetch_tokens(const StepConfig& cfg, const MlstmProblem& p);
 // Static shared memory of the kernel, bytes (pf token buffers; 1 = the least it needs).
 int step_smem(const StepConfig& cfg, const MlstmProblem& p, int pf = 1);
-// The step's two kernels: the fused step (mlstm_step_fused) and the per-head n, m writer that
-// follows it where n and m are updated in place without a cluster (mlstm_step_nm).
+// The step's two kernels: the fused step (mlstm_step_fused) and the per-head n, m kernel
+// (mlstm_step_nm), which follows it where n and m are updated in place without a cluster, and
+// precedes it with per-token records where several tokens run on many CTAs.
 std::vector<rt::KernelSpec> step_kernels(const MlstmProblem& p, const StepConfig& cfg);
 
 }  // namespace tfla::ops

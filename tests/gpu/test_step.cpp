@@ -353,6 +353,9 @@ TEST_CASE("step and fused multi-step match the float64 reference step", "[gpu][s
       {G, true, f32, f32, 1, 1, 2, 512, 512, true, false, {}},
       {E, true, bf, f32, 64, 8, 1, 64, 64, true, false, {}},    // B*NH = 512
       {G, true, bf, f32, 16, 8, 2, 128, 256, true, false, {}},  // B*NH = 128
+      // several tokens over many CTAs: the n, m kernel's records first (STEP_NM_RECORDS)
+      {E, true, bf, f32, 40, 8, 3, 256, 512, true, false, {}},  // 2560 CTAs
+      {G, false, hf, f32, 24, 16, 2, 128, 256, true, true, {}}, // 1536 CTAs
       // pinned configs: 1 to 32 CTAs per head (no cluster above 8), few and many threads
       {E, true, bf, f32, 2, 2, 3, 64, 512, true, false, {{"siz_b_v", 512}, {"threads", 512}}},
       {G, true, bf, f32, 2, 2, 3, 128, 512, true, false, {{"siz_b_v", 256}, {"threads", 256}}},
@@ -390,6 +393,13 @@ TEST_CASE("step on small shapes of every dtype and variant (run under compute-sa
                seed++);
       run_case({v, var != 2, dt, dt, 2, 1, 3, 32, 64, true, false, {{"siz_b_v", 16}, {"threads", 32}}}, seed++);
     }
+  // several tokens over many CTAs (STEP_NM_RECORDS): 300 heads x 4 slices
+  run_case({Variant::Exp, true, DType::BF16, DType::FP32, 1, 300, 2, 32, 64, true, false,
+            {{"siz_b_v", 16}, {"threads", 32}}},
+           seed++);
+  run_case({Variant::Sig, true, DType::FP32, DType::FP32, 1, 300, 3, 32, 64, true, false,
+            {{"siz_b_v", 16}, {"threads", 32}}},
+           seed++);
   run_prefill(Variant::Exp, true, DType::BF16, 1, 2, 20, 2, 32, 64, seed++);
 }
 

@@ -363,26 +363,40 @@ TEST_CASE("dispatch's selections carry the family's plans", "[plan]") {
   CHECK(b.plans[1].saved_bytes == ops::saved_size(p, b.cfg.chunk));
   CHECK(mlstm_backward_workspace_size(p, {}, true) == b.plans[1].workspace_bytes);
   // the step: the fused kernel over (slices, heads), in clusters of a head's slices, or followed
-  // by the n, m kernel per head as its dependent
+  // by the n, m kernel per head as its dependent, or preceded by it (records)
   for (int64_t dv : {64, 512}) {
     const MlstmProblem q = make_problem(4, 8, 1, 256, dv);
     const ops::StepSelection& st = ops::select_step(q, {});
-    for (int mode : {STEP_NM_APART, STEP_NM_CLUSTER, STEP_NM_DEPENDENT}) {
+    CHECK_FALSE(st.records);  // one token
+    for (int mode : {STEP_NM_APART, STEP_NM_CLUSTER, STEP_NM_DEPENDENT, STEP_NM_RECORDS}) {
       INFO("nm_mode " << mode);
       const Plan& pl = st.plans[mode];
-      REQUIRE(pl.count == (mode == STEP_NM_DEPENDENT ? 2 : 1));
-      CHECK(pl.launches[0].block == (mode == STEP_NM_CLUSTER ? Block::StepCluster : Block::Step));
-      CHECK(pl.launches[0].kernel == 0);
-      CHECK(int64_t{pl.launches[0].grid.x} * st.cfg.siz_b_v == dv);
-      CHECK(pl.launches[0].grid.y == 32u);
-      if (mode == STEP_NM_DEPENDENT) {
-        CHECK(pl.launches[1].block == Block::StepDependent);
-        CHECK(pl.launches[1].kernel == 1);
-        CHECK(pl.launches[1].grid.x == 32u);
+      const bool two = mode == STEP_NM_DEPENDENT || mode == STEP_NM_RECORDS;
+      REQUIRE(pl.count == (two ? 2 : 1));
+      const ops::Launch& fused = pl.launches[mode == STEP_NM_RECORDS ? 1 : 0];
+      const ops::Launch* nm = !two ? nullptr : &pl.launches[mode == STEP_NM_RECORDS ? 0 : 1];
+      CHECK(fused.block == (mode == STEP_NM_CLUSTER   ? Block::StepCluster
+                            : mode == STEP_NM_RECORDS ? Block::StepDependent
+                                                      : Block::Step));
+      CHECK(fused.kernel == 0);
+      CHECK(int64_t{fused.grid.x} * st.cfg.siz_b_v == dv);
+      CHECK(fused.grid.y == 32u);
+      if (nm) {
+        CHECK(nm->block == (mode == STEP_NM_RECORDS ? Block::Step : Block::StepDependent));
+        CHECK(nm->kernel == 1);
+        CHECK(nm->grid.x == 32u);
       }
       CHECK(pl.workspace_bytes == 0);
     }
   }
+  // records: several tokens over more than 8 waves of two CTAs a SM (the reference device: 132)
+  const auto records = [](int64_t B, int64_t T) {
+    return ops::select_step(make_problem(B, 8, T, 256, 512), {}).records;  // 8 slices a head
+  };
+  CHECK_FALSE(records(256, 1));
+  CHECK_FALSE(records(16, 4));  // 1024 CTAs
+  CHECK(records(64, 4));        // 4096 CTAs
+  CHECK(records(64, 2));
 }
 
 // The size queries answer for the call that runs: where the default is the parallel form (short

@@ -1,8 +1,9 @@
 // The recurrent step on plain CUDA cores (memory-bound): one fused kernel, Dv / siz_b_v CTAs per
 // head, updates C, n and m and writes h (kernel_templates/tfla/mlstm_step.cuh). Where n and m
 // are updated in place it runs in clusters of a head's CTAs, or is followed by the per-head n, m
-// kernel as its programmatic dependent (step_plan's modes; ops/mlstm_step.cpp picks one per
-// call). Default: default_step_config in ops/step_config.cpp (why). The tuner's space: every slice width the kernel takes (multiples of 16 dividing Dv)
+// kernel as its programmatic dependent; several tokens on many CTAs run the n, m kernel first,
+// which leaves per-token records for the fused kernel (step_plan's modes; ops/mlstm_step.cpp
+// picks one per call). Default: default_step_config in ops/step_config.cpp (why). The tuner's space: every slice width the kernel takes (multiples of 16 dividing Dv)
 // times the thread counts that leave 16, 32, 64 or 128 state values per thread, and 128, 256
 // and 512 threads.
 #include <algorithm>
@@ -70,6 +71,11 @@ Plan step_plan(const MlstmProblem& p, const StepConfig& c, int nm_mode) {
   Plan plan;
   const unsigned heads = static_cast<unsigned>(p.B * p.NH);
   const rt::Grid3 grid{static_cast<unsigned>(c.slices(p.Dv)), heads, 1};
+  if (nm_mode == STEP_NM_RECORDS) {  // the n, m kernel with the records first, the fused kernel its dependent
+    plan.add(1, Block::Step, {heads, 1, 1});
+    plan.add(0, Block::StepDependent, grid);
+    return plan;
+  }
   plan.add(0, nm_mode == STEP_NM_CLUSTER ? Block::StepCluster : Block::Step, grid);
   if (nm_mode == STEP_NM_DEPENDENT) plan.add(1, Block::StepDependent, {heads, 1, 1});
   return plan;
