@@ -3,9 +3,9 @@
 // are updated in place it runs in clusters of a head's CTAs, or is followed by the per-head n, m
 // kernel as its programmatic dependent; several tokens on many CTAs run the n, m kernel first,
 // which leaves per-token records for the fused kernel (step_plan's modes; ops/mlstm_step.cpp
-// picks one per call). Default: default_step_config in ops/step_config.cpp (why). The tuner's space: every slice width the kernel takes (multiples of 16 dividing Dv)
-// times the thread counts that leave 16, 32, 64 or 128 state values per thread, and 128, 256
-// and 512 threads.
+// picks one per call). Default: default_step_config in ops/step_config.cpp (why). The tuner's
+// space: every slice width the kernel takes (multiples of 16 dividing Dv) times the thread counts
+// that leave 16, 32, 64 or 128 state values per thread, and 128, 256 and 512 threads.
 #include <algorithm>
 
 #include "ops/families/families.hpp"
