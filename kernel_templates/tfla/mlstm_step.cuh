@@ -46,7 +46,8 @@ __device__ __forceinline__ float step_gate(const void* p, i64 idx) {
 // One token's gate factors from its log gates (lf = log sigmoid(f~); li = i~ for mLSTMexp, log
 // sigmoid(i~) for mLSTMsig: step_log_gates) and the previous stabilizer: m_new, f' and i'. One
 // definition for both kernels, so that they compute the same bits.
-template <bool EXP> __device__ __forceinline__ void step_log_gates(float gate_f, float gate_i, float& lf, float& li) {
+template <bool EXP>
+__device__ __forceinline__ void step_log_gates(float gate_f, float gate_i, float& lf, float& li) {
   lf = logsigmoid(gate_f);
   li = EXP ? gate_i : logsigmoid(gate_i);
 }
@@ -106,7 +107,9 @@ template <class T> struct Pack16 {
 #endif
 // Programmatic dependent launch: let the dependent grid be scheduled; wait until the grid this
 // one depends on has completed with its memory visible.
-__device__ __forceinline__ void griddep_launch_dependents() { TFLA_STEP_SM90_OP("griddepcontrol.launch_dependents"); }
+__device__ __forceinline__ void griddep_launch_dependents() {
+  TFLA_STEP_SM90_OP("griddepcontrol.launch_dependents");
+}
 __device__ __forceinline__ void griddep_wait() { TFLA_STEP_SM90_OP("griddepcontrol.wait"); }
 // Thread-block cluster barrier: arrive with release semantics (this thread's earlier reads and
 // writes are ordered before it), wait with acquire semantics.
@@ -211,7 +214,8 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
       }
     }
     cp_async_wait<PF - 1>();
-    __syncthreads();  // token t's q, k, v and gate factors are in shared memory; the last token's reads are done
+    // token t's q, k, v and gate factors are in shared memory; the last token's reads are done
+    __syncthreads();
     const float4 rec = s_rec[t % GCH];
     const float fg = rec.x, ig = rec.y;  // rec.z: m_t, or with records 1 / (den_t + eps)
     if (!records) {
@@ -308,7 +312,8 @@ __device__ void mlstm_step_nm(const MlstmStepParams& p) {
   constexpr int NNA = (DQK + NA - 1) / NA;  // n values per thread
   constexpr int NW = NA / 32;
   constexpr int VS = DV / BV;               // Dv slices (fused CTAs) per head
-  static_assert(NA % 32 == 0 && BV % 16 == 0 && DV % BV == 0, "NA: whole warps; BV: a multiple of 16 dividing Dv");
+  static_assert(NA % 32 == 0 && BV % 16 == 0 && DV % BV == 0,
+                "NA: whole warps; BV: a multiple of 16 dividing Dv");
   __shared__ float s_qn[2][NW];  // per-warp n . q partials, double-buffered over tokens
   const bool records = p.nm_mode == STEP_NM_RECORDS;
   if (records) griddep_launch_dependents();  // the fused kernel may start its loads now
@@ -323,7 +328,8 @@ __device__ void mlstm_step_nm(const MlstmStepParams& p) {
   const i64 gi = b * p.i_sb + hh * p.i_sh, gf = b * p.f_sb + hh * p.f_sh;
   for (int t = 0; t < p.T; ++t) {
     float lf, li;
-    step_log_gates<EXP>(step_gate<G>(p.f, gf + (i64)t * p.f_ss), step_gate<G>(p.i, gi + (i64)t * p.i_ss), lf, li);
+    step_log_gates<EXP>(step_gate<G>(p.f, gf + (i64)t * p.f_ss), step_gate<G>(p.i, gi + (i64)t * p.i_ss), lf,
+                        li);
     const StepGates<EXP> g(lf, li, m_prev);
     float qn = 0.f;
 #pragma unroll
@@ -345,7 +351,8 @@ __device__ void mlstm_step_nm(const MlstmStepParams& p) {
       if (EXP) den = fmaxf(fabsf(qn_all), expf(-g.m));
       else if (NORMALIZE) den = fmaxf(fabsf(qn_all), 1.f);
       for (int j = tid; j < VS; j += NA)
-        *reinterpret_cast<float4*>(gh + (i64)t * p.h_ss + j * BV) = make_float4(g.fg, g.ig, 1.f / (den + p.eps), 0.f);
+        *reinterpret_cast<float4*>(gh + (i64)t * p.h_ss + j * BV) =
+            make_float4(g.fg, g.ig, 1.f / (den + p.eps), 0.f);
     }
     m_prev = g.m;
   }

@@ -43,7 +43,7 @@ struct MlstmStepParams {
 #define STEP_NM_APART 0      // sources apart from n, m: the fused kernel's slice 0 writes them
 #define STEP_NM_CLUSTER 1    // in place, a cluster launch: slice 0 writes them after the cluster barrier
 #define STEP_NM_DEPENDENT 2  // in place: the dependent mlstm_step_nm writes them
-#define STEP_NM_RECORDS 3    // several tokens on many CTAs: mlstm_step_nm first (n, m and per-token records in h)
+#define STEP_NM_RECORDS 3    // several tokens on many CTAs: mlstm_step_nm first, records in h
 
 // The fused kernel's layout rules, shared by the host (config checks) and the kernel
 // (static_asserts). A CTA owns a Dqk x BV column slice of one head's C; its NT threads read and
