@@ -603,6 +603,11 @@ TEST_CASE("mlstm_step rejects a bad pinned config by key", "[api][args][step]") 
     o.config = Config{{"chunk", 64}};
     check_invalid(step_error(p, t, o), "chunk");
   }
+  SECTION("cluster outside 0 and 1") {
+    LaunchOptions o;
+    o.config = Config{{"cluster", 2}};
+    check_invalid(step_error(p, t, o), "cluster");
+  }
   SECTION("the config query agrees") {
     CHECK_THROWS_AS(tfla::mlstm_step_config(p, Config{{"siz_b_v", 48}}), tfla::Error);
     const Config c = tfla::mlstm_step_config(p);
@@ -612,6 +617,8 @@ TEST_CASE("mlstm_step rejects a bad pinned config by key", "[api][args][step]") 
     CHECK(c.at("siz_b_v") % 16 == 0);
     CHECK(tfla::mlstm_step_config(p, Config{{"siz_b_v", 64}}).at("siz_b_v") == 64);
     CHECK(tfla::mlstm_step_config(p, Config{{"siz_b_v", 16}}).at("siz_b_v") == 16);  // Dv / 16 CTAs per head
+    CHECK(c.at("cluster") == 1);  // in place: one cluster launch where the clusters fit
+    CHECK(tfla::mlstm_step_config(p, Config{{"cluster", 0}}).at("cluster") == 0);
   }
 }
 
