@@ -210,12 +210,6 @@ class mLSTMBackend(nn.Module):
             return h, states
         h = torch.empty_like(v) if e.h_like_v else q.new_empty(e.h_shape)
         exp = e.exp
-        idx = e.device_index
-        if e.kind is _IN_PLACE and m0 is not None and current_device() == idx:
-            # the step kernel on c0, n0, m0 themselves, on the current device: the decode loop's call
-            e.call(q.data_ptr(), k.data_ptr(), v.data_ptr(), i.data_ptr(), f.data_ptr(), h.data_ptr(),
-                   c0.data_ptr(), n0.data_ptr(), m0.data_ptr() if exp else 0, current_stream(idx))
-            return h, (c0, n0, m0)
         if e.kind is _IN_PLACE:  # the step kernel on c0, n0, m0 themselves
             C, n = c0, n0
             m = m0 if m0 is not None else n0.new_zeros(e.m_shape)  # mLSTMsig without m
@@ -235,6 +229,7 @@ class mLSTMBackend(nn.Module):
                     0 if c0 is None else c0.data_ptr(), 0 if n0 is None else n0.data_ptr(),
                     m0.data_ptr() if exp and m0 is not None else 0, C.data_ptr(), n.data_ptr(),
                     m.data_ptr())
+        idx = e.device_index
         if current_device() == idx:
             e.call(*ptrs, current_stream(idx))
         else:
