@@ -60,6 +60,16 @@ template <bool EXP> struct StepGates {
   }
 };
 
+// 1 / (den + eps) of one token from n . (s q) and the token's stabilizer m: den = max(|n.q|,
+// exp(-m)) for mLSTMexp, max(|n.q|, 1) for mLSTMsig with the normalizer, else 1.
+template <bool EXP, bool NORMALIZE>
+__device__ __forceinline__ float step_inv_den(float qn, float m, float eps) {
+  float den = 1.f;
+  if (EXP) den = fmaxf(fabsf(qn), expf(-m));
+  else if (NORMALIZE) den = fmaxf(fabsf(qn), 1.f);
+  return 1.f / (den + eps);
+}
+
 // Head bh's n values a thread keeps: elements tid + STRIDE * j (j < N) of Dqk, read from n_src
 // where given, else n (0 past Dqk); and their store into n.
 template <int DQK, int STRIDE, int N>
@@ -194,11 +204,12 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
   for (int t = 0; t < p.T; ++t) {
     const int buf = t % PF;
     const bool last = t + 1 == p.T;
-    // The gate factors of the next GCH tokens, staged by the first warp: each lane takes one
-    // token's log gates, then every lane runs the stabilizer's recurrence over them and lane u
-    // keeps token u's record. (The previous records were last read right after the barrier that
-    // began the previous token.)
-    if (records) {  // this slice's records of the next GCH tokens, read before any of those h rows is written
+    // The records of the next GCH tokens (the previous ones were last read right after the
+    // barrier that began the previous token). With records: this slice's, from h, before any of
+    // those h rows is written. Else staged by the first warp: each lane takes one token's log
+    // gates, then every lane runs the stabilizer's recurrence over them and lane u keeps token
+    // u's record.
+    if (records) {
       if (t % GCH == 0 && tid < GCH && t + tid < p.T)
         s_rec[tid] = *reinterpret_cast<const float4*>(gh + (i64)(t + tid) * p.h_ss);
     } else if (t % GCH == 0 && warp == 0) {
@@ -228,8 +239,10 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
           qn = fmaf(nr[j], p.scale * Elem<T>::to_float(s_q[buf][a]), qn);
         }
       }
-      qn = warp_sum(qn);
-      if (lane == 0) s_qn[warp] = qn;
+      if (EXP || NORMALIZE) {  // mLSTMsig without the normalizer divides by 1
+        qn = warp_sum(qn);
+        if (lane == 0) s_qn[warp] = qn;
+      }
     }
 
     // C slice update and this thread's part of C^T (s q) over its rows.
@@ -273,12 +286,10 @@ __device__ void mlstm_step_fused(const MlstmStepParams& p) {
       float inv = rec.z;
       if (!records) {
         float qn_all = 0.f;
+        if (EXP || NORMALIZE)
 #pragma unroll
-        for (int w = 0; w < NW; ++w) qn_all += s_qn[w];
-        float den = 1.f;
-        if (EXP) den = fmaxf(fabsf(qn_all), expf(-rec.z));
-        else if (NORMALIZE) den = fmaxf(fabsf(qn_all), 1.f);
-        inv = 1.f / (den + p.eps);
+          for (int w = 0; w < NW; ++w) qn_all += s_qn[w];
+        inv = step_inv_den<EXP, NORMALIZE>(qn_all, rec.z, p.eps);
       }
       float hv[EV];
 #pragma unroll
@@ -341,18 +352,17 @@ __device__ void mlstm_step_nm(const MlstmStepParams& p) {
       }
     }
     if (records) {
-      qn = warp_sum(qn);
-      if (lane == 0) s_qn[t & 1][warp] = qn;
-      __syncthreads();  // token t's partials; token t - 1's buffer was read before this barrier
       float qn_all = 0.f;
+      if (EXP || NORMALIZE) {  // mLSTMsig without the normalizer divides by 1
+        qn = warp_sum(qn);
+        if (lane == 0) s_qn[t & 1][warp] = qn;
+        __syncthreads();  // token t's partials; token t - 1's buffer was read before this barrier
 #pragma unroll
-      for (int w = 0; w < NW; ++w) qn_all += s_qn[t & 1][w];
-      float den = 1.f;
-      if (EXP) den = fmaxf(fabsf(qn_all), expf(-g.m));
-      else if (NORMALIZE) den = fmaxf(fabsf(qn_all), 1.f);
+        for (int w = 0; w < NW; ++w) qn_all += s_qn[t & 1][w];
+      }
+      const float inv = step_inv_den<EXP, NORMALIZE>(qn_all, g.m, p.eps);
       for (int j = tid; j < VS; j += NA)
-        *reinterpret_cast<float4*>(gh + (i64)t * p.h_ss + j * BV) =
-            make_float4(g.fg, g.ig, 1.f / (den + p.eps), 0.f);
+        *reinterpret_cast<float4*>(gh + (i64)t * p.h_ss + j * BV) = make_float4(g.fg, g.ig, inv, 0.f);
     }
     m_prev = g.m;
   }
