@@ -160,20 +160,26 @@ __device__ __forceinline__ float warp_sum(float x) {
 // of block j0 + q instead (columns 8 (j0 + q) .. + 7, in order), so one 16-byte store per lane
 // writes the quad's 64 bytes.
 __device__ __forceinline__ uint4 quad_transpose(u32 x0, u32 x1, u32 x2, u32 x3, int q) {
-  auto pick = [&](int i) { return i == 0 ? x0 : i == 1 ? x1 : i == 2 ? x2 : x3; };
-  u32 y[4];
-  y[0] = y[1] = y[2] = y[3] = 0u;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    // send lane (q ^ k) the pair it wants (block j0 + (q ^ k)), receive ours from it
-    const u32 got = k == 0 ? pick(q) : __shfl_xor_sync(0xffffffffu, pick(q ^ k), k);
-    const int from = q ^ k;  // the pair comes from lane `from`: columns 2 from .. 2 from + 1
-    y[0] = from == 0 ? got : y[0];
-    y[1] = from == 1 ? got : y[1];
-    y[2] = from == 2 ? got : y[2];
-    y[3] = from == 3 ? got : y[3];
-  }
-  return make_uint4(y[0], y[1], y[2], y[3]);
+  // A 4 x 4 transpose over (lane q, register k) in two butterfly stages, one per bit of q: in
+  // stage b, lanes q and q ^ (1 << b) swap the registers whose bit b differs from their own bit b.
+  // Straight-line code: the lane's bits pick registers through selects, never a dynamic index
+  // (which the compiler turns into branches).
+  const bool b0 = q & 1, b1 = q & 2;
+  u32 s0 = b0 ? x0 : x1, s1 = b0 ? x2 : x3;
+  s0 = __shfl_xor_sync(0xffffffffu, s0, 1);
+  s1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+  x0 = b0 ? s0 : x0;
+  x2 = b0 ? s1 : x2;
+  x1 = b0 ? x1 : s0;
+  x3 = b0 ? x3 : s1;
+  u32 t0 = b1 ? x0 : x2, t1 = b1 ? x1 : x3;
+  t0 = __shfl_xor_sync(0xffffffffu, t0, 2);
+  t1 = __shfl_xor_sync(0xffffffffu, t1, 2);
+  x0 = b1 ? t0 : x0;
+  x1 = b1 ? t1 : x1;
+  x2 = b1 ? x2 : t0;
+  x3 = b1 ? x3 : t1;
+  return make_uint4(x0, x1, x2, x3);
 }
 
 }  // namespace tfla
