@@ -6,9 +6,9 @@
 //   w_i   = s * beta_i / (den_i + eps),  beta_i = exp(b_i + m_c - mu_i)
 // and finally dC0 = dC_0. With dC_last it also sums <dC_last, C_S> per CTA (the df term of the
 // returned last state). One CTA per (BV columns of dC, head) walks the sequence from its end
-// (the walk: sm90_state_walk.cuh, A = Q, B = dH, scaling dH's rows where it can: SCALE_B). Rows past S are zero-filled by TMA and get
-// w = 0. With p.nseg > 1 the walk is split into segments of the sequence (grid y = head * nseg
-// + segment) as in mlstm_bwd_dstates.cuh. A packed call (TFLA_PACKED, seq_span.cuh): one walk
+// (the walk: sm90_state_walk.cuh, A = Q, B = dH, (Q * w)^T as register fragments: A_REGS). Rows
+// past S are zero-filled by TMA and get w = 0. With p.nseg > 1 the walk is split into segments
+// of the sequence (grid y = head * nseg + segment) as in mlstm_bwd_dstates.cuh. A packed call (TFLA_PACKED, seq_span.cuh): one walk
 // per sequence and head over its own chunks, its rows loaded from the (D, T, NH, 1) tensor at the
 // sequence's offset; rows past its end (the next sequence's) get w = 0.
 #pragma once
@@ -19,26 +19,27 @@ namespace tfla {
 
 template <class T, int DQK, int DV, int CHUNK, int BV, int STAGES, bool EXP>
 __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char* smem_raw) {
-  using Walk = StateWalkSm90<T, DQK, DV, BV, STAGES, true>;
+  using Walk = StateWalkSm90<T, DQK, DV, BV, STAGES, true, true>;
   constexpr int kSub = Walk::kSub, kNSub = CHUNK / kSub, kRows = Walk::scaled_rows(false);
   static_assert(CHUNK % kSub == 0, "64-row sub-blocks tile the chunk");
   const MlstmBwdParams& p = P.p;
   Walk walk(smem_raw, &P.q, &P.dh);
   const int nseg = p.nseg > 1 ? p.nseg : 1;
-  const int vt = blockIdx.x, bh = blockIdx.y / nseg, seg = blockIdx.y % nseg;
+  const int vt = blockIdx.x, bh_split = blockIdx.y / nseg, seg = blockIdx.y % nseg;
   const int v0 = vt * BV;
   const int NC = p.NC;  // chunks per head in the workspace and the gate rows
   // a packed sequence walks its own chunks (never split) from its first token
-  const SeqSpan sq = seq_span<CHUNK>(p, bh / p.NH, bh % p.NH);
+  const SeqSpan sq = seq_span<CHUNK>(p, bh_split / p.NH, bh_split % p.NH);
   const int c_begin = seg * p.seg_chunks;
   const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : sq.NC;
   const int total = (c_end - c_begin) * kNSub, top = c_end * kNSub - 1;  // sub-block top - it at step it
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   const int tok0 = static_cast<int>(sq.tok0);
 
-  if (!walk.consumer(&P.q, &P.dh, total, v0, bh % p.NH, TFLA_PACKED ? 0 : bh / p.NH,
+  if (!walk.consumer(&P.q, &P.dh, total, v0, bh_split % p.NH, TFLA_PACKED ? 0 : bh_split / p.NH,
                      [top, tok0](int it) { return tok0 + (top - it) * kSub; }))
     return;
+  const int bh = sm90::ctaid_y() / nseg;
 
   float acc[Walk::kMB][Walk::kAcc];
   Walk::zero(acc);
@@ -61,6 +62,8 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
   // wait on the loads at every sub-block).
   float gate_next[kRows], den_next[kRows];
   bool in_next[kRows];
+  const float* gate_rows = (EXP ? p.gate_pm : p.gate_b) + bh * S_pad;
+  const float* den_rows = p.norm + sq.row;
   auto load_rows = [&](int it) {
     const int row0 = (top - it) * kSub;
 #pragma unroll
@@ -68,8 +71,8 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
       const int t = row0 + Walk::scaled_row(false, i);
       const bool in = it < total && t < sq.S;
       in_next[i] = in;
-      gate_next[i] = in ? (EXP ? p.gate_pm : p.gate_b)[bh * S_pad + t] : 0.f;
-      den_next[i] = in ? p.norm[sq.row + t] : 0.f;
+      gate_next[i] = in ? gate_rows[t] : 0.f;
+      den_next[i] = in ? den_rows[t] : 0.f;
     }
   };
   // w = s exp(rq + m_c) / (den + eps), rq = -max(m_c, pm) (mLSTMexp) or b (mLSTMsig)
@@ -83,18 +86,17 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
     }
   };
   // Chunk c's log-decay and stabilizers m_c, m_c+1, loaded a chunk ahead (off the chunk boundary's
-  // path). open_chunk(c) fixes the chunk's decay and weights and scales its first sub-block (in
-  // walk order): for c < c_end - 1 while chunk c + 1's last group is still in flight. The drain,
-  // the store of dC_c+1 and its decay come between that and the sub-block's wgmma (no group in
-  // flight across the loop's back edge, where the compiler's copies of X would serialize the
-  // wgmma).
+  // path). open_chunk(c) fixes the chunk's decay: for c < c_end - 1 while chunk c + 1's last group
+  // is still in flight. The drain, the store of dC_c+1 and its decay come between that and the
+  // chunk's first sub-block (in walk order; no group in flight across the loop's back edge, where
+  // the compiler's copies of X would serialize the wgmma).
   const float* cg = p.chunk_g + static_cast<long long>(bh) * NC;
   const float* cm = p.chunk_m + static_cast<long long>(bh) * (NC + 1);
   float g_next = c_end > c_begin ? cg[c_end - 1] : 0.f;
   float m_next = EXP && c_end > c_begin ? cm[c_end - 1] : 0.f;  // m_c of the chunk opened next
   float m_above = EXP ? cm[c_end] : 0.f;                        // its m_c+1
   float decay = 1.f;
-  float dummy[8];
+  float dummy[Walk::kParts];
   auto open_chunk = [&](int c) {
     const float g_c = g_next, m_c = m_next;
     if (c > c_begin) {
@@ -103,9 +105,6 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
     }
     decay = __expf(g_c + m_c - m_above);
     m_above = m_c;
-    weights(m_c);
-    load_rows((c_end - c) * kNSub - kNSub + 1);
-    walk.template prepare<false>(w, dummy);
   };
   load_rows(0);
   if (c_end > c_begin) open_chunk(c_end - 1);
@@ -117,10 +116,9 @@ __device__ void mlstm_bwd_dstates_sm90(const MlstmBwdDstatesSm90Params& P, char*
     for (int mb = 0; mb < Walk::kMB; ++mb)
 #pragma unroll
       for (int i = 0; i < Walk::kAcc; ++i) acc[mb][i] *= decay;
-    walk.issue(acc);
     const float m_c = m_above;
 #pragma unroll 1
-    for (int s = 1; s < kNSub; ++s) {
+    for (int s = 0; s < kNSub; ++s) {
       weights(m_c);
       load_rows((c_end - 1 - c) * kNSub + s + 1);
       walk.template step<false>(acc, w, dummy);

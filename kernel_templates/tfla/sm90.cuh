@@ -232,6 +232,17 @@ template <int N> __device__ __forceinline__ void reg_fence(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+template <int N> __device__ __forceinline__ void reg_fence(u32 (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
+// blockIdx.y, read again where it is used: a value the compiler keeps from an earlier read may be
+// live across setmaxnreg, where ptxas spills it.
+__device__ __forceinline__ int ctaid_y() {
+  int r;
+  asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(r));
+  return r;
+}
 
 // ---- warp specialization -------------------------------------------------------------------
 // Lowers (dec) or raises (inc) this warpgroup's register budget to N per thread (a multiple of

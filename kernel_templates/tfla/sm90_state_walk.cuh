@@ -17,6 +17,17 @@
 //    made visible to the async proxy, and each warpgroup issues its rows of X += (A * w)^T B as
 //    wgmma with both operands MN-major from shared memory. One wgmma group stays in flight while
 //    the next sub-block is scaled.
+//  - With A_REGS, A * w never goes back to shared memory: each consumer warp loads its rows of
+//    (A * w)^T as wgmma register fragments (ldmatrix.trans from the swizzled panels), scales them
+//    in registers (packed bf16 products, fp32 products for fp16) and issues the register-A
+//    wgmma; no write-back, proxy fence or barrier. Per k16 step of the sub-block one commit group
+//    (the Dqk / 128 m64 blocks); the step before has completed (wgmma_wait<0>) when the fragments
+//    are loaded: ptxas serializes every wgmma (C7513) where a register operand is defined while a
+//    group is in flight, and the other consumer warpgroup's wgmma keeps the tensor pipe busy
+//    meanwhile. step() is the whole sub-block; there is no prepare / issue split. The dC walk
+//    uses it (PERF_NOTES v23: 508 -> 403 us at the paper shape); the forward's walk, which sums
+//    n, scales A in shared memory: with A_REGS (n's sums per fragment row, summed over the quad)
+//    it measured 432 to 458 us against 437.
 // The kernel bodies say which rows each step reads, what w is, and what happens at chunk
 // boundaries (where no wgmma is in flight: drain() first).
 #pragma once
@@ -26,7 +37,7 @@
 
 namespace tfla {
 
-template <class T, int DQK, int DV, int BV, int STAGES, bool SCALE_B = false>
+template <class T, int DQK, int DV, int BV, int STAGES, bool SCALE_B = false, bool A_REGS = false>
 struct StateWalkSm90 {
   using u64 = sm90::u64;
   static constexpr int kSub = StateWalkSm90Shape::kSub;
@@ -42,11 +53,18 @@ struct StateWalkSm90 {
   // Scaling B: consumer thread u (0 .. 255) takes the 16-byte chunk u % 8 of B's rows
   // w_row(j) = u / 8 + 32 j (j < kWRows) in each of its BV / 64 panels.
   static constexpr int kWRows = kSub / 32;
-  static constexpr bool kScaleB = SCALE_B && kMB * kAcc < 128;
+  static constexpr bool kScaleB = SCALE_B && !A_REGS && kMB * kAcc < 128;
+  // A_REGS: lane l gives the weights of rows (tokens) 2 l and 2 l + 1 of the sub-block; the
+  // fragments' tokens (pairs 8 j + 2 cq, j < 8) take them by shuffles from lanes 4 j + cq.
+  static constexpr int kRegRows = 2;
+  static constexpr int kParts = 8;
   // The rows this thread scales (scales_a: A, else B) and their weights' count.
   __device__ static constexpr bool scales_a(bool sums) { return sums || !kScaleB; }
-  __device__ static constexpr int scaled_rows(bool sums) { return scales_a(sums) ? kRows : kWRows; }
-  __device__ static int scaled_row(bool sums, int i) { return scales_a(sums) ? r0() + kRg * i : w_row(i); }
+  __device__ static constexpr int scaled_rows(bool sums) { return A_REGS ? kRegRows : scales_a(sums) ? kRows : kWRows; }
+  __device__ static int scaled_row(bool sums, int i) {
+    if constexpr (A_REGS) return 2 * lane() + i;
+    return scales_a(sums) ? r0() + kRg * i : w_row(i);
+  }
   static_assert(DQK % 128 == 0 && DQK <= 256 && BV % 64 == 0 && BV <= 128 && DV % BV == 0,
                 "Dqk 128 or 256, BV 64 or 128 dividing Dv");
   static_assert(kRg % 8 == 0, "a thread's rows share their swizzle phase");
@@ -61,6 +79,11 @@ struct StateWalkSm90 {
   char* ring;
   sm90::RingPos<STAGES> pos;
   int prev_slot = -1;
+  // A_REGS: k16 steps per commit group (1: a wait before each step's fragments; 4: one wait, one
+  // group per sub-block, its 4 kMB fragments held at once) and their (A * w)^T fragments
+  static constexpr int kRsGroup = 1;
+  static_assert(4 % kRsGroup == 0, "whole groups of k16 steps per sub-block");
+  u32 afrag[A_REGS ? kRsGroup : 1][A_REGS ? kMB : 1][4];
 
   __device__ float* sRed() const { return reinterpret_cast<float*>(ring + STAGES * kSlotBytes); }
   __device__ u64* full() const { return reinterpret_cast<u64*>(sRed() + 2 * 1024 + 8); }
@@ -197,9 +220,10 @@ struct StateWalkSm90 {
     sm90::named_bar_sync(3, 256);
     return s;
   }
-  // The column sums of the scaled A (partials[8] of this thread's 8 columns) summed over the row
-  // groups -> dst[row_base .. row_base + Dqk / 2). Contains the warpgroup's barrier.
-  __device__ void colsum_store(const float (&part)[8], float* dst) {
+  // The column sums of the scaled A -> dst[row_base .. row_base + Dqk / 2): the partials of this
+  // thread's 8 columns summed over the row groups (contains the warpgroup's barrier).
+  __device__ void colsum_store(const float (&part)[kParts], float* dst) {
+    static_assert(!A_REGS, "the register-fragment walk keeps no sums");
     float* mine = sRed() + cw() * 1024;
 #pragma unroll
     for (int e = 0; e < 8; ++e) mine[r0() * kCpr * 8 + (my_col() - row_base()) + e] = part[e];
@@ -217,30 +241,37 @@ struct StateWalkSm90 {
   // rows r0 + kRg i, adding the scaled values to part when SUMS; else B's rows w_row(j)), then
   // issue X += (A * w)^T B.
   // The previous sub-block's group completes here and its slot is freed.
-  template <bool SUMS, int N>
-  __device__ void step(float (&acc)[kMB][kAcc], const float (&w)[N], float (&part)[8]) {
-    prepare<SUMS>(w, part);
-    issue<scales_a(SUMS)>(acc);
+  // The weights w: an array of scaled_rows(SUMS) floats, or a functor of the weight's index (its
+  // row: scaled_row), called where the weight is applied.
+  template <bool SUMS, class W>
+  __device__ void step(float (&acc)[kMB][kAcc], const W& w, float (&part)[kParts]) {
+    if constexpr (A_REGS) {
+      step_regs<SUMS>(acc, w, part);
+    } else {
+      prepare<SUMS>(w, part);
+      issue<scales_a(SUMS)>(acc);
+    }
   }
   // step's first half: wait for the next sub-block and scale it. It touches no accumulator, so it
   // may run while the previous group is still in flight, before a drain.
-  template <bool SUMS, int N>
-  __device__ void prepare(const float (&w)[N], float (&part)[8]) {
+  template <bool SUMS, class W>
+  __device__ void prepare(const W& w, float (&part)[kParts]) {
     using namespace sm90;
-    static_assert(N >= scaled_rows(SUMS), "a weight per scaled row of this thread");
+    static_assert(!A_REGS, "the register-fragment walk has only step()");
+    check_weights<SUMS>(w);
     mbar_wait(&full()[pos.slot], pos.phase);
     char* slot = ring + pos.slot * kSlotBytes;
     if constexpr (scales_a(SUMS)) {
       char* chunk = slot + my_panel() * kPanelBytes + (pc() % 8) * 16;
 #pragma unroll
-      for (int i = 0; i < kRows; ++i) scale_chunk<SUMS>(reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128), w[i], part);
+      for (int i = 0; i < kRows; ++i) scale_chunk<SUMS>(reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128), weight(w, i), part);
     } else {
       char* chunk = slot + kABytes + (cu() % 8) * 16;
 #pragma unroll
       for (int vp = 0; vp < BV / 64; ++vp)
 #pragma unroll
         for (int j = 0; j < kWRows; ++j)
-          scale_chunk<false>(reinterpret_cast<uint4*>(chunk + vp * kPanelBytes + w_row(j) * 128), w[j], part);
+          scale_chunk<false>(reinterpret_cast<uint4*>(chunk + vp * kPanelBytes + w_row(j) * 128), weight(w, j), part);
     }
     fence_proxy_async();
   }
@@ -253,6 +284,7 @@ struct StateWalkSm90 {
     // the caller's writes of X (a decay) stay before the pipeline stage opened below
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb) reg_fence(acc[mb]);
+    static_assert(!A_REGS, "the register-fragment walk has only step()");
     if constexpr (SCALED_A) named_bar_sync(1 + cw(), 128);
     else named_bar_sync(4, 256);
     char* slot = ring + pos.slot * kSlotBytes;
@@ -285,9 +317,92 @@ struct StateWalkSm90 {
   }
 
  private:
+  template <int N> __device__ static float weight(const float (&w)[N], int i) { return w[i]; }
+  template <class F> __device__ static float weight(const F& w, int i) { return w(i); }
+  template <bool SUMS, int N> __device__ static void check_weights(const float (&)[N]) {
+    static_assert(N >= scaled_rows(SUMS), "a weight per scaled row of this thread");
+  }
+  template <bool SUMS, class F> __device__ static void check_weights(const F&) {}
+  // A_REGS: one sub-block as four k16 steps. Step kk's fragments (set kk % 2), for each m64 block
+  // mb, are ldmatrix.trans matrices i = 0..3: tokens 16 kk + 8 (i / 2) .., Dqk columns 16 warp +
+  // 8 (i % 2) .. of the warpgroup's block (panel cw kMB + mb); lanes 8 i .. 8 i + 7 give matrix
+  // i's row addresses. Register i then holds tokens 8 j + 2 cq + {0, 1}, j = 2 kk + i / 2, whose
+  // weights lane 4 j + cq gave. Before they are loaded the step before completes; at kk = 0 that
+  // is the previous sub-block's last, whose slot is then freed.
+  template <bool SUMS, class W>
+  __device__ void step_regs(float (&acc)[kMB][kAcc], const W& w, float (&part)[kParts]) {
+    using namespace sm90;
+    static_assert(!SUMS, "the register-fragment walk keeps no sums");
+    constexpr bool kPacked = WgmmaIsBf16<T>::value;  // else fp32 products
+    check_weights<SUMS>(w);
+    const float wa = weight(w, 0), wb = weight(w, 1);
+    const u32 wp = kPacked ? Elem<T>::pack2(wa, wb) : 0u;
+    const int i4 = lane() / 8, rr = lane() % 8;
+    const int chunk16 = 2 * warp() + (i4 % 2);
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb) reg_fence(acc[mb]);  // the caller's decay stays before
+    mbar_wait(&full()[pos.slot], pos.phase);
+    const char* slot = ring + pos.slot * kSlotBytes;
+    const u64 db = wgmma_desc_mnmajor(smem_u32(slot + kABytes), 128, kPanelBytes);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      float w0[2], w1[2];
+      u32 w01[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int src = 4 * (2 * kk + h) + cq();
+        if constexpr (kPacked) {
+          w01[h] = __shfl_sync(0xffffffffu, wp, src);
+        } else {
+          w0[h] = __shfl_sync(0xffffffffu, wa, src);
+          w1[h] = __shfl_sync(0xffffffffu, wb, src);
+        }
+      }
+      if (kk % kRsGroup == 0) {
+        wgmma_wait<0>();
+        if (kk == 0) {
+          release_prev();
+          prev_slot = -1;
+        }
+      }
+      u32 (&a)[kMB][4] = afrag[kk % kRsGroup];
+      const int t = 16 * kk + 8 * (i4 / 2) + rr;
+#pragma unroll
+      for (int mb = 0; mb < kMB; ++mb) {
+        ldmatrix_x4_trans(a[mb], slot + (cw() * kMB + mb) * kPanelBytes + t * 128 + ((chunk16 ^ rr) << 4));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          if constexpr (kPacked) {
+            a[mb][i] = Elem<T>::mul2(a[mb][i], w01[i / 2]);
+          } else {
+            float2 f = Elem<T>::unpack2(a[mb][i]);
+            f.x *= w0[i / 2];
+            f.y *= w1[i / 2];
+            a[mb][i] = Elem<T>::pack2(f.x, f.y);
+          }
+        }
+      }
+      if (kk % kRsGroup != kRsGroup - 1) continue;
+      // the fragments' scaling stays before the stage (a definition inside it serializes the wgmma)
+#pragma unroll
+      for (int j = 0; j < kRsGroup; ++j)
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) reg_fence(afrag[j][mb]);
+      wgmma_fence();
+#pragma unroll
+      for (int j = 0; j < kRsGroup; ++j) {
+        const int k = kk - kRsGroup + 1 + j;
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) Wgmma<BV>::template rs<T, 1>(acc[mb], afrag[j][mb], db + desc_step(16 * 128 * k), 1);
+      }
+      wgmma_commit();
+    }
+    prev_slot = pos.slot;
+    pos.advance();
+  }
   // 16 bytes of a row times its weight w, in place; SUMS adds the fp32 products to part.
   template <bool SUMS>
-  __device__ static void scale_chunk(uint4* q, float w, float (&part)[8]) {
+  __device__ static void scale_chunk(uint4* q, float w, float (&part)[kParts]) {
     const uint4 x = *q;
     u32 wd[4] = {x.x, x.y, x.z, x.w};
     if constexpr (SUMS || !sm90::WgmmaIsBf16<T>::value) {  // fp32 products (in fp16 w alone may pass 65504)
