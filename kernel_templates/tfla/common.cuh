@@ -84,6 +84,9 @@ template <> struct Elem<fp16> {
 };
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+// exp(x) where keep, else 0, without a branch: the compiler turns `keep ? __expf(x) : 0.f` into a
+// branch around every exp of a masked tile; exp(-inf) is 0, so the mask goes into the argument.
+__device__ __forceinline__ float masked_exp(bool keep, float x) { return __expf(keep ? x : neg_inf()); }
 
 __device__ __forceinline__ float logsigmoid(float x) {
   // log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), stable for any x.

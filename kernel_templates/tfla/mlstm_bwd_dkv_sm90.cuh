@@ -224,8 +224,8 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
         for (int hh = 0; hh < 2; ++hh) {
           const int gr = x.row0 + lrow + 8 * hh;
           const int gt = t0 + 8 * jj + 2 * cq;
-          const float w0 = gt >= gr ? __expf(er[hh] + ec[jj].x) : 0.f;
-          const float w1 = gt + 1 >= gr ? __expf(er[hh] + ec[jj].y) : 0.f;
+          const float w0 = masked_exp(gt >= gr, er[hh] + ec[jj].x);
+          const float w1 = masked_exp(gt + 1 >= gr, er[hh] + ec[jj].y);
           pa[jj / 2][2 * (jj % 2) + hh] = Elem<T>::pack2(sacc[4 * jj + 2 * hh] * w0, sacc[4 * jj + 2 * hh + 1] * w1);
         }
       const u64 db = wgmma_desc_mnmajor(sbase + kWOff, 128, kPanelBytes);
@@ -422,7 +422,8 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
             const long long o = x.bh * S_pad + gt;
             const float r = EXP ? -fmaxf(m_c, p.gate_pm[o]) : p.gate_b[o];
             e[k] = neg_inf();
-            if (gt < x.S) e[k] = r + __logf(p.scale * (1.f / (norm[gt] + p.eps)));
+            if (gt < x.S) e[k] = r + (__logf(p.scale) - __logf(norm[gt] + p.eps));  // the tile kernels' form
+
           }
           mbar_wait(&ec_empty[pos.slot], pos.phase ^ 1u);
           ecs[pos.slot * kBT + lane] = e[0];

@@ -249,8 +249,8 @@ __device__ void mlstm_bwd_tile_at(const MlstmBwdParams& p, char* smem, int nt, i
           const float er = s_er[rl], fr = s_fr[rl];
           const bool ok0 = MODE == kDQ ? gt <= gr : gt >= gr;
           const bool ok1 = MODE == kDQ ? gt + 1 <= gr : gt + 1 >= gr;
-          const float w0 = ok0 ? __expf(er + s_ec[tl]) * fr * s_fc[tl] : 0.f;
-          const float w1 = ok1 ? __expf(er + s_ec[tl + 1]) * fr * s_fc[tl + 1] : 0.f;
+          const float w0 = masked_exp(ok0, er + s_ec[tl]) * fr * s_fc[tl];
+          const float w1 = masked_exp(ok1, er + s_ec[tl + 1]) * fr * s_fc[tl + 1];
           const float p0 = sacc[fm][fn][e] * w0, p1 = sacc[fm][fn][e + 1] * w1;
           T* dst = sP + rl * TileP::LD + tl;
           if constexpr (Elem<T>::is16) {

@@ -195,6 +195,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
   const int g = lane / 4, cq = lane % 4;
   const bool warp_leader = lane == 0;
   const float scale = p.scale;
+  const float log_scale = __logf(scale);
   const u32 x_base = smem_u32(sX);
   RingPos<STAGES> pos;
   u32 x_phase = 0;
@@ -214,6 +215,9 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     if (x.row0 >= x.S) continue;
     const int S = x.S;
     auto inv_den = [&](const float* norm, int t) { return t < S ? 1.f / (norm[t] + p.eps) : 0.f; };
+    // log(s / den~_t), -inf past S: no division (an IEEE one is a reciprocal, a refinement and a
+    // slow-path branch per element)
+    auto log_fc = [&](const float* norm, int t) { return t < S ? log_scale - __logf(norm[t] + p.eps) : neg_inf(); };
     const int n0 = x.nt * BN;
     const int lrow = 64 * cw + 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile
     const float* norm = p.norm + x.nrow;
@@ -340,7 +344,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
                   r = *reinterpret_cast<const float2*>(p.gate_b + o + 8 * jj);
                 }
                 const int gt = t0 + 8 * jj + 2 * cq;
-                ec[jj] = make_float2(r.x + __logf(scale * inv_den(norm, gt)), r.y + __logf(scale * inv_den(norm, gt + 1)));
+                ec[jj] = make_float2(r.x + log_fc(norm, gt), r.y + log_fc(norm, gt + 1));
               }
             }
           }
@@ -369,8 +373,8 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
             const int gt = t0 + 8 * jj + 2 * cq;
             const bool ok0 = MODE == kDQ ? gt <= gr : (gt >= gr && gt < S);
             const bool ok1 = MODE == kDQ ? gt + 1 <= gr : (gt + 1 >= gr && gt + 1 < S);
-            const float w0 = ok0 ? __expf(er[hh] + ec[jj].x) * fr[hh] : 0.f;
-            const float w1 = ok1 ? __expf(er[hh] + ec[jj].y) * fr[hh] : 0.f;
+            const float w0 = masked_exp(ok0, er[hh] + ec[jj].x) * fr[hh];
+            const float w1 = masked_exp(ok1, er[hh] + ec[jj].y) * fr[hh];
             pa[jj / 2][2 * (jj % 2) + hh] =
                 Elem<T>::pack2(sacc[4 * jj + 2 * hh] * w0, sacc[4 * jj + 2 * hh + 1] * w1);
           }

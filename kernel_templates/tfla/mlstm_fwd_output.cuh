@@ -216,8 +216,8 @@ __device__ void mlstm_fwd_output(const MlstmFwdParams& p, char* smem) {
           const int jl = warp_n * GS::WTN + acc_col(fn, e, lane);
           const int gi = row0 + il, gj = j0 + jl;
           const float ri = s_r[il];
-          const float w0 = (gj <= gi) ? __expf(ri + s_u[jl]) * scale : 0.f;
-          const float w1 = (gj + 1 <= gi) ? __expf(ri + s_u[jl + 1]) * scale : 0.f;
+          const float w0 = masked_exp(gj <= gi, ri + s_u[jl]) * scale;
+          const float w1 = masked_exp(gj + 1 <= gi, ri + s_u[jl + 1]) * scale;
           const float p0 = sacc[fm][fn][e] * w0, p1 = sacc[fm][fn][e + 1] * w1;
           rowN[fm][e >> 1] += p0 + p1;
           T* dst = sP + il * TileP::LD + jl;

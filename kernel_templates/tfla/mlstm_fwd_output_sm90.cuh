@@ -326,8 +326,8 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
           for (int hh = 0; hh < 2; ++hh) {
             const int gi = x.row0 + lrow + 8 * hh;
             const int gj = j0 + 8 * jj + 2 * cq;
-            const float w0 = gj <= gi ? __expf(r[hh] + u[jj].x) * scale : 0.f;
-            const float w1 = gj + 1 <= gi ? __expf(r[hh] + u[jj].y) * scale : 0.f;
+            const float w0 = masked_exp(gj <= gi, r[hh] + u[jj].x) * scale;
+            const float w1 = masked_exp(gj + 1 <= gi, r[hh] + u[jj].y) * scale;
             const float p0 = sacc[4 * jj + 2 * hh] * w0, p1 = sacc[4 * jj + 2 * hh + 1] * w1;
             rowN[hh] += p0 + p1;
             pa[jj / 2][2 * (jj % 2) + hh] = Elem<T>::pack2(p0, p1);
