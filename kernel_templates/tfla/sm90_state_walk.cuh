@@ -25,9 +25,8 @@
 //    are loaded: ptxas serializes every wgmma (C7513) where a register operand is defined while a
 //    group is in flight, and the other consumer warpgroup's wgmma keeps the tensor pipe busy
 //    meanwhile. step() is the whole sub-block; there is no prepare / issue split. The dC walk
-//    uses it (PERF_NOTES v23: 508 -> 403 us at the paper shape); the forward's walk, which sums
-//    n, scales A in shared memory: with A_REGS (n's sums per fragment row, summed over the quad)
-//    it measured 432 to 458 us against 437.
+//    uses it; the forward's walk, which sums n, scales A in shared memory (PERF_NOTES v23 has
+//    both measured).
 // The kernel bodies say which rows each step reads, what w is, and what happens at chunk
 // boundaries (where no wgmma is in flight: drain() first).
 #pragma once
