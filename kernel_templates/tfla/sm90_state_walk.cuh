@@ -240,10 +240,9 @@ struct StateWalkSm90 {
   // rows r0 + kRg i, adding the scaled values to part when SUMS; else B's rows w_row(j)), then
   // issue X += (A * w)^T B.
   // The previous sub-block's group completes here and its slot is freed.
-  // The weights w: an array of scaled_rows(SUMS) floats, or a functor of the weight's index (its
-  // row: scaled_row), called where the weight is applied.
-  template <bool SUMS, class W>
-  __device__ void step(float (&acc)[kMB][kAcc], const W& w, float (&part)[kParts]) {
+  // The weights w: scaled_rows(SUMS) floats, for the rows scaled_row(SUMS, i).
+  template <bool SUMS, int N>
+  __device__ void step(float (&acc)[kMB][kAcc], const float (&w)[N], float (&part)[kParts]) {
     if constexpr (A_REGS) {
       step_regs<SUMS>(acc, w, part);
     } else {
@@ -253,24 +252,24 @@ struct StateWalkSm90 {
   }
   // step's first half: wait for the next sub-block and scale it. It touches no accumulator, so it
   // may run while the previous group is still in flight, before a drain.
-  template <bool SUMS, class W>
-  __device__ void prepare(const W& w, float (&part)[kParts]) {
+  template <bool SUMS, int N>
+  __device__ void prepare(const float (&w)[N], float (&part)[kParts]) {
     using namespace sm90;
     static_assert(!A_REGS, "the register-fragment walk has only step()");
-    check_weights<SUMS>(w);
+    static_assert(N >= scaled_rows(SUMS), "a weight per scaled row of this thread");
     mbar_wait(&full()[pos.slot], pos.phase);
     char* slot = ring + pos.slot * kSlotBytes;
     if constexpr (scales_a(SUMS)) {
       char* chunk = slot + my_panel() * kPanelBytes + (pc() % 8) * 16;
 #pragma unroll
-      for (int i = 0; i < kRows; ++i) scale_chunk<SUMS>(reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128), weight(w, i), part);
+      for (int i = 0; i < kRows; ++i) scale_chunk<SUMS>(reinterpret_cast<uint4*>(chunk + (r0() + kRg * i) * 128), w[i], part);
     } else {
       char* chunk = slot + kABytes + (cu() % 8) * 16;
 #pragma unroll
       for (int vp = 0; vp < BV / 64; ++vp)
 #pragma unroll
         for (int j = 0; j < kWRows; ++j)
-          scale_chunk<false>(reinterpret_cast<uint4*>(chunk + vp * kPanelBytes + w_row(j) * 128), weight(w, j), part);
+          scale_chunk<false>(reinterpret_cast<uint4*>(chunk + vp * kPanelBytes + w_row(j) * 128), w[j], part);
     }
     fence_proxy_async();
   }
@@ -316,25 +315,19 @@ struct StateWalkSm90 {
   }
 
  private:
-  template <int N> __device__ static float weight(const float (&w)[N], int i) { return w[i]; }
-  template <class F> __device__ static float weight(const F& w, int i) { return w(i); }
-  template <bool SUMS, int N> __device__ static void check_weights(const float (&)[N]) {
-    static_assert(N >= scaled_rows(SUMS), "a weight per scaled row of this thread");
-  }
-  template <bool SUMS, class F> __device__ static void check_weights(const F&) {}
-  // A_REGS: one sub-block as four k16 steps. Step kk's fragments (set kk % 2), for each m64 block
+  // A_REGS: one sub-block as four k16 steps. Step kk's fragments (set kk % kRsGroup), for each m64 block
   // mb, are ldmatrix.trans matrices i = 0..3: tokens 16 kk + 8 (i / 2) .., Dqk columns 16 warp +
   // 8 (i % 2) .. of the warpgroup's block (panel cw kMB + mb); lanes 8 i .. 8 i + 7 give matrix
   // i's row addresses. Register i then holds tokens 8 j + 2 cq + {0, 1}, j = 2 kk + i / 2, whose
   // weights lane 4 j + cq gave. Before they are loaded the step before completes; at kk = 0 that
   // is the previous sub-block's last, whose slot is then freed.
-  template <bool SUMS, class W>
-  __device__ void step_regs(float (&acc)[kMB][kAcc], const W& w, float (&part)[kParts]) {
+  template <bool SUMS, int N>
+  __device__ void step_regs(float (&acc)[kMB][kAcc], const float (&w)[N], float (&part)[kParts]) {
     using namespace sm90;
     static_assert(!SUMS, "the register-fragment walk keeps no sums");
     constexpr bool kPacked = WgmmaIsBf16<T>::value;  // else fp32 products
-    check_weights<SUMS>(w);
-    const float wa = weight(w, 0), wb = weight(w, 1);
+    static_assert(N >= kRegRows, "a weight per scaled row of this thread");
+    const float wa = w[0], wb = w[1];
     const u32 wp = kPacked ? Elem<T>::pack2(wa, wb) : 0u;
     const int i4 = lane() / 8, rr = lane() % 8;
     const int chunk16 = 2 * warp() + (i4 % 2);
