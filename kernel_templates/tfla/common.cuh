@@ -162,26 +162,25 @@ __device__ __forceinline__ float warp_sum(float x) {
 // x[k] = the packed pair at columns 8 (j0 + k) + 2 q. quad_transpose gives lane q the four pairs
 // of block j0 + q instead (columns 8 (j0 + q) .. + 7, in order), so one 16-byte store per lane
 // writes the quad's 64 bytes.
+// One butterfly stage of quad_transpose: lanes q and q ^ m exchange one register of each pair
+// (a0, a1) and (b0, b1): the lane whose bit is set sends its first and takes the partner's second
+// into it, the other sends its second and takes the partner's first. Straight-line code: the
+// lane's bit picks registers through selects, never a dynamic index (which the compiler turns
+// into branches); both shuffles go out before either result is used.
+__device__ __forceinline__ void quad_stage(u32& a0, u32& a1, u32& b0, u32& b1, bool bit, int m) {
+  u32 s0 = bit ? a0 : a1, s1 = bit ? b0 : b1;
+  s0 = __shfl_xor_sync(0xffffffffu, s0, m);
+  s1 = __shfl_xor_sync(0xffffffffu, s1, m);
+  a0 = bit ? s0 : a0;
+  b0 = bit ? s1 : b0;
+  a1 = bit ? a1 : s0;
+  b1 = bit ? b1 : s1;
+}
 __device__ __forceinline__ uint4 quad_transpose(u32 x0, u32 x1, u32 x2, u32 x3, int q) {
   // A 4 x 4 transpose over (lane q, register k) in two butterfly stages, one per bit of q: in
   // stage b, lanes q and q ^ (1 << b) swap the registers whose bit b differs from their own bit b.
-  // Straight-line code: the lane's bits pick registers through selects, never a dynamic index
-  // (which the compiler turns into branches).
-  const bool b0 = q & 1, b1 = q & 2;
-  u32 s0 = b0 ? x0 : x1, s1 = b0 ? x2 : x3;
-  s0 = __shfl_xor_sync(0xffffffffu, s0, 1);
-  s1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-  x0 = b0 ? s0 : x0;
-  x2 = b0 ? s1 : x2;
-  x1 = b0 ? x1 : s0;
-  x3 = b0 ? x3 : s1;
-  u32 t0 = b1 ? x0 : x2, t1 = b1 ? x1 : x3;
-  t0 = __shfl_xor_sync(0xffffffffu, t0, 2);
-  t1 = __shfl_xor_sync(0xffffffffu, t1, 2);
-  x0 = b1 ? t0 : x0;
-  x1 = b1 ? t1 : x1;
-  x2 = b1 ? x2 : t0;
-  x3 = b1 ? x3 : t1;
+  quad_stage(x0, x1, x2, x3, q & 1, 1);
+  quad_stage(x0, x2, x1, x3, q & 2, 2);
   return make_uint4(x0, x1, x2, x3);
 }
 
