@@ -157,11 +157,6 @@ __device__ __forceinline__ float warp_sum(float x) {
 }
 
 // ---- accumulator fragments -> global memory --------------------------------------------------
-// In the wgmma (and mma.sync) accumulator layout the four lanes of a quad (lane % 4 = q) hold
-// consecutive column pairs of one row: for column blocks j0 .. j0 + 3 of 8 columns, lane q holds
-// x[k] = the packed pair at columns 8 (j0 + k) + 2 q. quad_transpose gives lane q the four pairs
-// of block j0 + q instead (columns 8 (j0 + q) .. + 7, in order), so one 16-byte store per lane
-// writes the quad's 64 bytes.
 // One butterfly stage of quad_transpose: lanes q and q ^ m exchange one register of each pair
 // (a0, a1) and (b0, b1): the lane whose bit is set sends its first and takes the partner's second
 // into it, the other sends its second and takes the partner's first. Straight-line code: the
@@ -176,6 +171,11 @@ __device__ __forceinline__ void quad_stage(u32& a0, u32& a1, u32& b0, u32& b1, b
   a1 = bit ? a1 : s0;
   b1 = bit ? b1 : s1;
 }
+// In the wgmma (and mma.sync) accumulator layout the four lanes of a quad (lane % 4 = q) hold
+// consecutive column pairs of one row: for column blocks j0 .. j0 + 3 of 8 columns, lane q holds
+// x[k] = the packed pair at columns 8 (j0 + k) + 2 q. quad_transpose gives lane q the four pairs
+// of block j0 + q instead (columns 8 (j0 + q) .. + 7, in order), so one 16-byte store per lane
+// writes the quad's 64 bytes.
 __device__ __forceinline__ uint4 quad_transpose(u32 x0, u32 x1, u32 x2, u32 x3, int q) {
   // A 4 x 4 transpose over (lane q, register k) in two butterfly stages, one per bit of q: in
   // stage b, lanes q and q ^ (1 << b) swap the registers whose bit b differs from their own bit b.

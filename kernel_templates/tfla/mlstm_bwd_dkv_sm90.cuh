@@ -423,7 +423,6 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
             const float r = EXP ? -fmaxf(m_c, p.gate_pm[o]) : p.gate_b[o];
             e[k] = neg_inf();
             if (gt < x.S) e[k] = r + (__logf(p.scale) - __logf(norm[gt] + p.eps));  // the tile kernels' form
-
           }
           mbar_wait(&ec_empty[pos.slot], pos.phase ^ 1u);
           ecs[pos.slot * kBT + lane] = e[0];

@@ -8,9 +8,10 @@
 // returned last state). One CTA per (BV columns of dC, head) walks the sequence from its end
 // (the walk: sm90_state_walk.cuh, A = Q, B = dH, (Q * w)^T as register fragments: A_REGS). Rows
 // past S are zero-filled by TMA and get w = 0. With p.nseg > 1 the walk is split into segments
-// of the sequence (grid y = head * nseg + segment) as in mlstm_bwd_dstates.cuh. A packed call (TFLA_PACKED, seq_span.cuh): one walk
-// per sequence and head over its own chunks, its rows loaded from the (D, T, NH, 1) tensor at the
-// sequence's offset; rows past its end (the next sequence's) get w = 0.
+// of the sequence (grid y = head * nseg + segment) as in mlstm_bwd_dstates.cuh. A packed call
+// (TFLA_PACKED, seq_span.cuh): one walk per sequence and head over its own chunks, its rows loaded
+// from the (D, T, NH, 1) tensor at the sequence's offset; rows past its end (the next sequence's)
+// get w = 0.
 #pragma once
 #include "tfla/seq_span.cuh"
 #include "tfla/sm90_state_walk.cuh"
