@@ -9,7 +9,11 @@
 // segments (grid y = head * nseg + segment) as in mlstm_fwd_states.cuh. With p.states_C null (the
 // fused forward's split, mlstm_fwd_fused_sm90.cuh) it stores no chunk states: it only leaves the
 // segment summaries the fused walks start from, so the last segment's CTAs have nothing to do.
+// A packed call (TFLA_PACKED, seq_span.cuh): one walk per sequence and head over its own chunks
+// (never split), its rows loaded from the (D, T, NH, 1) tensor at the sequence's offset; rows
+// past its end (the next sequence's) carry u = -inf from the gate kernel, so w = 0.
 #pragma once
+#include "tfla/seq_span.cuh"
 #include "tfla/sm90_state_walk.cuh"
 
 namespace tfla {
@@ -26,15 +30,17 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   if (summary && seg == nseg - 1) return;
   Walk walk(smem_raw, &P.k, &P.v);
   const int v0 = vt * BV;
-  const int NC = p.NC;
+  const int NC = p.NC;  // chunks per head in the workspace and the gate rows
+  const SeqSpan sq = seq_span<CHUNK>(p, bh / p.NH, bh % p.NH);
   const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
-  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : NC;
+  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : TFLA_PACKED ? sq.NC : NC;
   const int total = (c_end - c_begin) * kNSub;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   const long long row_begin = static_cast<long long>(c_begin) * CHUNK;
+  const int row0 = static_cast<int>(sq.tok0 + row_begin);
 
-  if (!walk.consumer(&P.k, &P.v, total, v0, bh % p.NH, bh / p.NH,
-                     [row_begin](int it) { return static_cast<int>(row_begin) + it * kSub; }))
+  if (!walk.consumer(&P.k, &P.v, total, v0, bh % p.NH, TFLA_PACKED ? 0 : bh / p.NH,
+                     [row0](int it) { return row0 + it * kSub; }))
     return;
   // the Dv-tile-0 CTA carries n
   const bool own_n = vt == 0 && (summary ? p.seg_n : p.states_n) != nullptr;
@@ -175,7 +181,7 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   if (p.C_last) walk.store_acc(acc, nullptr, p.C_last + static_cast<long long>(bh) * DQK * DV, v0);
   if (own_n && p.n_last) walk.colsum_store(npart, p.n_last + static_cast<long long>(bh) * DQK);
   if (lead) {
-    p.chunk_m[static_cast<long long>(bh) * (NC + 1) + NC] = m_prev;
+    p.chunk_m[static_cast<long long>(bh) * (NC + 1) + (TFLA_PACKED ? sq.NC : NC)] = m_prev;
     if (p.m_last) p.m_last[bh] = m_prev;
   }
 }

@@ -44,7 +44,6 @@ const Config& packed_pins(const MlstmProblem& p, const Config& caller, Op op, Co
   };
   force(kFormKey, 0, "run the chunkwise form");
   force("st_seg", 1, "walk each sequence's states whole");
-  force("st_sm90", 0, "walk the states on the mma.sync kernels");
   if (op == Op::Backward) {
     force("ds_seg", 1, "walk each sequence's state gradients whole");
   }

@@ -31,9 +31,8 @@ MlstmProblem launch_problem(const MlstmProblem& p);
 MlstmProblem packed_config_problem(const MlstmProblem& lp);
 
 // The config a packed call resolves: the caller's keys with the kernels that take packed
-// sequences, the chunkwise form with its state walks on mma.sync or the fused sm90 walk, one walk
-// per sequence, and on the sm90 engine its output and gradient tile kernels and dC walk
-// (parallel=0, st_seg=1, st_sm90=0; the backward ds_seg=1); a caller key that
+// sequences, the chunkwise form with one state walk per sequence, never split (parallel=0,
+// st_seg=1; the backward ds_seg=1); every engine's kernels take them. A caller key that
 // contradicts them throws InvalidArgument naming it. Packed: built in `storage` and returned;
 // not packed: `caller` itself (no copy on a plain call's path).
 const Config& packed_pins(const MlstmProblem& p, const Config& caller, Op op, Config& storage);

@@ -71,8 +71,9 @@ inline rt::TensorMapSpec states_map(const void* base, const MlstmProblem& p, int
 inline MlstmFwdStatesSm90Params fwd_states_sm90_params(const MlstmProblem& p, const MlstmFwdParams& prm) {
   MlstmFwdStatesSm90Params sp{};
   constexpr unsigned rows = StateWalkSm90Shape::kSub;
-  sp.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, rows));
-  sp.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, rows));
+  const long long packed_T = prm.packed.cu_seqlens ? prm.packed.T : 0;
+  sp.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, rows, packed_T));
+  sp.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, rows, packed_T));
   sp.p = prm;
   return sp;
 }

@@ -35,6 +35,7 @@ struct VCase {
   int engine = -1;         // pinned engine (0 mma.sync, 1 sm90: its output and gradient tile kernels); -1 the library's
   int fused = -1;          // the forward's fused sm90 walk pinned (1) or refused (0); -1 the library's
   int tl_dkv = -1;         // the backward's dK and dV in one sm90 kernel (1) or two (0); -1 the library's
+  int st_sm90 = -1;        // the state walks (the forward's with fused = 0, the backward's recompute) on the sm90 engine (1) or mma.sync (0); -1 the library's
   int64_t max_extra = 0;   // max_seqlen = the longest length + this (a looser bound is allowed)
 };
 
@@ -48,6 +49,7 @@ std::string describe(const VCase& c) {
   if (c.engine >= 0) s += c.engine ? " sm90" : " mma";
   if (c.fused >= 0) s += " fused=" + std::to_string(c.fused);
   if (c.tl_dkv >= 0) s += " tl_dkv=" + std::to_string(c.tl_dkv);
+  if (c.st_sm90 >= 0) s += " st_sm90=" + std::to_string(c.st_sm90);
   if (c.init) s += " init";
   if (c.last) s += " last";
   if (c.dclast) s += " dC_last";
@@ -118,6 +120,7 @@ void run_case(const VCase& c, uint64_t seed) {
   LaunchOptions o;
   if (c.chunk) o.config = {{"chunk", c.chunk}};
   if (c.engine >= 0) o.config["engine"] = c.engine;
+  if (c.st_sm90 >= 0) o.config["st_sm90"] = c.st_sm90;
   const size_t eb = dtype_bytes(c.dtype);
   auto q = test::upload(in.q, c.dtype), k = test::upload(in.k, c.dtype), v = test::upload(in.v, c.dtype);
   auto dhd = test::upload(dh, c.dtype);
@@ -328,6 +331,9 @@ TEST_CASE("packed sequences match the float64 reference run sequence by sequence
         cases.push_back(c);
         c.tl_dkv = 1;
         cases.push_back(c);
+        c.fused = 0;  // the three-kernel forward, both state walks on the engine
+        c.st_sm90 = 1;
+        cases.push_back(c);
       }
     }
   {
@@ -363,6 +369,10 @@ TEST_CASE("packed sequences match the float64 reference run sequence by sequence
     cases.push_back(c);
     c.chunk = 128;
     c.variant = G;
+    cases.push_back(c);
+    c.saved = false;  // the sm90 state walk in the forward and in the backward's recompute
+    c.fused = 0;
+    c.st_sm90 = 1;
     cases.push_back(c);
   }
   {
@@ -433,9 +443,11 @@ TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[g
     c.lens = {150, 0, 1, 40};
     c.fused = 0;
     c.tl_dkv = 0;
+    c.st_sm90 = 1;
     run_case(c, 3003);
     c.fused = 1;
     c.tl_dkv = 1;
+    c.st_sm90 = -1;
     run_case(c, 3004);
     c.saved = false;
     c.lens = {64, 0, 1, 129, 40};
@@ -465,7 +477,10 @@ TEST_CASE("offsets that break cu_seqlens' rules stay inside the tensors", "[gpu]
   auto q = test::upload(in.q, bf), k = test::upload(in.k, bf), v = test::upload(in.v, bf);
   auto ig = test::upload(in.i, f32), fg = test::upload(in.f, f32), dh = test::upload(in.v, bf);
   const cli::DeviceBuffer cud = upload_offsets(bad, true);
-  for (const Config& cfg : std::vector<Config>{{{"engine", 0}}, {{"engine", 1}, {"fused", 0}}, {{"engine", 1}, {"fused", 1}}}) {
+  for (const Config& cfg : std::vector<Config>{{{"engine", 0}},
+                                                {{"engine", 1}, {"fused", 0}, {"st_sm90", 0}},
+                                                {{"engine", 1}, {"fused", 0}, {"st_sm90", 1}},
+                                                {{"engine", 1}, {"fused", 1}}}) {
     INFO(to_string(cfg));
     auto h = test::poisoned(NH * T * Dv * 2), norm = test::poisoned(NH * T * 4);
     auto Cl = test::poisoned(N * NH * D * Dv * 4);

@@ -239,19 +239,23 @@ TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame 
 
 // The kernels of a packed call (TFLA_PACKED=1: sequences from cu_seqlens) on the sm90 engine,
 // every dtype and variant at the head sizes of sm90_problems: the output kernel in its default
-// Dv tile, the gradient tiles in their defaults, the dK/dV kernel, the dC walk and the fused
-// forward where they serve.
+// Dv tile, the gradient tiles in their defaults, the dK/dV kernel, the state and dC walks and the
+// fused forward where they serve.
 TEST_CASE("the sm_90a kernels of packed calls compile with no ptxas warning, stack frame or spill",
           "[nvrtc][sm90][packed]") {
   ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
   const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
   std::vector<rt::KernelSpec> specs;
-  int dkv = 0, dc = 0;
+  int dkv = 0, dc = 0, st = 0;
   for (const MlstmProblem& p : sm90_problems()) {
     INFO(p.Dqk << "x" << p.Dv);
     const ops::FwdConfig f = ops::sm90_fwd_config(p, dev);
     REQUIRE(ops::check_fwd_sm90_config(f, p, dev).empty());
     specs.push_back(rt::with_packed(ops::fwd_kernels(p, f, dev).back()));
+    if (f.st_sm90) {
+      specs.push_back(rt::with_packed(ops::fwd_states_sm90_kernel(p, f.chunk, f.st_siz_b_v)));
+      ++st;
+    }
     ops::BwdConfig b = ops::sm90_bwd_config(p, dev);
     b.tl_sm90 = 1;
     b.siz_b_r = 128;
@@ -272,6 +276,7 @@ TEST_CASE("the sm_90a kernels of packed calls compile with no ptxas warning, sta
   }
   REQUIRE(dkv > 0);
   REQUIRE(dc > 0);
+  REQUIRE(st > 0);
   for (const rt::KernelSpec& s : specs) {
     REQUIRE(s.packed);
     REQUIRE(s.source().find("#define TFLA_PACKED 1") != std::string::npos);

@@ -739,7 +739,7 @@ TEST_CASE("packed sequences: bad sizes, offsets and configs are named", "[api][a
     check_invalid(forward_error(packed_problem(), u), "cu_seqlens is not aligned to its element size (int64)");
   }
   for (const auto& [key, value] : std::vector<std::pair<std::string, int64_t>>{
-           {"parallel", 1}, {"st_sm90", 1}, {"st_seg", 4}}) {
+           {"parallel", 1}, {"st_seg", 4}}) {
     LaunchOptions o;
     o.config = {{key, value}};
     check_invalid(forward_error(packed_problem(), t, o), "config key " + key + "=" + std::to_string(value));
@@ -774,7 +774,7 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
   const MlstmProblem p = packed_problem();  // 7 sequences of at most 200 tokens: a bound of 256
   const Config cfg = tfla::mlstm_forward_config(p);
   CHECK(cfg.at("parallel") == 0);
-  CHECK(cfg.at("st_sm90") == 0);
+  CHECK(cfg.at("st_sm90") == 0);  // Dqk 64: the engine's walk takes Dqk 128 or 256
   CHECK(cfg.at("st_seg") == 1);
   MlstmProblem batch = good_problem();
   batch.B = 7;
@@ -792,8 +792,11 @@ TEST_CASE("packed sequences: the kernels' batch is the sequences, sized by a buc
     CHECK(tfla::mlstm_backward_config(seed_heads).at("tl_dkv") == 1);
   const Config dkv = tfla::mlstm_backward_config(seed_heads, {{"engine", 1}, {"tl_dkv", 1}});
   CHECK(dkv.at("tl_dkv") == 1);
-  // the dC walk on the engine too (one walk per sequence), or on mma.sync in that kernel's tiles
+  // the dC walk and the state walks on the engine too (one walk per sequence), or on mma.sync in
+  // that kernel's tiles
   CHECK(dkv.at("ds_sm90") == 1);
+  CHECK(dkv.at("st_sm90") == 1);
+  CHECK(tfla::mlstm_forward_config(seed_heads, {{"engine", 1}, {"fused", 0}}).at("st_sm90") == 1);
   CHECK(dkv.at("ds_siz_b_k") == 128);
   const Config dc_mma = tfla::mlstm_backward_config(seed_heads, {{"engine", 1}, {"ds_sm90", 0}});
   const Config mma_family = tfla::mlstm_backward_config(seed_heads, {{"engine", 0}, {"chunk", dc_mma.at("chunk")}});

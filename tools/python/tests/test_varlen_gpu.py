@@ -172,5 +172,5 @@ def test_packed_argument_errors_name_the_problem():
         mlstm_chunkwise(*ins, torch.zeros(1, 1, 32, 32, device=DEV), cu_seqlens=[0, 10, 30])
     with pytest.raises(tfla.TflaArgumentError, match="max_seqlen is given without cu_seqlens"):
         mlstm_chunkwise(*ins, max_seqlen=30)
-    with pytest.raises(tfla.TflaArgumentError, match="st_sm90=1 is not available"):
-        mlstm_chunkwise(*ins, cu_seqlens=[0, 10, 30], config="st_sm90=1")
+    with pytest.raises(tfla.TflaArgumentError, match="st_seg=4 is not available"):
+        mlstm_chunkwise(*ins, cu_seqlens=[0, 10, 30], config="st_seg=4")
