@@ -78,9 +78,10 @@ struct StateWalkSm90 {
   char* ring;
   sm90::RingPos<STAGES> pos;
   int prev_slot = -1;
-  // A_REGS: k16 steps per commit group (1: a wait before each step's fragments; 4: one wait, one
-  // group per sub-block, its 4 kMB fragments held at once) and their (A * w)^T fragments
-  static constexpr int kRsGroup = 1;
+  // A_REGS: k16 steps per commit group and their (A * w)^T fragments. Dqk 128 (kMB = 1): 4, one
+  // wait and one group per sub-block, its 16 fragment registers held at once; Dqk 256: 1, a wait
+  // before each step's fragments (four steps' 64 registers beside the accumulator would spill).
+  static constexpr int kRsGroup = DQK <= 128 ? 4 : 1;
   static_assert(4 % kRsGroup == 0, "whole groups of k16 steps per sub-block");
   u32 afrag[A_REGS ? kRsGroup : 1][A_REGS ? kMB : 1][4];
 
