@@ -1,6 +1,7 @@
 #include "runtime/kernel.hpp"
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <map>
@@ -58,6 +59,13 @@ KernelSpec with_packed(KernelSpec spec) {
   return spec;
 }
 
+std::string KernelSpec::entry() const {
+  std::string e = "tfla_" + family;
+  for (char& c : e)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') c = '_';
+  return e;
+}
+
 std::string KernelSpec::source() const {
   std::ostringstream o;
   std::string args;
@@ -66,7 +74,7 @@ std::string KernelSpec::source() const {
     << "\"\n"
     << "extern \"C\" __global__ void __launch_bounds__(" << threads
     << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string())
-    << ") tfla_kernel(const __grid_constant__ " << params_type << " p) {\n";
+    << ") " << entry() << "(const __grid_constant__ " << params_type << " p) {\n";
   if (uses_smem_arg) {
     o << "  extern __shared__ __align__(16) char smem[];\n"
       << "  " << function << "<" << args << ">(p, smem);\n";
@@ -272,10 +280,10 @@ std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelS
   CUmodule mod = nullptr;
   check(d.cuModuleLoadData(&mod, compiled.cubin.data()), ("cuModuleLoadData(" + spec.key + ")").c_str());
   CUfunction fn = nullptr;
-  CUresult r = d.cuModuleGetFunction(&fn, mod, "tfla_kernel");
+  CUresult r = d.cuModuleGetFunction(&fn, mod, spec.entry().c_str());
   if (r != CUDA_SUCCESS) {
     d.cuModuleUnload(mod);
-    check(r, "cuModuleGetFunction");
+    check(r, ("cuModuleGetFunction(" + spec.entry() + ", " + spec.key + ")").c_str());
   }
   if (spec.smem_bytes > 48 * 1024) {
     r = d.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, spec.smem_bytes);

@@ -17,7 +17,8 @@
 
 namespace tfla::rt {
 
-// A rendered kernel: one extern "C" entry "tfla_kernel" that calls a template instantiation.
+// A rendered kernel: one extern "C" entry, named after its family (entry()), that calls a
+// template instantiation.
 // One template argument of a rendered kernel: the name of its parameter in the header's template
 // list (tests/unit/test_kernel_signatures.cpp holds the names to the header) and its value.
 struct TemplateArg {
@@ -39,6 +40,9 @@ struct KernelSpec {
   int min_blocks = 0;        // __launch_bounds__'s CTAs per SM (registers capped to fit); 0 = none
   bool packed = false;       // compiled with TFLA_PACKED=1: reads packed sequences' offsets (seq_span.cuh)
   std::string source() const;  // the rendered translation unit
+  // The entry's name: "tfla_" + family, other characters than [A-Za-z0-9_] as '_' (what
+  // profilers list, e.g. ncu --kernel-name tfla_mlstm_fwd_fused_sm90).
+  std::string entry() const;
 };
 // Renders a spec (fills key) from its parts.
 KernelSpec render(std::string family, std::string header, std::string function,

@@ -23,11 +23,14 @@ namespace {
 void compile_all_for(const std::vector<rt::KernelSpec>& specs, const char* arch) {
   std::vector<std::string> failures(specs.size());
   std::vector<size_t> sizes(specs.size(), 0);
+  std::vector<char> named(specs.size(), 0);  // the cubin's symbols hold the entry's name
   std::atomic<size_t> next{0};
   auto worker = [&] {
     for (size_t i = next++; i < specs.size(); i = next++) {
       try {
-        sizes[i] = rt::compile(specs[i], arch).cubin.size();
+        const rt::CompiledKernel k = rt::compile(specs[i], arch);
+        sizes[i] = k.cubin.size();
+        named[i] = k.cubin.find(specs[i].entry() + '\0') != std::string::npos;
       } catch (const Error& e) {
         failures[i] = std::string(e.what()) + "\n" + e.details();
       }
@@ -40,6 +43,7 @@ void compile_all_for(const std::vector<rt::KernelSpec>& specs, const char* arch)
     INFO(arch << ": " << specs[i].key << "\n" << failures[i]);
     CHECK(failures[i].empty());
     CHECK(sizes[i] > 1000);
+    CHECK((named[i] || !failures[i].empty()));
   }
 }
 }  // namespace

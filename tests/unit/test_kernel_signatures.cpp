@@ -227,6 +227,12 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
   }
   INFO(specs.size() << " distinct kernels");
   CHECK(specs.size() > 100);
+  // each entry is named after its family (profilers tell the kernels apart by it)
+  for (const auto& [key, s] : specs) {
+    INFO(key);
+    CHECK(s.entry() == "tfla_" + s.family);
+    CHECK(s.source().find(" " + s.entry() + "(const __grid_constant__ ") != std::string::npos);
+  }
   std::set<std::string> functions;
   for (const auto& [key, spec] : specs) {
     INFO(key);
