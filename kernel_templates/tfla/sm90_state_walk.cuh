@@ -20,9 +20,10 @@
 //  - With A_REGS, A * w never goes back to shared memory: each consumer warp loads its rows of
 //    (A * w)^T as wgmma register fragments (ldmatrix.trans from the swizzled panels), scales them
 //    in registers (packed bf16 products, fp32 products for fp16) and issues the register-A
-//    wgmma; no write-back, proxy fence or barrier. Per k16 step of the sub-block one commit group
-//    (the Dqk / 128 m64 blocks); the step before has completed (wgmma_wait<0>) when the fragments
-//    are loaded: ptxas serializes every wgmma (C7513) where a register operand is defined while a
+//    wgmma; no write-back, proxy fence or barrier. Per kRsGroup k16 steps of the sub-block one
+//    commit group (each step the Dqk / 128 m64 blocks: at Dqk 256 one step a group, at Dqk 128 the
+//    whole sub-block); the group before has completed (wgmma_wait<0>) when the fragments are
+//    loaded: ptxas serializes every wgmma (C7513) where a register operand is defined while a
 //    group is in flight, and the other consumer warpgroup's wgmma keeps the tensor pipe busy
 //    meanwhile. step() is the whole sub-block; there is no prepare / issue split. The dC walk
 //    uses it; the forward's walk, which sums n, scales A in shared memory (PERF_NOTES v23 has

@@ -45,6 +45,8 @@ KernelSpec render(std::string family, std::string header, std::string function,
   return s;
 }
 
+std::string family_of_key(const std::string& key) { return key.substr(0, key.find('<')); }
+
 KernelSpec with_min_blocks(KernelSpec spec, int min_blocks) {
   if (min_blocks <= 0 || min_blocks == spec.min_blocks) return spec;
   spec.min_blocks = min_blocks;

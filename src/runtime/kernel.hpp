@@ -44,6 +44,8 @@ struct KernelSpec {
   // profilers list, e.g. ncu --kernel-name tfla_mlstm_fwd_fused_sm90).
   std::string entry() const;
 };
+// The family a spec key ("<family><template args>|t<threads>...") was rendered for.
+std::string family_of_key(const std::string& key);
 // Renders a spec (fills key) from its parts.
 KernelSpec render(std::string family, std::string header, std::string function,
                   std::string params_type, std::vector<TemplateArg> template_args, int threads,

@@ -232,6 +232,7 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
     INFO(key);
     CHECK(s.entry() == "tfla_" + s.family);
     CHECK(s.source().find(" " + s.entry() + "(const __grid_constant__ ") != std::string::npos);
+    CHECK(rt::family_of_key(s.key) == s.family);  // what `tfla cache verify` names a stored cubin's entry by
   }
   std::set<std::string> functions;
   for (const auto& [key, spec] : specs) {

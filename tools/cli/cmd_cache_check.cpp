@@ -364,8 +364,13 @@ LoadCheck load_check(cache::Cache& c, const CurrentEnv& cur) {
     ++lc.checked;
     std::string fail;
     if (std::optional<std::string> bytes = c.get_cubin(ci.hash)) {
-      rt::KernelSpec probe;
+      rt::KernelSpec probe;  // the entry's name is all load() needs of the spec
       probe.key = ci.kernel_name;
+      probe.family = rt::family_of_key(ci.kernel_name);
+      // a cache may also hold cubins of library builds whose entries were all tfla_kernel
+      if (bytes->find(probe.entry() + '\0') == std::string::npos &&
+          bytes->find(std::string("tfla_kernel") + '\0') != std::string::npos)
+        probe.family = "kernel";
       try {
         rt::load(rt::CompiledKernel{std::move(*bytes), ci.arch, ""}, probe);
       } catch (const Error& e) {

@@ -4,9 +4,11 @@
    (src/runtime/driver.hpp) with no device behind it: one device that reports an H200's
    attributes (compute capability 9.0, 132 SMs, 227 KiB of shared memory per block), "device"
    memory from malloc (copies are memcpy, memsets memset), and launches, module loads, events
-   and tensor-map encodes that return CUDA_SUCCESS at once. No kernel runs, so outputs are
-   whatever the buffers held: it is for host time (tfla bench overhead / step, the Python
-   binding's calls), not for results.
+   and tensor-map encodes that return CUDA_SUCCESS at once (a module's function is found only
+   where a loaded cubin's symbols hold its name, as with the driver). No kernel runs, so
+   outputs are whatever the buffers held: it is for host time (tfla bench overhead / step, the
+   Python binding's calls) and for host paths that load cubins (tests/unit: `tfla cache
+   verify`), not for results.
 
    Build and use (tools/dev/host_profile.sh does both):
      cc -O2 -shared -fPIC -I/usr/local/cuda/include tools/dev/stub_driver.c -o DIR/libcuda.so.1
@@ -62,10 +64,36 @@ static CUresult s_cuCtxGetDevice(CUdevice* d) {
   OK;
 }
 static CUresult s_cuCtxSynchronize(void) { OK; }
-static CUresult s_cuModuleLoadData(CUmodule* m, const void* image) { (void)image; *m = (CUmodule)&g_module_dummy; OK; }
+/* The last loaded image, while it is an ELF file (a cubin): its bytes up to the end of the
+   section header table, where cuModuleGetFunction looks for the entry's name as the driver
+   would in the symbol table (any other image: every name is found). */
+static const unsigned char* g_image;
+static size_t g_image_bytes;
+static CUresult s_cuModuleLoadData(CUmodule* m, const void* image) {
+  const unsigned char* e = (const unsigned char*)image;
+  g_image = NULL;
+  g_image_bytes = 0;
+  if (e && e[0] == 0x7f && e[1] == 'E' && e[2] == 'L' && e[3] == 'F' && e[4] == 2) {
+    uint64_t shoff;
+    uint16_t shentsize, shnum;
+    memcpy(&shoff, e + 0x28, 8);
+    memcpy(&shentsize, e + 0x3a, 2);
+    memcpy(&shnum, e + 0x3c, 2);
+    g_image = e;
+    g_image_bytes = (size_t)shoff + (size_t)shentsize * shnum;
+  }
+  *m = (CUmodule)&g_module_dummy;
+  OK;
+}
 static CUresult s_cuModuleUnload(CUmodule m) { (void)m; OK; }
 static CUresult s_cuModuleGetFunction(CUfunction* f, CUmodule m, const char* name) {
-  (void)m; (void)name;
+  (void)m;
+  if (g_image) {
+    const size_t n = strlen(name) + 1; /* with its terminator: a whole symbol name */
+    int found = 0;
+    for (size_t i = 0; !found && i + n <= g_image_bytes; ++i) found = memcmp(g_image + i, name, n) == 0;
+    if (!found) return CUDA_ERROR_NOT_FOUND;
+  }
   *f = (CUfunction)&g_func_dummy;
   OK;
 }
