@@ -34,8 +34,8 @@
 // With p.nseg > 1 (few heads on a long sequence) the walk is split into segments of seg_chunks
 // chunks (grid z): segment j > 0 starts from the exact state entering it, which the summary walk
 // (mlstm_fwd_states_sm90.cuh without chunk states) and the fold (mlstm_fwd_state_fix.cuh, STARTS)
-// left in seg_C[j], seg_n[j] and chunk_m at its first chunk (docs/SEQUENCE_SPLIT.md); only the
-// last segment writes the last states.
+// left in seg_C, seg_n at piece j * p.seg_pieces and chunk_m at its first chunk
+// (docs/SEQUENCE_SPLIT.md); only the last segment writes the last states.
 // With a saved-states buffer (p.states_C set) the walk reads the gate rows of the buffer's
 // chunk, gate_sub chunks of 64 (b_t and u_t relative to that chunk's start: the walk subtracts b
 // at the end of the chunk of 64 before, g_off, where the formulas above take b and u relative to
@@ -188,7 +188,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   auto cbase = [&] { return v0 + 16 * warp + g; };
   auto coff = [&](int i) { return (8 * (i / 4) + 2 * cq + i % 2) * DV + 8 * ((i / 2) % 2); };
   // the state entering the first chunk: the caller's initial state, or a later segment's start
-  const long long sb = static_cast<long long>(bh) * nseg + seg;
+  const long long sb = (static_cast<long long>(bh) * nseg + seg) * (p.seg_pieces > 1 ? p.seg_pieces : 1);
   const float* C_in = seg > 0 ? p.seg_C + sb * DQK * DV : p.C0 ? p.C0 + static_cast<long long>(bh) * DQK * DV : nullptr;
   const float* n_in = seg > 0 ? p.seg_n + sb * DQK : p.n0 ? p.n0 + static_cast<long long>(bh) * DQK : nullptr;
   if (C_in) {

@@ -12,10 +12,12 @@
 // first thread of each head also writes the exact chunk_m, and the last states (C_last, n_last,
 // m_last, chunk_m[NC]) come from the fold over every segment. Grid: (ceil((Dqk Dv + Dqk) / 8 /
 // 256), B * NH), 256 threads.
-// STARTS (the fused forward's split, mlstm_fwd_fused_sm90.cuh): no chunk states are stored, and
-// the fold leaves the exact state entering each segment j >= 1 where its end state was (seg_C[j],
-// seg_n[j], read before they are overwritten) and its stabilizer in chunk_m at the segment's
-// first chunk; the last segment's fused walk writes the last states.
+// STARTS (the fused forward's split, mlstm_fwd_fused_sm90.cuh): no chunk states are stored; the
+// fold runs over the summary's pieces (p.seg_pieces per segment, each of seg_chunks / seg_pieces
+// chunks) up to the last segment's first, and leaves the exact state entering each segment
+// j >= 1 where the end state of its first piece was (seg_C, seg_n at piece j * seg_pieces, read
+// before they are overwritten) and its stabilizer in chunk_m at the segment's first chunk; the
+// last segment's fused walk writes the last states.
 #pragma once
 #include "tfla/common.cuh"
 #include "tfla/mlstm_params.cuh"
@@ -53,7 +55,11 @@ template <class TS, int DQK, int DV, bool EXP, bool STARTS>
 __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
   constexpr long long kCE = static_cast<long long>(DQK) * DV;
   static_assert(DQK % 8 == 0 && DV % 8 == 0, "8-element groups");
-  const int bh = blockIdx.y, nseg = p.nseg, L = p.seg_chunks, NC = p.NC;
+  // STARTS: the pieces the summary walked (each segment in P pieces, segment j's start at piece
+  // j P); else the segments
+  const int P = STARTS && p.seg_pieces > 1 ? p.seg_pieces : 1;
+  const int bh = blockIdx.y, nseg = p.nseg * P, L = p.seg_chunks / P, NC = p.NC;
+  const int last_start = STARTS ? (p.nseg - 1) * P : nseg - 1;  // the last segment's first piece
   const long long e = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
   const bool is_c = e < kCE;
   const bool is_n = !is_c && e < kCE + DQK && (STARTS || p.states_n != nullptr);
@@ -74,14 +80,16 @@ __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
     const int c0 = j * L, c1 = min(NC, c0 + L);
     const long long sb = static_cast<long long>(bh) * nseg + j;
     if constexpr (STARTS) {
+      // piece j's end state (none for the last segment's first piece), read before a segment's
+      // start state takes its place
       float x[8];
-      if (is_c || is_n) {
-        load8(x, p.seg_C + sb * kCE, p.seg_n + sb * DQK);
+      if (j != last_start && (is_c || is_n)) load8(x, p.seg_C + sb * kCE, p.seg_n + sb * DQK);
+      if (j % P == 0) {  // a segment's first piece: its start state is kept
         if (is_c) state_st8<float>(p.seg_C + sb * kCE + e, s);
-        else state_st8<float>(p.seg_n + sb * DQK + en, s);
+        else if (is_n) state_st8<float>(p.seg_n + sb * DQK + en, s);
+        if (lead) p.chunk_m[mrow + c0] = EXP ? ms : 0.f;
       }
-      if (lead) p.chunk_m[mrow + c0] = EXP ? ms : 0.f;
-      if (j == nseg - 1) break;
+      if (j == last_start) break;
       float G = 0.f;
       for (int c = c0; c < c1; ++c) G += p.chunk_g[static_cast<long long>(bh) * NC + c];
       const float mE = EXP ? p.seg_m[sb] : 0.f;

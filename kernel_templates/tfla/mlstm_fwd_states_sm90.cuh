@@ -8,7 +8,10 @@
 // zero-filled by TMA and carry w = 0 (u = -inf past S). With p.nseg > 1 the walk is split into
 // segments (grid y = head * nseg + segment) as in mlstm_fwd_states.cuh. With p.states_C null (the
 // fused forward's split, mlstm_fwd_fused_sm90.cuh) it stores no chunk states: it only leaves the
-// segment summaries the fused walks start from, so the last segment's CTAs have nothing to do.
+// summaries the fold composes into the segments' start states, so only the segments before the
+// last walk, each in p.seg_pieces pieces of seg_chunks / seg_pieces chunks (grid y = head *
+// (nseg - 1) * pieces + piece; the pieces' end states at piece index head * nseg * pieces +
+// piece).
 // A packed call (TFLA_PACKED, seq_span.cuh): one walk per sequence and head over its own chunks
 // (never split), its rows loaded from the (D, T, NH, 1) tensor at the sequence's offset; rows
 // past its end (the next sequence's) carry u = -inf from the gate kernel, so w = 0.
@@ -25,15 +28,18 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   static_assert(CHUNK % kSub == 0, "64-row sub-blocks tile the chunk");
   const MlstmFwdParams& p = P.p;
   const int nseg = p.nseg > 1 ? p.nseg : 1;
-  const int vt = blockIdx.x, bh = blockIdx.y / nseg, seg = blockIdx.y % nseg;
   const bool summary = p.states_C == nullptr;  // segment ends only
-  if (summary && seg == nseg - 1) return;
+  // walks per head: the summary's pieces before the last segment, else the segments
+  const int pieces = summary && p.seg_pieces > 1 ? p.seg_pieces : 1;
+  const int nwalk = summary ? (nseg - 1) * pieces : nseg, span = p.seg_chunks / pieces;
+  if (nwalk == 0) return;  // a summary of an unsplit walk: nothing before the last segment
+  const int vt = blockIdx.x, bh = blockIdx.y / nwalk, seg = blockIdx.y % nwalk;  // seg: segment or piece
   Walk walk(smem_raw, &P.k, &P.v);
   const int v0 = vt * BV;
   const int NC = p.NC;  // chunks per head in the workspace and the gate rows
   const SeqSpan sq = seq_span<CHUNK>(p, bh / p.NH, bh % p.NH);
-  const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
-  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : TFLA_PACKED ? sq.NC : NC;
+  const int c_begin = nseg > 1 ? seg * span : 0;
+  const int c_end = nseg > 1 ? min(NC, c_begin + span) : TFLA_PACKED ? sq.NC : NC;
   const int total = (c_end - c_begin) * kNSub;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   const long long row_begin = static_cast<long long>(c_begin) * CHUNK;
@@ -171,8 +177,8 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
     if (c + 1 < c_end) open_chunk(c + 1);
     walk.drain(acc);
   }
-  if (nseg > 1) {  // this segment's end state, for the fix kernel
-    const long long sb = static_cast<long long>(bh) * nseg + seg;
+  if (nseg > 1) {  // this segment's (or piece's) end state, for the fix kernel or the fold
+    const long long sb = static_cast<long long>(bh) * nseg * pieces + seg;
     walk.store_acc(acc, nullptr, p.seg_C + sb * DQK * DV, v0);
     if (own_n) walk.colsum_store(npart, p.seg_n + sb * DQK);
     if (lead) p.seg_m[sb] = m_prev;

@@ -91,11 +91,15 @@ struct MlstmFwdParams {
   // walks chunks [j seg_chunks, (j + 1) seg_chunks) from a zero state, its stabilizer entering
   // chunk c in seg_mloc (segment 0, which starts from C0, writes chunk_m), and leaves its end
   // state in seg_C / seg_n / seg_m; the fix kernel then makes every state exact.
-  float* seg_C;     // (BH, nseg, Dqk, Dv) fp32
-  float* seg_n;     // (BH, nseg, Dqk) fp32
-  float* seg_m;     // (BH, nseg)
+  // seg_pieces > 1 (the fused walk's split only): the summary walk takes each segment in
+  // seg_pieces pieces of seg_chunks / seg_pieces chunks, each leaving its own end state, and the
+  // fold composes the pieces; the seg_* arrays then hold nseg * seg_pieces pieces, segment j's
+  // start state at piece j * seg_pieces.
+  float* seg_C;     // (BH, nseg * pieces, Dqk, Dv) fp32
+  float* seg_n;     // (BH, nseg * pieces, Dqk) fp32
+  float* seg_m;     // (BH, nseg * pieces)
   float* seg_mloc;  // (BH, NC + 1)
-  int nseg, seg_chunks;
+  int nseg, seg_chunks, seg_pieces;
   int B, NH, S, NC;
   float scale, eps;
   PackedSeqs packed;

@@ -479,6 +479,25 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh) {
   return s;
 }
 
+// Why: the summary walks are the split's critical path before the fused walks can start. Whole
+// segments give (Dv / 128) B NH (nseg - 1) walks, 96 at B = 1, S = 65536 with the paper's heads,
+// which leave 36 of 132 SMs idle for a quarter of the sequence each; the summary is a sum over
+// tokens, so pieces of a segment walk apart and the fold adds them: 4 pieces are 384 walks of a
+// sixteenth of the sequence in 3 waves, 192 sub-blocks of 64 rows on the longest SM against 256.
+int summary_pieces(const MlstmProblem& p, const DeviceLimits& dev, const SegmentPlan& s, int chunk) {
+  constexpr int64_t kMinPieceTokens = 1024;
+  if (s.nseg <= 1 || s.seg_chunks <= 0 || chunk <= 0) return 1;
+  const int64_t walks = std::max<int64_t>(1, p.Dv / FwdFusedSm90Shape::kBV) * p.B * p.NH * (s.nseg - 1);
+  const int64_t rows = p.B * p.NH * (s.nseg - 1), sms = std::max(1, dev.sm_count);
+  auto length = [&](int k) { return (walks * k + sms - 1) / sms * (s.seg_chunks / k); };
+  int best = 1;
+  for (int k : {2, 4, 8, 16}) {
+    if (s.seg_chunks % k || int64_t{s.seg_chunks / k} * chunk < kMinPieceTokens || rows * k > 65535) break;
+    if (length(k) < length(best)) best = k;
+  }
+  return best;
+}
+
 bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   return check_state_walk_sm90(p, dev, kFusedChunk, p.Dqk, FwdFusedSm90Shape::kBV, "st").empty();
 }

@@ -121,9 +121,10 @@ std::string check_state_walk_sm90(const MlstmProblem& p, const DeviceLimits& dev
 inline constexpr int kStateWalkSm90Stages = 4;
 
 // The sequence split of a state walk: nseg segments of seg_chunks chunks each (the last may be
-// shorter; none is empty).
+// shorter; none is empty). pieces (the fused walk's split): its summary walk takes each segment
+// before the last in pieces of seg_chunks / pieces chunks (summary_pieces).
 struct SegmentPlan {
-  int nseg = 1, seg_chunks = 0;
+  int nseg = 1, seg_chunks = 0, pieces = 1;
 };
 // The plan for `want` segments (a config's st_seg) over nc chunks of bh heads: at most one
 // segment per chunk, and no more than the launch grid's 65535 rows of heads x segments.
@@ -136,6 +137,11 @@ SegmentPlan state_segments(int want, int64_t nc, int64_t bh);
 // the fused walk runs whole. A walk that fills a saved buffer splits at gate_chunk = the config's
 // chunk (a multiple of 64, which the summary walk serves wherever it serves chunk 64).
 SegmentPlan fused_segments(const MlstmProblem& p, const DeviceLimits& dev, int want, int gate_chunk = kFusedChunk);
+// The pieces the fused split s's summary walk takes each segment in (s's chunks of `chunk`
+// tokens): the count, dividing seg_chunks into pieces of 1024 tokens or more, whose pieces' walks
+// (128 Dv columns, head, piece; one CTA per SM) end soonest by waves of SMs x piece length, the
+// fewest where several tie; 1 without a split.
+int summary_pieces(const MlstmProblem& p, const DeviceLimits& dev, const SegmentPlan& s, int chunk);
 // Whether the fused walk's split can run for p's dtype and head sizes (its summary walk serves).
 bool fused_split_serves(const MlstmProblem& p, const DeviceLimits& dev);
 // Whether the default runs the fused walk split into the three kernels' st_seg segments (few

@@ -23,6 +23,13 @@ void take_gates(Plan& plan, Buffer b, const MlstmProblem& p, int chunk, size_t n
   plan.take(Region::ChunkUmax, b, bh * nc * 4);
 }
 
+// The summary walk of a split fused walk (kernel index `walk`): the pieces of the segments
+// before the last, one CTA per 128 columns of Dv, head and piece; it stores no chunk states.
+void add_summary_walk(Plan& plan, const MlstmProblem& p, const SegmentPlan& split, int walk) {
+  const unsigned rows = u(p.B * p.NH) * u(split.nseg - 1) * u(split.pieces);
+  plan.add(walk, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), rows, 1}, 0, kWalkSummary);
+}
+
 // The fold of a split fused walk's segment summaries to the segments' starts (STARTS), one CTA
 // row per head.
 void add_starts_fold(Plan& plan, const MlstmProblem& p, int fold) {
@@ -45,7 +52,7 @@ void take_chunkwise(Plan& plan, Buffer b, const MlstmProblem& p, int chunk, bool
 void take_split_walk(Plan& plan, const MlstmProblem& p, int64_t nc, SegmentPlan split, bool local_m) {
   plan.walk = split;
   if (split.nseg <= 1) return;
-  const size_t bh = static_cast<size_t>(p.B * p.NH), ns = static_cast<size_t>(split.nseg);
+  const size_t bh = static_cast<size_t>(p.B * p.NH), ns = static_cast<size_t>(split.nseg) * split.pieces;
   plan.take(Region::SegC, Buffer::Workspace, bh * ns * p.Dqk * p.Dv * 4);
   plan.take(Region::SegN, Buffer::Workspace, bh * ns * p.Dqk * 4);
   plan.take(Region::SegM, Buffer::Workspace, bh * ns * 4);
@@ -94,8 +101,9 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
       SegmentPlan split = fused_segments(p, dev, c.st_seg, c.chunk);  // in chunks of 64
       if (split.nseg > 1) {
         split.seg_chunks /= c.chunk / kFusedChunk;  // the walk's and the fold's: the buffer's chunks
+        split.pieces = summary_pieces(p, dev, split, c.chunk);
         take_split_walk(plan, p, nc, split, /*local_m=*/false);
-        plan.add(5, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1}, 0, kWalkSummary);
+        add_summary_walk(plan, p, split, 5);
         add_starts_fold(plan, p, 4);
       }
       plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))}, c.chunk);
@@ -105,11 +113,12 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     plan.nc = static_cast<int>(nc);
     take_gates(plan, Buffer::Workspace, p, kFusedChunk, static_cast<size_t>(nc));
     plan.add(0, Block::Fwd, {u(nc), bh, 1});
-    const SegmentPlan split = fused_segments(p, dev, c.st_seg);
+    SegmentPlan split = fused_segments(p, dev, c.st_seg);
     if (split.nseg > 1) {  // the segments' summaries (no chunk states), then their start states
+      split.pieces = summary_pieces(p, dev, split, kFusedChunk);
       plan.take(Region::ChunkM, Buffer::Workspace, bh * static_cast<size_t>(nc + 1) * 4);
       take_split_walk(plan, p, nc, split, /*local_m=*/false);  // no chunk states, no local stabilizers
-      plan.add(3, Block::FwdWalkSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh * u(split.nseg), 1}, 0, kWalkSummary);
+      add_summary_walk(plan, p, split, 3);
       add_starts_fold(plan, p, 4);
     }
     plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))}, kFusedChunk);

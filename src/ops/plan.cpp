@@ -114,6 +114,7 @@ MlstmFwdFusedSm90Params fwd_fused_sm90_params(const MlstmProblem& p, const Mlstm
 void set_walk(const Plan& plan, const PlanBases& bases, MlstmFwdParams& f) {
   f.nseg = plan.walk.nseg;
   f.seg_chunks = plan.walk.seg_chunks;
+  f.seg_pieces = plan.walk.pieces;
   if (plan.walk.nseg > 1) {
     f.seg_C = bases.at<float>(plan, Region::SegC);
     f.seg_n = bases.at<float>(plan, Region::SegN);

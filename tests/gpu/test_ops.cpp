@@ -440,6 +440,13 @@ TEST_CASE("the fused sm90 forward split into two segments on a small shape (run 
       c.seg = 2;
       if (!sm90_serves(c)) { WARN("the sm90 engine does not serve this device"); return; }
       run_case(c, seed++);
+      if (dt == bf && var < 2) {  // segments of 32 chunks: the summary in 2 pieces of 1024 tokens
+        Case w{false, CW, var == 0 ? E : G, true, dt, 1, 1, 4096, 256, 128, 128, kInit | kLast};
+        w.engine = 1;
+        w.fused = true;
+        w.seg = 2;
+        run_case(w, seed++);
+      }
     }
 }
 
@@ -635,6 +642,11 @@ TEST_CASE("the fused sm90 forward split into segments of the sequence matches th
       {{true, CW, G, true, hf, 1, 1, 2500, 128, 256, 512, kSaved | kLast | kExtreme}, 4},     // 12 x 3 + 4
       {{true, CW, G, false, bf, 2, 1, 1500, 256, 128, 128, kSaved | kDcLast | kBshd}, 2},     // 12 + 12
       {{true, CW, E, true, bf, 1, 3, 4100, 128, 256, 256, kSaved | kCallerWs | kStream}, 8},  // 12 x 5 + 5
+      // the summary in pieces (summary_pieces): 4 of 16 chunks a segment, over 2 and 4 segments;
+      // filling a saved buffer at chunk 256, 2 pieces of 9 of its chunks (72 + 69 chunks of 64)
+      {{false, CW, E, true, bf, 1, 1, 8192, 256, 128, 256, kInit | kLast}, 2},
+      {{false, CW, G, true, hf, 1, 1, 16384, 256, 128, 128, kInit | kLast}, 4},
+      {{true, CW, G, true, bf, 1, 2, 9000, 256, 128, 256, kSaved | kInit | kLast | kDcLast}, 2},
   };
   uint64_t seed = 9800;
   for (auto [c, seg] : cases) {

@@ -434,6 +434,65 @@ TEST_CASE("the state walk's sequence split: whole chunks per segment, none empty
   CHECK(ops::default_state_segments(problem(1, 65536, 256, 512), dev, 256, 64, 2) == 4);
 }
 
+TEST_CASE("the fused split's summary walks its segments in pieces where that ends it sooner", "[engine][fused]") {
+  const ops::DeviceLimits& dev = ref();
+  // B = 1, S = 65536, paper heads: 4 segments, 96 summary walks of 256 chunks of 64 on 132 SMs;
+  // 4 pieces are 384 walks of 64 chunks in 3 waves (192 < 256; 2 pieces: 2 waves of 128, 8: 6 of 32)
+  const MlstmProblem paper = problem(1, 65536, 256, 512);
+  const ops::SegmentPlan s = ops::fused_segments(paper, dev, 4);
+  REQUIRE(s.nseg == 4);
+  REQUIRE(s.seg_chunks == 256);
+  CHECK(ops::summary_pieces(paper, dev, s, 64) == 4);
+  ops::SegmentPlan s256 = ops::fused_segments(paper, dev, 4, 256);  // filling a saved buffer at chunk 256
+  s256.seg_chunks /= 4;
+  CHECK(ops::summary_pieces(paper, dev, s256, 256) == 4);
+  MlstmProblem seed = make_problem(1, 16, 65536, 128, 256);  // the seed's heads: 2 x 16 x 3 walks too
+  CHECK(ops::summary_pieces(seed, dev, ops::fused_segments(seed, dev, 4), 64) == 4);
+  // whole segments where pieces end no sooner, pieces never under 1024 tokens, no split: 1
+  const MlstmProblem mid = problem(1, 8192, 256, 512);  // segments of 32 chunks: 2 pieces, 2 waves
+  CHECK(ops::summary_pieces(mid, dev, ops::fused_segments(mid, dev, 4), 64) == 1);
+  const MlstmProblem few = make_problem(1, 1, 8192, 128, 128);  // 1 walk a segment: pieces of 1024
+  CHECK(ops::summary_pieces(few, dev, ops::fused_segments(few, dev, 2), 64) == 4);
+  CHECK(ops::summary_pieces(paper, dev, ops::SegmentPlan{}, 64) == 1);
+  {  // the GPU split case filling a saved buffer at chunk 256 (test_ops.cpp): 72 + 69 chunks of 64
+    const MlstmProblem sv = make_problem(1, 2, 9000, 128, 256);
+    ops::SegmentPlan b = ops::fused_segments(sv, dev, 2, 256);
+    REQUIRE(b.nseg == 2);
+    CHECK(b.seg_chunks == 72);
+    b.seg_chunks /= 4;
+    CHECK(ops::summary_pieces(sv, dev, b, 256) == 2);
+  }
+  for (int64_t B : {1, 2, 4})
+    for (int64_t S : {4096, 16384, 65536, 100000})
+      for (int want : {2, 3, 4, 8}) {
+        const MlstmProblem p = problem(B, S, 128, 256);
+        const ops::SegmentPlan sp = ops::fused_segments(p, dev, want);
+        const int k = ops::summary_pieces(p, dev, sp, 64);
+        INFO(B << " x " << S << ", " << want << " segments: " << k << " pieces");
+        CHECK(k >= 1);
+        if (sp.nseg <= 1) {
+          CHECK(k == 1);
+          continue;
+        }
+        CHECK(sp.seg_chunks % k == 0);
+        if (k > 1) CHECK(sp.seg_chunks / k * 64 >= 1024);
+        CHECK(B * 8 * (sp.nseg - 1) * k <= 65535);
+      }
+  // the plan: the summary's grid rows are heads x pieces of the segments before the last
+  const ops::FwdConfig c = ops::sm90_fwd_config(paper, dev);
+  REQUIRE(c.fused == 1);
+  const ops::Plan plan = ops::fwd_plan(paper, c, dev, false);
+  CHECK(plan.walk.pieces == 4);
+  bool summary = false;
+  for (int i = 0; i < plan.count; ++i)
+    if (plan.launches[static_cast<size_t>(i)].mode == ops::kWalkSummary) {
+      summary = true;
+      CHECK(plan.launches[static_cast<size_t>(i)].grid.x == 4u);
+      CHECK(plan.launches[static_cast<size_t>(i)].grid.y == 8u * 3 * 4);
+    }
+  CHECK(summary);
+}
+
 TEST_CASE("a split walk's workspace: its regions last, sized by the query, the saved layout unchanged", "[engine]") {
   const MlstmProblem p = problem(1, 65536, 256, 512);  // 8 heads, 256 chunks of 256
   ops::FwdConfig c = fwd_default(p);
@@ -460,9 +519,11 @@ TEST_CASE("a split walk's workspace: its regions last, sized by the query, the s
   CHECK(mlstm_forward_workspace_size(p, {}) == fused.workspace_bytes);
   CHECK(fused.walk.nseg == 4);
   CHECK(fused.walk.seg_chunks == 256);
+  CHECK(fused.walk.pieces == 4);  // the summary in 4 pieces a segment: 16 pieces' states, no mloc
+  const size_t piece_bytes = size_t{8} * 16 * 256 * 512 * 4 + size_t{8} * 16 * 256 * 4 + 512 /* m */;
   CHECK(fused[R::StatesC].buffer == ops::Buffer::None);
   CHECK(fused.workspace_bytes == 3 * size_t{8} * 65536 * 4 + 2 * size_t{8} * 1024 * 4 +
-                                     (size_t{8} * 1025 * 4 + 255) / 256 * 256 + seg_bytes - 8448 /* no mloc */);
+                                     (size_t{8} * 1025 * 4 + 255) / 256 * 256 + piece_bytes);
   CHECK(fused[R::SegMloc].buffer == ops::Buffer::None);
   // a saved buffer never holds the split's regions: they are the workspace of that call
   const ops::Plan with_saved = ops::fwd_plan(p, c, ref(), true);

@@ -110,11 +110,16 @@ std::vector<std::string> check_plan(const Plan& plan, const std::vector<rt::Kern
       CHECK(std::to_string(l.tile) == targ(k, l.block == Block::FwdOutputSm90 ? "BV" : "BN"));
     }
     if (l.block == Block::BwdTileSm90) CHECK(targ(k, "MODE") == std::to_string(l.mode));
-    // the state walks: a row of CTAs per head and segment (z on mma.sync, y on the sm90 engine)
+    // the state walks: a row of CTAs per head and segment (z on mma.sync, y on the sm90 engine);
+    // the fused split's summary walk one per head and piece of the segments before the last
     const unsigned walks = static_cast<unsigned>(p.B * p.NH * plan.walk.nseg);
     const unsigned dwalks = static_cast<unsigned>(p.B * p.NH * plan.dwalk.nseg);
     if (l.block == Block::FwdWalk) CHECK(l.grid.z == walks);
-    if (l.block == Block::FwdWalkSm90) CHECK(l.grid.y == walks);
+    if (l.block == Block::FwdWalkSm90)
+      CHECK(l.grid.y == (l.mode == ops::kWalkSummary ? static_cast<unsigned>(p.B * p.NH * (plan.walk.nseg - 1) *
+                                                                         plan.walk.pieces)
+                                                : walks));
+    if (l.block == Block::FwdWalkSm90 && l.mode != ops::kWalkSummary) CHECK(plan.walk.pieces == 1);
     if (k.function == "tfla::mlstm_bwd_dstates") CHECK(l.grid.z == dwalks);
     if (l.block == Block::BwdWalkSm90) CHECK(l.grid.y == dwalks);
     names.push_back(name_of(k.function) + (targ(k, "MODE").empty() ? "" : targ(k, "MODE")));

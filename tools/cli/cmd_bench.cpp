@@ -92,8 +92,9 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   fcfg = mlstm_forward_config(p, fcfg);
   bcfg = mlstm_backward_config(p, bcfg);
   const bool saved = keep_states && op != "fwd";
-  // with saved states the forward works inside the saved buffer
-  const size_t fws_bytes = saved ? 0 : mlstm_forward_workspace_size(p, fcfg);
+  // with saved states the forward works inside the saved buffer, beside the scratch of a split
+  // walk (as the Python binding passes it: without it the library allocates that per call)
+  const size_t fws_bytes = mlstm_forward_workspace_size(p, fcfg, /*with_saved=*/saved);
   const size_t bws_bytes = op == "fwd" ? 0 : mlstm_backward_workspace_size(p, bcfg, saved);
   const size_t saved_bytes = saved ? mlstm_saved_size(p, fcfg) : 0;
   DeviceBuffer fws(fws_bytes), bws(bws_bytes), norm(n_g * 4), keep(saved_bytes);
