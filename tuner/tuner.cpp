@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ops/family.hpp"
+#include "ops/packed.hpp"
 #include "store/cubin_store.hpp"
 #include "tfla_cache/cache.hpp"
 
@@ -23,7 +24,7 @@ using Clock = std::chrono::steady_clock;
 // The kernels of a candidate: its family's (the one its config resolves to).
 std::vector<rt::KernelSpec> specs_of(Family f, const MlstmProblem& p, const Config& c, const SpaceLimits& lim) {
   const ops::Resolved r = ops::resolve(f, p, lim, c);
-  return r.family->kernels(p, r.config, lim);
+  return ops::launch_kernels(*r.family, p, r.config, /*packed=*/false, lim);
 }
 
 // Compiles the kernels of `cands` into the cubin store: each distinct kernel once (candidates

@@ -153,7 +153,7 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
         std::vector<MlstmProblem> problems{p};
         if (fam->op() == Op::Step) problems = step_problems(p);
         for (const MlstmProblem& q : problems)
-          if (fam->serves(q, dev).empty()) add(fam->kernels(q, fam->default_config(q, dev), dev));
+          if (fam->serves(q, dev).empty()) add(launch_kernels(*fam, q, fam->default_config(q, dev), false, dev));
       }
       continue;
     }
@@ -162,7 +162,7 @@ std::vector<rt::KernelSpec> default_space_kernels(const SpaceFilter& f) {
     if (!f.packed.empty()) continue;
     for (const MlstmProblem& q : step_problems(p)) {
       const Resolved r = resolve(Op::Step, q, dev, {});
-      add(r.family->kernels(q, r.config, dev));
+      add(launch_kernels(*r.family, q, r.config, false, dev));
     }
   }
   return out;

@@ -75,8 +75,11 @@ void check_selection_packed(bool selection_packed, const MlstmProblem& p, const 
 std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed,
                                            const DeviceLimits& dev) {
   std::vector<rt::KernelSpec> specs = f.kernels(lp, cfg, dev);
-  if (packed)
-    for (rt::KernelSpec& s : specs) s = rt::with_packed(std::move(s));
+  for (rt::KernelSpec& s : specs) {
+    if (packed) s = rt::with_packed(std::move(s));
+    // each kernel of a forward or backward waits on the one before it (plan.cpp's run)
+    if (f.op() != Op::Step) s = rt::with_grid_dependent(std::move(s));
+  }
   return specs;
 }
 

@@ -46,8 +46,10 @@ void check_cu_seqlens(const MlstmProblem& p, const void* cu_seqlens, bool int64)
 // (the kernels read the offsets only when compiled for packed sequences).
 void check_selection_packed(bool selection_packed, const MlstmProblem& p, const char* op);
 
-// A family's kernels for the launch problem lp and a config on dev; packed: compiled for packed
-// sequences (rt::with_packed), which only they read.
+// A family's kernels as they are launched, for the launch problem lp and a config on dev: packed:
+// compiled for packed sequences (rt::with_packed), which only they read; a forward's or
+// backward's each grid-dependent (rt::with_grid_dependent: plan.cpp launches each as a
+// programmatic dependent of the one before it).
 std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& lp, const Config& cfg, bool packed,
                                            const DeviceLimits& dev = current_limits());
 

@@ -123,8 +123,13 @@ void set_walk(const Plan& plan, const PlanBases& bases, MlstmFwdParams& f) {
   }
 }
 
+// A grid-dependent kernel (every chunkwise one: launch_kernels) is launched as a programmatic
+// dependent of the stream's previous kernel: it is scheduled as that kernel's last CTAs exit,
+// not after its completion is seen by the stream, and its entry waits for that completion
+// before anything else.
 template <class P> void run(const rt::LoadedKernel& k, rt::Grid3 grid, CUstream stream, const P& prm) {
-  k.launch(grid, stream, &prm, sizeof(prm));
+  if (k.grid_dependent()) k.launch_dependent(grid, stream, &prm, sizeof(prm));
+  else k.launch(grid, stream, &prm, sizeof(prm));
 }
 
 }  // namespace

@@ -61,6 +61,13 @@ KernelSpec with_packed(KernelSpec spec) {
   return spec;
 }
 
+KernelSpec with_grid_dependent(KernelSpec spec) {
+  if (spec.grid_dependent) return spec;
+  spec.grid_dependent = true;
+  spec.key += "|dep";
+  return spec;
+}
+
 std::string KernelSpec::entry() const {
   std::string e = "tfla_" + family;
   for (char& c : e)
@@ -77,6 +84,10 @@ std::string KernelSpec::source() const {
     << "extern \"C\" __global__ void __launch_bounds__(" << threads
     << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string())
     << ") " << entry() << "(const __grid_constant__ " << params_type << " p) {\n";
+  if (grid_dependent)
+    o << "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n"
+      << "  asm volatile(\"griddepcontrol.wait;\" ::: \"memory\");\n"
+      << "#endif\n";
   if (uses_smem_arg) {
     o << "  extern __shared__ __align__(16) char smem[];\n"
       << "  " << function << "<" << args << ">(p, smem);\n";
@@ -174,13 +185,14 @@ std::string compile_ptx(const KernelSpec& spec, const std::string& arch) {
 }
 
 LoadedKernel::LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes,
-                           std::string key, bool sm90)
+                           std::string key, bool sm90, bool grid_dependent)
     : module_(module),
       fn_(fn),
       threads_(threads),
       smem_bytes_(smem_bytes),
       key_(std::move(key)),
-      sm90_(sm90) {
+      sm90_(sm90),
+      grid_dependent_(grid_dependent) {
   for (auto& a : active_clusters_) a.store(-1, std::memory_order_relaxed);
 }
 
@@ -300,7 +312,8 @@ std::unique_ptr<LoadedKernel> load(const CompiledKernel& compiled, const KernelS
   int cc_major = 0;
   if (d.cuCtxGetDevice(&dev) == CUDA_SUCCESS)
     d.cuDeviceGetAttribute(&cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
-  return std::make_unique<LoadedKernel>(mod, fn, spec.threads, spec.smem_bytes, spec.key, cc_major >= 9);
+  return std::make_unique<LoadedKernel>(mod, fn, spec.threads, spec.smem_bytes, spec.key, cc_major >= 9,
+                                        spec.grid_dependent);
 }
 
 namespace {

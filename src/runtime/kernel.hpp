@@ -39,6 +39,12 @@ struct KernelSpec {
   bool uses_smem_arg = true; // the device function takes (params, smem)
   int min_blocks = 0;        // __launch_bounds__'s CTAs per SM (registers capped to fit); 0 = none
   bool packed = false;       // compiled with TFLA_PACKED=1: reads packed sequences' offsets (seq_span.cuh)
+  // The entry begins with griddepcontrol.wait (sm_90+): nothing of the kernel runs before the
+  // stream's previous kernel has completed with its memory visible, so it may be launched as a
+  // programmatic dependent of it (LoadedKernel::launch_dependent). It triggers its own dependents
+  // only as its CTAs exit: a trigger at the entry let the next kernel's waiting CTAs take SMs
+  // early and measured slower (H200, fwbw 1-2% at the paper and the seed's heads).
+  bool grid_dependent = false;
   std::string source() const;  // the rendered translation unit
   // The entry's name: "tfla_" + family, other characters than [A-Za-z0-9_] as '_' (what
   // profilers list, e.g. ncu --kernel-name tfla_mlstm_fwd_fused_sm90).
@@ -54,6 +60,8 @@ KernelSpec render(std::string family, std::string header, std::string function,
 KernelSpec with_min_blocks(KernelSpec spec, int min_blocks);
 // The same spec for packed sequences (key and source change: TFLA_PACKED=1).
 KernelSpec with_packed(KernelSpec spec);
+// The same spec launched as a programmatic dependent (key and source change: grid_dependent).
+KernelSpec with_grid_dependent(KernelSpec spec);
 
 struct CompiledKernel {
   std::string cubin;  // ELF bytes
@@ -77,8 +85,9 @@ struct Grid3 {
 class LoadedKernel {
  public:
   // sm90: the device takes programmatic dependent launches and thread-block clusters (sm_90+).
+  // grid_dependent: the spec's (its entry waits on the stream's previous kernel).
   LoadedKernel(CUmodule module, CUfunction fn, int threads, int smem_bytes, std::string key,
-               bool sm90 = false);
+               bool sm90 = false, bool grid_dependent = false);
   ~LoadedKernel();
   LoadedKernel(const LoadedKernel&) = delete;
   LoadedKernel& operator=(const LoadedKernel&) = delete;
@@ -98,6 +107,9 @@ class LoadedKernel {
   // cluster_x outside 1..8, or the query fails).
   int max_active_clusters(unsigned cluster_x) const;
   bool sm90() const { return sm90_; }
+  // Its entry begins with griddepcontrol.wait (KernelSpec::grid_dependent): launches may be
+  // programmatic dependents.
+  bool grid_dependent() const { return grid_dependent_; }
   const std::string& key() const { return key_; }
   int registers() const;
   int local_bytes() const;
@@ -108,6 +120,7 @@ class LoadedKernel {
   int threads_, smem_bytes_;
   std::string key_;
   bool sm90_;
+  bool grid_dependent_;
   static constexpr unsigned kMaxPortableCluster = 8;
   mutable std::array<std::atomic<int>, kMaxPortableCluster + 1> active_clusters_;  // -1: not asked yet
 

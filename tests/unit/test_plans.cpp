@@ -470,6 +470,50 @@ TEST_CASE("packed selections carry their own kernels", "[plan][varlen]") {
     for (const rt::KernelSpec& s : specs) CHECK(compiled.count(s.key) == 1);
 }
 
+// Each kernel of a forward or backward is launched as a programmatic dependent of the one before
+// it (plan.cpp's run), so its entry must wait for that kernel before anything else: the wait is
+// the entry's first statement, and no early trigger follows it. The step's kernels order their
+// own launches (mlstm_step.cuh) and get no wait.
+TEST_CASE("a forward's and a backward's kernels wait on the kernel before them; the step's do not", "[plan]") {
+  const MlstmProblem p = make_problem(2, 8, 4096, 256, 512);
+  const Config none;
+  std::vector<rt::KernelSpec> chunkwise;
+  for (bool states : {false, true}) {
+    const ops::FwdSelection& fw = ops::select_fwd(p, none, states);
+    REQUIRE(fw.rejected.empty());
+    for (rt::KernelSpec& s : ops::launch_kernels(*fw.family, p, fw.cfg.to_config(), false)) chunkwise.push_back(s);
+    const ops::BwdSelection& bw = ops::select_bwd(p, none, states);
+    REQUIRE(bw.rejected.empty());
+    for (rt::KernelSpec& s : ops::launch_kernels(*bw.family, p, bw.cfg.to_config(), false)) chunkwise.push_back(s);
+  }
+  REQUIRE(chunkwise.size() >= 4);
+  for (const rt::KernelSpec& s : chunkwise) {
+    INFO(s.key);
+    CHECK(s.grid_dependent);
+    CHECK(s.key.find("|dep") != std::string::npos);
+    const std::string src = s.source();
+    const size_t open = src.find(s.entry() + "(");
+    const size_t wait = src.find("griddepcontrol.wait;"), call = src.find(s.function + "<");
+    REQUIRE(open != std::string::npos);
+    REQUIRE(call != std::string::npos);
+    CHECK(open < wait);
+    CHECK(wait < call);
+    CHECK(src.find("griddepcontrol.launch_dependents") == std::string::npos);
+    CHECK(src.find("__CUDA_ARCH__ >= 900") < wait);  // griddepcontrol is sm_90+ PTX
+    const rt::KernelSpec again = rt::with_grid_dependent(s);
+    CHECK(again.key == s.key);  // once
+  }
+  MlstmProblem q = p;
+  q.S = 1;
+  const ops::StepSelection& st = ops::select_step(q, none);
+  const ops::Resolved r = ops::resolve(ops::Op::Step, q, ops::current_limits(), st.cfg.to_config());
+  for (const rt::KernelSpec& s : ops::launch_kernels(*r.family, q, st.cfg.to_config(), false)) {
+    INFO(s.key);
+    CHECK(!s.grid_dependent);
+    CHECK(s.source().find("asm volatile(\"griddepcontrol.wait;") == std::string::npos);
+  }
+}
+
 // `tfla compile` prepares a deployment: its default set is exactly the kernels that the default
 // calls of its problems load (forward and backward with and without states, the backward of a
 // saved buffer, the step), nothing they would compile at run time and nothing they never load.
