@@ -18,6 +18,8 @@ Backends (each an mLSTMBackend with the seed's interface):
   triton        mlstm_kernels' mLSTMBackend: chunkwise--triton_xl_chunk (chunk 128),
                 native_sequence__triton, step kernel triton
   native        mlstm_kernels' mLSTMBackend: chunkwise--native_autograd (chunk 64), native step
+  floor         no mLSTM: h = v, states passed through (every other op of the model the same),
+                so its times bound what any backend can reach (not checked for correctness)
 
 Reported, at each B in --batch:
 Gates are in float32 (the seed's native kernels: the model's dtype, as they take one dtype for all inputs).
@@ -39,7 +41,7 @@ token's logits after a prefill against the float32 model's logits at that positi
 If the xlstm package is importable, its xlstm_large model is not used here (that needs its own
 config and weights); this script's model has the same layer shapes.
 
-usage: model.py [--backends tfla,tfla_inplace,triton,native] [--batch 1,4,16] [--train-seq 2048]
+usage: model.py [--backends tfla,tfla_inplace,triton,native,floor] [--batch 1,4,16] [--train-seq 2048]
                 [--prompt 512] [--gen 32] [--blocks 2] [--compile] [--json FILE] [--in-process]
 """
 import argparse
@@ -167,8 +169,19 @@ def use_backend(model, name, dtype=torch.bfloat16):
     return model
 
 
+class NoMlstm(nn.Module):
+    """The `floor` backend: h = v (B, NH, S, Dv) and the states passed through, no mLSTM work;
+    the model around it runs every other op."""
+
+    def forward(self, q, k, v, i, f, c=None, n=None, m=None, return_last_states=False, mode="train"):
+        h = v.contiguous()
+        return (h, (c, n, m)) if mode == "inference" else h
+
+
 def backend_factory(name, dtype):
     kd = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    if name == "floor":
+        return NoMlstm
     if name.startswith("tfla"):
         from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
         kw = dict(inference_states_inplace=True) if name == "tfla_inplace" else {}
@@ -221,6 +234,9 @@ def check(model, names, S, rows):
           f"prefill {P}, the next token's logits")
     print(f"{'backend':<14}{'loss':>10}{'loss ref':>10}{'logits':>9}{'grads':>9}{'gen logits':>11}")
     for name in names:
+        if name == "floor":  # no mLSTM: nothing to check
+            print(f"{name:<14}no mLSTM (h = v): not checked", flush=True)
+            continue
         try:
             check_one(model, name, tokens, P, loss_ref, logits_ref, grads_ref, rows)
         except Exception as e:  # reported; the other backends still run
@@ -406,7 +422,7 @@ def model_args(ap, backends, batch):
 
 def main():
     ap = argparse.ArgumentParser()
-    model_args(ap, "tfla,tfla_inplace,triton,native", "1,4,16")
+    model_args(ap, "tfla,tfla_inplace,triton,native,floor", "1,4,16")
     ap.add_argument("--in-process", action="store_true", help="every backend in this process")
     ap.add_argument("--compile", action="store_true",
                     help="tfla: also the training step of the model under torch.compile(fullgraph=True)")

@@ -79,3 +79,30 @@ def test_training_parts_eager_and_compiled_on_cpu(monkeypatch):
         model.zero_grad(set_to_none=True)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_floor_backend_runs_every_part_without_an_mlstm(monkeypatch):
+    """The `floor` backend (h = v, states passed through) runs training, prefill and generation of
+    the same model on the CPU at a tiny shape, so its times bound what any mLSTM backend reaches;
+    its h is v itself in the model's (B, NH, S, Dv) layout."""
+    import argparse
+    import torch
+
+    bench = load_model_bench()
+    for name, value in dict(DEV="cpu", D=32, NH=2, DQK=8, DV=16, VOCAB=64, FFN=32).items():
+        monkeypatch.setattr(bench, name, value)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    be = bench.backend_factory("floor", torch.float32)()
+    v = torch.randn(2, 2, 5, 16)
+    q = torch.randn(2, 2, 5, 8)
+    g = torch.randn(2, 2, 5)
+    assert torch.equal(be(q, q, v, g, g, mode="train"), v)
+    h, state = be(q, q, v, g, g, None, None, None, mode="inference")
+    assert torch.equal(h, v) and state == (None, None, None)
+    torch.manual_seed(0)
+    model = bench.build("floor", 1, dtype=torch.float32)
+    args = argparse.Namespace(train_seq=8, prompt=4, gen=2, reps=1, compile=False)
+    rows = []
+    bench.speed(model, "floor", [1], args, rows)
+    (r,) = rows
+    assert r.get("train_tok_s", 0) > 0 and r.get("prefill_ms", 0) > 0 and r.get("gen_us", 0) > 0, r
