@@ -23,6 +23,10 @@ chunkwise calls at 1x1x64x64x64):
   fwd.grad_inputs       mlstm_chunkwise on inputs that require grad, no backward
   fwd+bwd               mlstm_chunkwise(...).backward(dh), the inputs' grads None before each call
                         (autograd runs the backward on CPU)
+  floor.fwd_grad        torch's own part of fwd.grad_inputs: a torch.autograd.Function of the same
+                        arity (8 tensors in, 4 outputs, 10 saved) allocating h and the normalizer,
+                        no library call: what any binding through autograd pays
+  floor.fwd+bwd         the same with .backward(dh) allocating the five gradients
 
 Each row: the median and the minimum, over --reps samples of --calls warm calls, of the time per
 call, in this thread's CPU time (--wall: wall-clock time). On a busy machine the minimum is the
@@ -184,6 +188,32 @@ def make_cases(torch, NH=8, DQK=256, DV=512):
             t.grad = None
         mlstm_chunkwise(*sg).backward(dh)
     cases["fwd+bwd"] = fwd_bwd
+
+    class Floor(torch.autograd.Function):
+        """torch's own share of a training call: the arity of tfla's autograd node (8 tensor
+        inputs and 2 options in, 4 outputs, 10 saved), the outputs' allocations (h, the
+        normalizer) and the backward's five gradients, no library call."""
+
+        @staticmethod
+        def forward(ctx, q, k, v, i, f, c0, n0, m0, opts, need_grad):
+            h, norm = torch.empty_like(v), i.new_empty(i.shape, dtype=torch.float32)
+            ctx.save_for_backward(q, k, v, i, f, c0, n0, m0, norm, None)
+            ctx.set_materialize_grads(False)
+            return h, None, None, None
+
+        @staticmethod
+        def backward(ctx, dh, dC, dn, dm):
+            q, k, v, i, f = ctx.saved_tensors[:5]
+            return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(i),
+                    torch.empty_like(f), None, None, None, None, None)
+
+    cases["floor.fwd_grad"] = lambda: Floor.apply(*sg, None, None, None, None, True)
+
+    def floor_fwd_bwd():
+        for t in sg:
+            t.grad = None
+        Floor.apply(*sg, None, None, None, None, True)[0].backward(dh)
+    cases["floor.fwd+bwd"] = floor_fwd_bwd
     return cases, (be, bi)
 
 
