@@ -21,6 +21,28 @@ def load_model_bench():
     return mod
 
 
+def tiny_model_bench(monkeypatch):
+    """model.py at a tiny shape on the CPU (no CUDA synchronization)."""
+    import torch
+    bench = load_model_bench()
+    for name, value in dict(DEV="cpu", D=32, NH=2, DQK=8, DV=16, VOCAB=64, FFN=32).items():
+        monkeypatch.setattr(bench, name, value)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    return bench
+
+
+def speed_row(bench, name, compile):
+    """One speed() row of backend `name` at B = 1 on the tiny model (float32)."""
+    import argparse
+    import torch
+    torch.manual_seed(0)
+    model = bench.build(name, 1, dtype=torch.float32)
+    rows = []
+    bench.speed(model, name, [1], argparse.Namespace(train_seq=8, prompt=4, gen=2, reps=1, compile=compile), rows)
+    (r,) = rows
+    return model, r
+
+
 def test_each_backend_in_its_own_process(tmp_path):
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent("""
@@ -45,13 +67,10 @@ def test_training_parts_eager_and_compiled_on_cpu(monkeypatch):
     """The training part of a backend, eager and (--compile) under torch.compile(fullgraph=True),
     on the CPU at a tiny shape with the float64 recurrent reference standing in for tfla's kernels:
     both report tokens/s, and the compiled model's gradients are the eager one's."""
-    import argparse
     import torch
     from tfla.torch.reference import mlstm_recurrent_reference
 
-    bench = load_model_bench()
-    for name, value in dict(DEV="cpu", D=32, NH=2, DQK=8, DV=16, VOCAB=64, FFN=32).items():
-        monkeypatch.setattr(bench, name, value)
+    bench = tiny_model_bench(monkeypatch)
 
     class Reference(torch.nn.Module):
         def forward(self, q, k, v, i, f, c=None, n=None, m=None, return_last_states=False, mode="train"):
@@ -61,13 +80,7 @@ def test_training_parts_eager_and_compiled_on_cpu(monkeypatch):
             return h.to(q.dtype)
 
     monkeypatch.setattr(bench, "backend_factory", lambda name, dtype: Reference)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    torch.manual_seed(0)
-    model = bench.build("tfla", 1, dtype=torch.float32)
-    args = argparse.Namespace(train_seq=8, prompt=4, gen=2, reps=1, compile=True)
-    rows = []
-    bench.speed(model, "tfla", [1], args, rows)
-    (r,) = rows
+    model, r = speed_row(bench, "tfla", compile=True)
     assert r.get("train_tok_s", 0) > 0 and r.get("train_compiled_tok_s", 0) > 0, r
 
     tokens = torch.randint(0, bench.VOCAB, (1, 9))
@@ -85,13 +98,9 @@ def test_floor_backend_runs_every_part_without_an_mlstm(monkeypatch):
     """The `floor` backend (h = v, states passed through) runs training, prefill and generation of
     the same model on the CPU at a tiny shape, so its times bound what any mLSTM backend reaches;
     its h is v itself in the model's (B, NH, S, Dv) layout."""
-    import argparse
     import torch
 
-    bench = load_model_bench()
-    for name, value in dict(DEV="cpu", D=32, NH=2, DQK=8, DV=16, VOCAB=64, FFN=32).items():
-        monkeypatch.setattr(bench, name, value)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    bench = tiny_model_bench(monkeypatch)
     be = bench.backend_factory("floor", torch.float32)()
     v = torch.randn(2, 2, 5, 16)
     q = torch.randn(2, 2, 5, 8)
@@ -99,10 +108,5 @@ def test_floor_backend_runs_every_part_without_an_mlstm(monkeypatch):
     assert torch.equal(be(q, q, v, g, g, mode="train"), v)
     h, state = be(q, q, v, g, g, None, None, None, mode="inference")
     assert torch.equal(h, v) and state == (None, None, None)
-    torch.manual_seed(0)
-    model = bench.build("floor", 1, dtype=torch.float32)
-    args = argparse.Namespace(train_seq=8, prompt=4, gen=2, reps=1, compile=False)
-    rows = []
-    bench.speed(model, "floor", [1], args, rows)
-    (r,) = rows
+    _, r = speed_row(bench, "floor", compile=False)
     assert r.get("train_tok_s", 0) > 0 and r.get("prefill_ms", 0) > 0 and r.get("gen_us", 0) > 0, r
