@@ -42,8 +42,8 @@ struct KernelSpec {
   // The entry begins with griddepcontrol.wait (sm_90+): nothing of the kernel runs before the
   // stream's previous kernel has completed with its memory visible, so it may be launched as a
   // programmatic dependent of it (LoadedKernel::launch_dependent). It triggers its own dependents
-  // only as its CTAs exit: a trigger at the entry let the next kernel's waiting CTAs take SMs
-  // early and measured slower (H200, fwbw 1-2% at the paper and the seed's heads).
+  // only as its CTAs exit (no launch_dependents): the next kernel's CTAs would otherwise sit
+  // waiting on SMs the running kernel's last CTAs could use (PERF_NOTES v26).
   bool grid_dependent = false;
   std::string source() const;  // the rendered translation unit
   // The entry's name: "tfla_" + family, other characters than [A-Za-z0-9_] as '_' (what
