@@ -8,14 +8,15 @@
 //   m_c+1 = max(g + m_c, g + max_t u_t) (mLSTMexp; 0 for mLSTMsig),  w_t = exp(g + u_t - m_c+1)
 //   C_c+1 = exp(g + m_c - m_c+1) C_c + (K * w)^T V,   n_c+1 = exp(g + m_c - m_c+1) n_c + sum_t w_t k_t
 //
-// One CTA per (128 columns of Dv, head, segment of the sequence), 384 threads:
+// One CTA per (BV columns of Dv, head, segment of the sequence), 384 threads; BV is 128, or 256
+// where Dqk <= 128 (FwdConfig::fused_bv: half the walks, each doing Q K^T once for 256 columns):
 //  - warpgroup 0 (producer, 24 registers): one thread loads by TMA, per chunk, K (64 x Dqk) and
-//    V (64 x 128) into the next of two ring slots, then Q (64 x Dqk) and the chunk's gate rows
+//    V (64 x BV) into the next of two ring slots, then Q (64 x Dqk) and the chunk's gate rows
 //    (b_t, pm_t, u_t from the gate kernel's workspace) into their own buffer once the consumers
 //    are done with the previous chunk's.
-//  - warpgroups 1 and 2 (consumers, 240 registers) own 64 columns each: of h (a 64 x 64 fp32
-//    accumulator) and of the state, held transposed as C^T (64 x Dqk fp32, Dqk / 2 registers)
-//    for the whole walk, with a 16-bit copy Cs in shared memory (K-major, the inter part's B
+//  - warpgroups 1 and 2 (consumers, 240 registers) own WC = BV / 2 columns each: of h (a 64 x 64
+//    fp32 accumulator per block of 64 columns) and of the state, held transposed as C^T (WC x Dqk
+//    fp32, WC Dqk / 128 registers, blocks of 64 rows) for the whole walk, with a 16-bit copy Cs in shared memory (K-major, the inter part's B
 //    operand). Per chunk a consumer issues its half of S = Q K^T (32 keys: m64n32) with its
 //    blocks' part of q_i . n_c (m64n8 over the 64-row blocks of Dqk whose n it keeps, B = n_c in
 //    two 16-bit parts; fp16: fp32 on the CUDA cores), then the inter part Q Cs (m64n64). It turns
@@ -24,7 +25,8 @@
 //    both halves are there (the one barrier of the two consumers per chunk) it issues P V (both
 //    operands from shared memory), its blocks of n's update K^T w (m64n8) and the update of its
 //    state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from ldmatrix.trans scaled by
-//    w_t in registers, B = K MN-major). While the update runs it stores h; then the new state
+//    w_t in registers, B = K MN-major). While the update runs it stores h (with 128 columns the
+//    two blocks of h take turns, see the branch in the chunk loop); then the new state
 //    goes to Cs by stmatrix and its n_c+1 to its own n tile, behind a barrier of its own
 //    warpgroup, so the consumers meet only once per chunk.
 // Rows past S read zeros (TMA fills outside the tensor; in a packed sequence the next sequence's
@@ -53,20 +55,23 @@
 
 namespace tfla {
 
-template <class T, int DQK, int DV, bool EXP, bool NORMALIZE>
+template <class T, int DQK, int DV, int BV, bool EXP, bool NORMALIZE>
 __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* smem_raw) {
   using namespace sm90;
   using Shape = FwdFusedSm90Shape;
-  constexpr int L = Shape::kChunk, BV = Shape::kBV, STAGES = Shape::kStages;
+  constexpr int L = Shape::kChunk, STAGES = Shape::kStages;
+  // each consumer's columns of h and of the state: WC = BV / 2, kVB blocks of 64 (the m64 rows of C^T)
+  constexpr int WC = BV / 2, kVB = WC / 64;
   constexpr int kQPanels = DQK / 64;
   constexpr int kPanelBytes = 64 * 128;  // 64 rows of 64 16-bit columns
   constexpr int kQBytes = kQPanels * kPanelBytes;
   constexpr int kKBytes = kQBytes, kVBytes = (BV / 64) * kPanelBytes;
   constexpr int kSlotBytes = kKBytes + kVBytes;
-  constexpr int kCsBytes = kQPanels * kPanelBytes;  // one consumer's 64 x Dqk state copy
+  constexpr int kCsPanelBytes = WC * 128;           // WC rows of 64 16-bit Dqk columns
+  constexpr int kCsBytes = kQPanels * kCsPanelBytes;  // one consumer's WC x Dqk state copy
   constexpr int kPBytes = L * L * 2;                 // P (64 x 64, 16-bit)
   constexpr bool NEED_N = EXP || NORMALIZE;
-  constexpr int kAccC = DQK / 2;  // state floats per thread (64 x Dqk per warpgroup)
+  constexpr int kAccC = DQK / 2;  // state floats per thread and block of 64 columns (64 x Dqk)
   // n's update, n_c+1 = n_c decayed + K^T w, on the tensor cores: per 64-row block of Dqk, m64n8
   // with A = K^T (the K tile, MN-major) and B = an 8 x 64 K-major tile of w (rows 0 and 1: hi and
   // lo 16-bit parts, rows 2..7 zero). Consumer cw takes the blocks mb = cw, cw + 2, ...; a quad's
@@ -79,12 +84,14 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   constexpr bool kCudaQn = NEED_N && !kTensorQn;
   constexpr int kNBytes = DQK * 16;  // one n buffer: the tile (DQK / 64 panels of 8 rows), or fp32 n
   static_assert(DQK == 64 || DQK == 128 || DQK == 256, "Dqk 64, 128 or 256");
-  static_assert(DV % BV == 0, "128-column slices of Dv");
+  static_assert(BV == 128 || BV == 256, "slices of 128 or 256 columns of Dv");
+  static_assert(BV == 128 || DQK <= 128, "256 columns: the state (WC x Dqk per consumer) must fit the registers");
+  static_assert(DV % BV == 0, "BV-column slices of Dv");
   static_assert(Elem<T>::is16, "16-bit inputs");
   static_assert(1024 + kQBytes + STAGES * kSlotBytes + 2 * kPBytes + Shape::kConsumers * (kNBytes + 1024) +
                         Shape::kConsumers * (kCsBytes + 2 * L * 4 + L * 4) + 3 * L * 4 +
                         Shape::kConsumers * 512 * 4 + (2 * STAGES + 2) * 8 ==
-                    fwd_fused_sm90_smem_bytes(DQK),
+                    fwd_fused_sm90_smem_bytes(DQK, BV),
                 "the layout below must match fwd_fused_sm90_smem_bytes, which the host sizes the launch with");
 
   const MlstmFwdParams& p = P.p;
@@ -161,14 +168,14 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   setmaxnreg_inc<240>();
   // the walk's last chunk + 1 through a shuffle: warp-uniform to the compiler, which keeps it out
   // of the per-thread registers
-  const int c_stop = __shfl_sync(0xffffffffu, c_end, 0);
+  const int c_stop_reg = __shfl_sync(0xffffffffu, c_end, 0);
   // consumer warpgroup: columns 64 cw .. 64 cw + 63 of the CTA's slice (taken through a shuffle,
   // so the compiler knows it is warp-uniform and builds the wgmma descriptors in uniform registers)
   const int cw = __shfl_sync(0xffffffffu, wg, 0) - 1;
   const int lt = threadIdx.x % 128, lane = threadIdx.x % 32, warp = lt / 32;
   const int g = lane / 4, cq = lane % 4;
   const bool warp_leader = lane == 0;
-  const int v0 = vt * BV + 64 * cw;  // first column of h and of the state this warpgroup owns
+  const int v0 = vt * BV + WC * cw;  // first column of h and of the state this warpgroup owns
   const float scale = p.scale;
   const u32 q_base = smem_u32(sQ);
   char* cs = sCs + cw * kCsBytes;
@@ -181,23 +188,26 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   const bool track_n = NEED_N || p.n_last != nullptr || save();
   const bool row_out = vt == 0 && cw == 0 && cq == 0;  // stores den_i and m_i
 
-  // The state slice C^T: element i of this thread is Dv column v0 + 16 warp + g + 8 ((i / 2) % 2)
-  // and Dqk row 8 (i / 4) + 2 cq + i % 2.
-  float acc_c[kAccC];
-  // offset of element i in a (Dqk, Dv) fp32 state, after cbase()
-  auto cbase = [&] { return v0 + 16 * warp + g; };
+  // The state slice C^T: element i of block vb of this thread is Dv column
+  // v0 + 64 vb + 16 warp + g + 8 ((i / 2) % 2) and Dqk row 8 (i / 4) + 2 cq + i % 2.
+  float acc_c[kVB][kAccC];
+  // offset of element i in a (Dqk, Dv) fp32 state, after cbase(vb)
+  auto cbase = [&](int vb) { return v0 + 64 * vb + 16 * warp + g; };
   auto coff = [&](int i) { return (8 * (i / 4) + 2 * cq + i % 2) * DV + 8 * ((i / 2) % 2); };
   // the state entering the first chunk: the caller's initial state, or a later segment's start
   const long long sb = (static_cast<long long>(bh) * nseg + seg) * (p.seg_pieces > 1 ? p.seg_pieces : 1);
   const float* C_in = seg > 0 ? p.seg_C + sb * DQK * DV : p.C0 ? p.C0 + static_cast<long long>(bh) * DQK * DV : nullptr;
   const float* n_in = seg > 0 ? p.seg_n + sb * DQK : p.n0 ? p.n0 + static_cast<long long>(bh) * DQK : nullptr;
-  if (C_in) {
-    const float* c0 = C_in + cbase();
 #pragma unroll
-    for (int i = 0; i < kAccC; ++i) acc_c[i] = c0[coff(i)];
-  } else {
+  for (int vb = 0; vb < kVB; ++vb) {
+    if (C_in) {
+      const float* c0 = C_in + cbase(vb);
 #pragma unroll
-    for (int i = 0; i < kAccC; ++i) acc_c[i] = 0.f;
+      for (int i = 0; i < kAccC; ++i) acc_c[vb][i] = c0[coff(i)];
+    } else {
+#pragma unroll
+      for (int i = 0; i < kAccC; ++i) acc_c[vb][i] = 0.f;
+    }
   }
   // n: a quad's lane 0 keeps the rows n_row(j, hh) of its consumer's blocks in fp32 registers and
   // puts them into its consumer's own tile (put_n; panel j holds block n_block(j)), from which the
@@ -241,6 +251,10 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     char* base = i / 64 < kNPanels ? n_own() + (i / 64) * 1024 : wt_own();
     *reinterpret_cast<uint4*>(base + (i % 64) * 16) = make_uint4(0u, 0u, 0u, 0u);
   }
+  // 128 columns: the walk's end in the unused word before g_prev (below), read per chunk: the
+  // state's 128 registers leave none to keep it in
+  int* c_stop_s = reinterpret_cast<int*>(sW + cw * L + L - 2);
+  if (kVB > 1 && lt == 0) *c_stop_s = c_end;
   named_bar_sync(4 + cw, 128);
   if (own_n) put_n();
   fence_proxy_async();
@@ -250,21 +264,22 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
                  : p.m0    ? p.m0[bh]
                            : 0.f;
 
-  // C^T -> Cs (16-bit, 128B-swizzled K-major panels of 64 Dqk columns): stmatrix stores four
-  // 8 x 8 blocks per call, lane 8 i + r giving row r of block i = (row half i % 2, column block
-  // jb + i / 2).
+  // C^T -> Cs (16-bit, 128B-swizzled K-major panels of 64 Dqk columns, WC rows each): stmatrix
+  // stores four 8 x 8 blocks per call, lane 8 i + r giving row r of block i = (row half i % 2,
+  // column block jb + i / 2).
   auto store_cs = [&]() {
     const int i4 = lane / 8, r = lane % 8;
 #pragma unroll
-    for (int jb = 0; jb < DQK / 8; jb += 2) {
-      const int row = 16 * warp + 8 * (i4 % 2) + r;
-      const int cb = jb + i4 / 2;  // Dqk column block of 8
-      char* addr = cs + (cb / 8) * kPanelBytes + row * 128 + (((cb % 8) ^ r) << 4);
-      stmatrix_x4(addr, Elem<T>::pack2(acc_c[4 * jb], acc_c[4 * jb + 1]),
-                  Elem<T>::pack2(acc_c[4 * jb + 2], acc_c[4 * jb + 3]),
-                  Elem<T>::pack2(acc_c[4 * jb + 4], acc_c[4 * jb + 5]),
-                  Elem<T>::pack2(acc_c[4 * jb + 6], acc_c[4 * jb + 7]));
-    }
+    for (int vb = 0; vb < kVB; ++vb)
+#pragma unroll
+      for (int jb = 0; jb < DQK / 8; jb += 2) {
+        const int row = 64 * vb + 16 * warp + 8 * (i4 % 2) + r;
+        const int cb = jb + i4 / 2;  // Dqk column block of 8
+        char* addr = cs + (cb / 8) * kCsPanelBytes + row * 128 + (((cb % 8) ^ r) << 4);
+        const float* a = acc_c[vb];
+        stmatrix_x4(addr, Elem<T>::pack2(a[4 * jb], a[4 * jb + 1]), Elem<T>::pack2(a[4 * jb + 2], a[4 * jb + 3]),
+                    Elem<T>::pack2(a[4 * jb + 4], a[4 * jb + 5]), Elem<T>::pack2(a[4 * jb + 6], a[4 * jb + 7]));
+      }
     fence_proxy_async();
   };
   store_cs();
@@ -281,12 +296,15 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     const bool odd = cq & 1;
     T* dst = static_cast<T*>(p.states_C) + at * DQK * DV + v0 + 16 * warp + 8 * (cq & 1) + 2 * (cq & 2);
 #pragma unroll
-    for (int j = 0; j < DQK / 8; ++j) {
-      const u32 a = movmatrix_trans(Elem<T>::pack2(acc_c[4 * j], acc_c[4 * j + 1]));
-      const u32 b = movmatrix_trans(Elem<T>::pack2(acc_c[4 * j + 2], acc_c[4 * j + 3]));
-      const u32 got = __shfl_xor_sync(0xffffffffu, odd ? a : b, 1);
-      __stwb(reinterpret_cast<uint2*>(dst + (8 * j + g) * DV), odd ? make_uint2(got, b) : make_uint2(a, got));
-    }
+    for (int vb = 0; vb < kVB; ++vb)
+#pragma unroll
+      for (int j = 0; j < DQK / 8; ++j) {
+        const u32 a = movmatrix_trans(Elem<T>::pack2(acc_c[vb][4 * j], acc_c[vb][4 * j + 1]));
+        const u32 b = movmatrix_trans(Elem<T>::pack2(acc_c[vb][4 * j + 2], acc_c[vb][4 * j + 3]));
+        const u32 got = __shfl_xor_sync(0xffffffffu, odd ? a : b, 1);
+        __stwb(reinterpret_cast<uint2*>(dst + (8 * j + g) * DV + 64 * vb),
+               odd ? make_uint2(got, b) : make_uint2(a, got));
+      }
     if (vt == 0 && own_n) {
       float* nd = p.states_n + at * DQK;
 #pragma unroll
@@ -302,19 +320,20 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   float* g_prev = sW + cw * L + L - 1;
   if (save()) save_state(c_begin / P.gate_sub);
 
-  float acc_h[32];
+  float acc_h[32];  // h's columns 64 vb .. 64 vb + 63 of this warpgroup's, one block vb at a time
   float sacc[16];
   float nacc[kNB][4];  // n's update of this chunk (K^T w, hi and lo columns)
   const int lrow = 16 * warp + g;  // this thread's rows of the chunk: lrow and lrow + 8
 
 #pragma unroll 1
-  for (int c = c_begin; c < c_stop; ++c) {
+  for (int c = c_begin; c < (kVB > 1 ? *c_stop_s : c_stop_reg); ++c) {
+    const int c_stop = kVB > 1 ? *c_stop_s : c_stop_reg;
     const int row0 = c * L;
     // the ring slot and the barriers' phases follow from c (no loop-carried registers for them):
     // a segment starts at a multiple of 2 STAGES chunks (the host's fused_segments)
     const int slot = c % STAGES;
     char* kv = ring + slot * kSlotBytes;
-    const u32 k_base = smem_u32(kv), v_base = smem_u32(kv + kKBytes + cw * kPanelBytes);
+    const u32 k_base = smem_u32(kv), v_base = smem_u32(kv + kKBytes + cw * kVB * kPanelBytes);
     char* pbuf = sP + (c & 1) * kPBytes;
     // per consumer: its part of each row's N_i (its half of the row sum of P, its blocks' part of
     // beta_i s (q_i . n_c))
@@ -348,17 +367,20 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       }
     }
     wgmma_commit();
-    // the inter part Q C_c, from shared memory
-    wgmma_fence();
+    // the inter part Q C_c of h's columns 64 vb .., from shared memory
+    auto issue_qc = [&](int vb) {
+      wgmma_fence();
 #pragma unroll
-    for (int kp = 0; kp < kQPanels; ++kp) {
-      const u64 da = wgmma_desc_kmajor(q_base + kp * kPanelBytes, 128);
-      const u64 db = wgmma_desc_kmajor(cs_base + kp * kPanelBytes, 128);
+      for (int kp = 0; kp < kQPanels; ++kp) {
+        const u64 da = wgmma_desc_kmajor(q_base + kp * kPanelBytes, 128);
+        const u64 db = wgmma_desc_kmajor(cs_base + kp * kCsPanelBytes + vb * 64 * 128, 128);
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        Wgmma<64>::template ss<T, 0, 0>(acc_h, da + desc_step(32 * kk), db + desc_step(32 * kk), (kp | kk) != 0);
-    }
-    wgmma_commit();
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<64>::template ss<T, 0, 0>(acc_h, da + desc_step(32 * kk), db + desc_step(32 * kk), (kp | kk) != 0);
+      }
+      wgmma_commit();
+    };
+    issue_qc(0);
 
     // The chunk's gates: g = b at its end, max u = pm at its end; the new stabilizer, the state
     // decayed to it (C and n, before the update adds the chunk), the row values r_i, beta_i, mu_i
@@ -369,7 +391,9 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     {
       const float decay = __expf(g_c + m_prev - m_new);
 #pragma unroll
-      for (int i = 0; i < kAccC; ++i) acc_c[i] *= decay;
+      for (int vb = 0; vb < kVB; ++vb)
+#pragma unroll
+        for (int i = 0; i < kAccC; ++i) acc_c[vb][i] *= decay;
 #pragma unroll
       for (int j = 0; j < kNB; ++j) {
         n_reg[j][0] *= decay;
@@ -390,6 +414,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       } else {
         r[hh] = b_raw;
         beta[hh] = __expf(bi);
+        if constexpr (kVB > 1) mu_s[4 * lt + 2 + hh] = beta[hh] * scale;  // (beta not kept past P)
       }
     }
     if (lt < L) {
@@ -481,113 +506,254 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     }
     // Both halves of P and of N_i's parts are in shared memory.
     named_bar_sync(3, 256);
-    wgmma_wait<0>();
-    reg_fence(acc_h);
-    if (lt == 0) *g_prev = g_b[L - 1];  // (every thread of the consumer read the previous one)
-    __syncwarp();
-    if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
+    // 64 columns: P V, n's update and the state's update issued at once, h stored while the
+    // update runs. (The 128-column branch below runs the same steps in another order, through
+    // lambdas; written so here, ptxas schedules this walk 2% slower.)
+    if constexpr (kVB == 1) {
+      wgmma_wait<0>();
+      reg_fence(acc_h);
+      if (lt == 0) *g_prev = g_b[L - 1];  // (every thread of the consumer read the previous one)
+      __syncwarp();
+      if (warp_leader) mbar_arrive(q_empty);  // the last reads of Q and its gate rows are done
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const float f = EXP ? mu_s[4 * lt + 2 + hh] : beta[hh] * scale;
-        acc_h[4 * j + 2 * hh] *= f;
-        acc_h[4 * j + 2 * hh + 1] *= f;
-      }
-    // acc_h += P V (P K-major from shared memory; this warpgroup's 64 columns of V, MN-major)
-    {
-      const u64 da = wgmma_desc_kmajor(smem_u32(pbuf), 128);
-      const u64 db = wgmma_desc_mnmajor(v_base, 128, kPanelBytes);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        Wgmma<64>::template ss<T, 0, 1>(acc_h, da + desc_step(32 * kk), db + desc_step(16 * 128 * kk), 1);
+        for (int hh = 0; hh < 2; ++hh) {
+          const float f = EXP ? mu_s[4 * lt + 2 + hh] : beta[hh] * scale;
+          acc_h[4 * j + 2 * hh] *= f;
+          acc_h[4 * j + 2 * hh + 1] *= f;
+        }
+      // acc_h += P V (P K-major from shared memory; this warpgroup's 64 columns of V, MN-major)
       {
-        const u64 dw = wgmma_desc_kmajor(smem_u32(wt_own()), 128);
+        const u64 da = wgmma_desc_kmajor(smem_u32(pbuf), 128);
+        const u64 db = wgmma_desc_mnmajor(v_base, 128, kPanelBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<64>::template ss<T, 0, 1>(acc_h, da + desc_step(32 * kk), db + desc_step(16 * 128 * kk), 1);
+        {
+          const u64 dw = wgmma_desc_kmajor(smem_u32(wt_own()), 128);
+#pragma unroll
+          for (int j = 0; j < kNB; ++j) {
+            const u64 dk = wgmma_desc_mnmajor(k_base + n_block(j) * kPanelBytes, 128, kPanelBytes);
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+              Wgmma<8>::template ss<T, 1, 0>(nacc[j], dk + desc_step(16 * 128 * kk), dw + desc_step(32 * kk), kk != 0);
+          }
+        }
+        wgmma_commit();
+      }
+      // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
+      // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t (packed 16-bit products); B = K, MN-major.
+      u32 va[4][4];
+      {
+        const int i4 = lane / 8, rr = lane % 8;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const int t = 16 * kk + 8 * (i4 / 2) + rr;
+          const int chunk16 = 2 * warp + (i4 % 2);
+          ldmatrix_x4_trans(va[kk], kv + kKBytes + cw * kPanelBytes + t * 128 + ((chunk16 ^ rr) << 4));
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int t0 = 16 * kk + 8 * (i / 2) + 2 * cq;
+            va[kk][i] = Elem<T>::mul2(va[kk][i], w_s[t0 / 2]);
+          }
+        }
+        const u64 db = wgmma_desc_mnmajor(k_base, 128, kPanelBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<DQK>::template rs<T, 1>(acc_c[0], va[kk], db + desc_step(16 * 128 * kk), 1);
+        wgmma_commit();
+      }
+      wgmma_wait<1>();  // P V and n's update are done (groups complete in order); the update may still run
+      reg_fence(acc_h);
+      {
 #pragma unroll
         for (int j = 0; j < kNB; ++j) {
-          const u64 dk = wgmma_desc_mnmajor(k_base + n_block(j) * kPanelBytes, 128, kPanelBytes);
+          reg_fence(nacc[j]);
 #pragma unroll
-          for (int kk = 0; kk < 4; ++kk)
-            Wgmma<8>::template ss<T, 1, 0>(nacc[j], dk + desc_step(16 * 128 * kk), dw + desc_step(32 * kk), kk != 0);
+          for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
         }
       }
-      wgmma_commit();
-    }
-    // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
-    // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t (packed 16-bit products); B = K, MN-major.
-    u32 va[4][4];
-    {
-      const int i4 = lane / 8, rr = lane % 8;
+      float rowN[2];  // N_i: both consumers' parts
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const int t = 16 * kk + 8 * (i4 / 2) + rr;
-        const int chunk16 = 2 * warp + (i4 % 2);
-        ldmatrix_x4_trans(va[kk], kv + kKBytes + cw * kPanelBytes + t * 128 + ((chunk16 ^ rr) << 4));
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int t0 = 16 * kk + 8 * (i / 2) + 2 * cq;
-          va[kk][i] = Elem<T>::mul2(va[kk][i], w_s[t0 / 2]);
-        }
-      }
-      const u64 db = wgmma_desc_mnmajor(k_base, 128, kPanelBytes);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) Wgmma<DQK>::template rs<T, 1>(acc_c, va[kk], db + desc_step(16 * 128 * kk), 1);
-      wgmma_commit();
-    }
-    wgmma_wait<1>();  // P V and n's update are done (groups complete in order); the update may still run
-    reg_fence(acc_h);
-    {
-#pragma unroll
-      for (int j = 0; j < kNB; ++j) {
-        reg_fence(nacc[j]);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
-      }
-    }
-    float rowN[2];  // N_i: both consumers' parts
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) rowN[hh] = rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
-    // epilogue: den_i, h_i
-    float inv[2];
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      float den = 1.f;
-      if (NEED_N) {
-        if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[4 * lt + hh]));
-        else den = fmaxf(fabsf(rowN[hh]), 1.f);
-      }
-      inv[hh] = 1.f / (den + p.eps);
-      const int gi = row0 + lrow + 8 * hh;
-      if (row_out && gi < S) {
-        // (the sequence's row again from its offsets: nothing of the span stays in registers)
-        const long long o = (TFLA_PACKED ? seq_span<L>(p, b, h).row : static_cast<long long>(bh) * S) + gi;
-        if (p.norm_out) p.norm_out[o] = den;
-        if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
-      }
-    }
-    {
-      T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + seq_span<L>(p, b, h).tok0 * p.h_ss + v0 + 8 * cq;
+      for (int hh = 0; hh < 2; ++hh) rowN[hh] = rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
+      // epilogue: den_i, h_i
+      float inv[2];
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
+        float den = 1.f;
+        if (NEED_N) {
+          if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[4 * lt + hh]));
+          else den = fmaxf(fabsf(rowN[hh]), 1.f);
+        }
+        inv[hh] = 1.f / (den + p.eps);
         const int gi = row0 + lrow + 8 * hh;
-        T* row = gH + static_cast<long long>(gi) * p.h_ss;
-#pragma unroll
-        for (int j0 = 0; j0 < 8; j0 += 4) {
-          u32 pr[4];
-#pragma unroll
-          for (int k = 0; k < 4; ++k)
-            pr[k] = Elem<T>::pack2(acc_h[4 * (j0 + k) + 2 * hh] * inv[hh], acc_h[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
-          const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
-          if (gi < S) *reinterpret_cast<uint4*>(row + 8 * j0) = y;
+        if (row_out && gi < S) {
+          // (the sequence's row again from its offsets: nothing of the span stays in registers)
+          const long long o = (TFLA_PACKED ? seq_span<L>(p, b, h).row : static_cast<long long>(bh) * S) + gi;
+          if (p.norm_out) p.norm_out[o] = den;
+          if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
         }
       }
+      {
+        T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + seq_span<L>(p, b, h).tok0 * p.h_ss + v0 + 8 * cq;
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int gi = row0 + lrow + 8 * hh;
+          T* row = gH + static_cast<long long>(gi) * p.h_ss;
+#pragma unroll
+          for (int j0 = 0; j0 < 8; j0 += 4) {
+            u32 pr[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+              pr[k] = Elem<T>::pack2(acc_h[4 * (j0 + k) + 2 * hh] * inv[hh],
+                                     acc_h[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
+            const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
+            if (gi < S) *reinterpret_cast<uint4*>(row + 8 * j0) = y;
+          }
+        }
+      }
+    } else {
+      // 128 columns: the state takes 128 registers, so h's two blocks of 64 columns take turns in
+      // the same 32 (h, the state and the update's operands do not fit together): block 0's P V and
+      // n's update, the state's block 0 update behind them, block 0 stored; then block 1's inter
+      // part, its P V, block 1 stored and the state's block 1 update.
+      // h's block: the inter part scaled by beta_i s, then += P V (P K-major from shared memory;
+      // the block's 64 columns of V, MN-major), with n's update (K^T w) beside block 0's
+      auto scale_qc = [&] {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            const float f = mu_s[4 * lt + 2 + hh];
+            acc_h[4 * j + 2 * hh] *= f;
+            acc_h[4 * j + 2 * hh + 1] *= f;
+          }
+      };
+      auto issue_pv = [&](int vb) {
+        const u64 da = wgmma_desc_kmajor(smem_u32(pbuf), 128);
+        const u64 db = wgmma_desc_mnmajor(v_base + vb * kPanelBytes, 128, kPanelBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<64>::template ss<T, 0, 1>(acc_h, da + desc_step(32 * kk), db + desc_step(16 * 128 * kk), 1);
+        if (vb == 0) {
+          const u64 dw = wgmma_desc_kmajor(smem_u32(wt_own()), 128);
+#pragma unroll
+          for (int j = 0; j < kNB; ++j) {
+            const u64 dk = wgmma_desc_mnmajor(k_base + n_block(j) * kPanelBytes, 128, kPanelBytes);
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+              Wgmma<8>::template ss<T, 1, 0>(nacc[j], dk + desc_step(16 * 128 * kk), dw + desc_step(32 * kk), kk != 0);
+          }
+        }
+        wgmma_commit();
+      };
+      // the last reads of Q and its gate rows are done
+      auto release_q = [&] {
+        if (lt == 0) *g_prev = g_b[L - 1];  // (every thread of the consumer read the previous one)
+        __syncwarp();
+        if (warp_leader) mbar_arrive(q_empty);
+      };
+      wgmma_wait<0>();
+      reg_fence(acc_h);
+      scale_qc();
+      issue_pv(0);
+      // C^T <- C^T + (V * w)^T K (C^T decayed above), per block vb of 64 columns: A = V^T by
+      // ldmatrix.trans (block i of slice kk: keys 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..
+      // of the block's V panel), scaled by w_t (packed 16-bit products); B = K, MN-major.
+      auto issue_update = [&](int vb) {
+        u32 va[4][4];
+        const int i4 = lane / 8, rr = lane % 8;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const int t = 16 * kk + 8 * (i4 / 2) + rr;
+          const int chunk16 = 2 * warp + (i4 % 2);
+          ldmatrix_x4_trans(va[kk], kv + kKBytes + (cw * kVB + vb) * kPanelBytes + t * 128 + ((chunk16 ^ rr) << 4));
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int t0 = 16 * kk + 8 * (i / 2) + 2 * cq;
+            va[kk][i] = Elem<T>::mul2(va[kk][i], w_s[t0 / 2]);
+          }
+        }
+        const u64 db = wgmma_desc_mnmajor(k_base, 128, kPanelBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<DQK>::template rs<T, 1>(acc_c[vb], va[kk], db + desc_step(16 * 128 * kk), 1);
+        wgmma_commit();
+      };
+      issue_update(0);
+      wgmma_wait<1>();  // P V and n's update (groups complete in order)
+      reg_fence(acc_h);
+      {
+#pragma unroll
+        for (int j = 0; j < kNB; ++j) {
+          reg_fence(nacc[j]);
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
+        }
+      }
+      float rowN[2];  // N_i: both consumers' parts
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) rowN[hh] = rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
+      // epilogue: den_i, h_i
+      float inv[2];
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        float den = 1.f;
+        if (NEED_N) {
+          if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[4 * lt + hh]));
+          else den = fmaxf(fabsf(rowN[hh]), 1.f);
+        }
+        inv[hh] = 1.f / (den + p.eps);
+        const int gi = row0 + lrow + 8 * hh;
+        if (row_out && gi < S) {
+          // (the sequence's row again from its offsets: nothing of the span stays in registers)
+          const long long o = (TFLA_PACKED ? seq_span<L>(p, b, h).row : static_cast<long long>(bh) * S) + gi;
+          if (p.norm_out) p.norm_out[o] = den;
+          if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
+        }
+      }
+      // h's columns 64 vb .. 64 vb + 63 (block vb), 16 bytes per lane and row
+      auto store_h = [&](int vb) {
+        T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + seq_span<L>(p, b, h).tok0 * p.h_ss + v0 + 64 * vb +
+                8 * cq;
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int gi = row0 + lrow + 8 * hh;
+          T* row = gH + static_cast<long long>(gi) * p.h_ss;
+#pragma unroll
+          for (int j0 = 0; j0 < 8; j0 += 4) {
+            u32 pr[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+              pr[k] = Elem<T>::pack2(acc_h[4 * (j0 + k) + 2 * hh] * inv[hh],
+                                     acc_h[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
+            const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
+            if (gi < S) __stwb(reinterpret_cast<uint4*>(row + 8 * j0), y);  // (an assignment became four stores)
+          }
+        }
+      };
+      store_h(0);
+      issue_qc(1);
+      wgmma_wait<0>();  // block 0's update and block 1's inter part
+      reg_fence(acc_h);
+      release_q();
+      scale_qc();
+      issue_pv(1);
+      wgmma_wait<0>();  // block 1's P V
+      reg_fence(acc_h);
+      store_h(1);
+      issue_update(1);
     }
     // The update completes behind the epilogue; then the state C_c+1 goes to Cs, this
     // warpgroup's half of n_c+1 to n_s and the slot back to the producer.
     wgmma_wait<0>();
-    reg_fence(acc_c);
+#pragma unroll
+    for (int vb = 0; vb < kVB; ++vb) reg_fence(acc_c[vb]);
     __syncwarp();
     if (warp_leader) mbar_arrive(&empty[slot]);
     if (track_n && own_n) put_n();
@@ -608,9 +774,12 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     p.chunk_m[static_cast<long long>(bh) * (save_nc() + 1) +
               (TFLA_PACKED ? (S + L * P.gate_sub - 1) / (L * P.gate_sub) : save_nc())] = m_prev;
   if (p.C_last) {
-    float* cl = p.C_last + static_cast<long long>(bh) * DQK * DV + cbase();
 #pragma unroll
-    for (int i = 0; i < kAccC; ++i) cl[coff(i)] = acc_c[i];
+    for (int vb = 0; vb < kVB; ++vb) {
+      float* cl = p.C_last + static_cast<long long>(bh) * DQK * DV + cbase(vb);
+#pragma unroll
+      for (int i = 0; i < kAccC; ++i) cl[coff(i)] = acc_c[vb][i];
+    }
   }
   if (vt == 0) {
     // the consumer's index again from the thread's (the warp-uniform one, kept live over the walk

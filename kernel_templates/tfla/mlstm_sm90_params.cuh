@@ -39,13 +39,13 @@ struct MlstmFwdSm90Params {
 };
 
 // ---- fused forward (mlstm_fwd_fused_sm90.cuh) ----------------------------------------------
-// A CTA walks one head's chunks of 64 for 128 columns of h and of the state (two consumer
-// warpgroups of 64 columns each, the state's Dqk x 64 slice in registers). Q (64 x Dqk) has one
-// buffer; K (64 x Dqk) and V (64 x 128) share a two-slot ring. n has two buffers of Dqk x 16
-// bytes (n_c and n_c+1, each consumer updating half: an 8-row 16-bit tile or fp32), as have P
-// (64 x 64, 16-bit) and its row sums (64 fp32 per consumer), for chunks of even and odd index;
-// each consumer keeps a 16-bit copy of its state slice (64 x Dqk, the inter part's operand) and
-// the chunk's row weights w_t (64 fp32).
+// A CTA walks one head's chunks of 64 for BV columns of h and of the state (kBV = 128 by
+// default, 256 where Dqk <= 128): two consumer warpgroups of BV / 2 columns each, the state's
+// Dqk x BV / 2 slice in registers. Q (64 x Dqk) has one buffer; K (64 x Dqk) and V (64 x BV)
+// share a two-slot ring. n has two buffers of Dqk x 16 bytes (n_c and n_c+1, each consumer
+// updating half: an 8-row 16-bit tile or fp32), as have P (64 x 64, 16-bit) and its row sums (64
+// fp32 per consumer), for chunks of even and odd index; each consumer keeps a 16-bit copy of its
+// state slice (BV / 2 x Dqk, the inter part's operand) and the chunk's row weights w_t (64 fp32).
 struct FwdFusedSm90Shape {
   static constexpr int kChunk = 64, kBV = 128;
   static constexpr int kConsumers = 2;
@@ -57,13 +57,11 @@ struct FwdFusedSm90Shape {
 // per consumer the row values' two (N_i's parts) and the weights, the chunk's gate rows (b_t, u_t, pm_t: 64 fp32
 // each, loaded with Q), the consumer threads' mu_i and beta_i s (mLSTMexp; 4 fp32 each), then the
 // barriers: full and empty per slot, Q full and Q empty.
-TFLA_HD constexpr int fwd_fused_sm90_smem_bytes(int dqk) {
-  return 1024 + dqk * 64 * 2 + FwdFusedSm90Shape::kStages * (dqk + FwdFusedSm90Shape::kBV) * 64 * 2 +
-         FwdFusedSm90Shape::kConsumers * 64 * dqk * 2 + 2 * 64 * 64 * 2 +
-         FwdFusedSm90Shape::kConsumers * (dqk * 16 + 1024) +
+TFLA_HD constexpr int fwd_fused_sm90_smem_bytes(int dqk, int bv = FwdFusedSm90Shape::kBV) {
+  return 1024 + dqk * 64 * 2 + FwdFusedSm90Shape::kStages * (dqk + bv) * 64 * 2 + bv * dqk * 2 +
+         2 * 64 * 64 * 2 + FwdFusedSm90Shape::kConsumers * (dqk * 16 + 1024) +
          FwdFusedSm90Shape::kConsumers * (2 * 64 * 4 + 64 * 4) + 3 * 64 * 4 +
-         FwdFusedSm90Shape::kConsumers * 512 * 4 +
-         (2 * FwdFusedSm90Shape::kStages + 2) * 8;
+         FwdFusedSm90Shape::kConsumers * 512 * 4 + (2 * FwdFusedSm90Shape::kStages + 2) * 8;
 }
 struct MlstmFwdFusedSm90Params {
   TmaDesc q;  // dims {Dqk, S, NH, B}, box {64, 64, 1, 1}, 128B swizzle

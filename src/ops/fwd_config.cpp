@@ -28,6 +28,7 @@ const KeyTable<FwdConfig>& table() {
       {{"st_sm90", 0, 1, "state kernel on the sm90 engine (1) or mma.sync (0)"}, &FwdConfig::st_sm90},
       {{"st_seg", 1, 4096, "segments of the sequence the state recurrence walks in parallel (fused=1: the fused walk's)"}, &FwdConfig::st_seg},
       {{"fused", 0, 1, "the fused forward (sm90; 1) or the three kernels (0)"}, &FwdConfig::fused},
+      {{"fused_bv", 128, 256, "Dv columns per fused-walk CTA: 128, or 256 where Dqk <= 128"}, &FwdConfig::fused_bv},
   });
   return t;
 }
@@ -233,6 +234,7 @@ FwdConfig parallel_fwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
   c.st_warps_n = cw.st_warps_n;
   c.st_seg = cw.st_seg;
   c.fused = cw.fused;
+  c.fused_bv = cw.fused_bv;
   return c;
 }
 
@@ -385,7 +387,9 @@ FwdConfig sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev, int ch
     c.siz_b_v = bv;
     break;
   }
-  c.fused = fused_by_default(p, dev) || fused_split_by_default(p, dev, c.st_seg) ? 1 : 0;
+  const bool split = fused_split_by_default(p, dev, c.st_seg);
+  c.fused = fused_by_default(p, dev) || split ? 1 : 0;
+  if (c.fused && !split) c.fused_bv = fused_bv_by_default(p, dev);
   return c;
 }
 
@@ -430,6 +434,24 @@ bool fused_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
   return walks * 10 >= waves * sms * 8;
 }
 
+// Why: a walk's time is its chunks times the time per chunk, whatever the column width, and a
+// 256-column walk does the work of two 128-column walks of the same head in less than twice the
+// time (Q K^T, the loads of Q and K and the gate rows once for both), so where the 128-column
+// walks take more waves than the 256-column ones by more than that ratio, the wide walk wins.
+// H200, 2026-12-02, one call, `tfla bench forward --variant sig --reps 20 --config
+// fused=1,fused_bv=128|256`, S = 8192, ms: NH 16, 128 x 256, B = 4 (one wave either way) 0.365
+// against 0.637 (the ratio, 1.75); B = 8 0.718 / 0.718 against 0.685 / 0.684; B = 16 1.428
+// against 1.344; NH 16, 64 x 256, B = 8 0.637 against 0.549; NH 8, 128 x 512, B = 8 0.703
+// against 0.641.
+int fused_bv_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
+  constexpr double kWideWalkCost = 1.75;  // a 256-column walk's time over a 128-column one's
+  if (!check_fwd_fused_sm90(p, dev, 256).empty()) return 128;
+  const int64_t sms = std::max<int64_t>(1, dev.sm_count);
+  const int64_t narrow = p.B * p.NH * (p.Dv / 128), wide = narrow / 2;
+  const int64_t waves_narrow = (narrow + sms - 1) / sms, waves_wide = (wide + sms - 1) / sms;
+  return static_cast<double>(waves_wide) * kWideWalkCost < static_cast<double>(waves_narrow) ? 256 : 128;
+}
+
 std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
   if (c.parallel()) return "the sm90 engine has no parallel-form forward";
@@ -442,30 +464,34 @@ std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, con
   if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
   // A fused config's three-kernel keys are held valid too, so that the same config with fused = 0
   // (a pin, or the tuner's neighbouring point) runs.
+  if (c.fused_bv != 128 && c.fused_bv != 256) return "fused_bv must be 128 or 256";
   if (c.fused)
-    if (std::string r = check_fwd_fused_sm90(p, dev); !r.empty()) return r;
+    if (std::string r = check_fwd_fused_sm90(p, dev, c.fused_bv); !r.empty()) return r;
   if (c.st_sm90) return check_state_walk_sm90(p, dev, c.chunk, c.st_siz_b_k, c.st_siz_b_v, "st");
   if (std::string r = check_fwd_state_tiles(c, p); !r.empty()) return r;
   return check_fwd_state_limits(c, p, dev);
 }
 
 
-std::string check_fwd_fused_sm90(const MlstmProblem& p, const DeviceLimits& dev) {
+std::string check_fwd_fused_sm90(const MlstmProblem& p, const DeviceLimits& dev, int bv) {
   if (std::string why = sm90_fwd_serves(p, dev); !why.empty()) return "fused=1: " + why;
   if (p.Dqk != 64 && p.Dqk != 128 && p.Dqk != 256) return "fused=1: the fused forward needs Dqk 64, 128 or 256";
   if (p.Dv % FwdFusedSm90Shape::kBV) return "fused=1: the fused forward needs Dv a multiple of 128";
-  return over_smem(fwd_fused_sm90_smem_bytes(static_cast<int>(p.Dqk)), "fused forward kernel", dev);
+  if (bv != 128 && bv != 256) return "fused_bv must be 128 or 256";
+  if (bv == 256 && (p.Dqk > 128 || p.Dv % 256))
+    return "fused_bv=256: the fused forward's 256-column walk needs Dqk 64 or 128 and Dv a multiple of 256";
+  return over_smem(fwd_fused_sm90_smem_bytes(static_cast<int>(p.Dqk), bv), "fused forward kernel", dev);
 }
 
 // __launch_bounds__(384, 1) as the output kernel: setmaxnreg moves the producer's registers to
 // the consumers (24 / 240), whose state slice alone takes Dqk / 2.
-rt::KernelSpec fwd_fused_sm90_kernel(const MlstmProblem& p) {
+rt::KernelSpec fwd_fused_sm90_kernel(const MlstmProblem& p, int bv) {
   return rt::with_min_blocks(
       rt::render("mlstm_fwd_fused_sm90", "tfla/mlstm_fwd_fused_sm90.cuh", "tfla::mlstm_fwd_fused_sm90",
                  "tfla::MlstmFwdFusedSm90Params",
-                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)},
+                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"BV", arg(bv)},
                   {"EXP", arg(p.variant == Variant::Exp)}, {"NORMALIZE", arg(p.normalize)}},
-                 FwdFusedSm90Shape::kThreads, fwd_fused_sm90_smem_bytes(static_cast<int>(p.Dqk))),
+                 FwdFusedSm90Shape::kThreads, fwd_fused_sm90_smem_bytes(static_cast<int>(p.Dqk), bv)),
       1);
 }
 
@@ -638,7 +664,7 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
   }
   if (c.fused) {
     // the gate kernel at the config's chunk fills a saved-states buffer's gate rows
-    std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p),
+    std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, kFusedChunk), fwd_fused_sm90_kernel(p, c.fused_bv),
                                          fwd_gates_kernel(p, c.chunk)};
     // the summary walk and the fold to the segments' starts, by the config and the head sizes
     // alone (a loaded selection's kernels are keyed so; the plan launches them where it splits)

@@ -39,6 +39,9 @@ struct FwdConfig {
   // the walk fills it at `chunk` (the backward's chunk), the gate kernel running at that chunk
   // too.
   int fused = 0;
+  // The fused walk's columns of Dv per CTA: 128, or 256 where Dqk <= 128 (each consumer
+  // warpgroup then holds 128 columns of the state), half the walks of twice the width.
+  int fused_bv = 128;
   // the parallel form keeps no chunk states: no initial or last states, no saved buffer
   Form form = Form::Chunkwise;
   Engine engine = Engine::MmaSync;
@@ -91,12 +94,14 @@ std::string check_fwd_sm90_config(const FwdConfig& cfg, const MlstmProblem& p, c
 int fwd_output_sm90_smem(const FwdConfig& cfg, const MlstmProblem& p);
 // The fused forward (FwdConfig::fused): "" when it runs p on dev (the engine serves p, Dqk 64, 128
 // or 256, Dv a multiple of 128, shared memory), else why not; its kernel and chunk length.
-std::string check_fwd_fused_sm90(const MlstmProblem& p, const DeviceLimits& dev);
-rt::KernelSpec fwd_fused_sm90_kernel(const MlstmProblem& p);
+std::string check_fwd_fused_sm90(const MlstmProblem& p, const DeviceLimits& dev, int bv = 128);
+rt::KernelSpec fwd_fused_sm90_kernel(const MlstmProblem& p, int bv = 128);
 inline constexpr int kFusedChunk = 64;
 // Whether the sm90 default runs the fused forward (bf16, where it serves and its walks fill
 // their waves; see fwd_config.cpp).
 bool fused_by_default(const MlstmProblem& p, const DeviceLimits& dev);
+// The fused walk's default columns per CTA (FwdConfig::fused_bv) for an unsplit walk of p on dev.
+int fused_bv_by_default(const MlstmProblem& p, const DeviceLimits& dev);
 // The sm90 chunk-state walks for p (kernel_templates/tfla/sm90_state_walk.cuh): the forward's
 // state kernel and the backward's dC kernel, BV columns of the state per CTA.
 int state_walk_sm90_smem(const MlstmProblem& p, int bv);

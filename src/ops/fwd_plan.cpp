@@ -92,7 +92,7 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
     plan.add(0, Block::Fwd, {u(p.Dv / c.siz_b_v), u((p.S + c.siz_b_q - 1) / c.siz_b_q), bh});
     return plan;
   }
-  if (c.fused) {  // the gate kernel at chunk 64, then one CTA per 128 columns of Dv, head and segment
+  if (c.fused) {  // the gate kernel at chunk 64, then one CTA per fused_bv columns of Dv, head and segment
     if (saved) {
       const int64_t nc = (p.S + c.chunk - 1) / c.chunk;
       plan.nc = static_cast<int>(nc);
@@ -106,7 +106,7 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
         add_summary_walk(plan, p, split, 5);
         add_starts_fold(plan, p, 4);
       }
-      plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))}, c.chunk);
+      plan.add(1, Block::FwdFusedSm90, {u(p.Dv / c.fused_bv), bh, u(std::max(1, split.nseg))}, c.chunk);
       return plan;
     }
     const int64_t nc = (p.S + kFusedChunk - 1) / kFusedChunk;
@@ -121,7 +121,7 @@ Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev
       add_summary_walk(plan, p, split, 3);
       add_starts_fold(plan, p, 4);
     }
-    plan.add(1, Block::FwdFusedSm90, {u(p.Dv / FwdFusedSm90Shape::kBV), bh, u(std::max(1, split.nseg))}, kFusedChunk);
+    plan.add(1, Block::FwdFusedSm90, {u(p.Dv / c.fused_bv), bh, u(std::max(1, split.nseg))}, kFusedChunk);
     return plan;
   }
   const int64_t nc = (p.S + c.chunk - 1) / c.chunk;

@@ -53,6 +53,7 @@ struct Case {
   int seg = 0;      // st_seg pinned (the forward's walk and the backward's recompute; 0: the library's)
   int ds_seg = -1;  // ds_seg pinned (the dC walk); -1: as seg
   bool fused = false;  // the fused sm90 forward pinned (fused=1; with a saved buffer it fills it)
+  int fused_bv = 0;    // with fused: the walk's columns per CTA pinned (128 or 256; 0: the library's)
   double h_tol = 0;    // the bound on h's relative error where the dtype's default does not apply
   bool dkv = false;    // the sm90 backward's dK/dV kernel pinned (tl_sm90=1, tl_dkv=1)
   bool dc_mma = false; // the sm90 backward's dC walk pinned to mma.sync (ds_sm90=0, its default tiles)
@@ -73,6 +74,7 @@ std::string describe(const Case& c) {
   std::string out = buf;
   if (c.opts & kWalks) out += " walks";
   if (c.seg) out += " st_seg=" + std::to_string(c.seg);
+  if (c.fused_bv) out += " fused_bv=" + std::to_string(c.fused_bv);
   if (c.dkv) out += " dkv";
   if (c.dc_mma) out += " dC-mma";
   if (c.ds_seg >= 0) out += " ds_seg=" + std::to_string(c.ds_seg);
@@ -188,7 +190,9 @@ void run_case(const Case& c, uint64_t seed) {
   }
   if (c.fused) {  // the pin is what runs; its workspace is the gate kernel's alone (no chunk states)
     fo.config["fused"] = 1;
+    if (c.fused_bv) fo.config["fused_bv"] = c.fused_bv;
     CHECK(mlstm_forward_config(p, fo.config).at("fused") == 1);
+    if (c.fused_bv) CHECK(mlstm_forward_config(p, fo.config).at("fused_bv") == c.fused_bv);
     Config unfused = fo.config;
     unfused["fused"] = 0;
     CHECK(mlstm_forward_workspace_size(p, fo.config) < mlstm_forward_workspace_size(p, unfused));
@@ -448,6 +452,58 @@ TEST_CASE("the fused sm90 forward split into two segments on a small shape (run 
         run_case(w, seed++);
       }
     }
+}
+
+TEST_CASE("the fused sm90 forward in 256-column walks on a small shape (run under compute-sanitizer)",
+          "[gpu][ops][sanitize][fused_wide_small]") {
+  uint64_t seed = 4350;
+  for (DType dt : {bf, hf})
+    for (int var = 0; var < 3; ++var) {
+      // a partial chunk after two whole ones, then split in two segments filling a saved buffer
+      Case c{false, CW, var == 0 ? E : G, var != 2, dt, 1, 2, 150, 256, 128, 256, kInit | kLast};
+      c.engine = 1;
+      c.fused = true;
+      c.fused_bv = 256;
+      if (!sm90_serves(c)) { WARN("the sm90 engine does not serve this device"); return; }
+      run_case(c, seed++);
+      Case s{true, CW, var == 0 ? E : G, var != 2, dt, 1, 1, 300, 128, 128, 256, kSaved | kInit | kLast};
+      s.engine = 1;
+      s.fused = true;
+      s.fused_bv = 256;
+      s.seg = 2;
+      run_case(s, seed++);
+    }
+}
+
+TEST_CASE("the fused sm90 forward in 256-column walks matches the reference", "[gpu][ops][sm90][fused][wide]") {
+  if (!sm90_serves({false, CW, E, true, bf, 1, 1, 1, 128, 64, 64, 0})) { WARN("the sm90 engine does not serve this device"); return; }
+  // (case, st_seg): Dqk 64 and 128, Dv 256 to 512, one row, tails, initial and last states,
+  // extreme gates, strided layouts, a caller workspace on a stream, a saved buffer read by the
+  // backward, the split walk, both variants and dtypes
+  const std::vector<std::pair<Case, int>> cases = {
+      {{false, CW, E, true, bf, 2, 3, 1000, 256, 128, 256, kInit | kLast}, 0},
+      {{false, CW, G, true, bf, 1, 2, 1, 256, 128, 256, kLast}, 0},
+      {{false, CW, G, false, hf, 2, 1, 63, 256, 64, 256, kLast}, 0},
+      {{false, CW, E, true, hf, 1, 2, 2000, 256, 128, 512, kInit | kLast | kExtreme}, 0},
+      {{false, CW, G, true, bf, 1, 3, 777, 256, 64, 512, kBshd | kLast | kExtreme}, 0},
+      {{false, CW, E, true, bf, 2, 2, 1500, 256, 128, 256, kCallerWs | kStream | kLast}, 0},
+      {{false, CW, G, true, bf, 1, 1, 8192, 256, 128, 256, kInit | kLast}, 0},
+      {{true, CW, E, true, bf, 1, 2, 700, 256, 128, 256, kSaved | kInit | kDcLast}, 0},
+      {{true, CW, G, true, hf, 2, 1, 1000, 128, 128, 512, kSaved | kLast | kExtreme}, 0},
+      {{true, CW, G, false, bf, 1, 2, 383, 128, 64, 256, kSaved | kInit | kLast | kBshd}, 0},
+      {{true, CW, E, true, bf, 1, 2, 1000, 256, 128, 256, kInit | kLast}, 0},
+      // split: segments of 16 chunks of 64 and a shorter last one, with and without a saved buffer
+      {{false, CW, E, true, bf, 1, 2, 3000, 256, 128, 256, kInit | kLast}, 3},
+      {{true, CW, G, true, bf, 1, 2, 3000, 256, 128, 256, kSaved | kInit | kLast | kExtreme}, 3},
+  };
+  uint64_t seed = 9900;
+  for (auto [c, seg] : cases) {
+    c.engine = 1;
+    c.fused = true;
+    c.fused_bv = 256;
+    c.seg = seg;
+    run_case(c, seed++);
+  }
 }
 
 TEST_CASE("the fused sm90 forward filling a saved-states buffer on a small shape (run under compute-sanitizer)",

@@ -34,6 +34,7 @@ struct VCase {
   int64_t chunk = 0;       // pinned chunk; 0: the library's
   int engine = -1;         // pinned engine (0 mma.sync, 1 sm90: its output and gradient tile kernels); -1 the library's
   int fused = -1;          // the forward's fused sm90 walk pinned (1) or refused (0); -1 the library's
+  int fused_bv = 0;        // with fused = 1: its columns per CTA pinned (128 or 256); 0 the library's
   int tl_dkv = -1;         // the backward's dK and dV in one sm90 kernel (1) or two (0); -1 the library's
   int st_sm90 = -1;        // the state walks (the forward's with fused = 0, the backward's recompute) on the sm90 engine (1) or mma.sync (0); -1 the library's
   int64_t max_extra = 0;   // max_seqlen = the longest length + this (a looser bound is allowed)
@@ -48,6 +49,7 @@ std::string describe(const VCase& c) {
   if (c.chunk) s += " chunk=" + std::to_string(c.chunk);
   if (c.engine >= 0) s += c.engine ? " sm90" : " mma";
   if (c.fused >= 0) s += " fused=" + std::to_string(c.fused);
+  if (c.fused_bv) s += " fused_bv=" + std::to_string(c.fused_bv);
   if (c.tl_dkv >= 0) s += " tl_dkv=" + std::to_string(c.tl_dkv);
   if (c.st_sm90 >= 0) s += " st_sm90=" + std::to_string(c.st_sm90);
   if (c.init) s += " init";
@@ -152,7 +154,9 @@ void run_case(const VCase& c, uint64_t seed) {
   LaunchOptions fo = o;  // the forward's own keys on top
   if (c.fused >= 0) {
     fo.config["fused"] = c.fused;
+    if (c.fused_bv) fo.config["fused_bv"] = c.fused_bv;
     CHECK(mlstm_forward_config(p, fo.config).at("fused") == c.fused);
+    if (c.fused_bv) CHECK(mlstm_forward_config(p, fo.config).at("fused_bv") == c.fused_bv);
   }
   mlstm_forward(p, t, fo);
   cli::synchronize();
@@ -373,6 +377,16 @@ TEST_CASE("packed sequences match the float64 reference run sequence by sequence
     c.saved = false;  // the sm90 state walk in the forward and in the backward's recompute
     c.fused = 0;
     c.st_sm90 = 1;
+    cases.push_back(c);
+    c.st_sm90 = -1;  // the fused walk in 256-column CTAs (Dqk 128), alone and filling a saved buffer
+    c.Dqk = 128;
+    c.Dv = 256;
+    c.chunk = 0;
+    c.fused = 1;
+    c.fused_bv = 256;
+    cases.push_back(c);
+    c.saved = true;
+    c.variant = E;
     cases.push_back(c);
   }
   {

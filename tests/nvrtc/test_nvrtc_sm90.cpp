@@ -128,7 +128,16 @@ std::vector<rt::KernelSpec> bwd_tile_sm90_kernels() {
 }
 
 // The checks every sm90 kernel passes: compiled, no ptxas warning (C75xx: wgmma serialized), no
-// stack frame, no spills.
+// stack frame, no spills. One exception, bounded: the fused walk in 256-column CTAs, whose state
+// (128 registers per consumer thread) leaves ptxas at the 240-register cap; it spills up to four
+// loop-invariant words (addresses), stored before the chunk loop and reloaded a few times per
+// chunk of 64 tokens (nvdisasm of the bf16 cubins), and it is allowed a 16-byte frame, 16 bytes
+// of spill stores and 24 of loads (the packed form's 20).
+bool wide_fused_walk(const std::string& key) {
+  static const std::regex wide(R"(^mlstm_fwd_fused_sm90<[^,]+,\d+,\d+,256,)");
+  return std::regex_search(key, wide);
+}
+
 void check_clean(const std::vector<rt::KernelSpec>& specs) {
   const auto results = compile_all(specs, "sm_90a");
   const std::regex frame(
@@ -143,9 +152,10 @@ void check_clean(const std::vector<rt::KernelSpec>& specs) {
     // The verbose report must be there, or the checks below would pass vacuously.
     std::smatch m;
     REQUIRE(std::regex_search(r.log, m, frame));
-    CHECK(m[1] == "0");
-    CHECK(m[2] == "0");
-    CHECK(m[3] == "0");
+    const bool wide = wide_fused_walk(specs[i].key);
+    CHECK(std::stoi(m[1]) <= (wide ? 16 : 0));
+    CHECK(std::stoi(m[2]) <= (wide ? 16 : 0));
+    CHECK(std::stoi(m[3]) <= (wide ? 24 : 0));
   }
 }
 
@@ -220,6 +230,7 @@ TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame 
   ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
   const ops::DeviceLimits& dev = ops::DeviceLimits::reference();
   std::vector<rt::KernelSpec> specs;
+  size_t wide = 0;
   for (MlstmProblem p : sm90_problems()) {
     if (p.Dv == 64) {
       p.Dv = 128;
@@ -228,12 +239,19 @@ TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame 
     INFO(p.Dqk << "x" << p.Dv);
     REQUIRE(ops::check_fwd_fused_sm90(p, dev).empty());
     specs.push_back(ops::fwd_fused_sm90_kernel(p));
+    if (ops::check_fwd_fused_sm90(p, dev, 256).empty()) {  // the 256-column walk (Dqk <= 128)
+      specs.push_back(ops::fwd_fused_sm90_kernel(p, 256));
+      ++wide;
+    }
     if (p.Dqk % 128 == 0) {
       specs.push_back(ops::fwd_states_sm90_kernel(p, ops::kFusedChunk, 128));
       specs.push_back(ops::fwd_state_fix_kernel(p, true));
     }
   }
-  REQUIRE(specs.size() == 13 + 2 * 12);
+  CHECK(wide == 6);
+  CHECK(wide_fused_walk(ops::fwd_fused_sm90_kernel(sm90_problems()[1], 256).key));
+  CHECK(!wide_fused_walk(ops::fwd_fused_sm90_kernel(sm90_problems()[1], 128).key));
+  REQUIRE(specs.size() == 13 + 2 * 12 + wide);
   check_clean(specs);
 }
 
@@ -269,6 +287,8 @@ TEST_CASE("the sm_90a kernels of packed calls compile with no ptxas warning, sta
       ++dkv;
     }
     if (ops::check_fwd_fused_sm90(p, dev).empty()) specs.push_back(rt::with_packed(ops::fwd_fused_sm90_kernel(p)));
+    if (ops::check_fwd_fused_sm90(p, dev, 256).empty())
+      specs.push_back(rt::with_packed(ops::fwd_fused_sm90_kernel(p, 256)));
     if (b.ds_sm90) {
       specs.push_back(rt::with_packed(ops::bwd_dstates_sm90_kernel(p, b.chunk, b.ds_siz_b_v)));
       ++dc;

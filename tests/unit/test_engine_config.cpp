@@ -14,6 +14,7 @@
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
 #include "ops/plan.hpp"
+#include "tfla/mlstm_sm90_params.cuh"
 #include "tuner/search_space.hpp"
 #include "config_helpers.hpp"
 
@@ -234,6 +235,60 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
         CHECK(int64_t{s.nseg} * s.seg_chunks >= nc);
         CHECK(s.nseg <= want);
       }
+}
+
+TEST_CASE("the fused walk in 256-column CTAs: Dqk <= 128, the default where it saves a wave of walks",
+          "[engine][fused]") {
+  const MlstmProblem seed = make_problem(8, 16, 8192, 128, 256, DType::BF16);  // 256 walks of 128 columns
+  // served at Dqk 64 and 128 with Dv a multiple of 256, refused by name elsewhere
+  CHECK(ops::check_fwd_fused_sm90(seed, ref(), 256).empty());
+  CHECK(ops::check_fwd_fused_sm90(problem(8, 8192, 64, 512), ref(), 256).empty());
+  CHECK(ops::check_fwd_fused_sm90(problem(8, 8192, 256, 512), ref(), 256).find("fused_bv=256") != std::string::npos);
+  CHECK(ops::check_fwd_fused_sm90(problem(8, 8192, 128, 384), ref(), 256).find("fused_bv=256") != std::string::npos);
+  CHECK(!ops::check_fwd_fused_sm90(seed, ref(), 192).empty());
+  ops::FwdConfig bad = fwd_default(seed);
+  bad.fused_bv = 192;
+  CHECK(check_fwd(bad, seed).find("fused_bv") != std::string::npos);
+  bad.fused_bv = 256;
+  CHECK(check_fwd(bad, problem(8, 8192, 256, 512)).find("fused_bv=256") != std::string::npos);
+  CHECK(ops::acceptance(ops::Op::Forward, problem(8, 8192, 256, 512), ref(),
+                        {{"engine", 1}, {"fused", 1}, {"fused_bv", 256}})
+            .find("fused_bv=256") != std::string::npos);
+  CHECK_THROWS_AS(fwd_resolve(seed, {{"fused_bv", 512}}), Error);  // out of the key's range
+  // the default: 256 columns where the 128-column walks take more than 1.75x the waves of the
+  // 256-column ones (measured in fwd_config.cpp); 128 at one wave either way and at Dqk 256
+  CHECK(fwd_default(seed).fused_bv == 256);                                               // 2 waves -> 1
+  CHECK(fwd_default(make_problem(16, 16, 8192, 128, 256, DType::BF16)).fused_bv == 256);  // 4 -> 2
+  CHECK(fwd_default(make_problem(4, 16, 8192, 128, 256, DType::BF16)).fused_bv == 128);   // 1 -> 1
+  CHECK(fwd_default(make_problem(12, 16, 8192, 128, 256, DType::BF16)).fused_bv == 128);  // 3 -> 2
+  CHECK(fwd_default(problem(8, 8192, 256, 512)).fused_bv == 128);
+  CHECK(fwd_default(problem(1, 65536, 128, 256)).fused_bv == 128);  // split: 128-column segments
+  // the plan's grid, the kernel's key and shared memory follow the config
+  const ops::FwdConfig w = fwd_default(seed);
+  REQUIRE(w.fused == 1);
+  const ops::Plan plan = ops::fwd_plan(seed, w, ref(), false);
+  REQUIRE(plan.count == 2);
+  CHECK(plan.launches[1].block == ops::Block::FwdFusedSm90);
+  CHECK(plan.launches[1].grid.x == 1);
+  CHECK(plan.launches[1].grid.y == 128);
+  const auto ks = ops::fwd_kernels(seed, w, ref());
+  CHECK(ks[1].key == ops::fwd_fused_sm90_kernel(seed, 256).key);
+  CHECK(ks[1].key != ops::fwd_fused_sm90_kernel(seed, 128).key);
+  CHECK(ks[1].smem_bytes == tfla::fwd_fused_sm90_smem_bytes(128, 256));
+  CHECK(tfla::fwd_fused_sm90_smem_bytes(128, 256) <= ref().smem_optin_bytes);
+  ops::FwdConfig narrow = w;
+  narrow.fused_bv = 128;
+  CHECK(ops::fwd_plan(seed, narrow, ref(), false).launches[1].grid.x == 2);
+  // the tuner times both widths where the wide walk serves
+  const tuner::Enumerated e = tuner::enumerate(tuner::Family::Forward, seed, tuner::SpaceLimits{}, 0);
+  std::map<int64_t, int> widths;
+  for (const auto* list : {&e.kept, &e.pruned})
+    for (const tuner::Candidate& c : *list)
+      if (c.config.count("fused") && c.config.at("parallel") == 0 && c.config.at("fused") == 1)
+        ++widths[c.config.at("fused_bv")];
+  CHECK(widths[128] > 0);
+  CHECK(widths[256] > 0);
+  CHECK(widths.size() == 2);
 }
 
 TEST_CASE("pinned keys: a chunk the sm90 engine refuses goes to mma.sync unless the engine is pinned", "[engine]") {

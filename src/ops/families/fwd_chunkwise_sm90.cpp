@@ -37,16 +37,22 @@ class FwdChunkwiseSm90 final : public TypedFamily<FwdConfig, &check_fwd_sm90_con
   }
   // The state kernel is one axis: the sm90 kernel in its two Dv tiles (where Dqk is 128 or 256)
   // or the mma.sync kernel in its blocks and sub-block lengths, each with the three kernels
-  // (fused = 0); or the fused forward, which reads no other key but st_seg: its point sets them
-  // all to the reference device's default (what a call with a saved buffer then runs), so it is
-  // one candidate whatever the other axes chose, or one per st_seg where that axis is walked.
+  // (fused = 0); or the fused forward, which reads no other key but st_seg and fused_bv: its
+  // point sets them all to the reference device's default (what a call with a saved buffer then
+  // runs), so it is one candidate whatever the other axes chose (two where the 256-column walk
+  // serves), or one per st_seg where that axis is walked.
   std::vector<Axis> axes(const MlstmProblem& p) const override {
     Axis states;
     Config fused = sm90_fwd_config(p, DeviceLimits::reference()).to_config();
     fused["fused"] = 1;
     const bool split = p.B * p.NH <= 32 && p.S >= 8192;  // few heads on a long sequence
     if (split) fused.erase("st_seg");  // the fused walk's split is the st_seg axis too
+    fused["fused_bv"] = 128;
     states.push_back(fused);
+    if (!split && check_fwd_fused_sm90(p, DeviceLimits::reference(), 256).empty()) {
+      fused["fused_bv"] = 256;  // the walk in 256-column CTAs (Dqk <= 128): half the walks
+      states.push_back(fused);
+    }
     if (p.Dqk % 128 == 0)
       for (int64_t bv : {128, 64})
         states.push_back({{"fused", 0}, {"st_sm90", 1}, {"st_siz_b_k", p.Dqk}, {"st_siz_b_v", bv}});
