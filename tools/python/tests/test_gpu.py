@@ -1,12 +1,13 @@
 """GPU tests of tfla.torch against the float64 reference (tfla.torch.reference), through torch.
 
-Fresh random inputs every run (the seed is printed on failure); outputs come from torch's
+Fresh random inputs every run (the seed is printed on failure; TFLA_TEST_SEED=N replays it); outputs come from torch's
 allocator after it was filled with NaN (poison), so an element the kernels never wrote fails.
 Relative Frobenius errors: bf16/fp16 inputs < 2e-2, fp32 < 1e-4 (forward) and 2e-4 (gradients);
 df under the conditioned measure of src/reference (a reverse cumulative sum of differences).
 """
 
 import math
+import os
 import random
 
 import pytest
@@ -41,14 +42,40 @@ def rel(out, ref):
     return float((out - ref).norm() / den) if den > 0 else float(out.norm())
 
 
-def df_conditioned(df, ref_df, q, k, dq_ref, dk_ref, f):
-    """|df - ref|_F / |scale|_F, scale_t = sigmoid(-f_t) sum_{u>=t} (|q_u.dq_u| + |k_u.dk_u|)."""
+def df_conditioned(df, ref_df, q, k, dq_ref, dk_ref, f, last=None):
+    """|df - ref|_F / |scale|_F, scale_t = sigmoid(-f_t) (sum_{u>=t} (|q_u.dq_u| + |k_u.dk_u|) + s):
+    the terms df_t sums (d log f_t = the sum over u >= t of q_u.dq_u - k_u.dk_u, plus <C_S, dC_S>
+    where the loss takes the last state, which every f_t decays), so where they cancel (few
+    tokens) the error is judged against their size. last: ((C_S, dC_S), ...) of the reference,
+    s = the sum of |<X, dX>| per head (0 where the loss does not take the last states)."""
     df, ref_df = df.detach().double().cpu(), ref_df.detach().double().cpu()
     if not torch.isfinite(df).all():
         return math.inf
     terms = ((q.double() * dq_ref).sum(-1).abs() + (k.double() * dk_ref).sum(-1).abs()).cpu()
-    scale = torch.sigmoid(-f.double().cpu()) * terms.flip(-1).cumsum(-1).flip(-1)
+    cum = terms.flip(-1).cumsum(-1).flip(-1)
+    for x, dx in last or ():
+        if x is not None and dx is not None:
+            dims = tuple(range(2, x.dim()))
+            cum = cum + (x.detach().double() * dx.detach().double()).sum(dims).abs().cpu().unsqueeze(-1)
+    scale = torch.sigmoid(-f.double().cpu()) * cum
     return float((df - ref_df).norm() / scale.norm())
+
+
+def df_elementwise(df, ref_df, q, k, dq_ref, dk_ref, f, last=None):
+    """df_conditioned with each dot product's terms in absolute value (sum_e |q_e dq_e| +
+    |k_e dk_e|, |C_S * dC_S| summed): where a token's q.dq or k.dk cancels within itself (one token,
+    S = 1, where k.dk was 0.15 against terms summing to 226 in absolute value), the error against
+    the size of the products df is made of. About sqrt(Dqk) times smaller than df_conditioned
+    otherwise: held to a quarter of the tolerance, as di_conditioned."""
+    df, ref_df = df.detach().double().cpu(), ref_df.detach().double().cpu()
+    if not torch.isfinite(df).all():
+        return math.inf
+    terms = ((q.double() * dq_ref).abs().sum(-1) + (k.double() * dk_ref).abs().sum(-1)).cpu()
+    cum = terms.flip(-1).cumsum(-1).flip(-1)
+    for x, dx in last or ():
+        dims = tuple(range(2, x.dim()))
+        cum = cum + (x.detach().double() * dx.detach().double()).abs().sum(dims).cpu().unsqueeze(-1)
+    return float((df - ref_df).norm() / (torch.sigmoid(-f.double().cpu()) * cum).norm())
 
 
 def di_conditioned(di, ref_di, k, dk_ref, i, variant):
@@ -77,7 +104,9 @@ def poison():
 
 
 def make_inputs(B, NH, S, Dqk, Dv, dtype, gate_dtype=torch.float32, seed=None, strided=False):
-    seed = random.randrange(1 << 30) if seed is None else seed
+    # a fresh seed per call, or TFLA_TEST_SEED (the seed= of a failure's message) to replay one
+    if seed is None:
+        seed = int(os.environ["TFLA_TEST_SEED"]) if os.environ.get("TFLA_TEST_SEED") else random.randrange(1 << 30)
     g = torch.Generator(device=DEV).manual_seed(seed)
     if strided:  # the xLSTM layout: (B, S, NH, D) projections viewed as (B, NH, S, D)
         q = torch.randn(B, S, NH, Dqk, device=DEV, generator=g).to(dtype).transpose(1, 2)
@@ -169,9 +198,10 @@ def test_forward_backward_match_float64_reference(case, recompute):
     e_i, e_ic = rel(di, ref_in[3].grad), di_conditioned(di, ref_in[3].grad, ref_in[1].detach(), ref_in[1].grad,
                                                          x[3], variant)
     assert e_i < tb or e_ic < tb / 4, f"di {e_i:.3g} (against its terms {e_ic:.3g}) {tag}"
-    e_f = df_conditioned(leaves[4].grad, ref_in[4].grad, ref_in[0].detach(), ref_in[1].detach(),
-                         ref_in[0].grad, ref_in[1].grad, x[4])
-    assert e_f < tb, f"df {e_f:.3g} {tag}"
+    df_args = (leaves[4].grad, ref_in[4].grad, ref_in[0].detach(), ref_in[1].detach(), ref_in[0].grad,
+               ref_in[1].grad, x[4], ((C_ref, Wc),) if last else None)
+    e_f, e_fe = df_conditioned(*df_args), df_elementwise(*df_args)
+    assert e_f < tb or e_fe < tb / 4, f"df {e_f:.3g} (against its products {e_fe:.3g}) {tag}"
     if initial:
         assert rel(st_leaves[0].grad, ref_st[0].grad) < tb, f"dC0 {tag}"
         assert torch.count_nonzero(st_leaves[1].grad) == 0  # dn0 = 0, as in the seed

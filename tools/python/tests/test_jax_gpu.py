@@ -39,11 +39,14 @@ def rel(out, ref):
     return float((out - ref).norm() / den) if den > 0 else float(out.norm())
 
 
-def df_conditioned(df, ref_df, q, k, dq_ref, dk_ref, f):
-    """|df - ref|_F / |scale|_F, scale_t = sigmoid(-f_t) sum_{u>=t} (|q_u.dq_u| + |k_u.dk_u|)."""
+def df_conditioned(df, ref_df, q, k, dq_ref, dk_ref, f, last=None):
+    """As test_gpu.py's: scale_t = sigmoid(-f_t) (sum_{u>=t} (|q_u.dq_u| + |k_u.dk_u|) + the sum of
+    |<X, dX>| over last's (last state, its loss weight) pairs)."""
     df = torch.from_numpy(np.asarray(df, dtype=np.float64))
-    terms = (q * dq_ref).sum(-1).abs() + (k * dk_ref).sum(-1).abs()
-    scale = torch.sigmoid(-f) * terms.flip(-1).cumsum(-1).flip(-1)
+    cum = ((q * dq_ref).sum(-1).abs() + (k * dk_ref).sum(-1).abs()).flip(-1).cumsum(-1).flip(-1)
+    for x, dx in last or ():
+        cum = cum + (x.detach() * dx).sum(tuple(range(2, x.dim()))).abs().unsqueeze(-1)
+    scale = torch.sigmoid(-f) * cum
     return float((df - ref_df).norm() / scale.norm())
 
 
@@ -114,7 +117,8 @@ def test_chunkwise_matches_reference(variant, normalize, dtype, states, recomput
         assert rel(g, t.grad) < gtol, f"d{name}: {msg}"
     assert (rel(grads[3], ti.grad) < gtol
             or di_conditioned(grads[3], ti.grad, tk.detach(), tk.grad, ti.detach(), variant) < gtol / 4), f"di: {msg}"
-    assert df_conditioned(grads[4], tf.grad, tq.detach(), tk.detach(), tq.grad, tk.grad, tf.detach()) < gtol, msg
+    assert df_conditioned(grads[4], tf.grad, tq.detach(), tk.detach(), tq.grad, tk.grad, tf.detach(),
+                          ((C_ref, as_torch(wC)),)) < gtol, msg
     if states:
         assert rel(grads[5], tst[0].grad) < gtol, f"dC0: {msg}"
 
