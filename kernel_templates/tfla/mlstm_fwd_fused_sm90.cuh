@@ -506,9 +506,66 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     }
     // Both halves of P and of N_i's parts are in shared memory.
     named_bar_sync(3, 256);
+    // Once P V and n's update are done: n's update into its registers, then each row's den_i
+    // (stored by the first thread of the row in the CTA of the first Dv slice) and 1 / (den_i + eps)
+    float inv[2];
+    auto finish_rows = [&] {
+      {
+#pragma unroll
+        for (int j = 0; j < kNB; ++j) {
+          reg_fence(nacc[j]);
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
+        }
+      }
+      float rowN[2];  // N_i: both consumers' parts
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) rowN[hh] = rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        float den = 1.f;
+        if (NEED_N) {
+          if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[4 * lt + hh]));
+          else den = fmaxf(fabsf(rowN[hh]), 1.f);
+        }
+        inv[hh] = 1.f / (den + p.eps);
+        const int gi = row0 + lrow + 8 * hh;
+        if (row_out && gi < S) {
+          // (the sequence's row again from its offsets: nothing of the span stays in registers)
+          const long long o = (TFLA_PACKED ? seq_span<L>(p, b, h).row : static_cast<long long>(bh) * S) + gi;
+          if (p.norm_out) p.norm_out[o] = den;
+          if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
+        }
+      }
+    };
+    // h's columns 64 vb .. 64 vb + 63 (block vb), 16 bytes per lane and row
+    auto store_h = [&](int vb) {
+      T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + seq_span<L>(p, b, h).tok0 * p.h_ss + v0 + 64 * vb +
+              8 * cq;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int gi = row0 + lrow + 8 * hh;
+        T* row = gH + static_cast<long long>(gi) * p.h_ss;
+#pragma unroll
+        for (int j0 = 0; j0 < 8; j0 += 4) {
+          u32 pr[4];
+#pragma unroll
+          for (int k = 0; k < 4; ++k)
+            pr[k] = Elem<T>::pack2(acc_h[4 * (j0 + k) + 2 * hh] * inv[hh],
+                                   acc_h[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
+          const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
+          if constexpr (kVB > 1) {  // (an assignment became four 4-byte stores)
+            if (gi < S) __stwb(reinterpret_cast<uint4*>(row + 8 * j0), y);
+          } else {
+            if (gi < S) *reinterpret_cast<uint4*>(row + 8 * j0) = y;
+          }
+        }
+      }
+    };
     // 64 columns: P V, n's update and the state's update issued at once, h stored while the
     // update runs. (The 128-column branch below runs the same steps in another order, through
-    // lambdas; written so here, ptxas schedules this walk 2% slower.)
+    // lambdas; written so here, ptxas schedules this walk 2% slower. finish_rows and store_h
+    // leave its SASS as it was.)
     if constexpr (kVB == 1) {
       wgmma_wait<0>();
       reg_fence(acc_h);
@@ -568,53 +625,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       }
       wgmma_wait<1>();  // P V and n's update are done (groups complete in order); the update may still run
       reg_fence(acc_h);
-      {
-#pragma unroll
-        for (int j = 0; j < kNB; ++j) {
-          reg_fence(nacc[j]);
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
-        }
-      }
-      float rowN[2];  // N_i: both consumers' parts
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) rowN[hh] = rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
-      // epilogue: den_i, h_i
-      float inv[2];
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        float den = 1.f;
-        if (NEED_N) {
-          if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[4 * lt + hh]));
-          else den = fmaxf(fabsf(rowN[hh]), 1.f);
-        }
-        inv[hh] = 1.f / (den + p.eps);
-        const int gi = row0 + lrow + 8 * hh;
-        if (row_out && gi < S) {
-          // (the sequence's row again from its offsets: nothing of the span stays in registers)
-          const long long o = (TFLA_PACKED ? seq_span<L>(p, b, h).row : static_cast<long long>(bh) * S) + gi;
-          if (p.norm_out) p.norm_out[o] = den;
-          if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
-        }
-      }
-      {
-        T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + seq_span<L>(p, b, h).tok0 * p.h_ss + v0 + 8 * cq;
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int gi = row0 + lrow + 8 * hh;
-          T* row = gH + static_cast<long long>(gi) * p.h_ss;
-#pragma unroll
-          for (int j0 = 0; j0 < 8; j0 += 4) {
-            u32 pr[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-              pr[k] = Elem<T>::pack2(acc_h[4 * (j0 + k) + 2 * hh] * inv[hh],
-                                     acc_h[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
-            const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
-            if (gi < S) *reinterpret_cast<uint4*>(row + 8 * j0) = y;
-          }
-        }
-      }
+      finish_rows();
+      store_h(0);
     } else {
       // 128 columns: the state takes 128 registers, so h's two blocks of 64 columns take turns in
       // the same 32 (h, the state and the update's operands do not fit together): block 0's P V and
@@ -688,55 +700,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       issue_update(0);
       wgmma_wait<1>();  // P V and n's update (groups complete in order)
       reg_fence(acc_h);
-      {
-#pragma unroll
-        for (int j = 0; j < kNB; ++j) {
-          reg_fence(nacc[j]);
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) n_reg[j][hh] += nacc[j][2 * hh] + nacc[j][2 * hh + 1];
-        }
-      }
-      float rowN[2];  // N_i: both consumers' parts
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) rowN[hh] = rsum[lrow + 8 * hh] + rsum[L + lrow + 8 * hh];
-      // epilogue: den_i, h_i
-      float inv[2];
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        float den = 1.f;
-        if (NEED_N) {
-          if (EXP) den = fmaxf(fabsf(rowN[hh]), __expf(-mu_s[4 * lt + hh]));
-          else den = fmaxf(fabsf(rowN[hh]), 1.f);
-        }
-        inv[hh] = 1.f / (den + p.eps);
-        const int gi = row0 + lrow + 8 * hh;
-        if (row_out && gi < S) {
-          // (the sequence's row again from its offsets: nothing of the span stays in registers)
-          const long long o = (TFLA_PACKED ? seq_span<L>(p, b, h).row : static_cast<long long>(bh) * S) + gi;
-          if (p.norm_out) p.norm_out[o] = den;
-          if (p.m_out) p.m_out[o] = EXP ? mu_s[4 * lt + hh] : 0.f;
-        }
-      }
-      // h's columns 64 vb .. 64 vb + 63 (block vb), 16 bytes per lane and row
-      auto store_h = [&](int vb) {
-        T* gH = static_cast<T*>(p.h) + b * p.h_sb + h * p.h_sh + seq_span<L>(p, b, h).tok0 * p.h_ss + v0 + 64 * vb +
-                8 * cq;
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int gi = row0 + lrow + 8 * hh;
-          T* row = gH + static_cast<long long>(gi) * p.h_ss;
-#pragma unroll
-          for (int j0 = 0; j0 < 8; j0 += 4) {
-            u32 pr[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-              pr[k] = Elem<T>::pack2(acc_h[4 * (j0 + k) + 2 * hh] * inv[hh],
-                                     acc_h[4 * (j0 + k) + 2 * hh + 1] * inv[hh]);
-            const uint4 y = quad_transpose(pr[0], pr[1], pr[2], pr[3], cq);
-            if (gi < S) __stwb(reinterpret_cast<uint4*>(row + 8 * j0), y);  // (an assignment became four stores)
-          }
-        }
-      };
+      finish_rows();
       store_h(0);
       issue_qc(1);
       wgmma_wait<0>();  // block 0's update and block 1's inter part
