@@ -442,7 +442,8 @@ bool fused_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
 // fused=1,fused_bv=128|256`, S = 8192, ms: NH 16, 128 x 256, B = 4 (one wave either way) 0.365
 // against 0.637 (the ratio, 1.75); B = 8 0.718 / 0.718 against 0.685 / 0.684; B = 16 1.428
 // against 1.344; NH 16, 64 x 256, B = 8 0.637 against 0.549; NH 8, 128 x 512, B = 8 0.703
-// against 0.641.
+// against 0.641. That wide walk still stored h in 4-byte pieces; with 16-byte stores, in a later
+// call, B = 8 ran 0.651 / 0.645 (so the ratio is now lower, not measured again).
 int fused_bv_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
   constexpr double kWideWalkCost = 1.75;  // a 256-column walk's time over a 128-column one's
   if (!check_fwd_fused_sm90(p, dev, 256).empty()) return 128;
