@@ -267,6 +267,7 @@ std::string check_fwd_tiles(const FwdConfig& c, const MlstmProblem& p) {
   if (c.engine != Engine::MmaSync) return bad("an sm90 config given to the mma.sync engine");
   if (c.st_sm90) return bad("st_sm90=1 needs the sm90 engine (engine=1)");
   if (c.fused && !c.parallel()) return bad("fused=1 needs the sm90 engine (engine=1)");
+  if (c.fused_bv != 128 && c.fused_bv != 256) return bad("fused_bv must be 128 or 256");
   if (c.chunk < 16 || c.chunk % 16) return bad("chunk must be a positive multiple of 16");
   if (c.parallel()) {
     if (std::string why = parallel_seq_limit(p); !why.empty()) return why;

@@ -249,6 +249,9 @@ TEST_CASE("the fused walk in 256-column CTAs: Dqk <= 128, the default where it s
   ops::FwdConfig bad = fwd_default(seed);
   bad.fused_bv = 192;
   CHECK(check_fwd(bad, seed).find("fused_bv") != std::string::npos);
+  ops::FwdConfig mma = ops::chunkwise_fwd_config(seed, ref());  // the mma.sync engine names it too
+  mma.fused_bv = 192;
+  CHECK(check_fwd(mma, seed).find("fused_bv") != std::string::npos);
   bad.fused_bv = 256;
   CHECK(check_fwd(bad, problem(8, 8192, 256, 512)).find("fused_bv=256") != std::string::npos);
   CHECK(ops::acceptance(ops::Op::Forward, problem(8, 8192, 256, 512), ref(),
