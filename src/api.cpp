@@ -134,6 +134,12 @@ size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& 
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
   ops::FwdConfig cfg;
   cfg.apply(mlstm_forward_config(problem, config));
+  if (cfg.parallel()) {  // a call with a saved buffer runs the chunkwise form (its default, the other pins kept)
+    Config chunkwise = config;
+    chunkwise[ops::kFormKey] = 0;
+    cfg = ops::FwdConfig{};
+    cfg.apply(mlstm_forward_config(problem, chunkwise));
+  }
   return ops::saved_size(ops::launch_problem(problem), cfg.chunk);
 }
 

@@ -76,7 +76,7 @@ template <int CHUNK> __device__ __forceinline__ DkvTile dkv_tile(const MlstmBwdD
 
 // A consumer warpgroup: ROLE 0 computes dK (X = v_j, scores against dh_i, W = q_i), ROLE 1 dV
 // (X = k_j, scores against q_i, W = dh_i). Both consume every ring slot.
-template <class T, int DQK, int DV, int CHUNK, int STAGES, bool EXP, int XCOLS, int ROLE>
+template <class T, int DQK, int DV, int CHUNK, int STAGES, bool EXP, int XCOLS, bool PARALLEL, int ROLE>
 __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm90Params& P, char* sK, char* sV,
                                                             char* ring, const float* ecs, sm90::u64* full,
                                                             sm90::u64* empty, sm90::u64* ec_full,
@@ -96,6 +96,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
   // accumulator in flight would spill, as in mlstm_bwd_tile_sm90.cuh).
   constexpr bool kOverlapPW = N <= 128;
   const MlstmBwdParams& p = P.p;
+  constexpr bool has_y = !PARALLEL;  // the parallel form has no dC: no inter part
   const int NC = p.NC;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
@@ -120,7 +121,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
     // row factors: er_j = u_j and rowscale rs_j
     float er[2], rs[2];
     {
-      const float m_next = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c + 1] : 0.f;
+      const float m_next = EXP && has_y ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c + 1] : 0.f;
       const float gch = p.chunk_g[static_cast<long long>(x.bh) * NC + x.c];
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
@@ -135,7 +136,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
     mbar_wait(x_full, x_phase);
     x_phase ^= 1u;
     // inter part over dC_{c+1}'s bands (64 Dqk rows each)
-    {
+    if (has_y) {
       int prev = -1;
 #pragma unroll
       for (int a = 0; a < kQP; ++a) {
@@ -170,14 +171,14 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
       wgmma_wait<0>();
       release(prev);
       reg_fence(acc);
+#pragma unroll
+      for (int j = 0; j < kAcc / 4; ++j)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          acc[4 * j + 2 * hh] *= rs[hh];
+          acc[4 * j + 2 * hh + 1] *= rs[hh];
+        }
     }
-#pragma unroll
-    for (int j = 0; j < kAcc / 4; ++j)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        acc[4 * j + 2 * hh] *= rs[hh];
-        acc[4 * j + 2 * hh + 1] *= rs[hh];
-      }
 
     // intra-chunk part over the query tiles i >= the tile's first row
     int w_pending = -1;
@@ -294,7 +295,7 @@ __device__ __forceinline__ void mlstm_bwd_dkv_sm90_consumer(const MlstmBwdDkvSm9
   }
 }
 
-template <class T, int DQK, int DV, int CHUNK, int STAGES, bool EXP, int XCOLS>
+template <class T, int DQK, int DV, int CHUNK, int STAGES, bool EXP, int XCOLS, bool PARALLEL>
 __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_raw) {
   using namespace sm90;
   using Shape = BwdDkvSm90Shape;
@@ -315,6 +316,10 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
                 "the layout below must match bwd_dkv_sm90_smem_bytes, which the host sizes the launch with");
 
   const MlstmBwdParams& p = P.p;
+  // PARALLEL: the parallel form (one chunk, no dC_last) runs no dC walk; its plan binds no dC, and
+  // the inter part, whose dC is zero there, is left out by the producer, the factor warp and the
+  // consumers alike.
+  constexpr bool has_y = !PARALLEL;
   char* sK = align_smem<1024>(smem_raw);  // k_j: kQP panels
   char* sV = sK + kQP * kPanelBytes;       // v_j: kVP panels
   char* ring = sV + kVP * kPanelBytes;     // a slot: q_i's kQP panels, then dh_i's kVP; or a band of dC
@@ -340,7 +345,7 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
     tma_prefetch_desc(&P.k);
     tma_prefetch_desc(&P.v);
     tma_prefetch_desc(&P.dh);
-    tma_prefetch_desc(&P.y);
+    if (has_y) tma_prefetch_desc(&P.y);
   }
   __syncthreads();
 
@@ -367,7 +372,7 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
         // dC_{c+1}'s bands: 64 Dqk rows by all Dv columns
         const int cidx = x.bh * NC + x.c;
 #pragma unroll 1
-        for (int a = 0; a < kQP; ++a) {
+        for (int a = 0; a < (has_y ? kQP : 0); ++a) {
           mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
           char* slot = ring + pos.slot * kSlotBytes;
           mbar_arrive_expect_tx(&full[pos.slot], kVP * kPanelBytes);
@@ -405,11 +410,11 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
         const DkvTile x = dkv_tile<CHUNK>(P, t);
         if (x.row0 >= x.S) continue;
 #pragma unroll 1
-        for (int a = 0; a < kQP; ++a) {  // the dC bands: nothing to add
+        for (int a = 0; a < (has_y ? kQP : 0); ++a) {  // the dC bands: nothing to add
           mbar_wait(&ec_empty[pos.slot], pos.phase ^ 1u);
           fill();
         }
-        const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
+        const float m_c = EXP && has_y ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
         const float* norm = p.norm + x.nrow;
 #pragma unroll 1
         for (int n = 0; n < x.n_tiles; ++n) {
@@ -438,10 +443,10 @@ __device__ void mlstm_bwd_dkv_sm90(const MlstmBwdDkvSm90Params& P, char* smem_ra
   // the consumer's gradient, through a shuffle so the compiler knows it is warp-uniform
   const int role = __shfl_sync(0xffffffffu, wg, 0) - 1;
   if (role == 0)
-    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 0>(P, sK, sV, ring, ecs, full, empty, ec_full,
+    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, PARALLEL, 0>(P, sK, sV, ring, ecs, full, empty, ec_full,
                                                                            ec_empty, x_full, x_empty);
   else
-    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, 1>(P, sK, sV, ring, ecs, full, empty, ec_full,
+    mlstm_bwd_dkv_sm90_consumer<T, DQK, DV, CHUNK, STAGES, EXP, XCOLS, PARALLEL, 1>(P, sK, sV, ring, ecs, full, empty, ec_full,
                                                                            ec_empty, x_full, x_empty);
 }
 

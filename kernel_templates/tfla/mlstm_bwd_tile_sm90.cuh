@@ -35,7 +35,7 @@
 
 namespace tfla {
 
-template <class T, int DQK, int DV, int CHUNK, int BN, int STAGES, bool EXP, int MODE>
+template <class T, int DQK, int DV, int CHUNK, int BN, int STAGES, bool EXP, int MODE, bool PARALLEL>
 __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_raw) {
   using namespace sm90;
   using Shape = BwdTileSm90Shape;
@@ -69,6 +69,10 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
   u64* x_full = empty + STAGES;
   u64* x_empty = x_full + 1;
   constexpr int kConsumerWarps = 4 * Shape::kConsumers;
+  // PARALLEL: the parallel form (one chunk spanning the sequence, no initial state, no dC_last)
+  // runs no state kernels; its plan binds no chunk states, and the inter part, whose state is zero
+  // there, is left out.
+  constexpr bool has_y = !PARALLEL;
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(&full[s], 1);
@@ -80,7 +84,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     tma_prefetch_desc(&P.x);
     tma_prefetch_desc(&P.z);
     tma_prefetch_desc(&P.w);
-    tma_prefetch_desc(&P.y);
+    if (has_y) tma_prefetch_desc(&P.y);
   }
   __syncthreads();
 
@@ -145,7 +149,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
         // the state's blocks of 64 contraction rows (Y_KMAJOR: BN state rows of 64 Dv columns)
         const int cidx = x.bh * NC + x.c;
 #pragma unroll 1
-        for (int kb = 0; kb < kXPanels; ++kb) {
+        for (int kb = 0; kb < (has_y ? kXPanels : 0); ++kb) {
           mbar_wait(&empty[pos.slot], pos.phase ^ 1u);
           char* slot = ring + pos.slot * kSlotBytes;
           mbar_arrive_expect_tx(&full[pos.slot], kSlotBytes);
@@ -221,11 +225,12 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     const int n0 = x.nt * BN;
     const int lrow = 64 * cw + 16 * warp + g;  // this thread's rows: lrow and lrow + 8 of the tile
     const float* norm = p.norm + x.nrow;
-    const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
+    // the parallel form's stabilizer entering its one chunk is 0, as with no initial state
+    const float m_c = EXP && has_y ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
     // Row factors: er_r, fr_r and rowscale_r.
     float er[2], fr[2], rs[2];
     {
-      const float m_next = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c + 1] : 0.f;
+      const float m_next = EXP && has_y ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c + 1] : 0.f;
       const float gch = p.chunk_g[static_cast<long long>(x.bh) * NC + x.c];
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
@@ -251,7 +256,7 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
     mbar_wait(x_full, x_phase);
     x_phase ^= 1u;
     // inter part: acc = X Y over the state's DX / 64 blocks
-    {
+    if (has_y) {
       int prev = -1;
 #pragma unroll 1
       for (int kb = 0; kb < kXPanels; ++kb) {
@@ -279,14 +284,14 @@ __device__ void mlstm_bwd_tile_sm90(const MlstmBwdTileSm90Params& P, char* smem_
       wgmma_wait<0>();
       release(prev);
       reg_fence(acc);
+#pragma unroll
+      for (int j = 0; j < kAcc / 4; ++j)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          acc[4 * j + 2 * hh] *= rs[hh];
+          acc[4 * j + 2 * hh + 1] *= rs[hh];
+        }
     }
-#pragma unroll
-    for (int j = 0; j < kAcc / 4; ++j)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        acc[4 * j + 2 * hh] *= rs[hh];
-        acc[4 * j + 2 * hh + 1] *= rs[hh];
-      }
 
     // intra-chunk part. The tiles this warpgroup's rows reach: dQ the first ones (keys up to its
     // last row), dK and dV all but the first cw (queries from its first row).

@@ -70,7 +70,7 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
     tma_prefetch_desc(&P.q);
     tma_prefetch_desc(&P.k);
     tma_prefetch_desc(&P.v);
-    tma_prefetch_desc(&P.c);
+    if (p.states_C) tma_prefetch_desc(&P.c);  // the parallel form binds no chunk states
   }
   __syncthreads();
 
@@ -188,7 +188,9 @@ __device__ void mlstm_fwd_output_sm90(const MlstmFwdSm90Params& P, char* smem_ra
     // Row values from the gate kernel's workspace: r_i, beta_i, mu_i.
     float r[2], beta[2], mu[2];
     {
-      const float m_c = EXP ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
+      // a chunk without a state (the first, with no initial state) starts from m = 0; the parallel
+      // form's one chunk is such a chunk, and its plan binds no stabilizers
+      const float m_c = EXP && x.has_state ? p.chunk_m[static_cast<long long>(x.bh) * (NC + 1) + x.c] : 0.f;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const long long o = x.bh * S_pad + x.row0 + lrow + 8 * hh;

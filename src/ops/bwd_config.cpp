@@ -324,7 +324,8 @@ std::string check_bwd_config(const BwdConfig& c, const MlstmProblem& p, const De
 std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev) {
   const std::string T = device_type(p.dtype), G = device_type(p.gate_dtype);
   const bool exp = p.variant == Variant::Exp;
-  if (c.parallel()) {  // the tile modes in one launch, then the gate gradients over one chunk (0)
+  // the mma.sync parallel form: the tile modes in one launch, then the gate gradients over one chunk (0)
+  if (c.parallel() && c.engine == Engine::MmaSync) {
     return {rt::with_min_blocks(
                 rt::render("mlstm_bwd_parallel", "tfla/mlstm_bwd_tile.cuh", "tfla::mlstm_bwd_parallel",
                            "tfla::MlstmBwdParams",
@@ -339,7 +340,6 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                        {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", "0"}, {"NT", "256"}, {"EXP", arg(exp)}},
                        256, 0, false)};
   }
-  const FwdConfig rc = c.recompute_config();
   auto tile = [&](int mode) {
     if (c.tl_sm90) return bwd_tile_sm90_kernel(p, c, mode, dev);
     const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
@@ -351,6 +351,32 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                    32 * c.warps_m * c.warps_n, bwd_tile_smem(c, p, mode)),
         bwd_tile_min_blocks(c, p, mode, dev));
   };
+  auto gate_gradients = [&](std::vector<rt::KernelSpec>& specs) {
+    specs.push_back(rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
+                               "tfla::MlstmBwdParams",
+                               {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", arg(c.chunk)}, {"NT", "256"},
+                                {"EXP", arg(exp)}},
+                               256, 0, false));
+    specs.push_back(rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
+                               "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0,
+                               false));
+  };
+  auto gradient_tiles = [&](std::vector<rt::KernelSpec>& specs) {
+    specs.push_back(tile(0));
+    if (c.tl_dkv) {
+      specs.push_back(bwd_dkv_sm90_kernel(p, c, dev));
+    } else {
+      specs.push_back(tile(1));
+      specs.push_back(tile(2));
+    }
+  };
+  if (c.parallel()) {  // the sm90 engine's: gates, the gradient tiles, the gate gradients at the one chunk
+    std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, c.chunk)};
+    gradient_tiles(specs);
+    gate_gradients(specs);
+    return specs;
+  }
+  const FwdConfig rc = c.recompute_config();
   std::vector<rt::KernelSpec> specs = {fwd_gates_kernel(p, c.chunk),
                                        fwd_states_kernel(p, rc, /*need_n=*/false, dev)};
   if (c.ds_sm90)
@@ -364,20 +390,8 @@ std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& 
                     {"SPLIT", arg(c.ds_seg > 1)}},
                    32 * c.ds_warps_m * c.ds_warps_n, bwd_dstates_smem(c, p)),
         bwd_dstates_min_blocks(c, p, dev)));
-  specs.push_back(tile(0));
-  if (c.tl_dkv) {
-    specs.push_back(bwd_dkv_sm90_kernel(p, c, dev));
-  } else {
-    specs.push_back(tile(1));
-    specs.push_back(tile(2));
-  }
-  specs.push_back(rt::render("mlstm_bwd_gates_local", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_local",
-                             "tfla::MlstmBwdParams",
-                             {{"T", T}, {"G", G}, {"DQK", arg(p.Dqk)}, {"CHUNK", arg(c.chunk)}, {"NT", "256"},
-                              {"EXP", arg(exp)}},
-                             256, 0, false));
-  specs.push_back(rt::render("mlstm_bwd_gates_df", "tfla/mlstm_bwd_gates.cuh", "tfla::mlstm_bwd_gates_df",
-                             "tfla::MlstmBwdParams", {{"G", G}, {"CHUNK", arg(c.chunk)}, {"NT", "256"}}, 256, 0, false));
+  gradient_tiles(specs);
+  gate_gradients(specs);
   if (c.st_seg > 1) specs.push_back(fwd_state_fix_kernel(p, false));  // the recompute's split walk
   if (c.ds_seg > 1) specs.push_back(bwd_dstate_fix_kernel(p));  // the split dC walk
   return specs;
@@ -521,7 +535,7 @@ rt::KernelSpec bwd_tile_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, i
                  "tfla::MlstmBwdTileSm90Params",
                  {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
                   {"BN", arg(bn)}, {"STAGES", arg(stages)}, {"EXP", arg(p.variant == Variant::Exp)},
-                  {"MODE", arg(mode)}},
+                  {"MODE", arg(mode)}, {"PARALLEL", arg(c.parallel())}},
                  BwdTileSm90Shape::kThreads, bwd_tile_sm90_smem_bytes(dx, bn, stages)),
       1);
 }
@@ -553,10 +567,55 @@ rt::KernelSpec bwd_dkv_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, co
       rt::render("mlstm_bwd_dkv_sm90", "tfla/mlstm_bwd_dkv_sm90.cuh", "tfla::mlstm_bwd_dkv_sm90",
                  "tfla::MlstmBwdDkvSm90Params",
                  {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(c.chunk)},
-                  {"STAGES", arg(stages)}, {"EXP", arg(p.variant == Variant::Exp)}, {"XCOLS", arg(c.siz_b_nqk)}},
+                  {"STAGES", arg(stages)}, {"EXP", arg(p.variant == Variant::Exp)}, {"XCOLS", arg(c.siz_b_nqk)},
+                  {"PARALLEL", arg(c.parallel())}},
                  BwdDkvSm90Shape::kThreads,
                  bwd_dkv_sm90_smem_bytes(static_cast<int>(p.Dqk), static_cast<int>(p.Dv), stages)),
       1);
+}
+
+std::string sm90_parallel_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
+  if (std::string why = sm90_bwd_serves(p, dev); !why.empty()) return why;
+  if (p.S > parallel_sm90_max_seq())
+    return "the sm90 engine's parallel form takes S up to " + std::to_string(parallel_sm90_max_seq()) + " (got S = " +
+           std::to_string(p.S) + "); use the chunkwise form (parallel=0)";
+  return {};
+}
+
+// Why up to S = 512: measured faster than every other backward there (no recompute of the chunk
+// states, no dC walk, the gradient tiles only), slower than the chunkwise form at 1024. H200,
+// 2026-12-02, one call, `tfla bench backward --variant sig --tokens 65536 --reps 20`, ms, the
+// mma.sync parallel form / this one / the sm90 chunkwise default / the default before it: paper
+// heads S = 64 2.325 / 2.251 / 6.982 / 2.344, 128 2.878 / 1.899 / 4.374 / 2.888, 256 3.994 /
+// 2.149 / 3.698 / 3.979, 512 6.218 / 3.006 / 3.563 / 3.589, 1024 10.746 / 5.125 / 3.509 / 3.531;
+// the seed's heads (NH 16, 128 x 256) 64 1.880 / 1.497 / 3.810 / 1.886, 128 2.297 / 1.274 / 2.548
+// / 2.290, 256 3.160 / 1.419 / 2.427 / 3.160, 512 4.861 / 1.854 / 2.338 / 2.310, 1024 8.290 /
+// 2.853 / 2.310 / 2.265.
+bool parallel_sm90_bwd_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
+  constexpr int64_t kDefaultMaxS = 512;
+  if (p.S > kDefaultMaxS || !sm90_parallel_bwd_serves(p, dev).empty()) return false;
+  return check_bwd_parallel_sm90_config(parallel_sm90_bwd_config(p, dev), p, dev).empty();
+}
+
+BwdConfig parallel_sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
+  BwdConfig c = sm90_bwd_config(p, dev, parallel_sm90_chunk(p));
+  c.form = Form::Parallel;
+  c.st_seg = 1;
+  c.ds_seg = 1;
+  return c;
+}
+
+std::string check_bwd_parallel_sm90_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
+  if (std::string why = sm90_parallel_bwd_serves(p, dev); !why.empty()) return why;
+  if (c.chunk != parallel_sm90_chunk(p))
+    return "parallel=1 on the sm90 engine: chunk must be " + std::to_string(parallel_sm90_chunk(p)) +
+           " (the one chunk spanning S = " + std::to_string(p.S) + ")";
+  if (!c.tl_sm90) return "parallel=1 on the sm90 engine: tl_sm90 must be 1 (its gradient tiles are the form)";
+  if (std::string r = check_bwd_tiles_sm90(c, p, dev); !r.empty()) return r;
+  if (c.tl_dkv)
+    if (std::string r = check_bwd_dkv_sm90(c, p, dev); !r.empty()) return r;
+  return {};
 }
 
 std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {

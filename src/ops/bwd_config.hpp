@@ -55,6 +55,19 @@ BwdConfig parallel_bwd_config(const MlstmProblem& p, const DeviceLimits& dev);
 // The acceptance rule of both backward families: empty when cfg runs p on dev, else the first
 // violated rule (tiles and threads, shared memory against dev, the register estimate).
 std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+// ---- the sm_90a engine's parallel form (bwd.parallel.sm90) ------------------------------------
+// The gate kernel, the sm90 gradient tiles (dQ, dK and dV, or dQ and the dK/dV kernel) and the
+// gate gradients over one chunk spanning the sequence (parallel_sm90_chunk), with no state or dC
+// walk: the chunk has no state and no dC, so the tiles run only their causal parts.
+// "" when it serves p on dev (the engine's backward, S up to parallel_sm90_max_seq()), else why.
+std::string sm90_parallel_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
+// Whether it is the backward's default for p on dev (measured: see bwd_config.cpp).
+bool parallel_sm90_bwd_by_default(const MlstmProblem& p, const DeviceLimits& dev);
+// Its default: the sm90 chunkwise default's gradient tiles at its chunk.
+BwdConfig parallel_sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& dev);
+// Its acceptance rule.
+std::string check_bwd_parallel_sm90_config(const BwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+
 // The backward's kernels for a config, in launch order (chunkwise: gates, states, dC, dQ, dK,
 // dV, local gate gradients, df; parallel: the tile kernel, the gate gradients).
 std::vector<rt::KernelSpec> bwd_kernels(const MlstmProblem& p, const BwdConfig& cfg, const DeviceLimits& dev);

@@ -1,7 +1,9 @@
-// The backward families' plans (bwd.parallel.mma, bwd.chunkwise.mma, bwd.chunkwise.sm90), their
-// kernel indices in bwd_kernels' order: the parallel form's tile and gate-gradient kernels; the
-// chunkwise form's recompute (gate and state kernels), dC recurrence, dQ / dK / dV tiles and gate
-// gradients, then the split walks' fixes (the recompute's where st_seg > 1, then the dC walk's).
+// The backward families' plans (bwd.parallel.sm90, bwd.parallel.mma, bwd.chunkwise.mma,
+// bwd.chunkwise.sm90), their kernel indices in bwd_kernels' order: the sm90 parallel form's gate
+// kernel, gradient tiles and gate gradients; the mma.sync parallel form's tile and gate-gradient
+// kernels; the chunkwise form's recompute (gate and state kernels), dC recurrence, dQ / dK / dV
+// tiles and gate gradients, then the split walks' fixes (the recompute's where st_seg > 1, then
+// the dC walk's).
 #include <algorithm>
 
 #include "ops/plan.hpp"
@@ -10,12 +12,49 @@
 namespace tfla::ops {
 namespace {
 unsigned u(int64_t x) { return static_cast<unsigned>(x); }
+
+// The sm90 gradient tiles from kernel index `first`: dQ, then dK and dV, or the dK/dV kernel.
+// Persistent: one CTA per SM, or per tile where there are fewer.
+void add_gradient_tiles(Plan& plan, const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev, int first) {
+  const int64_t row_tiles = (p.S + BwdTileSm90Shape::kBR - 1) / BwdTileSm90Shape::kBR;
+  for (int mode = 0; mode < (c.tl_dkv ? 1 : 3); ++mode) {
+    const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
+    const int64_t tiles = row_tiles * ((mode == 2 ? p.Dv : p.Dqk) / bn) * p.B * p.NH;
+    plan.add(first + mode, Block::BwdTileSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1}, bn, mode);
+  }
+  if (c.tl_dkv) {
+    const int64_t tiles = (p.S + BwdDkvSm90Shape::kBR - 1) / BwdDkvSm90Shape::kBR * p.B * p.NH;
+    plan.add(first + 1, Block::BwdDkvSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1});
+  }
+}
 }  // namespace
 
 Plan bwd_plan(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev, bool saved) {
   Plan plan;
   const size_t bh = static_cast<size_t>(p.B * p.NH);
   const unsigned ubh = u(p.B * p.NH);
+  // The sm90 parallel form: the gate kernel, the gradient tiles and the gate gradients at its one
+  // chunk (kernel indices: gates 0, dQ 1, then dK and dV 2 and 3 or the dK/dV kernel 2, then the
+  // local gate gradients and df); no chunk states, no dC.
+  if (c.parallel() && c.engine == Engine::Sm90) {
+    plan.nc = 1;
+    plan.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
+    const size_t s_pad = static_cast<size_t>(c.chunk);
+    plan.take(Region::GateB, Buffer::Workspace, bh * s_pad * 4);
+    plan.take(Region::GateU, Buffer::Workspace, bh * s_pad * 4);
+    plan.take(Region::GatePm, Buffer::Workspace, bh * s_pad * 4);
+    plan.take(Region::ChunkG, Buffer::Workspace, bh * 4);
+    plan.take(Region::ChunkUmax, Buffer::Workspace, bh * 4);
+    plan.take(Region::Xpart, Buffer::Workspace, bh * s_pad * 2 * plan.xparts * 4);
+    plan.take(Region::RowX, Buffer::Workspace, bh * s_pad * 4);
+    plan.take(Region::ChunkX, Buffer::Workspace, bh * 4);
+    plan.add(0, Block::Fwd, {1, ubh, 1});
+    add_gradient_tiles(plan, p, c, dev, 1);
+    const int gates = c.tl_dkv ? 3 : 4;
+    plan.add(gates, Block::Bwd, {1, ubh, 1});
+    plan.add(gates + 1, Block::Bwd, {1, ubh, 1});
+    return plan;
+  }
   if (c.parallel()) {  // the three tile modes in one launch, then the gate gradients; xpart alone
     plan.xparts = static_cast<int>(p.Dqk / c.siz_b_nqk);
     plan.take(Region::Xpart, Buffer::Workspace, bh * static_cast<size_t>(p.S) * 2 * plan.xparts * 4);
@@ -69,17 +108,8 @@ Plan bwd_plan(const MlstmProblem& p, const BwdConfig& c, const DeviceLimits& dev
   else
     plan.add(2, Block::Bwd, {u(p.Dv / c.ds_siz_b_v), u(p.Dqk / c.ds_siz_b_k), ds_rows});
   if (plan.dwalk.nseg > 1) plan.add(ds_fix, Block::Bwd, {u((p.Dqk * p.Dv / 8 + 255) / 256), ubh, 1});
-  if (c.tl_sm90) {  // persistent: one CTA per SM, or per tile where there are fewer
-    const int64_t row_tiles = (p.S + BwdTileSm90Shape::kBR - 1) / BwdTileSm90Shape::kBR;
-    for (int mode = 0; mode < (c.tl_dkv ? 1 : 3); ++mode) {
-      const int bn = mode == 2 ? c.siz_b_nv : c.siz_b_nqk;
-      const int64_t tiles = row_tiles * ((mode == 2 ? p.Dv : p.Dqk) / bn) * p.B * p.NH;
-      plan.add(3 + mode, Block::BwdTileSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1}, bn, mode);
-    }
-    if (c.tl_dkv) {
-      const int64_t tiles = (p.S + BwdDkvSm90Shape::kBR - 1) / BwdDkvSm90Shape::kBR * p.B * p.NH;
-      plan.add(4, Block::BwdDkvSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1});
-    }
+  if (c.tl_sm90) {
+    add_gradient_tiles(plan, p, c, dev, 3);
   } else {
     const unsigned rows = u((p.S + c.siz_b_r - 1) / c.siz_b_r);
     plan.add(3, Block::Bwd, {u(p.Dqk / c.siz_b_nqk), rows, ubh});

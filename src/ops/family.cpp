@@ -125,10 +125,11 @@ Config Family::complete(const MlstmProblem& p, const DeviceLimits& dev, const Co
 
 const std::vector<const Family*>& families() {
   static const std::vector<const Family*> all{
-      &fwd_parallel_family(), &fwd_chunkwise_sm90_family(),  // forward: parallel where preferred,
-      &fwd_chunkwise_family(),                               // then the device's engine
-      &bwd_parallel_family(), &bwd_chunkwise_sm90_family(),  // backward: likewise
-      &bwd_chunkwise_family(),
+      // forward: the parallel form where preferred (the sm90 engine's first), then the device's
+      // chunkwise engine
+      &fwd_parallel_sm90_family(), &fwd_parallel_family(), &fwd_chunkwise_sm90_family(), &fwd_chunkwise_family(),
+      // backward: likewise
+      &bwd_parallel_sm90_family(), &bwd_parallel_family(), &bwd_chunkwise_sm90_family(), &bwd_chunkwise_family(),
       &step_family(),
   };
   return all;

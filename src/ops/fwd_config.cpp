@@ -195,6 +195,64 @@ bool parallel_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
   return parallel_by_default(p);
 }
 
+// ---- the sm_90a engine's parallel form ------------------------------------------------------
+
+namespace {
+// Beyond 1024 tokens the chunkwise forms win by far (the parallel form's work grows as S^2).
+constexpr int64_t kParallelSm90MaxS = 1024;
+}  // namespace
+
+int parallel_sm90_max_seq() { return static_cast<int>(kParallelSm90MaxS); }
+
+int parallel_sm90_chunk(const MlstmProblem& p) {
+  int ch = FwdOutputSm90Shape::kBQ;
+  while (ch < p.S) ch *= 2;
+  return ch;
+}
+
+std::string sm90_parallel_fwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
+  if (std::string why = sm90_fwd_serves(p, dev); !why.empty()) return why;
+  if (p.S > kParallelSm90MaxS)
+    return "the sm90 engine's parallel form takes S up to " + std::to_string(kParallelSm90MaxS) + " (got S = " +
+           std::to_string(p.S) + "); use the chunkwise form (parallel=0)";
+  return {};
+}
+
+// Why up to S = 512: measured faster than every other forward there (no chunk states written or
+// read, one launch of causal tiles at the sm90 output kernel's rate), slower than the fused walk
+// at 1024. H200, 2026-12-02, one call, `tfla bench forward --variant sig --tokens 65536 --reps
+// 20`, ms, the mma.sync parallel form / this one / the fused walk / the default before it: paper
+// heads S = 64 0.610 / 0.616 / 1.451 / 0.613, 128 1.117 / 0.425 / 1.191 / 1.120, 256 1.449 /
+// 0.479 / 1.068 / 1.070, 512 2.186 / 0.665 / 1.013 / 1.015, 1024 3.674 / 1.038 / 0.990 / 0.982;
+// the seed's heads (NH 16, 128 x 256) 64 0.854 / 0.616 / 0.847 / 0.855, 128 0.877 / 0.437 /
+// 0.733 / 0.864, 256 1.154 / 0.465 / 0.687 / 0.681, 512 1.751 / 0.613 / 0.666 / 0.674, 1024
+// 2.957 / 0.958 / 0.652 / 0.654.
+bool parallel_sm90_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
+  constexpr int64_t kDefaultMaxS = 512;
+  return p.S <= kDefaultMaxS && sm90_parallel_fwd_serves(p, dev).empty();
+}
+
+FwdConfig parallel_sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev) {
+  FwdConfig c = sm90_fwd_config(p, dev, parallel_sm90_chunk(p));
+  c.form = Form::Parallel;
+  c.fused = 0;
+  c.st_seg = 1;
+  return c;
+}
+
+std::string check_fwd_parallel_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
+  if (std::string why = sm90_parallel_fwd_serves(p, dev); !why.empty()) return why;
+  if (c.chunk != parallel_sm90_chunk(p))
+    return "parallel=1 on the sm90 engine: chunk must be " + std::to_string(parallel_sm90_chunk(p)) +
+           " (the one chunk spanning S = " + std::to_string(p.S) + ")";
+  if (c.fused) return "parallel=1 on the sm90 engine: fused must be 0 (the fused walk is a chunkwise form)";
+  if (c.siz_b_q != FwdOutputSm90Shape::kBQ) return "engine=1 (sm90): siz_b_q must be 128";
+  if (c.siz_b_kv != FwdOutputSm90Shape::kBKV) return "engine=1 (sm90): siz_b_kv must be 64";
+  if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
+    return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
+  return over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev);
+}
 
 // The parallel form runs the chunkwise output kernel over one chunk of length S, so its tiles are
 // the ones the chunkwise default picks for a chunk of about the sequence's length (64-row query
@@ -655,6 +713,8 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
                    FwdOutputSm90Shape::kThreads, fwd_output_sm90_smem(c, p)),
         1);
   };
+  if (c.parallel() && c.engine == Engine::Sm90)  // the gate and output kernels at the one chunk
+    return {fwd_gates_kernel(p, c.chunk), output_sm90()};
   if (c.parallel()) {  // the output kernel with CHUNK = 0, reading the raw gates of dtype G
     return {rt::render(
         "mlstm_fwd_output", "tfla/mlstm_fwd_output.cuh", "tfla::mlstm_fwd_output", "tfla::MlstmFwdParams",

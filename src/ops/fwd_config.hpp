@@ -176,6 +176,22 @@ int fwd_states_smem(const FwdConfig& cfg, const MlstmProblem& p);
 int fwd_states_min_blocks(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
 int fwd_output_smem(const FwdConfig& cfg, const MlstmProblem& p);
 
+// ---- the sm_90a engine's parallel form (fwd.parallel.sm90) ------------------------------------
+// Its chunkwise kernels over one chunk spanning the sequence, with no state kernel: the gate
+// kernel and the sm90 output kernel at chunk parallel_sm90_chunk(p).
+// The chunk: the shortest power of two from 128 (the output kernel's query tile) covering S.
+int parallel_sm90_chunk(const MlstmProblem& p);
+// "" when the engine's parallel forward serves p on dev (sm90_fwd_serves, S up to
+// parallel_sm90_max_seq()), else why not.
+std::string sm90_parallel_fwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
+int parallel_sm90_max_seq();
+// Whether it is the forward's default for p on dev (measured: see fwd_config.cpp).
+bool parallel_sm90_by_default(const MlstmProblem& p, const DeviceLimits& dev);
+// Its default: the sm90 chunkwise default's output tiles at its chunk.
+FwdConfig parallel_sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& dev);
+// Its acceptance rule.
+std::string check_fwd_parallel_sm90_config(const FwdConfig& cfg, const MlstmProblem& p, const DeviceLimits& dev);
+
 // The forward's kernels for a config, in launch order (the parallel form: the output kernel).
 std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& cfg, const DeviceLimits& dev);
 

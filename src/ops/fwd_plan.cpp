@@ -1,5 +1,6 @@
-// The forward families' plans (fwd.parallel.mma, fwd.chunkwise.mma, fwd.chunkwise.sm90), their
-// kernel indices in fwd_kernels' order: the parallel form's output kernel alone; the fused
+// The forward families' plans (fwd.parallel.sm90, fwd.parallel.mma, fwd.chunkwise.mma,
+// fwd.chunkwise.sm90), their kernel indices in fwd_kernels' order: the sm90 parallel form's gate
+// and output kernels at its one chunk; the mma.sync parallel form's output kernel alone; the fused
 // forward's gate kernels (chunk 64, and the config's chunk for a saved-states buffer), walk,
 // summary walks (at chunk 64, and at the config's chunk for a saved-states buffer) and fold; the chunkwise form's gate, state and output kernels and the split
 // walk's fix.
@@ -88,6 +89,15 @@ size_t saved_size(const MlstmProblem& p, int chunk) {
 Plan fwd_plan(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev, bool saved) {
   Plan plan;
   const unsigned bh = u(p.B * p.NH);
+  if (c.parallel() && c.engine == Engine::Sm90) {  // the gate kernel, the output kernel: no states
+    plan.nc = 1;
+    take_gates(plan, Buffer::Workspace, p, c.chunk, 1);
+    plan.add(0, Block::Fwd, {1, bh, 1});
+    using Shape = FwdOutputSm90Shape;
+    const int64_t tiles = (p.S + Shape::kBQ - 1) / Shape::kBQ * (p.Dv / c.siz_b_v) * p.B * p.NH;
+    plan.add(1, Block::FwdOutputSm90, {u(std::min<int64_t>(tiles, dev.sm_count)), 1, 1}, c.siz_b_v);
+    return plan;
+  }
   if (c.parallel()) {  // no workspace: the output kernel over one chunk spanning the sequence
     plan.add(0, Block::Fwd, {u(p.Dv / c.siz_b_v), u((p.S + c.siz_b_q - 1) / c.siz_b_q), bh});
     return plan;

@@ -19,13 +19,12 @@ namespace tfla::ops {
 
 size_t bwd_workspace_size(const MlstmProblem& p, const BwdConfig& cfg, bool with_saved, bool form_pinned) {
   const DeviceLimits& dev = current_limits();
-  size_t bytes = bwd_plan(p, cfg, dev, with_saved).workspace_bytes;
-  if (cfg.parallel() && !form_pinned) {
-    BwdConfig chunkwise = cfg;
-    chunkwise.form = Form::Chunkwise;
-    bytes = std::max(bytes, bwd_plan(p, chunkwise, dev, with_saved).workspace_bytes);
-  }
-  return bytes;
+  if (!cfg.parallel() || form_pinned) return bwd_plan(p, cfg, dev, with_saved).workspace_bytes;
+  // a call with states runs the chunkwise default instead; with a saved buffer only that one runs
+  BwdConfig chunkwise;
+  chunkwise.apply(resolve(Op::Backward, p, dev, {{kFormKey, 0}}).config);
+  const size_t fallback = bwd_plan(p, chunkwise, dev, with_saved).workspace_bytes;
+  return with_saved ? fallback : std::max(fallback, bwd_plan(p, cfg, dev, false).workspace_bytes);
 }
 
 std::string parallel_conflict(const BackwardTensors& t) {
@@ -173,7 +172,7 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   }
   // the recompute's block (the forward's gate and state kernels; unused with a saved buffer)
   MlstmFwdParams f{};
-  if (!cfg.parallel()) {
+  if (!cfg.parallel() || cfg.engine == Engine::Sm90) {  // the sm90 parallel form runs the gate kernel too
     fill_inputs(f, t, p);
     f.packed = g.packed;
     if (packed) f.q_sb = f.k_sb = f.v_sb = f.i_sb = f.f_sb = 0;

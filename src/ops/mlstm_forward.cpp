@@ -25,13 +25,15 @@ int selection_ordinal() {
   }
 }
 
+// A parallel config the library chose also covers the chunkwise default that a call with states
+// runs instead (resolve_call's fallback); with a saved buffer only that one runs.
 size_t fwd_workspace_size(const MlstmProblem& p, const FwdConfig& cfg, bool with_saved, bool form_pinned) {
-  FwdConfig c = cfg;
-  if (c.parallel()) {
-    if (form_pinned) return 0;
-    c.form = Form::Chunkwise;
-  }
-  return fwd_plan(p, c, current_limits(), with_saved).workspace_bytes;
+  const DeviceLimits& dev = current_limits();
+  if (!cfg.parallel() || form_pinned) return fwd_plan(p, cfg, dev, with_saved).workspace_bytes;
+  FwdConfig chunkwise;
+  chunkwise.apply(resolve(Op::Forward, p, dev, {{kFormKey, 0}}).config);
+  const size_t fallback = fwd_plan(p, chunkwise, dev, with_saved).workspace_bytes;
+  return with_saved ? fallback : std::max(fallback, fwd_plan(p, cfg, dev, false).workspace_bytes);
 }
 
 std::string parallel_conflict(const ForwardTensors& t) {
@@ -168,7 +170,7 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
       if (reinterpret_cast<uintptr_t>(o.workspace) % 256)
         throw Error(ErrorCode::InvalidArgument, "workspace must be 256-byte aligned");
     }
-  } else if (o.workspace && !cfg.parallel()) {
+  } else if (o.workspace && plan.workspace_bytes) {
     if (o.workspace_bytes < plan.workspace_bytes)
       throw Error(ErrorCode::InvalidArgument, "workspace of " + std::to_string(o.workspace_bytes) +
                                                   " bytes is too small: this forward needs " +

@@ -62,7 +62,7 @@ MlstmFwdSm90Params fwd_output_sm90_params(const MlstmProblem& p, const MlstmFwdP
   P.q = rt::tensor_map(bshd_map(prm.q, p.dtype, p.Dqk, p, prm.q_sb, prm.q_sh, prm.q_ss, Shape::kBQ, T));
   P.k = rt::tensor_map(bshd_map(prm.k, p.dtype, p.Dqk, p, prm.k_sb, prm.k_sh, prm.k_ss, Shape::kBKV, T));
   P.v = rt::tensor_map(bshd_map(prm.v, p.dtype, p.Dv, p, prm.v_sb, prm.v_sh, prm.v_ss, Shape::kBKV, T));
-  P.c = rt::tensor_map(states_map(prm.states_C, p, prm.NC));
+  P.c = states_desc(prm.states_C, p, prm.NC);
   P.q_tiles = static_cast<int>((p.S + Shape::kBQ - 1) / Shape::kBQ);
   P.v_tiles = static_cast<int>(p.Dv / siz_b_v);
   const int64_t tiles = int64_t{P.q_tiles} * P.v_tiles * p.B * p.NH;

@@ -66,6 +66,12 @@ inline rt::TensorMapSpec states_map(const void* base, const MlstmProblem& p, int
   return c;
 }
 
+// The tensor map of chunk states, or a zeroed one where the plan binds none (the parallel form,
+// whose kernels then read no states).
+inline TmaDesc states_desc(const void* base, const MlstmProblem& p, int nc) {
+  return base ? rt::tensor_map(states_map(base, p, nc)) : TmaDesc{};
+}
+
 // The parameter blocks of the chunk-state walks: the forward's state kernel (A = K, B = V) and
 // the backward's dC kernel (A = Q, B = dH), 64-row boxes.
 inline MlstmFwdStatesSm90Params fwd_states_sm90_params(const MlstmProblem& p, const MlstmFwdParams& prm) {
@@ -110,7 +116,7 @@ inline MlstmBwdTileSm90Params bwd_tile_sm90_params(const MlstmProblem& p, const 
   P.x = map(x, Shape::kBR);
   P.z = map(z, Shape::kBT);
   P.w = map(w, Shape::kBT);
-  P.y = rt::tensor_map(states_map(mode == 0 ? g.states_C : g.dstates_C, p, g.NC));
+  P.y = states_desc(mode == 0 ? g.states_C : g.dstates_C, p, g.NC);
   P.p = g;
   const bool packed = g.packed.cu_seqlens != nullptr;
   const int64_t row_tiles = packed ? packed_row_tiles(g.packed, p.B, Shape::kBR) : (p.S + Shape::kBR - 1) / Shape::kBR;
@@ -133,7 +139,7 @@ inline MlstmBwdDkvSm90Params bwd_dkv_sm90_params(const MlstmProblem& p, const Ml
   P.k = rt::tensor_map(bshd_map(g.k, p.dtype, p.Dqk, p, g.k_sb, g.k_sh, g.k_ss, rows, packed_T));
   P.v = rt::tensor_map(bshd_map(g.v, p.dtype, p.Dv, p, g.v_sb, g.v_sh, g.v_ss, rows, packed_T));
   P.dh = rt::tensor_map(bshd_map(g.dh, p.dtype, p.Dv, p, g.dh_sb, g.dh_sh, g.dh_ss, rows, packed_T));
-  P.y = rt::tensor_map(states_map(g.dstates_C, p, g.NC));
+  P.y = states_desc(g.dstates_C, p, g.NC);
   P.p = g;
   const int64_t row_tiles = packed ? packed_row_tiles(g.packed, p.B, BwdDkvSm90Shape::kBR)
                                    : (p.S + BwdDkvSm90Shape::kBR - 1) / BwdDkvSm90Shape::kBR;

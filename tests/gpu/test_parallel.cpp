@@ -5,6 +5,7 @@
 // restrictions and the library's fallback to the chunkwise form when a call has states.
 #include "tfla_catch.hpp"
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "gpu_test_util.hpp"
@@ -36,6 +37,19 @@ std::string describe(const Case& c) {
 
 const Config kParallel{{"parallel", 1}};
 const Config kChunkwise{{"parallel", 0}, {"chunk", 64}};
+
+// The parallel form of one engine (0 mma.sync, 1 sm90) for an op, or none where that engine does not
+// serve the op on p.
+std::optional<Config> parallel_on(int engine, bool backward, const MlstmProblem& p) {
+  const Config c{{"parallel", 1}, {"engine", engine}};
+  try {
+    if (backward) (void)mlstm_backward_config(p, c);
+    else (void)mlstm_forward_config(p, c);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  return c;
+}
 
 // One case's inputs on the host (rounded to the kernel's dtypes) and on the device.
 struct Data {
@@ -137,15 +151,19 @@ void check_backward(const Case& c, const Data& d, const Bwd& g, const ref::Backw
   CHECK(e_f < tol);
 }
 
-void run_case(const Case& c, uint64_t seed) {
+// fwd_par / bwd_par: the parallel configs run (kParallel: the library's choice of engine).
+void run_case(const Case& c, uint64_t seed, const Config& fwd_par = kParallel, const Config& bwd_par = kParallel) {
   INFO(describe(c));
-  std::printf("%s\n", describe(c).c_str());
+  INFO("forward " << to_string(fwd_par) << ", backward " << to_string(bwd_par));
+  std::printf("%s (forward %s, backward %s)\n", describe(c).c_str(), to_string(fwd_par).c_str(),
+              to_string(bwd_par).c_str());
   Data d = make_data(c, seed);
   const MlstmProblem& p = d.p;
-  REQUIRE(mlstm_forward_config(p, kParallel).at("parallel") == 1);
+  REQUIRE(mlstm_forward_config(p, fwd_par).at("parallel") == 1);
+  REQUIRE(mlstm_backward_config(p, bwd_par).at("parallel") == 1);
 
   // forward: h, norm and m against the recurrent reference
-  Fwd par = run_forward(d, kParallel);
+  Fwd par = run_forward(d, fwd_par);
   cli::synchronize();
   const ref::ForwardResult rf = ref::forward_recurrent(d.shape, d.opt, d.in, nullptr);
   const auto hd = test::download(par.h, p.dtype), normd = test::download(par.norm, DType::FP32),
@@ -163,7 +181,7 @@ void run_case(const Case& c, uint64_t seed) {
 
   // backward against the reference backward (which holds den and m at the forward's values)
   const ref::BackwardResult rb = ref::backward(d.shape, d.opt, d.in, nullptr, d.dh, nullptr);
-  check_backward(c, d, run_backward(d, par.norm, kParallel), rb, "backward parallel");
+  check_backward(c, d, run_backward(d, par.norm, bwd_par), rb, "backward parallel");
   if (!c.mixed) return;
 
   // the chunkwise form on the same inputs: the same h and norm; each backward on the other's norm
@@ -178,7 +196,7 @@ void run_case(const Case& c, uint64_t seed) {
   CHECK(e_nc < tol_f);
   CHECK(e_hc_ref < tol_f);
   check_backward(c, d, run_backward(d, par.norm, kChunkwise), rb, "parallel fwd + chunkwise bwd");
-  check_backward(c, d, run_backward(d, chk.norm, kParallel), rb, "chunkwise fwd + parallel bwd");
+  check_backward(c, d, run_backward(d, chk.norm, bwd_par), rb, "chunkwise fwd + parallel bwd");
 }
 
 }  // namespace
@@ -211,6 +229,48 @@ TEST_CASE("parallel forward and backward match the float64 reference", "[gpu][pa
   for (const Case& c : cases) run_case(c, seed++);
 }
 
+// Each engine's parallel form pinned, on the shapes the sm90 engine serves (16-bit inputs, Dqk a
+// multiple of 64 up to 256 forward, 128 or 256 backward; S up to 1024), and the mma.sync one on
+// the same inputs: S at, below and past the 128-row tiles and the power-of-two chunks, whole and
+// partial Dv tiles, both variants, extreme gates. Where an engine does not serve an op, that op
+// runs the other's.
+TEST_CASE("each engine's parallel form matches the float64 reference", "[gpu][parallel][engines]") {
+  const Variant E = Variant::Exp, G = Variant::Sig;
+  const DType bf = DType::BF16, hf = DType::FP16;
+  const std::vector<Case> cases = {
+      // variant norm dtype B NH S Dqk Dv extreme [gates in dtype] [mixed]
+      {E, true, bf, 2, 2, 1, 128, 128, false},
+      {G, true, bf, 3, 2, 64, 128, 256, false, false, true},
+      {E, true, hf, 2, 1, 100, 256, 512, false},
+      {G, false, bf, 1, 3, 128, 256, 192, false},
+      {E, true, bf, 2, 2, 129, 128, 64, true},
+      {G, true, hf, 1, 2, 256, 128, 256, false, false, true},
+      {E, true, bf, 1, 1, 300, 256, 512, true},
+      {G, true, bf, 2, 1, 511, 64, 128, false},
+      {E, true, bf, 1, 2, 512, 128, 384, false, true},
+      {G, false, hf, 1, 1, 777, 256, 256, true},
+      {E, true, bf, 1, 1, 1024, 128, 256, false, false, true},
+      {G, true, bf, 1, 2, 1000, 192, 128, false},
+  };
+  uint64_t seed = static_cast<uint64_t>(Catch::rngSeed()) * 1000 + 5171;
+  int sm90_fwd = 0, sm90_bwd = 0;
+  for (const Case& c : cases) {
+    const MlstmProblem p = make_data(c, seed).p;
+    for (int engine : {1, 0}) {
+      const std::optional<Config> f = parallel_on(engine, false, p), b = parallel_on(engine, true, p);
+      if (!f && !b) continue;
+      sm90_fwd += engine == 1 && f;
+      sm90_bwd += engine == 1 && b;
+      const Config other{{"parallel", 1}, {"engine", 1 - engine}};
+      run_case(c, seed, f ? *f : other, b ? *b : other);
+    }
+    ++seed;
+  }
+  // the sm90 engine served every forward here and the backwards at Dqk 128 or 256
+  CHECK(sm90_fwd == static_cast<int>(cases.size()));
+  CHECK(sm90_bwd == static_cast<int>(cases.size()) - 2);
+}
+
 TEST_CASE("parallel forms on small shapes of every dtype and variant (run under compute-sanitizer)",
           "[gpu][parallel][sanitize]") {
   uint64_t seed = 9090;
@@ -224,6 +284,21 @@ TEST_CASE("parallel forms on small shapes of every dtype and variant (run under 
   run_case({Variant::Exp, true, DType::BF16, 1, 1, 40, 64, 320, false}, seed++);
   // mixed with the chunkwise form (its gate-gradient kernel shares code with the parallel one)
   run_case({Variant::Exp, true, DType::BF16, 1, 1, 70, 64, 64, false, false, true}, seed++);
+}
+
+TEST_CASE("the sm90 engine's parallel form on small shapes (run under compute-sanitizer)",
+          "[gpu][parallel_sm90_small]") {
+  uint64_t seed = 7070;
+  const Config sm90{{"parallel", 1}, {"engine", 1}};
+  // 150 rows: two 128-row tiles, the second partial; a 64-column and a 128-column Dv
+  run_case({Variant::Exp, true, DType::BF16, 1, 2, 150, 128, 128, true}, seed++, sm90, sm90);
+  run_case({Variant::Sig, true, DType::FP16, 2, 1, 150, 256, 64, false, false, true}, seed++, sm90, sm90);
+  // dK and dV in one kernel (Dqk 128, Dv 256), and apart
+  Case c{Variant::Sig, false, DType::BF16, 1, 1, 70, 128, 256, false};
+  run_case(c, seed++, sm90, sm90);
+  Config apart = sm90;
+  apart["tl_dkv"] = 0;
+  run_case(c, seed++, sm90, apart);
 }
 
 TEST_CASE("parallel=1 pinned refuses states; the library's parallel choice falls back", "[gpu][parallel][fallback]") {

@@ -47,8 +47,11 @@ TEST_CASE("the sm90 forward serves 16-bit heads up to Dqk 256 on sm_90a, and is 
   ampere.cc_major = 8;
   CHECK(ops::sm90_fwd_serves(paper, ampere).find("sm_90a") != std::string::npos);
   CHECK(std::string(resolved(ops::Op::Forward, paper, {}, ampere).name()) == "fwd.chunkwise.mma");
-  // short sequences keep the parallel form (where the fused forward does not fill the GPU)
-  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 256, 256, 512), {}).name()) == "fwd.parallel.mma");
+  // short sequences run the engine's parallel form; where it does not serve, the mma.sync one
+  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 256, 256, 512), {}).name()) == "fwd.parallel.sm90");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 256, 96, 160), {}).name()) == "fwd.parallel.mma");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 256, 256, 512, DType::FP32), {}).name()) ==
+        "fwd.parallel.mma");
 }
 
 TEST_CASE("the sm90 forward default: 128-row tiles, its state kernel wherever Dqk is 128 or 256", "[engine]") {
@@ -143,12 +146,18 @@ TEST_CASE("the fused forward: bf16 where its walks fill their waves; its workspa
   CHECK(ks[1].key.find("mlstm_fwd_fused_sm90<") == 0);
   CHECK(ks[2].key.find("mlstm_fwd_gates<" + std::to_string(f.chunk) + ",") == 0);
   CHECK(ks[2].key == ops::fwd_kernels(p, u, ref())[0].key);  // the three kernels' own
-  // from S = 256 it beats the parallel form, which stays the default below and where it does not run
-  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 256, 256, 512), {}).name()) == "fwd.chunkwise.sm90");
-  CHECK(fwd_default(problem(256, 256, 256, 512)).fused == 1);
-  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 128, 256, 512), {}).name()) == "fwd.parallel.mma");
-  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 512, 256, 512), {}).name()) == "fwd.parallel.mma");
+  // from S = 1024 it beats the engine's parallel form, the default up to 512; the mma.sync parallel
+  // form stays the default from S = 256 only where neither serves
+  CHECK(std::string(resolved(ops::Op::Forward, problem(64, 1024, 256, 512), {}).name()) == "fwd.chunkwise.sm90");
+  CHECK(fwd_default(problem(64, 1024, 256, 512)).fused == 1);
+  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 256, 256, 512), {}).name()) == "fwd.parallel.sm90");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 128, 256, 512), {}).name()) == "fwd.parallel.sm90");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(2, 512, 256, 512), {}).name()) == "fwd.parallel.sm90");
   CHECK(std::string(resolved(ops::Op::Forward, problem(256, 512, 256, 512, DType::FP16), {}).name()) ==
+        "fwd.parallel.sm90");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(256, 1024, 256, 512), {{"parallel", 1}}).name()) ==
+        "fwd.parallel.sm90");
+  CHECK(std::string(resolved(ops::Op::Forward, problem(64, 2048, 256, 512), {{"parallel", 1}}).name()) ==
         "fwd.parallel.mma");
   // the tuner times the fused forward once per chunk length (the chunk a call with a saved buffer
   // runs), whatever the other axes chose, beside the three kernels; with few heads on a long

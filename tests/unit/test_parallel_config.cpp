@@ -195,13 +195,26 @@ TEST_CASE("the library's parallel choice falls back to the chunkwise default for
 TEST_CASE("workspace sizes: none pinned parallel, the fallback's when the library chooses", "[parallel][api]") {
   const MlstmProblem p = problem(128);
   REQUIRE(fwd_default(p).parallel() == 1);
-  CHECK(mlstm_forward_workspace_size(p, {{"parallel", 1}}) == 0);
+  const Config mma{{"parallel", 1}, {"engine", 0}}, sm90{{"parallel", 1}, {"engine", 1}};
+  CHECK(mlstm_forward_workspace_size(p, mma) == 0);
   CHECK(mlstm_forward_workspace_size(p) == mlstm_forward_workspace_size(p, {{"parallel", 0}}));
   CHECK(mlstm_forward_workspace_size(p) > 0);
-  const size_t par = mlstm_backward_workspace_size(p, {{"parallel", 1}});
-  // the parallel backward's one buffer: fp32 partial dots (B*NH, S, 2, Dqk / siz_b_nqk)
+  const size_t par = mlstm_backward_workspace_size(p, mma);
+  // the mma.sync parallel backward's one buffer: fp32 partial dots (B*NH, S, 2, Dqk / siz_b_nqk)
   const ops::BwdConfig b = par_bwd(p);
   CHECK(par == static_cast<size_t>(p.B * p.NH * p.S * 2 * (p.Dqk / b.siz_b_nqk) * 4));
+  // the sm90 engine's: the gate kernel's rows (three fp32 rows of its one chunk and two chunk
+  // values per head), each region rounded to 256 bytes; the backward adds its partial dots, the
+  // rows' reverse sums and the chunk totals
+  auto r256 = [](int64_t x) { return static_cast<size_t>((x + 255) / 256 * 256); };
+  const int64_t bh = p.B * p.NH, ch = ops::parallel_sm90_chunk(p);
+  REQUIRE(ch == 128);
+  const size_t gates = 3 * r256(bh * ch * 4) + 2 * r256(bh * 4);
+  CHECK(mlstm_forward_workspace_size(p, sm90) == gates);
+  ops::BwdConfig sb;
+  sb.apply(mlstm_backward_config(p, sm90));
+  CHECK(mlstm_backward_workspace_size(p, sm90) ==
+        gates + r256(bh * ch * 2 * (p.Dqk / sb.siz_b_nqk) * 4) + r256(bh * ch * 4) + r256(bh * 4));
   CHECK(mlstm_backward_workspace_size(p) >= mlstm_backward_workspace_size(p, {{"parallel", 0}}));
   CHECK(mlstm_backward_workspace_size(p) >= par);
   // where the parallel backward is the default, its size covers the chunkwise one a call with

@@ -129,6 +129,7 @@ std::vector<std::string> check_plan(const Plan& plan, const std::vector<rt::Kern
 
 // The kernel sequence a forward config runs.
 std::vector<std::string> expected_fwd(const ops::FwdConfig& c, const Plan& plan) {
+  if (c.parallel() && c.engine == ops::Engine::Sm90) return {"mlstm_fwd_gates", "mlstm_fwd_output_sm90"};
   if (c.parallel()) return {"mlstm_fwd_output"};
   if (c.fused) {  // split: the summary walk and the fold to the segments' starts before the walks
     if (plan.walk.nseg > 1)
@@ -142,13 +143,15 @@ std::vector<std::string> expected_fwd(const ops::FwdConfig& c, const Plan& plan)
 }
 
 std::vector<std::string> expected_bwd(const ops::BwdConfig& c, const Plan& plan, bool saved) {
-  if (c.parallel()) return {"mlstm_bwd_parallel", "mlstm_bwd_gates_local"};
+  if (c.parallel() && c.engine == ops::Engine::MmaSync) return {"mlstm_bwd_parallel", "mlstm_bwd_gates_local"};
   std::vector<std::string> v;
-  if (!saved) {
+  if (c.parallel()) {  // the sm90 engine's: the gate kernel, the tiles, the gate gradients; no walk
+    v.push_back("mlstm_fwd_gates");
+  } else if (!saved) {
     v = {"mlstm_fwd_gates", c.st_sm90 ? "mlstm_fwd_states_sm90" : "mlstm_fwd_states"};
     if (plan.walk.nseg > 1) v.push_back("mlstm_fwd_state_fix");
   }
-  v.push_back(c.ds_sm90 ? "mlstm_bwd_dstates_sm90" : "mlstm_bwd_dstates");
+  if (!c.parallel()) v.push_back(c.ds_sm90 ? "mlstm_bwd_dstates_sm90" : "mlstm_bwd_dstates");
   if (plan.dwalk.nseg > 1) v.push_back("mlstm_bwd_dstate_fix");
   for (int mode = 0; mode < (c.tl_dkv ? 1 : 3); ++mode)
     v.push_back(std::string(c.tl_sm90 ? "mlstm_bwd_tile_sm90" : "mlstm_bwd_tile") + std::to_string(mode));
@@ -185,9 +188,12 @@ void check_config(ops::Op op, const MlstmProblem& p, const ops::Resolved& r, Cou
       n.sm90 += c.engine == ops::Engine::Sm90;
       // the size queries answer the plan's sizes (a call with a saved buffer runs fused = 0)
       if (!c.fused || !saved) CHECK(mlstm_forward_workspace_size(p, r.config, saved) == plan.workspace_bytes);
-      if (c.parallel()) {
-        CHECK(plan.workspace_bytes == 0);
+      if (c.parallel()) {  // the sm90 engine's: the gate kernel's rows of its one chunk, no states
         CHECK(plan.saved_bytes == 0);
+        CHECK(plan.nc == 1);
+        CHECK((plan.workspace_bytes > 0) == (c.engine == ops::Engine::Sm90));
+        CHECK(plan[Region::StatesC].buffer == Buffer::None);
+        CHECK(plan[Region::ChunkM].buffer == Buffer::None);
       } else if (!c.fused) {
         CHECK(plan.nc == (p.S + c.chunk - 1) / c.chunk);
         CHECK(plan.saved_bytes == (saved ? mlstm_saved_size(p, r.config) : 0));
@@ -240,6 +246,9 @@ void check_config(ops::Op op, const MlstmProblem& p, const ops::Resolved& r, Cou
 const std::vector<Config>& pins(ops::Op op) {
   static const std::vector<Config> fwd{{},
                                        {{"parallel", 1}},
+                                       {{"parallel", 1}, {"engine", 0}},
+                                       {{"parallel", 1}, {"engine", 1}},
+                                       {{"parallel", 1}, {"engine", 1}, {"siz_b_v", 64}},
                                        {{"parallel", 0}},
                                        {{"engine", 0}},
                                        {{"engine", 1}},
@@ -252,6 +261,9 @@ const std::vector<Config>& pins(ops::Op op) {
                                        {{"chunk", 64}}};
   static const std::vector<Config> bwd{{},
                                        {{"parallel", 1}},
+                                       {{"parallel", 1}, {"engine", 0}},
+                                       {{"parallel", 1}, {"engine", 1}},
+                                       {{"parallel", 1}, {"engine", 1}, {"tl_dkv", 0}},
                                        {{"parallel", 0}},
                                        {{"engine", 0}},
                                        {{"engine", 1}},

@@ -11,9 +11,11 @@
 namespace tfla::ops {
 
 // One per family file; the registry (ops/family.cpp) lists them in preference order.
+const Family& fwd_parallel_sm90_family();
 const Family& fwd_parallel_family();
 const Family& fwd_chunkwise_sm90_family();
 const Family& fwd_chunkwise_family();
+const Family& bwd_parallel_sm90_family();
 const Family& bwd_parallel_family();
 const Family& bwd_chunkwise_sm90_family();
 const Family& bwd_chunkwise_family();
