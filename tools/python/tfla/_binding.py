@@ -71,7 +71,12 @@ def saved_backward_config(plan, fwd_config, bwd_config):
     """The backward's config when it reads the forward's saved states: those are laid out by
     the forward's chunk in the chunkwise form, so the backward must use them (its other pinned
     keys stay)."""
-    chunk = kernel_config(plan, "fwd", fwd_config)["chunk"]
+    fwd = kernel_config(plan, "fwd", fwd_config)
+    if fwd.get("parallel"):  # a forward with a saved buffer runs the chunkwise form (its other pins kept)
+        pinned = parse_config(config_text(fwd_config))
+        pinned["parallel"] = 0
+        fwd = kernel_config(plan, "fwd", pinned)
+    chunk = fwd["chunk"]
     if kernel_config(plan, "bwd", bwd_config).get("chunk") != chunk:
         cfg = parse_config(config_text(bwd_config))
         cfg.pop("parallel", None)

@@ -78,6 +78,18 @@ def sizes(plan, opts, keep):
     return out
 
 
+def parallel_backward(plan, opts):
+    """Whether the backward of plan runs the parallel form (with no states and no saved buffer)."""
+    key = ("parallel_backward", plan_key(plan), opts.bwd_config)
+    with _memo_lock:
+        hit = _memo.get(key)
+    if hit is None:
+        hit = _binding.kernel_config(plan, "bwd", opts.bwd_config).get("parallel") == 1
+        with _memo_lock:
+            _memo[key] = hit
+    return hit
+
+
 class ForwardEntry:
     """One (shapes, strides, dtypes, device, options, keep) of the chunkwise forward: its checked
     plan, output shapes, sizes and prepared calls (the backward's made at its first use)."""
@@ -90,6 +102,14 @@ class ForwardEntry:
                              variant=opts.variant, normalize=opts.normalize, eps=opts.eps,
                              scale=opts.scale)
         B, NH, S, Dqk, Dv = plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv
+        # keep: what the caller asked (the entry's key); self.keep: whether the forward fills a
+        # saved buffer, which it does not where the backward would run the parallel form (no
+        # states in or out): that form reads no chunk states, and a saved buffer would move
+        # both passes to the chunkwise form.
+        self.keep_requested = keep
+        if keep and c0 is None and n0 is None and m0 is None and not opts.return_last_states \
+                and parallel_backward(plan, opts):
+            keep = False
         self.plan, self.opts, self.keep = plan, opts, keep
         self.exp = opts.variant == "exp"
         self.device = q.device
@@ -133,7 +153,7 @@ def forward_entry(q, k, v, i, f, c0, n0, m0, opts, keep):
     """The ForwardEntry of a call: the thread's previous one when its options and its tensors'
     check match, else looked up by the signatures (made and cached at the first call)."""
     e = _entries.last
-    if e is not None and e.keep is keep and (e.opts is opts or e.opts == opts):
+    if e is not None and e.keep_requested is keep and (e.opts is opts or e.opts == opts):
         if c0 is None and n0 is None and m0 is None:
             if e.with_states is False and e.same(q, k, v, i, f):
                 return e

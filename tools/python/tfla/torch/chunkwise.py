@@ -10,7 +10,9 @@ model switches by changing its import. Differences, all deliberate:
   kernel configuration goes in the keyword-only `config` / `backward_config`.
 - recompute_states_in_bw defaults to None: tfla keeps the forward's chunk states for the
   backward (ForwardTensors::saved) whenever a backward will follow, which makes forward +
-  backward about 10% faster; True recomputes them (less memory held between the passes).
+  backward about 10% faster; True recomputes them (less memory held between the passes). Where
+  the backward runs the parallel form (short sequences with no states in or out), which reads
+  no chunk states, none are kept, so both passes run that form.
 - Inputs are used in place (no .contiguous() copies): q, k, v need a contiguous last
   dimension, the states must be contiguous float32; anything else raises TflaArgumentError.
   Gates may be float32 or the input dtype, with any strides.
