@@ -56,18 +56,32 @@ def plan_key(plan):
             plan.normalize, plan.eps, plan.scale)
 
 
-def sizes(plan, opts, keep):
+def _form_pinned(plan, op, config):
+    """config with the form the library resolves it to pinned, so that a size query answers for
+    that form alone (unpinned, a parallel default's sizes also cover the chunkwise form a call
+    with states falls back to)."""
+    cfg = _binding.parse_config(_binding.config_text(config))
+    if "parallel" not in cfg:
+        cfg["parallel"] = _binding.kernel_config(plan, op, config).get("parallel", 0)
+    return _binding.config_text(cfg)
+
+
+def sizes(plan, opts, keep, stateless=False):
     """(forward workspace or saved bytes, backward config text, backward workspace bytes, the
-    forward's workspace beside a saved buffer)."""
-    key = (plan_key(plan), opts.fwd_config, opts.bwd_config, keep)
+    forward's workspace beside a saved buffer). stateless: the calls take no initial states and
+    return no last states (so no dC_last either), so they run the form the library picks, never
+    its chunkwise fallback, and need only that form's workspace."""
+    key = (plan_key(plan), opts.fwd_config, opts.bwd_config, keep, stateless)
     with _memo_lock:
         hit = _memo.get(key)
     if hit is not None:
         return hit
     bwd_cfg = opts.bwd_config
     if not keep:
-        out = (_binding.forward_workspace_size(plan, opts.fwd_config), bwd_cfg,
-               _binding.backward_workspace_size(plan, bwd_cfg), 0)
+        fwd_q, bwd_q = opts.fwd_config, bwd_cfg
+        if stateless:
+            fwd_q, bwd_q = _form_pinned(plan, "fwd", fwd_q), _form_pinned(plan, "bwd", bwd_q)
+        out = (_binding.forward_workspace_size(plan, fwd_q), bwd_cfg, _binding.backward_workspace_size(plan, bwd_q), 0)
     else:
         bwd_cfg = _binding.saved_backward_config(plan, opts.fwd_config, bwd_cfg)
         out = (_binding.saved_size(plan, opts.fwd_config), bwd_cfg,
@@ -76,6 +90,13 @@ def sizes(plan, opts, keep):
     with _memo_lock:
         _memo[key] = out
     return out
+
+
+def keeps_saved(plan, opts, keep, stateless):
+    """Whether a forward asked to keep its states for the backward (keep) fills a saved buffer:
+    not where the backward runs the parallel form (stateless calls), which reads no chunk states;
+    a saved buffer would move both passes to the chunkwise form."""
+    return keep and not (stateless and parallel_backward(plan, opts))
 
 
 def parallel_backward(plan, opts):
@@ -103,13 +124,10 @@ class ForwardEntry:
                              scale=opts.scale)
         B, NH, S, Dqk, Dv = plan.B, plan.NH, plan.S, plan.Dqk, plan.Dv
         # keep: what the caller asked (the entry's key); self.keep: whether the forward fills a
-        # saved buffer, which it does not where the backward would run the parallel form (no
-        # states in or out): that form reads no chunk states, and a saved buffer would move
-        # both passes to the chunkwise form.
+        # saved buffer (keeps_saved)
         self.keep_requested = keep
-        if keep and c0 is None and n0 is None and m0 is None and not opts.return_last_states \
-                and parallel_backward(plan, opts):
-            keep = False
+        stateless = c0 is None and n0 is None and m0 is None and not opts.return_last_states
+        keep = keeps_saved(plan, opts, keep, stateless)
         self.plan, self.opts, self.keep = plan, opts, keep
         self.exp = opts.variant == "exp"
         self.device = q.device
@@ -122,7 +140,7 @@ class ForwardEntry:
         self.qk_shape = (B, NH, S, Dqk)
         self.gate_shape = (B, NH, S)
         self.C_shape, self.n_shape, self.m_shape = (B, NH, Dqk, Dv), (B, NH, Dqk), (B, NH, 1)
-        fwd_bytes, self.bwd_config, self.bwd_bytes, self.split_bytes = sizes(plan, opts, keep)
+        fwd_bytes, self.bwd_config, self.bwd_bytes, self.split_bytes = sizes(plan, opts, keep, stateless)
         self.fwd_bytes = fwd_bytes
         self.forward = PreparedForward(plan, opts.fwd_config, keep, fwd_bytes, self.split_bytes)
         self._backward = None

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .. import _binding
 from .._errors import TflaArgumentError
-from ._launch import Options, forward_entry, run_backward, run_forward, sizes
+from ._launch import Options, forward_entry, keeps_saved, run_backward, run_forward, sizes
 
 _EMPTY = (0,)
 
@@ -67,13 +67,16 @@ def mlstm_fwd(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, c0: Optiona
             _or_empty(saved, h, torch.uint8))
 
 
-def _saved_bytes(q, i, v, variant, normalize, eps, scale, fwd_config, bwd_config):
+def _saved_bytes(q, i, v, c0, variant, normalize, eps, scale, fwd_config, bwd_config, return_last_states):
+    """The saved buffer's size as the real op fills it: 0 where it keeps none (keeps_saved)."""
     B, NH, S, Dqk = (int(x) for x in q.shape)
     Dv = int(v.shape[-1])
     plan = _binding.make_plan(B, NH, S, Dqk, Dv, dtype=str(q.dtype).split(".")[-1],
                               gate_dtype=str(i.dtype).split(".")[-1], variant=variant,
                               normalize=normalize, eps=eps, scale=scale if scale > 0 else None)
-    opts = _options(variant, normalize, eps, scale, fwd_config, bwd_config, False, False)
+    opts = _options(variant, normalize, eps, scale, fwd_config, bwd_config, return_last_states, False)
+    if not keeps_saved(plan, opts, True, c0 is None and not return_last_states):
+        return 0
     return sizes(plan, opts, True)[0]
 
 
@@ -90,7 +93,8 @@ def _(q, k, v, i, f, c0, n0, m0, variant, normalize, eps, scale, fwd_config, bwd
         m = q.new_empty((B, NH, 1) if variant == "exp" else _EMPTY, dtype=f32)
     else:
         C, n, m = (q.new_empty(_EMPTY, dtype=f32) for _ in range(3))
-    nbytes = _saved_bytes(q, i, v, variant, normalize, eps, scale, fwd_config, bwd_config) if keep_saved else 0
+    nbytes = (_saved_bytes(q, i, v, c0, variant, normalize, eps, scale, fwd_config, bwd_config, return_last_states)
+              if keep_saved else 0)
     saved = q.new_empty((nbytes,) if keep_saved else _EMPTY, dtype=torch.uint8)
     return h, norm, C, n, m, saved
 
@@ -105,11 +109,12 @@ def mlstm_bwd(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, c0: Optiona
               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The backward of mlstm_fwd (its inputs, its norm and saved outputs, dh and the optional
     dC_last): dq, dk, dv, di, df, and dC0 (empty without c0)."""
-    saved = _none_if_empty(saved)
-    opts = _options(variant, normalize, eps, scale, fwd_config, bwd_config, False, saved is None)
+    saved, dC_last = _none_if_empty(saved), _none_if_empty(dC_last)
+    # return_last_states stands for dC_last here: the entry's workspace then covers the chunkwise
+    # backward that a dC_last runs
+    opts = _options(variant, normalize, eps, scale, fwd_config, bwd_config, dC_last is not None, saved is None)
     e = forward_entry(q, k, v, i, f, c0, n0, m0, opts, saved is not None)
-    dq, dk, dv, di, df, dC0 = run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh,
-                                           _none_if_empty(dC_last))
+    dq, dk, dv, di, df, dC0 = run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
     return dq, dk, dv, di, df, _or_empty(dC0, dh)
 
 
