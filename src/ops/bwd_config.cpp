@@ -576,10 +576,7 @@ rt::KernelSpec bwd_dkv_sm90_kernel(const MlstmProblem& p, const BwdConfig& c, co
 
 std::string sm90_parallel_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   if (std::string why = sm90_bwd_serves(p, dev); !why.empty()) return why;
-  if (p.S > parallel_sm90_max_seq())
-    return "the sm90 engine's parallel form takes S up to " + std::to_string(parallel_sm90_max_seq()) + " (got S = " +
-           std::to_string(p.S) + "); use the chunkwise form (parallel=0)";
-  return {};
+  return parallel_sm90_seq_limit(p);
 }
 
 // Why up to S = 512: measured faster than every other backward there (no recompute of the chunk
@@ -608,9 +605,7 @@ BwdConfig parallel_sm90_bwd_config(const MlstmProblem& p, const DeviceLimits& de
 std::string check_bwd_parallel_sm90_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
   if (std::string why = sm90_parallel_bwd_serves(p, dev); !why.empty()) return why;
-  if (c.chunk != parallel_sm90_chunk(p))
-    return "parallel=1 on the sm90 engine: chunk must be " + std::to_string(parallel_sm90_chunk(p)) +
-           " (the one chunk spanning S = " + std::to_string(p.S) + ")";
+  if (std::string why = check_parallel_sm90_chunk(p, c.chunk); !why.empty()) return why;
   if (!c.tl_sm90) return "parallel=1 on the sm90 engine: tl_sm90 must be 1 (its gradient tiles are the form)";
   if (std::string r = check_bwd_tiles_sm90(c, p, dev); !r.empty()) return r;
   if (c.tl_dkv)

@@ -59,7 +59,7 @@ std::string check_bwd_config(const BwdConfig& cfg, const MlstmProblem& p, const 
 // The gate kernel, the sm90 gradient tiles (dQ, dK and dV, or dQ and the dK/dV kernel) and the
 // gate gradients over one chunk spanning the sequence (parallel_sm90_chunk), with no state or dC
 // walk: the chunk has no state and no dC, so the tiles run only their causal parts.
-// "" when it serves p on dev (the engine's backward, S up to parallel_sm90_max_seq()), else why.
+// "" when it serves p on dev (the engine's backward, S up to 1024), else why.
 std::string sm90_parallel_bwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
 // Whether it is the backward's default for p on dev (measured: see bwd_config.cpp).
 bool parallel_sm90_bwd_by_default(const MlstmProblem& p, const DeviceLimits& dev);

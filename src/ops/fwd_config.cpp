@@ -202,20 +202,27 @@ namespace {
 constexpr int64_t kParallelSm90MaxS = 1024;
 }  // namespace
 
-int parallel_sm90_max_seq() { return static_cast<int>(kParallelSm90MaxS); }
-
 int parallel_sm90_chunk(const MlstmProblem& p) {
   int ch = FwdOutputSm90Shape::kBQ;
   while (ch < p.S) ch *= 2;
   return ch;
 }
 
+std::string parallel_sm90_seq_limit(const MlstmProblem& p) {
+  if (p.S <= kParallelSm90MaxS) return {};
+  return "the sm90 engine's parallel form takes S up to " + std::to_string(kParallelSm90MaxS) + " (got S = " +
+         std::to_string(p.S) + "); use the chunkwise form (parallel=0)";
+}
+
+std::string check_parallel_sm90_chunk(const MlstmProblem& p, int chunk) {
+  if (chunk == parallel_sm90_chunk(p)) return {};
+  return "parallel=1 on the sm90 engine: chunk must be " + std::to_string(parallel_sm90_chunk(p)) +
+         " (the one chunk spanning S = " + std::to_string(p.S) + ")";
+}
+
 std::string sm90_parallel_fwd_serves(const MlstmProblem& p, const DeviceLimits& dev) {
   if (std::string why = sm90_fwd_serves(p, dev); !why.empty()) return why;
-  if (p.S > kParallelSm90MaxS)
-    return "the sm90 engine's parallel form takes S up to " + std::to_string(kParallelSm90MaxS) + " (got S = " +
-           std::to_string(p.S) + "); use the chunkwise form (parallel=0)";
-  return {};
+  return parallel_sm90_seq_limit(p);
 }
 
 // Why up to S = 512: measured faster than every other forward there (no chunk states written or
@@ -243,9 +250,7 @@ FwdConfig parallel_sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& de
 std::string check_fwd_parallel_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
   if (std::string why = sm90_parallel_fwd_serves(p, dev); !why.empty()) return why;
-  if (c.chunk != parallel_sm90_chunk(p))
-    return "parallel=1 on the sm90 engine: chunk must be " + std::to_string(parallel_sm90_chunk(p)) +
-           " (the one chunk spanning S = " + std::to_string(p.S) + ")";
+  if (std::string why = check_parallel_sm90_chunk(p, c.chunk); !why.empty()) return why;
   if (c.fused) return "parallel=1 on the sm90 engine: fused must be 0 (the fused walk is a chunkwise form)";
   if (c.siz_b_q != FwdOutputSm90Shape::kBQ) return "engine=1 (sm90): siz_b_q must be 128";
   if (c.siz_b_kv != FwdOutputSm90Shape::kBKV) return "engine=1 (sm90): siz_b_kv must be 64";

@@ -181,10 +181,13 @@ int fwd_output_smem(const FwdConfig& cfg, const MlstmProblem& p);
 // kernel and the sm90 output kernel at chunk parallel_sm90_chunk(p).
 // The chunk: the shortest power of two from 128 (the output kernel's query tile) covering S.
 int parallel_sm90_chunk(const MlstmProblem& p);
-// "" when the engine's parallel forward serves p on dev (sm90_fwd_serves, S up to
-// parallel_sm90_max_seq()), else why not.
+// "" when the engine's parallel forward serves p on dev (sm90_fwd_serves, S up to 1024), else
+// why not.
 std::string sm90_parallel_fwd_serves(const MlstmProblem& p, const DeviceLimits& dev);
-int parallel_sm90_max_seq();
+// Both ops' parts of it: "" when S is at most 1024, else why; "" when chunk is
+// the one chunk spanning S, else why.
+std::string parallel_sm90_seq_limit(const MlstmProblem& p);
+std::string check_parallel_sm90_chunk(const MlstmProblem& p, int chunk);
 // Whether it is the forward's default for p on dev (measured: see fwd_config.cpp).
 bool parallel_sm90_by_default(const MlstmProblem& p, const DeviceLimits& dev);
 // Its default: the sm90 chunkwise default's output tiles at its chunk.
