@@ -19,10 +19,14 @@ struct SpaceFilter {
   std::vector<DType> dtypes{DType::BF16, DType::FP16, DType::FP32};
   std::vector<std::pair<int, int>> dims{{64, 64}, {128, 128}, {128, 256}, {256, 256},
                                         {256, 512}, {96, 160}, {16, 16},  {512, 512}};
-  std::vector<int64_t> seq_lens{64, 8192};
-  // (B, NH): one head, whose long walks the defaults split into sequence segments, and a batch of
-  // 64 heads, which fills the GPU (unsplit walks, the fused forward where it serves)
-  std::vector<std::pair<int64_t, int64_t>> batch_heads{{1, 1}, {8, 8}};
+  // short sequences (the parallel forms; on the sm90 engine one kernel set per chunk covering S:
+  // 128, 256 and 512 where it is the default) and a long one
+  std::vector<int64_t> seq_lens{64, 256, 512, 8192};
+  // (B, NH): one head, whose long walks the defaults split into sequence segments; a batch of 64
+  // heads, which fills the GPU (unsplit walks, the fused forward where it serves); and of 128,
+  // where the fused forward walks 256 columns a CTA (Dqk <= 128, Dv 256: two waves of 128-column
+  // walks become one)
+  std::vector<std::pair<int64_t, int64_t>> batch_heads{{1, 1}, {8, 8}, {8, 16}};
   // (N, max_seqlen) of packed calls (cu_seqlens) at packed_heads heads: when given, the space is
   // the kernels those calls' forward and backward select (compiled for packed sequences) for
   // every dtype, head-dim pair and variant above, instead of the plain problems' defaults
