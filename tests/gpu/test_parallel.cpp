@@ -301,6 +301,39 @@ TEST_CASE("the sm90 engine's parallel form on small shapes (run under compute-sa
   run_case(c, seed++, sm90, apart);
 }
 
+// TMA loads and wgmma in a persistent grid: every rerun must give the same bits (no atomics,
+// no order that depends on timing). The forward's h, norm and m and all five gradients, both
+// ways of running dK and dV, ten reruns each.
+TEST_CASE("the sm90 engine's parallel form: reruns are bitwise equal", "[gpu][parallel][parallel_sm90_determinism]") {
+  for (int dkv : {1, 0}) {
+    const Case c{Variant::Exp, true, DType::BF16, 2, 4, 300, 128, 256, false};
+    Data d = make_data(c, 8080 + dkv);
+    const MlstmProblem& p = d.p;
+    const Config fcfg{{"parallel", 1}, {"engine", 1}};
+    Config bcfg = fcfg;
+    bcfg["tl_dkv"] = dkv;
+    REQUIRE(mlstm_backward_config(p, bcfg).at("tl_dkv") == dkv);
+    std::vector<std::vector<double>> first;
+    for (int run = 0; run < 10; ++run) {
+      Fwd r = run_forward(d, fcfg);
+      cli::synchronize();
+      const Bwd g = run_backward(d, r.norm, bcfg);
+      std::vector<std::vector<double>> got = {test::download(r.h, p.dtype), test::download(r.norm, DType::FP32),
+                                              test::download(r.m, DType::FP32), g.dq, g.dk, g.dv, g.di, g.df};
+      if (run == 0) {
+        for (const auto& x : got) REQUIRE(test::count_nonfinite(x) == 0);
+        first = std::move(got);
+        continue;
+      }
+      INFO("tl_dkv " << dkv << ", rerun " << run);
+      for (size_t j = 0; j < got.size(); ++j) {
+        INFO("output " << j << " (h, norm, m, dq, dk, dv, di, df)");
+        CHECK(got[j] == first[j]);
+      }
+    }
+  }
+}
+
 TEST_CASE("parallel=1 pinned refuses states; the library's parallel choice falls back", "[gpu][parallel][fallback]") {
   Case c{Variant::Exp, true, DType::BF16, 1, 2, 64, 64, 64, false};
   Data d = make_data(c, 4321);
