@@ -615,7 +615,7 @@ std::string check_bwd_parallel_sm90_config(const BwdConfig& c, const MlstmProble
 
 std::string check_bwd_sm90_config(const BwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
-  if (c.parallel()) return "the sm90 engine has no parallel-form backward";
+  if (c.parallel()) return "a parallel config given to bwd.chunkwise.sm90 (bwd.parallel.sm90 runs it)";
   if (std::string why = sm90_bwd_serves(p, dev); !why.empty()) return why;
   if (c.chunk < 128 || c.chunk % 128) return "engine=1 (sm90): chunk must be a multiple of 128";
   if (c.st_sm90)

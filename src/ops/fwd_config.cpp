@@ -247,16 +247,23 @@ FwdConfig parallel_sm90_fwd_config(const MlstmProblem& p, const DeviceLimits& de
   return c;
 }
 
-std::string check_fwd_parallel_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
-  if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
-  if (std::string why = sm90_parallel_fwd_serves(p, dev); !why.empty()) return why;
-  if (std::string why = check_parallel_sm90_chunk(p, c.chunk); !why.empty()) return why;
-  if (c.fused) return "parallel=1 on the sm90 engine: fused must be 0 (the fused walk is a chunkwise form)";
+namespace {
+// The sm90 output kernel's part of both sm90 forward rules: its tiles and shared memory.
+std::string check_fwd_output_sm90_tiles(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (c.siz_b_q != FwdOutputSm90Shape::kBQ) return "engine=1 (sm90): siz_b_q must be 128";
   if (c.siz_b_kv != FwdOutputSm90Shape::kBKV) return "engine=1 (sm90): siz_b_kv must be 64";
   if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
     return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
   return over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev);
+}
+}  // namespace
+
+std::string check_fwd_parallel_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
+  if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
+  if (std::string why = sm90_parallel_fwd_serves(p, dev); !why.empty()) return why;
+  if (std::string why = check_parallel_sm90_chunk(p, c.chunk); !why.empty()) return why;
+  if (c.fused) return "parallel=1 on the sm90 engine: fused must be 0 (the fused walk is a chunkwise form)";
+  return check_fwd_output_sm90_tiles(c, p, dev);
 }
 
 // The parallel form runs the chunkwise output kernel over one chunk of length S, so its tiles are
@@ -519,14 +526,10 @@ int fused_bv_by_default(const MlstmProblem& p, const DeviceLimits& dev) {
 
 std::string check_fwd_sm90_config(const FwdConfig& c, const MlstmProblem& p, const DeviceLimits& dev) {
   if (c.engine != Engine::Sm90) return "an mma.sync config given to the sm90 engine";
-  if (c.parallel()) return "the sm90 engine has no parallel-form forward";
+  if (c.parallel()) return "a parallel config given to fwd.chunkwise.sm90 (fwd.parallel.sm90 runs it)";
   if (std::string why = sm90_fwd_serves(p, dev); !why.empty()) return why;
   if (c.chunk < 128 || c.chunk % 128) return "engine=1 (sm90): chunk must be a multiple of 128";
-  if (c.siz_b_q != FwdOutputSm90Shape::kBQ) return "engine=1 (sm90): siz_b_q must be 128";
-  if (c.siz_b_kv != FwdOutputSm90Shape::kBKV) return "engine=1 (sm90): siz_b_kv must be 64";
-  if ((c.siz_b_v != 64 && c.siz_b_v != 128 && c.siz_b_v != 256) || p.Dv % c.siz_b_v)
-    return "engine=1 (sm90): siz_b_v must be 64, 128 or 256 and divide Dv";
-  if (std::string r = over_smem(fwd_output_sm90_smem(c, p), "output kernel", dev); !r.empty()) return r;
+  if (std::string r = check_fwd_output_sm90_tiles(c, p, dev); !r.empty()) return r;
   // A fused config's three-kernel keys are held valid too, so that the same config with fused = 0
   // (a pin, or the tuner's neighbouring point) runs.
   if (c.fused_bv != 128 && c.fused_bv != 256) return "fused_bv must be 128 or 256";
