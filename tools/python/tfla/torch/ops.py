@@ -110,9 +110,10 @@ def mlstm_bwd(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, c0: Optiona
     """The backward of mlstm_fwd (its inputs, its norm and saved outputs, dh and the optional
     dC_last): dq, dk, dv, di, df, and dC0 (empty without c0)."""
     saved, dC_last = _none_if_empty(saved), _none_if_empty(dC_last)
-    # return_last_states stands for dC_last here: the entry's workspace then covers the chunkwise
-    # backward that a dC_last runs
-    opts = _options(variant, normalize, eps, scale, fwd_config, bwd_config, dC_last is not None, saved is None)
+    # return_last_states stands for "not stateless" here: with a dC_last the entry's workspace covers
+    # the chunkwise backward that it runs, and a saved buffer is kept whatever the form (keeps_saved)
+    opts = _options(variant, normalize, eps, scale, fwd_config, bwd_config,
+                    dC_last is not None or saved is not None, saved is None)
     e = forward_entry(q, k, v, i, f, c0, n0, m0, opts, saved is not None)
     dq, dk, dv, di, df, dC0 = run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
     return dq, dk, dv, di, df, _or_empty(dC0, dh)
