@@ -261,6 +261,10 @@ def main():
         print("decode_loop: torch sees no CUDA GPU on this machine; nothing to time", file=sys.stderr)
         return 3
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    from tfla.torch import _fast
+    loaded = _fast.module() is not None
+    print(f"tfla's C step path (tfla.torch._fast): {'loaded' if loaded else 'not used'}"
+          f"{'' if loaded else ' (' + str(_fast.status()[1] or 'TFLA_TORCH_EXTENSION=0') + ')'}")
     rows = []
     if not args.skip_host:
         part_host(rows)

@@ -222,12 +222,14 @@ def first_call(fn, modules):
     device lookups (see main), with the new entries moved to device 0 in between."""
     from tfla import TflaError
     try:
-        return fn()
+        out = fn()
     except TflaError:
         raise
     except Exception:
         on_device0(entries(modules))
         return fn()
+    on_device0(entries(modules))  # (the C step path served the call: the entry's later Python calls)
+    return out
 
 
 def selftest(torch, cases, modules):
@@ -365,6 +367,36 @@ def selftest(torch, cases, modules):
            and e.forward._tensors.C0 is None and e.forward._tensors.norm is None,
            "chunkwise, v from a (B, S, NH, Dv) projection: h contiguous, the struct holds its pointer")
 
+    from tfla.torch import _fast
+    use_ext = os.environ.get("TFLA_TORCH_EXTENSION", "auto") not in ("0", "off", "false", "no")
+    expect((_fast.module() is not None) == use_ext,
+           f"the C step path (tfla.torch._fast) is {'loaded' if use_ext else 'off'}: {_fast.status()}")
+    if use_ext:
+        C3, n3, m3 = C.clone(), n.clone(), m.clone()
+        first_call(lambda: mlstm_recurrent_step(*x, C3, n3, m3), modules)  # its entry (no out)
+        e = step_mod._entries.last
+        c_new, c_inplace = (_fast.calls(x) for x in e.ext)
+        h3, (Cn, nn_, mn) = mlstm_recurrent_step(*x, C3, n3, m3)
+        st = e.call._tensors
+        expect(_fast.calls(e.ext[0]) == c_new + 1 and Cn is not C3 and Cn.shape == C3.shape
+               and all(s_.is_contiguous() for s_ in (h3, Cn, nn_, mn))
+               and (st.C, st.n, st.m, st.C_src, st.n_src, st.m_src, st.h)
+               == tuple(t_.data_ptr() for t_ in (Cn, nn_, mn, C3, n3, m3, h3)),
+               "step, new states: the C path ran, reading the old states and writing new ones")
+        h4, (C4, n4, m4) = mlstm_recurrent_step(*x, C3, n3, m3, inplace=True)
+        expect(_fast.calls(e.ext[1]) == c_inplace + 1 and C4 is C3 and n4 is n3 and m4 is m3
+               and (st.C, st.C_src, st.h) == (C3.data_ptr(), None, h4.data_ptr()),
+               "step, in place: the C path ran on the states given")
+        # C off 16 bytes: the Python path copies it into the new state (the C path declines)
+        Cm = torch.empty(C.numel() + 1)[1:].view(C.shape)
+        Cm.copy_(C)
+        _, (Cm2, _, _) = mlstm_recurrent_step(*x, Cm, n3, m3)
+        expect(_fast.calls(e.ext[0]) == c_new + 1 and torch.equal(Cm2, C) and st.C_src is None
+               and st.C == Cm2.data_ptr(),
+               "step, new states from a C off 16 bytes: copied by the Python path, not the C path")
+        mlstm_recurrent_step(*x, C3, n3, m3)
+        expect(_fast.calls(e.ext[0]) == c_new + 2, "step: the C path serves the signature again after it")
+
     be, bi = modules
     x4 = [t[:, :, None] if t.shape[-1] != 1 else t for t in x]
     new_entry(lambda: be(*x4, C, n, m), "backend, a new shape")
@@ -377,6 +409,11 @@ def selftest(torch, cases, modules):
            and (t.C0, t.C_last, t.n_last, t.m_last, t.h) == (C.data_ptr(), Cb.data_ptr(), nb.data_ptr(),
                                                             mb.data_ptr(), hb.data_ptr()),
            "backend: new states, contiguous, and the struct holds the initial and the new ones")
+    if use_ext:
+        eb = latest(be._entries)
+        k0 = _fast.calls(eb.ext)
+        be(*x4, C, n, m)
+        expect(_fast.calls(eb.ext) == k0 + 1, "backend: the C path ran the warm call")
     new_entry(lambda: be(*x4, C, n, m[:, :, 0]), "backend, m0 (B, NH)")
     _, (_, _, mb2) = be(*x4, C, n, m[:, :, 0])
     expect(mb2.shape == (1, NH, 1), "backend, m0 (B, NH): the new m is (B, NH, 1)")
@@ -386,6 +423,11 @@ def selftest(torch, cases, modules):
     expect(Ci is C and ni is n and mi is m and hi.is_contiguous()
            and (t.C, t.n, t.m, t.h) == (C.data_ptr(), n.data_ptr(), m.data_ptr(), hi.data_ptr()),
            "backend in place: the states returned are the inputs, updated through the struct's pointers")
+    if use_ext:
+        eb = latest(bi._entries)
+        k0 = _fast.calls(eb.ext)
+        bi(*x4, C, n, m)
+        expect(_fast.calls(eb.ext) == k0 + 1, "backend in place: the C path ran the warm call")
     raises(lambda: bi(*x4, C, torch.empty(1, NH, 2 * DQK)[:, :, ::2], m), "backend in place, n0 strided",
            "contiguous")
     raises(lambda: bi(x4[0].half(), *x4[1:], C, n, m), "backend in place, q float16", "dtype")

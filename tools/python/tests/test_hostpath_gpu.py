@@ -6,6 +6,8 @@
   behind a long GPU sleep returns before the GPU gets to it), allocates nothing but its outputs
   (torch.cuda.memory_stats counts allocator requests and cudaMalloc segments), and nothing at
   all for a step given h's buffer and in-place states.
+- The C step path (tfla.torch._fast) serves warm steps and backend steps with results bitwise
+  equal to the ctypes path's, on torch's current stream.
 - torch.library.opcheck of tfla::mlstm_fwd, tfla::mlstm_bwd and tfla::mlstm_step_; a small
   xLSTM-style block compiled with torch.compile(fullgraph=True): in float32 it equals eager,
   outputs and gradients; in bfloat16 it is as close as eager to a float64 copy of the block.
@@ -223,6 +225,103 @@ def test_backend_inference_step_warm_call(monkeypatch):
             assert C2 is not C and c.allocations == 4  # h, C, n, m
         h_ref, (C_ref, _, _) = mlstm_recurrent_reference(*x)  # one token from zeros: C_in
         assert rel(C_in, C_ref) < 1e-4
+
+
+def _c_path():
+    """tfla.torch._fast's module: loaded unless TFLA_TORCH_EXTENSION=0 (then the test skips)."""
+    import os
+
+    from tfla.torch import _fast
+    if os.environ.get("TFLA_TORCH_EXTENSION", "auto") in ("0", "off", "false", "no"):
+        pytest.skip("TFLA_TORCH_EXTENSION=0: the C step path is off")
+    assert _fast.module() is not None, _fast.status()
+    return _fast
+
+
+@pytest.mark.parametrize("how", ["new states", "in place", "in place, out"])
+def test_c_step_path_equals_the_ctypes_path(how):
+    """Warm steps through the C path (tfla.torch._fast) and through the ctypes path (the entry's
+    C path taken away) on the same inputs: bitwise equal h and states, the same aliasing."""
+    _fast = _c_path()
+    x, (C, n, m) = step_inputs(2, 8, 256, 512, seed=3)
+    h = torch.empty(2, 8, 512, device=DEV, dtype=torch.bfloat16)
+    kw = {"new states": {}, "in place": {"inplace": True}, "in place, out": {"inplace": True, "out": h}}[how]
+    mlstm_recurrent_step(*x, C.clone(), n.clone(), m.clone(), **kw)
+    e = step_mod._entries.last
+    ext = e.ext[0 if how == "new states" else 1]
+    runs = []
+    for path in ("C", "ctypes"):
+        states = [C.clone(), n.clone(), m.clone()]
+        before = _fast.calls(ext)
+        if path == "ctypes":
+            e.ext, saved = None, e.ext
+        try:
+            h2, out_states = mlstm_recurrent_step(*x, *states, **kw)
+        finally:
+            if path == "ctypes":
+                e.ext = saved
+        assert _fast.calls(ext) == before + (1 if path == "C" else 0)
+        assert all((a is b) == (how != "new states") for a, b in zip(out_states, states))
+        assert (h2 is h) == (how == "in place, out")
+        runs.append([h2.clone()] + [t.clone() for t in out_states] + [t.clone() for t in states])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    # and the step itself: against the float64 recurrence
+    q, k, v, i, f = x
+    h_ref, (C_ref, _, _) = mlstm_recurrent_reference(q[:, :, None], k[:, :, None], v[:, :, None], i, f, C, n, m)
+    assert rel(runs[0][0], h_ref[:, :, 0]) < 2e-2 and rel(runs[0][1], C_ref) < 1e-4
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_c_backend_path_equals_the_ctypes_path(inplace):
+    _fast = _c_path()
+    be = mLSTMBackend(mLSTMBackendConfig(chunkwise_kernel="chunkwise--triton_xl_chunk", mode="inference",
+                                         inference_states_inplace=inplace))
+    x = inputs(1, 8, 1, 256, 512, seed=5)
+    _, (C, n, m) = be(*x)
+    be(*x, C.clone(), n.clone(), m.clone())
+    e = be._entries.last
+    runs = []
+    for path in ("C", "ctypes"):
+        states = [C.clone(), n.clone(), m.clone()]
+        before = _fast.calls(e.ext)
+        if path == "ctypes":
+            e.ext, saved = None, e.ext
+        try:
+            h2, out_states = be(*x, *states)
+        finally:
+            if path == "ctypes":
+                e.ext = saved
+        assert _fast.calls(e.ext) == before + (1 if path == "C" else 0)
+        assert all((a is b) == inplace for a, b in zip(out_states, states))
+        runs.append([h2.clone()] + [t.clone() for t in out_states] + [t.clone() for t in states])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_c_step_path_runs_on_the_current_stream():
+    """The C path launches on torch's current stream: a step on a side stream queued behind a
+    GPU sleep leaves the default stream idle and that stream busy, and is right once it ran."""
+    _fast = _c_path()
+    x, (C, n, m) = step_inputs(1, 8, 256, 512, seed=4)
+    h = torch.empty(1, 8, 512, device=DEV, dtype=torch.bfloat16)
+    C_ref, n_ref, m_ref = C.clone(), n.clone(), m.clone()
+    mlstm_recurrent_step(*x, C.clone(), n.clone(), m.clone(), inplace=True, out=h)  # warm
+    e = step_mod._entries.last
+    side = torch.cuda.Stream()
+    torch.cuda.synchronize()
+    with torch.cuda.stream(side):
+        assert _fast.module().stream(torch.cuda.current_device()) == side.cuda_stream
+        torch.cuda._sleep(100_000_000)
+        before = _fast.calls(e.ext[1])
+        mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h)
+        assert _fast.calls(e.ext[1]) == before + 1
+        assert not side.query() and torch.cuda.default_stream().query()
+    side.synchronize()
+    q, k, v, i, f = x
+    h_ref, (Cr, _, _) = mlstm_recurrent_reference(q[:, :, None], k[:, :, None], v[:, :, None], i, f,
+                                                  C_ref, n_ref, m_ref)
+    assert rel(h, h_ref[:, :, 0]) < 2e-2 and rel(C, Cr) < 1e-4
 
 
 @pytest.mark.parametrize("inplace", [False, True])

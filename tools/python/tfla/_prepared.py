@@ -92,6 +92,15 @@ class _Prepared:
     def _raise(self, status):
         raise error_for_status(status, self._lib.last_error())
 
+    raise_status = _raise  # for a caller that made the call from C (tfla.torch._fast)
+
+    def addresses(self):
+        """(function, problem, tensor block, config text) as ints (0 = none), for a caller that
+        makes the same call from C (tfla.torch._fast): valid while this object lives."""
+        cfg = self._config
+        return (ctypes.cast(self._fn, _VP).value, self._problem_ptr, self._tensors_ptr,
+                0 if cfg is None else ctypes.cast(ctypes.c_char_p(cfg), _VP).value)
+
 
 class PreparedStep(_Prepared):
     """tfla_mlstm_step for one plan (T = plan.S tokens) and config."""
@@ -222,3 +231,8 @@ class PreparedBackendForward(_Prepared):
         if status:
             self._raise(status)
         return self._kind.value
+
+    def backend_addresses(self):
+        """(function, backend handle, dims, tensor block, kind's int) as in addresses()."""
+        return (ctypes.cast(self._fn, _VP).value, self._handle, self._dims, self._tensors_ptr,
+                self._kind_ptr)

@@ -38,7 +38,9 @@ from torch import nn
 from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
+from .._library import ForwardTensors, StepTensors
 from .._prepared import PreparedBackendForward, PreparedStep
+from . import _fast
 from ._runtime import PerThreadCache, current_device, current_stream, info, like, name_non_tensor, sig, tensor_guard
 from .chunkwise import mlstm_chunkwise
 
@@ -199,8 +201,21 @@ class mLSTMBackend(nn.Module):
             q, k, v = q.to(dt), k.to(dt), v.to(dt)
             i, f = (g if g.dtype == torch.float32 else g.to(dt) for g in (i, f))
         e = self._entries.last
-        if e is None or c0 is None or n0 is None or m0 is None or not e.same(q, k, v, i, f, c0, n0, m0):
+        if e is not None and e.ext is not None:  # the whole warm call in C (tfla.torch._fast)
+            r = _fast.call(e.ext, q, k, v, i, f, c0, n0, m0, None)
+            if r.__class__ is tuple:
+                return r
+            if r is not None:
+                e.call.raise_status(r)
+        if (e is None or c0 is None or n0 is None or m0 is None or e.same is None
+                or not e.same(q, k, v, i, f, c0, n0, m0)):
             e = self._entry(q, k, v, i, f, c0, n0, m0)
+            if e.ext is not None:
+                r = _fast.call(e.ext, q, k, v, i, f, c0, n0, m0, None)
+                if r.__class__ is tuple:
+                    return r
+                if r is not None:
+                    e.call.raise_status(r)
         if e.kind is _CHUNKWISE:  # a prefill
             with torch.no_grad():
                 h, states = mlstm_chunkwise(q, k, v, i, f, c0, n0, m0, return_last_states=True,
@@ -295,7 +310,7 @@ class _InferenceEntry:
         # The module's next call in this thread tries its previous entry first, when it is one of
         # a step with all three initial states (with_states) and the tensors pass `same`, a C
         # check of their signatures.
-        self.same, self.with_states = None, False
+        self.same, self.with_states, self.ext = None, False, None
         if backend.choose(B, NH, S, Dqk, Dv, initial_states=initial, last_states=True) != "step":
             return
         plan = check_forward(info("q", q), info("k", k), info("v", v), info("i", i), info("f", f),
@@ -317,5 +332,31 @@ class _InferenceEntry:
             self.kind, self.call = _IN_PLACE, PreparedStep(plan, backend.step_config)
         else:
             self.kind, self.call = _NEW_STATES, PreparedBackendForward(backend, plan)
-        if tensor_guard is not None and c0 is not None and n0 is not None and m0 is not None:
-            self.same, self.with_states = tensor_guard(q, k, v, i, f, c0, n0, m0), True
+        if c0 is not None and n0 is not None and m0 is not None:
+            self.with_states = True
+            if tensor_guard is not None:
+                self.same = tensor_guard(q, k, v, i, f, c0, n0, m0)
+            self.ext = self._make_ext(q, k, v, i, f, c0, n0, m0)
+
+    def _make_ext(self, q, k, v, i, f, c0, n0, m0):
+        """The call in C (tfla.torch._fast) with all three initial states given, or None."""
+        if _fast.module() is None:
+            return None
+        args = (q, k, v, i, f, c0, n0, m0, None)
+        how_h = _fast.H_LIKE_V if self.h_like_v else _fast.H_NEW
+        m_in = _fast.ARG_M if self.exp else _fast.SRC_ZERO
+        head = (_fast.ARG_Q, _fast.ARG_K, _fast.ARG_V, _fast.ARG_I, _fast.ARG_F, _fast.SRC_H)
+        if self.kind is _IN_PLACE:  # the step kernel on c0, n0, m0 themselves (as _inference)
+            fn, problem, tensors, config = self.call.addresses()
+            return _fast.entry(self.call, _fast.KIND_STEP, fn, problem, tensors, config, 0, StepTensors,
+                               ("q", "k", "v", "i", "f", "h", "C", "n", "m", "C_src", "n_src", "m_src"),
+                               head + (_fast.ARG_C, _fast.ARG_N, m_in, _fast.SRC_ZERO, _fast.SRC_ZERO,
+                                       _fast.SRC_ZERO),
+                               how_h, _fast.STATES_ARGS, self.h_shape, (), (), (), self.device_index, args)
+        fn, handle, dims, tensors, kind = self.call.backend_addresses()
+        return _fast.entry(self.call, _fast.KIND_BACKEND_FORWARD, fn, handle, tensors, 0, kind, ForwardTensors,
+                           ("q", "k", "v", "i", "f", "h", "C_last", "n_last", "m_last", "C0", "n0", "m0"),
+                           head + (_fast.SRC_NEW_C, _fast.SRC_NEW_N, _fast.SRC_NEW_M, _fast.ARG_C, _fast.ARG_N,
+                                   m_in),
+                           how_h, _fast.STATES_LIKE if self.states_like else _fast.STATES_NEW, self.h_shape,
+                           self.C_shape, self.n_shape, self.m_shape, self.device_index, args, dims=dims)

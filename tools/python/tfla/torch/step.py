@@ -25,7 +25,9 @@ import torch
 
 from .._checks import check_state, check_step
 from .._errors import TflaArgumentError
+from .._library import StepTensors
 from .._prepared import PreparedStep
+from . import _fast
 from ._runtime import (PerThreadCache, compiled_ops, current_device, current_stream, hashable_config,
                        info, is_compiling, like, name_non_tensor, sig, tensor_guard)
 
@@ -62,15 +64,18 @@ class StepEntry:
         self.dtype = q.dtype
         self.m_shape = (plan.B, plan.NH, 1)
         self.call = PreparedStep(plan, config)
-        # A thread's next call tries its previous entry first: the same options (`fast`) and
-        # tensors that pass `same`, a C check of their signatures. Only for the usual calls:
-        # m given, no c_new/n_new/m_new, a config that is not a dict (which could change in place).
-        self.fast = self.same = None
-        if (tensor_guard is not None and m is not None and c_new is None and n_new is None
-                and m_new is None and config.__class__ is not dict):
+        # A thread's next call tries its previous entry first: the same options (`fast`), then
+        # the whole call in C (`ext`, per `inplace`: tfla.torch._fast), else tensors that pass
+        # `same`, a C check of their signatures. Only for the usual calls: m given, no
+        # c_new/n_new/m_new, a config that is not a dict (which could change in place).
+        self.fast = self.same = self.ext = None
+        if m is not None and c_new is None and n_new is None and m_new is None and config.__class__ is not dict:
             self.fast = (variant, normalize, eps, qk_scale, config, out is None)
-            self.same = (tensor_guard(q, k, v, i, f, c, n, m) if out is None
-                         else tensor_guard(q, k, v, i, f, c, n, m, out))
+            if tensor_guard is not None:
+                self.same = (tensor_guard(q, k, v, i, f, c, n, m) if out is None
+                             else tensor_guard(q, k, v, i, f, c, n, m, out))
+            self.ext = _step_ext(self.call, q, k, v, i, f, c, n, m, out, self.h_like_v, self.h_shape,
+                                 self.device_index)
 
 
 _entries = PerThreadCache()
@@ -107,9 +112,35 @@ def _entry_of(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config,
     if e is None:
         e = cache[key] = StepEntry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config,
                                    out, c_new, n_new, m_new)
-    if e.same is not None:
+    if e.fast is not None:
         _entries.last = e
     return e
+
+
+_STEP_FIELDS = ("q", "k", "v", "i", "f", "h", "C", "n", "m", "C_src", "n_src", "m_src")
+
+
+def _step_ext(call, q, k, v, i, f, c, n, m, out, h_like_v, h_shape, device_index):
+    """The entry's two C calls (tfla.torch._fast), (new states, in place), or None without the
+    extension. New states come from empty_like of the old ones (as _target), which the step
+    reads in place (C_src...); an old state off its alignment takes the Python path, which copies
+    it."""
+    if _fast.module() is None:
+        return None
+    fn, problem, tensors, config = call.addresses()
+    args = (q, k, v, i, f, c, n, m, out)
+    how_h = _fast.H_OUT if out is not None else (_fast.H_LIKE_V if h_like_v else _fast.H_NEW)
+    inputs = (_fast.ARG_Q, _fast.ARG_K, _fast.ARG_V, _fast.ARG_I, _fast.ARG_F,
+              _fast.ARG_OUT if out is not None else _fast.SRC_H)
+    new = _fast.entry(call, _fast.KIND_STEP, fn, problem, tensors, config, 0, StepTensors, _STEP_FIELDS,
+                      inputs + (_fast.SRC_NEW_C, _fast.SRC_NEW_N, _fast.SRC_NEW_M, _fast.ARG_C, _fast.ARG_N,
+                                _fast.ARG_M),
+                      how_h, _fast.STATES_LIKE, h_shape, (), (), (), device_index, args, align=(16, 4))
+    inplace = _fast.entry(call, _fast.KIND_STEP, fn, problem, tensors, config, 0, StepTensors, _STEP_FIELDS,
+                          inputs + (_fast.ARG_C, _fast.ARG_N, _fast.ARG_M, _fast.SRC_ZERO, _fast.SRC_ZERO,
+                                    _fast.SRC_ZERO),
+                          how_h, _fast.STATES_ARGS, h_shape, (), (), (), device_index, args)
+    return new, inplace
 
 
 def _target(new, old, inplace, align=4):
@@ -164,10 +195,27 @@ def mlstm_recurrent_step(
                                   inplace, config, out, c_new, n_new, m_new)
     news = c_new is not None or n_new is not None or m_new is not None
     e = _entries.last
-    if (e is None or news or m is None or e.fast != (variant, normalize, eps, qk_scale, config, out is None)
-            or not (e.same(q, k, v, i, f, c, n, m) if out is None else e.same(q, k, v, i, f, c, n, m, out))):
+    if e is not None and not news and e.fast == (variant, normalize, eps, qk_scale, config, out is None):
+        if e.ext is not None:
+            r = _fast.call(e.ext[1 if inplace else 0], q, k, v, i, f, c, n, m, out)
+            if r.__class__ is tuple:
+                return r
+            if r is not None:
+                e.call.raise_status(r)
+        if e.same is None or not (e.same(q, k, v, i, f, c, n, m) if out is None
+                                  else e.same(q, k, v, i, f, c, n, m, out)):
+            e = None
+    else:
+        e = None
+    if e is None:
         e = _entry(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config, out, c_new, n_new,
                    m_new, news)
+        if e.ext is not None and not news:  # (an entry with ext was made for calls without news)
+            r = _fast.call(e.ext[1 if inplace else 0], q, k, v, i, f, c, n, m, out)
+            if r.__class__ is tuple:
+                return r
+            if r is not None:
+                e.call.raise_status(r)
     c_src = n_src = m_src = 0
     if news or not inplace:
         c, c_src = _target(c_new, c, inplace, 16)
