@@ -22,6 +22,9 @@ call (back-to-back calls behind a blocker, CUDA events). Rows:
   seed.triton_step   mlstm_kernels' mlstm_recurrent_step__triton
   seed.backend.step  mlstm_kernels' mLSTMBackend(mode="inference", step_kernel="triton")
 
+With the C step path loaded (tfla.torch._fast), the step rows again, each with and without its
+entry's C path in alternating samples (the ctypes path is what TFLA_TORCH_EXTENSION=0 runs).
+
 Part 2, decode loop (B = 1 and 4, 16 tokens, one mLSTM layer's step per token, each token's
 q/k/v/i/f staged in memory beforehand): wall time per token of the whole loop (host and GPU,
 synchronized at the end), for the seed's Triton step eager (new states each call, as it returns
@@ -106,6 +109,45 @@ def seed_modules():
         return None, None, None
 
 
+def part_c_path(rows, cases, caches, reps=25, calls=40):
+    """The step rows with their entry's C path (tfla.torch._fast) and without it (the entry's
+    ext taken away: the ctypes path), alternating samples of `calls` calls in this process,
+    the GPU held behind a sleep: (min, median) host us per call of each."""
+    try:
+        from tfla.torch import _fast
+    except ImportError:
+        return
+    if _fast.module() is None:
+        return
+    print(f"\nthe same entries with their C path and with the ctypes path, alternating {reps} samples of "
+          f"{calls} calls: host us per call, min / median")
+    print(f"{'call':<22}{'C path':>16}{'ctypes path':>16}")
+    for name, fn in cases.items():
+        cache = caches.get(name) or caches.get(name.split(".")[0])
+        fn()
+        e = getattr(cache, "last", None)
+        ext = getattr(e, "ext", None)
+        if ext is None:
+            print(f"{name:<22} (no C path entry)")
+            continue
+        a, b = [], []
+        try:
+            for _ in range(reps):
+                for path, out in ((ext, a), (None, b)):
+                    e.ext = path
+                    torch.cuda._sleep(int(0.02 * 1.9e9))
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    out.append(1e6 * (time.perf_counter() - t0) / calls)
+                    torch.cuda.synchronize()
+        finally:
+            e.ext = ext
+        rows.append({"part": "c_path", "call": name, "c_min_us": min(a), "c_median_us": statistics.median(a),
+                     "ctypes_min_us": min(b), "ctypes_median_us": statistics.median(b)})
+        print(f"{name:<22}{min(a):7.2f} / {statistics.median(a):6.2f}{min(b):8.2f} / {statistics.median(b):6.2f}")
+
+
 def part_host(rows):
     from tfla.torch import mlstm_chunkwise, mlstm_recurrent_step
     from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
@@ -167,6 +209,9 @@ def part_host(rows):
             continue
         rows.append({"part": "host", "call": name, "host_us": hu, "gpu_us": gu})
         print(f"{name:<22}{hu:9.2f}{gu:9.2f}")
+    part_c_path(rows, {k: v for k, v in cases.items() if k.startswith(("step.", "backend."))},
+                {"step": step_module._entries, "backend.step": be._entries,
+                 "backend.step_inplace": bi._entries if "backend.step_inplace" in cases else None})
     by = {r["call"]: r["host_us"] for r in rows if r["part"] == "host"}
     if "fwd+bwd" in by and "fwd.grad_inputs" in by:  # the backward's share: autograd's engine and the call
         bwd = by["fwd+bwd"] - by["fwd.grad_inputs"]

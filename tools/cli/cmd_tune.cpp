@@ -15,6 +15,12 @@
 namespace tfla::cli {
 namespace {
 
+// Candidates the family's acceptance rule refused (FamilySummary::failed counts them too).
+int rejected_count(const tuner::FamilySummary& r) {
+  auto it = r.failed_by.find("rejected");
+  return it == r.failed_by.end() ? 0 : it->second;
+}
+
 std::vector<tuner::TuneProblem> problems_from(const Args& args, const std::string& cache_path) {
   if (args.flag("from-recorded")) {
     if (args.has("shapes")) throw UsageError("--from-recorded and --shapes are exclusive");
@@ -99,7 +105,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
       rows.push_back({{"problem", r.key.to_string()}, {"default_us", r.default_us},
                       {"winner_us", r.winner_us},
                       {"speedup", r.winner_us > 0 ? r.default_us / r.winner_us : 0.0},
-                      {"winner", tuner::config_text(r.winner)}, {"ok", r.ok}, {"failed", r.failed},
+                      {"winner", tuner::config_text(r.winner)}, {"ok", r.ok}, {"failed", r.failed}, {"rejected", rejected_count(r)},
                       {"failed_by", r.failed_by}, {"first_failure", r.first_failure},
                       {"resumed", r.resumed}, {"pruned", r.pruned}});
     nlohmann::json j{{"device", rep.hello.device_name}, {"env_id", rep.hello.env.id()},
@@ -108,15 +114,19 @@ int cmd_tune(const std::vector<std::string>& argv) {
   } else {
     std::printf("tfla tune on %s (%s), cache %s\n", rep.hello.device_name.c_str(), rep.hello.arch.c_str(),
                 opt.cache_path.c_str());
-    std::printf("%-48s %11s %11s %8s %6s %6s  %s\n", "problem", "default us", "winner us", "speedup", "ok",
-                "failed", "winner");
+    // "failed": candidates that were timed or compiled and did not pass; "rejected": candidates
+    // of the space that the family's rules refuse for this problem, never compiled
+    std::printf("%-48s %11s %11s %8s %6s %6s %8s  %s\n", "problem", "default us", "winner us", "speedup", "ok",
+                "failed", "rejected", "winner");
     for (const auto& r : rep.rows)
-      std::printf("%-48s %11.1f %11.1f %7.2fx %6d %6d  %s\n", r.key.to_string().c_str(), r.default_us,
-                  r.winner_us, r.winner_us > 0 ? r.default_us / r.winner_us : 0.0, r.ok, r.failed,
+      std::printf("%-48s %11.1f %11.1f %7.2fx %6d %6d %8d  %s\n", r.key.to_string().c_str(), r.default_us,
+                  r.winner_us, r.winner_us > 0 ? r.default_us / r.winner_us : 0.0, r.ok,
+                  r.failed - rejected_count(r), rejected_count(r),
                   r.winner.empty() ? "(none passed)" : tuner::config_text(r.winner).c_str());
     for (const auto& r : rep.rows)
       for (const auto& [why, n] : r.failed_by)
-        std::printf("  %s: %d %s (first: %s)\n", r.key.to_string().c_str(), n, why.c_str(),
+        std::printf("  %s: %d %s%s (first: %s)\n", r.key.to_string().c_str(), n, why.c_str(),
+                    why == "rejected" ? " by the family's rules, not compiled" : "",
                     r.first_failure.count(why) ? r.first_failure.at(why).c_str() : "");
     if (rep.worker_restarts) std::printf("worker restarted %d time(s) after faults\n", rep.worker_restarts);
   }

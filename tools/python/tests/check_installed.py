@@ -3,6 +3,7 @@ tools/check_pip_install.sh in the venv it installed into, with the working direc
 the checkout, so nothing falls back to the checkout's build folders):
 
 - `import tfla` works and finds libtfla inside the installed package, with no TFLA_LIBRARY;
+  the package holds tfla/torch/_fast.cpp (the C step path's source, built at run time);
 - the CPU-side queries answer without a GPU or driver: versions, runtime_info() (a missing
   driver is reported, not raised), a forward config and its workspace size;
 - NVRTC was found, and by the search step named with --nvrtc-found-by (a substring), e.g.
@@ -36,6 +37,8 @@ def main():
     check(pkg.startswith(site + os.sep), f"tfla imported from the venv: {pkg}")
     lib = os.path.realpath(tfla.library_path())
     check(lib.startswith(os.path.join(pkg, "lib") + os.sep), f"libtfla inside the package: {lib}")
+    fast = os.path.join(pkg, "torch", "_fast.cpp")
+    check(os.path.isfile(fast), f"the C step path's source is in the package: {fast}")
     check(tfla.library_version() == tfla.__version__,
           f"library version {tfla.library_version()} == package version {tfla.__version__}")
 
