@@ -62,6 +62,10 @@ STUB_SOURCE = r"""
 #include <stddef.h>
 typedef int st;
 static const char* CFG = "chunk=64";
+/* the tensor struct of the latest kernel call, copied (the C host path passes a copy on its stack) */
+static unsigned char last_t[2048];
+static void rec(const void* t, size_t n) { if (t && n <= sizeof last_t) memcpy(last_t, t, n); }
+const void* stub_last_tensors(void) { return last_t; }
 const char* tfla_last_error(void) { return ""; }
 const char* tfla_version(void) { return "stub"; }
 int tfla_abi_version(void) { return STUB_ABI_VERSION; }
@@ -72,9 +76,9 @@ st tfla_mlstm_backward_workspace_size(const void* p, const char* c, size_t* b) {
 st tfla_mlstm_backward_saved_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
 st tfla_mlstm_forward_saved_workspace_size(const void* p, const char* c, size_t* b) { *b = 0; return 0; }
 st tfla_mlstm_saved_size(const void* p, const char* c, size_t* b) { return size_q(b); }
-st tfla_mlstm_forward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { return 0; }
-st tfla_mlstm_backward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { return 0; }
-st tfla_mlstm_step(const void* p, const void* t, void* s, const char* c) { return 0; }
+st tfla_mlstm_forward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { rec(t, FWD_SIZE); return 0; }
+st tfla_mlstm_backward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { rec(t, BWD_SIZE); return 0; }
+st tfla_mlstm_step(const void* p, const void* t, void* s, const char* c) { rec(t, STEP_SIZE); return 0; }
 st tfla_mlstm_config(const void* p, const char* op, const char* pinned, char* buf, size_t n, size_t* need) {
   const char* out = pinned && *pinned ? pinned : CFG;
   *need = strlen(out) + 1;
@@ -87,11 +91,11 @@ void tfla_backend_destroy(void* b) {}
 st tfla_backend_choose(const void* b, int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                        int init, int last, int* kind) { *kind = S <= 16 ? 2 : 0; return 0; }
 st tfla_backend_forward(const void* b, int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
-                        const void* t, void* s, int* kind) { *kind = 2; return 0; }
+                        const void* t, void* s, int* kind) { rec(t, FWD_SIZE); *kind = 2; return 0; }
 st tfla_backend_backward(const void* b, int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                          const void* t, void* s) { return 0; }
 st tfla_backend_step(const void* b, int64_t B, int64_t NH, int64_t T, int64_t Dqk, int64_t Dv,
-                     const void* t, void* s) { return 0; }
+                     const void* t, void* s) { rec(t, STEP_SIZE); return 0; }
 """
 
 
@@ -116,8 +120,12 @@ def build_stub(folder, abi_version):
     lib = os.path.join(folder, "libtfla_stub.so")
     with open(src, "w") as fh:
         fh.write(STUB_SOURCE)
-    subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-DSTUB_ABI_VERSION={int(abi_version)}", "-o", lib, src],
-                   check=True)
+    import ctypes
+    from tfla._library import BackwardTensors, ForwardTensors, StepTensors  # the package's layouts
+    sizes = [f"-DSTEP_SIZE={ctypes.sizeof(StepTensors)}", f"-DFWD_SIZE={ctypes.sizeof(ForwardTensors)}",
+             f"-DBWD_SIZE={ctypes.sizeof(BackwardTensors)}"]
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-DSTUB_ABI_VERSION={int(abi_version)}", *sizes, "-o", lib,
+                    src], check=True)
     return lib
 
 
@@ -306,12 +314,20 @@ def selftest(torch, cases, modules):
     def latest(cache):  # the entry of the call before (the last one made, without the guards)
         return cache.last or next(reversed(cache.entries.values()))
 
+    from tfla._library import ForwardTensors, StepTensors, load_library
+    last_addr = ctypes.cast(load_library().cdll["stub_last_tensors"], ctypes.c_void_p).value
+    last_fn = ctypes.CFUNCTYPE(ctypes.c_void_p)(last_addr)
+
+    def last(cls):
+        """The tensor struct the stub library got in the latest kernel call (a copy)."""
+        return cls.from_buffer_copy(ctypes.string_at(last_fn(), ctypes.sizeof(cls)))
+
     e = latest(step_mod._entries)
-    st = e.call._tensors
-    before = strides_bytes(st)
+    before = strides_bytes(e.call._tensors)  # the prepared struct's
     x2 = [t.clone() for t in x]
     C2, n2, m2, h2 = C.clone(), n.clone(), m.clone(), h.clone()
     mlstm_recurrent_step(*x2, C2, n2, m2, inplace=True, out=h2)
+    st = last(StepTensors)
     got = struct_fields(st)
     want = dict(zip(("q", "k", "v", "i", "f", "h", "C", "n", "m"),
                     [t.data_ptr() for t in (*x2, h2, C2, n2, m2)]))
@@ -335,7 +351,7 @@ def selftest(torch, cases, modules):
     q, k, v, i, f = small
     e = latest(_launch._entries)
     hh = mlstm_chunkwise(*[t.clone() for t in small])
-    expect(e.forward._tensors.h == hh.data_ptr(), "chunkwise: the struct holds the call's h")
+    expect(last(ForwardTensors).h == hh.data_ptr(), "chunkwise: the struct holds the call's h")
     raises(lambda: mlstm_chunkwise(q, k, r(1, 2, 64, 96).bfloat16().transpose(2, 3), i, f),
            "chunkwise, v with a strided last dimension", "contiguous")
     raises(lambda: mlstm_chunkwise(q, k, v, i.bfloat16(), f), "chunkwise, gates of two dtypes", "dtype")
@@ -347,6 +363,39 @@ def selftest(torch, cases, modules):
     new_entry(lambda: mlstm_chunkwise(*small, eps=1e-5), "chunkwise, another eps")
     sg = [t.clone().requires_grad_(True) for t in small]
     new_entry(lambda: mlstm_chunkwise(*sg), "chunkwise with grad")
+    from tfla.torch import _fast
+    from tfla._library import BackwardTensors
+    if _fast.module() is not None:
+        mlstm_chunkwise(*small)
+        e = _launch._entries.last
+        k0 = _fast.calls(e.ext[0])
+        hh = mlstm_chunkwise(*small)
+        expect(_fast.calls(e.ext[0]) == k0 + 1 and last(ForwardTensors).h == hh.data_ptr(),
+               "chunkwise without grad: the C path ran the warm forward")
+        hg = mlstm_chunkwise(*sg)
+        e = _launch._entries.last
+        k1 = _fast.calls(e.ext[1])
+        for t in sg:
+            t.grad = None
+        hg = mlstm_chunkwise(*sg)
+        ft = last(ForwardTensors)
+        expect(_fast.calls(e.ext[1]) == k1 + 1 and ft.h == hg.data_ptr() and ft.norm is not None
+               and ft.saved is not None, "chunkwise with grad: the C path ran the forward, the normalizer "
+               "and the saved buffer in the struct")
+        dh2 = r(1, 2, 96, 64).bfloat16()
+        hg.backward(dh2)
+        kb = _fast.calls(e.bwd_ext) if e.bwd_ext not in (None, _launch._UNSET) else -1
+        hg = mlstm_chunkwise(*sg)
+        hg.backward(dh2)
+        bt = last(BackwardTensors)
+        expect(kb >= 0 and _fast.calls(e.bwd_ext) == kb + 1 and bt.dh == dh2.data_ptr(),
+               "chunkwise with grad: the C path ran the backward on dh as given")
+        dh3 = r(1, 2, 64, 96).bfloat16().transpose(2, 3)  # not contiguous: the Python path's copy
+        hg = mlstm_chunkwise(*sg)
+        hg.backward(dh3)
+        bt = last(BackwardTensors)
+        expect(_fast.calls(e.bwd_ext) == kb + 1 and bt.dh not in (None, dh3.data_ptr()),
+               "chunkwise with grad, dh not contiguous: the Python path copied it, not the C path")
     raises(lambda: mlstm_chunkwise(*sg[:4], sg[4].detach().half()), "chunkwise with grad, f float16", "dtype")
 
     # h comes from empty_like(v) only where that is contiguous: a dense v with permuted strides
@@ -357,14 +406,15 @@ def selftest(torch, cases, modules):
     first_call(lambda: mlstm_recurrent_step(*x2, C2, n2, m2, inplace=True), modules)
     hp, _ = mlstm_recurrent_step(*x2, C2, n2, m2, inplace=True)
     e = latest(step_mod._entries)
-    expect(hp.is_contiguous() and hp.shape == x2[2].shape and e.call._tensors.h == hp.data_ptr(),
+    expect(hp.is_contiguous() and hp.shape == x2[2].shape and last(StepTensors).h == hp.data_ptr(),
            "step, v with permuted strides: h contiguous, its pointer in the struct")
     vt = r(1, 96, 2, 64).bfloat16().transpose(1, 2)  # (B, NH, S, Dv) of a (B, S, NH, Dv) projection
     first_call(lambda: mlstm_chunkwise(q, k, vt, i, f), modules)
     hc = mlstm_chunkwise(q, k, vt, i, f)
     e = latest(_launch._entries)
-    expect(hc.is_contiguous() and hc.shape == vt.shape and e.forward._tensors.h == hc.data_ptr()
-           and e.forward._tensors.C0 is None and e.forward._tensors.norm is None,
+    ft = last(ForwardTensors)
+    expect(hc.is_contiguous() and hc.shape == vt.shape and ft.h == hc.data_ptr()
+           and ft.C0 is None and ft.norm is None,
            "chunkwise, v from a (B, S, NH, Dv) projection: h contiguous, the struct holds its pointer")
 
     from tfla.torch import _fast
@@ -377,13 +427,14 @@ def selftest(torch, cases, modules):
         e = step_mod._entries.last
         c_new, c_inplace = (_fast.calls(x) for x in e.ext)
         h3, (Cn, nn_, mn) = mlstm_recurrent_step(*x, C3, n3, m3)
-        st = e.call._tensors
+        st = last(StepTensors)
         expect(_fast.calls(e.ext[0]) == c_new + 1 and Cn is not C3 and Cn.shape == C3.shape
                and all(s_.is_contiguous() for s_ in (h3, Cn, nn_, mn))
                and (st.C, st.n, st.m, st.C_src, st.n_src, st.m_src, st.h)
                == tuple(t_.data_ptr() for t_ in (Cn, nn_, mn, C3, n3, m3, h3)),
                "step, new states: the C path ran, reading the old states and writing new ones")
         h4, (C4, n4, m4) = mlstm_recurrent_step(*x, C3, n3, m3, inplace=True)
+        st = last(StepTensors)
         expect(_fast.calls(e.ext[1]) == c_inplace + 1 and C4 is C3 and n4 is n3 and m4 is m3
                and (st.C, st.C_src, st.h) == (C3.data_ptr(), None, h4.data_ptr()),
                "step, in place: the C path ran on the states given")
@@ -391,6 +442,7 @@ def selftest(torch, cases, modules):
         Cm = torch.empty(C.numel() + 1)[1:].view(C.shape)
         Cm.copy_(C)
         _, (Cm2, _, _) = mlstm_recurrent_step(*x, Cm, n3, m3)
+        st = last(StepTensors)
         expect(_fast.calls(e.ext[0]) == c_new + 1 and torch.equal(Cm2, C) and st.C_src is None
                and st.C == Cm2.data_ptr(),
                "step, new states from a C off 16 bytes: copied by the Python path, not the C path")
@@ -403,7 +455,7 @@ def selftest(torch, cases, modules):
     raises(lambda: be(*x4, C, torch.empty(1, NH, 2 * DQK)[:, :, ::2], m), "backend, n0 strided", "contiguous")
     raises(lambda: be(*x4, C.double(), n, m), "backend, C0 float64", "float32")
     hb, (Cb, nb, mb) = be(*x4, C, n, m)
-    t = latest(be._entries).call._tensors
+    t = last(ForwardTensors)
     expect(Cb is not C and Cb.shape == C.shape and nb.shape == n.shape and mb.shape == m.shape
            and all(s.is_contiguous() for s in (hb, Cb, nb, mb))
            and (t.C0, t.C_last, t.n_last, t.m_last, t.h) == (C.data_ptr(), Cb.data_ptr(), nb.data_ptr(),
@@ -419,7 +471,7 @@ def selftest(torch, cases, modules):
     expect(mb2.shape == (1, NH, 1), "backend, m0 (B, NH): the new m is (B, NH, 1)")
     new_entry(lambda: bi(*x4, C, n, m), "backend in place, a new shape")
     hi, (Ci, ni, mi) = bi(*x4, C, n, m)
-    t = latest(bi._entries).call._tensors
+    t = last(StepTensors)
     expect(Ci is C and ni is n and mi is m and hi.is_contiguous()
            and (t.C, t.n, t.m, t.h) == (C.data_ptr(), n.data_ptr(), m.data_ptr(), hi.data_ptr()),
            "backend in place: the states returned are the inputs, updated through the struct's pointers")

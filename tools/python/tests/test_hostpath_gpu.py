@@ -6,8 +6,8 @@
   behind a long GPU sleep returns before the GPU gets to it), allocates nothing but its outputs
   (torch.cuda.memory_stats counts allocator requests and cudaMalloc segments), and nothing at
   all for a step given h's buffer and in-place states.
-- The C step path (tfla.torch._fast) serves warm steps and backend steps with results bitwise
-  equal to the ctypes path's, on torch's current stream.
+- The C host path (tfla.torch._fast) serves warm steps, backend steps and the chunkwise forward
+  and backward with results bitwise equal to the ctypes path's, on torch's current stream.
 - torch.library.opcheck of tfla::mlstm_fwd, tfla::mlstm_bwd and tfla::mlstm_step_; a small
   xLSTM-style block compiled with torch.compile(fullgraph=True): in float32 it equals eager,
   outputs and gradients; in bfloat16 it is as close as eager to a float64 copy of the block.
@@ -296,6 +296,64 @@ def test_c_backend_path_equals_the_ctypes_path(inplace):
         assert all((a is b) == inplace for a, b in zip(out_states, states))
         runs.append([h2.clone()] + [t.clone() for t in out_states] + [t.clone() for t in states])
     for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["exp", "sig"])
+@pytest.mark.parametrize("states", [False, True])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_c_chunkwise_path_equals_the_ctypes_path(variant, states, recompute):
+    """The chunkwise forward (with and without gradients) and backward through the C path and
+    through the ctypes path (the entries' C paths taken away), on the same inputs: h, the last
+    states and every gradient bitwise equal; initial and last states, a saved buffer or a
+    recomputing backward, S not a multiple of the chunk."""
+    _fast = _c_path()
+    B, NH, S, D = 2, 4, 200, 128
+    x = inputs(B, NH, S, D, D, seed=9)
+    g = torch.Generator(device=DEV).manual_seed(10)
+    st = ([0.1 * torch.randn(B, NH, D, D, device=DEV, generator=g), 0.1 * torch.randn(B, NH, D, device=DEV, generator=g),
+           torch.randn(B, NH, 1, device=DEV, generator=g)] if states else [None, None, None])
+    dh = torch.randn(B, NH, S, D, device=DEV, generator=g).bfloat16()
+    dC = torch.randn(B, NH, D, D, device=DEV, generator=g)
+    kw = dict(return_last_states=states, variant=variant, chunk_size=64, recompute_states_in_bw=recompute)
+
+    def calls():
+        n = 0
+        for e in _launch._entries.entries.values():
+            for c in (e.ext or ()) + ((e.bwd_ext,) if e.bwd_ext not in (None, _launch._UNSET) else ()):
+                n += _fast.calls(c)
+        return n
+
+    def run():
+        xs = [t.detach().clone().requires_grad_(True) for t in x]
+        ss = [None if s is None else s.clone() for s in st]
+        if states:
+            ss[0].requires_grad_(True)
+        with torch.no_grad():
+            out_ng = mlstm_chunkwise(*xs, *ss, **kw)
+        out = mlstm_chunkwise(*xs, *ss, **kw)
+        h = out[0] if states else out
+        loss = (h.float() * dh.float()).sum()
+        if states:
+            loss = loss + (out[1][0] * dC).sum()  # dC_last = dC, contiguous float32
+        loss.backward()
+        flat = lambda o: [o] if torch.is_tensor(o) else [t for t in (o[0], *o[1])]
+        return flat(out_ng) + flat(out) + [t.grad for t in xs] + ([ss[0].grad] if states else [])
+
+    run()  # entries made, kernels loaded
+    before = calls()
+    c_out = run()
+    assert calls() >= before + 3  # no-grad forward, forward, backward
+    saved = [(e, e.ext, e.bwd_ext) for e in _launch._entries.entries.values()]
+    for e, _, _ in saved:
+        e.ext, e.bwd_ext = None, None
+    try:
+        py_out = run()
+    finally:
+        for e, a, b in saved:
+            e.ext, e.bwd_ext = a, b
+    assert len(c_out) == len(py_out)
+    for a, b in zip(c_out, py_out):
         assert torch.equal(a, b)
 
 

@@ -94,6 +94,11 @@ class _Prepared:
 
     raise_status = _raise  # for a caller that made the call from C (tfla.torch._fast)
 
+    @property
+    def tensors(self):
+        """The prepared tensor struct (its pointers are rewritten by each call)."""
+        return self._tensors
+
     def addresses(self):
         """(function, problem, tensor block, config text) as ints (0 = none), for a caller that
         makes the same call from C (tfla.torch._fast): valid while this object lives."""
@@ -233,6 +238,5 @@ class PreparedBackendForward(_Prepared):
         return self._kind.value
 
     def backend_addresses(self):
-        """(function, backend handle, dims, tensor block, kind's int) as in addresses()."""
-        return (ctypes.cast(self._fn, _VP).value, self._handle, self._dims, self._tensors_ptr,
-                self._kind_ptr)
+        """(function, backend handle, dims) as in addresses()."""
+        return ctypes.cast(self._fn, _VP).value, self._handle, self._dims

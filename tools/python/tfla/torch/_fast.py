@@ -1,6 +1,7 @@
-"""The step's host path in C++ (`_fast.cpp`): built once per torch version and source with
-torch.utils.cpp_extension (a C++ compiler and ninja; about 20 s, cached in torch's extension
-folder, TORCH_EXTENSIONS_DIR), loaded at the first step entry of a process.
+"""The binding's per-call host path in C++ (`_fast.cpp`): built once per torch version and
+source with torch.utils.cpp_extension (a C++ compiler and ninja; about 20 s, cached in torch's
+extension folder, TORCH_EXTENSIONS_DIR), loaded at the first entry of a process (the step, the
+chunkwise forward and backward).
 
 TFLA_TORCH_EXTENSION: unset or "auto" builds or loads it and, where that fails (no compiler, no
 ninja, a torch without its headers), logs a warning on the `tfla` logger once and keeps the
@@ -9,7 +10,7 @@ ctypes path; "0" never loads it; "1" requires it (a failure raises TflaUnsupport
 A loaded module also passes a check once: the raw stream it finds for the current CUDA device
 must be torch's (`torch._C._cuda_getCurrentRawStream`), else it is not used.
 
-`entry(owner, ...)` records a prepared step entry for `call`; see _fast.cpp for the contract.
+`entry(owner, ...)` records a prepared call for `call`; see _fast.cpp for the contract.
 """
 
 import hashlib
@@ -27,18 +28,12 @@ log = logging.getLogger("tfla")
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fast.cpp")
 _lock = threading.Lock()
 _state = {"tried": False, "module": None, "error": None}
-# the module's call(entry, q, k, v, i, f, c, n, m, out) once loaded (see _fast.cpp)
+# the module's call(entry, *args) once loaded (see _fast.cpp)
 call = None
 
-# Pointer slots of the step's and the backend forward's tensor structs (_fast.cpp's Slot) and
-# what fills them (its Source): arguments 0..8 (q, k, v, i, f, c, n, m, out), h, the new states,
-# or 0.
-SLOTS = ("q", "k", "v", "i", "f", "h", "C_out", "n_out", "m_out", "C_in", "n_in", "m_in")
-ARG_Q, ARG_K, ARG_V, ARG_I, ARG_F, ARG_C, ARG_N, ARG_M, ARG_OUT = range(9)
-SRC_H, SRC_NEW_C, SRC_NEW_N, SRC_NEW_M, SRC_ZERO = 9, 10, 11, 12, -1
-H_OUT, H_LIKE_V, H_NEW = 0, 1, 2
-STATES_ARGS, STATES_LIKE, STATES_NEW = 0, 1, 2
-KIND_STEP, KIND_BACKEND_FORWARD = 0, 1
+# How the library function is called (_fast.cpp's Form) and how an output is allocated (How).
+FORM_STEP, FORM_BACKEND, FORM_OP = 0, 1, 2
+LIKE, NEW, BYTES = 0, 1, 2
 
 
 def _mode():
@@ -61,7 +56,7 @@ def _build():
     # for another of them is loaded from the shared extension folder
     tag = hashlib.sha256(source + torch.__version__.encode() + sys.version.encode()).hexdigest()[:16]
     name = f"tfla_fast_{tag}"
-    log.info("tfla: loading the C++ step host path %s (the first time, torch.utils.cpp_extension "
+    log.info("tfla: loading the C++ host path %s (the first time, torch.utils.cpp_extension "
              "compiles it: about 20 s)", name)
     mod = cpp_extension.load(name=name, sources=[_SOURCE], extra_cflags=["-O2"], verbose=False)
     if torch.cuda.is_available():
@@ -89,10 +84,10 @@ def module():
                     _state["error"] = f"{type(exc).__name__}: {exc}"
                     if mode == "required":
                         raise TflaUnsupportedError(
-                            f"TFLA_TORCH_EXTENSION=1 but the C++ step host path did not build or "
+                            f"TFLA_TORCH_EXTENSION=1 but the C++ host path did not build or "
                             f"load: {_state['error']}") from exc
-                    log.warning("tfla: the C++ step host path is not available (%s); the step "
-                                "runs through ctypes (about 10 us more host time per call). "
+                    log.warning("tfla: the C++ host path is not available (%s); calls run "
+                                "through ctypes (about 5 to 10 us more host time per call). "
                                 "TFLA_TORCH_EXTENSION=0 skips this attempt.", _state["error"])
             _state["tried"] = True
     return _state["module"]
@@ -103,19 +98,30 @@ def status():
     return _state["module"] is not None, _state["error"]
 
 
-def entry(owner, kind, fn, first, tensors, config, kind_out, struct_cls, fields, sources, how_h,
-          how_states, h_shape, c_shape, n_shape, m_shape, device_index, args, dims=(), align=(0, 0)):
-    """A capsule recording one prepared step entry for `call`, or None without the module.
-    owner: what keeps the structs alive (the prepared call); fn, first, tensors, config,
-    kind_out: addresses (ints, 0 = none); fields: the struct's field for each slot of SLOTS;
-    sources: what fills each slot; args: the 9 arguments the entry was made for."""
+def entry(owner, form, fn, first, struct, config, args, slots, allocs=(), aligned=(), workspace=-1,
+          workspace_bytes=0, result=None, dims=()):
+    """A capsule recording one prepared call for `call`, or None without the module.
+
+    owner: what keeps the problem struct and the config text alive (the prepared call); fn,
+    first (the problem struct or the backend handle), config: addresses (ints, 0 = none);
+    struct: the prepared ctypes tensor struct, copied now (each call patches its copy); args: the
+    arguments the entry is made for (their signatures are its guard); sources: argument j is j,
+    output j of `allocs` is len(args) + j, -1 a null pointer (None in the result); slots:
+    {struct field: source}; allocs: ((LIKE, arg, None, ()) | (NEW, arg, dtype, shape) |
+    (BYTES, arg, None, (nbytes,)), ...), on arg's device; aligned: ((arg, bytes), ...) whose
+    pointers the C path requires aligned (else the Python path runs); workspace (FORM_OP): the
+    source passed as the workspace and its bytes; result: a template of sources (nested tuples,
+    None) that `call` returns filled. A call runs on its first argument's device, which must be
+    the current one (else the Python path runs)."""
     mod = module()
     if mod is None:
         return None
-    offs = tuple(getattr(struct_cls, name).offset for name in fields)
-    return mod.make(owner, kind, fn, first, tuple(dims), tensors, config, kind_out, offs, tuple(sources),
-                    how_h, how_states, align[0], align[1], tuple(h_shape), tuple(c_shape), tuple(n_shape),
-                    tuple(m_shape), -1 if device_index is None else device_index, tuple(args))
+    import ctypes
+    cls = type(struct)
+    slot_list = tuple((getattr(cls, name).offset, int(src)) for name, src in slots.items())
+    return mod.make(owner, form, fn, first, tuple(dims), ctypes.addressof(struct), ctypes.sizeof(struct),
+                    config, tuple(args), tuple(aligned), tuple(allocs), slot_list, workspace,
+                    workspace_bytes, result)
 
 
 def calls(capsule):

@@ -20,6 +20,7 @@ import torch
 from .. import _binding
 from .._checks import check_forward
 from .._prepared import PreparedBackward, PreparedForward
+from . import _fast
 from ._runtime import PerThreadCache, current_device, current_stream, info, like, sig, tensor_guard
 
 _F32 = torch.float32
@@ -144,6 +145,10 @@ class ForwardEntry:
         self.fwd_bytes = fwd_bytes
         self.forward = PreparedForward(plan, opts.fwd_config, keep, fwd_bytes, self.split_bytes)
         self._backward = None
+        # the forward's calls in C (tfla.torch._fast), (without, with the normalizer), or None;
+        # the backward's, made at its first call with a dh it can take as it is
+        self.ext = _forward_ext(self, q, k, v, i, f, c0, n0, m0)
+        self.bwd_ext = _UNSET
         # no states in or out and no saved buffer: _forward's short path (PreparedForward.plain)
         self.plain = c0 is None and n0 is None and m0 is None and not keep and not opts.return_last_states
         # A thread's next call tries its previous entry first: the same options and keep, and
@@ -165,6 +170,72 @@ class ForwardEntry:
 
 
 _entries = PerThreadCache()
+_UNSET = object()
+
+
+def _forward_ext(e, q, k, v, i, f, c0, n0, m0):
+    """Entry e's forward as two C calls (tfla.torch._fast): (without, with the normalizer), each
+    allocating and returning what _forward does; None without the extension."""
+    if _fast.module() is None:
+        return None
+    fn, problem, _, config = e.forward.addresses()
+    args = (q, k, v, i, f, c0, n0, m0)  # sources 0..7, outputs from 8
+    exts = []
+    for need_norm in (False, True):
+        out = []
+
+        def alloc(spec):
+            out.append(spec)
+            return len(args) + len(out) - 1
+
+        h = alloc((_fast.LIKE, 2, None, ()) if e.h_like_v else (_fast.NEW, 0, q.dtype, e.h_shape))
+        norm = alloc((_fast.NEW, 0, _F32, e.gate_shape)) if need_norm else -1
+        if e.opts.return_last_states:
+            C, n = alloc((_fast.NEW, 0, _F32, e.C_shape)), alloc((_fast.NEW, 0, _F32, e.n_shape))
+            m = alloc((_fast.NEW, 0, _F32, e.m_shape)) if e.exp else -1
+        else:
+            C = n = m = -1
+        if e.keep:  # the saved buffer, an output; the split's scratch beside it
+            saved = alloc((_fast.BYTES, 0, None, (e.fwd_bytes,)))
+            ws = alloc((_fast.BYTES, 0, None, (e.split_bytes,))) if e.split_bytes else -1
+            ws_bytes = e.split_bytes
+        else:
+            saved = -1
+            ws = alloc((_fast.BYTES, 0, None, (e.fwd_bytes,))) if e.fwd_bytes else -1
+            ws_bytes = e.fwd_bytes
+        slots = {"q": 0, "k": 1, "v": 2, "i": 3, "f": 4, "h": h, "norm": norm, "m": -1, "C0": 5, "n0": 6,
+                 "m0": 7 if e.exp else -1, "C_last": C, "n_last": n, "m_last": m, "saved": saved}
+        exts.append(_fast.entry(e.forward, _fast.FORM_OP, fn, problem, e.forward.tensors, config, args, slots,
+                                allocs=tuple(out), workspace=ws, workspace_bytes=ws_bytes,
+                                result=(h, norm, C, n, m, saved)))
+    return tuple(exts)
+
+
+def _backward_ext(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
+    """Entry e's backward as a C call (tfla.torch._fast) for these arguments' signatures, or None
+    without the extension or where dh or dC_last need the Python path's conversions."""
+    if (_fast.module() is None or dh is None or norm is None or dh.dtype != e.dtype or not dh.is_contiguous()
+            or (dC_last is not None and (dC_last.dtype != _F32 or not dC_last.is_contiguous()))):
+        return None
+    b = e.backward
+    fn, problem, _, config = b.addresses()
+    args = (q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)  # sources 0..11, outputs from 12
+    allocs = [(_fast.NEW, 0, q.dtype, e.qk_shape), (_fast.NEW, 0, q.dtype, e.qk_shape),
+              (_fast.NEW, 0, q.dtype, e.h_shape), (_fast.NEW, 3, i.dtype, e.gate_shape),
+              (_fast.NEW, 3, i.dtype, e.gate_shape)]
+    dC0 = ws = -1
+    if c0 is not None:
+        allocs.append((_fast.NEW, 5, c0.dtype, e.C_shape))
+        dC0 = 12 + len(allocs) - 1
+    if b.workspace_bytes:
+        allocs.append((_fast.BYTES, 0, None, (b.workspace_bytes,)))
+        ws = 12 + len(allocs) - 1
+    slots = {"q": 0, "k": 1, "v": 2, "i": 3, "f": 4, "dh": 10, "norm": 8, "C0": 5, "n0": 6,
+             "m0": 7 if e.exp else -1, "dC_last": 11, "dq": 12, "dk": 13, "dv": 14, "di": 15, "df": 16,
+             "dC0": dC0, "saved": 9}
+    return _fast.entry(b, _fast.FORM_OP, fn, problem, b.tensors, config, args, slots, allocs=tuple(allocs),
+                       aligned=((10, 16),), workspace=ws, workspace_bytes=b.workspace_bytes,
+                       result=(12, 13, 14, 15, 16, dC0))
 
 
 def forward_entry(q, k, v, i, f, c0, n0, m0, opts, keep):
@@ -197,7 +268,14 @@ def run_forward(e, q, k, v, i, f, c0, n0, m0, need_norm):
     need_norm, the last states only with opts.return_last_states (m_last only for "exp"), saved
     only when e.keep (else None). Outputs come from empty_like / new_empty of an input of the
     same dtype and device (torch's cheapest allocation calls), scratch is an UntypedStorage (no
-    tensor around it). Runs on e's device (made current for the call when it is not)."""
+    tensor around it). Runs on e's device (made current for the call when it is not). The call
+    runs in C (tfla.torch._fast) where its entry has that path and takes the arguments."""
+    if e.ext is not None:
+        r = _fast.call(e.ext[1 if need_norm else 0], q, k, v, i, f, c0, n0, m0)
+        if r.__class__ is tuple:
+            return r
+        if r is not None:
+            e.forward.raise_status(r)
     if current_device() == e.device_index:
         return _forward(e, q, k, v, i, f, c0, n0, m0, need_norm)
     with torch.cuda.device(e.device_index):
@@ -248,7 +326,17 @@ def _usable_dh(dh, e):
 
 def run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
     """The backward of entry e: returns (dq, dk, dv, di, df, dC0); dC0 None without c0. Runs on
-    e's device (made current for the call when it is not)."""
+    e's device (made current for the call when it is not). The call runs in C
+    (tfla.torch._fast) where the arguments' signatures are those of its first call that could."""
+    ext = e.bwd_ext
+    if ext is _UNSET:
+        ext = e.bwd_ext = _backward_ext(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
+    if ext is not None:
+        r = _fast.call(ext, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
+        if r.__class__ is tuple:
+            return r
+        if r is not None:
+            e.backward.raise_status(r)
     if current_device() == e.device_index:
         return _backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
     with torch.cuda.device(e.device_index):

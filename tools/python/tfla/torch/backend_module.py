@@ -41,7 +41,6 @@ from torch import nn
 from .. import _binding
 from .._checks import check_forward
 from .._errors import TflaArgumentError
-from .._library import ForwardTensors, StepTensors
 from .._prepared import PreparedBackendForward, PreparedStep
 from . import _fast
 from ._runtime import PerThreadCache, current_device, current_stream, info, like, name_non_tensor, sig, tensor_guard
@@ -205,7 +204,7 @@ class mLSTMBackend(nn.Module):
             i, f = (g if g.dtype == torch.float32 else g.to(dt) for g in (i, f))
         e = self._entries.last
         if e is not None and e.ext is not None:  # the whole warm call in C (tfla.torch._fast)
-            r = _fast.call(e.ext, q, k, v, i, f, c0, n0, m0, None)
+            r = _fast.call(e.ext, q, k, v, i, f, c0, n0, m0)
             if r.__class__ is tuple:
                 return r
             if r is not None:
@@ -214,7 +213,7 @@ class mLSTMBackend(nn.Module):
                 or not e.same(q, k, v, i, f, c0, n0, m0)):
             e = self._entry(q, k, v, i, f, c0, n0, m0)
             if e.ext is not None:
-                r = _fast.call(e.ext, q, k, v, i, f, c0, n0, m0, None)
+                r = _fast.call(e.ext, q, k, v, i, f, c0, n0, m0)
                 if r.__class__ is tuple:
                     return r
                 if r is not None:
@@ -345,21 +344,21 @@ class _InferenceEntry:
         """The call in C (tfla.torch._fast) with all three initial states given, or None."""
         if _fast.module() is None:
             return None
-        args = (q, k, v, i, f, c0, n0, m0, None)
-        how_h = _fast.H_LIKE_V if self.h_like_v else _fast.H_NEW
-        m_in = _fast.ARG_M if self.exp else _fast.SRC_ZERO
-        head = (_fast.ARG_Q, _fast.ARG_K, _fast.ARG_V, _fast.ARG_I, _fast.ARG_F, _fast.SRC_H)
+        args = (q, k, v, i, f, c0, n0, m0)  # sources 0..7; h is 8, new states 9..11
+        h_alloc = (_fast.LIKE, 2, None, ()) if self.h_like_v else (_fast.NEW, 0, q.dtype, self.h_shape)
+        m_in = 7 if self.exp else -1
+        inputs = {"q": 0, "k": 1, "v": 2, "i": 3, "f": 4, "h": 8}
         if self.kind is _IN_PLACE:  # the step kernel on c0, n0, m0 themselves (as _inference)
-            fn, problem, tensors, config = self.call.addresses()
-            return _fast.entry(self.call, _fast.KIND_STEP, fn, problem, tensors, config, 0, StepTensors,
-                               ("q", "k", "v", "i", "f", "h", "C", "n", "m", "C_src", "n_src", "m_src"),
-                               head + (_fast.ARG_C, _fast.ARG_N, m_in, _fast.SRC_ZERO, _fast.SRC_ZERO,
-                                       _fast.SRC_ZERO),
-                               how_h, _fast.STATES_ARGS, self.h_shape, (), (), (), self.device_index, args)
-        fn, handle, dims, tensors, kind = self.call.backend_addresses()
-        return _fast.entry(self.call, _fast.KIND_BACKEND_FORWARD, fn, handle, tensors, 0, kind, ForwardTensors,
-                           ("q", "k", "v", "i", "f", "h", "C_last", "n_last", "m_last", "C0", "n0", "m0"),
-                           head + (_fast.SRC_NEW_C, _fast.SRC_NEW_N, _fast.SRC_NEW_M, _fast.ARG_C, _fast.ARG_N,
-                                   m_in),
-                           how_h, _fast.STATES_LIKE if self.states_like else _fast.STATES_NEW, self.h_shape,
-                           self.C_shape, self.n_shape, self.m_shape, self.device_index, args, dims=dims)
+            fn, problem, _, config = self.call.addresses()
+            return _fast.entry(self.call, _fast.FORM_STEP, fn, problem, self.call.tensors, config, args,
+                               {**inputs, "C": 5, "n": 6, "m": m_in, "C_src": -1, "n_src": -1, "m_src": -1},
+                               allocs=(h_alloc,), result=(8, (5, 6, 7)))
+        fn, handle, dims = self.call.backend_addresses()
+        if self.states_like:
+            states = tuple((_fast.LIKE, j, None, ()) for j in (5, 6, 7))
+        else:
+            states = tuple((_fast.NEW, 5, torch.float32, shape) for shape in (self.C_shape, self.n_shape, self.m_shape))
+        return _fast.entry(self.call, _fast.FORM_BACKEND, fn, handle, self.call.tensors, 0, args,
+                           {**inputs, "C_last": 9, "n_last": 10, "m_last": 11, "C0": 5, "n0": 6, "m0": m_in},
+                           allocs=(h_alloc,) + states, result=(8, (9, 10, 11)),
+                           dims=dims)

@@ -27,7 +27,6 @@ import torch
 
 from .._checks import check_state, check_step
 from .._errors import TflaArgumentError
-from .._library import StepTensors
 from .._prepared import PreparedStep
 from . import _fast
 from ._runtime import (PerThreadCache, compiled_ops, current_device, current_stream, hashable_config,
@@ -76,8 +75,7 @@ class StepEntry:
             if tensor_guard is not None:
                 self.same = (tensor_guard(q, k, v, i, f, c, n, m) if out is None
                              else tensor_guard(q, k, v, i, f, c, n, m, out))
-            self.ext = _step_ext(self.call, q, k, v, i, f, c, n, m, out, self.h_like_v, self.h_shape,
-                                 self.device_index)
+            self.ext = _step_ext(self.call, q, k, v, i, f, c, n, m, out, self.h_like_v, self.h_shape)
 
 
 _entries = PerThreadCache()
@@ -119,10 +117,7 @@ def _entry_of(q, k, v, i, f, c, n, m, variant, normalize, eps, qk_scale, config,
     return e
 
 
-_STEP_FIELDS = ("q", "k", "v", "i", "f", "h", "C", "n", "m", "C_src", "n_src", "m_src")
-
-
-def _step_ext(call, q, k, v, i, f, c, n, m, out, h_like_v, h_shape, device_index):
+def _step_ext(call, q, k, v, i, f, c, n, m, out, h_like_v, h_shape):
     """The entry's two C calls (tfla.torch._fast), (new states, in place), or None without the
     extension. New states come from empty_like of the old ones (as _target), which the step
     reads in place (C_src...); an old state off its alignment takes the Python path, which copies
@@ -130,18 +125,21 @@ def _step_ext(call, q, k, v, i, f, c, n, m, out, h_like_v, h_shape, device_index
     if _fast.module() is None:
         return None
     fn, problem, tensors, config = call.addresses()
-    args = (q, k, v, i, f, c, n, m, out)
-    how_h = _fast.H_OUT if out is not None else (_fast.H_LIKE_V if h_like_v else _fast.H_NEW)
-    inputs = (_fast.ARG_Q, _fast.ARG_K, _fast.ARG_V, _fast.ARG_I, _fast.ARG_F,
-              _fast.ARG_OUT if out is not None else _fast.SRC_H)
-    new = _fast.entry(call, _fast.KIND_STEP, fn, problem, tensors, config, 0, StepTensors, _STEP_FIELDS,
-                      inputs + (_fast.SRC_NEW_C, _fast.SRC_NEW_N, _fast.SRC_NEW_M, _fast.ARG_C, _fast.ARG_N,
-                                _fast.ARG_M),
-                      how_h, _fast.STATES_LIKE, h_shape, (), (), (), device_index, args, align=(16, 4))
-    inplace = _fast.entry(call, _fast.KIND_STEP, fn, problem, tensors, config, 0, StepTensors, _STEP_FIELDS,
-                          inputs + (_fast.ARG_C, _fast.ARG_N, _fast.ARG_M, _fast.SRC_ZERO, _fast.SRC_ZERO,
-                                    _fast.SRC_ZERO),
-                          how_h, _fast.STATES_ARGS, h_shape, (), (), (), device_index, args)
+    args = (q, k, v, i, f, c, n, m, out)  # sources 0..8; outputs from 9
+    if out is not None:
+        h_alloc, h = (), 8
+    else:
+        h_alloc = ((_fast.LIKE, 2, None, ()) if h_like_v else (_fast.NEW, 0, q.dtype, h_shape),)
+        h = 9
+    inputs = {"q": 0, "k": 1, "v": 2, "i": 3, "f": 4, "h": h}
+    s = 9 + len(h_alloc)  # the new states' sources
+    new = _fast.entry(call, _fast.FORM_STEP, fn, problem, call.tensors, config, args,
+                      {**inputs, "C": s, "n": s + 1, "m": s + 2, "C_src": 5, "n_src": 6, "m_src": 7},
+                      allocs=h_alloc + tuple((_fast.LIKE, j, None, ()) for j in (5, 6, 7)),
+                      aligned=((5, 16), (6, 4), (7, 4)), result=(h, (s, s + 1, s + 2)))
+    inplace = _fast.entry(call, _fast.FORM_STEP, fn, problem, call.tensors, config, args,
+                          {**inputs, "C": 5, "n": 6, "m": 7, "C_src": -1, "n_src": -1, "m_src": -1},
+                          allocs=h_alloc, result=(h, (5, 6, 7)))
     return new, inplace
 
 
