@@ -9,7 +9,10 @@ and size queries, the C structs) is done once per entry, the first time a shape 
 thread. Finding the entry: the thread's previous entry when the options are the same and the
 tensors pass its guard (one C call comparing every tensor's dtype, device, sizes and strides
 with those the entry was made for, _runtime.tensor_guard), else a dict lookup on a tuple of the
-tensors' signatures. Nothing here synchronizes with the device.
+tensors' signatures. Nothing here synchronizes with the device. Once the entry is found, the
+allocations, pointers and library call run as one C call (tfla.torch._fast, README: "The host
+path in C") where the entry has that path and the arguments match the signatures it was made
+for; the Python code below runs otherwise.
 """
 
 import threading

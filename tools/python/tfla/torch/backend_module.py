@@ -28,7 +28,7 @@ gives the output's layout) and one library call: the backend's step (tfla_mlstm_
 config) on the initial states with inference_states_inplace, else tfla_backend_forward, whose step
 kernel reads the initial states and writes the new ones (no copy). A module without hooks is
 called without nn.Module's dispatch (mLSTMBackend.__call__). With all three initial states given,
-a warm call runs all of that in one C call (tfla.torch._fast, README: "The step's host path in
+a warm call runs all of that in one C call (tfla.torch._fast, README: "The host path in
 C"), falling back to the path above for anything its entry was not made for.
 """
 

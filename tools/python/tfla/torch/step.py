@@ -19,7 +19,7 @@ options are the same and the tensors pass its guard, one C call comparing their 
 devices, sizes and strides; else a flat tuple of the tensors' signatures looked up in a dict),
 the new states' allocations unless in place, h's allocation (unless out is given) and one library
 call. Calls without c_new/n_new/m_new and with m given run all of that in one C call
-(tfla.torch._fast, README: "The step's host path in C"), which hands anything its entry was not
+(tfla.torch._fast, README: "The host path in C"), which hands anything its entry was not
 made for (another signature or device, a state off its alignment) back to the path above.
 """
 
