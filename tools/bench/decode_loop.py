@@ -80,15 +80,18 @@ def host_time_us(fn, calls=40, reps=15):
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        torch.cuda._sleep(int(0.02 * 1.9e9))
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        out.append(1e6 * (time.perf_counter() - t0) / calls)
-        torch.cuda.synchronize()
-    return statistics.median(out)
+    return statistics.median([host_sample_us(fn, calls) for _ in range(reps)])
+
+
+def host_sample_us(fn, calls):
+    """One sample: Python time per call of `calls` calls queued behind a GPU sleep, then a sync."""
+    torch.cuda._sleep(int(0.02 * 1.9e9))
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    us = 1e6 * (time.perf_counter() - t0) / calls
+    torch.cuda.synchronize()
+    return us
 
 
 def step_inputs(B, seed=0):
@@ -110,9 +113,10 @@ def seed_modules():
 
 
 def part_c_path(rows, cases, caches, reps=25, calls=40):
-    """The step rows with their entry's C path (tfla.torch._fast) and without it (the entry's
-    ext taken away: the ctypes path), alternating samples of `calls` calls in this process,
-    the GPU held behind a sleep: (min, median) host us per call of each."""
+    """The rows with their entries' C path (tfla.torch._fast) and without it (the entries' C
+    calls taken away: the ctypes path), alternating samples of `calls` calls in this process,
+    the GPU held behind a sleep: (min, median) host us per call of each. caches: row (or its
+    prefix before the first dot) -> the PerThreadCache of its entries."""
     try:
         from tfla.torch import _fast
     except ImportError:
@@ -124,25 +128,29 @@ def part_c_path(rows, cases, caches, reps=25, calls=40):
     print(f"{'call':<22}{'C path':>16}{'ctypes path':>16}")
     for name, fn in cases.items():
         cache = caches.get(name) or caches.get(name.split(".")[0])
+        if cache is None:
+            continue
         fn()
-        e = getattr(cache, "last", None)
-        ext = getattr(e, "ext", None)
-        if ext is None:
+        # every entry of the cache (a forward + backward row uses the forward's and the backward's)
+        held = [(e, getattr(e, "ext", None), getattr(e, "bwd_ext", None)) for e in cache.entries.values()]
+        if not any(ext is not None for _, ext, _ in held):
             print(f"{name:<22} (no C path entry)")
             continue
+
+        def use(on):
+            for e, ext, bwd in held:
+                e.ext = ext if on else None
+                if hasattr(e, "bwd_ext"):
+                    e.bwd_ext = bwd if on else None
+
         a, b = [], []
         try:
             for _ in range(reps):
-                for path, out in ((ext, a), (None, b)):
-                    e.ext = path
-                    torch.cuda._sleep(int(0.02 * 1.9e9))
-                    t0 = time.perf_counter()
-                    for _ in range(calls):
-                        fn()
-                    out.append(1e6 * (time.perf_counter() - t0) / calls)
-                    torch.cuda.synchronize()
+                for on, out in ((True, a), (False, b)):
+                    use(on)
+                    out.append(host_sample_us(fn, calls))
         finally:
-            e.ext = ext
+            use(True)
         rows.append({"part": "c_path", "call": name, "c_min_us": min(a), "c_median_us": statistics.median(a),
                      "ctypes_min_us": min(b), "ctypes_median_us": statistics.median(b)})
         print(f"{name:<22}{min(a):7.2f} / {statistics.median(a):6.2f}{min(b):8.2f} / {statistics.median(b):6.2f}")
@@ -209,9 +217,11 @@ def part_host(rows):
             continue
         rows.append({"part": "host", "call": name, "host_us": hu, "gpu_us": gu})
         print(f"{name:<22}{hu:9.2f}{gu:9.2f}")
-    part_c_path(rows, {k: v for k, v in cases.items() if k.startswith(("step.", "backend."))},
+    from tfla.torch import _launch
+    part_c_path(rows, {k: v for k, v in cases.items() if not k.startswith("seed.")},
                 {"step": step_module._entries, "backend.step": be._entries,
-                 "backend.step_inplace": bi._entries if "backend.step_inplace" in cases else None})
+                 "backend.step_inplace": bi._entries if "backend.step_inplace" in cases else None,
+                 "fwd": _launch._entries, "fwd+bwd": _launch._entries, "bwd.binding": _launch._entries})
     by = {r["call"]: r["host_us"] for r in rows if r["part"] == "host"}
     if "fwd+bwd" in by and "fwd.grad_inputs" in by:  # the backward's share: autograd's engine and the call
         bwd = by["fwd+bwd"] - by["fwd.grad_inputs"]
