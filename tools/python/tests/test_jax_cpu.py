@@ -179,6 +179,33 @@ def test_gradients_keep_the_forward_states_unless_told_to_recompute(on_gpu):
     assert bwd_res[-1] == (workspace,)
 
 
+def test_short_stateless_gradients_keep_no_states_where_the_backward_runs_parallel(on_gpu):
+    """At S = 128 a call without states resolves its backward to the parallel form, which reads no
+    chunk states: the forward saves none (a saved buffer would move both passes to the chunkwise
+    form), as with recompute_states_in_bw=True; with last states it keeps them."""
+    S_ = 128
+    sds = jax.ShapeDtypeStruct
+    specs = (sds((B, NH, S_, DQK), jnp.bfloat16), sds((B, NH, S_, DQK), jnp.bfloat16),
+             sds((B, NH, S_, DV), jnp.bfloat16), sds((B, NH, S_), jnp.float32), sds((B, NH, S_), jnp.float32))
+    plan = tfla.make_plan(B, NH, S_, DQK, DV)
+    assert tfla._binding.kernel_config(plan, "bwd", None).get("parallel") == 1
+
+    def grad(last, recompute=None):
+        def f(*a):
+            out = tj.mlstm_chunkwise(*a, return_last_states=last, recompute_states_in_bw=recompute)
+            h = out[0] if last else out
+            return jnp.sum(h.astype(jnp.float32))
+        return jax.grad(f, argnums=(0, 1, 2, 3, 4))
+
+    # no states in or out: the same FFI calls as recomputing (no saved-states result or operand)
+    assert _ffi_calls(grad(False), *specs) == _ffi_calls(grad(False, True), *specs)
+    # with last states the forward keeps them: one more result and one more backward operand
+    (_, kept_res, _), (_, _, kept_in) = _ffi_calls(grad(True), *specs)
+    (_, rec_res, _), (_, _, rec_in) = _ffi_calls(grad(True, True), *specs)
+    assert (len(kept_res), kept_in) == (len(rec_res) + 1, rec_in + 1)
+    assert tfla._binding.saved_size(plan) in [r[0] for r in kept_res if len(r) == 1]
+
+
 def test_a_shape_is_sized_once(on_gpu, monkeypatch):
     calls = []
     real = tfla._binding.saved_size

@@ -14,7 +14,8 @@ Gradients (jax.custom_vjp): dq, dk, dv, di, df and dC_initial; dn_initial and dm
 zeros and the gradients of the returned n and m are ignored, as in tfla.torch and the seed
 (the normalizer and the stabilizer are held constant in the backward). The forward under
 differentiation keeps its chunk states for the backward (a uint8 residual), unless
-recompute_states_in_bw=True.
+recompute_states_in_bw=True, or unless the call has no initial or last states and its backward
+runs the parallel form (short sequences), which reads no chunk states.
 
 The FFI targets (tfla_mlstm_forward, tfla_mlstm_backward, tfla_mlstm_step) are registered for
 the CUDA platform on import; that needs libtfla and libtfla_jax (built beside libtfla when
@@ -186,6 +187,18 @@ def _configs(plan_key, plan, fwd_pinned, bwd_pinned, keep, has_initial, want_las
     return hit
 
 
+def _keeps_states(plan, bwd_pinned, recompute, has_initial, want_last):
+    """Whether the differentiated forward saves its chunk states for the backward: unless told
+    to recompute them, and not where the call has no states in or out and its backward runs the
+    parallel form (short sequences), which reads no chunk states; a saved buffer would move both
+    passes to the chunkwise form."""
+    if recompute:
+        return False
+    if has_initial or want_last:
+        return True
+    return _binding.kernel_config(plan, "bwd", bwd_pinned).get("parallel") != 1
+
+
 def _workspace(nbytes):
     return jax.ShapeDtypeStruct((max(int(nbytes), 256),), jnp.uint8)
 
@@ -295,7 +308,9 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     key = (B, NH, plan.S, Dqk, Dv, plan.dtype, plan.gate_dtype, plan.variant, plan.normalize, plan.eps,
            plan.scale)
     fwd, keep_cfg, bwd, saved_bwd, saved_bytes, ws = _configs(
-        key, plan, fwd_cfg, bwd_cfg, not recompute_states_in_bw, has_initial, bool(return_last_states))
+        key, plan, fwd_cfg, bwd_cfg, _keeps_states(plan, bwd_cfg, recompute_states_in_bw, has_initial,
+                                                   return_last_states),
+        has_initial, bool(return_last_states))
     st = _Static(variant=0 if variant == "exp" else 1, normalize=1 if (normalize or variant == "exp") else 0,
                  eps=float(plan.eps), scale=float(plan.scale), fwd_config=fwd, keep_config=keep_cfg,
                  bwd_config=bwd, saved_bwd_config=saved_bwd, saved_bytes=int(saved_bytes), ws=ws,
