@@ -123,6 +123,34 @@ def test_chunkwise_matches_reference(variant, normalize, dtype, states, recomput
         assert rel(grads[5], tst[0].grad) < gtol, f"dC0: {msg}"
 
 
+@pytest.mark.parametrize("variant", ["exp", "sig"])
+@pytest.mark.parametrize("S", [64, 128, 200])
+def test_short_stateless_gradients_match_reference(variant, S):
+    """Short sequences without states: the backward runs the parallel form where the library
+    picks it (and the forward then keeps no chunk states), else the chunkwise form from saved
+    states; gradients against the float64 reference."""
+    seed = random.randrange(1 << 30)
+    B, NH, Dqk, Dv = 2, 2, 64, 128
+    x, _ = make(seed, B, NH, S, Dqk, Dv, jnp.bfloat16, False)
+    w = jnp.asarray(np.random.default_rng(seed + 1).standard_normal((B, NH, S, Dv)), jnp.float32)
+
+    def loss(q, k, v, i, f):
+        return jnp.sum(tj.mlstm_chunkwise(q, k, v, i, f, variant=variant).astype(jnp.float32) * w)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))(*x)
+    tq, tk, tv, ti, tf = (as_torch(a, True) for a in x)
+    h_ref, _ = mlstm_recurrent_reference(tq, tk, tv, ti, tf, variant=variant)
+    (h_ref * as_torch(w)).sum().backward()
+    msg = f"seed {seed}"
+    for name, g, t in zip("qkv", grads[:3], (tq, tk, tv)):
+        assert rel(g, t.grad) < TOL_BWD[jnp.bfloat16], f"d{name}: {msg}"
+    assert (rel(grads[3], ti.grad) < TOL_BWD[jnp.bfloat16]
+            or di_conditioned(grads[3], ti.grad, tk.detach(), tk.grad, ti.detach(), variant)
+            < TOL_BWD[jnp.bfloat16] / 4), f"di: {msg}"
+    assert df_conditioned(grads[4], tf.grad, tq.detach(), tk.detach(), tq.grad, tk.grad, tf.detach(),
+                          ()) < TOL_BWD[jnp.bfloat16], msg
+
+
 def test_chunkwise_without_last_states_and_eager():
     x, _ = make(7, 2, 2, 130, 128, 64, jnp.bfloat16, False)
     h = tj.mlstm_chunkwise(*x)
