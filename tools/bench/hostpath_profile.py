@@ -66,6 +66,9 @@ static const char* CFG = "chunk=64";
 static unsigned char last_t[2048];
 static void rec(const void* t, size_t n) { if (t && n <= sizeof last_t) memcpy(last_t, t, n); }
 const void* stub_last_tensors(void) { return last_t; }
+/* the latest forward's or backward's workspace argument: its bytes, and whether it was given */
+static size_t last_wb, last_w;
+size_t stub_last_workspace(void) { return last_w ? last_wb : (size_t)-1; }
 const char* tfla_last_error(void) { return ""; }
 const char* tfla_version(void) { return "stub"; }
 int tfla_abi_version(void) { return STUB_ABI_VERSION; }
@@ -76,8 +79,8 @@ st tfla_mlstm_backward_workspace_size(const void* p, const char* c, size_t* b) {
 st tfla_mlstm_backward_saved_workspace_size(const void* p, const char* c, size_t* b) { return size_q(b); }
 st tfla_mlstm_forward_saved_workspace_size(const void* p, const char* c, size_t* b) { *b = 0; return 0; }
 st tfla_mlstm_saved_size(const void* p, const char* c, size_t* b) { return size_q(b); }
-st tfla_mlstm_forward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { rec(t, FWD_SIZE); return 0; }
-st tfla_mlstm_backward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { rec(t, BWD_SIZE); return 0; }
+st tfla_mlstm_forward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { rec(t, FWD_SIZE); last_w = w != 0; last_wb = wb; return 0; }
+st tfla_mlstm_backward(const void* p, const void* t, void* s, void* w, size_t wb, const char* c) { rec(t, BWD_SIZE); last_w = w != 0; last_wb = wb; return 0; }
 st tfla_mlstm_step(const void* p, const void* t, void* s, const char* c) { rec(t, STEP_SIZE); return 0; }
 st tfla_mlstm_config(const void* p, const char* op, const char* pinned, char* buf, size_t n, size_t* need) {
   const char* out = pinned && *pinned ? pinned : CFG;
@@ -486,9 +489,113 @@ def selftest(torch, cases, modules):
     raises(lambda: bi(*x4, C, n, m.double()), "backend in place, m0 float64", "float32")
     new_entry(lambda: bi(*x4[:2], r(1, NH, 2, DV).bfloat16()[:, :, :1], *x4[3:], C, n, m),
               "backend in place, v with another sequence stride")
+    if _fast.module() is not None:
+        same_structs(torch, expect, last, modules)
     _library.Library.call = real_call
     print(f"{len(failures)} failure(s)")
     return len(failures)
+
+
+def same_structs(torch, expect, last, modules):
+    """Each kind of call once through its entry's C path and once through the ctypes path (the
+    entry's C calls taken away), on the same arguments: the tensor structs the stub library got
+    hold the same input pointers, strides and sizes, and outputs in the same fields."""
+    import ctypes
+
+    from tfla._library import BackwardTensors, ForwardTensors, StepTensors
+    from tfla.torch import _launch, mlstm_chunkwise, mlstm_recurrent_step
+    from tfla.torch import step as step_mod
+    from tfla.torch._launch import forward_entry, run_backward, run_forward
+    from tfla.torch.chunkwise import options
+    be, bi = modules
+    g = torch.Generator().manual_seed(5)
+    r = lambda *sh: torch.randn(*sh, generator=g)
+    NH, DQK, DV, S = 2, 64, 128, 96
+    x = [r(1, NH, DQK).bfloat16(), r(1, NH, DQK).bfloat16(), r(1, NH, DV).bfloat16(), r(1, NH, 1), r(1, NH, 1)]
+    C, n, m = r(1, NH, DQK, DV), r(1, NH, DQK), r(1, NH, 1)
+    h = torch.empty(1, NH, DV, dtype=torch.bfloat16)
+    x4 = [t[:, :, None] if t.shape[-1] != 1 else t for t in x]
+    seq = [r(1, NH, S, DQK).bfloat16(), r(1, NH, S, DQK).bfloat16(), r(1, NH, S, DV).bfloat16(), r(1, NH, S),
+           r(1, NH, S)]
+    st = (r(1, NH, DQK, DV), r(1, NH, DQK), r(1, NH, 1))
+
+    from tfla._library import load_library
+    from tfla.torch import _fast
+    ws_fn = ctypes.CFUNCTYPE(ctypes.c_size_t)(ctypes.cast(load_library().cdll["stub_last_workspace"],
+                                                          ctypes.c_void_p).value)
+
+    def c_calls(held):
+        n = 0
+        for _, ext, bwd in held:
+            for c in (ext if isinstance(ext, tuple) else (ext,)) + (bwd,):
+                if c is not None and c is not _launch._UNSET:
+                    n += _fast.calls(c)
+        return n
+
+    def compare(what, cls, call, caches, outputs):
+        first_call(call, modules)
+        held = [(e, getattr(e, "ext", None), getattr(e, "bwd_ext", None)) for c in caches for e in c.entries.values()]
+        n0 = c_calls(held)
+        call()
+        a, wa = last(cls), ws_fn()
+        expect(c_calls(held) == n0 + 1, f"{what}: the C path ran it")
+        for e, _, _ in held:
+            e.ext = None
+            if hasattr(e, "bwd_ext"):
+                e.bwd_ext = None
+        try:
+            call()
+            b, wb = last(cls), ws_fn()
+        finally:
+            for e, ext, bwd in held:
+                e.ext = ext
+                if hasattr(e, "bwd_ext"):
+                    e.bwd_ext = bwd
+        bad = []
+        for name, ctype in cls._fields_:
+            va, vb = getattr(a, name), getattr(b, name)
+            if name in outputs:
+                ok = (va is None) == (vb is None)
+            elif isinstance(va, ctypes.Structure):
+                ok = bytes(va) == bytes(vb)
+            else:
+                ok = va == vb
+            if not ok:
+                bad.append(f"{name} {va} vs {vb}")
+        if cls is not StepTensors and wa != wb:  # (the backend's forward takes no workspace)
+            bad.append(f"workspace {wa} vs {wb} bytes")
+        expect(not bad, f"{what}: the C path's struct is the ctypes path's{' (' + '; '.join(bad) + ')' if bad else ''}")
+
+    se = step_mod._entries
+    compare("step, new states", StepTensors, lambda: mlstm_recurrent_step(*x, C, n, m), [se], {"h", "C", "n", "m"})
+    compare("step, in place", StepTensors, lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True), [se], {"h"})
+    compare("step, in place, out", StepTensors, lambda: mlstm_recurrent_step(*x, C, n, m, inplace=True, out=h),
+            [se], set())
+    compare("backend, new states", ForwardTensors, lambda: be(*x4, C, n, m), [be._entries],
+            {"h", "C_last", "n_last", "m_last"})
+    compare("backend, in place", StepTensors, lambda: bi(*x4, C, n, m), [bi._entries], {"h"})
+    le = _launch._entries
+    for variant in ("exp", "sig"):
+        compare(f"chunkwise {variant}, no grad", ForwardTensors, lambda: mlstm_chunkwise(*seq, variant=variant),
+                [le], {"h"})
+        compare(f"chunkwise {variant}, states in and out", ForwardTensors,
+                lambda: mlstm_chunkwise(*seq, *st, return_last_states=True, variant=variant), [le],
+                {"h", "C_last", "n_last", "m_last"})
+        for keep in (True, False):
+            opts = options(variant, True, 1e-6, None, 64, None, None, False, None)
+            for states in (None, st):
+                s3 = states or (None, None, None)
+                e = forward_entry(*seq, *s3, opts, keep)
+                on_device0([e])
+                _, norm, _, _, _, saved = run_forward(e, *seq, *s3, True)
+                compare(f"chunkwise {variant}, forward with the normalizer, keep={keep}, "
+                        f"states={states is not None}", ForwardTensors,
+                        lambda: run_forward(e, *seq, *s3, True), [le], {"h", "norm", "saved"})
+                dh = r(1, NH, S, DV).bfloat16()
+                dC = r(1, NH, DQK, DV) if states is not None else None
+                compare(f"chunkwise {variant}, backward, keep={keep}, states={states is not None}",
+                        BackwardTensors, lambda: run_backward(e, *seq, *s3, norm, saved, dh, dC), [le],
+                        {"dq", "dk", "dv", "di", "df", "dC0"})
 
 
 def time_us(fn, calls, reps, clock=time.thread_time_ns):
