@@ -368,15 +368,22 @@ def selftest(torch, cases, modules):
     new_entry(lambda: mlstm_chunkwise(*sg), "chunkwise with grad")
     from tfla.torch import _fast
     from tfla._library import BackwardTensors
+    def entry_of(plain):  # the chunkwise entry of `small` without (plain) or with gradients
+        for e in _launch._entries.entries.values():
+            if e.plan.S == 96 and e.plan.NH == 2 and e.plain == plain and e.opts.eps == 1e-6 \
+                    and e.keep_requested is not plain and e.ext is not None:
+                return e
+        return None
+
     if _fast.module() is not None:
         mlstm_chunkwise(*small)
-        e = _launch._entries.last
+        e = entry_of(True)
         k0 = _fast.calls(e.ext[0])
         hh = mlstm_chunkwise(*small)
         expect(_fast.calls(e.ext[0]) == k0 + 1 and last(ForwardTensors).h == hh.data_ptr(),
                "chunkwise without grad: the C path ran the warm forward")
         hg = mlstm_chunkwise(*sg)
-        e = _launch._entries.last
+        e = entry_of(False)
         k1 = _fast.calls(e.ext[1])
         for t in sg:
             t.grad = None
