@@ -13,6 +13,7 @@ must be torch's (`torch._C._cuda_getCurrentRawStream`), else it is not used.
 `entry(owner, ...)` records a prepared call for `call`; see _fast.cpp for the contract.
 """
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -116,7 +117,6 @@ def entry(owner, form, fn, first, struct, config, args, slots, allocs=(), aligne
     mod = module()
     if mod is None:
         return None
-    import ctypes
     cls = type(struct)
     slot_list = tuple((getattr(cls, name).offset, int(src)) for name, src in slots.items())
     return mod.make(owner, form, fn, first, tuple(dims), ctypes.addressof(struct), ctypes.sizeof(struct),
