@@ -406,6 +406,39 @@ def selftest(torch, cases, modules):
         bt = last(BackwardTensors)
         expect(_fast.calls(e.bwd_ext) == kb + 1 and bt.dh not in (None, dh3.data_ptr()),
                "chunkwise with grad, dh not contiguous: the Python path copied it, not the C path")
+        rec = e.node
+        expect(rec not in (None, _launch._UNSET) and hg.grad_fn.name() == "MlstmChunkwiseBackward",
+               "chunkwise with grad: the forward made its autograd node in C++ (tfla.torch._fast.node)")
+        fb, has_bwd = _fast.module().node_calls(rec)
+        for t in sg:
+            t.grad = None
+        hg = mlstm_chunkwise(*sg)
+        hg.backward(dh2)
+        bt = last(BackwardTensors)
+        expect(has_bwd and _fast.module().node_calls(rec)[0] == fb and _fast.calls(e.bwd_ext) == kb + 2
+               and bt.dh == dh2.data_ptr() and bt.dq == sg[0].grad.data_ptr(),
+               "chunkwise with grad: the node's warm backward ran in C (no Python fallback), its dq "
+               "became q.grad")
+        hg = mlstm_chunkwise(*sg)
+        hg.backward(dh3)
+        expect(_fast.module().node_calls(rec)[0] == fb + 1 and _fast.calls(e.bwd_ext) == kb + 2,
+               "chunkwise with grad, dh not contiguous: the node's Python fallback ran the backward")
+        hg = mlstm_chunkwise(*sg)
+        hg.backward(dh2)
+        try:
+            hg.backward(dh2)
+            expect(False, "chunkwise with grad: a second backward through the node raises")
+        except RuntimeError as err:
+            expect("second time" in str(err), "chunkwise with grad: a second backward through the node raises")
+        q5 = sg[0] * 1
+        hg = mlstm_chunkwise(q5, *sg[1:])
+        with torch.no_grad():
+            q5.add_(1)
+        try:
+            hg.backward(dh2)
+            expect(False, "chunkwise with grad: q changed in place after the forward raises")
+        except RuntimeError as err:
+            expect("inplace" in str(err), "chunkwise with grad: q changed in place after the forward raises")
     raises(lambda: mlstm_chunkwise(*sg[:4], sg[4].detach().half()), "chunkwise with grad, f float16", "dtype")
 
     # h comes from empty_like(v) only where that is contiguous: a dense v with permuted strides

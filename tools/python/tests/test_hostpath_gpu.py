@@ -344,17 +344,115 @@ def test_c_chunkwise_path_equals_the_ctypes_path(variant, states, recompute):
     before = calls()
     c_out = run()
     assert calls() >= before + 3  # no-grad forward, forward, backward
-    saved = [(e, e.ext, e.bwd_ext) for e in _launch._entries.entries.values()]
-    for e, _, _ in saved:
-        e.ext, e.bwd_ext = None, None
+    saved = [(e, e.ext, e.bwd_ext, e.node) for e in _launch._entries.entries.values()]
+    for e, _, _, _ in saved:
+        e.ext, e.bwd_ext, e.node = None, None, None
     try:
         py_out = run()
     finally:
-        for e, a, b in saved:
-            e.ext, e.bwd_ext = a, b
+        for e, a, b, nd in saved:
+            e.ext, e.bwd_ext, e.node = a, b, nd
     assert len(c_out) == len(py_out)
     for a, b in zip(c_out, py_out):
         assert torch.equal(a, b)
+
+
+def _without_c_path(fn):
+    """fn() with every chunkwise entry's C paths taken away (the ctypes path and
+    MlstmChunkwiseFunction), restored after."""
+    held = [(e, e.ext, e.bwd_ext, e.node) for e in _launch._entries.entries.values()]
+    for e, _, _, _ in held:
+        e.ext, e.bwd_ext, e.node = None, None, None
+    try:
+        return fn()
+    finally:
+        for e, a, b, nd in held:
+            e.ext, e.bwd_ext, e.node = a, b, nd
+
+
+@pytest.mark.parametrize("loss_on", ["h", "C_last", "h and C_last, dh strided"])
+def test_c_autograd_node_equals_the_function(loss_on):
+    """The C++ autograd node (tfla.torch._fast.node) against MlstmChunkwiseFunction on the same
+    inputs, every gradient bitwise equal: a loss on h (the backward in C), on C_last alone (no
+    dh: the node's Python fallback) and on both with a dh that is not contiguous (the fallback's
+    copy); n0 and m0 get zero gradients, n_last and m_last none."""
+    _fast = _c_path()
+    B, NH, S, D = 2, 4, 200, 128
+    x = inputs(B, NH, S, D, D, seed=21)
+    g = torch.Generator(device=DEV).manual_seed(22)
+    st = [0.1 * torch.randn(B, NH, D, D, device=DEV, generator=g), 0.1 * torch.randn(B, NH, D, device=DEV, generator=g),
+          torch.randn(B, NH, 1, device=DEV, generator=g)]
+    w = torch.randn(B, NH, D, S, device=DEV, generator=g).transpose(2, 3)  # a strided dh
+    wC = torch.randn(B, NH, D, D, device=DEV, generator=g)
+
+    def run():
+        xs = [t.detach().clone().requires_grad_(True) for t in x]
+        ss = [s.clone().requires_grad_(True) for s in st]
+        h, (C, n, m) = mlstm_chunkwise(*xs, *ss, return_last_states=True, chunk_size=64)
+        assert not n.requires_grad and not m.requires_grad
+        if loss_on == "h":
+            loss = (h.float() * w.contiguous()).sum()
+        elif loss_on == "C_last":
+            loss = (C * wC).sum()
+        else:
+            h.backward(w.bfloat16(), retain_graph=True)
+            loss = (C * wC).sum()
+        loss.backward()
+        return h.grad_fn.name(), [h, C, n, m] + [t.grad for t in xs + ss]
+
+    run()
+    name, c_out = run()
+    assert name == "MlstmChunkwiseBackward"
+    py_name, py_out = _without_c_path(run)
+    assert py_name != name
+    for a, b in zip(c_out, py_out):
+        assert torch.equal(a, b)
+    assert not c_out[-2].any() and not c_out[-1].any()  # dn0, dm0
+
+
+def test_c_autograd_node_keeps_autograd_s_rules():
+    """The C++ node behaves as the Function under autograd's rules: a second backward without
+    retain_graph raises, retain_graph accumulates, an input changed in place after the forward
+    raises autograd's version error, the gradients of a create_graph backward are not
+    differentiable (once_differentiable), saved-tensor hooks see every saved tensor."""
+    _fast = _c_path()
+    x = inputs(1, 2, 128, 64, 64, seed=23, grad=True)
+    dh = torch.randn(1, 2, 128, 64, device=DEV).bfloat16()
+    h = mlstm_chunkwise(*x, chunk_size=64)
+    h.backward(dh)
+    assert h.grad_fn.name() == "MlstmChunkwiseBackward"
+    with pytest.raises(RuntimeError, match="second time"):
+        h.backward(dh)
+    for t in x:
+        t.grad = None
+    h = mlstm_chunkwise(*x, chunk_size=64)
+    h.backward(dh, retain_graph=True)
+    once = x[0].grad.clone()
+    h.backward(dh)
+    assert torch.equal(x[0].grad, 2 * once)
+    q3 = x[0] * 1  # not a leaf: changed in place below
+    h = mlstm_chunkwise(q3, *x[1:], chunk_size=64)
+    with torch.no_grad():
+        q3.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h.backward(dh)
+    h = mlstm_chunkwise(*x, chunk_size=64)
+    dhg = dh.clone().requires_grad_(True)
+    (gq,) = torch.autograd.grad(h, x[0], dhg, create_graph=True)
+    assert gq.requires_grad
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gq.sum().backward()
+    packed = []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        h = mlstm_chunkwise(*x, chunk_size=64)
+    h.backward(dh)
+    # q, k, v, i, f, the normalizer and (kept for the backward, or not at a short S) the saved buffer
+    assert len(packed) in (6, 7) and packed[:3] == [x[0].shape, x[1].shape, x[2].shape]
 
 
 def test_c_step_path_runs_on_the_current_stream():

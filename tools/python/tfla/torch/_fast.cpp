@@ -26,15 +26,25 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/core/Device.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/Dtype.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/autograd/saved_variable.h>
 
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -54,6 +64,7 @@ using BackendFn = int (*)(const void*, int64_t, int64_t, int64_t, int64_t, int64
 using OpFn = int (*)(const void*, void*, void*, void*, size_t, const char*);
 
 constexpr const char* kCapsule = "tfla_fast.Entry";
+constexpr int kMaxArgs = 32;  // the most arguments an entry takes
 
 struct Sig {
   bool present = false;
@@ -85,17 +96,16 @@ struct Entry {
   int workspace = -1;                          // kOp: the source passed as the workspace (-1: none)
   size_t workspace_bytes = 0;
   PyObject* result = nullptr;  // the result's template: ints are sources, tuples nest, None stays
+  std::vector<int> flat;       // the template's sources where it is a flat tuple of ints
   c10::Device device{c10::kCPU};  // the first argument's: the current device a call must find
   std::atomic<int64_t> calls{0};  // (calls may come from the autograd engine's threads too)
 };
 // A source: argument j (0 <= j < nargs), output j (nargs + j), or -1 (a null pointer / None).
 
-bool matches(const Sig& s, PyObject* obj) {
-  if (obj == Py_None) return !s.present;
-  if (!s.present || !THPVariable_CheckExact(obj)) return false;
-  const at::Tensor& t = THPVariable_Unpack(obj);
-  return t.key_set() == s.keys && t.scalar_type() == s.dtype && t.device() == s.device &&
-         t.sizes().equals(s.sizes) && t.strides().equals(s.strides);
+bool matches(const Sig& s, const at::Tensor* t) {
+  if (t == nullptr) return !s.present;
+  return s.present && t->key_set() == s.keys && t->scalar_type() == s.dtype && t->device() == s.device &&
+         t->sizes().equals(s.sizes) && t->strides().equals(s.strides);
 }
 
 Sig record(PyObject* obj) {
@@ -186,6 +196,7 @@ PyObject* make(PyObject*, PyObject* a) {
   for (size_t j = 0; j < d.size() && j < 5; ++j) e->dims[j] = d[j];
   if (!PyTuple_Check(args)) return fail("tfla_fast.make: args must be a tuple"), bad();
   const int nargs = static_cast<int>(PyTuple_GET_SIZE(args));
+  if (nargs > kMaxArgs) return fail("tfla_fast.make: more than 32 args"), bad();
   for (int j = 0; j < nargs; ++j) {
     PyObject* t = PyTuple_GET_ITEM(args, j);
     if (t != Py_None && !THPVariable_CheckExact(t)) {
@@ -249,6 +260,16 @@ PyObject* make(PyObject*, PyObject* a) {
   e->workspace = workspace;
   e->workspace_bytes = static_cast<size_t>(workspace_bytes);
   if (!valid_result(result, nsources)) return fail("tfla_fast.make: result template"), bad();
+  if (PyTuple_Check(result)) {
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(result); ++j) {
+      PyObject* item = PyTuple_GET_ITEM(result, j);
+      if (!PyLong_Check(item)) {
+        e->flat.clear();
+        break;
+      }
+      e->flat.push_back(static_cast<int>(PyLong_AsLong(item)));
+    }
+  }
   if (nargs == 0 || !e->sigs[0].present) return fail("tfla_fast.make: the first argument must be a tensor"), bad();
   e->device = e->sigs[0].device;  // the call's device: its first tensor's
   Py_INCREF(owner);
@@ -305,36 +326,28 @@ PyObject* build(PyObject* tmpl, PyObject* const* x, int nargs, std::vector<at::T
   return tup;
 }
 
-// call(entry, *args) -> the result | None | status (int)
-PyObject* call(PyObject*, PyObject* const* a, Py_ssize_t nargs_in) {
-  if (nargs_in < 1) {
-    PyErr_SetString(PyExc_TypeError, "tfla_fast.call takes an entry and its arguments");
-    return nullptr;
-  }
-  auto* e = static_cast<Entry*>(PyCapsule_GetPointer(a[0], kCapsule));
-  if (e == nullptr) return nullptr;
-  const int nargs = static_cast<int>(nargs_in - 1);
-  if (nargs != static_cast<int>(e->sigs.size())) Py_RETURN_NONE;
-  PyObject* const* x = a + 1;
+// Runs entry e on args (nullptr: None): -1 where it declines (a signature, the current device,
+// an alignment or an allocation unlike the entry's; the caller's Python path runs instead), 0
+// when the library call ran, else the library's status. out receives the allocated outputs.
+// release_gil: the caller holds the GIL, released around the library call.
+int run(Entry* e, const at::Tensor* const* args, int nargs, std::vector<at::Tensor>& out, bool release_gil) {
+  if (nargs != static_cast<int>(e->sigs.size())) return -1;
   for (int j = 0; j < nargs; ++j) {
-    if (!matches(e->sigs[static_cast<size_t>(j)], x[j])) Py_RETURN_NONE;
+    if (!matches(e->sigs[static_cast<size_t>(j)], args[j])) return -1;
   }
-  std::vector<at::Tensor> out(e->allocs.size());
+  out.assign(e->allocs.size(), at::Tensor());
   try {
     void* stream = nullptr;
-    if (!stream_of(e->device, &stream)) Py_RETURN_NONE;
-    auto arg = [&](int j) -> const at::Tensor* {
-      return x[j] == Py_None ? nullptr : &THPVariable_Unpack(x[j]);
-    };
+    if (!stream_of(e->device, &stream)) return -1;
     for (const auto& [j, bytes] : e->aligned) {
-      const at::Tensor* t = arg(j);
+      const at::Tensor* t = args[j];
       if (t != nullptr && reinterpret_cast<uintptr_t>(t->data_ptr()) % static_cast<uintptr_t>(bytes) != 0) {
-        Py_RETURN_NONE;  // the Python path copies (or refuses) such a tensor
+        return -1;  // the Python path copies (or refuses) such a tensor
       }
     }
     for (size_t j = 0; j < e->allocs.size(); ++j) {
       const Alloc& al = e->allocs[j];
-      const at::Tensor& like = *arg(al.arg);
+      const at::Tensor& like = *args[al.arg];
       if (al.how == kLike) {
         out[j] = at::empty_like(like);
       } else if (al.how == kNew) {
@@ -345,10 +358,7 @@ PyObject* call(PyObject*, PyObject* const* a, Py_ssize_t nargs_in) {
     }
     auto pointer = [&](int s) -> void* {
       if (s < 0) return nullptr;
-      if (s < nargs) {
-        const at::Tensor* t = arg(s);
-        return t == nullptr ? nullptr : t->data_ptr();
-      }
+      if (s < nargs) return args[s] == nullptr ? nullptr : args[s]->data_ptr();
       const at::Tensor& t = out[static_cast<size_t>(s - nargs)];
       return t.defined() ? t.data_ptr() : nullptr;
     };
@@ -368,7 +378,7 @@ PyObject* call(PyObject*, PyObject* const* a, Py_ssize_t nargs_in) {
     void* ws = pointer(e->workspace);
     const size_t ws_bytes = ws == nullptr ? 0 : e->workspace_bytes;
     int status = 0, kind = -1;
-    Py_BEGIN_ALLOW_THREADS
+    PyThreadState* saved = release_gil ? PyEval_SaveThread() : nullptr;
     if (e->form == kStep) {
       status = reinterpret_cast<StepFn>(e->fn)(e->first, block, stream, e->config);
     } else if (e->form == kBackend) {
@@ -377,13 +387,317 @@ PyObject* call(PyObject*, PyObject* const* a, Py_ssize_t nargs_in) {
     } else {
       status = reinterpret_cast<OpFn>(e->fn)(e->first, block, stream, ws, ws_bytes, e->config);
     }
-    Py_END_ALLOW_THREADS
-    if (status != 0) return PyLong_FromLong(status);
+    if (saved != nullptr) PyEval_RestoreThread(saved);
+    if (status != 0) return status;
     e->calls.fetch_add(1, std::memory_order_relaxed);
   } catch (const std::exception&) {
-    Py_RETURN_NONE;  // an allocation or device lookup that failed: the Python path raises it
+    return -1;  // an allocation or device lookup that failed: the Python path raises it
   }
-  return build(e->result, x, nargs, out);
+  return 0;
+}
+
+// The arguments of a Python call as tensor pointers (nullptr for None); false where one is not
+// exactly a torch.Tensor or None.
+bool unpack(PyObject* const* x, int n, const at::Tensor** args) {
+  for (int j = 0; j < n; ++j) {
+    if (x[j] == Py_None) {
+      args[j] = nullptr;
+    } else if (THPVariable_CheckExact(x[j])) {
+      args[j] = &THPVariable_Unpack(x[j]);
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+// call(entry, *args) -> the result | None | status (int)
+PyObject* call(PyObject*, PyObject* const* a, Py_ssize_t nargs_in) {
+  if (nargs_in < 1) {
+    PyErr_SetString(PyExc_TypeError, "tfla_fast.call takes an entry and its arguments");
+    return nullptr;
+  }
+  auto* e = static_cast<Entry*>(PyCapsule_GetPointer(a[0], kCapsule));
+  if (e == nullptr) return nullptr;
+  const int nargs = static_cast<int>(nargs_in - 1);
+  const at::Tensor* args[kMaxArgs];
+  if (nargs > kMaxArgs || !unpack(a + 1, nargs, args)) Py_RETURN_NONE;
+  std::vector<at::Tensor> out;
+  const int status = run(e, args, nargs, out, true);
+  if (status < 0) Py_RETURN_NONE;
+  if (status > 0) return PyLong_FromLong(status);
+  return build(e->result, a + 1, nargs, out);
+}
+
+// ---- The chunkwise forward with its autograd node in C++
+//
+// node(record, owner, q, k, v, i, f, C0, n0, m0) runs the forward entry that writes the
+// normalizer (and keeps the chunk states, where the entry does) and attaches to h and C_last
+// an autograd node, MlstmChunkwiseBackward, that does what tfla.torch.MlstmChunkwiseFunction
+// does, without Python on either pass:
+// - it saves q, k, v, i, f, the states, the normalizer and the saved buffer as SavedVariables
+//   (the version check of in-place changes, saved-tensor hooks, release after the backward);
+// - n_last and m_last are not differentiable (their gradients are ignored, as in the seed);
+// - its backward runs the backward entry for the signatures it was made for (the record's, set
+//   from the Python path's first backward call), and otherwise the record's Python fallback:
+//   fallback(owner, status, q, k, v, i, f, C0, n0, m0, norm, saved, dh, dC_last) returns
+//   ((dq, dk, dv, di, df, dC0), the backward entry or None), or raises status's error;
+// - the gradients of n0 and m0 are zeros; a backward that records a graph (create_graph=True)
+//   returns gradients whose differentiation raises, as once_differentiable does.
+// The result is (h, C_last, n_last, m_last) with None for what the entry does not return; None
+// where the forward entry declines the arguments; the library's status (an int) on its error.
+
+// The GIL for a scope, from a thread that may or may not hold it.
+struct Gil {
+  PyGILState_STATE state = PyGILState_Ensure();
+  Gil() = default;
+  Gil(const Gil&) = delete;
+  Gil& operator=(const Gil&) = delete;
+  ~Gil() { PyGILState_Release(state); }
+};
+
+bool python_alive() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+  return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+}
+
+// Drops references from any thread (a node may be freed by the autograd engine's threads).
+void release(std::initializer_list<PyObject*> objs) {
+  if (!python_alive()) return;  // at exit the interpreter frees them
+  Gil gil;
+  for (PyObject* o : objs) Py_XDECREF(o);
+}
+
+constexpr const char* kNodeCapsule = "tfla_fast.Autograd";
+
+struct Autograd {
+  PyObject* forward = nullptr;   // the forward entry's capsule (it owns fwd)
+  Entry* fwd = nullptr;
+  PyObject* fallback = nullptr;  // the Python backward (see above)
+  PyObject* backward = nullptr;  // the backward entry's capsule once known (owns bwd)
+  std::atomic<Entry*> bwd{nullptr};
+  int h = -1, norm = -1, C = -1, n = -1, m = -1, saved = -1;  // the forward's result sources
+  std::atomic<int64_t> fallbacks{0};  // backward calls the fallback ran
+  Autograd() = default;
+  Autograd(const Autograd&) = delete;
+  Autograd& operator=(const Autograd&) = delete;
+  ~Autograd() { release({forward, fallback, backward}); }
+};
+
+void destroy_autograd(PyObject* capsule) {
+  delete static_cast<std::shared_ptr<Autograd>*>(PyCapsule_GetPointer(capsule, kNodeCapsule));
+}
+
+std::shared_ptr<Autograd>* autograd_of(PyObject* capsule) {
+  return static_cast<std::shared_ptr<Autograd>*>(PyCapsule_GetPointer(capsule, kNodeCapsule));
+}
+
+using torch::autograd::SavedVariable;
+using torch::autograd::variable_list;
+
+struct MlstmChunkwiseBackward : torch::autograd::Node {
+  std::shared_ptr<Autograd> rec;
+  PyObject* owner = nullptr;  // the binding's entry, the fallback's first argument
+  SavedVariable saved_[10];   // q, k, v, i, f, C0, n0, m0, norm, saved buffer
+
+  MlstmChunkwiseBackward(const MlstmChunkwiseBackward&) = delete;
+  MlstmChunkwiseBackward& operator=(const MlstmChunkwiseBackward&) = delete;
+  MlstmChunkwiseBackward(std::shared_ptr<Autograd> r, PyObject* o) : rec(std::move(r)), owner(o) {
+    Py_INCREF(owner);
+  }
+  ~MlstmChunkwiseBackward() override { release({owner}); }
+
+  std::string name() const override { return "MlstmChunkwiseBackward"; }
+
+  void release_variables() override {
+    for (auto& sv : saved_) sv.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    at::Tensor x[12];
+    for (int j = 0; j < 10; ++j) x[j] = saved_[j].unpack(shared_from_this());
+    if (!grads.empty()) x[10] = grads[0];
+    if (grads.size() > 1) x[11] = grads[1];
+    const at::Tensor* args[12];
+    for (int j = 0; j < 12; ++j) args[j] = x[j].defined() ? &x[j] : nullptr;
+    at::Tensor g[6];
+    int status = -1;
+    Entry* b = rec->bwd.load(std::memory_order_acquire);
+    if (b != nullptr && args[10] != nullptr) {
+      std::vector<at::Tensor> out;
+      status = run(b, args, 12, out, false);
+      if (status == 0) {
+        for (size_t j = 0; j < 6 && j < b->flat.size(); ++j) {
+          const int src = b->flat[j];
+          if (src >= 12) g[j] = out[static_cast<size_t>(src - 12)];
+          else if (src >= 0) g[j] = x[src];
+        }
+      }
+    }
+    if (status != 0) fallback(status, x, g);
+    variable_list result(8);
+    for (int j = 0; j < 5; ++j) result[j] = g[j];
+    if (x[5].defined()) result[5] = g[5];
+    if (x[6].defined()) result[6] = at::zeros_like(x[6]);
+    if (x[7].defined()) result[7] = at::zeros_like(x[7]);
+    if (torch::autograd::GradMode::is_enabled()) once_differentiable(grads, result);
+    return result;
+  }
+
+ private:
+  // The Python path (with the GIL): it runs (status -1) or raises (status > 0) the backward,
+  // and hands back the backward entry that later calls take in C.
+  void fallback(int status, const at::Tensor* x, at::Tensor* g) {
+    Gil gil;
+    PyObject* tup = PyTuple_New(14);
+    if (tup == nullptr) throw python_error_now();
+    Py_INCREF(owner);
+    PyTuple_SET_ITEM(tup, 0, owner);
+    PyTuple_SET_ITEM(tup, 1, PyLong_FromLong(status));
+    for (int j = 0; j < 12; ++j) {
+      PyObject* o = x[j].defined() ? THPVariable_Wrap(x[j]) : (Py_INCREF(Py_None), Py_None);
+      PyTuple_SET_ITEM(tup, 2 + j, o);
+    }
+    PyObject* r = PyObject_Call(rec->fallback, tup, nullptr);
+    Py_DECREF(tup);
+    if (r == nullptr) throw python_error_now();
+    rec->fallbacks.fetch_add(1, std::memory_order_relaxed);
+    PyObject *grads = nullptr, *entry = nullptr;
+    if (!PyArg_ParseTuple(r, "OO", &grads, &entry) || !PyTuple_Check(grads) || PyTuple_GET_SIZE(grads) != 6) {
+      Py_DECREF(r);
+      if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "tfla_fast: the fallback returns (6 grads, entry)");
+      throw python_error_now();
+    }
+    for (int j = 0; j < 6; ++j) {
+      PyObject* t = PyTuple_GET_ITEM(grads, j);
+      if (t != Py_None) g[j] = THPVariable_Unpack(t);
+    }
+    if (entry != Py_None && rec->backward == nullptr) {
+      auto* be = static_cast<Entry*>(PyCapsule_GetPointer(entry, kCapsule));
+      if (be == nullptr) {
+        Py_DECREF(r);
+        throw python_error_now();
+      }
+      Py_INCREF(entry);
+      rec->backward = entry;
+      rec->bwd.store(be, std::memory_order_release);
+    }
+    Py_DECREF(r);
+  }
+
+  static python_error python_error_now() {
+    python_error err;
+    err.persist();
+    return err;
+  }
+
+  // A backward that records a graph: its gradients' own backward raises (once_differentiable).
+  static void once_differentiable(const variable_list& grads, variable_list& result) {
+    bool record = false;
+    for (const auto& t : grads) record = record || (t.defined() && t.requires_grad());
+    if (!record) return;
+    auto err = std::make_shared<torch::autograd::Error>(
+        "trying to differentiate twice a function that was marked with @once_differentiable "
+        "(tfla's mLSTM backward is not differentiable)",
+        torch::autograd::collect_next_edges(grads));
+    for (auto& t : result) {
+      if (!t.defined()) continue;
+      t = t.detach();
+      torch::autograd::set_history(t, err);
+    }
+  }
+};
+
+// autograd(forward_entry, fallback) -> a record for `node`; the forward entry's result must be
+// its flat (h, norm, C_last, n_last, m_last, saved) template.
+PyObject* make_autograd(PyObject*, PyObject* a) {
+  PyObject *forward, *fallback;
+  if (!PyArg_ParseTuple(a, "OO", &forward, &fallback)) return nullptr;
+  auto* fe = static_cast<Entry*>(PyCapsule_GetPointer(forward, kCapsule));
+  if (fe == nullptr) return nullptr;
+  if (!PyCallable_Check(fallback)) {
+    PyErr_SetString(PyExc_TypeError, "tfla_fast.autograd: the fallback must be callable");
+    return nullptr;
+  }
+  if (fe->form != kOp || fe->sigs.size() != 8 || fe->flat.size() != 6 || fe->flat[0] < 8 || fe->flat[1] < 8) {
+    PyErr_SetString(PyExc_ValueError,
+                    "tfla_fast.autograd: a forward entry of 8 arguments returning (h, norm, C, n, m, saved)");
+    return nullptr;
+  }
+  auto rec = std::make_shared<Autograd>();
+  Py_INCREF(forward);
+  rec->forward = forward;
+  rec->fwd = fe;
+  Py_INCREF(fallback);
+  rec->fallback = fallback;
+  int* dst[6] = {&rec->h, &rec->norm, &rec->C, &rec->n, &rec->m, &rec->saved};
+  for (int j = 0; j < 6; ++j) *dst[j] = fe->flat[static_cast<size_t>(j)];
+  auto* holder = new std::shared_ptr<Autograd>(std::move(rec));
+  PyObject* cap = PyCapsule_New(holder, kNodeCapsule, destroy_autograd);
+  if (cap == nullptr) delete holder;
+  return cap;
+}
+
+PyObject* node(PyObject*, PyObject* const* a, Py_ssize_t n) {
+  if (n != 10) {
+    PyErr_SetString(PyExc_TypeError, "tfla_fast.node takes a record, its owner and 8 arguments");
+    return nullptr;
+  }
+  auto* holder = autograd_of(a[0]);
+  if (holder == nullptr) return nullptr;
+  const std::shared_ptr<Autograd>& rec = *holder;
+  const at::Tensor* args[8];
+  if (!unpack(a + 2, 8, args)) Py_RETURN_NONE;
+  std::vector<at::Tensor> out;
+  const int status = run(rec->fwd, args, 8, out, true);
+  if (status < 0) Py_RETURN_NONE;
+  if (status > 0) return PyLong_FromLong(status);
+  auto source = [&](int s) -> at::Tensor {
+    if (s >= 8) return out[static_cast<size_t>(s - 8)];
+    return s >= 0 && args[s] != nullptr ? *args[s] : at::Tensor();
+  };
+  at::Tensor h = source(rec->h), C = source(rec->C), nl = source(rec->n), ml = source(rec->m);
+  try {
+    auto fn = std::shared_ptr<MlstmChunkwiseBackward>(new MlstmChunkwiseBackward(rec, a[1]),
+                                                      torch::autograd::deleteNode);
+    static const at::Tensor none;
+    auto in = [&](int j) -> const at::Tensor& { return args[j] != nullptr ? *args[j] : none; };
+    fn->set_next_edges(torch::autograd::collect_next_edges(in(0), in(1), in(2), in(3), in(4), in(5), in(6), in(7)));
+    for (int j = 0; j < 8; ++j) fn->saved_[j] = SavedVariable(in(j), false);
+    fn->saved_[8] = SavedVariable(source(rec->norm), false);
+    fn->saved_[9] = SavedVariable(source(rec->saved), false);
+    torch::autograd::set_history(h, fn);
+    if (C.defined()) torch::autograd::set_history(C, fn);
+  } catch (python_error& err) {
+    err.restore();
+    return nullptr;
+  } catch (const std::exception& ex) {
+    PyErr_SetString(PyExc_RuntimeError, ex.what());
+    return nullptr;
+  }
+  PyObject* r = PyTuple_New(4);
+  if (r == nullptr) return nullptr;
+  const at::Tensor* outs[4] = {&h, &C, &nl, &ml};
+  for (int j = 0; j < 4; ++j) {
+    PyObject* o = outs[j]->defined() ? THPVariable_Wrap(*outs[j]) : (Py_INCREF(Py_None), Py_None);
+    if (o == nullptr) {
+      Py_DECREF(r);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(r, j, o);
+  }
+  return r;
+}
+
+// node_calls(record) -> (backward calls the fallback ran, whether the C backward entry is set)
+PyObject* node_calls(PyObject*, PyObject* capsule) {
+  auto* holder = autograd_of(capsule);
+  if (holder == nullptr) return nullptr;
+  return Py_BuildValue("(LO)", static_cast<long long>((*holder)->fallbacks.load()),
+                       (*holder)->bwd.load() != nullptr ? Py_True : Py_False);
 }
 
 // calls(entry) -> how many calls the entry ran (the tests' proof that the C path served them)
@@ -414,6 +728,10 @@ PyMethodDef methods[] = {
      "a warm call of an entry: its result, None (take the Python path) or a library status"},
     {"calls", calls, METH_O, "the number of calls an entry ran"},
     {"stream", stream, METH_O, "the raw current stream of a CUDA device"},
+    {"autograd", make_autograd, METH_VARARGS, "a record for node: (forward entry, Python backward)"},
+    {"node", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(node)), METH_FASTCALL,
+     "the chunkwise forward with its C++ autograd node: (h, C, n, m), None or a library status"},
+    {"node_calls", node_calls, METH_O, "(fallback backward calls, C backward set) of a record"},
     {nullptr, nullptr, 0, nullptr}};
 
 #define TFLA_STR2(a) #a

@@ -29,8 +29,8 @@ log = logging.getLogger("tfla")
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fast.cpp")
 _lock = threading.Lock()
 _state = {"tried": False, "module": None, "error": None}
-# the module's call(entry, *args) once loaded (see _fast.cpp)
-call = None
+# the module's call(entry, *args) and node(record, owner, *args) once loaded (see _fast.cpp)
+call = node = None
 
 # How the library function is called (_fast.cpp's Form) and how an output is allocated (How).
 FORM_STEP, FORM_BACKEND, FORM_OP = 0, 1, 2
@@ -77,9 +77,9 @@ def module():
         if not _state["tried"]:
             if mode != "off":
                 try:
-                    global call
+                    global call, node
                     mod = _build()
-                    call = mod.call
+                    call, node = mod.call, mod.node
                     _state["module"] = mod
                 except Exception as exc:  # noqa: BLE001 - any failure keeps the ctypes path
                     _state["error"] = f"{type(exc).__name__}: {exc}"

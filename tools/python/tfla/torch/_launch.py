@@ -152,6 +152,9 @@ class ForwardEntry:
         # the backward's, made at its first call with a dh it can take as it is
         self.ext = _forward_ext(self, q, k, v, i, f, c0, n0, m0)
         self.bwd_ext = _UNSET
+        # the differentiated forward with its autograd node in C++ (node_record), made at its
+        # first use
+        self.node = _UNSET
         # no states in or out and no saved buffer: _forward's short path (PreparedForward.plain)
         self.plain = c0 is None and n0 is None and m0 is None and not keep and not opts.return_last_states
         # A thread's next call tries its previous entry first: the same options and keep, and
@@ -239,6 +242,26 @@ def _backward_ext(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
     return _fast.entry(b, _fast.FORM_OP, fn, problem, b.tensors, config, args, slots, allocs=tuple(allocs),
                        aligned=((10, 16),), workspace=ws, workspace_bytes=b.workspace_bytes,
                        result=(12, 13, 14, 15, 16, dC0))
+
+
+def node_record(e):
+    """Entry e's differentiated forward with a C++ autograd node (tfla.torch._fast.node, the
+    contract in _fast.cpp), or None without the extension. The node's backward takes the C
+    backward entry that its first Python call (_node_backward) makes."""
+    if e.ext is None:
+        return None
+    return _fast.module().autograd(e.ext[1], _node_backward)
+
+
+def _node_backward(e, status, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
+    """The C++ node's backward where its C call declined (status -1: run the Python path) or
+    failed (status > 0: raise the library's error): ((dq, dk, dv, di, df, dC0), the C backward
+    entry or None)."""
+    if status > 0:
+        e.backward.raise_status(status)
+    grads = run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
+    ext = e.bwd_ext
+    return grads, (None if ext is _UNSET else ext)
 
 
 def forward_entry(q, k, v, i, f, c0, n0, m0, opts, keep):

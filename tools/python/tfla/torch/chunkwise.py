@@ -28,7 +28,8 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._launch import Options, configs, forward_entry, run_backward, run_forward
+from . import _fast
+from ._launch import _UNSET, Options, configs, forward_entry, node_record, run_backward, run_forward
 from .._errors import TflaArgumentError
 from ._runtime import compiled_ops, hashable_config, is_compiling, name_non_tensor
 
@@ -159,8 +160,7 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
                                   or f.requires_grad or (c_initial is not None or n_initial is not None
                                                          or m_initial is not None)
                                   and _state_requires_grad(c_initial, n_initial, m_initial)):
-            h, C, n, m = (_apply if not _functorch_active() else MlstmChunkwiseFunction.apply)(
-                q, k, v, i, f, c_initial, n_initial, m_initial, opts, True)
+            h, C, n, m = _differentiated(q, k, v, i, f, c_initial, n_initial, m_initial, opts)
         else:
             e = forward_entry(q, k, v, i, f, c_initial, n_initial, m_initial, opts, False)
             h, _, C, n, m, _ = run_forward(e, q, k, v, i, f, c_initial, n_initial, m_initial, False)
@@ -171,6 +171,25 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     if not return_last_states:
         return h
     return (h, (C, n, m)) if variant == "exp" else (h, (C, n))
+
+
+def _differentiated(q, k, v, i, f, c0, n0, m0, opts):
+    """The forward with its autograd node: in C++ (one C call, tfla.torch._fast.node) where the
+    extension is loaded and the arguments are those its entry was made for; else
+    MlstmChunkwiseFunction. Under a functorch transform always the Function (its wrapper)."""
+    if _functorch_active():
+        return MlstmChunkwiseFunction.apply(q, k, v, i, f, c0, n0, m0, opts, True)
+    e = forward_entry(q, k, v, i, f, c0, n0, m0, opts, not opts.recompute)
+    rec = e.node
+    if rec is _UNSET:
+        rec = e.node = node_record(e)
+    if rec is not None:
+        r = _fast.node(rec, e, q, k, v, i, f, c0, n0, m0)
+        if r.__class__ is tuple:
+            return r
+        if r is not None:
+            e.forward.raise_status(r)
+    return _apply(q, k, v, i, f, c0, n0, m0, opts, True)
 
 
 def _state_requires_grad(c0, n0, m0):
