@@ -17,13 +17,18 @@ call (back-to-back calls behind a blocker, CUDA events). Rows:
                      normalizer and saved states kept; C++: the forward with the normalizer)
   fwd+bwd            forward and .backward(dh) with the inputs' grads None before each call
   bwd (difference)   fwd+bwd less fwd.grad_inputs: autograd's engine and the backward call
-  bwd.binding        the binding's backward call alone (tfla.torch._launch.run_backward, what the
-                     autograd node runs; C++: `tfla bench overhead`'s backward)
+  native.fwd+bwd     torch.addcmul(v, q, k).backward(dh) on the same tensors: one native autograd
+                     node of three leaves through torch's engine, torch's own floor of a training call
+  bwd.binding        the binding's Python backward call alone (tfla.torch._launch.run_backward, what
+                     MlstmChunkwiseFunction runs; C++: `tfla bench overhead`'s backward)
+  bwd.node           the C++ autograd node's backward called directly (h.grad_fn(dh), no engine):
+                     the binding's backward host time with the C path
   seed.triton_step   mlstm_kernels' mlstm_recurrent_step__triton
   seed.backend.step  mlstm_kernels' mLSTMBackend(mode="inference", step_kernel="triton")
 
 With the C step path loaded (tfla.torch._fast), the step rows again, each with and without its
-entry's C path in alternating samples (the ctypes path is what TFLA_TORCH_EXTENSION=0 runs).
+entry's C path in alternating samples (the ctypes path is what TFLA_TORCH_EXTENSION=0 runs; for
+the training rows, MlstmChunkwiseFunction in place of the C++ autograd node).
 
 Part 2, decode loop (B = 1 and 4, 16 tokens, one mLSTM layer's step per token, each token's
 q/k/v/i/f staged in memory beforehand): wall time per token of the whole loop (host and GPU,
@@ -132,16 +137,19 @@ def part_c_path(rows, cases, caches, reps=25, calls=40):
             continue
         fn()
         # every entry of the cache (a forward + backward row uses the forward's and the backward's)
-        held = [(e, getattr(e, "ext", None), getattr(e, "bwd_ext", None)) for e in cache.entries.values()]
-        if not any(ext is not None for _, ext, _ in held):
+        held = [(e, getattr(e, "ext", None), getattr(e, "bwd_ext", None), getattr(e, "node", None))
+                for e in cache.entries.values()]
+        if not any(ext is not None for _, ext, _, _ in held):
             print(f"{name:<22} (no C path entry)")
             continue
 
         def use(on):
-            for e, ext, bwd in held:
+            for e, ext, bwd, node in held:
                 e.ext = ext if on else None
                 if hasattr(e, "bwd_ext"):
                     e.bwd_ext = bwd if on else None
+                if hasattr(e, "node"):  # the C++ autograd node (else MlstmChunkwiseFunction)
+                    e.node = node if on else None
 
         a, b = [], []
         try:
@@ -190,6 +198,15 @@ def part_host(rows):
             t.grad = None
         mlstm_chunkwise(*sg).backward(dh)
     cases["fwd+bwd"] = fwd_bwd
+
+    def native_fwd_bwd():  # torch's engine on one native node of three leaves: its own floor
+        for t in sg[:3]:
+            t.grad = None
+        torch.addcmul(sg[2], sg[0], sg[1]).backward(dh)
+    cases["native.fwd+bwd"] = native_fwd_bwd
+    hn = mlstm_chunkwise(*sg)
+    if hn.grad_fn.name() == "MlstmChunkwiseBackward":  # the C++ node's backward, called directly
+        cases["bwd.node"] = lambda: hn.grad_fn(dh)
     try:  # the binding's own backward call (what autograd's node runs), without torch's engine
         from tfla.torch._launch import forward_entry, run_backward, run_forward
         from tfla.torch.chunkwise import options

@@ -27,6 +27,9 @@ chunkwise calls at 1x1x64x64x64):
                         arity (8 tensors in, 4 outputs, 10 saved) allocating h and the normalizer,
                         no library call: what any binding through autograd pays
   floor.fwd+bwd         the same with .backward(dh) allocating the five gradients
+  bwd.node              the C++ autograd node's backward called directly (h.grad_fn(dh))
+  native.fwd+bwd        torch.addcmul(v, q, k).backward(dh): one native (C++) autograd node of three
+                        leaves, torch's floor for a node without Python
 
 Each row: the median and the minimum, over --reps samples of --calls warm calls, of the time per
 call, in this thread's CPU time (--wall: wall-clock time). On a busy machine the minimum is the
@@ -220,11 +223,20 @@ def make_cases(torch, NH=8, DQK=256, DV=512):
 
     cases["floor.fwd_grad"] = lambda: Floor.apply(*sg, None, None, None, None, True)
 
+    def native_fwd_bwd():
+        for t in sg[:3]:
+            t.grad = None
+        torch.addcmul(sg[2], sg[0], sg[1]).backward(dh)
+
     def floor_fwd_bwd():
         for t in sg:
             t.grad = None
         Floor.apply(*sg, None, None, None, None, True)[0].backward(dh)
     cases["floor.fwd+bwd"] = floor_fwd_bwd
+    cases["native.fwd+bwd"] = native_fwd_bwd
+    hn = mlstm_chunkwise(*sg)
+    if hn.grad_fn.name() == "MlstmChunkwiseBackward":  # the C++ node's backward, called directly
+        cases["bwd.node"] = lambda: hn.grad_fn(dh)
     return cases, (be, bi)
 
 
