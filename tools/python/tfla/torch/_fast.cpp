@@ -16,6 +16,10 @@
 // re-checks as it would; or the library's nonzero status (an int), which the caller turns into
 // its error.
 //
+// `node` does the same for the differentiated chunkwise forward and attaches an autograd node
+// written in C++, whose backward runs the backward entry (the section "The chunkwise forward with
+// its autograd node in C++" below).
+//
 // Only the C ABI of libtfla is used: the function pointer and the problem struct's and config
 // text's addresses come from the Python entry (ctypes), which the capsule keeps alive; the tensor
 // struct is copied at `make` (each call patches its own copy, so calls from two threads, as the

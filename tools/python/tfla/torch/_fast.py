@@ -10,7 +10,9 @@ ctypes path; "0" never loads it; "1" requires it (a failure raises TflaUnsupport
 A loaded module also passes a check once: the raw stream it finds for the current CUDA device
 must be torch's (`torch._C._cuda_getCurrentRawStream`), else it is not used.
 
-`entry(owner, ...)` records a prepared call for `call`; see _fast.cpp for the contract.
+`entry(owner, ...)` records a prepared call for `call`; `node(record, owner, *args)` runs the
+chunkwise forward of a record (`_launch.node_record`) and attaches its C++ autograd node; see
+_fast.cpp for both contracts.
 """
 
 import ctypes

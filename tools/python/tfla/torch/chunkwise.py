@@ -136,8 +136,9 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     dict), overriding chunk_size's "chunk". Runs on torch's current stream.
 
     Without gradients (grad mode off, or no input requiring grad) the forward runs directly,
-    without an autograd node; with them through MlstmChunkwiseFunction; under torch.compile
-    through the custom ops (tfla.torch.ops).
+    without an autograd node; with them through an autograd node made in C++ where the C path
+    (tfla.torch._fast) is loaded, else through MlstmChunkwiseFunction (both compute the same
+    gradients); under torch.compile through the custom ops (tfla.torch.ops).
 
     cu_seqlens (N + 1 offsets, FLA's convention) packs N sequences of variable lengths along the
     token axis of B = 1 (tfla.torch.varlen.mlstm_chunkwise_packed, where max_seqlen is
