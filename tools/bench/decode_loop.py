@@ -199,20 +199,8 @@ def part_host(rows):
         mlstm_chunkwise(*sg).backward(dh)
     cases["fwd+bwd"] = fwd_bwd
 
-    def native_fwd_bwd():  # torch's engine on one native node of three leaves: its own floor
-        for t in sg[:3]:
-            t.grad = None
-        torch.addcmul(sg[2], sg[0], sg[1]).backward(dh)
-    cases["native.fwd+bwd"] = native_fwd_bwd
-    node = []
-
-    def bwd_node():  # the C++ node's backward called directly (no row without that node)
-        if not node:
-            node.append(mlstm_chunkwise(*sg).grad_fn)
-        return node[0](dh)
-    from tfla.torch import _fast
-    if _fast.module() is not None:
-        cases["bwd.node"] = bwd_node
+    from hostpath_profile import engine_cases  # native.fwd+bwd, bwd.node
+    cases.update(engine_cases(torch, sg, dh))
     try:  # the binding's own backward call (what autograd's node runs), without torch's engine
         from tfla.torch._launch import forward_entry, run_backward, run_forward
         from tfla.torch.chunkwise import options

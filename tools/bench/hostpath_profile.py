@@ -223,27 +223,36 @@ def make_cases(torch, NH=8, DQK=256, DV=512):
 
     cases["floor.fwd_grad"] = lambda: Floor.apply(*sg, None, None, None, None, True)
 
-    def native_fwd_bwd():
-        for t in sg[:3]:
-            t.grad = None
-        torch.addcmul(sg[2], sg[0], sg[1]).backward(dh)
-
     def floor_fwd_bwd():
         for t in sg:
             t.grad = None
         Floor.apply(*sg, None, None, None, None, True)[0].backward(dh)
     cases["floor.fwd+bwd"] = floor_fwd_bwd
-    cases["native.fwd+bwd"] = native_fwd_bwd
+    cases.update(engine_cases(torch, sg, dh))
+    return cases, (be, bi)
+
+
+def engine_cases(torch, sg, dh):
+    """The rows beside autograd's engine (decode_loop.py times them on a GPU too), on the training
+    rows' inputs sg (q, k, v, i, f requiring grad) and dh: native.fwd+bwd, torch's engine on one
+    native node of three leaves (its own floor for a node without Python); bwd.node, the C++
+    autograd node's backward called directly (only with the C path loaded)."""
+    from tfla.torch import _fast, mlstm_chunkwise
+
+    def native_fwd_bwd():
+        for t in sg[:3]:
+            t.grad = None
+        torch.addcmul(sg[2], sg[0], sg[1]).backward(dh)
+    cases = {"native.fwd+bwd": native_fwd_bwd}
     node = []
 
-    def bwd_node():  # the C++ node's backward called directly (no row without that node)
+    def bwd_node():  # the node made at the first call
         if not node:
             node.append(mlstm_chunkwise(*sg).grad_fn)
         return node[0](dh)
-    from tfla.torch import _fast
     if _fast.module() is not None:
         cases["bwd.node"] = bwd_node
-    return cases, (be, bi)
+    return cases
 
 
 def first_call(fn, modules):
