@@ -455,6 +455,42 @@ def test_c_autograd_node_keeps_autograd_s_rules():
     assert len(packed) in (6, 7) and packed[:3] == [x[0].shape, x[1].shape, x[2].shape]
 
 
+def test_c_autograd_node_from_threads():
+    """Forward + backward through the C++ node from four threads at once (each thread its own
+    entries; their first backward runs the node's Python fallback under the GIL while others run
+    in C): every thread's gradients equal the single-threaded ones."""
+    import threading
+    _c_path()
+    x = inputs(2, 4, 192, 64, 64, seed=31)
+    dh = torch.randn(2, 4, 192, 64, device=DEV, generator=torch.Generator(device=DEV).manual_seed(32)).bfloat16()
+
+    def grads():
+        xs = [t.detach().clone().requires_grad_(True) for t in x]
+        mlstm_chunkwise(*xs, chunk_size=64, recompute_states_in_bw=False).backward(dh)
+        return [t.grad for t in xs]
+
+    ref = grads()
+    out, errors = {}, []
+
+    def worker(j):
+        try:
+            for _ in range(10):
+                out[j] = grads()
+            torch.cuda.current_stream().synchronize()
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(j,)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for j in range(4):
+        for a, b in zip(out[j], ref):
+            assert torch.equal(a, b)
+
+
 def test_c_step_path_runs_on_the_current_stream():
     """The C path launches on torch's current stream: a step on a side stream queued behind a
     GPU sleep leaves the default stream idle and that stream busy, and is right once it ran."""
