@@ -457,6 +457,31 @@ def selftest(torch, cases, modules):
             expect(False, "chunkwise with grad: a second backward through the node raises")
         except RuntimeError as err:
             expect("second time" in str(err), "chunkwise with grad: a second backward through the node raises")
+        real_backward = _launch.run_backward
+
+        class Marker(Exception):
+            pass
+
+        def failing(*a, **kw):
+            raise Marker("from the Python backward")
+        _launch.run_backward = failing
+        try:
+            hg = mlstm_chunkwise(*sg)
+            hg.backward(dh3)  # the fallback: its Python error reaches the caller as it was raised
+            expect(False, "chunkwise with grad: an error in the node's Python fallback reaches the caller")
+        except Marker:
+            expect(True, "chunkwise with grad: an error in the node's Python fallback reaches the caller")
+        finally:
+            _launch.run_backward = real_backward
+        import torch.autograd.forward_ad as fwAD
+        with fwAD.dual_level():
+            qd = fwAD.make_dual(sg[0].detach(), torch.ones_like(sg[0]))
+            try:
+                mlstm_chunkwise(qd, *sg[1:])
+                expect(False, "chunkwise, a forward-mode tangent: an error (no forward derivative)")
+            except (NotImplementedError, RuntimeError) as err:
+                expect("jvp" in str(err),
+                       f"chunkwise, a forward-mode tangent: the node declines, the Function raises ({err})")
         q5 = sg[0] * 1
         hg = mlstm_chunkwise(q5, *sg[1:])
         with torch.no_grad():

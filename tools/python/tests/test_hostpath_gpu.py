@@ -448,6 +448,11 @@ def test_c_autograd_node_keeps_autograd_s_rules():
         packed.append(t.shape)
         return t
 
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():  # no forward-mode derivative: an error, as the Function raises
+        qd = fwAD.make_dual(x[0].detach(), torch.ones_like(x[0]))
+        with pytest.raises((NotImplementedError, RuntimeError)):
+            mlstm_chunkwise(qd, *x[1:], chunk_size=64)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         h = mlstm_chunkwise(*x, chunk_size=64)
     h.backward(dh)

@@ -449,7 +449,8 @@ PyObject* call(PyObject*, PyObject* const* a, Py_ssize_t nargs_in) {
 // - the gradients of n0 and m0 are zeros; a backward that records a graph (create_graph=True)
 //   returns gradients whose differentiation raises, as once_differentiable does.
 // The result is (h, C_last, n_last, m_last) with None for what the entry does not return; None
-// where the forward entry declines the arguments; the library's status (an int) on its error.
+// where the forward entry declines the arguments or an argument carries a forward-mode tangent
+// (the Function path raises for it); the library's status (an int) on its error.
 
 // The GIL for a scope, from a thread that may or may not hold it.
 struct Gil {
@@ -655,6 +656,10 @@ PyObject* node(PyObject*, PyObject* const* a, Py_ssize_t n) {
   const std::shared_ptr<Autograd>& rec = *holder;
   const at::Tensor* args[8];
   if (!unpack(a + 2, 8, args)) Py_RETURN_NONE;
+  for (const at::Tensor* t : args) {
+    // forward-mode AD: the node has no forward derivative; the Function path raises for it
+    if (t != nullptr && t->_fw_grad(/*level=*/0).defined()) Py_RETURN_NONE;
+  }
   std::vector<at::Tensor> out;
   const int status = run(rec->fwd, args, 8, out, true);
   if (status < 0) Py_RETURN_NONE;
