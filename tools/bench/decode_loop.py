@@ -40,7 +40,7 @@ Without a GPU, tools/bench/hostpath_profile.py times the same calls' Python and 
 (on CPU tensors against a stub libtfla).
 
 usage: decode_loop.py [--batch 1,4] [--tokens 16] [--reps 20] [--skip-host] [--skip-decode]
-                      [--json FILE]
+                      [--only ROW,...] [--ab-reps N] [--json FILE]
 """
 import argparse
 import json
@@ -164,7 +164,7 @@ def part_c_path(rows, cases, caches, reps=25, calls=40):
         print(f"{name:<22}{min(a):7.2f} / {statistics.median(a):6.2f}{min(b):8.2f} / {statistics.median(b):6.2f}")
 
 
-def part_host(rows):
+def part_host(rows, only=None, ab_reps=25):
     from tfla.torch import mlstm_chunkwise, mlstm_recurrent_step
     from tfla.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
     seed_step, SeedBackend, SeedConfig = seed_modules()
@@ -216,6 +216,8 @@ def part_host(rows):
                                     sequence_kernel="native_sequence__triton", step_kernel="triton",
                                     mode="inference"))
         cases["seed.backend.step"] = lambda: sb(*x4, C, n, m)
+    if only:
+        cases = {k: v for k, v in cases.items() if k in only}
     print(f"host us per call (GPU held behind a sleep) and GPU us per call; B = 1, NH {NH}, "
           f"Dqk {DQK}, Dv {DV} bf16 (fwd at 1x1x64x64x64)")
     print(f"{'call':<22}{'host us':>9}{'GPU us':>9}")
@@ -229,10 +231,12 @@ def part_host(rows):
         rows.append({"part": "host", "call": name, "host_us": hu, "gpu_us": gu})
         print(f"{name:<22}{hu:9.2f}{gu:9.2f}")
     from tfla.torch import _launch
-    part_c_path(rows, {k: v for k, v in cases.items() if not k.startswith("seed.")},
-                {"step": step_module._entries, "backend.step": be._entries,
-                 "backend.step_inplace": bi._entries if "backend.step_inplace" in cases else None,
-                 "fwd": _launch._entries, "fwd+bwd": _launch._entries, "bwd.binding": _launch._entries})
+    if ab_reps > 0:
+        part_c_path(rows, {k: v for k, v in cases.items() if not k.startswith("seed.")},
+                    {"step": step_module._entries, "backend.step": be._entries,
+                     "backend.step_inplace": bi._entries if "backend.step_inplace" in cases else None,
+                     "fwd": _launch._entries, "fwd+bwd": _launch._entries, "bwd.binding": _launch._entries},
+                    reps=ab_reps)
     by = {r["call"]: r["host_us"] for r in rows if r["part"] == "host"}
     if "fwd+bwd" in by and "fwd.grad_inputs" in by:  # the backward's share: autograd's engine and the call
         bwd = by["fwd+bwd"] - by["fwd.grad_inputs"]
@@ -315,6 +319,9 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--skip-host", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--only", help="the host rows to time, comma-separated (default: all)")
+    ap.add_argument("--ab-reps", type=int, default=25,
+                    help="samples per path of the C-path / ctypes-path table (0: no table)")
     ap.add_argument("--json")
     args = ap.parse_args()
     try:
@@ -333,7 +340,7 @@ def main():
           f"{'' if loaded else ' (' + str(_fast.status()[1] or 'TFLA_TORCH_EXTENSION=0') + ')'}")
     rows = []
     if not args.skip_host:
-        part_host(rows)
+        part_host(rows, args.only.split(",") if args.only else None, args.ab_reps)
     if not args.skip_decode:
         part_decode(rows, batches, args.tokens, args.reps)
     if args.json:
