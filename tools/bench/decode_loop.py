@@ -225,8 +225,8 @@ def part_host(rows, only=None, ab_reps=25):
         try:
             hu = host_time_us(fn)
             gu = gpu_time_us(fn)
-        except Exception as e:
-            print(f"{name:<22} failed: {type(e).__name__}: {str(e)[:200]}")
+        except Exception as err:  # noqa: BLE001 - a row that fails is reported (not `e`: a row's closure uses it)
+            print(f"{name:<22} failed: {type(err).__name__}: {str(err)[:200]}")
             continue
         rows.append({"part": "host", "call": name, "host_us": hu, "gpu_us": gu})
         print(f"{name:<22}{hu:9.2f}{gu:9.2f}")
