@@ -561,10 +561,18 @@ struct MlstmChunkwiseBackward : torch::autograd::Node {
     if (tup == nullptr) throw python_error_now();
     Py_INCREF(owner);
     PyTuple_SET_ITEM(tup, 0, owner);
-    PyTuple_SET_ITEM(tup, 1, PyLong_FromLong(status));
+    bool filled = true;
+    PyObject* st = PyLong_FromLong(status);
+    filled = filled && st != nullptr;
+    PyTuple_SET_ITEM(tup, 1, st);
     for (int j = 0; j < 12; ++j) {
       PyObject* o = x[j].defined() ? THPVariable_Wrap(x[j]) : (Py_INCREF(Py_None), Py_None);
+      filled = filled && o != nullptr;
       PyTuple_SET_ITEM(tup, 2 + j, o);
+    }
+    if (!filled) {  // a tuple with a NULL item is freed safely; the error is raised
+      Py_DECREF(tup);
+      throw python_error_now();
     }
     PyObject* r = PyObject_Call(rec->fallback, tup, nullptr);
     Py_DECREF(tup);
@@ -578,7 +586,13 @@ struct MlstmChunkwiseBackward : torch::autograd::Node {
     }
     for (int j = 0; j < 6; ++j) {
       PyObject* t = PyTuple_GET_ITEM(grads, j);
-      if (t != Py_None) g[j] = THPVariable_Unpack(t);
+      if (t == Py_None) continue;
+      if (!THPVariable_Check(t)) {
+        Py_DECREF(r);
+        PyErr_SetString(PyExc_TypeError, "tfla_fast: the fallback's gradients are tensors or None");
+        throw python_error_now();
+      }
+      g[j] = THPVariable_Unpack(t);
     }
     if (entry != Py_None && rec->backward == nullptr) {
       auto* be = static_cast<Entry*>(PyCapsule_GetPointer(entry, kCapsule));
