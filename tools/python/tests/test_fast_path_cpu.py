@@ -115,3 +115,35 @@ def test_call_declines_other_signatures(mod):
     with torch.inference_mode():
         assert mod.call(e, torch.zeros(2, 3), None) is None              # dispatch keys
     assert mod.calls(e) == 0
+
+
+def test_autograd_refuses_what_its_node_could_not_run(mod):
+    """autograd(entry, fallback) takes only a chunkwise forward entry of 8 arguments whose result
+    is (h, norm, C, n, m, saved) with h and the normalizer allocated, and a callable fallback."""
+    from tfla._library import ForwardTensors
+    t = ForwardTensors()
+    q = torch.zeros(2)
+    args8 = (q,) + (None,) * 7
+    allocs = ((_fast.LIKE, 0, None, ()), (_fast.LIKE, 0, None, ()))
+    ok = _make(mod, t, form=_fast.FORM_OP, args=args8, allocs=allocs, result=(8, 9, -1, -1, -1, -1))
+    rec = mod.autograd(ok, lambda *a: None)
+    assert mod.node_calls(rec) == (0, False)
+    bad = {
+        "a step entry": (_make(mod, t, args=args8, allocs=allocs, result=(8, 9, -1, -1, -1, -1)), len),
+        "another arity": (_make(mod, t, form=_fast.FORM_OP, args=(q,), allocs=allocs, result=(1, 2, -1, -1, -1, -1)),
+                          len),
+        "no normalizer": (_make(mod, t, form=_fast.FORM_OP, args=args8, allocs=allocs, result=(8, -1, -1, -1, -1, -1)),
+                          len),
+        "a nested result": (_make(mod, t, form=_fast.FORM_OP, args=args8, allocs=allocs, result=(8, (9,), -1, -1, -1, -1)),
+                            len),
+        "a fallback that is not callable": (ok, 3),
+    }
+    for what, (entry, fallback) in bad.items():
+        with pytest.raises((ValueError, TypeError)):
+            mod.autograd(entry, fallback)
+            pytest.fail(what)
+    with pytest.raises((ValueError, TypeError)):  # not a record
+        mod.node(ok, None, *args8)
+    # arguments unlike the entry's: None before anything is allocated or called (fn is 1)
+    assert mod.node(rec, None, torch.zeros(3), *args8[1:]) is None
+    assert mod.node(rec, None, q, q, *args8[2:]) is None
