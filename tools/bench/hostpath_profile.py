@@ -402,6 +402,12 @@ def selftest(torch, cases, modules):
                 return e
         return None
 
+    def entry_of_S(S):  # the chunkwise entry with gradients of sequence length S
+        for e in _launch._entries.entries.values():
+            if e.plan.S == S and e.plan.NH == 2 and not e.plain and e.ext is not None:
+                return e
+        return None
+
     if _fast.module() is not None:
         mlstm_chunkwise(*small)
         e = entry_of(True)
@@ -482,6 +488,27 @@ def selftest(torch, cases, modules):
             except (NotImplementedError, RuntimeError) as err:
                 expect("jvp" in str(err),
                        f"chunkwise, a forward-mode tangent: the node declines, the Function raises ({err})")
+        # an entry whose first backward gets a dh the C path cannot take makes its C backward
+        # entry at the next one that it can
+        s2 = [t.detach()[:, :, :80].clone().requires_grad_(True) for t in sg]  # S = 80
+        first_call(lambda: mlstm_chunkwise(*s2), modules)
+        e2 = entry_of_S(80)
+        e2.bwd_ext = _launch._UNSET
+        mlstm_chunkwise(*s2).backward(r(1, 2, 64, 80).bfloat16().transpose(2, 3))
+        made_late = e2.bwd_ext is _launch._UNSET
+        mlstm_chunkwise(*s2).backward(r(1, 2, 80, 64).bfloat16())
+        expect(made_late and e2.bwd_ext not in (None, _launch._UNSET)
+               and _fast.module().node_calls(e2.node)[1],
+               "chunkwise with grad, first dh strided: the C backward entry is made at the next contiguous dh")
+        import torch._dynamo.compiled_autograd as ca
+        was = ca.compiled_autograd_enabled
+        ca.compiled_autograd_enabled = True
+        try:
+            name = type(mlstm_chunkwise(*sg).grad_fn).__name__  # the C++ node's: CppFunction
+        finally:
+            ca.compiled_autograd_enabled = was
+        expect(name == "MlstmChunkwiseFunctionBackward",
+               f"chunkwise with grad, compiled autograd on: MlstmChunkwiseFunction serves ({name})")
         q5 = sg[0] * 1
         hg = mlstm_chunkwise(q5, *sg[1:])
         with torch.no_grad():

@@ -47,6 +47,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -518,16 +519,31 @@ struct MlstmChunkwiseBackward : torch::autograd::Node {
   std::string name() const override { return "MlstmChunkwiseBackward"; }
 
   void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
     for (auto& sv : saved_) sv.reset_data();
+  }
+
+  // Compiled autograd traces nodes through these; this node has no traceable form (the binding
+  // routes a forward made while compiled autograd is on to MlstmChunkwiseFunction).
+  void compiled_args(torch::autograd::CompiledNodeArgs&) const override {
+    TORCH_CHECK_NOT_IMPLEMENTED(false,
+                                "tfla: MlstmChunkwiseBackward (the C++ autograd node of tfla.torch) has no "
+                                "compiled-autograd form; run the forward under torch.compile, or with "
+                                "TFLA_TORCH_EXTENSION=0 (MlstmChunkwiseFunction)");
   }
 
   variable_list apply(variable_list&& grads) override {
     at::Tensor x[12];
-    for (int j = 0; j < 10; ++j) x[j] = saved_[j].unpack(shared_from_this());
+    {
+      std::lock_guard<std::mutex> lock(mutex_);  // against release_variables from another backward
+      for (int j = 0; j < 10; ++j) x[j] = saved_[j].unpack(shared_from_this());
+    }
     if (!grads.empty()) x[10] = grads[0];
     if (grads.size() > 1) x[11] = grads[1];
     const at::Tensor* args[12];
     for (int j = 0; j < 12; ++j) args[j] = x[j].defined() ? &x[j] : nullptr;
+    const bool record = torch::autograd::GradMode::is_enabled();  // create_graph=True
+    at::AutoGradMode no_grad(false);  // as once_differentiable: the backward records nothing
     at::Tensor g[6];
     int status = -1;
     Entry* b = rec->bwd.load(std::memory_order_acquire);
@@ -548,7 +564,10 @@ struct MlstmChunkwiseBackward : torch::autograd::Node {
     if (x[5].defined()) result[5] = g[5];
     if (x[6].defined()) result[6] = at::zeros_like(x[6]);
     if (x[7].defined()) result[7] = at::zeros_like(x[7]);
-    if (torch::autograd::GradMode::is_enabled()) once_differentiable(grads, result);
+    if (record) {
+      at::AutoGradMode on(true);
+      once_differentiable(grads, result);
+    }
     return result;
   }
 
@@ -565,10 +584,15 @@ struct MlstmChunkwiseBackward : torch::autograd::Node {
     PyObject* st = PyLong_FromLong(status);
     filled = filled && st != nullptr;
     PyTuple_SET_ITEM(tup, 1, st);
-    for (int j = 0; j < 12; ++j) {
-      PyObject* o = x[j].defined() ? THPVariable_Wrap(x[j]) : (Py_INCREF(Py_None), Py_None);
-      filled = filled && o != nullptr;
-      PyTuple_SET_ITEM(tup, 2 + j, o);
+    try {
+      for (int j = 0; j < 12; ++j) {
+        PyObject* o = x[j].defined() ? THPVariable_Wrap(x[j]) : (Py_INCREF(Py_None), Py_None);
+        filled = filled && o != nullptr;
+        PyTuple_SET_ITEM(tup, 2 + j, o);
+      }
+    } catch (...) {
+      Py_DECREF(tup);
+      throw;
     }
     if (!filled) {  // a tuple with a NULL item is freed safely; the error is raised
       Py_DECREF(tup);
@@ -641,9 +665,12 @@ PyObject* make_autograd(PyObject*, PyObject* a) {
     PyErr_SetString(PyExc_TypeError, "tfla_fast.autograd: the fallback must be callable");
     return nullptr;
   }
-  if (fe->form != kOp || fe->sigs.size() != 8 || fe->flat.size() != 6 || fe->flat[0] < 8 || fe->flat[1] < 8) {
+  bool fresh = fe->flat.size() == 6 && fe->flat[0] >= 8 && fe->flat[1] >= 8;
+  for (size_t j = 2; fresh && j < 6; ++j) fresh = fe->flat[j] == -1 || fe->flat[j] >= 8;
+  if (fe->form != kOp || fe->sigs.size() != 8 || !fresh) {
     PyErr_SetString(PyExc_ValueError,
-                    "tfla_fast.autograd: a forward entry of 8 arguments returning (h, norm, C, n, m, saved)");
+                    "tfla_fast.autograd: a forward entry of 8 arguments returning (h, norm, C, n, m, saved), "
+                    "each allocated by the call or absent (h and norm allocated)");
     return nullptr;
   }
   auto rec = std::make_shared<Autograd>();
@@ -704,13 +731,19 @@ PyObject* node(PyObject*, PyObject* const* a, Py_ssize_t n) {
   PyObject* r = PyTuple_New(4);
   if (r == nullptr) return nullptr;
   const at::Tensor* outs[4] = {&h, &C, &nl, &ml};
-  for (int j = 0; j < 4; ++j) {
-    PyObject* o = outs[j]->defined() ? THPVariable_Wrap(*outs[j]) : (Py_INCREF(Py_None), Py_None);
-    if (o == nullptr) {
-      Py_DECREF(r);
-      return nullptr;
+  try {
+    for (int j = 0; j < 4; ++j) {
+      PyObject* o = outs[j]->defined() ? THPVariable_Wrap(*outs[j]) : (Py_INCREF(Py_None), Py_None);
+      if (o == nullptr) {
+        Py_DECREF(r);
+        return nullptr;
+      }
+      PyTuple_SET_ITEM(r, j, o);
     }
-    PyTuple_SET_ITEM(r, j, o);
+  } catch (const std::exception& ex) {
+    Py_DECREF(r);
+    PyErr_SetString(PyExc_RuntimeError, ex.what());
+    return nullptr;
   }
   return r;
 }

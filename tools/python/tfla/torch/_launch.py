@@ -353,10 +353,13 @@ def _usable_dh(dh, e):
 def run_backward(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last):
     """The backward of entry e: returns (dq, dk, dv, di, df, dC0); dC0 None without c0. Runs on
     e's device (made current for the call when it is not). The call runs in C
-    (tfla.torch._fast) where the arguments' signatures are those of its first call that could."""
+    (tfla.torch._fast) where the arguments' signatures are those of its first call that could (its
+    entry is made at the first call whose dh and dC_last the C path takes as they are)."""
     ext = e.bwd_ext
     if ext is _UNSET:
-        ext = e.bwd_ext = _backward_ext(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
+        ext = _backward_ext(e, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
+        if ext is not None or _fast.module() is None:  # a dh the C path cannot take: ask again later
+            e.bwd_ext = ext
     if ext is not None:
         r = _fast.call(ext, q, k, v, i, f, c0, n0, m0, norm, saved, dh, dC_last)
         if r.__class__ is tuple:

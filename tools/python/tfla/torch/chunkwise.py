@@ -23,6 +23,8 @@ model switches by changing its import. Differences, all deliberate:
   stabilizer are held constant in the backward, DESIGN.md section 3).
 """
 
+import sys
+import threading
 import warnings
 
 import torch
@@ -33,6 +35,7 @@ from ._launch import _UNSET, Options, configs, forward_entry, node_record, run_b
 from .._errors import TflaArgumentError
 from ._runtime import compiled_ops, hashable_config, is_compiling, name_non_tensor
 
+_modules = sys.modules
 _grad_enabled = torch.is_grad_enabled
 _autocast_enabled = torch.is_autocast_enabled  # no argument: CUDA's (a device name costs a parse)
 
@@ -173,18 +176,18 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     return (h, (C, n, m)) if variant == "exp" else (h, (C, n))
 
 
-# The entries of the previous C call without and with gradients, with their options: a call with
-# the same options object (options() memoizes them) tries that entry's C path first, whose own
-# check of every argument's signature stands in for forward_entry's lookup (the C path declines
-# anything else, and the call then finds its entry as before). Any thread may use them: a C
-# call patches its own copy of the struct.
-_last_plain = _last_grad = (None, None)
+# A thread's entries of its previous C calls without and with gradients, with their options: a
+# call with the same options object (options() memoizes them) tries that entry's C path first,
+# whose own check of every argument's signature stands in for forward_entry's lookup (the C
+# path declines anything else, and the call then finds its entry as before). Per thread, as the
+# entries: a backward that the node hands to the Python path fills its entry's ctypes struct.
+_last = threading.local()
+_NONE = (None, None)
 
 
 def _plain(q, k, v, i, f, c0, n0, m0, opts):
     """The forward without gradients: (h, C_last, n_last, m_last)."""
-    global _last_plain
-    o, e = _last_plain
+    o, e = getattr(_last, "plain", _NONE)
     if o is opts and e.ext is not None:
         r = _fast.call(e.ext[0], q, k, v, i, f, c0, n0, m0)
         if r.__class__ is tuple:
@@ -194,18 +197,18 @@ def _plain(q, k, v, i, f, c0, n0, m0, opts):
     e = forward_entry(q, k, v, i, f, c0, n0, m0, opts, False)
     h, _, C, n, m, _ = run_forward(e, q, k, v, i, f, c0, n0, m0, False)
     if e.ext is not None:
-        _last_plain = (opts, e)
+        _last.plain = (opts, e)
     return h, C, n, m
 
 
 def _differentiated(q, k, v, i, f, c0, n0, m0, opts):
     """The forward with its autograd node: in C++ (one C call, tfla.torch._fast.node) where the
     extension is loaded and the arguments are those its entry was made for; else
-    MlstmChunkwiseFunction. Under a functorch transform always the Function (its wrapper)."""
-    global _last_grad
-    if _functorch_active():
+    MlstmChunkwiseFunction. Under a functorch transform or with compiled autograd on, always the
+    Function (its wrapper)."""
+    if _functorch_active() or _compiled_autograd_on():
         return MlstmChunkwiseFunction.apply(q, k, v, i, f, c0, n0, m0, opts, True)
-    o, e = _last_grad
+    o, e = getattr(_last, "grad", _NONE)
     if o is opts:
         rec = e.node
         if rec is not None:
@@ -221,11 +224,18 @@ def _differentiated(q, k, v, i, f, c0, n0, m0, opts):
     if rec is not None:
         r = _fast.node(rec, e, q, k, v, i, f, c0, n0, m0)
         if r.__class__ is tuple:
-            _last_grad = (opts, e)
+            _last.grad = (opts, e)
             return r
         if r is not None:
             e.forward.raise_status(r)
     return _apply(q, k, v, i, f, c0, n0, m0, opts, True)
+
+
+def _compiled_autograd_on():
+    """Whether compiled autograd (torch._dynamo.compiled_autograd) is on in this process: its
+    backward traces each node, which the C++ node cannot be, so the Function serves."""
+    ca = _modules.get("torch._dynamo.compiled_autograd")
+    return ca is not None and ca.compiled_autograd_enabled
 
 
 def _state_requires_grad(c0, n0, m0):
