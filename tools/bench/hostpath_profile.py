@@ -509,6 +509,17 @@ def selftest(torch, cases, modules):
             ca.compiled_autograd_enabled = was
         expect(name == "MlstmChunkwiseFunctionBackward",
                f"chunkwise with grad, compiled autograd on: MlstmChunkwiseFunction serves ({name})")
+        for t in sg:
+            t.grad = None
+        hg = mlstm_chunkwise(*sg)
+        dhg = dh2.clone().requires_grad_(True)
+        (gq,) = torch.autograd.grad(hg, sg[0], dhg, create_graph=True)
+        try:
+            gq.sum().backward()
+            expect(False, "chunkwise with grad, create_graph: the gradients' backward raises")
+        except RuntimeError as err:
+            expect(gq.requires_grad and "differentiate twice" in str(err) and gq.grad_fn is not None,
+                   "chunkwise with grad, create_graph: the gradients' backward raises (once_differentiable)")
         q5 = sg[0] * 1
         hg = mlstm_chunkwise(q5, *sg[1:])
         with torch.no_grad():
