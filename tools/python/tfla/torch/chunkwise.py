@@ -235,7 +235,7 @@ def _compiled_autograd_on():
     """Whether compiled autograd (torch._dynamo.compiled_autograd) is on in this process: its
     backward traces each node, which the C++ node cannot be, so the Function serves."""
     ca = _modules.get("torch._dynamo.compiled_autograd")
-    return ca is not None and ca.compiled_autograd_enabled
+    return ca is not None and getattr(ca, "compiled_autograd_enabled", False)  # a torch without the flag: off
 
 
 def _state_requires_grad(c0, n0, m0):
