@@ -523,14 +523,9 @@ struct MlstmChunkwiseBackward : torch::autograd::Node {
     for (auto& sv : saved_) sv.reset_data();
   }
 
-  // Compiled autograd traces nodes through these; this node has no traceable form (the binding
-  // routes a forward made while compiled autograd is on to MlstmChunkwiseFunction).
-  void compiled_args(torch::autograd::CompiledNodeArgs&) const override {
-    TORCH_CHECK_NOT_IMPLEMENTED(false,
-                                "tfla: MlstmChunkwiseBackward (the C++ autograd node of tfla.torch) has no "
-                                "compiled-autograd form; run the forward under torch.compile, or with "
-                                "TFLA_TORCH_EXTENSION=0 (MlstmChunkwiseFunction)");
-  }
+  // No compiled-autograd form (compiled_args / apply_with_saved keep torch's defaults, which raise
+  // naming this node): the binding routes a forward made while compiled autograd is on to
+  // MlstmChunkwiseFunction.
 
   variable_list apply(variable_list&& grads) override {
     at::Tensor x[12];
