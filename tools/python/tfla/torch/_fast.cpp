@@ -493,13 +493,11 @@ struct Autograd {
   ~Autograd() { release({forward, fallback, backward}); }
 };
 
-void destroy_autograd(PyObject* capsule) {
-  delete static_cast<std::shared_ptr<Autograd>*>(PyCapsule_GetPointer(capsule, kNodeCapsule));
-}
-
 std::shared_ptr<Autograd>* autograd_of(PyObject* capsule) {
   return static_cast<std::shared_ptr<Autograd>*>(PyCapsule_GetPointer(capsule, kNodeCapsule));
 }
+
+void destroy_autograd(PyObject* capsule) { delete autograd_of(capsule); }
 
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
