@@ -20,6 +20,7 @@
 #include "ops/fwd_config.hpp"
 #include "ops/plan.hpp"
 #include "reference/reference.hpp"
+#include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 
 using namespace tfla;
@@ -100,7 +101,10 @@ std::vector<double> to_bshd(const std::vector<double>& x, int64_t B, int64_t NH,
 class Stream {
  public:
   explicit Stream(bool own) {
-    if (own) rt::check(rt::driver().cuStreamCreate(&s_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    if (own) {
+      rt::ensure_context();  // (a case's stream may come before its first upload)
+      rt::check(rt::driver().cuStreamCreate(&s_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    }
   }
   ~Stream() {
     if (s_) rt::driver().cuStreamDestroy(s_);
@@ -387,6 +391,55 @@ TEST_CASE("forward and backward match the float64 reference over the shape grid"
   };
   uint64_t seed = static_cast<uint64_t>(Catch::rngSeed()) * 1000 + 17;
   for (const Case& c : cases) run_engines(c, seed++);
+}
+
+// Shapes and settings drawn at random over what the API accepts (Dqk and Dv any multiple of 16
+// up to 512, any S, every dtype, variant and state option), through the library's own choices or
+// a pinned chunk: every path it picks must match the float64 reference, not only the grid's. The
+// draw follows Catch's --rng-seed (printed on a failure), so each run may cover other cases.
+TEST_CASE("the library over random shapes and settings matches the float64 reference", "[gpu][ops][random]") {
+  const uint64_t base = static_cast<uint64_t>(Catch::rngSeed());
+  INFO("rng seed " << base);
+  auto mix = [](uint64_t z) {  // splitmix64's finalizer
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  uint64_t x = mix(base + 0x2545F4914F6CDD1Dull);  // (seeds s and s + 1 start far apart)
+  auto next = [&](uint64_t n) {  // splitmix64, uniform in [0, n)
+    x += 0x9E3779B97F4A7C15ull;
+    return mix(x) % n;
+  };
+  // head sizes: the tuned ones, and any multiple of 16 (a third each way)
+  auto dim = [&] {
+    static const int64_t common[] = {64, 128, 256, 512};
+    return next(3) == 0 ? common[next(4)] : 16 * (1 + static_cast<int64_t>(next(32)));
+  };
+  for (int n = 0; n < 12; ++n) {  // (each new head size compiles its kernels)
+    Case c{};
+    c.backward = next(4) != 0;
+    c.form = next(3) == 0 ? CW : LIB;
+    c.variant = next(2) ? E : G;
+    c.normalize = c.variant == E || next(3) != 0;
+    const DType dts[] = {bf, hf, f32};
+    c.dtype = dts[next(3)];
+    c.B = 1 + static_cast<int64_t>(next(2));
+    c.NH = 1 + static_cast<int64_t>(next(3));
+    c.Dqk = dim();
+    c.Dv = dim();
+    // S: short (the parallel form), around a chunk, or long; the reference's cost bounds the rest
+    const int64_t S_max = std::max<int64_t>(1, std::min<int64_t>(3000, 400'000'000 / (c.B * c.NH * c.Dqk * c.Dv)));
+    const int64_t kinds[] = {1 + static_cast<int64_t>(next(130)), 1 + static_cast<int64_t>(next(600)),
+                             1 + static_cast<int64_t>(next(3000))};
+    c.S = std::min(S_max, kinds[next(3)]);
+    const int64_t chunks[] = {64, 128, 256};
+    c.chunk = c.form == CW ? chunks[next(3)] : 0;
+    const unsigned opts[] = {kCallerWs, kStream, kBshd, kInit, kLast, kDcLast, kSaved};
+    for (unsigned o : opts)
+      if (next(3) == 0) c.opts |= o;
+    if (!c.backward) c.opts &= ~(kDcLast | kSaved);
+    run_case(c, base * 7919 + static_cast<uint64_t>(n));
+  }
 }
 
 TEST_CASE("every layout option gives the reference's result", "[gpu][ops][layout]") {
