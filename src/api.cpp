@@ -126,9 +126,27 @@ Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) 
 
 size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config,
                                      bool with_saved) {
-  ops::BwdConfig cfg;
-  cfg.apply(mlstm_backward_config(problem, config));
-  return ops::bwd_workspace_size(ops::launch_problem(problem), cfg, with_saved, config.count(ops::kFormKey) > 0);
+  if (!with_saved) {
+    ops::BwdConfig cfg;
+    cfg.apply(mlstm_backward_config(problem, config));
+    return ops::bwd_workspace_size(ops::launch_problem(problem), cfg, false, config.count(ops::kFormKey) > 0);
+  }
+  // What mlstm_backward runs on a saved buffer (the chunkwise form at the chunk the forward filled
+  // it with), for a buffer of the forward's own chunk unless config names one.
+  ops::check_problem(problem);
+  ops::check_config(config, "backward config");
+  const MlstmProblem lp = ops::launch_problem(problem);
+  const bool packed = ops::is_packed(problem);
+  const Config none;
+  Config pins, fwd_pins;
+  const Config& fwd = ops::packed_pins(problem, none, ops::Op::Forward, fwd_pins);
+  const int chunk = ops::select_fwd(lp, fwd, true, packed).cfg.chunk;
+  const ops::BwdSelection& sel =
+      ops::select_bwd_for_saved(lp, ops::packed_pins(problem, config, ops::Op::Backward, pins), fwd, nullptr,
+                                ops::saved_size(lp, chunk), packed);
+  if (!sel.rejected.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + sel.rejected, to_string(sel.cfg.to_config()));
+  return sel.plans[true].workspace_bytes;
 }
 
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {

@@ -108,4 +108,32 @@ inline size_t count_nonfinite(const std::vector<double>& x) {
   return n;
 }
 
+// Draws of the GPU tests' random cases: splitmix64 from a seed (Catch's --rng-seed, which the
+// tests print), so each run may cover other cases and a failing one is reproducible.
+class Draw {
+ public:
+  explicit Draw(uint64_t seed) : x_(mix(seed + 0x2545F4914F6CDD1Dull)) {}
+  // uniform in [0, n)
+  uint64_t below(uint64_t n) {
+    x_ += 0x9E3779B97F4A7C15ull;
+    return mix(x_) % n;
+  }
+  // uniform in [lo, hi]
+  int64_t in(int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(below(static_cast<uint64_t>(hi - lo + 1))); }
+  bool one_in(uint64_t n) { return below(n) == 0; }
+  // a head size the API accepts: a tuned one (a third of the draws) or any multiple of 16 up to 512
+  int64_t head_dim() {
+    static const int64_t tuned[] = {64, 128, 256, 512};
+    return one_in(3) ? tuned[below(4)] : 16 * in(1, 32);
+  }
+
+ private:
+  static uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  uint64_t x_;
+};
+
 }  // namespace tfla::test

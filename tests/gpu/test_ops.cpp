@@ -400,43 +400,28 @@ TEST_CASE("forward and backward match the float64 reference over the shape grid"
 TEST_CASE("the library over random shapes and settings matches the float64 reference", "[gpu][ops][random]") {
   const uint64_t base = static_cast<uint64_t>(Catch::rngSeed());
   INFO("rng seed " << base);
-  auto mix = [](uint64_t z) {  // splitmix64's finalizer
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  };
-  uint64_t x = mix(base + 0x2545F4914F6CDD1Dull);  // (seeds s and s + 1 start far apart)
-  auto next = [&](uint64_t n) {  // splitmix64, uniform in [0, n)
-    x += 0x9E3779B97F4A7C15ull;
-    return mix(x) % n;
-  };
-  // head sizes: the tuned ones, and any multiple of 16 (a third each way)
-  auto dim = [&] {
-    static const int64_t common[] = {64, 128, 256, 512};
-    return next(3) == 0 ? common[next(4)] : 16 * (1 + static_cast<int64_t>(next(32)));
-  };
+  test::Draw d(base);
   for (int n = 0; n < 12; ++n) {  // (each new head size compiles its kernels)
     Case c{};
-    c.backward = next(4) != 0;
-    c.form = next(3) == 0 ? CW : LIB;
-    c.variant = next(2) ? E : G;
-    c.normalize = c.variant == E || next(3) != 0;
+    c.backward = !d.one_in(4);
+    c.form = d.one_in(3) ? CW : LIB;
+    c.variant = d.below(2) ? E : G;
+    c.normalize = c.variant == E || !d.one_in(3);
     const DType dts[] = {bf, hf, f32};
-    c.dtype = dts[next(3)];
-    c.B = 1 + static_cast<int64_t>(next(2));
-    c.NH = 1 + static_cast<int64_t>(next(3));
-    c.Dqk = dim();
-    c.Dv = dim();
+    c.dtype = dts[d.below(3)];
+    c.B = d.in(1, 2);
+    c.NH = d.in(1, 3);
+    c.Dqk = d.head_dim();
+    c.Dv = d.head_dim();
     // S: short (the parallel form), around a chunk, or long; the reference's cost bounds the rest
     const int64_t S_max = std::max<int64_t>(1, std::min<int64_t>(3000, 400'000'000 / (c.B * c.NH * c.Dqk * c.Dv)));
-    const int64_t kinds[] = {1 + static_cast<int64_t>(next(130)), 1 + static_cast<int64_t>(next(600)),
-                             1 + static_cast<int64_t>(next(3000))};
-    c.S = std::min(S_max, kinds[next(3)]);
+    const int64_t kinds[] = {d.in(1, 130), d.in(1, 600), d.in(1, 3000)};
+    c.S = std::min(S_max, kinds[d.below(3)]);
     const int64_t chunks[] = {64, 128, 256};
-    c.chunk = c.form == CW ? chunks[next(3)] : 0;
+    c.chunk = c.form == CW ? chunks[d.below(3)] : 0;
     const unsigned opts[] = {kCallerWs, kStream, kBshd, kInit, kLast, kDcLast, kSaved};
     for (unsigned o : opts)
-      if (next(3) == 0) c.opts |= o;
+      if (d.one_in(3)) c.opts |= o;
     if (!c.backward) c.opts &= ~(kDcLast | kSaved);
     run_case(c, base * 7919 + static_cast<uint64_t>(n));
   }

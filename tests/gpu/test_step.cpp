@@ -372,6 +372,31 @@ TEST_CASE("step and fused multi-step match the float64 reference step", "[gpu][s
   for (const Case& c : cases) run_case(c, seed++);
 }
 
+// The library's own step over random shapes and settings (any head sizes the API accepts, 1 to 16
+// tokens, every dtype, gate dtype and variant); the draw follows Catch's --rng-seed.
+TEST_CASE("steps over random shapes and settings match the float64 reference", "[gpu][step][random]") {
+  const uint64_t base = static_cast<uint64_t>(Catch::rngSeed());
+  INFO("rng seed " << base);
+  test::Draw d(base);
+  const DType dts[] = {DType::BF16, DType::FP16, DType::FP32};
+  for (int n = 0; n < 12; ++n) {  // (each new head size compiles its kernels)
+    Case c{};
+    c.variant = d.below(2) ? Variant::Exp : Variant::Sig;
+    c.normalize = c.variant == Variant::Exp || !d.one_in(3);
+    c.dtype = dts[d.below(3)];
+    c.gate_dtype = d.one_in(2) ? DType::FP32 : c.dtype;
+    c.B = d.in(1, 8);
+    c.NH = d.in(1, 8);
+    c.T = d.one_in(2) ? 1 : d.in(2, 16);
+    c.Dqk = d.head_dim();
+    c.Dv = d.head_dim();
+    c.init = !d.one_in(4);
+    c.extreme = d.one_in(6);
+    c.sig_m = !d.one_in(3);
+    run_case(c, base * 7919 + static_cast<uint64_t>(n));
+  }
+}
+
 TEST_CASE("prefill with mlstm_forward then generate with steps equals the forward over S1 + S2",
           "[gpu][step][prefill]") {
   uint64_t seed = static_cast<uint64_t>(Catch::rngSeed()) * 1000 + 77;

@@ -435,6 +435,37 @@ TEST_CASE("random packings of lengths 1..3000 match the reference (run under com
   }
 }
 
+// Packed calls of the library's own choosing over random head sizes (any the API accepts),
+// packings (1 to 8 sequences of 0 to 2000 tokens) and settings; the draw follows Catch's
+// --rng-seed.
+TEST_CASE("packed calls over random shapes and settings match the reference", "[gpu][varlen][varlen_random]") {
+  const uint64_t base = static_cast<uint64_t>(Catch::rngSeed());
+  INFO("rng seed " << base);
+  test::Draw d(base);
+  const DType dts[] = {bf, hf, f32};
+  for (int rep = 0; rep < 8; ++rep) {  // (each new head size compiles its kernels)
+    VCase c;
+    c.variant = d.below(2) ? E : G;
+    c.normalize = c.variant == E || !d.one_in(3);
+    c.dtype = dts[d.below(3)];
+    c.NH = d.in(1, 3);
+    c.Dqk = d.head_dim();
+    c.Dv = d.head_dim();
+    // the reference's cost bounds the tokens
+    const int64_t cap = std::max<int64_t>(1, std::min<int64_t>(2000, 300'000'000 / (c.NH * c.Dqk * c.Dv)));
+    const int64_t n = d.in(1, 8);
+    for (int64_t j = 0; j < n; ++j) c.lens.push_back(d.one_in(8) ? 0 : d.in(1, cap));
+    if (*std::max_element(c.lens.begin(), c.lens.end()) == 0) c.lens[0] = 1;
+    c.init = d.one_in(2);
+    c.last = d.one_in(2);
+    c.dclast = d.one_in(3);
+    c.int64 = d.one_in(2);
+    c.saved = d.one_in(3);
+    if (d.one_in(3)) c.max_extra = d.in(1, 100);
+    run_case(c, base * 7919 + static_cast<uint64_t>(rep));
+  }
+}
+
 TEST_CASE("packed sequences on a small shape (run under compute-sanitizer)", "[gpu][varlen_small]") {
   for (Variant var : {E, G}) {
     VCase c;

@@ -613,6 +613,33 @@ TEST_CASE("a split walk's workspace: its regions last, sized by the query, the s
   CHECK(mlstm_backward_workspace_size(p, {}, true) == saved.workspace_bytes);
 }
 
+// The backward of a saved buffer runs at the chunk the forward filled it with; the size query
+// with a saved buffer and no chunk named is for a buffer of the forward's own chunk, also where the
+// backward's own choice is another chunk (as with short sequences of small heads).
+TEST_CASE("the saved backward's workspace query follows the forward's chunk", "[config][saved]") {
+  int differ = 0;
+  for (int64_t S : {23, 100, 300, 1000, 5000})
+    for (int64_t dqk : {64, 128, 256})
+      for (int64_t dv : {64, 128, 448, 512})
+        for (DType dt : {DType::BF16, DType::FP16, DType::FP32}) {
+          MlstmProblem p;
+          p.B = 1; p.NH = 2; p.S = S; p.Dqk = dqk; p.Dv = dv;
+          p.dtype = dt;
+          INFO("S " << S << " " << dqk << "x" << dv << " " << to_string(dt));
+          Config chunkwise = {{"parallel", 0}};
+          const int64_t fwd_chunk = mlstm_forward_config(p, chunkwise).at("chunk");
+          const int64_t bwd_chunk = mlstm_backward_config(p, chunkwise).at("chunk");
+          differ += fwd_chunk != bwd_chunk;
+          const size_t at_fwd = mlstm_backward_workspace_size(p, {{"chunk", fwd_chunk}}, true);
+          CHECK(mlstm_backward_workspace_size(p, {}, true) == at_fwd);
+          CHECK(mlstm_backward_workspace_size(p, {{"parallel", 0}}, true) == at_fwd);
+          // a chunk named is what the query sizes, as before
+          CHECK(mlstm_backward_workspace_size(p, {{"chunk", 64}}, true) ==
+                ops::bwd_plan(p, bwd_resolve(p, {{"chunk", 64}, {"parallel", 0}}), ref(), true).workspace_bytes);
+        }
+  CHECK(differ > 0);  // (the grid holds problems where the two defaults differ)
+}
+
 namespace {
 // The segments a full forward config's state walk runs in for p.
 int state_segments_of(const MlstmProblem& p, const Config& c) {
