@@ -235,6 +235,39 @@ TEST_CASE("workspace sizes: none pinned parallel, the fallback's when the librar
   CHECK(sm90_fallbacks > 0);
 }
 
+// The size queries cover what the calls run with the same config: the forward without states
+// (maybe the parallel form), with states (the chunkwise form where the library chose the
+// parallel one, the caller's other pins kept) and beside a saved buffer; the backward likewise.
+TEST_CASE("workspace queries cover every selection a call with the same config runs", "[parallel][api]") {
+  int fallbacks = 0;
+  const std::vector<Config> configs = {{}, {{"engine", 0}}, {{"engine", 1}}, {{"chunk", 64}}, {{"chunk", 256}},
+                                       {{"parallel", 0}}, {{"st_seg", 2}}};
+  for (int64_t S : {1, 64, 200, 511, 3000})
+    for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 256}, {256, 512}, {64, 448}, {256, 192}})
+      for (DType dt : {DType::BF16, DType::FP16, DType::FP32})
+        for (const Config& c : configs) {
+          const MlstmProblem p = make_problem(1, 2, S, dqk, dv, dt);
+          INFO("S " << S << " " << dqk << "x" << dv << " " << to_string(dt) << " " << to_string(c));
+          const ops::FwdSelection& fp = ops::select_fwd(p, c, false, false);
+          const ops::FwdSelection& fc = ops::select_fwd(p, c, true, false);
+          if (fp.rejected.empty() && fc.rejected.empty()) {
+            const size_t q = mlstm_forward_workspace_size(p, c);
+            CHECK(q >= fp.plans[0].workspace_bytes);
+            CHECK(q >= fc.plans[0].workspace_bytes);
+            if (!fc.cfg.parallel()) CHECK(mlstm_forward_workspace_size(p, c, true) == fc.plans[1].workspace_bytes);
+            fallbacks += fp.cfg.parallel() && !fc.cfg.parallel();
+          }
+          const ops::BwdSelection& bp = ops::select_bwd(p, c, false, false);
+          const ops::BwdSelection& bc = ops::select_bwd(p, c, true, false);
+          if (bp.rejected.empty() && bc.rejected.empty()) {
+            const size_t q = mlstm_backward_workspace_size(p, c);
+            CHECK(q >= bp.plans[0].workspace_bytes);
+            CHECK(q >= bc.plans[0].workspace_bytes);
+          }
+        }
+  CHECK(fallbacks > 0);
+}
+
 TEST_CASE("the tuner's spaces hold parallel candidates for sequences it supports", "[parallel][tuner]") {
   for (tuner::Family fam : {tuner::Family::Forward, tuner::Family::Backward}) {
     const MlstmProblem p = problem(1024);

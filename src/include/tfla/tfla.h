@@ -128,8 +128,9 @@ tfla_status tfla_mlstm_forward(const tfla_problem* problem, const tfla_forward_t
 tfla_status tfla_mlstm_backward_workspace_size(const tfla_problem* problem, const char* config,
                                                size_t* bytes);
 /* The backward's workspace when it reads the forward's saved buffer (smaller: no recomputed
- * states). That backward runs at the buffer's chunk: the size is for a forward of the library's
- * own chunk, or for config's chunk where it names one (name the forward's chunk if it was pinned). */
+ * states). That backward runs at the buffer's chunk: the size is for a forward run with the
+ * library's default config, or at config's chunk where it names one (after a forward with another
+ * config, name that forward's chunk). */
 tfla_status tfla_mlstm_backward_saved_workspace_size(const tfla_problem* problem, const char* config,
                                                      size_t* bytes);
 tfla_status tfla_mlstm_saved_size(const tfla_problem* problem, const char* config, size_t* bytes);

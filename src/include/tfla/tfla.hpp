@@ -194,9 +194,9 @@ struct BackwardTensors {
 // The chunkwise TFLA backward (the normalizer is held constant, as in the seed). Chunk states
 // are recomputed from q, k, v, i, f. Asynchronous on options.stream.
 // with_saved: the size when the backward reads the forward's saved states (smaller). That
-// backward runs at the chunk the forward filled the buffer with: the size is for a forward of
-// the library's own chunk, or for config's "chunk" where it names one (a forward pinned to
-// another chunk: name it here too).
+// backward runs at the chunk the forward filled the buffer with: the size is for a forward run
+// with the library's default config, or at config's "chunk" where it names one (after a forward
+// with another config, name its chunk: mlstm_forward_config(problem, that config).at("chunk")).
 size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config = {},
                                      bool with_saved = false);
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,

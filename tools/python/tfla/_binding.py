@@ -131,7 +131,9 @@ def forward_workspace_size(plan, config=None, saved=False):
 
 def backward_workspace_size(plan, config=None, saved=False):
     """Bytes of device scratch the backward needs (tfla_mlstm_backward_workspace_size); with
-    saved=True, when it reads the forward's saved buffer (config must name the forward's chunk)."""
+    saved=True, when it reads the forward's saved buffer: filled by a forward with the default
+    config, or at config's chunk where it names one (after a forward with another config, name
+    that forward's chunk)."""
     if saved:
         return _size_query("tfla_mlstm_backward_saved_workspace_size", plan, config)
     return _size_query("tfla_mlstm_backward_workspace_size", plan, config)
