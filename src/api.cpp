@@ -150,15 +150,24 @@ size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& 
 }
 
 size_t mlstm_saved_size(const MlstmProblem& problem, const Config& config) {
-  ops::FwdConfig cfg;
-  cfg.apply(mlstm_forward_config(problem, config));
-  if (cfg.parallel()) {  // a call with a saved buffer runs the chunkwise form (its default, the other pins kept)
+  // The buffer of what mlstm_forward runs with one (the chunkwise form where the library chose
+  // the parallel one: the chunkwise default); a pinned parallel=1, which refuses a buffer, sizes
+  // the chunkwise form with the other pins.
+  ops::check_problem(problem);
+  ops::check_config(config, "forward config");
+  const MlstmProblem lp = ops::launch_problem(problem);
+  const bool packed = ops::is_packed(problem);
+  Config storage;
+  const ops::FwdSelection* sel = &ops::select_fwd(lp, ops::packed_pins(problem, config, ops::Op::Forward, storage),
+                                                  true, packed);
+  if (sel->cfg.parallel()) {
     Config chunkwise = config;
     chunkwise[ops::kFormKey] = 0;
-    cfg = ops::FwdConfig{};
-    cfg.apply(mlstm_forward_config(problem, chunkwise));
+    sel = &ops::select_fwd(lp, ops::packed_pins(problem, chunkwise, ops::Op::Forward, storage), true, packed);
   }
-  return ops::saved_size(ops::launch_problem(problem), cfg.chunk);
+  if (!sel->rejected.empty())
+    throw Error(ErrorCode::InvalidArgument, "invalid forward config: " + sel->rejected, to_string(sel->cfg.to_config()));
+  return sel->plans[1].saved_bytes;
 }
 
 void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,

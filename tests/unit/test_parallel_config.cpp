@@ -254,7 +254,10 @@ TEST_CASE("workspace queries cover every selection a call with the same config r
             const size_t q = mlstm_forward_workspace_size(p, c);
             CHECK(q >= fp.plans[0].workspace_bytes);
             CHECK(q >= fc.plans[0].workspace_bytes);
-            if (!fc.cfg.parallel()) CHECK(mlstm_forward_workspace_size(p, c, true) == fc.plans[1].workspace_bytes);
+            if (!fc.cfg.parallel()) {
+              CHECK(mlstm_forward_workspace_size(p, c, true) == fc.plans[1].workspace_bytes);
+              CHECK(mlstm_saved_size(p, c) == fc.plans[1].saved_bytes);  // what the forward checks
+            }
             fallbacks += fp.cfg.parallel() && !fc.cfg.parallel();
           }
           const ops::BwdSelection& bp = ops::select_bwd(p, c, false, false);
