@@ -11,6 +11,8 @@
 #include "ops/fwd_config.hpp"
 #include "ops/mlstm_backward.hpp"
 #include "ops/mlstm_forward.hpp"
+#include "ops/packed.hpp"
+#include "ops/plan.hpp"
 #include "tuner/search_space.hpp"
 #include "config_helpers.hpp"
 
@@ -239,36 +241,60 @@ TEST_CASE("workspace sizes: none pinned parallel, the fallback's when the librar
 // (maybe the parallel form), with states (the chunkwise form where the library chose the
 // parallel one, the caller's other pins kept) and beside a saved buffer; the backward likewise.
 TEST_CASE("workspace queries cover every selection a call with the same config runs", "[parallel][api]") {
-  int fallbacks = 0;
+  int fallbacks = 0, packed_cases = 0;
   const std::vector<Config> configs = {{}, {{"engine", 0}}, {{"engine", 1}}, {{"chunk", 64}}, {{"chunk", 256}},
                                        {{"parallel", 0}}, {{"st_seg", 2}}};
   for (int64_t S : {1, 64, 200, 511, 3000})
     for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 256}, {256, 512}, {64, 448}, {256, 192}})
       for (DType dt : {DType::BF16, DType::FP16, DType::FP32})
-        for (const Config& c : configs) {
-          const MlstmProblem p = make_problem(1, 2, S, dqk, dv, dt);
-          INFO("S " << S << " " << dqk << "x" << dv << " " << to_string(dt) << " " << to_string(c));
-          const ops::FwdSelection& fp = ops::select_fwd(p, c, false, false);
-          const ops::FwdSelection& fc = ops::select_fwd(p, c, true, false);
-          if (fp.rejected.empty() && fc.rejected.empty()) {
-            const size_t q = mlstm_forward_workspace_size(p, c);
-            CHECK(q >= fp.plans[0].workspace_bytes);
-            CHECK(q >= fc.plans[0].workspace_bytes);
-            if (!fc.cfg.parallel()) {
-              CHECK(mlstm_forward_workspace_size(p, c, true) == fc.plans[1].workspace_bytes);
-              CHECK(mlstm_saved_size(p, c) == fc.plans[1].saved_bytes);  // what the forward checks
+        for (int64_t seqs : {0, 3})  // a plain call, and 3 packed sequences of S tokens in all
+          for (const Config& c : configs) {
+            MlstmProblem p = make_problem(1, 2, S, dqk, dv, dt);
+            if (seqs) {
+              if (c.count("parallel") || c.count("st_seg")) continue;  // (keys a packed call pins itself)
+              p.num_seqs = seqs;
+              p.max_seqlen = S;
+              ++packed_cases;
             }
-            fallbacks += fp.cfg.parallel() && !fc.cfg.parallel();
+            INFO("S " << S << " " << dqk << "x" << dv << " " << to_string(dt) << " seqs " << seqs << " "
+                      << to_string(c));
+            // what mlstm_forward and mlstm_backward select for this config (src/api.cpp)
+            const MlstmProblem lp = ops::launch_problem(p);
+            const bool packed = ops::is_packed(p);
+            Config fs, bs, none_s;
+            const Config& fpins = ops::packed_pins(p, c, ops::Op::Forward, fs);
+            const Config& bpins = ops::packed_pins(p, c, ops::Op::Backward, bs);
+            const Config none;
+            const ops::FwdSelection& fp = ops::select_fwd(lp, fpins, false, packed);
+            const ops::FwdSelection& fc = ops::select_fwd(lp, fpins, true, packed);
+            if (fp.rejected.empty() && fc.rejected.empty()) {
+              const size_t q = mlstm_forward_workspace_size(p, c);
+              CHECK(q >= fp.plans[0].workspace_bytes);
+              CHECK(q >= fc.plans[0].workspace_bytes);
+              if (!fc.cfg.parallel()) {
+                CHECK(mlstm_forward_workspace_size(p, c, true) == fc.plans[1].workspace_bytes);
+                CHECK(mlstm_saved_size(p, c) == fc.plans[1].saved_bytes);  // what the forward checks
+              }
+              fallbacks += fp.cfg.parallel() && !fc.cfg.parallel();
+            }
+            const ops::BwdSelection& bp = ops::select_bwd(lp, bpins, false, packed);
+            const ops::BwdSelection& bc = ops::select_bwd(lp, bpins, true, packed);
+            if (bp.rejected.empty() && bc.rejected.empty()) {
+              const size_t q = mlstm_backward_workspace_size(p, c);
+              CHECK(q >= bp.plans[0].workspace_bytes);
+              CHECK(q >= bc.plans[0].workspace_bytes);
+              // the backward of a buffer a default forward filled (its chunk recorded with it)
+              const ops::FwdSelection& fd =
+                  ops::select_fwd(lp, ops::packed_pins(p, none, ops::Op::Forward, none_s), true, packed);
+              const ops::BwdSelection& saved = ops::select_bwd_for_saved(
+                  lp, bpins, ops::packed_pins(p, none, ops::Op::Forward, none_s), nullptr,
+                  ops::saved_size(lp, fd.cfg.chunk), packed);
+              if (saved.rejected.empty() && !saved.cfg.parallel())
+                CHECK(mlstm_backward_workspace_size(p, c, true) == saved.plans[1].workspace_bytes);
+            }
           }
-          const ops::BwdSelection& bp = ops::select_bwd(p, c, false, false);
-          const ops::BwdSelection& bc = ops::select_bwd(p, c, true, false);
-          if (bp.rejected.empty() && bc.rejected.empty()) {
-            const size_t q = mlstm_backward_workspace_size(p, c);
-            CHECK(q >= bp.plans[0].workspace_bytes);
-            CHECK(q >= bc.plans[0].workspace_bytes);
-          }
-        }
   CHECK(fallbacks > 0);
+  CHECK(packed_cases > 0);
 }
 
 TEST_CASE("the tuner's spaces hold parallel candidates for sequences it supports", "[parallel][tuner]") {
