@@ -195,6 +195,21 @@ def test_saved_backward_config_keeps_the_backwards_keys(lib):
     assert tfla._binding.saved_backward_config(p, "chunk=128", "chunk=128") == "chunk=128"
 
 
+def test_saved_states_follow_the_forward_s_chunkwise_fallback(lib):
+    # a short sequence whose forward default is the parallel form: with a saved buffer the forward
+    # runs the chunkwise default, the caller's other pins (here the engine) dropped, so the buffer's
+    # size and the backward's chunk are that default's
+    p = tfla.problem(1, 2, 64, 64, 64)
+    assert tfla.forward_config(p)["parallel"] == 1
+    default = tfla.forward_config(p, "parallel=0")
+    pinned = tfla.forward_config(p, "engine=0,parallel=0")
+    assert pinned["chunk"] != default["chunk"]  # (the case where the two differ)
+    for fwd in (None, "engine=0"):
+        assert tfla.saved_size(p, fwd) == tfla.saved_size(p, f"parallel=0,chunk={default['chunk']}")
+        cfg = tfla._binding.parse_config(tfla._binding.saved_backward_config(p, fwd, None))
+        assert tfla.backward_config(p, cfg)["chunk"] == default["chunk"]
+
+
 def test_packed_problems_pass_through_the_binding(lib):
     # the Plan's packed fields reach the C struct: 7 sequences of at most 200 tokens are sized as
     # a batch of 7 sequences of the length bucket 256

@@ -72,8 +72,14 @@ def saved_backward_config(plan, fwd_config, bwd_config):
     the forward's chunk in the chunkwise form, so the backward must use them (its other pinned
     keys stay)."""
     fwd = kernel_config(plan, "fwd", fwd_config)
-    if fwd.get("parallel"):  # a forward with a saved buffer runs the chunkwise form (its other pins kept)
+    if fwd.get("parallel"):
+        # a forward with a saved buffer runs the chunkwise form: where the library chose the
+        # parallel one, its chunkwise default (the other pins are the parallel form's; what
+        # tfla_mlstm_saved_size sizes); where the caller pinned it (the forward refuses the
+        # buffer), the chunkwise form with the other pins
         pinned = parse_config(config_text(fwd_config))
+        if "parallel" not in pinned:
+            pinned = {}
         pinned["parallel"] = 0
         fwd = kernel_config(plan, "fwd", pinned)
     chunk = fwd["chunk"]
