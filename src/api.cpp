@@ -124,6 +124,23 @@ Config mlstm_backward_config(const MlstmProblem& problem, const Config& pinned) 
   return sel.cfg.to_config();
 }
 
+namespace {
+// The selection mlstm_backward runs on a saved buffer: the chunkwise form at the chunk the forward
+// recorded for (saved, saved_bytes), else at the forward's own chunk for the problem (a null
+// saved: the buffer a forward with the default config fills).
+const ops::BwdSelection& saved_backward(const MlstmProblem& problem, const Config& config, const void* saved,
+                                        size_t saved_bytes) {
+  const MlstmProblem lp = ops::launch_problem(problem);
+  const bool packed = ops::is_packed(problem);
+  const Config none;
+  Config pins, fwd_pins;
+  const Config& fwd = ops::packed_pins(problem, none, ops::Op::Forward, fwd_pins);
+  if (!saved) saved_bytes = ops::saved_size(lp, ops::select_fwd(lp, fwd, true, packed).cfg.chunk);
+  return ops::select_bwd_for_saved(lp, ops::packed_pins(problem, config, ops::Op::Backward, pins), fwd, saved,
+                                   saved_bytes, packed);
+}
+}  // namespace
+
 size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config,
                                      bool with_saved) {
   if (!with_saved) {
@@ -131,19 +148,11 @@ size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& 
     cfg.apply(mlstm_backward_config(problem, config));
     return ops::bwd_workspace_size(ops::launch_problem(problem), cfg, false, config.count(ops::kFormKey) > 0);
   }
-  // What mlstm_backward runs on a saved buffer (the chunkwise form at the chunk the forward filled
-  // it with), for a buffer of the forward's own chunk unless config names one.
+  // What mlstm_backward runs on a saved buffer, for a buffer of the forward's own chunk
+  // (saved_backward) unless config names one.
   ops::check_problem(problem);
   ops::check_config(config, "backward config");
-  const MlstmProblem lp = ops::launch_problem(problem);
-  const bool packed = ops::is_packed(problem);
-  const Config none;
-  Config pins, fwd_pins;
-  const Config& fwd = ops::packed_pins(problem, none, ops::Op::Forward, fwd_pins);
-  const int chunk = ops::select_fwd(lp, fwd, true, packed).cfg.chunk;
-  const ops::BwdSelection& sel =
-      ops::select_bwd_for_saved(lp, ops::packed_pins(problem, config, ops::Op::Backward, pins), fwd, nullptr,
-                                ops::saved_size(lp, chunk), packed);
+  const ops::BwdSelection& sel = saved_backward(problem, config, nullptr, 0);
   if (!sel.rejected.empty())
     throw Error(ErrorCode::InvalidArgument, "invalid backward config: " + sel.rejected, to_string(sel.cfg.to_config()));
   return sel.plans[true].workspace_bytes;
@@ -174,15 +183,14 @@ void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
   ops::check_config(options.config, "backward config");
-  const MlstmProblem lp = ops::launch_problem(problem);
-  Config storage, fwd_storage;
-  const Config& pins = ops::packed_pins(problem, options.config, ops::Op::Backward, storage);
   if (tensors.saved) {
     ops::run_backward(problem, tensors, options,
-                      ops::select_bwd_for_saved(lp, pins, ops::packed_pins(problem, {}, ops::Op::Forward, fwd_storage),
-                                                tensors.saved, tensors.saved_bytes, ops::is_packed(problem)));
+                      saved_backward(problem, options.config, tensors.saved, tensors.saved_bytes));
     return;
   }
+  const MlstmProblem lp = ops::launch_problem(problem);
+  Config storage;
+  const Config& pins = ops::packed_pins(problem, options.config, ops::Op::Backward, storage);
   const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
   ops::run_backward(problem, tensors, options, ops::select_bwd(lp, pins, needs_chunkwise, ops::is_packed(problem)));
 }
