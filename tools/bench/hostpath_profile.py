@@ -666,7 +666,7 @@ def same_structs(torch, expect, last, modules):
         first_call(call, modules)
         held = [(e, getattr(e, "ext", None), getattr(e, "bwd_ext", None)) for c in caches for e in c.entries.values()]
         n0 = c_calls(held)
-        call()
+        ra = layouts(call())
         a, wa = last(cls), ws_fn()
         expect(c_calls(held) == n0 + 1, f"{what}: the C path ran it")
         for e, _, _ in held:
@@ -674,7 +674,7 @@ def same_structs(torch, expect, last, modules):
             if hasattr(e, "bwd_ext"):
                 e.bwd_ext = None
         try:
-            call()
+            rb = layouts(call())
             b, wb = last(cls), ws_fn()
         finally:
             for e, ext, bwd in held:
@@ -694,7 +694,17 @@ def same_structs(torch, expect, last, modules):
                 bad.append(f"{name} {va} vs {vb}")
         if cls is not StepTensors and wa != wb:  # (the backend's forward takes no workspace)
             bad.append(f"workspace {wa} vs {wb} bytes")
+        if ra != rb:  # the C path allocates its outputs itself: the same sizes, strides, dtypes
+            bad.append(f"outputs {ra} vs {rb}")
         expect(not bad, f"{what}: the C path's struct is the ctypes path's{' (' + '; '.join(bad) + ')' if bad else ''}")
+
+    def layouts(result):
+        """(shape, strides, dtype, device) of every tensor in a call's (nested) result."""
+        if isinstance(result, torch.Tensor):
+            return [(tuple(result.shape), result.stride(), result.dtype, result.device)]
+        if isinstance(result, (tuple, list)):
+            return [x for item in result for x in layouts(item)]
+        return [None]
 
     se = step_mod._entries
     compare("step, new states", StepTensors, lambda: mlstm_recurrent_step(*x, C, n, m), [se], {"h", "C", "n", "m"})

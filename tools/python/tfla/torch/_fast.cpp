@@ -27,10 +27,13 @@
 
 #include <Python.h>
 
+#include <ATen/Context.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
+#include <c10/core/Allocator.h>
 #include <c10/core/Device.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/Dtype.h>
@@ -42,6 +45,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -84,6 +88,11 @@ struct Alloc {
   int arg = 0;  // the argument it is like, or whose device it takes
   c10::ScalarType dtype = c10::ScalarType::Float;
   std::vector<int64_t> shape;  // kNew: the shape; kBytes: {bytes}
+  // The output's layout as at::empty_like / at::empty make it for the entry's signature (fixed
+  // by it), so that a call allocates it straight from the device's allocator: sizes, strides,
+  // dtype (kLike: the argument's).
+  std::vector<int64_t> sizes, strides;
+  c10::ScalarType out_dtype = c10::ScalarType::Float;
 };
 
 struct Entry {
@@ -103,6 +112,12 @@ struct Entry {
   PyObject* result = nullptr;  // the result's template: ints are sources, tuples nest, None stays
   std::vector<int> flat;       // the template's sources where it is a flat tuple of ints
   c10::Device device{c10::kCPU};  // the first argument's: the current device a call must find
+  // The allocations without torch's dispatcher: at::detail::empty_strided_generic over the
+  // device's registered allocator (CUDA: torch's caching allocator, as at::empty uses), what
+  // at::empty does once its dispatch has chosen the backend. False for a device other than CUDA
+  // or CPU, or an argument with named dimensions (empty_like keeps the names): at::empty serves.
+  bool direct = false;
+  c10::DispatchKeySet backend_keys;
   std::atomic<int64_t> calls{0};  // (calls may come from the autograd engine's threads too)
 };
 // A source: argument j (0 <= j < nargs), output j (nargs + j), or -1 (a null pointer / None).
@@ -143,6 +158,12 @@ bool ints(PyObject* seq, std::vector<int64_t>& out) {
   for (Py_ssize_t j = 0; j < n; ++j) out.push_back(PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, j)));
   Py_DECREF(fast);
   return !PyErr_Occurred();
+}
+
+std::vector<int64_t> contiguous(const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> st(sizes.size(), 1);
+  for (size_t j = sizes.size(); j-- > 1;) st[j - 1] = st[j] * std::max<int64_t>(sizes[j], 1);
+  return st;
 }
 
 void* address(PyObject* o) { return o == Py_None ? nullptr : PyLong_AsVoidPtr(o); }
@@ -244,6 +265,16 @@ PyObject* make(PyObject*, PyObject* a) {
       Py_DECREF(fast);
       return fail("tfla_fast.make: an alloc is (how, argument given, dtype, shape)"), bad();
     }
+    const at::Tensor& like = THPVariable_Unpack(PyTuple_GET_ITEM(args, al.arg));
+    if (al.how == kLike) {
+      al.sizes = like.sizes().vec();
+      al.strides = at::empty_like(like, like.options().device(c10::kMeta)).strides().vec();
+      al.out_dtype = like.scalar_type();
+    } else {
+      al.sizes = al.how == kNew ? al.shape : std::vector<int64_t>{al.shape[0]};
+      al.strides = contiguous(al.sizes);
+      al.out_dtype = al.how == kNew ? al.dtype : at::kByte;
+    }
     e->allocs.push_back(std::move(al));
   }
   Py_DECREF(fast);
@@ -277,6 +308,12 @@ PyObject* make(PyObject*, PyObject* a) {
   }
   if (nargs == 0 || !e->sigs[0].present) return fail("tfla_fast.make: the first argument must be a tensor"), bad();
   e->device = e->sigs[0].device;  // the call's device: its first tensor's
+  e->direct = e->device.is_cuda() || e->device.is_cpu();
+  for (const Alloc& al : e->allocs) {
+    const at::Tensor& like = THPVariable_Unpack(PyTuple_GET_ITEM(args, al.arg));
+    e->direct = e->direct && like.device() == e->device && !like.has_names();
+  }
+  e->backend_keys = c10::DispatchKeySet(e->device.is_cuda() ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU);
   Py_INCREF(owner);
   e->owner = owner;
   Py_INCREF(result);
@@ -350,14 +387,23 @@ int run(Entry* e, const at::Tensor* const* args, int nargs, std::vector<at::Tens
         return -1;  // the Python path copies (or refuses) such a tensor
       }
     }
+    // torch's deterministic mode fills new memory (at::empty does it): then through at::empty
+    c10::Allocator* allocator = nullptr;
+    if (e->direct && !(at::globalContext().deterministicAlgorithms() &&
+                       at::globalContext().deterministicFillUninitializedMemory())) {
+      allocator = c10::GetAllocator(e->device.type());
+    }
     for (size_t j = 0; j < e->allocs.size(); ++j) {
       const Alloc& al = e->allocs[j];
       const at::Tensor& like = *args[al.arg];
-      if (al.how == kLike) {
+      if (al.how == kBytes && al.shape[0] == 0) continue;
+      if (allocator != nullptr) {
+        out[j] = at::detail::empty_strided_generic(al.sizes, al.strides, allocator, e->backend_keys, al.out_dtype);
+      } else if (al.how == kLike) {
         out[j] = at::empty_like(like);
       } else if (al.how == kNew) {
         out[j] = at::empty(al.shape, like.options().dtype(al.dtype));
-      } else if (al.shape[0] > 0) {
+      } else {
         out[j] = at::empty({al.shape[0]}, like.options().dtype(at::kByte));
       }
     }
