@@ -33,7 +33,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
-#include <c10/core/Allocator.h>
 #include <c10/core/Device.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/Dtype.h>
@@ -113,10 +112,11 @@ struct Entry {
   std::vector<int> flat;       // the template's sources where it is a flat tuple of ints
   c10::Device device{c10::kCPU};  // the first argument's: the current device a call must find
   // The allocations without torch's dispatcher: at::detail::empty_strided_generic over the
-  // device's registered allocator (CUDA: torch's caching allocator, as at::empty uses), what
-  // at::empty does once its dispatch has chosen the backend. False for a device other than CUDA
-  // or CPU, or an argument with named dimensions (empty_like keeps the names): at::empty serves.
-  bool direct = false;
+  // allocator that at::empty allocated from when the entry was made (CUDA: torch's caching
+  // allocator, or the one a program installed), what at::empty does once its dispatch has chosen
+  // the backend. Null for a device other than CUDA or CPU, or an argument with named dimensions
+  // (empty_like keeps the names): at::empty serves.
+  c10::Allocator* allocator = nullptr;
   c10::DispatchKeySet backend_keys;
   std::atomic<int64_t> calls{0};  // (calls may come from the autograd engine's threads too)
 };
@@ -308,10 +308,18 @@ PyObject* make(PyObject*, PyObject* a) {
   }
   if (nargs == 0 || !e->sigs[0].present) return fail("tfla_fast.make: the first argument must be a tensor"), bad();
   e->device = e->sigs[0].device;  // the call's device: its first tensor's
-  e->direct = e->device.is_cuda() || e->device.is_cpu();
+  bool direct = e->device.is_cuda() || e->device.is_cpu();
   for (const Alloc& al : e->allocs) {
     const at::Tensor& like = THPVariable_Unpack(PyTuple_GET_ITEM(args, al.arg));
-    e->direct = e->direct && like.device() == e->device && !like.has_names();
+    direct = direct && like.device() == e->device && !like.has_names();
+  }
+  if (direct && !e->allocs.empty()) {
+    try {
+      const at::Tensor& first = THPVariable_Unpack(PyTuple_GET_ITEM(args, 0));
+      e->allocator = at::empty({1}, first.options().dtype(at::kByte)).storage().allocator();
+    } catch (const std::exception&) {
+      e->allocator = nullptr;
+    }
   }
   e->backend_keys = c10::DispatchKeySet(e->device.is_cuda() ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU);
   Py_INCREF(owner);
@@ -388,10 +396,9 @@ int run(Entry* e, const at::Tensor* const* args, int nargs, std::vector<at::Tens
       }
     }
     // torch's deterministic mode fills new memory (at::empty does it): then through at::empty
-    c10::Allocator* allocator = nullptr;
-    if (e->direct && !(at::globalContext().deterministicAlgorithms() &&
-                       at::globalContext().deterministicFillUninitializedMemory())) {
-      allocator = c10::GetAllocator(e->device.type());
+    c10::Allocator* allocator = e->allocator;
+    if (at::globalContext().deterministicAlgorithms() && at::globalContext().deterministicFillUninitializedMemory()) {
+      allocator = nullptr;
     }
     for (size_t j = 0; j < e->allocs.size(); ++j) {
       const Alloc& al = e->allocs[j];
