@@ -13,7 +13,11 @@ The config has the seed's fields and defaults. How tfla reads them:
   no padding needed); "inference" always returns the last states and runs sequences of up to
   max_step_tokens tokens on the fused step kernel (tfla_backend_choose), longer ones on the
   chunkwise kernels.
-- chunk_size: tfla's chunk length; None lets tfla pick (tuned config or default).
+- chunk_size: the seed's Triton kernel setting (an xLSTM model passes its own, 64 or 128), not
+  used: tfla picks its kernels and chunk for each shape (the tuned config or its default). A
+  pinned chunk would make tfla run its chunkwise form at that chunk where it runs faster
+  otherwise (at the paper's heads, B = 8, S = 8192, chunk 64 doubled forward + backward). Pin
+  one with config="chunk=N".
 - inference_state_dtype must be "float32" (tfla's states are float32).
 tfla-only fields: config, backward_config (kernel configs), max_step_tokens, and
 inference_states_inplace: in inference mode, a step call with initial states writes the new
@@ -149,7 +153,7 @@ class mLSTMBackend(nn.Module):
             return self.forward(*args, **kwargs)
 
     def _kernel_kwargs(self):
-        return dict(eps=self.config.eps, chunk_size=self.config.chunk_size, variant=self.variant,
+        return dict(eps=self.config.eps, chunk_size=None, variant=self.variant,
                     normalize=self.normalize, config=self.config.config,
                     backward_config=self.config.backward_config,
                     autocast_kernel_dtype=getattr(torch, self.config.autocast_kernel_dtype))

@@ -125,7 +125,7 @@ def _autocast(q, k, v, i, f, c0, n0, m0, dtype):
 
 
 def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=None,
-                    return_last_states=False, eps=1e-6, chunk_size=128, *, variant="exp",
+                    return_last_states=False, eps=1e-6, chunk_size=None, *, variant="exp",
                     normalize=True, qk_scale=None, config=None, backward_config=None,
                     recompute_states_in_bw=None, autocast_kernel_dtype=torch.float32, cu_seqlens=None,
                     max_seqlen=None):
@@ -135,8 +135,11 @@ def mlstm_chunkwise(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=Non
     gate pre-activations, float32 or the input dtype; c_initial (B, NH, Dqk, Dv), n_initial
     (B, NH, Dqk), m_initial (B, NH, 1): optional float32 initial states (m ignored for "sig").
     Returns h (B, NH, S, Dv), or (h, (C, n, m)) ("exp") / (h, (C, n)) ("sig") with
-    return_last_states. config/backward_config: tfla kernel configs ("key=value,..." or a
-    dict), overriding chunk_size's "chunk". Runs on torch's current stream.
+    return_last_states. chunk_size pins tfla's chunk (config key "chunk"); None (the default)
+    lets tfla pick its kernels and chunk for the shape (the tuned config, else its default). A
+    pinned chunk runs the chunkwise form at that chunk, where tfla might have picked another chunk
+    or, for short sequences, the parallel form. config/backward_config: tfla kernel configs
+    ("key=value,..." or a dict), overriding chunk_size's "chunk". Runs on torch's current stream.
 
     Without gradients (grad mode off, or no input requiring grad) the forward runs directly,
     without an autograd node; with them through an autograd node made in C++ where the C path
@@ -304,14 +307,16 @@ def mlstm_chunkwise__xl_chunk(
     config=None,
     backward_config=None,
 ):
-    """mLSTMexp, chunkwise (TFLA): the signature of mlstm_kernels' mlstm_chunkwise__xl_chunk."""
+    """mLSTMexp, chunkwise (TFLA): the signature of mlstm_kernels' mlstm_chunkwise__xl_chunk.
+    chunk_size, like the Triton settings after it, is the seed's kernel setting and is not used:
+    tfla picks its chunk for the shape (pin one with config={"chunk": N})."""
     _warn_ignored(dict(chunk_size_inter=chunk_size_inter, chunk_size_intra=chunk_size_intra,
                        siz_b_L_parallel=siz_b_L_parallel, siz_b_L_loop=siz_b_L_loop,
                        siz_b_DH_parallel=siz_b_DH_parallel, siz_b_DH_loop=siz_b_DH_loop,
                        num_warps_intra=num_warps_intra, num_warps_inter=num_warps_inter,
                        num_stages_intra=num_stages_intra, num_stages_inter=num_stages_inter))
     return mlstm_chunkwise(q, k, v, i, f, c_initial, n_initial, m_initial, return_last_states, eps,
-                           chunk_size, variant="exp", qk_scale=qk_scale, config=config,
+                           None, variant="exp", qk_scale=qk_scale, config=config,
                            backward_config=backward_config,
                            recompute_states_in_bw=recompute_states_in_bw,
                            autocast_kernel_dtype=autocast_kernel_dtype)
@@ -347,14 +352,16 @@ def mlstm_siging_chunkwise__xl_chunk(
     config=None,
     backward_config=None,
 ):
-    """mLSTMsig, chunkwise (TFLA): the signature of mlstm_kernels' mlstm_siging_chunkwise__xl_chunk."""
+    """mLSTMsig, chunkwise (TFLA): the signature of mlstm_kernels' mlstm_siging_chunkwise__xl_chunk.
+    chunk_size, like the Triton settings after it, is the seed's kernel setting and is not used:
+    tfla picks its chunk for the shape (pin one with config={"chunk": N})."""
     _warn_ignored(dict(chunk_size_inter=chunk_size_inter, chunk_size_intra=chunk_size_intra,
                        siz_b_L_parallel=siz_b_L_parallel, siz_b_L_loop=siz_b_L_loop,
                        siz_b_DH_parallel=siz_b_DH_parallel, siz_b_DH_loop=siz_b_DH_loop,
                        num_warps_intra=num_warps_intra, num_warps_inter=num_warps_inter,
                        num_stages_intra=num_stages_intra, num_stages_inter=num_stages_inter))
     return mlstm_chunkwise(q, k, v, i, f, c_initial, n_initial, None, return_last_states, eps,
-                           chunk_size, variant="sig", normalize=normalize, qk_scale=qk_scale,
+                           None, variant="sig", normalize=normalize, qk_scale=qk_scale,
                            config=config, backward_config=backward_config,
                            recompute_states_in_bw=recompute_states_in_bw,
                            autocast_kernel_dtype=autocast_kernel_dtype)
