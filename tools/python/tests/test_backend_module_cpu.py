@@ -50,3 +50,23 @@ def test_global_hooks_run(register):
     finally:
         handle.remove()
     assert b(1, 2, 3, 4, 5)[0] == "forward"
+
+
+def test_the_seed_s_chunk_size_pins_no_chunk(monkeypatch):
+    """The seed's interfaces take chunk_size as its Triton setting: tfla's kernels get no pinned
+    chunk from it (a model's 64 had doubled forward + backward at the paper's heads)."""
+    import tfla.torch.chunkwise as cw
+    for size in (64, 128):
+        kw = mLSTMBackend(mLSTMBackendConfig(mode="train", chunk_size=size))._kernel_kwargs()
+        assert kw["chunk_size"] is None
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(args[10] if len(args) > 10 else kwargs.get("chunk_size"))
+        return "h"
+
+    monkeypatch.setattr(cw, "mlstm_chunkwise", fake)
+    x = [torch.zeros(1, 1, 4, 4) for _ in range(3)] + [torch.zeros(1, 1, 4) for _ in range(2)]
+    assert cw.mlstm_chunkwise__xl_chunk(*x, chunk_size=64) == "h"
+    assert cw.mlstm_siging_chunkwise__xl_chunk(*x, chunk_size=256) == "h"
+    assert seen == [None, None]
