@@ -30,9 +30,12 @@ def inputs(case):
     return x
 
 
-def rank_main(rank, world, case, port, out_dir):
+def rank_main(rank, world, case, out_dir):
+    """A rank of the CPU test (test_cp_cpu.py): gloo, meeting through a file in out_dir (a port
+    probed free could be taken by another process before the ranks bind it)."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out_dir, 'rendezvous')}", rank=rank,
+                            world_size=world)
     try:
         from tfla.torch.cp import mlstm_chunkwise_cp
         x = inputs(case)

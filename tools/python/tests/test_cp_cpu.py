@@ -4,7 +4,6 @@ in one process: h, every gradient, the initial state's gradient and the last sta
 variants, uneven shards (down to one token), 2 to 4 ranks, an initial state and a gradient on
 the last state; and the error every rank raises when the ranks disagree on Dv."""
 import os
-import socket
 import tempfile
 
 import pytest
@@ -19,16 +18,10 @@ import torch.multiprocessing as mp  # noqa: E402
 import cp_worker  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(case):
     world = len(case["lens"])
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(cp_worker.rank_main, args=(world, case, free_port(), out), nprocs=world, join=True)
+        mp.spawn(cp_worker.rank_main, args=(world, case, out), nprocs=world, join=True)
         return [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(world)]
 
 
