@@ -11,7 +11,8 @@ weights in every process). Backends, each in a process of its own (model.run_chi
   tfla          xlstm's mLSTMBackend replaced by tfla.torch.backend_module.mLSTMBackend, by one
                 swap of the name xlstm.xlstm_large.model.mLSTMBackend before the model is built;
                 its config is made from the seed's config that xlstm passes (same kernels named,
-                mode, eps, dtypes; tfla's chunk choice)
+                mode, chunk size, eps, dtypes: what a model that swaps the import gets; the
+                backend leaves the chunk to tfla)
   tfla_inplace  the same with inference_states_inplace=True
   triton        xlstm's own backend: chunkwise--triton_xl_chunk (chunk 128),
                 native_sequence__triton, the triton step
@@ -67,7 +68,7 @@ def use_backend_class(backend):
     def make(config):
         return mLSTMBackend(mLSTMBackendConfig(
             chunkwise_kernel=config.chunkwise_kernel, sequence_kernel=config.sequence_kernel,
-            step_kernel=config.step_kernel, mode=config.mode, chunk_size=None,
+            step_kernel=config.step_kernel, mode=config.mode, chunk_size=config.chunk_size,
             return_last_states=config.return_last_states, autocast_kernel_dtype=config.autocast_kernel_dtype,
             eps=config.eps, inference_state_dtype=config.inference_state_dtype,
             inference_states_inplace=inplace))
