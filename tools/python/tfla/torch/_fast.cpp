@@ -268,7 +268,11 @@ PyObject* make(PyObject*, PyObject* a) {
     const at::Tensor& like = THPVariable_Unpack(PyTuple_GET_ITEM(args, al.arg));
     if (al.how == kLike) {
       al.sizes = like.sizes().vec();
-      al.strides = at::empty_like(like, like.options().device(c10::kMeta)).strides().vec();
+      try {
+        al.strides = at::empty_like(like, like.options().device(c10::kMeta)).strides().vec();
+      } catch (const std::exception&) {
+        al.strides.clear();  // no layout: at::empty_like serves this entry's calls
+      }
       al.out_dtype = like.scalar_type();
     } else {
       al.sizes = al.how == kNew ? al.shape : std::vector<int64_t>{al.shape[0]};
@@ -311,7 +315,7 @@ PyObject* make(PyObject*, PyObject* a) {
   bool direct = e->device.is_cuda() || e->device.is_cpu();
   for (const Alloc& al : e->allocs) {
     const at::Tensor& like = THPVariable_Unpack(PyTuple_GET_ITEM(args, al.arg));
-    direct = direct && like.device() == e->device && !like.has_names();
+    direct = direct && like.device() == e->device && !like.has_names() && al.strides.size() == al.sizes.size();
   }
   if (direct && !e->allocs.empty()) {
     try {
