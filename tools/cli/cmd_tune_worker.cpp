@@ -21,6 +21,7 @@
 #include "runtime/driver.hpp"
 #include "reference/reference.hpp"
 #include "store/env_key.hpp"
+#include "tuner/validation.hpp"
 #include "tuner/worker.hpp"
 
 namespace tfla::cli {
@@ -44,6 +45,7 @@ struct ProblemData {
   std::vector<std::unique_ptr<InputSet>> sets;
   DeviceBuffer h, dq, dk, dv, di, df;
   std::map<std::string, std::vector<std::vector<float>>> reference;  // family|config -> outputs
+  std::map<std::string, std::vector<double>> df_scale;  // backward: the scale of df's error (validation.hpp)
   std::map<Family, std::shared_ptr<SmallCheck>> small;  // the float64 checks, per family
   DeviceBuffer C0, n0, m0;  // step: set 0's initial states, restored before each validation
 };
@@ -347,6 +349,17 @@ std::vector<std::vector<float>> outputs(Family fam, const ProblemData& d) {
           download(d.di, DType::FP32, n_g), download(d.df, DType::FP32, n_g)};
 }
 
+// The scale df's error is measured in (tuner/validation.hpp), from set 0's q, k and f (what the
+// reference ran on) and the reference's dq and dk (ref: outputs() of the default config).
+std::vector<double> df_scale(const ProblemData& d, const std::vector<std::vector<float>>& ref) {
+  const MlstmProblem& p = d.p;
+  const InputSet& s0 = *d.sets[0];
+  const int64_t heads = p.B * p.NH, rows = heads * p.S;
+  const std::vector<double> qdq = tuner::abs_row_dots(download(s0.q, p.dtype, rows * p.Dqk), ref[0], rows, p.Dqk);
+  const std::vector<double> kdk = tuner::abs_row_dots(download(s0.k, p.dtype, rows * p.Dqk), ref[1], rows, p.Dqk);
+  return tuner::df_error_scale(qdq, kdk, download(s0.f, DType::FP32, rows), heads, p.S);
+}
+
 // A sticky error leaves the context unusable: report and let the parent restart us.
 bool sticky_fault(std::string* why) {
   const CUresult r = rt::driver().cuCtxSynchronize();
@@ -369,6 +382,7 @@ CandidateResult run_candidate(const tuner::RunRequest& req, ProblemData& d) {
       launch(req.family, d, req.reference, 0, ws);
       synchronize();
       d.reference[ref_key] = outputs(req.family, d);
+      if (req.family == Family::Backward) d.df_scale[ref_key] = df_scale(d, d.reference[ref_key]);
     }
     if (req.family != Family::Step) {
       auto& small = d.small[req.family];
@@ -387,7 +401,8 @@ CandidateResult run_candidate(const tuner::RunRequest& req, ProblemData& d) {
     const auto& ref = d.reference[ref_key];
     const double tol = p.dtype == DType::FP32 ? 1e-4 : 2e-2;
     for (size_t o = 0; o < got.size(); ++o) {
-      const double e = rel_error(got[o], ref[o]);
+      const bool df = req.family == Family::Backward && o == 4;  // outputs(): dq, dk, dv, di, df
+      const double e = df ? tuner::df_scaled_error(got[o], ref[o], d.df_scale.at(ref_key)) : rel_error(got[o], ref[o]);
       r.max_rel_error = std::isnan(e) || std::isnan(r.max_rel_error) ? NAN : std::max(r.max_rel_error, e);
     }
     if (!(r.max_rel_error <= tol)) {
