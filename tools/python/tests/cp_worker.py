@@ -72,13 +72,14 @@ def rank_main(rank, world, case, out_dir):
         dist.destroy_process_group()
 
 
-def gpu_rank_main(rank, world, case, port, out_dir):
+def gpu_rank_main(rank, world, case, out_dir):
     """A rank of the two-GPU test (test_cp_gpu.py): NCCL, tfla's kernels, bf16 shards on GPU
-    `rank`; h and the gradients to out_dir."""
+    `rank`, meeting through a file in out_dir as the CPU test's ranks do; h and the gradients to
+    out_dir."""
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            device_id=torch.device("cuda", rank))
+    dist.init_process_group("nccl", init_method=f"file://{os.path.join(out_dir, 'rendezvous')}", rank=rank,
+                            world_size=world, device_id=torch.device("cuda", rank))
     try:
         from tfla.torch.cp import mlstm_chunkwise_cp
         x = inputs(case)

@@ -3,7 +3,6 @@ shard of one sequence (bf16), against the float64 reference of the whole sequenc
 gradient, the initial state's gradient and the last state, both variants, shards that are not
 a multiple of the chunk. Skipped without two CUDA GPUs, NCCL and libtfla."""
 import os
-import socket
 import tempfile
 
 import pytest
@@ -20,17 +19,11 @@ import cp_worker  # noqa: E402
 from test_cp_cpu import whole, rel  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("variant", ["exp", "sig"])
 def test_two_gpus_match_the_whole_sequence(variant):
     case = dict(lens=[300, 213], variant=variant, init=True, B=1, NH=2, Dqk=64, Dv=128, seed=11)
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(cp_worker.gpu_rank_main, args=(2, case, free_port(), out), nprocs=2, join=True)
+        mp.spawn(cp_worker.gpu_rank_main, args=(2, case, out), nprocs=2, join=True)
         ranks = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(2)]
     ref = whole(case)
     for key, tol in (("h", 1e-2), ("dq", 2e-2), ("dk", 2e-2), ("dv", 2e-2), ("di", 2e-2), ("df", 5e-2)):
