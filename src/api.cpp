@@ -1,4 +1,5 @@
 // The C++ API's entry points: errors, enums, runtime info, and the op front doors.
+#include <algorithm>
 #include <string>
 
 #include "ops/bwd_config.hpp"
@@ -95,18 +96,29 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
 }
 
 size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config, bool with_saved) {
-  ops::FwdConfig cfg;
-  cfg.apply(mlstm_forward_config(problem, config));
-  return ops::fwd_workspace_size(ops::launch_problem(problem), cfg, with_saved, config.count(ops::kFormKey) > 0);
+  (void)mlstm_forward_config(problem, config);  // the problem and the config, refused as a call refuses them
+  const MlstmProblem lp = ops::launch_problem(problem);
+  const bool packed = ops::is_packed(problem);
+  Config storage;
+  const Config& pins = ops::packed_pins(problem, config, ops::Op::Forward, storage);
+  // A call without states runs `plain`; one with states or a saved buffer runs `states` (the
+  // chunkwise form with the same pins where `plain` is the parallel one). Where the chunkwise
+  // form refuses the pins, or they pin the parallel form, only calls without states run.
+  const ops::FwdSelection& plain = ops::select_fwd(lp, pins, false, packed);
+  const ops::FwdSelection& states = ops::select_fwd(lp, pins, true, packed);
+  if (!states.rejected.empty() || states.cfg.parallel()) return plain.plans[with_saved].workspace_bytes;
+  if (with_saved) return states.plans[1].workspace_bytes;
+  return std::max(plain.plans[0].workspace_bytes, states.plans[0].workspace_bytes);
 }
 
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
                    const LaunchOptions& options) {
   ops::check_problem(problem);
   ops::check_config(options.config, "forward config");
+  ops::check_forward_tensors(problem, tensors);  // before the selection, which may create the context
   const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
   Config pins;
-  ops::run_forward(problem, tensors, options,
+  ops::launch_forward(problem, tensors, options,
                    ops::select_fwd(ops::launch_problem(problem),
                                    ops::packed_pins(problem, options.config, ops::Op::Forward, pins), needs_chunkwise,
                                    ops::is_packed(problem)));
@@ -144,9 +156,16 @@ const ops::BwdSelection& saved_backward(const MlstmProblem& problem, const Confi
 size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& config,
                                      bool with_saved) {
   if (!with_saved) {
-    ops::BwdConfig cfg;
-    cfg.apply(mlstm_backward_config(problem, config));
-    return ops::bwd_workspace_size(ops::launch_problem(problem), cfg, false, config.count(ops::kFormKey) > 0);
+    (void)mlstm_backward_config(problem, config);  // the problem and the config, refused as a call refuses them
+    const MlstmProblem lp = ops::launch_problem(problem);
+    const bool packed = ops::is_packed(problem);
+    Config storage;
+    const Config& pins = ops::packed_pins(problem, config, ops::Op::Backward, storage);
+    // as the forward's query: the selections of a call without and with states
+    const ops::BwdSelection& plain = ops::select_bwd(lp, pins, false, packed);
+    const ops::BwdSelection& states = ops::select_bwd(lp, pins, true, packed);
+    if (!states.rejected.empty() || states.cfg.parallel()) return plain.plans[0].workspace_bytes;
+    return std::max(plain.plans[0].workspace_bytes, states.plans[0].workspace_bytes);
   }
   // What mlstm_backward runs on a saved buffer, for a buffer of the forward's own chunk
   // (saved_backward) unless config names one.
@@ -183,16 +202,18 @@ void mlstm_backward(const MlstmProblem& problem, const BackwardTensors& tensors,
                     const LaunchOptions& options) {
   ops::check_problem(problem);
   ops::check_config(options.config, "backward config");
+  ops::check_backward_tensors(problem, tensors);  // before the selection, which may create the context
   if (tensors.saved) {
-    ops::run_backward(problem, tensors, options,
-                      saved_backward(problem, options.config, tensors.saved, tensors.saved_bytes));
+    ops::launch_backward(problem, tensors, options,
+                         saved_backward(problem, options.config, tensors.saved, tensors.saved_bytes));
     return;
   }
   const MlstmProblem lp = ops::launch_problem(problem);
   Config storage;
   const Config& pins = ops::packed_pins(problem, options.config, ops::Op::Backward, storage);
   const bool needs_chunkwise = !ops::parallel_conflict(tensors).empty();
-  ops::run_backward(problem, tensors, options, ops::select_bwd(lp, pins, needs_chunkwise, ops::is_packed(problem)));
+  ops::launch_backward(problem, tensors, options,
+                       ops::select_bwd(lp, pins, needs_chunkwise, ops::is_packed(problem)));
 }
 
 }  // namespace tfla

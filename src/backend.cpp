@@ -98,8 +98,21 @@ KernelKind Backend::choose(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_
                                                                                 : KernelKind::Chunkwise;
 }
 
+namespace {
+// A backend's calls take their configs from BackendOptions (config, step_config): one in the
+// call's LaunchOptions would go unused, so it is refused by name.
+void check_call_config(const LaunchOptions& o, const char* call) {
+  if (!o.config.empty())
+    throw Error(ErrorCode::InvalidArgument,
+                std::string("Backend::") + call + ": LaunchOptions::config is not used by a Backend, whose kernels' "
+                "configs come from BackendOptions::config and BackendOptions::step_config; leave it empty",
+                to_string(o.config));
+}
+}  // namespace
+
 KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                             const ForwardTensors& t, const LaunchOptions& o) const {
+  check_call_config(o, "forward");
   const MlstmProblem p = problem(B, NH, S, Dqk, Dv);
   const bool initial = t.C0 || t.n0 || t.m0;
   // The step path updates whole states in place and produces no per-token norm or m, and no
@@ -126,6 +139,7 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
   // states where not) and writes the last states. Every argument is checked before any of that
   // is queued, so a refused call leaves the last states as they were.
   ops::check_problem(p);
+  ops::check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);  // a backend's problem is never packed
   ops::check_optional_f32("C0", t.C0);
   ops::check_optional_f32("n0", t.n0);
   ops::check_optional_f32("m0", t.m0);
@@ -172,6 +186,7 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
 
 void Backend::backward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                        const BackwardTensors& t, const LaunchOptions& o) const {
+  check_call_config(o, "backward");
   if (options_.mode != Mode::Train)
     throw Error(ErrorCode::InvalidArgument, "backward() needs a backend in train mode (this one is in inference mode)");
   const MlstmProblem p = problem(B, NH, S, Dqk, Dv);
@@ -186,6 +201,7 @@ void Backend::backward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv
 
 void Backend::step(int64_t B, int64_t NH, int64_t T, int64_t Dqk, int64_t Dv, const StepTensors& t,
                    const LaunchOptions& o) const {
+  check_call_config(o, "step");
   LaunchOptions so;
   so.stream = o.stream;
   so.config = options_.step_config;

@@ -111,7 +111,7 @@ void add_selected(const MlstmProblem& p, const DeviceLimits& dev, bool with_back
   int saved_chunk = 0;
   for (bool states : {false, true}) {
     FwdConfig c;
-    c.apply(resolve_call(Op::Forward, lp, dev, fpins, fpins.count(kFormKey), states, packed).config);
+    c.apply(resolve_call(Op::Forward, lp, dev, fpins, fpins, states, packed).config);
     kernels(find_family(Op::Forward, c.form, c.engine), c.to_config());
     if (states) saved_chunk = c.chunk;
   }
@@ -119,7 +119,7 @@ void add_selected(const MlstmProblem& p, const DeviceLimits& dev, bool with_back
   const Config& bpins = packed_pins(p, none, Op::Backward, bs);
   auto backward = [&](const Config& pins, bool states) {
     BwdConfig c;
-    c.apply(resolve_call(Op::Backward, lp, dev, pins, pins.count(kFormKey), states, packed).config);
+    c.apply(resolve_call(Op::Backward, lp, dev, pins, pins, states, packed).config);
     kernels(find_family(Op::Backward, c.form, c.engine), c.to_config());
     return c;
   };

@@ -1,6 +1,7 @@
 #include "ops/mlstm_backward.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 
 #include "ops/mlstm_forward.hpp"
@@ -52,11 +53,11 @@ BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& c, bool packed
 const BwdSelection& select_bwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise, bool packed) {
   static SelectionMemo<BwdSelection> memo;
   const int ordinal = selection_ordinal();
-  SelectionKey key{selection_words(Op::Backward, p, ordinal, needs_chunkwise + 2 * packed), caller};
+  SelectionKey key{selection_words(Op::Backward, p, ordinal, int64_t{needs_chunkwise} + 2 * int64_t{packed}), caller};
   return memo.get(std::move(key), [&] {
     const DeviceLimits& dev = current_limits();
     const Config& pinned = caller.empty() ? tuned_config(p, "bwd") : caller;
-    const Resolved r = resolve_call(Op::Backward, p, dev, pinned, caller.count(kFormKey), needs_chunkwise, packed);
+    const Resolved r = resolve_call(Op::Backward, p, dev, pinned, caller, needs_chunkwise, packed);
     BwdConfig c;
     c.apply(r.config);
     return selection_of(p, c, packed);
@@ -76,13 +77,9 @@ const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& ca
   return select_bwd(p, with_chunk, true, packed);
 }
 
-void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel) {
+void check_backward_tensors(const MlstmProblem& p, const BackwardTensors& t) {
   check_problem(p);
   check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
-  const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
-  const bool packed = is_packed(p);
-  check_selection_packed(sel.packed, p, "backward");
-  const BwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
   check_tensor("v", t.v, t.v_strides, p, p.Dv);
@@ -107,6 +104,43 @@ void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchO
   check_optional_state("dC0", t.dC0);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
+  // the gradients are written while the inputs are read, each by its own kernels
+  const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
+  struct Named {
+    const char* name;
+    Span span;
+  };
+  auto feature = [&](const char* name, const void* ptr, const Strides& s0, int64_t d) {
+    return Named{name, span_of(name, ptr, resolve(s0, p, d), p, d, eb)};
+  };
+  const Named outs[] = {feature("dq", t.dq, t.dq_strides, p.Dqk), feature("dk", t.dk, t.dk_strides, p.Dqk),
+                        feature("dv", t.dv, t.dv_strides, p.Dv), {"di", span_of("di", t.di, dis, p, 1, gb)},
+                        {"df", span_of("df", t.df, dfs, p, 1, gb)}};
+  check_output_layout("dq", resolve(t.dq_strides, p, p.Dqk), p, p.Dqk);
+  check_output_layout("dk", resolve(t.dk_strides, p, p.Dqk), p, p.Dqk);
+  check_output_layout("dv", resolve(t.dv_strides, p, p.Dv), p, p.Dv);
+  check_output_layout("di", dis, p, 1);
+  check_output_layout("df", dfs, p, 1);
+  const Named ins[] = {feature("q", t.q, t.q_strides, p.Dqk), feature("k", t.k, t.k_strides, p.Dqk),
+                       feature("v", t.v, t.v_strides, p.Dv), feature("dh", t.dh, t.dh_strides, p.Dv),
+                       {"i", span_of("i", t.i, is, p, 1, gb)}, {"f", span_of("f", t.f, fs, p, 1, gb)}};
+  for (size_t a = 0; a < std::size(outs); ++a) {
+    for (const Named& in : ins) check_apart(outs[a].name, outs[a].span, in.name, in.span);
+    for (size_t b = a + 1; b < std::size(outs); ++b) check_apart(outs[a].name, outs[a].span, outs[b].name, outs[b].span);
+  }
+}
+
+void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel) {
+  check_backward_tensors(p, t);
+  launch_backward(p, t, o, sel);
+}
+
+void launch_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel) {
+  const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
+  const bool packed = is_packed(p);
+  check_selection_packed(sel.packed, p, "backward");
+  const BwdConfig& cfg = sel.cfg;
+  const Strides dis = resolve_gate(t.di_strides, p), dfs = resolve_gate(t.df_strides, p);
   if (cfg.parallel()) {
     if (const std::string what = parallel_conflict(t); !what.empty())
       throw Error(ErrorCode::InvalidArgument,

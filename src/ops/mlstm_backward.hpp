@@ -57,6 +57,13 @@ const BwdSelection& select_bwd_for_saved(const MlstmProblem& p, const Config& ca
 // packed: p is a packed call's launch problem.
 BwdSelection selection_of(const MlstmProblem& p, const BwdConfig& cfg, bool packed = false);
 
+// Checks the problem and the tensors (pointers, alignment, strides, the gradients apart from the
+// inputs and from each other): what needs no selection, run by the public entry point before it
+// selects (which may create the device's context and open the tuned-config cache).
+void check_backward_tensors(const MlstmProblem& p, const BackwardTensors& t);
+// Checks what depends on the selection and launches it; the tensors were checked.
+void launch_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel);
+// check_backward_tensors, then launch_backward (the tuner and the tests).
 void run_backward(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o, const BwdSelection& sel);
 inline void backward_with_config(const MlstmProblem& p, const BackwardTensors& t, const LaunchOptions& o,
                                  const BwdConfig& cfg) {

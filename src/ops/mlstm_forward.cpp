@@ -60,11 +60,11 @@ FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& c, bool packed
 const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool needs_chunkwise, bool packed) {
   static SelectionMemo<FwdSelection> memo;
   const int ordinal = selection_ordinal();
-  SelectionKey key{selection_words(Op::Forward, p, ordinal, needs_chunkwise + 2 * packed), caller};
+  SelectionKey key{selection_words(Op::Forward, p, ordinal, int64_t{needs_chunkwise} + 2 * int64_t{packed}), caller};
   return memo.get(std::move(key), [&] {
     const DeviceLimits& dev = current_limits();
     const Config& pinned = caller.empty() ? tuned_config(p, "fwd") : caller;
-    const Resolved r = resolve_call(Op::Forward, p, dev, pinned, caller.count(kFormKey), needs_chunkwise, packed);
+    const Resolved r = resolve_call(Op::Forward, p, dev, pinned, caller, needs_chunkwise, packed);
     FwdConfig c;
     c.apply(r.config);
     return selection_of(p, c, packed);
@@ -120,12 +120,9 @@ void zero_saved_padding(const MlstmProblem& p, const Plan& plan, CUdeviceptr bas
 
 }  // namespace
 
-void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
+void check_forward_tensors(const MlstmProblem& p, const ForwardTensors& t) {
   check_problem(p);
   check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
-  const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
-  check_selection_packed(sel.packed, p, "forward");
-  const FwdConfig& cfg = sel.cfg;
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
   check_tensor("v", t.v, t.v_strides, p, p.Dv);
@@ -143,6 +140,27 @@ void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOpt
   check_optional_f32("m_last", t.m_last);
   if ((t.n0 || t.m0) && !t.C0)
     throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
+  // h is written while q, k, v and the gates are read
+  const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
+  const Strides hs = resolve(t.h_strides, p, p.Dv);
+  const Span h = span_of("h", t.h, hs, p, p.Dv, eb);
+  check_output_layout("h", hs, p, p.Dv);
+  check_apart("h", h, "q", span_of("q", t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb));
+  check_apart("h", h, "k", span_of("k", t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb));
+  check_apart("h", h, "v", span_of("v", t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb));
+  check_apart("h", h, "i", span_of("i", t.i, is, p, 1, gb));
+  check_apart("h", h, "f", span_of("f", t.f, fs, p, 1, gb));
+}
+
+void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
+  check_forward_tensors(p, t);
+  launch_forward(p, t, o, sel);
+}
+
+void launch_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {
+  const MlstmProblem lp = launch_problem(p);  // the kernels' batch and length bound
+  check_selection_packed(sel.packed, p, "forward");
+  const FwdConfig& cfg = sel.cfg;
   if (cfg.parallel()) {
     if (const std::string what = parallel_conflict(t); !what.empty())
       throw Error(ErrorCode::InvalidArgument,

@@ -56,8 +56,15 @@ const FwdSelection& select_fwd(const MlstmProblem& p, const Config& caller, bool
 // packed: p is a packed call's launch problem.
 FwdSelection selection_of(const MlstmProblem& p, const FwdConfig& cfg, bool packed = false);
 
-// Validates everything and launches the selection (the public entry point and the tuner).
+// Checks the problem and the tensors (pointers, alignment, strides, h apart from the inputs):
+// what needs no selection, so the public entry point runs it before selecting (which may create
+// the device's context and open the tuned-config cache).
+void check_forward_tensors(const MlstmProblem& p, const ForwardTensors& t);
+// Checks what depends on the selection (the form against the states, the config, the saved
+// buffer and the workspace) and launches it; the tensors were checked (check_forward_tensors).
 // A parallel config with states throws InvalidArgument.
+void launch_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel);
+// check_forward_tensors, then launch_forward (the tuner and the tests).
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel);
 inline void forward_with_config(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o,
                                 const FwdConfig& cfg) {

@@ -112,6 +112,8 @@ void check_sources(const MlstmProblem& p, const StepTensors& t, const Extent& h,
   }
 }
 
+}  // namespace
+
 void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
   check_tensor("k", t.k, t.k_strides, p, p.Dqk);
@@ -119,6 +121,15 @@ void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   check_tensor("h", t.h, t.h_strides, p, p.Dv);
   check_gate("i", t.i, resolve_gate(t.i_strides, p), p);
   check_gate("f", t.f, resolve_gate(t.f_strides, p), p);
+  // the extents below in checked arithmetic first: strides past the address space are refused
+  const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
+  span_of("q", t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb);
+  span_of("k", t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb);
+  span_of("v", t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb);
+  span_of("h", t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, eb);
+  span_of("i", t.i, resolve_gate(t.i_strides, p), p, 1, gb);
+  span_of("f", t.f, resolve_gate(t.f_strides, p), p, 1, gb);
+  check_output_layout("h", resolve(t.h_strides, p, p.Dv), p, p.Dv);
   check_state("C", t.C, 16, "(B, NH, Dqk, Dv)");  // read and written as 16-byte vectors
   check_state("n", t.n, 4, "(B, NH, Dqk)");
   if (p.variant == Variant::Exp) check_state("m", t.m, 4, "(B, NH)");
@@ -128,8 +139,6 @@ void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   check_h_apart(p, t, h, dst);
   check_sources(p, t, h, dst);
 }
-
-}  // namespace
 
 void check_step_problem(const MlstmProblem& p) {
   if (p.S == 0)
@@ -157,7 +166,7 @@ StepSelection selection_of(const MlstmProblem& p, const StepConfig& c) {
 
 const StepSelection& select_step(const MlstmProblem& p, const Config& caller) {
   static SelectionMemo<StepSelection> memo;
-  SelectionKey key{selection_words(Op::Step, p, selection_ordinal(), false), caller};
+  SelectionKey key{selection_words(Op::Step, p, selection_ordinal(), 0), caller};
   return memo.get(std::move(key), [&] {
     const Config& pinned = caller.empty() ? tuned_config(p, "step") : caller;
     const Resolved r = resolve(Op::Step, p, current_limits(), pinned);
@@ -235,7 +244,11 @@ Config mlstm_step_config(const MlstmProblem& problem, const Config& pinned) {
 void mlstm_step(const MlstmProblem& problem, const StepTensors& tensors, const LaunchOptions& options) {
   ops::check_step_problem(problem);
   ops::check_config(options.config, "step config");
-  ops::run_step(problem, tensors, options, ops::select_step(problem, options.config));
+  ops::check_step_tensors(problem, tensors);  // before the selection, which may create the context
+  const ops::StepSelection& sel = ops::select_step(problem, options.config);
+  if (const char* why = ops::step_config_error(sel.cfg, problem))
+    throw Error(ErrorCode::InvalidArgument, std::string("invalid step config: ") + why, to_string(sel.cfg.to_config()));
+  ops::launch_step(problem, tensors, options, sel);
 }
 
 }  // namespace tfla

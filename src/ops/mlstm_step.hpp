@@ -28,6 +28,9 @@ StepSelection selection_of(const MlstmProblem& p, const StepConfig& cfg);
 // Throws InvalidArgument unless p is a valid step problem (p.S = T >= 1 tokens, shapes, dtypes).
 void check_step_problem(const MlstmProblem& p);
 
+// Checks the step's tensors (pointers, alignment, strides, overlaps; no selection and no driver):
+// the public entry point runs it before selecting, which may create the device's context.
+void check_step_tensors(const MlstmProblem& p, const StepTensors& t);
 // Validates everything and launches with an explicit config (used by the public entry point
 // and by the tuner). Asynchronous on o.stream; uses no workspace.
 void run_step(const MlstmProblem& p, const StepTensors& t, const LaunchOptions& o, const StepSelection& sel);

@@ -83,12 +83,15 @@ std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& 
   return specs;
 }
 
-Resolved resolve_call(Op op, const MlstmProblem& lp, const DeviceLimits& dev, const Config& pinned, bool form_pinned,
-                      bool needs_chunkwise, bool packed) {
-  Resolved r = resolve(op, packed ? packed_config_problem(lp) : lp, dev, pinned);
-  if (needs_chunkwise && r.family->form() == Form::Parallel && !form_pinned) {
-    log_debug("{} S={}: the parallel form keeps no states; using the chunkwise default", to_string(op), lp.S);
-    r = resolve(op, lp, dev, {{kFormKey, 0}});
+Resolved resolve_call(Op op, const MlstmProblem& lp, const DeviceLimits& dev, const Config& pinned,
+                      const Config& caller, bool needs_chunkwise, bool packed) {
+  const MlstmProblem& cp = packed ? packed_config_problem(lp) : lp;
+  Resolved r = resolve(op, cp, dev, pinned);
+  if (needs_chunkwise && r.family->form() == Form::Parallel && !caller.count(kFormKey)) {
+    log_debug("{} S={}: the parallel form keeps no states; using the chunkwise form", to_string(op), lp.S);
+    Config chunkwise = caller;  // the caller's pins hold for the chunkwise form too
+    chunkwise[kFormKey] = 0;
+    r = resolve(op, cp, dev, chunkwise);
   }
   return r;
 }

@@ -56,11 +56,13 @@ std::vector<rt::KernelSpec> launch_kernels(const Family& f, const MlstmProblem& 
 // The family and config a forward or backward call of the launch problem lp resolves on dev:
 // `pinned` (the caller's, a tuned or an empty config) for lp, or for a packed call for its config
 // problem (packed_config_problem); where that is the parallel form but the call needs the
-// chunkwise form (needs_chunkwise: it carries states) and the caller did not pin the form
-// (form_pinned), the chunkwise default. What select_fwd and select_bwd run, and what `tfla
+// chunkwise form (needs_chunkwise: it carries states) and the caller did not pin the form, the
+// chunkwise form with the caller's own pins (caller: what the call pinned, packed calls' forced
+// keys included; pinned is caller or, where that is empty, the tuned config, which is left out
+// then as it was tuned for the other form). What select_fwd and select_bwd run, and what `tfla
 // compile` prepares (ops/kernel_space.cpp).
-Resolved resolve_call(Op op, const MlstmProblem& lp, const DeviceLimits& dev, const Config& pinned, bool form_pinned,
-                      bool needs_chunkwise, bool packed);
+Resolved resolve_call(Op op, const MlstmProblem& lp, const DeviceLimits& dev, const Config& pinned,
+                      const Config& caller, bool needs_chunkwise, bool packed);
 
 // The kernels' view of a packed call (zero for a plain one) at the config's chunk length.
 PackedSeqs packed_params(const MlstmProblem& p, const void* cu_seqlens, bool int64, int chunk);

@@ -1,8 +1,11 @@
 #include "ops/problem_check.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <string>
+#include <utility>
 
 #include "tfla_util/config_text.hpp"
 
@@ -82,6 +85,46 @@ void check_gate(const char* name, const void* ptr, const Strides& s, const Mlstm
   if (reinterpret_cast<uintptr_t>(ptr) % dtype_bytes(p.gate_dtype))
     invalid(std::string(name) + " is not aligned to its element size");
   if (s.b < 0 || s.h < 0 || s.s < 0) invalid(std::string(name) + " has a negative stride");
+}
+
+Span span_of(const char* name, const void* ptr, const Strides& s, const MlstmProblem& p, int64_t d, size_t elem) {
+  // the last element's offset (B-1) s.b + (NH-1) s.h + (S-1) s.s + d, times the element size,
+  // in checked arithmetic (strides are >= 0 here: check_tensor / check_gate ran first)
+  int64_t last = d, term = 0;
+  bool over = false;
+  for (const auto& [n, stride] : {std::pair<int64_t, int64_t>{p.B, s.b}, {p.NH, s.h}, {p.S, s.s}}) {
+    over = over || __builtin_mul_overflow(n - 1, stride, &term) || __builtin_add_overflow(last, term, &last);
+  }
+  int64_t bytes = 0;
+  over = over || __builtin_mul_overflow(last, static_cast<int64_t>(elem), &bytes) || bytes > (int64_t(1) << 62);
+  const auto lo = reinterpret_cast<uintptr_t>(ptr);
+  uintptr_t hi = 0;
+  over = over || __builtin_add_overflow(lo, static_cast<uintptr_t>(bytes), &hi);
+  if (over)
+    invalid(std::string(name) + " strides (" + str(s.b) + ", " + str(s.h) + ", " + str(s.s) +
+            ") reach past the address space for B=" + str(p.B) + ", NH=" + str(p.NH) + ", S=" + str(p.S));
+  return {lo, hi, bytes == p.B * p.NH * p.S * d * static_cast<int64_t>(elem)};
+}
+
+void check_output_layout(const char* name, const Strides& s, const MlstmProblem& p, int64_t d) {
+  // No two elements share an address when, with the axes of extent > 1 sorted by stride, each
+  // stride passes the farthest element the smaller axes reach.
+  std::pair<int64_t, int64_t> axes[4] = {{1, d}, {s.s, p.S}, {s.h, p.NH}, {s.b, p.B}};  // (stride, extent)
+  std::sort(std::begin(axes), std::end(axes));
+  int64_t reach = 0;  // offset of the farthest element of the axes so far
+  for (const auto& [stride, extent] : axes) {
+    if (extent == 1) continue;
+    if (stride <= reach)
+      invalid(std::string(name) + " strides (" + str(s.b) + ", " + str(s.h) + ", " + str(s.s) +
+              ") give two of its elements one address: the call writes it, so each (b, h, t) row needs its own");
+    reach += (extent - 1) * stride;  // no overflow: span_of bounded the same sum first
+  }
+}
+
+void check_apart(const char* out_name, const Span& out, const char* other_name, const Span& other) {
+  if (out.lo == other.lo || (out.dense && other.dense && out.lo < other.hi && other.lo < out.hi))
+    invalid(std::string(out_name) + " overlaps " + other_name +
+            ": the call writes it while it still reads the other; pass separate buffers");
 }
 
 void check_optional_f32(const char* name, const void* ptr) {

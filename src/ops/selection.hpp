@@ -29,12 +29,14 @@ struct SelectionKeyHash {
   }
 };
 
-// The problem's words of a selection key (op, dtypes, variant, normalize, shape, ordinal, flag).
-inline MemoKey selection_words(Op op, const MlstmProblem& p, int ordinal, bool flag) {
+// The problem's words of a selection key (op, dtypes, variant, normalize, shape, ordinal, and the
+// call's kind: the forward and backward pass needs_chunkwise + 2 * packed, so each of the four
+// kinds keys its own selection).
+inline MemoKey selection_words(Op op, const MlstmProblem& p, int ordinal, int64_t kind) {
   return {static_cast<int64_t>(op),        static_cast<int64_t>(p.dtype), static_cast<int64_t>(p.gate_dtype),
           static_cast<int64_t>(p.variant), p.normalize,                   p.B,
           p.NH,                            p.S,                           p.Dqk,
-          p.Dv,                            ordinal,                       flag};
+          p.Dv,                            ordinal,                       kind};
 }
 
 // Selections of one typed config kind, never erased (references stay valid). Thread-safe.

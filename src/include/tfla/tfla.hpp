@@ -282,6 +282,8 @@ class Backend {
   void backward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64_t Dv,
                 const BackwardTensors& t, const LaunchOptions& o = {}) const;
   // One or a few generation tokens, states updated in place or from t.C_src/n_src/m_src.
+  // In all three calls o gives the stream and workspace only: o.config must be empty (the
+  // configs are BackendOptions'); a config there throws InvalidArgument.
   void step(int64_t B, int64_t NH, int64_t T, int64_t Dqk, int64_t Dv, const StepTensors& t,
             const LaunchOptions& o = {}) const;
 
