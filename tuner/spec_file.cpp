@@ -1,6 +1,8 @@
 #include "tuner/spec_file.hpp"
 
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "ops/problem_check.hpp"
@@ -10,6 +12,15 @@
 namespace tfla::tuner {
 namespace {
 [[noreturn]] void bad(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
+
+// A spec file is a short text: a model's shapes, one a line.
+constexpr size_t kMaxFileBytes = size_t{1} << 20;
+constexpr size_t kMaxLineChars = 4096;
+
+void check_no_nul(const std::string& line) {
+  if (const size_t at = line.find('\0'); at != std::string::npos)
+    bad("a NUL byte at column " + std::to_string(at + 1) + " (a spec file is text)");
+}
 
 int64_t positive(const std::string& key, const std::string& v) {
   const std::optional<int64_t> x = util::parse_int64(v);
@@ -51,13 +62,16 @@ std::string TuneProblem::to_string() const {
 }
 
 TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults) {
+  check_no_nul(line);
   TuneProblem t = defaults;
   std::istringstream in(line.substr(0, line.find('#')));
   std::string item;
+  std::set<std::string> seen;
   while (in >> item) {
     const size_t eq = item.find('=');
     if (eq == std::string::npos || eq == 0) bad("'" + item + "': expected key=value");
     const std::string key = item.substr(0, eq), v = item.substr(eq + 1);
+    if (!seen.insert(key).second) bad("'" + key + "' is given twice on one line");
     if (key == "op") {
       if (v != "fwd" && v != "bwd" && v != "fwbw" && v != "step")
         bad("op=" + v + ": expected fwd, bwd, fwbw or step");
@@ -85,6 +99,13 @@ std::vector<TuneProblem> parse_spec(const std::string& text) {
   std::istringstream in(text);
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
+    if (line.size() > kMaxLineChars)
+      bad("line " + std::to_string(n) + ": longer than " + std::to_string(kMaxLineChars) + " characters");
+    try {
+      check_no_nul(line);
+    } catch (const Error& e) {
+      bad("line " + std::to_string(n) + ": " + e.what());
+    }
     const std::string body = line.substr(0, line.find('#'));
     if (body.find_first_not_of(" \t\r") == std::string::npos) continue;
     try {
@@ -97,13 +118,20 @@ std::vector<TuneProblem> parse_spec(const std::string& text) {
 }
 
 std::vector<TuneProblem> read_spec_file(const std::string& path) {
-  std::ifstream f(path);
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) bad("cannot read spec file '" + path + "': it is a directory");
+  std::ifstream f(path, std::ios::binary);
   if (!f) bad("cannot read spec file '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
+  // at most one byte past the limit is read (the path may be a device that never ends)
+  std::string text(kMaxFileBytes + 1, '\0');
+  f.read(&text[0], static_cast<std::streamsize>(text.size()));
+  if (f.bad()) bad("cannot read spec file '" + path + "'");
+  text.resize(static_cast<size_t>(f.gcount()));
+  if (text.size() > kMaxFileBytes)
+    bad(path + ": larger than " + std::to_string(kMaxFileBytes >> 20) + " MiB (a spec file holds one shape a line)");
   std::vector<TuneProblem> out;
   try {
-    out = parse_spec(ss.str());
+    out = parse_spec(text);
   } catch (const Error& e) {
     bad(path + ": " + e.what());
   }

@@ -120,6 +120,28 @@ TEST_CASE("spec files: good lines, comments, and clear errors", "[tuner]") {
   CHECK_THROWS_AS(read_spec_file("/nonexistent/spec.txt"), Error);
 }
 
+TEST_CASE("spec files: directories, endless files, NUL bytes and repeated keys are refused", "[tuner]") {
+  auto err = [](auto&& parse) {
+    try {
+      parse();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(err([] { read_spec_file("/tmp"); }).find("cannot read spec file '/tmp': it is a directory") !=
+        std::string::npos);
+  // a device that never ends: only a bounded prefix is read
+  CHECK(err([] { read_spec_file("/dev/zero"); }).find("larger than 1 MiB") != std::string::npos);
+  CHECK(err([] { parse_spec("op=fwd\n" + std::string(5000, ' ') + "op=fwd\n"); })
+            .find("line 2: longer than 4096 characters") != std::string::npos);
+  CHECK(err([] { parse_spec(std::string("op=fwd\nop=fwd dqk=6\0" "4\n", 22)); })
+            .find("line 2: a NUL byte at column 13") != std::string::npos);
+  CHECK(err([] { parse_spec("op=fwd dqk=256 dqk=512\n"); }).find("'dqk' is given twice") != std::string::npos);
+  CHECK(err([] { parse_spec_line("op=fwd op=bwd"); }).find("'op' is given twice") != std::string::npos);
+  CHECK(parse_spec("op=fwd dqk=128\n").at(0).dqk == 128);
+}
+
 TEST_CASE("worker protocol: lines round-trip", "[tuner]") {
   Hello h;
   h.ok = true;

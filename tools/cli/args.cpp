@@ -24,7 +24,10 @@ Args::Args(const std::vector<std::string>& argv, std::set<std::string> known_fla
       flags_.insert(name);
     } else if (known_options.count(name)) {
       if (!has_value) {
-        if (i + 1 >= argv.size()) throw UsageError("--" + name + " needs a value");
+        // the next argument is the value unless it is another option (a negative number such as
+        // -5 has a single dash and is a value)
+        if (i + 1 >= argv.size() || argv[i + 1].rfind("--", 0) == 0)
+          throw UsageError("--" + name + " needs a value");
         value = argv[++i];
       }
       options_[name] = value;
@@ -52,6 +55,14 @@ int64_t Args::get_int(const std::string& name, int64_t def) const {
   }
 }
 
+int64_t Args::get_int_in(const std::string& name, int64_t def, int64_t lo, int64_t hi) const {
+  const int64_t x = get_int(name, def);
+  if (has(name) && (x < lo || x > hi))
+    throw UsageError("--" + name + " must be an integer in [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "], got '" + get(name) + "'");
+  return x;
+}
+
 double Args::get_double(const std::string& name, double def) const {
   if (!has(name)) return def;
   const std::string v = get(name);
@@ -68,7 +79,10 @@ double Args::get_double(const std::string& name, double def) const {
 std::vector<int64_t> Args::get_ints(const std::string& name, const std::vector<int64_t>& def) const {
   if (!has(name)) return def;
   std::vector<int64_t> out;
-  std::stringstream ss(get(name));
+  const std::string v = get(name);
+  if (!v.empty() && v.back() == ',')  // getline yields no item for a trailing comma
+    throw UsageError("--" + name + " expects comma-separated integers, got '" + v + "'");
+  std::stringstream ss(v);
   std::string item;
   while (std::getline(ss, item, ',')) {
     try {

@@ -22,6 +22,8 @@ class Args {
   bool has(const std::string& name) const { return options_.count(name) > 0; }
   std::string get(const std::string& name, const std::string& def = "") const;
   int64_t get_int(const std::string& name, int64_t def) const;
+  // get_int, and a given value must lie in [lo, hi] (UsageError naming the option otherwise).
+  int64_t get_int_in(const std::string& name, int64_t def, int64_t lo, int64_t hi) const;
   double get_double(const std::string& name, double def) const;
   // Comma-separated integers, e.g. "512,1024,2048".
   std::vector<int64_t> get_ints(const std::string& name, const std::vector<int64_t>& def) const;

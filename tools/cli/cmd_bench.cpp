@@ -2,10 +2,12 @@
 // ms, TFLOP/s, GB/s and the extra device memory of each shape (table, --csv, --json).
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "args.hpp"
 #include "commands.hpp"
@@ -48,6 +50,18 @@ void check_shape(const MlstmProblem& p) {
   }
 }
 
+// A --config the library refuses for p (an unknown key, a value out of range or unfit for the
+// shape) is a usage error too, found without a GPU.
+template <class F>
+void check_config_for(const std::string& text, F&& resolve) {
+  try {
+    resolve();
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::InvalidArgument) throw;
+    throw UsageError("--config " + text + ": " + e.what());
+  }
+}
+
 // --normalize 0 or 1 (mLSTMsig's normalizer; mLSTMexp always normalizes).
 bool normalize_flag(const Args& args) {
   const int64_t v = args.get_int("normalize", 1);
@@ -55,9 +69,52 @@ bool normalize_flag(const Args& args) {
   return v == 1;
 }
 
+// --variant: a comma-separated list of exp and sig, each at most once.
+std::vector<Variant> variants_of(const Args& args) {
+  const std::string vs = args.get("variant", "exp,sig");
+  std::vector<Variant> out;
+  size_t pos = 0;
+  while (pos <= vs.size()) {
+    const size_t end = std::min(vs.find(',', pos), vs.size());
+    const std::string item = vs.substr(pos, end - pos);
+    const Variant v = item == "exp" ? Variant::Exp : Variant::Sig;
+    if (item != "exp" && item != "sig")
+      throw UsageError("--variant expects exp, sig or exp,sig; got '" + item + "' in '" + vs + "'");
+    if (std::find(out.begin(), out.end(), v) != out.end())
+      throw UsageError("--variant lists '" + item + "' twice in '" + vs + "'");
+    out.push_back(v);
+    pos = end + 1;
+  }
+  return out;
+}
+
+// --warmup and --reps: launches before and timed runs after, in ints.
+int warmup_of(const Args& args, int def) { return static_cast<int>(args.get_int_in("warmup", def, 0, INT_MAX)); }
+int reps_of(const Args& args, int def) { return static_cast<int>(args.get_int_in("reps", def, 1, INT_MAX)); }
+
 DType dtype_of(const std::string& s) {
   if (std::optional<DType> d = util::parse_dtype(s)) return *d;
   throw UsageError("unknown dtype '" + s + "' (" + util::dtype_names() + ")");
+}
+
+// The forward and backward configs bench_op runs op with: --config pins the timed op's config
+// (for fwbw: the forward's; the backward shares the chunk, the form and the engine), resolved
+// by the library. Throws Error(InvalidArgument) for a config the library refuses for p.
+std::pair<Config, Config> bench_configs(const std::string& op, const MlstmProblem& p, const Config& pinned,
+                                        bool keep_states) {
+  Config fcfg = pinned, bcfg;
+  if (pinned.count("chunk")) bcfg["chunk"] = pinned.at("chunk");
+  if (pinned.count("parallel")) bcfg["parallel"] = pinned.at("parallel");  // the form too
+  if (pinned.count("engine")) bcfg["engine"] = pinned.at("engine");        // and the engine
+  if (op == "bwd") {
+    fcfg = bcfg;
+    bcfg = pinned;
+  }
+  if (keep_states && op != "fwd") {  // saved states exist in the chunkwise form only
+    fcfg.emplace("parallel", 0);
+    bcfg.emplace("parallel", 0);
+  }
+  return {mlstm_forward_config(p, fcfg), mlstm_backward_config(p, bcfg)};
 }
 
 // op: "fwd", "bwd" or "fwbw". FLOPs: forward ~ 4 Dqk Dv + L (Dqk + Dv) per token and head
@@ -76,21 +133,8 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   fill_random(v.get(), p.dtype, n_v, 3, 0.f, 1.f);
   fill_random(ig.get(), p.gate_dtype, n_g, 4, 0.f, 1.f);
   fill_random(fg.get(), p.gate_dtype, n_g, 5, 3.f, 1.f);
-  // --config pins the timed op's config (for fwbw: the forward's; the backward shares the chunk)
-  Config fcfg = pinned, bcfg;
-  if (pinned.count("chunk")) bcfg["chunk"] = pinned.at("chunk");
-  if (pinned.count("parallel")) bcfg["parallel"] = pinned.at("parallel");  // the form too
-  if (pinned.count("engine")) bcfg["engine"] = pinned.at("engine");        // and the engine
-  if (op == "bwd") {
-    fcfg = bcfg;
-    bcfg = pinned;
-  }
-  if (keep_states && op != "fwd") {  // saved states exist in the chunkwise form only
-    fcfg.emplace("parallel", 0);
-    bcfg.emplace("parallel", 0);
-  }
-  fcfg = mlstm_forward_config(p, fcfg);
-  bcfg = mlstm_backward_config(p, bcfg);
+  Config fcfg, bcfg;
+  std::tie(fcfg, bcfg) = bench_configs(op, p, pinned, keep_states);
   const bool saved = keep_states && op != "fwd";
   // with saved states the forward works inside the saved buffer, beside the scratch of a split
   // walk (as the Python binding passes it: without it the library allocates that per call)
@@ -309,14 +353,9 @@ int bench_step(const std::vector<std::string>& argv) {
   const auto batches = args.get_ints("batch", {1, 4, 16, 64, 256});
   const auto tokens = args.get_ints("tokens", {1, 4});
   const Config pinned = args.has("config") ? parse_config(args.get("config")) : Config{};
-  const int warmup = static_cast<int>(args.get_int("warmup", 3));
-  const int reps = static_cast<int>(args.get_int("reps", 10));
-  if (reps < 1 || warmup < 0) throw UsageError("--reps must be >= 1 and --warmup >= 0");
-  std::vector<Variant> variants;
-  const std::string vs = args.get("variant", "exp,sig");
-  if (vs.find("exp") != std::string::npos) variants.push_back(Variant::Exp);
-  if (vs.find("sig") != std::string::npos) variants.push_back(Variant::Sig);
-  if (variants.empty()) throw UsageError("--variant expects exp, sig or exp,sig");
+  const int warmup = warmup_of(args, 3);
+  const int reps = reps_of(args, 10);
+  const std::vector<Variant> variants = variants_of(args);
   for (int64_t B : batches)
     if (B < 1) throw UsageError("--batch values must be >= 1");
   for (int64_t T : tokens)
@@ -329,6 +368,8 @@ int bench_step(const std::vector<std::string>& argv) {
         p.B = B;
         p.S = T;
         check_shape(p);
+        if (args.has("config"))
+          check_config_for(args.get("config"), [&] { (void)mlstm_step_config(p, pinned); });
       }
   const bool json = args.flag("json");
   const int ord = rt::ensure_context();
@@ -389,24 +430,50 @@ int bench_step(const std::vector<std::string>& argv) {
   return kOk;
 }
 
+// The op of a bench command line: its first positional argument (the options of every op are
+// skipped with their values), or "" when there is none; *at: its index in argv.
+std::string bench_op_name(const std::vector<std::string>& argv, size_t* at) {
+  static const std::set<std::string> valued{
+      "variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv", "warmup",
+      "reps", "normalize", "varlen", "batch", "m", "n", "k", "samples", "mib"};
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a.rfind("--", 0) != 0) {
+      *at = i;
+      return a;
+    }
+    if (a.find('=') == std::string::npos && valued.count(a.substr(2))) ++i;
+  }
+  return "";
+}
+
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& argv) {
-  // `bench step` has its own options (bench_step above).
-  if (std::find(argv.begin(), argv.end(), std::string("step")) != argv.end()) return bench_step(argv);
-  if (!argv.empty() && argv[0] == "gemm") return bench_gemm(std::vector<std::string>(argv.begin() + 1, argv.end()));
-  if (!argv.empty() && argv[0] == "tma-copy") return bench_tma_copy(std::vector<std::string>(argv.begin() + 1, argv.end()));
-  Args args(argv, {"json", "saved"},
-            {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
-             "warmup", "reps", "normalize", "varlen"});
-  if (args.positionals().size() != 1) throw UsageError("bench needs one op: forward, backward, fwbw, step or overhead");
-  const std::string op_name = args.positionals()[0];
+  const char* const ops = "forward, backward, fwbw, step, overhead, gemm, tma-copy";
+  size_t at = 0;
+  const std::string op_name = bench_op_name(argv, &at);
+  if (op_name.empty()) throw UsageError(std::string("bench needs one op: ") + ops);
+  std::vector<std::string> rest = argv;  // the arguments without the op
+  rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(at));
+  // `bench step`, gemm and tma-copy have their own options
+  if (op_name == "step") return bench_step(argv);
+  if (op_name == "gemm") return bench_gemm(rest);
+  if (op_name == "tma-copy") return bench_tma_copy(rest);
   if (op_name == "overhead") {
+    const Args args(rest, {"json"}, {});
+    if (!args.positionals().empty())
+      throw UsageError("bench overhead: unexpected argument '" + args.positionals()[0] + "'");
     rt::ensure_context();
     return bench_overhead(args.flag("json"));
   }
+  Args args(argv, {"json", "saved"},
+            {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
+             "warmup", "reps", "normalize", "varlen"});
+  if (args.positionals().size() != 1)
+    throw UsageError("bench " + op_name + ": unexpected argument '" + args.positionals()[1] + "'");
   const std::string op = op_name == "forward" ? "fwd" : op_name == "backward" ? "bwd" : op_name == "fwbw" ? "fwbw" : "";
-  if (op.empty()) throw UsageError("unknown bench op '" + op_name + "' (forward, backward, fwbw)");
+  if (op.empty()) throw UsageError("unknown bench op '" + op_name + "' (" + ops + ")");
   std::string why;
   (void)runtime_info();
   MlstmProblem base;
@@ -419,19 +486,12 @@ int cmd_bench(const std::vector<std::string>& argv) {
   const int64_t tokens = args.get_int("tokens", 65536);
   const auto seqs = args.get_ints("seqs", {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536});
   const Config pinned = args.has("config") ? parse_config(args.get("config")) : Config{};
-  const int warmup = static_cast<int>(args.get_int("warmup", 3));
-  const int reps = static_cast<int>(args.get_int("reps", 10));
-  std::vector<Variant> variants;
-  {
-    const std::string vs = args.get("variant", "exp,sig");
-    if (vs.find("exp") != std::string::npos) variants.push_back(Variant::Exp);
-    if (vs.find("sig") != std::string::npos) variants.push_back(Variant::Sig);
-    if (variants.empty()) throw UsageError("--variant expects exp, sig or exp,sig");
-  }
+  const int warmup = warmup_of(args, 3);
+  const int reps = reps_of(args, 10);
+  const std::vector<Variant> variants = variants_of(args);
   // Every argument is judged before the driver is touched: a usage error is exit 2 on any
   // machine.
   if (tokens < 1) throw UsageError("--tokens must be >= 1");
-  if (reps < 1 || warmup < 0) throw UsageError("--reps must be >= 1 and --warmup >= 0");
   // --varlen N: N packed sequences of random lengths (mean tokens / N) beside N equal ones
   const int64_t varlen = args.has("varlen") ? args.get_int("varlen", 0) : 0;
   if (args.has("varlen")) {
@@ -467,6 +527,17 @@ int cmd_bench(const std::vector<std::string>& argv) {
       p.S = S;
       p.B = tokens / S;
       check_shape(p);
+      if (args.has("config"))
+        check_config_for(args.get("config"), [&] { (void)bench_configs(op, p, pinned, args.flag("saved")); });
+      if (!varlen) continue;
+      MlstmProblem pk = p;  // the packed row's problem (as in the loop below)
+      pk.B = 1;
+      pk.S = tokens;
+      pk.num_seqs = varlen;
+      pk.max_seqlen = *std::max_element(lens.begin(), lens.end());
+      check_shape(pk);
+      if (args.has("config"))
+        check_config_for(args.get("config"), [&] { (void)bench_configs(op, pk, pinned, args.flag("saved")); });
     }
   }
   const int ord = rt::ensure_context();

@@ -8,6 +8,7 @@
 //    same buffers; prints both bandwidths (read + write bytes per second); fails when the copy
 //    is not bit-exact.
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -46,15 +47,16 @@ std::vector<uint16_t> download16(const DeviceBuffer& b) {
 
 int bench_gemm(const std::vector<std::string>& argv) {
   Args args(argv, {"json"}, {"m", "n", "k", "dtype", "warmup", "reps", "samples"});
+  if (!args.positionals().empty()) throw UsageError("bench gemm: unexpected argument '" + args.positionals()[0] + "'");
   const int M = static_cast<int>(args.get_int("m", 8192));
   const int N = static_cast<int>(args.get_int("n", 8192));
   const int K = static_cast<int>(args.get_int("k", 8192));
   const std::string dts = args.get("dtype", "bf16");
   if (dts != "bf16" && dts != "fp16") throw UsageError("bench gemm --dtype takes bf16 or fp16");
   const DType dt = dts == "bf16" ? DType::BF16 : DType::FP16;
-  const int warmup = static_cast<int>(args.get_int("warmup", 5));
-  const int reps = static_cast<int>(args.get_int("reps", 20));
-  const int samples = static_cast<int>(args.get_int("samples", 4096));
+  const int warmup = static_cast<int>(args.get_int_in("warmup", 5, 0, INT_MAX));
+  const int reps = static_cast<int>(args.get_int_in("reps", 20, 1, INT_MAX));
+  const int samples = static_cast<int>(args.get_int_in("samples", 4096, 0, INT_MAX));
   // Every argument is judged before the driver is touched: a usage error is exit 2 on any machine.
   for (const char* k : {"m", "n", "k"})
     if (args.get_int(k, 8192) < 1 || args.get_int(k, 8192) > (1 << 20))
@@ -126,9 +128,11 @@ int bench_gemm(const std::vector<std::string>& argv) {
 
 int bench_tma_copy(const std::vector<std::string>& argv) {
   Args args(argv, {"json"}, {"mib", "warmup", "reps"});
+  if (!args.positionals().empty())
+    throw UsageError("bench tma-copy: unexpected argument '" + args.positionals()[0] + "'");
   const size_t bytes = static_cast<size_t>(args.get_int("mib", 1024)) << 20;
-  const int warmup = static_cast<int>(args.get_int("warmup", 3));
-  const int reps = static_cast<int>(args.get_int("reps", 20));
+  const int warmup = static_cast<int>(args.get_int_in("warmup", 3, 0, INT_MAX));
+  const int reps = static_cast<int>(args.get_int_in("reps", 20, 1, INT_MAX));
   if (args.get_int("mib", 1024) < 1 || args.get_int("mib", 1024) > (1 << 20))
     throw UsageError("bench tma-copy --mib must be in [1, 1048576]");
   if (warmup < 0 || reps < 1) throw UsageError("bench tma-copy: --reps must be >= 1 and --warmup >= 0");

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "cache_cli.hpp"
 #include "commands.hpp"
@@ -315,6 +318,16 @@ int cmd_export(const Args& args) {
     opt.env_ids.push_back(envs.substr(pos, end - pos));
     pos = end + 1;
   }
+  if (!opt.env_ids.empty()) {  // each ID names an environment, or cubins labelled with it
+    std::set<std::string> known;
+    for (const auto& [id, env] : c.environments()) known.insert(id);
+    for (const cache::CubinInfo& ci : c.list_cubins())
+      if (!ci.env_id.empty()) known.insert(ci.env_id);
+    for (const std::string& id : opt.env_ids)
+      if (!known.count(id))
+        throw CommandFailed(kFailed, "--env '" + id + "': no environment with that ID in " + c.path() +
+                                         " (see tfla cache stats)");
+  }
   opt.include_cubins = !args.flag("no-cubins");
   opt.overwrite = args.flag("force");
   const cache::MergeReport r = c.export_to(file, opt);
@@ -341,9 +354,31 @@ int cmd_export(const Args& args) {
   return kOk;
 }
 
+namespace {
+// A bundle is an SQLite file (what cache export writes): a regular file that starts with
+// SQLite's header. Anything else (an empty file, a device, a text) is refused naming the file.
+void check_bundle_file(const std::string& file) {
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(file, ec);
+  if (ec) throw CommandFailed(kFailed, "cannot import " + file + ": " + ec.message());
+  if (!std::filesystem::is_regular_file(st))
+    throw CommandFailed(kFailed, "cannot import " + file + ": not a regular file (a bundle from tfla cache export)");
+  static const char kHeader[16] = {'S', 'Q', 'L', 'i', 't', 'e', ' ', 'f', 'o', 'r', 'm', 'a', 't', ' ', '3', '\0'};
+  char head[16] = {};
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw CommandFailed(kFailed, "cannot import " + file + ": cannot read it");
+  in.read(head, sizeof head);
+  if (in.gcount() != static_cast<std::streamsize>(sizeof head) || std::memcmp(head, kHeader, sizeof head) != 0)
+    throw CommandFailed(kFailed, "cannot import " + file + ": not a tfla cache bundle (no SQLite header; "
+                                 "bundles come from tfla cache export)");
+}
+}  // namespace
+
 int cmd_import(const Args& args) {
   if (args.positionals().size() != 1) throw UsageError("cache import expects one FILE");
   const std::string file = args.positionals()[0];
+  if (file.empty()) throw UsageError("cache import expects one FILE, got an empty name");
+  check_bundle_file(file);
   cache::Cache c = open(args);
   cache::ImportOptions opt;
   opt.trust_cubins = args.flag("trust-cubins");

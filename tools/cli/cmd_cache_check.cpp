@@ -36,12 +36,27 @@ cache::ProblemKey problem_from(const Args& args) {
       throw UsageError(std::string("cache explain needs --") + need +
                        " (e.g. --op fwd --variant exp --dtype bf16 --dqk 256 --dv 512 --bh 64 "
                        "--seq 8192)");
+  // each dimension by the library's rules (as bench, tune and compile check them), named by its
+  // option: a problem of that dimension and otherwise the smallest shape
+  for (const char* name : {"dqk", "dv", "bh", "seq"}) {
+    MlstmProblem one;
+    one.B = one.NH = one.S = 1;
+    one.Dqk = one.Dv = 64;
+    int64_t& dim = std::string(name) == "dqk" ? one.Dqk
+                   : std::string(name) == "dv" ? one.Dv
+                   : std::string(name) == "bh" ? one.NH
+                                               : one.S;
+    dim = args.get_int(name, 0);
+    try {
+      ops::check_problem(one);
+    } catch (const Error& e) {
+      throw UsageError("--" + std::string(name) + " " + args.get(name) + ": " + e.what());
+    }
+  }
   p.dqk = static_cast<int>(args.get_int("dqk", 0));
   p.dv = static_cast<int>(args.get_int("dv", 0));
   p.batch_heads = args.get_int("bh", 0);
   p.seq_len = args.get_int("seq", 0);
-  if (args.get_int("dqk", 0) != p.dqk || args.get_int("dv", 0) != p.dv)
-    throw UsageError("--dqk and --dv must fit an int");
   check_key_names(p.op, p.variant, p.dtype);
   try {
     p.validate();
@@ -235,8 +250,17 @@ void delete_all_but(cache::Cache& c, const std::set<std::string>& keep,
   cache::ExportOptions opt;
   opt.env_ids.assign(keep.begin(), keep.end());
   opt.overwrite = true;  // our own temporary name
-  c.export_to(tmp, opt);
-  c.prune_stale(none);
+  auto remove_tmp = [&] {
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(tmp + suffix, ec);
+  };
+  try {
+    c.export_to(tmp, opt);
+    c.prune_stale(none);
+  } catch (...) {  // nothing was deleted: the copy is not needed
+    remove_tmp();
+    throw;
+  }
   try {
     cache::ImportOptions own;
     own.own_export = true;  // this cache's own cubins: their verified flags stand
@@ -245,19 +269,18 @@ void delete_all_but(cache::Cache& c, const std::set<std::string>& keep,
     throw std::runtime_error(std::string("merging the kept environments back failed: ") + e.what() +
                              "; they are in " + tmp + " (run: tfla cache import " + tmp + ")");
   }
-  std::error_code ec;
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(tmp + suffix, ec);
+  remove_tmp();
 }
 
 }  // namespace
 
 int cmd_prune(const Args& args) {
-  cache::Cache c = open(args);
   std::string why;
   const std::optional<CurrentEnv> cur = current_env(&why);
   const bool all_but = args.flag("all-but-current");
-  if (all_but && !cur)
+  if (all_but && !cur)  // before the cache is opened (which creates a missing one)
     throw CommandFailed(kNoGpu, "cache prune --all-but-current needs the current GPU's environment: " + why);
+  cache::Cache c = open(args);
   const std::string current_id = cur ? cur->env.id() : "";
   const cache::Stats st = c.stats();
   std::map<std::string, cache::EnvKey> known;
@@ -291,6 +314,9 @@ int cmd_prune(const Args& args) {
     total.cubins += d.cubins;
   }
   const bool dry = args.flag("dry-run");
+  if (!dry && !plan.empty() && c.read_only())
+    throw CommandFailed(kFailed, "cannot prune " + c.path() + ": the cache is read-only (" +
+                                     c.read_only_reason() + ")");
   if (!dry && !plan.empty()) {
     if (all_but)
       c.prune_stale(cur->env);

@@ -2,8 +2,10 @@
 // cubin cache (as compiled ahead of time: env-less, so prune never drops them) where a process
 // on a GPU of that arch finds them and makes no NVRTC call.
 #include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <cctype>
+#include <climits>
 #include <filesystem>
 #include <cstdio>
 #include <fstream>
@@ -103,6 +105,23 @@ std::vector<std::pair<int64_t, int64_t>> parse_packed(const std::string& s) {
   return out;
 }
 
+// --arch: sm_<major><minor> with an optional "a" (arch-specific features, sm_90 and later), one
+// of the CUDA archs the library's kernels build for (the mma.sync kernels need sm_80 or later).
+void check_arch(const std::string& arch) {
+  static const int kArchs[] = {80, 86, 87, 88, 89, 90, 100, 101, 103, 110, 120, 121};
+  const char* const supported =
+      "sm_80, sm_86, sm_87, sm_88, sm_89, sm_90, sm_100, sm_101, sm_103, sm_110, sm_120, sm_121; "
+      "with an 'a' suffix from sm_90a on";
+  std::string digits = arch.rfind("sm_", 0) == 0 ? arch.substr(3) : "";
+  const bool suffix = !digits.empty() && digits.back() == 'a';
+  if (suffix) digits.pop_back();
+  if (digits.size() < 2 || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos)
+    throw UsageError("--arch expects sm_<major><minor>[a], e.g. sm_90a, got '" + arch + "'");
+  const int cc = std::stoi(digits);
+  if (std::find(std::begin(kArchs), std::end(kArchs), cc) == std::end(kArchs) || (suffix && cc < 90))
+    throw UsageError("--arch " + arch + " is not supported (" + supported + ")");
+}
+
 }  // namespace
 
 int cmd_compile(const std::vector<std::string>& argv) {
@@ -137,11 +156,12 @@ int cmd_compile(const std::vector<std::string>& argv) {
     }
   }
   const std::string arch = args.get("arch", "sm_90a");
+  check_arch(arch);
   cache::EnvKey env;
   try {
     env = store::deviceless_env_key(arch);
-  } catch (const Error&) {
-    throw UsageError("--arch expects sm_XY[a], got '" + arch + "'");
+  } catch (const std::exception&) {
+    throw UsageError("--arch expects sm_<major><minor>[a], e.g. sm_90a, got '" + arch + "'");
   }
   filter.arch = arch;
   if (args.flag("every-family") && args.has("packed"))
@@ -156,8 +176,7 @@ int cmd_compile(const std::vector<std::string>& argv) {
       throw UsageError("--emit " + args.get("emit") + ": not an existing directory");
   }
   const int jobs = static_cast<int>(
-      args.get_int("jobs", std::max(1u, std::thread::hardware_concurrency())));
-  if (jobs < 1) throw UsageError("--jobs must be >= 1");
+      args.get_int_in("jobs", std::max(1u, std::thread::hardware_concurrency()), 1, INT_MAX));
   bool no_cache_asked = args.flag("no-cache");  // no cache, on purpose: nothing to store
   try {
     no_cache_asked = no_cache_asked || util::env_flag("TFLA_CACHE_DISABLE", false);

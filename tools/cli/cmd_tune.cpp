@@ -1,6 +1,7 @@
 // tfla tune: tunes the forward and backward kernels for a list of shapes (flags or a spec
 // file) and stores the winners in the cache. All GPU work happens in `tfla tune-worker`
 // processes (tuner/); this process enumerates, compiles with NVRTC, records and reports.
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -21,7 +22,33 @@ int rejected_count(const tuner::FamilySummary& r) {
   return it == r.failed_by.end() ? 0 : it->second;
 }
 
+// The options that give one shape (the other sources, --shapes and --from-recorded, take none).
+const char* const kShapeOptions[] = {"op", "variant", "dtype", "dqk", "dv", "bh", "seq", "normalize"};
+
+// Checks each shape option's value on its own, by the spec file's rules, so that an error names
+// the option: one item of a spec line (no whitespace, '#' or '='), valid for that key.
+void check_shape_options(const Args& args) {
+  for (const char* name : kShapeOptions) {
+    if (!args.has(name)) continue;
+    const std::string v = args.get(name);
+    if (v.empty() || v.find_first_of(" \t\r\n\v\f#=") != std::string::npos)
+      throw UsageError("--" + std::string(name) + " '" + v +
+                       "': expected one value (no whitespace, '#' or '=')");
+    if (std::string(name) == "variant") continue;  // a list: problems_from parses its items
+    try {
+      (void)tuner::parse_spec_line(std::string(name) + "=" + v);
+    } catch (const Error& e) {
+      throw UsageError("--" + std::string(name) + " " + v + ": " + e.what());
+    }
+  }
+}
+
 std::vector<tuner::TuneProblem> problems_from(const Args& args, const std::string& cache_path) {
+  if (args.has("shapes") || args.flag("from-recorded"))
+    for (const char* name : kShapeOptions)
+      if (args.has(name))
+        throw UsageError("--" + std::string(name) + " gives a shape: it does not combine with " +
+                         (args.has("shapes") ? "--shapes" : "--from-recorded"));
   if (args.flag("from-recorded")) {
     if (args.has("shapes")) throw UsageError("--from-recorded and --shapes are exclusive");
     std::string why;
@@ -37,6 +64,7 @@ std::vector<tuner::TuneProblem> problems_from(const Args& args, const std::strin
       throw UsageError(e.what());
     }
   }
+  check_shape_options(args);
   std::vector<tuner::TuneProblem> out;
   tuner::TuneProblem base;
   try {
@@ -52,7 +80,11 @@ std::vector<tuner::TuneProblem> problems_from(const Args& args, const std::strin
     while (pos <= vs.size()) {
       const size_t end = std::min(vs.find(',', pos), vs.size());
       tuner::TuneProblem t = base;
-      t.variant = tuner::parse_variant(vs.substr(pos, end - pos));
+      try {
+        t.variant = tuner::parse_variant(vs.substr(pos, end - pos));
+      } catch (const Error& e) {
+        throw UsageError("--variant " + vs + ": " + e.what());
+      }
       out.push_back(t);
       pos = end + 1;
     }
@@ -71,6 +103,16 @@ int cmd_tune(const std::vector<std::string>& argv) {
   if (!args.positionals().empty()) throw UsageError("unexpected argument '" + args.positionals()[0] + "'");
   tuner::TuneOptions opt;
   opt.cache_path = args.get("cache", cache::Cache::default_path());
+  // Every option is judged before problems_from, which needs the GPU for --from-recorded.
+  opt.budget = static_cast<int>(args.get_int_in("budget", 24, 0, INT_MAX));
+  opt.reps = static_cast<int>(args.get_int_in("reps", 10, 1, INT_MAX));
+  opt.warmup = static_cast<int>(args.get_int_in("warmup", 3, 0, INT_MAX));
+  opt.jobs = static_cast<int>(args.get_int_in("jobs", 0, 1, INT_MAX));
+  opt.candidate_timeout_s = args.get_double("timeout", 60);
+  // finite and positive, at most a week (the worker's deadline is a steady_clock time point)
+  if (!(opt.candidate_timeout_s > 0 && opt.candidate_timeout_s <= 604800))
+    throw UsageError("--timeout must be a number of seconds in (0, 604800], got '" + args.get("timeout") + "'");
+  opt.resume = args.flag("resume");
   const std::vector<tuner::TuneProblem> problems = problems_from(args, opt.cache_path);
   if (problems.empty()) {  // only --from-recorded can get here
     if (args.flag("json"))
@@ -80,13 +122,6 @@ int cmd_tune(const std::vector<std::string>& argv) {
                   "(run the model with TFLA_RECORD_SHAPES=1 first)\n", opt.cache_path.c_str());
     return kOk;
   }
-  opt.budget = static_cast<int>(args.get_int("budget", 24));
-  opt.reps = static_cast<int>(args.get_int("reps", 10));
-  opt.warmup = static_cast<int>(args.get_int("warmup", 3));
-  opt.jobs = static_cast<int>(args.get_int("jobs", 0));
-  opt.candidate_timeout_s = args.get_double("timeout", 60);
-  opt.resume = args.flag("resume");
-  if (opt.budget < 0 || opt.reps < 1 || opt.warmup < 0) throw UsageError("--budget, --reps and --warmup must be >= 0 (--reps >= 1)");
   std::unique_ptr<Progress> bar;
   std::string stage;
   opt.progress = [&](const std::string& st, const std::string& what, size_t done, size_t total) {

@@ -53,7 +53,7 @@ const char* const kCompileHelp =
     "  are those the library's default selections run on that arch (forward, backward with and\n"
     "  without states or saved states, step) for both variants, short and long sequences, one head\n"
     "  and a batch of heads.\n"
-    "  --arch sm_90a     target (default sm_90a)\n"
+    "  --arch sm_90a     target: sm_80 or later, sm_90a and up with the a suffix (default sm_90a)\n"
     "  --every-family    also every other kernel family's default where it serves (fallbacks and\n"
     "                    the tuner's starting points)\n"
     "  --jobs N          compile threads (default: all cores)\n"
@@ -170,11 +170,9 @@ int main(int argc, char** argv) {
   }
   if (cmd == "version" || cmd == "--version") {
     const bool json = has_arg(rest, {"--json"});
+    set_json_output(json);
     for (const std::string& a : rest)
-      if (a != "--json") {
-        std::fprintf(stderr, "tfla version: unexpected argument '%s' (usage: tfla version [--json])\n", a.c_str());
-        return kUsage;
-      }
+      if (a != "--json") return fail("version", kUsage, "usage", "unexpected argument '" + a + "'");
     if (json) std::printf("{\"version\": \"%s\"}\n", tfla::version().c_str());
     else std::printf("tfla %s\n", tfla::version().c_str());
     return kOk;
