@@ -23,12 +23,13 @@ struct TuneProblem {
 };
 
 // Parses one line's key=value items over `defaults`. Throws Error(InvalidArgument) naming the
-// bad item (unknown key, bad value, non-positive dimension) or the library limit the shape
-// breaks (ops::check_problem: head dims, B * NH, S).
+// bad item (unknown key, a key given twice, bad value, non-positive dimension, a NUL byte and its
+// column) or the library limit the shape breaks (ops::check_problem: head dims, B * NH, S).
 TuneProblem parse_spec_line(const std::string& line, const TuneProblem& defaults = {});
 // Parses a whole spec text; errors carry "line N: ". Comments and blank lines are skipped.
 std::vector<TuneProblem> parse_spec(const std::string& text);
-// Reads and parses a file; Error(InvalidArgument) when it cannot be read or holds no shape.
+// Reads and parses a file; Error(InvalidArgument) when it cannot be read (a directory, more
+// than 1 MiB, a line over 4096 characters) or holds no shape.
 std::vector<TuneProblem> read_spec_file(const std::string& path);
 
 // The shapes the library recorded (TFLA_RECORD_SHAPES=1) as problems to tune: a recorded
