@@ -197,17 +197,17 @@ def test_saved_backward_config_keeps_the_backwards_keys(lib):
 
 def test_saved_states_follow_the_forward_s_chunkwise_fallback(lib):
     # a short sequence whose forward default is the parallel form: with a saved buffer the forward
-    # runs the chunkwise default, the caller's other pins (here the engine) dropped, so the buffer's
-    # size and the backward's chunk are that default's
+    # runs the chunkwise form with the caller's other pins (here the engine), so the buffer's size
+    # and the backward's chunk are those of that chunkwise config
     p = tfla.problem(1, 2, 64, 64, 64)
     assert tfla.forward_config(p)["parallel"] == 1
     default = tfla.forward_config(p, "parallel=0")
     pinned = tfla.forward_config(p, "engine=0,parallel=0")
     assert pinned["chunk"] != default["chunk"]  # (the case where the two differ)
-    for fwd in (None, "engine=0"):
-        assert tfla.saved_size(p, fwd) == tfla.saved_size(p, f"parallel=0,chunk={default['chunk']}")
+    for fwd, want in ((None, default), ("engine=0", pinned)):
+        assert tfla.saved_size(p, fwd) == tfla.saved_size(p, f"parallel=0,chunk={want['chunk']}")
         cfg = tfla._binding.parse_config(tfla._binding.saved_backward_config(p, fwd, None))
-        assert tfla.backward_config(p, cfg)["chunk"] == default["chunk"]
+        assert tfla.backward_config(p, cfg)["chunk"] == want["chunk"]
 
 
 def test_packed_problems_pass_through_the_binding(lib):
@@ -251,8 +251,10 @@ def test_forward_without_driver_is_a_clear_error(lib):
     from tfla import _binding
     plan = make_plan(1, 1, 64, 64, 64)
     plan.strides.update({n: (0, 0, 0) for n in ("q", "k", "v", "i", "f")})
-    fake = 1 << 30  # 16-byte aligned, never dereferenced: the driver is missing
-    p = dict(q=fake, k=fake, v=fake, i=fake, f=fake, h=fake)
+    # 16-byte aligned, 1 GiB apart, never dereferenced: the driver is missing (h may not share
+    # the inputs' bytes; the inputs may share one buffer)
+    fake = 1 << 30
+    p = dict(q=fake, k=fake, v=fake, i=fake, f=fake, h=2 * fake)
     with pytest.raises(tfla.TflaError) as e:
         _binding.forward(plan, p, 0)
     assert e.value.status in (3, 4) and str(e.value)  # no driver / no device

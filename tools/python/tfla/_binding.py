@@ -73,13 +73,10 @@ def saved_backward_config(plan, fwd_config, bwd_config):
     keys stay)."""
     fwd = kernel_config(plan, "fwd", fwd_config)
     if fwd.get("parallel"):
-        # a forward with a saved buffer runs the chunkwise form: where the library chose the
-        # parallel one, its chunkwise default (the other pins are the parallel form's; what
-        # tfla_mlstm_saved_size sizes); where the caller pinned it (the forward refuses the
-        # buffer), the chunkwise form with the other pins
+        # a forward with a saved buffer runs the chunkwise form with the caller's other pins,
+        # whether the library chose the parallel form or the caller pinned it (the forward then
+        # refuses the buffer): what tfla_mlstm_saved_size sizes
         pinned = parse_config(config_text(fwd_config))
-        if "parallel" not in pinned:
-            pinned = {}
         pinned["parallel"] = 0
         fwd = kernel_config(plan, "fwd", pinned)
     chunk = fwd["chunk"]

@@ -146,7 +146,8 @@ def _resolve(plan, op, pinned, chunkwise):
     """The whole config `op` ("fwd" or "bwd") runs with `pinned` on top, as text. chunkwise: the
     call keeps or reads states (initial or last states, a saved-states buffer), which the parallel
     form has none of; where the resolved form is parallel and the caller did not pin it, the
-    library's own choice for such a call is the chunkwise default, and so is this."""
+    library's own choice for such a call is the chunkwise form with the caller's other pins, and
+    so is this."""
     cfg = _binding.kernel_config(plan, op, pinned)
     if chunkwise and cfg.get("parallel") == 1:
         if "parallel" in _binding.parse_config(pinned):
@@ -155,7 +156,9 @@ def _resolve(plan, op, pinned, chunkwise):
                 f"{which} pins parallel=1, the parallel form, which keeps no chunk states, but this call "
                 "has initial or last states or saves its states for the backward: pin parallel=0, leave "
                 "the form to the library, or pass recompute_states_in_bw=True")
-        cfg = _binding.kernel_config(plan, op, "parallel=0")
+        chunkwise = _binding.parse_config(pinned)
+        chunkwise["parallel"] = 0
+        cfg = _binding.kernel_config(plan, op, _binding.config_text(chunkwise))
     return _binding.config_text(cfg)
 
 
