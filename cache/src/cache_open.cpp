@@ -358,6 +358,15 @@ Cache Cache::open(const std::string& path, OpenMode mode) {
       return Cache(std::move(impl));
     }
     std::string problem;
+    // A file that is not a tfla cache is refused before the lock file is made beside it: the
+    // judgement reads the header (and another application's SQLite file as immutable) only.
+    if (std::error_code fe; fs::exists(path, fe) && !fs::is_regular_file(path, fe))
+      throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
+    if (const Owner owner = owner_of(path); owner == Owner::NotSqlite) {
+      throw not_ours(path, "not a SQLite database");
+    } else if (owner == Owner::OtherSqlite) {
+      refuse_if_foreign(path);
+    }
     {
       // Opening and the first read (which attaches the -wal and -shm) under a shared lock, so
       // that no process renames the files in between (move_aside takes the lock exclusively).

@@ -92,6 +92,7 @@ TEST_CASE("a file that is not a tfla cache is refused and left untouched", "[cac
   const std::string before = read_file(path);
   auto wal = [&] { return fs::exists(path + "-wal") ? read_file(path + "-wal") : "(none)"; };
   const std::string wal_before = wal();
+  const bool lock_before = fs::exists(path + ".lock");  // (left by fill_cache in the last section)
   for (OpenMode mode : {OpenMode::ReadWrite, OpenMode::ReadWrite, OpenMode::ReadOnly}) {
     try {
       Cache::open(path, mode);
@@ -107,6 +108,7 @@ TEST_CASE("a file that is not a tfla cache is refused and left untouched", "[cac
   CHECK(read_file(path) == before);
   CHECK(wal() == wal_before);
   CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt").empty());
+  CHECK(fs::exists(path + ".lock") == lock_before);  // nothing made beside a file that is not ours
 }
 
 TEST_CASE("OpenMode::ReadOnly never moves a damaged file", "[cache][faults]") {
