@@ -95,20 +95,26 @@ Config mlstm_forward_config(const MlstmProblem& problem, const Config& pinned) {
   return sel.cfg.to_config();
 }
 
+namespace {
+// What a size query answers from the selections of a call without states (`plain`) and with
+// states or a saved buffer (`states`: the chunkwise form with the same pins where `plain` is the
+// parallel one). Where the chunkwise form refuses the pins, or they pin the parallel form, only
+// calls without states run.
+template <class Selection>
+size_t workspace_of(const Selection& plain, const Selection& states, bool with_saved) {
+  if (!states.rejected.empty() || states.cfg.parallel()) return plain.plans[with_saved].workspace_bytes;
+  if (with_saved) return states.plans[1].workspace_bytes;
+  return std::max(plain.plans[0].workspace_bytes, states.plans[0].workspace_bytes);
+}
+}  // namespace
+
 size_t mlstm_forward_workspace_size(const MlstmProblem& problem, const Config& config, bool with_saved) {
   (void)mlstm_forward_config(problem, config);  // the problem and the config, refused as a call refuses them
   const MlstmProblem lp = ops::launch_problem(problem);
   const bool packed = ops::is_packed(problem);
   Config storage;
   const Config& pins = ops::packed_pins(problem, config, ops::Op::Forward, storage);
-  // A call without states runs `plain`; one with states or a saved buffer runs `states` (the
-  // chunkwise form with the same pins where `plain` is the parallel one). Where the chunkwise
-  // form refuses the pins, or they pin the parallel form, only calls without states run.
-  const ops::FwdSelection& plain = ops::select_fwd(lp, pins, false, packed);
-  const ops::FwdSelection& states = ops::select_fwd(lp, pins, true, packed);
-  if (!states.rejected.empty() || states.cfg.parallel()) return plain.plans[with_saved].workspace_bytes;
-  if (with_saved) return states.plans[1].workspace_bytes;
-  return std::max(plain.plans[0].workspace_bytes, states.plans[0].workspace_bytes);
+  return workspace_of(ops::select_fwd(lp, pins, false, packed), ops::select_fwd(lp, pins, true, packed), with_saved);
 }
 
 void mlstm_forward(const MlstmProblem& problem, const ForwardTensors& tensors,
@@ -161,11 +167,7 @@ size_t mlstm_backward_workspace_size(const MlstmProblem& problem, const Config& 
     const bool packed = ops::is_packed(problem);
     Config storage;
     const Config& pins = ops::packed_pins(problem, config, ops::Op::Backward, storage);
-    // as the forward's query: the selections of a call without and with states
-    const ops::BwdSelection& plain = ops::select_bwd(lp, pins, false, packed);
-    const ops::BwdSelection& states = ops::select_bwd(lp, pins, true, packed);
-    if (!states.rejected.empty() || states.cfg.parallel()) return plain.plans[0].workspace_bytes;
-    return std::max(plain.plans[0].workspace_bytes, states.plans[0].workspace_bytes);
+    return workspace_of(ops::select_bwd(lp, pins, false, packed), ops::select_bwd(lp, pins, true, packed), false);
   }
   // What mlstm_backward runs on a saved buffer, for a buffer of the forward's own chunk
   // (saved_backward) unless config names one.
