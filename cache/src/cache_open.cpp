@@ -11,10 +11,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "cache_impl.hpp"
@@ -47,20 +49,32 @@ std::string file_uri(const std::string& path, const char* query) {
 }
 
 // Holds a flock (LOCK_EX or LOCK_SH) on "<path>.lock" for its lifetime. Throws CacheError(Io).
+// Where another process holds it longer than kLockNoticeMs, says once on the "tfla" logger (warn)
+// what it waits for, then keeps waiting.
 class LockFile {
  public:
+  static constexpr int kLockNoticeMs = 2000;
   explicit LockFile(const std::string& path, int how = LOCK_EX)
       : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
     if (fd_ < 0) {
       throw CacheError(ErrorCode::Io,
                        fmt::format("{}: cannot create lock file: {}", path, std::strerror(errno)));
     }
-    while (::flock(fd_, how) != 0) {
-      if (errno != EINTR) {
+    const auto start = std::chrono::steady_clock::now();
+    bool blocking = false;
+    while (::flock(fd_, blocking ? how : how | LOCK_NB) != 0) {
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK || blocking) {
         int err = errno;
         ::close(fd_);
         throw CacheError(ErrorCode::Io,
                          fmt::format("{}: cannot lock: {}", path, std::strerror(err)));
+      }
+      if (std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(kLockNoticeMs)) {
+        tfla::cache_log()->warn("tfla cache: waiting for {}: another process holds it; still waiting", path);
+        blocking = true;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
     }
   }

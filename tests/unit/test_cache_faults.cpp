@@ -1,11 +1,21 @@
 // tfla_cache under damaged, foreign, newer and read-only files.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <chrono>
+#include <sstream>
+#include <thread>
 
 #include "tfla_catch.hpp"
 
 #include "test_cache_support.hpp"
 #include "tfla_cache/cache.hpp"
 #include "tfla_cache/hash.hpp"
+#include "tfla_util/logger.hpp"
 
 using namespace tfla::cache;
 using namespace tfla::cache::test;
@@ -109,6 +119,37 @@ TEST_CASE("a file that is not a tfla cache is refused and left untouched", "[cac
   CHECK(wal() == wal_before);
   CHECK(files_starting(dir.path(), "tfla.sqlite.corrupt").empty());
   CHECK(fs::exists(path + ".lock") == lock_before);  // nothing made beside a file that is not ours
+}
+
+TEST_CASE("an open that waits on the lock file says so once it has waited a while", "[cache][faults]") {
+  ScratchDir dir;
+  const std::string path = dir.file("tfla.sqlite");
+  { Cache made = Cache::open(path); }
+  // another holder of the lock file, exclusively (a second open file description conflicts with
+  // the cache's own even within one process), released after 2.6 s
+  const int fd = ::open((path + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX) == 0);
+  std::ostringstream said;
+  const auto log = tfla::util::logger();
+  const spdlog::level::level_enum level = log->level();
+  log->set_level(spdlog::level::warn);
+  log->sinks().push_back(std::make_shared<spdlog::sinks::ostream_sink_mt>(said));
+  std::thread holder([fd] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2600));
+    ::close(fd);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  {
+    Cache c = Cache::open(path);
+    CHECK(c.stats().entries == 0);
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  holder.join();
+  log->sinks().pop_back();
+  log->set_level(level);
+  CHECK(waited >= std::chrono::milliseconds(2500));
+  CHECK_THAT(said.str(), Catch::Contains("waiting for " + path + ".lock"));
 }
 
 TEST_CASE("OpenMode::ReadOnly never moves a damaged file", "[cache][faults]") {
