@@ -31,15 +31,9 @@ void check_state(const char* name, const float* ptr, size_t align, const char* s
             std::to_string(addr) + ")");
 }
 
-// The bytes [lo, hi) a (B, NH, T, d) tensor with these strides may touch.
-struct Extent {
-  uintptr_t lo, hi;
-};
-Extent extent(const void* ptr, const Strides& s, const MlstmProblem& p, int64_t d, size_t elem_bytes) {
-  const int64_t last = (p.B - 1) * s.b + (p.NH - 1) * s.h + (p.S - 1) * s.s + d;  // elements
-  const auto lo = reinterpret_cast<uintptr_t>(ptr);
-  return {lo, lo + static_cast<uintptr_t>(last) * elem_bytes};
-}
+// The bytes [lo, hi) a tensor may touch: span_of (ops/problem_check.hpp), which refuses strides
+// past the address space by the tensor's name.
+using Extent = Span;
 
 // The bytes of the states (C, n, m) of this problem at these addresses; m may be null.
 struct StateExtents {
@@ -48,9 +42,9 @@ struct StateExtents {
 StateExtents state_extents(const MlstmProblem& p, const float* C, const float* n, const float* m) {
   MlstmProblem state = p;
   state.S = 1;  // states have no token axis
-  return {extent(C, Strides{p.NH * p.Dqk * p.Dv, p.Dqk * p.Dv, 0}, state, p.Dqk * p.Dv, 4),
-          extent(n, Strides{p.NH * p.Dqk, p.Dqk, 0}, state, p.Dqk, 4),
-          m ? extent(m, Strides{p.NH, 1, 0}, state, 1, 4) : Extent{0, 0}};
+  return {span_of("C", C, Strides{p.NH * p.Dqk * p.Dv, p.Dqk * p.Dv, 0}, state, p.Dqk * p.Dv, 4),
+          span_of("n", n, Strides{p.NH * p.Dqk, p.Dqk, 0}, state, p.Dqk, 4),
+          m ? span_of("m", m, Strides{p.NH, 1, 0}, state, 1, 4) : Extent{}};
 }
 
 bool overlap(const Extent& a, const Extent& b) { return a.lo < b.hi && b.lo < a.hi; }
@@ -61,11 +55,11 @@ bool overlap(const Extent& a, const Extent& b) { return a.lo < b.hi && b.lo < a.
 void check_h_apart(const MlstmProblem& p, const StepTensors& t, const Extent& h, const StateExtents& st) {
   const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
   const std::pair<const char*, Extent> others[] = {
-      {"q", extent(t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb)},
-      {"k", extent(t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb)},
-      {"v", extent(t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb)},
-      {"i", extent(t.i, resolve_gate(t.i_strides, p), p, 1, gb)},
-      {"f", extent(t.f, resolve_gate(t.f_strides, p), p, 1, gb)},
+      {"q", span_of("q", t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb)},
+      {"k", span_of("k", t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb)},
+      {"v", span_of("v", t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb)},
+      {"i", span_of("i", t.i, resolve_gate(t.i_strides, p), p, 1, gb)},
+      {"f", span_of("f", t.f, resolve_gate(t.f_strides, p), p, 1, gb)},
       {"C", st.C},
       {"n", st.n},
       {"m", st.m},
@@ -121,20 +115,12 @@ void check_step_tensors(const MlstmProblem& p, const StepTensors& t) {
   check_tensor("h", t.h, t.h_strides, p, p.Dv);
   check_gate("i", t.i, resolve_gate(t.i_strides, p), p);
   check_gate("f", t.f, resolve_gate(t.f_strides, p), p);
-  // the extents below in checked arithmetic first: strides past the address space are refused
-  const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
-  span_of("q", t.q, resolve(t.q_strides, p, p.Dqk), p, p.Dqk, eb);
-  span_of("k", t.k, resolve(t.k_strides, p, p.Dqk), p, p.Dqk, eb);
-  span_of("v", t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb);
-  span_of("h", t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, eb);
-  span_of("i", t.i, resolve_gate(t.i_strides, p), p, 1, gb);
-  span_of("f", t.f, resolve_gate(t.f_strides, p), p, 1, gb);
-  check_output_layout("h", resolve(t.h_strides, p, p.Dv), p, p.Dv);
+  const Extent h = span_of("h", t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, dtype_bytes(p.dtype));
+  check_output_layout("h", resolve(t.h_strides, p, p.Dv), p, p.Dv);  // (span_of bounded its sum)
   check_state("C", t.C, 16, "(B, NH, Dqk, Dv)");  // read and written as 16-byte vectors
   check_state("n", t.n, 4, "(B, NH, Dqk)");
   if (p.variant == Variant::Exp) check_state("m", t.m, 4, "(B, NH)");
   else check_optional_f32("m", t.m);
-  const Extent h = extent(t.h, resolve(t.h_strides, p, p.Dv), p, p.Dv, dtype_bytes(p.dtype));
   const StateExtents dst = state_extents(p, t.C, t.n, t.m);
   check_h_apart(p, t, h, dst);
   check_sources(p, t, h, dst);

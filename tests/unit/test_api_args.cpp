@@ -21,9 +21,10 @@ using tfla::ForwardTensors;
 using tfla::LaunchOptions;
 using tfla::MlstmProblem;
 
-// A fake device address: 1 MiB apart per tensor, so 256-byte aligned and non-null.
+// A fake device address: 256 MiB apart per tensor, so 256-byte aligned, non-null, and no two
+// tensors of the shapes these tests use share a byte (the output checks would refuse that).
 void* fake_ptr(int slot) {
-  return reinterpret_cast<void*>((uintptr_t(1) << 20) * uintptr_t(slot + 1));
+  return reinterpret_cast<void*>((uintptr_t(1) << 28) * uintptr_t(slot + 1));
 }
 
 MlstmProblem good_problem() {
@@ -46,20 +47,6 @@ ForwardTensors good_tensors() {
   t.i = fake_ptr(3);  // (B, NH, S)      fp32
   t.f = fake_ptr(4);  // (B, NH, S)      fp32
   t.h = fake_ptr(5);  // (B, NH, S, Dv)  bf16, out
-  return t;
-}
-
-// Fake addresses 256 MiB apart: no two tensors of the shapes these tests use share a byte.
-void* far_ptr(int slot) { return reinterpret_cast<void*>((uintptr_t(1) << 28) * uintptr_t(slot + 1)); }
-
-ForwardTensors far_tensors() {
-  ForwardTensors t;
-  t.q = far_ptr(0);
-  t.k = far_ptr(1);
-  t.v = far_ptr(2);
-  t.i = far_ptr(3);
-  t.f = far_ptr(4);
-  t.h = far_ptr(5);
   return t;
 }
 
@@ -221,11 +208,11 @@ TEST_CASE("a forward with a saved buffer names a workspace too small for its spl
   const size_t need = tfla::mlstm_forward_workspace_size(p, {}, /*with_saved=*/true);
   REQUIRE(need > 0);
   CHECK(tfla::mlstm_forward_workspace_size(p, {{"st_seg", 1}}, true) == 0);
-  ForwardTensors t = far_tensors();  // q, k, v and h of 16 MiB and more: apart
-  t.saved = far_ptr(40);
+  ForwardTensors t = good_tensors();  // q, k, v and h of 16 MiB and more, 256 MiB apart
+  t.saved = fake_ptr(40);
   t.saved_bytes = tfla::mlstm_saved_size(p);
   LaunchOptions o;
-  o.workspace = far_ptr(60);
+  o.workspace = fake_ptr(60);
   o.workspace_bytes = need - 256;
   check_invalid(forward_error(p, t, o), "with_saved");
   // the C query agrees
@@ -852,20 +839,20 @@ TEST_CASE("C ABI: packed sequences pass through the C structs", "[api][c][varlen
 // ---- calls whose arguments pass the checks: what they select, and outputs apart from inputs ----
 namespace {
 
-tfla::BackwardTensors far_backward_tensors() {
+tfla::BackwardTensors good_backward_tensors() {
   tfla::BackwardTensors t;
-  t.q = far_ptr(0);
-  t.k = far_ptr(1);
-  t.v = far_ptr(2);
-  t.i = far_ptr(3);
-  t.f = far_ptr(4);
-  t.dh = far_ptr(5);
-  t.norm = static_cast<const float*>(far_ptr(6));
-  t.dq = far_ptr(7);
-  t.dk = far_ptr(8);
-  t.dv = far_ptr(9);
-  t.di = far_ptr(10);
-  t.df = far_ptr(11);
+  t.q = fake_ptr(0);
+  t.k = fake_ptr(1);
+  t.v = fake_ptr(2);
+  t.i = fake_ptr(3);
+  t.f = fake_ptr(4);
+  t.dh = fake_ptr(5);
+  t.norm = static_cast<const float*>(fake_ptr(6));
+  t.dq = fake_ptr(7);
+  t.dk = fake_ptr(8);
+  t.dv = fake_ptr(9);
+  t.di = fake_ptr(10);
+  t.df = fake_ptr(11);
   return t;
 }
 
@@ -890,20 +877,20 @@ TEST_CASE("a packed call and a plain call of one launch shape and pins keep thei
   const Config pins = tfla::ops::packed_pins(pk, Config{}, tfla::ops::Op::Forward, storage);
   Config bstorage;
   const Config bpins = tfla::ops::packed_pins(pk, Config{}, tfla::ops::Op::Backward, bstorage);
-  ForwardTensors packed = far_tensors();
-  packed.cu_seqlens = far_ptr(12);
-  ForwardTensors plain = far_tensors();
-  plain.C0 = static_cast<const float*>(far_ptr(13));  // states: the chunkwise form, as packed calls run
+  ForwardTensors packed = good_tensors();
+  packed.cu_seqlens = fake_ptr(12);
+  ForwardTensors plain = good_tensors();
+  plain.C0 = static_cast<const float*>(fake_ptr(13));  // states: the chunkwise form, as packed calls run
   LaunchOptions o;
   o.config = pins;
   for (int round = 0; round < 2; ++round) {  // the second round finds both in the memo
     CHECK(forward_error(pk, packed).code() == ErrorCode::NoDriver);
     CHECK(forward_error(pl, plain, o).code() == ErrorCode::NoDriver);
   }
-  tfla::BackwardTensors bpacked = far_backward_tensors();
-  bpacked.cu_seqlens = far_ptr(12);
-  tfla::BackwardTensors bplain = far_backward_tensors();
-  bplain.C0 = static_cast<const float*>(far_ptr(13));
+  tfla::BackwardTensors bpacked = good_backward_tensors();
+  bpacked.cu_seqlens = fake_ptr(12);
+  tfla::BackwardTensors bplain = good_backward_tensors();
+  bplain.C0 = static_cast<const float*>(fake_ptr(13));
   LaunchOptions bo;
   bo.config = bpins;
   for (int round = 0; round < 2; ++round) {
@@ -918,8 +905,8 @@ TEST_CASE("a call with states keeps the caller's pins where the library would ch
   REQUIRE(tfla::mlstm_forward_config(p).at("parallel") == 1);
   const Config bad{{"siz_b_v", 48}};  // 48 does not divide Dv = 128
   CHECK_THROWS_AS(tfla::mlstm_forward_config(p, bad), tfla::Error);
-  ForwardTensors t = far_tensors();
-  t.C_last = static_cast<float*>(far_ptr(6));
+  ForwardTensors t = good_tensors();
+  t.C_last = static_cast<float*>(fake_ptr(6));
   LaunchOptions o;
   o.config = bad;
   check_invalid(forward_error(p, t, o), "siz_b_v");
@@ -931,8 +918,8 @@ TEST_CASE("a call with states keeps the caller's pins where the library would ch
   }
   MlstmProblem short_p = p;
   short_p.S = 64;
-  tfla::BackwardTensors bt = far_backward_tensors();
-  bt.dC0 = static_cast<float*>(far_ptr(12));
+  tfla::BackwardTensors bt = good_backward_tensors();
+  bt.dC0 = static_cast<float*>(fake_ptr(12));
   LaunchOptions bo;
   bo.config = Config{{"siz_b_nv", 48}};
   check_invalid(backward_error(short_p, bt, bo), "siz_b_nv");
@@ -941,39 +928,39 @@ TEST_CASE("a call with states keeps the caller's pins where the library would ch
 TEST_CASE("outputs must have a layout of their own and stay apart from the inputs", "[api][args]") {
   const MlstmProblem p = good_problem();
   SECTION("forward: h on q, h with zero strides, strides past the address space") {
-    ForwardTensors t = far_tensors();
+    ForwardTensors t = good_tensors();
     t.h = const_cast<void*>(t.q);
     check_invalid(forward_error(p, t), "h overlaps q");
-    t = far_tensors();
+    t = good_tensors();
     t.h = const_cast<void*>(t.v);
     check_invalid(forward_error(p, t), "h overlaps v");
-    t = far_tensors();
+    t = good_tensors();
     t.h_strides = tfla::Strides{0, 0, p.Dv};
     check_invalid(forward_error(p, t), "h strides");
-    t = far_tensors();
+    t = good_tensors();
     t.h_strides = tfla::Strides{p.S * p.Dv, p.S * p.Dv, p.Dv};  // heads on top of each other
     check_invalid(forward_error(p, t), "h strides");
-    t = far_tensors();
+    t = good_tensors();
     t.q_strides = tfla::Strides{INT64_MAX - 7, int64_t(1) << 40, p.Dqk};
     check_invalid(forward_error(p, t), "q strides");
-    t = far_tensors();
+    t = good_tensors();
     t.h = static_cast<char*>(const_cast<void*>(t.v)) + 4096;  // dense h inside dense v
     check_invalid(forward_error(p, t), "h overlaps v");
   }
   SECTION("backward: gradients on inputs or on each other") {
-    tfla::BackwardTensors t = far_backward_tensors();
+    tfla::BackwardTensors t = good_backward_tensors();
     t.dq = const_cast<void*>(t.q);
     check_invalid(backward_error(p, t), "dq overlaps q");
-    t = far_backward_tensors();
+    t = good_backward_tensors();
     t.dv = t.dk;
     check_invalid(backward_error(p, t), "dk overlaps dv");
-    t = far_backward_tensors();
+    t = good_backward_tensors();
     t.df = t.di;
     check_invalid(backward_error(p, t), "di overlaps df");
-    t = far_backward_tensors();
+    t = good_backward_tensors();
     t.dq_strides = tfla::Strides{0, 0, p.Dqk};
     check_invalid(backward_error(p, t), "dq strides");
-    t = far_backward_tensors();
+    t = good_backward_tensors();
     t.di_strides = tfla::Strides{p.S, 0, 1};
     check_invalid(backward_error(p, t), "di strides");
   }
@@ -985,14 +972,14 @@ TEST_CASE("outputs must have a layout of their own and stay apart from the input
   SECTION("interleaved views of one buffer that share no element pass the checks") {
     if (!no_driver()) return;
     // v and h as the two halves of each row of one (B, NH, S, 2 Dv) buffer
-    ForwardTensors t = far_tensors();
+    ForwardTensors t = good_tensors();
     const tfla::Strides rows{p.NH * p.S * 2 * p.Dv, p.S * 2 * p.Dv, 2 * p.Dv};
     t.v_strides = rows;
     t.h = static_cast<char*>(const_cast<void*>(t.v)) + p.Dv * 2;  // bf16
     t.h_strides = rows;
     CHECK(forward_error(p, t).code() == ErrorCode::NoDriver);
     // bshd outputs: heads interleaved along the sequence
-    t = far_tensors();
+    t = good_tensors();
     t.h_strides = tfla::Strides{p.S * p.NH * p.Dv, p.Dv, p.NH * p.Dv};
     CHECK(forward_error(p, t).code() == ErrorCode::NoDriver);
   }
@@ -1005,13 +992,13 @@ TEST_CASE("Backend calls refuse what they would ignore", "[api][args][backend]")
     o.config = Config{{"no_such_key", 1}};
     const MlstmProblem p = good_problem();
     try {
-      backend.forward(p.B, p.NH, p.S, p.Dqk, p.Dv, far_tensors(), o);
+      backend.forward(p.B, p.NH, p.S, p.Dqk, p.Dv, good_tensors(), o);
       FAIL("Backend::forward accepted a LaunchOptions config");
     } catch (const tfla::Error& e) {
       check_invalid(e, "LaunchOptions::config");
     }
     try {
-      backend.backward(p.B, p.NH, p.S, p.Dqk, p.Dv, far_backward_tensors(), o);
+      backend.backward(p.B, p.NH, p.S, p.Dqk, p.Dv, good_backward_tensors(), o);
       FAIL("Backend::backward accepted a LaunchOptions config");
     } catch (const tfla::Error& e) {
       check_invalid(e, "LaunchOptions::config");
@@ -1021,11 +1008,11 @@ TEST_CASE("Backend calls refuse what they would ignore", "[api][args][backend]")
     tfla::BackendOptions bo;
     bo.mode = tfla::Mode::Inference;
     const tfla::Backend backend(bo);
-    ForwardTensors t = far_tensors();
-    t.C_last = static_cast<float*>(far_ptr(6));
-    t.n_last = static_cast<float*>(far_ptr(7));
-    t.m_last = static_cast<float*>(far_ptr(8));
-    t.cu_seqlens = far_ptr(9);
+    ForwardTensors t = good_tensors();
+    t.C_last = static_cast<float*>(fake_ptr(6));
+    t.n_last = static_cast<float*>(fake_ptr(7));
+    t.m_last = static_cast<float*>(fake_ptr(8));
+    t.cu_seqlens = fake_ptr(9);
     try {
       backend.forward(2, 4, 1, 64, 128, t);
       FAIL("Backend::forward's step path accepted cu_seqlens");
