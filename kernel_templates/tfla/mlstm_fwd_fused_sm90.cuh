@@ -320,6 +320,17 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   float* g_prev = sW + cw * L + L - 1;
   if (save()) save_state(c_begin / P.gate_sub);
 
+  // Lazy decay (bf16, 256-column walks): the registers, Cs and the n tile hold C / D and n / D
+  // with D = exp(ld) <= 1, the chunks' decays since the state was last exact. The inter part and
+  // q . n take D through beta_i, the update's weights w_t take 1 / D, and the state is multiplied
+  // out only where ld would fall below kLazyFloor (w_t and C / D then stay below e^-kLazyFloor
+  // times their exact values, far inside bf16's range) or the exact state is stored next: at a
+  // saved chunk and after the walk's last chunk. fp16 (range 65504) decays every chunk, and so
+  // does the 128-column walk, where the same change measured slower (ptxas schedules that walk
+  // differently around the branch).
+  constexpr bool kLazy = WgmmaIsBf16<T>::value && kVB > 1;
+  constexpr float kLazyFloor = -30.f;
+  float ld = 0.f;
   float acc_h[32];  // h's columns 64 vb .. 64 vb + 63 of this warpgroup's, one block vb at a time
   float sacc[16];
   float nacc[kNB][4];  // n's update of this chunk (K^T w, hi and lo columns)
@@ -383,21 +394,31 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
     issue_qc(0);
 
     // The chunk's gates: g = b at its end, max u = pm at its end; the new stabilizer, the state
-    // decayed to it (C and n, before the update adds the chunk), the row values r_i, beta_i, mu_i
-    // and the update's row weights w_t.
+    // decayed to it (C and n, before the update adds the chunk; in 256-column walks lazily, see
+    // kLazy), the row values r_i, beta_i, mu_i and the update's row weights w_t.
     const float b_end = g_b[L - 1];
     const float g_c = b_end - g_off;
     const float m_new = EXP ? fmaxf(g_c + m_prev, b_end + g_pm[L - 1]) : 0.f;
+    const float ld_c = ld;
     {
-      const float decay = __expf(g_c + m_prev - m_new);
+      const float ld_next = kLazy ? ld_c + g_c + m_prev - m_new : g_c + m_prev - m_new;
+      const bool exact_next = c + 1 == c_stop || (save() && (c + 1) % P.gate_sub == 0);
+      if (!kLazy || exact_next || ld_next < kLazyFloor) {
+        // (lazy: S and the inter part complete first, as ptxas would otherwise make them)
+        if constexpr (kLazy) wgmma_wait<0>();
+        const float decay = __expf(ld_next);
 #pragma unroll
-      for (int vb = 0; vb < kVB; ++vb)
+        for (int vb = 0; vb < kVB; ++vb)
 #pragma unroll
-        for (int i = 0; i < kAccC; ++i) acc_c[vb][i] *= decay;
+          for (int i = 0; i < kAccC; ++i) acc_c[vb][i] *= decay;
 #pragma unroll
-      for (int j = 0; j < kNB; ++j) {
-        n_reg[j][0] *= decay;
-        n_reg[j][1] *= decay;
+        for (int j = 0; j < kNB; ++j) {
+          n_reg[j][0] *= decay;
+          n_reg[j][1] *= decay;
+        }
+        ld = 0.f;
+      } else {
+        ld = ld_next;
       }
     }
     float r[2], beta[2];
@@ -408,17 +429,17 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       if (EXP) {
         const float M = fmaxf(m_prev, g_pm[lrow + 8 * hh] + g_off);
         r[hh] = g_off - M;  // (u_j of the gate rows is u_j of this chunk's minus g_off)
-        beta[hh] = __expf(m_prev - M);
+        beta[hh] = __expf(kLazy ? m_prev - M + ld_c : m_prev - M);
         mu_s[4 * lt + hh] = bi + M;  // read back by this thread in the epilogue
         mu_s[4 * lt + 2 + hh] = beta[hh] * scale;  // and in the inter part's row scale
       } else {
         r[hh] = b_raw;
-        beta[hh] = __expf(bi);
+        beta[hh] = __expf(kLazy ? bi + ld_c : bi);
         if constexpr (kVB > 1) mu_s[4 * lt + 2 + hh] = beta[hh] * scale;  // (beta not kept past P)
       }
     }
     if (lt < L) {
-      const float w = __expf(b_end + g_u[lt] - m_new);
+      const float w = __expf(kLazy ? b_end + g_u[lt] - m_new - ld : b_end + g_u[lt] - m_new);
       const float w_next = __shfl_down_sync(0xffffffffu, w, 1);
       if (lt % 2 == 0) w_s[lt / 2] = Elem<T>::pack2(w, w_next);
       {  // this consumer's w tile of n's update: row 0 hi, row 1 lo, column lt
@@ -600,7 +621,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
         }
         wgmma_commit();
       }
-      // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
+      // C^T <- C^T + (V * w)^T K (C^T decayed above, or its decay kept in ld): A = V^T by ldmatrix.trans (block i of slice kk: keys
       // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t (packed 16-bit products); B = K, MN-major.
       u32 va[4][4];
       {
@@ -673,7 +694,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       reg_fence(acc_h);
       scale_qc();
       issue_pv(0);
-      // C^T <- C^T + (V * w)^T K (C^T decayed above), per block vb of 64 columns: A = V^T by
+      // C^T <- C^T + (V * w)^T K (C^T decayed above, or its decay kept in ld), per block vb of 64 columns: A = V^T by
       // ldmatrix.trans (block i of slice kk: keys 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..
       // of the block's V panel), scaled by w_t (packed 16-bit products); B = K, MN-major.
       auto issue_update = [&](int vb) {
