@@ -120,7 +120,7 @@ void zero_saved_padding(const MlstmProblem& p, const Plan& plan, CUdeviceptr bas
 
 }  // namespace
 
-void check_forward_tensors(const MlstmProblem& p, const ForwardTensors& t) {
+void check_forward_io(const MlstmProblem& p, const ForwardTensors& t) {
   check_problem(p);
   check_cu_seqlens(p, t.cu_seqlens, t.cu_seqlens_int64);
   check_tensor("q", t.q, t.q_strides, p, p.Dqk);
@@ -130,16 +130,6 @@ void check_forward_tensors(const MlstmProblem& p, const ForwardTensors& t) {
   const Strides is = resolve_gate(t.i_strides, p), fs = resolve_gate(t.f_strides, p);
   check_gate("i", t.i, is, p);
   check_gate("f", t.f, fs, p);
-  check_optional_f32("norm", t.norm);
-  check_optional_f32("m", t.m);
-  check_optional_state("C0", t.C0);
-  check_optional_f32("n0", t.n0);
-  check_optional_f32("m0", t.m0);
-  check_optional_state("C_last", t.C_last);
-  check_optional_f32("n_last", t.n_last);
-  check_optional_f32("m_last", t.m_last);
-  if ((t.n0 || t.m0) && !t.C0)
-    throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
   // h is written while q, k, v and the gates are read
   const size_t eb = dtype_bytes(p.dtype), gb = dtype_bytes(p.gate_dtype);
   const Strides hs = resolve(t.h_strides, p, p.Dv);
@@ -150,6 +140,20 @@ void check_forward_tensors(const MlstmProblem& p, const ForwardTensors& t) {
   check_apart("h", h, "v", span_of("v", t.v, resolve(t.v_strides, p, p.Dv), p, p.Dv, eb));
   check_apart("h", h, "i", span_of("i", t.i, is, p, 1, gb));
   check_apart("h", h, "f", span_of("f", t.f, fs, p, 1, gb));
+}
+
+void check_forward_tensors(const MlstmProblem& p, const ForwardTensors& t) {
+  check_forward_io(p, t);
+  check_optional_f32("norm", t.norm);
+  check_optional_f32("m", t.m);
+  check_optional_state("C0", t.C0);
+  check_optional_f32("n0", t.n0);
+  check_optional_f32("m0", t.m0);
+  check_optional_state("C_last", t.C_last);
+  check_optional_f32("n_last", t.n_last);
+  check_optional_f32("m_last", t.m_last);
+  if ((t.n0 || t.m0) && !t.C0)
+    throw Error(ErrorCode::InvalidArgument, "n0/m0 given without C0: pass all initial states or none");
 }
 
 void run_forward(const MlstmProblem& p, const ForwardTensors& t, const LaunchOptions& o, const FwdSelection& sel) {

@@ -41,9 +41,15 @@ const char* to_string(Block b) noexcept {
 
 void Plan::take(Region r, Buffer b, size_t bytes) {
   size_t& end = b == Buffer::Saved ? saved_bytes : workspace_bytes;
-  const size_t rounded = (bytes + 255) / 256 * 256;
+  size_t rounded = 0, next = 0;
+  if (__builtin_add_overflow(bytes, size_t{255}, &rounded) || __builtin_add_overflow(end, rounded / 256 * 256, &next))
+    throw Error(ErrorCode::InvalidArgument,
+                std::string("the ") + (b == Buffer::Saved ? "saved-states buffer" : "workspace") +
+                    " of this problem and config exceeds the address space (chunk states scale with B * NH * S / "
+                    "chunk * Dqk * Dv): a shorter S, a larger chunk or fewer heads per call");
+  rounded = rounded / 256 * 256;
   regions[static_cast<size_t>(r)] = {b, end, rounded};
-  end += rounded;
+  end = next;
 }
 
 void Plan::add(int kernel, Block block, rt::Grid3 grid, int tile, int mode) {

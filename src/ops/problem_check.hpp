@@ -8,8 +8,10 @@
 namespace tfla::ops {
 
 // Throws InvalidArgument unless the problem's shapes, dtypes and options are supported. With
-// its limits (B * NH <= 65535, S <= 2^30, D <= 512) every element count and byte size derived
-// from the shape (B * NH * S * D * 4 < 2^56) fits int64_t and size_t.
+// its limits (B * NH <= 65535, S <= 2^30, D <= 512) every tensor's element count and byte size
+// (B * NH * S * D * 4 < 2^56) fits int64_t and size_t. A workspace's chunk states scale with
+// B * NH * S / chunk * Dqk * Dv instead (up to 2^62 bytes a buffer at chunk 16): their sums are
+// size_t, checked as a plan carves them (Plan::take), and may pass INT64_MAX.
 void check_problem(const MlstmProblem& p);
 // Throws InvalidArgument when dtype, gate_dtype or variant is not one of its enum's values
 // (e.g. DType(42) from a cast); check_problem calls it first.

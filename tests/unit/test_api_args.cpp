@@ -985,6 +985,41 @@ TEST_CASE("outputs must have a layout of their own and stay apart from the input
   }
 }
 
+// Choosing the path (parallel or chunkwise) selects the forward's kernels, which on a machine
+// with a GPU creates the device's context and opens the tuned-config cache: a bad tensor is
+// refused before that, by name. (Without a driver the selection touches neither, so here the
+// test holds the messages and their order: the tensor's name, never the driver.)
+TEST_CASE("Backend::forward checks its tensors before it chooses a path", "[api][args][backend]") {
+  const tfla::Backend backend{tfla::BackendOptions{}};
+  const MlstmProblem p = good_problem();
+  auto error = [&](const ForwardTensors& t) {
+    try {
+      backend.forward(p.B, p.NH, p.S, p.Dqk, p.Dv, t);
+    } catch (const tfla::Error& e) {
+      return e;
+    }
+    FAIL("Backend::forward accepted bad input");
+    return tfla::Error(ErrorCode::Internal, "unreachable");
+  };
+  ForwardTensors t = good_tensors();
+  t.q = nullptr;
+  check_invalid(error(t), "q is null");
+  t = good_tensors();
+  t.f = static_cast<char*>(fake_ptr(4)) + 2;
+  check_invalid(error(t), "f is not aligned to its element size");
+  t = good_tensors();
+  t.h = const_cast<void*>(t.v);
+  check_invalid(error(t), "h overlaps v");
+  SECTION("S = 0 is named before any selection") {
+    try {
+      backend.forward(p.B, p.NH, 0, p.Dqk, p.Dv, good_tensors());
+      FAIL("Backend::forward accepted S = 0");
+    } catch (const tfla::Error& e) {
+      check_invalid(e, "S");
+    }
+  }
+}
+
 TEST_CASE("Backend calls refuse what they would ignore", "[api][args][backend]") {
   SECTION("a config in the call's LaunchOptions") {
     const tfla::Backend backend{tfla::BackendOptions{}};
