@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -245,6 +246,19 @@ std::unique_ptr<Db> memory_db(const std::string& label, Db* from = nullptr) {
   return db;
 }
 
+// Whether reading `path` in WAL mode would leave files that its owner trips on: another user's
+// file (root's side files are handed to the file's owner by SQLite itself) with no -wal or -shm
+// beside it, which a reader would create as its own, where the owner's next write then fails
+// ("attempt to write a readonly database"). With no -wal the file holds every commit.
+bool reader_would_orphan_wal(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  const uid_t me = ::geteuid();
+  if (me == 0 || st.st_uid == me) return false;
+  std::error_code ec;
+  return !fs::exists(path + "-wal", ec) && !fs::exists(path + "-shm", ec);
+}
+
 // Read-only open (never writes, resets or creates). Throws CacheError for a damaged, foreign
 // or newer file, or one that cannot be opened.
 std::unique_ptr<Db> open_read_only_db(const std::string& path) {
@@ -260,7 +274,13 @@ std::unique_ptr<Db> open_read_only_db(const std::string& path) {
   std::unique_ptr<Db> db;
   detail::Probe p;
   try {
-    db = std::make_unique<Db>(file_uri(path, "mode=ro"), flags, path, Cache::kBusyTimeoutMs);
+    // Another user's idle cache is read as an immutable file: nothing is made beside it. Its
+    // owner's later commits go to the owner's -wal, unseen here; a checkpoint that then rewrites
+    // pages of the file under this reader can fail one of its reads (SQLITE_CORRUPT), which the
+    // library takes as a miss, as it takes every failing cache read.
+    const bool immutable = reader_would_orphan_wal(path);
+    db = std::make_unique<Db>(file_uri(path, immutable ? "immutable=1" : "mode=ro"), flags, path,
+                              Cache::kBusyTimeoutMs);
     p = probe_snapshot(*db);
   } catch (const CacheError& e) {
     if (e.code() != ErrorCode::Io && e.code() != ErrorCode::ReadOnly) throw;

@@ -306,6 +306,59 @@ TEST_CASE("a read-only cache serves lookups and refuses writes clearly",
   CHECK(read_file(path) == before);
 }
 
+// A shared cache: one user owns the file (mode 644) in a directory every user may write (777).
+// Another user's process opens it read-only (it may not write the file) and must leave nothing
+// beside it: a -wal or -shm made by the reader would be the reader's, and the owner's next write
+// would fail on it ("attempt to write a readonly database").
+TEST_CASE("a reader of another user's cache leaves no -wal or -shm for the owner to trip on",
+          "[cache][faults][readonly]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to act as two users: skipped");
+    return;
+  }
+  ScratchDir dir;
+  const fs::path sub = dir.path() / "shared";
+  fs::create_directory(sub);
+  const std::string path = (sub / "tfla.sqlite").string();
+  fill_cache(path);
+  const uid_t owner = 65533, reader = 65534;
+  REQUIRE(::chown(path.c_str(), owner, owner) == 0);
+  fs::permissions(dir.path(), fs::perms::all);
+  fs::permissions(sub, fs::perms::all);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                            fs::perms::others_read);
+  auto as = [](uid_t uid, const std::function<int()>& body) {
+    return run_in_child([&]() -> int {
+      if (::setgid(uid) != 0 || ::setuid(uid) != 0) return 90;
+      return body();
+    });
+  };
+  const int read_rc = as(reader, [&]() -> int {
+    Cache c = Cache::open(path);
+    if (!c.read_only()) return 1;
+    if (c.lookup(sample_env(), sample_problem(8, 512 * 3)).kind != LookupKind::Exact) return 2;
+    if (c.get_cubin(content_hash("k")) != std::string(200000, 'c')) return 3;
+    return 0;
+  });
+  CHECK(read_rc == 0);
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    INFO("left beside the file: " << suffix);
+    CHECK_FALSE(fs::exists(path + suffix));
+  }
+  const int write_rc = as(owner, [&]() -> int {
+    try {
+      Cache c = Cache::open(path);
+      if (c.read_only()) return 1;
+      c.put_entry(sample_entry(sample_env(), sample_problem(8, 4096 * 7), 64, 10));
+      return c.get_exact(sample_env(), sample_problem(8, 4096 * 7)).has_value() ? 0 : 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "owner's write: %s\n", e.what());
+      return 3;
+    }
+  });
+  CHECK(write_rc == 0);
+}
+
 TEST_CASE("OpenMode::ReadOnly refuses writes on a writable file", "[cache][faults][readonly]") {
   ScratchDir dir;
   const std::string path = dir.file("tfla.sqlite");
