@@ -247,16 +247,17 @@ std::unique_ptr<Db> memory_db(const std::string& label, Db* from = nullptr) {
 }
 
 // Whether reading `path` in WAL mode would leave files that its owner trips on: another user's
-// file (root's side files are handed to the file's owner by SQLite itself) with no -wal or -shm
-// beside it, which a reader would create as its own, where the owner's next write then fails
-// ("attempt to write a readonly database"). With no -wal the file holds every commit.
+// file (root's side files are handed to the file's owner by SQLite itself) missing its -wal or
+// its -shm, which a reader would create as its own, where the owner's next write then fails
+// ("attempt to write a readonly database"). With no -wal the file holds every commit; a -wal
+// without its -shm (an owner that crashed) holds commits an immutable read does not see.
 bool reader_would_orphan_wal(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return false;
   const uid_t me = ::geteuid();
   if (me == 0 || st.st_uid == me) return false;
   std::error_code ec;
-  return !fs::exists(path + "-wal", ec) && !fs::exists(path + "-shm", ec);
+  return !fs::exists(path + "-wal", ec) || !fs::exists(path + "-shm", ec);
 }
 
 // Read-only open (never writes, resets or creates). Throws CacheError for a damaged, foreign
@@ -276,8 +277,12 @@ std::unique_ptr<Db> open_read_only_db(const std::string& path) {
   try {
     // Another user's idle cache is read as an immutable file: nothing is made beside it. Its
     // owner's later commits go to the owner's -wal, unseen here; a checkpoint that then rewrites
-    // pages of the file under this reader can fail one of its reads (SQLITE_CORRUPT), which the
-    // library takes as a miss, as it takes every failing cache read.
+    // pages of the file under this reader can fail one of its reads (SQLITE_CORRUPT: a miss, as
+    // every failing cache read is) or, as SQLite warns for immutable files, return a stale or
+    // wrong row. Neither can make a kernel compute wrong results: a cubin is found by its content
+    // hash and checked against its checksum, and a tuned config only chooses among valid ones
+    // (it is checked before use). The side files are looked for before the open, and SQLite makes
+    // them at the first read: an owner whose own open falls between the two still sees its files.
     const bool immutable = reader_would_orphan_wal(path);
     db = std::make_unique<Db>(file_uri(path, immutable ? "immutable=1" : "mode=ro"), flags, path,
                               Cache::kBusyTimeoutMs);

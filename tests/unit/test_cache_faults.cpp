@@ -327,6 +327,16 @@ TEST_CASE("a reader of another user's cache leaves no -wal or -shm for the owner
   fs::permissions(sub, fs::perms::all);
   fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                             fs::perms::others_read);
+  // Also a -wal of the owner's without its -shm (an owner that crashed): the reader would make
+  // the -shm.
+  const bool owners_wal = GENERATE(false, true);
+  INFO("an empty -wal of the owner's beside the file: " << owners_wal);
+  if (owners_wal) {
+    { std::ofstream(path + "-wal"); }
+    REQUIRE(::chown((path + "-wal").c_str(), owner, owner) == 0);
+    fs::permissions(path + "-wal", fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                       fs::perms::others_read);
+  }
   auto as = [](uid_t uid, const std::function<int()>& body) {
     return run_in_child([&]() -> int {
       if (::setgid(uid) != 0 || ::setuid(uid) != 0) return 90;
@@ -341,7 +351,8 @@ TEST_CASE("a reader of another user's cache leaves no -wal or -shm for the owner
     return 0;
   });
   CHECK(read_rc == 0);
-  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+  CHECK(fs::exists(path + "-wal") == owners_wal);
+  for (const char* suffix : {"-shm", "-journal"}) {
     INFO("left beside the file: " << suffix);
     CHECK_FALSE(fs::exists(path + suffix));
   }
