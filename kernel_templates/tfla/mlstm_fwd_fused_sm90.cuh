@@ -25,7 +25,8 @@
 //    both halves are there (the one barrier of the two consumers per chunk) it issues P V (both
 //    operands from shared memory), its blocks of n's update K^T w (m64n8) and the update of its
 //    state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from ldmatrix.trans scaled by
-//    w_t in registers, B = K MN-major). While the update runs it stores h (with 128 columns the
+//    w_t in registers, B = K MN-major; in 256-column bf16 walks the decay is kept aside and
+//    multiplied out only now and then, see kLazy). While the update runs it stores h (with 128 columns the
 //    two blocks of h take turns, see the branch in the chunk loop); then the new state
 //    goes to Cs by stmatrix and its n_c+1 to its own n tile, behind a barrier of its own
 //    warpgroup, so the consumers meet only once per chunk.

@@ -169,7 +169,7 @@ std::string check_small(Family fam, const Config& cfg, SmallCheck& c) {
   const double tol = p.dtype == DType::FP32 ? 1e-4 : 1e-2, df_tol = p.dtype == DType::FP32 ? 1e-4 : 2e-2;
   const int64_t n_qk = p.NH * p.S * p.Dqk, n_v = p.NH * p.S * p.Dv, n_g = p.NH * p.S;
   struct Judged {
-    const char* output;
+    const char* what;  // the output and its measure
     double error, limit;
   };
   std::vector<Judged> errors;
@@ -181,7 +181,7 @@ std::string check_small(Family fam, const Config& cfg, SmallCheck& c) {
     t.q = c.q.get(); t.k = c.k.get(); t.v = c.v.get(); t.i = c.i.get(); t.f = c.f.get(); t.h = c.h.get();
     ops::forward_with_config(p, t, {}, f);
     synchronize();
-    errors.push_back({"h", rel_error_to(download(c.h, p.dtype, n_v), c.ref_h), tol});
+    errors.push_back({"relative error of h", rel_error_to(download(c.h, p.dtype, n_v), c.ref_h), tol});
   } else {
     ops::BwdConfig b;
     b.apply(cfg);
@@ -193,19 +193,20 @@ std::string check_small(Family fam, const Config& cfg, SmallCheck& c) {
     ops::backward_with_config(p, t, {}, b);
     synchronize();
     const reference::BackwardResult& g = c.ref_grads;
-    errors.push_back({"dq", rel_error_to(download(c.dq, p.dtype, n_qk), g.dq), tol});
-    errors.push_back({"dk", rel_error_to(download(c.dk, p.dtype, n_qk), g.dk), tol});
-    errors.push_back({"dv", rel_error_to(download(c.dv, p.dtype, n_v), g.dv), tol});
-    errors.push_back({"di", rel_error_to(download(c.di, p.gate_dtype, n_g), g.di), tol});
+    errors.push_back({"relative error of dq", rel_error_to(download(c.dq, p.dtype, n_qk), g.dq), tol});
+    errors.push_back({"relative error of dk", rel_error_to(download(c.dk, p.dtype, n_qk), g.dk), tol});
+    errors.push_back({"relative error of dv", rel_error_to(download(c.dv, p.dtype, n_v), g.dv), tol});
+    errors.push_back({"relative error of di", rel_error_to(download(c.di, p.gate_dtype, n_g), g.di), tol});
     const reference::Shape shape{p.B, p.NH, p.S, p.Dqk, p.Dv};
     const std::vector<double> df = widen(download(c.df, p.gate_dtype, n_g));
     bool finite = true;
     for (double x : df) finite = finite && std::isfinite(x);
-    errors.push_back({"df", finite ? reference::df_conditioned_error(shape, c.in, df, g) : NAN, df_tol});
+    errors.push_back({"error of df (against its summed terms)",
+                      finite ? reference::df_conditioned_error(shape, c.in, df, g) : NAN, df_tol});
   }
   for (const Judged& j : errors)
     if (!(j.error <= j.limit))  // (a NaN fails too)
-      return "relative error of " + std::string(j.output) + " " + std::to_string(j.error) +
+      return std::string(j.what) + " " + std::to_string(j.error) +
              " against the float64 reference on B*NH = 2, S = " + std::to_string(p.S) + ", limit " +
              std::to_string(j.limit);
   return {};
