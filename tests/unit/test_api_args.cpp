@@ -72,6 +72,17 @@ void check_invalid(const tfla::Error& e, const std::string& names) {
   CHECK_THAT(full_text(e), Catch::Contains(names));
 }
 
+// Runs Backend::forward and returns the tfla::Error it throws; fails the test if it throws nothing.
+tfla::Error backend_forward_error(const tfla::Backend& backend, const MlstmProblem& p, const ForwardTensors& t) {
+  try {
+    backend.forward(p.B, p.NH, p.S, p.Dqk, p.Dv, t);
+  } catch (const tfla::Error& e) {
+    return e;
+  }
+  FAIL("Backend::forward accepted bad input");
+  return tfla::Error(ErrorCode::Internal, "unreachable");
+}
+
 tfla_problem c_problem() {
   tfla_problem p{};
   p.B = 2;
@@ -537,15 +548,7 @@ TEST_CASE("Backend::forward's step path checks every argument before it copies o
     t.m0 = at(11, 0);
     return t;
   };
-  auto error = [&](const ForwardTensors& t) {
-    try {
-      backend.forward(p.B, p.NH, p.S, p.Dqk, p.Dv, t);
-    } catch (const tfla::Error& e) {
-      return e;
-    }
-    FAIL("Backend::forward accepted bad input");
-    return tfla::Error(ErrorCode::Internal, "unreachable");
-  };
+  auto error = [&](const ForwardTensors& t) { return backend_forward_error(backend, p, t); };
   REQUIRE(backend.choose(p.B, p.NH, p.S, p.Dqk, p.Dv, true, true) == tfla::KernelKind::Step);
   SECTION("a null or misaligned input with a C0 to copy") {
     ForwardTensors t = good();
@@ -992,15 +995,7 @@ TEST_CASE("outputs must have a layout of their own and stay apart from the input
 TEST_CASE("Backend::forward checks its tensors before it chooses a path", "[api][args][backend]") {
   const tfla::Backend backend{tfla::BackendOptions{}};
   const MlstmProblem p = good_problem();
-  auto error = [&](const ForwardTensors& t) {
-    try {
-      backend.forward(p.B, p.NH, p.S, p.Dqk, p.Dv, t);
-    } catch (const tfla::Error& e) {
-      return e;
-    }
-    FAIL("Backend::forward accepted bad input");
-    return tfla::Error(ErrorCode::Internal, "unreachable");
-  };
+  auto error = [&](const ForwardTensors& t) { return backend_forward_error(backend, p, t); };
   ForwardTensors t = good_tensors();
   t.q = nullptr;
   check_invalid(error(t), "q is null");
