@@ -89,17 +89,20 @@ class LockFile {
 
 // Whose file `path` is, judged from its 100-byte SQLite header alone (a damaged file may not
 // open at all): tfla's application_id at offset 68 means it is a tfla cache, however damaged.
+// One open, then the size and the header from that descriptor: another process may move a
+// damaged cache aside at any moment (move_aside), and a file gone between two looks is absent,
+// not another application's.
 enum class Owner { Absent, EmptyFile, Tfla, OtherSqlite, NotSqlite };
 
 Owner owner_of(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return Owner::Absent;
-  if (fs::file_size(path, ec) == 0 && !ec) return Owner::EmptyFile;
-  unsigned char header[72] = {};
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Owner::NotSqlite;
-  const ssize_t n = ::read(fd, header, sizeof header);
+  if (fd < 0) return errno == ENOENT ? Owner::Absent : Owner::NotSqlite;
+  struct stat st {};
+  unsigned char header[72] = {};
+  const bool empty = ::fstat(fd, &st) == 0 && st.st_size == 0;
+  const ssize_t n = empty ? 0 : ::read(fd, header, sizeof header);
   ::close(fd);
+  if (empty) return Owner::EmptyFile;
   static const char kMagic[] = "SQLite format 3";  // with its NUL: 16 bytes
   if (n < 16 || std::memcmp(header, kMagic, 16) != 0) return Owner::NotSqlite;
   if (n < 72) return Owner::OtherSqlite;  // cut inside the header: nobody can tell whose
@@ -110,6 +113,15 @@ Owner owner_of(const std::string& path) {
 
 // The error for a file at the cache path that is not (recognizably) a tfla cache: it is never
 // modified, moved or reset.
+// Throws Io where something other than a regular file is at `path` (one stat: an absent path,
+// also one that another process just moved aside, passes).
+void check_regular(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st))
+    throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
+}
+
 CacheError not_ours(const std::string& path, const std::string& what) {
   return CacheError(ErrorCode::Foreign,
                     fmt::format("tfla cache {}: {}; it is not a tfla cache, so tfla left it untouched "
@@ -205,9 +217,7 @@ detail::Probe probe_snapshot(Db& db) {
 // a tfla cache (untouched), SchemaTooNew, Io, Busy, ...
 std::unique_ptr<Db> open_read_write_db(const std::string& path, std::string& problem) {
   // Judge the header before SQLite touches the file: opening read-write may write to it.
-  std::error_code ec;
-  if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
-    throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
+  check_regular(path);
   if (owner_of(path) == Owner::Absent) create_fresh(path);
   const Owner owner = owner_of(path);
   if (owner == Owner::NotSqlite) throw not_ours(path, "not a SQLite database");
@@ -319,8 +329,8 @@ std::unique_ptr<Db> open_read_only_db(const std::string& path) {
 std::string not_writable_reason(const std::string& path) {
   const std::string dir = dir_of(path);
   if (::access(dir.c_str(), W_OK) != 0) return "no write permission on directory " + dir;
-  if (fs::exists(path) && ::access(path.c_str(), W_OK) != 0)
-    return "no write permission on " + path;
+  // (one access: a file moved aside meanwhile is absent, so writable)
+  if (::access(path.c_str(), W_OK) != 0 && errno != ENOENT) return "no write permission on " + path;
   return "";
 }
 
@@ -399,8 +409,7 @@ Cache Cache::open(const std::string& path, OpenMode mode) {
     std::string problem;
     // A file that is not a tfla cache is refused before the lock file is made beside it: the
     // judgement reads the header (and another application's SQLite file as immutable) only.
-    if (std::error_code fe; fs::exists(path, fe) && !fs::is_regular_file(path, fe))
-      throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
+    check_regular(path);
     if (const Owner owner = owner_of(path); owner == Owner::NotSqlite) {
       throw not_ours(path, "not a SQLite database");
     } else if (owner == Owner::OtherSqlite) {
