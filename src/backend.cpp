@@ -120,7 +120,10 @@ KernelKind Backend::forward(int64_t B, int64_t NH, int64_t S, int64_t Dqk, int64
   const bool all_last = t.C_last && t.n_last && (t.m_last || p.variant == Variant::Sig);
   const bool per_token_outputs = t.norm || t.m || t.saved;
   const bool last = t.C_last || t.n_last || t.m_last;
-  ops::check_forward_io(p, t);  // before choose, whose selection may create the context
+  // choose() selects the forward's kernels (which may create the context and open the
+  // tuned-config cache) for a call without states only: its tensors are checked first. A call
+  // with states (the decode step among them) is checked once, by the path it takes.
+  if (!initial && !last) ops::check_forward_io(p, t);
   KernelKind kind = choose(B, NH, S, Dqk, Dv, initial, last);
   // The step kernel also writes C in 16-byte vectors; the forward takes an 8-byte aligned C_last.
   const bool c_last_16 = reinterpret_cast<uintptr_t>(t.C_last) % 16 == 0;

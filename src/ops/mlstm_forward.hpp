@@ -63,8 +63,8 @@ void check_forward_tensors(const MlstmProblem& p, const ForwardTensors& t);
 // The part of check_forward_tensors that every path of a forward call shares: the problem,
 // cu_seqlens, q, k, v, h and the gates, h apart from the inputs; not the states, whose alignment
 // rules differ on Backend's step path (it copies a C0 off 8-byte alignment into C_last), nor the
-// per-token outputs, which the chunkwise path checks. Backend::forward runs it before it chooses
-// its path.
+// per-token outputs, which the chunkwise path checks. Backend::forward runs it before choosing
+// the path of a call without states (the one choice that selects kernels).
 void check_forward_io(const MlstmProblem& p, const ForwardTensors& t);
 // Checks what depends on the selection (the form against the states, the config, the saved
 // buffer and the workspace) and launches it; the tensors were checked (check_forward_tensors).
