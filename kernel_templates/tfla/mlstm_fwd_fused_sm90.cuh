@@ -26,8 +26,8 @@
 //    operands from shared memory), its blocks of n's update K^T w (m64n8) and the update of its
 //    state slice, C^T <- decay C^T + (V * w)^T K (m64nDqk, A = V^T from ldmatrix.trans scaled by
 //    w_t in registers, B = K MN-major; in 256-column bf16 walks the decay is kept aside and
-//    multiplied out only now and then, see kLazy). While the update runs it stores h (with 128 columns the
-//    two blocks of h take turns, see the branch in the chunk loop); then the new state
+//    multiplied out only now and then, see kLazy). While the update runs it stores h (with 128
+//    columns the two blocks of h take turns, see the branch in the chunk loop); then the new state
 //    goes to Cs by stmatrix and its n_c+1 to its own n tile, behind a barrier of its own
 //    warpgroup, so the consumers meet only once per chunk.
 // Rows past S read zeros (TMA fills outside the tensor; in a packed sequence the next sequence's
@@ -327,8 +327,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
   // out only where ld would fall below kLazyFloor (w_t and C / D then stay below e^-kLazyFloor
   // times their exact values, far inside bf16's range) or the exact state is stored next: at a
   // saved chunk and after the walk's last chunk. fp16 (range 65504) decays every chunk, and so
-  // does the 128-column walk, where the same change measured slower (ptxas schedules that walk
-  // differently around the branch).
+  // does the 128-column walk, where the same change measured slower (docs/PERF_NOTES.md, v29).
   constexpr bool kLazy = WgmmaIsBf16<T>::value && kVB > 1;
   constexpr float kLazyFloor = -30.f;
   float ld = 0.f;
@@ -622,7 +621,7 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
         }
         wgmma_commit();
       }
-      // C^T <- C^T + (V * w)^T K (C^T decayed above, or its decay kept in ld): A = V^T by ldmatrix.trans (block i of slice kk: keys
+      // C^T <- C^T + (V * w)^T K (C^T decayed above): A = V^T by ldmatrix.trans (block i of slice kk: keys
       // 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..), scaled by w_t (packed 16-bit products); B = K, MN-major.
       u32 va[4][4];
       {
@@ -695,8 +694,8 @@ __device__ void mlstm_fwd_fused_sm90(const MlstmFwdFusedSm90Params& P, char* sme
       reg_fence(acc_h);
       scale_qc();
       issue_pv(0);
-      // C^T <- C^T + (V * w)^T K (C^T decayed above, or its decay kept in ld), per block vb of 64 columns: A = V^T by
-      // ldmatrix.trans (block i of slice kk: keys 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..
+      // C^T <- C^T + (V * w)^T K (C^T decayed above, or its decay kept in ld), per block vb of 64
+      // columns: A = V^T by ldmatrix.trans (block i of slice kk: keys 16 kk + 8 (i / 2) .., columns 16 warp + 8 (i % 2) ..
       // of the block's V panel), scaled by w_t (packed 16-bit products); B = K, MN-major.
       auto issue_update = [&](int vb) {
         u32 va[4][4];
