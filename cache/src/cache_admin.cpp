@@ -27,6 +27,7 @@ int64_t file_size_or_zero(const std::string& path) {
 
 Stats Cache::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   detail::Db& db = *impl_->db;
   Txn txn(db, Txn::Read);
   Stats st;
@@ -77,6 +78,7 @@ PruneReport Cache::prune_stale(const EnvKey& current) {
 
 VerifyReport Cache::verify() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   detail::Db& db = *impl_->db;
   VerifyReport rep;
   auto problem = [&](std::string text) {

@@ -51,6 +51,7 @@ std::optional<std::string> Cache::get_cubin(const std::string& hash) const {
   int64_t size_bytes = 0;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->refresh();
     Stmt s = impl_->db->prepare(
         "SELECT bytes, checksum, size_bytes, kernel_name, verified FROM cubins WHERE hash = ?");
     s.bind(1, hash);
@@ -79,6 +80,7 @@ std::optional<std::string> Cache::get_cubin(const std::string& hash) const {
 
 std::vector<CubinInfo> Cache::list_cubins() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   Stmt s = impl_->db->prepare(
       "SELECT hash, arch, kernel_name, env_id, size_bytes, created_unix, verified FROM cubins "
       "ORDER BY kernel_name, hash");

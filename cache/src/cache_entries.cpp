@@ -207,6 +207,7 @@ std::vector<CandidateResult> read_candidates(Cache::Impl& impl, const std::strin
 std::vector<CandidateResult> Cache::candidates(const EnvKey& env, const ProblemKey& problem) const {
   problem.validate();
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   return read_candidates(*impl_, env.id(), problem);
 }
 
@@ -227,6 +228,7 @@ std::optional<TunedEntry> Cache::get_exact(const EnvKey& env, const ProblemKey& 
   problem.validate();
   const std::string env_id = env.id();
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   Txn snapshot(*impl_->db, Txn::Read);  // the entry and its candidates from one commit
   Stmt s = impl_->db->prepare(fmt::format(
       "SELECT {}, {} FROM entries WHERE env_id = ? AND class_key = ? AND batch_heads = ? "
@@ -251,6 +253,7 @@ LookupResult Cache::lookup(const EnvKey& env, const ProblemKey& problem,
   int64_t other_env_rows = 0;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->refresh();
     Txn txn(*impl_->db, Txn::Read);
     Stmt s = impl_->db->prepare(
         fmt::format("SELECT {}, {} FROM entries WHERE env_id = ? AND class_key = ?",
@@ -333,6 +336,7 @@ std::vector<TunedEntry> Cache::list(const ListFilter& f) const {
     args.push_back(*value);
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   Stmt s = impl_->db->prepare(
       fmt::format("SELECT {}, {}, {} FROM entries LEFT JOIN environments USING(env_id){} "
                   "ORDER BY env_id, class_key, batch_heads, seq_len",
@@ -348,6 +352,7 @@ std::vector<TunedEntry> Cache::list(const ListFilter& f) const {
 
 std::vector<std::pair<std::string, EnvKey>> Cache::environments() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   Stmt s = impl_->db->prepare(fmt::format(
       "SELECT env_id, {} FROM environments ORDER BY first_seen_unix, env_id", detail::kEnvColumns));
   std::vector<std::pair<std::string, EnvKey>> out;
@@ -376,6 +381,7 @@ void Cache::record_shape(const EnvKey& env, const ProblemKey& problem) {
 
 std::vector<RecordedShape> Cache::recorded(const std::string& env_id) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->refresh();
   Txn txn(*impl_->db, Txn::Read);
   Stmt s = impl_->db->prepare(fmt::format(
       "SELECT {}, lookups, first_seen_unix, last_seen_unix FROM recorded r "

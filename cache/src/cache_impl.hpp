@@ -1,6 +1,7 @@
 // Cache's private state and the helpers shared by its .cpp files (open, entries, cubins, admin).
 #pragma once
 
+#include <cstdint>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -11,15 +12,34 @@
 
 namespace tfla::cache {
 
+// What a read-only open saw of the file (stat), to tell when it changed.
+struct FileStamp {
+  uint64_t dev = 0, ino = 0;
+  int64_t size = -1, mtime_s = 0, mtime_ns = 0;
+  bool operator==(const FileStamp& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime_s == o.mtime_s && mtime_ns == o.mtime_ns;
+  }
+};
+
 struct Cache::Impl {
   std::string path;
   std::unique_ptr<detail::Db> db;
   bool read_only = false;
+  // Read as an immutable file (another user's idle cache, or a WAL file in a directory this
+  // process cannot write): its later changes are seen only by opening it again (refresh).
+  bool immutable = false;
+  FileStamp stamp;
   std::string read_only_reason;
   bool recovered = false;
   std::string recovery_message;
   mutable std::mutex mu;  // serializes every call on this Cache (and its statement cache)
 
+  // Opens `path` read-only (db, read_only, immutable, stamp). Throws CacheError.
+  void open_read_only();
+  // For an immutable read: opens the file again where it changed since (another inode, size or
+  // mtime) or a -wal appeared beside it (its owner at work), so that the owner's later commits
+  // are seen; a failing open keeps the old snapshot. Call under mu, before a read.
+  void refresh();
   // Throws CacheError(ReadOnly) naming `op`, the file and why it is read-only.
   void require_writable(const char* op) const;
   // Inserts `env` into environments if absent; returns 1 if it was added. Call inside a

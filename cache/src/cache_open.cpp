@@ -271,8 +271,10 @@ bool reader_would_orphan_wal(const std::string& path) {
 }
 
 // Read-only open (never writes, resets or creates). Throws CacheError for a damaged, foreign
-// or newer file, or one that cannot be opened.
-std::unique_ptr<Db> open_read_only_db(const std::string& path) {
+// or newer file, or one that cannot be opened. *immutable (where given) tells whether the file
+// was read as an immutable one, whose later changes this connection does not see.
+std::unique_ptr<Db> open_read_only_db(const std::string& path, bool* immutable_out = nullptr) {
+  if (immutable_out) *immutable_out = false;
   if (!fs::exists(path)) throw CacheError(ErrorCode::Io, "tfla cache " + path + ": no such file");
   if (owner_of(path) == Owner::OtherSqlite) {
     try {
@@ -286,14 +288,16 @@ std::unique_ptr<Db> open_read_only_db(const std::string& path) {
   detail::Probe p;
   try {
     // Another user's idle cache is read as an immutable file: nothing is made beside it. Its
-    // owner's later commits go to the owner's -wal, unseen here; a checkpoint that then rewrites
-    // pages of the file under this reader can fail one of its reads (SQLITE_CORRUPT: a miss, as
-    // every failing cache read is) or, as SQLite warns for immutable files, return a stale or
-    // wrong row. Neither can make a kernel compute wrong results: a cubin is found by its content
-    // hash and checked against its checksum, and a tuned config only chooses among valid ones
-    // (it is checked before use). The side files are looked for before the open, and SQLite makes
-    // them at the first read: an owner whose own open falls between the two still sees its files.
+    // owner's later commits go to the owner's -wal, unseen here until Cache::Impl::refresh
+    // opens the file again; a checkpoint that rewrites pages of the file under this reader before
+    // then can fail one of its reads (SQLITE_CORRUPT: a miss, as every failing cache read is) or,
+    // as SQLite warns for immutable files, return a stale or wrong row. Neither can make a kernel
+    // compute wrong results: a cubin is found by its content hash and checked against its
+    // checksum, and a tuned config only chooses among valid ones (it is checked before use). The
+    // side files are looked for before the open, and SQLite makes them at the first read: an
+    // owner whose own open falls between the two still sees its files.
     const bool immutable = reader_would_orphan_wal(path);
+    if (immutable_out) *immutable_out = immutable;
     db = std::make_unique<Db>(file_uri(path, immutable ? "immutable=1" : "mode=ro"), flags, path,
                               Cache::kBusyTimeoutMs);
     p = probe_snapshot(*db);
@@ -303,6 +307,7 @@ std::unique_ptr<Db> open_read_only_db(const std::string& path) {
     // immutable file (no locks, and a leftover -wal is ignored), which is right for a
     // deployed, read-only cache that no process writes.
     tfla::cache_log()->info("tfla cache {}; reading it as immutable", e.what());
+    if (immutable_out) *immutable_out = true;
     db = std::make_unique<Db>(file_uri(path, "immutable=1"), flags, path, Cache::kBusyTimeoutMs);
     p = probe_snapshot(*db);
   }
@@ -346,6 +351,35 @@ Cache& Cache::operator=(Cache&&) noexcept = default;
 Cache::~Cache() = default;
 
 const std::string& Cache::path() const noexcept { return impl_->path; }
+namespace {
+FileStamp stamp_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
+          static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec)};
+}
+}  // namespace
+
+void Cache::Impl::open_read_only() {
+  // (the stamp first: a change between it and the open is then seen as one by the next refresh)
+  const FileStamp before = stamp_of(path);
+  db = open_read_only_db(path, &immutable);
+  read_only = true;
+  stamp = before;
+}
+
+void Cache::Impl::refresh() {
+  if (!immutable) return;
+  std::error_code ec;
+  if (stamp_of(path) == stamp && !fs::exists(path + "-wal", ec)) return;
+  try {
+    open_read_only();
+  } catch (const std::exception& e) {  // the old snapshot keeps serving
+    tfla::cache_log()->debug("tfla cache {}: changed, but opening it again failed ({}); reading the snapshot opened before",
+                             path, e.what());
+  }
+}
+
 bool Cache::read_only() const noexcept { return impl_->read_only; }
 const std::string& Cache::read_only_reason() const noexcept { return impl_->read_only_reason; }
 bool Cache::recovered() const noexcept { return impl_->recovered; }
@@ -389,8 +423,7 @@ Cache Cache::open(const std::string& path, OpenMode mode) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   if (mode == OpenMode::ReadOnly) {
-    impl->db = open_read_only_db(path);
-    impl->read_only = true;
+    impl->open_read_only();
     return Cache(std::move(impl));
   }
   std::error_code ec;
@@ -401,8 +434,7 @@ Cache Cache::open(const std::string& path, OpenMode mode) {
         throw CacheError(ErrorCode::Io, fmt::format("tfla cache {}: cannot create: {}", path, why));
       }
       tfla::cache_log()->info("tfla cache {}: {}; opening read-only", path, why);
-      impl->db = open_read_only_db(path);
-      impl->read_only = true;
+      impl->open_read_only();
       impl->read_only_reason = why;
       return Cache(std::move(impl));
     }

@@ -370,6 +370,70 @@ TEST_CASE("a reader of another user's cache leaves no -wal or -shm for the owner
   CHECK(write_rc == 0);
 }
 
+// The reader above keeps its snapshot open (a long-lived process): its owner's later commits
+// reach it once the file has changed, and the reader still makes no side file of its own.
+TEST_CASE("a reader of another user's idle cache sees the owner's later commits", "[cache][faults][readonly]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to act as two users: skipped");
+    return;
+  }
+  ScratchDir dir;
+  const fs::path sub = dir.path() / "shared";
+  fs::create_directory(sub);
+  const std::string path = (sub / "tfla.sqlite").string();
+  fill_cache(path);
+  const uid_t owner = 65533, reader = 65534;
+  REQUIRE(::chown(path.c_str(), owner, owner) == 0);
+  fs::permissions(dir.path(), fs::perms::all);
+  fs::permissions(sub, fs::perms::all);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                            fs::perms::others_read);
+  const ProblemKey later = sample_problem(8, 4096 * 9);
+  int ready[2], go[2];
+  REQUIRE(::pipe(ready) == 0);
+  REQUIRE(::pipe(go) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // the reader: opens, reads, waits for the owner's commit, reads again
+    int code = 100;
+    try {
+      code = [&]() -> int {
+        if (::setgid(reader) != 0 || ::setuid(reader) != 0) return 90;
+        Cache c = Cache::open(path);
+        if (!c.read_only()) return 1;
+        if (c.get_exact(sample_env(), later).has_value()) return 2;
+        char b = 1;
+        if (::write(ready[1], &b, 1) != 1 || ::read(go[0], &b, 1) != 1) return 3;
+        if (!c.get_exact(sample_env(), later).has_value()) return 4;
+        if (c.lookup(sample_env(), sample_problem(8, 512 * 3)).kind != LookupKind::Exact) return 5;
+        return 0;
+      }();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "reader: %s\n", e.what());
+    }
+    ::_exit(code);
+  }
+  char b = 0;
+  REQUIRE(::read(ready[0], &b, 1) == 1);
+  const int write_rc = run_in_child([&]() -> int {
+    if (::setgid(owner) != 0 || ::setuid(owner) != 0) return 90;
+    Cache c = Cache::open(path);
+    if (c.read_only()) return 1;
+    c.put_entry(sample_entry(sample_env(), later, 64, 10));
+    return 0;
+  });
+  CHECK(write_rc == 0);
+  REQUIRE(::write(go[1], &b, 1) == 1);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  for (int fd : {ready[0], ready[1], go[0], go[1]}) ::close(fd);
+  for (const char* suffix : {"-wal", "-shm"}) {
+    INFO("left beside the file: " << suffix);
+    CHECK_FALSE(fs::exists(path + suffix));
+  }
+}
+
 TEST_CASE("OpenMode::ReadOnly refuses writes on a writable file", "[cache][faults][readonly]") {
   ScratchDir dir;
   const std::string path = dir.file("tfla.sqlite");
