@@ -12,12 +12,15 @@
 
 namespace tfla::cache {
 
-// What a read-only open saw of the file (stat), to tell when it changed.
+// What a read-only open saw of the file (stat) and whether a -wal was beside it, to tell when
+// either changed.
 struct FileStamp {
   uint64_t dev = 0, ino = 0;
   int64_t size = -1, mtime_s = 0, mtime_ns = 0;
+  bool wal = false;
   bool operator==(const FileStamp& o) const {
-    return dev == o.dev && ino == o.ino && size == o.size && mtime_s == o.mtime_s && mtime_ns == o.mtime_ns;
+    return dev == o.dev && ino == o.ino && size == o.size && mtime_s == o.mtime_s && mtime_ns == o.mtime_ns &&
+           wal == o.wal;
   }
 };
 
@@ -37,8 +40,8 @@ struct Cache::Impl {
   // Opens `path` read-only (db, read_only, immutable, stamp). Throws CacheError.
   void open_read_only();
   // For an immutable read: opens the file again where it changed since (another inode, size or
-  // mtime) or a -wal appeared beside it (its owner at work), so that the owner's later commits
-  // are seen; a failing open keeps the old snapshot. Call under mu, before a read.
+  // mtime) or a -wal appeared or went (its owner at work), so that the owner's later commits are
+  // seen; a failing open keeps the old snapshot. Call under mu, before a read.
   void refresh();
   // Throws CacheError(ReadOnly) naming `op`, the file and why it is read-only.
   void require_writable(const char* op) const;

@@ -353,10 +353,14 @@ Cache::~Cache() = default;
 const std::string& Cache::path() const noexcept { return impl_->path; }
 namespace {
 FileStamp stamp_of(const std::string& path) {
+  FileStamp f;
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {};
-  return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
-          static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec)};
+  if (::stat(path.c_str(), &st) == 0)
+    f = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
+         static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec)};
+  std::error_code ec;
+  f.wal = fs::exists(path + "-wal", ec);
+  return f;
 }
 }  // namespace
 
@@ -370,8 +374,7 @@ void Cache::Impl::open_read_only() {
 
 void Cache::Impl::refresh() {
   if (!immutable) return;
-  std::error_code ec;
-  if (stamp_of(path) == stamp && !fs::exists(path + "-wal", ec)) return;
+  if (stamp_of(path) == stamp) return;
   try {
     open_read_only();
   } catch (const std::exception& e) {  // the old snapshot keeps serving
