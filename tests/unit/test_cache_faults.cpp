@@ -306,6 +306,23 @@ TEST_CASE("a read-only cache serves lookups and refuses writes clearly",
   CHECK(read_file(path) == before);
 }
 
+// The two users of the shared-cache tests below (root acts as both, in forked children).
+static constexpr uid_t kOwner = 65533, kReader = 65534;
+
+// A filled cache owned by kOwner (mode 644) in a directory every user may write (777); its path.
+static std::string shared_cache(const ScratchDir& dir) {
+  const fs::path sub = dir.path() / "shared";
+  fs::create_directory(sub);
+  const std::string path = (sub / "tfla.sqlite").string();
+  fill_cache(path);
+  REQUIRE(::chown(path.c_str(), kOwner, kOwner) == 0);
+  fs::permissions(dir.path(), fs::perms::all);
+  fs::permissions(sub, fs::perms::all);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                            fs::perms::others_read);
+  return path;
+}
+
 // A shared cache: one user owns the file (mode 644) in a directory every user may write (777).
 // Another user's process opens it read-only (it may not write the file) and must leave nothing
 // beside it: a -wal or -shm made by the reader would be the reader's, and the owner's next write
@@ -317,16 +334,8 @@ TEST_CASE("a reader of another user's cache leaves no -wal or -shm for the owner
     return;
   }
   ScratchDir dir;
-  const fs::path sub = dir.path() / "shared";
-  fs::create_directory(sub);
-  const std::string path = (sub / "tfla.sqlite").string();
-  fill_cache(path);
-  const uid_t owner = 65533, reader = 65534;
-  REQUIRE(::chown(path.c_str(), owner, owner) == 0);
-  fs::permissions(dir.path(), fs::perms::all);
-  fs::permissions(sub, fs::perms::all);
-  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                            fs::perms::others_read);
+  const std::string path = shared_cache(dir);
+  const uid_t owner = kOwner, reader = kReader;
   // Also a -wal of the owner's without its -shm (an owner that crashed): the reader would make
   // the -shm.
   const bool owners_wal = GENERATE(false, true);
@@ -378,16 +387,8 @@ TEST_CASE("a reader of another user's idle cache sees the owner's later commits"
     return;
   }
   ScratchDir dir;
-  const fs::path sub = dir.path() / "shared";
-  fs::create_directory(sub);
-  const std::string path = (sub / "tfla.sqlite").string();
-  fill_cache(path);
-  const uid_t owner = 65533, reader = 65534;
-  REQUIRE(::chown(path.c_str(), owner, owner) == 0);
-  fs::permissions(dir.path(), fs::perms::all);
-  fs::permissions(sub, fs::perms::all);
-  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                            fs::perms::others_read);
+  const std::string path = shared_cache(dir);
+  const uid_t owner = kOwner, reader = kReader;
   const ProblemKey later = sample_problem(8, 4096 * 9);
   int ready[2], go[2];
   REQUIRE(::pipe(ready) == 0);
