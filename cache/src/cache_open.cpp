@@ -111,8 +111,6 @@ Owner owner_of(const std::string& path) {
   return app_id == Cache::kApplicationId ? Owner::Tfla : Owner::OtherSqlite;
 }
 
-// The error for a file at the cache path that is not (recognizably) a tfla cache: it is never
-// modified, moved or reset.
 // Throws Io where something other than a regular file is at `path` (one stat: an absent path,
 // also one that another process just moved aside, passes).
 void check_regular(const std::string& path) {
@@ -122,6 +120,8 @@ void check_regular(const std::string& path) {
     throw CacheError(ErrorCode::Io, "tfla cache " + path + ": not a regular file");
 }
 
+// The error for a file at the cache path that is not (recognizably) a tfla cache: it is never
+// modified, moved or reset.
 CacheError not_ours(const std::string& path, const std::string& what) {
   return CacheError(ErrorCode::Foreign,
                     fmt::format("tfla cache {}: {}; it is not a tfla cache, so tfla left it untouched "
@@ -351,6 +351,7 @@ Cache& Cache::operator=(Cache&&) noexcept = default;
 Cache::~Cache() = default;
 
 const std::string& Cache::path() const noexcept { return impl_->path; }
+
 namespace {
 FileStamp stamp_of(const std::string& path) {
   FileStamp f;
@@ -378,8 +379,9 @@ void Cache::Impl::refresh() {
   try {
     open_read_only();
   } catch (const std::exception& e) {  // the old snapshot keeps serving
-    tfla::cache_log()->debug("tfla cache {}: changed, but opening it again failed ({}); reading the snapshot opened before",
-                             path, e.what());
+    tfla::cache_log()->debug(
+        "tfla cache {}: changed, but opening it again failed ({}); reading the snapshot opened before", path,
+        e.what());
   }
 }
 
