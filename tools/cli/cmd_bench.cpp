@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <fstream>
@@ -123,7 +124,7 @@ std::pair<Config, Config> bench_configs(const std::string& op, const MlstmProble
 // lens: packed sequences of these lengths (p is then B = 1, S = T, num_seqs, max_seqlen), else
 // null.
 Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned, int warmup, int reps,
-             bool keep_states, const std::vector<int64_t>* lens = nullptr) {
+             bool keep_states, float forget_mean, const std::vector<int64_t>* lens = nullptr) {
   const size_t eb = dtype_bytes(p.dtype);
   const int64_t n_qk = p.B * p.NH * p.S * p.Dqk, n_v = p.B * p.NH * p.S * p.Dv, n_g = p.B * p.NH * p.S;
   DeviceBuffer q(n_qk * eb), k(n_qk * eb), v(n_v * eb), h(n_v * eb);
@@ -132,7 +133,7 @@ Row bench_op(const std::string& op, const MlstmProblem& p, const Config& pinned,
   fill_random(k.get(), p.dtype, n_qk, 2, 0.f, 1.f);
   fill_random(v.get(), p.dtype, n_v, 3, 0.f, 1.f);
   fill_random(ig.get(), p.gate_dtype, n_g, 4, 0.f, 1.f);
-  fill_random(fg.get(), p.gate_dtype, n_g, 5, 3.f, 1.f);
+  fill_random(fg.get(), p.gate_dtype, n_g, 5, forget_mean, 1.f);
   Config fcfg, bcfg;
   std::tie(fcfg, bcfg) = bench_configs(op, p, pinned, keep_states);
   const bool saved = keep_states && op != "fwd";
@@ -435,7 +436,7 @@ int bench_step(const std::vector<std::string>& argv) {
 std::string bench_op_name(const std::vector<std::string>& argv, size_t* at) {
   static const std::set<std::string> valued{
       "variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv", "warmup",
-      "reps", "normalize", "varlen", "batch", "m", "n", "k", "samples", "mib"};
+      "reps", "normalize", "varlen", "forget-mean", "batch", "m", "n", "k", "samples", "mib"};
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
     if (a.rfind("--", 0) != 0) {
@@ -469,7 +470,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
   }
   Args args(argv, {"json", "saved"},
             {"variant", "seqs", "tokens", "nh", "dqk", "dv", "dtype", "gate-dtype", "config", "csv",
-             "warmup", "reps", "normalize", "varlen"});
+             "warmup", "reps", "normalize", "varlen", "forget-mean"});
   if (args.positionals().size() != 1)
     throw UsageError("bench " + op_name + ": unexpected argument '" + args.positionals()[1] + "'");
   const std::string op = op_name == "forward" ? "fwd" : op_name == "backward" ? "bwd" : op_name == "fwbw" ? "fwbw" : "";
@@ -492,6 +493,11 @@ int cmd_bench(const std::vector<std::string>& argv) {
   // Every argument is judged before the driver is touched: a usage error is exit 2 on any
   // machine.
   if (tokens < 1) throw UsageError("--tokens must be >= 1");
+  // --forget-mean M: forget-gate preactivations from N(M, 1); the default 3 decays a state by
+  // about 5 in log per 64 tokens, M = 1 by about 26, M = 0 by about 52
+  const double forget_mean = args.get_double("forget-mean", 3.0);
+  if (!std::isfinite(forget_mean) || std::fabs(forget_mean) > 100)
+    throw UsageError("--forget-mean must be a finite number in [-100, 100]");
   // --varlen N: N packed sequences of random lengths (mean tokens / N) beside N equal ones
   const int64_t varlen = args.has("varlen") ? args.get_int("varlen", 0) : 0;
   if (args.has("varlen")) {
@@ -544,9 +550,9 @@ int cmd_bench(const std::vector<std::string>& argv) {
   const DeviceInfo& dev = rt::device_info(ord);
   std::vector<Row> rows;
   if (!args.flag("json"))
-    std::printf("tfla bench %s on %s: B*S = %lld, NH = %lld, Dqk = %lld, Dv = %lld, %s\n",
+    std::printf("tfla bench %s on %s: B*S = %lld, NH = %lld, Dqk = %lld, Dv = %lld, %s, forget gates N(%g, 1)\n",
                 op_name.c_str(), dev.name.c_str(), (long long)tokens, (long long)base.NH,
-                (long long)base.Dqk, (long long)base.Dv, to_string(base.dtype));
+                (long long)base.Dqk, (long long)base.Dv, to_string(base.dtype), forget_mean);
   if (!args.flag("json"))
     std::printf("%-8s %6s %7s %10s %9s %9s %10s  %s\n", "variant", "B", "S", "ms", "TFLOP/s",
                 "GB/s", "extra MiB", "config");
@@ -561,7 +567,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
       p.variant = var;
       p.S = S;
       p.B = tokens / S;
-      Row r = bench_op(op, p, pinned, warmup, reps, args.flag("saved"));
+      Row r = bench_op(op, p, pinned, warmup, reps, args.flag("saved"), static_cast<float>(forget_mean));
       rows.push_back(r);
       if (!args.flag("json"))
         std::printf("%-8s %6lld %7lld %10.3f %9.1f %9.1f %10.1f  %s\n", r.variant.c_str(),
@@ -574,7 +580,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
       pk.S = tokens;
       pk.num_seqs = varlen;
       pk.max_seqlen = *std::max_element(lens.begin(), lens.end());
-      Row rp = bench_op(op, pk, pinned, warmup, reps, args.flag("saved"), &lens);
+      Row rp = bench_op(op, pk, pinned, warmup, reps, args.flag("saved"), static_cast<float>(forget_mean), &lens);
       rp.op += ".packed";
       rows.push_back(rp);
       if (!args.flag("json"))
@@ -598,7 +604,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
       j.push_back({{"op", r.op}, {"variant", r.variant}, {"B", r.B}, {"S", r.S}, {"NH", r.NH},
                    {"Dqk", r.Dqk}, {"Dv", r.Dv}, {"dtype", r.dtype}, {"ms", r.ms},
                    {"tflops", r.tflops}, {"gbps", r.gbps}, {"extra_mib", r.extra_mb},
-                   {"config", r.config}, {"device", dev.name}});
+                   {"config", r.config}, {"forget_mean", forget_mean}, {"device", dev.name}});
     print_json(j);
   }
   return kOk;
