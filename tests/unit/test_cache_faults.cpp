@@ -309,6 +309,13 @@ TEST_CASE("a read-only cache serves lookups and refuses writes clearly",
 // The two users of the shared-cache tests below (root acts as both, in forked children).
 static constexpr uid_t kOwner = 65533, kReader = 65534;
 
+// Whether this process may take both users' uids (root); otherwise the test says why it skips.
+static bool acting_as_two_users() {
+  if (::geteuid() == 0) return true;
+  WARN("needs root to act as two users: skipped");
+  return false;
+}
+
 // A filled cache owned by kOwner (mode 644) in a directory every user may write (777); its path.
 static std::string shared_cache(const ScratchDir& dir) {
   const fs::path sub = dir.path() / "shared";
@@ -329,10 +336,7 @@ static std::string shared_cache(const ScratchDir& dir) {
 // would fail on it ("attempt to write a readonly database").
 TEST_CASE("a reader of another user's cache leaves no -wal or -shm for the owner to trip on",
           "[cache][faults][readonly]") {
-  if (::geteuid() != 0) {
-    WARN("needs root to act as two users: skipped");
-    return;
-  }
+  if (!acting_as_two_users()) return;
   ScratchDir dir;
   const std::string path = shared_cache(dir);
   const uid_t owner = kOwner, reader = kReader;
@@ -382,10 +386,7 @@ TEST_CASE("a reader of another user's cache leaves no -wal or -shm for the owner
 // The reader above keeps its snapshot open (a long-lived process): its owner's later commits
 // reach it once the file has changed, and the reader still makes no side file of its own.
 TEST_CASE("a reader of another user's idle cache sees the owner's later commits", "[cache][faults][readonly]") {
-  if (::geteuid() != 0) {
-    WARN("needs root to act as two users: skipped");
-    return;
-  }
+  if (!acting_as_two_users()) return;
   ScratchDir dir;
   const std::string path = shared_cache(dir);
   const uid_t owner = kOwner, reader = kReader;
