@@ -6,12 +6,8 @@
 // columns of C, head) walks the sequence in order (the walk: sm90_state_walk.cuh, A = K,
 // B = V); n is the column sums of the scaled K, kept by the Dv-tile-0 CTA. Rows past S are
 // zero-filled by TMA and carry w = 0 (u = -inf past S). With p.nseg > 1 the walk is split into
-// segments (grid y = head * nseg + segment) as in mlstm_fwd_states.cuh. With p.states_C null (the
-// fused forward's split, mlstm_fwd_fused_sm90.cuh) it stores no chunk states: it only leaves the
-// summaries the fold composes into the segments' start states, so only the segments before the
-// last walk, each in p.seg_pieces pieces of seg_chunks / seg_pieces chunks (grid y = head *
-// (nseg - 1) * pieces + piece; the pieces' end states at piece index head * nseg * pieces +
-// piece).
+// segments (grid y = head * nseg + segment) as in mlstm_fwd_states.cuh. (The fused forward's
+// split summarizes its segments with mlstm_fwd_summary_sm90.cuh.)
 // A packed call (TFLA_PACKED, seq_span.cuh): one walk per sequence and head over its own chunks
 // (never split), its rows loaded from the (D, T, NH, 1) tensor at the sequence's offset; rows
 // past its end (the next sequence's) carry u = -inf from the gate kernel, so w = 0.
@@ -28,18 +24,13 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
   static_assert(CHUNK % kSub == 0, "64-row sub-blocks tile the chunk");
   const MlstmFwdParams& p = P.p;
   const int nseg = p.nseg > 1 ? p.nseg : 1;
-  const bool summary = p.states_C == nullptr;  // segment ends only
-  // walks per head: the summary's pieces before the last segment, else the segments
-  const int pieces = summary && p.seg_pieces > 1 ? p.seg_pieces : 1;
-  const int nwalk = summary ? (nseg - 1) * pieces : nseg, span = p.seg_chunks / pieces;
-  if (nwalk == 0) return;  // a summary of an unsplit walk: nothing before the last segment
-  const int vt = blockIdx.x, bh = blockIdx.y / nwalk, seg = blockIdx.y % nwalk;  // seg: segment or piece
+  const int vt = blockIdx.x, bh = blockIdx.y / nseg, seg = blockIdx.y % nseg;
   Walk walk(smem_raw, &P.k, &P.v);
   const int v0 = vt * BV;
   const int NC = p.NC;  // chunks per head in the workspace and the gate rows
   const SeqSpan sq = seq_span<CHUNK>(p, bh / p.NH, bh % p.NH);
-  const int c_begin = nseg > 1 ? seg * span : 0;
-  const int c_end = nseg > 1 ? min(NC, c_begin + span) : TFLA_PACKED ? sq.NC : NC;
+  const int c_begin = nseg > 1 ? seg * p.seg_chunks : 0;
+  const int c_end = nseg > 1 ? min(NC, c_begin + p.seg_chunks) : TFLA_PACKED ? sq.NC : NC;
   const int total = (c_end - c_begin) * kNSub;
   const long long S_pad = static_cast<long long>(NC) * CHUNK;
   const long long row_begin = static_cast<long long>(c_begin) * CHUNK;
@@ -49,7 +40,7 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
                      [row0](int it) { return row0 + it * kSub; }))
     return;
   // the Dv-tile-0 CTA carries n
-  const bool own_n = vt == 0 && (summary ? p.seg_n : p.states_n) != nullptr;
+  const bool own_n = vt == 0 && p.states_n != nullptr;
   const bool lead = vt == 0 && Walk::cw() == 0 && Walk::lt() == 0;
 
   float acc[Walk::kMB][Walk::kAcc];
@@ -71,67 +62,14 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
     for (int i = 0; i < kRows; ++i) u_next[i] = it < total ? p.gate_u[urow + kRg * i] : 0.f;
   };
   load_u(0);
-  if (summary) {
-    // No chunk states to publish: the chunks go in groups of kGroup (256 rows, as a walk at chunk
-    // 256), one stabilizer and one decay per group, so the group's sub-blocks keep a wgmma group
-    // in flight across chunk boundaries. With G the group's total log-decay and R_k = G - (the
-    // decays of the group's chunks before k), the state leaving the group is
-    //   exp(G + m - m') C + sum_k sum_{t in chunk k} exp(R_k + u_t - m') k_t v_t^T,
-    //   m' = max(G + m, max_k (R_k + umax_k))   (mLSTMexp; 0 for mLSTMsig).
-    constexpr int kGroup = CHUNK >= 256 ? 1 : 256 / CHUNK;
-    const float* gg = p.chunk_g + static_cast<long long>(bh) * NC;
-    const float* gu = p.chunk_umax + static_cast<long long>(bh) * NC;
-#pragma unroll 1
-    for (int c0 = c_begin; c0 < c_end; c0 += kGroup) {
-      const int n = min(kGroup, c_end - c0);
-      float G = 0.f;
-#pragma unroll 1
-      for (int k = 0; k < n; ++k) G += gg[c0 + k];
-      float m_new = 0.f;
-      if (EXP) {
-        m_new = G + m_prev;
-        float pre = 0.f;
-#pragma unroll 1
-        for (int k = 0; k < n; ++k) {
-          m_new = fmaxf(m_new, G - pre + gu[c0 + k]);
-          pre += gg[c0 + k];
-        }
-      }
-      const float decay = __expf(G + m_prev - m_new);
-#pragma unroll
-      for (int mb = 0; mb < Walk::kMB; ++mb)
-#pragma unroll
-        for (int i = 0; i < Walk::kAcc; ++i) acc[mb][i] *= decay;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) npart[e] *= decay;
-      m_prev = m_new;
-      float pre = 0.f;
-#pragma unroll 1
-      for (int k = 0; k < n; ++k) {
-        const float R = G - pre;
-        pre += gg[c0 + k];
-#pragma unroll 1
-        for (int sub = 0; sub < kNSub; ++sub) {
-          float w[kRows];
-#pragma unroll
-          for (int i = 0; i < kRows; ++i) w[i] = __expf(R + u_next[i] - m_new);
-          load_u((c0 + k - c_begin) * kNSub + sub + 1);
-          if (own_n) walk.template step<true>(acc, w, npart);
-          else walk.template step<false>(acc, w, npart);
-        }
-      }
-      walk.drain(acc);
-    }
-  }
   // chunk c's log-decay and largest u, loaded a chunk ahead (off the chunk boundary's path)
   const float* cg = p.chunk_g + static_cast<long long>(bh) * NC;
   const float* cu = p.chunk_umax + static_cast<long long>(bh) * NC;
-  const int c_first = summary ? c_end : c_begin;
-  float g_next = c_first < c_end ? cg[c_first] : 0.f;
-  float umax_next = EXP && c_first < c_end ? cu[c_first] : 0.f;
+  float g_next = c_begin < c_end ? cg[c_begin] : 0.f;
+  float umax_next = EXP && c_begin < c_end ? cu[c_begin] : 0.f;
   // Entering chunk c the state is published, then decayed. open_chunk(c) fixes the chunk's
   // stabilizer and decay, publishes the entering n and m, decays n and scales the chunk's first
-  // sub-block: for c > c_first while chunk c - 1's last group is still in flight. The drain, the
+  // sub-block: for c > c_begin while chunk c - 1's last group is still in flight. The drain, the
   // state's store and its decay then come between that and the sub-block's wgmma (with no group
   // in flight across the loop's back edge, where the compiler's copies of X would serialize the
   // wgmma).
@@ -157,6 +95,10 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
     if (own_n) walk.template prepare<true>(w, npart);
     else walk.template prepare<false>(w, npart);
   };
+  // The walk's first chunk, hidden from the compiler: folding c_first == c_begin into the first
+  // open_chunk's indices makes ptxas spill the accumulators at Dqk 256 (test_nvrtc_sm90 checks).
+  int c_first = c_begin;
+  asm volatile("" : "+r"(c_first));
   if (c_first < c_end) open_chunk(c_first);
 #pragma unroll 1
   for (int c = c_first; c < c_end; ++c) {
@@ -177,8 +119,8 @@ __device__ void mlstm_fwd_states_sm90(const MlstmFwdStatesSm90Params& P, char* s
     if (c + 1 < c_end) open_chunk(c + 1);
     walk.drain(acc);
   }
-  if (nseg > 1) {  // this segment's (or piece's) end state, for the fix kernel or the fold
-    const long long sb = static_cast<long long>(bh) * nseg * pieces + seg;
+  if (nseg > 1) {  // this segment's end state, for the fix kernel
+    const long long sb = static_cast<long long>(bh) * nseg + seg;
     walk.store_acc(acc, nullptr, p.seg_C + sb * DQK * DV, v0);
     if (own_n) walk.colsum_store(npart, p.seg_n + sb * DQK);
     if (lead) p.seg_m[sb] = m_prev;

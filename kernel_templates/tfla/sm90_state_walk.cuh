@@ -307,6 +307,101 @@ struct StateWalkSm90 {
     prev_slot = pos.slot;
     pos.advance();
   }
+  // The transposed form (the split's summary walk, mlstm_fwd_summary_sm90.cuh, BV = 128):
+  // X^T (BV x Dqk) += (w * B)^T A. Consumer warpgroup cw owns B's panel cw (64 columns of BV) as
+  // the wgmma's rows and all of Dqk as its columns (m64 nDQK, kAccT floats per thread). Per
+  // sub-block each warpgroup scales only its own panel of B (a quarter to a half of what scaling
+  // A takes), and each wgmma reads a 64-row slice of B and all of A: fewer shared-memory bytes
+  // than the (A * w)^T B form, whose two m64 blocks per warpgroup read all of B each.
+  static constexpr int kAccT = DQK / 2;
+  // The B rows this thread scales, kTRows of them, chunk lt % 8 of each, are among the rows whose
+  // column sums of A it keeps (r0 + kRg i, kRows of them; see colsum_store): i = t_idx(j).
+  static constexpr int kTRows = kSub / 16, kTSpread = kRows / kTRows;
+  static_assert(kTRows * kTSpread == kRows, "the scaled rows are a subset of the summed rows");
+  __device__ static int t_b() { return (lt() / 8) % kTSpread; }
+  __device__ static int t_row(int j) { return r0() + kRg * (kTSpread * j + t_b()); }
+
+  // Accumulator element i of this thread in X^T: row (a column of the BV tile) and column (Dqk).
+  __device__ static int acc_t_v(int i) { return 64 * cw() + 16 * warp() + g() + 8 * ((i / 2) % 2); }
+  __device__ static int acc_t_k(int i) { return 8 * (i / 4) + 2 * cq() + i % 2; }
+  // X^T <- src (fp32 X, row stride DV, columns from v0).
+  __device__ static void load_acc_t(float (&acc)[kAccT], const float* src, int v0) {
+#pragma unroll
+    for (int i = 0; i < kAccT; ++i) acc[i] = src[static_cast<long long>(acc_t_k(i)) * DV + v0 + acc_t_v(i)];
+  }
+  // X^T -> dst (fp32 X, row stride DV, columns from v0): for each register the warp's lanes write
+  // 4 whole 32-byte sectors (4 rows of X, 8 consecutive columns each: g runs along the columns).
+  __device__ static void store_acc_t(const float (&acc)[kAccT], float* dst, int v0) {
+#pragma unroll
+    for (int i = 0; i < kAccT; ++i) dst[static_cast<long long>(acc_t_k(i)) * DV + v0 + acc_t_v(i)] = acc[i];
+  }
+
+  // The transposed step's first half: wait for the next sub-block; with SUMS add this thread's
+  // part of the column sums of A * w (A as loaded, fp32 products; rows r0 + kRg i, the layout
+  // colsum_store reduces); scale this warpgroup's panel of B in place. The weight of row r0 + kRg i
+  // is exp(bias + u[i]).
+  template <bool SUMS>
+  __device__ void prepare_t(float bias, const float (&u)[kRows], float (&part)[kParts]) {
+    using namespace sm90;
+    static_assert(BV == 128 && !A_REGS, "one 64-column panel of B per consumer warpgroup");
+    mbar_wait(&full()[pos.slot], pos.phase);
+    char* slot = ring + pos.slot * kSlotBytes;
+    if constexpr (SUMS) {
+      const char* chunk = slot + my_panel() * kPanelBytes + (pc() % 8) * 16;
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        const float w = __expf(bias + u[i]);
+        const uint4 x = *reinterpret_cast<const uint4*>(chunk + (r0() + kRg * i) * 128);
+        const u32 wd[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 f = Elem<T>::unpack2(wd[e]);
+          part[2 * e] = fmaf(f.x, w, part[2 * e]);
+          part[2 * e + 1] = fmaf(f.y, w, part[2 * e + 1]);
+        }
+      }
+    }
+    asm volatile("" ::: "memory");  // the sums' registers are free before the scaling's loads
+    // every chunk of a row takes the row's weight, so the swizzle does not matter here
+    char* bchunk = slot + kABytes + cw() * kPanelBytes + (lt() % 8) * 16;
+    const int b = t_b();
+#pragma unroll
+    for (int j = 0; j < kTRows; ++j) {
+      float uj = u[kTSpread * j];
+#pragma unroll
+      for (int s = 1; s < kTSpread; ++s) uj = b == s ? u[kTSpread * j + s] : uj;
+      scale_chunk<false>(reinterpret_cast<uint4*>(bchunk + t_row(j) * 128), __expf(bias + uj), part);
+    }
+    fence_proxy_async();
+  }
+  // The transposed step's second half: once the warpgroup's panel is scaled, X^T += (w B)^T A for
+  // the sub-block (both operands MN-major: B's panel as the 64 rows, A's Dqk / 64 panels as the
+  // columns). The previous group completes here and its slot is freed.
+  __device__ void issue_t(float (&acc)[kAccT]) {
+    using namespace sm90;
+    reg_fence(acc);  // the caller's writes of X^T (a decay) stay before the stage opened below
+    named_bar_sync(1 + cw(), 128);
+    char* slot = ring + pos.slot * kSlotBytes;
+    const int cwu = __shfl_sync(0xffffffffu, cw(), 0);
+    const u64 db = wgmma_desc_mnmajor(smem_u32(slot + kABytes) + cwu * kPanelBytes, 128, kPanelBytes);
+    const u64 da = wgmma_desc_mnmajor(smem_u32(slot), 128, kPanelBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      Wgmma<DQK>::template ss<T, 1, 1>(acc, db + desc_step(16 * 128 * kk), da + desc_step(16 * 128 * kk), 1);
+    wgmma_commit();
+    wgmma_wait<1>();
+    release_prev();
+    prev_slot = pos.slot;
+    pos.advance();
+  }
+  __device__ void drain_t(float (&acc)[kAccT]) {
+    sm90::wgmma_wait<0>();
+    sm90::reg_fence(acc);
+    release_prev();
+    prev_slot = -1;
+  }
+
   // Completes the group in flight and frees its slot: the accumulators may be read and written.
   __device__ void drain(float (&acc)[kMB][kAcc]) {
     sm90::wgmma_wait<0>();

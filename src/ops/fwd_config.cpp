@@ -705,6 +705,16 @@ rt::KernelSpec fwd_states_sm90_kernel(const MlstmProblem& p, int chunk, int bv) 
 rt::KernelSpec bwd_dstates_sm90_kernel(const MlstmProblem& p, int chunk, int bv) {
   return state_walk_kernel("mlstm_bwd_dstates_sm90", "tfla::MlstmBwdDstatesSm90Params", p, chunk, bv);
 }
+rt::KernelSpec fwd_summary_sm90_kernel(const MlstmProblem& p, int chunk) {
+  constexpr int bv = FwdFusedSm90Shape::kBV;
+  return rt::with_min_blocks(
+      rt::render("mlstm_fwd_summary_sm90", "tfla/mlstm_fwd_summary_sm90.cuh", "tfla::mlstm_fwd_summary_sm90",
+                 "tfla::MlstmFwdStatesSm90Params",
+                 {{"T", device_type(p.dtype)}, {"DQK", arg(p.Dqk)}, {"DV", arg(p.Dv)}, {"CHUNK", arg(chunk)},
+                  {"BV", arg(bv)}, {"STAGES", arg(kStateWalkSm90Stages)}, {"EXP", arg(p.variant == Variant::Exp)}},
+                 StateWalkSm90Shape::kThreads, state_walk_sm90_smem(p, bv)),
+      1);
+}
 
 std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& c, const DeviceLimits& dev) {
   const std::string T = device_type(p.dtype);
@@ -739,10 +749,10 @@ std::vector<rt::KernelSpec> fwd_kernels(const MlstmProblem& p, const FwdConfig& 
     // the summary walk and the fold to the segments' starts, by the config and the head sizes
     // alone (a loaded selection's kernels are keyed so; the plan launches them where it splits)
     if (c.st_seg > 1 && fused_split_serves(p, dev)) {
-      specs.push_back(fwd_states_sm90_kernel(p, kFusedChunk, FwdFusedSm90Shape::kBV));
+      specs.push_back(fwd_summary_sm90_kernel(p, kFusedChunk));
       specs.push_back(fwd_state_fix_kernel(p, true));
       // with a saved buffer, the summary walk at the config's chunk reads the buffer's gate rows
-      specs.push_back(fwd_states_sm90_kernel(p, c.chunk, FwdFusedSm90Shape::kBV));
+      specs.push_back(fwd_summary_sm90_kernel(p, c.chunk));
     }
     return specs;
   }

@@ -107,6 +107,9 @@ int fused_bv_by_default(const MlstmProblem& p, const DeviceLimits& dev);
 int state_walk_sm90_smem(const MlstmProblem& p, int bv);
 rt::KernelSpec fwd_states_sm90_kernel(const MlstmProblem& p, int chunk, int bv);
 rt::KernelSpec bwd_dstates_sm90_kernel(const MlstmProblem& p, int chunk, int bv);
+// The fused walk's split: the segment summaries (mlstm_fwd_summary_sm90.cuh, 128 columns of the
+// state per CTA, Dqk 128 or 256) at the gate rows' chunk.
+rt::KernelSpec fwd_summary_sm90_kernel(const MlstmProblem& p, int chunk);
 // The Dv tile of the state walks' default: 128 columns, 64 where 128 would leave SMs idle.
 int state_walk_sm90_bv(const MlstmProblem& p, const DeviceLimits& dev);
 // The default columns and sequence split of an sm90 chunk-state walk (the forward's states, the

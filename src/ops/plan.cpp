@@ -165,9 +165,7 @@ void execute(const Plan& plan, const rt::LoadedKernel* const* kernels, const Mls
         break;
       case Block::FwdWalkSm90: {
         set_walk(plan, bases, *b.f);
-        MlstmFwdStatesSm90Params P = fwd_states_sm90_params(p, *b.f);
-        if (l.mode == kWalkSummary) P.p.states_C = nullptr;
-        run(k, l.grid, stream, P);
+        run(k, l.grid, stream, fwd_states_sm90_params(p, *b.f));
         break;
       }
       case Block::FwdOutputSm90: run(k, l.grid, stream, fwd_output_sm90_params(p, *b.f, l.tile)); break;

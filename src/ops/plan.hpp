@@ -68,8 +68,8 @@ enum class Block : uint8_t {
 };
 const char* to_string(Block b) noexcept;
 
-// Launch::mode of a FwdWalkSm90 launch that is a split fused walk's summary walk: it stores no
-// chunk states (its block's states_C is null), though the plan may bind them for the fused walk.
+// Launch::mode of a FwdWalkSm90 launch that is a split fused walk's summary walk
+// (mlstm_fwd_summary_sm90.cuh: grid y heads x pieces, no chunk states stored).
 inline constexpr int kWalkSummary = 1;
 
 struct Launch {

@@ -482,6 +482,13 @@ TEST_CASE("the fused sm90 forward split into two segments on a small shape (run 
       c.seg = 2;
       if (!sm90_serves(c)) { WARN("the sm90 engine does not serve this device"); return; }
       run_case(c, seed++);
+      if (var < 2) {  // Dv 256: two Dv tiles, the summary's n carried by tile 0 alone
+        Case d{false, CW, var == 0 ? E : G, true, dt, 1, 2, 300, 256, 128, 256, kInit | kLast};
+        d.engine = 1;
+        d.fused = true;
+        d.seg = 2;
+        run_case(d, seed++);
+      }
       if (dt == bf && var < 2) {  // segments of 32 chunks: the summary in 2 pieces of 1024 tokens
         Case w{false, CW, var == 0 ? E : G, true, dt, 1, 1, 4096, 256, 128, 128, kInit | kLast};
         w.engine = 1;

@@ -244,7 +244,7 @@ TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame 
       ++wide;
     }
     if (p.Dqk % 128 == 0) {
-      specs.push_back(ops::fwd_states_sm90_kernel(p, ops::kFusedChunk, 128));
+      specs.push_back(ops::fwd_summary_sm90_kernel(p, ops::kFusedChunk));
       specs.push_back(ops::fwd_state_fix_kernel(p, true));
     }
   }
@@ -252,6 +252,23 @@ TEST_CASE("the sm_90a fused forward compiles with no ptxas warning, stack frame 
   CHECK(wide_fused_walk(ops::fwd_fused_sm90_kernel(sm90_problems()[1], 256).key));
   CHECK(!wide_fused_walk(ops::fwd_fused_sm90_kernel(sm90_problems()[1], 128).key));
   REQUIRE(specs.size() == 13 + 2 * 12 + wide);
+  check_clean(specs);
+}
+
+// The split's summary walk at one, three and eight Dv tiles, and at the saved buffer's chunk.
+TEST_CASE("the sm_90a summary walk compiles with no ptxas warning, stack frame or spill at every Dv",
+          "[nvrtc][sm90][fused]") {
+  ScopedEnv verbose("TFLA_PTXAS_VERBOSE", "1");
+  std::vector<rt::KernelSpec> specs;
+  for (MlstmProblem p : sm90_problems()) {
+    if (p.Dqk % 128) continue;
+    for (int dv : {128, 384, 1024}) {
+      p.Dv = dv;
+      INFO(p.Dqk << "x" << p.Dv);
+      specs.push_back(ops::fwd_summary_sm90_kernel(p, ops::kFusedChunk));
+    }
+    if (p.Dqk == 256) specs.push_back(ops::fwd_summary_sm90_kernel(p, 256));
+  }
   check_clean(specs);
 }
 

@@ -242,7 +242,8 @@ TEST_CASE("every rendered kernel matches its header's template and parameter lis
   }
   // every kernel family of the library is among them
   for (const char* fn : {"tfla::mlstm_fwd_gates", "tfla::mlstm_fwd_states", "tfla::mlstm_fwd_output",
-                         "tfla::mlstm_fwd_output_sm90", "tfla::mlstm_fwd_states_sm90", "tfla::mlstm_bwd_tile",
+                         "tfla::mlstm_fwd_output_sm90", "tfla::mlstm_fwd_states_sm90", "tfla::mlstm_fwd_summary_sm90",
+                         "tfla::mlstm_bwd_tile",
                          "tfla::mlstm_bwd_parallel", "tfla::mlstm_bwd_tile_sm90", "tfla::mlstm_bwd_dstates",
                          "tfla::mlstm_bwd_gates_local", "tfla::mlstm_bwd_gates_df", "tfla::mlstm_step_fused",
                          "tfla::mlstm_step_nm", "tfla::gemm_sm90", "tfla::sm90_wgmma_probe",

@@ -133,7 +133,7 @@ std::vector<std::string> expected_fwd(const ops::FwdConfig& c, const Plan& plan)
   if (c.parallel()) return {"mlstm_fwd_output"};
   if (c.fused) {  // split: the summary walk and the fold to the segments' starts before the walks
     if (plan.walk.nseg > 1)
-      return {"mlstm_fwd_gates", "mlstm_fwd_states_sm90", "mlstm_fwd_state_fix", "mlstm_fwd_fused_sm90"};
+      return {"mlstm_fwd_gates", "mlstm_fwd_summary_sm90", "mlstm_fwd_state_fix", "mlstm_fwd_fused_sm90"};
     return {"mlstm_fwd_gates", "mlstm_fwd_fused_sm90"};
   }
   std::vector<std::string> v{"mlstm_fwd_gates", c.st_sm90 ? "mlstm_fwd_states_sm90" : "mlstm_fwd_states"};
