@@ -1,6 +1,8 @@
 // The machinery of a chunk-state walk on the sm_90a engine, shared by the forward's state kernel
-// (mlstm_fwd_states_sm90.cuh: C += (K * w)^T V, chunks in order) and the backward's dC kernel
-// (mlstm_bwd_dstates_sm90.cuh: dC += (Q * w)^T dH, chunks in reverse). Both accumulate
+// (mlstm_fwd_states_sm90.cuh: C += (K * w)^T V, chunks in order), the backward's dC kernel
+// (mlstm_bwd_dstates_sm90.cuh: dC += (Q * w)^T dH, chunks in reverse) and, in the transposed
+// form further below, the fused forward split's summary walk (mlstm_fwd_summary_sm90.cuh). The
+// first two accumulate
 //   X (Dqk x BV, fp32) += (A * w)^T B
 // over 64-row sub-blocks of A (64 x Dqk) and B (64 x BV), 384 threads:
 //  - warpgroup 0 (producer, 40 registers): one thread loads each sub-block's A and B by TMA into
