@@ -90,8 +90,13 @@ __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
         if (lead) p.chunk_m[mrow + c0] = EXP ? ms : 0.f;
       }
       if (j == last_start) break;
+      // the piece's total log-decay, summed by the warp's lanes in parallel (a piece is up to
+      // thousands of chunks); the butterfly leaves the same bits in every lane
       float G = 0.f;
-      for (int c = c0; c < c1; ++c) G += p.chunk_g[static_cast<long long>(bh) * NC + c];
+      for (int c = c0 + static_cast<int>(threadIdx.x % 32); c < c1; c += 32)
+        G += p.chunk_g[static_cast<long long>(bh) * NC + c];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) G += __shfl_xor_sync(0xffffffffu, G, o);
       const float mE = EXP ? p.seg_m[sb] : 0.f;
       const float mnew = EXP ? fmaxf(G + ms, mE) : 0.f;
       const float a = __expf(G + ms - mnew), b = __expf(mE - mnew);
