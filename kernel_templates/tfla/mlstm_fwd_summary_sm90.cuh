@@ -8,10 +8,10 @@
 // One CTA per (128 columns of Dv, head, piece), grid y = head * (nseg - 1) * pieces + piece,
 // 384 threads, the ring and TMA loads of sm90_state_walk.cuh (A = K, B = V) in its transposed
 // form: each consumer warpgroup holds C^T for its 64 columns of Dv and all of Dqk, scales its
-// panel of V by the token weights and issues C^T += (w V)^T K. The Dv-tile-0 CTA also sums n from
-// the unscaled K in fp32. The chunks go in groups of kGroup (256 rows, as a walk at chunk 256),
-// one stabilizer and one decay per group, so a wgmma group stays in flight across the chunks of
-// a group. With G the group's total log-decay and R_k = G - (the decays of the group's chunks
+// panel of V by the token weights and issues C^T += (w V)^T K. The Dv-tile-0 CTA also sums n
+// (the column sums of w K) from K as loaded, in fp32 products. The chunks go in groups of kGroup
+// (256 rows, as a walk at chunk 256), one stabilizer and one decay per group, so a wgmma group
+// stays in flight across the chunks of a group. With G the group's total log-decay and R_k = G - (the decays of the group's chunks
 // before k), the state leaving the group is
 //   exp(G + m - m') C + sum_k sum_{t in chunk k} exp(R_k + u_t - m') k_t v_t^T,
 //   m' = max(G + m, max_k (R_k + umax_k))   (mLSTMexp; 0 for mLSTMsig).
