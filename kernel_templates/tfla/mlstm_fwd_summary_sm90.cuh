@@ -11,8 +11,8 @@
 // panel of V by the token weights and issues C^T += (w V)^T K. The Dv-tile-0 CTA also sums n
 // (the column sums of w K) from K as loaded, in fp32 products. The chunks go in groups of kGroup
 // (256 rows, as a walk at chunk 256), one stabilizer and one decay per group, so a wgmma group
-// stays in flight across the chunks of a group. With G the group's total log-decay and R_k = G - (the decays of the group's chunks
-// before k), the state leaving the group is
+// stays in flight across the chunks of a group. With G the group's total log-decay and
+// R_k = G - (the decays of the group's chunks before k), the state leaving the group is
 //   exp(G + m - m') C + sum_k sum_{t in chunk k} exp(R_k + u_t - m') k_t v_t^T,
 //   m' = max(G + m, max_k (R_k + umax_k))   (mLSTMexp; 0 for mLSTMsig).
 // Rows past S are zero-filled by TMA and carry w = 0 (u = -inf past S). Never packed: packed
