@@ -90,8 +90,8 @@ __device__ void mlstm_fwd_state_fix(const MlstmFwdParams& p) {
         if (lead) p.chunk_m[mrow + c0] = EXP ? ms : 0.f;
       }
       if (j == last_start) break;
-      // the piece's total log-decay, summed by the warp's lanes in parallel (a piece is up to
-      // thousands of chunks); the butterfly leaves the same bits in every lane
+      // the piece's total log-decay, summed by the warp's lanes in parallel (64 chunks a piece at
+      // B = 1, S = 65536 with the paper's heads); the butterfly leaves the same bits in every lane
       float G = 0.f;
       for (int c = c0 + static_cast<int>(threadIdx.x % 32); c < c1; c += 32)
         G += p.chunk_g[static_cast<long long>(bh) * NC + c];

@@ -312,12 +312,12 @@ struct StateWalkSm90 {
   // The transposed form (the split's summary walk, mlstm_fwd_summary_sm90.cuh, BV = 128):
   // X^T (BV x Dqk) += (w * B)^T A. Consumer warpgroup cw owns B's panel cw (64 columns of BV) as
   // the wgmma's rows and all of Dqk as its columns (m64 nDQK, kAccT floats per thread). Per
-  // sub-block each warpgroup scales only its own panel of B (a quarter to a half of what scaling
-  // A takes), and each wgmma reads a 64-row slice of B and all of A: fewer shared-memory bytes
-  // than the (A * w)^T B form, whose two m64 blocks per warpgroup read all of B each.
+  // sub-block each warpgroup scales only its own panel of B (64 columns, against Dqk / 2 of A in
+  // the (A * w)^T B form), and each wgmma reads a 64-row slice of B and all of A: fewer
+  // shared-memory bytes than that form, whose m64 blocks (two at Dqk 256) read all of B each.
   static constexpr int kAccT = DQK / 2;
   // The B rows this thread scales, kTRows of them, chunk lt % 8 of each, are among the rows whose
-  // column sums of A it keeps (r0 + kRg i, kRows of them; see colsum_store): i = t_idx(j).
+  // column sums of A it keeps (r0 + kRg i, kRows of them; see colsum_store): i = kTSpread j + t_b().
   static constexpr int kTRows = kSub / 16, kTSpread = kRows / kTRows;
   static_assert(kTRows * kTSpread == kRows, "the scaled rows are a subset of the summed rows");
   __device__ static int t_b() { return (lt() / 8) % kTSpread; }
